@@ -1,0 +1,80 @@
+//! Wall-clock time and its RFC 5322 rendering, in one place so that every
+//! timestamp tern writes (Received:, envelopes, logs) agrees.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// RFC 5322 3.3 date-time in the local time zone: `Mon, 23 Nov 2026 14:08:39 +0100`.
+pub fn rfc5322(t: u64) -> String {
+    let t = i64::try_from(t).unwrap_or(0);
+    rfc5322_with_offset(t, crate::sys::utc_offset(t))
+}
+
+fn rfc5322_with_offset(t: i64, offset: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let local = t + offset;
+    let days = local.div_euclid(86_400);
+    let secs = local.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let wd = DAYS
+        .get(days.rem_euclid(7) as usize)
+        .copied()
+        .unwrap_or("Thu");
+    let mon = MONTHS.get((m as usize).wrapping_sub(1)).copied().unwrap_or("Jan");
+    let sign = if offset < 0 { '-' } else { '+' };
+    let off = offset.abs();
+    format!(
+        "{wd}, {d} {mon} {y} {:02}:{:02}:{:02} {sign}{:02}{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+        off / 3600,
+        off % 3600 / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_dates() {
+        assert_eq!(rfc5322_with_offset(0, 0), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_with_offset(1_795_442_919, 0),
+            "Mon, 23 Nov 2026 14:08:39 +0000"
+        );
+        assert_eq!(
+            rfc5322_with_offset(951_782_400, 3600),
+            "Tue, 29 Feb 2000 01:00:00 +0100"
+        );
+        assert_eq!(
+            rfc5322_with_offset(951_782_400, -9000),
+            "Mon, 28 Feb 2000 21:30:00 -0230"
+        );
+    }
+}

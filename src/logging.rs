@@ -1,0 +1,87 @@
+//! Where log lines go: stderr with times in the foreground (`-d`), syslog
+//! through /dev/log otherwise (a detached daemon, or `-i` under inetd, whose
+//! stderr may be the client's socket).
+
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::sync::Mutex;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+/// `-v` count to a level: 0 info, 1 debug, 2+ trace.
+pub fn level(verbose: usize) -> LevelFilter {
+    match verbose {
+        0 => LevelFilter::Info,
+        1 => LevelFilter::Debug,
+        _ => LevelFilter::Trace,
+    }
+}
+
+/// Log to stderr with timestamps.
+pub fn to_stderr(program: &str, level: LevelFilter) {
+    let program = program.to_owned();
+    let _ = env_logger::Builder::new()
+        .filter_level(level)
+        .format(move |buf, record| {
+            let ts = buf.timestamp_millis();
+            writeln!(buf, "{ts} {program}[{}]: {}: {}", std::process::id(), record.level(), record.args())
+        })
+        .target(env_logger::Target::Stderr)
+        .try_init();
+}
+
+/// RFC 3164 facility `mail` (2).
+const FACILITY_MAIL: u8 = 2;
+
+struct Syslog {
+    program: String,
+    sock: Mutex<Option<UnixDatagram>>,
+    level: LevelFilter,
+}
+
+impl Syslog {
+    fn connect() -> Option<UnixDatagram> {
+        let s = UnixDatagram::unbound().ok()?;
+        s.connect("/dev/log").ok()?;
+        Some(s)
+    }
+}
+
+impl Log for Syslog {
+    fn enabled(&self, m: &Metadata<'_>) -> bool {
+        m.level() <= self.level
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let severity = match record.level() {
+            Level::Error => 3,
+            Level::Warn => 4,
+            Level::Info => 6,
+            Level::Debug | Level::Trace => 7,
+        };
+        let pri = u16::from(FACILITY_MAIL) * 8 + severity;
+        let msg = format!("<{pri}>{}[{}]: {}", self.program, std::process::id(), record.args());
+        let mut sock = self.sock.lock().unwrap_or_else(|e| e.into_inner());
+        if sock.is_none() {
+            *sock = Syslog::connect();
+        }
+        let sent = sock.as_ref().is_some_and(|s| s.send(msg.as_bytes()).is_ok());
+        if !sent {
+            // syslogd restarted: reconnect once next time.
+            *sock = None;
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Log to syslog, facility mail.
+pub fn to_syslog(program: &str, level: LevelFilter) {
+    let logger = Syslog { program: program.to_owned(), sock: Mutex::new(Syslog::connect()), level };
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        log::set_max_level(level);
+    }
+}

@@ -1,0 +1,42 @@
+//! The mail log: one function per mail event, one line each, keyed by queue
+//! id where there is one, in a form close to Postfix's so that administrators'
+//! grep habits and log summarizers carry over. The format is documented in
+//! ternd(8); change it only with the man page.
+
+use std::fmt::Display;
+
+/// `connect from unknown[192.0.2.1]`
+pub fn connect(client: &dyn Display) {
+    log::info!("connect from {client}");
+}
+
+/// `disconnect from unknown[192.0.2.1] commands=5 errors=0`
+pub fn disconnect(client: &dyn Display, commands: u32, errors: u32) {
+    log::info!("disconnect from {client} commands={commands} errors={errors}");
+}
+
+/// A refused command: `NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 550 5.1.1 ...; from=<a@b> to=<c@d> proto=ESMTP helo=<x>`
+pub fn reject(client: &dyn Display, verb: &str, reply: &dyn Display, from: Option<&str>, to: Option<&str>, proto: &str, helo: Option<&str>) {
+    let mut line = format!("NOQUEUE: reject: {verb} from {client}: {reply};");
+    if let Some(f) = from {
+        line.push_str(&format!(" from=<{f}>"));
+    }
+    if let Some(t) = to {
+        line.push_str(&format!(" to=<{t}>"));
+    }
+    line.push_str(&format!(" proto={proto}"));
+    if let Some(h) = helo {
+        line.push_str(&format!(" helo=<{h}>"));
+    }
+    log::info!("{line}");
+}
+
+/// A message is on disk: `ID: from=<a@b>, size=1234, nrcpt=2, client=unknown[192.0.2.1]`
+pub fn queued(id: &dyn Display, from: &str, size: u64, nrcpt: usize, client: &dyn Display) {
+    log::info!("{id}: from=<{from}>, size={size}, nrcpt={nrcpt}, client={client}");
+}
+
+/// A connection refused before any session: `reject: connect from unknown[192.0.2.1]: 421 4.3.2 ...`
+pub fn refuse_connection(client: &dyn Display, reply: &dyn Display) {
+    log::warn!("reject: connect from {client}: {reply}");
+}

@@ -1,0 +1,257 @@
+//! The byte stream a session runs over, and its buffered reader.
+//!
+//! One trait covers TCP, stdin/stdout (`ternd -i`, `sendmail -bs`) and, later,
+//! TLS. The reader owns the input buffer, which is what PIPELINING needs:
+//! replies are flushed only when the session is about to block on a read
+//! (RFC 2920 3.1; qmail's flush-before-read).
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+/// A bidirectional stream with a settable read timeout.
+pub trait Conn: Read + Write + Send {
+    fn set_timeout(&mut self, t: Duration) -> io::Result<()>;
+}
+
+impl Conn for TcpStream {
+    fn set_timeout(&mut self, t: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(t))?;
+        self.set_write_timeout(Some(t))
+    }
+}
+
+/// stdin for reading, stdout for writing, as inetd and tcpserver hand them over.
+pub struct Stdio {
+    stdin: io::Stdin,
+    stdout: io::Stdout,
+    timeout: Duration,
+}
+
+impl Stdio {
+    pub fn new() -> Stdio {
+        Stdio { stdin: io::stdin(), stdout: io::stdout(), timeout: Duration::from_secs(300) }
+    }
+}
+
+impl Default for Stdio {
+    fn default() -> Self {
+        Stdio::new()
+    }
+}
+
+impl Read for Stdio {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // std has no read timeout for stdin, so wait with poll(2) first.
+        if !crate::sys::wait_readable(self.stdin.as_raw_fd(), self.timeout)? {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        // Read straight from the descriptor: the session keeps its own buffer.
+        self.stdin.lock().read(buf)
+    }
+}
+
+impl Write for Stdio {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stdout.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.stdout.flush()
+    }
+}
+
+impl Conn for Stdio {
+    fn set_timeout(&mut self, t: Duration) -> io::Result<()> {
+        self.timeout = t;
+        Ok(())
+    }
+}
+
+/// What one `read_line` produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A line without its line end.
+    Text(Vec<u8>),
+    /// Over the limit; the whole line was read and thrown away.
+    TooLong,
+    /// The client closed the connection.
+    Eof,
+}
+
+/// Buffered input and output over a `Conn`.
+pub struct Io {
+    conn: Box<dyn Conn>,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    out: Vec<u8>,
+}
+
+const BUF_SIZE: usize = 16 * 1024;
+
+impl Io {
+    pub fn new(conn: Box<dyn Conn>) -> Io {
+        Io { conn, buf: vec![0; BUF_SIZE], start: 0, end: 0, out: Vec::with_capacity(1024) }
+    }
+
+    pub fn set_timeout(&mut self, t: Duration) -> io::Result<()> {
+        self.conn.set_timeout(t)
+    }
+
+    /// Queue bytes for the client; sent at the next flush.
+    pub fn queue(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    pub fn out_buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            let r = self.conn.write_all(&self.out);
+            self.out.clear();
+            r?;
+        }
+        self.conn.flush()
+    }
+
+    /// Bytes received but not yet consumed.
+    pub fn buffered(&self) -> &[u8] {
+        self.buf.get(self.start..self.end).unwrap_or_default()
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+    }
+
+    /// Throw away everything the client sent that was not yet read; used
+    /// where pipelined input must not be acted on (after STARTTLS, CVE-2011-0411).
+    pub fn discard_buffered(&mut self) {
+        self.start = self.end;
+    }
+
+    /// Read more from the connection, flushing pending replies first because
+    /// this may block. Ok(0) means end of stream.
+    pub fn fill(&mut self) -> io::Result<usize> {
+        self.flush()?;
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            // Callers consume before refilling, so a full buffer means one
+            // very long line; the line reader handles that case itself.
+            return Err(io::Error::other("input buffer full"));
+        }
+        let free = self.buf.get_mut(self.end..).unwrap_or_default();
+        loop {
+            match self.conn.read(free) {
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Read one line ending in LF (a CR before it is removed). Lines longer
+    /// than `max` octets including the line end are read to their end and
+    /// reported as `TooLong` (RFC 5321 4.5.3.1.4 for commands).
+    pub fn read_line(&mut self, max: usize) -> io::Result<Line> {
+        let mut discarding = false;
+        loop {
+            let avail = self.buffered();
+            if let Some(pos) = avail.iter().position(|&b| b == b'\n') {
+                let too_long = discarding || pos + 1 > max;
+                let line = avail.get(..pos).unwrap_or_default();
+                let line = line.strip_suffix(b"\r").unwrap_or(line).to_vec();
+                self.consume(pos + 1);
+                return Ok(if too_long { Line::TooLong } else { Line::Text(line) });
+            }
+            if avail.len() >= max {
+                // No line end within the limit: drop what we have and keep reading.
+                discarding = true;
+                let n = avail.len();
+                self.consume(n);
+            }
+            if self.fill()? == 0 {
+                return Ok(Line::Eof);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An in-memory conn: reads from a script, collects writes.
+    struct Mem {
+        input: io::Cursor<Vec<u8>>,
+        output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl Read for Mem {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            // One byte at a time: lines must survive any fragmentation.
+            let one = buf.get_mut(..1).unwrap_or_default();
+            self.input.read(one)
+        }
+    }
+    impl Write for Mem {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.output.lock().map_err(|_| io::Error::other("poisoned"))?.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Conn for Mem {
+        fn set_timeout(&mut self, _: Duration) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn io_for(input: &[u8]) -> Io {
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        Io::new(Box::new(Mem { input: io::Cursor::new(input.to_vec()), output: out }))
+    }
+
+    #[test]
+    fn lines_and_limits() -> io::Result<()> {
+        let long = "x".repeat(600);
+        let input = format!("HELO a\r\nNOOP\n{long}\r\nQUIT\r\n");
+        let mut io = io_for(input.as_bytes());
+        assert_eq!(io.read_line(512)?, Line::Text(b"HELO a".to_vec()));
+        assert_eq!(io.read_line(512)?, Line::Text(b"NOOP".to_vec()));
+        assert_eq!(io.read_line(512)?, Line::TooLong);
+        assert_eq!(io.read_line(512)?, Line::Text(b"QUIT".to_vec()));
+        assert_eq!(io.read_line(512)?, Line::Eof);
+        Ok(())
+    }
+
+    #[test]
+    fn exactly_at_limit() -> io::Result<()> {
+        let ok = format!("{}\r\n", "a".repeat(510));
+        let bad = format!("{}\r\n", "a".repeat(511));
+        let mut io = io_for(format!("{ok}{bad}").as_bytes());
+        assert!(matches!(io.read_line(512)?, Line::Text(_)));
+        assert_eq!(io.read_line(512)?, Line::TooLong);
+        Ok(())
+    }
+
+    #[test]
+    fn very_long_line_larger_than_buffer() -> io::Result<()> {
+        let input = format!("{}\r\nNOOP\r\n", "z".repeat(100_000));
+        let mut io = io_for(input.as_bytes());
+        assert_eq!(io.read_line(512)?, Line::TooLong);
+        assert_eq!(io.read_line(512)?, Line::Text(b"NOOP".to_vec()));
+        Ok(())
+    }
+}

@@ -1,0 +1,182 @@
+//! Listening sockets and the fixed pool of session threads.
+//!
+//! One thread per listening socket accepts connections. Each connection
+//! takes a slot (a global count and a per-address count, both released on
+//! drop) and is handed through a bounded crossbeam channel to one of
+//! `max_sessions` session threads. When no slot is free the client gets a
+//! 421 at once and the socket is closed: accept never blocks on a busy pool,
+//! and no client ever waits unanswered in a queue.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::maillog;
+use crate::server::session::{self, Context, Peer};
+use crate::smtp::reply::{self, Reply};
+
+/// Session threads do little recursion; a small stack keeps idle sessions
+/// cheap (the pool may be large). Buffers live on the heap.
+const SESSION_STACK: usize = 256 * 1024;
+
+/// Counts of sessions in use, overall and per client address.
+struct Slots {
+    max: usize,
+    max_per_ip: usize,
+    inner: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// A held session slot; dropping it frees the slot.
+pub struct Slot {
+    slots: Arc<Slots>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut g = self.slots.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 = g.0.saturating_sub(1);
+        if let Some(n) = g.1.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                g.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Slots {
+    fn take(self: &Arc<Slots>, ip: IpAddr) -> Result<Slot, Reply> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 >= self.max {
+            return Err(reply::too_busy());
+        }
+        let per_ip = g.1.get(&ip).copied().unwrap_or(0);
+        if per_ip >= self.max_per_ip {
+            return Err(reply::too_many_from_ip());
+        }
+        g.0 += 1;
+        g.1.insert(ip, per_ip + 1);
+        Ok(Slot { slots: Arc::clone(self), ip })
+    }
+}
+
+struct Job {
+    stream: TcpStream,
+    peer: Peer,
+    _slot: Slot,
+}
+
+/// Bind every address in `addrs`; the error names the address that failed.
+pub fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
+    addrs
+        .iter()
+        .map(|a| {
+            TcpListener::bind(a).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))
+        })
+        .collect()
+}
+
+/// Serve forever on `listeners` (returns only if a thread cannot be started).
+pub fn serve(ctx: Arc<Context>, listeners: Vec<TcpListener>) -> io::Result<()> {
+    let max = ctx.cfg.max_sessions;
+    let slots = Arc::new(Slots {
+        max,
+        max_per_ip: ctx.cfg.max_sessions_per_ip,
+        inner: Mutex::new((0, HashMap::new())),
+    });
+    // Capacity max: a job is only sent while it holds one of `max` slots, so
+    // the send below never blocks.
+    let (tx, rx) = crossbeam_channel::bounded::<Job>(max);
+    for i in 0..max {
+        let rx = rx.clone();
+        let ctx = Arc::clone(&ctx);
+        thread::Builder::new()
+            .name(format!("session-{i}"))
+            .stack_size(SESSION_STACK)
+            .spawn(move || worker(&ctx, &rx))?;
+    }
+    let mut handles = Vec::new();
+    for l in listeners {
+        let tx = tx.clone();
+        let slots = Arc::clone(&slots);
+        let name = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        handles.push(
+            thread::Builder::new()
+                .name(format!("listen-{name}"))
+                .spawn(move || accept_loop(&l, &slots, &tx))?,
+        );
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+fn accept_loop(l: &TcpListener, slots: &Arc<Slots>, tx: &Sender<Job>) {
+    loop {
+        let (stream, addr) = match l.accept() {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                log::error!("accept: {e}");
+                thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let peer = Peer::remote(canonical_ip(addr.ip()));
+        match slots.take(addr.ip()) {
+            Ok(slot) => {
+                if let Err(e) = tx.try_send(Job { stream, peer, _slot: slot }) {
+                    // Cannot happen while slots bound the channel; answer anyway.
+                    let job = e.into_inner();
+                    refuse(job.stream, &job.peer, &reply::too_busy());
+                }
+            }
+            Err(r) => refuse(stream, &peer, &r),
+        }
+    }
+}
+
+/// Answer a connection we will not serve, without letting a slow client hold
+/// up the accept loop.
+fn refuse(mut stream: TcpStream, peer: &Peer, r: &Reply) {
+    maillog::refuse_connection(peer, r);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.set_nonblocking(true);
+    let _ = stream.write_all(r.to_wire().as_bytes());
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+fn worker(ctx: &Context, rx: &Receiver<Job>) {
+    while let Ok(job) = rx.recv() {
+        let Job { stream, peer, _slot } = job;
+        let _ = stream.set_nodelay(true);
+        let spare = stream.try_clone();
+        let result = panic::catch_unwind(AssertUnwindSafe(|| {
+            session::run(ctx, &peer, Box::new(stream));
+        }));
+        if result.is_err() {
+            // A bug must cost one session, never the daemon.
+            log::error!("session with {peer} panicked; closed");
+            if let Ok(mut s) = spare {
+                let _ = s.write_all(reply::internal_error().to_wire().as_bytes());
+            }
+        }
+    }
+}
+
+/// An IPv4 client on a dual-stack socket shows up as ::ffff:a.b.c.d; log and
+/// match it as the IPv4 address it is.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}

@@ -1,0 +1,7 @@
+//! The SMTP vocabulary: replies, commands, addresses and the DATA reader.
+//! Pure functions and types: nothing here touches a socket, a file or the config.
+
+pub mod address;
+pub mod command;
+pub mod dot;
+pub mod reply;

@@ -1,0 +1,405 @@
+//! SMTP replies as typed values, and the catalog of every reply tern sends.
+//!
+//! A reviewer can read everything the server ever says in this one file; the
+//! session only picks a constructor. Every reply except the greeting and the
+//! EHLO/HELO answer carries an enhanced status code (RFC 2034 section 3,
+//! RFC 3463).
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// An enhanced status code class.subject.detail (RFC 3463).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Esc(pub u8, pub u16, pub u16);
+
+impl fmt::Display for Esc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+/// One SMTP reply: a three-digit code, an optional enhanced status code, one or
+/// more lines of text, and whether the connection closes after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub esc: Option<Esc>,
+    pub lines: Vec<Cow<'static, str>>,
+    /// The server closes the connection after sending this reply.
+    pub close: bool,
+}
+
+impl Reply {
+    fn new(code: u16, esc: Option<Esc>, text: impl Into<Cow<'static, str>>) -> Reply {
+        Reply {
+            code,
+            esc,
+            lines: vec![text.into()],
+            close: false,
+        }
+    }
+
+    fn closing(mut self) -> Reply {
+        self.close = true;
+        self
+    }
+
+    /// Positive completion or intermediate (2xx, 3xx).
+    pub fn is_positive(&self) -> bool {
+        self.code < 400
+    }
+
+    /// Append the wire form (`250-first`, ..., `250 last`, CRLF each) to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let n = self.lines.len();
+        for (i, line) in self.lines.iter().enumerate() {
+            let sep = if i + 1 == n { ' ' } else { '-' };
+            let start = out.len();
+            out.extend_from_slice(format!("{}{}", self.code, sep).as_bytes());
+            if let Some(esc) = self.esc {
+                out.extend_from_slice(format!("{esc} ").as_bytes());
+            }
+            // Never let a CR or LF from an argument end the reply line early.
+            out.extend(line.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+            // RFC 5321 4.5.3.1.5: a reply line is at most 512 octets including CRLF.
+            out.truncate(start + (out.len() - start).min(510));
+            out.extend_from_slice(b"\r\n");
+        }
+        if n == 0 {
+            out.extend_from_slice(format!("{}\r\n", self.code).as_bytes());
+        }
+    }
+
+    /// The wire form as a string, for logs and tests.
+    pub fn to_wire(&self) -> String {
+        let mut v = Vec::new();
+        self.write_to(&mut v);
+        String::from_utf8_lossy(&v).into_owned()
+    }
+}
+
+impl fmt::Display for Reply {
+    /// The first line without CRLF, for logs: `550 5.1.1 <x@y>: Recipient address rejected`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code)?;
+        if let Some(esc) = self.esc {
+            write!(f, " {esc}")?;
+        }
+        if let Some(first) = self.lines.first() {
+            write!(f, " {first}")?;
+        }
+        Ok(())
+    }
+}
+
+const fn esc(class: u8, subject: u16, detail: u16) -> Option<Esc> {
+    Some(Esc(class, subject, detail))
+}
+
+// ---- Connection ----------------------------------------------------------
+
+/// RFC 5321 4.2: the greeting. No enhanced code (RFC 2034 section 3).
+pub fn greeting(hostname: &str) -> Reply {
+    Reply::new(220, None, format!("{hostname} ESMTP tern"))
+}
+
+/// The answer to QUIT (RFC 5321 4.1.1.10).
+pub fn bye() -> Reply {
+    Reply::new(221, esc(2, 0, 0), "Bye").closing()
+}
+
+/// All session threads are busy (the choice of X.3.2: system not accepting messages).
+pub fn too_busy() -> Reply {
+    Reply::new(421, esc(4, 3, 2), "Too many connections, try again later").closing()
+}
+
+/// One client address holds too many sessions.
+pub fn too_many_from_ip() -> Reply {
+    Reply::new(421, esc(4, 7, 0), "Too many connections from your address").closing()
+}
+
+/// The daemon is stopping (RFC 5321 3.8).
+pub fn shutting_down() -> Reply {
+    Reply::new(421, esc(4, 3, 2), "Service shutting down, closing channel").closing()
+}
+
+/// RFC 5321 4.5.3.2.7: the client was silent past the server timeout.
+pub fn timeout() -> Reply {
+    Reply::new(421, esc(4, 4, 2), "Timeout exceeded, closing connection").closing()
+}
+
+/// Too many bad commands in one session.
+pub fn too_many_errors() -> Reply {
+    Reply::new(421, esc(4, 7, 0), "Too many errors, closing connection").closing()
+}
+
+/// A web browser or proxy probing the SMTP port (chasquid, Postfix do the same).
+pub fn http_probe() -> Reply {
+    Reply::new(554, esc(5, 7, 0), "This is an SMTP server, not an HTTP one").closing()
+}
+
+/// An internal fault in the session; the daemon itself goes on.
+pub fn internal_error() -> Reply {
+    Reply::new(421, esc(4, 3, 0), "Internal error, closing connection").closing()
+}
+
+// ---- Greeting and session commands ---------------------------------------
+
+/// The EHLO answer: the first line greets, the others list extensions (RFC 5321 4.1.1.1).
+pub fn ehlo(hostname: &str, client: &str, extensions: &[String]) -> Reply {
+    let mut lines: Vec<Cow<'static, str>> = vec![format!("{hostname} Hello {client}").into()];
+    lines.extend(extensions.iter().map(|e| Cow::Owned(e.clone())));
+    Reply {
+        code: 250,
+        esc: None,
+        lines,
+        close: false,
+    }
+}
+
+/// The HELO answer.
+pub fn helo(hostname: &str) -> Reply {
+    Reply::new(250, None, hostname.to_owned())
+}
+
+pub fn ok() -> Reply {
+    Reply::new(250, esc(2, 0, 0), "Ok")
+}
+
+pub fn sender_ok() -> Reply {
+    Reply::new(250, esc(2, 1, 0), "Ok")
+}
+
+pub fn recipient_ok() -> Reply {
+    Reply::new(250, esc(2, 1, 5), "Ok")
+}
+
+pub fn reset_ok() -> Reply {
+    Reply::new(250, esc(2, 0, 0), "Ok")
+}
+
+pub fn noop_ok() -> Reply {
+    Reply::new(250, esc(2, 0, 0), "Ok")
+}
+
+/// RFC 5321 3.5.3: VRFY may answer 252 without disclosing whether the user exists.
+pub fn vrfy_cannot() -> Reply {
+    Reply::new(
+        252,
+        esc(2, 5, 2),
+        "Cannot VRFY user, but will accept message and attempt delivery",
+    )
+}
+
+/// EXPN when it is switched off (RFC 5321 3.5.2 allows refusing it).
+pub fn expn_disabled() -> Reply {
+    Reply::new(502, esc(5, 5, 1), "EXPN command disabled")
+}
+
+/// EXPN answer: one mailbox a line (RFC 5321 3.5.2).
+pub fn expn_list(members: &[String]) -> Reply {
+    let mut r = Reply::new(250, esc(2, 1, 5), "");
+    r.lines = members.iter().map(|m| Cow::Owned(m.clone())).collect();
+    if r.lines.is_empty() {
+        r.lines.push(Cow::Borrowed("(empty list)"));
+    }
+    r
+}
+
+pub fn expn_unknown() -> Reply {
+    Reply::new(550, esc(5, 1, 1), "No such mailing list")
+}
+
+/// HELP (RFC 5321 4.1.1.8).
+pub fn help() -> Reply {
+    let mut r = Reply::new(214, esc(2, 0, 0), "");
+    r.lines = vec![
+        Cow::Borrowed("Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP"),
+        Cow::Borrowed("See tern(8); send reports to postmaster"),
+    ];
+    r
+}
+
+/// The go-ahead for DATA (RFC 5321 4.1.1.4).
+pub fn start_data() -> Reply {
+    Reply::new(354, None, "End data with <CR><LF>.<CR><LF>")
+}
+
+/// The message is on disk: only ever sent after the spool's commit returned.
+pub fn queued(id: &str) -> Reply {
+    Reply::new(250, esc(2, 0, 0), format!("Ok: queued as {id}"))
+}
+
+// ---- Syntax and sequence --------------------------------------------------
+
+/// RFC 5321 4.2.4: unrecognized command.
+pub fn unknown_command() -> Reply {
+    Reply::new(500, esc(5, 5, 2), "Error: command not recognized")
+}
+
+/// RFC 5321 4.5.3.1.4: command line over 512 octets (4.2.2 code 500).
+pub fn line_too_long() -> Reply {
+    Reply::new(500, esc(5, 5, 2), "Error: line too long")
+}
+
+/// A recognised command this server does not implement (RFC 5321 4.2.4).
+pub fn not_implemented() -> Reply {
+    Reply::new(502, esc(5, 5, 1), "Error: command not implemented")
+}
+
+/// 501 with a reason: bad argument syntax.
+pub fn syntax(what: &'static str) -> Reply {
+    Reply::new(501, esc(5, 5, 4), what)
+}
+
+/// 501 for an address that does not parse (RFC 3463 X.1.7 / X.1.3).
+pub fn bad_sender_syntax() -> Reply {
+    Reply::new(501, esc(5, 1, 7), "Bad sender address syntax")
+}
+
+pub fn bad_recipient_syntax() -> Reply {
+    Reply::new(501, esc(5, 1, 3), "Bad recipient address syntax")
+}
+
+/// RFC 5321 4.1.1.11 / 4.3.2: bad sequence of commands.
+pub fn need_helo() -> Reply {
+    Reply::new(503, esc(5, 5, 1), "Error: send HELO/EHLO first")
+}
+
+pub fn nested_mail() -> Reply {
+    Reply::new(503, esc(5, 5, 1), "Error: nested MAIL command")
+}
+
+pub fn need_mail() -> Reply {
+    Reply::new(503, esc(5, 5, 1), "Error: need MAIL command")
+}
+
+pub fn need_rcpt() -> Reply {
+    Reply::new(503, esc(5, 5, 1), "Error: need RCPT command")
+}
+
+/// RFC 5321 4.1.1.4 / RFC 1869: a parameter this server does not know (555).
+pub fn unknown_parameter() -> Reply {
+    Reply::new(555, esc(5, 5, 4), "Unsupported parameter")
+}
+
+/// A parameter given twice or with a bad value.
+pub fn bad_parameter() -> Reply {
+    Reply::new(501, esc(5, 5, 4), "Bad parameter value")
+}
+
+/// RFC 6531 3.5: a non-ASCII address without the SMTPUTF8 parameter.
+pub fn need_smtputf8() -> Reply {
+    Reply::new(553, esc(5, 6, 7), "Non-ASCII address requires SMTPUTF8")
+}
+
+// ---- Policy --------------------------------------------------------------
+
+/// RFC 1870 6.1: declared SIZE over the limit.
+pub fn size_exceeded() -> Reply {
+    Reply::new(552, esc(5, 3, 4), "Message size exceeds fixed maximum message size")
+}
+
+/// RFC 5321 4.5.3.1.10: too many recipients; the client may go on later.
+pub fn too_many_recipients() -> Reply {
+    Reply::new(452, esc(4, 5, 3), "Too many recipients")
+}
+
+/// A local domain, but nobody of that name.
+pub fn no_such_user(addr: &str) -> Reply {
+    Reply::new(
+        550,
+        esc(5, 1, 1),
+        format!("<{addr}>: Recipient address rejected: User unknown"),
+    )
+}
+
+/// A domain we do not serve, from a client not allowed to relay.
+pub fn relay_denied(addr: &str) -> Reply {
+    Reply::new(
+        554,
+        esc(5, 7, 1),
+        format!("<{addr}>: Relay access denied"),
+    )
+}
+
+/// The spool's filesystem is (nearly) full (RFC 3463 X.3.1 mail system full).
+pub fn no_space() -> Reply {
+    Reply::new(452, esc(4, 3, 1), "Insufficient system storage")
+}
+
+/// The spool could not write the message for another reason; the client retries.
+pub fn local_error() -> Reply {
+    Reply::new(451, esc(4, 3, 0), "Local error in processing, try again later")
+}
+
+// ---- End of data -----------------------------------------------------------
+
+/// A bare CR or LF in the data (the SMTP smuggling family; RFC 5321 2.3.8).
+pub fn bare_newline() -> Reply {
+    Reply::new(550, esc(5, 6, 0), "Message contains bare CR or LF, refused")
+}
+
+/// A text line over 1000 octets (RFC 5321 4.5.3.1.6).
+pub fn data_line_too_long() -> Reply {
+    Reply::new(550, esc(5, 6, 0), "Message contains a line longer than 1000 octets")
+}
+
+/// RFC 5321 6.3: too many Received: headers means a mail loop.
+pub fn mail_loop() -> Reply {
+    Reply::new(554, esc(5, 4, 6), "Too many Received headers, mail loop suspected")
+}
+
+/// BODY=BINARYMIME and the like, which need CHUNKING (RFC 3030).
+pub fn body_unsupported() -> Reply {
+    Reply::new(555, esc(5, 5, 4), "Unsupported BODY type")
+}
+
+impl Reply {
+    /// The same reply closing the connection; for the rare case a caller decides it.
+    pub fn and_close(self) -> Reply {
+        self.closing()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_line_with_esc() {
+        assert_eq!(need_mail().to_wire(), "503 5.5.1 Error: need MAIL command\r\n");
+    }
+
+    #[test]
+    fn multi_line() {
+        let r = ehlo("mx.example", "client", &["PIPELINING".to_owned(), "8BITMIME".to_owned()]);
+        assert_eq!(
+            r.to_wire(),
+            "250-mx.example Hello client\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+        );
+    }
+
+    #[test]
+    fn greeting_has_no_esc() {
+        assert_eq!(greeting("h").to_wire(), "220 h ESMTP tern\r\n");
+    }
+
+    #[test]
+    fn newlines_in_text_cannot_inject() {
+        let r = no_such_user("a\r\n250 fake");
+        let w = r.to_wire();
+        assert_eq!(w.matches("\r\n").count(), 1, "{w}");
+    }
+
+    #[test]
+    fn long_lines_are_capped() {
+        let r = no_such_user(&"x".repeat(2000));
+        assert!(r.to_wire().len() <= 512);
+    }
+
+    #[test]
+    fn display_is_first_line() {
+        assert_eq!(queued("ABC").to_string(), "250 2.0.0 Ok: queued as ABC");
+    }
+}

@@ -1,0 +1,311 @@
+//! The test harness: start the real `ternd` on a free loopback port with a
+//! throwaway spool, talk to it over raw sockets, and look at its spool.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tern::spool::{Envelope, QueueId, Spool};
+
+pub const TERND: &str = env!("CARGO_BIN_EXE_ternd");
+
+/// Users and aliases every test server knows.
+pub const USERS: &str = "alice\nbob\nCarol\n";
+pub const ALIASES: &str = "team: alice, bob\nsales: carol\n";
+
+/// A config under construction: defaults for tests, overridable per key.
+pub struct Setup {
+    dir: tempfile::TempDir,
+    keys: BTreeMap<String, String>,
+}
+
+impl Setup {
+    pub fn new() -> Setup {
+        let dir = tempfile::Builder::new().prefix("tern-test-").tempdir().expect("tempdir");
+        let p = dir.path();
+        std::fs::write(p.join("users"), USERS).expect("users");
+        std::fs::write(p.join("aliases"), ALIASES).expect("aliases");
+        let mut keys = BTreeMap::new();
+        for (k, v) in [
+            ("hostname", "mx.test".to_owned()),
+            ("listen", "127.0.0.1:0".to_owned()),
+            ("spool", p.join("spool").display().to_string()),
+            ("local_domains", "example.test localhost".to_owned()),
+            ("local_users", p.join("users").display().to_string()),
+            ("aliases", p.join("aliases").display().to_string()),
+            ("relay_networks", "127.0.0.0/8 ::1/128".to_owned()),
+        ] {
+            keys.insert(k.to_owned(), v);
+        }
+        Setup { dir, keys }
+    }
+
+    pub fn set(mut self, key: &str, value: &str) -> Setup {
+        self.keys.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Write the config file and return its path.
+    pub fn write_config(&self) -> PathBuf {
+        let text: String = self.keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+        let path = self.dir.path().join("tern.conf");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    pub fn start(self) -> Tern {
+        Tern::start(self)
+    }
+}
+
+/// A running ternd. Killed on drop; on a failing test its log is printed.
+pub struct Tern {
+    pub setup: Setup,
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Tern {
+    fn start(setup: Setup) -> Tern {
+        let (child, addr, log) = Tern::spawn(&setup);
+        Tern { setup, child, addr, log }
+    }
+
+    /// Kill -9 and start again on the same config and spool (a new port).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let (child, addr, log) = Tern::spawn(&self.setup);
+        self.child = child;
+        self.addr = addr;
+        self.log = log;
+    }
+
+    fn spawn(setup: &Setup) -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let conf = setup.write_config();
+        let mut child = Command::new(TERND)
+            .args(["-d", "-f"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ternd");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(a) = line.split("listening on ").nth(1) {
+                        if let Ok(addr) = a.trim().parse::<SocketAddr>() {
+                            let _ = tx.send(addr);
+                        }
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("ternd did not start; log:\n{}", log.lock().unwrap().join("\n"));
+            }
+        };
+        (child, addr, log)
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.setup.path().join("spool")
+    }
+
+    pub fn spool(&self) -> Spool {
+        Spool::open(&self.spool_dir()).expect("open spool")
+    }
+
+    /// Every committed message: envelope and body.
+    pub fn queued(&self) -> Vec<(Envelope, Vec<u8>)> {
+        let spool = self.spool();
+        spool
+            .list()
+            .expect("list")
+            .into_iter()
+            .map(|id| {
+                let env = spool.load(&id).expect("load");
+                let body = std::fs::read(spool.message_path(&id)).expect("read body");
+                (env, body)
+            })
+            .collect()
+    }
+
+    pub fn message(&self, id: &str) -> (Envelope, Vec<u8>) {
+        let spool = self.spool();
+        let id = QueueId::parse(id).expect("queue id");
+        let env = spool.load(&id).expect("load");
+        let body = std::fs::read(spool.message_path(&id)).expect("read body");
+        (env, body)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Wait until the log has a line containing `needle`.
+    pub fn wait_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Tern {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- ternd log ---\n{}", self.log_text());
+        }
+    }
+}
+
+/// A raw SMTP client for exact replies.
+pub struct Client {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+/// One reply: its code and every line as received (without CRLF).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+
+    /// "250 2.1.0" style prefix of the last line: code and enhanced status.
+    pub fn status(&self) -> String {
+        let last = self.lines.last().cloned().unwrap_or_default();
+        last.split(' ').take(2).collect::<Vec<_>>().join(" ")
+    }
+
+    pub fn queue_id(&self) -> String {
+        let last = self.lines.last().cloned().unwrap_or_default();
+        last.rsplit(' ').next().unwrap_or_default().to_owned()
+    }
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        Client::try_connect(addr).expect("connect")
+    }
+
+    pub fn try_connect(addr: SocketAddr) -> Option<Client> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        let reader = BufReader::new(stream.try_clone().ok()?);
+        Some(Client { stream, reader })
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+    }
+
+    /// Read one (possibly multi-line) reply; panics on EOF or timeout.
+    pub fn reply(&mut self) -> Reply {
+        self.try_reply().expect("reply expected")
+    }
+
+    pub fn try_reply(&mut self) -> Option<Reply> {
+        let mut lines = Vec::new();
+        loop {
+            let mut raw = Vec::new();
+            let n = self.reader.read_until(b'\n', &mut raw).ok()?;
+            if n == 0 {
+                return None;
+            }
+            assert!(raw.ends_with(b"\r\n"), "reply line without CRLF: {raw:?}");
+            let line = String::from_utf8_lossy(&raw[..raw.len() - 2]).into_owned();
+            let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).expect("reply code");
+            let more = line.as_bytes().get(3) == Some(&b'-');
+            lines.push(line);
+            if !more {
+                return Some(Reply { code, lines });
+            }
+        }
+    }
+
+    pub fn cmd(&mut self, line: &str) -> Reply {
+        self.send(line);
+        self.reply()
+    }
+
+    /// Expect the greeting then EHLO.
+    pub fn hello(&mut self) -> Reply {
+        let g = self.reply();
+        assert_eq!(g.code, 220, "{g:?}");
+        let r = self.cmd("EHLO client.test");
+        assert_eq!(r.code, 250, "{r:?}");
+        r
+    }
+
+    /// True when the server has closed the connection (EOF within the timeout).
+    pub fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(self.reader.read(&mut buf), Ok(0))
+    }
+
+    /// A whole transaction; returns the reply to the end of data.
+    pub fn send_mail(&mut self, from: &str, to: &[&str], body: &str) -> Reply {
+        let r = self.cmd(&format!("MAIL FROM:<{from}>"));
+        assert_eq!(r.code, 250, "{r:?}");
+        for t in to {
+            let r = self.cmd(&format!("RCPT TO:<{t}>"));
+            assert_eq!(r.code, 250, "{r:?}");
+        }
+        let r = self.cmd("DATA");
+        assert_eq!(r.code, 354, "{r:?}");
+        self.send_raw(body.as_bytes());
+        self.send_raw(b".\r\n");
+        self.reply()
+    }
+}
+
+/// A small message with CRLF line ends.
+pub fn message(subject: &str) -> String {
+    format!("From: a@example.test\r\nTo: b@example.test\r\nSubject: {subject}\r\n\r\nHello.\r\n")
+}

@@ -1,0 +1,66 @@
+//! `ternd -i`: one session on stdin/stdout, then exit.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+use crate::common::{Setup, TERND};
+
+fn run_inetd(setup: &Setup, input: &[u8], env: &[(&str, &str)]) -> (String, i32) {
+    let conf = setup.write_config();
+    let mut child = Command::new(TERND)
+        .args(["-i", "-d", "-f"])
+        .arg(&conf)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let status = child.wait().unwrap();
+    (out, status.code().unwrap_or(-1))
+}
+
+#[test]
+fn one_transaction_over_a_pipe() {
+    let setup = Setup::new();
+    let input = b"EHLO pipe.test\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: via inetd\r\n\r\nhello\r\n.\r\nQUIT\r\n";
+    let (out, code) = run_inetd(&setup, input, &[]);
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first().copied(), Some("220 mx.test ESMTP tern"));
+    assert!(out.contains("\r\n354 "), "{out}");
+    assert!(out.contains("250 2.0.0 Ok: queued as "), "{out}");
+    assert_eq!(lines.last().copied(), Some("221 2.0.0 Bye"));
+    let spool = tern::spool::Spool::open(&setup.path().join("spool")).unwrap();
+    let ids = spool.list().unwrap();
+    assert_eq!(ids.len(), 1);
+    let env = spool.load(&ids[0]).unwrap();
+    // No socket on stdin and no TCPREMOTEIP: a local client.
+    assert_eq!(env.client_addr, None);
+    let body = std::fs::read_to_string(spool.message_path(&ids[0])).unwrap();
+    assert!(body.starts_with("Received: from pipe.test (localhost)\n"), "{body}");
+}
+
+#[test]
+fn tcpremoteip_names_the_client_and_policy_applies() {
+    let setup = Setup::new().set("relay_networks", "192.0.2.0/24");
+    let input = b"HELO x\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<b@remote.test>\r\nQUIT\r\n";
+    let (out, code) = run_inetd(&setup, input, &[("TCPREMOTEIP", "198.51.100.7")]);
+    assert_eq!(code, 0);
+    assert!(out.contains("554 5.7.1 <b@remote.test>: Relay access denied"), "{out}");
+    let (out, _) = run_inetd(&setup, input, &[("TCPREMOTEIP", "192.0.2.9")]);
+    assert!(out.contains("250 2.1.5"), "{out}");
+}
+
+#[test]
+fn eof_without_quit_exits_cleanly() {
+    let setup = Setup::new();
+    let (out, code) = run_inetd(&setup, b"EHLO x\r\nMAIL FROM:<a@example.test>\r\n", &[]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("220 "));
+    let spool = tern::spool::Spool::open(&setup.path().join("spool")).unwrap();
+    assert!(spool.list().unwrap().is_empty());
+}

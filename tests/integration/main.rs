@@ -1,0 +1,15 @@
+//! Integration tests: the real binaries on loopback, driven by raw sockets,
+//! a third-party client library (lettre), Python's smtplib, and kill -9.
+
+mod common;
+
+mod clients;
+mod config;
+mod crash;
+mod dialogs;
+mod inetd;
+mod limits;
+mod pool;
+mod recipients;
+mod smuggling;
+mod spool;
