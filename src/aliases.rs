@@ -46,21 +46,33 @@ impl Aliases {
         }
         for (line, entry) in entries {
             let Some((name, targets)) = entry.split_once(':') else {
-                errors.push(AliasError { line, what: "missing ':' after the alias name".to_owned() });
+                errors.push(AliasError {
+                    line,
+                    what: "missing ':' after the alias name".to_owned(),
+                });
                 continue;
             };
             let name = name.trim().trim_matches('"').to_lowercase();
             if name.is_empty() || name.contains(char::is_whitespace) {
-                errors.push(AliasError { line, what: format!("bad alias name {name:?}") });
+                errors.push(AliasError {
+                    line,
+                    what: format!("bad alias name {name:?}"),
+                });
                 continue;
             }
             let targets: Vec<String> = split_targets(targets);
             if targets.is_empty() {
-                errors.push(AliasError { line, what: format!("alias {name:?} has no targets") });
+                errors.push(AliasError {
+                    line,
+                    what: format!("alias {name:?} has no targets"),
+                });
                 continue;
             }
             if map.insert(name.clone(), targets).is_some() {
-                errors.push(AliasError { line, what: format!("duplicate alias {name:?}; the last one wins") });
+                errors.push(AliasError {
+                    line,
+                    what: format!("duplicate alias {name:?}; the last one wins"),
+                });
             }
         }
         (Aliases { map }, errors)
@@ -119,7 +131,8 @@ mod tests {
 
     #[test]
     fn parses_entries_continuations_and_comments() {
-        let text = "# comment\npostmaster: root\nTeam: alice, bob,\n  carol,\n\tdave\npipe: \"|/bin/prog a, b\"\n";
+        let text =
+            "# comment\npostmaster: root\nTeam: alice, bob,\n  carol,\n\tdave\npipe: \"|/bin/prog a, b\"\n";
         let (a, errs) = Aliases::parse(text);
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(a.get("POSTMASTER"), Some(&["root".to_owned()][..]));

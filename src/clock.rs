@@ -40,10 +40,7 @@ fn rfc5322_with_offset(t: i64, offset: i64) -> String {
     let days = local.div_euclid(86_400);
     let secs = local.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    let wd = DAYS
-        .get(days.rem_euclid(7) as usize)
-        .copied()
-        .unwrap_or("Thu");
+    let wd = DAYS.get(days.rem_euclid(7) as usize).copied().unwrap_or("Thu");
     let mon = MONTHS.get((m as usize).wrapping_sub(1)).copied().unwrap_or("Jan");
     let sign = if offset < 0 { '-' } else { '+' };
     let off = offset.abs();

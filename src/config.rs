@@ -55,9 +55,7 @@ impl Cidr {
         let max = if ip.is_ipv4() { 32 } else { 128 };
         let len = match len {
             // u8::from_str accepts a leading '+'; a prefix is plain digits only.
-            Some(l) if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) => {
-                l.parse::<u8>().ok()?
-            }
+            Some(l) if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) => l.parse::<u8>().ok()?,
             Some(_) => return None,
             None => max,
         };
@@ -89,15 +87,11 @@ fn mask(ip: IpAddr, len: u8) -> IpAddr {
     // checked_shl yields None for a full-width shift (prefix 0): then nothing is kept.
     match ip {
         IpAddr::V4(a) => {
-            let m = u32::MAX
-                .checked_shl(32 - u32::from(len.min(32)))
-                .unwrap_or(0);
+            let m = u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0);
             IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
         }
         IpAddr::V6(a) => {
-            let m = u128::MAX
-                .checked_shl(128 - u32::from(len.min(128)))
-                .unwrap_or(0);
+            let m = u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0);
             IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
         }
     }
@@ -143,6 +137,22 @@ pub struct Config {
     pub expn: bool,
     /// Kept for later; VRFY answers 252 either way.
     pub vrfy: bool,
+    /// Where local mail goes: `%u` the user, `~` the home; a trailing `/` means Maildir.
+    pub mailbox: String,
+    /// First retry delay after a temporary failure; doubles each attempt.
+    pub retry_initial: Duration,
+    /// The retry delay never grows beyond this.
+    pub retry_max: Duration,
+    /// After this long in the queue a recipient fails permanently.
+    pub queue_lifetime: Duration,
+    /// When to tell the sender mail is delayed; None = never.
+    pub delay_warning: Option<Duration>,
+    /// Delivery threads in the queue runner.
+    pub delivery_threads: usize,
+    /// How long a pipe (`|command`) delivery may run.
+    pub pipe_timeout: Duration,
+    /// Send failures of bounces (null sender) to postmaster instead of dropping them.
+    pub double_bounce_to_postmaster: bool,
 }
 
 impl Default for Config {
@@ -186,6 +196,14 @@ impl Default for Config {
             data_timeout: Duration::from_secs(300),
             expn: false,
             vrfy: false,
+            mailbox: "/var/mail/%u".to_owned(),
+            retry_initial: Duration::from_secs(300),
+            retry_max: Duration::from_secs(4 * 3600),
+            queue_lifetime: Duration::from_secs(5 * 86400),
+            delay_warning: Some(Duration::from_secs(4 * 3600)),
+            delivery_threads: 8,
+            pipe_timeout: Duration::from_secs(600),
+            double_bounce_to_postmaster: false,
         }
     }
 }
@@ -302,6 +320,14 @@ fn key_spec(key: &str) -> Option<(Times, Setter)> {
         "data_timeout" => (Once, |c, v| timeout(v).map(|x| c.data_timeout = x)),
         "expn" => (Once, |c, v| boolean(v).map(|x| c.expn = x)),
         "vrfy" => (Once, |c, v| boolean(v).map(|x| c.vrfy = x)),
+        "mailbox" => (Once, |c, v| mailbox(v).map(|x| c.mailbox = x)),
+        "retry_initial" => (Once, |c, v| timeout(v).map(|x| c.retry_initial = x)),
+        "retry_max" => (Once, |c, v| timeout(v).map(|x| c.retry_max = x)),
+        "queue_lifetime" => (Once, |c, v| timeout(v).map(|x| c.queue_lifetime = x)),
+        "delay_warning" => (Once, |c, v| optional_duration(v).map(|x| c.delay_warning = x)),
+        "delivery_threads" => (Once, |c, v| count(v).map(|x| c.delivery_threads = x)),
+        "pipe_timeout" => (Once, |c, v| timeout(v).map(|x| c.pipe_timeout = x)),
+        "double_bounce_to_postmaster" => (Once, |c, v| boolean(v).map(|x| c.double_bounce_to_postmaster = x)),
         _ => return None,
     };
     Some(spec)
@@ -360,17 +386,12 @@ fn check_domain(d: &str) -> Result<(), String> {
     }
     for label in d.split('.') {
         if label.is_empty() {
-            return Err(
-                "empty label (two dots in a row, or a dot at the start or end)".to_string(),
-            );
+            return Err("empty label (two dots in a row, or a dot at the start or end)".to_string());
         }
         if label.len() > 63 {
             return Err(format!("label {label:?} is longer than 63 characters"));
         }
-        if let Some(bad) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
-        {
+        if let Some(bad) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
             return Err(format!(
                 "{bad:?} is not allowed (only letters, digits, hyphens and dots)"
             ));
@@ -411,9 +432,7 @@ fn listen(v: &str) -> Result<Vec<SocketAddr>, String> {
     let mut out = Vec::new();
     for item in items(v) {
         for addr in listen_addr(item).ok_or_else(|| {
-            format!(
-                "bad address {item:?} (use IP:PORT, [IPv6]:PORT, a bare IP for port 25, or *:PORT)"
-            )
+            format!("bad address {item:?} (use IP:PORT, [IPv6]:PORT, a bare IP for port 25, or *:PORT)")
         })? {
             push_unique(&mut out, addr);
         }
@@ -481,14 +500,29 @@ fn size(v: &str) -> Result<u64, String> {
 
 fn timeout(v: &str) -> Result<Duration, String> {
     let d = parse_duration(nonempty(v)?).ok_or_else(|| {
-        format!(
-            "bad duration {v:?} (use a number with optional s, m, h, d or w; plain means seconds)"
-        )
+        format!("bad duration {v:?} (use a number with optional s, m, h, d or w; plain means seconds)")
     })?;
     if d.is_zero() {
         return Err("must be greater than 0".to_string());
     }
     Ok(d)
+}
+
+/// A duration where 0 means "off".
+fn optional_duration(v: &str) -> Result<Option<Duration>, String> {
+    let d = parse_duration(nonempty(v)?).ok_or_else(|| {
+        format!("bad duration {v:?} (use a number with optional s, m, h, d or w; 0 turns it off)")
+    })?;
+    Ok(if d.is_zero() { None } else { Some(d) })
+}
+
+/// The mailbox template must name a place per user.
+fn mailbox(v: &str) -> Result<String, String> {
+    let v = nonempty(v)?;
+    if !v.contains("%u") && !v.starts_with('~') {
+        return Err(format!("mailbox {v:?} must contain %u or start with ~ so each user has their own"));
+    }
+    Ok(v.to_owned())
 }
 
 fn boolean(v: &str) -> Result<bool, String> {
@@ -668,11 +702,7 @@ vrfy = on
         assert_eq!(c.aliases, Some(PathBuf::from("/etc/aliases")));
         assert_eq!(
             c.relay_networks,
-            vec![
-                cidr("10.0.0.0/8"),
-                cidr("2001:db8::/32"),
-                cidr("192.0.2.7/32")
-            ]
+            vec![cidr("10.0.0.0/8"), cidr("2001:db8::/32"), cidr("192.0.2.7/32")]
         );
         assert_eq!(c.max_message_size, 10 << 20);
         assert_eq!(c.max_recipients, 5);
@@ -701,26 +731,17 @@ vrfy = on
     #[test]
     fn empty_lists_that_are_allowed() {
         assert!(p("relay_networks =").unwrap().relay_networks.is_empty());
-        assert!(p("relay_networks = # nobody")
-            .unwrap()
-            .relay_networks
-            .is_empty());
+        assert!(p("relay_networks = # nobody").unwrap().relay_networks.is_empty());
     }
 
     #[test]
     fn comments_and_blank_lines() {
         let cases: &[(&str, usize)] = &[
             ("# comment\n\n   \n\t\nmax_recipients = 7\n", 7),
-            (
-                "  # indented comment\nmax_recipients = 7 # trailing comment\n",
-                7,
-            ),
+            ("  # indented comment\nmax_recipients = 7 # trailing comment\n", 7),
             ("max_recipients = 7\t# tab then comment\n", 7),
             ("max_recipients=7\r\n", 7),
-            (
-                "   max_recipients   =   7   \n# last line without newline",
-                7,
-            ),
+            ("   max_recipients   =   7   \n# last line without newline", 7),
             ("#max_recipients = 1\nmax_recipients = 7", 7),
         ];
         for (text, want) in cases {
@@ -739,9 +760,15 @@ vrfy = on
     #[test]
     fn errors_with_file_and_line() {
         let cases: &[(&str, &str)] = &[
-            ("\n\n\n\n\n\nlisen = 1.2.3.4", "tern.conf:7: unknown key \"lisen\""),
+            (
+                "\n\n\n\n\n\nlisen = 1.2.3.4",
+                "tern.conf:7: unknown key \"lisen\"",
+            ),
             ("Listen = 1.2.3.4", "tern.conf:1: unknown key \"Listen\""),
-            ("# x\nlisten 127.0.0.1", "tern.conf:2: missing \"=\" in \"listen 127.0.0.1\""),
+            (
+                "# x\nlisten 127.0.0.1",
+                "tern.conf:2: missing \"=\" in \"listen 127.0.0.1\"",
+            ),
             ("= 5", "tern.conf:1: missing key before \"=\""),
             (
                 "max_recipients = 5\n\nmax_recipients = 6",
@@ -751,30 +778,90 @@ vrfy = on
                 "\n\nmax_message_size = 10X",
                 "tern.conf:3: max_message_size: bad size \"10X\" (use a number with optional K, M or G)",
             ),
-            ("max_message_size = 0", "tern.conf:1: max_message_size: must be greater than 0"),
-            ("max_message_size = 99999999999999999999G", "tern.conf:1: max_message_size: bad size"),
-            ("max_message_size =", "tern.conf:1: max_message_size: missing value"),
-            ("data_timeout = 5 m", "tern.conf:1: data_timeout: bad duration \"5 m\""),
-            ("command_timeout = 0s", "tern.conf:1: command_timeout: must be greater than 0"),
-            ("greeting_timeout = -1", "tern.conf:1: greeting_timeout: bad duration \"-1\""),
-            ("expn = maybe", "tern.conf:1: expn: bad boolean \"maybe\" (use yes or no)"),
+            (
+                "max_message_size = 0",
+                "tern.conf:1: max_message_size: must be greater than 0",
+            ),
+            (
+                "max_message_size = 99999999999999999999G",
+                "tern.conf:1: max_message_size: bad size",
+            ),
+            (
+                "max_message_size =",
+                "tern.conf:1: max_message_size: missing value",
+            ),
+            (
+                "data_timeout = 5 m",
+                "tern.conf:1: data_timeout: bad duration \"5 m\"",
+            ),
+            (
+                "command_timeout = 0s",
+                "tern.conf:1: command_timeout: must be greater than 0",
+            ),
+            (
+                "greeting_timeout = -1",
+                "tern.conf:1: greeting_timeout: bad duration \"-1\"",
+            ),
+            (
+                "expn = maybe",
+                "tern.conf:1: expn: bad boolean \"maybe\" (use yes or no)",
+            ),
             ("vrfy =", "tern.conf:1: vrfy: missing value"),
-            ("relay_networks = 10.0.0.0/33", "tern.conf:1: relay_networks: bad network \"10.0.0.0/33\""),
-            ("relay_networks = 10.0.0.0/8 bogus", "tern.conf:1: relay_networks: bad network \"bogus\""),
-            ("listen = localhost:25", "tern.conf:1: listen: bad address \"localhost:25\""),
-            ("listen = 127.0.0.1:99999", "tern.conf:1: listen: bad address \"127.0.0.1:99999\""),
+            (
+                "relay_networks = 10.0.0.0/33",
+                "tern.conf:1: relay_networks: bad network \"10.0.0.0/33\"",
+            ),
+            (
+                "relay_networks = 10.0.0.0/8 bogus",
+                "tern.conf:1: relay_networks: bad network \"bogus\"",
+            ),
+            (
+                "listen = localhost:25",
+                "tern.conf:1: listen: bad address \"localhost:25\"",
+            ),
+            (
+                "listen = 127.0.0.1:99999",
+                "tern.conf:1: listen: bad address \"127.0.0.1:99999\"",
+            ),
             ("listen = *:", "tern.conf:1: listen: bad address \"*:\""),
             ("listen =", "tern.conf:1: listen: no addresses given"),
-            ("hostname = mail_1.example.org", "tern.conf:1: hostname: bad domain \"mail_1.example.org\": '_'"),
-            ("hostname = -mail.example.org", "tern.conf:1: hostname: bad domain \"-mail.example.org\": label"),
-            ("hostname = mail.example.org.", "tern.conf:1: hostname: bad domain \"mail.example.org.\": empty label"),
+            (
+                "hostname = mail_1.example.org",
+                "tern.conf:1: hostname: bad domain \"mail_1.example.org\": '_'",
+            ),
+            (
+                "hostname = -mail.example.org",
+                "tern.conf:1: hostname: bad domain \"-mail.example.org\": label",
+            ),
+            (
+                "hostname = mail.example.org.",
+                "tern.conf:1: hostname: bad domain \"mail.example.org.\": empty label",
+            ),
             ("hostname =", "tern.conf:1: hostname: missing value"),
-            ("local_domains = ok.example a..b", "tern.conf:1: local_domains: bad domain \"a..b\": empty label"),
-            ("max_sessions = 0", "tern.conf:1: max_sessions: must be at least 1"),
-            ("max_recipients = 0", "tern.conf:1: max_recipients: must be at least 1"),
-            ("max_sessions_per_ip = +3", "tern.conf:1: max_sessions_per_ip: bad number \"+3\""),
-            ("max_errors = 4294967296", "tern.conf:1: max_errors: number \"4294967296\" is too large"),
-            ("max_received = 99999999999999999999999", "tern.conf:1: max_received: number"),
+            (
+                "local_domains = ok.example a..b",
+                "tern.conf:1: local_domains: bad domain \"a..b\": empty label",
+            ),
+            (
+                "max_sessions = 0",
+                "tern.conf:1: max_sessions: must be at least 1",
+            ),
+            (
+                "max_recipients = 0",
+                "tern.conf:1: max_recipients: must be at least 1",
+            ),
+            (
+                "max_sessions_per_ip = +3",
+                "tern.conf:1: max_sessions_per_ip: bad number \"+3\"",
+            ),
+            (
+                "max_errors = 4294967296",
+                "tern.conf:1: max_errors: number \"4294967296\" is too large",
+            ),
+            (
+                "max_received = 99999999999999999999999",
+                "tern.conf:1: max_received: number",
+            ),
             ("spool =", "tern.conf:1: spool: missing value"),
             ("aliases = # none", "tern.conf:1: aliases: missing value"),
             ("local_users =", "tern.conf:1: local_users: missing value"),
@@ -808,10 +895,7 @@ vrfy = on
 
         std::fs::write(&f, "max_errors = 2\nfoo = 1\n").unwrap();
         let e = Config::load(&f).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            format!("{}:2: unknown key \"foo\"", f.display())
-        );
+        assert_eq!(e.to_string(), format!("{}:2: unknown key \"foo\"", f.display()));
 
         let missing = dir.path().join("nope.conf");
         let e = Config::load(&missing).unwrap_err();
@@ -848,11 +932,7 @@ vrfy = on
             ("10.0.0.0/999999999999", None),
         ];
         for (s, want) in cases {
-            assert_eq!(
-                Cidr::parse(s).map(|c| c.to_string()).as_deref(),
-                *want,
-                "{s:?}"
-            );
+            assert_eq!(Cidr::parse(s).map(|c| c.to_string()).as_deref(), *want, "{s:?}");
         }
     }
 
@@ -1082,11 +1162,7 @@ vrfy = on
             }
             checked += 1;
         }
-        assert!(
-            checked >= 8,
-            "only {checked} bad configs in {}",
-            dir.display()
-        );
+        assert!(checked >= 8, "only {checked} bad configs in {}", dir.display());
     }
 
     fn etc(name: &str) -> PathBuf {
@@ -1138,6 +1214,14 @@ vrfy = on
             "max_recipients",
             "max_sessions",
             "max_sessions_per_ip",
+            "mailbox",
+            "retry_initial",
+            "retry_max",
+            "queue_lifetime",
+            "delay_warning",
+            "delivery_threads",
+            "pipe_timeout",
+            "double_bounce_to_postmaster",
             "max_errors",
             "max_received",
             "greeting_timeout",

@@ -9,6 +9,7 @@
 pub mod aliases;
 pub mod clock;
 pub mod config;
+pub mod deliver;
 pub mod logging;
 pub mod maillog;
 pub mod server;

@@ -24,7 +24,13 @@ pub fn to_stderr(program: &str, level: LevelFilter) {
         .filter_level(level)
         .format(move |buf, record| {
             let ts = buf.timestamp_millis();
-            writeln!(buf, "{ts} {program}[{}]: {}: {}", std::process::id(), record.level(), record.args())
+            writeln!(
+                buf,
+                "{ts} {program}[{}]: {}: {}",
+                std::process::id(),
+                record.level(),
+                record.args()
+            )
         })
         .target(env_logger::Target::Stderr)
         .try_init();
@@ -63,7 +69,12 @@ impl Log for Syslog {
             Level::Debug | Level::Trace => 7,
         };
         let pri = u16::from(FACILITY_MAIL) * 8 + severity;
-        let msg = format!("<{pri}>{}[{}]: {}", self.program, std::process::id(), record.args());
+        let msg = format!(
+            "<{pri}>{}[{}]: {}",
+            self.program,
+            std::process::id(),
+            record.args()
+        );
         let mut sock = self.sock.lock().unwrap_or_else(|e| e.into_inner());
         if sock.is_none() {
             *sock = Syslog::connect();
@@ -80,7 +91,11 @@ impl Log for Syslog {
 
 /// Log to syslog, facility mail.
 pub fn to_syslog(program: &str, level: LevelFilter) {
-    let logger = Syslog { program: program.to_owned(), sock: Mutex::new(Syslog::connect()), level };
+    let logger = Syslog {
+        program: program.to_owned(),
+        sock: Mutex::new(Syslog::connect()),
+        level,
+    };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);
     }

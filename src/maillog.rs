@@ -16,7 +16,15 @@ pub fn disconnect(client: &dyn Display, commands: u32, errors: u32) {
 }
 
 /// A refused command: `NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 550 5.1.1 ...; from=<a@b> to=<c@d> proto=ESMTP helo=<x>`
-pub fn reject(client: &dyn Display, verb: &str, reply: &dyn Display, from: Option<&str>, to: Option<&str>, proto: &str, helo: Option<&str>) {
+pub fn reject(
+    client: &dyn Display,
+    verb: &str,
+    reply: &dyn Display,
+    from: Option<&str>,
+    to: Option<&str>,
+    proto: &str,
+    helo: Option<&str>,
+) {
     let mut line = format!("NOQUEUE: reject: {verb} from {client}: {reply};");
     if let Some(f) = from {
         line.push_str(&format!(" from=<{f}>"));

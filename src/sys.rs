@@ -20,26 +20,77 @@ pub fn hostname() -> io::Result<String> {
     Ok(String::from_utf8_lossy(buf.get(..end).unwrap_or_default()).into_owned())
 }
 
-/// Whether the system account database (getpwnam(3)) knows `name`.
-pub fn account_exists(name: &str) -> bool {
-    let Ok(cname) = CString::new(name) else {
-        return false;
-    };
+/// A system account, from getpwnam(3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passwd {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: std::path::PathBuf,
+    pub shell: String,
+    /// The GECOS field's full name (the part before the first comma).
+    pub gecos: String,
+}
+
+fn lossy(p: *const libc::c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: getpwnam_r/getpwuid_r filled the struct with NUL-terminated strings
+    // pointing into the buffer, which the caller keeps alive during this call.
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn passwd_lookup(
+    by: impl FnOnce(&mut libc::passwd, &mut [u8], &mut *mut libc::passwd) -> libc::c_int,
+) -> Option<Passwd> {
+    // SAFETY: an all-zero passwd is a valid value of this plain C struct.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0u8; 16384];
     let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer refers to live, correctly sized storage owned by this frame;
-    // getpwnam_r is the reentrant form, so no static buffer is shared between threads.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            cname.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    rc == 0 && !result.is_null()
+    let rc = by(&mut pwd, &mut buf, &mut result);
+    if rc != 0 || result.is_null() {
+        return None;
+    }
+    let gecos = lossy(pwd.pw_gecos);
+    Some(Passwd {
+        name: lossy(pwd.pw_name),
+        uid: pwd.pw_uid,
+        gid: pwd.pw_gid,
+        home: std::path::PathBuf::from(lossy(pwd.pw_dir)),
+        shell: lossy(pwd.pw_shell),
+        gecos: gecos.split(',').next().unwrap_or("").to_owned(),
+    })
+}
+
+/// Look up an account by name (getpwnam_r: reentrant, no shared static buffer).
+pub fn getpwnam(name: &str) -> Option<Passwd> {
+    let cname = CString::new(name).ok()?;
+    passwd_lookup(|pwd, buf, result| {
+        // SAFETY: every pointer refers to live, correctly sized storage.
+        unsafe { libc::getpwnam_r(cname.as_ptr(), pwd, buf.as_mut_ptr().cast(), buf.len(), result) }
+    })
+}
+
+/// Look up an account by uid (getpwuid_r).
+pub fn getpwuid(uid: u32) -> Option<Passwd> {
+    passwd_lookup(|pwd, buf, result| {
+        // SAFETY: every pointer refers to live, correctly sized storage.
+        unsafe { libc::getpwuid_r(uid, pwd, buf.as_mut_ptr().cast(), buf.len(), result) }
+    })
+}
+
+/// Whether the system account database knows `name`.
+pub fn account_exists(name: &str) -> bool {
+    getpwnam(name).is_some()
+}
+
+/// The real and effective user ids of this process.
+pub fn uids() -> (u32, u32) {
+    // SAFETY: getuid and geteuid cannot fail and touch no memory.
+    unsafe { (libc::getuid(), libc::geteuid()) }
 }
 
 /// Free bytes and free inodes available to an unprivileged user on the filesystem
@@ -92,7 +143,11 @@ pub fn peer_of_fd(fd: RawFd) -> Option<SocketAddr> {
 /// Wait until `fd` is readable or `timeout` passes; Ok(false) on timeout.
 /// Used for read timeouts on descriptors std cannot set one on (stdin in `-i` mode).
 pub fn wait_readable(fd: RawFd, timeout: std::time::Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     loop {
         // SAFETY: pfd is one valid pollfd.
@@ -137,4 +192,18 @@ pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
         filled += n as usize;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_account() {
+        let root = getpwnam("root").expect("root exists");
+        assert_eq!(root.uid, 0);
+        assert_eq!(getpwuid(0).map(|p| p.name), Some("root".to_owned()));
+        assert!(getpwnam("no-such-user-tern-test").is_none());
+        assert!(getpwnam("bad\0name").is_none());
+    }
 }

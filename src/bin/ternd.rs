@@ -51,7 +51,11 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if !m.free.is_empty() {
-        eprintln!("ternd: unexpected argument {:?}\n{}", m.free.join(" "), usage(&opts));
+        eprintln!(
+            "ternd: unexpected argument {:?}\n{}",
+            m.free.join(" "),
+            usage(&opts)
+        );
         return ExitCode::from(EX_USAGE);
     }
     let path = PathBuf::from(m.opt_str("f").unwrap_or_else(|| config::DEFAULT_PATH.to_owned()));
@@ -110,9 +114,14 @@ fn inetd(cfg: Config) -> ExitCode {
         Err(code) => return code,
     };
     let peer = match sys::peer_of_fd(std::io::stdin().as_raw_fd()) {
-        Some(SocketAddr::V6(a)) => Peer::remote(a.ip().to_ipv4_mapped().map_or(IpAddr::V6(*a.ip()), IpAddr::V4)),
+        Some(SocketAddr::V6(a)) => {
+            Peer::remote(a.ip().to_ipv4_mapped().map_or(IpAddr::V6(*a.ip()), IpAddr::V4))
+        }
         Some(a) => Peer::remote(a.ip()),
-        None => match std::env::var("TCPREMOTEIP").ok().and_then(|s| s.parse::<IpAddr>().ok()) {
+        None => match std::env::var("TCPREMOTEIP")
+            .ok()
+            .and_then(|s| s.parse::<IpAddr>().ok())
+        {
             Some(ip) => Peer::remote(ip),
             None => Peer::local(),
         },

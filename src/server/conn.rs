@@ -31,7 +31,11 @@ pub struct Stdio {
 
 impl Stdio {
     pub fn new() -> Stdio {
-        Stdio { stdin: io::stdin(), stdout: io::stdout(), timeout: Duration::from_secs(300) }
+        Stdio {
+            stdin: io::stdin(),
+            stdout: io::stdout(),
+            timeout: Duration::from_secs(300),
+        }
     }
 }
 
@@ -92,7 +96,13 @@ const BUF_SIZE: usize = 16 * 1024;
 
 impl Io {
     pub fn new(conn: Box<dyn Conn>) -> Io {
-        Io { conn, buf: vec![0; BUF_SIZE], start: 0, end: 0, out: Vec::with_capacity(1024) }
+        Io {
+            conn,
+            buf: vec![0; BUF_SIZE],
+            start: 0,
+            end: 0,
+            out: Vec::with_capacity(1024),
+        }
     }
 
     pub fn set_timeout(&mut self, t: Duration) -> io::Result<()> {
@@ -205,7 +215,10 @@ mod tests {
     }
     impl Write for Mem {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.output.lock().map_err(|_| io::Error::other("poisoned"))?.extend_from_slice(buf);
+            self.output
+                .lock()
+                .map_err(|_| io::Error::other("poisoned"))?
+                .extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -220,7 +233,10 @@ mod tests {
 
     fn io_for(input: &[u8]) -> Io {
         let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        Io::new(Box::new(Mem { input: io::Cursor::new(input.to_vec()), output: out }))
+        Io::new(Box::new(Mem {
+            input: io::Cursor::new(input.to_vec()),
+            output: out,
+        }))
     }
 
     #[test]

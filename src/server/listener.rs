@@ -63,7 +63,10 @@ impl Slots {
         }
         g.0 += 1;
         g.1.insert(ip, per_ip + 1);
-        Ok(Slot { slots: Arc::clone(self), ip })
+        Ok(Slot {
+            slots: Arc::clone(self),
+            ip,
+        })
     }
 }
 
@@ -133,7 +136,11 @@ fn accept_loop(l: &TcpListener, slots: &Arc<Slots>, tx: &Sender<Job>) {
         let peer = Peer::remote(canonical_ip(addr.ip()));
         match slots.take(addr.ip()) {
             Ok(slot) => {
-                if let Err(e) = tx.try_send(Job { stream, peer, _slot: slot }) {
+                if let Err(e) = tx.try_send(Job {
+                    stream,
+                    peer,
+                    _slot: slot,
+                }) {
                     // Cannot happen while slots bound the channel; answer anyway.
                     let job = e.into_inner();
                     refuse(job.stream, &job.peer, &reply::too_busy());

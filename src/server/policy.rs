@@ -23,7 +23,11 @@ struct Cached<T> {
 
 impl<T: Clone> Cached<T> {
     fn new(path: PathBuf, load: fn(&str) -> T) -> Cached<T> {
-        Cached { path, state: Mutex::new(None), load }
+        Cached {
+            path,
+            state: Mutex::new(None),
+            load,
+        }
     }
 
     fn get(&self) -> Option<T> {
@@ -54,7 +58,7 @@ fn load_users(text: &str) -> std::sync::Arc<HashSet<String>> {
         .lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
         .filter(|l| !l.is_empty())
-        .map(str::to_owned)
+        .map(str::to_lowercase)
         .collect();
     std::sync::Arc::new(names)
 }
@@ -89,9 +93,8 @@ impl Policy {
             return true;
         }
         match &self.users {
-            Some(users) => users
-                .get()
-                .is_some_and(|u| u.contains(local) || u.contains(&lower)),
+            // The file's names match in any case, as Postfix folds case before lookups.
+            Some(users) => users.get().is_some_and(|u| u.contains(&lower)),
             None => crate::sys::account_exists(local) || crate::sys::account_exists(&lower),
         }
     }
@@ -103,7 +106,12 @@ impl Policy {
     }
 
     /// RFC 5321 4.1.1.3 and the relay rules: Ok, or the reply refusing `rcpt`.
-    pub fn check_recipient(&self, cfg: &Config, client: Option<IpAddr>, rcpt: &ForwardPath) -> Result<(), Reply> {
+    pub fn check_recipient(
+        &self,
+        cfg: &Config,
+        client: Option<IpAddr>,
+        rcpt: &ForwardPath,
+    ) -> Result<(), Reply> {
         let mbox = match rcpt {
             // RFC 5321 4.5.1: postmaster must always be accepted.
             ForwardPath::Postmaster => return Ok(()),
@@ -138,4 +146,3 @@ pub fn is_local(cfg: &Config, mbox: &Mailbox) -> bool {
         Domain::Literal(_) | Domain::General(_) => false,
     }
 }
-

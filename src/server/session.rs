@@ -45,11 +45,17 @@ pub struct Peer {
 
 impl Peer {
     pub fn remote(ip: IpAddr) -> Peer {
-        Peer { ip: Some(ip), name: "unknown".to_owned() }
+        Peer {
+            ip: Some(ip),
+            name: "unknown".to_owned(),
+        }
     }
 
     pub fn local() -> Peer {
-        Peer { ip: None, name: "localhost".to_owned() }
+        Peer {
+            ip: None,
+            name: "localhost".to_owned(),
+        }
     }
 }
 
@@ -165,7 +171,15 @@ impl Session<'_> {
 
     fn log_reject(&self, verb: &str, r: &Reply) {
         let from = self.tx.as_ref().map(|t| t.from.to_string());
-        maillog::reject(self.peer, verb, r, from.as_deref(), None, self.proto(), self.helo.as_deref());
+        maillog::reject(
+            self.peer,
+            verb,
+            r,
+            from.as_deref(),
+            None,
+            self.proto(),
+            self.helo.as_deref(),
+        );
     }
 
     fn handle(&mut self, cmd: Command) -> Result<Reply, Hangup> {
@@ -242,7 +256,11 @@ impl Session<'_> {
         if !self.ctx.spool.has_room(declared, MIN_FREE_PERCENT) {
             return reply::no_space();
         }
-        self.tx = Some(Transaction { from, params, rcpts: Vec::new() });
+        self.tx = Some(Transaction {
+            from,
+            params,
+            rcpts: Vec::new(),
+        });
         reply::sender_ok()
     }
 
@@ -263,7 +281,15 @@ impl Session<'_> {
         }
         if let Err(r) = self.ctx.policy.check_recipient(self.cfg, self.peer.ip, &to) {
             let from = tx.from.to_string();
-            maillog::reject(self.peer, "RCPT", &r, Some(&from), Some(&to.to_string()), self.proto(), self.helo.as_deref());
+            maillog::reject(
+                self.peer,
+                "RCPT",
+                &r,
+                Some(&from),
+                Some(&to.to_string()),
+                self.proto(),
+                self.helo.as_deref(),
+            );
             // Already logged with its recipient; mark so serve() does not log it again.
             return LoggedReject(r).into();
         }
@@ -290,7 +316,11 @@ impl Session<'_> {
         if tx.rcpts.is_empty() {
             return Ok(reply::need_rcpt());
         }
-        if !self.ctx.spool.has_room(tx.params.size.unwrap_or(0), MIN_FREE_PERCENT) {
+        if !self
+            .ctx
+            .spool
+            .has_room(tx.params.size.unwrap_or(0), MIN_FREE_PERCENT)
+        {
             return Ok(reply::no_space());
         }
         let mut incoming = match self.ctx.spool.begin() {
@@ -344,7 +374,11 @@ impl Session<'_> {
         }
         if let Some(e) = write_err {
             log::error!("{id}: cannot write to the spool: {e}");
-            return Ok(if is_no_space(&e) { reply::no_space() } else { reply::local_error() });
+            return Ok(if is_no_space(&e) {
+                reply::no_space()
+            } else {
+                reply::local_error()
+            });
         }
         let env = self.envelope(&id, &tx, incoming.bytes_written(), reader.saw_8bit());
         if let Err(e) = incoming.commit(&env) {
@@ -443,8 +477,10 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 fn is_no_space(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
-        || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 /// RFC 3463: a full disk is X.3.1 (452); anything else the client retries (451).

@@ -105,12 +105,13 @@ fn parse_literal(inner: &str) -> Result<Domain, AddrError> {
     }
     // General-address-literal = Standardized-tag ":" 1*dcontent
     let (tag, content) = inner.split_once(':').ok_or(AddrError::Syntax)?;
-    let tag_ok = !tag.is_empty()
-        && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !tag.ends_with('-');
+    let tag_ok =
+        !tag.is_empty() && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !tag.ends_with('-');
     // dcontent = %d33-90 / %d94-126
     let content_ok = !content.is_empty()
-        && content.bytes().all(|b| (33..=90).contains(&b) || (94..=126).contains(&b));
+        && content
+            .bytes()
+            .all(|b| (33..=90).contains(&b) || (94..=126).contains(&b));
     if tag_ok && content_ok {
         Ok(Domain::General(inner.to_owned()))
     } else {
@@ -163,7 +164,9 @@ fn is_atext(c: char) -> bool {
 }
 
 fn is_dot_string(s: &str) -> bool {
-    !s.is_empty() && s.split('.').all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
+    !s.is_empty()
+        && s.split('.')
+            .all(|atom| !atom.is_empty() && atom.chars().all(is_atext))
 }
 
 impl fmt::Display for Mailbox {
@@ -378,7 +381,10 @@ mod tests {
             ("<>", "|"),
             ("<> SIZE=10", "| SIZE=10"),
             ("<a@b.example>", "a@b.example|"),
-            ("<a.b+c@x-y.example> BODY=8BITMIME", "a.b+c@x-y.example| BODY=8BITMIME"),
+            (
+                "<a.b+c@x-y.example> BODY=8BITMIME",
+                "a.b+c@x-y.example| BODY=8BITMIME",
+            ),
             ("a@b.example", "a@b.example|"),
             ("<\"john doe\"@example.com>", "\"john doe\"@example.com|"),
             ("<\"john\"@example.com>", "john@example.com|"),
@@ -395,10 +401,30 @@ mod tests {
             assert_eq!(rp(input).as_deref(), Ok(want), "{input}");
         }
         let bad = [
-            "", "<", "<a>", "<a@>", "<@b>", "<a@b", "<a..b@c>", "<.a@c>", "<a.@c>",
-            "<a@-b.c>", "<a@b-.c>", "<a@b..c>", "<a b@c>", "<\"a@c>", "<a@[1.2.3]>",
-            "<a@[IPv6:zz]>", "<a@[]>", "<@x:>", "<@x>", "<a@b>>", "<a@b c>", "<\"a\x01\"@b>",
-            "<a@b_c>", "<a@[x:]>",
+            "",
+            "<",
+            "<a>",
+            "<a@>",
+            "<@b>",
+            "<a@b",
+            "<a..b@c>",
+            "<.a@c>",
+            "<a.@c>",
+            "<a@-b.c>",
+            "<a@b-.c>",
+            "<a@b..c>",
+            "<a b@c>",
+            "<\"a@c>",
+            "<a@[1.2.3]>",
+            "<a@[IPv6:zz]>",
+            "<a@[]>",
+            "<@x:>",
+            "<@x>",
+            "<a@b>>",
+            "<a@b c>",
+            "<\"a\x01\"@b>",
+            "<a@b_c>",
+            "<a@[x:]>",
         ];
         for input in bad {
             assert!(rp(input).is_err(), "{input} should fail: {:?}", rp(input));
@@ -408,8 +434,14 @@ mod tests {
     #[test]
     fn forward_paths() {
         assert_eq!(fp("<Postmaster>").as_deref(), Ok("postmaster|"));
-        assert_eq!(fp("<POSTMASTER> NOTIFY=NEVER").as_deref(), Ok("postmaster| NOTIFY=NEVER"));
-        assert_eq!(fp("<postmaster@x.example>").as_deref(), Ok("postmaster@x.example|"));
+        assert_eq!(
+            fp("<POSTMASTER> NOTIFY=NEVER").as_deref(),
+            Ok("postmaster| NOTIFY=NEVER")
+        );
+        assert_eq!(
+            fp("<postmaster@x.example>").as_deref(),
+            Ok("postmaster@x.example|")
+        );
         assert!(fp("<>").is_err());
     }
 
@@ -418,28 +450,46 @@ mod tests {
         let local = "a".repeat(64);
         assert!(Mailbox::parse(&format!("{local}@x.example")).is_ok());
         let local = "a".repeat(65);
-        assert_eq!(Mailbox::parse(&format!("{local}@x.example")), Err(AddrError::TooLong));
+        assert_eq!(
+            Mailbox::parse(&format!("{local}@x.example")),
+            Err(AddrError::TooLong)
+        );
         let label = "b".repeat(63);
         assert!(Domain::parse_name(&label).is_ok());
         assert!(Domain::parse_name(&"b".repeat(64)).is_err());
-        let long = vec![label.as_str(); 5].join(".");
+        let long = [label.as_str(); 5].join(".");
         assert_eq!(Domain::parse_name(&long), Err(AddrError::TooLong));
-        let path = format!("<{}@{}>", "a".repeat(60), vec!["c".repeat(60); 4].join("."));
+        let path = format!(
+            "<{}@{}>",
+            "a".repeat(60),
+            ["c".repeat(60), "c".repeat(60), "c".repeat(60), "c".repeat(60)].join(".")
+        );
         assert_eq!(parse_reverse_path(&path).err(), Some(AddrError::TooLong));
     }
 
     #[test]
     fn routing_characters_are_flagged() {
         for a in ["a%b@x.example", "a!b@x.example", "\"a@b\"@x.example"] {
-            assert!(Mailbox::parse(a).map(|m| m.has_routing_chars()).unwrap_or(false), "{a}");
+            assert!(
+                Mailbox::parse(a).map(|m| m.has_routing_chars()).unwrap_or(false),
+                "{a}"
+            );
         }
-        assert!(!Mailbox::parse("a.b@x.example").map(|m| m.has_routing_chars()).unwrap_or(true));
+        assert!(!Mailbox::parse("a.b@x.example")
+            .map(|m| m.has_routing_chars())
+            .unwrap_or(true));
     }
 
     #[test]
     fn ascii_detection() {
-        assert!(Mailbox::parse("a@b.example").map(|m| m.is_ascii()).unwrap_or(false));
-        assert!(!Mailbox::parse("ü@b.example").map(|m| m.is_ascii()).unwrap_or(true));
-        assert!(!Mailbox::parse("u@bü.example").map(|m| m.is_ascii()).unwrap_or(true));
+        assert!(Mailbox::parse("a@b.example")
+            .map(|m| m.is_ascii())
+            .unwrap_or(false));
+        assert!(!Mailbox::parse("ü@b.example")
+            .map(|m| m.is_ascii())
+            .unwrap_or(true));
+        assert!(!Mailbox::parse("u@bü.example")
+            .map(|m| m.is_ascii())
+            .unwrap_or(true));
     }
 }

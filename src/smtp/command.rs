@@ -143,7 +143,8 @@ fn parse_mail(arg: &str) -> Result<Command, Reply> {
         let dup = match key.as_str() {
             "SIZE" => {
                 // RFC 1870: size-value = 1*20DIGIT
-                let v = value.filter(|v| !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit()));
+                let v =
+                    value.filter(|v| !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit()));
                 let n = v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(u64::MAX);
                 p.size.replace(n).is_some()
             }
@@ -172,7 +173,10 @@ fn parse_mail(arg: &str) -> Result<Command, Reply> {
             }
             "ENVID" => {
                 // RFC 3461 4.4: at most 100 characters.
-                let v = value.filter(|v| v.len() <= 100).and_then(xtext_decode).ok_or_else(reply::bad_parameter)?;
+                let v = value
+                    .filter(|v| v.len() <= 100)
+                    .and_then(xtext_decode)
+                    .ok_or_else(reply::bad_parameter)?;
                 p.envid.replace(v).is_some()
             }
             "AUTH" => {
@@ -195,13 +199,17 @@ fn parse_rcpt(arg: &str) -> Result<Command, Reply> {
     for (key, value) in split_params(params)? {
         let dup = match key.as_str() {
             "NOTIFY" => {
-                let v = value.map(str::to_ascii_uppercase).ok_or_else(reply::bad_parameter)?;
+                let v = value
+                    .map(str::to_ascii_uppercase)
+                    .ok_or_else(reply::bad_parameter)?;
                 // RFC 3461 4.1: NEVER alone, or any of SUCCESS, FAILURE, DELAY.
                 let items: Vec<&str> = v.split(',').collect();
                 let valid = if items.contains(&"NEVER") {
                     items.len() == 1
                 } else {
-                    items.iter().all(|i| matches!(*i, "SUCCESS" | "FAILURE" | "DELAY"))
+                    items
+                        .iter()
+                        .all(|i| matches!(*i, "SUCCESS" | "FAILURE" | "DELAY"))
                 };
                 if !valid {
                     return Err(reply::bad_parameter());
@@ -263,7 +271,10 @@ pub fn xtext_decode(s: &str) -> Option<String> {
     while let Some(&c) = b.get(i) {
         if c == b'+' {
             let hex = s.get(i + 1..i + 3)?;
-            if !hex.bytes().all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(&h)) {
+            if !hex
+                .bytes()
+                .all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(&h))
+            {
                 return None;
             }
             out.push(u8::from_str_radix(hex, 16).ok()?);
@@ -291,7 +302,10 @@ mod tests {
 
     #[test]
     fn verbs_any_case() {
-        assert_eq!(parse(b"ehlo client.example"), Ok(Command::Ehlo("client.example".into())));
+        assert_eq!(
+            parse(b"ehlo client.example"),
+            Ok(Command::Ehlo("client.example".into()))
+        );
         assert_eq!(parse(b"HeLo x"), Ok(Command::Helo("x".into())));
         assert_eq!(parse(b"data"), Ok(Command::Data));
         assert_eq!(parse(b"RSET"), Ok(Command::Rset));
@@ -353,8 +367,14 @@ mod tests {
 
     #[test]
     fn mail_tolerates_space_after_colon() {
-        assert!(matches!(parse(b"MAIL FROM: <a@b.example>"), Ok(Command::Mail(..))));
-        assert!(matches!(parse(b"mail from:<>"), Ok(Command::Mail(ReversePath::Null, _))));
+        assert!(matches!(
+            parse(b"MAIL FROM: <a@b.example>"),
+            Ok(Command::Mail(..))
+        ));
+        assert!(matches!(
+            parse(b"mail from:<>"),
+            Ok(Command::Mail(ReversePath::Null, _))
+        ));
     }
 
     #[test]
@@ -367,7 +387,8 @@ mod tests {
 
     #[test]
     fn rcpt_params() {
-        let Ok(Command::Rcpt(path, p)) = parse(b"RCPT TO:<u@x.example> NOTIFY=success,delay ORCPT=rfc822;u+40x.example")
+        let Ok(Command::Rcpt(path, p)) =
+            parse(b"RCPT TO:<u@x.example> NOTIFY=success,delay ORCPT=rfc822;u+40x.example")
         else {
             panic!("parse failed");
         };

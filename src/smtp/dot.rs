@@ -428,19 +428,11 @@ mod tests {
     fn check(max: u64, input: &[u8]) -> Outcome {
         let whole = run_chunks(max, input, &[]);
         let bytes: Vec<usize> = (1..input.len()).collect();
-        assert_eq!(
-            run_chunks(max, input, &bytes),
-            whole,
-            "byte by byte: {input:?}"
-        );
+        assert_eq!(run_chunks(max, input, &bytes), whole, "byte by byte: {input:?}");
         for seed in 1..=6u64 {
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (seed * 0x1234_5678_9abc));
             let cuts = random_cuts(&mut rng, input.len());
-            assert_eq!(
-                run_chunks(max, input, &cuts),
-                whole,
-                "cuts {cuts:?}: {input:?}"
-            );
+            assert_eq!(run_chunks(max, input, &cuts), whole, "cuts {cuts:?}: {input:?}");
         }
         whole
     }
@@ -583,12 +575,7 @@ mod tests {
         for c in CASES {
             let got = check(u64::MAX, c.input);
             assert_eq!(got.out, c.out, "{}", c.name);
-            assert_eq!(
-                got.consumed,
-                c.consumed.unwrap_or(c.input.len()),
-                "{}",
-                c.name
-            );
+            assert_eq!(got.consumed, c.consumed.unwrap_or(c.input.len()), "{}", c.name);
             assert_eq!(got.done, c.done, "{}", c.name);
             assert_eq!(got.error, c.error, "{}", c.name);
         }
@@ -881,9 +868,7 @@ mod tests {
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         for _ in 0..3000 {
             let len = rng.below(48);
-            let input: Vec<u8> = (0..len)
-                .map(|_| alphabet[rng.below(alphabet.len())])
-                .collect();
+            let input: Vec<u8> = (0..len).map(|_| alphabet[rng.below(alphabet.len())]).collect();
             let got = check(u64::MAX, &input);
             let (out, end, bare, size) = model(&input);
             assert_eq!(got.done, end.is_some(), "{input:?}");

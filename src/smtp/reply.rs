@@ -60,7 +60,10 @@ impl Reply {
                 out.extend_from_slice(format!("{esc} ").as_bytes());
             }
             // Never let a CR or LF from an argument end the reply line early.
-            out.extend(line.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+            out.extend(
+                line.bytes()
+                    .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+            );
             // RFC 5321 4.5.3.1.5: a reply line is at most 512 octets including CRLF.
             out.truncate(start + (out.len() - start).min(510));
             out.extend_from_slice(b"\r\n");
@@ -297,7 +300,11 @@ pub fn need_smtputf8() -> Reply {
 
 /// RFC 1870 6.1: declared SIZE over the limit.
 pub fn size_exceeded() -> Reply {
-    Reply::new(552, esc(5, 3, 4), "Message size exceeds fixed maximum message size")
+    Reply::new(
+        552,
+        esc(5, 3, 4),
+        "Message size exceeds fixed maximum message size",
+    )
 }
 
 /// RFC 5321 4.5.3.1.10: too many recipients; the client may go on later.
@@ -316,11 +323,7 @@ pub fn no_such_user(addr: &str) -> Reply {
 
 /// A domain we do not serve, from a client not allowed to relay.
 pub fn relay_denied(addr: &str) -> Reply {
-    Reply::new(
-        554,
-        esc(5, 7, 1),
-        format!("<{addr}>: Relay access denied"),
-    )
+    Reply::new(554, esc(5, 7, 1), format!("<{addr}>: Relay access denied"))
 }
 
 /// The spool's filesystem is (nearly) full (RFC 3463 X.3.1 mail system full).
@@ -342,12 +345,20 @@ pub fn bare_newline() -> Reply {
 
 /// A text line over 1000 octets (RFC 5321 4.5.3.1.6).
 pub fn data_line_too_long() -> Reply {
-    Reply::new(550, esc(5, 6, 0), "Message contains a line longer than 1000 octets")
+    Reply::new(
+        550,
+        esc(5, 6, 0),
+        "Message contains a line longer than 1000 octets",
+    )
 }
 
 /// RFC 5321 6.3: too many Received: headers means a mail loop.
 pub fn mail_loop() -> Reply {
-    Reply::new(554, esc(5, 4, 6), "Too many Received headers, mail loop suspected")
+    Reply::new(
+        554,
+        esc(5, 4, 6),
+        "Too many Received headers, mail loop suspected",
+    )
 }
 
 /// BODY=BINARYMIME and the like, which need CHUNKING (RFC 3030).
@@ -373,7 +384,11 @@ mod tests {
 
     #[test]
     fn multi_line() {
-        let r = ehlo("mx.example", "client", &["PIPELINING".to_owned(), "8BITMIME".to_owned()]);
+        let r = ehlo(
+            "mx.example",
+            "client",
+            &["PIPELINING".to_owned(), "8BITMIME".to_owned()],
+        );
         assert_eq!(
             r.to_wire(),
             "250-mx.example Hello client\r\n250-PIPELINING\r\n250 8BITMIME\r\n"

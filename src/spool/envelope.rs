@@ -293,10 +293,7 @@ impl Envelope {
             let value = rest.strip_prefix(' ').unwrap_or(rest);
             if !version_seen {
                 if key != "version" {
-                    return Err(err(format!(
-                        "expected \"version\" first, got {}",
-                        quote(key)
-                    )));
+                    return Err(err(format!("expected \"version\" first, got {}", quote(key))));
                 }
                 match value.parse::<u32>() {
                     Ok(VERSION) => version_seen = true,
@@ -306,17 +303,9 @@ impl Envelope {
                 continue;
             }
             // Store into a slot that must still be empty: a repeated key is an error.
-            fn set<T>(
-                slot: &mut Option<T>,
-                v: T,
-                key: &str,
-                n: usize,
-            ) -> Result<(), EnvelopeError> {
+            fn set<T>(slot: &mut Option<T>, v: T, key: &str, n: usize) -> Result<(), EnvelopeError> {
                 if slot.is_some() {
-                    return Err(EnvelopeError(format!(
-                        "line {n}: duplicate key {}",
-                        quote(key)
-                    )));
+                    return Err(EnvelopeError(format!("line {n}: duplicate key {}", quote(key))));
                 }
                 *slot = Some(v);
                 Ok(())
@@ -325,8 +314,8 @@ impl Envelope {
             match key {
                 "version" => return Err(err("duplicate key \"version\"".to_owned())),
                 "id" => {
-                    let v = QueueId::parse(value)
-                        .ok_or_else(|| err(format!("bad queue id {}", quote(value))))?;
+                    let v =
+                        QueueId::parse(value).ok_or_else(|| err(format!("bad queue id {}", quote(value))))?;
                     set(&mut id, v, key, n)?;
                 }
                 "created" => set(&mut created, parse_num(value).map_err(&err)?, key, n)?,
@@ -349,26 +338,19 @@ impl Envelope {
                     let v = match value {
                         "yes" => true,
                         "no" => false,
-                        _ => {
-                            return Err(err(format!(
-                                "smtputf8: expected yes or no, got {}",
-                                quote(value)
-                            )))
-                        }
+                        _ => return Err(err(format!("smtputf8: expected yes or no, got {}", quote(value)))),
                     };
                     set(&mut smtputf8, v, key, n)?;
                 }
                 "size" => set(&mut size, parse_num(value).map_err(&err)?, key, n)?,
                 "ret" => {
-                    let v = DsnRet::from_str(value)
-                        .ok_or_else(|| err(format!("bad ret {}", quote(value))))?;
+                    let v =
+                        DsnRet::from_str(value).ok_or_else(|| err(format!("bad ret {}", quote(value))))?;
                     set(&mut ret, v, key, n)?;
                 }
                 "envid" => set(&mut envid, text_value()?, key, n)?,
                 "auth" => set(&mut auth, text_value()?, key, n)?,
-                "rcpt" => {
-                    recipients.push(parse_rcpt(value).map_err(|e| err(format!("rcpt: {e}")))?)
-                }
+                "rcpt" => recipients.push(parse_rcpt(value).map_err(|e| err(format!("rcpt: {e}")))?),
                 _ => {
                     return Err(err(format!(
                         "unknown key {} (written by a newer tern?)",
@@ -380,9 +362,7 @@ impl Envelope {
 
         let missing = |k: &str| EnvelopeError(format!("missing \"{k}\""));
         if !version_seen {
-            return Err(EnvelopeError(
-                "empty envelope (no \"version\" line)".to_owned(),
-            ));
+            return Err(EnvelopeError("empty envelope (no \"version\" line)".to_owned()));
         }
         let id = id.ok_or_else(|| missing("id"))?;
         let created = created.ok_or_else(|| missing("created"))?;
@@ -413,8 +393,7 @@ impl Envelope {
 fn parse_rcpt(value: &str) -> Result<Recipient, String> {
     // Split on single spaces: an empty address (writes as "rcpt:  status=...") stays a token.
     let mut tokens = value.split(' ');
-    let addr =
-        xtext_decode(tokens.next().unwrap_or_default()).map_err(|e| format!("address: {e}"))?;
+    let addr = xtext_decode(tokens.next().unwrap_or_default()).map_err(|e| format!("address: {e}"))?;
     let mut status = None;
     let mut attempts = None;
     let mut next = None;
@@ -429,9 +408,7 @@ fn parse_rcpt(value: &str) -> Result<Recipient, String> {
         let text = || xtext_decode(v).map_err(|e| format!("{k}: {e}"));
         match k {
             "status" if status.is_none() => {
-                status = Some(
-                    RcptStatus::from_str(v).ok_or_else(|| format!("bad status {}", quote(v)))?,
-                )
+                status = Some(RcptStatus::from_str(v).ok_or_else(|| format!("bad status {}", quote(v)))?)
             }
             "attempts" if attempts.is_none() => attempts = Some(parse_num::<u32>(v)?),
             "next" if next.is_none() => next = Some(parse_num::<u64>(v)?),
@@ -439,12 +416,7 @@ fn parse_rcpt(value: &str) -> Result<Recipient, String> {
             "notify" if notify.is_none() => notify = Some(text()?),
             "last" if last.is_none() => last = Some(text()?),
             "status" | "attempts" | "next" | "orcpt" | "notify" | "last" => return Err(dup()),
-            _ => {
-                return Err(format!(
-                    "unknown field {} (written by a newer tern?)",
-                    quote(k)
-                ))
-            }
+            _ => return Err(format!("unknown field {} (written by a newer tern?)", quote(k))),
         }
     }
     Ok(Recipient {
@@ -516,9 +488,7 @@ pub(crate) fn xtext_decode(s: &str) -> Result<String, String> {
 }
 
 fn hex_val(b: u8) -> Option<u8> {
-    char::from(b)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
+    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 #[cfg(test)]
@@ -639,9 +609,8 @@ mod tests {
         }
         fn odd_string(&mut self) -> String {
             const POOL: &[char] = &[
-                'a', 'Z', '0', '@', '.', ' ', '=', '+', '\n', '\r', '\t', '\0', ':', '"', '\\',
-                '<', '>', ';', ',', '%', '~', '\u{7f}', 'é', 'ß', '日', '本', '😀', '\u{feff}',
-                '\u{2028}', '+', '=',
+                'a', 'Z', '0', '@', '.', ' ', '=', '+', '\n', '\r', '\t', '\0', ':', '"', '\\', '<', '>',
+                ';', ',', '%', '~', '\u{7f}', 'é', 'ß', '日', '本', '😀', '\u{feff}', '\u{2028}', '+', '=',
             ];
             let len = self.below(24) as usize;
             (0..len)
@@ -672,8 +641,7 @@ mod tests {
         };
         e.client_name = r.opt_string();
         e.protocol = r.odd_string();
-        e.body =
-            [BodyType::SevenBit, BodyType::EightBitMime, BodyType::Binary][r.below(3) as usize];
+        e.body = [BodyType::SevenBit, BodyType::EightBitMime, BodyType::Binary][r.below(3) as usize];
         e.smtputf8 = r.below(2) == 0;
         e.size = r.num();
         e.ret = [None, Some(DsnRet::Full), Some(DsnRet::Hdrs)][r.below(3) as usize];
@@ -705,10 +673,7 @@ mod tests {
             let e = random_envelope(&mut r);
             let t = e.to_text();
             // Nothing but printable ASCII and line ends in the text.
-            assert!(
-                t.bytes().all(|b| b == b'\n' || (32..=126).contains(&b)),
-                "{t:?}"
-            );
+            assert!(t.bytes().all(|b| b == b'\n' || (32..=126).contains(&b)), "{t:?}");
             assert_eq!(Envelope::parse(&t).as_ref(), Ok(&e), "{t}");
         }
     }
@@ -736,11 +701,9 @@ mod tests {
     fn parse_errors() {
         let ok = minimal_text();
         assert!(Envelope::parse(ok).is_ok());
-        assert!(parse_err(&ok.replace("version: 1", "version: 2"))
-            .contains("unsupported envelope version 2"));
+        assert!(parse_err(&ok.replace("version: 1", "version: 2")).contains("unsupported envelope version 2"));
         assert!(parse_err(&ok.replace("version: 1", "version: x")).contains("line 1: bad version"));
-        assert!(parse_err(&ok.replace("version: 1\n", ""))
-            .contains("line 1: expected \"version\" first"));
+        assert!(parse_err(&ok.replace("version: 1\n", "")).contains("line 1: expected \"version\" first"));
         let e = parse_err(&format!("{ok}colour: blue\n"));
         assert!(e.contains("line 6: unknown key \"colour\""), "{e}");
         let e = parse_err(&ok.replace("rcpt: a@b status=pending attempts=0\n", ""));
@@ -749,13 +712,11 @@ mod tests {
         assert!(parse_err(&ok.replace("created: 5\n", "")).contains("missing \"created\""));
         assert!(parse_err(&ok.replace("sender: \n", "")).contains("missing \"sender\""));
         assert!(
-            parse_err(&ok.replace("id: 0193A5F2C41B07E2", "id: ../../x"))
-                .contains("line 2: bad queue id")
+            parse_err(&ok.replace("id: 0193A5F2C41B07E2", "id: ../../x")).contains("line 2: bad queue id")
         );
         assert!(parse_err(&ok.replace("created: 5", "created: -5")).contains("line 3"));
         assert!(
-            parse_err(&ok.replace("created: 5", "created: 99999999999999999999"))
-                .contains("out of range")
+            parse_err(&ok.replace("created: 5", "created: 99999999999999999999")).contains("out of range")
         );
         assert!(parse_err(&format!("{ok}sender: x\n")).contains("duplicate key \"sender\""));
         assert!(parse_err(&format!("{ok}version: 1\n")).contains("duplicate"));
@@ -763,17 +724,10 @@ mod tests {
         assert!(parse_err(&ok.replace("status=pending", "status=lost")).contains("bad status"));
         assert!(parse_err(&ok.replace("status=pending ", "")).contains("missing status"));
         assert!(parse_err(&ok.replace(" attempts=0", "")).contains("missing attempts"));
-        assert!(
-            parse_err(&ok.replace("attempts=0", "attempts=0 attempts=1")).contains("duplicate")
-        );
-        assert!(
-            parse_err(&ok.replace("attempts=0", "attempts=0 colour=blue"))
-                .contains("unknown field")
-        );
+        assert!(parse_err(&ok.replace("attempts=0", "attempts=0 attempts=1")).contains("duplicate"));
+        assert!(parse_err(&ok.replace("attempts=0", "attempts=0 colour=blue")).contains("unknown field"));
         assert!(parse_err(&ok.replace("attempts=0", "attempts=0 junk")).contains("key=value"));
-        assert!(
-            parse_err(&format!("{ok}no colon here\n")).contains("line 6: expected \"key: value\"")
-        );
+        assert!(parse_err(&format!("{ok}no colon here\n")).contains("line 6: expected \"key: value\""));
         assert!(parse_err(&format!("{ok}body: 9bit\n")).contains("bad body"));
         assert!(parse_err(&format!("{ok}smtputf8: maybe\n")).contains("smtputf8"));
         assert!(parse_err(&format!("{ok}client-addr: 999.1.1.1\n")).contains("bad client address"));

@@ -174,9 +174,7 @@ impl Spool {
         }
         // Permission bits do not tell (root ignores them, ACLs, read-only mounts): try it.
         // The probe lives in tmp/, so a crash right here leaves only what recover removes.
-        let probe = root
-            .join(TMP)
-            .join(format!(".probe-{}", QueueId::generate()));
+        let probe = root.join(TMP).join(format!(".probe-{}", QueueId::generate()));
         OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -286,11 +284,7 @@ impl Spool {
     /// Why an env/ entry must go to corrupt/, or None if it is a sound queued message.
     /// Read errors (permissions, I/O) are returned, not treated as corruption: moving
     /// every envelope away because the daemon runs as the wrong user would be a disaster.
-    fn env_entry_problem(
-        &self,
-        name: &OsStr,
-        entry: &fs::DirEntry,
-    ) -> Result<Option<String>, SpoolError> {
+    fn env_entry_problem(&self, name: &OsStr, entry: &fs::DirEntry) -> Result<Option<String>, SpoolError> {
         let Some(id) = name.to_str().and_then(QueueId::parse) else {
             return Ok(Some("name is not a queue id".to_owned()));
         };
@@ -323,12 +317,7 @@ impl Spool {
             to = corrupt.join(alt);
         }
         fs::rename(&from, &to).map_err(|e| SpoolError::from_io("rename", &from, e))?;
-        log::warn!(
-            "spool: moved {} to {}: {}",
-            from.display(),
-            to.display(),
-            why
-        );
+        log::warn!("spool: moved {} to {}: {}", from.display(), to.display(), why);
         Ok(())
     }
 
@@ -375,11 +364,7 @@ impl Spool {
                 }
             }
         }
-        Err(SpoolError::other(
-            "create",
-            &tmp_dir,
-            "no unused queue id found",
-        ))
+        Err(SpoolError::other("create", &tmp_dir, "no unused queue id found"))
     }
 
     fn id_in_use(&self, id: &QueueId) -> Result<bool, SpoolError> {
@@ -406,8 +391,7 @@ impl Spool {
     pub fn load(&self, id: &QueueId) -> Result<Envelope, SpoolError> {
         let path = self.file(ENV, id);
         let bytes = fs::read(&path).map_err(|e| SpoolError::from_io("read", &path, e))?;
-        let text =
-            String::from_utf8(bytes).map_err(|_| SpoolError::other("parse", &path, "not UTF-8"))?;
+        let text = String::from_utf8(bytes).map_err(|_| SpoolError::other("parse", &path, "not UTF-8"))?;
         let env = Envelope::parse(&text).map_err(|e| SpoolError {
             op: "parse",
             path: path.clone(),
@@ -436,11 +420,7 @@ impl Spool {
         let target = self.file(ENV, &env.id);
         check_writable_envelope(env, &target)?;
         if !exists(&target)? {
-            return Err(SpoolError::other(
-                "update",
-                &target,
-                "no such queued message",
-            ));
+            return Err(SpoolError::other("update", &target, "no such queued message"));
         }
         // A unique tmp name, so two updaters never write into the same file.
         let tmp = self
@@ -482,8 +462,7 @@ impl Spool {
         let pct = u128::from(min_free_percent.min(100));
         // A message takes two inodes: msg/ID and env/ID.
         let stays_free = |avail: u64, need: u64, total: u64| {
-            total == 0
-                || (need <= avail && u128::from(avail - need) * 100 >= u128::from(total) * pct)
+            total == 0 || (need <= avail && u128::from(avail - need) * 100 >= u128::from(total) * pct)
         };
         stays_free(avail, bytes, total) && stays_free(iavail, 2, itotal)
     }
@@ -576,8 +555,7 @@ impl Incoming {
             }
             write_synced(&tmp_env, env.to_text().as_bytes())?;
             sync_dir(&spool.dir(MSG))?;
-            fs::rename(&tmp_env, &env_path)
-                .map_err(|e| SpoolError::from_io("rename", &tmp_env, e))?;
+            fs::rename(&tmp_env, &env_path).map_err(|e| SpoolError::from_io("rename", &tmp_env, e))?;
             renamed = true;
             sync_dir(&spool.dir(ENV))
         })();
@@ -663,11 +641,7 @@ impl fmt::Debug for Incoming {
 /// without recipients): recover would move it to corrupt/ at the next start.
 fn check_writable_envelope(env: &Envelope, path: &Path) -> Result<(), SpoolError> {
     if env.recipients.is_empty() {
-        return Err(SpoolError::other(
-            "commit",
-            path,
-            "envelope has no recipients",
-        ));
+        return Err(SpoolError::other("commit", path, "envelope has no recipients"));
     }
     Ok(())
 }
@@ -683,10 +657,7 @@ fn write_synced(path: &Path, data: &[u8]) -> Result<(), SpoolError> {
     let r = f
         .write_all(data)
         .map_err(|e| SpoolError::from_io("write", path, e))
-        .and_then(|()| {
-            f.sync_all()
-                .map_err(|e| SpoolError::from_io("fsync", path, e))
-        });
+        .and_then(|()| f.sync_all().map_err(|e| SpoolError::from_io("fsync", path, e)));
     if r.is_err() {
         drop(f);
         let _ = fs::remove_file(path);
@@ -812,10 +783,7 @@ mod tests {
         assert_eq!(s.message_path(&id), s.root().join("msg").join(id.as_str()));
         assert!(names(&s.root().join(TMP)).is_empty());
         for f in [s.message_path(&id), s.root().join(ENV).join(id.as_str())] {
-            assert_eq!(
-                fs::metadata(&f).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
             assert_eq!(fs::metadata(&f).unwrap().nlink(), 1);
         }
         // Nothing for recover to do after a clean commit.
@@ -854,9 +822,7 @@ mod tests {
         let mut inc = s.begin().unwrap();
         inc.write_all(b"body\n").unwrap();
         let other = QueueId::generate();
-        let e = inc
-            .commit(&envelope(&other, &["bob@example.net"]))
-            .unwrap_err();
+        let e = inc.commit(&envelope(&other, &["bob@example.net"])).unwrap_err();
         assert!(e.to_string().contains("is not the message's id"), "{e}");
         assert!(!e.is_no_space() && e.io().is_none());
 
@@ -931,11 +897,7 @@ mod tests {
         // A crash mid-receive and mid-commit: tmp leftovers, a body with no envelope.
         let crashed = QueueId::generate();
         fs::write(root.join(TMP).join(format!("{crashed}.msg")), b"half").unwrap();
-        fs::write(
-            root.join(TMP).join(format!("{crashed}.env")),
-            b"version: 1\nid: ",
-        )
-        .unwrap();
+        fs::write(root.join(TMP).join(format!("{crashed}.env")), b"version: 1\nid: ").unwrap();
         fs::create_dir(root.join(TMP).join("junkdir")).unwrap();
         fs::write(root.join(TMP).join("junkdir").join("f"), b"").unwrap();
         fs::write(root.join(MSG).join(crashed.as_str()), b"orphan").unwrap();
@@ -951,11 +913,7 @@ mod tests {
 
         // A corrupt envelope goes to corrupt/, its body stays for a human.
         let bad = QueueId::generate();
-        fs::write(
-            root.join(ENV).join(bad.as_str()),
-            b"version: 1\nid: garbage\n",
-        )
-        .unwrap();
+        fs::write(root.join(ENV).join(bad.as_str()), b"version: 1\nid: garbage\n").unwrap();
         fs::write(root.join(MSG).join(bad.as_str()), b"bad").unwrap();
         // So does an env/ name that is not an id, and an envelope without its body.
         fs::write(root.join(ENV).join("notes.txt~"), b"hello").unwrap();
@@ -1005,10 +963,7 @@ mod tests {
         ];
         corrupt.sort();
         assert_eq!(names(&root.join(CORRUPT)), corrupt);
-        assert_eq!(
-            fs::read(root.join(CORRUPT).join(bad.as_str())).unwrap(),
-            b"older"
-        );
+        assert_eq!(fs::read(root.join(CORRUPT).join(bad.as_str())).unwrap(), b"older");
         assert_eq!(fs::read(s.message_path(&good)).unwrap(), b"good\n");
 
         // Idempotent.
@@ -1125,21 +1080,16 @@ mod tests {
             "{e}"
         );
         assert!(std::error::Error::source(&e).is_some());
-        assert!(SpoolError::from_io(
-            "w",
-            Path::new("/"),
-            io::Error::from_raw_os_error(libc::EDQUOT)
-        )
-        .is_no_space());
-        assert!(SpoolError::from_io(
-            "w",
-            Path::new("/"),
-            io::Error::from(io::ErrorKind::StorageFull)
-        )
-        .is_no_space());
         assert!(
-            !SpoolError::from_io("w", Path::new("/"), io::Error::from_raw_os_error(libc::EIO))
+            SpoolError::from_io("w", Path::new("/"), io::Error::from_raw_os_error(libc::EDQUOT))
                 .is_no_space()
+        );
+        assert!(
+            SpoolError::from_io("w", Path::new("/"), io::Error::from(io::ErrorKind::StorageFull))
+                .is_no_space()
+        );
+        assert!(
+            !SpoolError::from_io("w", Path::new("/"), io::Error::from_raw_os_error(libc::EIO)).is_no_space()
         );
     }
 }

@@ -69,7 +69,12 @@ print("ok")
     );
     let out = Command::new("python3").arg("-c").arg(&script).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "python failed: {}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python failed: {}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stdout.trim(), "ok");
     let q = t.queued();
     assert_eq!(q.len(), 1);

@@ -7,7 +7,12 @@ use std::process::Command;
 use crate::common::TERND;
 
 fn check(path: &Path) -> (i32, String, String) {
-    let out = Command::new(TERND).arg("-n").arg("-f").arg(path).output().expect("run ternd -n");
+    let out = Command::new(TERND)
+        .arg("-n")
+        .arg("-f")
+        .arg(path)
+        .output()
+        .expect("run ternd -n");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -40,8 +45,16 @@ fn bad_configs_fail_with_file_and_line() {
         let (code, _, err) = check(&path);
         assert_eq!(code, 1, "{}: {err}", path.display());
         // ternd names the file as given on the command line.
-        let expected = format!("ternd: {}{}", dir.display(), want.strip_prefix("").map(|w| format!("/{w}")).unwrap_or_default());
-        assert!(err.starts_with(&expected), "{}:\n got: {err}\nwant: {expected}", path.display());
+        let expected = format!(
+            "ternd: {}{}",
+            dir.display(),
+            want.strip_prefix("").map(|w| format!("/{w}")).unwrap_or_default()
+        );
+        assert!(
+            err.starts_with(&expected),
+            "{}:\n got: {err}\nwant: {expected}",
+            path.display()
+        );
     }
     assert!(n >= 8);
 }

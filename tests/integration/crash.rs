@@ -10,10 +10,18 @@ use crate::common::{Client, Setup};
 
 /// One client: submit messages until the server goes away; record what was
 /// acknowledged as (token, queue id).
-fn submitter(addr: SocketAddr, who: usize, round: usize, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<(String, String)>>>) {
+fn submitter(
+    addr: SocketAddr,
+    who: usize,
+    round: usize,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(String, String)>>>,
+) {
     let mut n = 0usize;
     while !stop.load(Ordering::Relaxed) {
-        let Some(mut c) = Client::try_connect(addr) else { return };
+        let Some(mut c) = Client::try_connect(addr) else {
+            return;
+        };
         if c.try_reply().is_none() {
             return;
         }
@@ -66,11 +74,19 @@ fn kill9_during_concurrent_submission_loses_nothing() {
         t.restart();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 10, "too few messages got through to test anything: {}", acked.len());
+    assert!(
+        acked.len() >= 10,
+        "too few messages got through to test anything: {}",
+        acked.len()
+    );
 
     // After the restart, recovery has run: tmp/ is empty, no orphaned bodies.
     let spool_dir = t.spool_dir();
-    assert_eq!(std::fs::read_dir(spool_dir.join("tmp")).unwrap().count(), 0, "tmp/ not cleaned");
+    assert_eq!(
+        std::fs::read_dir(spool_dir.join("tmp")).unwrap().count(),
+        0,
+        "tmp/ not cleaned"
+    );
     let envs: Vec<String> = std::fs::read_dir(spool_dir.join("env"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -90,16 +106,26 @@ fn kill9_during_concurrent_submission_loses_nothing() {
             .find_map(|l| l.strip_prefix("Subject: "))
             .expect("subject")
             .to_owned();
-        assert!(body.ends_with(&format!("END {token}\n")), "truncated body for {token}");
+        assert!(
+            body.ends_with(&format!("END {token}\n")),
+            "truncated body for {token}"
+        );
         assert_eq!(env.size, body.len() as u64);
         assert_eq!(env.recipients.len(), 1);
         by_id.insert(env.id.as_str().to_owned(), token);
     }
     // Every acknowledged message is there, under the id it was acknowledged with.
     for (token, id) in &acked {
-        assert_eq!(by_id.get(id), Some(token), "acknowledged message {token} ({id}) lost");
+        assert_eq!(
+            by_id.get(id),
+            Some(token),
+            "acknowledged message {token} ({id}) lost"
+        );
     }
     // Unacknowledged ones may exist only as whole messages (in flight at a kill).
     let extra = queued.len() - acked.len();
-    assert!(extra <= 4 * 6, "more unacknowledged messages than clients in flight: {extra}");
+    assert!(
+        extra <= 4 * 6,
+        "more unacknowledged messages than clients in flight: {extra}"
+    );
 }

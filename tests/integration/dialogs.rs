@@ -84,12 +84,24 @@ fn syntax_errors() {
     assert_eq!(c.cmd("EHLO").status(), "501 5.5.4");
     assert_eq!(c.cmd("MAIL").status(), "501 5.5.4");
     assert_eq!(c.cmd("MAIL FROM:<not an address>").status(), "501 5.1.7");
-    assert_eq!(c.cmd("MAIL FROM:<a@example.test> FROBNICATE=1").status(), "555 5.5.4");
-    assert_eq!(c.cmd("MAIL FROM:<a@example.test> BODY=BINARYMIME").status(), "555 5.5.4");
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.test> FROBNICATE=1").status(),
+        "555 5.5.4"
+    );
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.test> BODY=BINARYMIME").status(),
+        "555 5.5.4"
+    );
     assert_eq!(c.cmd("MAIL FROM:<a@example.test> RET=FULL").status(), "555 5.5.4");
-    assert_eq!(c.cmd("MAIL FROM:<a@example.test> BODY=8BITMIME").status(), "250 2.1.0");
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.test> BODY=8BITMIME").status(),
+        "250 2.1.0"
+    );
     assert_eq!(c.cmd("RCPT TO:<@@>").status(), "501 5.1.3");
-    assert_eq!(c.cmd("RCPT TO:<alice@example.test> NOTIFY=NEVER").status(), "555 5.5.4");
+    assert_eq!(
+        c.cmd("RCPT TO:<alice@example.test> NOTIFY=NEVER").status(),
+        "555 5.5.4"
+    );
     assert_eq!(c.cmd("DATA extra").status(), "501 5.5.4");
 }
 
@@ -113,8 +125,14 @@ fn null_sender_and_source_routes() {
     let (env, _) = t.message(&r.queue_id());
     assert_eq!(env.sender, "");
     // RFC 5321 4.1.2: source routes are accepted and ignored.
-    assert_eq!(c.cmd("MAIL FROM:<@relay.test,@r2.test:a@example.test>").status(), "250 2.1.0");
-    assert_eq!(c.cmd("RCPT TO:<@relay.test:bob@example.test>").status(), "250 2.1.5");
+    assert_eq!(
+        c.cmd("MAIL FROM:<@relay.test,@r2.test:a@example.test>").status(),
+        "250 2.1.0"
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<@relay.test:bob@example.test>").status(),
+        "250 2.1.5"
+    );
     c.cmd("DATA");
     c.send_raw(b"Subject: x\r\n\r\nbody\r\n.\r\n");
     let r = c.reply();
@@ -138,7 +156,9 @@ fn pipelined_transaction_in_one_write() {
     let mut c = t.connect();
     c.reply();
     let mut batch = String::from("EHLO client.test\r\nMAIL FROM:<a@example.test>\r\n");
-    batch.push_str("RCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\nRCPT TO:<bob@example.test>\r\n");
+    batch.push_str(
+        "RCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\nRCPT TO:<bob@example.test>\r\n",
+    );
     batch.push_str("DATA\r\n");
     batch.push_str(&message("pipelined"));
     batch.push_str(".\r\nMAIL FROM:<b@example.test>\r\nRCPT TO:<carol@example.test>\r\nDATA\r\n");
@@ -146,7 +166,10 @@ fn pipelined_transaction_in_one_write() {
     batch.push_str(".\r\nQUIT\r\n");
     c.send_raw(batch.as_bytes());
     let codes: Vec<u16> = std::iter::from_fn(|| c.try_reply()).map(|r| r.code).collect();
-    assert_eq!(codes, vec![250, 250, 250, 550, 250, 354, 250, 250, 250, 354, 250, 221]);
+    assert_eq!(
+        codes,
+        vec![250, 250, 250, 550, 250, 354, 250, 250, 250, 354, 250, 221]
+    );
     let q = t.queued();
     assert_eq!(q.len(), 2);
     let rcpts: usize = q.iter().map(|(e, _)| e.recipients.len()).sum();
@@ -158,17 +181,26 @@ fn received_header_and_body_are_stored() {
     let t = Setup::new().start();
     let mut c = t.connect();
     c.hello();
-    let r = c.send_mail("a@example.test", &["alice@example.test"], "Subject: hi\r\n\r\n..dot stuffed\r\nline\r\n");
+    let r = c.send_mail(
+        "a@example.test",
+        &["alice@example.test"],
+        "Subject: hi\r\n\r\n..dot stuffed\r\nline\r\n",
+    );
     assert_eq!(r.status(), "250 2.0.0");
     let id = r.queue_id();
     assert!(r.text().contains("queued as"), "{r:?}");
     let (env, body) = t.message(&id);
     let body = String::from_utf8(body).unwrap();
     assert!(
-        body.starts_with("Received: from client.test (unknown [127.0.0.1])\n\tby mx.test (tern) with ESMTP id "),
+        body.starts_with(
+            "Received: from client.test (unknown [127.0.0.1])\n\tby mx.test (tern) with ESMTP id "
+        ),
         "{body}"
     );
-    assert!(body.contains(&format!("id {id}\n\tfor <alice@example.test>; ")), "{body}");
+    assert!(
+        body.contains(&format!("id {id}\n\tfor <alice@example.test>; ")),
+        "{body}"
+    );
     assert!(body.ends_with("Subject: hi\n\n.dot stuffed\nline\n"), "{body}");
     assert_eq!(env.id.as_str(), id);
     assert_eq!(env.sender, "a@example.test");
@@ -187,7 +219,9 @@ fn rejections_are_logged() {
     c.cmd("MAIL FROM:<a@example.test>");
     assert_eq!(c.cmd("RCPT TO:<nobody@example.test>").status(), "550 5.1.1");
     assert!(t.wait_log("NOQUEUE: reject: RCPT from unknown[127.0.0.1]: 550 5.1.1"));
-    assert!(t.log_text().contains("from=<a@example.test> to=<nobody@example.test> proto=ESMTP helo=<client.test>"));
+    assert!(t
+        .log_text()
+        .contains("from=<a@example.test> to=<nobody@example.test> proto=ESMTP helo=<client.test>"));
     assert!(t.log_text().contains("connect from unknown[127.0.0.1]"));
 }
 
@@ -201,7 +235,11 @@ fn eight_bit_and_smtputf8() {
     assert_eq!(c.cmd("MAIL FROM:<a@example.test>").status(), "250 2.1.0");
     assert_eq!(c.cmd("RCPT TO:<björn@example.test>").status(), "553 5.6.7");
     c.cmd("RSET");
-    assert_eq!(c.cmd("MAIL FROM:<jöran@example.test> SMTPUTF8 BODY=8BITMIME").status(), "250 2.1.0");
+    assert_eq!(
+        c.cmd("MAIL FROM:<jöran@example.test> SMTPUTF8 BODY=8BITMIME")
+            .status(),
+        "250 2.1.0"
+    );
     assert_eq!(c.cmd("RCPT TO:<alice@example.test>").status(), "250 2.1.5");
     c.cmd("DATA");
     c.send_raw("Subject: grüße\r\n\r\nSchöne Grüße\r\n.\r\n".as_bytes());

@@ -41,7 +41,10 @@ fn one_transaction_over_a_pipe() {
     // No socket on stdin and no TCPREMOTEIP: a local client.
     assert_eq!(env.client_addr, None);
     let body = std::fs::read_to_string(spool.message_path(&ids[0])).unwrap();
-    assert!(body.starts_with("Received: from pipe.test (localhost)\n"), "{body}");
+    assert!(
+        body.starts_with("Received: from pipe.test (localhost)\n"),
+        "{body}"
+    );
 }
 
 #[test]
@@ -50,7 +53,10 @@ fn tcpremoteip_names_the_client_and_policy_applies() {
     let input = b"HELO x\r\nMAIL FROM:<a@remote.test>\r\nRCPT TO:<b@remote.test>\r\nQUIT\r\n";
     let (out, code) = run_inetd(&setup, input, &[("TCPREMOTEIP", "198.51.100.7")]);
     assert_eq!(code, 0);
-    assert!(out.contains("554 5.7.1 <b@remote.test>: Relay access denied"), "{out}");
+    assert!(
+        out.contains("554 5.7.1 <b@remote.test>: Relay access denied"),
+        "{out}"
+    );
     let (out, _) = run_inetd(&setup, input, &[("TCPREMOTEIP", "192.0.2.9")]);
     assert!(out.contains("250 2.1.5"), "{out}");
 }

@@ -27,9 +27,17 @@ fn text_line_1000_octets() {
     let mut c = t.connect();
     c.hello();
     let ok = format!("Subject: x\r\n\r\n{}\r\n", "a".repeat(998));
-    assert_eq!(c.send_mail("a@example.test", &["alice@example.test"], &ok).status(), "250 2.0.0");
+    assert_eq!(
+        c.send_mail("a@example.test", &["alice@example.test"], &ok)
+            .status(),
+        "250 2.0.0"
+    );
     let bad = format!("Subject: x\r\n\r\n{}\r\n", "a".repeat(999));
-    assert_eq!(c.send_mail("a@example.test", &["alice@example.test"], &bad).status(), "550 5.6.0");
+    assert_eq!(
+        c.send_mail("a@example.test", &["alice@example.test"], &bad)
+            .status(),
+        "550 5.6.0"
+    );
     assert_eq!(t.queued().len(), 1);
     assert_eq!(c.cmd("NOOP").status(), "250 2.0.0");
 }
@@ -56,9 +64,19 @@ fn declared_size_over_limit() {
     let t = Setup::new().set("max_message_size", "1K").start();
     let mut c = t.connect();
     c.hello();
-    assert_eq!(c.cmd("MAIL FROM:<a@example.test> SIZE=1025").status(), "552 5.3.4");
-    assert_eq!(c.cmd("MAIL FROM:<a@example.test> SIZE=99999999999999999999999").status(), "552 5.3.4");
-    assert_eq!(c.cmd("MAIL FROM:<a@example.test> SIZE=1024").status(), "250 2.1.0");
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.test> SIZE=1025").status(),
+        "552 5.3.4"
+    );
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.test> SIZE=99999999999999999999999")
+            .status(),
+        "552 5.3.4"
+    );
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.test> SIZE=1024").status(),
+        "250 2.1.0"
+    );
 }
 
 #[test]
@@ -66,11 +84,20 @@ fn oversize_data_is_refused_and_session_continues() {
     let t = Setup::new().set("max_message_size", "1K").start();
     let mut c = t.connect();
     c.hello();
-    let big = format!("Subject: big\r\n\r\n{}", "0123456789abcdef0123456789abcdef\r\n".repeat(100));
+    let big = format!(
+        "Subject: big\r\n\r\n{}",
+        "0123456789abcdef0123456789abcdef\r\n".repeat(100)
+    );
     let r = c.send_mail("a@example.test", &["alice@example.test"], &big);
     assert_eq!(r.status(), "552 5.3.4");
     assert!(t.queued().is_empty());
-    assert!(std::fs::read_dir(t.spool_dir().join("tmp")).unwrap().next().is_none(), "tmp must be empty");
+    assert!(
+        std::fs::read_dir(t.spool_dir().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "tmp must be empty"
+    );
     // The dialog continues: a small message goes through.
     let r = c.send_mail("a@example.test", &["alice@example.test"], &message("small"));
     assert_eq!(r.status(), "250 2.0.0");
@@ -87,8 +114,16 @@ fn loop_detection_over_50_received() {
         m.push_str(&message("hops"));
         m
     };
-    assert_eq!(c.send_mail("a@example.test", &["alice@example.test"], &hops(50)).status(), "250 2.0.0");
-    assert_eq!(c.send_mail("a@example.test", &["alice@example.test"], &hops(51)).status(), "554 5.4.6");
+    assert_eq!(
+        c.send_mail("a@example.test", &["alice@example.test"], &hops(50))
+            .status(),
+        "250 2.0.0"
+    );
+    assert_eq!(
+        c.send_mail("a@example.test", &["alice@example.test"], &hops(51))
+            .status(),
+        "554 5.4.6"
+    );
     assert_eq!(t.queued().len(), 1);
 }
 
@@ -113,14 +148,20 @@ fn policy_rejections_do_not_count_as_errors() {
     c.hello();
     c.cmd("MAIL FROM:<a@example.test>");
     for i in 0..5 {
-        assert_eq!(c.cmd(&format!("RCPT TO:<nobody{i}@example.test>")).status(), "550 5.1.1");
+        assert_eq!(
+            c.cmd(&format!("RCPT TO:<nobody{i}@example.test>")).status(),
+            "550 5.1.1"
+        );
     }
     assert_eq!(c.cmd("NOOP").status(), "250 2.0.0");
 }
 
 #[test]
 fn command_timeout() {
-    let t = Setup::new().set("command_timeout", "1s").set("greeting_timeout", "1s").start();
+    let t = Setup::new()
+        .set("command_timeout", "1s")
+        .set("greeting_timeout", "1s")
+        .start();
     let mut c = t.connect();
     c.hello();
     let start = Instant::now();

@@ -7,7 +7,10 @@ use crate::common::Setup;
 
 #[test]
 fn full_pool_answers_421_at_once() {
-    let t = Setup::new().set("max_sessions", "2").set("max_sessions_per_ip", "10").start();
+    let t = Setup::new()
+        .set("max_sessions", "2")
+        .set("max_sessions_per_ip", "10")
+        .start();
     let mut a = t.connect();
     let mut b = t.connect();
     assert_eq!(a.reply().code, 220);
@@ -37,7 +40,10 @@ fn full_pool_answers_421_at_once() {
 
 #[test]
 fn per_ip_limit() {
-    let t = Setup::new().set("max_sessions", "10").set("max_sessions_per_ip", "1").start();
+    let t = Setup::new()
+        .set("max_sessions", "10")
+        .set("max_sessions_per_ip", "1")
+        .start();
     let mut a = t.connect();
     assert_eq!(a.reply().code, 220);
     let mut b = t.connect();

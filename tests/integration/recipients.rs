@@ -25,7 +25,11 @@ fn local_users_aliases_and_postmaster() {
         assert_eq!(c.cmd(&format!("RCPT TO:<{ok}>")).status(), "250 2.1.5", "{ok}");
     }
     for unknown in ["nobody@example.test", "root2@localhost"] {
-        assert_eq!(c.cmd(&format!("RCPT TO:<{unknown}>")).status(), "550 5.1.1", "{unknown}");
+        assert_eq!(
+            c.cmd(&format!("RCPT TO:<{unknown}>")).status(),
+            "550 5.1.1",
+            "{unknown}"
+        );
     }
 }
 
@@ -40,7 +44,8 @@ fn aliases_file_changes_without_restart() {
     let path = t.setup.path().join("aliases");
     std::fs::write(&path, "newlist: alice\n").unwrap();
     let f = std::fs::File::options().write(true).open(&path).unwrap();
-    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .unwrap();
     assert_eq!(c.cmd("RCPT TO:<newlist@example.test>").status(), "250 2.1.5");
 }
 
@@ -60,8 +65,16 @@ fn relay_from_outside_is_denied() {
     let mut c = t.connect();
     c.hello();
     c.cmd("MAIL FROM:<x@elsewhere.test>");
-    for denied in ["someone@remote.test", "someone@[192.0.2.1]", "u@[IPv6:2001:db8::1]"] {
-        assert_eq!(c.cmd(&format!("RCPT TO:<{denied}>")).status(), "554 5.7.1", "{denied}");
+    for denied in [
+        "someone@remote.test",
+        "someone@[192.0.2.1]",
+        "u@[IPv6:2001:db8::1]",
+    ] {
+        assert_eq!(
+            c.cmd(&format!("RCPT TO:<{denied}>")).status(),
+            "554 5.7.1",
+            "{denied}"
+        );
     }
     // Old routing tricks through a local domain never relay: they name no user.
     for trick in [

@@ -23,7 +23,9 @@ fn smuggle(t: &Tern, end: &[u8]) -> (u16, u16) {
 
 #[test]
 fn no_variant_yields_a_second_message() {
-    let variants: &[&[u8]] = &[b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\n.\n", b"\r.\r", b"\r\n.\r", b".\n"];
+    let variants: &[&[u8]] = &[
+        b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\n.\n", b"\r.\r", b"\r\n.\r", b".\n",
+    ];
     let t = Setup::new().start();
     for v in variants {
         let (first, next) = smuggle(&t, v);
@@ -40,9 +42,17 @@ fn bare_lf_in_body_is_refused() {
     let t = Setup::new().start();
     let mut c = t.connect();
     c.hello();
-    let r = c.send_mail("a@example.test", &["alice@example.test"], "Subject: x\r\n\r\nline one\nline two\r\n");
+    let r = c.send_mail(
+        "a@example.test",
+        &["alice@example.test"],
+        "Subject: x\r\n\r\nline one\nline two\r\n",
+    );
     assert_eq!(r.status(), "550 5.6.0");
-    let r = c.send_mail("a@example.test", &["alice@example.test"], "Subject: x\r\n\r\nline one\rline two\r\n");
+    let r = c.send_mail(
+        "a@example.test",
+        &["alice@example.test"],
+        "Subject: x\r\n\r\nline one\rline two\r\n",
+    );
     assert_eq!(r.status(), "550 5.6.0");
     assert!(t.queued().is_empty());
 }

@@ -27,7 +27,10 @@ pub struct Setup {
 
 impl Setup {
     pub fn new() -> Setup {
-        let dir = tempfile::Builder::new().prefix("tern-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("tern-test-")
+            .tempdir()
+            .expect("tempdir");
         let p = dir.path();
         std::fs::write(p.join("users"), USERS).expect("users");
         std::fs::write(p.join("aliases"), ALIASES).expect("aliases");
@@ -79,7 +82,12 @@ pub struct Tern {
 impl Tern {
     fn start(setup: Setup) -> Tern {
         let (child, addr, log) = Tern::spawn(&setup);
-        Tern { setup, child, addr, log }
+        Tern {
+            setup,
+            child,
+            addr,
+            log,
+        }
     }
 
     /// Kill -9 and start again on the same config and spool (a new port).

@@ -1,0 +1,84 @@
+//! Delivery: what happens to one recipient of one queued message. Every
+//! attempt ends in an `Outcome`, permanent or temporary, which the queue
+//! runner records in the spool and turns into retries or bounces.
+
+use std::fmt;
+
+/// The result of one delivery attempt for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered; the detail says where (`delivered to maildir`).
+    Delivered { detail: String },
+    /// Try again later: a full disk, a locked mailbox, EX_TEMPFAIL.
+    Temporary { status: Status, detail: String },
+    /// Give up and bounce: no such user, a pipe that failed, a loop.
+    Permanent { status: Status, detail: String },
+}
+
+impl Outcome {
+    pub fn delivered(detail: impl Into<String>) -> Outcome {
+        Outcome::Delivered { detail: detail.into() }
+    }
+
+    pub fn temporary(status: Status, detail: impl Into<String>) -> Outcome {
+        Outcome::Temporary { status, detail: detail.into() }
+    }
+
+    pub fn permanent(status: Status, detail: impl Into<String>) -> Outcome {
+        Outcome::Permanent { status, detail: detail.into() }
+    }
+
+    /// The RFC 3463 status this outcome carries (2.0.0 for a delivery).
+    pub fn status(&self) -> Status {
+        match self {
+            Outcome::Delivered { .. } => Status(2, 0, 0),
+            Outcome::Temporary { status, .. } | Outcome::Permanent { status, .. } => *status,
+        }
+    }
+
+    pub fn detail(&self) -> &str {
+        match self {
+            Outcome::Delivered { detail } | Outcome::Temporary { detail, .. } | Outcome::Permanent { detail, .. } => {
+                detail
+            }
+        }
+    }
+}
+
+/// An RFC 3463 enhanced status code, class.subject.detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status(pub u8, pub u16, pub u16);
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+impl Status {
+    /// Parse `4.2.2`; None for anything else.
+    pub fn parse(s: &str) -> Option<Status> {
+        let mut it = s.split('.');
+        let class: u8 = it.next()?.parse().ok()?;
+        let subject: u16 = it.next()?.parse().ok()?;
+        let detail: u16 = it.next()?.parse().ok()?;
+        if it.next().is_some() || !matches!(class, 2 | 4 | 5) {
+            return None;
+        }
+        Some(Status(class, subject, detail))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trip() {
+        assert_eq!(Status::parse("5.1.1"), Some(Status(5, 1, 1)));
+        assert_eq!(Status(4, 2, 2).to_string(), "4.2.2");
+        assert_eq!(Status::parse("3.1.1"), None);
+        assert_eq!(Status::parse("5.1"), None);
+        assert_eq!(Status::parse("5.1.1.1"), None);
+    }
+}
