@@ -520,7 +520,9 @@ fn optional_duration(v: &str) -> Result<Option<Duration>, String> {
 fn mailbox(v: &str) -> Result<String, String> {
     let v = nonempty(v)?;
     if !v.contains("%u") && !v.starts_with('~') {
-        return Err(format!("mailbox {v:?} must contain %u or start with ~ so each user has their own"));
+        return Err(format!(
+            "mailbox {v:?} must contain %u or start with ~ so each user has their own"
+        ));
     }
     Ok(v.to_owned())
 }

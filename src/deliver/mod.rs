@@ -17,15 +17,23 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn delivered(detail: impl Into<String>) -> Outcome {
-        Outcome::Delivered { detail: detail.into() }
+        Outcome::Delivered {
+            detail: detail.into(),
+        }
     }
 
     pub fn temporary(status: Status, detail: impl Into<String>) -> Outcome {
-        Outcome::Temporary { status, detail: detail.into() }
+        Outcome::Temporary {
+            status,
+            detail: detail.into(),
+        }
     }
 
     pub fn permanent(status: Status, detail: impl Into<String>) -> Outcome {
-        Outcome::Permanent { status, detail: detail.into() }
+        Outcome::Permanent {
+            status,
+            detail: detail.into(),
+        }
     }
 
     /// The RFC 3463 status this outcome carries (2.0.0 for a delivery).
@@ -38,9 +46,9 @@ impl Outcome {
 
     pub fn detail(&self) -> &str {
         match self {
-            Outcome::Delivered { detail } | Outcome::Temporary { detail, .. } | Outcome::Permanent { detail, .. } => {
-                detail
-            }
+            Outcome::Delivered { detail }
+            | Outcome::Temporary { detail, .. }
+            | Outcome::Permanent { detail, .. } => detail,
         }
     }
 }
