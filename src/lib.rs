@@ -16,3 +16,4 @@ pub mod server;
 pub mod smtp;
 pub mod spool;
 pub mod sys;
+pub mod tables;

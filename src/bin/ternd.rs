@@ -17,6 +17,7 @@ use tern::server::listener;
 use tern::server::policy::Policy;
 use tern::server::session::{self, Context, Peer};
 use tern::spool::Spool;
+use tern::tables::Tables;
 use tern::{logging, sys};
 
 /// sysexits.h
@@ -96,7 +97,7 @@ fn open_spool(cfg: &Config) -> Result<Arc<Spool>, ExitCode> {
 }
 
 fn context(cfg: Config, spool: Arc<Spool>) -> Context {
-    let policy = Arc::new(Policy::new(&cfg));
+    let policy = Arc::new(Policy::new(Arc::new(Tables::new(&cfg))));
     Context {
         cfg: Arc::new(cfg),
         spool,

@@ -54,6 +54,8 @@ pub struct Envelope {
     pub envid: Option<String>,
     /// Authenticated user, if any.
     pub auth: Option<String>,
+    /// The sender has been sent the one delay notice (RFC 3464 "delayed").
+    pub delay_warned: bool,
     pub recipients: Vec<Recipient>,
 }
 
@@ -197,6 +199,7 @@ impl Envelope {
             ret: None,
             envid: None,
             auth: None,
+            delay_warned: false,
             recipients: Vec::new(),
         }
     }
@@ -235,6 +238,9 @@ impl Envelope {
         }
         if let Some(v) = &self.auth {
             line("auth", &xtext_encode(v));
+        }
+        if self.delay_warned {
+            line("warned", "yes");
         }
         for r in &self.recipients {
             let mut v = format!(
@@ -276,6 +282,7 @@ impl Envelope {
         let mut ret = None;
         let mut envid = None;
         let mut auth = None;
+        let mut warned = None;
         let mut recipients = Vec::new();
 
         for (i, raw) in text.split('\n').enumerate() {
@@ -350,6 +357,12 @@ impl Envelope {
                 }
                 "envid" => set(&mut envid, text_value()?, key, n)?,
                 "auth" => set(&mut auth, text_value()?, key, n)?,
+                "warned" => {
+                    if value != "yes" {
+                        return Err(err(format!("warned: expected yes, got {}", quote(value))));
+                    }
+                    set(&mut warned, true, key, n)?;
+                }
                 "rcpt" => recipients.push(parse_rcpt(value).map_err(|e| err(format!("rcpt: {e}")))?),
                 _ => {
                     return Err(err(format!(
@@ -384,6 +397,7 @@ impl Envelope {
             ret,
             envid,
             auth,
+            delay_warned: warned.unwrap_or(false),
             recipients,
         })
     }
@@ -511,6 +525,7 @@ mod tests {
         e.ret = Some(DsnRet::Hdrs);
         e.envid = Some("QQ314159".into());
         e.auth = Some("alice".into());
+        e.delay_warned = true;
         e.recipients.push(Recipient::new("bob@example.net".into()));
         e.recipients.push(Recipient {
             addr: "\"carol smith\"@example.com".into(),
@@ -647,6 +662,7 @@ mod tests {
         e.ret = [None, Some(DsnRet::Full), Some(DsnRet::Hdrs)][r.below(3) as usize];
         e.envid = r.opt_string();
         e.auth = r.opt_string();
+        e.delay_warned = r.next() % 2 == 0;
         for _ in 0..=r.below(4) {
             e.recipients.push(Recipient {
                 addr: r.odd_string(),
