@@ -31,11 +31,13 @@ pub fn rfc5322(t: u64) -> String {
     rfc5322_with_offset(t, crate::sys::utc_offset(t))
 }
 
+/// Day names from 1970-01-01, a Thursday.
+const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
 fn rfc5322_with_offset(t: i64, offset: i64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
     let local = t + offset;
     let days = local.div_euclid(86_400);
     let secs = local.rem_euclid(86_400);
@@ -51,6 +53,29 @@ fn rfc5322_with_offset(t: i64, offset: i64) -> String {
         secs % 60,
         off / 3600,
         off % 3600 / 60
+    )
+}
+
+/// asctime(3) form in the local time zone, `Mon Nov 23 14:08:39 2026` (the day of
+/// the month space-padded to two places): the date on an mbox `From ` line, which
+/// mail readers parse as ctime(3) output.
+pub fn asctime(t: u64) -> String {
+    let t = i64::try_from(t).unwrap_or(0);
+    asctime_with_offset(t, crate::sys::utc_offset(t))
+}
+
+fn asctime_with_offset(t: i64, offset: i64) -> String {
+    let local = t + offset;
+    let days = local.div_euclid(86_400);
+    let secs = local.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let wd = DAYS.get(days.rem_euclid(7) as usize).copied().unwrap_or("Thu");
+    let mon = MONTHS.get((m as usize).wrapping_sub(1)).copied().unwrap_or("Jan");
+    format!(
+        "{wd} {mon} {d:>2} {:02}:{:02}:{:02} {y}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
     )
 }
 
@@ -73,5 +98,16 @@ mod tests {
             rfc5322_with_offset(951_782_400, -9000),
             "Mon, 28 Feb 2000 21:30:00 -0230"
         );
+    }
+
+    #[test]
+    fn asctime_dates() {
+        assert_eq!(asctime_with_offset(1_795_442_919, 0), "Mon Nov 23 14:08:39 2026");
+        assert_eq!(asctime_with_offset(0, 0), "Thu Jan  1 00:00:00 1970");
+        assert_eq!(
+            asctime_with_offset(951_782_400, -9000),
+            "Mon Feb 28 21:30:00 2000"
+        );
+        assert_eq!(asctime(0).len(), 24);
     }
 }

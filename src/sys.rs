@@ -194,6 +194,59 @@ pub fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Try to take a write lock on the whole of the file behind `fd`, without waiting:
+/// Ok(true) when taken, Ok(false) when someone else holds a conflicting lock.
+///
+/// On Linux this is an open-file-description lock (F_OFD_SETLK): it excludes other
+/// threads of this process too, and it conflicts with the classic F_SETLK locks
+/// that mutt, mailx and Dovecot take (fcntl(2), "Open file description locks").
+/// Elsewhere it is the classic per-process F_SETLK lock. Either way the lock goes
+/// away when the file is closed.
+pub fn try_lock_write(fd: RawFd) -> io::Result<bool> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const CMD: libc::c_int = libc::F_OFD_SETLK;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    const CMD: libc::c_int = libc::F_SETLK;
+    // SAFETY: an all-zero flock is a valid value of this plain C struct; l_start = 0 and
+    // l_len = 0 mean "the whole file", and l_pid must be 0 for OFD locks.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as _;
+    fl.l_whence = libc::SEEK_SET as _;
+    loop {
+        // SAFETY: fl is a valid, initialised flock that outlives the call.
+        let rc = unsafe { libc::fcntl(fd, CMD, &fl as *const libc::flock) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::EACCES) => return Ok(false),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// Send SIGKILL to every process in the process group `pgid` (a child spawned with
+/// `process_group(0)` leads a group whose id is its pid). Refuses ids 0 and 1 and
+/// anything that is not a positive pid: kill(-1) would signal every process we may
+/// signal, kill(0) our own group.
+pub fn kill_process_group(pgid: u32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pgid).unwrap_or(0);
+    if pid <= 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to kill process group {pgid}"),
+        ));
+    }
+    // SAFETY: kill touches no memory; -pid names exactly one process group.
+    let rc = unsafe { libc::kill(-pid, libc::SIGKILL) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +258,26 @@ mod tests {
         assert_eq!(getpwuid(0).map(|p| p.name), Some("root".to_owned()));
         assert!(getpwnam("no-such-user-tern-test").is_none());
         assert!(getpwnam("bad\0name").is_none());
+    }
+
+    #[test]
+    fn kill_refuses_special_groups() {
+        assert!(kill_process_group(0).is_err());
+        assert!(kill_process_group(1).is_err());
+        assert!(kill_process_group(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn write_lock_conflicts_between_open_files() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let a = std::fs::File::create(&path).expect("create");
+        let b = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+        assert!(try_lock_write(a.as_raw_fd()).expect("lock a"));
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        assert!(!try_lock_write(b.as_raw_fd()).expect("lock b"));
+        drop(a);
+        assert!(try_lock_write(b.as_raw_fd()).expect("lock b after close"));
     }
 }

@@ -20,11 +20,17 @@ struct Cached<T> {
 
 impl<T> Cached<T> {
     fn new(path: PathBuf, load: fn(&str) -> T) -> Cached<T> {
-        Cached { path, state: Mutex::new(None), load }
+        Cached {
+            path,
+            state: Mutex::new(None),
+            load,
+        }
     }
 
     fn get(&self) -> Option<Arc<T>> {
-        let stamp = std::fs::metadata(&self.path).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+        let stamp = std::fs::metadata(&self.path)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((seen, value)) = st.as_ref() {
             if stamp.is_some() && *seen == stamp {

@@ -12,13 +12,14 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use tern::config::{self, Config};
+use tern::deliver::local;
 use tern::server::conn::Stdio;
 use tern::server::listener;
 use tern::server::policy::Policy;
 use tern::server::session::{self, Context, Peer};
 use tern::spool::Spool;
 use tern::tables::Tables;
-use tern::{logging, sys};
+use tern::{logging, queue, sys};
 
 /// sysexits.h
 const EX_USAGE: u8 = 64;
@@ -33,6 +34,10 @@ fn usage(opts: &getopts::Options) -> String {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // A delivery child (see tern::deliver::local): ternd re-executed as a mail user.
+    if args.first().map(String::as_str) == Some(local::CHILD_FLAG) {
+        return local::child_main(args.get(1..).unwrap_or_default());
+    }
     let mut opts = getopts::Options::new();
     opts.optopt("f", "", "configuration file", "FILE");
     opts.optflag("d", "", "stay in the foreground, log to stderr");
@@ -96,12 +101,11 @@ fn open_spool(cfg: &Config) -> Result<Arc<Spool>, ExitCode> {
     }
 }
 
-fn context(cfg: Config, spool: Arc<Spool>) -> Context {
-    let policy = Arc::new(Policy::new(Arc::new(Tables::new(&cfg))));
+fn context(cfg: Arc<Config>, spool: Arc<Spool>, tables: Arc<Tables>) -> Context {
     Context {
-        cfg: Arc::new(cfg),
+        cfg,
         spool,
-        policy,
+        policy: Arc::new(Policy::new(tables)),
         shutdown: Arc::new(AtomicBool::new(false)),
         queued: None,
     }
@@ -127,7 +131,9 @@ fn inetd(cfg: Config) -> ExitCode {
             None => Peer::local(),
         },
     };
-    let ctx = context(cfg, spool);
+    let tables = Arc::new(Tables::new(&cfg));
+    // The daemon's queue runner picks the message up on its next scan.
+    let ctx = context(Arc::new(cfg), spool, tables);
     session::run(&ctx, &peer, Box::new(Stdio::new()));
     ExitCode::SUCCESS
 }
@@ -164,8 +170,18 @@ fn daemon(cfg: Config) -> ExitCode {
             log::info!("listening on {a}");
         }
     }
-    let ctx = Arc::new(context(cfg, spool));
-    match listener::serve(ctx, listeners) {
+    let cfg = Arc::new(cfg);
+    let tables = Arc::new(Tables::new(&cfg));
+    let wake = match queue::runner::start(Arc::clone(&cfg), Arc::clone(&spool), Arc::clone(&tables)) {
+        Ok(w) => w,
+        Err(e) => {
+            log::error!("cannot start the queue runner: {e}");
+            return ExitCode::from(EX_OSERR);
+        }
+    };
+    let mut ctx = context(cfg, spool, tables);
+    ctx.queued = Some(wake);
+    match listener::serve(Arc::new(ctx), listeners) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("cannot start: {e}");

@@ -4,6 +4,10 @@
 
 use std::fmt;
 
+pub mod local;
+pub mod remote;
+pub mod router;
+
 /// The result of one delivery attempt for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -215,6 +215,7 @@ impl Session<'_> {
                 "8BITMIME".to_owned(),
                 "ENHANCEDSTATUSCODES".to_owned(),
                 "SMTPUTF8".to_owned(),
+                "DSN".to_owned(),
                 "HELP".to_owned(),
             ];
             reply::ehlo(&self.cfg.hostname, &name, &exts)
@@ -233,12 +234,12 @@ impl Session<'_> {
             return reply::nested_mail();
         }
         // ESMTP parameters are only valid after EHLO (RFC 5321 4.1.1.2), and
-        // only those tern advertises: DSN and AUTH come with their extensions.
+        // only those tern advertises: AUTH= comes with the AUTH extension.
         let plain = params == MailParams::default();
         if !plain && !self.esmtp {
             return reply::unknown_parameter();
         }
-        if params.ret.is_some() || params.envid.is_some() || params.auth.is_some() {
+        if params.auth.is_some() {
             return reply::unknown_parameter();
         }
         if params.body == Some(Body::BinaryMime) {
@@ -268,7 +269,8 @@ impl Session<'_> {
         let Some(tx) = self.tx.as_mut() else {
             return reply::need_mail();
         };
-        if params.notify.is_some() || params.orcpt.is_some() {
+        // RFC 3461: NOTIFY and ORCPT belong to the DSN extension, EHLO only.
+        if (params.notify.is_some() || params.orcpt.is_some()) && !self.esmtp {
             return reply::unknown_parameter();
         }
         if !tx.params.smtputf8 && !to.is_ascii() {
@@ -433,6 +435,11 @@ impl Session<'_> {
         };
         env.smtputf8 = tx.params.smtputf8;
         env.size = size;
+        env.ret = tx.params.ret.map(|r| match r {
+            command::Ret::Full => spool::DsnRet::Full,
+            command::Ret::Hdrs => spool::DsnRet::Hdrs,
+        });
+        env.envid = tx.params.envid.clone();
         env.recipients = tx
             .rcpts
             .iter()

@@ -491,6 +491,13 @@ impl Incoming {
         &self.id
     }
 
+    /// Write all of `bytes`, as a `SpoolError` naming the file on failure.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
+        use std::io::Write;
+        self.write_all(bytes)
+            .map_err(|e| SpoolError::from_io("write", &self.tmp, e))
+    }
+
     /// Body bytes accepted so far.
     pub fn bytes_written(&self) -> u64 {
         self.written

@@ -43,6 +43,9 @@ impl Setup {
             ("local_users", p.join("users").display().to_string()),
             ("aliases", p.join("aliases").display().to_string()),
             ("relay_networks", "127.0.0.0/8 ::1/128".to_owned()),
+            ("mailbox", format!("{}/mail/%u/", p.display())),
+            ("retry_initial", "1s".to_owned()),
+            ("retry_max", "4s".to_owned()),
         ] {
             keys.insert(k.to_owned(), v);
         }
@@ -56,6 +59,24 @@ impl Setup {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Replace the aliases file.
+    pub fn aliases(self, text: &str) -> Setup {
+        std::fs::write(self.dir.path().join("aliases"), text).expect("aliases");
+        self
+    }
+
+    /// Let unprivileged delivery children (alias pipes run as nobody when
+    /// the tests run as root) reach files under the test directory.
+    pub fn open_to_all(self) -> Setup {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.dir.path();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let out = p.join("out");
+        std::fs::create_dir_all(&out).expect("out dir");
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        self
     }
 
     /// Write the config file and return its path.
@@ -138,6 +159,11 @@ impl Tern {
 
     pub fn connect(&self) -> Client {
         Client::connect(self.addr)
+    }
+
+    /// A user's Maildir new/ directory under the test mail root.
+    pub fn maildir_new(&self, user: &str) -> PathBuf {
+        self.setup.path().join("mail").join(user).join("new")
     }
 
     pub fn spool_dir(&self) -> PathBuf {
@@ -316,4 +342,31 @@ impl Client {
 /// A small message with CRLF line ends.
 pub fn message(subject: &str) -> String {
     format!("From: a@example.test\r\nTo: b@example.test\r\nSubject: {subject}\r\n\r\nHello.\r\n")
+}
+
+/// Wait until `dir` holds at least `n` entries; returns their paths, sorted.
+pub fn wait_files(dir: &Path, n: usize, secs: u64) -> Vec<PathBuf> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        if files.len() >= n || Instant::now() >= deadline {
+            return files;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Poll `cond` every 20 ms for up to `secs` seconds.
+pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
 }

@@ -1,0 +1,249 @@
+//! Which agent delivers a recipient. A recipient in a local domain goes
+//! through the aliases to mailboxes, files and pipes; an alias that points
+//! elsewhere makes a forwarded copy in the queue; any other domain goes to
+//! remote delivery.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::aliases::{ExpandError, Target as AliasTarget};
+use crate::clock;
+use crate::config::Config;
+use crate::deliver::local::{self, Job, Target};
+use crate::deliver::{remote, Outcome, Status};
+use crate::smtp::address::{Domain, Mailbox};
+use crate::spool::{Envelope, Recipient, Spool};
+use crate::sys::{self, Passwd};
+use crate::tables::Tables;
+
+/// What delivery needs besides the recipient.
+pub struct Context<'a> {
+    pub cfg: &'a Config,
+    pub tables: &'a Tables,
+    pub spool: &'a Spool,
+    pub env: &'a Envelope,
+    /// The header section of the queued message, for loop checks.
+    pub headers: &'a [u8],
+}
+
+/// Deliver one recipient; returns the relay name for the log and the outcome.
+pub fn deliver(ctx: &Context<'_>, rcpt: &Recipient) -> (&'static str, Outcome) {
+    let mbox = match Mailbox::parse(&rcpt.addr) {
+        Ok(m) => m,
+        Err(_) => {
+            return (
+                "none",
+                Outcome::permanent(
+                    Status(5, 1, 3),
+                    format!("bad recipient address syntax: {}", rcpt.addr),
+                ),
+            )
+        }
+    };
+    let local = match mbox.domain() {
+        Domain::Name(d) => ctx.cfg.is_local_domain(d),
+        _ => false,
+    };
+    if local {
+        ("local", deliver_local(ctx, rcpt, &mbox))
+    } else {
+        ("remote", remote::deliver(ctx.cfg, ctx.env, rcpt))
+    }
+}
+
+/// RFC 5321 6.3-style loop check with Delivered-To (as Postfix and qmail do):
+/// a copy that already passed through this recipient is looping.
+fn has_delivered_to(headers: &[u8], rcpt: &str) -> bool {
+    let text = String::from_utf8_lossy(headers);
+    text.lines().any(|l| {
+        l.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("Delivered-To") && value.trim().eq_ignore_ascii_case(rcpt)
+        })
+    })
+}
+
+fn deliver_local(ctx: &Context<'_>, rcpt: &Recipient, mbox: &Mailbox) -> Outcome {
+    if has_delivered_to(ctx.headers, &rcpt.addr) {
+        return Outcome::permanent(Status(5, 4, 6), format!("mail forwarding loop for {}", rcpt.addr));
+    }
+    let local = mbox.local().to_lowercase();
+    let aliases = ctx.tables.aliases();
+    let is_local = |d: &str| ctx.cfg.is_local_domain(d);
+    let read_include = |p: &Path| std::fs::read_to_string(p);
+    let mut targets = match aliases.expand(&local, &is_local, &read_include) {
+        Ok(t) => t,
+        Err(e @ ExpandError::Include(_)) => return Outcome::temporary(Status(4, 3, 0), e.to_string()),
+        Err(e) => return Outcome::permanent(Status(5, 4, 6), format!("alias expansion failed: {e}")),
+    };
+    // RFC 5321 4.5.1: postmaster must reach someone even without an alias.
+    if local == "postmaster" && targets == [AliasTarget::User("postmaster".to_owned())] {
+        targets = vec![AliasTarget::User("root".to_owned())];
+    }
+    let mut remote = Vec::new();
+    let mut results = Vec::new();
+    for t in targets {
+        match t {
+            AliasTarget::User(name) => results.push(deliver_user(ctx, rcpt, &name)),
+            AliasTarget::File(path) => results.push(deliver_as_alias_owner(ctx, rcpt, Target::Mbox(path))),
+            AliasTarget::Pipe(cmd) => results.push(deliver_as_alias_owner(ctx, rcpt, Target::Pipe(cmd))),
+            AliasTarget::Remote(addr) => remote.push(addr),
+        }
+    }
+    if !remote.is_empty() {
+        results.push(forward(ctx, rcpt, &remote));
+    }
+    combine(results)
+}
+
+/// One outcome for all of a recipient's targets: any temporary failure
+/// means try again; otherwise any permanent failure bounces.
+fn combine(results: Vec<Outcome>) -> Outcome {
+    let mut delivered = Vec::new();
+    let mut permanent = None;
+    for r in results {
+        match r {
+            Outcome::Temporary { .. } => return r,
+            Outcome::Permanent { .. } => permanent = permanent.or(Some(r)),
+            Outcome::Delivered { detail } => delivered.push(detail),
+        }
+    }
+    if let Some(p) = permanent {
+        return p;
+    }
+    delivered.dedup();
+    Outcome::delivered(if delivered.is_empty() {
+        "delivered".to_owned()
+    } else {
+        delivered.join(", ")
+    })
+}
+
+fn job(ctx: &Context<'_>, rcpt: &Recipient, target: Target, user: Option<Passwd>) -> Job {
+    Job {
+        target,
+        sender: ctx.env.sender.clone(),
+        recipient: rcpt.addr.clone(),
+        user,
+        message: ctx.spool.message_path(&ctx.env.id),
+        hostname: ctx.cfg.hostname.clone(),
+        pipe_timeout: ctx.cfg.pipe_timeout,
+    }
+}
+
+fn deliver_user(ctx: &Context<'_>, rcpt: &Recipient, name: &str) -> Outcome {
+    if name != "root" && !ctx.tables.user_exists(name) {
+        return Outcome::permanent(Status(5, 1, 1), format!("unknown user: \"{name}\""));
+    }
+    let account = sys::getpwnam(name).or_else(|| sys::getpwnam(&name.to_lowercase()));
+    let (pw, user) = match account {
+        Some(pw) => (pw.clone(), Some(pw)),
+        // A user of the local_users file with no system account: mail is
+        // written as ternd's own user, like virtual mailboxes.
+        None => {
+            let (_, euid) = sys::uids();
+            let pseudo = Passwd {
+                name: name.to_owned(),
+                uid: euid,
+                gid: euid,
+                home: std::path::PathBuf::new(),
+                shell: String::new(),
+                gecos: String::new(),
+            };
+            if ctx.cfg.mailbox.starts_with('~') {
+                return Outcome::temporary(
+                    Status(4, 3, 0),
+                    format!(
+                        "user {name} has no home directory for mailbox {}",
+                        ctx.cfg.mailbox
+                    ),
+                );
+            }
+            (pseudo, None)
+        }
+    };
+    let target = local::mailbox_target(&ctx.cfg.mailbox, &pw);
+    local::deliver(&job(ctx, rcpt, target, user))
+}
+
+/// Files and commands named in the aliases file run as the file's owner, or
+/// as `nobody` when root owns it (Postfix's default_privs): never as root.
+fn deliver_as_alias_owner(ctx: &Context<'_>, rcpt: &Recipient, target: Target) -> Outcome {
+    let owner = ctx
+        .tables
+        .aliases_path()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    let account = match owner {
+        Some(uid) if uid != 0 => sys::getpwuid(uid),
+        _ => sys::getpwnam("nobody"),
+    };
+    let Some(pw) = account else {
+        return Outcome::temporary(
+            Status(4, 3, 0),
+            "no unprivileged account to run alias deliveries as",
+        );
+    };
+    local::deliver(&job(ctx, rcpt, target, Some(pw)))
+}
+
+/// An alias pointing to other domains: queue a copy for those addresses,
+/// marked with Delivered-To so a forwarding loop is caught.
+fn forward(ctx: &Context<'_>, rcpt: &Recipient, to: &[String]) -> Outcome {
+    let body_path = ctx.spool.message_path(&ctx.env.id);
+    let result = (|| -> Result<String, String> {
+        let mut body = Vec::new();
+        std::fs::File::open(&body_path)
+            .and_then(|mut f| f.read_to_end(&mut body))
+            .map_err(|e| format!("read {}: {e}", body_path.display()))?;
+        let mut incoming = ctx.spool.begin().map_err(|e| e.to_string())?;
+        let id = incoming.id().clone();
+        incoming
+            .append(format!("Delivered-To: {}\n", rcpt.addr).as_bytes())
+            .and_then(|()| incoming.append(&body))
+            .map_err(|e| e.to_string())?;
+        let mut env = Envelope::new(id.clone(), ctx.env.sender.clone(), clock::now());
+        env.protocol = "local".to_owned();
+        env.body = ctx.env.body;
+        env.smtputf8 = ctx.env.smtputf8;
+        env.ret = ctx.env.ret;
+        env.envid = ctx.env.envid.clone();
+        env.size = incoming.bytes_written();
+        env.recipients = to
+            .iter()
+            .map(|a| {
+                let mut r = Recipient::new(a.clone());
+                r.notify = rcpt.notify.clone();
+                r
+            })
+            .collect();
+        incoming.commit(&env).map_err(|e| e.to_string())?;
+        Ok(id.to_string())
+    })();
+    match result {
+        Ok(id) => Outcome::delivered(format!("forwarded as {id}")),
+        Err(e) => Outcome::temporary(Status(4, 3, 0), format!("cannot queue forwarded copy: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivered_to_loop_detection() {
+        let h = b"Received: x\nDelivered-To: alice@example.test\nSubject: y\n";
+        assert!(has_delivered_to(h, "alice@example.test"));
+        assert!(has_delivered_to(h, "ALICE@example.test"));
+        assert!(!has_delivered_to(h, "bob@example.test"));
+    }
+
+    #[test]
+    fn combining_outcomes() {
+        let d = Outcome::delivered("delivered to maildir");
+        let t = Outcome::temporary(Status(4, 2, 0), "locked");
+        let p = Outcome::permanent(Status(5, 3, 0), "died");
+        assert_eq!(combine(vec![d.clone(), d.clone()]), d);
+        assert_eq!(combine(vec![d.clone(), p.clone(), t.clone()]), t);
+        assert_eq!(combine(vec![d, p.clone()]), p);
+    }
+}

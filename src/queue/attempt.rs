@@ -1,0 +1,268 @@
+//! One delivery run over one queued message: try every recipient that is
+//! due, record each outcome in the spool as soon as it is known, then send
+//! the notices owed and remove the message once every recipient is final.
+//!
+//! Crash safety: a delivered recipient is written to the spool before the
+//! next one is tried, so a crash repeats at most the recipient in flight. A
+//! permanent failure is written only after its bounce is queued, so a crash
+//! in between repeats the attempt (and the bounce) rather than losing it.
+
+use std::io::Read;
+
+use crate::clock;
+use crate::deliver::router::{self, Context};
+use crate::deliver::Outcome;
+use crate::dsn::Action;
+use crate::queue::notify::{self, Line};
+use crate::queue::runner::Shared;
+use crate::queue::schedule::Schedule;
+use crate::spool::{Envelope, QueueId, RcptStatus, Recipient};
+
+/// The most of a message's header section read for loop checks.
+const MAX_HEADERS: u64 = 256 * 1024;
+
+pub fn run(shared: &Shared, id: &QueueId) {
+    let spool = &shared.spool;
+    let mut env = match spool.load(id) {
+        Ok(e) => e,
+        // Delivered and removed meanwhile, or held: nothing to do.
+        Err(e) => {
+            log::debug!("{id}: not delivered now: {e}");
+            return;
+        }
+    };
+    let sched = Schedule::from_config(&shared.cfg);
+    let now = clock::now();
+    let headers = read_headers(&spool.message_path(id));
+    let mut failed: Vec<(usize, Outcome, &'static str)> = Vec::new();
+    let mut delivered: Vec<(usize, Outcome, &'static str)> = Vec::new();
+
+    for idx in 0..env.recipients.len() {
+        let Some(rcpt) = env.recipients.get(idx).cloned() else {
+            continue;
+        };
+        let due = match rcpt.status {
+            RcptStatus::Pending => true,
+            RcptStatus::Deferred => rcpt.next_attempt.is_none_or(|t| t <= now),
+            RcptStatus::Sent | RcptStatus::Failed => false,
+        };
+        if !due {
+            continue;
+        }
+        let ctx = Context {
+            cfg: &shared.cfg,
+            tables: &shared.tables,
+            spool,
+            env: &env,
+            headers: &headers,
+        };
+        let (relay, outcome) = router::deliver(&ctx, &rcpt);
+        let noise = noise(id, idx);
+        let Some(slot) = env.recipients.get_mut(idx) else {
+            continue;
+        };
+        slot.attempts = slot.attempts.saturating_add(1);
+        slot.last_reply = Some(format!("{} {}", outcome.status(), outcome.detail()));
+        let persist_now = match &outcome {
+            Outcome::Delivered { .. } => {
+                slot.status = RcptStatus::Sent;
+                slot.next_attempt = None;
+                log_attempt(&env, &rcpt, relay, &outcome, "sent");
+                delivered.push((idx, outcome, relay));
+                true
+            }
+            Outcome::Temporary { .. } if sched.expired(env.created, now) => {
+                let final_outcome = notify::expired(&outcome);
+                log_attempt(&env, &rcpt, relay, &final_outcome, "expired");
+                failed.push((idx, final_outcome, relay));
+                false
+            }
+            Outcome::Temporary { .. } => {
+                slot.status = RcptStatus::Deferred;
+                slot.next_attempt = Some(sched.next_attempt(slot.attempts, now, noise));
+                log_attempt(&env, &rcpt, relay, &outcome, "deferred");
+                true
+            }
+            Outcome::Permanent { .. } => {
+                log_attempt(&env, &rcpt, relay, &outcome, "bounced");
+                failed.push((idx, outcome, relay));
+                false
+            }
+        };
+        if persist_now {
+            if let Err(e) = spool.update(&env) {
+                log::error!("{id}: cannot record delivery state: {e}");
+                return;
+            }
+        }
+    }
+
+    // Failures: one report for all that failed in this run, then record them.
+    if !failed.is_empty() {
+        let owed: Vec<Line<'_>> = failed
+            .iter()
+            .filter_map(|(idx, o, relay)| {
+                let r = env.recipients.get(*idx)?;
+                notify::wants(r, Action::Failed).then_some(Line {
+                    rcpt: r,
+                    action: Action::Failed,
+                    outcome: o,
+                    relay: remote_relay(relay),
+                })
+            })
+            .collect();
+        match notify::send(&shared.cfg, spool, &env, &owed, None) {
+            Ok(Some(nid)) => {
+                log::info!("{id}: sender non-delivery notification: {nid}");
+                let _ = shared.wake.send(nid);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Leave the recipients as they were: the attempt and the
+                // bounce are tried again later rather than lost.
+                log::error!("{id}: cannot queue the bounce, will retry: {e}");
+                return;
+            }
+        }
+        for (idx, _, _) in &failed {
+            if let Some(r) = env.recipients.get_mut(*idx) {
+                r.status = RcptStatus::Failed;
+                r.next_attempt = None;
+            }
+        }
+        if let Err(e) = spool.update(&env) {
+            log::error!("{id}: cannot record delivery state: {e}");
+            return;
+        }
+    }
+
+    // Success notices for those who asked (RFC 3461 NOTIFY=SUCCESS).
+    let owed: Vec<Line<'_>> = delivered
+        .iter()
+        .filter_map(|(idx, o, relay)| {
+            let r = env.recipients.get(*idx)?;
+            notify::wants(r, Action::Delivered).then_some(Line {
+                rcpt: r,
+                action: Action::Delivered,
+                outcome: o,
+                relay: remote_relay(relay),
+            })
+        })
+        .collect();
+    match notify::send(&shared.cfg, spool, &env, &owed, None) {
+        Ok(Some(nid)) => {
+            log::info!("{id}: sender delivery status notification: {nid}");
+            let _ = shared.wake.send(nid);
+        }
+        Ok(None) => {}
+        Err(e) => log::error!("{id}: cannot queue the success notice: {e}"),
+    }
+
+    warn_if_due(shared, &mut env, &sched, now);
+
+    if env
+        .recipients
+        .iter()
+        .all(|r| matches!(r.status, RcptStatus::Sent | RcptStatus::Failed))
+    {
+        match spool.remove(id) {
+            Ok(()) => log::info!("{id}: removed"),
+            Err(e) => log::error!("{id}: cannot remove: {e}"),
+        }
+    }
+}
+
+/// The one delay notice (RFC 3464 action "delayed"), once `delay_warning` has passed.
+fn warn_if_due(shared: &Shared, env: &mut Envelope, sched: &Schedule, now: u64) {
+    if !sched.warn_due(env.created, now, env.delay_warned) {
+        return;
+    }
+    let outcomes: Vec<(usize, Outcome)> = env
+        .recipients
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.status == RcptStatus::Deferred && notify::wants(r, Action::Delayed))
+        .map(|(i, r)| (i, last_outcome(r)))
+        .collect();
+    if outcomes.is_empty() {
+        return;
+    }
+    let lines: Vec<Line<'_>> = outcomes
+        .iter()
+        .filter_map(|(i, o)| {
+            Some(Line {
+                rcpt: env.recipients.get(*i)?,
+                action: Action::Delayed,
+                outcome: o,
+                relay: None,
+            })
+        })
+        .collect();
+    match notify::send(
+        &shared.cfg,
+        &shared.spool,
+        env,
+        &lines,
+        Some(sched.give_up_at(env.created)),
+    ) {
+        Ok(nid) => {
+            if let Some(nid) = nid {
+                log::info!("{}: sender delay notification: {nid}", env.id);
+                let _ = shared.wake.send(nid);
+            }
+            env.delay_warned = true;
+            if let Err(e) = shared.spool.update(env) {
+                log::error!("{}: cannot record the delay notice: {e}", env.id);
+            }
+        }
+        Err(e) => log::error!("{}: cannot queue the delay notice: {e}", env.id),
+    }
+}
+
+/// Rebuild the last temporary outcome from what the spool recorded.
+fn last_outcome(r: &Recipient) -> Outcome {
+    let last = r.last_reply.clone().unwrap_or_default();
+    let (status, detail) = match last.split_once(' ') {
+        Some((s, d)) => (crate::deliver::Status::parse(s), d.to_owned()),
+        None => (None, last.clone()),
+    };
+    Outcome::temporary(status.unwrap_or(crate::deliver::Status(4, 0, 0)), detail)
+}
+
+fn remote_relay(relay: &str) -> Option<&str> {
+    (relay != "local" && relay != "none").then_some(relay)
+}
+
+/// Postfix-style delivery log line:
+/// `ID: to=<rcpt>, relay=local, delay=S, dsn=X.Y.Z, status=sent (detail)`.
+fn log_attempt(env: &Envelope, rcpt: &Recipient, relay: &str, o: &Outcome, status: &str) {
+    let delay = clock::now().saturating_sub(env.created);
+    log::info!(
+        "{}: to=<{}>, relay={relay}, delay={delay}, dsn={}, status={status} ({})",
+        env.id,
+        rcpt.addr,
+        o.status(),
+        o.detail()
+    );
+}
+
+/// The header section of the message: everything before the first empty line.
+fn read_headers(path: &std::path::Path) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(MAX_HEADERS).read_to_end(&mut buf);
+    }
+    if let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+        buf.truncate(end + 1);
+    }
+    buf
+}
+
+/// Jitter source for the retry schedule: differs per message, recipient and moment.
+fn noise(id: &QueueId, idx: usize) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(id.as_str().as_bytes());
+    h.write_usize(idx);
+    h.finish()
+}

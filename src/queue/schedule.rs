@@ -1,0 +1,124 @@
+//! When to try again, when to give up, when to warn: pure arithmetic over
+//! the queue settings, so the runner's timing can be tested without clocks.
+
+use std::time::Duration;
+
+use crate::config::Config;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    pub initial: Duration,
+    pub max: Duration,
+    pub lifetime: Duration,
+    pub delay_warning: Option<Duration>,
+}
+
+impl Schedule {
+    pub fn from_config(cfg: &Config) -> Schedule {
+        Schedule {
+            initial: cfg.retry_initial,
+            max: cfg.retry_max,
+            lifetime: cfg.queue_lifetime,
+            delay_warning: cfg.delay_warning,
+        }
+    }
+
+    /// The delay before attempt `attempts + 1`, after `attempts` failures
+    /// (attempts >= 1): initial · 2^(attempts−1), capped at max.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let shift = attempts.saturating_sub(1).min(32);
+        let factor = 1u64 << shift;
+        let secs = self.initial.as_secs().max(1).saturating_mul(factor);
+        Duration::from_secs(secs).min(self.max.max(self.initial))
+    }
+
+    /// The next attempt time after `attempts` failures, with up to ±10%
+    /// jitter taken from `noise` (any u64; random in practice) so a large
+    /// queue does not wake all at once.
+    pub fn next_attempt(&self, attempts: u32, now: u64, noise: u64) -> u64 {
+        let base = self.backoff(attempts).as_secs();
+        let span = base / 5; // 20% wide, centred on base
+        let jitter = if span == 0 { 0 } else { noise % (span + 1) };
+        now.saturating_add(base - base / 10 + jitter)
+    }
+
+    /// Whether a message created at `created` has outlived `queue_lifetime`.
+    pub fn expired(&self, created: u64, now: u64) -> bool {
+        now.saturating_sub(created) >= self.lifetime.as_secs()
+    }
+
+    /// Whether the one delay notice is due now.
+    pub fn warn_due(&self, created: u64, now: u64, already: bool) -> bool {
+        match self.delay_warning {
+            Some(d) if !already => now.saturating_sub(created) >= d.as_secs(),
+            _ => false,
+        }
+    }
+
+    /// The time after which no more attempts are made (Will-Retry-Until).
+    pub fn give_up_at(&self, created: u64) -> u64 {
+        created.saturating_add(self.lifetime.as_secs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s() -> Schedule {
+        Schedule {
+            initial: Duration::from_secs(300),
+            max: Duration::from_secs(4 * 3600),
+            lifetime: Duration::from_secs(5 * 86400),
+            delay_warning: Some(Duration::from_secs(4 * 3600)),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap() {
+        let got: Vec<u64> = (1..=9).map(|a| s().backoff(a).as_secs()).collect();
+        assert_eq!(got, vec![300, 600, 1200, 2400, 4800, 9600, 14400, 14400, 14400]);
+        assert_eq!(s().backoff(u32::MAX).as_secs(), 14400);
+        assert_eq!(s().backoff(0).as_secs(), 300);
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for noise in [0u64, 1, 59, 60, 61, 12345, u64::MAX] {
+            let t = s().next_attempt(1, 1000, noise);
+            assert!((1000 + 270..=1000 + 330).contains(&t), "{t}");
+        }
+        // Different noise spreads the times.
+        let times: std::collections::HashSet<u64> = (0..100).map(|n| s().next_attempt(1, 0, n)).collect();
+        assert!(times.len() > 30);
+    }
+
+    #[test]
+    fn expiry_and_warning() {
+        let s = s();
+        assert!(!s.expired(0, 5 * 86400 - 1));
+        assert!(s.expired(0, 5 * 86400));
+        assert!(!s.warn_due(0, 4 * 3600 - 1, false));
+        assert!(s.warn_due(0, 4 * 3600, false));
+        assert!(!s.warn_due(0, 4 * 3600, true));
+        let off = Schedule {
+            delay_warning: None,
+            ..s
+        };
+        assert!(!off.warn_due(0, u64::MAX, false));
+        assert_eq!(s.give_up_at(10), 10 + 5 * 86400);
+    }
+
+    #[test]
+    fn second_scale_settings_for_tests() {
+        let s = Schedule {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(4),
+            lifetime: Duration::from_secs(10),
+            delay_warning: None,
+        };
+        let got: Vec<u64> = (1..=5).map(|a| s.backoff(a).as_secs()).collect();
+        assert_eq!(got, vec![1, 2, 4, 4, 4]);
+        assert_eq!(s.next_attempt(1, 100, 7), 101);
+    }
+}
