@@ -153,6 +153,9 @@ pub struct Config {
     pub pipe_timeout: Duration,
     /// Send failures of bounces (null sender) to postmaster instead of dropping them.
     pub double_bounce_to_postmaster: bool,
+    /// Accept and queue mail but do not deliver it (sendmail's queue-only
+    /// delivery mode): for maintenance, or to inspect what arrives.
+    pub queue_only: bool,
 }
 
 impl Default for Config {
@@ -204,6 +207,7 @@ impl Default for Config {
             delivery_threads: 8,
             pipe_timeout: Duration::from_secs(600),
             double_bounce_to_postmaster: false,
+            queue_only: false,
         }
     }
 }
@@ -328,6 +332,7 @@ fn key_spec(key: &str) -> Option<(Times, Setter)> {
         "delivery_threads" => (Once, |c, v| count(v).map(|x| c.delivery_threads = x)),
         "pipe_timeout" => (Once, |c, v| timeout(v).map(|x| c.pipe_timeout = x)),
         "double_bounce_to_postmaster" => (Once, |c, v| boolean(v).map(|x| c.double_bounce_to_postmaster = x)),
+        "queue_only" => (Once, |c, v| boolean(v).map(|x| c.queue_only = x)),
         _ => return None,
     };
     Some(spec)
@@ -1224,6 +1229,7 @@ vrfy = on
             "delivery_threads",
             "pipe_timeout",
             "double_bounce_to_postmaster",
+            "queue_only",
             "max_errors",
             "max_received",
             "greeting_timeout",

@@ -172,15 +172,20 @@ fn daemon(cfg: Config) -> ExitCode {
     }
     let cfg = Arc::new(cfg);
     let tables = Arc::new(Tables::new(&cfg));
-    let wake = match queue::runner::start(Arc::clone(&cfg), Arc::clone(&spool), Arc::clone(&tables)) {
-        Ok(w) => w,
-        Err(e) => {
-            log::error!("cannot start the queue runner: {e}");
-            return ExitCode::from(EX_OSERR);
+    let wake = if cfg.queue_only {
+        log::info!("queue_only: mail is queued, not delivered");
+        None
+    } else {
+        match queue::runner::start(Arc::clone(&cfg), Arc::clone(&spool), Arc::clone(&tables)) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log::error!("cannot start the queue runner: {e}");
+                return ExitCode::from(EX_OSERR);
+            }
         }
     };
     let mut ctx = context(cfg, spool, tables);
-    ctx.queued = Some(wake);
+    ctx.queued = wake;
     match listener::serve(Arc::new(ctx), listeners) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

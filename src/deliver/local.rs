@@ -1499,8 +1499,11 @@ mod tests {
     #[test]
     fn maildir_failures_are_temporary_and_leave_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        // The parent does not exist: not created.
+        // A missing parent is created; a parent that is a file cannot be.
         let d = delivery(Target::Maildir(dir.path().join("no/such/Maildir")), dir.path());
+        assert!(matches!(here(&d, BODY), Outcome::Delivered { .. }));
+        fs::write(dir.path().join("plain"), b"").expect("write");
+        let d = delivery(Target::Maildir(dir.path().join("plain/Maildir")), dir.path());
         let o = here(&d, BODY);
         assert_eq!(o.status(), MAILBOX_UNAVAILABLE, "{o:?}");
         assert!(o.detail().contains("cannot create maildir"), "{o:?}");

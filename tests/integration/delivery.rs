@@ -31,7 +31,7 @@ fn inbox(t: &Tern, user: &str, n: usize) -> Vec<String> {
 
 #[test]
 fn maildir_copy_is_byte_exact() {
-    let t = Setup::new().start();
+    let t = Setup::new().deliver().start();
     let body = "From: a@example.test\r\nSubject: exact\r\n\r\nline one\r\n..dotted\r\n\r\nlast\r\n";
     let id = submit(&t, "a@example.test", &["alice@example.test"], body);
     let mail = inbox(&t, "alice", 1);
@@ -64,7 +64,7 @@ fn maildir_copy_is_byte_exact() {
 
 #[test]
 fn alias_fans_out_to_two_users() {
-    let t = Setup::new().start();
+    let t = Setup::new().deliver().start();
     submit(&t, "a@example.test", &["team@example.test"], &message("fan out"));
     let a = inbox(&t, "alice", 1);
     let b = inbox(&t, "bob", 1);
@@ -81,7 +81,7 @@ fn alias_fans_out_to_two_users() {
 
 #[test]
 fn mbox_format_mutt_reads() {
-    let setup = Setup::new();
+    let setup = Setup::new().deliver();
     let mbox = setup.path().join("mail");
     std::fs::create_dir_all(&mbox).unwrap();
     let t = setup.set("mailbox", &format!("{}/%u", mbox.display())).start();
@@ -104,7 +104,8 @@ fn mbox_format_mutt_reads() {
         "{text}"
     );
     assert!(text.ends_with("second\n\n"), "{text:?}");
-    assert!(!path.with_extension("lock").exists());
+    // The dotlock is gone once the second delivery is over.
+    assert!(wait_until(5, || !path.with_extension("lock").exists()));
 }
 
 fn read_opt(p: &std::path::Path) -> String {
@@ -116,6 +117,7 @@ fn read_opt(p: &std::path::Path) -> String {
 #[test]
 fn pipe_exit_75_is_retried_and_exit_1_bounces() {
     let t = Setup::new()
+        .deliver()
         .aliases("flaky: \"|exit 75\"\nbroken: \"|echo no such list >&2; exit 1\"\n")
         .open_to_all()
         .start();
@@ -209,6 +211,7 @@ print('ok')
 #[test]
 fn null_sender_failure_makes_no_bounce() {
     let t = Setup::new()
+        .deliver()
         .aliases("broken: \"|exit 1\"\n")
         .open_to_all()
         .start();
@@ -221,7 +224,7 @@ fn null_sender_failure_makes_no_bounce() {
 #[test]
 fn unknown_local_user_after_acceptance_bounces() {
     // Accepted while the user existed, then removed before delivery.
-    let setup = Setup::new().set("retry_initial", "1s");
+    let setup = Setup::new().deliver().set("retry_initial", "1s");
     let t = setup.start();
     let mut c = t.connect();
     c.hello();
@@ -246,6 +249,7 @@ fn unknown_local_user_after_acceptance_bounces() {
 #[test]
 fn dsn_notify_success_never_and_ret_hdrs() {
     let t = Setup::new()
+        .deliver()
         .aliases("broken: \"|exit 1\"\n")
         .open_to_all()
         .start();
@@ -290,6 +294,7 @@ fn dsn_notify_success_never_and_ret_hdrs() {
 #[test]
 fn delay_notice_is_sent_once() {
     let t = Setup::new()
+        .deliver()
         .set("delay_warning", "2s")
         .aliases("slow: \"|exit 75\"\n")
         .open_to_all()
@@ -317,6 +322,7 @@ fn delay_notice_is_sent_once() {
 #[test]
 fn retry_backs_off_and_expires() {
     let t = Setup::new()
+        .deliver()
         .set("queue_lifetime", "6s")
         .set("retry_max", "2s")
         .aliases("slow: \"|exit 75\"\n")
@@ -330,6 +336,8 @@ fn retry_backs_off_and_expires() {
     );
     // Attempts at about 0, 1, 3, 5 s, then the one past 6 s fails for good.
     assert!(t.wait_log(&format!("{id}: to=<slow@example.test>, relay=local")));
+    // The log line comes just before the spool records the attempt.
+    assert!(wait_until(5, || t.message(&id).0.recipients[0].attempts >= 1));
     let (env, _) = t.message(&id);
     let r = &env.recipients[0];
     assert_eq!(r.attempts, 1);
@@ -339,7 +347,11 @@ fn retry_backs_off_and_expires() {
         "first retry after ~1s: {next} vs {}",
         env.created
     );
-    assert!(t.wait_log("status=expired"));
+    assert!(
+        wait_until(15, || t.log_text().contains("status=expired")),
+        "{}",
+        t.log_text()
+    );
     let attempts = t
         .log_text()
         .matches(&format!("{id}: to=<slow@example.test>"))
@@ -353,6 +365,7 @@ fn retry_backs_off_and_expires() {
 #[test]
 fn stop_and_start_keeps_the_queue() {
     let mut t = Setup::new()
+        .deliver()
         .set("retry_initial", "1h")
         .aliases("slow: \"|exit 75\"\n")
         .open_to_all()
@@ -364,6 +377,7 @@ fn stop_and_start_keeps_the_queue() {
         &message("keep me"),
     );
     assert!(t.wait_log(&format!("{id}: to=<slow@example.test>")));
+    assert!(wait_until(5, || t.message(&id).0.recipients[0].attempts >= 1));
     t.restart();
     let q = t.queued();
     assert_eq!(q.len(), 1);
@@ -376,7 +390,7 @@ fn stop_and_start_keeps_the_queue() {
 
 #[test]
 fn kill9_during_multi_recipient_delivery() {
-    let setup = Setup::new().set("delivery_threads", "1").open_to_all();
+    let setup = Setup::new().deliver().set("delivery_threads", "1").open_to_all();
     let out = setup.path().join("out");
     let mut aliases = String::new();
     for i in 0..6 {

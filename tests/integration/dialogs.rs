@@ -18,6 +18,7 @@ fn greeting_and_ehlo_extensions() {
             "250-8BITMIME",
             "250-ENHANCEDSTATUSCODES",
             "250-SMTPUTF8",
+            "250-DSN",
             "250 HELP",
         ]
     );
@@ -92,15 +93,21 @@ fn syntax_errors() {
         c.cmd("MAIL FROM:<a@example.test> BODY=BINARYMIME").status(),
         "555 5.5.4"
     );
-    assert_eq!(c.cmd("MAIL FROM:<a@example.test> RET=FULL").status(), "555 5.5.4");
+    assert_eq!(c.cmd("MAIL FROM:<a@example.test> AUTH=<>").status(), "555 5.5.4");
+    assert_eq!(c.cmd("MAIL FROM:<a@example.test> RET=SOME").status(), "501 5.5.4");
     assert_eq!(
         c.cmd("MAIL FROM:<a@example.test> BODY=8BITMIME").status(),
         "250 2.1.0"
     );
     assert_eq!(c.cmd("RCPT TO:<@@>").status(), "501 5.1.3");
     assert_eq!(
+        c.cmd("RCPT TO:<alice@example.test> NOTIFY=NEVER,DELAY").status(),
+        "501 5.5.4"
+    );
+    assert_eq!(c.cmd("RCPT TO:<alice@example.test> FOO=1").status(), "555 5.5.4");
+    assert_eq!(
         c.cmd("RCPT TO:<alice@example.test> NOTIFY=NEVER").status(),
-        "555 5.5.4"
+        "250 2.1.5"
     );
     assert_eq!(c.cmd("DATA extra").status(), "501 5.5.4");
 }

@@ -46,6 +46,8 @@ impl Setup {
             ("mailbox", format!("{}/mail/%u/", p.display())),
             ("retry_initial", "1s".to_owned()),
             ("retry_max", "4s".to_owned()),
+            // Most tests look at what the server accepted; delivery tests call deliver().
+            ("queue_only", "yes".to_owned()),
         ] {
             keys.insert(k.to_owned(), v);
         }
@@ -59,6 +61,11 @@ impl Setup {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Run the queue runner: deliver what is accepted.
+    pub fn deliver(self) -> Setup {
+        self.set("queue_only", "no")
     }
 
     /// Replace the aliases file.
