@@ -11,10 +11,13 @@ use std::time::SystemTime;
 use crate::aliases::Aliases;
 use crate::config::Config;
 
+/// What identifies a version of a file: its modification time and size.
+type Stamp = Option<(SystemTime, u64)>;
+
 /// A file that is re-read when its modification time or size changes.
 struct Cached<T> {
     path: PathBuf,
-    state: Mutex<Option<(Option<(SystemTime, u64)>, Arc<T>)>>,
+    state: Mutex<Option<(Stamp, Arc<T>)>>,
     load: fn(&str) -> T,
 }
 

@@ -162,14 +162,11 @@ impl Runner {
     fn finished(&mut self, id: QueueId) {
         self.busy.remove(&id);
         let again = self.again.remove(&id);
-        match self.shared.spool.load(&id) {
-            Ok(env) => {
-                let sched = Schedule::from_config(&self.shared.cfg);
-                let t = due_time(&env, &sched);
-                self.schedule(id, if again { clock::now() } else { t });
-            }
-            // Removed (delivered) or moved away by ternctl: nothing to do.
-            Err(_) => {}
+        // Gone (delivered) or moved away by ternctl: nothing more to do.
+        if let Ok(env) = self.shared.spool.load(&id) {
+            let sched = Schedule::from_config(&self.shared.cfg);
+            let t = due_time(&env, &sched);
+            self.schedule(id, if again { clock::now() } else { t });
         }
     }
 

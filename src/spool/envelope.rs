@@ -662,7 +662,7 @@ mod tests {
         e.ret = [None, Some(DsnRet::Full), Some(DsnRet::Hdrs)][r.below(3) as usize];
         e.envid = r.opt_string();
         e.auth = r.opt_string();
-        e.delay_warned = r.next() % 2 == 0;
+        e.delay_warned = r.next().is_multiple_of(2);
         for _ in 0..=r.below(4) {
             e.recipients.push(Recipient {
                 addr: r.odd_string(),
