@@ -9,6 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::deliver::dns::Family;
+use crate::deliver::tls_client::Policy as TlsPolicy;
 use crate::sys;
 
 /// Where `ternd` looks for its configuration unless told otherwise.
@@ -156,6 +158,44 @@ pub struct Config {
     /// Accept and queue mail but do not deliver it (sendmail's queue-only
     /// delivery mode): for maintenance, or to inspect what arrives.
     pub queue_only: bool,
+    /// Name servers for delivery (address:port); empty = /etc/resolv.conf.
+    pub dns_servers: Vec<SocketAddr>,
+    /// How long one DNS query may take.
+    pub dns_timeout: Duration,
+    /// `route = DOMAIN HOP`: fixed next hops per recipient domain, first match wins.
+    pub routes: Vec<(String, NextHop)>,
+    /// The smarthost for every domain without a route; None = MX lookup.
+    pub relay_host: Option<NextHop>,
+    /// user and password for AUTH to the relay_host.
+    pub relay_auth: Option<(String, String)>,
+    /// The outbound TLS policy unless a route says otherwise.
+    pub smtp_tls: TlsPolicy,
+    /// CA certificates (PEM) for `tls = verify`; None = the webpki roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Address families used to reach next hops.
+    pub inet_protocols: Family,
+    /// The port MX hosts are contacted on. 25 in real life; ONLY FOR TESTING.
+    pub mx_port: u16,
+    /// RFC 5321 4.5.3.2 client timeouts: connect, greeting and EHLO/STARTTLS/AUTH,
+    /// MAIL/RCPT/RSET, DATA and each data block, the reply to the final dot.
+    pub smtp_connect_timeout: Duration,
+    pub smtp_helo_timeout: Duration,
+    pub smtp_command_timeout: Duration,
+    pub smtp_data_timeout: Duration,
+    pub smtp_data_done_timeout: Duration,
+}
+
+/// Where `route` or `relay_host` sends mail: `[host]:port` (no MX lookup),
+/// `host:port` or `host` (MX lookup of host), optionally followed by `tls=POLICY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextHop {
+    pub host: String,
+    pub port: u16,
+    /// Look up the host's MX records (a bare name) or not (`[name]`).
+    pub mx: bool,
+    pub tls: Option<TlsPolicy>,
+    /// TLS from the first byte (RFC 8314): port 465, or the word `smtps`.
+    pub implicit_tls: bool,
 }
 
 impl Default for Config {
@@ -208,6 +248,20 @@ impl Default for Config {
             pipe_timeout: Duration::from_secs(600),
             double_bounce_to_postmaster: false,
             queue_only: false,
+            dns_servers: Vec::new(),
+            dns_timeout: Duration::from_secs(10),
+            routes: Vec::new(),
+            relay_host: None,
+            relay_auth: None,
+            smtp_tls: TlsPolicy::May,
+            tls_ca_file: None,
+            inet_protocols: Family::Both,
+            mx_port: 25,
+            smtp_connect_timeout: Duration::from_secs(30),
+            smtp_helo_timeout: Duration::from_secs(300),
+            smtp_command_timeout: Duration::from_secs(300),
+            smtp_data_timeout: Duration::from_secs(180),
+            smtp_data_done_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -287,6 +341,17 @@ impl Config {
     pub fn may_relay(&self, ip: IpAddr) -> bool {
         self.relay_networks.iter().any(|n| n.contains(ip))
     }
+
+    /// The configured next hop for a recipient domain: its route, else the
+    /// relay_host, else None (MX lookup).
+    pub fn next_hop(&self, domain: &str) -> Option<&NextHop> {
+        let d = domain.strip_suffix('.').unwrap_or(domain);
+        self.routes
+            .iter()
+            .find(|(r, _)| r.eq_ignore_ascii_case(d))
+            .map(|(_, h)| h)
+            .or(self.relay_host.as_ref())
+    }
 }
 
 /// How often a key may appear in one file.
@@ -294,7 +359,6 @@ impl Config {
 enum Times {
     Once,
     /// Each occurrence adds to the value; its setter must append rather than replace.
-    #[allow(dead_code, reason = "no repeatable key yet; `route` will be the first")]
     Repeatable,
 }
 
@@ -304,7 +368,7 @@ type Setter = fn(&mut Config, &str) -> Result<(), String>;
 
 /// The key table. Adding a key is one arm here plus its field in [`Config`].
 fn key_spec(key: &str) -> Option<(Times, Setter)> {
-    use Times::Once;
+    use Times::{Once, Repeatable};
     let spec: (Times, Setter) = match key {
         "hostname" => (Once, |c, v| domain(v).map(|x| c.hostname = x.to_string())),
         "listen" => (Once, |c, v| listen(v).map(|x| c.listen = x)),
@@ -333,6 +397,25 @@ fn key_spec(key: &str) -> Option<(Times, Setter)> {
         "pipe_timeout" => (Once, |c, v| timeout(v).map(|x| c.pipe_timeout = x)),
         "double_bounce_to_postmaster" => (Once, |c, v| boolean(v).map(|x| c.double_bounce_to_postmaster = x)),
         "queue_only" => (Once, |c, v| boolean(v).map(|x| c.queue_only = x)),
+        "dns_servers" => (Once, |c, v| dns_servers(v).map(|x| c.dns_servers = x)),
+        "dns_timeout" => (Once, |c, v| timeout(v).map(|x| c.dns_timeout = x)),
+        "route" => (Repeatable, |c, v| route(v).map(|x| c.routes.push(x))),
+        "relay_host" => (Once, |c, v| next_hop(v).map(|x| c.relay_host = Some(x))),
+        "relay_auth" => (Once, |c, v| relay_auth(v).map(|x| c.relay_auth = Some(x))),
+        "smtp_tls" => (Once, |c, v| tls_policy(v).map(|x| c.smtp_tls = x)),
+        "tls_ca_file" => (Once, |c, v| path(v).map(|x| c.tls_ca_file = Some(x))),
+        "inet_protocols" => (Once, |c, v| inet_protocols(v).map(|x| c.inet_protocols = x)),
+        "mx_port" => (Once, |c, v| {
+            port_number(nonempty(v)?)
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("bad port {v:?}"))
+                .map(|x| c.mx_port = x)
+        }),
+        "smtp_connect_timeout" => (Once, |c, v| timeout(v).map(|x| c.smtp_connect_timeout = x)),
+        "smtp_helo_timeout" => (Once, |c, v| timeout(v).map(|x| c.smtp_helo_timeout = x)),
+        "smtp_command_timeout" => (Once, |c, v| timeout(v).map(|x| c.smtp_command_timeout = x)),
+        "smtp_data_timeout" => (Once, |c, v| timeout(v).map(|x| c.smtp_data_timeout = x)),
+        "smtp_data_done_timeout" => (Once, |c, v| timeout(v).map(|x| c.smtp_data_done_timeout = x)),
         _ => return None,
     };
     Some(spec)
@@ -480,6 +563,109 @@ fn port_number(s: &str) -> Option<u16> {
         return None;
     }
     s.parse().ok()
+}
+
+/// Name servers as IP:PORT (or a bare IP for port 53); empty = resolv.conf.
+fn dns_servers(v: &str) -> Result<Vec<SocketAddr>, String> {
+    let mut out = Vec::new();
+    for item in items(v) {
+        let sa = match item.parse::<SocketAddr>() {
+            Ok(sa) => sa,
+            Err(_) => {
+                let bare = item.trim_start_matches('[').trim_end_matches(']');
+                let ip: IpAddr = bare
+                    .parse()
+                    .map_err(|_| format!("bad name server {item:?} (use IP or IP:PORT)"))?;
+                SocketAddr::new(ip, 53)
+            }
+        };
+        push_unique(&mut out, sa);
+    }
+    Ok(out)
+}
+
+fn tls_policy(v: &str) -> Result<TlsPolicy, String> {
+    TlsPolicy::parse(nonempty(v)?)
+        .ok_or_else(|| format!("bad TLS policy {v:?} (use none, may, encrypt or verify)"))
+}
+
+fn inet_protocols(v: &str) -> Result<Family, String> {
+    match nonempty(v)?.to_ascii_lowercase().as_str() {
+        "ipv4" => Ok(Family::Ipv4),
+        "ipv6" => Ok(Family::Ipv6),
+        "both" | "all" => Ok(Family::Both),
+        _ => Err(format!("bad value {v:?} (use ipv4, ipv6 or both)")),
+    }
+}
+
+/// `[host]:port`, `[host]`, `host:port` or `host`, then an optional `tls=POLICY`.
+fn next_hop(v: &str) -> Result<NextHop, String> {
+    let mut words = nonempty(v)?.split_whitespace();
+    let target = words.next().ok_or("missing value")?;
+    let mut tls = None;
+    let mut smtps = false;
+    for w in words {
+        if w.eq_ignore_ascii_case("smtps") {
+            smtps = true;
+            continue;
+        }
+        match w.split_once('=') {
+            Some((k, p)) if k.eq_ignore_ascii_case("tls") => tls = Some(tls_policy(p)?),
+            _ => {
+                return Err(format!(
+                    "unexpected {w:?} after the next hop (only tls=POLICY may follow)"
+                ))
+            }
+        }
+    }
+    let bad = || format!("bad next hop {target:?} (use [host]:port, host:port, [host] or host)");
+    let (host, port, mx) = if let Some(rest) = target.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match after {
+            "" => 25,
+            p => port_number(p.strip_prefix(':').ok_or_else(bad)?).ok_or_else(bad)?,
+        };
+        (host, port, false)
+    } else {
+        match target.rsplit_once(':') {
+            Some((h, p)) => (h, port_number(p).ok_or_else(bad)?, true),
+            None => (target, 25, true),
+        }
+    };
+    if port == 0 {
+        return Err(bad());
+    }
+    if host.parse::<IpAddr>().is_err() {
+        check_domain(host).map_err(|why| format!("bad host {host:?}: {why}"))?;
+    } else if mx {
+        return Err(format!("{target:?}: an address needs brackets, as in [{host}]"));
+    }
+    Ok(NextHop {
+        host: host.to_ascii_lowercase(),
+        port,
+        mx,
+        tls,
+        implicit_tls: smtps || port == 465,
+    })
+}
+
+/// `DOMAIN NEXTHOP [tls=POLICY]`.
+fn route(v: &str) -> Result<(String, NextHop), String> {
+    let v = nonempty(v)?;
+    let (domain, hop) = v
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| format!("bad route {v:?} (use DOMAIN [host]:port)"))?;
+    let d = domain.strip_suffix('.').unwrap_or(domain);
+    check_domain(d).map_err(|why| format!("bad domain {domain:?}: {why}"))?;
+    Ok((d.to_ascii_lowercase(), next_hop(hop.trim())?))
+}
+
+/// `user:password`; the password may contain colons.
+fn relay_auth(v: &str) -> Result<(String, String), String> {
+    match nonempty(v)?.split_once(':') {
+        Some((u, p)) if !u.is_empty() && !p.is_empty() => Ok((u.to_owned(), p.to_owned())),
+        _ => Err("use user:password".to_owned()),
+    }
 }
 
 /// An empty list is allowed: it turns relaying off entirely.
@@ -1230,6 +1416,20 @@ vrfy = on
             "pipe_timeout",
             "double_bounce_to_postmaster",
             "queue_only",
+            "dns_servers",
+            "dns_timeout",
+            "route",
+            "relay_host",
+            "relay_auth",
+            "smtp_tls",
+            "tls_ca_file",
+            "inet_protocols",
+            "mx_port",
+            "smtp_connect_timeout",
+            "smtp_helo_timeout",
+            "smtp_command_timeout",
+            "smtp_data_timeout",
+            "smtp_data_done_timeout",
             "max_errors",
             "max_received",
             "greeting_timeout",
@@ -1254,5 +1454,64 @@ vrfy = on
         assert_eq!(c.data_timeout, d.data_timeout);
         assert_eq!(c.expn, d.expn);
         assert_eq!(c.vrfy, d.vrfy);
+        assert_eq!(c.dns_timeout, d.dns_timeout);
+        assert_eq!(c.smtp_tls, d.smtp_tls);
+        assert_eq!(c.inet_protocols, d.inet_protocols);
+        assert_eq!(c.mx_port, d.mx_port);
+        assert_eq!(c.smtp_connect_timeout, d.smtp_connect_timeout);
+        assert_eq!(c.smtp_helo_timeout, d.smtp_helo_timeout);
+        assert_eq!(c.smtp_command_timeout, d.smtp_command_timeout);
+        assert_eq!(c.smtp_data_timeout, d.smtp_data_timeout);
+        assert_eq!(c.smtp_data_done_timeout, d.smtp_data_done_timeout);
+    }
+
+    #[test]
+    fn routes_and_relay_host() {
+        let c = p("route = Example.ORG [127.0.0.1]:2525\nroute = b.test mx.b.test tls=verify\nrelay_host = [smart.test]:465\nrelay_auth = u:p:w").unwrap();
+        assert_eq!(
+            c.next_hop("example.org"),
+            Some(&NextHop {
+                host: "127.0.0.1".into(),
+                port: 2525,
+                mx: false,
+                tls: None,
+                implicit_tls: false
+            })
+        );
+        assert_eq!(
+            c.next_hop("B.test."),
+            Some(&NextHop {
+                host: "mx.b.test".into(),
+                port: 25,
+                mx: true,
+                tls: Some(TlsPolicy::Verify),
+                implicit_tls: false
+            })
+        );
+        assert_eq!(
+            c.next_hop("other.test").map(|h| (h.port, h.implicit_tls)),
+            Some((465, true))
+        );
+        assert!(p("relay_host = [x.test]:2465 smtps")
+            .unwrap()
+            .relay_host
+            .is_some_and(|h| h.implicit_tls));
+        assert_eq!(c.relay_auth, Some(("u".into(), "p:w".into())));
+        assert!(p("").unwrap().next_hop("x.test").is_none());
+        for bad in [
+            "route = example.org",
+            "route = example.org 127.0.0.1:25",
+            "route = example.org [x.test]:0",
+            "route = example.org [x.test]:25 tls=maybe",
+            "relay_host = [x.test",
+            "relay_auth = nopassword",
+            "smtp_tls = perhaps",
+            "inet_protocols = ipx",
+            "dns_servers = localhost",
+        ] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+        let c = p("dns_servers = 127.0.0.1:5353, ::1").unwrap();
+        assert_eq!(c.dns_servers, vec![sa("127.0.0.1:5353"), sa("[::1]:53")]);
     }
 }

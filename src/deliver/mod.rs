@@ -4,9 +4,47 @@
 
 use std::fmt;
 
+pub mod client;
+pub mod dns;
 pub mod local;
 pub mod remote;
 pub mod router;
+pub mod tls_client;
+
+/// One recipient's attempt as the queue records and logs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempted {
+    /// `local`, `none`, or `mx.host[ip]:port` for the log's relay=.
+    pub relay: String,
+    /// "TLSv1.3" when the hop was encrypted.
+    pub tls: Option<&'static str>,
+    pub outcome: Outcome,
+    /// What success notice we owe if the sender asked for one (RFC 3461):
+    /// none when the next hop took over the DSN request.
+    pub success: Success,
+}
+
+/// Who reports success to a sender who asked for NOTIFY=SUCCESS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Success {
+    /// Delivered here: we send a "delivered" notice.
+    Delivered,
+    /// Handed to a server without DSN: we send a "relayed" notice.
+    Relayed,
+    /// The next hop supports DSN and was given NOTIFY: it reports.
+    PassedOn,
+}
+
+impl Attempted {
+    pub fn local(relay: &str, outcome: Outcome) -> Attempted {
+        Attempted {
+            relay: relay.to_owned(),
+            tls: None,
+            outcome,
+            success: Success::Delivered,
+        }
+    }
+}
 
 /// The result of one delivery attempt for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]

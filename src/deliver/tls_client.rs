@@ -1,0 +1,217 @@
+//! Outbound TLS for the SMTP client: the rustls client configs for each
+//! policy, and the stream that is plain TCP until STARTTLS upgrades it.
+//!
+//! Policies (Postfix's smtp_tls_security_level): `none` never starts TLS;
+//! `may` encrypts when offered without checking the certificate (opportunistic
+//! TLS, RFC 7435: an unchecked encryption still beats plaintext); `encrypt`
+//! insists on TLS, still unchecked; `verify` insists on TLS with a certificate
+//! valid for the host name under the webpki roots or `tls_ca_file`.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme, StreamOwned,
+};
+
+/// The outbound TLS policy of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    None,
+    May,
+    Encrypt,
+    Verify,
+}
+
+impl Policy {
+    pub fn parse(s: &str) -> Option<Policy> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Some(Policy::None),
+            "may" => Some(Policy::May),
+            "encrypt" => Some(Policy::Encrypt),
+            "verify" => Some(Policy::Verify),
+            _ => None,
+        }
+    }
+
+    /// Whether mail may go out in plaintext under this policy.
+    pub fn allows_plaintext(self) -> bool {
+        matches!(self, Policy::None | Policy::May)
+    }
+}
+
+/// A connection to the next hop: plain, or TLS over it.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.sock,
+        }
+    }
+
+    /// "TLSv1.3" once encrypted, for the log line.
+    pub fn tls_version(&self) -> Option<&'static str> {
+        match self {
+            Stream::Plain(_) => None,
+            Stream::Tls(t) => t.conn.protocol_version().map(|v| match v {
+                rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+                rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+                _ => "TLS",
+            }),
+        }
+    }
+
+    /// Run the TLS handshake over a plain stream. A stream already
+    /// encrypted is an error (STARTTLS twice).
+    pub fn upgrade(self, config: Arc<ClientConfig>, host: &str) -> io::Result<Stream> {
+        let Stream::Plain(mut tcp) = self else {
+            return Err(io::Error::other("TLS already active"));
+        };
+        let name = server_name(host)?;
+        let mut conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp)?;
+        }
+        Ok(Stream::Tls(Box::new(StreamOwned::new(conn, tcp))))
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(t) => t.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(t) => t.flush(),
+        }
+    }
+}
+
+/// `mx.example.org`, or an address literal from `[192.0.2.1]` routes.
+fn server_name(host: &str) -> io::Result<ServerName<'static>> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(bare.to_owned())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host}: {e}")))
+}
+
+/// The rustls config for a policy. `verify` uses `ca_file` when given,
+/// else the webpki roots (Mozilla's list, compiled in).
+pub fn config(policy: Policy, ca_file: Option<&Path>) -> io::Result<Arc<ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?;
+    let cfg = if policy == Policy::Verify {
+        let mut roots = RootCertStore::empty();
+        match ca_file {
+            Some(path) => {
+                use rustls::pki_types::pem::PemObject;
+                let certs = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+                for c in certs {
+                    let c = c.map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+                    roots.add(c).map_err(io::Error::other)?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+            .with_no_client_auth()
+    };
+    Ok(Arc::new(cfg))
+}
+
+/// Accepts any certificate (opportunistic TLS) but still checks that the
+/// handshake is signed by the key in it, so the session keys are sound.
+#[derive(Debug)]
+struct AnyCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies() {
+        assert_eq!(Policy::parse("VERIFY"), Some(Policy::Verify));
+        assert_eq!(Policy::parse("sometimes"), None);
+        assert!(Policy::May.allows_plaintext());
+        assert!(!Policy::Encrypt.allows_plaintext());
+    }
+
+    #[test]
+    fn configs_build() {
+        for p in [Policy::May, Policy::Encrypt, Policy::Verify] {
+            assert!(config(p, None).is_ok());
+        }
+        assert!(config(Policy::Verify, Some(Path::new("/nonexistent/ca.pem"))).is_err());
+    }
+
+    #[test]
+    fn server_names() {
+        assert!(server_name("mx.example.org").is_ok());
+        assert!(server_name("[127.0.0.1]").is_ok());
+    }
+}
