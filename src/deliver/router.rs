@@ -9,8 +9,9 @@ use std::path::Path;
 use crate::aliases::{ExpandError, Target as AliasTarget};
 use crate::clock;
 use crate::config::Config;
+use crate::deliver::dns::Resolver;
 use crate::deliver::local::{self, Job, Target};
-use crate::deliver::{remote, Outcome, Status};
+use crate::deliver::{remote, Attempted, Outcome, Status};
 use crate::smtp::address::{Domain, Mailbox};
 use crate::spool::{Envelope, Recipient, Spool};
 use crate::sys::{self, Passwd};
@@ -24,14 +25,43 @@ pub struct Context<'a> {
     pub env: &'a Envelope,
     /// The header section of the queued message, for loop checks.
     pub headers: &'a [u8],
+    pub resolver: &'a dyn Resolver,
 }
 
-/// Deliver one recipient; returns the relay name for the log and the outcome.
-pub fn deliver(ctx: &Context<'_>, rcpt: &Recipient) -> (&'static str, Outcome) {
+/// The recipient's domain, lowercased, when it is delivered by SMTP; None
+/// for local domains and unparsable addresses (which `deliver` handles).
+pub fn remote_domain(cfg: &Config, rcpt: &Recipient) -> Option<String> {
+    let mbox = Mailbox::parse(&rcpt.addr).ok()?;
+    match mbox.domain() {
+        Domain::Name(d) if cfg.is_local_domain(d) => None,
+        Domain::Name(d) => Some(d.to_lowercase()),
+        // An address literal, `[192.0.2.1]`: delivered to that address.
+        other => Some(other.to_string()),
+    }
+}
+
+/// Deliver the recipients of one remote domain in one transaction.
+pub fn deliver_remote(ctx: &Context<'_>, domain: &str, rcpts: &[&Recipient]) -> Vec<Attempted> {
+    let path = ctx.spool.message_path(&ctx.env.id);
+    let message = match std::fs::read(&path) {
+        Ok(m) => m,
+        Err(e) => {
+            let o = Outcome::temporary(Status(4, 3, 0), format!("read {}: {e}", path.display()));
+            return rcpts
+                .iter()
+                .map(|_| Attempted::local("none", o.clone()))
+                .collect();
+        }
+    };
+    remote::deliver(ctx.cfg, ctx.resolver, ctx.env, &message, domain, rcpts)
+}
+
+/// Deliver one recipient: locally, or alone in a remote transaction.
+pub fn deliver(ctx: &Context<'_>, rcpt: &Recipient) -> Attempted {
     let mbox = match Mailbox::parse(&rcpt.addr) {
         Ok(m) => m,
         Err(_) => {
-            return (
+            return Attempted::local(
                 "none",
                 Outcome::permanent(
                     Status(5, 1, 3),
@@ -40,15 +70,13 @@ pub fn deliver(ctx: &Context<'_>, rcpt: &Recipient) -> (&'static str, Outcome) {
             )
         }
     };
-    let local = match mbox.domain() {
-        Domain::Name(d) => ctx.cfg.is_local_domain(d),
-        _ => false,
-    };
-    if local {
-        ("local", deliver_local(ctx, rcpt, &mbox))
-    } else {
-        ("remote", remote::deliver(ctx.cfg, ctx.env, rcpt))
+    if let Some(domain) = remote_domain(ctx.cfg, rcpt) {
+        let mut r = deliver_remote(ctx, &domain, &[rcpt]);
+        return r
+            .pop()
+            .unwrap_or_else(|| Attempted::local("none", Outcome::temporary(Status(4, 3, 0), "no result")));
     }
+    Attempted::local("local", deliver_local(ctx, rcpt, &mbox))
 }
 
 /// RFC 5321 6.3-style loop check with Delivered-To (as Postfix and qmail do):

@@ -7,11 +7,12 @@
 //! permanent failure is written only after its bounce is queued, so a crash
 //! in between repeats the attempt (and the bounce) rather than losing it.
 
+use std::collections::HashMap;
 use std::io::Read;
 
 use crate::clock;
 use crate::deliver::router::{self, Context};
-use crate::deliver::Outcome;
+use crate::deliver::{Attempted, Outcome, Success};
 use crate::dsn::Action;
 use crate::queue::notify::{self, Line};
 use crate::queue::runner::Shared;
@@ -34,29 +35,77 @@ pub fn run(shared: &Shared, id: &QueueId) {
     let sched = Schedule::from_config(&shared.cfg);
     let now = clock::now();
     let headers = read_headers(&spool.message_path(id));
-    let mut failed: Vec<(usize, Outcome, &'static str)> = Vec::new();
-    let mut delivered: Vec<(usize, Outcome, &'static str)> = Vec::new();
+    let mut failed: Vec<(usize, Outcome, String)> = Vec::new();
+    let mut delivered: Vec<(usize, Outcome, String, Action)> = Vec::new();
 
-    for idx in 0..env.recipients.len() {
-        let Some(rcpt) = env.recipients.get(idx).cloned() else {
-            continue;
-        };
-        let due = match rcpt.status {
-            RcptStatus::Pending => true,
-            RcptStatus::Deferred => rcpt.next_attempt.is_none_or(|t| t <= now),
-            RcptStatus::Sent | RcptStatus::Failed => false,
-        };
-        if !due {
-            continue;
-        }
+    let is_due = |r: &Recipient| match r.status {
+        RcptStatus::Pending => true,
+        RcptStatus::Deferred => r.next_attempt.is_none_or(|t| t <= now),
+        RcptStatus::Sent | RcptStatus::Failed => false,
+    };
+    // Remote recipients go in one transaction per domain (RFC 5321 5.1's
+    // "same destination"): deliver those first, then record them in order.
+    let mut remote: HashMap<usize, Attempted> = HashMap::new();
+    {
         let ctx = Context {
             cfg: &shared.cfg,
             tables: &shared.tables,
             spool,
             env: &env,
             headers: &headers,
+            resolver: shared.resolver.as_ref(),
         };
-        let (relay, outcome) = router::deliver(&ctx, &rcpt);
+        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+        for (idx, r) in env.recipients.iter().enumerate() {
+            if !is_due(r) {
+                continue;
+            }
+            let Some(domain) = router::remote_domain(&shared.cfg, r) else {
+                continue;
+            };
+            match groups.iter_mut().find(|(d, _)| *d == domain) {
+                Some((_, v)) => v.push(idx),
+                None => groups.push((domain, vec![idx])),
+            }
+        }
+        for (domain, idxs) in groups {
+            let rcpts: Vec<&Recipient> = idxs.iter().filter_map(|i| env.recipients.get(*i)).collect();
+            let results = router::deliver_remote(&ctx, &domain, &rcpts);
+            for (i, a) in idxs.into_iter().zip(results) {
+                remote.insert(i, a);
+            }
+        }
+    }
+
+    for idx in 0..env.recipients.len() {
+        let Some(rcpt) = env.recipients.get(idx).cloned() else {
+            continue;
+        };
+        if !is_due(&rcpt) {
+            continue;
+        }
+        let attempted = match remote.remove(&idx) {
+            Some(a) => a,
+            None if router::remote_domain(&shared.cfg, &rcpt).is_some() => continue,
+            None => {
+                let ctx = Context {
+                    cfg: &shared.cfg,
+                    tables: &shared.tables,
+                    spool,
+                    env: &env,
+                    headers: &headers,
+                    resolver: shared.resolver.as_ref(),
+                };
+                router::deliver(&ctx, &rcpt)
+            }
+        };
+        let Attempted {
+            relay,
+            tls,
+            outcome,
+            success,
+        } = attempted;
+        let relay = relay.as_str();
         let noise = noise(id, idx);
         let Some(slot) = env.recipients.get_mut(idx) else {
             continue;
@@ -67,25 +116,33 @@ pub fn run(shared: &Shared, id: &QueueId) {
             Outcome::Delivered { .. } => {
                 slot.status = RcptStatus::Sent;
                 slot.next_attempt = None;
-                log_attempt(&env, &rcpt, relay, &outcome, "sent");
-                delivered.push((idx, outcome, relay));
+                log_attempt(&env, &rcpt, relay, tls, &outcome, "sent");
+                let action = match success {
+                    Success::Delivered => Some(Action::Delivered),
+                    Success::Relayed => Some(Action::Relayed),
+                    // RFC 3461 5.2.2: the next hop took the NOTIFY over.
+                    Success::PassedOn => None,
+                };
+                if let Some(action) = action {
+                    delivered.push((idx, outcome, relay.to_owned(), action));
+                }
                 true
             }
             Outcome::Temporary { .. } if sched.expired(env.created, now) => {
                 let final_outcome = notify::expired(&outcome);
-                log_attempt(&env, &rcpt, relay, &final_outcome, "expired");
-                failed.push((idx, final_outcome, relay));
+                log_attempt(&env, &rcpt, relay, tls, &final_outcome, "expired");
+                failed.push((idx, final_outcome, relay.to_owned()));
                 false
             }
             Outcome::Temporary { .. } => {
                 slot.status = RcptStatus::Deferred;
                 slot.next_attempt = Some(sched.next_attempt(slot.attempts, now, noise));
-                log_attempt(&env, &rcpt, relay, &outcome, "deferred");
+                log_attempt(&env, &rcpt, relay, tls, &outcome, "deferred");
                 true
             }
             Outcome::Permanent { .. } => {
-                log_attempt(&env, &rcpt, relay, &outcome, "bounced");
-                failed.push((idx, outcome, relay));
+                log_attempt(&env, &rcpt, relay, tls, &outcome, "bounced");
+                failed.push((idx, outcome, relay.to_owned()));
                 false
             }
         };
@@ -139,11 +196,11 @@ pub fn run(shared: &Shared, id: &QueueId) {
     // Success notices for those who asked (RFC 3461 NOTIFY=SUCCESS).
     let owed: Vec<Line<'_>> = delivered
         .iter()
-        .filter_map(|(idx, o, relay)| {
+        .filter_map(|(idx, o, relay, action)| {
             let r = env.recipients.get(*idx)?;
-            notify::wants(r, Action::Delivered).then_some(Line {
+            notify::wants(r, *action).then_some(Line {
                 rcpt: r,
-                action: Action::Delivered,
+                action: *action,
                 outcome: o,
                 relay: remote_relay(relay),
             })
@@ -234,11 +291,13 @@ fn remote_relay(relay: &str) -> Option<&str> {
 }
 
 /// Postfix-style delivery log line:
-/// `ID: to=<rcpt>, relay=local, delay=S, dsn=X.Y.Z, status=sent (detail)`.
-fn log_attempt(env: &Envelope, rcpt: &Recipient, relay: &str, o: &Outcome, status: &str) {
+/// `ID: to=<rcpt>, relay=mx.host[ip]:port, delay=S, tls=TLSv1.3, dsn=X.Y.Z, status=sent (detail)`;
+/// `tls=` only when the hop was encrypted.
+fn log_attempt(env: &Envelope, rcpt: &Recipient, relay: &str, tls: Option<&str>, o: &Outcome, status: &str) {
     let delay = clock::now().saturating_sub(env.created);
+    let tls = tls.map(|t| format!(", tls={t}")).unwrap_or_default();
     log::info!(
-        "{}: to=<{}>, relay={relay}, delay={delay}, dsn={}, status={status} ({})",
+        "{}: to=<{}>, relay={relay}, delay={delay}{tls}, dsn={}, status={status} ({})",
         env.id,
         rcpt.addr,
         o.status(),

@@ -18,6 +18,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 
 use crate::clock;
 use crate::config::Config;
+use crate::deliver::dns::{self, Resolver};
 use crate::queue::attempt;
 use crate::queue::schedule::Schedule;
 use crate::spool::{Envelope, QueueId, RcptStatus, Spool};
@@ -34,17 +35,29 @@ pub struct Shared {
     pub tables: Arc<Tables>,
     /// Tell the runner about a message (new, or changed outside the runner).
     pub wake: Sender<QueueId>,
+    /// DNS for remote delivery.
+    pub resolver: Arc<dyn Resolver>,
 }
 
 /// Start the runner thread and its workers; returns the wake-up channel
 /// sessions use to announce a queued message.
 pub fn start(cfg: Arc<Config>, spool: Arc<Spool>, tables: Arc<Tables>) -> io::Result<Sender<QueueId>> {
     let (wake_tx, wake_rx) = crossbeam_channel::unbounded::<QueueId>();
+    // Without a usable resolver (no resolv.conf), remote mail waits rather
+    // than bounces, and the log says why.
+    let resolver: Arc<dyn Resolver> = match dns::Hickory::new(&cfg.dns_servers, cfg.dns_timeout) {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            log::error!("DNS resolver unavailable: {e}");
+            Arc::new(dns::Broken(e.to_string()))
+        }
+    };
     let shared = Arc::new(Shared {
         cfg,
         spool,
         tables,
         wake: wake_tx.clone(),
+        resolver,
     });
     let threads = shared.cfg.delivery_threads;
     let (job_tx, job_rx) = crossbeam_channel::bounded::<QueueId>(threads);

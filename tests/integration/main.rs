@@ -11,6 +11,7 @@ mod dialogs;
 mod inetd;
 mod limits;
 mod local_delivery;
+mod outbound;
 mod pool;
 mod recipients;
 mod smuggling;

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
+pub mod peer;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -48,6 +51,9 @@ impl Setup {
             ("retry_max", "4s".to_owned()),
             // Most tests look at what the server accepted; delivery tests call deliver().
             ("queue_only", "yes".to_owned()),
+            // Never real DNS: a local stub that answers SERVFAIL.
+            ("dns_servers", dns::default_stub().to_string()),
+            ("dns_timeout", "2s".to_owned()),
         ] {
             keys.insert(k.to_owned(), v);
         }

@@ -1,0 +1,496 @@
+//! Remote delivery (issue 4): routes to a second ternd and to scripted
+//! peers, MX walks against a DNS server on loopback, outbound TLS, AUTH to
+//! a smarthost, and the per-recipient results of one transaction.
+
+use crate::common::dns::{DnsServer, Zone};
+use crate::common::peer::{self, Peer, Script};
+use crate::common::{message, wait_files, wait_until, Setup, Tern};
+
+/// Send one message through `t`; returns its queue id.
+fn submit(t: &Tern, from: &str, to: &[&str], body: &str) -> String {
+    let mut c = t.connect();
+    c.hello();
+    let r = c.send_mail(from, to, body);
+    assert_eq!(r.code, 250, "{r:?}");
+    r.queue_id()
+}
+
+/// A sender whose remote mail for `domain` goes to the peer.
+fn via_route(domain: &str, port: u16) -> Setup {
+    Setup::new()
+        .deliver()
+        .set("route", &format!("{domain} [127.0.0.1]:{port}"))
+}
+
+fn log_has(t: &Tern, needle: &str) -> bool {
+    let ok = t.wait_log(needle);
+    if !ok {
+        eprintln!("no {needle:?} in log:\n{}", t.log_text());
+    }
+    ok
+}
+
+#[test]
+fn route_to_a_second_ternd() {
+    let dest = Setup::new()
+        .deliver()
+        .set("hostname", "mx.dest.test")
+        .set("local_domains", "dest.test")
+        .start();
+    let port = dest.addr.port();
+    let t = via_route("dest.test", port).start();
+    let id = submit(
+        &t,
+        "alice@example.test",
+        &["alice@dest.test", "bob@dest.test"],
+        // The client stuffs the dot; ternd stores ".leading dot" and must
+        // stuff it again on the way out.
+        "Subject: to the other side\r\n\r\n..leading dot\r\n",
+    );
+    for user in ["alice", "bob"] {
+        let files = wait_files(&dest.maildir_new(user), 1, 10);
+        assert_eq!(files.len(), 1, "{user}: {}", dest.log_text());
+        let text = std::fs::read_to_string(&files[0]).unwrap();
+        assert!(text.contains("Subject: to the other side"), "{text}");
+        assert!(text.contains("\n.leading dot"), "dot-stuffing lost: {text}");
+    }
+    assert!(log_has(
+        &t,
+        &format!("{id}: to=<alice@dest.test>, relay=127.0.0.1[127.0.0.1]:{port}, delay=")
+    ));
+    assert!(log_has(&t, "dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as"));
+    // Both recipients went in one transaction: one message at the far end.
+    assert!(dest.wait_log("nrcpt=2,"), "{}", dest.log_text());
+}
+
+#[test]
+fn per_recipient_results_in_one_transaction() {
+    let peer = Peer::start(Script {
+        rcpt: |a| match a.split('@').next().unwrap_or_default() {
+            "later" => "451 4.2.0 try later".to_owned(),
+            "nobody" => "550 5.1.1 no such user".to_owned(),
+            _ => "250 2.1.5 Ok".to_owned(),
+        },
+        ..Script::default()
+    });
+    let t = via_route("peer.test", peer.port()).start();
+    let id = submit(
+        &t,
+        "alice@example.test",
+        &["ok@peer.test", "later@peer.test", "nobody@peer.test"],
+        &message("mixed"),
+    );
+    assert!(log_has(&t, &format!("{id}: to=<ok@peer.test>")));
+    assert!(log_has(&t, "to=<ok@peer.test>, relay=peer.test") || log_has(&t, "status=sent (250 2.0.0 Ok"));
+    assert!(log_has(&t, "dsn=4.2.0, status=deferred (451 4.2.0 try later)"));
+    assert!(log_has(&t, "dsn=5.1.1, status=bounced (550 5.1.1 no such user)"));
+    let msgs = peer.messages();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].1, vec!["ok@peer.test"]);
+    // PIPELINING: MAIL, the RCPTs and DATA came as one group.
+    let cmds = peer.commands();
+    let mail = cmds.iter().position(|c| c.starts_with("MAIL")).unwrap();
+    assert_eq!(cmds[mail + 4], "DATA", "{cmds:?}");
+    // The body arrives with CRLF line ends.
+    assert!(msgs[0].2.windows(2).any(|w| w == b"\r\n"));
+    // The bounce for nobody@ reaches the sender, with the remote reply.
+    let files = wait_files(&t.maildir_new("alice"), 1, 10);
+    assert_eq!(files.len(), 1, "{}", t.log_text());
+    let bounce = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(bounce.contains("smtp; 550 5.1.1 no such user"), "{bounce}");
+    assert!(
+        !bounce.contains("Final-Recipient: rfc822; ok@peer.test"),
+        "{bounce}"
+    );
+}
+
+#[test]
+fn the_relay_is_named_with_host_address_and_port() {
+    let peer = Peer::start(Script::default());
+    let t = Setup::new()
+        .deliver()
+        .set("route", &format!("peer.test [127.0.0.1]:{}", peer.port()))
+        .start();
+    let id = submit(&t, "alice@example.test", &["x@peer.test"], &message("hi"));
+    assert!(log_has(
+        &t,
+        &format!(
+            "{id}: to=<x@peer.test>, relay=127.0.0.1[127.0.0.1]:{}, delay=",
+            peer.port()
+        )
+    ));
+    assert!(log_has(
+        &t,
+        "dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as PEER0)"
+    ));
+}
+
+#[test]
+fn dropped_in_data_defers() {
+    let peer = Peer::start(Script {
+        drop_in_data: Some(10),
+        ..Script::default()
+    });
+    let t = via_route("peer.test", peer.port()).start();
+    let id = submit(&t, "alice@example.test", &["x@peer.test"], &message("dropped"));
+    assert!(log_has(&t, &format!("{id}: to=<x@peer.test>")));
+    assert!(log_has(&t, "status=deferred (connection lost after DATA"));
+    assert!(peer.messages().is_empty());
+}
+
+#[test]
+fn helo_when_ehlo_is_refused() {
+    let peer = Peer::start(Script {
+        refuse_ehlo: true,
+        ..Script::default()
+    });
+    let t = via_route("peer.test", peer.port()).start();
+    submit(&t, "alice@example.test", &["x@peer.test"], &message("old peer"));
+    assert!(log_has(&t, "status=sent"));
+    let cmds = peer.commands();
+    assert!(cmds.iter().any(|c| c == "HELO mx.test"), "{cmds:?}");
+    // No extensions: no SIZE= and one command at a time.
+    assert!(
+        cmds.iter().any(|c| c == "MAIL FROM:<alice@example.test>"),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn greeting_refused_defers() {
+    let peer = Peer::start(Script {
+        greeting: "421 4.3.2 busy".to_owned(),
+        ..Script::default()
+    });
+    let t = via_route("peer.test", peer.port()).start();
+    submit(&t, "alice@example.test", &["x@peer.test"], &message("busy"));
+    assert!(log_has(&t, "status=deferred (greeting: 421 4.3.2 busy)"));
+}
+
+#[test]
+fn size_limit_of_the_remote() {
+    let peer = Peer::start(Script {
+        size: Some(400),
+        ..Script::default()
+    });
+    let t = via_route("peer.test", peer.port()).start();
+    let big = format!("Subject: big\r\n\r\n{}\r\n", "x".repeat(800));
+    submit(&t, "alice@example.test", &["x@peer.test"], &big);
+    assert!(log_has(&t, "dsn=5.3.4, status=bounced (message size"));
+    assert!(!peer.commands().iter().any(|c| c.starts_with("MAIL")));
+    // A small one declares its size.
+    submit(&t, "alice@example.test", &["y@peer.test"], &message("small"));
+    assert!(log_has(&t, "to=<y@peer.test>"));
+    assert!(wait_until(5, || peer.messages().len() == 1));
+    assert!(peer.messages()[0].0.contains(" SIZE="), "{:?}", peer.messages());
+}
+
+#[test]
+fn smtputf8_needed_but_not_offered() {
+    let peer = Peer::start(Script::default());
+    let t = via_route("peer.test", peer.port()).start();
+    let mut c = t.connect();
+    c.hello();
+    assert_eq!(c.cmd("MAIL FROM:<alice@example.test> SMTPUTF8").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<jörg@peer.test>").code, 250);
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send_raw(message("utf8").as_bytes());
+    assert_eq!(c.cmd(".").code, 250);
+    assert!(log_has(&t, "dsn=5.6.7, status=bounced"));
+    assert!(peer.messages().is_empty());
+}
+
+#[test]
+fn dsn_parameters_are_passed_on() {
+    let peer = Peer::start(Script {
+        dsn: true,
+        ..Script::default()
+    });
+    let t = via_route("peer.test", peer.port()).start();
+    let mut c = t.connect();
+    c.hello();
+    assert_eq!(
+        c.cmd("MAIL FROM:<alice@example.test> RET=HDRS ENVID=abc+2Bdef BODY=8BITMIME")
+            .code,
+        250
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<x@peer.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;x+2Bo@peer.test")
+            .code,
+        250
+    );
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send_raw("Subject: 8bit\r\n\r\ncaf\u{e9}\r\n".as_bytes());
+    assert_eq!(c.cmd(".").code, 250);
+    assert!(wait_until(10, || peer.messages().len() == 1), "{}", t.log_text());
+    let cmds = peer.commands();
+    let mail = cmds.iter().find(|c| c.starts_with("MAIL")).unwrap();
+    assert!(mail.contains(" BODY=8BITMIME"), "{mail}");
+    assert!(mail.contains(" RET=HDRS"), "{mail}");
+    assert!(mail.contains(" ENVID=abc+2Bdef"), "{mail}");
+    let rcpt = cmds.iter().find(|c| c.starts_with("RCPT")).unwrap();
+    assert!(rcpt.contains(" NOTIFY=SUCCESS,FAILURE"), "{rcpt}");
+    assert!(rcpt.contains(" ORCPT=rfc822;x+2Bo@peer.test"), "{rcpt}");
+    // The peer reports success itself: no notice from us.
+    assert!(log_has(&t, "status=sent"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(wait_files(&t.maildir_new("alice"), 1, 1).is_empty());
+}
+
+#[test]
+fn relayed_notice_when_the_peer_has_no_dsn() {
+    let peer = Peer::start(Script::default());
+    let t = via_route("peer.test", peer.port()).start();
+    let mut c = t.connect();
+    c.hello();
+    assert_eq!(c.cmd("MAIL FROM:<alice@example.test>").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<x@peer.test> NOTIFY=SUCCESS").code, 250);
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send_raw(message("notify").as_bytes());
+    assert_eq!(c.cmd(".").code, 250);
+    let files = wait_files(&t.maildir_new("alice"), 1, 10);
+    assert_eq!(files.len(), 1, "{}", t.log_text());
+    let notice = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(notice.contains("Action: relayed"), "{notice}");
+    assert!(!peer.commands().iter().any(|c| c.contains("NOTIFY=")));
+}
+
+// ---- DNS -----------------------------------------------------------------
+
+fn via_dns(dns: &DnsServer, port: u16) -> Setup {
+    Setup::new()
+        .deliver()
+        .set("dns_servers", &dns.conf())
+        .set("mx_port", &port.to_string())
+}
+
+#[test]
+fn mx_preference_and_fallback_when_the_first_is_down() {
+    let peer = Peer::start(Script::default());
+    // mx1 (preferred) is on 127.0.0.2, where nothing listens: refused at
+    // once. mx2 is the peer.
+    let dns = DnsServer::start(
+        Zone::new()
+            .mx("far.test", 20, "mx2.far.test")
+            .mx("far.test", 10, "mx1.far.test")
+            .addr("mx1.far.test", "127.0.0.2")
+            .addr("mx2.far.test", "127.0.0.1"),
+    );
+    let t = via_dns(&dns, peer.port()).start();
+    let id = submit(&t, "alice@example.test", &["x@far.test"], &message("mx"));
+    assert!(log_has(
+        &t,
+        &format!(
+            "{id}: to=<x@far.test>, relay=mx2.far.test[127.0.0.1]:{}",
+            peer.port()
+        )
+    ));
+    assert!(log_has(&t, "mx1.far.test[127.0.0.2]"));
+    assert_eq!(peer.messages().len(), 1);
+}
+
+#[test]
+fn implicit_mx() {
+    let peer = Peer::start(Script::default());
+    let dns = DnsServer::start(Zone::new().addr("plain.test", "127.0.0.1"));
+    let t = via_dns(&dns, peer.port()).start();
+    submit(&t, "alice@example.test", &["x@plain.test"], &message("no mx"));
+    assert!(log_has(&t, "relay=plain.test[127.0.0.1]"));
+    assert!(log_has(&t, "status=sent"));
+}
+
+#[test]
+fn null_mx_bounces() {
+    let dns = DnsServer::start(Zone::new().mx("nomail.test", 0, "."));
+    let t = via_dns(&dns, 9).start();
+    submit(&t, "alice@example.test", &["x@nomail.test"], &message("null"));
+    assert!(log_has(&t, "dsn=5.1.10, status=bounced"));
+    assert_eq!(wait_files(&t.maildir_new("alice"), 1, 10).len(), 1);
+}
+
+#[test]
+fn nxdomain_bounces() {
+    let dns = DnsServer::start(Zone::new());
+    let t = via_dns(&dns, 9).start();
+    submit(&t, "alice@example.test", &["x@nowhere.test"], &message("nx"));
+    assert!(log_has(
+        &t,
+        "dsn=5.1.2, status=bounced (domain nowhere.test not found)"
+    ));
+}
+
+#[test]
+fn servfail_defers() {
+    let dns = DnsServer::start(Zone::new().servfail("broken.test"));
+    let t = via_dns(&dns, 9).start();
+    submit(&t, "alice@example.test", &["x@broken.test"], &message("sf"));
+    assert!(log_has(
+        &t,
+        "dsn=4.4.3, status=deferred (MX lookup of broken.test"
+    ));
+}
+
+#[test]
+fn mx_pointing_at_ourselves_is_a_loop() {
+    // Our hostname is mx.test; the only MX of loop.test is us.
+    let dns = DnsServer::start(
+        Zone::new()
+            .mx("loop.test", 10, "mx.test")
+            .addr("mx.test", "127.0.0.1"),
+    );
+    let t = via_dns(&dns, 9).start();
+    submit(&t, "alice@example.test", &["x@loop.test"], &message("loop"));
+    assert!(log_has(
+        &t,
+        "dsn=5.4.6, status=bounced (mail for loop.test loops back to myself)"
+    ));
+}
+
+#[test]
+fn mx_hosts_less_preferred_than_ourselves_are_skipped() {
+    let peer = Peer::start(Script::default());
+    let dns = DnsServer::start(
+        Zone::new()
+            .mx("backup.test", 10, "primary.backup.test")
+            .mx("backup.test", 20, "mx.test")
+            .mx("backup.test", 30, "worse.backup.test")
+            .addr("primary.backup.test", "127.0.0.1")
+            .addr("worse.backup.test", "127.0.0.1"),
+    );
+    let t = via_dns(&dns, peer.port()).start();
+    submit(&t, "alice@example.test", &["x@backup.test"], &message("backup"));
+    assert!(log_has(&t, "relay=primary.backup.test[127.0.0.1]"));
+}
+
+// ---- TLS and AUTH ----------------------------------------------------------
+
+#[test]
+fn starttls_may_accepts_a_self_signed_peer() {
+    let cert = peer::self_signed(&["peer.test"]);
+    let peer = Peer::start(Script {
+        starttls: Some(cert.config.clone()),
+        ..Script::default()
+    });
+    let t = via_route("peer.test", peer.port()).start();
+    submit(&t, "alice@example.test", &["x@peer.test"], &message("tls"));
+    assert!(log_has(&t, "tls=TLSv1.3, dsn=2.0.0, status=sent"));
+    assert_eq!(peer.tls(), vec![true]);
+    let cmds = peer.commands();
+    assert_eq!(
+        cmds.iter().filter(|c| c.starts_with("EHLO")).count(),
+        2,
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn verify_refuses_a_self_signed_peer() {
+    let cert = peer::self_signed(&["localhost"]);
+    let peer = Peer::start(Script {
+        starttls: Some(cert.config.clone()),
+        ..Script::default()
+    });
+    let t = Setup::new()
+        .deliver()
+        .set(
+            "route",
+            &format!("peer.test [localhost]:{} tls=verify", peer.port()),
+        )
+        .set(
+            "dns_servers",
+            &DnsServer::start(Zone::new().addr("localhost", "127.0.0.1")).conf(),
+        )
+        .start();
+    submit(&t, "alice@example.test", &["x@peer.test"], &message("verify"));
+    assert!(log_has(&t, "status=deferred (TLS with localhost"));
+    assert!(peer.messages().is_empty());
+}
+
+#[test]
+fn verify_accepts_a_peer_signed_by_the_configured_ca() {
+    let cert = peer::self_signed(&["localhost"]);
+    let peer = Peer::start(Script {
+        starttls: Some(cert.config.clone()),
+        ..Script::default()
+    });
+    let dns = DnsServer::start(Zone::new().addr("localhost", "127.0.0.1"));
+    let setup = Setup::new();
+    let ca = setup.path().join("ca.pem");
+    std::fs::write(&ca, &cert.pem).unwrap();
+    let t = setup
+        .deliver()
+        .set("route", &format!("peer.test [localhost]:{}", peer.port()))
+        .set("smtp_tls", "verify")
+        .set("tls_ca_file", &ca.display().to_string())
+        .set("dns_servers", &dns.conf())
+        .start();
+    submit(&t, "alice@example.test", &["x@peer.test"], &message("verified"));
+    assert!(log_has(&t, "tls=TLSv1.3, dsn=2.0.0, status=sent"));
+}
+
+#[test]
+fn encrypt_defers_when_starttls_is_not_offered() {
+    let peer = Peer::start(Script::default());
+    let t = Setup::new()
+        .deliver()
+        .set(
+            "route",
+            &format!("peer.test [127.0.0.1]:{} tls=encrypt", peer.port()),
+        )
+        .start();
+    submit(&t, "alice@example.test", &["x@peer.test"], &message("encrypt"));
+    assert!(log_has(&t, "dsn=4.7.4, status=deferred (TLS is required"));
+    assert!(peer.messages().is_empty());
+}
+
+#[test]
+fn smarthost_auth_over_implicit_tls() {
+    let cert = peer::self_signed(&["smart.test"]);
+    let peer = Peer::start(Script {
+        implicit_tls: Some(cert.config.clone()),
+        auth: Some(("user".into(), "s3cret:x".into())),
+        ..Script::default()
+    });
+    let t = Setup::new()
+        .deliver()
+        .set("relay_host", &format!("[127.0.0.1]:{} smtps", peer.port()))
+        .set("relay_auth", "user:s3cret:x")
+        .start();
+    submit(
+        &t,
+        "alice@example.test",
+        &["x@anywhere.test"],
+        &message("smarthost"),
+    );
+    assert!(
+        log_has(&t, "tls=TLSv1.3, dsn=2.0.0, status=sent"),
+        "{:?}",
+        peer.commands()
+    );
+    let cmds = peer.commands();
+    assert!(cmds.iter().any(|c| c.starts_with("AUTH PLAIN ")), "{cmds:?}");
+    assert_eq!(peer.messages().len(), 1);
+}
+
+#[test]
+fn smarthost_auth_failure_defers() {
+    let cert = peer::self_signed(&["smart.test"]);
+    let peer = Peer::start(Script {
+        starttls: Some(cert.config.clone()),
+        auth: Some(("user".into(), "right".into())),
+        ..Script::default()
+    });
+    let t = Setup::new()
+        .deliver()
+        .set("relay_host", &format!("[127.0.0.1]:{}", peer.port()))
+        .set("relay_auth", "user:wrong")
+        .start();
+    submit(
+        &t,
+        "alice@example.test",
+        &["x@anywhere.test"],
+        &message("bad auth"),
+    );
+    assert!(log_has(&t, "status=deferred (authentication failed: 535 5.7.8"));
+    assert!(peer.messages().is_empty());
+}
