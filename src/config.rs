@@ -183,6 +183,12 @@ pub struct Config {
     pub smtp_command_timeout: Duration,
     pub smtp_data_timeout: Duration,
     pub smtp_data_done_timeout: Duration,
+    /// Keep a connection open this long for the next message to the same
+    /// host; None = close after each.
+    pub smtp_connection_cache_time: Option<Duration>,
+    /// Deliveries in progress at once to one destination (route or relay
+    /// host, else recipient domain).
+    pub max_connections_per_domain: usize,
 }
 
 /// Where `route` or `relay_host` sends mail: `[host]:port` (no MX lookup),
@@ -262,6 +268,8 @@ impl Default for Config {
             smtp_command_timeout: Duration::from_secs(300),
             smtp_data_timeout: Duration::from_secs(180),
             smtp_data_done_timeout: Duration::from_secs(600),
+            smtp_connection_cache_time: Some(Duration::from_secs(2)),
+            max_connections_per_domain: 20,
         }
     }
 }
@@ -416,6 +424,10 @@ fn key_spec(key: &str) -> Option<(Times, Setter)> {
         "smtp_command_timeout" => (Once, |c, v| timeout(v).map(|x| c.smtp_command_timeout = x)),
         "smtp_data_timeout" => (Once, |c, v| timeout(v).map(|x| c.smtp_data_timeout = x)),
         "smtp_data_done_timeout" => (Once, |c, v| timeout(v).map(|x| c.smtp_data_done_timeout = x)),
+        "smtp_connection_cache_time" => (Once, |c, v| {
+            optional_duration(v).map(|x| c.smtp_connection_cache_time = x)
+        }),
+        "max_connections_per_domain" => (Once, |c, v| count(v).map(|x| c.max_connections_per_domain = x)),
         _ => return None,
     };
     Some(spec)
@@ -1430,6 +1442,8 @@ vrfy = on
             "smtp_command_timeout",
             "smtp_data_timeout",
             "smtp_data_done_timeout",
+            "smtp_connection_cache_time",
+            "max_connections_per_domain",
             "max_errors",
             "max_received",
             "greeting_timeout",
@@ -1463,6 +1477,8 @@ vrfy = on
         assert_eq!(c.smtp_command_timeout, d.smtp_command_timeout);
         assert_eq!(c.smtp_data_timeout, d.smtp_data_timeout);
         assert_eq!(c.smtp_data_done_timeout, d.smtp_data_done_timeout);
+        assert_eq!(c.smtp_connection_cache_time, d.smtp_connection_cache_time);
+        assert_eq!(c.max_connections_per_domain, d.max_connections_per_domain);
     }
 
     #[test]

@@ -10,8 +10,11 @@
 //! deferred, 5xx bounced. A connection lost after the body went out defers
 //! everyone who was accepted.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, NextHop};
 use crate::deliver::client::{self, Client, Extensions, Reply};
@@ -20,11 +23,128 @@ use crate::deliver::tls_client::{self, Policy, Stream};
 use crate::deliver::{Attempted, Outcome, Status, Success};
 use crate::spool::{BodyType, DsnRet, Envelope, Recipient};
 
+/// Connections kept open between messages, and the count of deliveries in
+/// progress per destination. One per queue runner, shared by its threads.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    active: Mutex<HashMap<String, usize>>,
+    freed: Condvar,
+}
+
+/// A connection between transactions: greeted, encrypted and authenticated
+/// as it was for its last message.
+struct Idle {
+    client: Client<Stream>,
+    ext: Extensions,
+    tls: Option<&'static str>,
+    since: Instant,
+}
+
+/// At most this many idle connections per host, address and policy.
+const MAX_IDLE_PER_KEY: usize = 4;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A delivery thread that panicked leaves consistent data behind (every
+    // change is one insert or remove), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pool {
+    pub fn new() -> Pool {
+        Pool::default()
+    }
+
+    fn take(&self, key: &str, max_age: Duration) -> Option<Idle> {
+        let mut idle = lock(&self.idle);
+        let list = idle.get_mut(key)?;
+        while let Some(i) = list.pop() {
+            if i.since.elapsed() < max_age {
+                return Some(i);
+            }
+            let mut stale = i.client;
+            quit(&mut stale);
+        }
+        None
+    }
+
+    fn put(&self, key: String, conn: Idle) {
+        let mut idle = lock(&self.idle);
+        let list = idle.entry(key).or_default();
+        if list.len() < MAX_IDLE_PER_KEY {
+            list.push(conn);
+        } else {
+            drop(idle);
+            let mut c = conn.client;
+            quit(&mut c);
+        }
+    }
+
+    /// Close connections idle longer than `max_age` (the runner calls this
+    /// about once a second).
+    pub fn purge(&self, max_age: Duration) {
+        let mut expired = Vec::new();
+        {
+            let mut idle = lock(&self.idle);
+            for list in idle.values_mut() {
+                let (old, keep): (Vec<Idle>, Vec<Idle>) =
+                    list.drain(..).partition(|i| i.since.elapsed() >= max_age);
+                *list = keep;
+                expired.extend(old);
+            }
+            idle.retain(|_, l| !l.is_empty());
+        }
+        for i in expired {
+            let mut c = i.client;
+            set_timeout(&c, Duration::from_secs(5));
+            quit(&mut c);
+        }
+    }
+
+    /// Wait for one of `limit` delivery slots of `dest`; the slot is given
+    /// back when the guard drops.
+    fn enter(&self, dest: &str, limit: usize) -> Slot<'_> {
+        let mut active = lock(&self.active);
+        loop {
+            let n = active.get(dest).copied().unwrap_or(0);
+            if n < limit.max(1) {
+                active.insert(dest.to_owned(), n + 1);
+                return Slot {
+                    pool: self,
+                    dest: dest.to_owned(),
+                };
+            }
+            active = self.freed.wait(active).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// One delivery in progress to a destination.
+struct Slot<'a> {
+    pool: &'a Pool,
+    dest: String,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut active = lock(&self.pool.active);
+        if let Some(n) = active.get_mut(&self.dest) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                active.remove(&self.dest);
+            }
+        }
+        drop(active);
+        self.pool.freed.notify_all();
+    }
+}
+
 /// Deliver `rcpts` (all in `domain`) of one message: one result per
 /// recipient, in order.
 pub fn deliver(
     cfg: &Config,
     resolver: &dyn Resolver,
+    pool: &Pool,
     env: &Envelope,
     message: &[u8],
     domain: &str,
@@ -78,6 +198,10 @@ pub fn deliver(
         },
     };
 
+    // The destination the concurrency limit counts: the route or relay
+    // host when there is one, else the recipient domain.
+    let dest = hop.map_or(domain, |h| h.host.as_str());
+    let _slot = pool.enter(dest, cfg.max_connections_per_domain);
     let wire = client::wire_body(message);
     let job = Job {
         cfg,
@@ -86,6 +210,7 @@ pub fn deliver(
         rcpts,
         smarthost,
         implicit_tls,
+        pool,
     };
     let mut last = Outcome::temporary(Status(4, 4, 4), format!("no usable host for {domain}"));
     let mut last_relay = "none".to_owned();
@@ -207,6 +332,7 @@ struct Job<'a> {
     rcpts: &'a [&'a Recipient],
     smarthost: bool,
     implicit_tls: bool,
+    pool: &'a Pool,
 }
 
 fn temp(status: Status, detail: String) -> Outcome {
@@ -259,8 +385,26 @@ impl Job<'_> {
     }
 
     /// One connection: greeting, EHLO, STARTTLS, AUTH, the transaction.
+    /// A connection kept from an earlier message to the same host, address
+    /// and policy is used instead when it still answers RSET.
     fn session(&self, host: &str, addr: SocketAddr, policy: Policy) -> Result<HostResult, Tls> {
         let cfg = self.cfg;
+        let key = format!("{host} {addr} {policy:?} {}", self.smarthost);
+        if let Some(max_age) = cfg.smtp_connection_cache_time {
+            if let Some(mut idle) = self.pool.take(&key, max_age) {
+                set_timeout(&idle.client, cfg.smtp_command_timeout);
+                match idle.client.command("RSET") {
+                    Ok(r) if r.code == 250 => {
+                        log::debug!("{}: reusing the connection to {host}[{}]", self.env.id, addr.ip());
+                        let (result, reusable) = self.transaction(&mut idle.client, &idle.ext, idle.tls);
+                        self.finish(key, idle.client, idle.ext, idle.tls, reusable);
+                        return Ok(result);
+                    }
+                    // Closed or confused meanwhile: a new connection.
+                    _ => {}
+                }
+            }
+        }
         let next = |o: Outcome| Ok(HostResult::Next(o));
         let tcp = match TcpStream::connect_timeout(&addr, cfg.smtp_connect_timeout) {
             Ok(s) => s,
@@ -329,7 +473,34 @@ impl Job<'_> {
                 }
             }
         }
-        Ok(self.transaction(&mut c, &ext, tls))
+        let (result, reusable) = self.transaction(&mut c, &ext, tls);
+        self.finish(key, c, ext, tls, reusable);
+        Ok(result)
+    }
+
+    /// Keep the connection for the next message, or say QUIT.
+    fn finish(
+        &self,
+        key: String,
+        mut c: Client<Stream>,
+        ext: Extensions,
+        tls: Option<&'static str>,
+        reusable: bool,
+    ) {
+        if reusable && self.cfg.smtp_connection_cache_time.is_some() {
+            self.pool.put(
+                key,
+                Idle {
+                    client: c,
+                    ext,
+                    tls,
+                    since: Instant::now(),
+                },
+            );
+        } else if reusable {
+            set_timeout(&c, self.cfg.smtp_command_timeout);
+            quit(&mut c);
+        }
     }
 
     /// EHLO, or HELO when EHLO is refused (RFC 5321 4.1.4).
@@ -354,7 +525,12 @@ impl Job<'_> {
         }
     }
 
-    fn transaction(&self, c: &mut Client<Stream>, ext: &Extensions, tls: Option<&'static str>) -> HostResult {
+    fn transaction(
+        &self,
+        c: &mut Client<Stream>,
+        ext: &Extensions,
+        tls: Option<&'static str>,
+    ) -> (HostResult, bool) {
         let (cfg, env) = (self.cfg, self.env);
         let success = if ext.dsn {
             Success::PassedOn
@@ -365,21 +541,25 @@ impl Job<'_> {
             |o: Outcome| HostResult::Done(self.rcpts.iter().map(|_| (o.clone(), tls, success)).collect());
         // RFC 6531 3.2: no SMTPUTF8 at the far end, and the message needs it.
         if env.smtputf8 && !ext.smtputf8 {
-            quit(c);
-            return all(Outcome::permanent(
-                Status(5, 6, 7),
-                "the message needs SMTPUTF8, which the receiving server does not support".to_owned(),
-            ));
+            return (
+                all(Outcome::permanent(
+                    Status(5, 6, 7),
+                    "the message needs SMTPUTF8, which the receiving server does not support".to_owned(),
+                )),
+                true,
+            );
         }
         // RFC 1870: the size on the wire (CRLF and dot-stuffed, without the final dot).
         let size = self.wire.len().saturating_sub(3) as u64;
         if let Some(limit) = ext.size.filter(|l| *l > 0) {
             if size > limit {
-                quit(c);
-                return all(Outcome::permanent(
-                    Status(5, 3, 4),
-                    format!("message size {size} exceeds the receiving server's limit of {limit}"),
-                ));
+                return (
+                    all(Outcome::permanent(
+                        Status(5, 3, 4),
+                        format!("message size {size} exceeds the receiving server's limit of {limit}"),
+                    )),
+                    true,
+                );
             }
         }
         let mut mail = format!("MAIL FROM:<{}>", env.sender);
@@ -425,15 +605,15 @@ impl Job<'_> {
         set_timeout(c, cfg.smtp_command_timeout);
         let envelope = match c.envelope(&mail, &rcpt_lines, ext.pipelining) {
             Ok(e) => e,
-            Err(e) => return HostResult::Next(io_temp("MAIL/RCPT", &e)),
+            Err(e) => return (HostResult::Next(io_temp("MAIL/RCPT", &e)), false),
         };
         if !envelope.mail.is_positive() {
             let o = from_reply(&envelope.mail);
-            quit(c);
-            return match o {
+            let r = match o {
                 Outcome::Temporary { .. } => HostResult::Next(o),
                 _ => all(o),
             };
+            return (r, true);
         }
         let mut results: Vec<(Outcome, Option<&'static str>, Success)> = Vec::new();
         let mut accepted = Vec::new();
@@ -469,15 +649,14 @@ impl Job<'_> {
                     Ok(r) => fail_accepted(from_reply(&r)),
                     Err(e) => {
                         fail_accepted(io_temp("connection lost after DATA", &e));
-                        return HostResult::Done(results);
+                        return (HostResult::Done(results), false);
                     }
                 }
             }
             Some(d) => fail_accepted(from_reply(d)),
         }
         set_timeout(c, cfg.smtp_command_timeout);
-        quit(c);
-        HostResult::Done(results)
+        (HostResult::Done(results), true)
     }
 
     /// The body in blocks, each under the data-block timeout.
@@ -533,4 +712,50 @@ fn set_timeout(c: &Client<Stream>, t: std::time::Duration) {
     let s = c.stream().tcp();
     let _ = s.set_read_timeout(Some(t));
     let _ = s.set_write_timeout(Some(t));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn destination_slots_are_limited() {
+        let pool = Arc::new(Pool::new());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let (pool, inside, most) = (Arc::clone(&pool), Arc::clone(&inside), Arc::clone(&most));
+                std::thread::spawn(move || {
+                    let _slot = pool.enter("example.org", 2);
+                    let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(n, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(20));
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        assert!(lock(&pool.active).is_empty());
+    }
+
+    #[test]
+    fn replies_classify() {
+        let r = |code, text: &str| Reply {
+            code,
+            lines: vec![text.to_owned()],
+        };
+        assert!(matches!(
+            from_reply(&r(250, "2.0.0 ok")),
+            Outcome::Delivered { .. }
+        ));
+        assert_eq!(from_reply(&r(451, "4.3.0 later")).status(), Status(4, 3, 0));
+        assert!(matches!(from_reply(&r(550, "nope")), Outcome::Permanent { .. }));
+        assert_eq!(from_reply(&r(550, "nope")).status(), Status(5, 0, 0));
+    }
 }

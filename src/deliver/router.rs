@@ -26,6 +26,8 @@ pub struct Context<'a> {
     /// The header section of the queued message, for loop checks.
     pub headers: &'a [u8],
     pub resolver: &'a dyn Resolver,
+    /// Open connections and per-destination counts for remote delivery.
+    pub pool: &'a remote::Pool,
 }
 
 /// The recipient's domain, lowercased, when it is delivered by SMTP; None
@@ -53,7 +55,7 @@ pub fn deliver_remote(ctx: &Context<'_>, domain: &str, rcpts: &[&Recipient]) -> 
                 .collect();
         }
     };
-    remote::deliver(ctx.cfg, ctx.resolver, ctx.env, &message, domain, rcpts)
+    remote::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, &message, domain, rcpts)
 }
 
 /// Deliver one recipient: locally, or alone in a remote transaction.

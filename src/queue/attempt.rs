@@ -54,6 +54,7 @@ pub fn run(shared: &Shared, id: &QueueId) {
             env: &env,
             headers: &headers,
             resolver: shared.resolver.as_ref(),
+            pool: &shared.pool,
         };
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         for (idx, r) in env.recipients.iter().enumerate() {
@@ -95,6 +96,7 @@ pub fn run(shared: &Shared, id: &QueueId) {
                     env: &env,
                     headers: &headers,
                     resolver: shared.resolver.as_ref(),
+                    pool: &shared.pool,
                 };
                 router::deliver(&ctx, &rcpt)
             }

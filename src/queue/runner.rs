@@ -19,6 +19,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 use crate::clock;
 use crate::config::Config;
 use crate::deliver::dns::{self, Resolver};
+use crate::deliver::remote;
 use crate::queue::attempt;
 use crate::queue::schedule::Schedule;
 use crate::spool::{Envelope, QueueId, RcptStatus, Spool};
@@ -37,6 +38,8 @@ pub struct Shared {
     pub wake: Sender<QueueId>,
     /// DNS for remote delivery.
     pub resolver: Arc<dyn Resolver>,
+    /// Connections kept between remote deliveries, and per-destination limits.
+    pub pool: remote::Pool,
 }
 
 /// Start the runner thread and its workers; returns the wake-up channel
@@ -58,7 +61,18 @@ pub fn start(cfg: Arc<Config>, spool: Arc<Spool>, tables: Arc<Tables>) -> io::Re
         tables,
         wake: wake_tx.clone(),
         resolver,
+        pool: remote::Pool::new(),
     });
+    // Close cached connections once they have been idle long enough.
+    if let Some(max_age) = shared.cfg.smtp_connection_cache_time {
+        let shared = Arc::clone(&shared);
+        thread::Builder::new()
+            .name("conn-cache".to_owned())
+            .spawn(move || loop {
+                thread::sleep(Duration::from_millis(500));
+                shared.pool.purge(max_age);
+            })?;
+    }
     let threads = shared.cfg.delivery_threads;
     let (job_tx, job_rx) = crossbeam_channel::bounded::<QueueId>(threads);
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<QueueId>();

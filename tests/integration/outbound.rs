@@ -494,3 +494,43 @@ fn smarthost_auth_failure_defers() {
     assert!(log_has(&t, "status=deferred (authentication failed: 535 5.7.8"));
     assert!(peer.messages().is_empty());
 }
+
+#[test]
+fn one_connection_carries_two_messages() {
+    let peer = Peer::start(Script::default());
+    let t = via_route("peer.test", peer.port())
+        .set("smtp_connection_cache_time", "10s")
+        .start();
+    submit(&t, "alice@example.test", &["x@peer.test"], &message("first"));
+    assert!(wait_until(10, || peer.messages().len() == 1), "{}", t.log_text());
+    submit(&t, "alice@example.test", &["y@peer.test"], &message("second"));
+    assert!(wait_until(10, || peer.messages().len() == 2), "{}", t.log_text());
+    assert_eq!(peer.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let cmds = peer.commands();
+    assert_eq!(
+        cmds.iter().filter(|c| c.starts_with("EHLO")).count(),
+        1,
+        "{cmds:?}"
+    );
+    assert!(cmds.iter().any(|c| c == "RSET"), "{cmds:?}");
+    assert!(!cmds.iter().any(|c| c == "QUIT"), "{cmds:?}");
+}
+
+#[test]
+fn without_the_cache_each_message_has_its_connection() {
+    let peer = Peer::start(Script::default());
+    let t = via_route("peer.test", peer.port())
+        .set("smtp_connection_cache_time", "0")
+        .start();
+    submit(&t, "alice@example.test", &["x@peer.test"], &message("first"));
+    assert!(wait_until(10, || peer.messages().len() == 1));
+    submit(&t, "alice@example.test", &["y@peer.test"], &message("second"));
+    assert!(wait_until(10, || peer.messages().len() == 2));
+    assert!(wait_until(5, || peer
+        .commands()
+        .iter()
+        .filter(|c| *c == "QUIT")
+        .count()
+        == 2));
+    assert_eq!(peer.connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
