@@ -525,11 +525,65 @@ impl Job<'_> {
         }
     }
 
+    /// The transaction for every recipient; when the server answers 452
+    /// to some RCPTs (RFC 5321 4.5.3.1.10: too many recipients) after
+    /// taking others, those go in another transaction on the same connection.
     fn transaction(
         &self,
         c: &mut Client<Stream>,
         ext: &Extensions,
         tls: Option<&'static str>,
+    ) -> (HostResult, bool) {
+        let mut todo: Vec<usize> = (0..self.rcpts.len()).collect();
+        let mut results: Vec<Option<(Outcome, Option<&'static str>, Success)>> = vec![None; self.rcpts.len()];
+        loop {
+            let subset: Vec<&Recipient> = todo.iter().filter_map(|&i| self.rcpts.get(i).copied()).collect();
+            let (r, reusable) = self.transaction_for(c, ext, tls, &subset);
+            let round = match r {
+                HostResult::Next(o) if results.iter().all(Option::is_none) => {
+                    return (HostResult::Next(o), reusable)
+                }
+                // Some recipients already went: the rest wait for the next attempt.
+                HostResult::Next(o) => todo.iter().map(|_| (o.clone(), tls, Success::Relayed)).collect(),
+                HostResult::Done(rs) => rs,
+            };
+            let mut again = Vec::new();
+            let mut progress = false;
+            for (&i, res) in todo.iter().zip(round) {
+                match &res.0 {
+                    Outcome::Temporary { detail, .. } if detail.starts_with("452") => again.push(i),
+                    Outcome::Delivered { .. } => progress = true,
+                    _ => {}
+                }
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(res);
+                }
+            }
+            if again.is_empty() || !progress || !reusable {
+                let done = results
+                    .into_iter()
+                    .map(|r| {
+                        r.unwrap_or_else(|| {
+                            (
+                                temp(Status(4, 4, 2), "no result".to_owned()),
+                                tls,
+                                Success::Relayed,
+                            )
+                        })
+                    })
+                    .collect();
+                return (HostResult::Done(done), reusable);
+            }
+            todo = again;
+        }
+    }
+
+    fn transaction_for(
+        &self,
+        c: &mut Client<Stream>,
+        ext: &Extensions,
+        tls: Option<&'static str>,
+        rcpts: &[&Recipient],
     ) -> (HostResult, bool) {
         let (cfg, env) = (self.cfg, self.env);
         let success = if ext.dsn {
@@ -537,10 +591,15 @@ impl Job<'_> {
         } else {
             Success::Relayed
         };
-        let all =
-            |o: Outcome| HostResult::Done(self.rcpts.iter().map(|_| (o.clone(), tls, success)).collect());
-        // RFC 6531 3.2: no SMTPUTF8 at the far end, and the message needs it.
-        if env.smtputf8 && !ext.smtputf8 {
+        let all = |o: Outcome| HostResult::Done(rcpts.iter().map(|_| (o.clone(), tls, success)).collect());
+        // RFC 6531 3.2: no SMTPUTF8 at the far end, and the message needs
+        // it: a non-ASCII address or header. Declared but not needed, it
+        // goes as plain ESMTP (as Postfix does).
+        let needs_utf8 = env.smtputf8
+            && (!env.sender.is_ascii()
+                || rcpts.iter().any(|r| !r.addr.is_ascii())
+                || !headers_ascii(self.wire));
+        if needs_utf8 && !ext.smtputf8 {
             return (
                 all(Outcome::permanent(
                     Status(5, 6, 7),
@@ -571,7 +630,7 @@ impl Job<'_> {
         if env.body != BodyType::SevenBit && ext.eightbitmime {
             mail.push_str(" BODY=8BITMIME");
         }
-        if env.smtputf8 {
+        if env.smtputf8 && ext.smtputf8 {
             mail.push_str(" SMTPUTF8");
         }
         if ext.dsn {
@@ -584,8 +643,7 @@ impl Job<'_> {
                 mail.push_str(&format!(" ENVID={}", client::xtext(id)));
             }
         }
-        let rcpt_lines: Vec<String> = self
-            .rcpts
+        let rcpt_lines: Vec<String> = rcpts
             .iter()
             .map(|r| {
                 let mut line = format!("RCPT TO:<{}>", r.addr);
@@ -617,7 +675,7 @@ impl Job<'_> {
         }
         let mut results: Vec<(Outcome, Option<&'static str>, Success)> = Vec::new();
         let mut accepted = Vec::new();
-        for (i, _) in self.rcpts.iter().enumerate() {
+        for (i, _) in rcpts.iter().enumerate() {
             match envelope.rcpts.get(i) {
                 Some(r) if r.is_positive() => {
                     accepted.push(i);
@@ -666,6 +724,15 @@ impl Job<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether the header section of the wire-form message is ASCII.
+fn headers_ascii(wire: &[u8]) -> bool {
+    let end = wire
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(wire.len());
+    wire.get(..end).unwrap_or(wire).is_ascii()
 }
 
 /// A TLS failure: under `may` the host is tried again in plaintext.

@@ -534,3 +534,64 @@ fn without_the_cache_each_message_has_its_connection() {
         == 2));
     assert_eq!(peer.connections.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[test]
+fn too_many_recipients_go_in_a_second_transaction() {
+    let peer = Peer::start(Script {
+        max_rcpts: Some(2),
+        ..Script::default()
+    });
+    let t = via_route("peer.test", peer.port()).start();
+    submit(
+        &t,
+        "alice@example.test",
+        &["a@peer.test", "b@peer.test", "c@peer.test"],
+        &message("many"),
+    );
+    assert!(wait_until(10, || peer.messages().len() == 2), "{}", t.log_text());
+    let msgs = peer.messages();
+    assert_eq!(
+        msgs[0].1,
+        vec!["a@peer.test", "b@peer.test"],
+        "{:?}",
+        peer.commands()
+    );
+    assert_eq!(msgs[1].1, vec!["c@peer.test"], "{:?}", peer.commands());
+    assert!(log_has(&t, "to=<c@peer.test>"));
+    assert!(!t.log_text().contains("status=deferred"), "{}", t.log_text());
+    assert_eq!(peer.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[test]
+fn tls_failure_under_may_retries_in_plaintext() {
+    let cert = peer::self_signed(&["peer.test"]);
+    let peer = Peer::start(Script {
+        starttls: Some(cert.config.clone()),
+        broken_tls: true,
+        ..Script::default()
+    });
+    let t = via_route("peer.test", peer.port()).start();
+    submit(&t, "alice@example.test", &["x@peer.test"], &message("fallback"));
+    assert!(log_has(&t, "TLS failed"));
+    assert!(log_has(&t, "dsn=2.0.0, status=sent"));
+    assert_eq!(peer.connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // The first session never finished its handshake.
+    assert_eq!(peer.tls(), vec![false, false]);
+    assert_eq!(peer.commands().iter().filter(|c| *c == "STARTTLS").count(), 1);
+}
+
+#[test]
+fn smtputf8_declared_but_not_needed_goes_as_plain_esmtp() {
+    let peer = Peer::start(Script::default());
+    let t = via_route("peer.test", peer.port()).start();
+    let mut c = t.connect();
+    c.hello();
+    assert_eq!(c.cmd("MAIL FROM:<alice@example.test> SMTPUTF8").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<x@peer.test>").code, 250);
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send_raw(message("ascii after all").as_bytes());
+    assert_eq!(c.cmd(".").code, 250);
+    assert!(log_has(&t, "status=sent"));
+    let mail = peer.messages()[0].0.clone();
+    assert!(!mail.contains("SMTPUTF8"), "{mail}");
+}

@@ -57,6 +57,10 @@ pub struct Script {
     pub implicit_tls: Option<Arc<ServerConfig>>,
     /// Offer AUTH PLAIN LOGIN and accept only these credentials.
     pub auth: Option<(String, String)>,
+    /// Answer 452 to RCPTs past this many in one transaction.
+    pub max_rcpts: Option<usize>,
+    /// Say 220 to STARTTLS, then send garbage instead of a handshake.
+    pub broken_tls: bool,
 }
 
 impl Default for Script {
@@ -73,6 +77,8 @@ impl Default for Script {
             starttls: None,
             implicit_tls: None,
             auth: None,
+            max_rcpts: None,
+            broken_tls: false,
         }
     }
 }
@@ -287,6 +293,10 @@ fn serve(tcp: TcpStream, script: &Script, seen: &Mutex<Seen>) -> io::Result<()> 
                 continue;
             };
             say!("220 2.0.0 go ahead");
+            if script.broken_tls {
+                reader.get_mut().write_all(b"this is not TLS\r\n")?;
+                return Ok(());
+            }
             let Conn::Plain(tcp) = reader.into_inner() else {
                 return Ok(());
             };
@@ -318,7 +328,11 @@ fn serve(tcp: TcpStream, script: &Script, seen: &Mutex<Seen>) -> io::Result<()> 
                 .and_then(|r| r.split('>').next())
                 .unwrap_or_default()
                 .to_owned();
-            let reply = (script.rcpt)(&addr);
+            let reply = if script.max_rcpts.is_some_and(|n| rcpts.len() >= n) {
+                "452 4.5.3 Too many recipients".to_owned()
+            } else {
+                (script.rcpt)(&addr)
+            };
             if reply.starts_with('2') {
                 rcpts.push(addr);
             }
