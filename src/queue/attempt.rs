@@ -288,8 +288,11 @@ fn last_outcome(r: &Recipient) -> Outcome {
     Outcome::temporary(status.unwrap_or(crate::deliver::Status(4, 0, 0)), detail)
 }
 
+/// The Remote-MTA of a DSN (RFC 3464 2.3.5): the host name of
+/// `host[ip]:port`, without the address and port the log shows.
 fn remote_relay(relay: &str) -> Option<&str> {
-    (relay != "local" && relay != "none").then_some(relay)
+    let host = relay.split('[').next().unwrap_or(relay);
+    (relay != "local" && relay != "none" && !host.is_empty()).then_some(host)
 }
 
 /// Postfix-style delivery log line:
@@ -326,4 +329,19 @@ fn noise(id: &QueueId, idx: usize) -> u64 {
     h.write(id.as_str().as_bytes());
     h.write_usize(idx);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_mta_is_the_host_name() {
+        assert_eq!(
+            remote_relay("mx.example.org[192.0.2.1]:25"),
+            Some("mx.example.org")
+        );
+        assert_eq!(remote_relay("local"), None);
+        assert_eq!(remote_relay("none"), None);
+    }
 }

@@ -98,6 +98,7 @@ fn per_recipient_results_in_one_transaction() {
     assert_eq!(files.len(), 1, "{}", t.log_text());
     let bounce = std::fs::read_to_string(&files[0]).unwrap();
     assert!(bounce.contains("smtp; 550 5.1.1 no such user"), "{bounce}");
+    assert!(bounce.contains("Remote-MTA: dns; 127.0.0.1"), "{bounce}");
     assert!(
         !bounce.contains("Final-Recipient: rfc822; ok@peer.test"),
         "{bounce}"
