@@ -164,13 +164,19 @@ pub fn deliver(
     let hop = cfg.next_hop(domain);
     let smarthost = hop.is_some() && hop == cfg.relay_host.as_ref();
     let implicit_tls = hop.is_some_and(|h| h.implicit_tls);
+    // RFC 5321 5.1: with no MX, the domain itself is the host; when it has
+    // no address either, there is nowhere to deliver.
+    let mut implicit = false;
     let (hosts, port, policy) = match hop {
         Some(NextHop {
             host, port, mx, tls, ..
         }) => {
             let hosts = if *mx {
                 match mx_hosts(cfg, resolver, host, env) {
-                    Ok(h) => h,
+                    Ok((h, i)) => {
+                        implicit = i;
+                        h
+                    }
                     Err(o) => return all("none", o),
                 }
             } else {
@@ -193,7 +199,10 @@ pub fn deliver(
             }
         }
         None => match mx_hosts(cfg, resolver, domain, env) {
-            Ok(h) => (h, cfg.mx_port, cfg.smtp_tls),
+            Ok((h, i)) => {
+                implicit = i;
+                (h, cfg.mx_port, cfg.smtp_tls)
+            }
             Err(o) => return all("none", o),
         },
     };
@@ -218,6 +227,15 @@ pub fn deliver(
         let addrs = match host.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
             Err(_) => match resolver.addrs(host, cfg.inet_protocols) {
+                Ok(a) if a.is_empty() && implicit => {
+                    return all(
+                        "none",
+                        Outcome::permanent(
+                            Status(5, 4, 4),
+                            format!("{host} has neither MX nor address records"),
+                        ),
+                    );
+                }
                 Ok(a) if a.is_empty() => {
                     last = Outcome::temporary(Status(4, 4, 4), format!("{host} has no address"));
                     continue;
@@ -259,13 +277,14 @@ pub fn deliver(
 }
 
 /// The MX hosts to try for `name`, best first, with ourselves and anything
-/// worse removed; or the outcome for every recipient when there are none.
+/// worse removed, and whether they are the implicit MX (the name itself);
+/// or the outcome for every recipient when there are none.
 fn mx_hosts(
     cfg: &Config,
     resolver: &dyn Resolver,
     name: &str,
     env: &Envelope,
-) -> Result<Vec<String>, Outcome> {
+) -> Result<(Vec<String>, bool), Outcome> {
     let hosts = match resolver.mx(name) {
         // RFC 7505 4.1: a null MX is an immediate, permanent failure.
         Ok(Mx::Null) => {
@@ -275,7 +294,7 @@ fn mx_hosts(
             ))
         }
         // RFC 5321 5.1: no MX, so the domain itself is the only host.
-        Ok(Mx::Implicit) => return Ok(vec![name.to_owned()]),
+        Ok(Mx::Implicit) => return Ok((vec![name.to_owned()], true)),
         Ok(Mx::Hosts(h)) => h,
         Err(DnsError::NxDomain) => {
             return Err(Outcome::permanent(
@@ -314,7 +333,7 @@ fn mx_hosts(
             format!("mail for {name} loops back to myself"),
         ));
     }
-    Ok(usable)
+    Ok((usable, false))
 }
 
 /// What one host did with the transaction.

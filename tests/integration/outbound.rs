@@ -596,3 +596,14 @@ fn smtputf8_declared_but_not_needed_goes_as_plain_esmtp() {
     let mail = peer.messages()[0].0.clone();
     assert!(!mail.contains("SMTPUTF8"), "{mail}");
 }
+
+#[test]
+fn no_mx_and_no_address_bounces() {
+    let dns = DnsServer::start(Zone::new().name("bare.test"));
+    let t = via_dns(&dns, 9).start();
+    submit(&t, "alice@example.test", &["x@bare.test"], &message("bare"));
+    assert!(log_has(
+        &t,
+        "dsn=5.4.4, status=bounced (bare.test has neither MX nor address records)"
+    ));
+}

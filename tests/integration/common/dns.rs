@@ -53,6 +53,12 @@ impl Zone {
         self
     }
 
+    /// A name that exists (NOERROR) without MX or address records.
+    pub fn name(mut self, name: &str) -> Zone {
+        self.exists.insert(norm(name));
+        self
+    }
+
     pub fn servfail(mut self, name: &str) -> Zone {
         self.servfail.insert(norm(name));
         self
