@@ -253,6 +253,20 @@ pub fn deliver(
         };
         for ip in addrs {
             let relay = format!("{host}[{ip}]:{port}");
+            // RFC 5321 5.1: an MX whose address is one we listen on is us
+            // under another name; it and every worse MX are skipped.
+            if hop.is_none() && is_myself(cfg, ip, port) {
+                if last_relay == "none" {
+                    return all(
+                        "none",
+                        Outcome::permanent(
+                            Status(5, 4, 6),
+                            format!("mail for {domain} loops back to myself ({relay})"),
+                        ),
+                    );
+                }
+                return all(&last_relay, last);
+            }
             match job.try_host(host, SocketAddr::new(ip, port), policy) {
                 HostResult::Done(results) => {
                     return results
@@ -334,6 +348,13 @@ fn mx_hosts(
         ));
     }
     Ok((usable, false))
+}
+
+/// Whether `ip:port` is one of our own listening sockets.
+fn is_myself(cfg: &Config, ip: IpAddr, port: u16) -> bool {
+    cfg.listen
+        .iter()
+        .any(|l| l.port() == port && (l.ip() == ip || (l.ip().is_unspecified() && ip.is_loopback())))
 }
 
 /// What one host did with the transaction.

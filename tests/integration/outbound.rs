@@ -607,3 +607,25 @@ fn no_mx_and_no_address_bounces() {
         "dsn=5.4.4, status=bounced (bare.test has neither MX nor address records)"
     ));
 }
+
+#[test]
+fn mx_with_our_own_address_is_a_loop() {
+    // The MX has another name but our address and port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let dns = DnsServer::start(
+        Zone::new()
+            .mx("alias.test", 10, "other-name.alias.test")
+            .addr("other-name.alias.test", "127.0.0.1"),
+    );
+    let t = via_dns(&dns, port)
+        .set("listen", &format!("127.0.0.1:{port}"))
+        .start();
+    submit(&t, "alice@example.test", &["x@alias.test"], &message("self"));
+    assert!(log_has(
+        &t,
+        "dsn=5.4.6, status=bounced (mail for alias.test loops back to myself"
+    ));
+}
