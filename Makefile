@@ -20,8 +20,9 @@ run: build
 	@mkdir -p var/spool var/mail
 	@echo "ternd on 127.0.0.1:2525 (config $(DEVCONF)); spool in ./var/spool, mail in ./var/mail."
 	@echo "Send it a message from another terminal, for example:"
-	@echo "  python3 -c 'import smtplib; smtplib.SMTP(\"127.0.0.1\", 2525).sendmail(\"me@localhost\", [\"root@localhost\"], \"Subject: hi\\r\\n\\r\\nhello\\r\\n\")'"
-	@echo "or by hand: telnet 127.0.0.1 2525 (or nc -C 127.0.0.1 2525). Stop ternd with Ctrl-C."
+	@printf '%s\n' '  python3 -c '"'"'import smtplib; smtplib.SMTP("127.0.0.1", 2525).sendmail("me@localhost", ["root@localhost"], "Subject: hi\r\n\r\nhello\r\n")'"'"
+	@echo "or by hand: telnet 127.0.0.1 2525 (or nc -C 127.0.0.1 2525). Mail for root@localhost lands in ./var/mail/root/new/."
+	@echo "Stop ternd with Ctrl-C."
 	./target/debug/ternd -d -f $(DEVCONF)
 
 # Every test: unit tests and the integration tests that start the real binaries.

@@ -277,6 +277,27 @@ impl Config {
         Ok(c)
     }
 
+    /// Make relative paths absolute against `base` (the directory ternd was
+    /// started in), so that they mean the same in delivery children, which
+    /// run in `/`, and after the daemon changes directory.
+    pub fn resolve_relative(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut self.spool);
+        if let Some(p) = self.local_users.as_mut() {
+            abs(p);
+        }
+        if let Some(p) = self.aliases.as_mut() {
+            abs(p);
+        }
+        if !self.mailbox.starts_with('/') && !self.mailbox.starts_with('~') {
+            self.mailbox = base.join(&self.mailbox).display().to_string();
+        }
+    }
+
     /// Whether mail for `domain` is delivered here (case-insensitive, trailing dot ignored).
     pub fn is_local_domain(&self, domain: &str) -> bool {
         let d = domain.strip_suffix('.').unwrap_or(domain);
@@ -1254,5 +1275,17 @@ vrfy = on
         assert_eq!(c.data_timeout, d.data_timeout);
         assert_eq!(c.expn, d.expn);
         assert_eq!(c.vrfy, d.vrfy);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_start_directory() {
+        let mut c = p("spool = ./var/spool\naliases = etc/aliases\nmailbox = ./var/mail/%u/\n").unwrap();
+        c.resolve_relative(Path::new("/srv/tern"));
+        assert_eq!(c.spool, PathBuf::from("/srv/tern/./var/spool"));
+        assert_eq!(c.aliases, Some(PathBuf::from("/srv/tern/etc/aliases")));
+        assert_eq!(c.mailbox, "/srv/tern/./var/mail/%u/");
+        let mut c = p("mailbox = ~/Maildir/\n").unwrap();
+        c.resolve_relative(Path::new("/srv"));
+        assert_eq!(c.mailbox, "~/Maildir/");
     }
 }

@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         return ExitCode::from(EX_USAGE);
     }
     let path = PathBuf::from(m.opt_str("f").unwrap_or_else(|| config::DEFAULT_PATH.to_owned()));
-    let cfg = match Config::load(&path) {
+    let mut cfg = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ternd: {e}");
@@ -75,6 +75,9 @@ fn main() -> ExitCode {
     if m.opt_present("n") {
         println!("ternd: configuration OK: {}", path.display());
         return ExitCode::SUCCESS;
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        cfg.resolve_relative(&cwd);
     }
     let level = logging::level(m.opt_count("v"));
     let foreground = m.opt_present("d");
