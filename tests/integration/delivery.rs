@@ -428,3 +428,15 @@ fn kill9_during_multi_recipient_delivery() {
     }
     assert!(dup <= 1, "only the recipient in flight may repeat: {files:?}");
 }
+
+#[test]
+fn delivered_to_loop_bounces() {
+    let t = Setup::new().deliver().start();
+    let looping = "Delivered-To: bob@example.test\r\nSubject: looping\r\n\r\nround and round\r\n";
+    let id = submit(&t, "alice@example.test", &["bob@example.test"], looping);
+    assert!(t.wait_log(&format!("{id}: to=<bob@example.test>, relay=local")));
+    assert!(t.log_text().contains("dsn=5.4.6, status=bounced (mail forwarding loop for bob@example.test)"));
+    let mail = inbox(&t, "alice", 1);
+    check_report(&mail[0], "failed", "bob@example.test", "5.4.6", "looping");
+    assert!(wait_files(&t.maildir_new("bob"), 1, 0).is_empty(), "no copy for bob");
+}
