@@ -133,8 +133,9 @@ fn accept_loop(l: &TcpListener, slots: &Arc<Slots>, tx: &Sender<Job>) {
                 continue;
             }
         };
-        let peer = Peer::remote(canonical_ip(addr.ip()));
-        match slots.take(addr.ip()) {
+        let ip = canonical_ip(addr.ip());
+        let peer = Peer::remote(ip);
+        match slots.take(ip) {
             Ok(slot) => {
                 if let Err(e) = tx.try_send(Job {
                     stream,
