@@ -70,3 +70,45 @@ fn eof_without_quit_exits_cleanly() {
     let spool = tern::spool::Spool::open(&setup.path().join("spool")).unwrap();
     assert!(spool.list().unwrap().is_empty());
 }
+
+#[test]
+fn client_address_from_a_socket_on_stdin() {
+    // As inetd runs it: stdin and stdout are the accepted TCP connection.
+    use std::io::BufRead;
+    use std::os::fd::OwnedFd;
+    let setup = Setup::new();
+    let conf = setup.write_config();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let out = OwnedFd::from(server.try_clone().unwrap());
+    let mut child = Command::new(TERND)
+        .args(["-i", "-d", "-f"])
+        .arg(&conf)
+        .stdin(Stdio::from(OwnedFd::from(server)))
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    client
+        .write_all(b"HELO sock.test\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: s\r\n\r\nx\r\n.\r\nQUIT\r\n")
+        .unwrap();
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(client).lines() {
+        let Ok(line) = line else { break };
+        lines.push(line);
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("221 2.0.0 Bye"),
+        "{lines:?}"
+    );
+    let spool = tern::spool::Spool::open(&setup.path().join("spool")).unwrap();
+    let ids = spool.list().unwrap();
+    let env = spool.load(&ids[0]).unwrap();
+    assert_eq!(env.client_addr, Some("127.0.0.1".parse().unwrap()));
+}
