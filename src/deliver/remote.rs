@@ -1,5 +1,5 @@
 //! Remote delivery over SMTP. Until the SMTP client lands, mail for other
-//! domains waits in the queue (deferred, never bounced).
+//! domains waits in the queue, deferred, until queue_lifetime expires it.
 
 use crate::config::Config;
 use crate::deliver::{Outcome, Status};

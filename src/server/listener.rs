@@ -81,7 +81,11 @@ pub fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
     addrs
         .iter()
         .map(|a| {
-            TcpListener::bind(a).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))
+            let l = match a {
+                SocketAddr::V6(v6) => crate::sys::listen_v6only(*v6, 1024),
+                SocketAddr::V4(_) => TcpListener::bind(a),
+            };
+            l.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))
         })
         .collect()
 }

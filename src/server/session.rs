@@ -126,19 +126,36 @@ impl Session<'_> {
             };
             self.commands += 1;
             let _ = self.io.set_timeout(self.cfg.command_timeout);
-            let (verb, reply) = match line {
+            // The sender as it was before the command, so a refused DATA
+            // (which ends the transaction) is still logged with it.
+            let from = self.tx.as_ref().map(|t| t.from.to_string());
+            let (verb, reply, to) = match line {
                 Line::Eof => return Err(Hangup),
-                Line::TooLong => ("line".to_owned(), reply::line_too_long()),
+                Line::TooLong => ("line".to_owned(), reply::line_too_long(), None),
                 Line::Text(text) => {
                     let verb = verb_of(&text);
                     match command::parse(&text) {
-                        Ok(cmd) => (verb, self.handle(cmd)?),
-                        Err(r) => (verb, r),
+                        Ok(cmd) => {
+                            let to = match &cmd {
+                                Command::Rcpt(to, _) => Some(to.to_string()),
+                                _ => None,
+                            };
+                            (verb, self.handle(cmd)?, to)
+                        }
+                        Err(r) => (verb, r, None),
                     }
                 }
             };
             if !reply.is_positive() {
-                self.log_reject(&verb, &reply);
+                maillog::reject(
+                    self.peer,
+                    &verb,
+                    &reply,
+                    from.as_deref(),
+                    to.as_deref(),
+                    self.proto(),
+                    self.helo.as_deref(),
+                );
             }
             let bad = is_bad_command(&reply);
             self.send(reply)?;
@@ -167,19 +184,6 @@ impl Session<'_> {
         } else {
             "SMTP"
         }
-    }
-
-    fn log_reject(&self, verb: &str, r: &Reply) {
-        let from = self.tx.as_ref().map(|t| t.from.to_string());
-        maillog::reject(
-            self.peer,
-            verb,
-            r,
-            from.as_deref(),
-            None,
-            self.proto(),
-            self.helo.as_deref(),
-        );
     }
 
     fn handle(&mut self, cmd: Command) -> Result<Reply, Hangup> {
@@ -282,18 +286,7 @@ impl Session<'_> {
             return reply::too_many_recipients();
         }
         if let Err(r) = self.ctx.policy.check_recipient(self.cfg, self.peer.ip, &to) {
-            let from = tx.from.to_string();
-            maillog::reject(
-                self.peer,
-                "RCPT",
-                &r,
-                Some(&from),
-                Some(&to.to_string()),
-                self.proto(),
-                self.helo.as_deref(),
-            );
-            // Already logged with its recipient; mark so serve() does not log it again.
-            return LoggedReject(r).into();
+            return r;
         }
         tx.rcpts.push((to, params));
         reply::recipient_ok()
@@ -445,7 +438,11 @@ impl Session<'_> {
             .iter()
             .map(|(to, p)| {
                 let addr = match to {
-                    ForwardPath::Postmaster => format!("postmaster@{}", self.cfg.hostname),
+                    // RFC 5321 4.1.1.3: bare <postmaster> means ours, so name a local domain.
+                    ForwardPath::Postmaster => format!(
+                        "postmaster@{}",
+                        self.cfg.local_domains.first().unwrap_or(&self.cfg.hostname)
+                    ),
                     ForwardPath::Mailbox(m) => m.to_string(),
                 };
                 let mut r = spool::Recipient::new(addr);
@@ -455,15 +452,6 @@ impl Session<'_> {
             })
             .collect();
         env
-    }
-}
-
-/// A policy reply already written to the mail log with its recipient.
-struct LoggedReject(Reply);
-
-impl From<LoggedReject> for Reply {
-    fn from(l: LoggedReject) -> Reply {
-        l.0
     }
 }
 
