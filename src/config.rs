@@ -545,6 +545,12 @@ fn optional_duration(v: &str) -> Result<Option<Duration>, String> {
 /// The mailbox template must name a place per user.
 fn mailbox(v: &str) -> Result<String, String> {
     let v = nonempty(v)?;
+    // Only the recipient's own home is known: "~/..." (or "~"), not "~user".
+    if v.starts_with('~') && v != "~" && !v.starts_with("~/") {
+        return Err(format!(
+            "{v:?}: only ~/ (the recipient's home) is understood, not ~user"
+        ));
+    }
     if !v.contains("%u") && !v.starts_with('~') {
         return Err(format!(
             "mailbox {v:?} must contain %u or start with ~ so each user has their own"

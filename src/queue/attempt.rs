@@ -49,12 +49,16 @@ pub fn run(shared: &Shared, id: &QueueId) {
         if !due {
             continue;
         }
+        let queued = |nid: QueueId| {
+            let _ = shared.wake.send(nid);
+        };
         let ctx = Context {
             cfg: &shared.cfg,
             tables: &shared.tables,
             spool,
             env: &env,
             headers: &headers,
+            queued: &queued,
         };
         let (relay, outcome) = router::deliver(&ctx, &rcpt);
         let noise = noise(id, idx);
