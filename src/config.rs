@@ -156,6 +156,10 @@ pub struct Config {
     /// Accept and queue mail but do not deliver it (sendmail's queue-only
     /// delivery mode): for maintenance, or to inspect what arrives.
     pub queue_only: bool,
+    /// Where a detached ternd writes its pid (and holds a lock).
+    pub pid_file: PathBuf,
+    /// How long a stopping daemon waits for sessions and deliveries.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Config {
@@ -208,6 +212,8 @@ impl Default for Config {
             pipe_timeout: Duration::from_secs(600),
             double_bounce_to_postmaster: false,
             queue_only: false,
+            pid_file: PathBuf::from("/var/run/ternd.pid"),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -287,6 +293,7 @@ impl Config {
             }
         };
         abs(&mut self.spool);
+        abs(&mut self.pid_file);
         if let Some(p) = self.local_users.as_mut() {
             abs(p);
         }
@@ -354,6 +361,8 @@ fn key_spec(key: &str) -> Option<(Times, Setter)> {
         "pipe_timeout" => (Once, |c, v| timeout(v).map(|x| c.pipe_timeout = x)),
         "double_bounce_to_postmaster" => (Once, |c, v| boolean(v).map(|x| c.double_bounce_to_postmaster = x)),
         "queue_only" => (Once, |c, v| boolean(v).map(|x| c.queue_only = x)),
+        "pid_file" => (Once, |c, v| path(v).map(|x| c.pid_file = x)),
+        "shutdown_grace" => (Once, |c, v| timeout(v).map(|x| c.shutdown_grace = x)),
         _ => return None,
     };
     Some(spec)
@@ -1257,6 +1266,8 @@ vrfy = on
             "pipe_timeout",
             "double_bounce_to_postmaster",
             "queue_only",
+            "pid_file",
+            "shutdown_grace",
             "max_errors",
             "max_received",
             "greeting_timeout",

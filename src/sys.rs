@@ -247,16 +247,52 @@ pub fn kill_process_group(pgid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// The detached daemon's side of the start-up handshake: `ready()` lets the
+/// original process exit 0, so an rc script that runs `ternd` finds the pid
+/// file written and the ports open once the command returns.
+pub struct Detached {
+    pipe: Option<std::fs::File>,
+}
+
+impl Detached {
+    pub fn ready(mut self) {
+        if let Some(mut p) = self.pipe.take() {
+            let _ = std::io::Write::write_all(&mut p, b"1");
+        }
+    }
+}
+
 /// Detach from the terminal as a daemon (fork, setsid, fork, chdir /,
-/// umask 027, stdio to /dev/null). Must run before any thread is started:
-/// fork copies only the calling thread.
-pub fn daemonize() -> io::Result<()> {
-    // SAFETY: fork in a single-threaded process; the parent only calls _exit.
+/// umask 027, stdio to /dev/null). The original process waits until the
+/// daemon calls `Detached::ready` and exits 0, or exits 1 if the daemon dies
+/// first. Must run before any thread is started: fork copies only the
+/// calling thread.
+pub fn daemonize() -> io::Result<Detached> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is an array of two ints for pipe to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
+    let (mut rd, wr) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: fork in a single-threaded process.
     match unsafe { libc::fork() } {
         -1 => return Err(io::Error::last_os_error()),
-        0 => {}
-        // SAFETY: _exit is async-signal-safe and skips atexit handlers and buffers.
-        _ => unsafe { libc::_exit(0) },
+        0 => drop(rd),
+        _ => {
+            drop(wr);
+            let mut b = [0u8; 1];
+            let ok = matches!(rd.read(&mut b), Ok(1));
+            // SAFETY: _exit is async-signal-safe and skips atexit handlers and buffers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
     }
     // SAFETY: setsid has no memory effects; failure is reported through errno.
     if unsafe { libc::setsid() } == -1 {
@@ -284,7 +320,7 @@ pub fn daemonize() -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
     }
-    Ok(())
+    Ok(Detached { pipe: Some(wr) })
 }
 
 /// A group from getgrnam(3): its gid.
@@ -422,6 +458,13 @@ pub fn listen_v6only(addr: std::net::SocketAddrV6, backlog: i32) -> io::Result<s
         return Err(io::Error::last_os_error());
     }
     Ok(std::net::TcpListener::from(owned))
+}
+
+/// shutdown(2) both directions of a socket; on a listening socket this wakes
+/// a thread blocked in accept() (Linux returns EINVAL to it).
+pub fn shutdown_socket(sock: &impl std::os::fd::AsRawFd) {
+    // SAFETY: the descriptor is valid for as long as `sock` is borrowed.
+    unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RDWR) };
 }
 
 #[cfg(test)]

@@ -8,10 +8,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tern::config::{self, Config};
+use tern::daemon::{self, Event, PidFile};
 use tern::deliver::local;
 use tern::server::conn::Stdio;
 use tern::server::listener;
@@ -26,6 +28,7 @@ const EX_USAGE: u8 = 64;
 const EX_SOFTWARE: u8 = 70;
 const EX_OSERR: u8 = 71;
 const EX_CANTCREAT: u8 = 73;
+const EX_TEMPFAIL: u8 = 75;
 const EX_CONFIG: u8 = 78;
 
 fn usage(opts: &getopts::Options) -> String {
@@ -89,7 +92,7 @@ fn main() -> ExitCode {
     if m.opt_present("i") {
         inetd(cfg)
     } else {
-        daemon(cfg)
+        daemon(cfg, foreground)
     }
 }
 
@@ -141,10 +144,23 @@ fn inetd(cfg: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn daemon(cfg: Config) -> ExitCode {
+/// Print and log a start-up failure; return its exit code.
+fn fail(code: u8, what: impl std::fmt::Display) -> ExitCode {
+    eprintln!("ternd: {what}");
+    log::error!("{what}");
+    ExitCode::from(code)
+}
+
+fn daemon(cfg: Config, foreground: bool) -> ExitCode {
     let spool = match open_spool(&cfg) {
         Ok(s) => s,
         Err(code) => return code,
+    };
+    // One daemon per spool, -d or not: a second one would clean up the
+    // first one's messages in progress as crash leftovers.
+    let mut spool_lock = match PidFile::create(&cfg.spool.join("ternd.pid")) {
+        Ok(l) => l,
+        Err(e) => return fail(EX_TEMPFAIL, e),
     };
     match spool.recover() {
         Ok(st) => log::info!(
@@ -154,19 +170,36 @@ fn daemon(cfg: Config) -> ExitCode {
             st.orphans_removed,
             st.corrupt
         ),
-        Err(e) => {
-            eprintln!("ternd: {e}");
-            log::error!("{e}");
-            return ExitCode::from(EX_CANTCREAT);
-        }
+        Err(e) => return fail(EX_CANTCREAT, e),
     }
     let listeners = match listener::bind(&cfg.listen) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("ternd: {e}");
-            log::error!("{e}");
-            return ExitCode::from(EX_OSERR);
+        Err(e) => return fail(EX_OSERR, e),
+    };
+    // Detach only after everything that can fail visibly has been checked,
+    // so that rc scripts see errors and the exit status.
+    let mut pid_file = None;
+    let mut detached = None;
+    if !foreground {
+        match PidFile::create(&cfg.pid_file) {
+            Ok(p) => pid_file = Some(p),
+            Err(e) => return fail(EX_TEMPFAIL, e),
         }
+        match sys::daemonize() {
+            Ok(d) => detached = Some(d),
+            Err(e) => return fail(EX_OSERR, format!("cannot detach: {e}")),
+        }
+        // The locks passed to the detached child with the open files; the pid changed.
+        for lock in pid_file.iter_mut().chain(std::iter::once(&mut spool_lock)) {
+            if let Err(e) = lock.update() {
+                log::error!("{e}");
+            }
+        }
+    }
+    // Signals are taken by one thread; block them before any other starts.
+    let events = match daemon::signals() {
+        Ok(ev) => ev,
+        Err(e) => return fail(EX_OSERR, format!("cannot set up signals: {e}")),
     };
     for l in &listeners {
         if let Ok(a) = l.local_addr() {
@@ -175,25 +208,61 @@ fn daemon(cfg: Config) -> ExitCode {
     }
     let cfg = Arc::new(cfg);
     let tables = Arc::new(Tables::new(&cfg));
-    let wake = if cfg.queue_only {
+    let mut ctx = context(Arc::clone(&cfg), spool, Arc::clone(&tables));
+    let runner = if cfg.queue_only {
         log::info!("queue_only: mail is queued, not delivered");
         None
     } else {
-        match queue::runner::start(Arc::clone(&cfg), Arc::clone(&spool), Arc::clone(&tables)) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                log::error!("cannot start the queue runner: {e}");
-                return ExitCode::from(EX_OSERR);
-            }
+        let stopping = Arc::clone(&ctx.shutdown);
+        match queue::runner::start(Arc::clone(&cfg), Arc::clone(&ctx.spool), tables, stopping) {
+            Ok(h) => Some(h),
+            Err(e) => return fail(EX_OSERR, format!("cannot start the queue runner: {e}")),
         }
     };
-    let mut ctx = context(cfg, spool, tables);
-    ctx.queued = wake;
-    match listener::serve(Arc::new(ctx), listeners) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("cannot start: {e}");
-            ExitCode::from(EX_SOFTWARE)
+    ctx.queued = runner.as_ref().map(|r| r.wake.clone());
+    let ctx = Arc::new(ctx);
+    let server = match listener::serve(Arc::clone(&ctx), listeners) {
+        Ok(s) => s,
+        Err(e) => return fail(EX_SOFTWARE, format!("cannot start: {e}")),
+    };
+    log::info!("ternd started, pid {}", std::process::id());
+    if let Some(d) = detached {
+        d.ready();
+    }
+    for event in events.iter() {
+        match event {
+            Event::Stop => break,
+            Event::Reload => {
+                log::warn!("SIGHUP: reloading is not supported yet; restart ternd to apply changes")
+            }
+            Event::Flush => log::info!("SIGUSR1: the queue runner retries deferred mail on its own schedule"),
         }
+    }
+    shutdown(&ctx, &server, runner.as_ref(), cfg.shutdown_grace);
+    drop(pid_file);
+    drop(spool_lock);
+    ExitCode::SUCCESS
+}
+
+/// RFC 5321 3.8: stop accepting, let each session finish the command it is
+/// in (a DATA in progress is completed and answered), answer 421 to idle
+/// ones, let deliveries in flight finish, all within the grace period.
+fn shutdown(
+    ctx: &Context,
+    server: &listener::Server,
+    runner: Option<&queue::runner::Handle>,
+    grace: Duration,
+) {
+    log::info!("stopping: no new connections, {} sessions open", server.active());
+    ctx.shutdown.store(true, Ordering::SeqCst);
+    server.stop_accepting();
+    let deadline = Instant::now() + grace;
+    let busy = || server.active() + runner.map_or(0, |r| r.in_flight());
+    while busy() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match busy() {
+        0 => log::info!("stopped"),
+        n => log::warn!("stopped with {n} sessions or deliveries cut short by the grace period"),
     }
 }

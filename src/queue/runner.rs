@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -34,17 +35,41 @@ pub struct Shared {
     pub tables: Arc<Tables>,
     /// Tell the runner about a message (new, or changed outside the runner).
     pub wake: Sender<QueueId>,
+    /// Set when the daemon stops: no new deliveries start.
+    pub stopping: Arc<AtomicBool>,
+    /// Deliveries in progress.
+    pub in_flight: AtomicUsize,
+}
+
+/// The running queue runner, as the daemon sees it.
+pub struct Handle {
+    pub wake: Sender<QueueId>,
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// Deliveries in progress; the daemon waits for these before exiting.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
 }
 
 /// Start the runner thread and its workers; returns the wake-up channel
 /// sessions use to announce a queued message.
-pub fn start(cfg: Arc<Config>, spool: Arc<Spool>, tables: Arc<Tables>) -> io::Result<Sender<QueueId>> {
+pub fn start(
+    cfg: Arc<Config>,
+    spool: Arc<Spool>,
+    tables: Arc<Tables>,
+    stopping: Arc<AtomicBool>,
+) -> io::Result<Handle> {
     let (wake_tx, wake_rx) = crossbeam_channel::unbounded::<QueueId>();
     let shared = Arc::new(Shared {
         cfg,
         spool,
         tables,
         wake: wake_tx.clone(),
+        stopping,
+        in_flight: AtomicUsize::new(0),
     });
     let threads = shared.cfg.delivery_threads;
     let (job_tx, job_rx) = crossbeam_channel::bounded::<QueueId>(threads);
@@ -56,19 +81,24 @@ pub fn start(cfg: Arc<Config>, spool: Arc<Spool>, tables: Arc<Tables>) -> io::Re
             .spawn(move || {
                 while let Ok(id) = job_rx.recv() {
                     attempt::run(&shared, &id);
+                    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                     if done_tx.send(id).is_err() {
                         break;
                     }
                 }
             })?;
     }
+    let runner_shared = Arc::clone(&shared);
     thread::Builder::new()
         .name("queue-runner".to_owned())
         .spawn(move || {
-            let mut r = Runner::new(shared, threads);
+            let mut r = Runner::new(runner_shared, threads);
             r.run(&wake_rx, &done_rx, &job_tx);
         })?;
-    Ok(wake_tx)
+    Ok(Handle {
+        wake: wake_tx,
+        shared,
+    })
 }
 
 struct Runner {
@@ -128,7 +158,7 @@ impl Runner {
     /// Hand every due message to a free worker.
     fn dispatch(&mut self, jobs: &Sender<QueueId>) {
         let now = clock::now();
-        while self.busy.len() < self.threads {
+        while self.busy.len() < self.threads && !self.shared.stopping.load(Ordering::SeqCst) {
             let Some((t, id)) = self.due.first().cloned() else {
                 break;
             };
@@ -138,6 +168,7 @@ impl Runner {
             self.due.remove(&(t, id.clone()));
             self.when.remove(&id);
             self.busy.insert(id.clone());
+            self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
             if jobs.send(id).is_err() {
                 return;
             }

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -90,8 +91,31 @@ pub fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
         .collect()
 }
 
-/// Serve forever on `listeners` (returns only if a thread cannot be started).
-pub fn serve(ctx: Arc<Context>, listeners: Vec<TcpListener>) -> io::Result<()> {
+/// The running server: its listeners and session slots.
+pub struct Server {
+    slots: Arc<Slots>,
+    listeners: Vec<TcpListener>,
+}
+
+impl Server {
+    /// Sessions in progress.
+    pub fn active(&self) -> usize {
+        self.slots.inner.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// Stop accepting connections: the accept loops see the shutdown flag
+    /// once their blocked accept() returns, which shutting the sockets down
+    /// makes it do at once.
+    pub fn stop_accepting(&self) {
+        for l in &self.listeners {
+            crate::sys::shutdown_socket(l);
+        }
+    }
+}
+
+/// Start serving on `listeners` (threads for accepting and for sessions)
+/// and return at once.
+pub fn serve(ctx: Arc<Context>, listeners: Vec<TcpListener>) -> io::Result<Server> {
     let max = ctx.cfg.max_sessions;
     let slots = Arc::new(Slots {
         max,
@@ -109,26 +133,30 @@ pub fn serve(ctx: Arc<Context>, listeners: Vec<TcpListener>) -> io::Result<()> {
             .stack_size(SESSION_STACK)
             .spawn(move || worker(&ctx, &rx))?;
     }
-    let mut handles = Vec::new();
+    let mut kept = Vec::new();
     for l in listeners {
+        kept.push(l.try_clone()?);
         let tx = tx.clone();
         let slots = Arc::clone(&slots);
+        let ctx = Arc::clone(&ctx);
         let name = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        handles.push(
-            thread::Builder::new()
-                .name(format!("listen-{name}"))
-                .spawn(move || accept_loop(&l, &slots, &tx))?,
-        );
+        thread::Builder::new()
+            .name(format!("listen-{name}"))
+            .spawn(move || accept_loop(&l, &slots, &tx, &ctx))?;
     }
-    for h in handles {
-        let _ = h.join();
-    }
-    Ok(())
+    Ok(Server {
+        slots,
+        listeners: kept,
+    })
 }
 
-fn accept_loop(l: &TcpListener, slots: &Arc<Slots>, tx: &Sender<Job>) {
+fn accept_loop(l: &TcpListener, slots: &Arc<Slots>, tx: &Sender<Job>, ctx: &Context) {
     loop {
-        let (stream, addr) = match l.accept() {
+        let accepted = l.accept();
+        if ctx.shutdown.load(Ordering::Relaxed) {
+            return;
+        }
+        let (stream, addr) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::clock;
 use crate::config::Config;
 use crate::maillog;
-use crate::server::conn::{Conn, Io, Line};
+use crate::server::conn::{self, Conn, Io, Line};
 use crate::server::policy::Policy;
 use crate::smtp::address::{ForwardPath, ReversePath};
 use crate::smtp::command::{self, Body, Command, MailParams, RcptParams, MAX_COMMAND_LINE};
@@ -107,6 +107,7 @@ pub fn run(ctx: &Context, peer: &Peer, conn: Box<dyn Conn>) {
         commands: 0,
     };
     let _ = s.io.set_timeout(s.cfg.greeting_timeout);
+    s.io.set_stop_flag(Arc::clone(&ctx.shutdown));
     let _ = s.serve();
     let _ = s.io.flush();
     maillog::disconnect(peer, s.commands, s.errors);
@@ -122,6 +123,7 @@ impl Session<'_> {
             let line = match self.io.read_line(MAX_COMMAND_LINE) {
                 Ok(l) => l,
                 Err(e) if is_timeout(&e) => return self.send(reply::timeout()),
+                Err(e) if conn::is_stopping(&e) => return self.send(reply::shutting_down()),
                 Err(_) => return Err(Hangup),
             };
             self.commands += 1;

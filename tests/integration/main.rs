@@ -6,6 +6,7 @@ mod common;
 mod clients;
 mod config;
 mod crash;
+mod daemon;
 mod delivery;
 mod dialogs;
 mod inetd;

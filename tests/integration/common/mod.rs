@@ -181,17 +181,18 @@ impl Tern {
         Spool::open(&self.spool_dir()).expect("open spool")
     }
 
-    /// Every committed message: envelope and body.
+    /// Every committed message: envelope and body. A message the queue
+    /// runner removes while this looks is left out.
     pub fn queued(&self) -> Vec<(Envelope, Vec<u8>)> {
         let spool = self.spool();
         spool
             .list()
             .expect("list")
             .into_iter()
-            .map(|id| {
-                let env = spool.load(&id).expect("load");
-                let body = std::fs::read(spool.message_path(&id)).expect("read body");
-                (env, body)
+            .filter_map(|id| {
+                let env = spool.load(&id).ok()?;
+                let body = std::fs::read(spool.message_path(&id)).ok()?;
+                Some((env, body))
             })
             .collect()
     }
@@ -218,6 +219,23 @@ impl Tern {
             std::thread::sleep(Duration::from_millis(10));
         }
         false
+    }
+
+    /// Send a signal to ternd.
+    pub fn signal(&self, sig: i32) {
+        tern::sys::send_signal(self.child.id(), sig).expect("signal");
+    }
+
+    /// Wait up to `secs` for ternd to exit; its exit code, if it did.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn kill9(&mut self) {
