@@ -247,6 +247,48 @@ pub fn kill_process_group(pgid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// The id of the group `name` (getgrnam_r), or None when there is no such group.
+pub fn group_id(name: &str) -> Option<u32> {
+    let cname = CString::new(name).ok()?;
+    // SAFETY: an all-zero group is a valid value of this plain C struct.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0u8; 16384];
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer refers to live, correctly sized storage.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return None;
+    }
+    Some(grp.gr_gid)
+}
+
+/// The real and effective group ids of this process (they differ when the
+/// program runs setgid, as sendmail is installed).
+pub fn gids() -> (u32, u32) {
+    // SAFETY: getgid and getegid cannot fail and touch no memory.
+    unsafe { (libc::getgid(), libc::getegid()) }
+}
+
+/// syncfs(2): flush the whole filesystem holding `fd`. sendmail uses it to make
+/// a rename in maildrop/ durable when it may not open that directory to fsync it
+/// (mode 1730 gives the group write and search but not read).
+pub fn syncfs(fd: RawFd) -> io::Result<()> {
+    // SAFETY: syncfs touches no memory; a bad fd is reported as EBADF.
+    let rc = unsafe { libc::syncfs(fd) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +300,8 @@ mod tests {
         assert_eq!(getpwuid(0).map(|p| p.name), Some("root".to_owned()));
         assert!(getpwnam("no-such-user-tern-test").is_none());
         assert!(getpwnam("bad\0name").is_none());
+        assert_eq!(group_id("root"), Some(0));
+        assert_eq!(group_id("no-such-group-tern-test"), None);
     }
 
     #[test]
