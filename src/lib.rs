@@ -9,6 +9,7 @@
 pub mod aliases;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod deliver;
 pub mod dsn;
 pub mod logging;

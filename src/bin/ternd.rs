@@ -19,7 +19,7 @@ use tern::server::policy::Policy;
 use tern::server::session::{self, Context, Peer};
 use tern::spool::Spool;
 use tern::tables::Tables;
-use tern::{logging, queue, sys};
+use tern::{control, logging, queue, sys};
 
 /// sysexits.h
 const EX_USAGE: u8 = 64;
@@ -172,20 +172,25 @@ fn daemon(cfg: Config) -> ExitCode {
     }
     let cfg = Arc::new(cfg);
     let tables = Arc::new(Tables::new(&cfg));
-    let wake = if cfg.queue_only {
+    if cfg.queue_only {
         log::info!("queue_only: mail is queued, not delivered");
-        None
-    } else {
-        match queue::runner::start(Arc::clone(&cfg), Arc::clone(&spool), Arc::clone(&tables)) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                log::error!("cannot start the queue runner: {e}");
-                return ExitCode::from(EX_OSERR);
-            }
+    }
+    // The runner also runs with queue_only: it picks up the maildrop (accepting
+    // mail) but starts no delivery worker.
+    let handle = match queue::runner::start(Arc::clone(&cfg), Arc::clone(&spool), Arc::clone(&tables)) {
+        Ok(h) => h,
+        Err(e) => {
+            log::error!("cannot start the queue runner: {e}");
+            return ExitCode::from(EX_OSERR);
         }
     };
+    // Without the control socket mail still flows (the runner rescans the spool
+    // every minute); only "at once" is lost, so this is not fatal.
+    if let Err(e) = control::serve(&cfg.spool, handle.control.clone()) {
+        log::error!("control socket: {e}");
+    }
     let mut ctx = context(cfg, spool, tables);
-    ctx.queued = wake;
+    ctx.queued = Some(handle.wake);
     match listener::serve(Arc::new(ctx), listeners) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
