@@ -96,6 +96,8 @@ pub fn start(cfg: Arc<Config>, spool: Arc<Spool>, tables: Arc<Tables>) -> io::Re
     thread::Builder::new()
         .name("queue-runner".to_owned())
         .spawn(move || {
+            // Kept so that `done` stays connected even with no worker (queue_only).
+            let _done_tx = done_tx;
             let mut r = Runner::new(shared, threads);
             r.run(&wake_rx, &control_rx, &done_rx, &job_tx);
         })?;
