@@ -242,7 +242,9 @@ pub fn main(name: &str, args: &[String]) -> u8 {
 }
 
 fn run(name: &str, args: &[String]) -> Result<(), Failure> {
-    let o = parse_args(name, args, std::env::var("TERN_CONFIG").ok())?;
+    let env_config = std::env::var("TERN_CONFIG").ok();
+    let o = parse_args(name, args, env_config)?;
+    keep_privilege_only_if_needed(&o)?;
     for i in &o.ignored {
         eprintln!("sendmail: warning: option {i} is ignored");
     }
@@ -262,6 +264,26 @@ fn run(name: &str, args: &[String]) -> Result<(), Failure> {
         'd' => start_daemon(&cfg),
         _ => submit(&o, &cfg, &mut io::stdin().lock()),
     }
+}
+
+/// Installed setgid `tern`, this program may write the maildrop and talk to the
+/// control socket; nothing else. So it drops the group at once (as Postfix's
+/// postdrop refuses alternate configurations) when an ordinary user:
+/// - names another configuration (-C or TERN_CONFIG): it could point `spool` at any
+///   directory the group may write;
+/// - asks for anything but submission and -q: -bs and -bp work on the queue files,
+///   which only root and the daemon's user may touch, and -bd starts the daemon.
+fn keep_privilege_only_if_needed(o: &Options) -> Result<(), Failure> {
+    let (rgid, egid) = sys::gids();
+    if rgid == egid || sys::uids().0 == 0 {
+        return Ok(());
+    }
+    let other_config = o.config != Path::new(config::DEFAULT_PATH);
+    let needs_group = o.queue_run || o.mode == 'm';
+    if other_config || !needs_group {
+        sys::drop_setgid().map_err(|e| fail(SysExit::OsErr, format!("cannot drop the setgid group: {e}")))?;
+    }
+    Ok(())
 }
 
 /// -q: the daemon retries all deferred mail now.

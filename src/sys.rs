@@ -277,6 +277,25 @@ pub fn gids() -> (u32, u32) {
     unsafe { (libc::getgid(), libc::getegid()) }
 }
 
+/// Give up a setgid program's group for good: real, effective and saved group ids
+/// all become the real one (setregid(2) with the real id also resets the saved id),
+/// so nothing later in the process can take the group back.
+pub fn drop_setgid() -> io::Result<()> {
+    let (rgid, egid) = gids();
+    if rgid == egid {
+        return Ok(());
+    }
+    // SAFETY: setregid touches no memory.
+    let rc = unsafe { libc::setregid(rgid, rgid) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if gids() != (rgid, rgid) {
+        return Err(io::Error::other("setregid did not drop the group"));
+    }
+    Ok(())
+}
+
 /// syncfs(2): flush the whole filesystem holding `fd`. sendmail uses it to make
 /// a rename in maildrop/ durable when it may not open that directory to fsync it
 /// (mode 1730 gives the group write and search but not read).

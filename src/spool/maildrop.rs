@@ -133,7 +133,13 @@ struct Dropped {
 }
 
 fn read_drop(path: &Path) -> Result<Dropped, SpoolError> {
-    let file = File::open(path).map_err(|e| SpoolError::from_io("open", path, e))?;
+    // O_NOFOLLOW: a symlink in the maildrop is nobody's message, and following it
+    // could make the daemon queue a file the dropper may not read.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| SpoolError::from_io("open", path, e))?;
     let meta = file
         .metadata()
         .map_err(|e| SpoolError::from_io("stat", path, e))?;

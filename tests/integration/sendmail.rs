@@ -257,3 +257,87 @@ fn full_spool_disk_gives_tempfail_and_no_partial_file() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(names(&spool.join("maildrop")).len(), 1);
 }
+
+#[test]
+fn unprivileged_user_drops_through_the_group_and_is_traced_by_uid() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if tern::sys::uids().1 != 0 {
+        eprintln!("skipped: running sendmail as another user needs root");
+        return;
+    }
+    let Some(nobody) = tern::sys::getpwnam("nobody") else {
+        eprintln!("skipped: no nobody account");
+        return;
+    };
+    let Some(gid) = tern::sys::group_id("nogroup").or_else(|| tern::sys::group_id("nobody")) else {
+        eprintln!("skipped: no nogroup group");
+        return;
+    };
+    let setup = Setup::new().deliver().open_to_all();
+    let conf = setup.write_config();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // The spool as root creates it; the maildrop's group stands in for `tern`, and
+    // running sendmail with that gid stands in for the setgid bit.
+    let spool = tern::spool::Spool::open(&setup.path().join("spool")).unwrap();
+    let drop = spool.root().join("maildrop");
+    std::os::unix::fs::chown(&drop, Some(0), Some(gid)).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&drop), 0o1730);
+    assert_eq!(mode(spool.root()), 0o711);
+
+    let run = |uid: u32, gid: u32, input: &[u8]| {
+        let mut child = Command::new(crate::common::SENDMAIL)
+            .args([
+                "-C",
+                conf.to_str().unwrap(),
+                "-f",
+                "root@example.test",
+                "alice@example.test",
+            ])
+            .uid(uid)
+            .gid(gid)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // Forging the sender works (as with any sendmail), but the uid is recorded.
+    let out = run(nobody.uid, gid, b"Subject: forged\n\nhi\n");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files = names(&drop);
+    assert_eq!(files.len(), 1);
+    let meta = std::fs::metadata(drop.join(&files[0])).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (nobody.uid, 0o640));
+    // Without the group, the maildrop is closed: a clear error, nothing written.
+    let out = run(nobody.uid, if gid == 1 { 2 } else { 1 }, b"x\n");
+    let code = out.status.code();
+    assert!(
+        code == Some(73) || code == Some(77),
+        "{code:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(names(&drop).len(), 1);
+
+    let t = setup.start();
+    let mail = wait_files(&t.maildir_new("alice"), 1, 10);
+    assert_eq!(mail.len(), 1, "{}", t.log_text());
+    let m = read(&mail[0]);
+    assert!(m.starts_with("Return-Path: <root@example.test>\n"), "{m}");
+    assert!(
+        m.contains(&format!(
+            "Received: by mx.test (tern, from userid {})\n",
+            nobody.uid
+        )),
+        "{m}"
+    );
+}
