@@ -202,7 +202,9 @@ fn all_messages(spool: &Spool) -> Result<Vec<(Envelope, bool)>, SpoolError> {
 /// listed, under its last deferral reason in parentheses when it has one.
 pub fn mailq(spool: &Spool) -> Result<String, SpoolError> {
     let msgs = all_messages(spool)?;
-    if msgs.is_empty() {
+    // Not yet picked up (ternd down): listed as Postfix lists its maildrop queue.
+    let drops = spool.maildrop_list().unwrap_or_default();
+    if msgs.is_empty() && drops.is_empty() {
         return Ok("Mail queue is empty\n".to_owned());
     }
     let mut out = String::new();
@@ -249,7 +251,19 @@ pub fn mailq(spool: &Spool) -> Result<String, SpoolError> {
         }
         out.push('\n');
     }
-    let n = msgs.len();
+    for d in &drops {
+        bytes = bytes.saturating_add(d.size);
+        let when: String = clock::asctime(d.since).chars().take(19).collect();
+        let _ = writeln!(
+            out,
+            "{:<11} {:>8} {:<20} (maildrop queue, sender UID {})\n",
+            format!("{} ", d.name),
+            d.size,
+            when,
+            d.uid
+        );
+    }
+    let n = msgs.len() + drops.len();
     let _ = writeln!(
         out,
         "-- {} Kbytes in {n} Request{}.",

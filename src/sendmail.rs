@@ -414,15 +414,23 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
             push_unique(&mut rcpts, q);
         }
     }
-    let text = read_message(input, o.ignore_dots, cfg.max_message_size)?;
+    let mut text = read_message(input, o.ignore_dots, cfg.max_message_size)?;
+    // An mbox "From " line in front (mail(1) pipelines, resent mailboxes) is not a
+    // header field; sendmail drops it, and so do we.
+    if text.starts_with(b"From ") {
+        let end = text
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(text.len(), |i| i + 1);
+        text.drain(..end);
+    }
     let mut msg = Message::parse(&text);
     if o.extract {
         for name in ["to", "cc", "bcc"] {
             for value in msg.values(name) {
                 for a in address_list(&value) {
-                    let q = qualify(&a, host).ok_or_else(|| {
-                        fail(SysExit::DataErr, format!("bad address in {name}: header: {a}"))
-                    })?;
+                    let q = qualify(&a, host)
+                        .ok_or_else(|| fail(SysExit::Usage, format!("bad address in {name}: header: {a}")))?;
                     push_unique(&mut rcpts, q);
                 }
             }

@@ -185,7 +185,48 @@ fn read_drop(path: &Path) -> Result<Dropped, SpoolError> {
     })
 }
 
+/// A file waiting in the maildrop, as `mailq` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub name: String,
+    pub size: u64,
+    /// Unix seconds, the file's modification time.
+    pub since: u64,
+    /// The file's owner: the user who ran sendmail.
+    pub uid: u32,
+}
+
 impl Spool {
+    /// The files waiting in the maildrop, by name (so oldest first).
+    pub fn maildrop_list(&self) -> Result<Vec<Waiting>, SpoolError> {
+        let mut out = Vec::new();
+        for e in read_dir(&dir(&self.root))? {
+            let Some(name) = e
+                .file_name()
+                .to_str()
+                .filter(|n| QueueId::parse(n).is_some())
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            // Picked up meanwhile: not waiting any more.
+            let Ok(m) = e.metadata() else { continue };
+            let since = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            out.push(Waiting {
+                name,
+                size: m.len(),
+                since,
+                uid: m.uid(),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
     /// How many messages wait in the maildrop (temporary files not counted).
     pub fn maildrop_count(&self) -> Result<usize, SpoolError> {
         Ok(read_dir(&dir(&self.root))?

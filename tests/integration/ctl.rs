@@ -249,3 +249,26 @@ fn without_the_daemon() {
     assert_eq!(t.setup.ternctl(&["queue"]).stdout, "Mail queue is empty\n");
     assert!(spool.list_held().unwrap().is_empty());
 }
+
+#[test]
+fn delete_waits_for_a_delivery_in_flight() {
+    let t = Setup::new().start();
+    let a = submit(&t, &["alice@example.test"], &message("a"));
+    let id = QueueId::parse(&a).unwrap();
+    let spool = t.spool();
+    // Stand in for a worker delivering the message: it holds the message's lock.
+    let lock = spool.lock(&id).unwrap();
+    let conf = t.setup.write_config();
+    let mut child = std::process::Command::new(crate::common::TERNCTL)
+        .args(["-f", conf.to_str().unwrap(), "delete", &a])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // ternctl is waiting on the lock: the message is still whole.
+    assert!(!wait_until(1, || child.try_wait().unwrap().is_some()));
+    assert!(spool.load(&id).is_ok() && spool.message_path(&id).exists());
+    drop(lock);
+    assert!(wait_until(10, || child.try_wait().unwrap().is_some()));
+    assert!(child.wait().unwrap().success());
+    assert!(t.queued().is_empty());
+}

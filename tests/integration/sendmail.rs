@@ -44,6 +44,15 @@ fn dropped_while_ternd_is_down_then_delivered_at_start() {
     assert_eq!(dropped.len(), 1, "{dropped:?}");
     assert!(!dropped[0].starts_with('.'), "{dropped:?}");
     assert!(names(&setup.path().join("spool/env")).is_empty());
+    // mailq shows it as Postfix shows its maildrop queue.
+    let q = setup.sendmail_as("mailq", &[]);
+    assert!(
+        q.stdout.contains(&format!("{}  ", dropped[0]))
+            && q.stdout
+                .contains(&format!(" (maildrop queue, sender UID {})\n", uid())),
+        "{q:?}"
+    );
+    assert!(q.stdout.ends_with(" Kbytes in 1 Request.\n"), "{q:?}");
 
     let t = setup.start();
     let mail = wait_files(&t.maildir_new("alice"), 1, 10);
@@ -106,12 +115,17 @@ fn t_takes_recipients_from_headers_and_drops_bcc() {
 #[test]
 fn lone_dot_ends_the_message_unless_i() {
     let t = Setup::new().deliver().start();
-    let input = b"Subject: dots\n\nbefore\n.\nafter\n";
+    let input = b"From someone Mon Nov 23 10:00:00 2026\nSubject: dots\n\nbefore\n.\nafter\n";
     assert_eq!(t.setup.sendmail(&["alice@example.test"], input).code, 0);
     let first = wait_files(&t.maildir_new("alice"), 1, 5);
     assert_eq!(first.len(), 1, "{}", t.log_text());
     let m = read(&first[0]);
     assert!(m.ends_with("\n\nbefore\n"), "{m}");
+    // The mbox "From " line in front was dropped, so Subject: is a header field.
+    assert!(
+        !m.contains("From someone") && m.contains("\nSubject: dots\n"),
+        "{m}"
+    );
 
     for flag in ["-i", "-oi"] {
         assert_eq!(t.setup.sendmail(&[flag, "bob@example.test"], input).code, 0);
@@ -169,6 +183,12 @@ fn exit_codes() {
         (&["-f", "a b@c", "alice"], msg, 64, "bad sender address"),
         (&[], msg, 64, "no recipients"),
         (&["-t"], msg, 64, "no recipients"),
+        (
+            &["-t"],
+            b"To: not an address\n\nx\n",
+            64,
+            "bad address in to: header",
+        ),
         (&["alice"], &[b'x'; 3000], 65, "message too big"),
     ];
     for (args, input, code, text) in cases {
