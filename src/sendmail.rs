@@ -456,7 +456,6 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
     let mut env = Envelope::new(QueueId::generate(), sender, clock::now());
     env.protocol = "local".to_owned();
     env.client_name = Some("localhost".to_owned());
-    env.auth = None;
     // RFC 6152: an 8-bit body is kept as given and marked so delivery can tell.
     env.body = if body.iter().any(|&b| b >= 0x80) {
         BodyType::EightBitMime
@@ -770,7 +769,7 @@ fn display_name(name: &str) -> String {
     }
 }
 
-/// Whether `path` names a program called `name` (argv[0] dispatch).
+/// The base name of argv[0], which chooses the program's role (argv[0] dispatch).
 pub fn program_name(argv0: &str) -> String {
     Path::new(argv0)
         .file_name()

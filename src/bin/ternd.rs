@@ -132,9 +132,16 @@ fn inetd(cfg: Config) -> ExitCode {
         },
     };
     let tables = Arc::new(Tables::new(&cfg));
-    // The daemon's queue runner picks the message up on its next scan.
-    let ctx = context(Arc::new(cfg), spool, tables);
+    let root = cfg.spool.clone();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut ctx = context(Arc::new(cfg), spool, tables);
+    ctx.queued = Some(tx);
     session::run(&ctx, &peer, Box::new(Stdio::new()));
+    // Tell a running daemon so it delivers at once; when it is down, it finds the
+    // message at start-up (and otherwise on its next rescan).
+    for id in rx.try_iter() {
+        let _ = control::send(&root, &format!("wake {id}"));
+    }
     ExitCode::SUCCESS
 }
 

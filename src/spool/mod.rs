@@ -4,7 +4,7 @@
 //! program that queues, reads or removes mail (the SMTP server, the queue runner,
 //! `sendmail`, `ternctl`) goes through this module; nothing else touches the files.
 //!
-//! Layout under the root (see doc/spool.md for the full story):
+//! Layout under the root (see src/spool/README.md for the full story):
 //!
 //! ```text
 //! tmp/       ID.msg, ID.env while being written (emptied by recover at start-up)
@@ -12,7 +12,8 @@
 //! env/ID     envelope; replaced only by tmp + fsync + rename (the commit point)
 //! hold/ID    held envelopes
 //! corrupt/ID envelopes that did not parse, for a human
-//! maildrop/  files from the sendmail binary
+//! maildrop/  files from the sendmail binary (maildrop.rs), picked up by the daemon
+//! control    the daemon's control socket (crate::control)
 //! ```
 //!
 //! The promise: when [`Incoming::commit`] returns Ok the message is durable, and a crash
