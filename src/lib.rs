@@ -9,12 +9,15 @@
 pub mod aliases;
 pub mod clock;
 pub mod config;
+pub mod control;
+pub mod ctl;
 pub mod daemon;
 pub mod deliver;
 pub mod dsn;
 pub mod logging;
 pub mod maillog;
 pub mod queue;
+pub mod sendmail;
 pub mod server;
 pub mod smtp;
 pub mod spool;

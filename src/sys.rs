@@ -323,29 +323,6 @@ pub fn daemonize() -> io::Result<Detached> {
     Ok(Detached { pipe: Some(wr) })
 }
 
-/// A group from getgrnam(3): its gid.
-pub fn getgrnam(name: &str) -> Option<u32> {
-    let cname = CString::new(name).ok()?;
-    // SAFETY: an all-zero group is a valid value of this plain C struct.
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0u8; 16384];
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer refers to live, correctly sized storage.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            cname.as_ptr(),
-            &mut grp,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    Some(grp.gr_gid)
-}
-
 /// Give up root for good: supplementary groups, then gid, then uid (the
 /// order matters: after setuid there is no right left to change groups),
 /// and check that none of it can be undone.
@@ -465,6 +442,67 @@ pub fn listen_v6only(addr: std::net::SocketAddrV6, backlog: i32) -> io::Result<s
 pub fn shutdown_socket(sock: &impl std::os::fd::AsRawFd) {
     // SAFETY: the descriptor is valid for as long as `sock` is borrowed.
     unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RDWR) };
+}
+
+/// The id of the group `name` (getgrnam_r), or None when there is no such group.
+pub fn group_id(name: &str) -> Option<u32> {
+    let cname = CString::new(name).ok()?;
+    // SAFETY: an all-zero group is a valid value of this plain C struct.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0u8; 16384];
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer refers to live, correctly sized storage.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return None;
+    }
+    Some(grp.gr_gid)
+}
+
+/// The real and effective group ids of this process (they differ when the
+/// program runs setgid, as sendmail is installed).
+pub fn gids() -> (u32, u32) {
+    // SAFETY: getgid and getegid cannot fail and touch no memory.
+    unsafe { (libc::getgid(), libc::getegid()) }
+}
+
+/// Give up a setgid program's group for good: real, effective and saved group ids
+/// all become the real one (setregid(2) with the real id also resets the saved id),
+/// so nothing later in the process can take the group back.
+pub fn drop_setgid() -> io::Result<()> {
+    let (rgid, egid) = gids();
+    if rgid == egid {
+        return Ok(());
+    }
+    // SAFETY: setregid touches no memory.
+    let rc = unsafe { libc::setregid(rgid, rgid) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if gids() != (rgid, rgid) {
+        return Err(io::Error::other("setregid did not drop the group"));
+    }
+    Ok(())
+}
+
+/// syncfs(2): flush the whole filesystem holding `fd`. sendmail uses it to make
+/// a rename in maildrop/ durable when it may not open that directory to fsync it
+/// (mode 1730 gives the group write and search but not read).
+pub fn syncfs(fd: RawFd) -> io::Result<()> {
+    // SAFETY: syncfs touches no memory; a bad fd is reported as EBADF.
+    let rc = unsafe { libc::syncfs(fd) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use tern::server::policy::Policy;
 use tern::server::session::{self, Context, Peer};
 use tern::spool::Spool;
 use tern::tables::Tables;
-use tern::{logging, queue, sys};
+use tern::{control, logging, queue, sys};
 
 /// sysexits.h
 const EX_USAGE: u8 = 64;
@@ -138,9 +138,16 @@ fn inetd(cfg: Config) -> ExitCode {
         },
     };
     let tables = Arc::new(Tables::new(&cfg));
-    // The daemon's queue runner picks the message up on its next scan.
-    let ctx = context(Arc::new(cfg), spool, tables);
+    let root = cfg.spool.clone();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut ctx = context(Arc::new(cfg), spool, tables);
+    ctx.queued = Some(tx);
     session::run(&ctx, &peer, Box::new(Stdio::new()));
+    // Tell a running daemon so it delivers at once; when it is down, it finds the
+    // message at start-up (and otherwise on its next rescan).
+    for id in rx.try_iter() {
+        let _ = control::send(&root, &format!("wake {id}"));
+    }
     ExitCode::SUCCESS
 }
 
@@ -208,18 +215,23 @@ fn daemon(cfg: Config, foreground: bool) -> ExitCode {
     }
     let cfg = Arc::new(cfg);
     let tables = Arc::new(Tables::new(&cfg));
-    let mut ctx = context(Arc::clone(&cfg), spool, Arc::clone(&tables));
-    let runner = if cfg.queue_only {
+    if cfg.queue_only {
         log::info!("queue_only: mail is queued, not delivered");
-        None
-    } else {
-        let stopping = Arc::clone(&ctx.shutdown);
-        match queue::runner::start(Arc::clone(&cfg), Arc::clone(&ctx.spool), tables, stopping) {
-            Ok(h) => Some(h),
-            Err(e) => return fail(EX_OSERR, format!("cannot start the queue runner: {e}")),
-        }
+    }
+    let mut ctx = context(Arc::clone(&cfg), spool, Arc::clone(&tables));
+    // The runner also runs with queue_only: it picks up the maildrop (accepting
+    // mail) but starts no delivery worker.
+    let stopping = Arc::clone(&ctx.shutdown);
+    let runner = match queue::runner::start(Arc::clone(&cfg), Arc::clone(&ctx.spool), tables, stopping) {
+        Ok(h) => h,
+        Err(e) => return fail(EX_OSERR, format!("cannot start the queue runner: {e}")),
     };
-    ctx.queued = runner.as_ref().map(|r| r.wake.clone());
+    // Without the control socket mail still flows (the runner rescans the spool
+    // every minute); only "at once" is lost, so this is not fatal.
+    if let Err(e) = control::serve(&cfg.spool, runner.control.clone()) {
+        log::error!("control socket: {e}");
+    }
+    ctx.queued = Some(runner.wake.clone());
     let ctx = Arc::new(ctx);
     let server = match listener::serve(Arc::clone(&ctx), listeners) {
         Ok(s) => s,
@@ -235,10 +247,13 @@ fn daemon(cfg: Config, foreground: bool) -> ExitCode {
             Event::Reload => {
                 log::warn!("SIGHUP: reloading is not supported yet; restart ternd to apply changes")
             }
-            Event::Flush => log::info!("SIGUSR1: the queue runner retries deferred mail on its own schedule"),
+            Event::Flush => {
+                log::info!("SIGUSR1: running the queue now");
+                let _ = runner.control.send(queue::runner::Control::Flush);
+            }
         }
     }
-    shutdown(&ctx, &server, runner.as_ref(), cfg.shutdown_grace);
+    shutdown(&ctx, &server, &runner, cfg.shutdown_grace);
     drop(pid_file);
     drop(spool_lock);
     ExitCode::SUCCESS
@@ -247,17 +262,12 @@ fn daemon(cfg: Config, foreground: bool) -> ExitCode {
 /// RFC 5321 3.8: stop accepting, let each session finish the command it is
 /// in (a DATA in progress is completed and answered), answer 421 to idle
 /// ones, let deliveries in flight finish, all within the grace period.
-fn shutdown(
-    ctx: &Context,
-    server: &listener::Server,
-    runner: Option<&queue::runner::Handle>,
-    grace: Duration,
-) {
+fn shutdown(ctx: &Context, server: &listener::Server, runner: &queue::runner::Handle, grace: Duration) {
     log::info!("stopping: no new connections, {} sessions open", server.active());
     ctx.shutdown.store(true, Ordering::SeqCst);
     server.stop_accepting();
     let deadline = Instant::now() + grace;
-    let busy = || server.active() + runner.map_or(0, |r| r.in_flight());
+    let busy = || server.active() + runner.in_flight();
     while busy() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -21,8 +21,20 @@ use crate::spool::{Envelope, QueueId, RcptStatus, Recipient};
 /// The most of a message's header section read for loop checks.
 const MAX_HEADERS: u64 = 256 * 1024;
 
-pub fn run(shared: &Shared, id: &QueueId) {
+/// Deliver what is due of message `id`; `force` (a flush) also tries deferred
+/// recipients whose next attempt is still to come.
+pub fn run(shared: &Shared, id: &QueueId, force: bool) {
     let spool = &shared.spool;
+    // Held for the whole run: `ternctl delete` and `hold` take the same lock, so the
+    // message cannot vanish or be held between two recipients (spool::MessageLock).
+    let _lock = match spool.lock(id) {
+        Ok(l) => l,
+        Err(e) => {
+            log::debug!("{id}: not delivered now: {e}");
+            return;
+        }
+    };
+    // Loaded under the lock: deleted or held while we waited means not ours any more.
     let mut env = match spool.load(id) {
         Ok(e) => e,
         // Delivered and removed meanwhile, or held: nothing to do.
@@ -43,7 +55,7 @@ pub fn run(shared: &Shared, id: &QueueId) {
         };
         let due = match rcpt.status {
             RcptStatus::Pending => true,
-            RcptStatus::Deferred => rcpt.next_attempt.is_none_or(|t| t <= now),
+            RcptStatus::Deferred => force || rcpt.next_attempt.is_none_or(|t| t <= now),
             RcptStatus::Sent | RcptStatus::Failed => false,
         };
         if !due {

@@ -14,6 +14,63 @@ use std::time::{Duration, Instant};
 use tern::spool::{Envelope, QueueId, Spool};
 
 pub const TERND: &str = env!("CARGO_BIN_EXE_ternd");
+pub const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
+pub const TERNCTL: &str = env!("CARGO_BIN_EXE_ternctl");
+
+/// What a finished program said.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `prog` with `args`, `input` on stdin; kill it and fail after 20 s.
+pub fn run_program(prog: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(prog)
+        .args(args)
+        .env_remove("TERN_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", prog.display()));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    // A writer thread: the program may exit before reading everything (EPIPE is fine).
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let ereader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{} {args:?} did not finish in 20 s", prog.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = writer.join();
+    Output {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&ereader.join().unwrap_or_default()).into_owned(),
+    }
+}
 
 /// Users and aliases every test server knows.
 pub const USERS: &str = "alice\nbob\nCarol\n";
@@ -96,6 +153,35 @@ impl Setup {
 
     pub fn start(self) -> Tern {
         Tern::start(self)
+    }
+
+    /// Run `sendmail -C CONF ARGS` with `input` on stdin.
+    pub fn sendmail(&self, args: &[&str], input: &[u8]) -> Output {
+        let conf = self.write_config();
+        let mut all = vec!["-C", conf.to_str().expect("utf8 path")];
+        all.extend_from_slice(args);
+        run_program(Path::new(SENDMAIL), &all, input)
+    }
+
+    /// Run `ternctl -f CONF ARGS`.
+    pub fn ternctl(&self, args: &[&str]) -> Output {
+        let conf = self.write_config();
+        let mut all = vec!["-f", conf.to_str().expect("utf8 path")];
+        all.extend_from_slice(args);
+        run_program(Path::new(TERNCTL), &all, b"")
+    }
+
+    /// Run the sendmail binary under another name (a symlink, as `make install`
+    /// makes): `mailq`, `newaliases`.
+    pub fn sendmail_as(&self, name: &str, args: &[&str]) -> Output {
+        let link = self.dir.path().join(name);
+        if !link.exists() {
+            std::os::unix::fs::symlink(SENDMAIL, &link).expect("symlink");
+        }
+        let conf = self.write_config();
+        let mut all = vec!["-C", conf.to_str().expect("utf8 path")];
+        all.extend_from_slice(args);
+        run_program(&link, &all, b"")
     }
 }
 
