@@ -113,3 +113,27 @@ fn sigterm_waits_for_deliveries_in_flight() {
     assert_eq!(t.wait_exit(20), Some(0), "{}", t.log_text());
     assert!(out.join("slow.txt").exists(), "{}", t.log_text());
 }
+
+#[test]
+fn sigusr1_runs_the_queue_now() {
+    let t = Setup::new()
+        .deliver()
+        .set("retry_initial", "1h")
+        .aliases("slow: \"|exit 75\"\n")
+        .open_to_all()
+        .start();
+    let mut c = t.connect();
+    c.hello();
+    let id = c
+        .send_mail("a@example.test", &["slow@example.test"], &message("later"))
+        .queue_id();
+    let attempt = format!("{id}: to=<slow@example.test>");
+    assert!(wait_until(5, || t.log_text().matches(&attempt).count() == 1));
+    // The next try is an hour away; SIGUSR1 makes it now.
+    t.signal(libc::SIGUSR1);
+    assert!(
+        wait_until(5, || t.log_text().matches(&attempt).count() == 2),
+        "{}",
+        t.log_text()
+    );
+}
