@@ -1,6 +1,7 @@
 //! The SMTP server: listeners, the session thread pool, the session loop and
 //! the policy it consults.
 
+pub mod auth;
 pub mod conn;
 pub mod listener;
 pub mod policy;
