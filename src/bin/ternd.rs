@@ -13,13 +13,14 @@ use std::sync::Arc;
 
 use tern::config::{self, Config};
 use tern::deliver::local;
+use tern::server::auth::Auth;
 use tern::server::conn::Stdio;
 use tern::server::listener;
 use tern::server::policy::Policy;
-use tern::server::session::{self, Context, Peer};
+use tern::server::session::{self, Context, Peer, Service};
 use tern::spool::Spool;
 use tern::tables::Tables;
-use tern::{logging, queue, sys};
+use tern::{logging, queue, sys, tls};
 
 /// sysexits.h
 const EX_USAGE: u8 = 64;
@@ -72,6 +73,15 @@ fn main() -> ExitCode {
             return ExitCode::from(if m.opt_present("n") { 1 } else { EX_CONFIG });
         }
     };
+    // Certificate and key problems are configuration errors, found here
+    // rather than at the first STARTTLS.
+    let tls = match tls::server_config(&cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("ternd: {}: {e}", path.display());
+            return ExitCode::from(if m.opt_present("n") { 1 } else { EX_CONFIG });
+        }
+    };
     if m.opt_present("n") {
         println!("ternd: configuration OK: {}", path.display());
         return ExitCode::SUCCESS;
@@ -84,9 +94,9 @@ fn main() -> ExitCode {
         logging::to_syslog("ternd", level);
     }
     if m.opt_present("i") {
-        inetd(cfg)
+        inetd(cfg, tls)
     } else {
-        daemon(cfg)
+        daemon(cfg, tls)
     }
 }
 
@@ -101,19 +111,24 @@ fn open_spool(cfg: &Config) -> Result<Arc<Spool>, ExitCode> {
     }
 }
 
-fn context(cfg: Arc<Config>, spool: Arc<Spool>, tables: Arc<Tables>) -> Context {
+fn context(cfg: Arc<Config>, spool: Arc<Spool>, tables: Arc<Tables>, tls: Option<TlsConfig>) -> Context {
+    let auth = Arc::new(Auth::new(&cfg));
     Context {
         cfg,
         spool,
         policy: Arc::new(Policy::new(tables)),
         shutdown: Arc::new(AtomicBool::new(false)),
         queued: None,
+        tls,
+        auth,
     }
 }
 
 /// `ternd -i`: one session on stdin/stdout. The client is the socket's peer
 /// (inetd), else $TCPREMOTEIP (tcpserver), else local.
-fn inetd(cfg: Config) -> ExitCode {
+type TlsConfig = Arc<rustls::ServerConfig>;
+
+fn inetd(cfg: Config, tls: Option<TlsConfig>) -> ExitCode {
     let spool = match open_spool(&cfg) {
         Ok(s) => s,
         Err(code) => return code,
@@ -133,12 +148,12 @@ fn inetd(cfg: Config) -> ExitCode {
     };
     let tables = Arc::new(Tables::new(&cfg));
     // The daemon's queue runner picks the message up on its next scan.
-    let ctx = context(Arc::new(cfg), spool, tables);
-    session::run(&ctx, &peer, Box::new(Stdio::new()));
+    let ctx = context(Arc::new(cfg), spool, tables, tls);
+    session::run(&ctx, &peer, Service::Smtp, Box::new(Stdio::new()));
     ExitCode::SUCCESS
 }
 
-fn daemon(cfg: Config) -> ExitCode {
+fn daemon(cfg: Config, tls: Option<TlsConfig>) -> ExitCode {
     let spool = match open_spool(&cfg) {
         Ok(s) => s,
         Err(code) => return code,
@@ -157,17 +172,30 @@ fn daemon(cfg: Config) -> ExitCode {
             return ExitCode::from(EX_CANTCREAT);
         }
     }
-    let listeners = match listener::bind(&cfg.listen) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("ternd: {e}");
-            log::error!("{e}");
-            return ExitCode::from(EX_OSERR);
-        }
-    };
-    for l in &listeners {
-        if let Ok(a) = l.local_addr() {
-            log::info!("listening on {a}");
+    // Submission and smtps first, then listen: the plain "listening on"
+    // lines come last, so whoever waits for them has seen the others too.
+    let mut listeners = Vec::new();
+    for (addrs, service) in [
+        (&cfg.smtps, Service::Smtps),
+        (&cfg.submission, Service::Submission),
+        (&cfg.listen, Service::Smtp),
+    ] {
+        let bound = match listener::bind(addrs) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("ternd: {e}");
+                log::error!("{e}");
+                return ExitCode::from(EX_OSERR);
+            }
+        };
+        for l in bound {
+            if let Ok(a) = l.local_addr() {
+                match service {
+                    Service::Smtp => log::info!("listening on {a}"),
+                    other => log::info!("listening for {other} on {a}"),
+                }
+            }
+            listeners.push((l, service));
         }
     }
     let cfg = Arc::new(cfg);
@@ -184,7 +212,7 @@ fn daemon(cfg: Config) -> ExitCode {
             }
         }
     };
-    let mut ctx = context(cfg, spool, tables);
+    let mut ctx = context(cfg, spool, tables, tls);
     ctx.queued = wake;
     match listener::serve(Arc::new(ctx), listeners) {
         Ok(()) => ExitCode::SUCCESS,

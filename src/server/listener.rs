@@ -18,7 +18,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::maillog;
-use crate::server::session::{self, Context, Peer};
+use crate::server::session::{self, Context, Peer, Service};
 use crate::smtp::reply::{self, Reply};
 
 /// Session threads do little recursion; a small stack keeps idle sessions
@@ -73,6 +73,7 @@ impl Slots {
 struct Job {
     stream: TcpStream,
     peer: Peer,
+    service: Service,
     _slot: Slot,
 }
 
@@ -86,8 +87,9 @@ pub fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
         .collect()
 }
 
-/// Serve forever on `listeners` (returns only if a thread cannot be started).
-pub fn serve(ctx: Arc<Context>, listeners: Vec<TcpListener>) -> io::Result<()> {
+/// Serve forever on `listeners`, each with the service it offers (returns
+/// only if a thread cannot be started).
+pub fn serve(ctx: Arc<Context>, listeners: Vec<(TcpListener, Service)>) -> io::Result<()> {
     let max = ctx.cfg.max_sessions;
     let slots = Arc::new(Slots {
         max,
@@ -106,14 +108,14 @@ pub fn serve(ctx: Arc<Context>, listeners: Vec<TcpListener>) -> io::Result<()> {
             .spawn(move || worker(&ctx, &rx))?;
     }
     let mut handles = Vec::new();
-    for l in listeners {
+    for (l, service) in listeners {
         let tx = tx.clone();
         let slots = Arc::clone(&slots);
         let name = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         handles.push(
             thread::Builder::new()
                 .name(format!("listen-{name}"))
-                .spawn(move || accept_loop(&l, &slots, &tx))?,
+                .spawn(move || accept_loop(&l, service, &slots, &tx))?,
         );
     }
     for h in handles {
@@ -122,7 +124,7 @@ pub fn serve(ctx: Arc<Context>, listeners: Vec<TcpListener>) -> io::Result<()> {
     Ok(())
 }
 
-fn accept_loop(l: &TcpListener, slots: &Arc<Slots>, tx: &Sender<Job>) {
+fn accept_loop(l: &TcpListener, service: Service, slots: &Arc<Slots>, tx: &Sender<Job>) {
     loop {
         let (stream, addr) = match l.accept() {
             Ok(x) => x,
@@ -139,6 +141,7 @@ fn accept_loop(l: &TcpListener, slots: &Arc<Slots>, tx: &Sender<Job>) {
                 if let Err(e) = tx.try_send(Job {
                     stream,
                     peer,
+                    service,
                     _slot: slot,
                 }) {
                     // Cannot happen while slots bound the channel; answer anyway.
@@ -163,11 +166,16 @@ fn refuse(mut stream: TcpStream, peer: &Peer, r: &Reply) {
 
 fn worker(ctx: &Context, rx: &Receiver<Job>) {
     while let Ok(job) = rx.recv() {
-        let Job { stream, peer, _slot } = job;
+        let Job {
+            stream,
+            peer,
+            service,
+            _slot,
+        } = job;
         let _ = stream.set_nodelay(true);
         let spare = stream.try_clone();
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
-            session::run(ctx, &peer, Box::new(stream));
+            session::run(ctx, &peer, service, Box::new(stream));
         }));
         if result.is_err() {
             // A bug must cost one session, never the daemon.

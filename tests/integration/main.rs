@@ -15,3 +15,5 @@ mod pool;
 mod recipients;
 mod smuggling;
 mod spool;
+mod submission;
+mod tls;
