@@ -13,6 +13,7 @@ mod limits;
 mod local_delivery;
 mod pool;
 mod recipients;
+mod relay;
 mod smuggling;
 mod spool;
 mod submission;
