@@ -132,6 +132,11 @@ pub struct Config {
     pub harvest_delay: Duration,
     /// Unknown recipients in one session before it is closed (directory harvest).
     pub harvest_limit: u32,
+    /// Services ("smtp", "submission", "smtps") whose listeners expect a
+    /// PROXY protocol header (v1 or v2) before anything else.
+    pub proxy_protocol: Vec<String>,
+    /// The proxies allowed to send that header; connections from elsewhere are closed.
+    pub proxy_from: Vec<Cidr>,
     pub spool: PathBuf,
     /// Lowercased, without a trailing dot.
     pub local_domains: Vec<String>,
@@ -205,6 +210,8 @@ impl Default for Config {
             harvest_threshold: 5,
             harvest_delay: Duration::from_secs(1),
             harvest_limit: 20,
+            proxy_protocol: Vec::new(),
+            proxy_from: Vec::new(),
             spool: PathBuf::from("/var/spool/tern"),
             local_domains,
             local_users: None,
@@ -311,6 +318,11 @@ impl Config {
             let line = seen.get(set).copied().unwrap_or(0);
             return Err(err(line, format!("{set} is set but {missing} is not")));
         }
+        // A PROXY listener that trusts no proxy would refuse everyone.
+        if !c.proxy_protocol.is_empty() && c.proxy_from.is_empty() {
+            let line = seen.get("proxy_protocol").copied().unwrap_or(0);
+            return Err(err(line, "proxy_protocol: needs proxy_from".to_owned()));
+        }
         // Submission over implicit TLS needs a certificate.
         if !c.smtps.is_empty() && c.tls_cert.is_none() {
             let line = seen.get("smtps").copied().unwrap_or(0);
@@ -364,6 +376,8 @@ fn key_spec(key: &str) -> Option<(Times, Setter)> {
         "harvest_threshold" => (Once, |c, v| count(v).map(|x| c.harvest_threshold = x)),
         "harvest_delay" => (Once, |c, v| delay(v).map(|x| c.harvest_delay = x)),
         "harvest_limit" => (Once, |c, v| count(v).map(|x| c.harvest_limit = x)),
+        "proxy_protocol" => (Once, |c, v| services(v).map(|x| c.proxy_protocol = x)),
+        "proxy_from" => (Once, |c, v| networks(v).map(|x| c.proxy_from = x)),
         "spool" => (Once, |c, v| path(v).map(|x| c.spool = x)),
         "local_domains" => (Once, |c, v| local_domains(v).map(|x| c.local_domains = x)),
         "local_users" => (Once, |c, v| path(v).map(|x| c.local_users = Some(x))),
@@ -544,6 +558,21 @@ fn port_number(s: &str) -> Option<u16> {
         return None;
     }
     s.parse().ok()
+}
+
+/// Listener kinds, for `proxy_protocol`.
+fn services(v: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for item in items(v) {
+        let s = item.to_ascii_lowercase();
+        if !["smtp", "submission", "smtps"].contains(&s.as_str()) {
+            return Err(format!(
+                "unknown service {item:?} (use smtp, submission or smtps)"
+            ));
+        }
+        push_unique(&mut out, s);
+    }
+    Ok(out)
 }
 
 /// An empty list is allowed: it turns relaying off entirely.
@@ -1318,6 +1347,8 @@ vrfy = on
             "harvest_threshold",
             "harvest_delay",
             "harvest_limit",
+            "proxy_protocol",
+            "proxy_from",
         ] {
             assert!(keys.contains(&key), "sample does not document {key}");
         }
@@ -1339,5 +1370,6 @@ vrfy = on
         assert_eq!(c.harvest_threshold, d.harvest_threshold);
         assert_eq!(c.harvest_delay, d.harvest_delay);
         assert_eq!(c.harvest_limit, d.harvest_limit);
+        assert_eq!(c.proxy_protocol, d.proxy_protocol);
     }
 }

@@ -78,3 +78,13 @@ pub fn auth_failed(client: &dyn Display, mechanism: &str, user: &str) {
 pub fn harvest(client: &dyn Display, unknown: u32) {
     log::warn!("harvest: dropped {client} after {unknown} unknown recipients");
 }
+
+/// `proxy unknown[192.0.2.10]: client unknown[203.0.113.5]`
+pub fn proxied(proxy: &dyn Display, client: &dyn Display) {
+    log::info!("proxy {proxy}: client {client}");
+}
+
+/// A connection on a PROXY listener that was closed before any SMTP.
+pub fn proxy_refused(client: &dyn Display, why: &dyn Display) {
+    log::warn!("proxy: refused connection from {client}: {why}");
+}

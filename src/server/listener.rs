@@ -18,6 +18,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::maillog;
+use crate::server::proxy;
 use crate::server::session::{self, Context, Peer, Service};
 use crate::smtp::reply::{self, Reply};
 
@@ -167,11 +168,15 @@ fn refuse(mut stream: TcpStream, peer: &Peer, r: &Reply) {
 fn worker(ctx: &Context, rx: &Receiver<Job>) {
     while let Ok(job) = rx.recv() {
         let Job {
-            stream,
+            mut stream,
             peer,
             service,
             _slot,
         } = job;
+        // Dropping the stream closes a connection the PROXY check refused.
+        let Some(peer) = proxied_peer(ctx, service, &mut stream, peer) else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let spare = stream.try_clone();
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -183,6 +188,37 @@ fn worker(ctx: &Context, rx: &Receiver<Job>) {
             if let Ok(mut s) = spare {
                 let _ = s.write_all(reply::internal_error().to_wire().as_bytes());
             }
+        }
+    }
+}
+
+/// On a listener behind a proxy: check that the connection comes from a
+/// trusted proxy and read its PROXY header, which names the real client.
+/// None: refused (logged); the caller closes the connection.
+fn proxied_peer(ctx: &Context, service: Service, stream: &mut TcpStream, peer: Peer) -> Option<Peer> {
+    let cfg = &ctx.cfg;
+    if !cfg.proxy_protocol.iter().any(|s| *s == service.to_string()) {
+        return Some(peer);
+    }
+    let trusted = peer
+        .ip
+        .is_some_and(|ip| cfg.proxy_from.iter().any(|n| n.contains(ip)));
+    if !trusted {
+        maillog::proxy_refused(&peer, &"not in proxy_from");
+        return None;
+    }
+    let _ = stream.set_read_timeout(Some(cfg.greeting_timeout));
+    match proxy::read_header(stream) {
+        Ok(proxy::Header::Proxied { src, .. }) => {
+            let client = Peer::remote(canonical_ip(src.ip()));
+            maillog::proxied(&peer, &client);
+            Some(client)
+        }
+        // The proxy's own health check, or a family without an address.
+        Ok(proxy::Header::Local) => Some(peer),
+        Err(e) => {
+            maillog::proxy_refused(&peer, &e);
+            None
         }
     }
 }

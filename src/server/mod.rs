@@ -5,4 +5,5 @@ pub mod auth;
 pub mod conn;
 pub mod listener;
 pub mod policy;
+pub mod proxy;
 pub mod session;

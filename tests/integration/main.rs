@@ -12,6 +12,7 @@ mod inetd;
 mod limits;
 mod local_delivery;
 mod pool;
+mod proxy;
 mod recipients;
 mod relay;
 mod smuggling;
