@@ -134,4 +134,45 @@ mod tests {
         std::fs::write(&key, other.signing_key.serialize_pem()).unwrap();
         assert!(load(&cert, &key).is_err());
     }
+
+    /// RSA (PKCS#1 and PKCS#8) and ECDSA (SEC1) keys as openssl writes them.
+    #[test]
+    fn openssl_key_formats() {
+        if std::process::Command::new("openssl")
+            .arg("version")
+            .output()
+            .is_err()
+        {
+            eprintln!("skipped: openssl missing");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(d)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{script}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        sh("openssl genrsa -traditional -out rsa1.pem 2048 2>/dev/null || openssl genrsa -out rsa1.pem 2048");
+        sh("openssl pkcs8 -topk8 -nocrypt -in rsa1.pem -out rsa8.pem");
+        sh("openssl ecparam -name prime256v1 -genkey -noout -out ec.pem");
+        for key in ["rsa1.pem", "rsa8.pem", "ec.pem"] {
+            sh(&format!(
+                "openssl req -new -x509 -days 1 -key {key} -subj /CN=mx.test -out {key}.crt"
+            ));
+            load(&d.join(format!("{key}.crt")), &d.join(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
+        }
+        let rsa1 = std::fs::read_to_string(d.join("rsa1.pem")).unwrap();
+        let ec = std::fs::read_to_string(d.join("ec.pem")).unwrap();
+        assert!(rsa1.contains("BEGIN RSA PRIVATE KEY") || rsa1.contains("BEGIN PRIVATE KEY"));
+        assert!(ec.contains("BEGIN EC PRIVATE KEY"), "{ec}");
+    }
 }
