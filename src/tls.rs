@@ -6,9 +6,9 @@
 
 use std::fmt;
 use std::io;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use rustls::crypto::ring;
 use rustls::{ServerConfig, ServerConnection, StreamOwned};
@@ -33,13 +33,61 @@ impl fmt::Display for TlsInfo {
     }
 }
 
-/// The server configuration for `cfg`, or None when no certificate is set.
-/// The error says which file is wrong and why, for `ternd -n` and start-up.
-pub fn server_config(cfg: &Config) -> Result<Option<Arc<ServerConfig>>, String> {
-    let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) else {
-        return Ok(None);
+/// What identifies a version of the certificate and key files.
+type Stamp = Option<[(SystemTime, u64); 2]>;
+
+fn stamp(cert: &Path, key: &Path) -> Stamp {
+    let one = |p: &Path| {
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len()))
     };
-    load(cert, key).map(Some)
+    Some([one(cert)?, one(key)?])
+}
+
+/// The server configuration, rebuilt when the certificate or key file
+/// changes (a renewed certificate is used without a restart). A new pair
+/// that does not load is logged and the last good one stays in use.
+pub struct Source {
+    cert: PathBuf,
+    key: PathBuf,
+    state: Mutex<(Stamp, Arc<ServerConfig>)>,
+}
+
+impl Source {
+    /// None when no certificate is configured. The error says which file
+    /// is wrong and why, for `ternd -n` and start-up.
+    pub fn new(cfg: &Config) -> Result<Option<Source>, String> {
+        let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) else {
+            return Ok(None);
+        };
+        let st = stamp(cert, key);
+        let config = load(cert, key)?;
+        Ok(Some(Source {
+            cert: cert.clone(),
+            key: key.clone(),
+            state: Mutex::new((st, config)),
+        }))
+    }
+
+    /// The configuration for the next handshake.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        let now = stamp(&self.cert, &self.key);
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if now.is_some() && now != st.0 {
+            match load(&self.cert, &self.key) {
+                Ok(c) => {
+                    log::info!("TLS: loaded the new {}", self.cert.display());
+                    *st = (now, c);
+                }
+                Err(e) => {
+                    log::warn!("TLS: keeping the previous certificate: {e}");
+                    // Do not try again until the files change once more.
+                    st.0 = now;
+                }
+            }
+        }
+        Arc::clone(&st.1)
+    }
 }
 
 /// Build a rustls server config from a PEM chain (leaf first) and a PEM key

@@ -75,8 +75,8 @@ fn main() -> ExitCode {
     };
     // Certificate and key problems are configuration errors, found here
     // rather than at the first STARTTLS.
-    let tls = match tls::server_config(&cfg) {
-        Ok(t) => t,
+    let tls = match tls::Source::new(&cfg) {
+        Ok(t) => t.map(Arc::new),
         Err(e) => {
             eprintln!("ternd: {}: {e}", path.display());
             return ExitCode::from(if m.opt_present("n") { 1 } else { EX_CONFIG });
@@ -126,7 +126,7 @@ fn context(cfg: Arc<Config>, spool: Arc<Spool>, tables: Arc<Tables>, tls: Option
 
 /// `ternd -i`: one session on stdin/stdout. The client is the socket's peer
 /// (inetd), else $TCPREMOTEIP (tcpserver), else local.
-type TlsConfig = Arc<rustls::ServerConfig>;
+type TlsConfig = Arc<tls::Source>;
 
 fn inetd(cfg: Config, tls: Option<TlsConfig>) -> ExitCode {
     let spool = match open_spool(&cfg) {

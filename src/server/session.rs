@@ -36,7 +36,7 @@ pub struct Context {
     /// Told the id of each message queued (the queue runner's wake-up).
     pub queued: Option<crossbeam_channel::Sender<QueueId>>,
     /// The TLS server configuration; None when no certificate is configured.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<Arc<tls::Source>>,
     /// The AUTH password file and sender map.
     pub auth: Arc<Auth>,
 }
@@ -233,7 +233,7 @@ impl Session<'_> {
     /// Run the TLS handshake over the current connection. Input the client
     /// sent before it and not yet read is discarded by `Io::upgrade`.
     fn handshake(&mut self) -> Result<(), Hangup> {
-        let Some(config) = self.ctx.tls.clone() else {
+        let Some(config) = self.ctx.tls.as_ref().map(|t| t.current()) else {
             return Err(Hangup);
         };
         let result = self.io.upgrade(|conn| {

@@ -217,7 +217,7 @@ pub fn expn_unknown() -> Reply {
 pub fn help() -> Reply {
     let mut r = Reply::new(214, esc(2, 0, 0), "");
     r.lines = vec![
-        Cow::Borrowed("Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP"),
+        Cow::Borrowed("Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP"),
         Cow::Borrowed("See tern(8); send reports to postmaster"),
     ];
     r

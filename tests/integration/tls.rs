@@ -262,3 +262,36 @@ fn openssl_s_client_starttls() {
     assert!(stdout.contains("250 2.1.0"), "{stdout}");
     assert!(stdout.contains("221 2.0.0"), "{stdout}");
 }
+
+/// A renewed certificate is picked up by the next handshake; a broken one
+/// is logged and the last good one stays in use.
+#[test]
+fn certificate_files_reload_without_restart() {
+    let t = Setup::new().tls().start();
+    let touch = |name: &str, text: &str| {
+        let path = t.setup.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+            .unwrap();
+    };
+    let mut c = t.connect();
+    c.hello();
+    c.starttls(&t.setup.ca_pem()).cmd("QUIT");
+
+    let renewed = crate::common::make_certs();
+    touch("cert.pem", &renewed.chain_pem);
+    touch("key.pem", &renewed.key_pem);
+    let mut c = t.connect();
+    c.hello();
+    let mut s = c.starttls(renewed.ca_pem.as_bytes());
+    assert_eq!(s.cmd("EHLO client.test").code, 250);
+    assert!(t.wait_log("TLS: loaded the new"));
+
+    touch("key.pem", "not a key\n");
+    let mut c = t.connect();
+    c.hello();
+    let mut s = c.starttls(renewed.ca_pem.as_bytes());
+    assert_eq!(s.cmd("EHLO client.test").code, 250);
+    assert!(t.wait_log("TLS: keeping the previous certificate: tls_key"));
+}
