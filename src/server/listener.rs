@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::config::{Cidr, Config};
 use crate::maillog;
 use crate::server::proxy;
 use crate::server::session::{self, Context, Peer, Service};
@@ -36,34 +37,62 @@ struct Slots {
 /// A held session slot; dropping it frees the slot.
 pub struct Slot {
     slots: Arc<Slots>,
-    ip: IpAddr,
+    /// The address counted against `max_sessions_per_ip`; None for a
+    /// connection from a trusted proxy until its PROXY header names the client.
+    ip: Option<IpAddr>,
+}
+
+fn release(per_ip: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
+    if let Some(n) = per_ip.get_mut(&ip) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            per_ip.remove(&ip);
+        }
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut g = self.slots.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.0 = g.0.saturating_sub(1);
-        if let Some(n) = g.1.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                g.1.remove(&self.ip);
-            }
+        if let Some(ip) = self.ip {
+            release(&mut g.1, ip);
         }
     }
 }
 
+impl Slot {
+    /// Count this session against `ip` instead: the client a proxy named.
+    fn rebind(&mut self, ip: IpAddr) -> Result<(), Reply> {
+        let mut g = self.slots.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let per_ip = g.1.get(&ip).copied().unwrap_or(0);
+        if per_ip >= self.slots.max_per_ip {
+            return Err(reply::too_many_from_ip());
+        }
+        if let Some(old) = self.ip {
+            release(&mut g.1, old);
+        }
+        g.1.insert(ip, per_ip + 1);
+        self.ip = Some(ip);
+        Ok(())
+    }
+}
+
 impl Slots {
-    fn take(self: &Arc<Slots>, ip: IpAddr) -> Result<Slot, Reply> {
+    /// A slot, counted against `ip` when given.
+    fn take(self: &Arc<Slots>, ip: Option<IpAddr>) -> Result<Slot, Reply> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if g.0 >= self.max {
             return Err(reply::too_busy());
         }
-        let per_ip = g.1.get(&ip).copied().unwrap_or(0);
-        if per_ip >= self.max_per_ip {
-            return Err(reply::too_many_from_ip());
+        if let Some(ip) = ip {
+            let per_ip = g.1.get(&ip).copied().unwrap_or(0);
+            if per_ip >= self.max_per_ip {
+                return Err(reply::too_many_from_ip());
+            }
+            g.1.insert(ip, per_ip + 1);
         }
         g.0 += 1;
-        g.1.insert(ip, per_ip + 1);
         Ok(Slot {
             slots: Arc::clone(self),
             ip,
@@ -112,11 +141,18 @@ pub fn serve(ctx: Arc<Context>, listeners: Vec<(TcpListener, Service)>) -> io::R
     for (l, service) in listeners {
         let tx = tx.clone();
         let slots = Arc::clone(&slots);
+        // Behind a proxy, its own address is not the client's: the per-address
+        // limit waits for the PROXY header (see worker).
+        let proxies: Vec<Cidr> = if behind_proxy(&ctx.cfg, service) {
+            ctx.cfg.proxy_from.clone()
+        } else {
+            Vec::new()
+        };
         let name = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         handles.push(
             thread::Builder::new()
                 .name(format!("listen-{name}"))
-                .spawn(move || accept_loop(&l, service, &slots, &tx))?,
+                .spawn(move || accept_loop(&l, service, &proxies, &slots, &tx))?,
         );
     }
     for h in handles {
@@ -125,7 +161,7 @@ pub fn serve(ctx: Arc<Context>, listeners: Vec<(TcpListener, Service)>) -> io::R
     Ok(())
 }
 
-fn accept_loop(l: &TcpListener, service: Service, slots: &Arc<Slots>, tx: &Sender<Job>) {
+fn accept_loop(l: &TcpListener, service: Service, proxies: &[Cidr], slots: &Arc<Slots>, tx: &Sender<Job>) {
     loop {
         let (stream, addr) = match l.accept() {
             Ok(x) => x,
@@ -137,7 +173,12 @@ fn accept_loop(l: &TcpListener, service: Service, slots: &Arc<Slots>, tx: &Sende
             }
         };
         let peer = Peer::remote(canonical_ip(addr.ip()));
-        match slots.take(addr.ip()) {
+        let per_ip = if proxies.iter().any(|n| n.contains(addr.ip())) {
+            None
+        } else {
+            Some(addr.ip())
+        };
+        match slots.take(per_ip) {
             Ok(slot) => {
                 if let Err(e) = tx.try_send(Job {
                     stream,
@@ -171,12 +212,21 @@ fn worker(ctx: &Context, rx: &Receiver<Job>) {
             mut stream,
             peer,
             service,
-            _slot,
+            _slot: mut slot,
         } = job;
         // Dropping the stream closes a connection the PROXY check refused.
         let Some(peer) = proxied_peer(ctx, service, &mut stream, peer) else {
             continue;
         };
+        // The slot is held (and freed on drop) until the session ends.
+        if slot.ip.is_none() {
+            if let Some(ip) = peer.ip {
+                if let Err(r) = slot.rebind(ip) {
+                    refuse(stream, &peer, &r);
+                    continue;
+                }
+            }
+        }
         let _ = stream.set_nodelay(true);
         let spare = stream.try_clone();
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -192,12 +242,16 @@ fn worker(ctx: &Context, rx: &Receiver<Job>) {
     }
 }
 
+fn behind_proxy(cfg: &Config, service: Service) -> bool {
+    cfg.proxy_protocol.iter().any(|s| *s == service.to_string())
+}
+
 /// On a listener behind a proxy: check that the connection comes from a
 /// trusted proxy and read its PROXY header, which names the real client.
 /// None: refused (logged); the caller closes the connection.
 fn proxied_peer(ctx: &Context, service: Service, stream: &mut TcpStream, peer: Peer) -> Option<Peer> {
     let cfg = &ctx.cfg;
-    if !cfg.proxy_protocol.iter().any(|s| *s == service.to_string()) {
+    if !behind_proxy(cfg, service) {
         return Some(peer);
     }
     let trusted = peer

@@ -135,3 +135,19 @@ fn header_on_a_plain_listener_is_just_a_bad_command() {
     // Spoofing the client address where no proxy is configured does nothing.
     assert_eq!(c.cmd("PROXY TCP4 10.1.2.3 127.0.0.1 1 25").status(), "500 5.5.2");
 }
+
+/// The per-address limit applies to the clients a proxy names, not to the
+/// proxy, which carries them all.
+#[test]
+fn per_ip_limit_counts_proxied_clients() {
+    let t = behind_proxy().set("max_sessions_per_ip", "1").start();
+    let mut a = connect_with(&t, b"PROXY TCP4 203.0.113.1 127.0.0.1 1000 25\r\n");
+    assert_eq!(a.reply().code, 220);
+    let mut b = connect_with(&t, b"PROXY TCP4 203.0.113.2 127.0.0.1 1001 25\r\n");
+    assert_eq!(b.reply().code, 220);
+    let mut c = connect_with(&t, b"PROXY TCP4 203.0.113.1 127.0.0.1 1002 25\r\n");
+    assert_eq!(c.reply().status(), "421 4.7.0");
+    assert_eq!(a.cmd("NOOP").code, 250);
+    assert_eq!(b.cmd("NOOP").code, 250);
+    assert!(t.wait_log("reject: connect from unknown[203.0.113.1]: 421 4.7.0"));
+}
