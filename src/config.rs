@@ -323,10 +323,19 @@ impl Config {
             let line = seen.get("proxy_protocol").copied().unwrap_or(0);
             return Err(err(line, "proxy_protocol: needs proxy_from".to_owned()));
         }
-        // Submission over implicit TLS needs a certificate.
-        if !c.smtps.is_empty() && c.tls_cert.is_none() {
-            let line = seen.get("smtps").copied().unwrap_or(0);
-            return Err(err(line, "smtps: needs tls_cert and tls_key".to_owned()));
+        // Submission takes mail only after AUTH, and AUTH only inside TLS:
+        // without both it could never accept anything.
+        for (key, set) in [
+            ("submission", !c.submission.is_empty()),
+            ("smtps", !c.smtps.is_empty()),
+        ] {
+            let line = seen.get(key).copied().unwrap_or(0);
+            if set && c.tls_cert.is_none() {
+                return Err(err(line, format!("{key}: needs tls_cert and tls_key")));
+            }
+            if set && c.auth_users.is_none() {
+                return Err(err(line, format!("{key}: needs auth_users")));
+            }
         }
         // The default local domains follow the host name, which the file may have changed.
         if !seen.contains_key("local_domains") {
