@@ -449,7 +449,8 @@ impl Session<'_> {
                 return reply::auth_required();
             }
         }
-        // RFC 6409 6.1: an authenticated user sends only as itself.
+        // An authenticated user sends only as an address it owns (the issue's
+        // policy; Postfix calls it reject_sender_login_mismatch).
         if let (Some(user), ReversePath::Mailbox(m)) = (&self.user, &from) {
             if !self.ctx.auth.may_send_as(self.cfg, user, m) {
                 return reply::sender_not_owned(&m.to_string());
@@ -579,7 +580,7 @@ impl Session<'_> {
         let mut reader = DataReader::new(self.cfg.max_message_size);
         let mut chunk = Vec::with_capacity(64 * 1024);
         // Submitted mail: hold the header section back until it is complete,
-        // to add what the client left out (RFC 6409 8.1, 8.3).
+        // to add what the client left out (RFC 6409 8.2, 8.3).
         let mut header: Option<Vec<u8>> = self.user.is_some().then(Vec::new);
         loop {
             let fed = reader.feed(self.io.buffered(), &mut chunk);
@@ -728,7 +729,7 @@ fn header_complete(h: &[u8]) -> bool {
 }
 
 /// The Date: and Message-ID: fields a submitted message lacks (RFC 6409
-/// 8.1 and 8.3), to put in front of its header section.
+/// 8.2 and 8.3), to put in front of its header section.
 fn submission_fixes(h: &[u8], id: &QueueId, hostname: &str) -> String {
     let end = h.windows(2).position(|w| w == b"\n\n").map_or(h.len(), |p| p + 1);
     let head = h.get(..end).unwrap_or_default();
