@@ -38,7 +38,7 @@ test:
 
 # Lints: formatting, clippy with warnings as errors, and the man pages when mandoc is here.
 check: fmt clippy
-	@if command -v mandoc >/dev/null 2>&1; then mandoc -Tlint -Wwarning man/*.[0-9]; fi
+	@if command -v mandoc >/dev/null 2>&1 && ls man/*.[0-9] >/dev/null 2>&1; then mandoc -Tlint -Wwarning man/*.[0-9]; fi
 
 fmt:
 	$(CARGO) fmt --all -- --check

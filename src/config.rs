@@ -111,6 +111,32 @@ pub struct Config {
     /// Our name in the greeting, EHLO reply and Received: headers.
     pub hostname: String,
     pub listen: Vec<SocketAddr>,
+    /// Message submission listeners (RFC 6409): AUTH required before MAIL.
+    pub submission: Vec<SocketAddr>,
+    /// Submission over implicit TLS (RFC 8314 section 3.3): TLS from the first byte.
+    pub smtps: Vec<SocketAddr>,
+    /// PEM certificate chain, leaf first; with `tls_key`, enables STARTTLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// `user:crypt-hash` lines for SMTP AUTH; None = no AUTH.
+    pub auth_users: Option<PathBuf>,
+    /// `user: address, @domain` lines: the senders each user may use. Users
+    /// not listed may use user@ each local domain.
+    pub sender_map: Option<PathBuf>,
+    /// Pause before answering a failed AUTH (slows password guessing).
+    pub auth_failure_delay: Duration,
+    /// Unknown recipients in one session before each further one is answered slowly.
+    pub harvest_threshold: u32,
+    /// Pause per unknown recipient past `harvest_threshold`; zero = none.
+    pub harvest_delay: Duration,
+    /// Unknown recipients in one session before it is closed (directory harvest).
+    pub harvest_limit: u32,
+    /// Services ("smtp", "submission", "smtps") whose listeners expect a
+    /// PROXY protocol header (v1 or v2) before anything else.
+    pub proxy_protocol: Vec<String>,
+    /// The proxies allowed to send that header; connections from elsewhere are closed.
+    pub proxy_from: Vec<Cidr>,
     pub spool: PathBuf,
     /// Lowercased, without a trailing dot.
     pub local_domains: Vec<String>,
@@ -178,6 +204,18 @@ impl Default for Config {
                 SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 25),
                 SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 25),
             ],
+            submission: Vec::new(),
+            smtps: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            auth_users: None,
+            sender_map: None,
+            auth_failure_delay: Duration::from_secs(2),
+            harvest_threshold: 5,
+            harvest_delay: Duration::from_secs(1),
+            harvest_limit: 20,
+            proxy_protocol: Vec::new(),
+            proxy_from: Vec::new(),
             spool: PathBuf::from("/var/spool/tern"),
             local_domains,
             local_users: None,
@@ -276,6 +314,35 @@ impl Config {
             set(&mut c, value).map_err(|m| err(n, format!("{key}: {m}")))?;
         }
 
+        // A certificate without its key (or the reverse) is a mistake, not "no TLS".
+        if c.tls_cert.is_some() != c.tls_key.is_some() {
+            let (set, missing) = if c.tls_cert.is_some() {
+                ("tls_cert", "tls_key")
+            } else {
+                ("tls_key", "tls_cert")
+            };
+            let line = seen.get(set).copied().unwrap_or(0);
+            return Err(err(line, format!("{set} is set but {missing} is not")));
+        }
+        // A PROXY listener that trusts no proxy would refuse everyone.
+        if !c.proxy_protocol.is_empty() && c.proxy_from.is_empty() {
+            let line = seen.get("proxy_protocol").copied().unwrap_or(0);
+            return Err(err(line, "proxy_protocol: needs proxy_from".to_owned()));
+        }
+        // Submission takes mail only after AUTH, and AUTH only inside TLS:
+        // without both it could never accept anything.
+        for (key, set) in [
+            ("submission", !c.submission.is_empty()),
+            ("smtps", !c.smtps.is_empty()),
+        ] {
+            let line = seen.get(key).copied().unwrap_or(0);
+            if set && c.tls_cert.is_none() {
+                return Err(err(line, format!("{key}: needs tls_cert and tls_key")));
+            }
+            if set && c.auth_users.is_none() {
+                return Err(err(line, format!("{key}: needs auth_users")));
+            }
+        }
         // The default local domains follow the host name, which the file may have changed.
         if !seen.contains_key("local_domains") {
             c.local_domains = default_local_domains(&c.hostname);
@@ -294,10 +361,17 @@ impl Config {
         };
         abs(&mut self.spool);
         abs(&mut self.pid_file);
-        if let Some(p) = self.local_users.as_mut() {
-            abs(p);
-        }
-        if let Some(p) = self.aliases.as_mut() {
+        for p in [
+            &mut self.local_users,
+            &mut self.aliases,
+            &mut self.tls_cert,
+            &mut self.tls_key,
+            &mut self.auth_users,
+            &mut self.sender_map,
+        ]
+        .into_iter()
+        .flatten()
+        {
             abs(p);
         }
         if !self.mailbox.starts_with('/') && !self.mailbox.starts_with('~') {
@@ -336,6 +410,18 @@ fn key_spec(key: &str) -> Option<(Times, Setter)> {
     let spec: (Times, Setter) = match key {
         "hostname" => (Once, |c, v| domain(v).map(|x| c.hostname = x.to_string())),
         "listen" => (Once, |c, v| listen(v).map(|x| c.listen = x)),
+        "submission" => (Once, |c, v| listen_list(v).map(|x| c.submission = x)),
+        "smtps" => (Once, |c, v| listen_list(v).map(|x| c.smtps = x)),
+        "tls_cert" => (Once, |c, v| path(v).map(|x| c.tls_cert = Some(x))),
+        "tls_key" => (Once, |c, v| path(v).map(|x| c.tls_key = Some(x))),
+        "auth_users" => (Once, |c, v| path(v).map(|x| c.auth_users = Some(x))),
+        "sender_map" => (Once, |c, v| path(v).map(|x| c.sender_map = Some(x))),
+        "auth_failure_delay" => (Once, |c, v| delay(v).map(|x| c.auth_failure_delay = x)),
+        "harvest_threshold" => (Once, |c, v| count(v).map(|x| c.harvest_threshold = x)),
+        "harvest_delay" => (Once, |c, v| delay(v).map(|x| c.harvest_delay = x)),
+        "harvest_limit" => (Once, |c, v| count(v).map(|x| c.harvest_limit = x)),
+        "proxy_protocol" => (Once, |c, v| services(v).map(|x| c.proxy_protocol = x)),
+        "proxy_from" => (Once, |c, v| networks(v).map(|x| c.proxy_from = x)),
         "spool" => (Once, |c, v| path(v).map(|x| c.spool = x)),
         "local_domains" => (Once, |c, v| local_domains(v).map(|x| c.local_domains = x)),
         "local_users" => (Once, |c, v| path(v).map(|x| c.local_users = Some(x))),
@@ -478,6 +564,14 @@ fn listen(v: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(out)
 }
 
+/// Like `listen`, but an empty value means no listener of that kind.
+fn listen_list(v: &str) -> Result<Vec<SocketAddr>, String> {
+    if items(v).next().is_none() {
+        return Ok(Vec::new());
+    }
+    listen(v)
+}
+
 /// One listen item; `*` means every address of both families, hence possibly two.
 /// Port 0 is allowed: the kernel picks a free port, which tests rely on.
 fn listen_addr(item: &str) -> Option<Vec<SocketAddr>> {
@@ -510,6 +604,21 @@ fn port_number(s: &str) -> Option<u16> {
         return None;
     }
     s.parse().ok()
+}
+
+/// Listener kinds, for `proxy_protocol`.
+fn services(v: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for item in items(v) {
+        let s = item.to_ascii_lowercase();
+        if !["smtp", "submission", "smtps"].contains(&s.as_str()) {
+            return Err(format!(
+                "unknown service {item:?} (use smtp, submission or smtps)"
+            ));
+        }
+        push_unique(&mut out, s);
+    }
+    Ok(out)
 }
 
 /// An empty list is allowed: it turns relaying off entirely.
@@ -549,6 +658,13 @@ fn optional_duration(v: &str) -> Result<Option<Duration>, String> {
         format!("bad duration {v:?} (use a number with optional s, m, h, d or w; 0 turns it off)")
     })?;
     Ok(if d.is_zero() { None } else { Some(d) })
+}
+
+/// A pause, where 0 means none.
+fn delay(v: &str) -> Result<Duration, String> {
+    parse_duration(nonempty(v)?).ok_or_else(|| {
+        format!("bad duration {v:?} (use a number with optional s, m, h, d or w; 0 means none)")
+    })
 }
 
 /// The mailbox template must name a place per user.
@@ -1275,6 +1391,18 @@ vrfy = on
             "data_timeout",
             "expn",
             "vrfy",
+            "submission",
+            "smtps",
+            "tls_cert",
+            "tls_key",
+            "auth_users",
+            "sender_map",
+            "auth_failure_delay",
+            "harvest_threshold",
+            "harvest_delay",
+            "harvest_limit",
+            "proxy_protocol",
+            "proxy_from",
         ] {
             assert!(keys.contains(&key), "sample does not document {key}");
         }
@@ -1292,6 +1420,11 @@ vrfy = on
         assert_eq!(c.data_timeout, d.data_timeout);
         assert_eq!(c.expn, d.expn);
         assert_eq!(c.vrfy, d.vrfy);
+        assert_eq!(c.auth_failure_delay, d.auth_failure_delay);
+        assert_eq!(c.harvest_threshold, d.harvest_threshold);
+        assert_eq!(c.harvest_delay, d.harvest_delay);
+        assert_eq!(c.harvest_limit, d.harvest_limit);
+        assert_eq!(c.proxy_protocol, d.proxy_protocol);
     }
 
     #[test]

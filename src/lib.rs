@@ -23,3 +23,4 @@ pub mod smtp;
 pub mod spool;
 pub mod sys;
 pub mod tables;
+pub mod tls;

@@ -23,13 +23,10 @@ use crate::clock;
 use crate::config::{self, Config};
 use crate::control;
 use crate::ctl;
-use crate::server::conn::Stdio;
-use crate::server::policy::Policy;
-use crate::server::session::{self, Context, Peer};
+use crate::server::session::{self, Peer};
 use crate::smtp::address::Mailbox;
 use crate::spool::{self, maildrop, BodyType, DsnRet, Envelope, QueueId, Recipient, Spool, SpoolError};
 use crate::sys;
-use crate::tables::Tables;
 
 /// sysexits.h codes; the program's exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,21 +338,7 @@ fn newaliases(cfg: &Config) -> Result<(), Failure> {
 /// daemon is then told of each message.
 fn smtp_session(cfg: Config) -> Result<(), Failure> {
     let spool = Spool::open(&cfg.spool).map_err(|e| spool_failure(&e))?;
-    let tables = std::sync::Arc::new(Tables::new(&cfg));
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let root = cfg.spool.clone();
-    let ctx = Context {
-        cfg: std::sync::Arc::new(cfg),
-        spool: std::sync::Arc::new(spool),
-        policy: std::sync::Arc::new(Policy::new(tables)),
-        shutdown: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        queued: Some(tx),
-    };
-    session::run(&ctx, &Peer::local(), Box::new(Stdio::new()));
-    for id in rx.try_iter() {
-        // The daemon being down is fine: it finds the message when it starts.
-        let _ = control::send(&root, &format!("wake {id}"));
-    }
+    session::run_stdio(cfg, spool, &Peer::local(), None);
     Ok(())
 }
 

@@ -8,20 +8,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tern::config::{self, Config};
 use tern::daemon::{self, Event, PidFile};
 use tern::deliver::local;
-use tern::server::conn::Stdio;
 use tern::server::listener;
-use tern::server::policy::Policy;
-use tern::server::session::{self, Context, Peer};
+use tern::server::session::{self, Context, Peer, Service};
 use tern::spool::Spool;
 use tern::tables::Tables;
-use tern::{control, logging, queue, sys};
+use tern::{control, logging, queue, sys, tls};
 
 /// sysexits.h
 const EX_USAGE: u8 = 64;
@@ -75,12 +73,21 @@ fn main() -> ExitCode {
             return ExitCode::from(if m.opt_present("n") { 1 } else { EX_CONFIG });
         }
     };
+    if let Ok(cwd) = std::env::current_dir() {
+        cfg.resolve_relative(&cwd);
+    }
+    // Certificate and key problems are configuration errors, found here
+    // rather than at the first STARTTLS.
+    let tls = match tls::Source::new(&cfg) {
+        Ok(t) => t.map(Arc::new),
+        Err(e) => {
+            eprintln!("ternd: {}: {e}", path.display());
+            return ExitCode::from(if m.opt_present("n") { 1 } else { EX_CONFIG });
+        }
+    };
     if m.opt_present("n") {
         println!("ternd: configuration OK: {}", path.display());
         return ExitCode::SUCCESS;
-    }
-    if let Ok(cwd) = std::env::current_dir() {
-        cfg.resolve_relative(&cwd);
     }
     let level = logging::level(m.opt_count("v"));
     let foreground = m.opt_present("d");
@@ -90,15 +97,15 @@ fn main() -> ExitCode {
         logging::to_syslog("ternd", level);
     }
     if m.opt_present("i") {
-        inetd(cfg)
+        inetd(cfg, tls)
     } else {
-        daemon(cfg, foreground)
+        daemon(cfg, foreground, tls)
     }
 }
 
-fn open_spool(cfg: &Config) -> Result<Arc<Spool>, ExitCode> {
+fn open_spool(cfg: &Config) -> Result<Spool, ExitCode> {
     match Spool::open(&cfg.spool) {
-        Ok(s) => Ok(Arc::new(s)),
+        Ok(s) => Ok(s),
         Err(e) => {
             eprintln!("ternd: {e}");
             log::error!("{e}");
@@ -107,19 +114,12 @@ fn open_spool(cfg: &Config) -> Result<Arc<Spool>, ExitCode> {
     }
 }
 
-fn context(cfg: Arc<Config>, spool: Arc<Spool>, tables: Arc<Tables>) -> Context {
-    Context {
-        cfg,
-        spool,
-        policy: Arc::new(Policy::new(tables)),
-        shutdown: Arc::new(AtomicBool::new(false)),
-        queued: None,
-    }
-}
+/// The TLS certificate source, shared by every session.
+type TlsConfig = Arc<tls::Source>;
 
 /// `ternd -i`: one session on stdin/stdout. The client is the socket's peer
 /// (inetd), else $TCPREMOTEIP (tcpserver), else local.
-fn inetd(cfg: Config) -> ExitCode {
+fn inetd(cfg: Config, tls: Option<TlsConfig>) -> ExitCode {
     let spool = match open_spool(&cfg) {
         Ok(s) => s,
         Err(code) => return code,
@@ -137,17 +137,7 @@ fn inetd(cfg: Config) -> ExitCode {
             None => Peer::local(),
         },
     };
-    let tables = Arc::new(Tables::new(&cfg));
-    let root = cfg.spool.clone();
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let mut ctx = context(Arc::new(cfg), spool, tables);
-    ctx.queued = Some(tx);
-    session::run(&ctx, &peer, Box::new(Stdio::new()));
-    // Tell a running daemon so it delivers at once; when it is down, it finds the
-    // message at start-up (and otherwise on its next rescan).
-    for id in rx.try_iter() {
-        let _ = control::send(&root, &format!("wake {id}"));
-    }
+    session::run_stdio(cfg, spool, &peer, tls);
     ExitCode::SUCCESS
 }
 
@@ -158,7 +148,7 @@ fn fail(code: u8, what: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn daemon(cfg: Config, foreground: bool) -> ExitCode {
+fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>) -> ExitCode {
     let spool = match open_spool(&cfg) {
         Ok(s) => s,
         Err(code) => return code,
@@ -179,10 +169,19 @@ fn daemon(cfg: Config, foreground: bool) -> ExitCode {
         ),
         Err(e) => return fail(EX_CANTCREAT, e),
     }
-    let listeners = match listener::bind(&cfg.listen) {
-        Ok(l) => l,
-        Err(e) => return fail(EX_OSERR, e),
-    };
+    // Submission and smtps first, then listen: the plain "listening on"
+    // lines come last, so whoever waits for them has seen the others too.
+    let mut listeners = Vec::new();
+    for (addrs, service) in [
+        (&cfg.smtps, Service::Smtps),
+        (&cfg.submission, Service::Submission),
+        (&cfg.listen, Service::Smtp),
+    ] {
+        match listener::bind(addrs) {
+            Ok(bound) => listeners.extend(bound.into_iter().map(|l| (l, service))),
+            Err(e) => return fail(EX_OSERR, e),
+        }
+    }
     // Detach only after everything that can fail visibly has been checked,
     // so that rc scripts see errors and the exit status.
     let mut pid_file = None;
@@ -208,9 +207,12 @@ fn daemon(cfg: Config, foreground: bool) -> ExitCode {
         Ok(ev) => ev,
         Err(e) => return fail(EX_OSERR, format!("cannot set up signals: {e}")),
     };
-    for l in &listeners {
+    for (l, service) in &listeners {
         if let Ok(a) = l.local_addr() {
-            log::info!("listening on {a}");
+            match service {
+                Service::Smtp => log::info!("listening on {a}"),
+                other => log::info!("listening for {other} on {a}"),
+            }
         }
     }
     let cfg = Arc::new(cfg);
@@ -218,7 +220,7 @@ fn daemon(cfg: Config, foreground: bool) -> ExitCode {
     if cfg.queue_only {
         log::info!("queue_only: mail is queued, not delivered");
     }
-    let mut ctx = context(Arc::clone(&cfg), spool, Arc::clone(&tables));
+    let mut ctx = Context::new(Arc::clone(&cfg), Arc::new(spool), Arc::clone(&tables), tls);
     // The runner also runs with queue_only: it picks up the maildrop (accepting
     // mail) but starts no delivery worker.
     let stopping = Arc::clone(&ctx.shutdown);

@@ -1,7 +1,7 @@
 //! The byte stream a session runs over, and its buffered reader.
 //!
-//! One trait covers TCP, stdin/stdout (`ternd -i`, `sendmail -bs`) and, later,
-//! TLS. The reader owns the input buffer, which is what PIPELINING needs:
+//! One trait covers TCP, stdin/stdout (`ternd -i`, `sendmail -bs`) and TLS
+//! over either (`tls::TlsStream`). The reader owns the input buffer, which is what PIPELINING needs:
 //! replies are flushed only when the session is about to block on a read
 //! (RFC 2920 3.1; qmail's flush-before-read).
 
@@ -70,6 +70,31 @@ impl Write for Stdio {
 impl Conn for Stdio {
     fn set_timeout(&mut self, t: Duration) -> io::Result<()> {
         self.timeout = t;
+        Ok(())
+    }
+}
+
+/// The stand-in while a connection is being upgraded, and what is left when
+/// the upgrade failed: reads see end of stream, writes fail.
+struct Closed;
+
+impl Read for Closed {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Ok(0)
+    }
+}
+
+impl Write for Closed {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::NotConnected.into())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Conn for Closed {
+    fn set_timeout(&mut self, _: Duration) -> io::Result<()> {
         Ok(())
     }
 }
@@ -193,6 +218,22 @@ impl Io {
     /// where pipelined input must not be acted on (after STARTTLS, CVE-2011-0411).
     pub fn discard_buffered(&mut self) {
         self.start = self.end;
+    }
+
+    /// Replace the connection underneath, for STARTTLS and implicit TLS:
+    /// pending replies are flushed first, and input received but not yet read
+    /// is thrown away, so that nothing a client pipelined in plaintext is
+    /// ever executed inside the TLS session (CVE-2011-0411, RFC 3207 6).
+    pub fn upgrade<T>(
+        &mut self,
+        wrap: impl FnOnce(Box<dyn Conn>) -> io::Result<(Box<dyn Conn>, T)>,
+    ) -> io::Result<T> {
+        self.flush()?;
+        self.discard_buffered();
+        let old = std::mem::replace(&mut self.conn, Box::new(Closed));
+        let (new, t) = wrap(old)?;
+        self.conn = new;
+        Ok(t)
     }
 
     /// Read more from the connection, flushing pending replies first because
