@@ -113,6 +113,32 @@ pub struct Config {
     /// Our name in the greeting, EHLO reply and Received: headers.
     pub hostname: String,
     pub listen: Vec<SocketAddr>,
+    /// Message submission listeners (RFC 6409): AUTH required before MAIL.
+    pub submission: Vec<SocketAddr>,
+    /// Submission over implicit TLS (RFC 8314 section 3.3): TLS from the first byte.
+    pub smtps: Vec<SocketAddr>,
+    /// PEM certificate chain, leaf first; with `tls_key`, enables STARTTLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// `user:crypt-hash` lines for SMTP AUTH; None = no AUTH.
+    pub auth_users: Option<PathBuf>,
+    /// `user: address, @domain` lines: the senders each user may use. Users
+    /// not listed may use user@ each local domain.
+    pub sender_map: Option<PathBuf>,
+    /// Pause before answering a failed AUTH (slows password guessing).
+    pub auth_failure_delay: Duration,
+    /// Unknown recipients in one session before each further one is answered slowly.
+    pub harvest_threshold: u32,
+    /// Pause per unknown recipient past `harvest_threshold`; zero = none.
+    pub harvest_delay: Duration,
+    /// Unknown recipients in one session before it is closed (directory harvest).
+    pub harvest_limit: u32,
+    /// Services ("smtp", "submission", "smtps") whose listeners expect a
+    /// PROXY protocol header (v1 or v2) before anything else.
+    pub proxy_protocol: Vec<String>,
+    /// The proxies allowed to send that header; connections from elsewhere are closed.
+    pub proxy_from: Vec<Cidr>,
     pub spool: PathBuf,
     /// Lowercased, without a trailing dot.
     pub local_domains: Vec<String>,
@@ -189,6 +215,10 @@ pub struct Config {
     /// Deliveries in progress at once to one destination (route or relay
     /// host, else recipient domain).
     pub max_connections_per_domain: usize,
+    /// Where a detached ternd writes its pid (and holds a lock).
+    pub pid_file: PathBuf,
+    /// How long a stopping daemon waits for sessions and deliveries.
+    pub shutdown_grace: Duration,
 }
 
 /// Where `route` or `relay_host` sends mail: `[host]:port` (no MX lookup),
@@ -220,6 +250,18 @@ impl Default for Config {
                 SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 25),
                 SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 25),
             ],
+            submission: Vec::new(),
+            smtps: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            auth_users: None,
+            sender_map: None,
+            auth_failure_delay: Duration::from_secs(2),
+            harvest_threshold: 5,
+            harvest_delay: Duration::from_secs(1),
+            harvest_limit: 20,
+            proxy_protocol: Vec::new(),
+            proxy_from: Vec::new(),
             spool: PathBuf::from("/var/spool/tern"),
             local_domains,
             local_users: None,
@@ -270,6 +312,8 @@ impl Default for Config {
             smtp_data_done_timeout: Duration::from_secs(600),
             smtp_connection_cache_time: Some(Duration::from_secs(2)),
             max_connections_per_domain: 20,
+            pid_file: PathBuf::from("/var/run/ternd.pid"),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -332,11 +376,69 @@ impl Config {
             set(&mut c, value).map_err(|m| err(n, format!("{key}: {m}")))?;
         }
 
+        // A certificate without its key (or the reverse) is a mistake, not "no TLS".
+        if c.tls_cert.is_some() != c.tls_key.is_some() {
+            let (set, missing) = if c.tls_cert.is_some() {
+                ("tls_cert", "tls_key")
+            } else {
+                ("tls_key", "tls_cert")
+            };
+            let line = seen.get(set).copied().unwrap_or(0);
+            return Err(err(line, format!("{set} is set but {missing} is not")));
+        }
+        // A PROXY listener that trusts no proxy would refuse everyone.
+        if !c.proxy_protocol.is_empty() && c.proxy_from.is_empty() {
+            let line = seen.get("proxy_protocol").copied().unwrap_or(0);
+            return Err(err(line, "proxy_protocol: needs proxy_from".to_owned()));
+        }
+        // Submission takes mail only after AUTH, and AUTH only inside TLS:
+        // without both it could never accept anything.
+        for (key, set) in [
+            ("submission", !c.submission.is_empty()),
+            ("smtps", !c.smtps.is_empty()),
+        ] {
+            let line = seen.get(key).copied().unwrap_or(0);
+            if set && c.tls_cert.is_none() {
+                return Err(err(line, format!("{key}: needs tls_cert and tls_key")));
+            }
+            if set && c.auth_users.is_none() {
+                return Err(err(line, format!("{key}: needs auth_users")));
+            }
+        }
         // The default local domains follow the host name, which the file may have changed.
         if !seen.contains_key("local_domains") {
             c.local_domains = default_local_domains(&c.hostname);
         }
         Ok(c)
+    }
+
+    /// Make relative paths absolute against `base` (the directory ternd was
+    /// started in), so that they mean the same in delivery children, which
+    /// run in `/`, and after the daemon changes directory.
+    pub fn resolve_relative(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut self.spool);
+        abs(&mut self.pid_file);
+        for p in [
+            &mut self.local_users,
+            &mut self.aliases,
+            &mut self.tls_cert,
+            &mut self.tls_key,
+            &mut self.auth_users,
+            &mut self.sender_map,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            abs(p);
+        }
+        if !self.mailbox.starts_with('/') && !self.mailbox.starts_with('~') {
+            self.mailbox = base.join(&self.mailbox).display().to_string();
+        }
     }
 
     /// Whether mail for `domain` is delivered here (case-insensitive, trailing dot ignored).
@@ -380,6 +482,18 @@ fn key_spec(key: &str) -> Option<(Times, Setter)> {
     let spec: (Times, Setter) = match key {
         "hostname" => (Once, |c, v| domain(v).map(|x| c.hostname = x.to_string())),
         "listen" => (Once, |c, v| listen(v).map(|x| c.listen = x)),
+        "submission" => (Once, |c, v| listen_list(v).map(|x| c.submission = x)),
+        "smtps" => (Once, |c, v| listen_list(v).map(|x| c.smtps = x)),
+        "tls_cert" => (Once, |c, v| path(v).map(|x| c.tls_cert = Some(x))),
+        "tls_key" => (Once, |c, v| path(v).map(|x| c.tls_key = Some(x))),
+        "auth_users" => (Once, |c, v| path(v).map(|x| c.auth_users = Some(x))),
+        "sender_map" => (Once, |c, v| path(v).map(|x| c.sender_map = Some(x))),
+        "auth_failure_delay" => (Once, |c, v| delay(v).map(|x| c.auth_failure_delay = x)),
+        "harvest_threshold" => (Once, |c, v| count(v).map(|x| c.harvest_threshold = x)),
+        "harvest_delay" => (Once, |c, v| delay(v).map(|x| c.harvest_delay = x)),
+        "harvest_limit" => (Once, |c, v| count(v).map(|x| c.harvest_limit = x)),
+        "proxy_protocol" => (Once, |c, v| services(v).map(|x| c.proxy_protocol = x)),
+        "proxy_from" => (Once, |c, v| networks(v).map(|x| c.proxy_from = x)),
         "spool" => (Once, |c, v| path(v).map(|x| c.spool = x)),
         "local_domains" => (Once, |c, v| local_domains(v).map(|x| c.local_domains = x)),
         "local_users" => (Once, |c, v| path(v).map(|x| c.local_users = Some(x))),
@@ -428,6 +542,8 @@ fn key_spec(key: &str) -> Option<(Times, Setter)> {
             optional_duration(v).map(|x| c.smtp_connection_cache_time = x)
         }),
         "max_connections_per_domain" => (Once, |c, v| count(v).map(|x| c.max_connections_per_domain = x)),
+        "pid_file" => (Once, |c, v| path(v).map(|x| c.pid_file = x)),
+        "shutdown_grace" => (Once, |c, v| timeout(v).map(|x| c.shutdown_grace = x)),
         _ => return None,
     };
     Some(spec)
@@ -543,6 +659,14 @@ fn listen(v: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(out)
 }
 
+/// Like `listen`, but an empty value means no listener of that kind.
+fn listen_list(v: &str) -> Result<Vec<SocketAddr>, String> {
+    if items(v).next().is_none() {
+        return Ok(Vec::new());
+    }
+    listen(v)
+}
+
 /// One listen item; `*` means every address of both families, hence possibly two.
 /// Port 0 is allowed: the kernel picks a free port, which tests rely on.
 fn listen_addr(item: &str) -> Option<Vec<SocketAddr>> {
@@ -592,6 +716,21 @@ fn dns_servers(v: &str) -> Result<Vec<SocketAddr>, String> {
             }
         };
         push_unique(&mut out, sa);
+    }
+    Ok(out)
+}
+
+/// Listener kinds, for `proxy_protocol`.
+fn services(v: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for item in items(v) {
+        let s = item.to_ascii_lowercase();
+        if !["smtp", "submission", "smtps"].contains(&s.as_str()) {
+            return Err(format!(
+                "unknown service {item:?} (use smtp, submission or smtps)"
+            ));
+        }
+        push_unique(&mut out, s);
     }
     Ok(out)
 }
@@ -719,9 +858,22 @@ fn optional_duration(v: &str) -> Result<Option<Duration>, String> {
     Ok(if d.is_zero() { None } else { Some(d) })
 }
 
+/// A pause, where 0 means none.
+fn delay(v: &str) -> Result<Duration, String> {
+    parse_duration(nonempty(v)?).ok_or_else(|| {
+        format!("bad duration {v:?} (use a number with optional s, m, h, d or w; 0 means none)")
+    })
+}
+
 /// The mailbox template must name a place per user.
 fn mailbox(v: &str) -> Result<String, String> {
     let v = nonempty(v)?;
+    // Only the recipient's own home is known: "~/..." (or "~"), not "~user".
+    if v.starts_with('~') && v != "~" && !v.starts_with("~/") {
+        return Err(format!(
+            "{v:?}: only ~/ (the recipient's home) is understood, not ~user"
+        ));
+    }
     if !v.contains("%u") && !v.starts_with('~') {
         return Err(format!(
             "mailbox {v:?} must contain %u or start with ~ so each user has their own"
@@ -1444,6 +1596,8 @@ vrfy = on
             "smtp_data_done_timeout",
             "smtp_connection_cache_time",
             "max_connections_per_domain",
+            "pid_file",
+            "shutdown_grace",
             "max_errors",
             "max_received",
             "greeting_timeout",
@@ -1451,6 +1605,18 @@ vrfy = on
             "data_timeout",
             "expn",
             "vrfy",
+            "submission",
+            "smtps",
+            "tls_cert",
+            "tls_key",
+            "auth_users",
+            "sender_map",
+            "auth_failure_delay",
+            "harvest_threshold",
+            "harvest_delay",
+            "harvest_limit",
+            "proxy_protocol",
+            "proxy_from",
         ] {
             assert!(keys.contains(&key), "sample does not document {key}");
         }
@@ -1468,6 +1634,11 @@ vrfy = on
         assert_eq!(c.data_timeout, d.data_timeout);
         assert_eq!(c.expn, d.expn);
         assert_eq!(c.vrfy, d.vrfy);
+        assert_eq!(c.auth_failure_delay, d.auth_failure_delay);
+        assert_eq!(c.harvest_threshold, d.harvest_threshold);
+        assert_eq!(c.harvest_delay, d.harvest_delay);
+        assert_eq!(c.harvest_limit, d.harvest_limit);
+        assert_eq!(c.proxy_protocol, d.proxy_protocol);
         assert_eq!(c.dns_timeout, d.dns_timeout);
         assert_eq!(c.smtp_tls, d.smtp_tls);
         assert_eq!(c.inet_protocols, d.inet_protocols);
@@ -1529,5 +1700,17 @@ vrfy = on
         }
         let c = p("dns_servers = 127.0.0.1:5353, ::1").unwrap();
         assert_eq!(c.dns_servers, vec![sa("127.0.0.1:5353"), sa("[::1]:53")]);
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_start_directory() {
+        let mut c = p("spool = ./var/spool\naliases = etc/aliases\nmailbox = ./var/mail/%u/\n").unwrap();
+        c.resolve_relative(Path::new("/srv/tern"));
+        assert_eq!(c.spool, PathBuf::from("/srv/tern/./var/spool"));
+        assert_eq!(c.aliases, Some(PathBuf::from("/srv/tern/etc/aliases")));
+        assert_eq!(c.mailbox, "/srv/tern/./var/mail/%u/");
+        let mut c = p("mailbox = ~/Maildir/\n").unwrap();
+        c.resolve_relative(Path::new("/srv"));
+        assert_eq!(c.mailbox, "~/Maildir/");
     }
 }

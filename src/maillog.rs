@@ -48,3 +48,43 @@ pub fn queued(id: &dyn Display, from: &str, size: u64, nrcpt: usize, client: &dy
 pub fn refuse_connection(client: &dyn Display, reply: &dyn Display) {
     log::warn!("reject: connect from {client}: {reply}");
 }
+
+/// `STARTTLS from unknown[192.0.2.1] on smtp: TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384`
+pub fn tls_established(client: &dyn Display, service: &dyn Display, tls: &dyn Display) {
+    log::info!("TLS established from {client} on {service}: {tls}");
+}
+
+/// A failed handshake ends that session only.
+pub fn tls_failed(client: &dyn Display, service: &dyn Display, why: &dyn Display) {
+    log::warn!("TLS handshake failed from {client} on {service}: {why}");
+}
+
+/// `auth ok from unknown[192.0.2.1]: mechanism=PLAIN user=<alice>`
+pub fn auth_ok(client: &dyn Display, mechanism: &str, user: &str) {
+    log::info!("auth ok from {client}: mechanism={mechanism} user=<{user}>");
+}
+
+/// Every failed AUTH, with the client address, for fail2ban-style tools:
+/// `auth failed from unknown[192.0.2.1]: mechanism=PLAIN user=<alice>`
+pub fn auth_failed(client: &dyn Display, mechanism: &str, user: &str) {
+    let user: String = user
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    log::warn!("auth failed from {client}: mechanism={mechanism} user=<{user}>");
+}
+
+/// A client dropped for asking after too many unknown recipients.
+pub fn harvest(client: &dyn Display, unknown: u32) {
+    log::warn!("harvest: dropped {client} after {unknown} unknown recipients");
+}
+
+/// `proxy unknown[192.0.2.10]: client unknown[203.0.113.5]`
+pub fn proxied(proxy: &dyn Display, client: &dyn Display) {
+    log::info!("proxy {proxy}: client {client}");
+}
+
+/// A connection on a PROXY listener that was closed before any SMTP.
+pub fn proxy_refused(client: &dyn Display, why: &dyn Display) {
+    log::warn!("proxy: refused connection from {client}: {why}");
+}

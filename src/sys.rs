@@ -247,6 +247,264 @@ pub fn kill_process_group(pgid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// The detached daemon's side of the start-up handshake: `ready()` lets the
+/// original process exit 0, so an rc script that runs `ternd` finds the pid
+/// file written and the ports open once the command returns.
+pub struct Detached {
+    pipe: Option<std::fs::File>,
+}
+
+impl Detached {
+    pub fn ready(mut self) {
+        if let Some(mut p) = self.pipe.take() {
+            let _ = std::io::Write::write_all(&mut p, b"1");
+        }
+    }
+}
+
+/// Detach from the terminal as a daemon (fork, setsid, fork, chdir /,
+/// umask 027, stdio to /dev/null). The original process waits until the
+/// daemon calls `Detached::ready` and exits 0, or exits 1 if the daemon dies
+/// first. Must run before any thread is started: fork copies only the
+/// calling thread.
+pub fn daemonize() -> io::Result<Detached> {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is an array of two ints for pipe to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
+    let (mut rd, wr) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: fork in a single-threaded process.
+    match unsafe { libc::fork() } {
+        -1 => return Err(io::Error::last_os_error()),
+        0 => drop(rd),
+        _ => {
+            drop(wr);
+            let mut b = [0u8; 1];
+            let ok = matches!(rd.read(&mut b), Ok(1));
+            // SAFETY: _exit is async-signal-safe and skips atexit handlers and buffers.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+    }
+    // SAFETY: setsid has no memory effects; failure is reported through errno.
+    if unsafe { libc::setsid() } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // A second fork: the session leader exits, so the daemon can never
+    // acquire a controlling terminal again.
+    // SAFETY: as above.
+    match unsafe { libc::fork() } {
+        -1 => return Err(io::Error::last_os_error()),
+        0 => {}
+        // SAFETY: as above.
+        _ => unsafe { libc::_exit(0) },
+    }
+    std::env::set_current_dir("/")?;
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0o027) };
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for fd in 0..=2 {
+        // SAFETY: both descriptors are valid; dup2 atomically replaces fd.
+        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(Detached { pipe: Some(wr) })
+}
+
+/// Give up root for good: supplementary groups, then gid, then uid (the
+/// order matters: after setuid there is no right left to change groups),
+/// and check that none of it can be undone.
+pub fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
+    let groups = [gid as libc::gid_t];
+    // SAFETY: groups is a valid array of one gid.
+    if unsafe { libc::setgroups(1, groups.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: these calls take plain integers.
+    if unsafe { libc::setgid(gid) } != 0 || unsafe { libc::setuid(uid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: getters without side effects.
+    let (r, e, rg, eg) = unsafe { (libc::getuid(), libc::geteuid(), libc::getgid(), libc::getegid()) };
+    // SAFETY: setuid(0) only tests that root cannot be regained.
+    if r != uid || e != uid || rg != gid || eg != gid || (uid != 0 && unsafe { libc::setuid(0) } == 0) {
+        return Err(io::Error::other("privileges were not dropped"));
+    }
+    Ok(())
+}
+
+/// Signals the daemon handles itself, by a thread that waits for them.
+pub const DAEMON_SIGNALS: [i32; 4] = [libc::SIGHUP, libc::SIGTERM, libc::SIGINT, libc::SIGUSR1];
+
+fn sigset(signals: &[i32]) -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set before sigaddset uses it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Block `signals` in this thread and every thread it starts afterwards, so
+/// that only `wait_signal` receives them.
+pub fn block_signals(signals: &[i32]) -> io::Result<()> {
+    let set = sigset(signals);
+    // SAFETY: set is initialised; the old mask is not wanted.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Wait for one of `signals` (blocked beforehand) and return its number.
+pub fn wait_signal(signals: &[i32]) -> io::Result<i32> {
+    let set = sigset(signals);
+    let mut sig: libc::c_int = 0;
+    // SAFETY: set is initialised; sig is a valid out-pointer.
+    let rc = unsafe { libc::sigwait(&set, &mut sig) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(sig)
+}
+
+/// Send `sig` to process `pid` (for tests and ternctl).
+pub fn send_signal(pid: u32, sig: i32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill takes plain integers.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Listen on an IPv6 address with IPV6_V6ONLY set, so that `[::]:25` and
+/// `0.0.0.0:25` can both be bound whatever net.ipv6.bindv6only says (std
+/// offers no way to set the option before bind).
+pub fn listen_v6only(addr: std::net::SocketAddrV6, backlog: i32) -> io::Result<std::net::TcpListener> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: socket takes plain integers; the result is checked below.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own; OwnedFd closes it on every path.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    let optlen = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    for (level, name) in [
+        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
+        (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+    ] {
+        // SAFETY: one lives for the call; optlen is its size.
+        let rc = unsafe { libc::setsockopt(fd, level, name, (&one as *const libc::c_int).cast(), optlen) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: an all-zero sockaddr_in6 is valid; the fields are set below.
+    let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    sa.sin6_port = addr.port().to_be();
+    sa.sin6_addr.s6_addr = addr.ip().octets();
+    sa.sin6_flowinfo = addr.flowinfo();
+    sa.sin6_scope_id = addr.scope_id();
+    let salen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    // SAFETY: sa is a valid sockaddr_in6 of salen bytes.
+    if unsafe { libc::bind(fd, (&sa as *const libc::sockaddr_in6).cast(), salen) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a bound stream socket.
+    if unsafe { libc::listen(fd, backlog) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(std::net::TcpListener::from(owned))
+}
+
+/// shutdown(2) both directions of a socket; on a listening socket this wakes
+/// a thread blocked in accept() (Linux returns EINVAL to it).
+pub fn shutdown_socket(sock: &impl std::os::fd::AsRawFd) {
+    // SAFETY: the descriptor is valid for as long as `sock` is borrowed.
+    unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RDWR) };
+}
+
+/// The id of the group `name` (getgrnam_r), or None when there is no such group.
+pub fn group_id(name: &str) -> Option<u32> {
+    let cname = CString::new(name).ok()?;
+    // SAFETY: an all-zero group is a valid value of this plain C struct.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0u8; 16384];
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer refers to live, correctly sized storage.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() {
+        return None;
+    }
+    Some(grp.gr_gid)
+}
+
+/// The real and effective group ids of this process (they differ when the
+/// program runs setgid, as sendmail is installed).
+pub fn gids() -> (u32, u32) {
+    // SAFETY: getgid and getegid cannot fail and touch no memory.
+    unsafe { (libc::getgid(), libc::getegid()) }
+}
+
+/// Give up a setgid program's group for good: real, effective and saved group ids
+/// all become the real one (setregid(2) with the real id also resets the saved id),
+/// so nothing later in the process can take the group back.
+pub fn drop_setgid() -> io::Result<()> {
+    let (rgid, egid) = gids();
+    if rgid == egid {
+        return Ok(());
+    }
+    // SAFETY: setregid touches no memory.
+    let rc = unsafe { libc::setregid(rgid, rgid) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if gids() != (rgid, rgid) {
+        return Err(io::Error::other("setregid did not drop the group"));
+    }
+    Ok(())
+}
+
+/// syncfs(2): flush the whole filesystem holding `fd`. sendmail uses it to make
+/// a rename in maildrop/ durable when it may not open that directory to fsync it
+/// (mode 1730 gives the group write and search but not read).
+pub fn syncfs(fd: RawFd) -> io::Result<()> {
+    // SAFETY: syncfs touches no memory; a bad fd is reported as EBADF.
+    let rc = unsafe { libc::syncfs(fd) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +516,15 @@ mod tests {
         assert_eq!(getpwuid(0).map(|p| p.name), Some("root".to_owned()));
         assert!(getpwnam("no-such-user-tern-test").is_none());
         assert!(getpwnam("bad\0name").is_none());
+    }
+
+    #[test]
+    fn v4_and_v6_wildcards_on_one_port() {
+        let v6 = listen_v6only("[::]:0".parse().expect("addr"), 16).expect("bind [::]");
+        let port = v6.local_addr().expect("addr").port();
+        // With IPV6_V6ONLY the IPv4 wildcard on the same port is free.
+        let v4 = std::net::TcpListener::bind(("0.0.0.0", port));
+        assert!(v4.is_ok(), "{v4:?}");
     }
 
     #[test]

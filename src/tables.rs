@@ -15,14 +15,14 @@ use crate::config::Config;
 type Stamp = Option<(SystemTime, u64)>;
 
 /// A file that is re-read when its modification time or size changes.
-struct Cached<T> {
+pub(crate) struct Cached<T> {
     path: PathBuf,
     state: Mutex<Option<(Stamp, Arc<T>)>>,
     load: fn(&str) -> T,
 }
 
 impl<T> Cached<T> {
-    fn new(path: PathBuf, load: fn(&str) -> T) -> Cached<T> {
+    pub(crate) fn new(path: PathBuf, load: fn(&str) -> T) -> Cached<T> {
         Cached {
             path,
             state: Mutex::new(None),
@@ -30,7 +30,7 @@ impl<T> Cached<T> {
         }
     }
 
-    fn get(&self) -> Option<Arc<T>> {
+    pub(crate) fn get(&self) -> Option<Arc<T>> {
         let stamp = std::fs::metadata(&self.path)
             .ok()
             .and_then(|m| Some((m.modified().ok()?, m.len())));

@@ -8,24 +8,25 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tern::config::{self, Config};
+use tern::daemon::{self, Event, PidFile};
 use tern::deliver::local;
-use tern::server::conn::Stdio;
 use tern::server::listener;
-use tern::server::policy::Policy;
-use tern::server::session::{self, Context, Peer};
+use tern::server::session::{self, Context, Peer, Service};
 use tern::spool::Spool;
 use tern::tables::Tables;
-use tern::{logging, queue, sys};
+use tern::{control, logging, queue, sys, tls};
 
 /// sysexits.h
 const EX_USAGE: u8 = 64;
 const EX_SOFTWARE: u8 = 70;
 const EX_OSERR: u8 = 71;
 const EX_CANTCREAT: u8 = 73;
+const EX_TEMPFAIL: u8 = 75;
 const EX_CONFIG: u8 = 78;
 
 fn usage(opts: &getopts::Options) -> String {
@@ -65,10 +66,22 @@ fn main() -> ExitCode {
         return ExitCode::from(EX_USAGE);
     }
     let path = PathBuf::from(m.opt_str("f").unwrap_or_else(|| config::DEFAULT_PATH.to_owned()));
-    let cfg = match Config::load(&path) {
+    let mut cfg = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ternd: {e}");
+            return ExitCode::from(if m.opt_present("n") { 1 } else { EX_CONFIG });
+        }
+    };
+    if let Ok(cwd) = std::env::current_dir() {
+        cfg.resolve_relative(&cwd);
+    }
+    // Certificate and key problems are configuration errors, found here
+    // rather than at the first STARTTLS.
+    let tls = match tls::Source::new(&cfg) {
+        Ok(t) => t.map(Arc::new),
+        Err(e) => {
+            eprintln!("ternd: {}: {e}", path.display());
             return ExitCode::from(if m.opt_present("n") { 1 } else { EX_CONFIG });
         }
     };
@@ -84,15 +97,15 @@ fn main() -> ExitCode {
         logging::to_syslog("ternd", level);
     }
     if m.opt_present("i") {
-        inetd(cfg)
+        inetd(cfg, tls)
     } else {
-        daemon(cfg)
+        daemon(cfg, foreground, tls)
     }
 }
 
-fn open_spool(cfg: &Config) -> Result<Arc<Spool>, ExitCode> {
+fn open_spool(cfg: &Config) -> Result<Spool, ExitCode> {
     match Spool::open(&cfg.spool) {
-        Ok(s) => Ok(Arc::new(s)),
+        Ok(s) => Ok(s),
         Err(e) => {
             eprintln!("ternd: {e}");
             log::error!("{e}");
@@ -101,19 +114,12 @@ fn open_spool(cfg: &Config) -> Result<Arc<Spool>, ExitCode> {
     }
 }
 
-fn context(cfg: Arc<Config>, spool: Arc<Spool>, tables: Arc<Tables>) -> Context {
-    Context {
-        cfg,
-        spool,
-        policy: Arc::new(Policy::new(tables)),
-        shutdown: Arc::new(AtomicBool::new(false)),
-        queued: None,
-    }
-}
+/// The TLS certificate source, shared by every session.
+type TlsConfig = Arc<tls::Source>;
 
 /// `ternd -i`: one session on stdin/stdout. The client is the socket's peer
 /// (inetd), else $TCPREMOTEIP (tcpserver), else local.
-fn inetd(cfg: Config) -> ExitCode {
+fn inetd(cfg: Config, tls: Option<TlsConfig>) -> ExitCode {
     let spool = match open_spool(&cfg) {
         Ok(s) => s,
         Err(code) => return code,
@@ -131,17 +137,27 @@ fn inetd(cfg: Config) -> ExitCode {
             None => Peer::local(),
         },
     };
-    let tables = Arc::new(Tables::new(&cfg));
-    // The daemon's queue runner picks the message up on its next scan.
-    let ctx = context(Arc::new(cfg), spool, tables);
-    session::run(&ctx, &peer, Box::new(Stdio::new()));
+    session::run_stdio(cfg, spool, &peer, tls);
     ExitCode::SUCCESS
 }
 
-fn daemon(cfg: Config) -> ExitCode {
+/// Print and log a start-up failure; return its exit code.
+fn fail(code: u8, what: impl std::fmt::Display) -> ExitCode {
+    eprintln!("ternd: {what}");
+    log::error!("{what}");
+    ExitCode::from(code)
+}
+
+fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>) -> ExitCode {
     let spool = match open_spool(&cfg) {
         Ok(s) => s,
         Err(code) => return code,
+    };
+    // One daemon per spool, -d or not: a second one would clean up the
+    // first one's messages in progress as crash leftovers.
+    let mut spool_lock = match PidFile::create(&cfg.spool.join("ternd.pid")) {
+        Ok(l) => l,
+        Err(e) => return fail(EX_TEMPFAIL, e),
     };
     match spool.recover() {
         Ok(st) => log::info!(
@@ -151,46 +167,114 @@ fn daemon(cfg: Config) -> ExitCode {
             st.orphans_removed,
             st.corrupt
         ),
-        Err(e) => {
-            eprintln!("ternd: {e}");
-            log::error!("{e}");
-            return ExitCode::from(EX_CANTCREAT);
+        Err(e) => return fail(EX_CANTCREAT, e),
+    }
+    // Submission and smtps first, then listen: the plain "listening on"
+    // lines come last, so whoever waits for them has seen the others too.
+    let mut listeners = Vec::new();
+    for (addrs, service) in [
+        (&cfg.smtps, Service::Smtps),
+        (&cfg.submission, Service::Submission),
+        (&cfg.listen, Service::Smtp),
+    ] {
+        match listener::bind(addrs) {
+            Ok(bound) => listeners.extend(bound.into_iter().map(|l| (l, service))),
+            Err(e) => return fail(EX_OSERR, e),
         }
     }
-    let listeners = match listener::bind(&cfg.listen) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("ternd: {e}");
-            log::error!("{e}");
-            return ExitCode::from(EX_OSERR);
+    // Detach only after everything that can fail visibly has been checked,
+    // so that rc scripts see errors and the exit status.
+    let mut pid_file = None;
+    let mut detached = None;
+    if !foreground {
+        match PidFile::create(&cfg.pid_file) {
+            Ok(p) => pid_file = Some(p),
+            Err(e) => return fail(EX_TEMPFAIL, e),
         }
+        match sys::daemonize() {
+            Ok(d) => detached = Some(d),
+            Err(e) => return fail(EX_OSERR, format!("cannot detach: {e}")),
+        }
+        // The locks passed to the detached child with the open files; the pid changed.
+        for lock in pid_file.iter_mut().chain(std::iter::once(&mut spool_lock)) {
+            if let Err(e) = lock.update() {
+                log::error!("{e}");
+            }
+        }
+    }
+    // Signals are taken by one thread; block them before any other starts.
+    let events = match daemon::signals() {
+        Ok(ev) => ev,
+        Err(e) => return fail(EX_OSERR, format!("cannot set up signals: {e}")),
     };
-    for l in &listeners {
+    for (l, service) in &listeners {
         if let Ok(a) = l.local_addr() {
-            log::info!("listening on {a}");
+            match service {
+                Service::Smtp => log::info!("listening on {a}"),
+                other => log::info!("listening for {other} on {a}"),
+            }
         }
     }
     let cfg = Arc::new(cfg);
     let tables = Arc::new(Tables::new(&cfg));
-    let wake = if cfg.queue_only {
+    if cfg.queue_only {
         log::info!("queue_only: mail is queued, not delivered");
-        None
-    } else {
-        match queue::runner::start(Arc::clone(&cfg), Arc::clone(&spool), Arc::clone(&tables)) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                log::error!("cannot start the queue runner: {e}");
-                return ExitCode::from(EX_OSERR);
+    }
+    let mut ctx = Context::new(Arc::clone(&cfg), Arc::new(spool), Arc::clone(&tables), tls);
+    // The runner also runs with queue_only: it picks up the maildrop (accepting
+    // mail) but starts no delivery worker.
+    let stopping = Arc::clone(&ctx.shutdown);
+    let runner = match queue::runner::start(Arc::clone(&cfg), Arc::clone(&ctx.spool), tables, stopping) {
+        Ok(h) => h,
+        Err(e) => return fail(EX_OSERR, format!("cannot start the queue runner: {e}")),
+    };
+    // Without the control socket mail still flows (the runner rescans the spool
+    // every minute); only "at once" is lost, so this is not fatal.
+    if let Err(e) = control::serve(&cfg.spool, runner.control.clone()) {
+        log::error!("control socket: {e}");
+    }
+    ctx.queued = Some(runner.wake.clone());
+    let ctx = Arc::new(ctx);
+    let server = match listener::serve(Arc::clone(&ctx), listeners) {
+        Ok(s) => s,
+        Err(e) => return fail(EX_SOFTWARE, format!("cannot start: {e}")),
+    };
+    log::info!("ternd started, pid {}", std::process::id());
+    if let Some(d) = detached {
+        d.ready();
+    }
+    for event in events.iter() {
+        match event {
+            Event::Stop => break,
+            Event::Reload => {
+                log::warn!("SIGHUP: reloading is not supported yet; restart ternd to apply changes")
+            }
+            Event::Flush => {
+                log::info!("SIGUSR1: running the queue now");
+                let _ = runner.control.send(queue::runner::Control::Flush);
             }
         }
-    };
-    let mut ctx = context(cfg, spool, tables);
-    ctx.queued = wake;
-    match listener::serve(Arc::new(ctx), listeners) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("cannot start: {e}");
-            ExitCode::from(EX_SOFTWARE)
-        }
+    }
+    shutdown(&ctx, &server, &runner, cfg.shutdown_grace);
+    drop(pid_file);
+    drop(spool_lock);
+    ExitCode::SUCCESS
+}
+
+/// RFC 5321 3.8: stop accepting, let each session finish the command it is
+/// in (a DATA in progress is completed and answered), answer 421 to idle
+/// ones, let deliveries in flight finish, all within the grace period.
+fn shutdown(ctx: &Context, server: &listener::Server, runner: &queue::runner::Handle, grace: Duration) {
+    log::info!("stopping: no new connections, {} sessions open", server.active());
+    ctx.shutdown.store(true, Ordering::SeqCst);
+    server.stop_accepting();
+    let deadline = Instant::now() + grace;
+    let busy = || server.active() + runner.in_flight();
+    while busy() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match busy() {
+        0 => log::info!("stopped"),
+        n => log::warn!("stopped with {n} sessions or deliveries cut short by the grace period"),
     }
 }

@@ -12,8 +12,9 @@ use crate::config::Config;
 use crate::deliver::dns::Resolver;
 use crate::deliver::local::{self, Job, Target};
 use crate::deliver::{remote, Attempted, Outcome, Status};
+use crate::maillog;
 use crate::smtp::address::{Domain, Mailbox};
-use crate::spool::{Envelope, Recipient, Spool};
+use crate::spool::{Envelope, QueueId, Recipient, Spool};
 use crate::sys::{self, Passwd};
 use crate::tables::Tables;
 
@@ -28,6 +29,8 @@ pub struct Context<'a> {
     pub resolver: &'a dyn Resolver,
     /// Open connections and per-destination counts for remote delivery.
     pub pool: &'a remote::Pool,
+    /// Tell the queue runner about a message queued here (a forwarded copy).
+    pub queued: &'a dyn Fn(QueueId),
 }
 
 /// The recipient's domain, lowercased, when it is delivered by SMTP; None
@@ -99,7 +102,7 @@ fn deliver_local(ctx: &Context<'_>, rcpt: &Recipient, mbox: &Mailbox) -> Outcome
     let local = mbox.local().to_lowercase();
     let aliases = ctx.tables.aliases();
     let is_local = |d: &str| ctx.cfg.is_local_domain(d);
-    let read_include = |p: &Path| std::fs::read_to_string(p);
+    let read_include = |p: &Path| read_include(p);
     let mut targets = match aliases.expand(&local, &is_local, &read_include) {
         Ok(t) => t,
         Err(e @ ExpandError::Include(_)) => return Outcome::temporary(Status(4, 3, 0), e.to_string()),
@@ -123,6 +126,26 @@ fn deliver_local(ctx: &Context<'_>, rcpt: &Recipient, mbox: &Mailbox) -> Outcome
         results.push(forward(ctx, rcpt, &remote));
     }
     combine(results)
+}
+
+/// An :include: file names commands and files run as the aliases owner, so
+/// one that others could change is refused (as sendmail refuses an unsafe
+/// include): it must be a regular file writable by its owner only.
+fn read_include(p: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::symlink_metadata(p)?;
+    if !meta.is_file() || meta.permissions().mode() & 0o022 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "not a regular file writable only by its owner",
+        ));
+    }
+    let text = std::fs::read_to_string(p)?;
+    // Guard against a swap between the check and the read.
+    match std::fs::symlink_metadata(p) {
+        Ok(after) if after.ino() == meta.ino() && after.dev() == meta.dev() => Ok(text),
+        _ => Err(std::io::Error::other("file changed while being read")),
+    }
 }
 
 /// One outcome for all of a recipient's targets: any temporary failure
@@ -220,7 +243,7 @@ fn deliver_as_alias_owner(ctx: &Context<'_>, rcpt: &Recipient, target: Target) -
 /// marked with Delivered-To so a forwarding loop is caught.
 fn forward(ctx: &Context<'_>, rcpt: &Recipient, to: &[String]) -> Outcome {
     let body_path = ctx.spool.message_path(&ctx.env.id);
-    let result = (|| -> Result<String, String> {
+    let result = (|| -> Result<QueueId, String> {
         let mut body = Vec::new();
         std::fs::File::open(&body_path)
             .and_then(|mut f| f.read_to_end(&mut body))
@@ -247,10 +270,15 @@ fn forward(ctx: &Context<'_>, rcpt: &Recipient, to: &[String]) -> Outcome {
             })
             .collect();
         incoming.commit(&env).map_err(|e| e.to_string())?;
-        Ok(id.to_string())
+        maillog::queued(&id, &env.sender, env.size, env.recipients.len(), &"local");
+        Ok(id)
     })();
     match result {
-        Ok(id) => Outcome::delivered(format!("forwarded as {id}")),
+        Ok(id) => {
+            let detail = format!("forwarded as {id}");
+            (ctx.queued)(id);
+            Outcome::delivered(detail)
+        }
         Err(e) => Outcome::temporary(Status(4, 3, 0), format!("cannot queue forwarded copy: {e}")),
     }
 }
@@ -258,6 +286,23 @@ fn forward(ctx: &Context<'_>, rcpt: &Recipient, to: &[String]) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsafe_include_files_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("list");
+        std::fs::write(&p, "alice\n").expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert_eq!(read_include(&p).expect("safe"), "alice\n");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert!(read_include(&p).is_err(), "world-writable");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o664)).expect("chmod");
+        assert!(read_include(&p).is_err(), "group-writable");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&p, &link).expect("symlink");
+        assert!(read_include(&link).is_err(), "symlink");
+    }
 
     #[test]
     fn delivered_to_loop_detection() {

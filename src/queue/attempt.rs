@@ -22,8 +22,20 @@ use crate::spool::{Envelope, QueueId, RcptStatus, Recipient};
 /// The most of a message's header section read for loop checks.
 const MAX_HEADERS: u64 = 256 * 1024;
 
-pub fn run(shared: &Shared, id: &QueueId) {
+/// Deliver what is due of message `id`; `force` (a flush) also tries deferred
+/// recipients whose next attempt is still to come.
+pub fn run(shared: &Shared, id: &QueueId, force: bool) {
     let spool = &shared.spool;
+    // Held for the whole run: `ternctl delete` and `hold` take the same lock, so the
+    // message cannot vanish or be held between two recipients (spool::MessageLock).
+    let _lock = match spool.lock(id) {
+        Ok(l) => l,
+        Err(e) => {
+            log::debug!("{id}: not delivered now: {e}");
+            return;
+        }
+    };
+    // Loaded under the lock: deleted or held while we waited means not ours any more.
     let mut env = match spool.load(id) {
         Ok(e) => e,
         // Delivered and removed meanwhile, or held: nothing to do.
@@ -40,8 +52,11 @@ pub fn run(shared: &Shared, id: &QueueId) {
 
     let is_due = |r: &Recipient| match r.status {
         RcptStatus::Pending => true,
-        RcptStatus::Deferred => r.next_attempt.is_none_or(|t| t <= now),
+        RcptStatus::Deferred => force || r.next_attempt.is_none_or(|t| t <= now),
         RcptStatus::Sent | RcptStatus::Failed => false,
+    };
+    let queued = |nid: QueueId| {
+        let _ = shared.wake.send(nid);
     };
     // Remote recipients go in one transaction per domain (RFC 5321 5.1's
     // "same destination"): deliver those first, then record them in order.
@@ -55,6 +70,7 @@ pub fn run(shared: &Shared, id: &QueueId) {
             headers: &headers,
             resolver: shared.resolver.as_ref(),
             pool: &shared.pool,
+            queued: &queued,
         };
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         for (idx, r) in env.recipients.iter().enumerate() {
@@ -97,6 +113,7 @@ pub fn run(shared: &Shared, id: &QueueId) {
                     headers: &headers,
                     resolver: shared.resolver.as_ref(),
                     pool: &shared.pool,
+                    queued: &queued,
                 };
                 router::deliver(&ctx, &rcpt)
             }

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -29,6 +30,31 @@ use crate::tables::Tables;
 /// other doors (the sendmail maildrop, a restored backup).
 const RESCAN: Duration = Duration::from_secs(60);
 
+/// Orders from outside the daemon, through the control socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Queue what waits in the maildrop now (sendmail just dropped a message).
+    Pickup,
+    /// Try every deferred recipient now, whatever its next-attempt time (`ternctl flush`).
+    Flush,
+    /// Look at this message now (`ternctl release`, a `sendmail -bs` submission).
+    Wake(QueueId),
+}
+
+/// The ways into a running queue runner.
+#[derive(Clone)]
+pub struct Handle {
+    /// Sessions announce each queued message here.
+    pub wake: Sender<QueueId>,
+    /// The control socket's orders.
+    pub control: Sender<Control>,
+    shared: Arc<Shared>,
+}
+
+/// A job for a worker: the message, and whether to try deferred recipients before
+/// their time (a flush).
+type Job = (QueueId, bool);
+
 /// What the runner and its workers share.
 pub struct Shared {
     pub cfg: Arc<Config>,
@@ -40,11 +66,29 @@ pub struct Shared {
     pub resolver: Arc<dyn Resolver>,
     /// Connections kept between remote deliveries, and per-destination limits.
     pub pool: remote::Pool,
+    /// Set when the daemon stops: no new deliveries start.
+    pub stopping: Arc<AtomicBool>,
+    /// Deliveries in progress.
+    pub in_flight: AtomicUsize,
+}
+
+impl Handle {
+    /// Deliveries in progress; the daemon waits for these before exiting.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
 }
 
 /// Start the runner thread and its workers; returns the wake-up channel
-/// sessions use to announce a queued message.
-pub fn start(cfg: Arc<Config>, spool: Arc<Spool>, tables: Arc<Tables>) -> io::Result<Sender<QueueId>> {
+/// sessions use to announce a queued message, and the control channel.
+/// With `queue_only` no worker runs: the runner still picks up the maildrop
+/// (that is accepting mail, not delivering it) but dispatches nothing.
+pub fn start(
+    cfg: Arc<Config>,
+    spool: Arc<Spool>,
+    tables: Arc<Tables>,
+    stopping: Arc<AtomicBool>,
+) -> io::Result<Handle> {
     let (wake_tx, wake_rx) = crossbeam_channel::unbounded::<QueueId>();
     // Without a usable resolver (no resolv.conf), remote mail waits rather
     // than bounces, and the log says why.
@@ -55,6 +99,7 @@ pub fn start(cfg: Arc<Config>, spool: Arc<Spool>, tables: Arc<Tables>) -> io::Re
             Arc::new(dns::Broken(e.to_string()))
         }
     };
+    let (control_tx, control_rx) = crossbeam_channel::unbounded::<Control>();
     let shared = Arc::new(Shared {
         cfg,
         spool,
@@ -62,6 +107,8 @@ pub fn start(cfg: Arc<Config>, spool: Arc<Spool>, tables: Arc<Tables>) -> io::Re
         wake: wake_tx.clone(),
         resolver,
         pool: remote::Pool::new(),
+        stopping,
+        in_flight: AtomicUsize::new(0),
     });
     // Close cached connections once they have been idle long enough.
     if let Some(max_age) = shared.cfg.smtp_connection_cache_time {
@@ -73,29 +120,41 @@ pub fn start(cfg: Arc<Config>, spool: Arc<Spool>, tables: Arc<Tables>) -> io::Re
                 shared.pool.purge(max_age);
             })?;
     }
-    let threads = shared.cfg.delivery_threads;
-    let (job_tx, job_rx) = crossbeam_channel::bounded::<QueueId>(threads);
+    let threads = if shared.cfg.queue_only {
+        0
+    } else {
+        shared.cfg.delivery_threads
+    };
+    let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(threads.max(1));
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<QueueId>();
     for i in 0..threads {
         let (shared, job_rx, done_tx) = (Arc::clone(&shared), job_rx.clone(), done_tx.clone());
         thread::Builder::new()
             .name(format!("deliver-{i}"))
             .spawn(move || {
-                while let Ok(id) = job_rx.recv() {
-                    attempt::run(&shared, &id);
+                while let Ok((id, force)) = job_rx.recv() {
+                    attempt::run(&shared, &id, force);
+                    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                     if done_tx.send(id).is_err() {
                         break;
                     }
                 }
             })?;
     }
+    let runner_shared = Arc::clone(&shared);
     thread::Builder::new()
         .name("queue-runner".to_owned())
         .spawn(move || {
-            let mut r = Runner::new(shared, threads);
-            r.run(&wake_rx, &done_rx, &job_tx);
+            // Kept so that `done` stays connected even with no worker (queue_only).
+            let _done_tx = done_tx;
+            let mut r = Runner::new(runner_shared, threads);
+            r.run(&wake_rx, &control_rx, &done_rx, &job_tx);
         })?;
-    Ok(wake_tx)
+    Ok(Handle {
+        wake: wake_tx,
+        control: control_tx,
+        shared,
+    })
 }
 
 struct Runner {
@@ -107,6 +166,8 @@ struct Runner {
     busy: HashSet<QueueId>,
     /// Woken while busy: look again as soon as the worker is done.
     again: HashSet<QueueId>,
+    /// Flushed: the next run tries deferred recipients before their time.
+    forced: HashSet<QueueId>,
 }
 
 impl Runner {
@@ -118,10 +179,19 @@ impl Runner {
             when: HashMap::new(),
             busy: HashSet::new(),
             again: HashSet::new(),
+            forced: HashSet::new(),
         }
     }
 
-    fn run(&mut self, wake: &Receiver<QueueId>, done: &Receiver<QueueId>, jobs: &Sender<QueueId>) {
+    fn run(
+        &mut self,
+        wake: &Receiver<QueueId>,
+        control: &Receiver<Control>,
+        done: &Receiver<QueueId>,
+        jobs: &Sender<Job>,
+    ) {
+        // Mail dropped while the daemon was down goes out at start-up.
+        self.pickup();
         self.rescan();
         let mut last_scan = Instant::now();
         loop {
@@ -139,6 +209,10 @@ impl Runner {
                     Ok(id) => self.schedule(id, clock::now()),
                     Err(_) => return,
                 },
+                recv(control) -> c => match c {
+                    Ok(c) => self.control(c),
+                    Err(_) => return,
+                },
                 recv(done) -> id => match id {
                     Ok(id) => self.finished(id),
                     Err(_) => return,
@@ -146,16 +220,52 @@ impl Runner {
                 default(wait) => {}
             }
             if last_scan.elapsed() >= RESCAN {
+                self.pickup();
                 self.rescan();
                 last_scan = Instant::now();
             }
         }
     }
 
+    fn control(&mut self, c: Control) {
+        match c {
+            Control::Pickup => self.pickup(),
+            Control::Wake(id) => self.schedule(id, clock::now()),
+            Control::Flush => {
+                log::info!("flush: trying all deferred mail now");
+                self.rescan();
+                let now = clock::now();
+                let ids: Vec<QueueId> = self.when.keys().chain(self.busy.iter()).cloned().collect();
+                for id in ids {
+                    self.forced.insert(id.clone());
+                    if let Some(old) = self.when.remove(&id) {
+                        self.due.remove(&(old, id.clone()));
+                    }
+                    self.schedule(id, now);
+                }
+            }
+        }
+    }
+
+    /// Queue what waits in the maildrop, and schedule it at once.
+    fn pickup(&mut self) {
+        let host = self.shared.cfg.hostname.clone();
+        let received = move |id: &QueueId, uid: u32| received_header(&host, id, uid);
+        match self.shared.spool.pickup(&received) {
+            Ok(ids) => {
+                let now = clock::now();
+                for id in ids {
+                    self.schedule(id, now);
+                }
+            }
+            Err(e) => log::error!("maildrop pickup: {e}"),
+        }
+    }
+
     /// Hand every due message to a free worker.
-    fn dispatch(&mut self, jobs: &Sender<QueueId>) {
+    fn dispatch(&mut self, jobs: &Sender<Job>) {
         let now = clock::now();
-        while self.busy.len() < self.threads {
+        while self.busy.len() < self.threads && !self.shared.stopping.load(Ordering::SeqCst) {
             let Some((t, id)) = self.due.first().cloned() else {
                 break;
             };
@@ -165,7 +275,9 @@ impl Runner {
             self.due.remove(&(t, id.clone()));
             self.when.remove(&id);
             self.busy.insert(id.clone());
-            if jobs.send(id).is_err() {
+            self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+            let force = self.forced.remove(&id);
+            if jobs.send((id, force)).is_err() {
                 return;
             }
         }
@@ -216,6 +328,17 @@ impl Runner {
             }
         }
     }
+}
+
+/// RFC 5321 section 4.4 trace field for a locally submitted message, in
+/// Postfix's form: there is no "from" clause (no SMTP client), and the real uid
+/// of the submitting user stands in a comment, so a forged sender address can
+/// still be traced to its account. LF line ends, as the spool stores them.
+pub fn received_header(host: &str, id: &QueueId, uid: u32) -> String {
+    format!(
+        "Received: by {host} (tern, from userid {uid})\n\tid {id}; {}\n",
+        clock::rfc5322(clock::now())
+    )
 }
 
 /// When a message next needs attention: now for pending recipients, the

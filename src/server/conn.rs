@@ -1,14 +1,16 @@
 //! The byte stream a session runs over, and its buffered reader.
 //!
-//! One trait covers TCP, stdin/stdout (`ternd -i`, `sendmail -bs`) and, later,
-//! TLS. The reader owns the input buffer, which is what PIPELINING needs:
+//! One trait covers TCP, stdin/stdout (`ternd -i`, `sendmail -bs`) and TLS
+//! over either (`tls::TlsStream`). The reader owns the input buffer, which is what PIPELINING needs:
 //! replies are flushed only when the session is about to block on a read
 //! (RFC 2920 3.1; qmail's flush-before-read).
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A bidirectional stream with a settable read timeout.
 pub trait Conn: Read + Write + Send {
@@ -72,6 +74,31 @@ impl Conn for Stdio {
     }
 }
 
+/// The stand-in while a connection is being upgraded, and what is left when
+/// the upgrade failed: reads see end of stream, writes fail.
+struct Closed;
+
+impl Read for Closed {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Ok(0)
+    }
+}
+
+impl Write for Closed {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::ErrorKind::NotConnected.into())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Conn for Closed {
+    fn set_timeout(&mut self, _: Duration) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// What one `read_line` produced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line {
@@ -90,7 +117,21 @@ pub struct Io {
     start: usize,
     end: usize,
     out: Vec<u8>,
+    /// The read timeout the session asked for.
+    timeout: Duration,
+    /// When set, a wait for the next command ends early once this is true.
+    stop: Option<Arc<AtomicBool>>,
 }
+
+/// How often a wait for a command looks at the stop flag.
+const STOP_TICK: Duration = Duration::from_millis(500);
+
+/// The error `read_line` returns when the daemon is stopping.
+pub fn is_stopping(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::ConnectionAborted && e.to_string() == STOPPING
+}
+
+const STOPPING: &str = "server shutting down";
 
 const BUF_SIZE: usize = 16 * 1024;
 
@@ -102,11 +143,48 @@ impl Io {
             start: 0,
             end: 0,
             out: Vec::with_capacity(1024),
+            timeout: Duration::from_secs(300),
+            stop: None,
         }
     }
 
     pub fn set_timeout(&mut self, t: Duration) -> io::Result<()> {
+        self.timeout = t;
         self.conn.set_timeout(t)
+    }
+
+    /// Let waits for a command end when `flag` becomes true (daemon shutdown);
+    /// reading message data is never cut short by it.
+    pub fn set_stop_flag(&mut self, flag: Arc<AtomicBool>) {
+        self.stop = Some(flag);
+    }
+
+    /// `fill`, but waking every STOP_TICK to look at the stop flag, so an idle
+    /// client can be told the server is going away (RFC 5321 3.8: 421).
+    fn fill_or_stop(&mut self) -> io::Result<usize> {
+        let Some(stop) = self.stop.clone() else {
+            return self.fill();
+        };
+        // Replies go out under the full timeout, before the short read ticks.
+        self.flush()?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Err(io::Error::new(io::ErrorKind::ConnectionAborted, STOPPING));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            self.conn.set_timeout(left.min(STOP_TICK))?;
+            let r = self.fill();
+            if matches!(&r, Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+            {
+                continue;
+            }
+            self.conn.set_timeout(self.timeout)?;
+            return r;
+        }
     }
 
     /// Queue bytes for the client; sent at the next flush.
@@ -140,6 +218,22 @@ impl Io {
     /// where pipelined input must not be acted on (after STARTTLS, CVE-2011-0411).
     pub fn discard_buffered(&mut self) {
         self.start = self.end;
+    }
+
+    /// Replace the connection underneath, for STARTTLS and implicit TLS:
+    /// pending replies are flushed first, and input received but not yet read
+    /// is thrown away, so that nothing a client pipelined in plaintext is
+    /// ever executed inside the TLS session (CVE-2011-0411, RFC 3207 6).
+    pub fn upgrade<T>(
+        &mut self,
+        wrap: impl FnOnce(Box<dyn Conn>) -> io::Result<(Box<dyn Conn>, T)>,
+    ) -> io::Result<T> {
+        self.flush()?;
+        self.discard_buffered();
+        let old = std::mem::replace(&mut self.conn, Box::new(Closed));
+        let (new, t) = wrap(old)?;
+        self.conn = new;
+        Ok(t)
     }
 
     /// Read more from the connection, flushing pending replies first because
@@ -189,7 +283,7 @@ impl Io {
                 let n = avail.len();
                 self.consume(n);
             }
-            if self.fill()? == 0 {
+            if self.fill_or_stop()? == 0 {
                 return Ok(Line::Eof);
             }
         }

@@ -11,14 +11,17 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::config::{Cidr, Config};
 use crate::maillog;
-use crate::server::session::{self, Context, Peer};
+use crate::server::proxy;
+use crate::server::session::{self, Context, Peer, Service};
 use crate::smtp::reply::{self, Reply};
 
 /// Session threads do little recursion; a small stack keeps idle sessions
@@ -35,34 +38,62 @@ struct Slots {
 /// A held session slot; dropping it frees the slot.
 pub struct Slot {
     slots: Arc<Slots>,
-    ip: IpAddr,
+    /// The address counted against `max_sessions_per_ip`; None for a
+    /// connection from a trusted proxy until its PROXY header names the client.
+    ip: Option<IpAddr>,
+}
+
+fn release(per_ip: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
+    if let Some(n) = per_ip.get_mut(&ip) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            per_ip.remove(&ip);
+        }
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut g = self.slots.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.0 = g.0.saturating_sub(1);
-        if let Some(n) = g.1.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                g.1.remove(&self.ip);
-            }
+        if let Some(ip) = self.ip {
+            release(&mut g.1, ip);
         }
     }
 }
 
+impl Slot {
+    /// Count this session against `ip` instead: the client a proxy named.
+    fn rebind(&mut self, ip: IpAddr) -> Result<(), Reply> {
+        let mut g = self.slots.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let per_ip = g.1.get(&ip).copied().unwrap_or(0);
+        if per_ip >= self.slots.max_per_ip {
+            return Err(reply::too_many_from_ip());
+        }
+        if let Some(old) = self.ip {
+            release(&mut g.1, old);
+        }
+        g.1.insert(ip, per_ip + 1);
+        self.ip = Some(ip);
+        Ok(())
+    }
+}
+
 impl Slots {
-    fn take(self: &Arc<Slots>, ip: IpAddr) -> Result<Slot, Reply> {
+    /// A slot, counted against `ip` when given.
+    fn take(self: &Arc<Slots>, ip: Option<IpAddr>) -> Result<Slot, Reply> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if g.0 >= self.max {
             return Err(reply::too_busy());
         }
-        let per_ip = g.1.get(&ip).copied().unwrap_or(0);
-        if per_ip >= self.max_per_ip {
-            return Err(reply::too_many_from_ip());
+        if let Some(ip) = ip {
+            let per_ip = g.1.get(&ip).copied().unwrap_or(0);
+            if per_ip >= self.max_per_ip {
+                return Err(reply::too_many_from_ip());
+            }
+            g.1.insert(ip, per_ip + 1);
         }
         g.0 += 1;
-        g.1.insert(ip, per_ip + 1);
         Ok(Slot {
             slots: Arc::clone(self),
             ip,
@@ -73,6 +104,7 @@ impl Slots {
 struct Job {
     stream: TcpStream,
     peer: Peer,
+    service: Service,
     _slot: Slot,
 }
 
@@ -81,13 +113,40 @@ pub fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
     addrs
         .iter()
         .map(|a| {
-            TcpListener::bind(a).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))
+            let l = match a {
+                SocketAddr::V6(v6) => crate::sys::listen_v6only(*v6, 1024),
+                SocketAddr::V4(_) => TcpListener::bind(a),
+            };
+            l.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))
         })
         .collect()
 }
 
-/// Serve forever on `listeners` (returns only if a thread cannot be started).
-pub fn serve(ctx: Arc<Context>, listeners: Vec<TcpListener>) -> io::Result<()> {
+/// The running server: its listeners and session slots.
+pub struct Server {
+    slots: Arc<Slots>,
+    listeners: Vec<TcpListener>,
+}
+
+impl Server {
+    /// Sessions in progress.
+    pub fn active(&self) -> usize {
+        self.slots.inner.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// Stop accepting connections: the accept loops see the shutdown flag
+    /// once their blocked accept() returns, which shutting the sockets down
+    /// makes it do at once.
+    pub fn stop_accepting(&self) {
+        for l in &self.listeners {
+            crate::sys::shutdown_socket(l);
+        }
+    }
+}
+
+/// Start serving on `listeners` (threads for accepting and for sessions)
+/// and return at once.
+pub fn serve(ctx: Arc<Context>, listeners: Vec<(TcpListener, Service)>) -> io::Result<Server> {
     let max = ctx.cfg.max_sessions;
     let slots = Arc::new(Slots {
         max,
@@ -105,26 +164,44 @@ pub fn serve(ctx: Arc<Context>, listeners: Vec<TcpListener>) -> io::Result<()> {
             .stack_size(SESSION_STACK)
             .spawn(move || worker(&ctx, &rx))?;
     }
-    let mut handles = Vec::new();
-    for l in listeners {
+    let mut kept = Vec::new();
+    for (l, service) in listeners {
+        kept.push(l.try_clone()?);
         let tx = tx.clone();
         let slots = Arc::clone(&slots);
+        let ctx = Arc::clone(&ctx);
+        // Behind a proxy, its own address is not the client's: the per-address
+        // limit waits for the PROXY header (see worker).
+        let proxies: Vec<Cidr> = if behind_proxy(&ctx.cfg, service) {
+            ctx.cfg.proxy_from.clone()
+        } else {
+            Vec::new()
+        };
         let name = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        handles.push(
-            thread::Builder::new()
-                .name(format!("listen-{name}"))
-                .spawn(move || accept_loop(&l, &slots, &tx))?,
-        );
+        thread::Builder::new()
+            .name(format!("listen-{name}"))
+            .spawn(move || accept_loop(&l, service, &proxies, &slots, &tx, &ctx))?;
     }
-    for h in handles {
-        let _ = h.join();
-    }
-    Ok(())
+    Ok(Server {
+        slots,
+        listeners: kept,
+    })
 }
 
-fn accept_loop(l: &TcpListener, slots: &Arc<Slots>, tx: &Sender<Job>) {
+fn accept_loop(
+    l: &TcpListener,
+    service: Service,
+    proxies: &[Cidr],
+    slots: &Arc<Slots>,
+    tx: &Sender<Job>,
+    ctx: &Context,
+) {
     loop {
-        let (stream, addr) = match l.accept() {
+        let accepted = l.accept();
+        if ctx.shutdown.load(Ordering::Relaxed) {
+            return;
+        }
+        let (stream, addr) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -133,12 +210,19 @@ fn accept_loop(l: &TcpListener, slots: &Arc<Slots>, tx: &Sender<Job>) {
                 continue;
             }
         };
-        let peer = Peer::remote(canonical_ip(addr.ip()));
-        match slots.take(addr.ip()) {
+        let ip = canonical_ip(addr.ip());
+        let peer = Peer::remote(ip);
+        let per_ip = if proxies.iter().any(|n| n.contains(addr.ip())) {
+            None
+        } else {
+            Some(ip)
+        };
+        match slots.take(per_ip) {
             Ok(slot) => {
                 if let Err(e) = tx.try_send(Job {
                     stream,
                     peer,
+                    service,
                     _slot: slot,
                 }) {
                     // Cannot happen while slots bound the channel; answer anyway.
@@ -163,11 +247,29 @@ fn refuse(mut stream: TcpStream, peer: &Peer, r: &Reply) {
 
 fn worker(ctx: &Context, rx: &Receiver<Job>) {
     while let Ok(job) = rx.recv() {
-        let Job { stream, peer, _slot } = job;
+        let Job {
+            mut stream,
+            peer,
+            service,
+            _slot: mut slot,
+        } = job;
+        // Dropping the stream closes a connection the PROXY check refused.
+        let Some(peer) = proxied_peer(ctx, service, &mut stream, peer) else {
+            continue;
+        };
+        // The slot is held (and freed on drop) until the session ends.
+        if slot.ip.is_none() {
+            if let Some(ip) = peer.ip {
+                if let Err(r) = slot.rebind(ip) {
+                    refuse(stream, &peer, &r);
+                    continue;
+                }
+            }
+        }
         let _ = stream.set_nodelay(true);
         let spare = stream.try_clone();
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
-            session::run(ctx, &peer, Box::new(stream));
+            session::run(ctx, &peer, service, Box::new(stream));
         }));
         if result.is_err() {
             // A bug must cost one session, never the daemon.
@@ -175,6 +277,41 @@ fn worker(ctx: &Context, rx: &Receiver<Job>) {
             if let Ok(mut s) = spare {
                 let _ = s.write_all(reply::internal_error().to_wire().as_bytes());
             }
+        }
+    }
+}
+
+fn behind_proxy(cfg: &Config, service: Service) -> bool {
+    cfg.proxy_protocol.iter().any(|s| *s == service.to_string())
+}
+
+/// On a listener behind a proxy: check that the connection comes from a
+/// trusted proxy and read its PROXY header, which names the real client.
+/// None: refused (logged); the caller closes the connection.
+fn proxied_peer(ctx: &Context, service: Service, stream: &mut TcpStream, peer: Peer) -> Option<Peer> {
+    let cfg = &ctx.cfg;
+    if !behind_proxy(cfg, service) {
+        return Some(peer);
+    }
+    let trusted = peer
+        .ip
+        .is_some_and(|ip| cfg.proxy_from.iter().any(|n| n.contains(ip)));
+    if !trusted {
+        maillog::proxy_refused(&peer, &"not in proxy_from");
+        return None;
+    }
+    let _ = stream.set_read_timeout(Some(cfg.greeting_timeout));
+    match proxy::read_header(stream) {
+        Ok(proxy::Header::Proxied { src, .. }) => {
+            let client = Peer::remote(canonical_ip(src.ip()));
+            maillog::proxied(&peer, &client);
+            Some(client)
+        }
+        // The proxy's own health check, or a family without an address.
+        Ok(proxy::Header::Local) => Some(peer),
+        Err(e) => {
+            maillog::proxy_refused(&peer, &e);
+            None
         }
     }
 }

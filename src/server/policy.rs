@@ -29,6 +29,7 @@ impl Policy {
         &self,
         cfg: &Config,
         client: Option<IpAddr>,
+        authenticated: bool,
         rcpt: &ForwardPath,
     ) -> Result<(), Reply> {
         let mbox = match rcpt {
@@ -36,7 +37,16 @@ impl Policy {
             ForwardPath::Postmaster => return Ok(()),
             ForwardPath::Mailbox(m) => m,
         };
+        // Local submission (ternd -i from a pipe, sendmail -bs) counts as
+        // trusted; so does a client that authenticated (RFC 4954 6).
+        let trusted = authenticated || client.is_none_or(|ip| cfg.may_relay(ip));
         if is_local(cfg, mbox) {
+            // user%remote@local, "user@remote"@local, remote!user@local: the
+            // old routing forms (RFC 5321 3.6.1, 3.6.2). tern never routes on
+            // them; from an outsider they are relay attempts and are named so.
+            if mbox.has_routing_chars() && !trusted {
+                return Err(reply::relay_denied(&mbox.to_string()));
+            }
             if mbox.local().eq_ignore_ascii_case("postmaster") {
                 return Ok(());
             }
@@ -47,8 +57,6 @@ impl Policy {
             }
             return Err(reply::no_such_user(&mbox.to_string()));
         }
-        // Local submission (ternd -i from a pipe, sendmail -bs) counts as trusted.
-        let trusted = client.is_none_or(|ip| cfg.may_relay(ip));
         if trusted {
             Ok(())
         } else {

@@ -12,13 +12,16 @@ use std::sync::Arc;
 use crate::clock;
 use crate::config::Config;
 use crate::maillog;
-use crate::server::conn::{Conn, Io, Line};
+use crate::server::auth::{self, Auth, Mechanism, SaslError};
+use crate::server::conn::{self, Conn, Io, Line};
 use crate::server::policy::Policy;
 use crate::smtp::address::{ForwardPath, ReversePath};
 use crate::smtp::command::{self, Body, Command, MailParams, RcptParams, MAX_COMMAND_LINE};
 use crate::smtp::dot::{DataError, DataReader};
 use crate::smtp::reply::{self, Reply};
 use crate::spool::{self, Envelope, QueueId, Spool, SpoolError};
+use crate::tables::Tables;
+use crate::tls::{self, TlsInfo};
 
 /// Keep at least this share of the spool filesystem free (OpenSMTPD-style guard).
 const MIN_FREE_PERCENT: u8 = 2;
@@ -33,7 +36,78 @@ pub struct Context {
     pub shutdown: Arc<AtomicBool>,
     /// Told the id of each message queued (the queue runner's wake-up).
     pub queued: Option<crossbeam_channel::Sender<QueueId>>,
+    /// The TLS server configuration; None when no certificate is configured.
+    pub tls: Option<Arc<tls::Source>>,
+    /// The AUTH password file and sender map.
+    pub auth: Arc<Auth>,
 }
+
+impl Context {
+    /// A context over `spool` with fresh policy and AUTH tables; no one is
+    /// told of queued mail until `queued` is set.
+    pub fn new(
+        cfg: Arc<Config>,
+        spool: Arc<Spool>,
+        tables: Arc<Tables>,
+        tls: Option<Arc<tls::Source>>,
+    ) -> Context {
+        let auth = Arc::new(Auth::new(&cfg));
+        Context {
+            cfg,
+            spool,
+            policy: Arc::new(Policy::new(tables)),
+            shutdown: Arc::new(AtomicBool::new(false)),
+            queued: None,
+            tls,
+            auth,
+        }
+    }
+}
+
+/// One session on stdin/stdout (`ternd -i`, `sendmail -bs`), then tell a
+/// running daemon about what was queued so it delivers at once (when it is
+/// down, it finds the messages at start-up).
+pub fn run_stdio(cfg: Config, spool: Spool, peer: &Peer, tls: Option<Arc<tls::Source>>) {
+    let tables = Arc::new(Tables::new(&cfg));
+    let root = cfg.spool.clone();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut ctx = Context::new(Arc::new(cfg), Arc::new(spool), tables, tls);
+    ctx.queued = Some(tx);
+    run(&ctx, peer, Service::Smtp, Box::new(conn::Stdio::new()));
+    for id in rx.try_iter() {
+        let _ = crate::control::send(&root, &format!("wake {id}"));
+    }
+}
+
+/// What kind of listener a session came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Mail exchange (RFC 5321), port 25; also `ternd -i`.
+    Smtp,
+    /// Message submission (RFC 6409), port 587: STARTTLS and AUTH before MAIL.
+    Submission,
+    /// Submission over implicit TLS (RFC 8314), port 465.
+    Smtps,
+}
+
+impl Service {
+    fn is_submission(self) -> bool {
+        matches!(self, Service::Submission | Service::Smtps)
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Service::Smtp => "smtp",
+            Service::Submission => "submission",
+            Service::Smtps => "smtps",
+        })
+    }
+}
+
+/// Failed AUTH attempts before the session is closed.
+const MAX_AUTH_FAILURES: u32 = 3;
 
 /// The client, as logged and as written into Received:.
 #[derive(Debug, Clone)]
@@ -83,9 +157,17 @@ struct Session<'a> {
     ctx: &'a Context,
     cfg: &'a Config,
     peer: &'a Peer,
+    service: Service,
     io: Io,
     helo: Option<String>,
     esmtp: bool,
+    /// Set once the TLS handshake is done (STARTTLS or implicit).
+    tls: Option<TlsInfo>,
+    /// The authenticated user name.
+    user: Option<String>,
+    auth_failures: u32,
+    /// RCPTs refused as unknown users (directory-harvest defence).
+    unknown_rcpts: u32,
     tx: Option<Transaction>,
     errors: u32,
     commands: u32,
@@ -93,21 +175,31 @@ struct Session<'a> {
 
 /// Run one session to its end. Never panics on client input; I/O errors end
 /// the session quietly.
-pub fn run(ctx: &Context, peer: &Peer, conn: Box<dyn Conn>) {
+pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) {
     maillog::connect(peer);
     let mut s = Session {
         ctx,
         cfg: &ctx.cfg,
         peer,
+        service,
         io: Io::new(conn),
         helo: None,
         esmtp: false,
+        tls: None,
+        user: None,
+        auth_failures: 0,
+        unknown_rcpts: 0,
         tx: None,
         errors: 0,
         commands: 0,
     };
     let _ = s.io.set_timeout(s.cfg.greeting_timeout);
-    let _ = s.serve();
+    s.io.set_stop_flag(Arc::clone(&ctx.shutdown));
+    // RFC 8314 3.3: on the implicit-TLS port the handshake comes first.
+    let ready = service != Service::Smtps || s.handshake().is_ok();
+    if ready {
+        let _ = s.serve();
+    }
     let _ = s.io.flush();
     maillog::disconnect(peer, s.commands, s.errors);
 }
@@ -122,23 +214,44 @@ impl Session<'_> {
             let line = match self.io.read_line(MAX_COMMAND_LINE) {
                 Ok(l) => l,
                 Err(e) if is_timeout(&e) => return self.send(reply::timeout()),
+                Err(e) if conn::is_stopping(&e) => return self.send(reply::shutting_down()),
                 Err(_) => return Err(Hangup),
             };
             self.commands += 1;
             let _ = self.io.set_timeout(self.cfg.command_timeout);
-            let (verb, reply) = match line {
+            // The sender as it was before the command, so a refused DATA
+            // (which ends the transaction) is still logged with it.
+            let from = self.tx.as_ref().map(|t| t.from.to_string());
+            let (verb, reply, to) = match line {
                 Line::Eof => return Err(Hangup),
-                Line::TooLong => ("line".to_owned(), reply::line_too_long()),
+                Line::TooLong => ("line".to_owned(), reply::line_too_long(), None),
                 Line::Text(text) => {
                     let verb = verb_of(&text);
                     match command::parse(&text) {
-                        Ok(cmd) => (verb, self.handle(cmd)?),
-                        Err(r) => (verb, r),
+                        Ok(cmd) => {
+                            let to = match &cmd {
+                                Command::Rcpt(to, _) => Some(to.to_string()),
+                                _ => None,
+                            };
+                            match self.handle(cmd)? {
+                                Some(r) => (verb, r, to),
+                                None => continue,
+                            }
+                        }
+                        Err(r) => (verb, r, None),
                     }
                 }
             };
             if !reply.is_positive() {
-                self.log_reject(&verb, &reply);
+                maillog::reject(
+                    self.peer,
+                    &verb,
+                    &reply,
+                    from.as_deref(),
+                    to.as_deref(),
+                    &self.proto(),
+                    self.helo.as_deref(),
+                );
             }
             let bad = is_bad_command(&reply);
             self.send(reply)?;
@@ -161,34 +274,163 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn proto(&self) -> &'static str {
-        if self.esmtp {
-            "ESMTP"
-        } else {
-            "SMTP"
+    /// The protocol for logs and the Received: `with` clause (RFC 3848:
+    /// ESMTPS with TLS, ESMTPA with AUTH, ESMTPSA with both).
+    fn proto(&self) -> String {
+        let mut p = if self.esmtp { "ESMTP" } else { "SMTP" }.to_owned();
+        if self.esmtp && self.tls.is_some() {
+            p.push('S');
+        }
+        if self.esmtp && self.user.is_some() {
+            p.push('A');
+        }
+        p
+    }
+
+    /// Run the TLS handshake over the current connection. Input the client
+    /// sent before it and not yet read is discarded by `Io::upgrade`.
+    fn handshake(&mut self) -> Result<(), Hangup> {
+        let Some(config) = self.ctx.tls.as_ref().map(|t| t.current()) else {
+            return Err(Hangup);
+        };
+        let result = self.io.upgrade(|conn| {
+            let (stream, info) = tls::accept(&config, conn)?;
+            Ok((Box::new(stream) as Box<dyn Conn>, info))
+        });
+        match result {
+            Ok(info) => {
+                maillog::tls_established(self.peer, &self.service, &info);
+                self.tls = Some(info);
+                Ok(())
+            }
+            Err(e) => {
+                maillog::tls_failed(self.peer, &self.service, &e);
+                Err(Hangup)
+            }
         }
     }
 
-    fn log_reject(&self, verb: &str, r: &Reply) {
-        let from = self.tx.as_ref().map(|t| t.from.to_string());
-        maillog::reject(
-            self.peer,
-            verb,
-            r,
-            from.as_deref(),
-            None,
-            self.proto(),
-            self.helo.as_deref(),
-        );
+    /// RFC 3207: STARTTLS. After the handshake the session starts over: no
+    /// HELO, no transaction, and (for the client) no knowledge from before.
+    fn starttls(&mut self) -> Result<Option<Reply>, Hangup> {
+        if self.tls.is_some() {
+            return Ok(Some(reply::tls_already_active()));
+        }
+        if self.ctx.tls.is_none() {
+            return Ok(Some(reply::not_implemented()));
+        }
+        self.send(reply::starttls_ready())?;
+        self.handshake()?;
+        self.helo = None;
+        self.esmtp = false;
+        self.tx = None;
+        self.user = None;
+        // Nothing more to answer: the client speaks first inside TLS.
+        Ok(None)
     }
 
-    fn handle(&mut self, cmd: Command) -> Result<Reply, Hangup> {
-        Ok(match cmd {
+    /// Whether AUTH is offered now: configured, and only inside TLS.
+    fn auth_offered(&self) -> bool {
+        self.ctx.auth.enabled() && self.tls.is_some()
+    }
+
+    /// RFC 4954: AUTH mechanism [initial-response], then 334 challenges.
+    fn auth(&mut self, arg: &str) -> Result<Reply, Hangup> {
+        if !self.ctx.auth.enabled() {
+            return Ok(reply::not_implemented());
+        }
+        if self.tls.is_none() {
+            return Ok(reply::auth_needs_tls());
+        }
+        if self.helo.is_none() {
+            return Ok(reply::need_helo());
+        }
+        if self.user.is_some() {
+            return Ok(reply::auth_already());
+        }
+        if self.tx.is_some() {
+            return Ok(reply::auth_in_transaction());
+        }
+        let mut words = arg.split_whitespace();
+        let Some(mech) = words.next().and_then(Mechanism::parse) else {
+            return Ok(reply::auth_mechanism_unknown());
+        };
+        let initial = words.next().map(str::to_owned);
+        if words.next().is_some() {
+            return Ok(reply::syntax("Syntax: AUTH mechanism [initial-response]"));
+        }
+        let creds = match mech {
+            Mechanism::Plain => self.sasl_step(initial, "")?.and_then(|m| auth::parse_plain(&m)),
+            Mechanism::Login => {
+                let user = self
+                    .sasl_step(initial, auth::LOGIN_USER_PROMPT)?
+                    .and_then(|m| auth::parse_login_field(&m));
+                match user {
+                    Ok(u) => self
+                        .sasl_step(None, auth::LOGIN_PASS_PROMPT)?
+                        .and_then(|m| auth::parse_login_field(&m))
+                        .map(|p| (u, p)),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let (user, pass) = match creds {
+            Ok(c) => c,
+            Err(SaslError::Cancelled) => return Ok(reply::auth_cancelled()),
+            Err(SaslError::Malformed) => return Ok(reply::auth_malformed()),
+        };
+        if self.ctx.auth.check(&user, &pass) {
+            maillog::auth_ok(self.peer, mech.name(), &user);
+            self.user = Some(user);
+            return Ok(reply::auth_ok());
+        }
+        self.auth_failures += 1;
+        maillog::auth_failed(self.peer, mech.name(), &user);
+        // Slow down guessing; the client waits for its answer meanwhile.
+        let _ = self.io.flush();
+        std::thread::sleep(self.cfg.auth_failure_delay);
+        let r = reply::auth_failed();
+        Ok(if self.auth_failures >= MAX_AUTH_FAILURES {
+            r.and_close()
+        } else {
+            r
+        })
+    }
+
+    /// One client response: the initial response if given, else a 334
+    /// challenge and the line that answers it.
+    fn sasl_step(
+        &mut self,
+        initial: Option<String>,
+        challenge: &'static str,
+    ) -> Result<Result<Vec<u8>, SaslError>, Hangup> {
+        let line = match initial {
+            Some(l) => l,
+            None => {
+                self.send(reply::auth_challenge(challenge))?;
+                match self.io.read_line(auth::MAX_AUTH_LINE) {
+                    Ok(Line::Text(t)) => String::from_utf8_lossy(&t).into_owned(),
+                    Ok(Line::TooLong) => return Ok(Err(SaslError::Malformed)),
+                    Ok(Line::Eof) => return Err(Hangup),
+                    Err(e) if is_timeout(&e) => {
+                        self.send(reply::timeout())?;
+                        return Err(Hangup);
+                    }
+                    Err(_) => return Err(Hangup),
+                }
+            }
+        };
+        Ok(auth::decode_response(&line))
+    }
+
+    /// The reply to `cmd`; None when the command was answered already (STARTTLS).
+    fn handle(&mut self, cmd: Command) -> Result<Option<Reply>, Hangup> {
+        Ok(Some(match cmd {
             Command::Ehlo(name) => self.ehlo(name, true),
             Command::Helo(name) => self.ehlo(name, false),
             Command::Mail(from, params) => self.mail(from, params),
             Command::Rcpt(to, params) => self.rcpt(to, params),
-            Command::Data => return self.data(),
+            Command::Data => self.data()?,
             Command::Rset => {
                 self.tx = None;
                 reply::reset_ok()
@@ -198,10 +440,10 @@ impl Session<'_> {
             Command::Vrfy(_) => reply::vrfy_cannot(),
             Command::Expn(name) => self.expn(&name),
             Command::Help => reply::help(),
-            // Not offered until TLS and AUTH are configured.
-            Command::StartTls | Command::Auth(_) => reply::not_implemented(),
+            Command::StartTls => return self.starttls(),
+            Command::Auth(arg) => self.auth(&arg)?,
             Command::Http => reply::http_probe(),
-        })
+        }))
     }
 
     /// RFC 5321 4.1.1.1: EHLO/HELO also reset any transaction.
@@ -209,15 +451,24 @@ impl Session<'_> {
         self.tx = None;
         self.esmtp = extended;
         let r = if extended {
-            let exts = vec![
+            let mut exts = vec![
                 "PIPELINING".to_owned(),
                 format!("SIZE {}", self.cfg.max_message_size),
                 "8BITMIME".to_owned(),
-                "ENHANCEDSTATUSCODES".to_owned(),
-                "SMTPUTF8".to_owned(),
-                "DSN".to_owned(),
-                "HELP".to_owned(),
             ];
+            // RFC 3207 4.2: not offered again once TLS is up.
+            if self.ctx.tls.is_some() && self.tls.is_none() {
+                exts.push("STARTTLS".to_owned());
+            }
+            // RFC 4954 and RFC 6409: AUTH only inside TLS.
+            if self.auth_offered() {
+                exts.push(format!("AUTH {}", auth::MECHANISMS));
+            }
+            exts.extend(
+                ["ENHANCEDSTATUSCODES", "SMTPUTF8", "DSN", "HELP"]
+                    .iter()
+                    .map(|e| (*e).to_owned()),
+            );
             reply::ehlo(&self.cfg.hostname, &name, &exts)
         } else {
             reply::helo(&self.cfg.hostname)
@@ -233,13 +484,31 @@ impl Session<'_> {
         if self.tx.is_some() {
             return reply::nested_mail();
         }
+        // RFC 6409 4.3 and RFC 8314: submission needs TLS, then AUTH.
+        if self.service.is_submission() {
+            if self.tls.is_none() {
+                return reply::tls_required();
+            }
+            if self.user.is_none() {
+                return reply::auth_required();
+            }
+        }
+        // An authenticated user sends only as an address it owns (the issue's
+        // policy; Postfix calls it reject_sender_login_mismatch).
+        if let (Some(user), ReversePath::Mailbox(m)) = (&self.user, &from) {
+            if !self.ctx.auth.may_send_as(self.cfg, user, m) {
+                return reply::sender_not_owned(&m.to_string());
+            }
+        }
         // ESMTP parameters are only valid after EHLO (RFC 5321 4.1.1.2), and
         // only those tern advertises: AUTH= comes with the AUTH extension.
         let plain = params == MailParams::default();
         if !plain && !self.esmtp {
             return reply::unknown_parameter();
         }
-        if params.auth.is_some() {
+        // RFC 4954 5: AUTH= is valid only where AUTH is offered; its value is
+        // not trusted (tern records who authenticated on this session itself).
+        if params.auth.is_some() && !self.auth_offered() {
             return reply::unknown_parameter();
         }
         if params.body == Some(Body::BinaryMime) {
@@ -281,19 +550,25 @@ impl Session<'_> {
         if tx.rcpts.len() >= self.cfg.max_recipients {
             return reply::too_many_recipients();
         }
-        if let Err(r) = self.ctx.policy.check_recipient(self.cfg, self.peer.ip, &to) {
-            let from = tx.from.to_string();
-            maillog::reject(
-                self.peer,
-                "RCPT",
-                &r,
-                Some(&from),
-                Some(&to.to_string()),
-                self.proto(),
-                self.helo.as_deref(),
-            );
-            // Already logged with its recipient; mark so serve() does not log it again.
-            return LoggedReject(r).into();
+        let authenticated = self.user.is_some();
+        if let Err(r) = self
+            .ctx
+            .policy
+            .check_recipient(self.cfg, self.peer.ip, authenticated, &to)
+        {
+            // Directory harvest (many unknown users): answer slowly, then hang up.
+            if r.code == 550 && r.esc == reply::no_such_user("").esc {
+                self.unknown_rcpts += 1;
+                if self.unknown_rcpts >= self.cfg.harvest_limit {
+                    maillog::harvest(self.peer, self.unknown_rcpts);
+                    return reply::harvest_limit();
+                }
+                if self.unknown_rcpts > self.cfg.harvest_threshold {
+                    let _ = self.io.flush();
+                    std::thread::sleep(self.cfg.harvest_delay);
+                }
+            }
+            return r;
         }
         tx.rcpts.push((to, params));
         reply::recipient_ok()
@@ -337,9 +612,23 @@ impl Session<'_> {
         let _ = self.io.set_timeout(self.cfg.data_timeout);
         let mut reader = DataReader::new(self.cfg.max_message_size);
         let mut chunk = Vec::with_capacity(64 * 1024);
+        // Submitted mail: hold the header section back until it is complete,
+        // to add what the client left out (RFC 6409 8.2, 8.3).
+        let mut header: Option<Vec<u8>> = self.user.is_some().then(Vec::new);
         loop {
             let fed = reader.feed(self.io.buffered(), &mut chunk);
             self.io.consume(fed.consumed);
+            if let Some(h) = header.as_mut() {
+                h.append(&mut chunk);
+                if fed.done || header_complete(h) {
+                    let mut out = submission_fixes(h, &id, &self.cfg.hostname).into_bytes();
+                    out.append(h);
+                    header = None;
+                    if write_err.is_none() {
+                        write_err = incoming.write_all(&out).err();
+                    }
+                }
+            }
             if write_err.is_none() && !chunk.is_empty() {
                 write_err = incoming.write_all(&chunk).err();
             }
@@ -401,13 +690,18 @@ impl Session<'_> {
             Some(ip) => format!("{helo} ({} [{ip}])", self.peer.name),
             None => format!("{helo} ({})", self.peer.name),
         };
-        let mut proto = self.proto().to_owned();
+        let mut proto = self.proto();
         if tx.params.smtputf8 {
-            // RFC 6531 3.7.3: UTF8SMTP in the with clause.
-            proto = "UTF8SMTP".to_owned();
+            // RFC 6531 3.7.3: UTF8SMTP, UTF8SMTPS, UTF8SMTPA, UTF8SMTPSA.
+            proto = proto.replacen("ESMTP", "UTF8SMTP", 1);
         }
+        // RFC 3848 leaves the TLS details to a comment; this is Postfix's form.
+        let using = match &self.tls {
+            Some(t) => format!("\n\t(using {t})"),
+            None => String::new(),
+        };
         let mut h = format!(
-            "Received: from {from}\n\tby {} (tern) with {proto} id {id}",
+            "Received: from {from}{using}\n\tby {} (tern) with {proto} id {id}",
             self.cfg.hostname
         );
         // Name the recipient only when there is one, as Postfix does, so that
@@ -424,7 +718,7 @@ impl Session<'_> {
         env.helo = self.helo.clone();
         env.client_addr = self.peer.ip;
         env.client_name = Some(self.peer.name.clone());
-        env.protocol = self.proto().to_owned();
+        env.protocol = self.proto();
         env.body = match tx.params.body {
             Some(Body::EightBitMime) => spool::BodyType::EightBitMime,
             Some(Body::BinaryMime) => spool::BodyType::Binary,
@@ -445,7 +739,11 @@ impl Session<'_> {
             .iter()
             .map(|(to, p)| {
                 let addr = match to {
-                    ForwardPath::Postmaster => format!("postmaster@{}", self.cfg.hostname),
+                    // RFC 5321 4.1.1.3: bare <postmaster> means ours, so name a local domain.
+                    ForwardPath::Postmaster => format!(
+                        "postmaster@{}",
+                        self.cfg.local_domains.first().unwrap_or(&self.cfg.hostname)
+                    ),
                     ForwardPath::Mailbox(m) => m.to_string(),
                 };
                 let mut r = spool::Recipient::new(addr);
@@ -458,13 +756,37 @@ impl Session<'_> {
     }
 }
 
-/// A policy reply already written to the mail log with its recipient.
-struct LoggedReject(Reply);
+/// Headers held back for submission fixes beyond this are written as they are.
+const MAX_HELD_HEADER: usize = 256 * 1024;
 
-impl From<LoggedReject> for Reply {
-    fn from(l: LoggedReject) -> Reply {
-        l.0
+/// Whether `h` (LF line ends, as the DATA reader gives them) holds the whole
+/// header section: it reached the empty line, or grew too large to hold.
+fn header_complete(h: &[u8]) -> bool {
+    h.starts_with(b"\n") || h.windows(2).any(|w| w == b"\n\n") || h.len() > MAX_HELD_HEADER
+}
+
+/// The Date: and Message-ID: fields a submitted message lacks (RFC 6409
+/// 8.2 and 8.3), to put in front of its header section.
+fn submission_fixes(h: &[u8], id: &QueueId, hostname: &str) -> String {
+    let end = h.windows(2).position(|w| w == b"\n\n").map_or(h.len(), |p| p + 1);
+    let head = h.get(..end).unwrap_or_default();
+    let has = |name: &str| {
+        head.split(|&b| b == b'\n').any(|line| {
+            line.len() > name.len()
+                && line
+                    .get(..name.len())
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+                && line.get(name.len()) == Some(&b':')
+        })
+    };
+    let mut out = String::new();
+    if !has("Date") {
+        out.push_str(&format!("Date: {}\n", clock::rfc5322(clock::now())));
     }
+    if !has("Message-ID") {
+        out.push_str(&format!("Message-ID: <{id}@{hostname}>\n"));
+    }
+    out
 }
 
 /// Replies that count toward `max_errors`: protocol errors (X.5.x), not

@@ -217,8 +217,8 @@ pub fn expn_unknown() -> Reply {
 pub fn help() -> Reply {
     let mut r = Reply::new(214, esc(2, 0, 0), "");
     r.lines = vec![
-        Cow::Borrowed("Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP"),
-        Cow::Borrowed("See tern(8); send reports to postmaster"),
+        Cow::Borrowed("Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP"),
+        Cow::Borrowed("See ternd(8); send reports to postmaster"),
     ];
     r
 }
@@ -334,6 +334,99 @@ pub fn no_space() -> Reply {
 /// The spool could not write the message for another reason; the client retries.
 pub fn local_error() -> Reply {
     Reply::new(451, esc(4, 3, 0), "Local error in processing, try again later")
+}
+
+// ---- TLS (RFC 3207) --------------------------------------------------------
+
+/// The go-ahead for the TLS handshake.
+pub fn starttls_ready() -> Reply {
+    Reply::new(220, esc(2, 0, 0), "Ready to start TLS")
+}
+
+/// STARTTLS inside TLS (RFC 3207 4: not offered again after the handshake).
+pub fn tls_already_active() -> Reply {
+    Reply::new(503, esc(5, 5, 1), "Error: TLS already active")
+}
+
+/// RFC 3207 4 and RFC 6409: this listener needs TLS before mail.
+pub fn tls_required() -> Reply {
+    Reply::new(530, esc(5, 7, 0), "Must issue a STARTTLS command first")
+}
+
+// ---- AUTH (RFC 4954) -------------------------------------------------------
+
+/// RFC 4954 6: a submission listener needs AUTH before MAIL.
+pub fn auth_required() -> Reply {
+    Reply::new(530, esc(5, 7, 0), "Authentication required")
+}
+
+/// RFC 4954 6: AUTH before TLS, which would send the password in the clear.
+pub fn auth_needs_tls() -> Reply {
+    Reply::new(
+        538,
+        esc(5, 7, 11),
+        "Encryption required for requested authentication mechanism",
+    )
+}
+
+/// A server challenge: `334 base64` (RFC 4954 4). No enhanced code.
+pub fn auth_challenge(b64: &'static str) -> Reply {
+    Reply::new(334, None, b64)
+}
+
+pub fn auth_ok() -> Reply {
+    Reply::new(235, esc(2, 7, 0), "Authentication successful")
+}
+
+/// RFC 4954 6: bad user name or password.
+pub fn auth_failed() -> Reply {
+    Reply::new(535, esc(5, 7, 8), "Authentication credentials invalid")
+}
+
+/// The client answered a challenge with `*` (RFC 4954 4).
+pub fn auth_cancelled() -> Reply {
+    Reply::new(501, esc(5, 0, 0), "Authentication cancelled")
+}
+
+/// A response that is not base64 or not in the mechanism's format.
+pub fn auth_malformed() -> Reply {
+    Reply::new(501, esc(5, 5, 2), "Cannot decode authentication response")
+}
+
+pub fn auth_mechanism_unknown() -> Reply {
+    Reply::new(504, esc(5, 5, 4), "Unrecognized authentication type")
+}
+
+/// RFC 4954 4: AUTH once per session, and never inside a transaction.
+pub fn auth_already() -> Reply {
+    Reply::new(503, esc(5, 5, 1), "Error: already authenticated")
+}
+
+pub fn auth_in_transaction() -> Reply {
+    Reply::new(
+        503,
+        esc(5, 5, 1),
+        "Error: AUTH not permitted during a mail transaction",
+    )
+}
+
+/// An authenticated user sending as an address it does not own.
+pub fn sender_not_owned(addr: &str) -> Reply {
+    Reply::new(
+        553,
+        esc(5, 7, 1),
+        format!("<{addr}>: Sender address rejected: not owned by user"),
+    )
+}
+
+/// A directory harvest: too many unknown recipients in one session.
+pub fn harvest_limit() -> Reply {
+    Reply::new(
+        421,
+        esc(4, 7, 0),
+        "Too many unknown recipients, closing connection",
+    )
+    .closing()
 }
 
 // ---- End of data -----------------------------------------------------------

@@ -4,7 +4,7 @@
 //! program that queues, reads or removes mail (the SMTP server, the queue runner,
 //! `sendmail`, `ternctl`) goes through this module; nothing else touches the files.
 //!
-//! Layout under the root (see doc/spool.md for the full story):
+//! Layout under the root (see src/spool/README.md for the full story):
 //!
 //! ```text
 //! tmp/       ID.msg, ID.env while being written (emptied by recover at start-up)
@@ -12,7 +12,8 @@
 //! env/ID     envelope; replaced only by tmp + fsync + rename (the commit point)
 //! hold/ID    held envelopes
 //! corrupt/ID envelopes that did not parse, for a human
-//! maildrop/  files from the sendmail binary
+//! maildrop/  files from the sendmail binary (maildrop.rs), picked up by the daemon
+//! control    the daemon's control socket (crate::control)
 //! ```
 //!
 //! The promise: when [`Incoming::commit`] returns Ok the message is durable, and a crash
@@ -21,6 +22,7 @@
 
 pub mod envelope;
 pub mod id;
+pub mod maildrop;
 
 pub use envelope::{BodyType, DsnRet, Envelope, EnvelopeError, RcptStatus, Recipient};
 pub use id::QueueId;
@@ -29,7 +31,7 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::sys;
@@ -41,6 +43,16 @@ const HOLD: &str = "hold";
 const CORRUPT: &str = "corrupt";
 const MAILDROP: &str = "maildrop";
 const SUBDIRS: [&str; 6] = [TMP, MSG, ENV, HOLD, CORRUPT, MAILDROP];
+/// The control socket's name in the root (see `crate::control`).
+const CONTROL: &str = "control";
+/// The group that alone may write the maildrop (sendmail is installed setgid to it)
+/// and talk to the control socket (Postfix's `postdrop` group).
+pub const GROUP: &str = "tern";
+/// maildrop/: sticky, group write and search, no read: a setgid sendmail can drop a
+/// file but not list, read or remove anyone else's (Postfix's maildrop is 1730 too).
+const MAILDROP_MODE: u32 = 0o1730;
+/// The root: others may only traverse it, to reach maildrop/ and the control socket.
+const ROOT_MODE: u32 = 0o711;
 
 /// How many fresh ids `begin` tries before giving up (each clash is already unlikely).
 const MAX_ID_TRIES: usize = 100;
@@ -149,18 +161,27 @@ impl Spool {
         match fs::metadata(root) {
             Ok(m) if !m.is_dir() => return Err(SpoolError::other("open", root, "not a directory")),
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(root)
-                .map_err(|e| SpoolError::from_io("create", root, e))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(root)
+                    .map_err(|e| SpoolError::from_io("create", root, e))?;
+                fs::set_permissions(root, fs::Permissions::from_mode(ROOT_MODE))
+                    .map_err(|e| SpoolError::from_io("chmod", root, e))?;
+            }
             Err(e) => return Err(SpoolError::from_io("open", root, e)),
         }
         let mut created = false;
         for sub in SUBDIRS {
             let dir = root.join(sub);
             match DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => created = true,
+                Ok(()) => {
+                    created = true;
+                    if sub == MAILDROP {
+                        set_maildrop_owner(&dir)?;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     if !fs::metadata(&dir).map(|m| m.is_dir()).unwrap_or(false) {
                         return Err(SpoolError::other("open", &dir, "not a directory"));
@@ -389,7 +410,11 @@ impl Spool {
 
     /// Read and parse env/ID. An envelope naming another id is an error.
     pub fn load(&self, id: &QueueId) -> Result<Envelope, SpoolError> {
-        let path = self.file(ENV, id);
+        self.load_from(ENV, id)
+    }
+
+    fn load_from(&self, sub: &str, id: &QueueId) -> Result<Envelope, SpoolError> {
+        let path = self.file(sub, id);
         let bytes = fs::read(&path).map_err(|e| SpoolError::from_io("read", &path, e))?;
         let text = String::from_utf8(bytes).map_err(|_| SpoolError::other("parse", &path, "not UTF-8"))?;
         let env = Envelope::parse(&text).map_err(|e| SpoolError {
@@ -465,6 +490,141 @@ impl Spool {
             total == 0 || (need <= avail && u128::from(avail - need) * 100 >= u128::from(total) * pct)
         };
         stays_free(avail, bytes, total) && stays_free(iavail, 2, itotal)
+    }
+}
+
+/// A new maildrop/ gets mode 1730 and, when root creates it and the `tern` group
+/// exists, owner root and group tern, so that only a sendmail installed setgid tern
+/// can write there. (`make install` sets the same; without the group, only root and
+/// the daemon's user can submit, which is safe.)
+fn set_maildrop_owner(dir: &Path) -> Result<(), SpoolError> {
+    if sys::uids().1 == 0 {
+        if let Some(gid) = sys::group_id(GROUP) {
+            std::os::unix::fs::chown(dir, Some(0), Some(gid))
+                .map_err(|e| SpoolError::from_io("chown", dir, e))?;
+        }
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(MAILDROP_MODE))
+        .map_err(|e| SpoolError::from_io("chmod", dir, e))
+}
+
+/// The control socket of the spool at `root`. A free function: `sendmail` and
+/// `ternctl` need the path without being able to open the spool.
+pub fn control_socket(root: &Path) -> PathBuf {
+    root.join(CONTROL)
+}
+
+/// Where a message is: queued (env/) or held (hold/).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Queued,
+    Held,
+}
+
+/// An exclusive lock on one message, held while it is delivered and while `ternctl`
+/// deletes or holds it, so a message never disappears halfway through a delivery.
+/// It is a flock(2) on msg/ID, the one file that keeps its inode for the message's
+/// whole life (env/ID is replaced at every update). Released on drop.
+#[derive(Debug)]
+pub struct MessageLock {
+    _file: File,
+}
+
+impl Spool {
+    fn open_body(&self, id: &QueueId) -> Result<File, SpoolError> {
+        let path = self.file(MSG, id);
+        File::open(&path).map_err(|e| SpoolError::from_io("open", &path, e))
+    }
+
+    /// Take the message's lock, waiting for a delivery in progress to end. Errors when
+    /// the message does not exist (its body is gone).
+    pub fn lock(&self, id: &QueueId) -> Result<MessageLock, SpoolError> {
+        let file = self.open_body(id)?;
+        file.lock()
+            .map_err(|e| SpoolError::from_io("lock", &self.file(MSG, id), e))?;
+        Ok(MessageLock { _file: file })
+    }
+
+    /// Whether someone holds the message's lock now (mailq's `*`: being delivered).
+    pub fn is_locked(&self, id: &QueueId) -> bool {
+        match self.open_body(id) {
+            Ok(f) => matches!(f.try_lock(), Err(fs::TryLockError::WouldBlock)),
+            Err(_) => false,
+        }
+    }
+
+    /// Where message `id` is, if anywhere.
+    pub fn place(&self, id: &QueueId) -> Result<Option<Place>, SpoolError> {
+        if exists(&self.file(ENV, id))? {
+            Ok(Some(Place::Queued))
+        } else if exists(&self.file(HOLD, id))? {
+            Ok(Some(Place::Held))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Ids of held messages (hold/), sorted.
+    pub fn list_held(&self) -> Result<Vec<QueueId>, SpoolError> {
+        let mut ids: Vec<QueueId> = read_dir(&self.dir(HOLD))?
+            .iter()
+            .filter_map(|e| e.file_name().to_str().and_then(QueueId::parse))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Read and parse hold/ID.
+    pub fn load_held(&self, id: &QueueId) -> Result<Envelope, SpoolError> {
+        self.load_from(HOLD, id)
+    }
+
+    /// Move env/ID to hold/ID: the queue runner lists only env/, so a held message is
+    /// never delivered. Take [`Spool::lock`] first so no delivery is in flight.
+    pub fn hold(&self, id: &QueueId) -> Result<(), SpoolError> {
+        self.move_envelope(id, ENV, HOLD)
+    }
+
+    /// Move hold/ID back to env/ID; the caller then wakes the queue runner.
+    pub fn release(&self, id: &QueueId) -> Result<(), SpoolError> {
+        self.move_envelope(id, HOLD, ENV)
+    }
+
+    fn move_envelope(&self, id: &QueueId, from: &str, to: &str) -> Result<(), SpoolError> {
+        let src = self.file(from, id);
+        let dst = self.file(to, id);
+        if !exists(&src)? {
+            return Err(SpoolError::from_io(
+                "rename",
+                &src,
+                io::ErrorKind::NotFound.into(),
+            ));
+        }
+        // rename(2) would replace: never clobber an envelope.
+        if exists(&dst)? {
+            return Err(SpoolError::other("rename", &dst, "already exists"));
+        }
+        fs::rename(&src, &dst).map_err(|e| SpoolError::from_io("rename", &src, e))?;
+        sync_dir(&self.dir(to))?;
+        sync_dir(&self.dir(from))
+    }
+
+    /// Remove a held message (hold/ID, then msg/ID), as [`Spool::remove`] does a queued one.
+    pub fn remove_held(&self, id: &QueueId) -> Result<(), SpoolError> {
+        let env = self.file(HOLD, id);
+        fs::remove_file(&env).map_err(|e| SpoolError::from_io("remove", &env, e))?;
+        let msg = self.file(MSG, id);
+        match fs::remove_file(&msg) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("spool: remove {}: {e}", msg.display()),
+        }
+        sync_dir(&self.dir(HOLD))
+    }
+
+    /// How many envelopes wait in corrupt/ for a human.
+    pub fn corrupt_count(&self) -> Result<usize, SpoolError> {
+        Ok(read_dir(&self.dir(CORRUPT))?.len())
     }
 }
 
@@ -741,11 +901,12 @@ mod tests {
         for sub in SUBDIRS {
             let m = fs::metadata(s.root().join(sub)).unwrap();
             assert!(m.is_dir());
-            assert_eq!(m.permissions().mode() & 0o777, 0o700, "{sub}");
+            let want = if sub == MAILDROP { MAILDROP_MODE } else { 0o700 };
+            assert_eq!(m.permissions().mode() & 0o7777, want, "{sub}");
         }
         assert_eq!(
             fs::metadata(s.root()).unwrap().permissions().mode() & 0o777,
-            0o700
+            ROOT_MODE
         );
         assert!(names(&s.root().join(TMP)).is_empty(), "probe left behind");
         // Opening again is fine, and an existing layout is left as it is.
@@ -1015,6 +1176,32 @@ mod tests {
         let e = s.remove(&a).unwrap_err();
         assert_eq!(e.io().map(|e| e.kind()), Some(io::ErrorKind::NotFound));
         assert!(s.message_path(&b).exists());
+    }
+
+    #[test]
+    fn hold_release_lock() {
+        let (_d, s) = spool();
+        let id = queue(&s, b"a");
+        assert_eq!(s.place(&id).unwrap(), Some(Place::Queued));
+        let lock = s.lock(&id).unwrap();
+        assert!(s.is_locked(&id));
+        s.hold(&id).unwrap();
+        drop(lock);
+        assert!(!s.is_locked(&id));
+        assert_eq!(s.place(&id).unwrap(), Some(Place::Held));
+        assert!(s.list().unwrap().is_empty());
+        assert_eq!(s.list_held().unwrap(), vec![id.clone()]);
+        assert_eq!(s.load_held(&id).unwrap().id, id);
+        assert!(s.hold(&id).is_err());
+        // recover keeps a held message's body.
+        assert_eq!(s.recover().unwrap(), RecoverStats::default());
+        s.release(&id).unwrap();
+        assert_eq!(s.list().unwrap(), vec![id.clone()]);
+        s.hold(&id).unwrap();
+        s.remove_held(&id).unwrap();
+        assert_eq!(s.place(&id).unwrap(), None);
+        assert!(!s.message_path(&id).exists());
+        assert!(s.lock(&id).is_err());
     }
 
     #[test]

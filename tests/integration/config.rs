@@ -67,3 +67,33 @@ fn unreadable_config_and_bad_flags() {
     let out = Command::new(TERND).arg("-Z").output().unwrap();
     assert_eq!(out.status.code(), Some(64), "EX_USAGE for an unknown flag");
 }
+
+/// Certificate problems are configuration errors that `ternd -n` reports.
+#[test]
+fn tls_files_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("tern.conf");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(
+        &conf,
+        format!("tls_cert = {}\ntls_key = {}\n", cert.display(), key.display()),
+    )
+    .unwrap();
+    let (code, _, err) = check(&conf);
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("tls_cert {}", cert.display())), "{err}");
+
+    let a = crate::common::make_certs();
+    let b = crate::common::make_certs();
+    std::fs::write(&cert, &a.chain_pem).unwrap();
+    std::fs::write(&key, &b.key_pem).unwrap();
+    let (code, _, err) = check(&conf);
+    assert_eq!(code, 1, "a key that does not match: {err}");
+    assert!(err.contains("tls_cert/tls_key"), "{err}");
+
+    std::fs::write(&key, &a.key_pem).unwrap();
+    let (code, out, err) = check(&conf);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("configuration OK"), "{out}");
+}

@@ -428,3 +428,51 @@ fn kill9_during_multi_recipient_delivery() {
     }
     assert!(dup <= 1, "only the recipient in flight may repeat: {files:?}");
 }
+
+#[test]
+fn delivered_to_loop_bounces() {
+    let t = Setup::new().deliver().start();
+    let looping = "Delivered-To: bob@example.test\r\nSubject: looping\r\n\r\nround and round\r\n";
+    let id = submit(&t, "alice@example.test", &["bob@example.test"], looping);
+    assert!(t.wait_log(&format!("{id}: to=<bob@example.test>, relay=local")));
+    assert!(t
+        .log_text()
+        .contains("dsn=5.4.6, status=bounced (mail forwarding loop for bob@example.test)"));
+    let mail = inbox(&t, "alice", 1);
+    check_report(&mail[0], "failed", "bob@example.test", "5.4.6", "looping");
+    assert!(
+        wait_files(&t.maildir_new("bob"), 1, 0).is_empty(),
+        "no copy for bob"
+    );
+}
+
+#[test]
+fn system_user_mail_is_written_as_that_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if tern::sys::uids().1 != 0 {
+        eprintln!("skipped: needs root to deliver as another user");
+        return;
+    }
+    let Some(nobody) = tern::sys::getpwnam("nobody") else {
+        eprintln!("skipped: no nobody account");
+        return;
+    };
+    // A users file naming the system account; its mail root lets anyone create a Maildir.
+    let setup = Setup::new().deliver().open_to_all();
+    let mail = setup.path().join("mail");
+    std::fs::create_dir_all(&mail).unwrap();
+    std::fs::set_permissions(&mail, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::write(setup.path().join("users"), "nobody\n").unwrap();
+    let t = setup.start();
+    submit(
+        &t,
+        "alice@example.test",
+        &["nobody@example.test"],
+        &message("as nobody"),
+    );
+    let files = wait_files(&t.maildir_new("nobody"), 1, 10);
+    assert_eq!(files.len(), 1, "{}", t.log_text());
+    let meta = std::fs::metadata(&files[0]).unwrap();
+    assert_eq!(meta.uid(), nobody.uid, "written by the recipient, not by root");
+    assert_eq!(std::fs::metadata(mail.join("nobody")).unwrap().uid(), nobody.uid);
+}

@@ -257,3 +257,42 @@ fn eight_bit_and_smtputf8() {
     assert_eq!(env.sender, "jöran@example.test");
     assert!(String::from_utf8(body).unwrap().contains("with UTF8SMTP id"));
 }
+
+#[test]
+fn listens_on_both_wildcards_of_one_port() {
+    // The default `listen` binds 0.0.0.0 and [::] on one port; that must work
+    // whatever net.ipv6.bindv6only says.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let t = Setup::new().set("listen", &format!("*:{port}")).start();
+    let mut c = crate::common::Client::connect(format!("127.0.0.1:{port}").parse().unwrap());
+    assert_eq!(c.reply().code, 220);
+    assert!(
+        t.wait_log(&format!("listening on [::]:{port}")),
+        "{}",
+        t.log_text()
+    );
+    if let Ok(s) = std::net::TcpStream::connect(("::1", port)) {
+        drop(s);
+    }
+}
+
+#[test]
+fn each_rejection_is_logged_once() {
+    let t = Setup::new().start();
+    let mut c = t.connect();
+    c.hello();
+    c.cmd("MAIL FROM:<a@example.test>");
+    assert_eq!(c.cmd("RCPT TO:<nobody@example.test>").code, 550);
+    c.cmd("QUIT");
+    assert!(t.wait_log("disconnect from"));
+    assert_eq!(
+        t.log_text().matches("NOQUEUE: reject: RCPT").count(),
+        1,
+        "{}",
+        t.log_text()
+    );
+}

@@ -17,6 +17,63 @@ use std::time::{Duration, Instant};
 use tern::spool::{Envelope, QueueId, Spool};
 
 pub const TERND: &str = env!("CARGO_BIN_EXE_ternd");
+pub const SENDMAIL: &str = env!("CARGO_BIN_EXE_sendmail");
+pub const TERNCTL: &str = env!("CARGO_BIN_EXE_ternctl");
+
+/// What a finished program said.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `prog` with `args`, `input` on stdin; kill it and fail after 20 s.
+pub fn run_program(prog: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(prog)
+        .args(args)
+        .env_remove("TERN_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", prog.display()));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    // A writer thread: the program may exit before reading everything (EPIPE is fine).
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let ereader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{} {args:?} did not finish in 20 s", prog.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = writer.join();
+    Output {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned(),
+        stderr: String::from_utf8_lossy(&ereader.join().unwrap_or_default()).into_owned(),
+    }
+}
 
 /// Users and aliases every test server knows.
 pub const USERS: &str = "alice\nbob\nCarol\n";
@@ -103,6 +160,100 @@ impl Setup {
     pub fn start(self) -> Tern {
         Tern::start(self)
     }
+
+    /// Run `sendmail -C CONF ARGS` with `input` on stdin.
+    pub fn sendmail(&self, args: &[&str], input: &[u8]) -> Output {
+        let conf = self.write_config();
+        let mut all = vec!["-C", conf.to_str().expect("utf8 path")];
+        all.extend_from_slice(args);
+        run_program(Path::new(SENDMAIL), &all, input)
+    }
+
+    /// Run `ternctl -f CONF ARGS`.
+    pub fn ternctl(&self, args: &[&str]) -> Output {
+        let conf = self.write_config();
+        let mut all = vec!["-f", conf.to_str().expect("utf8 path")];
+        all.extend_from_slice(args);
+        run_program(Path::new(TERNCTL), &all, b"")
+    }
+
+    /// Run the sendmail binary under another name (a symlink, as `make install`
+    /// makes): `mailq`, `newaliases`.
+    pub fn sendmail_as(&self, name: &str, args: &[&str]) -> Output {
+        let link = self.dir.path().join(name);
+        if !link.exists() {
+            std::os::unix::fs::symlink(SENDMAIL, &link).expect("symlink");
+        }
+        let conf = self.write_config();
+        let mut all = vec!["-C", conf.to_str().expect("utf8 path")];
+        all.extend_from_slice(args);
+        run_program(&link, &all, b"")
+    }
+
+    /// A fresh CA and a leaf for mx.test, localhost and 127.0.0.1 (rcgen),
+    /// with `tls_cert` and `tls_key` pointing at them. Clients trust `ca.pem`.
+    pub fn tls(self) -> Setup {
+        let p = self.dir.path();
+        let certs = make_certs();
+        std::fs::write(p.join("ca.pem"), &certs.ca_pem).expect("ca");
+        std::fs::write(p.join("cert.pem"), &certs.chain_pem).expect("cert");
+        std::fs::write(p.join("key.pem"), &certs.key_pem).expect("key");
+        let cert = p.join("cert.pem").display().to_string();
+        let key = p.join("key.pem").display().to_string();
+        self.set("tls_cert", &cert).set("tls_key", &key)
+    }
+
+    /// TLS, an `auth_users` file (alice:secret as SHA-512-crypt, bob:hunter2 as
+    /// bcrypt), and one submission and one smtps listener.
+    pub fn submission(self) -> Setup {
+        let p = self.dir.path().to_path_buf();
+        let users = format!(
+            "# test users\nalice:{}\nbob:{}\n",
+            pwhash::sha512_crypt::hash("secret").expect("hash"),
+            pwhash::bcrypt::hash("hunter2").expect("hash"),
+        );
+        std::fs::write(p.join("auth_users"), users).expect("auth_users");
+        let au = p.join("auth_users").display().to_string();
+        self.tls()
+            .set("auth_users", &au)
+            .set("submission", "127.0.0.1:0")
+            .set("smtps", "127.0.0.1:0")
+            .set("auth_failure_delay", "0")
+    }
+
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("ca.pem")).expect("ca.pem")
+    }
+}
+
+pub struct Certs {
+    pub ca_pem: String,
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+pub fn make_certs() -> Certs {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "tern test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
+    let key = KeyPair::generate().expect("leaf key");
+    let mut params = CertificateParams::new(vec![
+        "mx.test".to_owned(),
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+    ])
+    .expect("leaf params");
+    params.distinguished_name.push(DnType::CommonName, "mx.test");
+    let leaf = params.signed_by(&key, &ca).expect("leaf");
+    Certs {
+        ca_pem: ca.pem(),
+        chain_pem: format!("{}{}", leaf.pem(), ca.pem()),
+        key_pem: key.serialize_pem(),
+    }
 }
 
 /// A running ternd. Killed on drop; on a failing test its log is printed.
@@ -111,6 +262,26 @@ pub struct Tern {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Tern {
+    /// The address of the first listener of another service ("submission",
+    /// "smtps"), from its "listening for SERVICE on ADDR" log line.
+    pub fn service_addr(&self, service: &str) -> SocketAddr {
+        let needle = format!("listening for {service} on ");
+        let log = self.log.lock().unwrap();
+        log.iter()
+            .find_map(|l| l.split(&needle).nth(1).and_then(|a| a.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {service} listener in the log"))
+    }
+
+    pub fn submission_addr(&self) -> SocketAddr {
+        self.service_addr("submission")
+    }
+
+    pub fn smtps_addr(&self) -> SocketAddr {
+        self.service_addr("smtps")
+    }
 }
 
 impl Tern {
@@ -187,17 +358,18 @@ impl Tern {
         Spool::open(&self.spool_dir()).expect("open spool")
     }
 
-    /// Every committed message: envelope and body.
+    /// Every committed message: envelope and body. A message the queue
+    /// runner removes while this looks is left out.
     pub fn queued(&self) -> Vec<(Envelope, Vec<u8>)> {
         let spool = self.spool();
         spool
             .list()
             .expect("list")
             .into_iter()
-            .map(|id| {
-                let env = spool.load(&id).expect("load");
-                let body = std::fs::read(spool.message_path(&id)).expect("read body");
-                (env, body)
+            .filter_map(|id| {
+                let env = spool.load(&id).ok()?;
+                let body = std::fs::read(spool.message_path(&id)).ok()?;
+                Some((env, body))
             })
             .collect()
     }
@@ -224,6 +396,23 @@ impl Tern {
             std::thread::sleep(Duration::from_millis(10));
         }
         false
+    }
+
+    /// Send a signal to ternd.
+    pub fn signal(&self, sig: i32) {
+        tern::sys::send_signal(self.child.id(), sig).expect("signal");
+    }
+
+    /// Wait up to `secs` for ternd to exit; its exit code, if it did.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn kill9(&mut self) {
@@ -321,6 +510,14 @@ impl Client {
         self.reply()
     }
 
+    /// STARTTLS, expect 220, then the handshake trusting `ca_pem` for mx.test.
+    pub fn starttls(mut self, ca_pem: &[u8]) -> TlsClient {
+        let r = self.cmd("STARTTLS");
+        assert_eq!(r.status(), "220 2.0.0", "{r:?}");
+        assert!(self.reader.buffer().is_empty(), "bytes after the 220");
+        TlsClient::handshake(self.stream, ca_pem)
+    }
+
     /// Expect the greeting then EHLO.
     pub fn hello(&mut self) -> Reply {
         let g = self.reply();
@@ -334,6 +531,18 @@ impl Client {
     pub fn closed(&mut self) -> bool {
         let mut buf = [0u8; 1];
         matches!(self.reader.read(&mut buf), Ok(0))
+    }
+
+    /// Everything the server sends until it closes; None if it does not
+    /// close within the read timeout.
+    /// A reset (the server closed with our bytes unread) counts as closed.
+    pub fn read_to_close(&mut self) -> Option<Vec<u8>> {
+        let mut all = Vec::new();
+        match self.reader.read_to_end(&mut all) {
+            Ok(_) => Some(all),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Some(all),
+            Err(_) => None,
+        }
     }
 
     /// A whole transaction; returns the reply to the end of data.
@@ -350,6 +559,148 @@ impl Client {
         self.send_raw(b".\r\n");
         self.reply()
     }
+}
+
+/// A raw SMTP client inside TLS (rustls), for exact replies.
+pub struct TlsClient {
+    conn: BufReader<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>,
+}
+
+impl TlsClient {
+    /// Implicit TLS (smtps): connect and handshake at once.
+    pub fn connect(addr: SocketAddr, ca_pem: &[u8]) -> TlsClient {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        TlsClient::handshake(stream, ca_pem)
+    }
+
+    /// For a client that sent STARTTLS itself (with more pipelined after it):
+    /// read the 220, check nothing else came in plaintext, and handshake.
+    pub fn handshake_after_ready(mut c: Client, ca_pem: &[u8]) -> TlsClient {
+        let r = c.reply();
+        assert_eq!(r.status(), "220 2.0.0", "{r:?}");
+        assert!(c.reader.buffer().is_empty(), "plaintext replies after the 220");
+        TlsClient::handshake(c.stream, ca_pem)
+    }
+
+    pub fn handshake(stream: TcpStream, ca_pem: &[u8]) -> TlsClient {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, ServerName};
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca_pem) {
+            roots.add(c.expect("ca pem")).expect("add root");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from("mx.test").expect("name");
+        let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client");
+        let mut stream = stream;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut stream).expect("TLS handshake");
+        }
+        TlsClient {
+            conn: BufReader::new(rustls::StreamOwned::new(conn, stream)),
+        }
+    }
+
+    /// The negotiated protocol version, e.g. "TLSv1_3".
+    pub fn version(&self) -> String {
+        format!(
+            "{:?}",
+            self.conn.get_ref().conn.protocol_version().expect("version")
+        )
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let s = self.conn.get_mut();
+        s.write_all(bytes).expect("write");
+        s.flush().expect("flush");
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+    }
+
+    pub fn reply(&mut self) -> Reply {
+        self.try_reply().expect("reply expected")
+    }
+
+    pub fn try_reply(&mut self) -> Option<Reply> {
+        let mut lines = Vec::new();
+        loop {
+            let mut raw = Vec::new();
+            let n = self.conn.read_until(b'\n', &mut raw).ok()?;
+            if n == 0 {
+                return None;
+            }
+            assert!(raw.ends_with(b"\r\n"), "reply line without CRLF: {raw:?}");
+            let line = String::from_utf8_lossy(&raw[..raw.len() - 2]).into_owned();
+            let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).expect("reply code");
+            let more = line.as_bytes().get(3) == Some(&b'-');
+            lines.push(line);
+            if !more {
+                return Some(Reply { code, lines });
+            }
+        }
+    }
+
+    pub fn cmd(&mut self, line: &str) -> Reply {
+        self.send(line);
+        self.reply()
+    }
+
+    /// True when the server has closed the connection.
+    pub fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        !matches!(self.conn.read(&mut buf), Ok(n) if n > 0)
+    }
+
+    /// AUTH PLAIN with an initial response.
+    pub fn auth_plain(&mut self, user: &str, pass: &str) -> Reply {
+        self.cmd(&format!(
+            "AUTH PLAIN {}",
+            b64(format!("\0{user}\0{pass}").as_bytes())
+        ))
+    }
+
+    /// A whole transaction; returns the reply to the end of data.
+    pub fn send_mail(&mut self, from: &str, to: &[&str], body: &str) -> Reply {
+        let r = self.cmd(&format!("MAIL FROM:<{from}>"));
+        assert_eq!(r.code, 250, "{r:?}");
+        for t in to {
+            let r = self.cmd(&format!("RCPT TO:<{t}>"));
+            assert_eq!(r.code, 250, "{r:?}");
+        }
+        let r = self.cmd("DATA");
+        assert_eq!(r.code, 354, "{r:?}");
+        self.send_raw(body.as_bytes());
+        self.send_raw(b".\r\n");
+        self.reply()
+    }
+}
+
+/// Base64 (RFC 4648) for SASL in tests.
+pub fn b64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// A small message with CRLF line ends.

@@ -1,0 +1,434 @@
+//! ternctl(8) and mailq: look at and manage the queue.
+//!
+//! `ternctl [-f FILE] queue | show ID | flush | delete ID|ALL | hold ID | release ID | stats`
+//!
+//! Everything works on the spool through `spool::Spool` (the only code that writes
+//! it); the running daemon is told over the control socket where it must act at
+//! once (flush, release). With the daemon down, flush marks deferred mail due now so
+//! that ternd sends it when it starts.
+
+use std::fmt::Write as _;
+use std::io::Read;
+
+use crate::clock;
+use crate::config::{self, Config};
+use crate::control;
+use crate::spool::{Envelope, Place, QueueId, RcptStatus, Spool, SpoolError};
+
+/// sysexits.h EX_USAGE; other failures exit 1, as the issue asks of a bad id.
+const EX_USAGE: u8 = 64;
+/// The most of a message's header read for `show`.
+const MAX_HEADERS: u64 = 256 * 1024;
+
+const USAGE: &str =
+    "usage: ternctl [-f file] queue | show ID | flush | delete ID|ALL | hold ID | release ID | stats";
+
+/// The program; returns the exit status.
+pub fn main(args: &[String]) -> u8 {
+    let mut opts = getopts::Options::new();
+    opts.optopt("f", "", "configuration file", "FILE");
+    let m = match opts.parse(args) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("ternctl: {e}\n{USAGE}");
+            return EX_USAGE;
+        }
+    };
+    let path = m
+        .opt_str("f")
+        .or_else(|| std::env::var("TERN_CONFIG").ok())
+        .unwrap_or_else(|| config::DEFAULT_PATH.to_owned());
+    let words: Vec<&str> = m.free.iter().map(String::as_str).collect();
+    let verb = match words.as_slice() {
+        ["queue"] | ["flush"] | ["stats"] => Verb::Plain(words.first().copied().unwrap_or("")),
+        [v @ ("show" | "delete" | "hold" | "release"), arg] => Verb::WithId(v, arg),
+        _ => {
+            eprintln!("ternctl: {USAGE}");
+            return EX_USAGE;
+        }
+    };
+    let cfg = match Config::load(std::path::Path::new(&path)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ternctl: {e}");
+            return 78;
+        }
+    };
+    let spool = match Spool::open(&cfg.spool) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ternctl: {e}");
+            return 1;
+        }
+    };
+    let result = match verb {
+        Verb::Plain("queue") => mailq(&spool).map(|t| print!("{t}")).map_err(|e| e.to_string()),
+        Verb::Plain("flush") => flush(&cfg, &spool),
+        Verb::Plain(_) => stats(&spool).map(|t| print!("{t}")).map_err(|e| e.to_string()),
+        Verb::WithId("delete", "ALL") => delete_all(&spool),
+        Verb::WithId(v, arg) => match QueueId::parse(arg) {
+            None => Err(format!("not a queue id: {arg}")),
+            Some(id) => match v {
+                "show" => show(&spool, &id).map(|t| print!("{t}")),
+                "delete" => delete(&spool, &id),
+                "hold" => hold(&spool, &id),
+                _ => release(&cfg, &spool, &id),
+            },
+        },
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("ternctl: {e}");
+            1
+        }
+    }
+}
+
+enum Verb<'a> {
+    Plain(&'a str),
+    WithId(&'a str, &'a str),
+}
+
+fn flush(cfg: &Config, spool: &Spool) -> Result<(), String> {
+    match control::send(&cfg.spool, "flush") {
+        Ok(r) if r == "ok" => {
+            println!("ternctl: ternd is retrying all deferred mail now");
+            Ok(())
+        }
+        Ok(r) => Err(format!("ternd: {r}")),
+        Err(_) => {
+            // Daemon down: make the deferred mail due now, so it goes at start-up.
+            let mut n = 0;
+            for id in spool.list().map_err(|e| e.to_string())? {
+                let Ok(_lock) = spool.lock(&id) else { continue };
+                let Ok(mut env) = spool.load(&id) else { continue };
+                let now = clock::now();
+                let mut changed = false;
+                for r in &mut env.recipients {
+                    if r.status == RcptStatus::Deferred && r.next_attempt.is_some_and(|t| t > now) {
+                        r.next_attempt = Some(now);
+                        changed = true;
+                    }
+                }
+                if changed {
+                    spool.update(&env).map_err(|e| e.to_string())?;
+                    n += 1;
+                }
+            }
+            println!("ternctl: ternd is not running; {n} deferred messages marked due, sent when it starts");
+            Ok(())
+        }
+    }
+}
+
+fn delete(spool: &Spool, id: &QueueId) -> Result<(), String> {
+    // Waits for a delivery in flight to end, so no message vanishes mid-delivery.
+    let _lock = spool.lock(id).map_err(|_| format!("no such message: {id}"))?;
+    match spool.place(id).map_err(|e| e.to_string())? {
+        Some(Place::Queued) => spool.remove(id).map_err(|e| e.to_string())?,
+        Some(Place::Held) => spool.remove_held(id).map_err(|e| e.to_string())?,
+        None => return Err(format!("no such message: {id}")),
+    }
+    println!("{id}: deleted");
+    Ok(())
+}
+
+fn delete_all(spool: &Spool) -> Result<(), String> {
+    let mut ids = spool.list().map_err(|e| e.to_string())?;
+    ids.extend(spool.list_held().map_err(|e| e.to_string())?);
+    let n = ids.len();
+    for id in ids {
+        // Delivered meanwhile: fine, it is gone either way.
+        let _ = delete(spool, &id);
+    }
+    println!("ternctl: {n} messages deleted");
+    Ok(())
+}
+
+fn hold(spool: &Spool, id: &QueueId) -> Result<(), String> {
+    let _lock = spool.lock(id).map_err(|_| format!("no such message: {id}"))?;
+    match spool.place(id).map_err(|e| e.to_string())? {
+        Some(Place::Queued) => spool.hold(id).map_err(|e| e.to_string())?,
+        Some(Place::Held) => return Err(format!("{id} is already held")),
+        None => return Err(format!("no such message: {id}")),
+    }
+    println!("{id}: held");
+    Ok(())
+}
+
+fn release(cfg: &Config, spool: &Spool, id: &QueueId) -> Result<(), String> {
+    match spool.place(id).map_err(|e| e.to_string())? {
+        Some(Place::Held) => spool.release(id).map_err(|e| e.to_string())?,
+        Some(Place::Queued) => return Err(format!("{id} is not held")),
+        None => return Err(format!("no such message: {id}")),
+    }
+    // Down is fine: the daemon lists env/ when it starts.
+    let _ = control::send(&cfg.spool, &format!("wake {id}"));
+    println!("{id}: released");
+    Ok(())
+}
+
+/// One message for listing: where it is and its envelope.
+fn all_messages(spool: &Spool) -> Result<Vec<(Envelope, bool)>, SpoolError> {
+    let mut out = Vec::new();
+    for id in spool.list()? {
+        // Delivered or held between the listing and the read: skip it.
+        if let Ok(env) = spool.load(&id) {
+            out.push((env, false));
+        }
+    }
+    for id in spool.list_held()? {
+        if let Ok(env) = spool.load_held(&id) {
+            out.push((env, true));
+        }
+    }
+    out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    Ok(out)
+}
+
+/// The queue in Postfix's `mailq` format, which people and log tools already read:
+///
+/// ```text
+/// -Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------
+/// 0193A5F2C41B07E2*    512 Mon Nov 23 14:08:39  alice@example.org
+/// (451 4.7.1 try later)
+///                                          bob@example.net
+///
+/// -- 1 Kbytes in 1 Request.
+/// ```
+///
+/// `*` marks a message being delivered, `!` a held one. Each pending recipient is
+/// listed, under its last deferral reason in parentheses when it has one.
+pub fn mailq(spool: &Spool) -> Result<String, SpoolError> {
+    let msgs = all_messages(spool)?;
+    // Not yet picked up (ternd down): listed as Postfix lists its maildrop queue.
+    let drops = spool.maildrop_list().unwrap_or_default();
+    if msgs.is_empty() && drops.is_empty() {
+        return Ok("Mail queue is empty\n".to_owned());
+    }
+    let mut out = String::new();
+    // Postfix's "%-10s %8s %-20s %s" header.
+    out.push_str("-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
+    let mut bytes: u64 = 0;
+    for (env, held) in &msgs {
+        let mark = if *held {
+            '!'
+        } else if spool.is_locked(&env.id) {
+            '*'
+        } else {
+            ' '
+        };
+        bytes = bytes.saturating_add(env.size);
+        // asctime without the year, as Postfix prints it (20 columns).
+        let when: String = clock::asctime(env.created).chars().take(19).collect();
+        let sender = if env.sender.is_empty() {
+            "MAILER-DAEMON"
+        } else {
+            env.sender.as_str()
+        };
+        let _ = writeln!(
+            out,
+            "{:<11} {:>8} {:<20} {sender}",
+            format!("{}{mark}", env.id),
+            env.size,
+            when
+        );
+        let mut last_reason: Option<&str> = None;
+        for r in &env.recipients {
+            if !matches!(r.status, RcptStatus::Pending | RcptStatus::Deferred) {
+                continue;
+            }
+            let reason = r
+                .last_reply
+                .as_deref()
+                .filter(|_| r.status == RcptStatus::Deferred);
+            if reason.is_some() && reason != last_reason {
+                let _ = writeln!(out, "({})", reason.unwrap_or_default());
+            }
+            last_reason = reason;
+            let _ = writeln!(out, "{:41}{}", "", r.addr);
+        }
+        out.push('\n');
+    }
+    for d in &drops {
+        bytes = bytes.saturating_add(d.size);
+        let when: String = clock::asctime(d.since).chars().take(19).collect();
+        let _ = writeln!(
+            out,
+            "{:<11} {:>8} {:<20} (maildrop queue, sender UID {})\n",
+            format!("{} ", d.name),
+            d.size,
+            when,
+            d.uid
+        );
+    }
+    let n = msgs.len() + drops.len();
+    let _ = writeln!(
+        out,
+        "-- {} Kbytes in {n} Request{}.",
+        bytes.div_ceil(1024),
+        if n == 1 { "" } else { "s" }
+    );
+    Ok(out)
+}
+
+/// `ternctl show ID`: the envelope, each recipient's state, the message's header.
+fn show(spool: &Spool, id: &QueueId) -> Result<String, String> {
+    let (env, state) = match spool.place(id).map_err(|e| e.to_string())? {
+        Some(Place::Queued) => (
+            spool.load(id).map_err(|e| e.to_string())?,
+            if spool.is_locked(id) {
+                "being delivered"
+            } else {
+                "queued"
+            },
+        ),
+        Some(Place::Held) => (spool.load_held(id).map_err(|e| e.to_string())?, "held"),
+        None => return Err(format!("no such message: {id}")),
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "id: {id} ({state})");
+    let _ = writeln!(out, "arrival: {}", clock::rfc5322(env.created));
+    let _ = writeln!(out, "size: {}", env.size);
+    let _ = writeln!(out, "sender: <{}>", env.sender);
+    let client = match (&env.client_name, env.client_addr) {
+        (Some(n), Some(ip)) => format!("{n} [{ip}]"),
+        (None, Some(ip)) => format!("[{ip}]"),
+        (Some(n), None) => n.clone(),
+        (None, None) => "local".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "client: {client} helo={}",
+        env.helo.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(out, "protocol: {}", env.protocol);
+    if let Some(e) = &env.envid {
+        let _ = writeln!(out, "envid: {e}");
+    }
+    let _ = writeln!(out, "recipients:");
+    for r in &env.recipients {
+        let status = match r.status {
+            RcptStatus::Pending => "pending",
+            RcptStatus::Sent => "sent",
+            RcptStatus::Failed => "failed",
+            RcptStatus::Deferred => "deferred",
+        };
+        let _ = write!(out, "  <{}>: {status}, {} attempts", r.addr, r.attempts);
+        if let (RcptStatus::Deferred, Some(t)) = (r.status, r.next_attempt) {
+            let _ = write!(out, ", next {}", clock::rfc5322(t));
+        }
+        out.push('\n');
+        if let Some(l) = &r.last_reply {
+            let _ = writeln!(out, "    last: {l}");
+        }
+    }
+    let _ = writeln!(out, "headers:");
+    let mut head = Vec::new();
+    if let Ok(f) = std::fs::File::open(spool.message_path(id)) {
+        let _ = f.take(MAX_HEADERS).read_to_end(&mut head);
+    }
+    let text = String::from_utf8_lossy(&head);
+    for line in text.lines() {
+        if line.is_empty() {
+            break;
+        }
+        let _ = writeln!(out, "  {line}");
+    }
+    Ok(out)
+}
+
+/// `ternctl stats`: counts by state and the age of the oldest message.
+fn stats(spool: &Spool) -> Result<String, SpoolError> {
+    let msgs = all_messages(spool)?;
+    let (mut queued, mut held, mut pending, mut deferred) = (0, 0, 0, 0);
+    for (env, h) in &msgs {
+        if *h {
+            held += 1;
+        } else {
+            queued += 1;
+        }
+        for r in &env.recipients {
+            match r.status {
+                RcptStatus::Pending => pending += 1,
+                RcptStatus::Deferred => deferred += 1,
+                RcptStatus::Sent | RcptStatus::Failed => {}
+            }
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "queued: {queued}");
+    let _ = writeln!(out, "held: {held}");
+    let _ = writeln!(out, "recipients pending: {pending}");
+    let _ = writeln!(out, "recipients deferred: {deferred}");
+    let _ = writeln!(out, "maildrop: {}", spool.maildrop_count()?);
+    let _ = writeln!(out, "corrupt: {}", spool.corrupt_count()?);
+    match msgs.iter().map(|(e, _)| e).min_by_key(|e| e.created) {
+        Some(e) => {
+            let age = clock::now().saturating_sub(e.created);
+            let _ = writeln!(out, "oldest: {} ({})", duration(age), e.id);
+        }
+        None => {
+            let _ = writeln!(out, "oldest: -");
+        }
+    }
+    Ok(out)
+}
+
+/// `3d4h`, `2h5m`, `40s`: the two largest units.
+fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d{h}h")
+    } else if h > 0 {
+        format!("{h}h{m}m")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::Recipient;
+    use std::io::Write;
+
+    #[test]
+    fn mailq_format() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(d.path()).unwrap();
+        assert_eq!(mailq(&s).unwrap(), "Mail queue is empty\n");
+        let mut inc = s.begin().unwrap();
+        inc.write_all(&[b'x'; 1500]).unwrap();
+        let id = inc.id().clone();
+        let mut env = Envelope::new(id.clone(), String::new(), 1_700_000_000);
+        let mut r = Recipient::new("a@b.test".into());
+        r.status = RcptStatus::Deferred;
+        r.last_reply = Some("451 4.7.1 try later".into());
+        env.recipients = vec![r, Recipient::new("c@d.test".into())];
+        let mut sent = Recipient::new("done@x.test".into());
+        sent.status = RcptStatus::Sent;
+        env.recipients.push(sent);
+        env.size = 1500;
+        inc.commit(&env).unwrap();
+        let when: String = clock::asctime(1_700_000_000).chars().take(19).collect();
+        let want = format!(
+            "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n\
+             {id}      1500 {when}  MAILER-DAEMON\n\
+             (451 4.7.1 try later)\n\
+             {:41}a@b.test\n\
+             {:41}c@d.test\n\
+             \n\
+             -- 2 Kbytes in 1 Request.\n",
+            "", ""
+        );
+        assert_eq!(mailq(&s).unwrap(), want);
+        let _lock = s.lock(&id).unwrap();
+        assert!(mailq(&s).unwrap().contains(&format!("\n{id}*     1500 ")));
+        assert_eq!(duration(90061), "1d1h");
+        assert_eq!(duration(59), "59s");
+    }
+}

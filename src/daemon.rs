@@ -1,0 +1,131 @@
+//! The daemon's life outside SMTP: the pid file that keeps a second ternd
+//! from starting on the same spool, and the thread that turns signals into
+//! events for the rest of the daemon.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::sys;
+
+/// A locked pid file; the lock lasts as long as this value (and the process).
+pub struct PidFile {
+    path: PathBuf,
+    _file: File,
+}
+
+impl PidFile {
+    /// Create or take over `path`, lock it, and write our pid. Another live
+    /// ternd holding the lock makes this fail with a message naming its pid.
+    pub fn create(path: &Path) -> Result<PidFile, String> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(path)
+            .map_err(|e| format!("cannot open pid file {}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut old = String::new();
+                let _ = file.read_to_string(&mut old);
+                return Err(format!(
+                    "another ternd is running (pid {}, pid file {})",
+                    old.trim(),
+                    path.display()
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("cannot lock pid file {}: {e}", path.display()))
+            }
+        }
+        let write = |f: &mut File| -> io::Result<()> {
+            f.set_len(0)?;
+            f.rewind()?;
+            writeln!(f, "{}", std::process::id())?;
+            f.sync_all()
+        };
+        write(&mut file).map_err(|e| format!("cannot write pid file {}: {e}", path.display()))?;
+        Ok(PidFile {
+            path: path.to_owned(),
+            _file: file,
+        })
+    }
+
+    /// Rewrite the pid (after detaching, the pid changed but the lock is ours).
+    pub fn update(&mut self) -> Result<(), String> {
+        let f = &mut self._file;
+        let r = f
+            .set_len(0)
+            .and_then(|()| f.rewind())
+            .and_then(|()| writeln!(f, "{}", std::process::id()))
+            .and_then(|()| f.sync_all());
+        r.map_err(|e| format!("cannot write pid file {}: {e}", self.path.display()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// What a signal asks of the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// SIGHUP: re-read the configuration and tables.
+    Reload,
+    /// SIGTERM, SIGINT: stop gracefully.
+    Stop,
+    /// SIGUSR1: run the queue now.
+    Flush,
+}
+
+/// Block the daemon's signals in every thread (call before starting any)
+/// and start the one thread that waits for them.
+pub fn signals() -> io::Result<crossbeam_channel::Receiver<Event>> {
+    sys::block_signals(&sys::DAEMON_SIGNALS)?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::Builder::new()
+        .name("signals".to_owned())
+        .spawn(move || loop {
+            let event = match sys::wait_signal(&sys::DAEMON_SIGNALS) {
+                Ok(libc::SIGHUP) => Event::Reload,
+                Ok(libc::SIGUSR1) => Event::Flush,
+                Ok(_) => Event::Stop,
+                Err(e) => {
+                    log::error!("sigwait: {e}");
+                    return;
+                }
+            };
+            if tx.send(event).is_err() {
+                return;
+            }
+        })?;
+    Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_file_locks_out_a_second_instance() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ternd.pid");
+        let first = PidFile::create(&path).expect("first");
+        let pid = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(pid.trim(), std::process::id().to_string());
+        let err = PidFile::create(&path).err().expect("second must fail");
+        assert!(err.contains("another ternd is running"), "{err}");
+        drop(first);
+        assert!(!path.exists());
+        // A stale file from a dead process is taken over.
+        std::fs::write(&path, "999999\n").expect("write");
+        let again = PidFile::create(&path).expect("take over stale file");
+        drop(again);
+    }
+}

@@ -1,0 +1,868 @@
+//! sendmail(8): the command-line door into the mail system, with the flags of
+//! Postfix's and Sendmail's sendmail(1), and its other names `mailq` (-bp) and
+//! `newaliases` (-bi).
+//!
+//! Submission (-bm, the default) reads the message on stdin, applies the fixes a
+//! submission server makes (RFC 6409 section 8: Date:, Message-ID:, From: when
+//! missing), and drops it into the spool's maildrop — durably, whether or not ternd
+//! runs — then pokes the daemon over the control socket. It exits 0 only once the
+//! message is on disk; otherwise with a sysexits(3) code and one line on stderr
+//! (OpenSMTPD enqueue, Postfix sendmail).
+//!
+//! Installed setgid to the `tern` group (see the Makefile's install), this program
+//! runs as the invoking user with just enough privilege to write maildrop/; the uid
+//! that wrote a drop file is the kernel's record (the file owner), which pickup puts
+//! in the Received: header.
+
+use std::io::{self, BufRead, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use crate::aliases::Aliases;
+use crate::clock;
+use crate::config::{self, Config};
+use crate::control;
+use crate::ctl;
+use crate::server::session::{self, Peer};
+use crate::smtp::address::Mailbox;
+use crate::spool::{self, maildrop, BodyType, DsnRet, Envelope, QueueId, Recipient, Spool, SpoolError};
+use crate::sys;
+
+/// sysexits.h codes; the program's exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SysExit {
+    Ok = 0,
+    Usage = 64,
+    DataErr = 65,
+    NoInput = 66,
+    NoUser = 67,
+    Software = 70,
+    OsErr = 71,
+    CantCreat = 73,
+    IoErr = 74,
+    TempFail = 75,
+    NoPerm = 77,
+    Config = 78,
+}
+
+impl SysExit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// A failure: the exit code and the line for stderr.
+#[derive(Debug)]
+pub struct Failure {
+    pub exit: SysExit,
+    pub message: String,
+}
+
+fn fail(exit: SysExit, message: impl Into<String>) -> Failure {
+    Failure {
+        exit,
+        message: message.into(),
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Options {
+    /// The -b mode letter: 'm' (deliver), 's', 'p', 'i', 'd'.
+    pub mode: char,
+    /// -q: process the queue now.
+    pub queue_run: bool,
+    /// -t: recipients from To:, Cc:, Bcc: too.
+    pub extract: bool,
+    /// -i / -oi: a line with a single '.' does not end the message.
+    pub ignore_dots: bool,
+    /// -f / -r.
+    pub sender: Option<String>,
+    /// -F.
+    pub full_name: Option<String>,
+    /// -v.
+    pub verbose: bool,
+    /// -N: RFC 3461 NOTIFY, normalised ("NEVER" or e.g. "SUCCESS,FAILURE").
+    pub notify: Option<String>,
+    /// -R.
+    pub ret: Option<DsnRet>,
+    /// -V.
+    pub envid: Option<String>,
+    /// -C, else $TERN_CONFIG, else the default.
+    pub config: PathBuf,
+    pub recipients: Vec<String>,
+    /// Legacy options accepted and ignored; each gets a warning.
+    pub ignored: Vec<String>,
+}
+
+fn options() -> getopts::Options {
+    let mut o = getopts::Options::new();
+    o.optopt(
+        "b",
+        "",
+        "mode: m deliver (default), s SMTP on stdin, p list the queue, i aliases, d daemon",
+        "MODE",
+    );
+    o.optflagopt("q", "", "process the queue now", "INTERVAL");
+    o.optflag("t", "", "recipients from To:, Cc: and Bcc: too");
+    o.optflag("i", "", "a lone '.' line does not end the message");
+    o.optopt("f", "", "envelope sender", "ADDR");
+    o.optopt("r", "", "envelope sender (obsolete -f)", "ADDR");
+    o.optopt("F", "", "full name for an added From:", "NAME");
+    o.optflagmulti("v", "", "show progress");
+    o.optopt("N", "", "DSN notify: never, or success,failure,delay", "DSN");
+    o.optopt("R", "", "DSN return: full or hdrs", "RET");
+    o.optopt("V", "", "DSN envelope id", "ENVID");
+    o.optopt("C", "", "configuration file", "FILE");
+    // Legacy options, accepted and ignored (Postfix does the same).
+    o.optmulti("o", "", "legacy option (-oi is -i)", "OPT");
+    o.optopt(
+        "B",
+        "",
+        "body type (ignored: 8-bit content is always kept)",
+        "TYPE",
+    );
+    o.optopt("h", "", "hop count (ignored)", "N");
+    o.optopt("L", "", "syslog label (ignored)", "LABEL");
+    o.optopt("O", "", "legacy option (ignored)", "OPT");
+    o.optopt("X", "", "log file (ignored)", "FILE");
+    o.optflag("n", "", "no aliasing (ignored)");
+    o.optflag("m", "", "send to me too (ignored)");
+    o.optflag("U", "", "initial user submission (ignored)");
+    o.optflag("G", "", "gateway submission (ignored)");
+    o.optflag("A", "", "ignored");
+    o
+}
+
+/// Parse the arguments (without argv[0]); `name` is the program's name, which makes
+/// `mailq` mean -bp and `newaliases` -bi.
+pub fn parse_args(name: &str, args: &[String], env_config: Option<String>) -> Result<Options, Failure> {
+    let m = options()
+        .parse(args)
+        .map_err(|e| fail(SysExit::Usage, format!("{e}")))?;
+    let mut o = Options {
+        mode: 'm',
+        ..Options::default()
+    };
+    match name {
+        "mailq" => o.mode = 'p',
+        "newaliases" => o.mode = 'i',
+        _ => {}
+    }
+    if let Some(b) = m.opt_str("b") {
+        o.mode = match b.as_str() {
+            "m" | "s" | "p" | "i" | "d" => b.chars().next().unwrap_or('m'),
+            _ => return Err(fail(SysExit::Usage, format!("unsupported mode -b{b}"))),
+        };
+    }
+    o.queue_run = m.opt_present("q");
+    o.extract = m.opt_present("t");
+    o.ignore_dots = m.opt_present("i");
+    for opt in m.opt_strs("o") {
+        if opt == "i" {
+            o.ignore_dots = true;
+        } else {
+            o.ignored.push(format!("-o{opt}"));
+        }
+    }
+    for (flag, _) in [("B", ()), ("h", ()), ("L", ()), ("O", ()), ("X", ())] {
+        if let Some(v) = m.opt_str(flag) {
+            o.ignored.push(format!("-{flag}{v}"));
+        }
+    }
+    for flag in ["n", "m", "U", "G", "A"] {
+        if m.opt_present(flag) {
+            o.ignored.push(format!("-{flag}"));
+        }
+    }
+    o.sender = m.opt_str("f").or_else(|| m.opt_str("r"));
+    o.full_name = m.opt_str("F");
+    o.verbose = m.opt_present("v");
+    if let Some(n) = m.opt_str("N") {
+        o.notify = Some(parse_notify(&n)?);
+    }
+    if let Some(r) = m.opt_str("R") {
+        o.ret = Some(match r.to_ascii_lowercase().as_str() {
+            "full" => DsnRet::Full,
+            "hdrs" => DsnRet::Hdrs,
+            _ => return Err(fail(SysExit::Usage, format!("-R {r}: expected full or hdrs"))),
+        });
+    }
+    if let Some(v) = m.opt_str("V") {
+        // RFC 3461 section 4.4: printable US-ASCII, at most 100 characters.
+        if v.is_empty() || v.len() > 100 || !v.bytes().all(|b| (33..=126).contains(&b)) {
+            return Err(fail(SysExit::Usage, format!("-V {v:?}: not a valid envelope id")));
+        }
+        o.envid = Some(v);
+    }
+    o.config = m
+        .opt_str("C")
+        .or(env_config)
+        .map_or_else(|| PathBuf::from(config::DEFAULT_PATH), PathBuf::from);
+    o.recipients = m.free;
+    Ok(o)
+}
+
+/// RFC 3461 section 4.1: NEVER alone, or any of SUCCESS, FAILURE, DELAY.
+fn parse_notify(s: &str) -> Result<String, Failure> {
+    let words: Vec<String> = s.split(',').map(|w| w.trim().to_ascii_uppercase()).collect();
+    let ok = if words.iter().any(|w| w == "NEVER") {
+        words.len() == 1
+    } else {
+        words
+            .iter()
+            .all(|w| matches!(w.as_str(), "SUCCESS" | "FAILURE" | "DELAY"))
+    };
+    if !ok {
+        return Err(fail(
+            SysExit::Usage,
+            format!("-N {s}: expected never or success,failure,delay"),
+        ));
+    }
+    Ok(words.join(","))
+}
+
+/// The program: `name` is argv[0]'s base name. Returns the exit status.
+pub fn main(name: &str, args: &[String]) -> u8 {
+    let prog = match name {
+        "mailq" | "newaliases" => name,
+        _ => "sendmail",
+    };
+    match run(name, args) {
+        Ok(()) => 0,
+        Err(f) => {
+            eprintln!("{prog}: {}", f.message);
+            f.exit.code()
+        }
+    }
+}
+
+fn run(name: &str, args: &[String]) -> Result<(), Failure> {
+    let env_config = std::env::var("TERN_CONFIG").ok();
+    let o = parse_args(name, args, env_config)?;
+    keep_privilege_only_if_needed(&o)?;
+    for i in &o.ignored {
+        eprintln!("sendmail: warning: option {i} is ignored");
+    }
+    let cfg = Config::load(&o.config).map_err(|e| fail(SysExit::Config, e.to_string()))?;
+    if o.queue_run {
+        return flush(&cfg);
+    }
+    match o.mode {
+        's' => smtp_session(cfg),
+        'p' => {
+            let spool = Spool::open(&cfg.spool).map_err(|e| spool_failure(&e))?;
+            let text = ctl::mailq(&spool).map_err(|e| spool_failure(&e))?;
+            print!("{text}");
+            Ok(())
+        }
+        'i' => newaliases(&cfg),
+        'd' => start_daemon(&cfg),
+        _ => submit(&o, &cfg, &mut io::stdin().lock()),
+    }
+}
+
+/// Installed setgid `tern`, this program may write the maildrop and talk to the
+/// control socket; nothing else. So it drops the group at once (as Postfix's
+/// postdrop refuses alternate configurations) when an ordinary user:
+/// - names another configuration (-C or TERN_CONFIG): it could point `spool` at any
+///   directory the group may write;
+/// - asks for anything but submission and -q: -bs and -bp work on the queue files,
+///   which only root and the daemon's user may touch, and -bd starts the daemon.
+fn keep_privilege_only_if_needed(o: &Options) -> Result<(), Failure> {
+    let (rgid, egid) = sys::gids();
+    if rgid == egid || sys::uids().0 == 0 {
+        return Ok(());
+    }
+    let other_config = o.config != Path::new(config::DEFAULT_PATH);
+    let needs_group = o.queue_run || o.mode == 'm';
+    if other_config || !needs_group {
+        sys::drop_setgid().map_err(|e| fail(SysExit::OsErr, format!("cannot drop the setgid group: {e}")))?;
+    }
+    Ok(())
+}
+
+/// -q: the daemon retries all deferred mail now.
+fn flush(cfg: &Config) -> Result<(), Failure> {
+    match control::send(&cfg.spool, "flush") {
+        Ok(r) if r == "ok" => Ok(()),
+        Ok(r) => Err(fail(SysExit::TempFail, format!("ternd: {r}"))),
+        Err(e) => Err(fail(
+            SysExit::TempFail,
+            format!(
+                "ternd is not running ({}: {e})",
+                spool::control_socket(&cfg.spool).display()
+            ),
+        )),
+    }
+}
+
+/// -bd: become the daemon (the ternd program installed beside this one).
+fn start_daemon(cfg: &Config) -> Result<(), Failure> {
+    let exe =
+        std::env::current_exe().map_err(|e| fail(SysExit::OsErr, format!("cannot find myself: {e}")))?;
+    let ternd = exe.with_file_name("ternd");
+    let e = std::process::Command::new(&ternd).arg("-f").arg(&cfg.path).exec();
+    Err(fail(
+        SysExit::OsErr,
+        format!("cannot run {}: {e}", ternd.display()),
+    ))
+}
+
+/// -bi: tern reads the aliases file itself (no database to rebuild), and the daemon
+/// sees a change by its modification time; so this checks the file and reports.
+fn newaliases(cfg: &Config) -> Result<(), Failure> {
+    let Some(path) = &cfg.aliases else {
+        println!("newaliases: no aliases file configured");
+        return Ok(());
+    };
+    let (aliases, errors) =
+        Aliases::load(path).map_err(|e| fail(SysExit::NoInput, format!("{}: {e}", path.display())))?;
+    for e in &errors {
+        eprintln!("newaliases: {}:{}: {}", path.display(), e.line, e.what);
+    }
+    println!("newaliases: {}: {} aliases", path.display(), aliases.len());
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(fail(
+            SysExit::DataErr,
+            format!("{} errors in {}", errors.len(), path.display()),
+        ))
+    }
+}
+
+/// -bs: an SMTP session on stdin/stdout, the same code as `ternd -i`. The session
+/// queues through the spool directly, so this needs the daemon's privileges; the
+/// daemon is then told of each message.
+fn smtp_session(cfg: Config) -> Result<(), Failure> {
+    let spool = Spool::open(&cfg.spool).map_err(|e| spool_failure(&e))?;
+    session::run_stdio(cfg, spool, &Peer::local(), None);
+    Ok(())
+}
+
+fn spool_failure(e: &SpoolError) -> Failure {
+    let exit = if e.is_no_space() {
+        SysExit::TempFail
+    } else {
+        match e.io().map(io::Error::kind) {
+            Some(io::ErrorKind::PermissionDenied) => SysExit::NoPerm,
+            Some(io::ErrorKind::NotFound) => SysExit::CantCreat,
+            _ => SysExit::TempFail,
+        }
+    };
+    fail(exit, e.to_string())
+}
+
+/// The invoking user: the real uid's account (never the effective ids of a setgid
+/// program).
+struct User {
+    uid: u32,
+    name: String,
+    gecos: String,
+}
+
+fn invoking_user() -> Result<User, Failure> {
+    let uid = sys::uids().0;
+    let pw = sys::getpwuid(uid).ok_or_else(|| fail(SysExit::NoUser, format!("no account for uid {uid}")))?;
+    Ok(User {
+        uid,
+        name: pw.name,
+        gecos: pw.gecos,
+    })
+}
+
+/// -bm: read, fix up, drop into the maildrop, poke the daemon.
+fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Failure> {
+    let user = invoking_user()?;
+    let host = &cfg.hostname;
+    let own = format!("{}@{host}", user.name);
+    let sender = match &o.sender {
+        None => own.clone(),
+        Some(s) => {
+            let s = s.trim().trim_start_matches('<').trim_end_matches('>');
+            if s.is_empty() {
+                String::new()
+            } else {
+                qualify(s, host).ok_or_else(|| fail(SysExit::Usage, format!("bad sender address: {s}")))?
+            }
+        }
+    };
+    let mut rcpts: Vec<String> = Vec::new();
+    for arg in &o.recipients {
+        for a in address_list(arg) {
+            let q = qualify(&a, host)
+                .ok_or_else(|| fail(SysExit::Usage, format!("bad recipient address: {a}")))?;
+            push_unique(&mut rcpts, q);
+        }
+    }
+    let mut text = read_message(input, o.ignore_dots, cfg.max_message_size)?;
+    // An mbox "From " line in front (mail(1) pipelines, resent mailboxes) is not a
+    // header field; sendmail drops it, and so do we.
+    if text.starts_with(b"From ") {
+        let end = text
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(text.len(), |i| i + 1);
+        text.drain(..end);
+    }
+    let mut msg = Message::parse(&text);
+    if o.extract {
+        for name in ["to", "cc", "bcc"] {
+            for value in msg.values(name) {
+                for a in address_list(&value) {
+                    let q = qualify(&a, host)
+                        .ok_or_else(|| fail(SysExit::Usage, format!("bad address in {name}: header: {a}")))?;
+                    push_unique(&mut rcpts, q);
+                }
+            }
+        }
+    }
+    if rcpts.is_empty() {
+        return Err(fail(SysExit::Usage, "no recipients"));
+    }
+    // RFC 5322 section 3.6.3: Bcc: recipients must not be shown to the others; like
+    // Postfix's cleanup, drop the field whatever the flags.
+    msg.remove("bcc");
+    let from_addr = if sender.is_empty() { own } else { sender.clone() };
+    let name = o.full_name.clone().unwrap_or(user.gecos);
+    msg.add_missing(&from_addr, &name, host);
+    let body = msg.to_bytes();
+    if body.len() as u64 > cfg.max_message_size {
+        return Err(fail(
+            SysExit::DataErr,
+            format!("message too big (the limit is {} bytes)", cfg.max_message_size),
+        ));
+    }
+
+    let mut env = Envelope::new(QueueId::generate(), sender, clock::now());
+    env.protocol = "local".to_owned();
+    env.client_name = Some("localhost".to_owned());
+    // RFC 6152: an 8-bit body is kept as given and marked so delivery can tell.
+    env.body = if body.iter().any(|&b| b >= 0x80) {
+        BodyType::EightBitMime
+    } else {
+        BodyType::SevenBit
+    };
+    env.smtputf8 = !env.sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii());
+    env.size = body.len() as u64;
+    env.ret = o.ret;
+    env.envid = o.envid.clone();
+    env.recipients = rcpts
+        .iter()
+        .map(|r| {
+            let mut rc = Recipient::new(r.clone());
+            rc.notify = o.notify.clone();
+            rc
+        })
+        .collect();
+
+    // First use (say, cron mails before ternd ever ran): create the spool when we may.
+    if !maildrop::dir(&cfg.spool).is_dir() {
+        Spool::open(&cfg.spool).map_err(|e| spool_failure(&e))?;
+    }
+    let name = maildrop::deposit(&cfg.spool, &env, &body).map_err(|e| spool_failure(&e))?;
+    if o.verbose {
+        eprintln!(
+            "sendmail: uid {} queued {} bytes for {} recipients as maildrop/{name}",
+            user.uid,
+            body.len(),
+            env.recipients.len()
+        );
+    }
+    match control::send(&cfg.spool, "pickup") {
+        Ok(r) if o.verbose => eprintln!("sendmail: ternd: {r}"),
+        Err(e) if o.verbose => {
+            eprintln!("sendmail: ternd not reached ({e}); it picks the message up when it starts")
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn push_unique(v: &mut Vec<String>, a: String) {
+    if !v.iter().any(|x| x.eq_ignore_ascii_case(&a)) {
+        v.push(a);
+    }
+}
+
+/// A mailbox as written on a command line or in a header: `user` gets `@HOST`
+/// (sendmail's habit); the result must parse as an RFC 5321 mailbox.
+fn qualify(addr: &str, host: &str) -> Option<String> {
+    let a = addr.trim();
+    let full = if a.contains('@') {
+        a.to_owned()
+    } else {
+        format!("{a}@{host}")
+    };
+    Mailbox::parse(&full).ok().map(|m| m.to_string())
+}
+
+/// The addresses in an RFC 5322 section 3.4 address list (also a command-line
+/// argument, which may hold several separated by commas): `a@b`, `Name <a@b>`,
+/// `"quoted, name" <a@b>`, `a@b (comment)`, groups `team: a@b, c@d;`.
+pub fn address_list(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut angle: Option<String> = None;
+    let (mut quoted, mut escaped, mut comment, mut in_angle) = (false, false, 0u32, false);
+    let finish = |cur: &mut String, angle: &mut Option<String>, out: &mut Vec<String>| {
+        let a = angle.take().unwrap_or_else(|| cur.trim().to_owned());
+        let a = a.trim().to_owned();
+        if !a.is_empty() {
+            out.push(a);
+        }
+        cur.clear();
+    };
+    for c in s.chars() {
+        if escaped {
+            escaped = false;
+            push_char(c, in_angle, &mut cur, &mut angle);
+            continue;
+        }
+        if comment > 0 {
+            match c {
+                '\\' => escaped = true,
+                '(' => comment += 1,
+                ')' => comment -= 1,
+                _ => {}
+            }
+            continue;
+        }
+        if quoted {
+            if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                quoted = false;
+            }
+            push_char(c, in_angle, &mut cur, &mut angle);
+            continue;
+        }
+        match c {
+            '"' => {
+                quoted = true;
+                push_char(c, in_angle, &mut cur, &mut angle);
+            }
+            '(' => comment = 1,
+            '<' if !in_angle => {
+                in_angle = true;
+                angle = Some(String::new());
+            }
+            '>' if in_angle => in_angle = false,
+            // A group's display name ends at ':'; its list ends at ';'.
+            ':' if !in_angle => cur.clear(),
+            ',' | ';' if !in_angle => finish(&mut cur, &mut angle, &mut out),
+            '\r' | '\n' => {}
+            _ => push_char(c, in_angle, &mut cur, &mut angle),
+        }
+    }
+    finish(&mut cur, &mut angle, &mut out);
+    out
+}
+
+fn push_char(c: char, in_angle: bool, cur: &mut String, angle: &mut Option<String>) {
+    match angle {
+        Some(a) if in_angle => a.push(c),
+        // Text after a closing '>' (before the next ',') is not part of the address.
+        Some(_) => {}
+        None => {
+            if !c.is_whitespace() || !cur.is_empty() {
+                cur.push(c);
+            }
+        }
+    }
+}
+
+/// Read the message from stdin: lines end in LF or CRLF and are stored with LF (the
+/// spool's form; delivery writes CRLF on the wire, RFC 5322 section 2.1). Without
+/// `ignore_dots`, a line holding a single '.' ends the message, as in sendmail. A
+/// last line without its newline gets one. Over `max` bytes is an error: the message
+/// is refused whole rather than cut.
+fn read_message(input: &mut dyn BufRead, ignore_dots: bool, max: u64) -> Result<Vec<u8>, Failure> {
+    let mut out = Vec::new();
+    let mut line = Vec::new();
+    let too_big = || {
+        fail(
+            SysExit::DataErr,
+            format!("message too big (the limit is {max} bytes)"),
+        )
+    };
+    loop {
+        line.clear();
+        // Bounded: one line can never take more than the whole limit plus a byte.
+        let n = input
+            .take(max.saturating_add(2))
+            .read_until(b'\n', &mut line)
+            .map_err(|e| fail(SysExit::IoErr, format!("reading the message: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        if !ignore_dots && line == b"." {
+            break;
+        }
+        out.extend_from_slice(&line);
+        out.push(b'\n');
+        if out.len() as u64 > max {
+            return Err(too_big());
+        }
+    }
+    Ok(out)
+}
+
+/// A message split into its header fields (each with its continuation lines, LF
+/// ends) and its body.
+struct Message {
+    fields: Vec<Vec<u8>>,
+    body: Vec<u8>,
+}
+
+impl Message {
+    /// RFC 5322 section 2.2: the header is the fields up to the first empty line. A
+    /// line that is neither a field nor a continuation ends the header too (input that
+    /// is all body), and the empty line is then added between them.
+    fn parse(text: &[u8]) -> Message {
+        let mut fields: Vec<Vec<u8>> = Vec::new();
+        let mut pos = 0;
+        while pos < text.len() {
+            let rest = text.get(pos..).unwrap_or_default();
+            let end = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(rest.len(), |i| i + 1);
+            let line = rest.get(..end).unwrap_or_default();
+            if line == b"\n" {
+                pos += end;
+                break;
+            }
+            let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+            if continuation {
+                match fields.last_mut() {
+                    Some(f) => f.extend_from_slice(line),
+                    None => break,
+                }
+            } else if is_field(line) {
+                fields.push(line.to_vec());
+            } else {
+                break;
+            }
+            pos += end;
+        }
+        Message {
+            fields,
+            body: text.get(pos..).unwrap_or_default().to_vec(),
+        }
+    }
+
+    fn name_is(field: &[u8], name: &str) -> bool {
+        let colon = field.iter().position(|&b| b == b':').unwrap_or(0);
+        field
+            .get(..colon)
+            .is_some_and(|n| n.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.fields.iter().any(|f| Message::name_is(f, name))
+    }
+
+    /// The unfolded values of every field called `name`.
+    fn values(&self, name: &str) -> Vec<String> {
+        self.fields
+            .iter()
+            .filter(|f| Message::name_is(f, name))
+            .map(|f| {
+                let colon = f.iter().position(|&b| b == b':').map_or(0, |i| i + 1);
+                let v = f.get(colon..).unwrap_or_default();
+                String::from_utf8_lossy(v).replace(['\r', '\n'], "")
+            })
+            .collect()
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.fields.retain(|f| !Message::name_is(f, name));
+    }
+
+    /// RFC 6409 section 8.1, 8.2, 8.3: a submission server may add Date:,
+    /// Message-ID: and From: (RFC 5322 section 3.6 requires the first and the last).
+    fn add_missing(&mut self, from: &str, name: &str, host: &str) {
+        if !self.has("from") {
+            let phrase = display_name(name);
+            let f = if phrase.is_empty() {
+                format!("From: {from}\n")
+            } else {
+                format!("From: {phrase} <{from}>\n")
+            };
+            self.fields.push(f.into_bytes());
+        }
+        if !self.has("date") {
+            self.fields
+                .push(format!("Date: {}\n", clock::rfc5322(clock::now())).into_bytes());
+        }
+        if !self.has("message-id") {
+            self.fields
+                .push(format!("Message-ID: <{}@{host}>\n", QueueId::generate()).into_bytes());
+        }
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.body.len() + 1024);
+        for f in &self.fields {
+            out.extend_from_slice(f);
+            if !f.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+        }
+        out.push(b'\n');
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+/// RFC 5322 section 2.2: a field name is printable ASCII but ':', then ':'.
+fn is_field(line: &[u8]) -> bool {
+    match line.iter().position(|&b| b == b':') {
+        Some(0) | None => false,
+        Some(i) => line
+            .get(..i)
+            .is_some_and(|n| n.iter().all(|&b| (33..=126).contains(&b))),
+    }
+}
+
+/// A full name as an RFC 5322 phrase: control characters dropped (a newline in -F
+/// must never start a new header field), quoted when it holds specials.
+fn display_name(name: &str) -> String {
+    let clean: String = name.chars().filter(|c| !c.is_control()).collect();
+    let clean = clean.trim();
+    if clean.is_empty() {
+        return String::new();
+    }
+    let plain = clean
+        .chars()
+        .all(|c| c.is_alphanumeric() || c == ' ' || "!#$%&'*+-/=?^_`{|}~".contains(c));
+    if plain {
+        clean.to_owned()
+    } else {
+        format!("\"{}\"", clean.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+/// The base name of argv[0], which chooses the program's role (argv[0] dispatch).
+pub fn program_name(argv0: &str) -> String {
+    Path::new(argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sendmail".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &[&str]) -> Vec<String> {
+        s.iter().map(|a| (*a).to_owned()).collect()
+    }
+
+    #[test]
+    fn flags() {
+        let o = parse_args(
+            "sendmail",
+            &args(&["-t", "-oi", "-f", "a@b", "-Fx y", "c@d"]),
+            None,
+        )
+        .unwrap();
+        assert!(o.extract && o.ignore_dots);
+        assert_eq!(o.sender.as_deref(), Some("a@b"));
+        assert_eq!(o.full_name.as_deref(), Some("x y"));
+        assert_eq!(o.recipients, vec!["c@d".to_owned()]);
+        assert_eq!(o.mode, 'm');
+        assert_eq!(o.config, PathBuf::from(config::DEFAULT_PATH));
+        assert_eq!(parse_args("mailq", &[], None).unwrap().mode, 'p');
+        assert_eq!(parse_args("newaliases", &[], None).unwrap().mode, 'i');
+        assert_eq!(parse_args("sendmail", &args(&["-bs"]), None).unwrap().mode, 's');
+        assert!(parse_args("sendmail", &args(&["-q"]), None).unwrap().queue_run);
+        assert!(parse_args("sendmail", &args(&["-q30m"]), None).unwrap().queue_run);
+        let o = parse_args(
+            "sendmail",
+            &args(&["-odb", "-B8BITMIME", "-oem", "x"]),
+            Some("/c".into()),
+        )
+        .unwrap();
+        assert_eq!(o.ignored.len(), 3);
+        assert_eq!(o.config, PathBuf::from("/c"));
+        let o = parse_args(
+            "sendmail",
+            &args(&["-N", "success,Failure", "-R", "hdrs", "-V", "abc"]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(o.notify.as_deref(), Some("SUCCESS,FAILURE"));
+        assert_eq!(o.ret, Some(DsnRet::Hdrs));
+        for bad in [
+            &["-Z"][..],
+            &["-bz"],
+            &["-N", "never,success"],
+            &["-R", "x"],
+            &["-f"],
+        ] {
+            assert_eq!(
+                parse_args("sendmail", &args(bad), None).unwrap_err().exit,
+                SysExit::Usage,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            address_list(
+                "Al <a@b>, \"x, y\" <c@d>, e@f (comment, here), team: g@h, i@j;, undisclosed-recipients:;"
+            ),
+            vec!["a@b", "c@d", "e@f", "g@h", "i@j"]
+        );
+        assert_eq!(qualify("bob", "h.test").as_deref(), Some("bob@h.test"));
+        assert_eq!(qualify("a b@c", "h"), None);
+    }
+
+    #[test]
+    fn reading_and_fixing() {
+        let mut input: &[u8] = b"Subject: hi\r\nTo: a@b\r\n\r\nline\r\n.\r\nafter\r\n";
+        let text = read_message(&mut input, false, 1000).unwrap();
+        assert_eq!(text, b"Subject: hi\nTo: a@b\n\nline\n");
+        let mut input: &[u8] = b"x\n.\nafter";
+        assert_eq!(read_message(&mut input, true, 1000).unwrap(), b"x\n.\nafter\n");
+        let mut input: &[u8] = b"0123456789\n";
+        assert_eq!(
+            read_message(&mut input, true, 5).unwrap_err().exit,
+            SysExit::DataErr
+        );
+        let mut input: &[u8] = b"";
+        assert_eq!(read_message(&mut input, true, 5).unwrap(), b"");
+
+        let mut m = Message::parse(b"Subject: s\nBcc: x@y,\n z@w\nTo: a@b\n\nbody\n");
+        assert_eq!(m.values("bcc"), vec![" x@y, z@w".to_owned()]);
+        m.remove("BCC");
+        m.add_missing("u@h", "Jo \"J\" Bloggs\nBcc: evil@x", "h");
+        let out = String::from_utf8(m.to_bytes()).unwrap();
+        assert!(
+            out.starts_with("Subject: s\nTo: a@b\nFrom: \"Jo \\\"J\\\" BloggsBcc: evil@x\" <u@h>\nDate: "),
+            "{out}"
+        );
+        assert!(out.contains("\nMessage-ID: <"), "{out}");
+        assert!(out.ends_with("\n\nbody\n"), "{out}");
+        // No header at all: fields are added and the empty line separates the body.
+        let m = Message::parse(b"just text\n");
+        assert!(m.fields.is_empty());
+        let mut m = m;
+        m.add_missing("u@h", "", "h");
+        let out = String::from_utf8(m.to_bytes()).unwrap();
+        assert!(out.starts_with("From: u@h\nDate: "), "{out}");
+        assert!(out.ends_with(">\n\njust text\n"), "{out}");
+    }
+}

@@ -1,0 +1,274 @@
+//! mailq and ternctl against the real binaries: the Postfix queue listing on an
+//! empty and a busy queue, and hold / release / delete / flush / show / stats with
+//! a running daemon and without one.
+
+use tern::spool::{QueueId, RcptStatus};
+
+use crate::common::{message, wait_until, Setup, Tern};
+
+/// Send one message over SMTP; returns its queue id.
+fn submit(t: &Tern, to: &[&str], body: &str) -> String {
+    let mut c = t.connect();
+    c.hello();
+    let r = c.send_mail("sender@example.test", to, body);
+    assert_eq!(r.code, 250, "{r:?}");
+    c.cmd("QUIT");
+    r.queue_id()
+}
+
+const HEADER: &str = "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n";
+
+#[test]
+fn mailq_empty_and_busy() {
+    // queue_only: messages stay in the queue for us to look at.
+    let t = Setup::new().start();
+    let out = t.setup.sendmail_as("mailq", &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout, "Mail queue is empty\n");
+
+    let a = submit(&t, &["alice@example.test", "bob@example.test"], &message("one"));
+    let b = submit(&t, &["carol@example.test"], &message("two"));
+    let c = submit(&t, &["alice@example.test"], &message("three"));
+    // b: its recipient deferred with a reason; c: held; a: being delivered (locked).
+    let spool = t.spool();
+    let bid = QueueId::parse(&b).unwrap();
+    let mut env = spool.load(&bid).unwrap();
+    env.recipients[0].status = RcptStatus::Deferred;
+    env.recipients[0].attempts = 1;
+    env.recipients[0].next_attempt = Some(env.created + 3600);
+    env.recipients[0].last_reply = Some("4.2.2 mailbox full".into());
+    spool.update(&env).unwrap();
+    let out = t.setup.ternctl(&["hold", &c]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let _lock = spool.lock(&QueueId::parse(&a).unwrap()).unwrap();
+
+    let out = t.setup.sendmail_as("mailq", &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let text = out.stdout;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], HEADER.trim_end(), "{text}");
+    let sizes: Vec<u64> = [&a, &b, &c]
+        .iter()
+        .map(|id| {
+            let id = QueueId::parse(id).unwrap();
+            spool.load(&id).or_else(|_| spool.load_held(&id)).unwrap().size
+        })
+        .collect();
+    let arrival = |id: &str| {
+        let e = spool
+            .load(&QueueId::parse(id).unwrap())
+            .or_else(|_| spool.load_held(&QueueId::parse(id).unwrap()))
+            .unwrap();
+        tern::clock::asctime(e.created)
+            .chars()
+            .take(19)
+            .collect::<String>()
+    };
+    let indent = " ".repeat(41);
+    let want = format!(
+        "{HEADER}\
+         {a}* {:>8} {}  sender@example.test\n\
+         {indent}alice@example.test\n\
+         {indent}bob@example.test\n\
+         \n\
+         {b}  {:>8} {}  sender@example.test\n\
+         (4.2.2 mailbox full)\n\
+         {indent}carol@example.test\n\
+         \n\
+         {c}! {:>8} {}  sender@example.test\n\
+         {indent}alice@example.test\n\
+         \n\
+         -- {} Kbytes in 3 Requests.\n",
+        sizes[0],
+        arrival(&a),
+        sizes[1],
+        arrival(&b),
+        sizes[2],
+        arrival(&c),
+        (sizes.iter().sum::<u64>()).div_ceil(1024),
+    );
+    assert_eq!(text, want);
+    // sendmail -bp is the same listing.
+    let bp = t.setup.sendmail(&["-bp"], b"");
+    assert_eq!(bp.stdout, want);
+    // ternctl queue too.
+    assert_eq!(t.setup.ternctl(&["queue"]).stdout, want);
+}
+
+#[test]
+fn hold_release_delete_flush() {
+    // A pipe that defers until the test creates out/ok; retries only when flushed.
+    let setup = Setup::new().deliver().open_to_all();
+    let out = setup.path().join("out");
+    let aliases = format!(
+        "flaky: \"|test -e {0}/ok || exit 75; cat >> {0}/got\"\n",
+        out.display()
+    );
+    let t = setup
+        .aliases(&aliases)
+        .set("retry_initial", "1h")
+        .set("retry_max", "1h")
+        .start();
+    let m1 = submit(&t, &["flaky@example.test"], &message("first"));
+    let m3 = submit(&t, &["flaky@example.test"], &message("third"));
+    for id in [&m1, &m3] {
+        assert!(
+            t.wait_log(&format!("{id}: to=<flaky@example.test>, relay=local")),
+            "{}",
+            t.log_text()
+        );
+    }
+    assert!(t.log_text().contains("status=deferred"), "{}", t.log_text());
+
+    // show: envelope, recipient state and reason, headers.
+    let show = t.setup.ternctl(&["show", &m1]);
+    assert_eq!(show.code, 0, "{show:?}");
+    assert!(
+        show.stdout.starts_with(&format!("id: {m1} (queued)\n")),
+        "{show:?}"
+    );
+    assert!(
+        show.stdout
+            .contains("  <flaky@example.test>: deferred, 1 attempts, next "),
+        "{show:?}"
+    );
+    assert!(show.stdout.contains("    last: 4."), "{show:?}");
+    assert!(
+        show.stdout.contains("headers:\n  Received: from client.test"),
+        "{show:?}"
+    );
+    assert!(show.stdout.contains("  Subject: first\n"), "{show:?}");
+
+    // Hold m1; with the pipe now working, a flush delivers m3 but never m1.
+    std::fs::write(out.join("ok"), b"").unwrap();
+    let r = t.setup.ternctl(&["hold", &m1]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(t.setup.path().join("spool/hold").join(&m1).exists());
+    assert!(t
+        .setup
+        .sendmail_as("mailq", &[])
+        .stdout
+        .contains(&format!("{m1}! ")));
+    let r = t.setup.ternctl(&["hold", &m1]);
+    assert_eq!(r.code, 1, "{r:?}");
+    let r = t.setup.ternctl(&["flush"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let got = out.join("got");
+    assert!(
+        wait_until(5, || std::fs::read_to_string(&got)
+            .is_ok_and(|s| s.contains("Subject: third"))),
+        "{}",
+        t.log_text()
+    );
+    assert!(!std::fs::read_to_string(&got).unwrap().contains("Subject: first"));
+    assert!(wait_until(5, || t
+        .spool()
+        .load(&QueueId::parse(&m3).unwrap())
+        .is_err()));
+
+    // Release puts it back in the queue; the next flush delivers it.
+    let r = t.setup.ternctl(&["release", &m1]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!t.setup.path().join("spool/hold").join(&m1).exists());
+    assert_eq!(t.setup.ternctl(&["release", &m1]).code, 1);
+    assert_eq!(t.setup.ternctl(&["flush"]).code, 0);
+    assert!(
+        wait_until(5, || std::fs::read_to_string(&got)
+            .is_ok_and(|s| s.contains("Subject: first"))),
+        "{}",
+        t.log_text()
+    );
+    assert!(wait_until(5, || t.queued().is_empty()));
+
+    // Delete: a deferred message is gone, body and all, and never delivered.
+    std::fs::remove_file(out.join("ok")).unwrap();
+    let m4 = submit(&t, &["flaky@example.test"], &message("fourth"));
+    assert!(
+        t.wait_log(&format!("{m4}: to=<flaky@example.test>")),
+        "{}",
+        t.log_text()
+    );
+    let stats = t.setup.ternctl(&["stats"]);
+    assert_eq!(stats.code, 0, "{stats:?}");
+    assert!(
+        stats
+            .stdout
+            .contains("queued: 1\nheld: 0\nrecipients pending: 0\nrecipients deferred: 1\n"),
+        "{stats:?}"
+    );
+    assert!(stats.stdout.contains(&format!("({m4})")), "{stats:?}");
+    let r = t.setup.ternctl(&["delete", &m4]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout, format!("{m4}: deleted\n"));
+    assert!(t.queued().is_empty());
+    assert!(!t.setup.path().join("spool/msg").join(&m4).exists());
+    std::fs::write(out.join("ok"), b"").unwrap();
+    assert_eq!(t.setup.ternctl(&["flush"]).code, 0);
+    assert!(t.wait_log("flush: trying all deferred mail now"));
+    assert!(!std::fs::read_to_string(&got).unwrap().contains("Subject: fourth"));
+
+    // Bad and unknown ids: a clear error and exit 1.
+    for (args, text) in [
+        (&["show", "nonsense"][..], "not a queue id: nonsense"),
+        (&["delete", "../../etc/passwd"], "not a queue id"),
+        (&["show", &m4], "no such message"),
+        (&["hold", &m4], "no such message"),
+        (&["delete", &m4], "no such message"),
+    ] {
+        let r = t.setup.ternctl(args);
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(r.stderr.contains(text), "{args:?}: {r:?}");
+    }
+    assert_eq!(t.setup.ternctl(&["frobnicate"]).code, 64);
+}
+
+#[test]
+fn without_the_daemon() {
+    let mut t = Setup::new().start();
+    let a = submit(&t, &["alice@example.test"], &message("a"));
+    let b = submit(&t, &["bob@example.test"], &message("b"));
+    t.kill9();
+    // Works on the spool directly.
+    let spool = t.spool();
+    let bid = QueueId::parse(&b).unwrap();
+    let mut env = spool.load(&bid).unwrap();
+    env.recipients[0].status = RcptStatus::Deferred;
+    env.recipients[0].next_attempt = Some(env.created + 86400);
+    spool.update(&env).unwrap();
+    let r = t.setup.ternctl(&["flush"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("ternd is not running; 1 deferred messages marked due"),
+        "{r:?}"
+    );
+    let next = spool.load(&bid).unwrap().recipients[0].next_attempt.unwrap();
+    assert!(next <= tern::clock::now());
+    assert_eq!(t.setup.ternctl(&["hold", &a]).code, 0);
+    assert_eq!(t.setup.ternctl(&["delete", "ALL"]).code, 0);
+    assert_eq!(t.setup.ternctl(&["queue"]).stdout, "Mail queue is empty\n");
+    assert!(spool.list_held().unwrap().is_empty());
+}
+
+#[test]
+fn delete_waits_for_a_delivery_in_flight() {
+    let t = Setup::new().start();
+    let a = submit(&t, &["alice@example.test"], &message("a"));
+    let id = QueueId::parse(&a).unwrap();
+    let spool = t.spool();
+    // Stand in for a worker delivering the message: it holds the message's lock.
+    let lock = spool.lock(&id).unwrap();
+    let conf = t.setup.write_config();
+    let mut child = std::process::Command::new(crate::common::TERNCTL)
+        .args(["-f", conf.to_str().unwrap(), "delete", &a])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // ternctl is waiting on the lock: the message is still whole.
+    assert!(!wait_until(1, || child.try_wait().unwrap().is_some()));
+    assert!(spool.load(&id).is_ok() && spool.message_path(&id).exists());
+    drop(lock);
+    assert!(wait_until(10, || child.try_wait().unwrap().is_some()));
+    assert!(child.wait().unwrap().success());
+    assert!(t.queued().is_empty());
+}

@@ -1,0 +1,363 @@
+//! The sendmail program: submission through the maildrop with ternd down or up,
+//! -t and Bcc, -i and the lone dot, the RFC 6409 header fixes, -bs, -q, the
+//! exit codes, newaliases, and a full spool disk.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::{wait_files, Setup};
+
+fn read(p: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(p).expect("read")).into_owned()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn uid() -> u32 {
+    tern::sys::uids().0
+}
+
+fn user() -> String {
+    tern::sys::getpwuid(uid()).expect("passwd entry").name
+}
+
+#[test]
+fn dropped_while_ternd_is_down_then_delivered_at_start() {
+    let setup = Setup::new().deliver();
+    let out = setup.sendmail(
+        &["alice@example.test"],
+        b"Subject: while down\n\nhello from cron\n",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    // Durable in the maildrop, not yet queued: nobody runs to pick it up.
+    let drop = setup.path().join("spool/maildrop");
+    let dropped = names(&drop);
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert!(!dropped[0].starts_with('.'), "{dropped:?}");
+    assert!(names(&setup.path().join("spool/env")).is_empty());
+    // mailq shows it as Postfix shows its maildrop queue.
+    let q = setup.sendmail_as("mailq", &[]);
+    assert!(
+        q.stdout.contains(&format!("{}  ", dropped[0]))
+            && q.stdout
+                .contains(&format!(" (maildrop queue, sender UID {})\n", uid())),
+        "{q:?}"
+    );
+    assert!(q.stdout.ends_with(" Kbytes in 1 Request.\n"), "{q:?}");
+
+    let t = setup.start();
+    let mail = wait_files(&t.maildir_new("alice"), 1, 10);
+    assert_eq!(mail.len(), 1, "{}", t.log_text());
+    let m = read(&mail[0]);
+    // Postfix's form of the local trace field, with the real uid.
+    let received = format!("Received: by mx.test (tern, from userid {})\n\tid ", uid());
+    assert!(m.contains(&received), "{m}");
+    // RFC 6409 section 8: From:, Date: and Message-ID: added when missing.
+    assert!(m.contains("\nFrom: "), "{m}");
+    assert!(m.contains(&format!("<{}@mx.test>\n", user())), "{m}");
+    assert!(m.contains("\nDate: "), "{m}");
+    assert!(m.contains("\nMessage-ID: <"), "{m}");
+    assert!(m.contains(&format!("Return-Path: <{}@mx.test>", user())), "{m}");
+    assert!(m.ends_with("\n\nhello from cron\n"), "{m}");
+    assert!(names(&t.spool_dir().join("maildrop")).is_empty());
+}
+
+#[test]
+fn picked_up_at_once_when_ternd_runs() {
+    let t = Setup::new().deliver().start();
+    // Well under the runner's one-minute rescan: the control socket's pickup.
+    let out = t.setup.sendmail(
+        &["-f", "someone@example.org", "-F", "Some One", "bob@example.test"],
+        b"Subject: now\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\nbody line\r\n\xc3\xa9t\xc3\xa9\r\n",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let mail = wait_files(&t.maildir_new("bob"), 1, 5);
+    assert_eq!(mail.len(), 1, "{}", t.log_text());
+    let m = read(&mail[0]);
+    assert!(t.log_text().contains("control: pickup"), "{}", t.log_text());
+    // -f is the envelope sender; -F names the added From:; the given Date: stays.
+    assert!(m.starts_with("Return-Path: <someone@example.org>\n"), "{m}");
+    assert!(m.contains("\nFrom: Some One <someone@example.org>\n"), "{m}");
+    assert_eq!(m.matches("Date: ").count(), 1, "{m}");
+    assert!(m.contains("Date: Mon, 23 Nov 2026 10:00:00 +0000\n"), "{m}");
+    // CRLF input is stored with LF (and sent with CRLF); 8-bit text is kept.
+    assert!(m.ends_with("\n\nbody line\nété\n"), "{m}");
+    // The forged sender does not hide who sent it.
+    assert!(m.contains(&format!("(tern, from userid {})", uid())), "{m}");
+}
+
+#[test]
+fn t_takes_recipients_from_headers_and_drops_bcc() {
+    let t = Setup::new().deliver().start();
+    let msg = b"From: a@example.test\nTo: Alice <alice@example.test>\nBcc: bob@example.test\nSubject: secret\n\nhi\n";
+    let out = t.setup.sendmail(&["-t"], msg);
+    assert_eq!(out.code, 0, "{out:?}");
+    let a = wait_files(&t.maildir_new("alice"), 1, 5);
+    let b = wait_files(&t.maildir_new("bob"), 1, 5);
+    assert_eq!((a.len(), b.len()), (1, 1), "{}", t.log_text());
+    for p in [&a[0], &b[0]] {
+        let m = read(p);
+        assert!(m.contains("\nSubject: secret\n"), "{m}");
+        assert!(!m.to_ascii_lowercase().contains("\nbcc:"), "{m}");
+        assert!(m.contains("\nTo: Alice <alice@example.test>\n"), "{m}");
+    }
+}
+
+#[test]
+fn lone_dot_ends_the_message_unless_i() {
+    let t = Setup::new().deliver().start();
+    let input = b"From someone Mon Nov 23 10:00:00 2026\nSubject: dots\n\nbefore\n.\nafter\n";
+    assert_eq!(t.setup.sendmail(&["alice@example.test"], input).code, 0);
+    let first = wait_files(&t.maildir_new("alice"), 1, 5);
+    assert_eq!(first.len(), 1, "{}", t.log_text());
+    let m = read(&first[0]);
+    assert!(m.ends_with("\n\nbefore\n"), "{m}");
+    // The mbox "From " line in front was dropped, so Subject: is a header field.
+    assert!(
+        !m.contains("From someone") && m.contains("\nSubject: dots\n"),
+        "{m}"
+    );
+
+    for flag in ["-i", "-oi"] {
+        assert_eq!(t.setup.sendmail(&[flag, "bob@example.test"], input).code, 0);
+    }
+    let got = wait_files(&t.maildir_new("bob"), 2, 5);
+    assert_eq!(got.len(), 2, "{}", t.log_text());
+    for p in got {
+        let m = read(&p);
+        assert!(m.ends_with("\n\nbefore\n.\nafter\n"), "{m}");
+    }
+}
+
+#[test]
+fn bs_runs_an_smtp_session_on_stdin() {
+    let t = Setup::new().deliver().start();
+    let input = b"EHLO local.test\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: via -bs\r\n\r\nhello\r\n.\r\nQUIT\r\n";
+    let out = t.setup.sendmail(&["-bs"], input);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.starts_with("220 mx.test ESMTP tern\r\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("\r\n250 2.0.0 Ok: queued as "),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.ends_with("221 2.0.0 Bye\r\n"), "{}", out.stdout);
+    // The daemon was told (wake ID) and delivers it now.
+    let mail = wait_files(&t.maildir_new("alice"), 1, 5);
+    assert_eq!(mail.len(), 1, "{}", t.log_text());
+    assert!(read(&mail[0]).contains("Received: from local.test (localhost)\n"));
+}
+
+#[test]
+fn q_flushes_a_running_daemon_and_fails_without_one() {
+    let setup = Setup::new();
+    let out = setup.sendmail(&["-q"], b"");
+    assert_eq!(out.code, 75, "{out:?}");
+    assert!(out.stderr.contains("ternd is not running"), "{out:?}");
+    let t = setup.start();
+    let out = t.setup.sendmail(&["-q"], b"");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(t.wait_log("control: flush"), "{}", t.log_text());
+}
+
+#[test]
+fn exit_codes() {
+    let setup = Setup::new().set("max_message_size", "1k");
+    let msg = b"Subject: x\n\nx\n";
+    let cases: &[(&[&str], &[u8], i32, &str)] = &[
+        (&["-Z", "alice"], msg, 64, "Unrecognized option"),
+        (&["bad address@"], msg, 64, "bad recipient address"),
+        (&["-f", "a b@c", "alice"], msg, 64, "bad sender address"),
+        (&[], msg, 64, "no recipients"),
+        (&["-t"], msg, 64, "no recipients"),
+        (
+            &["-t"],
+            b"To: not an address\n\nx\n",
+            64,
+            "bad address in to: header",
+        ),
+        (&["alice"], &[b'x'; 3000], 65, "message too big"),
+    ];
+    for (args, input, code, text) in cases {
+        let out = setup.sendmail(args, input);
+        assert_eq!(out.code, *code, "{args:?}: {out:?}");
+        assert!(out.stderr.starts_with("sendmail: "), "{out:?}");
+        assert!(out.stderr.contains(text), "{args:?}: {out:?}");
+    }
+    let out = crate::common::run_program(
+        Path::new(crate::common::SENDMAIL),
+        &["-C", "/nonexistent/tern.conf", "alice"],
+        msg,
+    );
+    assert_eq!(out.code, 78, "{out:?}");
+    assert!(out.stderr.contains("cannot read"), "{out:?}");
+    // Nothing was queued by any of them.
+    assert!(names(&setup.path().join("spool/maildrop")).is_empty());
+    // Legacy options are accepted with a warning; an empty message is valid.
+    let out = setup.sendmail(&["-odb", "-B8BITMIME", "alice"], b"");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("warning: option -odb is ignored"), "{out:?}");
+    assert_eq!(names(&setup.path().join("spool/maildrop")).len(), 1);
+}
+
+#[test]
+fn newaliases_checks_the_aliases_file() {
+    let setup = Setup::new();
+    let out = setup.sendmail_as("newaliases", &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains(": 2 aliases"), "{out:?}");
+    let out = setup.sendmail(&["-bi"], b"");
+    assert_eq!(out.code, 0, "{out:?}");
+    let setup = setup.aliases("good: alice\nthis line is bad\n");
+    let out = setup.sendmail_as("newaliases", &[]);
+    assert_eq!(out.code, 65, "{out:?}");
+    assert!(out.stderr.contains(":2: "), "{out:?}");
+}
+
+/// Unmounts on drop, so a failing test never leaves a mount behind.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_spool_disk_gives_tempfail_and_no_partial_file() {
+    if tern::sys::uids().1 != 0 {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let setup = Setup::new();
+    let spool = setup.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tern-test"])
+        .arg(&spool)
+        .status();
+    if !mounted.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    let _guard = Mount(spool.clone());
+    let mut big = b"Subject: too big for the disk\n\n".to_vec();
+    big.extend(
+        std::iter::repeat_n(
+            b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n",
+            32 * 1024,
+        )
+        .flatten(),
+    );
+    let out = setup.sendmail(&["alice"], &big);
+    assert_eq!(out.code, 75, "{out:?}");
+    assert!(out.stderr.contains("No space left on device"), "{out:?}");
+    // Nothing half-written anywhere: not in the maildrop, not in the queue.
+    assert!(
+        names(&spool.join("maildrop")).is_empty(),
+        "{:?}",
+        names(&spool.join("maildrop"))
+    );
+    assert!(names(&spool.join("env")).is_empty());
+    // A small message still fits: the failure left the disk as it was.
+    let out = setup.sendmail(&["alice"], b"Subject: small\n\nok\n");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(names(&spool.join("maildrop")).len(), 1);
+}
+
+#[test]
+fn unprivileged_user_drops_through_the_group_and_is_traced_by_uid() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if tern::sys::uids().1 != 0 {
+        eprintln!("skipped: running sendmail as another user needs root");
+        return;
+    }
+    let Some(nobody) = tern::sys::getpwnam("nobody") else {
+        eprintln!("skipped: no nobody account");
+        return;
+    };
+    let Some(gid) = tern::sys::group_id("nogroup").or_else(|| tern::sys::group_id("nobody")) else {
+        eprintln!("skipped: no nogroup group");
+        return;
+    };
+    let setup = Setup::new().deliver().open_to_all();
+    let conf = setup.write_config();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // The spool as root creates it; the maildrop's group stands in for `tern`, and
+    // running sendmail with that gid stands in for the setgid bit.
+    let spool = tern::spool::Spool::open(&setup.path().join("spool")).unwrap();
+    let drop = spool.root().join("maildrop");
+    std::os::unix::fs::chown(&drop, Some(0), Some(gid)).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&drop), 0o1730);
+    assert_eq!(mode(spool.root()), 0o711);
+
+    let run = |uid: u32, gid: u32, input: &[u8]| {
+        let mut child = Command::new(crate::common::SENDMAIL)
+            .args([
+                "-C",
+                conf.to_str().unwrap(),
+                "-f",
+                "root@example.test",
+                "alice@example.test",
+            ])
+            .uid(uid)
+            .gid(gid)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // Forging the sender works (as with any sendmail), but the uid is recorded.
+    let out = run(nobody.uid, gid, b"Subject: forged\n\nhi\n");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files = names(&drop);
+    assert_eq!(files.len(), 1);
+    let meta = std::fs::metadata(drop.join(&files[0])).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (nobody.uid, 0o640));
+    // Without the group, the maildrop is closed: a clear error, nothing written.
+    let out = run(nobody.uid, if gid == 1 { 2 } else { 1 }, b"x\n");
+    let code = out.status.code();
+    assert!(
+        code == Some(73) || code == Some(77),
+        "{code:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(names(&drop).len(), 1);
+
+    let t = setup.start();
+    let mail = wait_files(&t.maildir_new("alice"), 1, 10);
+    assert_eq!(mail.len(), 1, "{}", t.log_text());
+    let m = read(&mail[0]);
+    assert!(m.starts_with("Return-Path: <root@example.test>\n"), "{m}");
+    assert!(
+        m.contains(&format!(
+            "Received: by mx.test (tern, from userid {})\n",
+            nobody.uid
+        )),
+        "{m}"
+    );
+}
