@@ -430,6 +430,7 @@ impl Config {
             &mut self.tls_key,
             &mut self.auth_users,
             &mut self.sender_map,
+            &mut self.tls_ca_file,
         ]
         .into_iter()
         .flatten()

@@ -629,3 +629,19 @@ fn mx_with_our_own_address_is_a_loop() {
         "dsn=5.4.6, status=bounced (mail for alias.test loops back to myself"
     ));
 }
+
+#[test]
+fn inet_protocols_ipv4_skips_aaaa() {
+    let peer = Peer::start(Script::default());
+    let dns = DnsServer::start(
+        Zone::new()
+            .mx("dual.test", 10, "mx.dual.test")
+            .addr("mx.dual.test", "::1")
+            .addr("mx.dual.test", "127.0.0.1"),
+    );
+    let t = via_dns(&dns, peer.port()).set("inet_protocols", "ipv4").start();
+    submit(&t, "alice@example.test", &["x@dual.test"], &message("v4"));
+    assert!(log_has(&t, "relay=mx.dual.test[127.0.0.1]"));
+    assert!(log_has(&t, "status=sent"));
+    assert!(!t.log_text().contains("[::1]"), "{}", t.log_text());
+}
