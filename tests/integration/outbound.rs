@@ -645,3 +645,38 @@ fn inet_protocols_ipv4_skips_aaaa() {
     assert!(log_has(&t, "status=sent"));
     assert!(!t.log_text().contains("[::1]"), "{}", t.log_text());
 }
+
+/// The resolver's private current-thread runtime serves several delivery
+/// threads at once.
+#[test]
+fn resolver_answers_many_threads_at_once() {
+    use std::sync::Arc;
+    use tern::deliver::dns::{Family, Hickory, Mx, Resolver};
+    let dns = DnsServer::start(
+        Zone::new()
+            .mx("many.test", 10, "mx.many.test")
+            .addr("mx.many.test", "127.0.0.1"),
+    );
+    let r = Arc::new(Hickory::new(&[dns.addr], std::time::Duration::from_secs(5)).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let r = Arc::clone(&r);
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    assert_eq!(
+                        r.mx("many.test"),
+                        Ok(Mx::Hosts(vec![(10, "mx.many.test".to_owned())]))
+                    );
+                    assert_eq!(
+                        r.addrs("mx.many.test", Family::Both),
+                        Ok(vec!["127.0.0.1".parse().unwrap()])
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(r.mx("nope.test"), Err(tern::deliver::dns::DnsError::NxDomain));
+}
