@@ -403,7 +403,8 @@ impl Job<'_> {
     /// Try one address; a TLS failure under `may` retries it in plaintext.
     fn try_host(&self, host: &str, addr: SocketAddr, policy: Policy) -> HostResult {
         match self.session(host, addr, policy) {
-            Err(Tls(why)) if policy == Policy::May => {
+            // With implicit TLS there is no plaintext to fall back to.
+            Err(Tls(why)) if policy == Policy::May && !self.implicit_tls => {
                 log::info!(
                     "{}: {host}[{}]: TLS failed ({why}), retrying without",
                     self.env.id,
@@ -455,10 +456,12 @@ impl Job<'_> {
             return next(io_temp("socket", &e));
         }
         let tls_config = || tls_client::config(policy, cfg.tls_ca_file.as_deref());
-        // Port 465 or `smtps`: TLS from the first byte (RFC 8314 3.3).
+        // Port 465 or `smtps`: TLS from the first byte (RFC 8314 3.3),
+        // whatever the policy says: such a port speaks nothing else.
         let mut stream = Stream::Plain(tcp);
-        if self.implicit_tls && policy != Policy::None {
-            let c = tls_config().map_err(|e| Tls(e.to_string()))?;
+        if self.implicit_tls {
+            let c = tls_client::config(policy.max(Policy::May), cfg.tls_ca_file.as_deref())
+                .map_err(|e| Tls(e.to_string()))?;
             stream = stream.upgrade(c, host).map_err(|e| Tls(e.to_string()))?;
         }
         let mut c = Client::new(stream);

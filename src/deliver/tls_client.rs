@@ -19,8 +19,8 @@ use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme, StreamOwned,
 };
 
-/// The outbound TLS policy of a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The outbound TLS policy of a route, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Policy {
     None,
     May,

@@ -680,3 +680,18 @@ fn resolver_answers_many_threads_at_once() {
     }
     assert_eq!(r.mx("nope.test"), Err(tern::deliver::dns::DnsError::NxDomain));
 }
+
+#[test]
+fn implicit_tls_failure_defers_without_a_plaintext_retry() {
+    // The "smtps" peer speaks plain SMTP: the handshake fails, and there is
+    // no plaintext retry on a TLS-only port.
+    let peer = Peer::start(Script::default());
+    let t = Setup::new()
+        .deliver()
+        .set("relay_host", &format!("[127.0.0.1]:{} smtps", peer.port()))
+        .set("smtp_helo_timeout", "3s")
+        .start();
+    submit(&t, "alice@example.test", &["x@anywhere.test"], &message("smtps"));
+    assert!(log_has(&t, "dsn=4.7.5, status=deferred (TLS with 127.0.0.1"));
+    assert_eq!(peer.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
