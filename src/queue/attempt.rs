@@ -62,16 +62,7 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
     // "same destination"): deliver those first, then record them in order.
     let mut remote: HashMap<usize, Attempted> = HashMap::new();
     {
-        let ctx = Context {
-            cfg: &shared.cfg,
-            tables: &shared.tables,
-            spool,
-            env: &env,
-            headers: &headers,
-            resolver: shared.resolver.as_ref(),
-            pool: &shared.pool,
-            queued: &queued,
-        };
+        let ctx = context(shared, &env, &headers, &queued);
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         for (idx, r) in env.recipients.iter().enumerate() {
             if !is_due(r) {
@@ -105,16 +96,7 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
             Some(a) => a,
             None if router::remote_domain(&shared.cfg, &rcpt).is_some() => continue,
             None => {
-                let ctx = Context {
-                    cfg: &shared.cfg,
-                    tables: &shared.tables,
-                    spool,
-                    env: &env,
-                    headers: &headers,
-                    resolver: shared.resolver.as_ref(),
-                    pool: &shared.pool,
-                    queued: &queued,
-                };
+                let ctx = context(shared, &env, &headers, &queued);
                 router::deliver(&ctx, &rcpt)
             }
         };
@@ -245,6 +227,25 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
             Ok(()) => log::info!("{id}: removed"),
             Err(e) => log::error!("{id}: cannot remove: {e}"),
         }
+    }
+}
+
+/// What the router needs for one recipient of `env`.
+fn context<'a>(
+    shared: &'a Shared,
+    env: &'a Envelope,
+    headers: &'a [u8],
+    queued: &'a dyn Fn(QueueId),
+) -> Context<'a> {
+    Context {
+        cfg: &shared.cfg,
+        tables: &shared.tables,
+        spool: &shared.spool,
+        env,
+        headers,
+        resolver: shared.resolver.as_ref(),
+        pool: &shared.pool,
+        queued,
     }
 }
 

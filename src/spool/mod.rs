@@ -400,7 +400,12 @@ impl Spool {
     /// Ids of committed messages (env/), sorted (so oldest first). Names that are not
     /// queue ids are ignored.
     pub fn list(&self) -> Result<Vec<QueueId>, SpoolError> {
-        let mut ids: Vec<QueueId> = read_dir(&self.dir(ENV))?
+        self.ids_in(ENV)
+    }
+
+    /// The queue ids named in one subdirectory, sorted; other names are ignored.
+    fn ids_in(&self, sub: &str) -> Result<Vec<QueueId>, SpoolError> {
+        let mut ids: Vec<QueueId> = read_dir(&self.dir(sub))?
             .iter()
             .filter_map(|e| e.file_name().to_str().and_then(QueueId::parse))
             .collect();
@@ -566,12 +571,7 @@ impl Spool {
 
     /// Ids of held messages (hold/), sorted.
     pub fn list_held(&self) -> Result<Vec<QueueId>, SpoolError> {
-        let mut ids: Vec<QueueId> = read_dir(&self.dir(HOLD))?
-            .iter()
-            .filter_map(|e| e.file_name().to_str().and_then(QueueId::parse))
-            .collect();
-        ids.sort();
-        Ok(ids)
+        self.ids_in(HOLD)
     }
 
     /// Read and parse hold/ID.

@@ -487,22 +487,7 @@ impl Client {
     }
 
     pub fn try_reply(&mut self) -> Option<Reply> {
-        let mut lines = Vec::new();
-        loop {
-            let mut raw = Vec::new();
-            let n = self.reader.read_until(b'\n', &mut raw).ok()?;
-            if n == 0 {
-                return None;
-            }
-            assert!(raw.ends_with(b"\r\n"), "reply line without CRLF: {raw:?}");
-            let line = String::from_utf8_lossy(&raw[..raw.len() - 2]).into_owned();
-            let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).expect("reply code");
-            let more = line.as_bytes().get(3) == Some(&b'-');
-            lines.push(line);
-            if !more {
-                return Some(Reply { code, lines });
-            }
-        }
+        read_reply(&mut self.reader)
     }
 
     pub fn cmd(&mut self, line: &str) -> Reply {
@@ -632,22 +617,7 @@ impl TlsClient {
     }
 
     pub fn try_reply(&mut self) -> Option<Reply> {
-        let mut lines = Vec::new();
-        loop {
-            let mut raw = Vec::new();
-            let n = self.conn.read_until(b'\n', &mut raw).ok()?;
-            if n == 0 {
-                return None;
-            }
-            assert!(raw.ends_with(b"\r\n"), "reply line without CRLF: {raw:?}");
-            let line = String::from_utf8_lossy(&raw[..raw.len() - 2]).into_owned();
-            let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).expect("reply code");
-            let more = line.as_bytes().get(3) == Some(&b'-');
-            lines.push(line);
-            if !more {
-                return Some(Reply { code, lines });
-            }
-        }
+        read_reply(&mut self.conn)
     }
 
     pub fn cmd(&mut self, line: &str) -> Reply {
@@ -733,4 +703,24 @@ pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     cond()
+}
+
+/// Read one (possibly multi-line) reply; None on EOF or a read error.
+pub fn read_reply(r: &mut impl BufRead) -> Option<Reply> {
+    let mut lines = Vec::new();
+    loop {
+        let mut raw = Vec::new();
+        let n = r.read_until(b'\n', &mut raw).ok()?;
+        if n == 0 {
+            return None;
+        }
+        assert!(raw.ends_with(b"\r\n"), "reply line without CRLF: {raw:?}");
+        let line = String::from_utf8_lossy(&raw[..raw.len() - 2]).into_owned();
+        let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).expect("reply code");
+        let more = line.as_bytes().get(3) == Some(&b'-');
+        lines.push(line);
+        if !more {
+            return Some(Reply { code, lines });
+        }
+    }
 }
