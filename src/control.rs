@@ -9,11 +9,13 @@
 //! pickup       → ok         queue what waits in the maildrop now
 //! flush        → ok         try every deferred recipient now
 //! wake ID      → ok         look at message ID now
+//! mailq        → the queue listing (many lines), then the connection closes
 //! (other)      → error: unknown command
 //! ```
 //!
-//! The server only forwards orders to the queue runner; nothing here touches the
-//! spool's files. When the daemon is down the socket refuses connections, and the
+//! The server forwards orders to the queue runner and reads the queue for
+//! `mailq` (so that users who may not read the spool can list it, as with
+//! Postfix's showq); nothing here writes the spool's files. When the daemon is down the socket refuses connections, and the
 //! callers fall back to their own means (the maildrop waits, ternctl works on the
 //! spool directly).
 
@@ -27,11 +29,13 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use crate::queue::runner::Control;
-use crate::spool::{self, QueueId};
+use crate::spool::{self, QueueId, Spool};
 use crate::sys;
 
 /// Longest command line read: "wake " and a queue id fit many times over.
 const MAX_LINE: u64 = 256;
+/// The most of a queue listing read from the daemon.
+const MAX_LISTING: u64 = 64 * 1024 * 1024;
 /// A client that does not finish its line in this time is dropped.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -65,6 +69,7 @@ pub fn serve(root: &Path, runner: Sender<Control>) -> io::Result<()> {
         }
         std::fs::remove_file(&path)?;
     }
+    let spool = Spool::open(root).map_err(|e| io::Error::other(e.to_string()))?;
     let listener = UnixListener::bind(&path)?;
     if sys::uids().1 == 0 {
         if let Some(gid) = sys::group_id(spool::GROUP) {
@@ -77,7 +82,7 @@ pub fn serve(root: &Path, runner: Sender<Control>) -> io::Result<()> {
         for conn in listener.incoming() {
             match conn {
                 Ok(c) => {
-                    if let Err(e) = answer(c, &runner) {
+                    if let Err(e) = answer(c, &runner, &spool) {
                         log::debug!("control: {e}");
                     }
                 }
@@ -88,11 +93,18 @@ pub fn serve(root: &Path, runner: Sender<Control>) -> io::Result<()> {
     Ok(())
 }
 
-fn answer(conn: UnixStream, runner: &Sender<Control>) -> io::Result<()> {
+fn answer(conn: UnixStream, runner: &Sender<Control>, spool: &Spool) -> io::Result<()> {
     conn.set_read_timeout(Some(TIMEOUT))?;
     conn.set_write_timeout(Some(TIMEOUT))?;
     let mut line = String::new();
     BufReader::new(&conn).take(MAX_LINE).read_line(&mut line)?;
+    if line.trim() == "mailq" {
+        let text = match crate::ctl::mailq(spool) {
+            Ok(t) => t,
+            Err(e) => format!("error: {e}\n"),
+        };
+        return (&conn).write_all(text.as_bytes());
+    }
     let reply = match parse(line.trim()) {
         Ok(c) => {
             log::info!("control: {}", line.trim());
@@ -104,6 +116,21 @@ fn answer(conn: UnixStream, runner: &Sender<Control>) -> io::Result<()> {
         Err(e) => format!("error: {e}"),
     };
     (&conn).write_all(format!("{reply}\n").as_bytes())
+}
+
+/// The queue listing from the daemon of the spool at `root` (`mailq` for
+/// users who may not read the spool themselves).
+pub fn mailq(root: &Path) -> io::Result<String> {
+    let conn = UnixStream::connect(spool::control_socket(root))?;
+    conn.set_read_timeout(Some(TIMEOUT))?;
+    conn.set_write_timeout(Some(TIMEOUT))?;
+    (&conn).write_all(b"mailq\n")?;
+    let mut text = String::new();
+    (&conn).take(MAX_LISTING).read_to_string(&mut text)?;
+    if text.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no reply"));
+    }
+    Ok(text)
 }
 
 /// Send one command to the daemon of the spool at `root` and return its reply line.

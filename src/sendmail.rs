@@ -252,6 +252,14 @@ fn run(name: &str, args: &[String]) -> Result<(), Failure> {
     match o.mode {
         's' => smtp_session(cfg),
         'p' => {
+            // Root reads the spool itself (the daemon may be down); anyone else
+            // asks the daemon, which may read it.
+            if sys::uids().0 != 0 {
+                if let Ok(text) = control::mailq(&cfg.spool) {
+                    print!("{text}");
+                    return Ok(());
+                }
+            }
             let spool = Spool::open(&cfg.spool).map_err(|e| spool_failure(&e))?;
             let text = ctl::mailq(&spool).map_err(|e| spool_failure(&e))?;
             print!("{text}");
@@ -268,15 +276,16 @@ fn run(name: &str, args: &[String]) -> Result<(), Failure> {
 /// postdrop refuses alternate configurations) when an ordinary user:
 /// - names another configuration (-C or TERN_CONFIG): it could point `spool` at any
 ///   directory the group may write;
-/// - asks for anything but submission and -q: -bs and -bp work on the queue files,
-///   which only root and the daemon's user may touch, and -bd starts the daemon.
+/// - asks for anything but submission, -q and -bp (which asks the daemon through
+///   the control socket): -bs works on the queue files, which only root and the
+///   daemon's user may touch, and -bd starts the daemon.
 fn keep_privilege_only_if_needed(o: &Options) -> Result<(), Failure> {
     let (rgid, egid) = sys::gids();
     if rgid == egid || sys::uids().0 == 0 {
         return Ok(());
     }
     let other_config = o.config != Path::new(config::DEFAULT_PATH);
-    let needs_group = o.queue_run || o.mode == 'm';
+    let needs_group = o.queue_run || o.mode == 'm' || o.mode == 'p';
     if other_config || !needs_group {
         sys::drop_setgid().map_err(|e| fail(SysExit::OsErr, format!("cannot drop the setgid group: {e}")))?;
     }

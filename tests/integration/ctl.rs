@@ -2,6 +2,8 @@
 //! empty and a busy queue, and hold / release / delete / flush / show / stats with
 //! a running daemon and without one.
 
+use std::process::Command;
+
 use tern::spool::{QueueId, RcptStatus};
 
 use crate::common::{message, wait_until, Setup, Tern};
@@ -271,4 +273,45 @@ fn delete_waits_for_a_delivery_in_flight() {
     assert!(wait_until(10, || child.try_wait().unwrap().is_some()));
     assert!(child.wait().unwrap().success());
     assert!(t.queued().is_empty());
+}
+
+#[test]
+fn mailq_for_an_unprivileged_user_asks_the_daemon() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if tern::sys::uids().1 != 0 {
+        eprintln!("skipped: running mailq as another user needs root");
+        return;
+    }
+    let (Some(nobody), Some(gid)) = (
+        tern::sys::getpwnam("nobody"),
+        tern::sys::group_id("nogroup").or_else(|| tern::sys::group_id("nobody")),
+    ) else {
+        eprintln!("skipped: no nobody account or group");
+        return;
+    };
+    let t = Setup::new().open_to_all().start();
+    let id = submit(&t, &["alice@example.test"], &message("listed"));
+    let conf = t.setup.write_config();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // The socket's group stands in for `tern`, as sendmail's setgid bit would.
+    let sock = tern::spool::control_socket(&t.spool_dir());
+    assert!(wait_until(5, || sock.exists()));
+    std::os::unix::fs::chown(&sock, Some(0), Some(gid)).unwrap();
+    let out = Command::new(crate::common::SENDMAIL)
+        .args(["-C", conf.to_str().unwrap(), "-bp"])
+        .uid(nobody.uid)
+        .gid(gid)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("-Queue ID-"), "{text}");
+    assert!(text.contains(&id), "{text}");
+    assert!(text.contains("alice@example.test"), "{text}");
 }
