@@ -13,6 +13,7 @@ mod dialogs;
 mod inetd;
 mod limits;
 mod local_delivery;
+mod manpages;
 mod outbound;
 mod pool;
 mod proxy;
