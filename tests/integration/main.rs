@@ -11,6 +11,7 @@ mod daemon;
 mod delivery;
 mod dialogs;
 mod inetd;
+mod install;
 mod limits;
 mod local_delivery;
 mod manpages;
