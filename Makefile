@@ -1,19 +1,35 @@
 # tern: build, run, test. See README.md.
 
 CARGO   ?= cargo
-PREFIX  ?= /usr/local
 DEVCONF := etc/tern.dev.conf
 
+# Where `make install` puts things. DESTDIR stages the whole tree under another
+# root (for packages); without it, run as root, install also creates the `tern`
+# user and group and sets the owners.
+PREFIX  ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+EXAMPLESDIR ?= $(PREFIX)/share/examples/tern
+CONFDIR ?= /etc/tern
 SPOOL   ?= /var/spool/tern
-# The group that alone may write the maildrop (Postfix's postdrop): sendmail is
-# setgid to it. Create it first: groupadd --system tern
-GROUP   ?= tern
+# The account ternd runs as after binding its ports (tern.conf `user`), and the
+# group that alone may write the maildrop (Postfix's postdrop): sendmail is setgid
+# to it. Not USER/GROUP: the shell exports USER.
+TERN_USER  ?= tern
+TERN_GROUP ?= tern
+# The binaries install copies: `make` builds them here.
+BINARIES ?= target/release
 
-.PHONY: all build release run test check clippy fmt clean install
+BINS := ternd sendmail ternctl
+MAN5 := aliases.5 tern.conf.5
+MAN8 := sendmail.8 ternctl.8 ternd.8
+EXAMPLES := aliases inetd.conf.sample ternd.service rc.d/ternd init.d/ternd xinetd.d/smtp
 
-all: build
+.PHONY: all build release run test check clippy fmt lint-man clean install install-user uninstall
+
+# `make`: the release binaries, what `make install` installs.
+all: release
 
 build:
 	$(CARGO) build
@@ -36,9 +52,8 @@ run: build
 test:
 	$(CARGO) test --all-targets
 
-# Lints: formatting, clippy with warnings as errors, and the man pages when mandoc is here.
-check: fmt clippy
-	@if command -v mandoc >/dev/null 2>&1 && ls man/*.[0-9] >/dev/null 2>&1; then mandoc -Tlint -Wwarning man/*.[0-9]; fi
+# Lints: formatting, clippy with warnings as errors, and the man pages.
+check: fmt clippy lint-man
 
 fmt:
 	$(CARGO) fmt --all -- --check
@@ -46,20 +61,115 @@ fmt:
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# Binaries, the mailq/newaliases links, the config skeleton (only when absent), and
-# the spool with the maildrop's privileges: root 0711, maildrop 1730 root:$(GROUP),
-# sendmail setgid $(GROUP) (src/spool/README.md, "Permissions").
-install: release
-	getent group $(GROUP) >/dev/null || { echo "create the group first: groupadd --system $(GROUP)"; exit 1; }
-	install -d -m 755 $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR)
-	install -m 755 target/release/ternd $(DESTDIR)$(SBINDIR)/ternd
-	install -m 755 target/release/ternctl $(DESTDIR)$(SBINDIR)/ternctl
-	install -m 2755 -o root -g $(GROUP) target/release/sendmail $(DESTDIR)$(SBINDIR)/sendmail
+# The man pages, warnings included (mandoc exits non-zero on any). CI installs
+# mandoc (.ci/run); without it, groff's warnings are checked instead, and with
+# neither the lint is skipped with a note.
+lint-man:
+	@if command -v mandoc >/dev/null 2>&1; then \
+		mandoc -Tlint -Wwarning man/*.[0-9]; \
+	elif command -v groff >/dev/null 2>&1; then \
+		echo "lint-man: mandoc not installed; checking with groff -ww -z"; \
+		for p in man/*.[0-9]; do out=$$(groff -mdoc -ww -z "$$p" 2>&1); \
+			if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; done; \
+	else \
+		echo "lint-man: neither mandoc nor groff installed; man pages not linted"; \
+	fi
+
+# Installs the binaries, the mailq/newaliases links, the man pages, the example
+# rc scripts, the configuration and aliases (only when absent), and the spool
+# with the maildrop's privileges (src/spool/README.md, "Permissions"): root 0711
+# root, queue directories 0700 $(TERN_USER), maildrop 1730 root:$(TERN_GROUP),
+# sendmail setgid $(TERN_GROUP) (2755).
+#
+# Owners are set, and the user and group created, only in a real install (no
+# DESTDIR, run as root). Staged with DESTDIR, nothing is chowned, sendmail stays
+# 0755 (setgid to the wrong group would be worse than none), and install prints
+# the commands the package must run on the target.
+#
+# install does not build: `make && sudo make install` (root often has no cargo).
+install:
+	@for b in $(BINS); do \
+		[ -x $(BINARIES)/$$b ] || { echo "make install: $(BINARIES)/$$b is missing; run make first" >&2; exit 1; }; \
+	done
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory install-user; fi
+	install -d -m 755 $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -m 755 $(BINARIES)/ternd $(DESTDIR)$(SBINDIR)/ternd
+	install -m 755 $(BINARIES)/ternctl $(DESTDIR)$(SBINDIR)/ternctl
+	install -m 755 $(BINARIES)/sendmail $(DESTDIR)$(SBINDIR)/sendmail
+	ln -sf sendmail $(DESTDIR)$(SBINDIR)/mailq
+	ln -sf sendmail $(DESTDIR)$(SBINDIR)/newaliases
 	ln -sf $(SBINDIR)/sendmail $(DESTDIR)$(BINDIR)/mailq
 	ln -sf $(SBINDIR)/sendmail $(DESTDIR)$(BINDIR)/newaliases
-	[ -d $(DESTDIR)/etc/tern ] || { install -d -m 755 $(DESTDIR)/etc/tern && install -m 644 etc/tern.conf $(DESTDIR)/etc/tern/tern.conf; }
-	install -d -m 711 -o root -g root $(DESTDIR)$(SPOOL)
-	install -d -m 1730 -o root -g $(GROUP) $(DESTDIR)$(SPOOL)/maildrop
+	for p in $(MAN5); do install -m 644 man/$$p $(DESTDIR)$(MANDIR)/man5/$$p; done
+	for p in $(MAN8); do install -m 644 man/$$p $(DESTDIR)$(MANDIR)/man8/$$p; done
+	ln -sf sendmail.8 $(DESTDIR)$(MANDIR)/man8/mailq.8
+	ln -sf sendmail.8 $(DESTDIR)$(MANDIR)/man8/newaliases.8
+	install -d -m 755 $(DESTDIR)$(EXAMPLESDIR)/rc.d $(DESTDIR)$(EXAMPLESDIR)/init.d $(DESTDIR)$(EXAMPLESDIR)/xinetd.d
+	@for f in $(EXAMPLES); do \
+		case $$f in rc.d/*|init.d/*) m=755 ;; *) m=644 ;; esac; \
+		echo "install -m $$m etc/$$f $(DESTDIR)$(EXAMPLESDIR)/$$f"; \
+		sed -e 's|/usr/local/sbin|$(SBINDIR)|g' -e 's|/etc/tern|$(CONFDIR)|g' etc/$$f > $(DESTDIR)$(EXAMPLESDIR)/$$f && \
+		chmod $$m $(DESTDIR)$(EXAMPLESDIR)/$$f || exit 1; \
+	done
+	install -d -m 755 $(DESTDIR)$(CONFDIR)
+	@for f in tern.conf aliases; do \
+		if [ -e $(DESTDIR)$(CONFDIR)/$$f ]; then \
+			echo "keeping $(DESTDIR)$(CONFDIR)/$$f (the new example is $(EXAMPLESDIR)/$$f)"; \
+		else \
+			echo "install -m 644 etc/$$f $(DESTDIR)$(CONFDIR)/$$f"; \
+			install -m 644 etc/$$f $(DESTDIR)$(CONFDIR)/$$f; \
+		fi; \
+	done
+	install -d -m 711 $(DESTDIR)$(SPOOL)
+	for d in tmp msg env hold corrupt; do install -d -m 700 $(DESTDIR)$(SPOOL)/$$d; done
+	install -d -m 1730 $(DESTDIR)$(SPOOL)/maildrop
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then \
+		set -x; \
+		chown root:$(TERN_GROUP) $(SBINDIR)/sendmail && chmod 2755 $(SBINDIR)/sendmail && \
+		chown 0:0 $(SPOOL) && chmod 711 $(SPOOL) && \
+		for d in tmp msg env hold corrupt; do chown -R $(TERN_USER):$(TERN_GROUP) $(SPOOL)/$$d || exit 1; done && \
+		chown root:$(TERN_GROUP) $(SPOOL)/maildrop && chmod 1730 $(SPOOL)/maildrop; \
+	else \
+		echo; \
+		echo "Staged install (DESTDIR set, or not root): no owners set, no user created."; \
+		echo "On the target system, as root:"; \
+		echo "  groupadd --system $(TERN_GROUP); useradd --system -g $(TERN_GROUP) -d $(SPOOL) -s /usr/sbin/nologin $(TERN_USER)"; \
+		echo "  chown root:$(TERN_GROUP) $(SBINDIR)/sendmail && chmod 2755 $(SBINDIR)/sendmail"; \
+		echo "  chown 0:0 $(SPOOL) && chmod 711 $(SPOOL)"; \
+		echo "  chown -R $(TERN_USER):$(TERN_GROUP) $(SPOOL)/tmp $(SPOOL)/msg $(SPOOL)/env $(SPOOL)/hold $(SPOOL)/corrupt"; \
+		echo "  chown root:$(TERN_GROUP) $(SPOOL)/maildrop && chmod 1730 $(SPOOL)/maildrop"; \
+	fi
+
+# The `tern` group and user, when missing: Linux shadow-utils, else pw(8) (FreeBSD),
+# else useradd/groupadd without the Linux flags (NetBSD).
+install-user:
+	@if ! getent group $(TERN_GROUP) >/dev/null 2>&1; then \
+		echo "creating group $(TERN_GROUP)"; \
+		if command -v groupadd >/dev/null 2>&1; then groupadd --system $(TERN_GROUP) 2>/dev/null || groupadd $(TERN_GROUP); \
+		elif command -v pw >/dev/null 2>&1; then pw groupadd $(TERN_GROUP); \
+		else echo "cannot create group $(TERN_GROUP): create it by hand" >&2; exit 1; fi; \
+	fi
+	@if ! id -u $(TERN_USER) >/dev/null 2>&1; then \
+		echo "creating user $(TERN_USER)"; \
+		if command -v useradd >/dev/null 2>&1; then \
+			useradd --system -g $(TERN_GROUP) -d $(SPOOL) -s /usr/sbin/nologin -c "tern mail system" $(TERN_USER) 2>/dev/null || \
+			useradd -g $(TERN_GROUP) -d $(SPOOL) -s /sbin/nologin -c "tern mail system" $(TERN_USER); \
+		elif command -v pw >/dev/null 2>&1; then \
+			pw useradd $(TERN_USER) -g $(TERN_GROUP) -d $(SPOOL) -s /usr/sbin/nologin -c "tern mail system"; \
+		else echo "cannot create user $(TERN_USER): create it by hand" >&2; exit 1; fi; \
+	fi
+
+# Removes what install put under PREFIX; the configuration in $(CONFDIR), the spool
+# and the tern user stay.
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/ternd $(DESTDIR)$(SBINDIR)/ternctl $(DESTDIR)$(SBINDIR)/sendmail
+	rm -f $(DESTDIR)$(SBINDIR)/mailq $(DESTDIR)$(SBINDIR)/newaliases
+	rm -f $(DESTDIR)$(BINDIR)/mailq $(DESTDIR)$(BINDIR)/newaliases
+	for p in $(MAN5); do rm -f $(DESTDIR)$(MANDIR)/man5/$$p; done
+	for p in $(MAN8) mailq.8 newaliases.8; do rm -f $(DESTDIR)$(MANDIR)/man8/$$p; done
+	for f in $(EXAMPLES); do rm -f $(DESTDIR)$(EXAMPLESDIR)/$$f; done
+	-rmdir $(DESTDIR)$(EXAMPLESDIR)/rc.d $(DESTDIR)$(EXAMPLESDIR)/init.d $(DESTDIR)$(EXAMPLESDIR)/xinetd.d $(DESTDIR)$(EXAMPLESDIR) 2>/dev/null
+	@echo "left in place: $(DESTDIR)$(CONFDIR), $(DESTDIR)$(SPOOL) and the $(TERN_USER) user"
 
 clean:
 	$(CARGO) clean
