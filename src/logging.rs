@@ -8,13 +8,19 @@ use std::sync::Mutex;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-/// `-v` count to a level: 0 info, 1 debug, 2+ trace.
-pub fn level(verbose: usize) -> LevelFilter {
-    match verbose {
-        0 => LevelFilter::Info,
-        1 => LevelFilter::Debug,
-        _ => LevelFilter::Trace,
+/// The configured `log_level`, raised one step per `-v` (info, debug, trace).
+pub fn level(base: LevelFilter, verbose: usize) -> LevelFilter {
+    let mut level = base;
+    for _ in 0..verbose {
+        level = match level {
+            LevelFilter::Off => LevelFilter::Error,
+            LevelFilter::Error => LevelFilter::Warn,
+            LevelFilter::Warn => LevelFilter::Info,
+            LevelFilter::Info => LevelFilter::Debug,
+            LevelFilter::Debug | LevelFilter::Trace => LevelFilter::Trace,
+        };
     }
+    level
 }
 
 /// Log to stderr with timestamps.
@@ -36,11 +42,9 @@ pub fn to_stderr(program: &str, level: LevelFilter) {
         .try_init();
 }
 
-/// RFC 3164 facility `mail` (2).
-const FACILITY_MAIL: u8 = 2;
-
 struct Syslog {
     program: String,
+    facility: u8,
     sock: Mutex<Option<UnixDatagram>>,
     level: LevelFilter,
 }
@@ -68,7 +72,7 @@ impl Log for Syslog {
             Level::Info => 6,
             Level::Debug | Level::Trace => 7,
         };
-        let pri = u16::from(FACILITY_MAIL) * 8 + severity;
+        let pri = u16::from(self.facility) * 8 + severity;
         let msg = format!(
             "<{pri}>{}[{}]: {}",
             self.program,
@@ -89,14 +93,28 @@ impl Log for Syslog {
     fn flush(&self) {}
 }
 
-/// Log to syslog, facility mail.
-pub fn to_syslog(program: &str, level: LevelFilter) {
+/// Log to syslog with `facility` (an RFC 5424 number, see `syslog_facility`).
+pub fn to_syslog(program: &str, facility: u8, level: LevelFilter) {
     let logger = Syslog {
         program: program.to_owned(),
+        facility,
         sock: Mutex::new(Syslog::connect()),
         level,
     };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbose_raises_the_configured_level() {
+        assert_eq!(level(LevelFilter::Info, 0), LevelFilter::Info);
+        assert_eq!(level(LevelFilter::Info, 1), LevelFilter::Debug);
+        assert_eq!(level(LevelFilter::Info, 5), LevelFilter::Trace);
+        assert_eq!(level(LevelFilter::Error, 1), LevelFilter::Warn);
     }
 }

@@ -89,12 +89,12 @@ fn main() -> ExitCode {
         println!("ternd: configuration OK: {}", path.display());
         return ExitCode::SUCCESS;
     }
-    let level = logging::level(m.opt_count("v"));
+    let level = logging::level(cfg.log_level, m.opt_count("v"));
     let foreground = m.opt_present("d");
     if foreground {
         logging::to_stderr("ternd", level);
     } else {
-        logging::to_syslog("ternd", level);
+        logging::to_syslog("ternd", cfg.syslog_facility, level);
     }
     if m.opt_present("i") {
         inetd(cfg, tls)
