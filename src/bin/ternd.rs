@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tern::config::{self, Config};
 use tern::daemon::{self, Event, PidFile};
-use tern::deliver::local;
+use tern::deliver::{helper, local};
 use tern::server::listener;
 use tern::server::session::{self, Context, Peer, Service};
 use tern::spool::Spool;
@@ -148,11 +149,51 @@ fn fail(code: u8, what: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// The account a daemon started as root becomes, None when it stays as it is.
+/// Detached, root always drops; in the foreground (-d, for debugging and the
+/// test suite) it keeps root and says so.
+fn account(cfg: &Config, foreground: bool) -> Result<Option<sys::Passwd>, ExitCode> {
+    if sys::uids().1 != 0 {
+        return Ok(None);
+    }
+    if foreground {
+        log::warn!("running as root in the foreground (-d): privileges are not dropped");
+        return Ok(None);
+    }
+    match sys::getpwnam(&cfg.user) {
+        Some(pw) if pw.uid != 0 && pw.gid != 0 => Ok(Some(pw)),
+        Some(_) => Err(fail(
+            EX_CONFIG,
+            format!(
+                "user {}: is root or in group root; ternd will not keep running as root",
+                cfg.user
+            ),
+        )),
+        None => Err(fail(
+            EX_CONFIG,
+            format!(
+                "user {}: no such account; create it or set `user` in the configuration",
+                cfg.user
+            ),
+        )),
+    }
+}
+
 fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>) -> ExitCode {
+    let become_user = match account(&cfg, foreground) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     let spool = match open_spool(&cfg) {
         Ok(s) => s,
         Err(code) => return code,
     };
+    // The spool must belong to whoever the daemon runs as; root gives it to
+    // the account it is about to become.
+    let owner = become_user.as_ref().map_or(sys::uids().1, |pw| pw.uid);
+    if let Err(e) = tern::spool::check_owner(&cfg.spool, owner, become_user.is_some()) {
+        return fail(EX_CONFIG, format!("spool {}: {e}", cfg.spool.display()));
+    }
     // One daemon per spool, -d or not: a second one would clean up the
     // first one's messages in progress as crash leftovers.
     let mut spool_lock = match PidFile::create(&cfg.spool.join("ternd.pid")) {
@@ -202,11 +243,47 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>) -> ExitCode {
             }
         }
     }
+    // Still one thread: fork the root delivery helper, then give up root.
+    let mut helper_sock = None;
+    if let Some(pw) = &become_user {
+        let (ours, theirs) = match UnixStream::pair() {
+            Ok(p) => p,
+            Err(e) => return fail(EX_OSERR, format!("cannot start the delivery helper: {e}")),
+        };
+        match sys::fork() {
+            Ok(None) => {
+                // The helper: nothing of the daemon's but the socket and the logger.
+                drop(ours);
+                drop(listeners);
+                drop(detached);
+                let policy = helper::Policy {
+                    msg_dir: helper::msg_dir(&cfg.spool),
+                    mailbox: cfg.mailbox.clone(),
+                    pid_file: Some(cfg.pid_file.clone()),
+                };
+                helper::serve(theirs, policy)
+            }
+            Ok(Some(pid)) => log::info!("delivery helper started, pid {pid}"),
+            Err(e) => return fail(EX_OSERR, format!("cannot start the delivery helper: {e}")),
+        }
+        drop(theirs);
+        if let Err(e) = sys::drop_privileges(pw.uid, pw.gid) {
+            return fail(EX_OSERR, format!("cannot drop privileges to {}: {e}", pw.name));
+        }
+        log::info!("running as {} (uid {}, gid {})", pw.name, pw.uid, pw.gid);
+        helper_sock = Some(ours);
+    }
     // Signals are taken by one thread; block them before any other starts.
     let events = match daemon::signals() {
         Ok(ev) => ev,
         Err(e) => return fail(EX_OSERR, format!("cannot set up signals: {e}")),
     };
+    if let Some(sock) = helper_sock {
+        match helper::Client::new(sock) {
+            Ok(c) => helper::install(c),
+            Err(e) => return fail(EX_OSERR, format!("cannot start the delivery helper: {e}")),
+        }
+    }
     for (l, service) in &listeners {
         if let Ok(a) = l.local_addr() {
             match service {

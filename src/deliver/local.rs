@@ -143,6 +143,10 @@ pub fn mailbox_target(template: &str, user: &Passwd) -> Target {
 /// (ternd re-executed, see [`deliver_in_child`]); otherwise in this process.
 pub fn deliver(job: &Job) -> Outcome {
     if let Some(user) = &job.user {
+        // A daemon that dropped root asks its root helper (see super::helper).
+        if let Some(helper) = super::helper::installed() {
+            return helper.deliver(job, &user.name);
+        }
         if sys::uids().1 == 0 {
             return match own_executable() {
                 Ok(program) => deliver_in_child(job, user, &program),
@@ -168,7 +172,24 @@ fn own_executable() -> io::Result<PathBuf> {
 /// The child's stderr line `STATUS detail` and exit code become the outcome; anything
 /// unexpected from the child (no status line, a crash, a usage error) is temporary.
 pub fn deliver_in_child(job: &Job, user: &Passwd, program: &Path) -> Outcome {
-    if let Target::Mbox(path) = &job.target {
+    spawn_child(job, user, program, true)
+}
+
+/// The delivery helper's entry: deliver `job` as its user in a child. A missing
+/// mbox is pre-created only when `precreate` (the helper checked that the path is
+/// the user's own mailbox).
+pub fn deliver_as_user(job: &Job, precreate: bool) -> Outcome {
+    let Some(user) = &job.user else {
+        return Outcome::temporary(SYSTEM_ERROR, "local delivery without a user");
+    };
+    match own_executable() {
+        Ok(program) => spawn_child(job, user, &program, precreate),
+        Err(e) => Outcome::temporary(SYSTEM_ERROR, format!("cannot find ternd's executable: {e}")),
+    }
+}
+
+fn spawn_child(job: &Job, user: &Passwd, program: &Path, precreate: bool) -> Outcome {
+    if let (Target::Mbox(path), true) = (&job.target, precreate) {
         precreate_mbox(path, user);
     }
     let args = match child_args(job, user) {

@@ -6,6 +6,7 @@ use std::fmt;
 
 pub mod client;
 pub mod dns;
+pub mod helper;
 pub mod local;
 pub mod remote;
 pub mod router;
