@@ -227,6 +227,29 @@ pub struct Config {
     pub syslog_facility: u8,
 }
 
+/// A value a SIGHUP may replace (the configuration, the tables, the session
+/// context): readers take an `Arc` snapshot and keep it as long as they need
+/// a consistent view, so a reload never changes anything under a session or
+/// a delivery in progress.
+pub struct Live<T>(std::sync::RwLock<std::sync::Arc<T>>);
+
+impl<T> Live<T> {
+    pub fn new(value: std::sync::Arc<T>) -> Live<T> {
+        Live(std::sync::RwLock::new(value))
+    }
+
+    /// The current value.
+    pub fn get(&self) -> std::sync::Arc<T> {
+        // A panic while holding the lock cannot leave a half-written Arc.
+        std::sync::Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Replace the value for every later `get`.
+    pub fn set(&self, value: std::sync::Arc<T>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = value;
+    }
+}
+
 /// Where `route` or `relay_host` sends mail: `[host]:port` (no MX lookup),
 /// `host:port` or `host` (MX lookup of host), optionally followed by `tls=POLICY`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tern::config::{self, Config};
+use tern::config::{self, Config, Live};
 use tern::daemon::{self, Event, PidFile};
 use tern::deliver::{helper, local};
 use tern::server::listener;
@@ -100,7 +100,13 @@ fn main() -> ExitCode {
     if m.opt_present("i") {
         inetd(cfg, tls)
     } else {
-        daemon(cfg, foreground, tls)
+        // A reload reads the same file and resolves relative paths against the
+        // directory ternd was started in (detached, it is in / by then).
+        let origin = Origin {
+            path,
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        };
+        daemon(cfg, foreground, tls, &origin)
     }
 }
 
@@ -179,7 +185,7 @@ fn account(cfg: &Config, foreground: bool) -> Result<Option<sys::Passwd>, ExitCo
     }
 }
 
-fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>) -> ExitCode {
+fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin) -> ExitCode {
     let become_user = match account(&cfg, foreground) {
         Ok(a) => a,
         Err(code) => return code,
@@ -219,7 +225,7 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>) -> ExitCode {
         (&cfg.listen, Service::Smtp),
     ] {
         match listener::bind(addrs) {
-            Ok(bound) => listeners.extend(bound.into_iter().map(|l| (l, service))),
+            Ok(bound) => listeners.extend(bound.into_iter().zip(addrs.iter()).map(|(l, a)| (l, service, *a))),
             Err(e) => return fail(EX_OSERR, e),
         }
     }
@@ -284,7 +290,7 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>) -> ExitCode {
             Err(e) => return fail(EX_OSERR, format!("cannot start the delivery helper: {e}")),
         }
     }
-    for (l, service) in &listeners {
+    for (l, service, _) in &listeners {
         if let Ok(a) = l.local_addr() {
             match service {
                 Service::Smtp => log::info!("listening on {a}"),
@@ -311,8 +317,8 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>) -> ExitCode {
         log::error!("control socket: {e}");
     }
     ctx.queued = Some(runner.wake.clone());
-    let ctx = Arc::new(ctx);
-    let server = match listener::serve(Arc::clone(&ctx), listeners) {
+    let live = Arc::new(Live::new(Arc::new(ctx)));
+    let server = match listener::serve(Arc::clone(&live), listeners) {
         Ok(s) => s,
         Err(e) => return fail(EX_SOFTWARE, format!("cannot start: {e}")),
     };
@@ -323,19 +329,104 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>) -> ExitCode {
     for event in events.iter() {
         match event {
             Event::Stop => break,
-            Event::Reload => {
-                log::warn!("SIGHUP: reloading is not supported yet; restart ternd to apply changes")
-            }
+            Event::Reload => reload(origin, &live, &server, &runner),
             Event::Flush => {
                 log::info!("SIGUSR1: running the queue now");
                 let _ = runner.control.send(queue::runner::Control::Flush);
             }
         }
     }
-    shutdown(&ctx, &server, &runner, cfg.shutdown_grace);
+    let ctx = live.get();
+    shutdown(&ctx, &server, &runner, ctx.cfg.shutdown_grace);
     drop(pid_file);
     drop(spool_lock);
     ExitCode::SUCCESS
+}
+
+/// Where the configuration came from, for SIGHUP.
+struct Origin {
+    path: PathBuf,
+    cwd: PathBuf,
+}
+
+/// SIGHUP: read the configuration again. A file that does not load is logged
+/// and the running configuration kept. Otherwise new sessions and delivery
+/// attempts use the new one (sessions in progress keep theirs); tables whose
+/// paths changed are opened anew (unchanged ones reload themselves when their
+/// files change), certificates are loaded again, listening addresses are
+/// rebound, and what cannot change without a restart is logged.
+fn reload(origin: &Origin, live: &Live<Context>, server: &listener::Server, runner: &queue::runner::Handle) {
+    let mut cfg = match Config::load(&origin.path) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("SIGHUP: {e}; keeping the running configuration");
+            return;
+        }
+    };
+    cfg.resolve_relative(&origin.cwd);
+    let old = live.get();
+    let tls = match tls::Source::new(&cfg) {
+        Ok(t) => t.map(Arc::new),
+        // Unchanged paths that no longer load (a key only root may read, in a
+        // daemon that dropped root): the certificate in use stays, the rest applies.
+        Err(e) if old.cfg.tls_cert == cfg.tls_cert && old.cfg.tls_key == cfg.tls_key => {
+            log::warn!("SIGHUP: {e}; keeping the certificate in use");
+            old.tls.clone()
+        }
+        Err(e) => {
+            log::error!(
+                "SIGHUP: {}: {e}; keeping the running configuration",
+                origin.path.display()
+            );
+            return;
+        }
+    };
+    let restart = [
+        ("spool", old.cfg.spool != cfg.spool),
+        ("pid_file", old.cfg.pid_file != cfg.pid_file),
+        ("user", old.cfg.user != cfg.user),
+        ("max_sessions", old.cfg.max_sessions != cfg.max_sessions),
+        (
+            "max_sessions_per_ip",
+            old.cfg.max_sessions_per_ip != cfg.max_sessions_per_ip,
+        ),
+        (
+            "delivery_threads",
+            old.cfg.delivery_threads != cfg.delivery_threads,
+        ),
+        ("queue_only", old.cfg.queue_only != cfg.queue_only),
+        ("dns_servers", old.cfg.dns_servers != cfg.dns_servers),
+        ("dns_timeout", old.cfg.dns_timeout != cfg.dns_timeout),
+        ("log_level", old.cfg.log_level != cfg.log_level),
+        ("syslog_facility", old.cfg.syslog_facility != cfg.syslog_facility),
+        // The delivery helper recomputes mailboxes with the template it started with.
+        (
+            "mailbox",
+            helper::installed().is_some() && old.cfg.mailbox != cfg.mailbox,
+        ),
+    ];
+    for (key, _) in restart.iter().filter(|(_, changed)| *changed) {
+        log::warn!("SIGHUP: {key} changed; it takes effect when ternd is restarted");
+    }
+    let cfg = Arc::new(cfg);
+    let tables = if old.cfg.aliases != cfg.aliases || old.cfg.local_users != cfg.local_users {
+        Arc::new(Tables::new(&cfg))
+    } else {
+        old.policy.tables()
+    };
+    for (addrs, service) in [
+        (&cfg.smtps, Service::Smtps),
+        (&cfg.submission, Service::Submission),
+        (&cfg.listen, Service::Smtp),
+    ] {
+        server.rebind(service, addrs);
+    }
+    runner.reconfigure(Arc::clone(&cfg), Arc::clone(&tables));
+    let mut ctx = Context::new(Arc::clone(&cfg), Arc::clone(&old.spool), tables, tls);
+    ctx.shutdown = Arc::clone(&old.shutdown);
+    ctx.queued = old.queued.clone();
+    live.set(Arc::new(ctx));
+    log::info!("SIGHUP: configuration reloaded from {}", origin.path.display());
 }
 
 /// RFC 5321 3.8: stop accepting, let each session finish the command it is

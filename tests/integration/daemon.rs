@@ -270,3 +270,102 @@ fn sigusr1_runs_the_queue_now() {
         t.log_text()
     );
 }
+
+/// Rewrite one `key = value` line of a running ternd's config file.
+fn edit_config(t: &crate::common::Tern, key: &str, value: &str) {
+    let path = t.setup.path().join("tern.conf");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{key} =")))
+        .map(str::to_owned)
+        .collect();
+    lines.push(format!("{key} = {value}"));
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn sighup_applies_a_new_config_to_new_sessions_only_and_keeps_it_when_broken() {
+    let t = Setup::new().set("max_recipients", "1").start();
+    // A session open across the reload: it keeps the limit it started with.
+    let mut old = t.connect();
+    old.hello();
+    assert_eq!(old.cmd("MAIL FROM:<s@example.test>").code, 250);
+    assert_eq!(old.cmd("RCPT TO:<alice@example.test>").code, 250);
+    assert_eq!(old.cmd("RCPT TO:<bob@example.test>").code, 452);
+
+    edit_config(&t, "max_recipients", "3");
+    t.signal(libc::SIGHUP);
+    assert!(t.wait_log("SIGHUP: configuration reloaded"), "{}", t.log_text());
+
+    let mut new = t.connect();
+    new.hello();
+    let r = new.send_mail(
+        "s@example.test",
+        &["alice@example.test", "bob@example.test", "carol@example.test"],
+        &message("after reload"),
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    new.cmd("QUIT");
+
+    // The open session was not dropped and still has its own limit.
+    assert_eq!(old.cmd("RCPT TO:<carol@example.test>").code, 452);
+    assert_eq!(old.cmd("DATA").code, 354);
+    old.send_raw(message("before reload").as_bytes());
+    old.send_raw(b".\r\n");
+    assert_eq!(old.reply().code, 250);
+    old.cmd("QUIT");
+
+    // A broken file is logged with its line and the running config kept.
+    edit_config(&t, "max_recipients", "many");
+    t.signal(libc::SIGHUP);
+    assert!(
+        t.wait_log("keeping the running configuration"),
+        "{}",
+        t.log_text()
+    );
+    let log = t.log_text();
+    assert!(log.contains("tern.conf:"), "{log}");
+    let mut after = t.connect();
+    after.hello();
+    let r = after.send_mail(
+        "s@example.test",
+        &["alice@example.test", "bob@example.test", "carol@example.test"],
+        &message("broken reload"),
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+}
+
+#[test]
+fn sighup_listens_on_a_new_address_and_closes_a_removed_one() {
+    let t = Setup::new().start();
+    let port = free_port();
+    let added = format!("127.0.0.1:{port}");
+    edit_config(&t, "listen", &format!("127.0.0.1:0 {added}"));
+    t.signal(libc::SIGHUP);
+    assert!(t.wait_log("SIGHUP: configuration reloaded"), "{}", t.log_text());
+    assert!(
+        t.log_text()
+            .contains(&format!("now listening for smtp on {added}")),
+        "{}",
+        t.log_text()
+    );
+    let mut c = Client::connect(added.parse().unwrap());
+    assert_eq!(c.reply().code, 220);
+    c.cmd("QUIT");
+    // Removed again: that port stops accepting, the first one goes on.
+    edit_config(&t, "listen", "127.0.0.1:0");
+    t.signal(libc::SIGHUP);
+    let gone = format!("no longer listening for smtp on {added}");
+    assert!(
+        wait_until(10, || t.log_text().contains(&gone)),
+        "{}",
+        t.log_text()
+    );
+    assert!(
+        wait_until(5, || std::net::TcpStream::connect(&added).is_err()),
+        "still accepting on {added}"
+    );
+    let mut c = t.connect();
+    assert_eq!(c.reply().code, 220);
+}
