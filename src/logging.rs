@@ -27,7 +27,9 @@ pub fn level(base: LevelFilter, verbose: usize) -> LevelFilter {
 pub fn to_stderr(program: &str, level: LevelFilter) {
     let program = program.to_owned();
     let _ = env_logger::Builder::new()
-        .filter_level(level)
+        // The logger passes everything; the global maximum (set_level) filters,
+        // so that a reload can change it.
+        .filter_level(LevelFilter::Trace)
         .format(move |buf, record| {
             let ts = buf.timestamp_millis();
             writeln!(
@@ -40,13 +42,19 @@ pub fn to_stderr(program: &str, level: LevelFilter) {
         })
         .target(env_logger::Target::Stderr)
         .try_init();
+    set_level(level);
+}
+
+/// Log messages up to `level` from now on (start-up, and SIGHUP with a new
+/// `log_level`).
+pub fn set_level(level: LevelFilter) {
+    log::set_max_level(level);
 }
 
 struct Syslog {
     program: String,
     facility: u8,
     sock: Mutex<Option<UnixDatagram>>,
-    level: LevelFilter,
 }
 
 impl Syslog {
@@ -59,7 +67,7 @@ impl Syslog {
 
 impl Log for Syslog {
     fn enabled(&self, m: &Metadata<'_>) -> bool {
-        m.level() <= self.level
+        m.level() <= log::max_level()
     }
 
     fn log(&self, record: &Record<'_>) {
@@ -99,10 +107,9 @@ pub fn to_syslog(program: &str, facility: u8, level: LevelFilter) {
         program: program.to_owned(),
         facility,
         sock: Mutex::new(Syslog::connect()),
-        level,
     };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
-        log::set_max_level(level);
+        set_level(level);
     }
 }
 

@@ -104,6 +104,7 @@ fn main() -> ExitCode {
         // directory ternd was started in (detached, it is in / by then).
         let origin = Origin {
             path,
+            verbose: m.opt_count("v"),
             cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
         };
         daemon(cfg, foreground, tls, &origin)
@@ -347,6 +348,8 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
 struct Origin {
     path: PathBuf,
     cwd: PathBuf,
+    /// How many -v: they raise a reloaded `log_level` too.
+    verbose: usize,
 }
 
 /// SIGHUP: read the configuration again. A file that does not load is logged
@@ -397,7 +400,6 @@ fn reload(origin: &Origin, live: &Live<Context>, server: &listener::Server, runn
         ("queue_only", old.cfg.queue_only != cfg.queue_only),
         ("dns_servers", old.cfg.dns_servers != cfg.dns_servers),
         ("dns_timeout", old.cfg.dns_timeout != cfg.dns_timeout),
-        ("log_level", old.cfg.log_level != cfg.log_level),
         ("syslog_facility", old.cfg.syslog_facility != cfg.syslog_facility),
         // The delivery helper recomputes mailboxes with the template it started with.
         (
@@ -407,6 +409,10 @@ fn reload(origin: &Origin, live: &Live<Context>, server: &listener::Server, runn
     ];
     for (key, _) in restart.iter().filter(|(_, changed)| *changed) {
         log::warn!("SIGHUP: {key} changed; it takes effect when ternd is restarted");
+    }
+    if old.cfg.log_level != cfg.log_level {
+        logging::set_level(logging::level(cfg.log_level, origin.verbose));
+        log::info!("SIGHUP: log_level is now {}", cfg.log_level);
     }
     let cfg = Arc::new(cfg);
     let tables = if old.cfg.aliases != cfg.aliases || old.cfg.local_users != cfg.local_users {

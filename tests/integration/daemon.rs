@@ -369,3 +369,28 @@ fn sighup_listens_on_a_new_address_and_closes_a_removed_one() {
     let mut c = t.connect();
     assert_eq!(c.reply().code, 220);
 }
+
+#[test]
+fn sighup_applies_a_new_log_level_at_once() {
+    let t = Setup::new().start();
+    edit_config(&t, "log_level", "debug");
+    t.signal(libc::SIGHUP);
+    assert!(t.wait_log("SIGHUP: log_level is now DEBUG"), "{}", t.log_text());
+    assert!(t.wait_log("SIGHUP: configuration reloaded"), "{}", t.log_text());
+    // Down to warn: the next reload's info lines are not logged...
+    // (a restart-only change makes that reload log a warning to wait for).
+    edit_config(&t, "log_level", "warn");
+    edit_config(&t, "delivery_threads", "3");
+    t.signal(libc::SIGHUP);
+    assert!(t.wait_log("SIGHUP: delivery_threads changed"), "{}", t.log_text());
+    // ...and a broken file after it, an error, is.
+    edit_config(&t, "max_recipients", "many");
+    t.signal(libc::SIGHUP);
+    assert!(
+        t.wait_log("keeping the running configuration"),
+        "{}",
+        t.log_text()
+    );
+    let log = t.log_text();
+    assert_eq!(log.matches("SIGHUP: configuration reloaded").count(), 1, "{log}");
+}
