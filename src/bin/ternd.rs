@@ -264,7 +264,8 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
                 drop(listeners);
                 drop(detached);
                 let policy = helper::Policy {
-                    msg_dir: helper::msg_dir(&cfg.spool),
+                    spool: cfg.spool.clone(),
+                    owner: pw.uid,
                     mailbox: cfg.mailbox.clone(),
                     pid_file: Some(cfg.pid_file.clone()),
                 };
@@ -291,14 +292,6 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
             Err(e) => return fail(EX_OSERR, format!("cannot start the delivery helper: {e}")),
         }
     }
-    for (l, service, _) in &listeners {
-        if let Ok(a) = l.local_addr() {
-            match service {
-                Service::Smtp => log::info!("listening on {a}"),
-                other => log::info!("listening for {other} on {a}"),
-            }
-        }
-    }
     let cfg = Arc::new(cfg);
     let tables = Arc::new(Tables::new(&cfg));
     if cfg.queue_only {
@@ -318,6 +311,16 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
         log::error!("control socket: {e}");
     }
     ctx.queued = Some(runner.wake.clone());
+    // Logged last, once the control socket is up too: whoever waits for these
+    // lines (rc scripts, tests) may use sendmail's pickup at once.
+    for (l, service, _) in &listeners {
+        if let Ok(a) = l.local_addr() {
+            match service {
+                Service::Smtp => log::info!("listening on {a}"),
+                other => log::info!("listening for {other} on {a}"),
+            }
+        }
+    }
     let live = Arc::new(Live::new(Arc::new(ctx)));
     let server = match listener::serve(Arc::clone(&live), listeners) {
         Ok(s) => s,

@@ -10,7 +10,9 @@
 //!
 //! The helper trusts nothing it is told that would widen what root does:
 //! - the message is named by its queue id, and the helper opens
-//!   `spool/msg/ID` itself, so no other file can be fed to a child;
+//!   `spool/msg/ID` itself, without following a symlink, and only if it is a
+//!   regular file of the daemon's account with one link, so no other file
+//!   can be fed to a child;
 //! - the user is looked up again (getpwnam), and never runs anything as root:
 //!   the only root delivery allowed is root's own mailbox, recomputed from the
 //!   `mailbox` template, as the daemon would do when it runs as root;
@@ -29,7 +31,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -61,8 +63,10 @@ pub struct Request {
 /// What the helper needs to know, fixed when it is forked.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    /// The spool's msg/ directory.
-    pub msg_dir: PathBuf,
+    /// The spool's root directory.
+    pub spool: PathBuf,
+    /// The daemon's uid after the drop: the owner of every message file.
+    pub owner: u32,
     /// The `mailbox` template.
     pub mailbox: String,
     /// The daemon's pid file, removed when the daemon is gone: the daemon,
@@ -193,7 +197,7 @@ pub fn validate(req: &Request, policy: &Policy) -> Result<(Job, bool), Outcome> 
     let refuse = |why: String| Outcome::temporary(SYSTEM_ERROR, format!("delivery helper refused: {why}"));
     // Only a well-formed queue id names a file, and only in msg/.
     let id = QueueId::parse(&req.message).ok_or_else(|| refuse(format!("bad queue id {:?}", req.message)))?;
-    let message = policy.msg_dir.join(id.as_str());
+    let message = crate::spool::message_file(&policy.spool, &id);
     let pw = sys::getpwnam(&req.user).ok_or_else(|| refuse(format!("no such user {:?}", req.user)))?;
     let mailbox = local::mailbox_target(&policy.mailbox, &pw);
     let is_mailbox = req.target == mailbox;
@@ -252,7 +256,7 @@ pub fn serve(sock: UnixStream, policy: Policy) -> ! {
             .name("helper".to_owned())
             .spawn(move || {
                 let outcome = match validate(&req, &policy) {
-                    Ok((job, precreate)) => local::deliver_as_user(&job, precreate),
+                    Ok((job, precreate)) => local::deliver_as_user(&job, precreate, policy.owner),
                     Err(o) => {
                         log::warn!("{}", o.detail());
                         o
@@ -378,11 +382,6 @@ pub fn installed() -> Option<&'static Client> {
     HELPER.get()
 }
 
-/// The spool's msg/ directory (for the helper's policy).
-pub fn msg_dir(spool: &Path) -> PathBuf {
-    spool.join("msg")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,7 +434,8 @@ mod tests {
     #[test]
     fn validation_recomputes_what_root_would_do() {
         let policy = Policy {
-            msg_dir: PathBuf::from("/spool/msg"),
+            spool: PathBuf::from("/spool"),
+            owner: 1,
             mailbox: "/var/mail/%u".to_owned(),
             pid_file: None,
         };

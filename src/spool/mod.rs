@@ -598,6 +598,12 @@ pub fn check_owner(root: &Path, uid: u32, fix: bool) -> Result<(), String> {
     }
 }
 
+/// msg/ID of the spool at `root`, for the delivery helper, which must not
+/// open (and so create) the spool to name a file in it.
+pub fn message_file(root: &Path, id: &QueueId) -> PathBuf {
+    root.join(MSG).join(id.as_str())
+}
+
 /// The control socket of the spool at `root`. A free function: `sendmail` and
 /// `ternctl` need the path without being able to open the spool.
 pub fn control_socket(root: &Path) -> PathBuf {
