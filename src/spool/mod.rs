@@ -571,13 +571,14 @@ pub fn check_owner(root: &Path, uid: u32, fix: bool) -> Result<(), String> {
     let mut dirs = Vec::new();
     for sub in SUBDIRS {
         let dir = root.join(sub);
-        if check(&dir, (sub == MAILDROP).then_some(MAILDROP_MODE)) {
+        // A drop file's owner records who ran sendmail: never changed.
+        if check(&dir, (sub == MAILDROP).then_some(MAILDROP_MODE)) && sub != MAILDROP {
             dirs.push(dir);
         }
     }
     if fix {
-        // Files a root daemon or root's sendmail left: the daemon must read,
-        // rewrite and remove them once it is no longer root.
+        // Files a root daemon left: the daemon must read, rewrite and remove
+        // them once it is no longer root.
         for dir in dirs {
             let Ok(entries) = fs::read_dir(&dir) else { continue };
             for e in entries.flatten() {
