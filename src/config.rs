@@ -219,6 +219,35 @@ pub struct Config {
     pub pid_file: PathBuf,
     /// How long a stopping daemon waits for sessions and deliveries.
     pub shutdown_grace: Duration,
+    /// The account a daemon started as root drops to (its primary group too).
+    pub user: String,
+    /// The least severe log messages written.
+    pub log_level: log::LevelFilter,
+    /// The syslog facility of a detached daemon, as its RFC 5424 number.
+    pub syslog_facility: u8,
+}
+
+/// A value a SIGHUP may replace (the configuration, the tables, the session
+/// context): readers take an `Arc` snapshot and keep it as long as they need
+/// a consistent view, so a reload never changes anything under a session or
+/// a delivery in progress.
+pub struct Live<T>(std::sync::RwLock<std::sync::Arc<T>>);
+
+impl<T> Live<T> {
+    pub fn new(value: std::sync::Arc<T>) -> Live<T> {
+        Live(std::sync::RwLock::new(value))
+    }
+
+    /// The current value.
+    pub fn get(&self) -> std::sync::Arc<T> {
+        // A panic while holding the lock cannot leave a half-written Arc.
+        std::sync::Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Replace the value for every later `get`.
+    pub fn set(&self, value: std::sync::Arc<T>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = value;
+    }
 }
 
 /// Where `route` or `relay_host` sends mail: `[host]:port` (no MX lookup),
@@ -314,6 +343,9 @@ impl Default for Config {
             max_connections_per_domain: 20,
             pid_file: PathBuf::from("/var/run/ternd.pid"),
             shutdown_grace: Duration::from_secs(30),
+            user: "tern".to_owned(),
+            log_level: log::LevelFilter::Info,
+            syslog_facility: 2,
         }
     }
 }
@@ -545,9 +577,55 @@ fn key_spec(key: &str) -> Option<(Times, Setter)> {
         "max_connections_per_domain" => (Once, |c, v| count(v).map(|x| c.max_connections_per_domain = x)),
         "pid_file" => (Once, |c, v| path(v).map(|x| c.pid_file = x)),
         "shutdown_grace" => (Once, |c, v| timeout(v).map(|x| c.shutdown_grace = x)),
+        "user" => (Once, |c, v| account_name(v).map(|x| c.user = x)),
+        "log_level" => (Once, |c, v| log_level(v).map(|x| c.log_level = x)),
+        "syslog_facility" => (Once, |c, v| syslog_facility(v).map(|x| c.syslog_facility = x)),
         _ => return None,
     };
     Some(spec)
+}
+
+/// An account name for `user`: what useradd accepts, checked here so a typo
+/// is a config error rather than a failed lookup at start.
+fn account_name(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && !v.starts_with('-')
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '$'));
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err(format!("bad user name {v:?}"))
+    }
+}
+
+/// `log_level`: syslog's severities that the log crate has (no trace: `-v -v`).
+fn log_level(v: &str) -> Result<log::LevelFilter, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "error" => Ok(log::LevelFilter::Error),
+        "warn" | "warning" => Ok(log::LevelFilter::Warn),
+        "info" => Ok(log::LevelFilter::Info),
+        "debug" => Ok(log::LevelFilter::Debug),
+        _ => Err(format!("bad log level {v:?} (error, warn, info or debug)")),
+    }
+}
+
+/// `syslog_facility`: the facilities a mail daemon may use, as RFC 5424 numbers
+/// (mail 2, daemon 3, local0..local7 16..23).
+fn syslog_facility(v: &str) -> Result<u8, String> {
+    let name = v.to_ascii_lowercase();
+    let local = name
+        .strip_prefix("local")
+        .and_then(|n| n.parse::<u8>().ok())
+        .filter(|n| *n <= 7);
+    match (name.as_str(), local) {
+        ("mail", _) => Ok(2),
+        ("daemon", _) => Ok(3),
+        (_, Some(n)) => Ok(16 + n),
+        _ => Err(format!(
+            "bad syslog facility {v:?} (mail, daemon, local0 to local7)"
+        )),
+    }
 }
 
 /// Cut a `#` comment: one that starts the line or follows whitespace. A `#` inside a
@@ -1599,6 +1677,9 @@ vrfy = on
             "max_connections_per_domain",
             "pid_file",
             "shutdown_grace",
+            "user",
+            "log_level",
+            "syslog_facility",
             "max_errors",
             "max_received",
             "greeting_timeout",
@@ -1713,5 +1794,33 @@ vrfy = on
         let mut c = p("mailbox = ~/Maildir/\n").unwrap();
         c.resolve_relative(Path::new("/srv"));
         assert_eq!(c.mailbox, "~/Maildir/");
+    }
+
+    #[test]
+    fn daemon_user_and_log_keys() {
+        let c = Config::parse(
+            "user = _tern\nlog_level = WARN\nsyslog_facility = local3\n",
+            Path::new("t"),
+        )
+        .expect("parse");
+        assert_eq!(c.user, "_tern");
+        assert_eq!(c.log_level, log::LevelFilter::Warn);
+        assert_eq!(c.syslog_facility, 19);
+        let d = Config::default();
+        assert_eq!(
+            (d.user.as_str(), d.log_level, d.syslog_facility),
+            ("tern", log::LevelFilter::Info, 2)
+        );
+        for bad in [
+            "user = a/b",
+            "user = -x",
+            "log_level = loud",
+            "syslog_facility = local8",
+            "syslog_facility = kern",
+        ] {
+            assert!(Config::parse(bad, Path::new("t")).is_err(), "{bad}");
+        }
+        assert_eq!(syslog_facility("daemon"), Ok(3));
+        assert_eq!(syslog_facility("mail"), Ok(2));
     }
 }

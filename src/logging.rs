@@ -8,20 +8,28 @@ use std::sync::Mutex;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-/// `-v` count to a level: 0 info, 1 debug, 2+ trace.
-pub fn level(verbose: usize) -> LevelFilter {
-    match verbose {
-        0 => LevelFilter::Info,
-        1 => LevelFilter::Debug,
-        _ => LevelFilter::Trace,
+/// The configured `log_level`, raised one step per `-v` (info, debug, trace).
+pub fn level(base: LevelFilter, verbose: usize) -> LevelFilter {
+    let mut level = base;
+    for _ in 0..verbose {
+        level = match level {
+            LevelFilter::Off => LevelFilter::Error,
+            LevelFilter::Error => LevelFilter::Warn,
+            LevelFilter::Warn => LevelFilter::Info,
+            LevelFilter::Info => LevelFilter::Debug,
+            LevelFilter::Debug | LevelFilter::Trace => LevelFilter::Trace,
+        };
     }
+    level
 }
 
 /// Log to stderr with timestamps.
 pub fn to_stderr(program: &str, level: LevelFilter) {
     let program = program.to_owned();
     let _ = env_logger::Builder::new()
-        .filter_level(level)
+        // The logger passes everything; the global maximum (set_level) filters,
+        // so that a reload can change it.
+        .filter_level(LevelFilter::Trace)
         .format(move |buf, record| {
             let ts = buf.timestamp_millis();
             writeln!(
@@ -34,15 +42,19 @@ pub fn to_stderr(program: &str, level: LevelFilter) {
         })
         .target(env_logger::Target::Stderr)
         .try_init();
+    set_level(level);
 }
 
-/// RFC 3164 facility `mail` (2).
-const FACILITY_MAIL: u8 = 2;
+/// Log messages up to `level` from now on (start-up, and SIGHUP with a new
+/// `log_level`).
+pub fn set_level(level: LevelFilter) {
+    log::set_max_level(level);
+}
 
 struct Syslog {
     program: String,
+    facility: u8,
     sock: Mutex<Option<UnixDatagram>>,
-    level: LevelFilter,
 }
 
 impl Syslog {
@@ -55,7 +67,7 @@ impl Syslog {
 
 impl Log for Syslog {
     fn enabled(&self, m: &Metadata<'_>) -> bool {
-        m.level() <= self.level
+        m.level() <= log::max_level()
     }
 
     fn log(&self, record: &Record<'_>) {
@@ -68,7 +80,7 @@ impl Log for Syslog {
             Level::Info => 6,
             Level::Debug | Level::Trace => 7,
         };
-        let pri = u16::from(FACILITY_MAIL) * 8 + severity;
+        let pri = u16::from(self.facility) * 8 + severity;
         let msg = format!(
             "<{pri}>{}[{}]: {}",
             self.program,
@@ -89,14 +101,27 @@ impl Log for Syslog {
     fn flush(&self) {}
 }
 
-/// Log to syslog, facility mail.
-pub fn to_syslog(program: &str, level: LevelFilter) {
+/// Log to syslog with `facility` (an RFC 5424 number, see `syslog_facility`).
+pub fn to_syslog(program: &str, facility: u8, level: LevelFilter) {
     let logger = Syslog {
         program: program.to_owned(),
+        facility,
         sock: Mutex::new(Syslog::connect()),
-        level,
     };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
-        log::set_max_level(level);
+        set_level(level);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbose_raises_the_configured_level() {
+        assert_eq!(level(LevelFilter::Info, 0), LevelFilter::Info);
+        assert_eq!(level(LevelFilter::Info, 1), LevelFilter::Debug);
+        assert_eq!(level(LevelFilter::Info, 5), LevelFilter::Trace);
+        assert_eq!(level(LevelFilter::Error, 1), LevelFilter::Warn);
     }
 }

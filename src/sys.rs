@@ -345,6 +345,19 @@ pub fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// fork(2): Ok(None) in the child, Ok(Some(pid)) in the parent. Only for a
+/// process with one thread (the daemon forks its delivery helper before any
+/// thread starts): the child gets a copy of the calling thread only, and a lock
+/// another thread held would stay locked in it forever.
+pub fn fork() -> io::Result<Option<u32>> {
+    // SAFETY: fork touches no memory of ours; the caller is single-threaded.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(pid.unsigned_abs())),
+    }
+}
+
 /// Signals the daemon handles itself, by a thread that waits for them.
 pub const DAEMON_SIGNALS: [i32; 4] = [libc::SIGHUP, libc::SIGTERM, libc::SIGINT, libc::SIGUSR1];
 

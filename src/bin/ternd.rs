@@ -6,15 +6,16 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tern::config::{self, Config};
+use tern::config::{self, Config, Live};
 use tern::daemon::{self, Event, PidFile};
-use tern::deliver::local;
+use tern::deliver::{helper, local};
 use tern::server::listener;
 use tern::server::session::{self, Context, Peer, Service};
 use tern::spool::Spool;
@@ -89,17 +90,24 @@ fn main() -> ExitCode {
         println!("ternd: configuration OK: {}", path.display());
         return ExitCode::SUCCESS;
     }
-    let level = logging::level(m.opt_count("v"));
+    let level = logging::level(cfg.log_level, m.opt_count("v"));
     let foreground = m.opt_present("d");
     if foreground {
         logging::to_stderr("ternd", level);
     } else {
-        logging::to_syslog("ternd", level);
+        logging::to_syslog("ternd", cfg.syslog_facility, level);
     }
     if m.opt_present("i") {
         inetd(cfg, tls)
     } else {
-        daemon(cfg, foreground, tls)
+        // A reload reads the same file and resolves relative paths against the
+        // directory ternd was started in (detached, it is in / by then).
+        let origin = Origin {
+            path,
+            verbose: m.opt_count("v"),
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        };
+        daemon(cfg, foreground, tls, &origin)
     }
 }
 
@@ -148,11 +156,51 @@ fn fail(code: u8, what: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>) -> ExitCode {
+/// The account a daemon started as root becomes, None when it stays as it is.
+/// Detached, root always drops; in the foreground (-d, for debugging and the
+/// test suite) it keeps root and says so.
+fn account(cfg: &Config, foreground: bool) -> Result<Option<sys::Passwd>, ExitCode> {
+    if sys::uids().1 != 0 {
+        return Ok(None);
+    }
+    if foreground {
+        log::warn!("running as root in the foreground (-d): privileges are not dropped");
+        return Ok(None);
+    }
+    match sys::getpwnam(&cfg.user) {
+        Some(pw) if pw.uid != 0 && pw.gid != 0 => Ok(Some(pw)),
+        Some(_) => Err(fail(
+            EX_CONFIG,
+            format!(
+                "user {}: is root or in group root; ternd will not keep running as root",
+                cfg.user
+            ),
+        )),
+        None => Err(fail(
+            EX_CONFIG,
+            format!(
+                "user {}: no such account; create it or set `user` in the configuration",
+                cfg.user
+            ),
+        )),
+    }
+}
+
+fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin) -> ExitCode {
+    let become_user = match account(&cfg, foreground) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     let spool = match open_spool(&cfg) {
         Ok(s) => s,
         Err(code) => return code,
     };
+    // The spool must belong to whoever the daemon runs as; root gives it to
+    // the account it is about to become.
+    let owner = become_user.as_ref().map_or(sys::uids().1, |pw| pw.uid);
+    if let Err(e) = tern::spool::check_owner(&cfg.spool, owner, become_user.is_some()) {
+        return fail(EX_CONFIG, format!("spool {}: {e}", cfg.spool.display()));
+    }
     // One daemon per spool, -d or not: a second one would clean up the
     // first one's messages in progress as crash leftovers.
     let mut spool_lock = match PidFile::create(&cfg.spool.join("ternd.pid")) {
@@ -178,7 +226,7 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>) -> ExitCode {
         (&cfg.listen, Service::Smtp),
     ] {
         match listener::bind(addrs) {
-            Ok(bound) => listeners.extend(bound.into_iter().map(|l| (l, service))),
+            Ok(bound) => listeners.extend(bound.into_iter().zip(addrs.iter()).map(|(l, a)| (l, service, *a))),
             Err(e) => return fail(EX_OSERR, e),
         }
     }
@@ -202,17 +250,46 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>) -> ExitCode {
             }
         }
     }
+    // Still one thread: fork the root delivery helper, then give up root.
+    let mut helper_sock = None;
+    if let Some(pw) = &become_user {
+        let (ours, theirs) = match UnixStream::pair() {
+            Ok(p) => p,
+            Err(e) => return fail(EX_OSERR, format!("cannot start the delivery helper: {e}")),
+        };
+        match sys::fork() {
+            Ok(None) => {
+                // The helper: nothing of the daemon's but the socket and the logger.
+                drop(ours);
+                drop(listeners);
+                drop(detached);
+                let policy = helper::Policy {
+                    spool: cfg.spool.clone(),
+                    owner: pw.uid,
+                    mailbox: cfg.mailbox.clone(),
+                    pid_file: Some(cfg.pid_file.clone()),
+                };
+                helper::serve(theirs, policy)
+            }
+            Ok(Some(pid)) => log::info!("delivery helper started, pid {pid}"),
+            Err(e) => return fail(EX_OSERR, format!("cannot start the delivery helper: {e}")),
+        }
+        drop(theirs);
+        if let Err(e) = sys::drop_privileges(pw.uid, pw.gid) {
+            return fail(EX_OSERR, format!("cannot drop privileges to {}: {e}", pw.name));
+        }
+        log::info!("running as {} (uid {}, gid {})", pw.name, pw.uid, pw.gid);
+        helper_sock = Some(ours);
+    }
     // Signals are taken by one thread; block them before any other starts.
     let events = match daemon::signals() {
         Ok(ev) => ev,
         Err(e) => return fail(EX_OSERR, format!("cannot set up signals: {e}")),
     };
-    for (l, service) in &listeners {
-        if let Ok(a) = l.local_addr() {
-            match service {
-                Service::Smtp => log::info!("listening on {a}"),
-                other => log::info!("listening for {other} on {a}"),
-            }
+    if let Some(sock) = helper_sock {
+        match helper::Client::new(sock) {
+            Ok(c) => helper::install(c),
+            Err(e) => return fail(EX_OSERR, format!("cannot start the delivery helper: {e}")),
         }
     }
     let cfg = Arc::new(cfg);
@@ -234,8 +311,18 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>) -> ExitCode {
         log::error!("control socket: {e}");
     }
     ctx.queued = Some(runner.wake.clone());
-    let ctx = Arc::new(ctx);
-    let server = match listener::serve(Arc::clone(&ctx), listeners) {
+    // Logged last, once the control socket is up too: whoever waits for these
+    // lines (rc scripts, tests) may use sendmail's pickup at once.
+    for (l, service, _) in &listeners {
+        if let Ok(a) = l.local_addr() {
+            match service {
+                Service::Smtp => log::info!("listening on {a}"),
+                other => log::info!("listening for {other} on {a}"),
+            }
+        }
+    }
+    let live = Arc::new(Live::new(Arc::new(ctx)));
+    let server = match listener::serve(Arc::clone(&live), listeners) {
         Ok(s) => s,
         Err(e) => return fail(EX_SOFTWARE, format!("cannot start: {e}")),
     };
@@ -246,19 +333,109 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>) -> ExitCode {
     for event in events.iter() {
         match event {
             Event::Stop => break,
-            Event::Reload => {
-                log::warn!("SIGHUP: reloading is not supported yet; restart ternd to apply changes")
-            }
+            Event::Reload => reload(origin, &live, &server, &runner),
             Event::Flush => {
                 log::info!("SIGUSR1: running the queue now");
                 let _ = runner.control.send(queue::runner::Control::Flush);
             }
         }
     }
-    shutdown(&ctx, &server, &runner, cfg.shutdown_grace);
+    let ctx = live.get();
+    shutdown(&ctx, &server, &runner, ctx.cfg.shutdown_grace);
     drop(pid_file);
     drop(spool_lock);
     ExitCode::SUCCESS
+}
+
+/// Where the configuration came from, for SIGHUP.
+struct Origin {
+    path: PathBuf,
+    cwd: PathBuf,
+    /// How many -v: they raise a reloaded `log_level` too.
+    verbose: usize,
+}
+
+/// SIGHUP: read the configuration again. A file that does not load is logged
+/// and the running configuration kept. Otherwise new sessions and delivery
+/// attempts use the new one (sessions in progress keep theirs); tables whose
+/// paths changed are opened anew (unchanged ones reload themselves when their
+/// files change), certificates are loaded again, listening addresses are
+/// rebound, and what cannot change without a restart is logged.
+fn reload(origin: &Origin, live: &Live<Context>, server: &listener::Server, runner: &queue::runner::Handle) {
+    let mut cfg = match Config::load(&origin.path) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("SIGHUP: {e}; keeping the running configuration");
+            return;
+        }
+    };
+    cfg.resolve_relative(&origin.cwd);
+    let old = live.get();
+    let tls = match tls::Source::new(&cfg) {
+        Ok(t) => t.map(Arc::new),
+        // Unchanged paths that no longer load (a key only root may read, in a
+        // daemon that dropped root): the certificate in use stays, the rest applies.
+        Err(e) if old.cfg.tls_cert == cfg.tls_cert && old.cfg.tls_key == cfg.tls_key => {
+            log::warn!("SIGHUP: {e}; keeping the certificate in use");
+            old.tls.clone()
+        }
+        Err(e) => {
+            log::error!(
+                "SIGHUP: {}: {e}; keeping the running configuration",
+                origin.path.display()
+            );
+            return;
+        }
+    };
+    let restart = [
+        ("spool", old.cfg.spool != cfg.spool),
+        ("pid_file", old.cfg.pid_file != cfg.pid_file),
+        ("user", old.cfg.user != cfg.user),
+        ("max_sessions", old.cfg.max_sessions != cfg.max_sessions),
+        (
+            "max_sessions_per_ip",
+            old.cfg.max_sessions_per_ip != cfg.max_sessions_per_ip,
+        ),
+        (
+            "delivery_threads",
+            old.cfg.delivery_threads != cfg.delivery_threads,
+        ),
+        ("queue_only", old.cfg.queue_only != cfg.queue_only),
+        ("dns_servers", old.cfg.dns_servers != cfg.dns_servers),
+        ("dns_timeout", old.cfg.dns_timeout != cfg.dns_timeout),
+        ("syslog_facility", old.cfg.syslog_facility != cfg.syslog_facility),
+        // The delivery helper recomputes mailboxes with the template it started with.
+        (
+            "mailbox",
+            helper::installed().is_some() && old.cfg.mailbox != cfg.mailbox,
+        ),
+    ];
+    for (key, _) in restart.iter().filter(|(_, changed)| *changed) {
+        log::warn!("SIGHUP: {key} changed; it takes effect when ternd is restarted");
+    }
+    if old.cfg.log_level != cfg.log_level {
+        logging::set_level(logging::level(cfg.log_level, origin.verbose));
+        log::info!("SIGHUP: log_level is now {}", cfg.log_level);
+    }
+    let cfg = Arc::new(cfg);
+    let tables = if old.cfg.aliases != cfg.aliases || old.cfg.local_users != cfg.local_users {
+        Arc::new(Tables::new(&cfg))
+    } else {
+        old.policy.tables()
+    };
+    for (addrs, service) in [
+        (&cfg.smtps, Service::Smtps),
+        (&cfg.submission, Service::Submission),
+        (&cfg.listen, Service::Smtp),
+    ] {
+        server.rebind(service, addrs);
+    }
+    runner.reconfigure(Arc::clone(&cfg), Arc::clone(&tables));
+    let mut ctx = Context::new(Arc::clone(&cfg), Arc::clone(&old.spool), tables, tls);
+    ctx.shutdown = Arc::clone(&old.shutdown);
+    ctx.queued = old.queued.clone();
+    live.set(Arc::new(ctx));
+    log::info!("SIGHUP: configuration reloaded from {}", origin.path.display());
 }
 
 /// RFC 5321 3.8: stop accepting, let each session finish the command it is

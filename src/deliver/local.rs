@@ -143,6 +143,10 @@ pub fn mailbox_target(template: &str, user: &Passwd) -> Target {
 /// (ternd re-executed, see [`deliver_in_child`]); otherwise in this process.
 pub fn deliver(job: &Job) -> Outcome {
     if let Some(user) = &job.user {
+        // A daemon that dropped root asks its root helper (see super::helper).
+        if let Some(helper) = super::helper::installed() {
+            return helper.deliver(job, &user.name);
+        }
         if sys::uids().1 == 0 {
             return match own_executable() {
                 Ok(program) => deliver_in_child(job, user, &program),
@@ -168,14 +172,53 @@ fn own_executable() -> io::Result<PathBuf> {
 /// The child's stderr line `STATUS detail` and exit code become the outcome; anything
 /// unexpected from the child (no status line, a crash, a usage error) is temporary.
 pub fn deliver_in_child(job: &Job, user: &Passwd, program: &Path) -> Outcome {
-    if let Target::Mbox(path) = &job.target {
+    spawn_child(job, user, program, true, None)
+}
+
+/// The delivery helper's entry: deliver `job` as its user in a child. A missing
+/// mbox is pre-created only when `precreate` (the helper checked that the path is
+/// the user's own mailbox). The message must be a file of the unprivileged daemon's,
+/// `owner` (see `open_message`).
+pub fn deliver_as_user(job: &Job, precreate: bool, owner: u32) -> Outcome {
+    let Some(user) = &job.user else {
+        return Outcome::temporary(SYSTEM_ERROR, "local delivery without a user");
+    };
+    match own_executable() {
+        Ok(program) => spawn_child(job, user, &program, precreate, Some(owner)),
+        Err(e) => Outcome::temporary(SYSTEM_ERROR, format!("cannot find ternd's executable: {e}")),
+    }
+}
+
+/// Open the spool file to feed a delivery child. Never through a symlink. With
+/// `owner` (root opening a file in a directory an unprivileged daemon controls) it
+/// must also be a regular file of that owner with one link, so the daemon cannot
+/// point root at another file, by symlink or hard link, to be read out as mail.
+fn open_message(path: &Path, owner: Option<u32>) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    if let Some(uid) = owner {
+        let m = f.metadata()?;
+        if !m.is_file() || m.uid() != uid || m.nlink() != 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("not a spool file of uid {uid} with one link"),
+            ));
+        }
+    }
+    Ok(f)
+}
+
+fn spawn_child(job: &Job, user: &Passwd, program: &Path, precreate: bool, owner: Option<u32>) -> Outcome {
+    if let (Target::Mbox(path), true) = (&job.target, precreate) {
         precreate_mbox(path, user);
     }
     let args = match child_args(job, user) {
         Ok(a) => a,
         Err(o) => return o,
     };
-    let message = match File::open(&job.message) {
+    let message = match open_message(&job.message, owner) {
         Ok(f) => f,
         Err(e) => {
             return Outcome::temporary(
@@ -1403,6 +1446,25 @@ mod tests {
     }
 
     // --- mailbox_target -----------------------------------------------------
+
+    #[test]
+    fn message_files_for_root_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let msg = dir.path().join("msg");
+        fs::write(&msg, b"x\n").expect("write");
+        let me = sys::uids().1;
+        assert!(open_message(&msg, None).is_ok());
+        assert!(open_message(&msg, Some(me)).is_ok());
+        // Not the daemon's file.
+        assert!(open_message(&msg, Some(me.wrapping_add(1))).is_err());
+        // A symlink is never followed.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&msg, &link).expect("symlink");
+        assert!(open_message(&link, None).is_err());
+        // A second name (a hard link to someone else's file) is refused for root.
+        fs::hard_link(&msg, dir.path().join("hard")).expect("link");
+        assert!(open_message(&msg, Some(me)).is_err());
+    }
 
     #[test]
     fn mailbox_template_expansion() {

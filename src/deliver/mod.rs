@@ -3,9 +3,11 @@
 //! runner records in the spool and turns into retries or bounces.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 pub mod client;
 pub mod dns;
+pub mod helper;
 pub mod local;
 pub mod remote;
 pub mod router;
@@ -22,6 +24,25 @@ pub struct Attempted {
     /// What success notice we owe if the sender asked for one (RFC 3461):
     /// none when the next hop took over the DSN request.
     pub success: Success,
+    /// Where the time went, for the log's `delays=`.
+    pub timing: Timing,
+}
+
+/// Where one recipient's delivery spent its time: the last three parts of
+/// the log's `delays=a/b/c/d` (the queue runner knows `a`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Timing {
+    /// When the delivery of this recipient (or its domain's group) began.
+    pub began: Option<Instant>,
+    /// Time spent waiting for a connection slot to the destination
+    /// (`max_connections_per_domain`): queue wait, part of `b`.
+    pub waited: Duration,
+    /// Connection setup, `c`: DNS lookups, connect, greeting, EHLO,
+    /// STARTTLS and AUTH; zero for local delivery.
+    pub setup: Duration,
+    /// Transmission, `d`: MAIL FROM to the reply to the end of data, or
+    /// writing the local copy.
+    pub transmit: Duration,
 }
 
 /// Who reports success to a sender who asked for NOTIFY=SUCCESS.
@@ -42,7 +63,14 @@ impl Attempted {
             tls: None,
             outcome,
             success: Success::Delivered,
+            timing: Timing::default(),
         }
+    }
+
+    /// The same attempt with its timing.
+    pub fn timed(mut self, timing: Timing) -> Attempted {
+        self.timing = timing;
+        self
     }
 }
 

@@ -10,6 +10,7 @@
 //! deferred, 5xx bounced. A connection lost after the body went out defers
 //! everyone who was accepted.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -20,7 +21,7 @@ use crate::config::{Config, NextHop};
 use crate::deliver::client::{self, Client, Extensions, Reply};
 use crate::deliver::dns::{self, DnsError, Mx, Resolver};
 use crate::deliver::tls_client::{self, Policy, Stream};
-use crate::deliver::{Attempted, Outcome, Status, Success};
+use crate::deliver::{Attempted, Outcome, Status, Success, Timing};
 use crate::spool::{BodyType, DsnRet, Envelope, Recipient};
 
 /// Connections kept open between messages, and the count of deliveries in
@@ -150,7 +151,25 @@ pub fn deliver(
     domain: &str,
     rcpts: &[&Recipient],
 ) -> Vec<Attempted> {
+    // For delays=: setup runs from here to the start of the transaction
+    // (less any wait for a slot), transmission from there to the end.
+    let began = Instant::now();
+    let waited = Cell::new(Duration::ZERO);
+    let tx_start: Cell<Option<Instant>> = Cell::new(None);
+    let timing = || {
+        let now = Instant::now();
+        let setup_end = tx_start.get().unwrap_or(now);
+        Timing {
+            began: Some(began),
+            waited: waited.get(),
+            setup: setup_end
+                .saturating_duration_since(began)
+                .saturating_sub(waited.get()),
+            transmit: now.saturating_duration_since(setup_end),
+        }
+    };
     let all = |relay: &str, outcome: Outcome| -> Vec<Attempted> {
+        let timing = timing();
         rcpts
             .iter()
             .map(|_| Attempted {
@@ -158,6 +177,7 @@ pub fn deliver(
                 tls: None,
                 outcome: outcome.clone(),
                 success: Success::Relayed,
+                timing,
             })
             .collect()
     };
@@ -210,7 +230,9 @@ pub fn deliver(
     // The destination the concurrency limit counts: the route or relay
     // host when there is one, else the recipient domain.
     let dest = hop.map_or(domain, |h| h.host.as_str());
+    let entering = Instant::now();
     let _slot = pool.enter(dest, cfg.max_connections_per_domain);
+    waited.set(entering.elapsed());
     let wire = client::wire_body(message);
     let job = Job {
         cfg,
@@ -220,6 +242,7 @@ pub fn deliver(
         smarthost,
         implicit_tls,
         pool,
+        tx_start: &tx_start,
     };
     let mut last = Outcome::temporary(Status(4, 4, 4), format!("no usable host for {domain}"));
     let mut last_relay = "none".to_owned();
@@ -267,8 +290,11 @@ pub fn deliver(
                 }
                 return all(&last_relay, last);
             }
+            // A transaction with an earlier host that failed was setup time.
+            tx_start.set(None);
             match job.try_host(host, SocketAddr::new(ip, port), policy) {
                 HostResult::Done(results) => {
+                    let timing = timing();
                     return results
                         .into_iter()
                         .map(|(outcome, tls, success)| Attempted {
@@ -276,6 +302,7 @@ pub fn deliver(
                             tls,
                             outcome,
                             success,
+                            timing,
                         })
                         .collect();
                 }
@@ -373,6 +400,8 @@ struct Job<'a> {
     smarthost: bool,
     implicit_tls: bool,
     pool: &'a Pool,
+    /// When the current host's transaction (MAIL FROM) began, for delays=.
+    tx_start: &'a Cell<Option<Instant>>,
 }
 
 fn temp(status: Status, detail: String) -> Outcome {
@@ -437,6 +466,7 @@ impl Job<'_> {
                 match idle.client.command("RSET") {
                     Ok(r) if r.code == 250 => {
                         log::debug!("{}: reusing the connection to {host}[{}]", self.env.id, addr.ip());
+                        self.tx_start.set(Some(Instant::now()));
                         let (result, reusable) = self.transaction(&mut idle.client, &idle.ext, idle.tls);
                         self.finish(key, idle.client, idle.ext, idle.tls, reusable);
                         return Ok(result);
@@ -516,6 +546,7 @@ impl Job<'_> {
                 }
             }
         }
+        self.tx_start.set(Some(Instant::now()));
         let (result, reusable) = self.transaction(&mut c, &ext, tls);
         self.finish(key, c, ext, tls, reusable);
         Ok(result)

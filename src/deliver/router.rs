@@ -11,7 +11,7 @@ use crate::clock;
 use crate::config::Config;
 use crate::deliver::dns::Resolver;
 use crate::deliver::local::{self, Job, Target};
-use crate::deliver::{remote, Attempted, Outcome, Status};
+use crate::deliver::{remote, Attempted, Outcome, Status, Timing};
 use crate::maillog;
 use crate::smtp::address::{Domain, Mailbox};
 use crate::spool::{Envelope, QueueId, Recipient, Spool};
@@ -81,7 +81,14 @@ pub fn deliver(ctx: &Context<'_>, rcpt: &Recipient) -> Attempted {
             .pop()
             .unwrap_or_else(|| Attempted::local("none", Outcome::temporary(Status(4, 3, 0), "no result")));
     }
-    Attempted::local("local", deliver_local(ctx, rcpt, &mbox))
+    let began = std::time::Instant::now();
+    let outcome = deliver_local(ctx, rcpt, &mbox);
+    // Local delivery has no connection to set up: all of it is transmission.
+    Attempted::local("local", outcome).timed(Timing {
+        began: Some(began),
+        transmit: began.elapsed(),
+        ..Timing::default()
+    })
 }
 
 /// RFC 5321 6.3-style loop check with Delivered-To (as Postfix and qmail do):

@@ -9,15 +9,18 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::time::{Duration, Instant};
 
 use crate::clock;
+use crate::config::Config;
 use crate::deliver::router::{self, Context};
-use crate::deliver::{Attempted, Outcome, Success};
+use crate::deliver::{Attempted, Outcome, Success, Timing};
 use crate::dsn::Action;
 use crate::queue::notify::{self, Line};
 use crate::queue::runner::Shared;
 use crate::queue::schedule::Schedule;
 use crate::spool::{Envelope, QueueId, RcptStatus, Recipient};
+use crate::tables::Tables;
 
 /// The most of a message's header section read for loop checks.
 const MAX_HEADERS: u64 = 256 * 1024;
@@ -25,6 +28,9 @@ const MAX_HEADERS: u64 = 256 * 1024;
 /// Deliver what is due of message `id`; `force` (a flush) also tries deferred
 /// recipients whose next attempt is still to come.
 pub fn run(shared: &Shared, id: &QueueId, force: bool) {
+    // The start of this attempt: delays= splits time before it (a) from after.
+    let attempt_began = Instant::now();
+    let attempt_wall = clock::now();
     let spool = &shared.spool;
     // Held for the whole run: `ternctl delete` and `hold` take the same lock, so the
     // message cannot vanish or be held between two recipients (spool::MessageLock).
@@ -44,7 +50,10 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
             return;
         }
     };
-    let sched = Schedule::from_config(&shared.cfg);
+    // One configuration for the whole attempt, even if a SIGHUP swaps it meanwhile.
+    let cfg = shared.cfg.get();
+    let tables = shared.tables.get();
+    let sched = Schedule::from_config(&cfg);
     let now = clock::now();
     let headers = read_headers(&spool.message_path(id));
     let mut failed: Vec<(usize, Outcome, String)> = Vec::new();
@@ -62,13 +71,13 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
     // "same destination"): deliver those first, then record them in order.
     let mut remote: HashMap<usize, Attempted> = HashMap::new();
     {
-        let ctx = context(shared, &env, &headers, &queued);
+        let ctx = context(shared, &cfg, &tables, &env, &headers, &queued);
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         for (idx, r) in env.recipients.iter().enumerate() {
             if !is_due(r) {
                 continue;
             }
-            let Some(domain) = router::remote_domain(&shared.cfg, r) else {
+            let Some(domain) = router::remote_domain(&cfg, r) else {
                 continue;
             };
             match groups.iter_mut().find(|(d, _)| *d == domain) {
@@ -94,9 +103,9 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
         }
         let attempted = match remote.remove(&idx) {
             Some(a) => a,
-            None if router::remote_domain(&shared.cfg, &rcpt).is_some() => continue,
+            None if router::remote_domain(&cfg, &rcpt).is_some() => continue,
             None => {
-                let ctx = context(shared, &env, &headers, &queued);
+                let ctx = context(shared, &cfg, &tables, &env, &headers, &queued);
                 router::deliver(&ctx, &rcpt)
             }
         };
@@ -105,7 +114,9 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
             tls,
             outcome,
             success,
+            timing,
         } = attempted;
+        let delays = Delays::of(&env, attempt_wall, attempt_began, &timing);
         let relay = relay.as_str();
         let noise = noise(id, idx);
         let Some(slot) = env.recipients.get_mut(idx) else {
@@ -117,7 +128,7 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
             Outcome::Delivered { .. } => {
                 slot.status = RcptStatus::Sent;
                 slot.next_attempt = None;
-                log_attempt(&env, &rcpt, relay, tls, &outcome, "sent");
+                log_attempt(&env, &rcpt, relay, tls, &delays, &outcome, "sent");
                 let action = match success {
                     Success::Delivered => Some(Action::Delivered),
                     Success::Relayed => Some(Action::Relayed),
@@ -131,18 +142,18 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
             }
             Outcome::Temporary { .. } if sched.expired(env.created, now) => {
                 let final_outcome = notify::expired(&outcome);
-                log_attempt(&env, &rcpt, relay, tls, &final_outcome, "expired");
+                log_attempt(&env, &rcpt, relay, tls, &delays, &final_outcome, "expired");
                 failed.push((idx, final_outcome, relay.to_owned()));
                 false
             }
             Outcome::Temporary { .. } => {
                 slot.status = RcptStatus::Deferred;
                 slot.next_attempt = Some(sched.next_attempt(slot.attempts, now, noise));
-                log_attempt(&env, &rcpt, relay, tls, &outcome, "deferred");
+                log_attempt(&env, &rcpt, relay, tls, &delays, &outcome, "deferred");
                 true
             }
             Outcome::Permanent { .. } => {
-                log_attempt(&env, &rcpt, relay, tls, &outcome, "bounced");
+                log_attempt(&env, &rcpt, relay, tls, &delays, &outcome, "bounced");
                 failed.push((idx, outcome, relay.to_owned()));
                 false
             }
@@ -169,7 +180,7 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
                 })
             })
             .collect();
-        match notify::send(&shared.cfg, spool, &env, &owed, None) {
+        match notify::send(&cfg, spool, &env, &owed, None) {
             Ok(Some(nid)) => {
                 log::info!("{id}: sender non-delivery notification: {nid}");
                 let _ = shared.wake.send(nid);
@@ -207,7 +218,7 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
             })
         })
         .collect();
-    match notify::send(&shared.cfg, spool, &env, &owed, None) {
+    match notify::send(&cfg, spool, &env, &owed, None) {
         Ok(Some(nid)) => {
             log::info!("{id}: sender delivery status notification: {nid}");
             let _ = shared.wake.send(nid);
@@ -216,7 +227,7 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
         Err(e) => log::error!("{id}: cannot queue the success notice: {e}"),
     }
 
-    warn_if_due(shared, &mut env, &sched, now);
+    warn_if_due(shared, &cfg, &mut env, &sched, now);
 
     if env
         .recipients
@@ -233,13 +244,15 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
 /// What the router needs for one recipient of `env`.
 fn context<'a>(
     shared: &'a Shared,
+    cfg: &'a Config,
+    tables: &'a Tables,
     env: &'a Envelope,
     headers: &'a [u8],
     queued: &'a dyn Fn(QueueId),
 ) -> Context<'a> {
     Context {
-        cfg: &shared.cfg,
-        tables: &shared.tables,
+        cfg,
+        tables,
         spool: &shared.spool,
         env,
         headers,
@@ -250,7 +263,7 @@ fn context<'a>(
 }
 
 /// The one delay notice (RFC 3464 action "delayed"), once `delay_warning` has passed.
-fn warn_if_due(shared: &Shared, env: &mut Envelope, sched: &Schedule, now: u64) {
+fn warn_if_due(shared: &Shared, cfg: &Config, env: &mut Envelope, sched: &Schedule, now: u64) {
     if !sched.warn_due(env.created, now, env.delay_warned) {
         return;
     }
@@ -276,7 +289,7 @@ fn warn_if_due(shared: &Shared, env: &mut Envelope, sched: &Schedule, now: u64) 
         })
         .collect();
     match notify::send(
-        &shared.cfg,
+        cfg,
         &shared.spool,
         env,
         &lines,
@@ -313,14 +326,60 @@ fn remote_relay(relay: &str) -> Option<&str> {
     (relay != "local" && relay != "none" && !host.is_empty()).then_some(host)
 }
 
+/// Postfix's `delays=a/b/c/d`, in seconds, as tern measures them:
+/// a, in the queue before this attempt (since arrival, back-off included);
+/// b, queue wait within the attempt (other recipients first, a connection slot);
+/// c, connection setup (DNS, connect, greeting, EHLO, STARTTLS, AUTH);
+/// d, transmission (MAIL FROM to the end of data, or writing the local copy).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Delays([f64; 4]);
+
+impl Delays {
+    fn of(env: &Envelope, attempt_wall: u64, attempt_began: Instant, t: &Timing) -> Delays {
+        // The envelope keeps whole seconds of arrival.
+        let a = attempt_wall.saturating_sub(env.created) as f64;
+        let before = t
+            .began
+            .map_or(Duration::ZERO, |b| b.saturating_duration_since(attempt_began));
+        let b = before.saturating_add(t.waited).as_secs_f64();
+        Delays([a, b, t.setup.as_secs_f64(), t.transmit.as_secs_f64()])
+    }
+}
+
+impl std::fmt::Display for Delays {
+    /// Like Postfix: two decimals, trailing zeros dropped, "0" under 0.01.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|v| {
+                if *v < 0.01 {
+                    return "0".to_owned();
+                }
+                let s = format!("{v:.2}");
+                s.trim_end_matches('0').trim_end_matches('.').to_owned()
+            })
+            .collect();
+        f.write_str(&parts.join("/"))
+    }
+}
+
 /// Postfix-style delivery log line:
-/// `ID: to=<rcpt>, relay=mx.host[ip]:port, delay=S, tls=TLSv1.3, dsn=X.Y.Z, status=sent (detail)`;
+/// `ID: to=<rcpt>, relay=mx.host[ip]:port, delay=S, delays=a/b/c/d, tls=TLSv1.3, dsn=X.Y.Z, status=sent (detail)`;
 /// `tls=` only when the hop was encrypted.
-fn log_attempt(env: &Envelope, rcpt: &Recipient, relay: &str, tls: Option<&str>, o: &Outcome, status: &str) {
+fn log_attempt(
+    env: &Envelope,
+    rcpt: &Recipient,
+    relay: &str,
+    tls: Option<&str>,
+    delays: &Delays,
+    o: &Outcome,
+    status: &str,
+) {
     let delay = clock::now().saturating_sub(env.created);
     let tls = tls.map(|t| format!(", tls={t}")).unwrap_or_default();
     log::info!(
-        "{}: to=<{}>, relay={relay}, delay={delay}{tls}, dsn={}, status={status} ({})",
+        "{}: to=<{}>, relay={relay}, delay={delay}, delays={delays}{tls}, dsn={}, status={status} ({})",
         env.id,
         rcpt.addr,
         o.status(),
@@ -361,5 +420,21 @@ mod tests {
         );
         assert_eq!(remote_relay("local"), None);
         assert_eq!(remote_relay("none"), None);
+    }
+
+    #[test]
+    fn delays_split_the_time_like_postfix() {
+        assert_eq!(Delays([3.0, 0.004, 0.25, 1.5]).to_string(), "3/0/0.25/1.5");
+        assert_eq!(Delays([0.0, 0.0, 0.0, 0.0]).to_string(), "0/0/0/0");
+        let env = Envelope::new(QueueId::generate(), String::new(), 100);
+        let began = Instant::now();
+        let t = Timing {
+            began: Some(began),
+            waited: Duration::from_millis(500),
+            setup: Duration::from_secs(2),
+            transmit: Duration::from_secs(1),
+        };
+        let d = Delays::of(&env, 107, began, &t);
+        assert_eq!(d.to_string(), "7/0.5/2/1");
     }
 }

@@ -19,6 +19,7 @@ use crossbeam_channel::{select, Receiver, Sender};
 
 use crate::clock;
 use crate::config::Config;
+use crate::config::Live;
 use crate::deliver::dns::{self, Resolver};
 use crate::deliver::remote;
 use crate::queue::attempt;
@@ -57,9 +58,10 @@ type Job = (QueueId, bool);
 
 /// What the runner and its workers share.
 pub struct Shared {
-    pub cfg: Arc<Config>,
+    /// Swapped by a reload; each attempt takes the current one.
+    pub cfg: Live<Config>,
     pub spool: Arc<Spool>,
-    pub tables: Arc<Tables>,
+    pub tables: Live<Tables>,
     /// Tell the runner about a message (new, or changed outside the runner).
     pub wake: Sender<QueueId>,
     /// DNS for remote delivery.
@@ -73,6 +75,12 @@ pub struct Shared {
 }
 
 impl Handle {
+    /// A reload: attempts that start from now on use `cfg` and `tables`.
+    pub fn reconfigure(&self, cfg: Arc<Config>, tables: Arc<Tables>) {
+        self.shared.cfg.set(cfg);
+        self.shared.tables.set(tables);
+    }
+
     /// Deliveries in progress; the daemon waits for these before exiting.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::SeqCst)
@@ -101,9 +109,9 @@ pub fn start(
     };
     let (control_tx, control_rx) = crossbeam_channel::unbounded::<Control>();
     let shared = Arc::new(Shared {
-        cfg,
+        cfg: Live::new(cfg),
         spool,
-        tables,
+        tables: Live::new(tables),
         wake: wake_tx.clone(),
         resolver,
         pool: remote::Pool::new(),
@@ -111,7 +119,7 @@ pub fn start(
         in_flight: AtomicUsize::new(0),
     });
     // Close cached connections once they have been idle long enough.
-    if let Some(max_age) = shared.cfg.smtp_connection_cache_time {
+    if let Some(max_age) = shared.cfg.get().smtp_connection_cache_time {
         let shared = Arc::clone(&shared);
         thread::Builder::new()
             .name("conn-cache".to_owned())
@@ -120,10 +128,10 @@ pub fn start(
                 shared.pool.purge(max_age);
             })?;
     }
-    let threads = if shared.cfg.queue_only {
+    let threads = if shared.cfg.get().queue_only {
         0
     } else {
-        shared.cfg.delivery_threads
+        shared.cfg.get().delivery_threads
     };
     let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(threads.max(1));
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<QueueId>();
@@ -249,7 +257,7 @@ impl Runner {
 
     /// Queue what waits in the maildrop, and schedule it at once.
     fn pickup(&mut self) {
-        let host = self.shared.cfg.hostname.clone();
+        let host = self.shared.cfg.get().hostname.clone();
         let received = move |id: &QueueId, uid: u32| received_header(&host, id, uid);
         match self.shared.spool.pickup(&received) {
             Ok(ids) => {
@@ -303,7 +311,7 @@ impl Runner {
         let again = self.again.remove(&id);
         // Gone (delivered) or moved away by ternctl: nothing more to do.
         if let Ok(env) = self.shared.spool.load(&id) {
-            let sched = Schedule::from_config(&self.shared.cfg);
+            let sched = Schedule::from_config(&self.shared.cfg.get());
             let t = due_time(&env, &sched);
             self.schedule(id, if again { clock::now() } else { t });
         }
@@ -317,7 +325,7 @@ impl Runner {
                 return;
             }
         };
-        let sched = Schedule::from_config(&self.shared.cfg);
+        let sched = Schedule::from_config(&self.shared.cfg.get());
         for id in ids {
             if self.busy.contains(&id) || self.when.contains_key(&id) {
                 continue;

@@ -11,14 +11,14 @@ use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::config::{Cidr, Config};
+use crate::config::{Config, Live};
 use crate::maillog;
 use crate::server::proxy;
 use crate::server::session::{self, Context, Peer, Service};
@@ -122,10 +122,23 @@ pub fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
         .collect()
 }
 
+/// One listening socket the server accepts on.
+struct Listening {
+    /// The address as configured (port 0 stays 0), to compare with a reload's.
+    configured: SocketAddr,
+    service: Service,
+    /// A handle on the socket, to shut it down.
+    socket: TcpListener,
+    /// Set to make its accept loop return (a reload removed the address).
+    closed: Arc<AtomicBool>,
+}
+
 /// The running server: its listeners and session slots.
 pub struct Server {
     slots: Arc<Slots>,
-    listeners: Vec<TcpListener>,
+    listening: Mutex<Vec<Listening>>,
+    ctx: Arc<Live<Context>>,
+    tx: Sender<Job>,
 }
 
 impl Server {
@@ -138,19 +151,85 @@ impl Server {
     /// once their blocked accept() returns, which shutting the sockets down
     /// makes it do at once.
     pub fn stop_accepting(&self) {
-        for l in &self.listeners {
-            crate::sys::shutdown_socket(l);
+        for l in self.listening.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            crate::sys::shutdown_socket(&l.socket);
         }
+    }
+
+    /// A reload: the addresses of `service` become `addrs`. New ones are bound
+    /// (a failure, such as a port below 1024 after the privilege drop, is
+    /// logged and the address left out); removed ones stop accepting, while
+    /// their sessions in progress go on.
+    pub fn rebind(&self, service: Service, addrs: &[SocketAddr]) {
+        let mut listening = self.listening.lock().unwrap_or_else(|e| e.into_inner());
+        listening.retain(|l| {
+            if l.service != service || addrs.contains(&l.configured) {
+                return true;
+            }
+            log::info!("SIGHUP: no longer listening for {service} on {}", l.configured);
+            l.closed.store(true, Ordering::SeqCst);
+            crate::sys::shutdown_socket(&l.socket);
+            false
+        });
+        for a in addrs {
+            if listening
+                .iter()
+                .any(|l| l.service == service && l.configured == *a)
+            {
+                continue;
+            }
+            let started = bind(std::slice::from_ref(a))
+                .and_then(|mut b| b.pop().ok_or_else(|| io::Error::other("nothing bound")))
+                .and_then(|l| self.start(l, service, *a));
+            match started {
+                Ok(l) => {
+                    match l.socket.local_addr() {
+                        Ok(bound) => log::info!("SIGHUP: now listening for {service} on {bound}"),
+                        Err(_) => log::info!("SIGHUP: now listening for {service} on {a}"),
+                    }
+                    listening.push(l);
+                }
+                Err(e) => log::error!("SIGHUP: {e}; restart ternd as root to listen there"),
+            }
+        }
+    }
+
+    fn start(&self, l: TcpListener, service: Service, configured: SocketAddr) -> io::Result<Listening> {
+        let socket = l.try_clone()?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let (tx, slots, ctx, stop) = (
+            self.tx.clone(),
+            Arc::clone(&self.slots),
+            Arc::clone(&self.ctx),
+            Arc::clone(&closed),
+        );
+        let name = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        thread::Builder::new()
+            .name(format!("listen-{name}"))
+            .spawn(move || accept_loop(&l, service, &slots, &tx, &ctx, &stop))?;
+        Ok(Listening {
+            configured,
+            service,
+            socket,
+            closed,
+        })
     }
 }
 
-/// Start serving on `listeners` (threads for accepting and for sessions)
-/// and return at once.
-pub fn serve(ctx: Arc<Context>, listeners: Vec<(TcpListener, Service)>) -> io::Result<Server> {
-    let max = ctx.cfg.max_sessions;
+/// Start serving on `listeners` (socket, service, configured address):
+/// threads for accepting and for sessions; returns at once. Each session
+/// takes the context current when it starts (see [`Live`]).
+pub fn serve(
+    ctx: Arc<Live<Context>>,
+    listeners: Vec<(TcpListener, Service, SocketAddr)>,
+) -> io::Result<Server> {
+    let first = ctx.get();
+    // The pool is sized once: a reload that changes these logs that it
+    // needs a restart.
+    let max = first.cfg.max_sessions;
     let slots = Arc::new(Slots {
         max,
-        max_per_ip: ctx.cfg.max_sessions_per_ip,
+        max_per_ip: first.cfg.max_sessions_per_ip,
         inner: Mutex::new((0, HashMap::new())),
     });
     // Capacity max: a job is only sent while it holds one of `max` slots, so
@@ -164,41 +243,35 @@ pub fn serve(ctx: Arc<Context>, listeners: Vec<(TcpListener, Service)>) -> io::R
             .stack_size(SESSION_STACK)
             .spawn(move || worker(&ctx, &rx))?;
     }
-    let mut kept = Vec::new();
-    for (l, service) in listeners {
-        kept.push(l.try_clone()?);
-        let tx = tx.clone();
-        let slots = Arc::clone(&slots);
-        let ctx = Arc::clone(&ctx);
-        // Behind a proxy, its own address is not the client's: the per-address
-        // limit waits for the PROXY header (see worker).
-        let proxies: Vec<Cidr> = if behind_proxy(&ctx.cfg, service) {
-            ctx.cfg.proxy_from.clone()
-        } else {
-            Vec::new()
-        };
-        let name = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        thread::Builder::new()
-            .name(format!("listen-{name}"))
-            .spawn(move || accept_loop(&l, service, &proxies, &slots, &tx, &ctx))?;
-    }
-    Ok(Server {
+    let server = Server {
         slots,
-        listeners: kept,
-    })
+        listening: Mutex::new(Vec::new()),
+        ctx,
+        tx,
+    };
+    for (l, service, configured) in listeners {
+        let started = server.start(l, service, configured)?;
+        server
+            .listening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(started);
+    }
+    Ok(server)
 }
 
 fn accept_loop(
     l: &TcpListener,
     service: Service,
-    proxies: &[Cidr],
     slots: &Arc<Slots>,
     tx: &Sender<Job>,
-    ctx: &Context,
+    live: &Live<Context>,
+    closed: &AtomicBool,
 ) {
     loop {
         let accepted = l.accept();
-        if ctx.shutdown.load(Ordering::Relaxed) {
+        let ctx = live.get();
+        if ctx.shutdown.load(Ordering::Relaxed) || closed.load(Ordering::SeqCst) {
             return;
         }
         let (stream, addr) = match accepted {
@@ -212,11 +285,11 @@ fn accept_loop(
         };
         let ip = canonical_ip(addr.ip());
         let peer = Peer::remote(ip);
-        let per_ip = if proxies.iter().any(|n| n.contains(addr.ip())) {
-            None
-        } else {
-            Some(ip)
-        };
+        // Behind a proxy, its own address is not the client's: the per-address
+        // limit waits for the PROXY header (see worker).
+        let proxied =
+            behind_proxy(&ctx.cfg, service) && ctx.cfg.proxy_from.iter().any(|n| n.contains(addr.ip()));
+        let per_ip = if proxied { None } else { Some(ip) };
         match slots.take(per_ip) {
             Ok(slot) => {
                 if let Err(e) = tx.try_send(Job {
@@ -245,8 +318,10 @@ fn refuse(mut stream: TcpStream, peer: &Peer, r: &Reply) {
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
-fn worker(ctx: &Context, rx: &Receiver<Job>) {
+fn worker(live: &Live<Context>, rx: &Receiver<Job>) {
     while let Ok(job) = rx.recv() {
+        // This session's configuration, whatever a reload does meanwhile.
+        let ctx = &*live.get();
         let Job {
             mut stream,
             peer,

@@ -19,6 +19,11 @@ impl Policy {
         Policy { tables }
     }
 
+    /// The tables this policy reads (a reload keeps them when their paths stay).
+    pub fn tables(&self) -> Arc<Tables> {
+        Arc::clone(&self.tables)
+    }
+
     /// Alias targets for EXPN.
     pub fn expand(&self, name: &str) -> Option<Vec<String>> {
         self.tables.aliases().get(name).map(<[String]>::to_vec)

@@ -31,7 +31,7 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::sys;
@@ -513,6 +513,98 @@ fn set_maildrop_owner(dir: &Path) -> Result<(), SpoolError> {
         .map_err(|e| SpoolError::from_io("chmod", dir, e))
 }
 
+/// Check that the spool at `root` belongs to the daemon's account `uid`: the
+/// root and its directories owned by it and writable by no one else, except
+/// maildrop/, which must be mode 1730 (sendmail's group drops files there).
+/// With `fix` (a daemon still root, about to drop to `uid`), ownership is
+/// given to `uid`, contents included, instead of being reported; modes are
+/// never changed, since a loose one means someone made it so. The error names
+/// every problem and what to run about it.
+pub fn check_owner(root: &Path, uid: u32, fix: bool) -> Result<(), String> {
+    let mut problems = Vec::new();
+    let mut check = |path: &Path, want_mode: Option<u32>| {
+        let m = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                problems.push(format!("{}: {e}", path.display()));
+                return false;
+            }
+        };
+        if !m.is_dir() {
+            problems.push(format!("{}: not a directory", path.display()));
+            return false;
+        }
+        let mode = m.permissions().mode() & 0o7777;
+        match want_mode {
+            Some(w) if mode != w => problems.push(format!(
+                "{}: mode {mode:04o}, should be {w:04o} (chmod {w:04o} {})",
+                path.display(),
+                path.display()
+            )),
+            None if mode & 0o022 != 0 => problems.push(format!(
+                "{}: mode {mode:04o} lets group or others write it (chmod go-w {})",
+                path.display(),
+                path.display()
+            )),
+            _ => {}
+        }
+        if m.uid() != uid {
+            if !fix {
+                problems.push(format!(
+                    "{}: owned by uid {}, should be uid {uid} (chown {uid} {})",
+                    path.display(),
+                    m.uid(),
+                    path.display()
+                ));
+                return false;
+            }
+            if let Err(e) = std::os::unix::fs::lchown(path, Some(uid), None) {
+                problems.push(format!("{}: chown: {e}", path.display()));
+                return false;
+            }
+        }
+        true
+    };
+    if !check(root, None) {
+        return Err(problems.join("; "));
+    }
+    let mut dirs = Vec::new();
+    for sub in SUBDIRS {
+        let dir = root.join(sub);
+        // A drop file's owner records who ran sendmail: never changed.
+        if check(&dir, (sub == MAILDROP).then_some(MAILDROP_MODE)) && sub != MAILDROP {
+            dirs.push(dir);
+        }
+    }
+    if fix {
+        // Files a root daemon left: the daemon must read, rewrite and remove
+        // them once it is no longer root.
+        for dir in dirs {
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            for e in entries.flatten() {
+                let p = e.path();
+                let owned = fs::symlink_metadata(&p).map(|m| m.uid() == uid).unwrap_or(true);
+                if !owned {
+                    if let Err(err) = std::os::unix::fs::lchown(&p, Some(uid), None) {
+                        problems.push(format!("{}: chown: {err}", p.display()));
+                    }
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// msg/ID of the spool at `root`, for the delivery helper, which must not
+/// open (and so create) the spool to name a file in it.
+pub fn message_file(root: &Path, id: &QueueId) -> PathBuf {
+    root.join(MSG).join(id.as_str())
+}
+
 /// The control socket of the spool at `root`. A free function: `sendmail` and
 /// `ternctl` need the path without being able to open the spool.
 pub fn control_socket(root: &Path) -> PathBuf {
@@ -911,6 +1003,28 @@ mod tests {
         assert!(names(&s.root().join(TMP)).is_empty(), "probe left behind");
         // Opening again is fine, and an existing layout is left as it is.
         Spool::open(s.root()).unwrap();
+    }
+
+    #[test]
+    fn owner_check_names_loose_modes_and_wrong_owners() {
+        let (_d, s) = spool();
+        let me = sys::uids().1;
+        check_owner(s.root(), me, false).unwrap();
+        let env = s.root().join(ENV);
+        fs::set_permissions(&env, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_owner(s.root(), me, false).unwrap_err();
+        assert!(e.contains("env: mode 0777 lets group or others write it"), "{e}");
+        fs::set_permissions(&env, fs::Permissions::from_mode(0o700)).unwrap();
+        let md = s.root().join(MAILDROP);
+        fs::set_permissions(&md, fs::Permissions::from_mode(0o700)).unwrap();
+        let e = check_owner(s.root(), me, false).unwrap_err();
+        assert!(e.contains("maildrop: mode 0700, should be 1730"), "{e}");
+        fs::set_permissions(&md, fs::Permissions::from_mode(MAILDROP_MODE)).unwrap();
+        let e = check_owner(s.root(), me + 1, false).unwrap_err();
+        assert!(
+            e.contains(&format!("owned by uid {me}, should be uid {}", me + 1)),
+            "{e}"
+        );
     }
 
     #[test]

@@ -18,10 +18,49 @@ fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// As root, a detached ternd drops to `user`: use an account every system
+/// has, and let it into the test directory.
+fn unprivileged(setup: Setup) -> Setup {
+    if tern::sys::uids().1 == 0 {
+        setup.open_to_all().set("user", "nobody")
+    } else {
+        setup
+    }
+}
+
+/// Start ternd detached on `conf` and return its pid.
+fn start_detached(conf: &std::path::Path, pid_path: &std::path::Path) -> u32 {
+    let out = Command::new(TERND)
+        .arg("-f")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(pid_path).unwrap().trim().parse().unwrap()
+}
+
+/// The Uid: or Gid: line of /proc/PID/status: real, effective, saved, fs.
+fn proc_ids(pid: u32, key: &str) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap()
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
 #[test]
 fn detaches_writes_a_pid_file_and_refuses_a_second_instance() {
     let port = free_port();
-    let setup = Setup::new().set("listen", &format!("127.0.0.1:{port}"));
+    let setup = unprivileged(Setup::new()).set("listen", &format!("127.0.0.1:{port}"));
     let pid_path = setup.path().join("ternd.pid");
     let setup = setup.set("pid_file", &pid_path.display().to_string());
     let conf = setup.write_config();
@@ -58,6 +97,100 @@ fn detaches_writes_a_pid_file_and_refuses_a_second_instance() {
     tern::sys::send_signal(pid, libc::SIGTERM).unwrap();
     assert!(wait_until(10, || !pid_alive(pid)), "ternd did not stop");
     assert!(!pid_path.exists());
+}
+
+#[test]
+fn root_drops_to_user_and_still_delivers_as_the_recipient() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if tern::sys::uids().1 != 0 {
+        eprintln!("skipped: needs root to drop privileges");
+        return;
+    }
+    let (Some(nobody), Some(rcpt)) = (tern::sys::getpwnam("nobody"), tern::sys::getpwnam("daemon")) else {
+        eprintln!("skipped: needs the nobody and daemon accounts");
+        return;
+    };
+    let port = free_port();
+    let setup = unprivileged(Setup::new().deliver()).set("listen", &format!("127.0.0.1:{port}"));
+    let pid_path = setup.path().join("ternd.pid");
+    let setup = setup.set("pid_file", &pid_path.display().to_string());
+    // A mail root where the recipient's delivery child may create its Maildir.
+    let mail = setup.path().join("mail");
+    std::fs::create_dir_all(&mail).unwrap();
+    std::fs::set_permissions(&mail, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::write(setup.path().join("users"), "daemon\n").unwrap();
+    let conf = setup.write_config();
+    let pid = start_detached(&conf, &pid_path);
+    // Every uid and gid of the daemon is the unprivileged account's.
+    assert_eq!(proc_ids(pid, "Uid:"), vec![nobody.uid; 4]);
+    assert_eq!(proc_ids(pid, "Gid:"), vec![nobody.gid; 4]);
+    let spool = setup.path().join("spool");
+    assert_eq!(std::fs::metadata(spool.join("env")).unwrap().uid(), nobody.uid);
+    let mut c = Client::connect(format!("127.0.0.1:{port}").parse().unwrap());
+    c.hello();
+    let r = c.send_mail(
+        "alice@example.test",
+        &["daemon@example.test"],
+        &message("dropped"),
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    c.cmd("QUIT");
+    // The daemon, now nobody, had the root helper write it as the recipient.
+    let files = crate::common::wait_files(&mail.join("daemon").join("new"), 1, 10);
+    assert_eq!(files.len(), 1);
+    assert_eq!(std::fs::metadata(&files[0]).unwrap().uid(), rcpt.uid);
+    assert_eq!(std::fs::metadata(mail.join("daemon")).unwrap().uid(), rcpt.uid);
+    tern::sys::send_signal(pid, libc::SIGTERM).unwrap();
+    assert!(wait_until(10, || !pid_alive(pid)), "ternd did not stop");
+    // The helper, still root, removes the pid file the daemon no longer can.
+    assert!(wait_until(5, || !pid_path.exists()), "pid file left behind");
+}
+
+#[test]
+fn root_refuses_a_missing_user() {
+    if tern::sys::uids().1 != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let setup = Setup::new().set("user", "no-such-user-tern-test");
+    let pid_path = setup.path().join("ternd.pid");
+    let setup = setup.set("pid_file", &pid_path.display().to_string());
+    let conf = setup.write_config();
+    let out = Command::new(TERND)
+        .arg("-f")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("user no-such-user-tern-test: no such account"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_world_writable_spool_directory_is_refused_by_name() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new();
+    let spool = setup.path().join("spool");
+    tern::spool::Spool::open(&spool).unwrap();
+    std::fs::set_permissions(spool.join("env"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let conf = setup.write_config();
+    let out = Command::new(TERND)
+        .args(["-d", "-f"])
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!(
+        "{}: mode 0777 lets group or others write it (chmod go-w",
+        spool.join("env").display()
+    );
+    assert!(err.contains(&want), "{err}");
 }
 
 #[test]
@@ -136,4 +269,128 @@ fn sigusr1_runs_the_queue_now() {
         "{}",
         t.log_text()
     );
+}
+
+/// Rewrite one `key = value` line of a running ternd's config file.
+fn edit_config(t: &crate::common::Tern, key: &str, value: &str) {
+    let path = t.setup.path().join("tern.conf");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{key} =")))
+        .map(str::to_owned)
+        .collect();
+    lines.push(format!("{key} = {value}"));
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn sighup_applies_a_new_config_to_new_sessions_only_and_keeps_it_when_broken() {
+    let t = Setup::new().set("max_recipients", "1").start();
+    // A session open across the reload: it keeps the limit it started with.
+    let mut old = t.connect();
+    old.hello();
+    assert_eq!(old.cmd("MAIL FROM:<s@example.test>").code, 250);
+    assert_eq!(old.cmd("RCPT TO:<alice@example.test>").code, 250);
+    assert_eq!(old.cmd("RCPT TO:<bob@example.test>").code, 452);
+
+    edit_config(&t, "max_recipients", "3");
+    t.signal(libc::SIGHUP);
+    assert!(t.wait_log("SIGHUP: configuration reloaded"), "{}", t.log_text());
+
+    let mut new = t.connect();
+    new.hello();
+    let r = new.send_mail(
+        "s@example.test",
+        &["alice@example.test", "bob@example.test", "carol@example.test"],
+        &message("after reload"),
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+    new.cmd("QUIT");
+
+    // The open session was not dropped and still has its own limit.
+    assert_eq!(old.cmd("RCPT TO:<carol@example.test>").code, 452);
+    assert_eq!(old.cmd("DATA").code, 354);
+    old.send_raw(message("before reload").as_bytes());
+    old.send_raw(b".\r\n");
+    assert_eq!(old.reply().code, 250);
+    old.cmd("QUIT");
+
+    // A broken file is logged with its line and the running config kept.
+    edit_config(&t, "max_recipients", "many");
+    t.signal(libc::SIGHUP);
+    assert!(
+        t.wait_log("keeping the running configuration"),
+        "{}",
+        t.log_text()
+    );
+    let log = t.log_text();
+    assert!(log.contains("tern.conf:"), "{log}");
+    let mut after = t.connect();
+    after.hello();
+    let r = after.send_mail(
+        "s@example.test",
+        &["alice@example.test", "bob@example.test", "carol@example.test"],
+        &message("broken reload"),
+    );
+    assert_eq!(r.code, 250, "{r:?}");
+}
+
+#[test]
+fn sighup_listens_on_a_new_address_and_closes_a_removed_one() {
+    let t = Setup::new().start();
+    let port = free_port();
+    let added = format!("127.0.0.1:{port}");
+    edit_config(&t, "listen", &format!("127.0.0.1:0 {added}"));
+    t.signal(libc::SIGHUP);
+    assert!(t.wait_log("SIGHUP: configuration reloaded"), "{}", t.log_text());
+    assert!(
+        t.log_text()
+            .contains(&format!("now listening for smtp on {added}")),
+        "{}",
+        t.log_text()
+    );
+    let mut c = Client::connect(added.parse().unwrap());
+    assert_eq!(c.reply().code, 220);
+    c.cmd("QUIT");
+    // Removed again: that port stops accepting, the first one goes on.
+    edit_config(&t, "listen", "127.0.0.1:0");
+    t.signal(libc::SIGHUP);
+    let gone = format!("no longer listening for smtp on {added}");
+    assert!(
+        wait_until(10, || t.log_text().contains(&gone)),
+        "{}",
+        t.log_text()
+    );
+    assert!(
+        wait_until(5, || std::net::TcpStream::connect(&added).is_err()),
+        "still accepting on {added}"
+    );
+    let mut c = t.connect();
+    assert_eq!(c.reply().code, 220);
+}
+
+#[test]
+fn sighup_applies_a_new_log_level_at_once() {
+    let t = Setup::new().start();
+    edit_config(&t, "log_level", "debug");
+    t.signal(libc::SIGHUP);
+    assert!(t.wait_log("SIGHUP: log_level is now DEBUG"), "{}", t.log_text());
+    assert!(t.wait_log("SIGHUP: configuration reloaded"), "{}", t.log_text());
+    // Down to warn: the next reload's info lines are not logged...
+    // (a restart-only change makes that reload log a warning to wait for).
+    edit_config(&t, "log_level", "warn");
+    edit_config(&t, "delivery_threads", "3");
+    t.signal(libc::SIGHUP);
+    assert!(t.wait_log("SIGHUP: delivery_threads changed"), "{}", t.log_text());
+    // ...and a broken file after it, an error, is.
+    edit_config(&t, "max_recipients", "many");
+    t.signal(libc::SIGHUP);
+    assert!(
+        t.wait_log("keeping the running configuration"),
+        "{}",
+        t.log_text()
+    );
+    let log = t.log_text();
+    assert_eq!(log.matches("SIGHUP: configuration reloaded").count(), 1, "{log}");
 }

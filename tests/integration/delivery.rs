@@ -53,6 +53,14 @@ fn maildir_copy_is_byte_exact() {
     // The message leaves the queue once delivered, and the log says so.
     assert!(wait_until(5, || t.queued().is_empty()));
     assert!(t.wait_log(&format!("{id}: to=<alice@example.test>, relay=local, delay=")));
+    // delays=a/b/c/d: local delivery sets up no connection, so c is 0.
+    let log = t.log_text();
+    let line = log.lines().find(|l| l.contains(&format!("{id}: to=<"))).unwrap();
+    let delays = line.split(", delays=").nth(1).unwrap().split(',').next().unwrap();
+    let parts: Vec<&str> = delays.split('/').collect();
+    assert_eq!(parts.len(), 4, "{line}");
+    assert!(parts.iter().all(|p| p.parse::<f64>().is_ok()), "{line}");
+    assert_eq!(parts[2], "0", "{line}");
     assert!(
         t.log_text()
             .contains("dsn=2.0.0, status=sent (delivered to maildir)"),
