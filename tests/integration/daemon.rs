@@ -18,14 +18,8 @@ fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// As root, a detached ternd drops to `user`: use an account every system
-/// has, and let it into the test directory.
 fn unprivileged(setup: Setup) -> Setup {
-    if tern::sys::uids().1 == 0 {
-        setup.open_to_all().set("user", "nobody")
-    } else {
-        setup
-    }
+    setup.unprivileged()
 }
 
 /// Start ternd detached on `conf` and return its pid.

@@ -126,6 +126,16 @@ impl Setup {
         self.dir.path()
     }
 
+    /// As root, a detached ternd drops to `user`: use an account every system
+    /// has, and let it into the test directory.
+    pub fn unprivileged(self) -> Setup {
+        if tern::sys::uids().1 == 0 {
+            self.open_to_all().set("user", "nobody")
+        } else {
+            self
+        }
+    }
+
     /// Run the queue runner: deliver what is accepted.
     pub fn deliver(self) -> Setup {
         self.set("queue_only", "no")
