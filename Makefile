@@ -11,7 +11,7 @@ SPOOL   ?= /var/spool/tern
 # setgid to it. Create it first: groupadd --system tern
 GROUP   ?= tern
 
-.PHONY: all build release run test check clippy fmt clean install
+.PHONY: all build release run test check clippy fmt clean install soak
 
 all: build
 
@@ -35,6 +35,14 @@ run: build
 # Every test: unit tests and the integration tests that start the real binaries.
 test:
 	$(CARGO) test --all-targets
+
+# Soak (issue 8): 100,000 messages through 50 sessions into smtp-sink via a
+# release ternd; checks delivery, flat RSS, no fd or thread leak. Smaller:
+# make soak SOAK_ARGS='-m 20000'. See tests/bench/README.md.
+SOAK_ARGS ?=
+soak:
+	$(CARGO) build --release --bins --examples
+	tests/bench/soak.sh $(SOAK_ARGS)
 
 # Lints: formatting, clippy with warnings as errors, and the man pages when mandoc is here.
 check: fmt clippy
