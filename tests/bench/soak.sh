@@ -73,7 +73,7 @@ max_sessions_per_ip = 100
 EOF
 "$B/ternd" -d -f "$D/tern.conf" 2>"$D/ternd.log" &
 TERND_PID=$!
-wait_for 'grep -q "listening on" "$D/ternd.log"' 10
+wait_for 'grep -q "listening on" "$D/ternd.log" 2>/dev/null' 10
 ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$D/ternd.log" | head -1)
 
 sunk() { cat "$D/count" 2>/dev/null || echo 0; }
