@@ -162,6 +162,9 @@ pub struct Config {
     pub command_timeout: Duration,
     /// Waiting for each block of message data.
     pub data_timeout: Duration,
+    /// Every wait on a client while more than 3/4 of `max_sessions` are in
+    /// use (stress mode): an idle client loses its slot after this.
+    pub stress_timeout: Duration,
     pub expn: bool,
     /// Kept for later; VRFY answers 252 either way.
     pub vrfy: bool,
@@ -314,6 +317,7 @@ impl Default for Config {
             greeting_timeout: Duration::from_secs(300),
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(300),
+            stress_timeout: Duration::from_secs(10),
             expn: false,
             vrfy: false,
             mailbox: "/var/mail/%u".to_owned(),
@@ -541,6 +545,7 @@ fn key_spec(key: &str) -> Option<(Times, Setter)> {
         "greeting_timeout" => (Once, |c, v| timeout(v).map(|x| c.greeting_timeout = x)),
         "command_timeout" => (Once, |c, v| timeout(v).map(|x| c.command_timeout = x)),
         "data_timeout" => (Once, |c, v| timeout(v).map(|x| c.data_timeout = x)),
+        "stress_timeout" => (Once, |c, v| timeout(v).map(|x| c.stress_timeout = x)),
         "expn" => (Once, |c, v| boolean(v).map(|x| c.expn = x)),
         "vrfy" => (Once, |c, v| boolean(v).map(|x| c.vrfy = x)),
         "mailbox" => (Once, |c, v| mailbox(v).map(|x| c.mailbox = x)),
@@ -1685,6 +1690,7 @@ vrfy = on
             "greeting_timeout",
             "command_timeout",
             "data_timeout",
+            "stress_timeout",
             "expn",
             "vrfy",
             "submission",
@@ -1714,6 +1720,7 @@ vrfy = on
         assert_eq!(c.greeting_timeout, d.greeting_timeout);
         assert_eq!(c.command_timeout, d.command_timeout);
         assert_eq!(c.data_timeout, d.data_timeout);
+        assert_eq!(c.stress_timeout, d.stress_timeout);
         assert_eq!(c.expn, d.expn);
         assert_eq!(c.vrfy, d.vrfy);
         assert_eq!(c.auth_failure_delay, d.auth_failure_delay);

@@ -4,8 +4,15 @@
 //! reads the replies it returns.
 
 use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
 
 use crate::deliver::Status;
+
+/// A stream whose read timeout can be changed, so that a whole reply, not
+/// each read, is bounded by the RFC 5321 4.5.3.2 timeout.
+pub trait Timed {
+    fn set_read_limit(&self, t: Duration) -> io::Result<()>;
+}
 
 /// The most bytes one reply may take (all lines), and one line. RFC 5321
 /// 4.5.3.1.5 says 512 per line; servers send longer, we allow some slack.
@@ -123,15 +130,26 @@ pub struct Client<S> {
     stream: S,
     buf: Vec<u8>,
     start: usize,
+    /// The most time one whole reply may take; None = only the socket's
+    /// own per-read timeout applies.
+    limit: Option<Duration>,
 }
 
-impl<S: Read + Write> Client<S> {
+impl<S: Read + Write + Timed> Client<S> {
     pub fn new(stream: S) -> Client<S> {
         Client {
             stream,
             buf: Vec::with_capacity(4096),
             start: 0,
+            limit: None,
         }
+    }
+
+    /// Bound each reply, however it trickles in (a byte a minute, an
+    /// endless line), by `t` in all: RFC 5321 4.5.3.2 times the wait for
+    /// the reply, not the gap between bytes.
+    pub fn set_reply_limit(&mut self, t: Duration) {
+        self.limit = Some(t);
     }
 
     pub fn stream(&self) -> &S {
@@ -162,7 +180,7 @@ impl<S: Read + Write> Client<S> {
     }
 
     /// One line without its CRLF; a lone LF is accepted as the end too.
-    fn line(&mut self, budget: &mut usize) -> io::Result<Vec<u8>> {
+    fn line(&mut self, budget: &mut usize, deadline: Option<Instant>) -> io::Result<Vec<u8>> {
         loop {
             let pending = self.buf.get(self.start..).unwrap_or_default();
             if let Some(nl) = pending.iter().position(|&b| b == b'\n') {
@@ -182,6 +200,13 @@ impl<S: Read + Write> Client<S> {
                 self.buf.drain(..self.start);
                 self.start = 0;
             }
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "reply timed out"));
+                }
+                self.stream.set_read_limit(left)?;
+            }
             let mut chunk = [0u8; 4096];
             let n = self.stream.read(&mut chunk)?;
             if n == 0 {
@@ -194,10 +219,11 @@ impl<S: Read + Write> Client<S> {
     /// Read one reply, single or multi-line (RFC 5321 4.2.1).
     pub fn reply(&mut self) -> io::Result<Reply> {
         let mut budget = MAX_REPLY;
+        let deadline = self.limit.map(|t| Instant::now() + t);
         let mut lines = Vec::new();
         let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("bad reply: {what}"));
         loop {
-            let raw = self.line(&mut budget)?;
+            let raw = self.line(&mut budget, deadline)?;
             let line = String::from_utf8_lossy(&raw);
             let digits = line.get(..3).ok_or_else(|| bad(&line))?;
             if !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -352,6 +378,12 @@ mod tests {
             // One byte at a time, to exercise reassembly.
             let n = buf.len().min(1);
             self.input.read(&mut buf[..n])
+        }
+    }
+
+    impl Timed for Fake {
+        fn set_read_limit(&self, _: Duration) -> io::Result<()> {
+            Ok(())
         }
     }
 

@@ -97,7 +97,7 @@ impl Pool {
         }
         for i in expired {
             let mut c = i.client;
-            set_timeout(&c, Duration::from_secs(5));
+            set_timeout(&mut c, Duration::from_secs(5));
             quit(&mut c);
         }
     }
@@ -462,7 +462,7 @@ impl Job<'_> {
         let key = format!("{host} {addr} {policy:?} {}", self.smarthost);
         if let Some(max_age) = cfg.smtp_connection_cache_time {
             if let Some(mut idle) = self.pool.take(&key, max_age) {
-                set_timeout(&idle.client, cfg.smtp_command_timeout);
+                set_timeout(&mut idle.client, cfg.smtp_command_timeout);
                 match idle.client.command("RSET") {
                     Ok(r) if r.code == 250 => {
                         log::debug!("{}: reusing the connection to {host}[{}]", self.env.id, addr.ip());
@@ -495,6 +495,7 @@ impl Job<'_> {
             stream = stream.upgrade(c, host).map_err(|e| Tls(e.to_string()))?;
         }
         let mut c = Client::new(stream);
+        c.set_reply_limit(cfg.smtp_helo_timeout);
         let greeting = match c.reply() {
             Ok(r) => r,
             Err(e) => return next(io_temp("greeting", &e)),
@@ -520,6 +521,7 @@ impl Job<'_> {
             let cfg_tls = tls_config().map_err(|e| Tls(e.to_string()))?;
             let tls = plain.upgrade(cfg_tls, host).map_err(|e| Tls(e.to_string()))?;
             c = Client::new(tls);
+            c.set_reply_limit(cfg.smtp_helo_timeout);
             // RFC 3207 4.2: forget everything learnt before TLS.
             ext = match self.hello(&mut c) {
                 Ok(e) => e,
@@ -572,7 +574,7 @@ impl Job<'_> {
                 },
             );
         } else if reusable {
-            set_timeout(&c, self.cfg.smtp_command_timeout);
+            set_timeout(&mut c, self.cfg.smtp_command_timeout);
             quit(&mut c);
         }
     }
@@ -849,10 +851,11 @@ fn quit(c: &mut Client<Stream>) {
     let _ = c.command("QUIT");
 }
 
-fn set_timeout(c: &Client<Stream>, t: std::time::Duration) {
+fn set_timeout(c: &mut Client<Stream>, t: std::time::Duration) {
     let s = c.stream().tcp();
     let _ = s.set_read_timeout(Some(t));
     let _ = s.set_write_timeout(Some(t));
+    c.set_reply_limit(t);
 }
 
 #[cfg(test)]

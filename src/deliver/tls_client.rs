@@ -86,6 +86,12 @@ impl Stream {
     }
 }
 
+impl crate::deliver::client::Timed for Stream {
+    fn set_read_limit(&self, t: std::time::Duration) -> io::Result<()> {
+        self.tcp().set_read_timeout(Some(t))
+    }
+}
+
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {

@@ -178,7 +178,10 @@ impl Io {
             }
             self.conn.set_timeout(left.min(STOP_TICK))?;
             let r = self.fill();
-            if matches!(&r, Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+            // Only the socket's own expiry is a tick; a timeout the Conn
+            // decided on (one with a message: stress mode) ends the wait.
+            if matches!(&r, Err(e) if e.get_ref().is_none()
+                && matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
             {
                 continue;
             }

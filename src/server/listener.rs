@@ -6,20 +6,28 @@
 //! `max_sessions` session threads. When no slot is free the client gets a
 //! 421 at once and the socket is closed: accept never blocks on a busy pool,
 //! and no client ever waits unanswered in a queue.
+//!
+//! Stress mode (idle clients must not starve honest ones): while more than
+//! 3/4 of the slots are in use, a session whose client has been silent for
+//! `stress_timeout` is closed with 421, and an address that already holds a
+//! session gets no second one. The last quarter of the pool is thus kept
+//! for addresses not yet connected, and idle holders are shed within
+//! seconds. Postfix's stress mode shortens its timeouts the same way.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::{Config, Live};
 use crate::maillog;
+use crate::server::conn::Conn;
 use crate::server::proxy;
 use crate::server::session::{self, Context, Peer, Service};
 use crate::smtp::reply::{self, Reply};
@@ -33,6 +41,21 @@ struct Slots {
     max: usize,
     max_per_ip: usize,
     inner: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// Whether `busy` of `max` slots in use is stress: more than three quarters.
+fn stressed(busy: usize, max: usize) -> bool {
+    busy.saturating_mul(4) > max.saturating_mul(3)
+}
+
+/// The sessions one address may hold: `max_per_ip`, but only one while
+/// the pool is under stress (see the module comment).
+fn per_ip_limit(busy: usize, max: usize, max_per_ip: usize) -> usize {
+    if stressed(busy, max) {
+        max_per_ip.min(1)
+    } else {
+        max_per_ip
+    }
 }
 
 /// A held session slot; dropping it frees the slot.
@@ -67,7 +90,9 @@ impl Slot {
     fn rebind(&mut self, ip: IpAddr) -> Result<(), Reply> {
         let mut g = self.slots.inner.lock().unwrap_or_else(|e| e.into_inner());
         let per_ip = g.1.get(&ip).copied().unwrap_or(0);
-        if per_ip >= self.slots.max_per_ip {
+        // This session is already counted in g.0.
+        let others = g.0.saturating_sub(1);
+        if per_ip >= per_ip_limit(others, self.slots.max, self.slots.max_per_ip) {
             return Err(reply::too_many_from_ip());
         }
         if let Some(old) = self.ip {
@@ -80,6 +105,11 @@ impl Slot {
 }
 
 impl Slots {
+    fn under_stress(&self) -> bool {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        stressed(g.0, self.max)
+    }
+
     /// A slot, counted against `ip` when given.
     fn take(self: &Arc<Slots>, ip: Option<IpAddr>) -> Result<Slot, Reply> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -88,10 +118,17 @@ impl Slots {
         }
         if let Some(ip) = ip {
             let per_ip = g.1.get(&ip).copied().unwrap_or(0);
-            if per_ip >= self.max_per_ip {
+            if per_ip >= per_ip_limit(g.0, self.max, self.max_per_ip) {
                 return Err(reply::too_many_from_ip());
             }
             g.1.insert(ip, per_ip + 1);
+        }
+        if !stressed(g.0, self.max) && stressed(g.0 + 1, self.max) {
+            log::warn!(
+                "{} of {} sessions in use: stress mode (idle clients cut short, one session per address)",
+                g.0 + 1,
+                self.max
+            );
         }
         g.0 += 1;
         Ok(Slot {
@@ -343,8 +380,15 @@ fn worker(live: &Live<Context>, rx: &Receiver<Job>) {
         }
         let _ = stream.set_nodelay(true);
         let spare = stream.try_clone();
+        let conn = Guarded {
+            tcp: stream,
+            slots: Arc::clone(&slot.slots),
+            stress_timeout: ctx.cfg.stress_timeout,
+            timeout: ctx.cfg.greeting_timeout,
+            last: Instant::now(),
+        };
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
-            session::run(ctx, &peer, service, Box::new(stream));
+            session::run(ctx, &peer, service, Box::new(conn));
         }));
         if result.is_err() {
             // A bug must cost one session, never the daemon.
@@ -353,6 +397,57 @@ fn worker(live: &Live<Context>, rx: &Receiver<Job>) {
                 let _ = s.write_all(reply::internal_error().to_wire().as_bytes());
             }
         }
+    }
+}
+
+/// A pooled session's TCP stream: under stress, a client silent for
+/// `stress_timeout` (counted from the last byte either way) times out,
+/// whatever the session's own timeout.
+struct Guarded {
+    tcp: TcpStream,
+    slots: Arc<Slots>,
+    stress_timeout: Duration,
+    /// The timeout the session asked for.
+    timeout: Duration,
+    /// When a byte last went either way.
+    last: Instant,
+}
+
+impl Read for Guarded {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.slots.under_stress() {
+            let left = self.stress_timeout.saturating_sub(self.last.elapsed());
+            if left.is_zero() {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "idle under stress"));
+            }
+            self.tcp.set_read_timeout(Some(left.min(self.timeout)))?;
+        } else {
+            self.tcp.set_read_timeout(Some(self.timeout))?;
+        }
+        let n = self.tcp.read(buf)?;
+        if n > 0 {
+            self.last = Instant::now();
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Guarded {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.tcp.write(buf)?;
+        self.last = Instant::now();
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
+impl Conn for Guarded {
+    fn set_timeout(&mut self, t: Duration) -> io::Result<()> {
+        self.timeout = t;
+        self.tcp.set_read_timeout(Some(t))?;
+        self.tcp.set_write_timeout(Some(t))
     }
 }
 
@@ -397,5 +492,45 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stress_starts_past_three_quarters() {
+        assert!(!stressed(75, 100));
+        assert!(stressed(76, 100));
+        assert!(!stressed(3, 4));
+        assert!(stressed(4, 4));
+        assert_eq!(per_ip_limit(10, 100, 20), 20);
+        assert_eq!(per_ip_limit(80, 100, 20), 1);
+    }
+
+    #[test]
+    fn stressed_pool_keeps_room_for_new_addresses() {
+        let slots = Arc::new(Slots {
+            max: 8,
+            max_per_ip: 4,
+            inner: Mutex::new((0, HashMap::new())),
+        });
+        let a: IpAddr = [127, 0, 0, 2].into();
+        let b: IpAddr = [127, 0, 0, 3].into();
+        let c: IpAddr = [127, 0, 0, 9].into();
+        let mut held = Vec::new();
+        for ip in [a, a, a, a, b, b] {
+            held.push(slots.take(Some(ip)).expect("slot"));
+        }
+        // 6 of 8 in use (75%): b may still have a third.
+        held.push(slots.take(Some(b)).expect("slot"));
+        // 7 of 8: stressed; b and a are refused, a new address is not.
+        assert!(slots.take(Some(b)).is_err());
+        assert!(slots.take(Some(a)).is_err());
+        held.push(slots.take(Some(c)).expect("new address"));
+        assert!(slots.take(Some([127, 0, 0, 10].into())).is_err(), "pool full");
+        held.clear();
+        assert!(slots.take(Some(a)).is_ok());
     }
 }

@@ -348,6 +348,12 @@ impl Tern {
                 panic!("ternd did not start; log:\n{}", log.lock().unwrap().join("\n"));
             }
         };
+        // The control socket comes up just after the listeners: wait for it
+        // too, so that sendmail -q and ternctl find the daemon at once.
+        if let Some(spool) = setup.keys.get("spool") {
+            let control = Path::new(spool).join("control");
+            wait_until(5, || control.exists());
+        }
         (child, addr, log)
     }
 
@@ -481,6 +487,13 @@ impl Client {
         stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
         let reader = BufReader::new(stream.try_clone().ok()?);
         Some(Client { stream, reader })
+    }
+
+    /// A client over a stream connected some other way (e.g. from a chosen
+    /// source address).
+    pub fn from_stream(stream: TcpStream) -> Client {
+        let reader = BufReader::new(stream.try_clone().expect("clone"));
+        Client { stream, reader }
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
