@@ -11,7 +11,7 @@ SPOOL   ?= /var/spool/tern
 # setgid to it. Create it first: groupadd --system tern
 GROUP   ?= tern
 
-.PHONY: all build release run test check clippy fmt clean install
+.PHONY: all build release run test check clippy fmt clean install fuzz fuzz-build fuzz-ci
 
 all: build
 
@@ -45,6 +45,38 @@ fmt:
 
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# Fuzzing (tests/fuzz/README.md): cargo-fuzz (cargo install cargo-fuzz) on the
+# stable toolchain. `-s none`: no sanitizer, because ASan needs the nightly-only
+# -Zsanitizer and the fuzzed code is safe Rust (the only unsafe is sys.rs, which
+# no target reaches), so what the fuzzer looks for is panics, failed assertions,
+# overflow (checks on: cargo-fuzz's default build) and hangs. Each target runs
+# FUZZ_SECONDS; new inputs go to tests/fuzz/work (with a log per target), the committed seeds in
+# tests/fuzz/corpus are only read; a crash stops make, its input is in
+# tests/fuzz/artifacts/TARGET/.
+FUZZ_SECONDS    ?= 60
+FUZZ_CI_SECONDS ?= 10
+FUZZ_TARGETS    ?= command address dot envelope maildrop config aliases dsn reply proxy sasl cmdline session
+FUZZ            := $(CARGO) fuzz
+FUZZ_OPTS       := --fuzz-dir tests/fuzz -s none
+
+fuzz-build:
+	$(FUZZ) build $(FUZZ_OPTS)
+
+fuzz: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
+		mkdir -p tests/fuzz/work/$$t; \
+		log=tests/fuzz/work/$$t.log; \
+		if $(FUZZ) run $(FUZZ_OPTS) $$t tests/fuzz/work/$$t tests/fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >$$log 2>&1; \
+		then grep -E '^Done [0-9]+ runs' $$log || tail -3 $$log; \
+		else tail -40 $$log; echo "fuzz: $$t FAILED; the input is in tests/fuzz/artifacts/$$t/"; exit 1; fi; \
+	done
+
+# What CI runs: every target briefly (13 targets x FUZZ_CI_SECONDS, plus the build).
+fuzz-ci:
+	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_CI_SECONDS)
 
 # Binaries, the mailq/newaliases links, the config skeleton (only when absent), and
 # the spool with the maildrop's privileges: root 0711, maildrop 1730 root:$(GROUP),
