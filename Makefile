@@ -26,7 +26,7 @@ MAN5 := aliases.5 tern.conf.5
 MAN8 := sendmail.8 ternctl.8 ternd.8
 EXAMPLES := aliases inetd.conf.sample ternd.service rc.d/ternd init.d/ternd xinetd.d/smtp
 
-.PHONY: all build release run test check clippy fmt lint-man clean install install-user uninstall soak
+.PHONY: all build release run test check clippy fmt lint-man clean install install-user uninstall soak fuzz fuzz-build fuzz-ci
 
 # `make`: the release binaries, what `make install` installs.
 all: release
@@ -68,6 +68,39 @@ fmt:
 
 clippy:
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# Fuzzing (tests/fuzz/README.md): cargo-fuzz (cargo install cargo-fuzz) on the
+# stable toolchain. `-s none`: no sanitizer, because ASan needs the nightly-only
+# -Zsanitizer and the fuzzed code is safe Rust (the only unsafe is sys.rs, which
+# no target reaches), so what the fuzzer looks for is panics, failed assertions,
+# overflow (checks on: cargo-fuzz's default build) and hangs. Each target runs
+# FUZZ_SECONDS; new inputs go to tests/fuzz/work (with a log per target), the committed seeds in
+# tests/fuzz/corpus are only read; a crash stops make, its input is in
+# tests/fuzz/artifacts/TARGET/.
+FUZZ_SECONDS    ?= 60
+FUZZ_CI_SECONDS ?= 10
+FUZZ_TARGETS    ?= command address dot envelope maildrop config aliases dsn reply proxy sasl cmdline session
+FUZZ            := $(CARGO) fuzz
+FUZZ_OPTS       := --fuzz-dir tests/fuzz -s none
+
+fuzz-build:
+	$(FUZZ) build $(FUZZ_OPTS)
+
+fuzz: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
+		mkdir -p tests/fuzz/work/$$t; \
+		log=tests/fuzz/work/$$t.log; \
+		if $(FUZZ) run $(FUZZ_OPTS) $$t tests/fuzz/work/$$t tests/fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >$$log 2>&1; \
+		then grep -E '^Done [0-9]+ runs' $$log || tail -3 $$log; \
+		else tail -40 $$log; echo "fuzz: $$t FAILED; the input is in tests/fuzz/artifacts/$$t/"; exit 1; fi; \
+	done
+
+# What CI runs: every target briefly (13 targets x FUZZ_CI_SECONDS, plus the build).
+fuzz-ci:
+	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_CI_SECONDS)
+
 
 # The man pages, warnings included (mandoc exits non-zero on any). CI installs
 # mandoc (.ci/run); without it, groff's warnings are checked instead, and with

@@ -5,6 +5,24 @@
 //! code that writes the queue; `sys` holds the only `unsafe`.
 #![deny(unsafe_code)]
 #![warn(rust_2018_idioms, unreachable_pub)]
+// No panic reachable from the network (or from a spool file, a config file or a
+// remote server's reply): library code returns errors instead of unwrapping,
+// indexing or slicing past an end, or panicking. `make clippy` (and so `make
+// check` and CI) enforces it. Tests may still unwrap and index: a panic there
+// is a failed test, not a dead session.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
 
 pub mod aliases;
 pub mod clock;

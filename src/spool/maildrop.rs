@@ -154,7 +154,12 @@ fn read_drop(path: &Path) -> Result<Dropped, SpoolError> {
         let n = (&mut reader)
             .take(MAX_HEADER.saturating_sub(head.len() as u64))
             .read_line(&mut line)
-            .map_err(|e| SpoolError::from_io("read", path, e))?;
+            .map_err(|e| match e.kind() {
+                // Bytes that are not UTF-8 make a bad file, not an I/O failure: as an
+                // I/O error it would stop every pickup at this file (found by fuzzing).
+                io::ErrorKind::InvalidData => SpoolError::other("pickup", path, "envelope is not UTF-8"),
+                _ => SpoolError::from_io("read", path, e),
+            })?;
         if n == 0 || !line.ends_with('\n') {
             return Err(SpoolError::other("pickup", path, "truncated envelope"));
         }
@@ -396,6 +401,24 @@ mod tests {
         assert_eq!(names(&md), vec![".0193A5F2C41B07E2.tmp".to_owned()]);
         assert_eq!(names(&s.dir(CORRUPT)).len(), 3);
         assert!(s.list().unwrap().is_empty());
+    }
+
+    /// A drop file whose envelope is not UTF-8 goes to corrupt/ and the files after
+    /// it are still picked up (it used to fail every pickup; fuzz target maildrop).
+    #[test]
+    fn non_utf8_envelope_goes_to_corrupt() {
+        let d = TempDir::new().unwrap();
+        let s = Spool::open(&d.path().join("spool")).unwrap();
+        let md = dir(s.root());
+        fs::write(
+            md.join("0193A5F2C41B07E2"),
+            b"maildrop: 1\nversion\xca\xf5: 1\n\nbody\n",
+        )
+        .unwrap();
+        deposit(s.root(), &env(&["bob@example.net"]), b"hello\n").unwrap();
+        assert_eq!(s.pickup(&|_, _| String::new()).unwrap().len(), 1);
+        assert!(names(&md).is_empty());
+        assert_eq!(names(&s.dir(CORRUPT)).len(), 1);
     }
 
     #[test]
