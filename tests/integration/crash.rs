@@ -1,56 +1,11 @@
 //! kill -9 while clients submit: every message that got 250 is in the spool,
 //! intact and parseable, and nothing else is (no partial or garbage items).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::common::{Client, Setup};
-
-/// One client: submit messages until the server goes away; record what was
-/// acknowledged as (token, queue id).
-fn submitter(
-    addr: SocketAddr,
-    who: usize,
-    round: usize,
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<(String, String)>>>,
-) {
-    let mut n = 0usize;
-    while !stop.load(Ordering::Relaxed) {
-        let Some(mut c) = Client::try_connect(addr) else {
-            return;
-        };
-        if c.try_reply().is_none() {
-            return;
-        }
-        c.send("EHLO crash.test");
-        if c.try_reply().is_none() {
-            return;
-        }
-        for _ in 0..5 {
-            n += 1;
-            let token = format!("r{round}-c{who}-m{n}");
-            // Sizes vary so kills land in every phase of a write.
-            let filler = "the quick brown fox jumps over the lazy dog\r\n".repeat((n * 37 + who * 11) % 400);
-            let body = format!("Subject: {token}\r\n\r\n{filler}END {token}\r\n.\r\n");
-            c.send("MAIL FROM:<a@example.test>");
-            c.send("RCPT TO:<alice@example.test>");
-            c.send("DATA");
-            let ok = (0..3).all(|_| c.try_reply().is_some_and(|r| r.code < 400));
-            if !ok {
-                return;
-            }
-            c.send_raw(body.as_bytes());
-            match c.try_reply() {
-                Some(r) if r.code == 250 => acked.lock().unwrap().push((token, r.queue_id())),
-                _ => return,
-            }
-        }
-        c.send("QUIT");
-    }
-}
+use crate::common::{submit_until_stopped, Setup};
 
 #[test]
 fn kill9_during_concurrent_submission_loses_nothing() {
@@ -61,7 +16,9 @@ fn kill9_during_concurrent_submission_loses_nothing() {
         let threads: Vec<_> = (0..6)
             .map(|who| {
                 let (addr, stop, acked) = (t.addr, Arc::clone(&stop), Arc::clone(&acked));
-                std::thread::spawn(move || submitter(addr, who, round, stop, acked))
+                std::thread::spawn(move || {
+                    submit_until_stopped(addr, "alice@example.test", who, round, 5, &stop, &acked)
+                })
             })
             .collect();
         // Let the clients get going, then kill at a moment that varies by round.

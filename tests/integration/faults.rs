@@ -9,55 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::peer::{Peer, Script};
-use crate::common::{message, wait_until, Client, Setup, Tern};
+use crate::common::{message, submit_until_stopped, wait_until, Setup, Tern};
 
 /// The token in a message's Subject.
 fn token_of(body: &[u8]) -> Option<String> {
     String::from_utf8_lossy(body)
         .lines()
         .find_map(|l| l.strip_prefix("Subject: ").map(|s| s.trim().to_owned()))
-}
-
-/// Submit messages to remote recipients until told to stop or the server
-/// goes away; record the token of each message acknowledged with 250.
-fn submitter(
-    addr: SocketAddr,
-    who: usize,
-    round: usize,
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<String>>>,
-) {
-    let mut n = 0usize;
-    while !stop.load(Ordering::Relaxed) {
-        let Some(mut c) = Client::try_connect(addr) else {
-            return;
-        };
-        if c.try_reply().is_none() {
-            return;
-        }
-        c.send("EHLO crash.test");
-        if c.try_reply().is_none() {
-            return;
-        }
-        for _ in 0..4 {
-            n += 1;
-            let token = format!("r{round}-c{who}-m{n}");
-            let filler = "the quick brown fox jumps over the lazy dog\r\n".repeat((n * 31 + who * 7) % 200);
-            let body = format!("Subject: {token}\r\n\r\n{filler}END {token}\r\n.\r\n");
-            c.send("MAIL FROM:<a@example.test>");
-            c.send("RCPT TO:<x@example.net>");
-            c.send("DATA");
-            if !(0..3).all(|_| c.try_reply().is_some_and(|r| r.code < 400)) {
-                return;
-            }
-            c.send_raw(body.as_bytes());
-            match c.try_reply() {
-                Some(r) if r.code == 250 => acked.lock().unwrap().push(token),
-                _ => return,
-            }
-        }
-        c.send("QUIT");
-    }
 }
 
 /// A small xorshift generator: the kill moments vary from run to run, and
@@ -100,7 +58,9 @@ fn kill9_while_submitting_and_delivering_loses_nothing() {
         let threads: Vec<_> = (0..5)
             .map(|who| {
                 let (addr, stop, acked) = (t.addr, Arc::clone(&stop), Arc::clone(&acked));
-                std::thread::spawn(move || submitter(addr, who, round, stop, acked))
+                std::thread::spawn(move || {
+                    submit_until_stopped(addr, "x@example.net", who, round, 4, &stop, &acked)
+                })
             })
             .collect();
         // Kill at a random moment: while sessions write the spool and the
@@ -113,7 +73,12 @@ fn kill9_while_submitting_and_delivering_loses_nothing() {
         }
         t.restart();
     }
-    let acked = acked.lock().unwrap().clone();
+    let acked: Vec<String> = acked
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(token, _)| token.clone())
+        .collect();
     assert!(
         acked.len() >= 20,
         "too few messages to test anything: {}",

@@ -747,3 +747,50 @@ pub fn read_reply(r: &mut impl BufRead) -> Option<Reply> {
         }
     }
 }
+
+/// For crash tests: submit numbered messages (`Subject: TOKEN`, a body of
+/// varying size ending in `END TOKEN`) to `rcpt`, `per_conn` to a
+/// connection, until `stop` is set or the server goes away; record each
+/// message acknowledged with 250 as (token, queue id).
+pub fn submit_until_stopped(
+    addr: SocketAddr,
+    rcpt: &str,
+    who: usize,
+    round: usize,
+    per_conn: usize,
+    stop: &std::sync::atomic::AtomicBool,
+    acked: &Mutex<Vec<(String, String)>>,
+) {
+    let mut n = 0usize;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let Some(mut c) = Client::try_connect(addr) else {
+            return;
+        };
+        if c.try_reply().is_none() {
+            return;
+        }
+        c.send("EHLO crash.test");
+        if c.try_reply().is_none() {
+            return;
+        }
+        for _ in 0..per_conn {
+            n += 1;
+            let token = format!("r{round}-c{who}-m{n}");
+            // Sizes vary so kills land in every phase of a write.
+            let filler = "the quick brown fox jumps over the lazy dog\r\n".repeat((n * 37 + who * 11) % 400);
+            let body = format!("Subject: {token}\r\n\r\n{filler}END {token}\r\n.\r\n");
+            c.send("MAIL FROM:<a@example.test>");
+            c.send(&format!("RCPT TO:<{rcpt}>"));
+            c.send("DATA");
+            if !(0..3).all(|_| c.try_reply().is_some_and(|r| r.code < 400)) {
+                return;
+            }
+            c.send_raw(body.as_bytes());
+            match c.try_reply() {
+                Some(r) if r.code == 250 => acked.lock().unwrap().push((token, r.queue_id())),
+                _ => return,
+            }
+        }
+        c.send("QUIT");
+    }
+}
