@@ -37,20 +37,41 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-fn rfc5322_with_offset(t: i64, offset: i64) -> String {
+/// The parts of local time `t + offset` that dates are written with.
+struct Local {
+    weekday: &'static str,
+    month: &'static str,
+    day: u32,
+    year: i64,
+    hms: (i64, i64, i64),
+}
+
+fn local(t: i64, offset: i64) -> Local {
     let local = t + offset;
     let days = local.div_euclid(86_400);
     let secs = local.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let wd = DAYS.get(days.rem_euclid(7) as usize).copied().unwrap_or("Thu");
-    let mon = MONTHS.get((m as usize).wrapping_sub(1)).copied().unwrap_or("Jan");
+    let (year, m, day) = civil_from_days(days);
+    Local {
+        weekday: DAYS.get(days.rem_euclid(7) as usize).copied().unwrap_or("Thu"),
+        month: MONTHS.get((m as usize).wrapping_sub(1)).copied().unwrap_or("Jan"),
+        day,
+        year,
+        hms: (secs / 3600, secs % 3600 / 60, secs % 60),
+    }
+}
+
+fn rfc5322_with_offset(t: i64, offset: i64) -> String {
+    let Local {
+        weekday: wd,
+        month: mon,
+        day: d,
+        year: y,
+        hms: (h, mi, sec),
+    } = local(t, offset);
     let sign = if offset < 0 { '-' } else { '+' };
     let off = offset.abs();
     format!(
-        "{wd}, {d} {mon} {y} {:02}:{:02}:{:02} {sign}{:02}{:02}",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60,
+        "{wd}, {d} {mon} {y} {h:02}:{mi:02}:{sec:02} {sign}{:02}{:02}",
         off / 3600,
         off % 3600 / 60
     )
@@ -65,18 +86,14 @@ pub fn asctime(t: u64) -> String {
 }
 
 fn asctime_with_offset(t: i64, offset: i64) -> String {
-    let local = t + offset;
-    let days = local.div_euclid(86_400);
-    let secs = local.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let wd = DAYS.get(days.rem_euclid(7) as usize).copied().unwrap_or("Thu");
-    let mon = MONTHS.get((m as usize).wrapping_sub(1)).copied().unwrap_or("Jan");
-    format!(
-        "{wd} {mon} {d:>2} {:02}:{:02}:{:02} {y}",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    let Local {
+        weekday: wd,
+        month: mon,
+        day: d,
+        year: y,
+        hms: (h, mi, sec),
+    } = local(t, offset);
+    format!("{wd} {mon} {d:>2} {h:02}:{mi:02}:{sec:02} {y}")
 }
 
 #[cfg(test)]

@@ -469,7 +469,12 @@ impl Spool {
     /// removes, never an envelope without its body. Errors if env/ID does not exist, and
     /// then touches nothing (msg/ID may belong to a held message).
     pub fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
-        let env = self.file(ENV, id);
+        self.remove_from(ENV, id)
+    }
+
+    /// Remove `sub`/ID, then msg/ID, then fsync `sub`/.
+    fn remove_from(&self, sub: &str, id: &QueueId) -> Result<(), SpoolError> {
+        let env = self.file(sub, id);
         fs::remove_file(&env).map_err(|e| SpoolError::from_io("remove", &env, e))?;
         let msg = self.file(MSG, id);
         match fs::remove_file(&msg) {
@@ -478,7 +483,7 @@ impl Spool {
             // The message is already gone from the queue; recover removes the body later.
             Err(e) => log::warn!("spool: remove {}: {e}", msg.display()),
         }
-        sync_dir(&self.dir(ENV))
+        sync_dir(&self.dir(sub))
     }
 
     /// Whether the spool filesystem has room for `bytes` more: false when, after it, less
@@ -703,15 +708,7 @@ impl Spool {
 
     /// Remove a held message (hold/ID, then msg/ID), as [`Spool::remove`] does a queued one.
     pub fn remove_held(&self, id: &QueueId) -> Result<(), SpoolError> {
-        let env = self.file(HOLD, id);
-        fs::remove_file(&env).map_err(|e| SpoolError::from_io("remove", &env, e))?;
-        let msg = self.file(MSG, id);
-        match fs::remove_file(&msg) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => log::warn!("spool: remove {}: {e}", msg.display()),
-        }
-        sync_dir(&self.dir(HOLD))
+        self.remove_from(HOLD, id)
     }
 
     /// How many envelopes wait in corrupt/ for a human.
