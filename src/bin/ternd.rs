@@ -145,7 +145,7 @@ fn inetd(cfg: Config, tls: Option<TlsConfig>) -> ExitCode {
             None => Peer::local(),
         },
     };
-    session::run_stdio(cfg, spool, &peer, tls);
+    session::run_stdio(cfg, spool, &peer, tls, session::Door::Queue);
     ExitCode::SUCCESS
 }
 
