@@ -13,6 +13,8 @@ use crate::sys;
 pub struct PidFile {
     path: PathBuf,
     _file: File,
+    /// Set in a forked child: closing its copy must not remove the file.
+    leave: bool,
 }
 
 impl PidFile {
@@ -52,6 +54,7 @@ impl PidFile {
         Ok(PidFile {
             path: path.to_owned(),
             _file: file,
+            leave: false,
         })
     }
 
@@ -65,11 +68,20 @@ impl PidFile {
             .and_then(|()| f.sync_all());
         r.map_err(|e| format!("cannot write pid file {}: {e}", self.path.display()))
     }
+
+    /// Close this copy without removing the file: for a forked child (the
+    /// delivery helper), so that the lock goes when the daemon goes, and a
+    /// daemon restarted at once does not find it still held.
+    pub fn close_in_child(mut self) {
+        self.leave = true;
+    }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if !self.leave {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
