@@ -18,6 +18,18 @@ fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// A detached ternd, stopped with SIGTERM when a failing test unwinds, so it
+/// does not outlive the test (and keep the test account busy).
+struct Stop(u32);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        if std::thread::panicking() && pid_alive(self.0) {
+            let _ = tern::sys::send_signal(self.0, libc::SIGTERM);
+        }
+    }
+}
+
 /// Start ternd detached on `conf` and return its pid.
 fn start_detached(conf: &std::path::Path, pid_path: &std::path::Path) -> u32 {
     let out = Command::new(TERND)
@@ -68,6 +80,7 @@ fn detaches_writes_a_pid_file_and_refuses_a_second_instance() {
         .trim()
         .parse()
         .unwrap();
+    let _stop = Stop(pid);
     assert!(pid_alive(pid));
     let mut c = Client::connect(format!("127.0.0.1:{port}").parse().unwrap());
     assert_eq!(c.reply().code, 220);
@@ -120,6 +133,7 @@ fn root_drops_to_user_and_still_delivers_as_the_recipient(foreground: bool) {
     } else {
         (start_detached(&conf, &pid_path), None)
     };
+    let _stop = Stop(pid);
     // Every uid and gid of the daemon is the unprivileged account's.
     assert_eq!(proc_ids(pid, "Uid:"), vec![account.uid; 4]);
     assert_eq!(proc_ids(pid, "Gid:"), vec![account.gid; 4]);

@@ -89,12 +89,35 @@ pub fn daemon_account() -> Option<&'static tern::sys::Passwd> {
         .as_ref()
 }
 
-/// Find or create TEST_USER. Test threads share one answer (OnceLock); other test
-/// processes (a second `cargo test`) may race us to useradd, which then fails
-/// because the name exists, or because /etc/passwd is locked: so look again and
-/// retry rather than trust an exit status. Where there is no useradd (or it keeps
-/// failing), `nobody` stands in.
+/// Find or create TEST_USER. Test threads share one answer (OnceLock); test
+/// processes (two `cargo test` at once) take turns through a lock file, since
+/// two useradd runs for one new name can both pass its "exists?" check and the
+/// second then rewrites the first's entry with another uid under the feet of a
+/// daemon already started. useradd may still fail (/etc/passwd locked by some
+/// other tool): look again and retry rather than trust an exit status. Where
+/// there is no useradd (or it keeps failing), `nobody` stands in.
 fn ensure_test_account() -> tern::sys::Passwd {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(pw) = tern::sys::getpwnam(TEST_USER) {
+        return pw;
+    }
+    // O_NOFOLLOW: the file is in a directory everyone may write.
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(std::env::temp_dir().join("tern-test-account.lock"))
+        .expect("open the test account's lock file");
+    lock.lock().expect("lock the test account's lock file");
+    let pw = create_test_account();
+    drop(lock);
+    pw
+}
+
+fn create_test_account() -> tern::sys::Passwd {
     let run = |prog: &str, args: &[&str]| {
         for dir in ["", "/usr/sbin/", "/sbin/"] {
             match Command::new(format!("{dir}{prog}"))
