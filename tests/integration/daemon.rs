@@ -139,6 +139,11 @@ fn root_drops_to_user_and_still_delivers_as_the_recipient(foreground: bool) {
     assert_eq!(proc_ids(pid, "Gid:"), vec![account.gid; 4]);
     let spool = mail.with_file_name("spool");
     assert_eq!(std::fs::metadata(spool.join("env")).unwrap().uid(), account.uid);
+    // The spool's lock file too: a kill -9 leaves it, and `user` must get past it.
+    assert_eq!(
+        std::fs::metadata(spool.join("ternd.pid")).unwrap().uid(),
+        account.uid
+    );
     let mut c = Client::connect(format!("127.0.0.1:{port}").parse().unwrap());
     c.hello();
     let r = c.send_mail(
