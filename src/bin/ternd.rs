@@ -234,16 +234,15 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
     }
     // One daemon per spool, -d or not: a second one would clean up the
     // first one's messages in progress as crash leftovers.
-    let spool_lock_path = cfg.spool.join("ternd.pid");
-    let mut spool_lock = match PidFile::create(&spool_lock_path) {
+    let mut spool_lock = match PidFile::create(&cfg.spool.join("ternd.pid")) {
         Ok(l) => l,
         Err(e) => return fail(EX_TEMPFAIL, e),
     };
     // Like the rest of the spool, the lock file is `user`'s: one a kill -9 left
     // behind must not stop that account from starting ternd itself later.
     if let Some(pw) = &become_user {
-        if let Err(e) = std::os::unix::fs::chown(&spool_lock_path, Some(pw.uid), Some(pw.gid)) {
-            log::warn!("chown {}: {e}", spool_lock_path.display());
+        if let Err(e) = spool_lock.chown(pw.uid, pw.gid) {
+            log::warn!("spool {}: chown ternd.pid: {e}", cfg.spool.display());
         }
     }
     match spool.recover() {
