@@ -2,6 +2,8 @@
 
 CARGO   ?= cargo
 DEVCONF := etc/tern.dev.conf
+# The account `make run` started as root drops to (the dev config names none).
+RUN_USER ?= nobody
 
 # Where `make install` puts things. DESTDIR stages the whole tree under another
 # root (for packages); without it, run as root, install also creates the `tern`
@@ -46,7 +48,13 @@ run: build
 	@printf '%s\n' '  python3 -c '"'"'import smtplib; smtplib.SMTP("127.0.0.1", 2525).sendmail("me@localhost", ["root@localhost"], "Subject: hi\r\n\r\nhello\r\n")'"'"
 	@echo "or by hand: telnet 127.0.0.1 2525 (or nc -C 127.0.0.1 2525). Mail for root@localhost lands in ./var/mail/root/new/."
 	@echo "Stop ternd with Ctrl-C."
-	./target/debug/ternd -d -f $(DEVCONF)
+	@if [ "$$(id -u)" = 0 ]; then \
+		echo "Started as root: ternd drops to $(RUN_USER) after binding (var/tern.dev.conf adds user = $(RUN_USER))."; \
+		{ cat $(DEVCONF); echo; echo "# Added by make run as root: ternd never keeps root."; echo "user = $(RUN_USER)"; } > var/tern.dev.conf; \
+		exec ./target/debug/ternd -d -f var/tern.dev.conf; \
+	else \
+		exec ./target/debug/ternd -d -f $(DEVCONF); \
+	fi
 
 # Every test: unit tests and the integration tests that start the real binaries.
 test:
