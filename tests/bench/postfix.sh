@@ -268,6 +268,7 @@ cmd_start() {
     chmod 755 "$w/queue"
     chown postfix:root "$w/data"
     chmod 700 "$w/data"
+    make_reachable "$w/data"
 
     write_main_cf "$w" "$mode" "$sink"
     write_master_cf "$w" "$mode" "$port"
@@ -443,11 +444,13 @@ make_maildir() {
     make_reachable "$d/new"
 }
 
-# virtual(8) writes as nobody, so every directory above the Maildir must be
-# searchable by others. Private temporary directories (mktemp -d makes them
-# 0700) below a sticky world-writable one such as /tmp get o+x, which lets
-# nobody through without letting it list them; any other closed directory on
-# the way is the caller's to open: say which, rather than let deliveries defer.
+# Postfix's daemons open data_directory (the postfix account) and the Maildir
+# (virtual(8) as nobody) by absolute path, so every directory above those
+# must be searchable by others. Private temporary directories (mktemp -d makes
+# them 0700) below a sticky world-writable one such as /tmp get o+x, which
+# lets them through without letting them list anything; any other closed
+# directory on the way is the caller's to open: say which, rather than fail
+# later with a less clear error in the maillog.
 make_reachable() {
     local path=$1 d=/ part mode in_tmp=
     local -a parts
@@ -461,7 +464,7 @@ make_reachable() {
         elif [ -n "$in_tmp" ]; then
             chmod o+x "$d"
         else
-            die "$d is not searchable by others; virtual(8) delivers as nobody (chmod o+x it)"
+            die "$d is not searchable by others, as Postfix's unprivileged daemons need (chmod o+x it)"
         fi
         # Sticky and world-writable: a /tmp; what is below is someone's scratch.
         if (((mode & 8#1002) == 8#1002)); then in_tmp=1; fi
