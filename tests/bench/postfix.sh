@@ -38,6 +38,9 @@
 #
 # Written against Debian 12's postfix 3.7; needs bash and coreutils, nothing else.
 set -euo pipefail
+# What we create must be readable by Postfix's unprivileged daemons, whatever
+# umask the caller runs with.
+umask 022
 
 prog=${0##*/}
 die() { echo "$prog: $*" >&2; exit 1; }
@@ -193,7 +196,9 @@ cmd_pss() {
 wait_greeting() {
     local port=$1 tries=$2 line
     while [ "$tries" -gt 0 ]; do
-        if exec 3<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null; then
+        # Braces: the 2>/dev/null covers the failed connect but outlives
+        # neither it nor the descriptor.
+        if { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null; then
             line=
             read -r -t 5 line <&3 || true
             printf 'QUIT\r\n' >&3 2>/dev/null || true
@@ -212,7 +217,7 @@ cmd_stop() {
     master=$(master_pid "$w") || return 0
     pids=$(instance_pids "$master")
     # "postfix stop" asks master to terminate (SIGTERM), which takes its
-    # children with it; then wait for each one, the master last.
+    # children with it; then wait until every one of them has exited.
     "$POSTFIX" -c "$w/etc" stop >/dev/null 2>&1 || kill -TERM "$master" 2>/dev/null || true
     for ((i = 0; i < 200; i++)); do
         alive=
@@ -264,11 +269,11 @@ cmd_start() {
     # queue_directory and data_directory: root-owned and not group or world
     # writable above the postfix-owned subdirectories, as `postfix check`
     # wants; it creates the subdirectories (post-install create-missing).
-    chown root:root "$w" "$w/queue"
+    chown root:root "$w/queue"
     chmod 755 "$w/queue"
     chown postfix:root "$w/data"
     chmod 700 "$w/data"
-    make_reachable "$w/data"
+    make_reachable "$w"
 
     write_main_cf "$w" "$mode" "$sink"
     write_master_cf "$w" "$mode" "$port"
@@ -440,13 +445,11 @@ make_maildir() {
     d=$w/mail/bench/Maildir
     mkdir -p "$d/tmp" "$d/new" "$d/cur"
     chown -R nobody:nogroup "$w/mail"
-    chmod 755 "$w/mail"
-    make_reachable "$d/new"
 }
 
 # Postfix's daemons open data_directory (the postfix account) and the Maildir
-# (virtual(8) as nobody) by absolute path, so every directory above those
-# must be searchable by others. Private temporary directories (mktemp -d makes
+# (virtual(8) as nobody) by absolute path, so WORKDIR and every directory
+# above it must be searchable by others. Private temporary directories (mktemp -d makes
 # them 0700) below a sticky world-writable one such as /tmp get o+x, which
 # lets them through without letting them list anything; any other closed
 # directory on the way is the caller's to open: say which, rather than fail
