@@ -141,10 +141,20 @@ master_pid() {
 }
 
 # The master and its children: every Postfix process of an instance is
-# spawned by its master directly.
+# spawned by its master directly. The kernel lists a thread's children in
+# /proc (CONFIG_PROC_CHILDREN, on in Debian's kernels), one read where
+# scanning every process costs tens of milliseconds, which matters when the
+# driver samples stats every half second during a load.
 instance_pids() {
-    local master=$1 stat p line f
+    local master=$1 children=/proc/$1/task/$1/children stat p line f
+    local -a kids=()
     printf '%s\n' "$master"
+    if [ -r "$children" ]; then
+        # One line without a newline at its end, hence the || true.
+        { read -r -a kids < "$children"; } 2>/dev/null || true
+        if [ "${#kids[@]}" -gt 0 ]; then printf '%s\n' "${kids[@]}"; fi
+        return 0
+    fi
     for stat in /proc/[0-9]*/stat; do
         p=${stat#/proc/}; p=${p%/stat}
         { read -r line < "$stat"; } 2>/dev/null || continue
@@ -155,24 +165,37 @@ instance_pids() {
 }
 
 cmd_stats() {
-    local w master tck rss=0 ticks=0 p key value line f
+    local w master
     w=$(workdir_arg "${1:-}")
     master=$(master_pid "$w") || die "no Postfix instance running in $w"
-    tck=$(getconf CLK_TCK)
-    for p in $(instance_pids "$master"); do
-        # A process may exit between the listing and here: skip it (the
-        # master's cutime/cstime below then hold its CPU time).
-        { read -r line < "/proc/$p/stat"; } 2>/dev/null || continue
-        read -r -a f <<< "${line##*) }"
-        # utime stime cutime cstime: fields 14-17 of stat, 11-14 counted
-        # from 0 after "(comm) ". The master's cutime/cstime hold every child
-        # it has reaped, so processes gone since the last call are not lost.
-        ticks=$((ticks + f[11] + f[12] + f[13] + f[14]))
-        while read -r key value _; do
-            if [ "$key" = VmRSS: ]; then rss=$((rss + value)); break; fi
-        done 2>/dev/null < "/proc/$p/status" || true
-    done
-    awk -v r="$rss" -v t="$ticks" -v h="$tck" 'BEGIN { printf "rss_kb=%d cpu_seconds=%.2f\n", r, t / h }'
+    # One awk for every process: this runs every half second during a load,
+    # so it should cost little. A process may exit between the listing and
+    # its reading (getline then fails, and it is skipped; the master's
+    # cutime/cstime hold its CPU time from then on).
+    # stat: utime stime cutime cstime are fields 14-17, 12-15 after "(comm) ",
+    # which may hold spaces. The master's cutime/cstime hold every child it
+    # has reaped, so processes gone since the last call are not lost.
+    # statm: the second field is VmRSS in pages.
+    awk -v pids="$(instance_pids "$master")" -v tck="$(getconf CLK_TCK)" \
+        -v pagekb="$(($(getconf PAGESIZE) / 1024))" 'BEGIN {
+        n = split(pids, pid, "\n")
+        for (i = 1; i <= n; i++) {
+            f = "/proc/" pid[i] "/stat"
+            if ((getline line < f) > 0) {
+                sub(/^.*\) /, "", line)
+                split(line, a, " ")
+                ticks += a[12] + a[13] + a[14] + a[15]
+            }
+            close(f)
+            f = "/proc/" pid[i] "/statm"
+            if ((getline line < f) > 0) {
+                split(line, a, " ")
+                rss += a[2] * pagekb
+            }
+            close(f)
+        }
+        printf "rss_kb=%d cpu_seconds=%.2f\n", rss, ticks / tck
+    }'
 }
 
 # Not part of the shared interface, an addition: the sum of VmRSS counts
@@ -181,15 +204,20 @@ cmd_stats() {
 # Proportional set size divides each shared page among its users, so the sum
 # is what the instance really holds; ternd's is about its RSS, one process.
 cmd_pss() {
-    local w master pss=0 p key value
+    local w master
     w=$(workdir_arg "${1:-}")
     master=$(master_pid "$w") || die "no Postfix instance running in $w"
-    for p in $(instance_pids "$master"); do
-        while read -r key value _; do
-            if [ "$key" = Pss: ]; then pss=$((pss + value)); break; fi
-        done 2>/dev/null < "/proc/$p/smaps_rollup" || true
-    done
-    echo "pss_kb=$pss"
+    awk -v pids="$(instance_pids "$master")" 'BEGIN {
+        n = split(pids, pid, "\n")
+        for (i = 1; i <= n; i++) {
+            f = "/proc/" pid[i] "/smaps_rollup"
+            while ((getline line < f) > 0) {
+                if (line ~ /^Pss:/) { split(line, a, " "); pss += a[2]; break }
+            }
+            close(f)
+        }
+        printf "pss_kb=%d\n", pss
+    }'
 }
 
 # Wait until 127.0.0.1:PORT answers with a 220 greeting (bash's /dev/tcp).
@@ -264,6 +292,14 @@ cmd_start() {
 
     # A previous instance in this WORKDIR goes first, with its queue.
     cmd_stop "$w"
+    # Postfix's master binds with SO_REUSEPORT, so a port another root
+    # process (another instance) listens on does not make it fail: the two
+    # would share the connections. Refuse a port that answers; "in use" is
+    # what the driver looks for to try another.
+    if { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null; then
+        exec 3>&- 3<&-
+        die "127.0.0.1:$port is already in use"
+    fi
     rm -rf "${w:?}/etc" "$w/queue" "$w/data" "$w/mail" "$w/maillog"
     mkdir -p "$w/etc" "$w/queue" "$w/data"
     # queue_directory and data_directory: root-owned and not group or world
@@ -285,9 +321,14 @@ cmd_start() {
     # queue subdirectories with the right owners.
     # Its complaints go to stderr only on a terminal, else to the maillog.
     if ! "$POSTFIX" -c "$w/etc" start >/dev/null 2>&1; then
-        # A master that failed (say, the port is taken) may still be exiting.
+        # The first complaint says why (such as "bind 127.0.0.1 port N:
+        # Address already in use", which the driver looks for to try another
+        # port), the rest are consequences.
+        local why
+        why=$(grep -m 1 -e fatal: -e error: "$w/maillog" 2>/dev/null) || why="see $w/maillog"
+        # A master that failed may still be exiting.
         cmd_stop "$w"
-        die "postfix start failed: $(tail -3 "$w/maillog" 2>/dev/null)"
+        die "postfix start failed: ${why#* postfix/}"
     fi
     # The master writes its pid file once it runs; the port answers a little later.
     wait_greeting "$port" 300 || { cmd_stop "$w"; die "127.0.0.1:$port does not answer 220"; }
