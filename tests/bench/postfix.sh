@@ -14,7 +14,8 @@
 #
 # Everything of an instance lives under WORKDIR: etc/ (main.cf, master.cf),
 # queue/ (queue_directory), data/ (data_directory), mail/ (Maildirs, local
-# mode) and maillog. `start` discards those from an earlier run in the same
+# mode) and maillog (but see make_reachable for a WORKDIR out of reach of
+# the unprivileged daemons). `start` discards those from an earlier run in the same
 # WORKDIR, so queued mail of one load never leaks into the next; it touches
 # nothing else there. Several instances with different WORKDIRs and ports can
 # run at once. Only the Debian package's programs and the `postfix` account and
@@ -48,6 +49,8 @@ die() { echo "$prog: $*" >&2; exit 1; }
 # Debian's layout; `postconf -d` would find them too but costs a process start.
 POSTFIX=${POSTFIX:-/usr/sbin/postfix}
 POSTCONF=${POSTCONF:-/usr/sbin/postconf}
+# See make_reachable.
+SIDE_PREFIX=/tmp/tern-postfix-bench
 
 usage() {
     echo "usage:" >&2
@@ -242,7 +245,7 @@ wait_greeting() {
 cmd_stop() {
     local w master pids p i alive
     w=$(workdir_arg "${1:-}")
-    master=$(master_pid "$w") || return 0
+    master=$(master_pid "$w") || { remove_side "$w"; return 0; }
     pids=$(instance_pids "$master")
     # "postfix stop" asks master to terminate (SIGTERM), which takes its
     # children with it; then wait until every one of them has exited.
@@ -250,7 +253,7 @@ cmd_stop() {
     for ((i = 0; i < 200; i++)); do
         alive=
         for p in $pids; do [ -e "/proc/$p" ] && alive=1; done
-        [ -z "$alive" ] && return 0
+        [ -z "$alive" ] && { remove_side "$w"; return 0; }
         sleep 0.05
     done
     # Ten seconds on: a daemon stuck in I/O. Not worth more patience here.
@@ -259,7 +262,7 @@ cmd_stop() {
     for ((i = 0; i < 100; i++)); do
         alive=
         for p in $pids; do [ -e "/proc/$p" ] && alive=1; done
-        [ -z "$alive" ] && return 0
+        [ -z "$alive" ] && { remove_side "$w"; return 0; }
         sleep 0.05
     done
     die "Postfix processes in $w survive SIGKILL: $pids"
@@ -300,20 +303,30 @@ cmd_start() {
         exec 3>&- 3<&-
         die "127.0.0.1:$port is already in use"
     fi
+    remove_side "$w"
     rm -rf "${w:?}/etc" "$w/queue" "$w/data" "$w/mail" "$w/maillog"
-    mkdir -p "$w/etc" "$w/queue" "$w/data"
+    mkdir -p "$w/etc" "$w/queue"
+    # Where the unprivileged daemons write: data/, mail/ and maillog.
+    local pub=$w
+    if ! make_reachable "$w"; then
+        pub=$(mktemp -d "$SIDE_PREFIX.XXXXXX")
+        chmod 755 "$pub"
+        ln -s "$pub/data" "$w/data"
+        ln -s "$pub/mail" "$w/mail"
+        ln -s "$pub/maillog" "$w/maillog"
+    fi
+    mkdir -p "$pub/data" "$pub/mail"
     # queue_directory and data_directory: root-owned and not group or world
     # writable above the postfix-owned subdirectories, as `postfix check`
     # wants; it creates the subdirectories (post-install create-missing).
     chown root:root "$w/queue"
     chmod 755 "$w/queue"
-    chown postfix:root "$w/data"
-    chmod 700 "$w/data"
-    make_reachable "$w"
+    chown postfix:root "$pub/data"
+    chmod 700 "$pub/data"
 
-    write_main_cf "$w" "$mode" "$sink"
+    write_main_cf "$w" "$mode" "$sink" "$pub"
     write_master_cf "$w" "$mode" "$port"
-    if [ "$mode" = local ]; then make_maildir "$w"; fi
+    if [ "$mode" = local ]; then make_maildir "$pub"; fi
 
     # -c selects this config directory; as root no alternate_config_directories
     # entry in the default main.cf is needed (that list guards the set-gid
@@ -338,14 +351,14 @@ cmd_start() {
 }
 
 write_main_cf() {
-    local w=$1 mode=$2 sink=$3
+    local w=$1 mode=$2 sink=$3 pub=$4
     {
         cat <<EOF
 # Private benchmark instance written by tests/bench/postfix.sh ($mode mode).
 # Everything not set here is Postfix's default.
 compatibility_level = 3.6
 queue_directory = $w/queue
-data_directory = $w/data
+data_directory = $pub/data
 mail_owner = postfix
 setgid_group = postdrop
 myhostname = postfix-bench.invalid
@@ -356,8 +369,8 @@ inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 # Logging without syslog: one file through postlogd (a postlog service in master.cf).
-maillog_file = $w/maillog
-maillog_file_prefixes = $w
+maillog_file = $pub/maillog
+maillog_file_prefixes = $pub
 
 # Open for 127.0.0.1, no HELO or DNS checks (tern's bench config checks nothing
 # either): relaying is allowed to mynetworks only, which is all that connects.
@@ -426,7 +439,7 @@ EOF
 # virtual(8) refuses uids below virtual_minimum_uid (100, and never 0); tern's
 # bench delivers as the user it runs as.
 virtual_mailbox_domains = localhost
-virtual_mailbox_base = $w/mail
+virtual_mailbox_base = $pub/mail
 # Trailing slash: Maildir format.
 virtual_mailbox_maps = static:bench/Maildir/
 virtual_uid_maps = static:$(id -u nobody)
@@ -482,19 +495,21 @@ EOF
 # The recipient's Maildir exists before the first message, so the driver can
 # count new/ from the start; owned like the mail virtual(8) will write.
 make_maildir() {
-    local w=$1 d
-    d=$w/mail/bench/Maildir
+    local pub=$1 d
+    d=$pub/mail/bench/Maildir
     mkdir -p "$d/tmp" "$d/new" "$d/cur"
-    chown -R nobody:nogroup "$w/mail"
+    chown -R nobody:nogroup "$pub/mail"
 }
 
-# Postfix's daemons open data_directory (the postfix account) and the Maildir
-# (virtual(8) as nobody) by absolute path, so WORKDIR and every directory
-# above it must be searchable by others. Private temporary directories (mktemp -d makes
-# them 0700) below a sticky world-writable one such as /tmp get o+x, which
-# lets them through without letting them list anything; any other closed
-# directory on the way is the caller's to open: say which, rather than fail
-# later with a less clear error in the maillog.
+# Postfix's daemons open data_directory (the postfix account), the maillog
+# (postlogd) and the Maildir (virtual(8) as nobody) by absolute path, so
+# WORKDIR and every directory above it must be searchable by others. Private
+# temporary directories (mktemp -d makes them 0700) below a sticky
+# world-writable one such as /tmp get o+x, which lets them through without
+# letting them list anything. Any other closed directory on the way (a clone
+# in /root, say) is not ours to open: then data/, mail/ and maillog live in a
+# directory of their own under /tmp (SIDE_PREFIX.XXXXXX), WORKDIR holds
+# symbolic links to them, and stop removes it.
 make_reachable() {
     local path=$1 d=/ part mode in_tmp=
     local -a parts
@@ -508,11 +523,20 @@ make_reachable() {
         elif [ -n "$in_tmp" ]; then
             chmod o+x "$d"
         else
-            die "$d is not searchable by others, as Postfix's unprivileged daemons need (chmod o+x it)"
+            return 1
         fi
         # Sticky and world-writable: a /tmp; what is below is someone's scratch.
         if (((mode & 8#1002) == 8#1002)); then in_tmp=1; fi
     done
+}
+
+# The directory under /tmp of an instance whose WORKDIR is out of reach, if
+# any: only one we made (the data link points into it).
+remove_side() {
+    local w=$1 t
+    [ -L "$w/data" ] || return 0
+    t=$(readlink "$w/data")
+    case $t in "$SIDE_PREFIX".*/data) rm -rf "${t%/data}" ;; esac
 }
 
 case ${1:-} in
