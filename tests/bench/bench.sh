@@ -79,14 +79,21 @@ trap 'exit 130' INT TERM
 log() { echo "bench: $*" >&2; }
 broke() { BROKEN+=("$*"); log "BROKEN: $*"; }
 
-# Poll until the command $1 succeeds, at most $2 seconds (10 ms steps).
+# Poll until the command $1 succeeds, at most $2 seconds, every $3 seconds
+# (default 0.01). The polls share the CPUs with the load they wait for: the
+# checks below fork as little as they can.
 wait_for() {
-    local end
-    end=$(($(date +%s) + $2))
+    local end=$((SECONDS + $2))
     until eval "$1"; do
-        [ "$(date +%s)" -gt "$end" ] && return 1
-        sleep 0.01
+        [ "$SECONDS" -gt "$end" ] && return 1
+        sleep "${3:-0.01}"
     done
+}
+# Whether smtp-sink's --count-file $1 has reached $2 (no fork).
+sink_has() {
+    local n=0
+    read -r n 2>/dev/null <"$1"
+    [ "${n:-0}" -ge "$2" ]
 }
 
 now() { date +%s.%N; }
@@ -233,16 +240,16 @@ pf_sampler() {
 # The server side of a load: ternd (T) or Postfix (P); both measured the same way.
 #   measure PREFIX NAME SESSIONS ADDR RCPT PIDORPF WAITCMD
 # WAITCMD, if not empty, must succeed before the load counts as done (the sink
-# or the Maildir has everything); the rate is then MESSAGES over the time from
-# the start of smtp-source until it did.
+# or the Maildir has everything; polled every WAITSTEP seconds); the rate is
+# then MESSAGES over the time from the start of smtp-source until it did.
 cpu_of() { if [ "$1" = pf ]; then pf_stats | awk '{ print $2 }'; else cpu_ticks "$1"; fi; }
 measure() {
-    local key=$1 name=$2 sessions=$3 addr=$4 rcpt=$5 who=$6 waitcmd=$7 c0 c1 t0 t1 smp=
+    local key=$1 name=$2 sessions=$3 addr=$4 rcpt=$5 who=$6 waitcmd=$7 step=${8:-0.01} c0 c1 t0 t1 smp=
     c0=$(cpu_of "$who")
     if [ "$who" = pf ]; then pf_sampler "$name" & smp=$!; fi
     t0=$(now)
     source_load "$name" "$sessions" "$addr" "$rcpt" || { [ -n "$smp" ] && stop "$smp"; return 1; }
-    if [ -n "$waitcmd" ] && ! wait_for "$waitcmd" "$TIMEOUT"; then
+    if [ -n "$waitcmd" ] && ! wait_for "$waitcmd" "$TIMEOUT" "$step"; then
         [ -n "$smp" ] && stop "$smp"
         broke "$name: not everything arrived within ${TIMEOUT}s ($waitcmd)"
         return 1
@@ -339,7 +346,7 @@ for s in $E2E_SESSIONS; do
     if start_ternd "e2e-$s" "route=example.test [127.0.0.1]:${SINK_ADDR##*:}" \
         local_domains=bench.test max_sessions=100 max_sessions_per_ip=100; then
         measure "e2e.$s" "e2e-$s" "$s" "$TERND_ADDR" bench@example.test "$TERND_PID" \
-            "[ \"\$(cat '$D/sink-e2e-$s.count' 2>/dev/null || echo 0)\" -ge $MESSAGES ]"
+            "sink_has '$D/sink-e2e-$s.count' $MESSAGES"
         # Everything delivered exactly once: wait for the queue to drain.
         wait_for "[ -z \"\$(ls -A '$D/e2e-$s/spool/env' 2>/dev/null)\" ]" 30 ||
             broke "e2e-$s: queue not empty after the sink counted everything"
@@ -355,7 +362,7 @@ if [ $PF = 1 ]; then
         start_sink "sink-pf-e2e-$s" || continue
         if pf_start "relay-$s" relay "${SINK_ADDR##*:}"; then
             measure "pf.e2e.$s" "pf-e2e-$s" "$s" "$PF_ADDR" bench@example.test pf \
-                "[ \"\$(cat '$D/sink-pf-e2e-$s.count' 2>/dev/null || echo 0)\" -ge $MESSAGES ]"
+                "sink_has '$D/sink-pf-e2e-$s.count' $MESSAGES"
             wait_for "tests/bench/postfix.sh queue-empty '$PF_DIR'" 30 ||
                 broke "pf-e2e-$s: Postfix queue not empty after the sink counted everything"
             pf_stop
@@ -380,7 +387,7 @@ for s in $LOCAL_SESSIONS; do
     if start_ternd "local-$s" local_domains=localhost "local_users=$D/local-users" \
         "mailbox=$D/local-mail/%u/" max_sessions=100 max_sessions_per_ip=100; then
         measure "local.$s" "local-$s" "$s" "$TERND_ADDR" "$LOCAL_USER@localhost" "$TERND_PID" \
-            "[ \$(count_files '$new') -ge $MESSAGES ]"
+            "[ \$(count_files '$new') -ge $MESSAGES ]" 0.05
         got=$(count_files "$new")
         [ "$got" -le "$MESSAGES" ] || broke "local-$s: $got messages in new/ for $MESSAGES sent"
         stop "$TERND_PID"
@@ -395,7 +402,7 @@ if [ $PF = 1 ]; then
                 broke "pf-local-$s: postfix.sh start printed no maildir="
             else
                 measure "pf.local.$s" "pf-local-$s" "$s" "$PF_ADDR" bench@localhost pf \
-                    "[ \$(count_files '$PF_MAILDIR') -ge $MESSAGES ]"
+                    "[ \$(count_files '$PF_MAILDIR') -ge $MESSAGES ]" 0.05
             fi
             pf_stop
         fi
