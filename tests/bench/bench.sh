@@ -218,6 +218,9 @@ pf_start() {
         tests/bench/postfix.sh stop "$PF_DIR" >/dev/null 2>&1
     done
     PF_ADDR=127.0.0.1:$port
+    if [ -z "$PF_MEM" ]; then
+        if tests/bench/postfix.sh pss "$PF_DIR" 2>/dev/null | grep -q '^pss_kb='; then PF_MEM=pss; else PF_MEM=rss; fi
+    fi
     PF_MAILDIR=$(printf '%s\n' "$out" | sed -n 's/^maildir=//p')
 }
 pf_stop() { tests/bench/postfix.sh stop "$PF_DIR" >/dev/null 2>&1; }
@@ -227,11 +230,25 @@ pf_stats() {
         awk -v t="$TICK" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
             END { printf "%d %d\n", v["rss_kb"], v["cpu_seconds"] * t }'
 }
-# Sample the instance's total RSS every 500 ms into D/$1.rssmax until killed.
+# The instance's memory now, in kB: its proportional set size when postfix.sh
+# has `pss` (shared pages split between its processes, as ternd's one process
+# has them), else the sum of the processes' RSS, which counts every shared
+# page once per process.
+# PF_MEM (pss or rss) is decided by pf_start, in this shell: the sampler
+# runs in a subshell.
+PF_MEM=
+pf_mem() {
+    if [ "$PF_MEM" = pss ]; then
+        tests/bench/postfix.sh pss "$PF_DIR" 2>/dev/null | sed -n 's/^pss_kb=//p'
+    else
+        pf_stats | awk '{ print $1 }'
+    fi
+}
+# Sample the instance's memory every 500 ms, the largest into D/$1.rssmax, until killed.
 pf_sampler() {
     local max=0 r
     while :; do
-        r=$(pf_stats | awk '{ print $1 }')
+        r=$(pf_mem)
         [ "${r:-0}" -gt "$max" ] && max=$r && echo "$max" >"$D/$1.rssmax"
         sleep 0.5
     done
@@ -461,7 +478,10 @@ s_first=$(echo "$SESSIONS" | awk '{ print $1 }')
 echo
 echo "=== tern benchmark: $MESSAGES x $SIZE per load, $(nproc 2>/dev/null) CPUs, $(date -u '+%Y-%m-%d %H:%M UTC') ==="
 echo "Rates in messages (files) per second; ratios against the ceilings of this same run."
-[ $PF = 1 ] && echo "tern/pf: tern's figure over Postfix's (for rates higher is better; for latency, memory and CPU lower is)."
+if [ $PF = 1 ]; then
+    echo "tern/pf: tern's figure over Postfix's (for rates higher is better; for latency, memory and CPU lower is)."
+    echo "Postfix memory: the peak of its processes' $([ "$PF_MEM" = pss ] && echo "PSS (shared pages split)" || echo "summed RSS (shared pages counted per process)"), sampled every 500 ms; tern's: VmHWM."
+fi
 printf "$FMT" "figure" "tern" "ceiling" "x ceil" "postfix" "tern/pf" "target" "result"
 printf '%s\n' "------------------------------------------------------------------------------------------------------------"
 for s in $SESSIONS; do
