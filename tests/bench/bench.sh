@@ -28,6 +28,10 @@ case $TARGET in /*) ;; *) TARGET=$TOP/$TARGET ;; esac
 B=$TARGET/release
 X=$B/examples
 
+# queue-scale.sh's QUEUED and MESSAGES, from the environment too (before
+# MESSAGES is reused below).
+Q_QUEUED=${BENCH_QUEUED:-${QUEUED:-100000}}
+Q_MESSAGES=${BENCH_QUEUE_MESSAGES:-${MESSAGES:-2000}}
 MESSAGES=${BENCH_MESSAGES:-3000}
 SIZE=${BENCH_SIZE:-4K}
 PER_CONN=${BENCH_PER_CONN:-1}
@@ -42,8 +46,6 @@ TIMEOUT=${BENCH_TIMEOUT:-300}
 LOCAL_USER=${BENCH_LOCAL_USER:-ternbench}
 POSTFIX=${BENCH_POSTFIX:-0}
 QUEUE=${BENCH_QUEUE:-1}
-Q_QUEUED=${BENCH_QUEUED:-${QUEUED:-100000}}
-Q_MESSAGES=${BENCH_QUEUE_MESSAGES:-${MESSAGES_QUEUE:-2000}}
 KEEP=${BENCH_KEEP:-0}
 PARENT=${BENCH_DIR:-$TARGET}
 
@@ -475,9 +477,10 @@ cmp() {
     fi
 }
 
-lat_ceil=$(calc "$(v ceil.1.p50) + $(v fsync.1.p50)" 3)
-rss_busy_mib=$(calc "$(v accept.50.rss) / 1024")
 s_first=$(echo "$SESSIONS" | awk '{ print $1 }')
+lat_ceil=$(calc "$(v ceil.$s_first.p50) + $(v fsync.1.p50)" 3)
+rss_busy_mib=$(calc "$(v accept.50.rss) / 1024")
+loads="$(for s in $SESSIONS; do echo accept.$s; done) $(for s in $E2E_SESSIONS; do echo e2e.$s; done) $(for s in $LOCAL_SESSIONS; do echo local.$s; done)"
 
 echo
 echo "=== tern benchmark: $MESSAGES x $SIZE per load, $(nproc 2>/dev/null) CPUs, $(date -u '+%Y-%m-%d %H:%M UTC') ==="
@@ -525,13 +528,14 @@ sc=$(ratio "$(v e2e.50.rate)" "$(v e2e.10.rate)")
 pfb=$(calc "$(v pf.accept.50.rss) / 1024")
 row "RSS peak, 50 busy sessions, MiB" "$rss_busy_mib" "" "" "$pfb" "$(ratio "$rss_busy_mib" "$pfb")" "<= 64 MiB" "$(verdict "$rss_busy_mib" "<=" 64)"
 row "RSS per idle session, KiB" "$(v idle.per)" "" "" "" "" "<= 256 KiB" "$(verdict "$(v idle.per)" "<=" 256)"
-row "RSS idle ternd (no session), MiB" "$(calc "$(v idle.base) / 1024")"
-for k in e2e.10 e2e.50 local.10; do
+row "RSS ternd, no session, MiB" "$(calc "$(v idle.base) / 1024")"
+for k in $loads; do
+    [ "$k" = accept.50 ] && continue
     [ -n "$(v $k.rss)" ] || continue
     pfr=$(calc "$(v pf.$k.rss) / 1024")
     row "RSS peak, ${k/./ }, MiB" "$(calc "$(v $k.rss) / 1024")" "" "" "$pfr" "$(ratio "$(calc "$(v $k.rss) / 1024")" "$pfr")"
 done
-for k in $(for s in $SESSIONS; do echo accept.$s; done) $(for s in $E2E_SESSIONS; do echo e2e.$s; done) $(for s in $LOCAL_SESSIONS; do echo local.$s; done); do
+for k in $loads; do
     [ -n "$(v $k.cpu)" ] || continue
     row "CPU s / 1000 msgs, ${k/./ }" "$(v $k.cpu)" "" "" "$(v pf.$k.cpu)" "$(ratio "$(v $k.cpu)" "$(v pf.$k.cpu)")"
 done
