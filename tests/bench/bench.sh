@@ -294,7 +294,8 @@ measure() {
 }
 
 echo "bench: $MESSAGES messages of $SIZE per load, $PER_CONN per connection, pipelining $([ "$PIPELINING" = 1 ] && echo on || echo off); in $D"
-echo "bench: $(nproc 2>/dev/null || echo '?') CPUs, load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null); spool filesystem: $(df -T "$D" 2>/dev/null | awk 'NR == 2 { print $2 " on " $1 }')"
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)
+echo "bench: $(nproc 2>/dev/null || echo '?') CPUs, load $LOAD0; spool filesystem: $(df -T "$D" 2>/dev/null | awk 'NR == 2 { print $2 " on " $1 }')"
 
 # ---- 1. protocol ceiling ------------------------------------------------------
 log "1. protocol ceiling: smtp-source -> smtp-sink"
@@ -463,7 +464,15 @@ verdict() {
         printf "%s", ok ? "met" : "NOT met" }'
 }
 FMT='%-36s %9s %9s %7s %9s %7s  %-14s %s\n'
-row() { printf "$FMT" "$1" "${2:--}" "${3:-}" "${4:-}" "${5:-}" "${6:-}" "${7:-}" "${8:-}"; }
+MET=0 NOT_MET=0 NA=0
+row() {
+    printf "$FMT" "$1" "${2:--}" "${3:-}" "${4:-}" "${5:-}" "${6:-}" "${7:-}" "${8:-}"
+    case ${8:-} in
+    met) MET=$((MET + 1)) ;;
+    "NOT met") NOT_MET=$((NOT_MET + 1)) ;;
+    n/a) NA=$((NA + 1)) ;;
+    esac
+}
 # A figure compared with a ceiling and maybe Postfix.
 #   cmp LABEL VALUE CEILING PFVALUE [TARGET_CEIL_OP LIMIT] [PF_OP LIMIT]
 cmp() {
@@ -547,7 +556,14 @@ fi
 echo
 echo "Latency: from MAIL (from connect) to the 250 after DATA; its ceiling = protocol ceiling p50 $(v ceil.$s_first.p50) ms ($(v ceil.$s_first.cp50) ms)"
 echo "  + durability ceiling p50, 1 thread, $(v fsync.1.p50) ms: the least a durable 250 can take."
+echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null) (at the start: $LOAD0); on a busy machine every figure is noisy."
 for n in "${NOTES[@]}"; do echo "note: $n"; done
+# One machine-readable line, for notes and scripts.
+echo "BENCH messages=$MESSAGES size=$SIZE accept10_x_ceil=$(ratio "$(v accept.10.rate)" "$(v ceil.10.rate)")" \
+    "e2e10_x_ceil=$(ratio "$(v e2e.10.rate)" "$(v ceil.10.rate)") latency_x_ceil=$(ratio "$(v accept.$s_first.p50)" "$lat_ceil")" \
+    "accept10_x_pf=$(ratio "$(v accept.10.rate)" "$(v pf.accept.10.rate)") e2e10_x_pf=$(ratio "$(v e2e.10.rate)" "$(v pf.e2e.10.rate)")" \
+    "rss_busy_mib=$rss_busy_mib idle_kib=$(v idle.per) queue_ratio=$(v queue.ratio)" \
+    "met=$MET not_met=$NOT_MET na=$NA broken=${#BROKEN[@]}"
 if [ ${#BROKEN[@]} -gt 0 ]; then
     echo "BROKEN loads (exit 1):"
     for b in "${BROKEN[@]}"; do echo "  $b"; done
