@@ -103,8 +103,8 @@ now() { date +%s.%N; }
 calc() {
     local e=" $1 " op='[-+*/]'
     # An operand left empty (a figure that was not measured) gives no number.
-    [[ $e =~ ^[[:space:]]*$op || $e =~ $op[[:space:]]*$ || $e =~ $op[[:space:]]*$op ||
-        $e =~ \([[:space:]]*($op|\)) || $e =~ $op[[:space:]]*\) || $e =~ ^[[:space:]]*$ ]] && return 0
+    [[ $e =~ ^[[:space:]]*$op || $e =~ ${op}[[:space:]]*$ || $e =~ ${op}[[:space:]]*$op ||
+        $e =~ \([[:space:]]*($op|\)) || $e =~ ${op}[[:space:]]*\) || $e =~ ^[[:space:]]*$ ]] && return 0
     awk "BEGIN { x = $1; printf \"%.${2:-1}f\", x }" 2>/dev/null
 }
 # The value of KEY in the last RESULT line of FILE.
@@ -119,10 +119,10 @@ count_files() { find "$1" -maxdepth 1 -type f 2>/dev/null | wc -l; }
 # below the kernel's ephemeral range (where the loads' own client ports come
 # from), not listening, and not in any socket ss knows of.
 free_port() {
-    local p i lo
+    local p lo
     lo=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null)
     [ "${lo:-0}" -gt 12000 ] || lo=32768
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         p=$((10000 + RANDOM % (lo - 10000)))
         (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
         if command -v ss >/dev/null 2>&1 && ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null | grep -q .; then
@@ -476,7 +476,7 @@ row() {
 # A figure compared with a ceiling and maybe Postfix.
 #   cmp LABEL VALUE CEILING PFVALUE [TARGET_CEIL_OP LIMIT] [PF_OP LIMIT]
 cmp() {
-    local label=$1 val=$2 ceil=$3 pf=$4 rc rp tgt= res=
+    local label=$1 val=$2 ceil=$3 pf=$4 rc rp tgt="" res=""
     rc=$(ratio "$val" "$ceil")
     rp=$(ratio "$val" "$pf")
     if [ -n "${5:-}" ]; then tgt="$5 $6 x ceil"; res=$(verdict "$rc" "$5" "$6"); fi
