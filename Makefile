@@ -28,7 +28,7 @@ MAN5 := aliases.5 tern.conf.5
 MAN8 := sendmail.8 ternctl.8 ternd.8
 EXAMPLES := aliases inetd.conf.sample ternd.service rc.d/ternd init.d/ternd xinetd.d/smtp
 
-.PHONY: all build release run test check clippy fmt lint-man clean install install-user uninstall soak fuzz fuzz-build fuzz-ci
+.PHONY: all build release run test check clippy fmt lint-man clean install install-user uninstall soak bench bench-postfix fuzz fuzz-build fuzz-ci
 
 # `make`: the release binaries, what `make install` installs.
 all: release
@@ -67,6 +67,21 @@ SOAK_ARGS ?=
 soak:
 	$(CARGO) build --release --bins --examples
 	tests/bench/soak.sh $(SOAK_ARGS)
+
+# Benchmark (issue 9): the protocol and durability ceilings, then a release
+# ternd accepting, relaying to a sink and delivering locally, with its memory
+# and CPU; a table of ratios to the ceilings and the targets at the end. Never
+# fails on a missed target, only on a broken load. Knobs are environment or
+# make variables: make bench BENCH_MESSAGES=1000 (see tests/bench/README.md).
+bench:
+	$(CARGO) build --release --bins --examples
+	tests/bench/bench.sh
+
+# The same, side by side with a private Postfix instance (installed with
+# apt-get when missing and run as root).
+bench-postfix:
+	tests/bench/postfix.sh install
+	$(MAKE) bench BENCH_POSTFIX=1
 
 # Lints: formatting, clippy with warnings as errors, and the man pages.
 check: fmt clippy lint-man
