@@ -44,6 +44,7 @@ FSYNC_FILES=${BENCH_FSYNC_FILES:-$MESSAGES}
 FSYNC_THREADS=${BENCH_FSYNC_THREADS:-1 16}
 TIMEOUT=${BENCH_TIMEOUT:-300}
 LOCAL_USER=${BENCH_LOCAL_USER:-ternbench}
+TERN_USER=${BENCH_TERN_USER:-nobody}
 POSTFIX=${BENCH_POSTFIX:-0}
 QUEUE=${BENCH_QUEUE:-1}
 KEEP=${BENCH_KEEP:-0}
@@ -166,6 +167,9 @@ start_ternd() {
         echo "relay_networks = 127.0.0.0/8"
         # Never real DNS; routes need none.
         echo "dns_servers = 127.0.0.1:9"
+        # Started as root, ternd always drops to its user (default tern, which a
+        # fresh machine lacks): name an account that exists everywhere.
+        [ "$(id -u)" = 0 ] && echo "user = $TERN_USER"
         for kv in "$@"; do echo "${kv%%=*} = ${kv#*=}"; done
     } >"$dir/tern.conf"
     "$B/ternd" -d -f "$dir/tern.conf" 2>"$dir/ternd.log" </dev/null &
@@ -404,6 +408,9 @@ echo "$LOCAL_USER" >"$D/local-users"
 if [ "$(id -u)" = 0 ] && getent passwd "$LOCAL_USER" >/dev/null 2>&1; then
     mkdir -p "$D/local-mail/$LOCAL_USER"
     chown "$LOCAL_USER" "$D/local-mail/$LOCAL_USER"
+elif [ "$(id -u)" = 0 ]; then
+    # No such account: ternd, dropped to its user, delivers it itself.
+    chown "$TERN_USER" "$D/local-mail"
 fi
 for s in $LOCAL_SESSIONS; do
     rm -rf "$D/local-mail/$LOCAL_USER/new"
