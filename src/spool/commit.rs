@@ -2,8 +2,8 @@
 //! [`Incoming::commit`](super::Incoming::commit), done for many messages at once.
 //!
 //! Each receiving thread first does its own message's part, in parallel with the
-//! others: it writes tmp/ID.env, links the body to msg/ID and fsyncs both files (one
-//! journal commit, shared by every thread fsyncing at that moment). It then queues the
+//! others: it has written the body to msg/ID, writes tmp/ID.env and fsyncs both files
+//! (one journal commit, shared by every thread fsyncing at that moment). It then queues the
 //! message here and waits. Whoever finds no batch in progress becomes the committer:
 //! it takes every message queued at that moment, fsyncs msg/ once (the bodies' names),
 //! renames all the envelopes into env/, fsyncs env/ once, and then publishes each
@@ -39,8 +39,8 @@ use super::{sync_dir, QueueId, SpoolError, ENV, MSG};
 /// waiter's 250 without bound.
 const MAX_BATCH: usize = 256;
 
-/// One message whose files are durable and whose body is linked as msg/ID (the name
-/// not yet known durable), and whose envelope waits in tmp/.
+/// One message whose files are durable: its body msg/ID (the name not yet known
+/// durable), and its envelope waiting in tmp/.
 #[derive(Debug)]
 pub(super) struct Pending {
     pub(super) id: QueueId,

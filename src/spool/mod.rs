@@ -7,8 +7,8 @@
 //! Layout under the root (see src/spool/README.md for the full story):
 //!
 //! ```text
-//! tmp/       ID.msg, ID.env while being written (emptied by recover at start-up)
-//! msg/ID     message body, written once, never modified
+//! tmp/       ID.env while being written (emptied by recover at start-up)
+//! msg/ID     message body, written once (while being received, before env/ID exists)
 //! env/ID     envelope; replaced only by tmp + fsync + rename (the commit point)
 //! hold/ID    held envelopes
 //! corrupt/ID envelopes that did not parse, for a human
@@ -251,7 +251,7 @@ impl Spool {
     ///   id, they are not regular files, the envelope does not parse or names another id,
     ///   or their msg/ID body is missing;
     /// - remove msg/ID files with no env/ID, hold/ID or corrupt/ID (orphans of a crash
-    ///   during commit or of an interrupted remove). Bodies of corrupt envelopes are kept
+    ///   during reception or commit, or of an interrupted remove). Bodies of corrupt envelopes are kept
     ///   so a human can still deliver them.
     pub fn recover(&self) -> Result<RecoverStats, SpoolError> {
         let mut stats = RecoverStats::default();
@@ -363,19 +363,19 @@ impl Spool {
 
     /// A new incoming message with a fresh, unused id.
     ///
-    /// Only tmp/ID.msg is created (O_EXCL), and no other name is looked at: an id
-    /// already used in msg/ makes the commit's link(2) fail rather than clobber, and every
-    /// queued or held message has its msg/ID (env/ID and hold/ID never outlive it, see
-    /// `remove`). The one name that can exist without msg/ID is a corrupt/ID whose body
-    /// was lost, and a new message of that id would harm nothing there. (Ids only grow
-    /// within a process, and clash between processes only within one millisecond and
-    /// with 20 random bits equal.) This saves four stat(2) calls per message.
+    /// The body is written straight into msg/ID, created O_EXCL: that is the id's
+    /// uniqueness check, and no other name is looked at. Every queued or held message
+    /// has its msg/ID (env/ID and hold/ID never outlive it, see `remove`), so an id in
+    /// use is an id whose msg/ID exists; the one name that can exist without msg/ID is a
+    /// corrupt/ID whose body was lost, and a new message of that id harms nothing there.
+    /// A msg/ID without env/ID is not queued (nothing lists msg/); if the process dies
+    /// before the commit, `recover` removes it as an orphan.
     pub fn begin(&self) -> Result<Incoming, SpoolError> {
-        let tmp_dir = self.dir(TMP);
+        let msg_dir = self.dir(MSG);
         for _ in 0..MAX_ID_TRIES {
             let id = QueueId::generate();
-            let tmp = tmp_dir.join(format!("{id}.msg"));
-            // O_EXCL: two processes can never write the same tmp file.
+            let tmp = msg_dir.join(id.as_str());
+            // O_EXCL: never another message's body, whichever process made it.
             let file = match OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -396,7 +396,7 @@ impl Spool {
                 done: false,
             });
         }
-        Err(SpoolError::other("create", &tmp_dir, "no unused queue id found"))
+        Err(SpoolError::other("create", &msg_dir, "no unused queue id found"))
     }
 
     /// Ids of committed messages (env/), sorted (so oldest first). Names that are not
@@ -720,11 +720,11 @@ impl Spool {
 }
 
 /// A message being received. Write the body through `Write` (buffered, 64 KiB); then
-/// [`commit`](Incoming::commit). Dropping it without committing removes its tmp file.
+/// [`commit`](Incoming::commit). Dropping it without committing removes its body file.
 pub struct Incoming {
     spool: Spool,
     id: QueueId,
-    /// tmp/ID.msg
+    /// msg/ID, not yet named by any envelope
     tmp: PathBuf,
     /// Some until commit takes it.
     out: Option<BufWriter<File>>,
@@ -732,7 +732,7 @@ pub struct Incoming {
     /// The first write error: the file may hold part of a write, so it must never be
     /// committed. Kept (as kind and errno) so commit can say why, e.g. "no space".
     failed: Option<(io::ErrorKind, Option<i32>)>,
-    /// Committed: the tmp file is gone and msg/ID is not ours to remove.
+    /// Handed to the committer, which removes msg/ID itself if it fails.
     done: bool,
 }
 
@@ -759,13 +759,12 @@ impl Incoming {
     /// are fsync'd. On any error nothing of this message stays in msg/ or env/.
     ///
     /// The steps, and why (src/spool/README.md has the whole story):
-    /// 1. flush tmp/ID.msg and write tmp/ID.env, and start writing both out;
-    /// 2. hard-link tmp/ID.msg to msg/ID: link(2) fails rather than replace an existing
-    ///    file, so an id clash can never clobber another message. A crash from here on
-    ///    may leave msg/ID without env/ID: an orphan, which recover removes;
-    /// 3. fsync both files: the bytes are on disk (one journal commit, shared with every
-    ///    other message being committed at that moment); drop tmp/ID.msg;
-    /// 4. hand the envelope to the spool's committer (commit.rs), which, for every
+    /// 1. flush msg/ID (created by `begin`) and write tmp/ID.env, and start writing both
+    ///    out. Until step 3 renames the envelope, msg/ID is an orphan that nothing reads
+    ///    and that recover removes after a crash;
+    /// 2. fsync both files: the bytes are on disk (one journal commit, shared with every
+    ///    other message being committed at that moment);
+    /// 3. hand the envelope to the spool's group commit (commit.rs), which, for every
     ///    message waiting at that moment together, fsyncs msg/ once (the bodies' names
     ///    are on disk before any envelope can be), renames each tmp/ID.env to env/ID
     ///    (the commit point, atomic: env/ID is either absent or complete), and fsyncs
@@ -792,21 +791,13 @@ impl Incoming {
         let file = out
             .into_inner()
             .map_err(|e| SpoolError::from_io("write", &self.tmp, e.into_error()))?;
-        // On error from here on, Drop removes tmp/ID.msg.
+        // On error from here on, Drop removes msg/ID.
         let tmp_env = self.spool.dir(TMP).join(format!("{}.env", self.id));
         let env_file = write_new(&tmp_env, env.to_text().as_bytes())?;
         // Both files' blocks get allocated now, so the first fsync's journal commit
-        // carries the second file and the link below as well.
+        // carries the second file as well.
         sys::start_writeback(env_file.as_raw_fd());
         sys::start_writeback(file.as_raw_fd());
-        let msg = self.spool.file(MSG, &self.id);
-        // link(2) fails rather than replace: an id clash never clobbers another body
-        // (and then that msg/ID is not ours to remove).
-        if let Err(e) = fs::hard_link(&self.tmp, &msg) {
-            drop(env_file);
-            let _ = fs::remove_file(&tmp_env);
-            return Err(SpoolError::from_io("link", &msg, e));
-        }
         let synced = file
             .sync_all()
             .map_err(|e| SpoolError::from_io("fsync", &self.tmp, e))
@@ -819,13 +810,7 @@ impl Incoming {
         drop(env_file);
         if let Err(e) = synced {
             let _ = fs::remove_file(&tmp_env);
-            let _ = fs::remove_file(&msg);
             return Err(e);
-        }
-        // msg/ID names the body now; tmp/ID.msg is no longer needed (and if this fails,
-        // recover empties tmp/ at the next start).
-        if let Err(e) = fs::remove_file(&self.tmp) {
-            log::warn!("spool: remove {}: {e}", self.tmp.display());
         }
         self.done = true;
         let pending = commit::Pending {
@@ -1074,7 +1059,8 @@ mod tests {
         let body = b"Subject: hi\n\nhello\n".repeat(10_000); // bigger than the buffer
         let mut inc = s.begin().unwrap();
         let id = inc.id().clone();
-        assert!(names(&s.root().join(TMP)).contains(&format!("{id}.msg")));
+        assert!(s.message_path(&id).exists());
+        assert!(s.list().unwrap().is_empty());
         inc.write_all(&body).unwrap();
         assert_eq!(inc.bytes_written(), body.len() as u64);
         let mut env = envelope(&id, &["bob@example.net", "\"odd one\"@example.com"]);
@@ -1165,22 +1151,21 @@ mod tests {
     }
 
     #[test]
-    fn link_clash_leaves_the_other_message_alone() {
+    fn begin_never_reuses_a_body() {
         let (_d, s) = spool();
         let mut inc = s.begin().unwrap();
         inc.write_all(b"mine").unwrap();
         let id = inc.id().clone();
-        // Another message's body appears under the same name before the link.
-        fs::write(s.message_path(&id), b"theirs").unwrap();
-        let e = inc.commit(&envelope(&id, &["a@b"])).unwrap_err();
-        assert_eq!(
-            e.io().map(|e| e.kind()),
-            Some(io::ErrorKind::AlreadyExists),
-            "{e}"
-        );
-        assert_eq!(fs::read(s.message_path(&id)).unwrap(), b"theirs");
+        // The body is msg/ID itself, created O_EXCL, and not queued until the commit.
+        assert!(OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(s.message_path(&id))
+            .is_err());
+        assert!(s.list().unwrap().is_empty());
+        inc.commit(&envelope(&id, &["a@b"])).unwrap();
+        assert_eq!(fs::read(s.message_path(&id)).unwrap(), b"mine");
         assert!(names(&s.root().join(TMP)).is_empty());
-        assert!(names(&s.root().join(ENV)).is_empty());
     }
 
     #[test]
