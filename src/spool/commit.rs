@@ -292,15 +292,36 @@ mod tests {
         let s = Spool::open(&d.path().join("spool")).unwrap();
         let c = Committer::default();
         let batch: Vec<Pending> = (0..40).map(|_| pending(&s)).collect();
-        let mut ids: Vec<QueueId> = batch.iter().map(|p| p.id.clone()).collect();
-        thread::scope(|sc| {
-            for p in batch {
-                let (c, root) = (&c, s.root());
-                sc.spawn(move || c.commit(root, p).unwrap());
-            }
+        // One of them cannot be committed: only it fails, whatever batch it lands in.
+        let bad = batch[17].id.clone();
+        fs::remove_file(&batch[17].tmp_env).unwrap();
+        let mut ids: Vec<QueueId> = batch
+            .iter()
+            .map(|p| p.id.clone())
+            .filter(|id| *id != bad)
+            .collect();
+        let failed: Vec<QueueId> = thread::scope(|sc| {
+            let hs: Vec<_> = batch
+                .into_iter()
+                .map(|p| {
+                    let (c, root) = (&c, s.root());
+                    sc.spawn(move || {
+                        let id = p.id.clone();
+                        c.commit(root, p).err().map(|_| id)
+                    })
+                })
+                .collect();
+            hs.into_iter().filter_map(|h| h.join().unwrap()).collect()
         });
+        assert_eq!(failed, vec![bad.clone()]);
+        assert!(!s.message_path(&bad).exists());
         ids.sort();
         assert_eq!(s.list().unwrap(), ids);
+        for id in &ids {
+            assert_eq!(s.load(id).unwrap().id, *id);
+        }
         assert!(names(&s.root().join(TMP)).is_empty());
+        let st = c.lock();
+        assert!(st.queue.is_empty() && st.results.is_empty() && !st.busy);
     }
 }
