@@ -3,9 +3,9 @@
 //!
 //! Each receiving thread first does its own message's part, in parallel with the
 //! others: it has written the body to msg/ID, writes tmp/ID.env and fsyncs both files
-//! (one journal commit, shared by every thread fsyncing at that moment). It then queues the
-//! message here and waits. Whoever finds no batch in progress becomes the committer:
-//! it takes every message queued at that moment, fsyncs msg/ once (the bodies' names),
+//! (on a journaling filesystem one journal commit, shared by every thread fsyncing at
+//! that moment). It then queues the message here and waits. Whoever finds no batch in
+//! progress becomes the committer: it takes every message queued at that moment, fsyncs msg/ once (the bodies' names),
 //! renames all the envelopes into env/, fsyncs env/ once, and then publishes each
 //! message's result and wakes the waiters; one of those still waiting takes the next
 //! batch. A directory fsync costs as much for fifty new names as for one, and a
