@@ -5,8 +5,9 @@
 //! others: it has written the body to msg/ID, writes tmp/ID.env and fsyncs both files
 //! (on a journaling filesystem one journal commit, shared by every thread fsyncing at
 //! that moment). It then queues the message here and waits. Whoever finds no batch in
-//! progress becomes the committer: it takes every message queued at that moment, fsyncs msg/ once (the bodies' names),
-//! renames all the envelopes into env/, fsyncs env/ once, and then publishes each
+//! progress becomes the committer: it takes every message queued at that moment,
+//! fsyncs msg/ once (the bodies' names), renames all the envelopes into env/, fsyncs
+//! env/ once, and then publishes each
 //! message's result and wakes the waiters; one of those still waiting takes the next
 //! batch. A directory fsync costs as much for fifty new names as for one, and a
 //! directory that other threads keep changing is never "already clean": one fsync per

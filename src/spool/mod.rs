@@ -251,8 +251,8 @@ impl Spool {
     ///   id, they are not regular files, the envelope does not parse or names another id,
     ///   or their msg/ID body is missing;
     /// - remove msg/ID files with no env/ID, hold/ID or corrupt/ID (orphans of a crash
-    ///   during reception or commit, or of an interrupted remove). Bodies of corrupt envelopes are kept
-    ///   so a human can still deliver them.
+    ///   during reception or commit, or of an interrupted remove). Bodies of corrupt
+    ///   envelopes are kept so a human can still deliver them.
     pub fn recover(&self) -> Result<RecoverStats, SpoolError> {
         let mut stats = RecoverStats::default();
 
