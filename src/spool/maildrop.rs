@@ -160,6 +160,7 @@ pub fn open_drops_to_daemon(root: &Path) -> usize {
 pub fn submission_spool(root: &Path) -> Spool {
     Spool {
         root: root.to_owned(),
+        committer: Default::default(),
     }
 }
 
