@@ -695,3 +695,52 @@ fn implicit_tls_failure_defers_without_a_plaintext_retry() {
     assert!(log_has(&t, "dsn=4.7.5, status=deferred (TLS with 127.0.0.1"));
     assert_eq!(peer.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[test]
+fn mixed_results_are_recorded_once_and_survive_a_restart() {
+    let peer = Peer::start(Script {
+        rcpt: |a| match a.split('@').next().unwrap_or_default() {
+            "later" => "451 4.2.0 try later".to_owned(),
+            "nobody" => "550 5.1.1 no such user".to_owned(),
+            _ => "250 2.1.5 Ok".to_owned(),
+        },
+        ..Script::default()
+    });
+    let mut t = via_route("peer.test", peer.port())
+        .set("retry_initial", "1h")
+        .start();
+    let id = submit(
+        &t,
+        "alice@example.test",
+        &["ok@peer.test", "later@peer.test", "nobody@peer.test"],
+        &message("mixed, then a restart"),
+    );
+    let recorded = |t: &Tern| {
+        let q = t.queued();
+        q.len() == 1 && q[0].0.recipients.iter().all(|r| r.attempts == 1)
+    };
+    assert!(wait_until(10, || recorded(&t)), "{}", t.log_text());
+    let states = |t: &Tern| -> Vec<String> {
+        t.message(&id)
+            .0
+            .recipients
+            .iter()
+            .map(|r| format!("{} {:?} {}", r.addr, r.status, r.next_attempt.is_some()))
+            .collect()
+    };
+    let before = states(&t);
+    assert_eq!(
+        before,
+        vec![
+            "ok@peer.test Sent false",
+            "later@peer.test Deferred true",
+            "nobody@peer.test Failed false"
+        ]
+    );
+    t.restart();
+    assert_eq!(states(&t), before);
+    // Nothing is tried again before its time: the one delivery stays one.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(peer.messages().len(), 1);
+    assert!(!t.log_text().contains(&format!("{id}: to=")), "{}", t.log_text());
+}
