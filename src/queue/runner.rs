@@ -213,6 +213,7 @@ impl Runner {
         // Mail dropped while the daemon was down goes out at start-up.
         self.pickup();
         self.rescan();
+        log::info!("queue: {} messages scheduled", self.when.len() + self.busy.len());
         let mut last_scan = Instant::now();
         loop {
             self.dispatch(jobs);
