@@ -50,7 +50,7 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
     let spool = &shared.spool;
     // Held for the whole run: `ternctl delete` and `hold` take the same lock, so the
     // message cannot vanish or be held between two recipients (spool::MessageLock).
-    let _lock = match spool.lock(id) {
+    let lock = match spool.lock(id) {
         Ok(l) => l,
         Err(e) => {
             log::debug!("{id}: not delivered now: {e}");
@@ -71,7 +71,6 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
     let tables = shared.tables.get();
     let sched = Schedule::from_config(&cfg);
     let now = clock::now();
-    let headers = read_headers(&spool.message_path(id));
     let mut failed: Vec<(usize, Outcome, String)> = Vec::new();
     let mut delivered: Vec<(usize, Outcome, String, Action)> = Vec::new();
     // The envelope in memory differs from the one on disk.
@@ -85,11 +84,19 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
     let queued = |nid: QueueId| {
         let _ = shared.wake.send(nid);
     };
+    // Read once, through the lock's descriptor: the whole message when it goes
+    // out by SMTP, else only the header section (for loop checks).
+    let remote_due = env
+        .recipients
+        .iter()
+        .any(|r| is_due(r) && router::remote_domain(&cfg, r).is_some());
+    let (message, headers) = read_message(lock.file(), remote_due);
+    let message = message.as_deref();
     // Remote recipients go in one transaction per domain (RFC 5321 5.1's
     // "same destination"): deliver those first, then record them in order.
     let mut remote: HashMap<usize, Attempted> = HashMap::new();
     {
-        let ctx = context(shared, &cfg, &tables, &env, &headers, &queued);
+        let ctx = context(shared, &cfg, &tables, &env, &headers, message, &queued);
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         for (idx, r) in env.recipients.iter().enumerate() {
             if !is_due(r) {
@@ -132,7 +139,7 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
                     }
                     dirty = false;
                 }
-                let ctx = context(shared, &cfg, &tables, &env, &headers, &queued);
+                let ctx = context(shared, &cfg, &tables, &env, &headers, message, &queued);
                 router::deliver(&ctx, &rcpt)
             }
         };
@@ -302,6 +309,7 @@ fn context<'a>(
     tables: &'a Tables,
     env: &'a Envelope,
     headers: &'a [u8],
+    message: Option<&'a [u8]>,
     queued: &'a dyn Fn(QueueId),
 ) -> Context<'a> {
     Context {
@@ -310,6 +318,7 @@ fn context<'a>(
         spool: &shared.spool,
         env,
         headers,
+        message,
         resolver: shared.resolver.as_ref(),
         pool: &shared.pool,
         queued,
@@ -443,16 +452,25 @@ fn log_attempt(
     );
 }
 
-/// The header section of the message: everything before the first empty line.
-fn read_headers(path: &std::path::Path) -> Vec<u8> {
-    let mut buf = Vec::new();
-    if let Ok(f) = std::fs::File::open(path) {
-        let _ = f.take(MAX_HEADERS).read_to_end(&mut buf);
-    }
-    if let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
-        buf.truncate(end + 1);
-    }
-    buf
+/// The whole message when `whole` (None if it cannot be read: remote
+/// delivery then reads it itself and reports why), and its header section:
+/// everything before the first empty line.
+fn read_message(file: &std::fs::File, whole: bool) -> (Option<Vec<u8>>, Vec<u8>) {
+    let limit = if whole { u64::MAX } else { MAX_HEADERS };
+    // Sized from fstat, so a small message takes one read (and one for EOF).
+    let size = file.metadata().map(|m| m.len().min(limit)).unwrap_or(0);
+    let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
+    let ok = file.take(limit).read_to_end(&mut buf).is_ok();
+    let mut headers = match buf.windows(2).position(|w| w == b"\n\n") {
+        Some(end) => buf.get(..end + 1).unwrap_or_default().to_vec(),
+        None => buf
+            .get(..buf.len().min(MAX_HEADERS as usize))
+            .unwrap_or_default()
+            .to_vec(),
+    };
+    headers.shrink_to_fit();
+    let message = (whole && ok).then_some(buf);
+    (message, headers)
 }
 
 /// Jitter source for the retry schedule: differs per message, recipient and moment.

@@ -640,7 +640,15 @@ pub enum Place {
 /// whole life (env/ID is replaced at every update). Released on drop.
 #[derive(Debug)]
 pub struct MessageLock {
-    _file: File,
+    file: File,
+}
+
+impl MessageLock {
+    /// msg/ID, open for reading: the holder reads the body through it rather than
+    /// opening it again.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
 }
 
 impl Spool {
@@ -655,7 +663,7 @@ impl Spool {
         let file = self.open_body(id)?;
         file.lock()
             .map_err(|e| SpoolError::from_io("lock", &self.file(MSG, id), e))?;
-        Ok(MessageLock { _file: file })
+        Ok(MessageLock { file })
     }
 
     /// Whether someone holds the message's lock now (mailq's `*`: being delivered).
