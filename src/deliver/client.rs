@@ -232,7 +232,7 @@ impl<S: Read + Write + Timed> Client<S> {
                 // The socket's timeout stays when it ends the wait no later than an
                 // eighth past the deadline: timeouts are minutes, and resetting it
                 // before every read would cost a system call each.
-                if !self.read_set.is_some_and(|s| s <= left.saturating_add(left / 8)) {
+                if self.read_set.is_none_or(|s| s > left.saturating_add(left / 8)) {
                     self.read_set = None;
                     self.stream.set_read_limit(left)?;
                     self.read_set = Some(left);
