@@ -762,7 +762,6 @@ fn one_message_then_hang_up(messages: std::sync::Arc<std::sync::atomic::AtomicUs
             while input.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
                 let reply: &[u8] = if in_data {
                     if line == ".\r\n" {
-                        in_data = false;
                         messages.fetch_add(1, Ordering::SeqCst);
                         let _ = out.write_all(b"250 2.0.0 queued\r\n");
                         break;
