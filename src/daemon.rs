@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::sys;
@@ -13,6 +13,8 @@ use crate::sys;
 pub struct PidFile {
     path: PathBuf,
     _file: File,
+    /// Set in a forked child: closing its copy must not remove the file.
+    leave: bool,
 }
 
 impl PidFile {
@@ -25,8 +27,21 @@ impl PidFile {
             .create(true)
             .truncate(false)
             .mode(0o644)
+            // Root opens the spool's lock file in a directory the daemon's
+            // account owns: never through a symlink, and never a file with
+            // another name (a hard link), which the write below would truncate.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(|e| format!("cannot open pid file {}: {e}", path.display()))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("cannot open pid file {}: {e}", path.display()))?;
+        if !meta.is_file() || meta.nlink() != 1 {
+            return Err(format!(
+                "pid file {}: not a regular file with one link",
+                path.display()
+            ));
+        }
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -52,6 +67,7 @@ impl PidFile {
         Ok(PidFile {
             path: path.to_owned(),
             _file: file,
+            leave: false,
         })
     }
 
@@ -65,11 +81,26 @@ impl PidFile {
             .and_then(|()| f.sync_all());
         r.map_err(|e| format!("cannot write pid file {}: {e}", self.path.display()))
     }
+
+    /// Give the file to `uid`:`gid`, through the open descriptor (the name may
+    /// have been replaced since it was opened).
+    pub fn chown(&self, uid: u32, gid: u32) -> io::Result<()> {
+        std::os::unix::fs::fchown(&self._file, Some(uid), Some(gid))
+    }
+
+    /// Close this copy without removing the file: for a forked child (the
+    /// delivery helper), so that the lock goes when the daemon goes, and a
+    /// daemon restarted at once does not find it still held.
+    pub fn close_in_child(mut self) {
+        self.leave = true;
+    }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if !self.leave {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -127,5 +158,15 @@ mod tests {
         std::fs::write(&path, "999999\n").expect("write");
         let again = PidFile::create(&path).expect("take over stale file");
         drop(again);
+        // Neither a symlink nor a second name of another file is opened (and
+        // truncated): the daemon's account may plant either in the spool.
+        let other = dir.path().join("precious");
+        std::fs::write(&other, "keep\n").expect("write");
+        std::os::unix::fs::symlink(&other, &path).expect("symlink");
+        assert!(PidFile::create(&path).is_err());
+        std::fs::remove_file(&path).expect("rm");
+        std::fs::hard_link(&other, &path).expect("link");
+        assert!(PidFile::create(&path).is_err());
+        assert_eq!(std::fs::read_to_string(&other).expect("read"), "keep\n");
     }
 }

@@ -276,16 +276,16 @@ fn run(name: &str, args: &[String]) -> Result<(), Failure> {
 /// postdrop refuses alternate configurations) when an ordinary user:
 /// - names another configuration (-C or TERN_CONFIG): it could point `spool` at any
 ///   directory the group may write;
-/// - asks for anything but submission, -q and -bp (which asks the daemon through
-///   the control socket): -bs works on the queue files, which only root and the
-///   daemon's user may touch, and -bd starts the daemon.
+/// - asks for anything but submission (-bm, and -bs, whose session drops what it
+///   accepts into the maildrop too), -q and -bp (which asks the daemon through the
+///   control socket): -bd starts the daemon, -bi only reads the aliases file.
 fn keep_privilege_only_if_needed(o: &Options) -> Result<(), Failure> {
     let (rgid, egid) = sys::gids();
     if rgid == egid || sys::uids().0 == 0 {
         return Ok(());
     }
     let other_config = o.config != Path::new(config::DEFAULT_PATH);
-    let needs_group = o.queue_run || o.mode == 'm' || o.mode == 'p';
+    let needs_group = o.queue_run || matches!(o.mode, 'm' | 's' | 'p');
     if other_config || !needs_group {
         sys::drop_setgid().map_err(|e| fail(SysExit::OsErr, format!("cannot drop the setgid group: {e}")))?;
     }
@@ -342,12 +342,19 @@ fn newaliases(cfg: &Config) -> Result<(), Failure> {
     }
 }
 
-/// -bs: an SMTP session on stdin/stdout, the same code as `ternd -i`. The session
-/// queues through the spool directly, so this needs the daemon's privileges; the
-/// daemon is then told of each message.
+/// -bs: an SMTP session on stdin/stdout, the same code as `ternd -i`, except
+/// that what it accepts goes into the maildrop, as `sendmail` without -bs drops
+/// it: so any user may run it (Postfix's sendmail -bs runs its smtpd the same
+/// way, through postdrop), the drop file's owner records who did, and the queue
+/// files stay the daemon's even when root runs it. The daemon is then told to
+/// pick the messages up.
 fn smtp_session(cfg: Config) -> Result<(), Failure> {
-    let spool = Spool::open(&cfg.spool).map_err(|e| spool_failure(&e))?;
-    session::run_stdio(cfg, spool, &Peer::local(), None);
+    // First use: create the spool when we may, as a submission does.
+    if !maildrop::dir(&cfg.spool).is_dir() {
+        Spool::open(&cfg.spool).map_err(|e| spool_failure(&e))?;
+    }
+    let spool = maildrop::submission_spool(&cfg.spool);
+    session::run_stdio(cfg, spool, &Peer::local(), None, session::Door::Maildrop);
     Ok(())
 }
 

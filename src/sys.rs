@@ -518,6 +518,16 @@ pub fn syncfs(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Start writing `fd`'s dirty pages to disk without waiting (sync_file_range(2) with
+/// SYNC_FILE_RANGE_WRITE). Not a durability step: the spool calls it on a message's
+/// two files before fsyncing them, so that the filesystem allocates both files' blocks
+/// at once and the first fsync's journal commit covers the second file too (ext4 and
+/// XFS allocate at writeback). Errors are only a lost optimisation.
+pub fn start_writeback(fd: RawFd) {
+    // SAFETY: sync_file_range touches no memory; a bad fd is reported as EBADF.
+    let _ = unsafe { libc::sync_file_range(fd, 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,6 +119,10 @@ impl Conn for TlsStream {
     fn set_timeout(&mut self, t: Duration) -> io::Result<()> {
         self.sock.set_timeout(t)
     }
+
+    fn set_read_wait(&mut self, t: Duration) -> io::Result<()> {
+        self.sock.set_read_wait(t)
+    }
 }
 
 /// Run the server handshake over `conn` to completion. The caller has set

@@ -98,7 +98,7 @@ fn main() -> ExitCode {
         logging::to_syslog("ternd", cfg.syslog_facility, level);
     }
     if m.opt_present("i") {
-        inetd(cfg, tls)
+        inetd(cfg, tls, &path)
     } else {
         // A reload reads the same file and resolves relative paths against the
         // directory ternd was started in (detached, it is in / by then).
@@ -127,11 +127,34 @@ type TlsConfig = Arc<tls::Source>;
 
 /// `ternd -i`: one session on stdin/stdout. The client is the socket's peer
 /// (inetd), else $TCPREMOTEIP (tcpserver), else local.
-fn inetd(cfg: Config, tls: Option<TlsConfig>) -> ExitCode {
+///
+/// inetd usually starts it as root (the sample inetd.conf does): it then reads
+/// its configuration and TLS key, gives the spool to `user` when it has to
+/// (first use), and drops to `user` before the client sends a byte, so that
+/// what it queues belongs to the daemon and no session runs as root. No
+/// delivery helper is needed: a session only queues.
+fn inetd(cfg: Config, tls: Option<TlsConfig>, path: &std::path::Path) -> ExitCode {
+    let become_user = match account(&cfg, path) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     let spool = match open_spool(&cfg) {
         Ok(s) => s,
         Err(code) => return code,
     };
+    if let Some(pw) = &become_user {
+        // Checked first without changing anything: only a spool this run had to
+        // create (or one root wrote into) is given to `user`, so a busy inetd
+        // does not walk the queue at every connection.
+        if tern::spool::check_owner(&cfg.spool, pw.uid, false).is_err() {
+            if let Err(e) = tern::spool::check_owner(&cfg.spool, pw.uid, true) {
+                return fail(EX_CONFIG, format!("spool {}: {e}", cfg.spool.display()));
+            }
+        }
+        if let Err(e) = sys::drop_privileges(pw.uid, pw.gid) {
+            return fail(EX_OSERR, format!("cannot drop privileges to {}: {e}", pw.name));
+        }
+    }
     let peer = match sys::peer_of_fd(std::io::stdin().as_raw_fd()) {
         Some(SocketAddr::V6(a)) => {
             Peer::remote(a.ip().to_ipv4_mapped().map_or(IpAddr::V6(*a.ip()), IpAddr::V4))
@@ -145,7 +168,7 @@ fn inetd(cfg: Config, tls: Option<TlsConfig>) -> ExitCode {
             None => Peer::local(),
         },
     };
-    session::run_stdio(cfg, spool, &peer, tls);
+    session::run_stdio(cfg, spool, &peer, tls, session::Door::Queue);
     ExitCode::SUCCESS
 }
 
@@ -156,24 +179,26 @@ fn fail(code: u8, what: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// The account a daemon started as root becomes, None when it stays as it is.
-/// Detached, root always drops; in the foreground (-d, for debugging and the
-/// test suite) it keeps root and says so.
-fn account(cfg: &Config, foreground: bool) -> Result<Option<sys::Passwd>, ExitCode> {
+/// The account a ternd started as root becomes (None when it is not root):
+/// detached, in the foreground (-d) and under inetd (-i) alike, since what it
+/// writes (spool files, mailboxes of users without an account) must belong to
+/// `user`, and a daemon that talks to the network must not keep root. An
+/// account that is root, or in group root, is refused rather than used.
+fn account(cfg: &Config, path: &std::path::Path) -> Result<Option<sys::Passwd>, ExitCode> {
     if sys::uids().1 != 0 {
-        return Ok(None);
-    }
-    if foreground {
-        log::warn!("running as root in the foreground (-d): privileges are not dropped");
         return Ok(None);
     }
     match sys::getpwnam(&cfg.user) {
         Some(pw) if pw.uid != 0 && pw.gid != 0 => Ok(Some(pw)),
-        Some(_) => Err(fail(
+        Some(pw) => Err(fail(
             EX_CONFIG,
             format!(
-                "user {}: is root or in group root; ternd will not keep running as root",
-                cfg.user
+                "{}: user = {}: uid {}, gid {}: ternd will not run as root or group root; \
+                 set `user` to an unprivileged account (default tern)",
+                path.display(),
+                cfg.user,
+                pw.uid,
+                pw.gid
             ),
         )),
         None => Err(fail(
@@ -187,7 +212,7 @@ fn account(cfg: &Config, foreground: bool) -> Result<Option<sys::Passwd>, ExitCo
 }
 
 fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin) -> ExitCode {
-    let become_user = match account(&cfg, foreground) {
+    let become_user = match account(&cfg, &origin.path) {
         Ok(a) => a,
         Err(code) => return code,
     };
@@ -201,12 +226,25 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
     if let Err(e) = tern::spool::check_owner(&cfg.spool, owner, become_user.is_some()) {
         return fail(EX_CONFIG, format!("spool {}: {e}", cfg.spool.display()));
     }
+    if become_user.is_some() {
+        let n = tern::spool::maildrop::open_drops_to_daemon(&cfg.spool);
+        if n > 0 {
+            log::info!("spool: made {n} maildrop files readable by {}", cfg.user);
+        }
+    }
     // One daemon per spool, -d or not: a second one would clean up the
     // first one's messages in progress as crash leftovers.
     let mut spool_lock = match PidFile::create(&cfg.spool.join("ternd.pid")) {
         Ok(l) => l,
         Err(e) => return fail(EX_TEMPFAIL, e),
     };
+    // Like the rest of the spool, the lock file is `user`'s: one a kill -9 left
+    // behind must not stop that account from starting ternd itself later.
+    if let Some(pw) = &become_user {
+        if let Err(e) = spool_lock.chown(pw.uid, pw.gid) {
+            log::warn!("spool {}: chown ternd.pid: {e}", cfg.spool.display());
+        }
+    }
     match spool.recover() {
         Ok(st) => log::info!(
             "spool {}: removed {} temporary and {} orphaned files, {} corrupt",
@@ -263,11 +301,24 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
                 drop(ours);
                 drop(listeners);
                 drop(detached);
+                // The pid file is the daemon's: it must not stay locked by the
+                // helper after the daemon died (its removal is the helper's job).
+                let pid_path = pid_file.as_ref().map(|_| cfg.pid_file.clone());
+                for lock in pid_file.take().into_iter().chain(std::iter::once(spool_lock)) {
+                    lock.close_in_child();
+                }
+                // Ctrl-C on a foreground ternd reaches its whole process group:
+                // the helper outlives the daemon's graceful stop (deliveries in
+                // flight finish) and exits when the daemon closes the socket.
+                if let Err(e) = sys::block_signals(&sys::DAEMON_SIGNALS) {
+                    log::warn!("delivery helper: cannot block signals: {e}");
+                }
                 let policy = helper::Policy {
                     spool: cfg.spool.clone(),
                     owner: pw.uid,
                     mailbox: cfg.mailbox.clone(),
-                    pid_file: Some(cfg.pid_file.clone()),
+                    // In the foreground no pid file was written: nothing to remove.
+                    pid_file: pid_path,
                 };
                 helper::serve(theirs, policy)
             }

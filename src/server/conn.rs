@@ -14,13 +14,23 @@ use std::time::{Duration, Instant};
 
 /// A bidirectional stream with a settable read timeout.
 pub trait Conn: Read + Write + Send {
+    /// Timeout for reads and writes.
     fn set_timeout(&mut self, t: Duration) -> io::Result<()>;
+
+    /// Timeout for reads only (the short waits that look at the stop flag).
+    fn set_read_wait(&mut self, t: Duration) -> io::Result<()> {
+        self.set_timeout(t)
+    }
 }
 
 impl Conn for TcpStream {
     fn set_timeout(&mut self, t: Duration) -> io::Result<()> {
         self.set_read_timeout(Some(t))?;
         self.set_write_timeout(Some(t))
+    }
+
+    fn set_read_wait(&mut self, t: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(t))
     }
 }
 
@@ -119,6 +129,9 @@ pub struct Io {
     out: Vec<u8>,
     /// The read timeout the session asked for.
     timeout: Duration,
+    /// The read timeout the connection has now (None: unknown), so that the
+    /// stop-flag ticks and the reads after them change it only when needed.
+    read_set: Option<Duration>,
     /// When set, a wait for the next command ends early once this is true.
     stop: Option<Arc<AtomicBool>>,
 }
@@ -144,13 +157,26 @@ impl Io {
             end: 0,
             out: Vec::with_capacity(1024),
             timeout: Duration::from_secs(300),
+            read_set: None,
             stop: None,
         }
     }
 
     pub fn set_timeout(&mut self, t: Duration) -> io::Result<()> {
         self.timeout = t;
-        self.conn.set_timeout(t)
+        self.read_set = None;
+        self.conn.set_timeout(t)?;
+        self.read_set = Some(t);
+        Ok(())
+    }
+
+    fn read_wait(&mut self, t: Duration) -> io::Result<()> {
+        if self.read_set != Some(t) {
+            self.read_set = None;
+            self.conn.set_read_wait(t)?;
+            self.read_set = Some(t);
+        }
+        Ok(())
     }
 
     /// Let waits for a command end when `flag` becomes true (daemon shutdown);
@@ -176,8 +202,8 @@ impl Io {
             if left.is_zero() {
                 return Err(io::ErrorKind::TimedOut.into());
             }
-            self.conn.set_timeout(left.min(STOP_TICK))?;
-            let r = self.fill();
+            self.read_wait(left.min(STOP_TICK))?;
+            let r = self.fill_now();
             // Only the socket's own expiry is a tick; a timeout the Conn
             // decided on (one with a message: stress mode) ends the wait.
             if matches!(&r, Err(e) if e.get_ref().is_none()
@@ -185,7 +211,8 @@ impl Io {
             {
                 continue;
             }
-            self.conn.set_timeout(self.timeout)?;
+            // The tick stays on the connection: the next wait for a command
+            // needs it again, and `fill` restores the full timeout if it reads.
             return r;
         }
     }
@@ -234,6 +261,7 @@ impl Io {
         self.flush()?;
         self.discard_buffered();
         let old = std::mem::replace(&mut self.conn, Box::new(Closed));
+        self.read_set = None;
         let (new, t) = wrap(old)?;
         self.conn = new;
         Ok(t)
@@ -242,6 +270,13 @@ impl Io {
     /// Read more from the connection, flushing pending replies first because
     /// this may block. Ok(0) means end of stream.
     pub fn fill(&mut self) -> io::Result<usize> {
+        self.flush()?;
+        self.read_wait(self.timeout)?;
+        self.fill_now()
+    }
+
+    /// `fill` under whatever read timeout the connection has.
+    fn fill_now(&mut self) -> io::Result<usize> {
         self.flush()?;
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);

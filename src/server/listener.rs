@@ -386,6 +386,8 @@ fn worker(live: &Live<Context>, rx: &Receiver<Job>) {
             stress_timeout: ctx.cfg.stress_timeout,
             timeout: ctx.cfg.greeting_timeout,
             last: Instant::now(),
+            read_set: None,
+            write_set: None,
         };
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
             session::run(ctx, &peer, service, Box::new(conn));
@@ -407,10 +409,24 @@ struct Guarded {
     tcp: TcpStream,
     slots: Arc<Slots>,
     stress_timeout: Duration,
-    /// The timeout the session asked for.
+    /// The read timeout the session asked for.
     timeout: Duration,
     /// When a byte last went either way.
     last: Instant,
+    /// The timeouts the socket has now: setsockopt(2) only when they change (it
+    /// used to run before every read, some 40 calls per message).
+    read_set: Option<Duration>,
+    write_set: Option<Duration>,
+}
+
+impl Guarded {
+    fn set_read(&mut self, t: Duration) -> io::Result<()> {
+        if self.read_set != Some(t) {
+            self.tcp.set_read_timeout(Some(t))?;
+            self.read_set = Some(t);
+        }
+        Ok(())
+    }
 }
 
 impl Read for Guarded {
@@ -420,9 +436,9 @@ impl Read for Guarded {
             if left.is_zero() {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "idle under stress"));
             }
-            self.tcp.set_read_timeout(Some(left.min(self.timeout)))?;
+            self.set_read(left.min(self.timeout))?;
         } else {
-            self.tcp.set_read_timeout(Some(self.timeout))?;
+            self.set_read(self.timeout)?;
         }
         let n = self.tcp.read(buf)?;
         if n > 0 {
@@ -445,9 +461,18 @@ impl Write for Guarded {
 
 impl Conn for Guarded {
     fn set_timeout(&mut self, t: Duration) -> io::Result<()> {
+        // The read timeout is applied by the next read.
         self.timeout = t;
-        self.tcp.set_read_timeout(Some(t))?;
-        self.tcp.set_write_timeout(Some(t))
+        if self.write_set != Some(t) {
+            self.tcp.set_write_timeout(Some(t))?;
+            self.write_set = Some(t);
+        }
+        Ok(())
+    }
+
+    fn set_read_wait(&mut self, t: Duration) -> io::Result<()> {
+        self.timeout = t;
+        Ok(())
     }
 }
 

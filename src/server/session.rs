@@ -19,7 +19,7 @@ use crate::smtp::address::{ForwardPath, ReversePath};
 use crate::smtp::command::{self, Body, Command, MailParams, RcptParams, MAX_COMMAND_LINE};
 use crate::smtp::dot::{DataError, DataReader};
 use crate::smtp::reply::{self, Reply};
-use crate::spool::{self, Envelope, QueueId, Spool, SpoolError};
+use crate::spool::{self, maildrop, Envelope, QueueId, Spool, SpoolError};
 use crate::tables::Tables;
 use crate::tls::{self, TlsInfo};
 
@@ -40,6 +40,19 @@ pub struct Context {
     pub tls: Option<Arc<tls::Source>>,
     /// The AUTH password file and sender map.
     pub auth: Arc<Auth>,
+    /// Where accepted mail goes: the queue, or the maildrop.
+    pub door: Door,
+}
+
+/// Where a session puts what it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// The queue itself (the daemon, `ternd -i`): the session needs the daemon's
+    /// rights on the spool.
+    Queue,
+    /// The maildrop, as the sendmail program drops mail (`sendmail -bs`): any user
+    /// sendmail lets write there may run the session; the daemon's pickup queues it.
+    Maildrop,
 }
 
 impl Context {
@@ -60,22 +73,78 @@ impl Context {
             queued: None,
             tls,
             auth,
+            door: Door::Queue,
         }
     }
 }
 
-/// One session on stdin/stdout (`ternd -i`, `sendmail -bs`), then tell a
-/// running daemon about what was queued so it delivers at once (when it is
-/// down, it finds the messages at start-up).
-pub fn run_stdio(cfg: Config, spool: Spool, peer: &Peer, tls: Option<Arc<tls::Source>>) {
+/// One session on stdin/stdout (`ternd -i` into the queue, `sendmail -bs` into
+/// the maildrop), then tell a running daemon about what was queued so it
+/// delivers at once (when it is down, it finds the messages at start-up).
+pub fn run_stdio(cfg: Config, spool: Spool, peer: &Peer, tls: Option<Arc<tls::Source>>, door: Door) {
     let tables = Arc::new(Tables::new(&cfg));
     let root = cfg.spool.clone();
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut ctx = Context::new(Arc::new(cfg), Arc::new(spool), tables, tls);
     ctx.queued = Some(tx);
+    ctx.door = door;
     run(&ctx, peer, Service::Smtp, Box::new(conn::Stdio::new()));
-    for id in rx.try_iter() {
-        let _ = crate::control::send(&root, &format!("wake {id}"));
+    let ids: Vec<QueueId> = rx.try_iter().collect();
+    match door {
+        Door::Queue => {
+            for id in ids {
+                let _ = crate::control::send(&root, &format!("wake {id}"));
+            }
+        }
+        Door::Maildrop if !ids.is_empty() => {
+            let _ = crate::control::send(&root, "pickup");
+        }
+        Door::Maildrop => {}
+    }
+}
+
+/// What DATA is written into: a queue file, or a drop for the maildrop.
+enum Sink {
+    Queue(spool::Incoming),
+    Maildrop(maildrop::Pending),
+}
+
+impl Sink {
+    fn id(&self) -> &QueueId {
+        match self {
+            Sink::Queue(i) => i.id(),
+            Sink::Maildrop(p) => p.id(),
+        }
+    }
+
+    fn bytes_written(&self) -> u64 {
+        match self {
+            Sink::Queue(i) => i.bytes_written(),
+            Sink::Maildrop(p) => p.bytes_written(),
+        }
+    }
+
+    fn commit(self, env: &Envelope) -> Result<(), SpoolError> {
+        match self {
+            Sink::Queue(i) => i.commit(env),
+            Sink::Maildrop(p) => p.commit(env),
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Queue(i) => i.write(buf),
+            Sink::Maildrop(p) => p.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Queue(i) => i.flush(),
+            Sink::Maildrop(p) => p.flush(),
+        }
     }
 }
 
@@ -600,9 +669,12 @@ impl Session<'_> {
         {
             return Ok(reply::no_space());
         }
-        let mut incoming = match self.ctx.spool.begin() {
-            Ok(i) => i,
-            Err(e) => return Ok(spool_reply(&e)),
+        let mut incoming = match self.ctx.door {
+            Door::Queue => match self.ctx.spool.begin() {
+                Ok(i) => Sink::Queue(i),
+                Err(e) => return Ok(spool_reply(&e)),
+            },
+            Door::Maildrop => Sink::Maildrop(maildrop::Pending::new(self.ctx.spool.root())),
         };
         let id = incoming.id().clone();
         let received = self.received_header(&id, tx);

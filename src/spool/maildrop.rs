@@ -41,8 +41,13 @@ use crate::sys;
 
 /// The first line of every drop file; a new format gets a new number.
 const MAGIC: &str = "maildrop: 1";
-/// Drop files are readable by their owner and the daemon's group, by no other user.
-const FILE_MODE: u32 = 0o640;
+/// Drop files are 0644, which is less open than it looks: only the directory's
+/// owner (the daemon's user), its group (sendmail's setgid group, which never
+/// reads a drop file) and root may search maildrop/ (mode 1730), so no other user
+/// can reach the file at all. The read bit for others is for the daemon: it is
+/// neither the submitting user nor, in general, in the file's group (a drop made by
+/// root belongs to root's group), and it must read every drop.
+const FILE_MODE: u32 = 0o644;
 /// The most envelope text pickup reads before giving up on a file (a recipient line
 /// is rarely over 1 KiB; this allows tens of thousands).
 const MAX_HEADER: u64 = 16 * 1024 * 1024;
@@ -56,19 +61,31 @@ pub fn dir(root: &Path) -> PathBuf {
 }
 
 /// Put a message into the maildrop atomically and durably: write `maildrop/.ID.tmp`
-/// (created exclusively, mode 0640), fsync it, rename it to `maildrop/ID`, and make
+/// (created exclusively, mode 0644), fsync it, rename it to `maildrop/ID`, and make
 /// the rename durable. Returns the drop file's name. On any error nothing is left
 /// behind: the temporary file is removed, so a full disk leaves no partial file.
 ///
 /// `env` is the envelope the message will be queued with (its id is replaced at
 /// pickup); `body` is the message with LF line ends.
 pub fn deposit(root: &Path, env: &Envelope, body: &[u8]) -> Result<String, SpoolError> {
+    deposit_named(root, env, body, None)
+}
+
+/// `deposit`, named `first` when that name is free (a session has already told its
+/// client that id), else by a fresh id.
+fn deposit_named(
+    root: &Path,
+    env: &Envelope,
+    body: &[u8],
+    first: Option<QueueId>,
+) -> Result<String, SpoolError> {
+    let mut first = first;
     if env.recipients.is_empty() {
         return Err(SpoolError::other("deposit", &dir(root), "no recipients"));
     }
     let drop_dir = dir(root);
     for _ in 0..super::MAX_ID_TRIES {
-        let id = QueueId::generate();
+        let id = first.take().unwrap_or_else(QueueId::generate);
         let tmp = drop_dir.join(format!(".{id}.tmp"));
         let file = match OpenOptions::new()
             .write(true)
@@ -105,6 +122,99 @@ pub fn deposit(root: &Path, env: &Envelope, body: &[u8]) -> Result<String, Spool
         return Ok(id.to_string());
     }
     Err(SpoolError::other("create", &drop_dir, "no unused name found"))
+}
+
+/// Give the read bit for others to drop files that lack it, so that a daemon about
+/// to give up root can read them: sendmail made them 0640 before it made them 0644
+/// (see `FILE_MODE`), and one made so by root is readable by root alone. Run by
+/// ternd while still root. Each file is opened without following a symlink and
+/// changed through its descriptor, so no other file can be made readable this way.
+/// Returns how many were changed; errors are per file and only logged.
+pub fn open_drops_to_daemon(root: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir(root)) else {
+        return 0;
+    };
+    let mut changed = 0;
+    for e in entries.flatten() {
+        let path = e.path();
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path);
+        let Ok(file) = opened else { continue };
+        let Ok(meta) = file.metadata() else { continue };
+        if !meta.is_file() || meta.mode() & 0o004 != 0 {
+            continue;
+        }
+        match file.set_permissions(fs::Permissions::from_mode(FILE_MODE)) {
+            Ok(()) => changed += 1,
+            Err(e) => log::warn!("spool: chmod {}: {e}", path.display()),
+        }
+    }
+    changed
+}
+
+/// The spool at `root` as a process that may write only the maildrop sees it
+/// (`sendmail -bs` run by an ordinary user): unlike `Spool::open`, nothing is
+/// created or probed. Only [`Pending`] and `has_room` are of use through it.
+pub fn submission_spool(root: &Path) -> Spool {
+    Spool {
+        root: root.to_owned(),
+        committer: Default::default(),
+    }
+}
+
+/// A message an SMTP session queues through the maildrop (`sendmail -bs`, whose
+/// user may not write the queue itself). A drop file begins with the envelope,
+/// which is complete only at the end of DATA, so the message is kept in memory
+/// until then: the DATA reader stores at most `max_message_size` of it.
+pub struct Pending {
+    root: PathBuf,
+    id: QueueId,
+    body: Vec<u8>,
+}
+
+impl Pending {
+    /// A drop to be made in the spool at `root`, named by a fresh id.
+    pub fn new(root: &Path) -> Pending {
+        Pending {
+            root: root.to_owned(),
+            id: QueueId::generate(),
+            body: Vec::new(),
+        }
+    }
+
+    /// The drop file's name to be, which the session reports as the queue id
+    /// (pickup logs it beside the id it queues the message under).
+    pub fn id(&self) -> &QueueId {
+        &self.id
+    }
+
+    /// Body bytes accepted so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.body.len() as u64
+    }
+
+    /// Deposit the message with this envelope: Ok only once it is durable in
+    /// maildrop/ (see [`deposit`]).
+    pub fn commit(self, env: &Envelope) -> Result<(), SpoolError> {
+        let name = deposit_named(&self.root, env, &self.body, Some(self.id.clone()))?;
+        if name != self.id.as_str() {
+            log::info!("{}: dropped as maildrop/{name}", self.id);
+        }
+        Ok(())
+    }
+}
+
+impl Write for Pending {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.body.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 fn write_drop(file: &File, path: &Path, env: &Envelope, body: &[u8]) -> Result<(), SpoolError> {
@@ -358,7 +468,7 @@ mod tests {
         .unwrap();
         assert_eq!(names(&dir(s.root())), vec![name.clone()]);
         let meta = fs::metadata(dir(s.root()).join(&name)).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert_eq!(meta.permissions().mode() & 0o777, 0o644);
         assert_eq!(s.maildrop_count().unwrap(), 1);
 
         let ids = s
@@ -419,6 +529,40 @@ mod tests {
         assert_eq!(s.pickup(&|_, _| String::new()).unwrap().len(), 1);
         assert!(names(&md).is_empty());
         assert_eq!(names(&s.dir(CORRUPT)).len(), 1);
+    }
+
+    #[test]
+    fn old_drops_are_opened_to_the_daemon_but_not_through_symlinks() {
+        let d = TempDir::new().unwrap();
+        let s = Spool::open(&d.path().join("spool")).unwrap();
+        let md = dir(s.root());
+        let old = md.join(QueueId::generate().as_str());
+        fs::write(&old, b"x").unwrap();
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o640)).unwrap();
+        let outside = d.path().join("secret");
+        fs::write(&outside, b"x").unwrap();
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&outside, md.join(QueueId::generate().as_str())).unwrap();
+        assert_eq!(open_drops_to_daemon(s.root()), 1);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&old), 0o644);
+        assert_eq!(mode(&outside), 0o600);
+        assert_eq!(open_drops_to_daemon(s.root()), 0);
+    }
+
+    /// A drop made through the session door (sendmail -bs) is named by the id the
+    /// session announced, and picked up like any other.
+    #[test]
+    fn pending_drop_keeps_its_announced_name() {
+        let d = TempDir::new().unwrap();
+        let s = Spool::open(&d.path().join("spool")).unwrap();
+        let mut p = Pending::new(s.root());
+        let id = p.id().clone();
+        p.write_all(b"Subject: x\n\nhi\n").unwrap();
+        assert_eq!(p.bytes_written(), 15);
+        p.commit(&env(&["bob@example.net"])).unwrap();
+        assert_eq!(names(&dir(s.root())), vec![id.to_string()]);
+        assert_eq!(s.pickup(&|_, _| String::new()).unwrap().len(), 1);
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //! Layout under the root (see src/spool/README.md for the full story):
 //!
 //! ```text
-//! tmp/       ID.msg, ID.env while being written (emptied by recover at start-up)
-//! msg/ID     message body, written once, never modified
+//! tmp/       ID.env while being written (emptied by recover at start-up)
+//! msg/ID     message body, written once (while being received, before env/ID exists)
 //! env/ID     envelope; replaced only by tmp + fsync + rename (the commit point)
 //! hold/ID    held envelopes
 //! corrupt/ID envelopes that did not parse, for a human
@@ -20,6 +20,7 @@
 //! at any instant leaves either a complete queued message or nothing queued (at most
 //! leftovers that [`Spool::recover`] removes) — never a half-written queued file.
 
+mod commit;
 pub mod envelope;
 pub mod id;
 pub mod maildrop;
@@ -33,8 +34,10 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::sys;
 
@@ -61,10 +64,12 @@ const MAX_ID_TRIES: usize = 100;
 /// Write buffer for message bodies.
 const BUF_SIZE: usize = 64 * 1024;
 
-/// A spool directory. Cheap to clone; safe to share between threads (all state is on disk).
+/// A spool directory. Cheap to clone; safe to share between threads (all state is on
+/// disk, but for the group committer, which clones share: see commit.rs).
 #[derive(Debug, Clone)]
 pub struct Spool {
     root: PathBuf,
+    committer: Arc<commit::Committer>,
 }
 
 /// A failed spool operation: what was being done, to which path, and why.
@@ -105,6 +110,19 @@ impl SpoolError {
         match &self.cause {
             Cause::Io(e) => io_is_no_space(e),
             _ => false,
+        }
+    }
+
+    /// The same error again, for each message of a batch that one failure fails.
+    fn duplicate(&self) -> SpoolError {
+        SpoolError {
+            op: self.op,
+            path: self.path.clone(),
+            cause: match &self.cause {
+                Cause::Io(e) => Cause::Io(commit::dup_io(e)),
+                Cause::Envelope(e) => Cause::Other(e.to_string()),
+                Cause::Other(s) => Cause::Other(s.clone()),
+            },
         }
     }
 
@@ -212,6 +230,7 @@ impl Spool {
         }
         Ok(Spool {
             root: root.to_owned(),
+            committer: Arc::default(),
         })
     }
 
@@ -234,8 +253,8 @@ impl Spool {
     ///   id, they are not regular files, the envelope does not parse or names another id,
     ///   or their msg/ID body is missing;
     /// - remove msg/ID files with no env/ID, hold/ID or corrupt/ID (orphans of a crash
-    ///   during commit or of an interrupted remove). Bodies of corrupt envelopes are kept
-    ///   so a human can still deliver them.
+    ///   during reception or commit, or of an interrupted remove). Bodies of corrupt
+    ///   envelopes are kept so a human can still deliver them.
     pub fn recover(&self) -> Result<RecoverStats, SpoolError> {
         let mut stats = RecoverStats::default();
 
@@ -345,12 +364,20 @@ impl Spool {
     }
 
     /// A new incoming message with a fresh, unused id.
+    ///
+    /// The body is written straight into msg/ID, created O_EXCL: that is the id's
+    /// uniqueness check, and no other name is looked at. Every queued or held message
+    /// has its msg/ID (env/ID and hold/ID never outlive it, see `remove`), so an id in
+    /// use is an id whose msg/ID exists; the one name that can exist without msg/ID is a
+    /// corrupt/ID whose body was lost, and a new message of that id harms nothing there.
+    /// A msg/ID without env/ID is not queued (nothing lists msg/); if the process dies
+    /// before the commit, `recover` removes it as an orphan.
     pub fn begin(&self) -> Result<Incoming, SpoolError> {
-        let tmp_dir = self.dir(TMP);
+        let msg_dir = self.dir(MSG);
         for _ in 0..MAX_ID_TRIES {
             let id = QueueId::generate();
-            let tmp = tmp_dir.join(format!("{id}.msg"));
-            // O_EXCL: two processes can never write the same tmp file.
+            let tmp = msg_dir.join(id.as_str());
+            // O_EXCL: never another message's body, whichever process made it.
             let file = match OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -361,42 +388,17 @@ impl Spool {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(SpoolError::from_io("create", &tmp, e)),
             };
-            // The id may belong to a queued or held message whose tmp file is long gone.
-            // A committer links msg/ID before removing its tmp file, so once we hold
-            // tmp/ID.msg, a clash can only show here (or, at worst, as commit's link error).
-            match self.id_in_use(&id) {
-                Ok(false) => {
-                    return Ok(Incoming {
-                        spool: self.clone(),
-                        id,
-                        tmp,
-                        out: Some(BufWriter::with_capacity(BUF_SIZE, file)),
-                        written: 0,
-                        failed: None,
-                        done: false,
-                    })
-                }
-                Ok(true) => {
-                    drop(file);
-                    let _ = fs::remove_file(&tmp);
-                }
-                Err(e) => {
-                    drop(file);
-                    let _ = fs::remove_file(&tmp);
-                    return Err(e);
-                }
-            }
+            return Ok(Incoming {
+                spool: self.clone(),
+                id,
+                tmp,
+                out: Some(BufWriter::with_capacity(BUF_SIZE, file)),
+                written: 0,
+                failed: None,
+                done: false,
+            });
         }
-        Err(SpoolError::other("create", &tmp_dir, "no unused queue id found"))
-    }
-
-    fn id_in_use(&self, id: &QueueId) -> Result<bool, SpoolError> {
-        for sub in [MSG, ENV, HOLD, CORRUPT] {
-            if exists(&self.file(sub, id))? {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Err(SpoolError::other("create", &msg_dir, "no unused queue id found"))
     }
 
     /// Ids of committed messages (env/), sorted (so oldest first). Names that are not
@@ -737,11 +739,11 @@ impl Spool {
 }
 
 /// A message being received. Write the body through `Write` (buffered, 64 KiB); then
-/// [`commit`](Incoming::commit). Dropping it without committing removes its tmp file.
+/// [`commit`](Incoming::commit). Dropping it without committing removes its body file.
 pub struct Incoming {
     spool: Spool,
     id: QueueId,
-    /// tmp/ID.msg
+    /// msg/ID, not yet named by any envelope
     tmp: PathBuf,
     /// Some until commit takes it.
     out: Option<BufWriter<File>>,
@@ -749,7 +751,7 @@ pub struct Incoming {
     /// The first write error: the file may hold part of a write, so it must never be
     /// committed. Kept (as kind and errno) so commit can say why, e.g. "no space".
     failed: Option<(io::ErrorKind, Option<i32>)>,
-    /// Committed: the tmp file is gone and msg/ID is not ours to remove.
+    /// Handed to the committer, which removes msg/ID itself if it fails.
     done: bool,
 }
 
@@ -775,15 +777,20 @@ impl Incoming {
     /// caller sets `env.size`). Returns Ok only once body, envelope and directory entries
     /// are fsync'd. On any error nothing of this message stays in msg/ or env/.
     ///
-    /// The steps, and why:
-    /// 1. flush and fsync tmp/ID.msg: the body's bytes are on disk;
-    /// 2. hard-link it to msg/ID: link(2) fails rather than replace an existing file,
-    ///    so an id clash can never clobber another message; then drop tmp/ID.msg;
-    /// 3. write and fsync tmp/ID.env;
-    /// 4. fsync msg/: the body's name is on disk before the envelope can be;
-    /// 5. rename tmp/ID.env to env/ID: the commit point, atomic — env/ID is either
-    ///    absent or complete;
-    /// 6. fsync env/: the rename itself is on disk before we report success.
+    /// The steps, and why (src/spool/README.md has the whole story):
+    /// 1. flush msg/ID (created by `begin`) and write tmp/ID.env, and start writing both
+    ///    out. Until step 3 renames the envelope, msg/ID is an orphan that nothing reads
+    ///    and that recover removes after a crash;
+    /// 2. fsync both files: the bytes are on disk (one journal commit, shared with every
+    ///    other message being committed at that moment);
+    /// 3. hand the envelope to the spool's group commit (commit.rs), which, for every
+    ///    message waiting at that moment together, fsyncs msg/ once (the bodies' names
+    ///    are on disk before any envelope can be), renames each tmp/ID.env to env/ID
+    ///    (the commit point, atomic: env/ID is either absent or complete), and fsyncs
+    ///    env/ once (the renames are on disk before anyone reports success).
+    ///
+    /// So a message costs two file fsyncs, made in its own thread in parallel with the
+    /// other sessions, and its share of two directory fsyncs per batch.
     pub fn commit(mut self, env: &Envelope) -> Result<(), SpoolError> {
         if env.id != self.id {
             return Err(SpoolError::other(
@@ -803,48 +810,34 @@ impl Incoming {
         let file = out
             .into_inner()
             .map_err(|e| SpoolError::from_io("write", &self.tmp, e.into_error()))?;
-        file.sync_all()
-            .map_err(|e| SpoolError::from_io("fsync", &self.tmp, e))?;
+        // On error from here on, Drop removes msg/ID.
+        let tmp_env = self.spool.dir(TMP).join(format!("{}.env", self.id));
+        let env_file = write_new(&tmp_env, env.to_text().as_bytes())?;
+        // Both files' blocks get allocated now, so the first fsync's journal commit
+        // carries the second file as well.
+        sys::start_writeback(env_file.as_raw_fd());
+        sys::start_writeback(file.as_raw_fd());
+        let synced = file
+            .sync_all()
+            .map_err(|e| SpoolError::from_io("fsync", &self.tmp, e))
+            .and_then(|()| {
+                env_file
+                    .sync_all()
+                    .map_err(|e| SpoolError::from_io("fsync", &tmp_env, e))
+            });
         drop(file);
-
-        // On error from here on, Drop removes tmp/ID.msg; link_and_rename undoes the rest.
-        self.link_and_rename(env)?;
-        self.done = true;
-        Ok(())
-    }
-
-    fn link_and_rename(&self, env: &Envelope) -> Result<(), SpoolError> {
-        let spool = &self.spool;
-        let msg = spool.file(MSG, &self.id);
-        let env_path = spool.file(ENV, &self.id);
-        let tmp_env = spool.dir(TMP).join(format!("{}.env", self.id));
-
-        // Not ours if it already exists: on this error, leave msg/ID alone.
-        fs::hard_link(&self.tmp, &msg).map_err(|e| SpoolError::from_io("link", &msg, e))?;
-
-        let mut renamed = false;
-        let result = (|| {
-            if let Err(e) = fs::remove_file(&self.tmp) {
-                // Harmless: recover empties tmp/ at the next start.
-                log::warn!("spool: remove {}: {e}", self.tmp.display());
-            }
-            write_synced(&tmp_env, env.to_text().as_bytes())?;
-            sync_dir(&spool.dir(MSG))?;
-            fs::rename(&tmp_env, &env_path).map_err(|e| SpoolError::from_io("rename", &tmp_env, e))?;
-            renamed = true;
-            sync_dir(&spool.dir(ENV))
-        })();
-        if result.is_err() {
-            // Undo in deletion order (envelope first), so a crash during the undo still
-            // leaves nothing but an orphan body for recover.
+        drop(env_file);
+        if let Err(e) = synced {
             let _ = fs::remove_file(&tmp_env);
-            if renamed {
-                let _ = fs::remove_file(&env_path);
-            }
-            let _ = fs::remove_file(&msg);
-            let _ = sync_dir(&spool.dir(ENV));
+            return Err(e);
         }
-        result
+        self.done = true;
+        let pending = commit::Pending {
+            id: self.id.clone(),
+            tmp_env,
+        };
+        // The committer removes msg/ID and tmp/ID.env again when it fails.
+        self.spool.committer.commit(&self.spool.root, pending)
     }
 }
 
@@ -919,6 +912,23 @@ fn check_writable_envelope(env: &Envelope, path: &Path) -> Result<(), SpoolError
         return Err(SpoolError::other("commit", path, "envelope has no recipients"));
     }
     Ok(())
+}
+
+/// Create `path` exclusively (mode 0600) and write `data`, without fsync (the caller
+/// does that). Removes it on error.
+fn write_new(path: &Path, data: &[u8]) -> Result<File, SpoolError> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| SpoolError::from_io("create", path, e))?;
+    if let Err(e) = f.write_all(data) {
+        drop(f);
+        let _ = fs::remove_file(path);
+        return Err(SpoolError::from_io("write", path, e));
+    }
+    Ok(f)
 }
 
 /// Create `path` exclusively (mode 0600), write `data`, fsync. Removes it on error.
@@ -1068,7 +1078,8 @@ mod tests {
         let body = b"Subject: hi\n\nhello\n".repeat(10_000); // bigger than the buffer
         let mut inc = s.begin().unwrap();
         let id = inc.id().clone();
-        assert!(names(&s.root().join(TMP)).contains(&format!("{id}.msg")));
+        assert!(s.message_path(&id).exists());
+        assert!(s.list().unwrap().is_empty());
         inc.write_all(&body).unwrap();
         assert_eq!(inc.bytes_written(), body.len() as u64);
         let mut env = envelope(&id, &["bob@example.net", "\"odd one\"@example.com"]);
@@ -1159,31 +1170,21 @@ mod tests {
     }
 
     #[test]
-    fn link_clash_leaves_the_other_message_alone() {
+    fn begin_never_reuses_a_body() {
         let (_d, s) = spool();
         let mut inc = s.begin().unwrap();
         inc.write_all(b"mine").unwrap();
         let id = inc.id().clone();
-        // Another message's body appears under the same name before the link.
-        fs::write(s.message_path(&id), b"theirs").unwrap();
-        let e = inc.commit(&envelope(&id, &["a@b"])).unwrap_err();
-        assert_eq!(
-            e.io().map(|e| e.kind()),
-            Some(io::ErrorKind::AlreadyExists),
-            "{e}"
-        );
-        assert_eq!(fs::read(s.message_path(&id)).unwrap(), b"theirs");
+        // The body is msg/ID itself, created O_EXCL, and not queued until the commit.
+        assert!(OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(s.message_path(&id))
+            .is_err());
+        assert!(s.list().unwrap().is_empty());
+        inc.commit(&envelope(&id, &["a@b"])).unwrap();
+        assert_eq!(fs::read(s.message_path(&id)).unwrap(), b"mine");
         assert!(names(&s.root().join(TMP)).is_empty());
-        assert!(names(&s.root().join(ENV)).is_empty());
-    }
-
-    #[test]
-    fn begin_skips_ids_in_use() {
-        let (_d, s) = spool();
-        let id = QueueId::generate();
-        assert!(!s.id_in_use(&id).unwrap());
-        fs::write(s.root().join(HOLD).join(id.as_str()), b"x").unwrap();
-        assert!(s.id_in_use(&id).unwrap());
     }
 
     #[test]
@@ -1386,6 +1387,7 @@ mod tests {
         // statvfs failing counts as room.
         let gone = Spool {
             root: s.root().join("no/such/dir"),
+            committer: Arc::default(),
         };
         assert!(gone.has_room(u64::MAX, 100));
     }

@@ -2,6 +2,7 @@
 //!
 //! `smtp-source [-c SESSIONS] [-m MESSAGES] [-s SIZE] [-r MSGS_PER_CONN] [-f FROM]
 //! [-t TO]... [-P] [-w SECS] HOST:PORT`
+//! `smtp-source --idle [-c SESSIONS] [-w SECS] HOST:PORT`
 //!
 //! SESSIONS client threads share MESSAGES between them. Each opens a connection,
 //! sends EHLO, then MSGS_PER_CONN transactions (0: all of its messages on one
@@ -16,8 +17,14 @@
 //! same 250, for the first message of each connection.
 //!
 //! The last line of output is machine-readable:
-//! `RESULT sessions=N messages=OK errors=E seconds=S msgs_per_sec=R p50_ms=X p99_ms=Y max_ms=Z`.
+//! `RESULT sessions=N messages=OK errors=E seconds=S msgs_per_sec=R p50_ms=X p99_ms=Y max_ms=Z
+//! conn_p50_ms=X conn_p99_ms=Y` (the first three latencies `mail_to_250`).
 //! Exit status: 0 if there were no errors, 1 if there were, 2 on a usage error.
+//!
+//! `--idle` sends no mail: it opens SESSIONS connections one after another,
+//! each greeted and past EHLO, prints `IDLE open=N failed=F` and holds them
+//! until `-w` runs out or it is killed, for measuring what an idle session
+//! costs the server. Exit status 1 if any connection failed.
 //!
 //! A benchmark tool: it uses std networking and threads only, like the daemon.
 
@@ -56,6 +63,7 @@ struct Config {
     to: Vec<String>,
     pipelining: bool,
     wait: Duration,
+    idle: bool,
 }
 
 /// What every session thread shares.
@@ -144,6 +152,11 @@ fn main() -> ExitCode {
         "TO",
     );
     opts.optflag("P", "", "use PIPELINING when the server offers it");
+    opts.optflag(
+        "",
+        "idle",
+        "open SESSIONS connections, EHLO, and hold them idle until -w runs out",
+    );
     opts.optopt("w", "", "give up after this many seconds (default 300)", "SECS");
     opts.optflag("h", "help", "show this help");
     let m = match opts.parse(&args) {
@@ -202,8 +215,13 @@ fn config(m: &getopts::Matches) -> Result<Config, String> {
     Ok(Config {
         target,
         addr,
-        // More sessions than messages would only open idle threads.
-        sessions: sessions.min(usize::try_from(messages).unwrap_or(usize::MAX)),
+        // More sessions than messages would only open idle threads (unless
+        // idle connections are what is wanted).
+        sessions: if m.opt_present("idle") {
+            sessions
+        } else {
+            sessions.min(usize::try_from(messages).unwrap_or(usize::MAX))
+        },
         messages,
         size,
         per_conn,
@@ -211,6 +229,7 @@ fn config(m: &getopts::Matches) -> Result<Config, String> {
         to,
         pipelining: m.opt_present("P"),
         wait: Duration::from_secs(secs),
+        idle: m.opt_present("idle"),
     })
 }
 
@@ -335,6 +354,9 @@ fn run(cfg: Config) -> ExitCode {
         msgid_tag: format!("{}.{start_epoch}", std::process::id()),
         cfg,
     });
+    if sh.cfg.idle {
+        return idle(&sh);
+    }
 
     // Split the messages: the first `extra` sessions take one more.
     let base = sh.cfg.messages / sessions as u64;
@@ -397,6 +419,33 @@ fn run(cfg: Config) -> ExitCode {
     }
     print_results(&sh.cfg, &mut total, elapsed);
     if total.errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_ERRORS)
+    }
+}
+
+/// `--idle`: open the sessions one by one, each greeted and past EHLO, then
+/// hold them until the deadline (or until killed).
+fn idle(sh: &Shared) -> ExitCode {
+    let mut open = Vec::with_capacity(sh.cfg.sessions);
+    let mut failed = 0usize;
+    for id in 0..sh.cfg.sessions {
+        match Client::open(sh, id) {
+            Ok(c) => open.push(c),
+            Err(f) => {
+                failed += 1;
+                report(sh, id, &f.0);
+            }
+        }
+    }
+    println!("IDLE open={} failed={failed}", open.len());
+    let _ = io::stdout().flush();
+    thread::sleep(sh.deadline.saturating_duration_since(Instant::now()));
+    for mut c in open {
+        c.quit();
+    }
+    if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_ERRORS)
@@ -751,13 +800,15 @@ fn print_results(cfg: &Config, st: &mut Stats, elapsed: Duration) {
     println!("{}", latency_line("conn_to_250", &mut st.conn_us));
     println!(
         "RESULT sessions={} messages={} errors={} seconds={secs:.3} msgs_per_sec={rate:.1} \
-         p50_ms={:.3} p99_ms={:.3} max_ms={:.3}",
+         p50_ms={:.3} p99_ms={:.3} max_ms={:.3} conn_p50_ms={:.3} conn_p99_ms={:.3}",
         cfg.sessions,
         st.ok,
         st.errors,
         pct_ms(&st.mail_us, 50.0),
         pct_ms(&st.mail_us, 99.0),
-        pct_ms(&st.mail_us, 100.0)
+        pct_ms(&st.mail_us, 100.0),
+        pct_ms(&st.conn_us, 50.0),
+        pct_ms(&st.conn_us, 99.0)
     );
 }
 

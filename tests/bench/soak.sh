@@ -35,6 +35,8 @@ done
 
 mkdir -p "${TARGET_DIR:-target}"
 D=$(mktemp -d "$(cd "${TARGET_DIR:-target}" && pwd)/soak.XXXXXX")
+# As root, ternd drops to its user (SOAK_USER, default nobody), which must reach the spool.
+chmod 755 "$D"
 SINK_PID=
 TERND_PID=
 cleanup() {
@@ -71,6 +73,7 @@ dns_servers = 127.0.0.1:9
 max_sessions = 100
 max_sessions_per_ip = 100
 EOF
+[ "$(id -u)" = 0 ] && echo "user = ${SOAK_USER:-nobody}" >>"$D/tern.conf"
 "$B/ternd" -d -f "$D/tern.conf" 2>"$D/ternd.log" &
 TERND_PID=$!
 wait_for 'grep -q "listening on" "$D/ternd.log" 2>/dev/null' 10

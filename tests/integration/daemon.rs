@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{message, wait_until, Client, Setup, TERND};
+use crate::common::{daemon_account, message, wait_until, Client, Setup, TERND};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -18,8 +18,16 @@ fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-fn unprivileged(setup: Setup) -> Setup {
-    setup.unprivileged()
+/// A detached ternd, stopped with SIGTERM when a failing test unwinds, so it
+/// does not outlive the test (and keep the test account busy).
+struct Stop(u32);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        if std::thread::panicking() && pid_alive(self.0) {
+            let _ = tern::sys::send_signal(self.0, libc::SIGTERM);
+        }
+    }
 }
 
 /// Start ternd detached on `conf` and return its pid.
@@ -54,7 +62,7 @@ fn proc_ids(pid: u32, key: &str) -> Vec<u32> {
 #[test]
 fn detaches_writes_a_pid_file_and_refuses_a_second_instance() {
     let port = free_port();
-    let setup = unprivileged(Setup::new()).set("listen", &format!("127.0.0.1:{port}"));
+    let setup = Setup::new().set("listen", &format!("127.0.0.1:{port}"));
     let pid_path = setup.path().join("ternd.pid");
     let setup = setup.set("pid_file", &pid_path.display().to_string());
     let conf = setup.write_config();
@@ -72,6 +80,7 @@ fn detaches_writes_a_pid_file_and_refuses_a_second_instance() {
         .trim()
         .parse()
         .unwrap();
+    let _stop = Stop(pid);
     assert!(pid_alive(pid));
     let mut c = Client::connect(format!("127.0.0.1:{port}").parse().unwrap());
     assert_eq!(c.reply().code, 220);
@@ -93,51 +102,115 @@ fn detaches_writes_a_pid_file_and_refuses_a_second_instance() {
     assert!(!pid_path.exists());
 }
 
-#[test]
-fn root_drops_to_user_and_still_delivers_as_the_recipient() {
+/// Started as root, detached or in the foreground (-d), ternd runs as `user`
+/// (the harness's test account), every id of it, and the root delivery helper
+/// still writes each local user's mail as that user: a system account's
+/// Maildir belongs to the account, root's own mailbox to root.
+fn root_drops_to_user_and_still_delivers_as_the_recipient(foreground: bool) {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    if tern::sys::uids().1 != 0 {
+    let Some(account) = daemon_account() else {
         eprintln!("skipped: needs root to drop privileges");
         return;
-    }
-    let (Some(nobody), Some(rcpt)) = (tern::sys::getpwnam("nobody"), tern::sys::getpwnam("daemon")) else {
-        eprintln!("skipped: needs the nobody and daemon accounts");
+    };
+    let Some(rcpt) = tern::sys::getpwnam("daemon") else {
+        eprintln!("skipped: needs the daemon account");
         return;
     };
     let port = free_port();
-    let setup = unprivileged(Setup::new().deliver()).set("listen", &format!("127.0.0.1:{port}"));
+    let setup = Setup::new().deliver().set("listen", &format!("127.0.0.1:{port}"));
     let pid_path = setup.path().join("ternd.pid");
     let setup = setup.set("pid_file", &pid_path.display().to_string());
-    // A mail root where the recipient's delivery child may create its Maildir.
+    // A mail root where the recipients' delivery children may create their Maildirs.
     let mail = setup.path().join("mail");
     std::fs::create_dir_all(&mail).unwrap();
     std::fs::set_permissions(&mail, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    std::fs::write(setup.path().join("users"), "daemon\n").unwrap();
+    std::fs::set_permissions(setup.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(setup.path().join("users"), "daemon\nroot\n").unwrap();
     let conf = setup.write_config();
-    let pid = start_detached(&conf, &pid_path);
+    let (pid, tern) = if foreground {
+        let t = setup.start();
+        (t.child.id(), Some(t))
+    } else {
+        (start_detached(&conf, &pid_path), None)
+    };
+    let _stop = Stop(pid);
     // Every uid and gid of the daemon is the unprivileged account's.
-    assert_eq!(proc_ids(pid, "Uid:"), vec![nobody.uid; 4]);
-    assert_eq!(proc_ids(pid, "Gid:"), vec![nobody.gid; 4]);
-    let spool = setup.path().join("spool");
-    assert_eq!(std::fs::metadata(spool.join("env")).unwrap().uid(), nobody.uid);
+    assert_eq!(proc_ids(pid, "Uid:"), vec![account.uid; 4]);
+    assert_eq!(proc_ids(pid, "Gid:"), vec![account.gid; 4]);
+    let spool = mail.with_file_name("spool");
+    assert_eq!(std::fs::metadata(spool.join("env")).unwrap().uid(), account.uid);
+    // The spool's lock file too: a kill -9 leaves it, and `user` must get past it.
+    assert_eq!(
+        std::fs::metadata(spool.join("ternd.pid")).unwrap().uid(),
+        account.uid
+    );
     let mut c = Client::connect(format!("127.0.0.1:{port}").parse().unwrap());
     c.hello();
     let r = c.send_mail(
         "alice@example.test",
-        &["daemon@example.test"],
+        &["daemon@example.test", "root@example.test"],
         &message("dropped"),
     );
     assert_eq!(r.code, 250, "{r:?}");
     c.cmd("QUIT");
-    // The daemon, now nobody, had the root helper write it as the recipient.
-    let files = crate::common::wait_files(&mail.join("daemon").join("new"), 1, 10);
-    assert_eq!(files.len(), 1);
-    assert_eq!(std::fs::metadata(&files[0]).unwrap().uid(), rcpt.uid);
-    assert_eq!(std::fs::metadata(mail.join("daemon")).unwrap().uid(), rcpt.uid);
+    // The daemon, no longer root, had the root helper write each copy as its user.
+    for (user, uid) in [("daemon", rcpt.uid), ("root", 0)] {
+        let files = crate::common::wait_files(&mail.join(user).join("new"), 1, 10);
+        assert_eq!(
+            files.len(),
+            1,
+            "{user}: {}",
+            tern.as_ref().map(|t| t.log_text()).unwrap_or_default()
+        );
+        assert_eq!(std::fs::metadata(&files[0]).unwrap().uid(), uid, "{user}");
+        assert_eq!(std::fs::metadata(mail.join(user)).unwrap().uid(), uid, "{user}");
+    }
     tern::sys::send_signal(pid, libc::SIGTERM).unwrap();
-    assert!(wait_until(10, || !pid_alive(pid)), "ternd did not stop");
-    // The helper, still root, removes the pid file the daemon no longer can.
-    assert!(wait_until(5, || !pid_path.exists()), "pid file left behind");
+    if let Some(mut t) = tern {
+        assert_eq!(t.wait_exit(10), Some(0), "{}", t.log_text());
+        // No pid file in the foreground, and the helper removes none.
+        assert!(!pid_path.exists());
+    } else {
+        assert!(wait_until(10, || !pid_alive(pid)), "ternd did not stop");
+        // The helper, still root, removes the pid file the daemon no longer can.
+        assert!(wait_until(5, || !pid_path.exists()), "pid file left behind");
+    }
+}
+
+#[test]
+fn root_drops_to_user_when_detached() {
+    root_drops_to_user_and_still_delivers_as_the_recipient(false);
+}
+
+#[test]
+fn root_drops_to_user_in_the_foreground_too() {
+    root_drops_to_user_and_still_delivers_as_the_recipient(true);
+}
+
+/// `user` naming root (or any account of uid or gid 0) is a configuration error,
+/// with -d and -i as without: ternd never keeps running as root.
+#[test]
+fn root_refuses_a_user_that_is_root() {
+    if tern::sys::uids().1 != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let setup = Setup::new().set("user", "root");
+    let conf = setup.write_config();
+    for args in [&["-d"][..], &[][..], &["-i"][..]] {
+        let out = Command::new(TERND)
+            .args(args)
+            .arg("-f")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {err}");
+        assert!(err.contains("user = root"), "{args:?}: {err}");
+        assert!(err.contains("will not run as root"), "{args:?}: {err}");
+    }
+    assert!(!setup.path().join("spool").exists(), "nothing done as root");
 }
 
 #[test]

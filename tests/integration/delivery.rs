@@ -90,8 +90,7 @@ fn alias_fans_out_to_two_users() {
 #[test]
 fn mbox_format_mutt_reads() {
     let setup = Setup::new().deliver();
-    let mbox = setup.path().join("mail");
-    std::fs::create_dir_all(&mbox).unwrap();
+    let mbox = setup.daemon_dir("mail");
     let t = setup.set("mailbox", &format!("{}/%u", mbox.display())).start();
     submit(
         &t,

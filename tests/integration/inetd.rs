@@ -45,6 +45,18 @@ fn one_transaction_over_a_pipe() {
         body.starts_with("Received: from pipe.test (localhost)\n"),
         "{body}"
     );
+    // Started as root (as inetd starts it), the session ran as `user`: the spool
+    // it created and the message it queued are the daemon's, not root's.
+    if let Some(pw) = crate::common::daemon_account() {
+        use std::os::unix::fs::MetadataExt;
+        for p in [
+            spool.root().to_path_buf(),
+            spool.root().join("env").join(ids[0].as_str()),
+            spool.message_path(&ids[0]),
+        ] {
+            assert_eq!(std::fs::metadata(&p).unwrap().uid(), pw.uid, "{}", p.display());
+        }
+    }
 }
 
 #[test]

@@ -182,9 +182,7 @@ fn the_init_script_starts_checks_reloads_and_stops_ternd() {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let setup = crate::common::Setup::new()
-        .unprivileged()
-        .set("listen", &format!("127.0.0.1:{port}"));
+    let setup = crate::common::Setup::new().set("listen", &format!("127.0.0.1:{port}"));
     let pid_path = setup.path().join("ternd.pid");
     let setup = setup.set("pid_file", &pid_path.display().to_string());
     let conf = setup.write_config();

@@ -155,7 +155,7 @@ fn bs_runs_an_smtp_session_on_stdin() {
         out.stdout
     );
     assert!(out.stdout.ends_with("221 2.0.0 Bye\r\n"), "{}", out.stdout);
-    // The daemon was told (wake ID) and delivers it now.
+    // Dropped into the maildrop; the daemon, told to pick it up, delivers it now.
     let mail = wait_files(&t.maildir_new("alice"), 1, 5);
     assert_eq!(mail.len(), 1, "{}", t.log_text());
     assert!(read(&mail[0]).contains("Received: from local.test (localhost)\n"));
@@ -337,7 +337,7 @@ fn unprivileged_user_drops_through_the_group_and_is_traced_by_uid() {
     assert_eq!(files.len(), 1);
     let meta = std::fs::metadata(drop.join(&files[0])).unwrap();
     use std::os::unix::fs::MetadataExt;
-    assert_eq!((meta.uid(), meta.mode() & 0o777), (nobody.uid, 0o640));
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (nobody.uid, 0o644));
     // Without the group, the maildrop is closed: a clear error, nothing written.
     let out = run(nobody.uid, if gid == 1 { 2 } else { 1 }, b"x\n");
     let code = out.status.code();
@@ -359,5 +359,85 @@ fn unprivileged_user_drops_through_the_group_and_is_traced_by_uid() {
             nobody.uid
         )),
         "{m}"
+    );
+}
+
+/// -bs run by an ordinary user: the session drops what it accepts into the
+/// maildrop (it may not write the queue), the daemon picks it up, and the drop
+/// file's owner is the uid in the Received: header.
+#[test]
+fn bs_as_an_unprivileged_user_queues_through_the_maildrop() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if tern::sys::uids().1 != 0 {
+        eprintln!("skipped: running sendmail as another user needs root");
+        return;
+    }
+    let (Some(nobody), Some(gid)) = (
+        tern::sys::getpwnam("nobody"),
+        tern::sys::group_id("nogroup").or_else(|| tern::sys::group_id("nobody")),
+    ) else {
+        eprintln!("skipped: no nobody account or group");
+        return;
+    };
+    let setup = Setup::new().deliver().open_to_all();
+    let conf = setup.write_config();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // The maildrop's and the control socket's group stand in for `tern`, and
+    // running sendmail with that gid for the setgid bit.
+    let spool = tern::spool::Spool::open(&setup.path().join("spool")).unwrap();
+    std::os::unix::fs::chown(spool.root().join("maildrop"), Some(0), Some(gid)).unwrap();
+    let t = setup.start();
+    let sock = tern::spool::control_socket(&t.spool_dir());
+    std::os::unix::fs::chown(&sock, None, Some(gid)).unwrap();
+
+    let mut child = Command::new(crate::common::SENDMAIL)
+        .args(["-C", conf.to_str().unwrap(), "-bs"])
+        .uid(nobody.uid)
+        .gid(gid)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"EHLO local.test\r\nMAIL FROM:<n@example.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\nSubject: -bs as nobody\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let queued = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("250 2.0.0 Ok: queued as "))
+        .unwrap_or_else(|| panic!("no 250 after DATA: {stdout}"))
+        .trim()
+        .to_owned();
+    assert!(stdout.ends_with("221 2.0.0 Bye\r\n"), "{stdout}");
+    // Told at once over the control socket, the daemon picks it up and delivers.
+    let mail = wait_files(&t.maildir_new("alice"), 1, 10);
+    assert_eq!(mail.len(), 1, "{}", t.log_text());
+    let m = read(&mail[0]);
+    assert!(m.contains("Subject: -bs as nobody\n"), "{m}");
+    assert!(
+        m.contains(&format!(
+            "Received: by mx.test (tern, from userid {})\n",
+            nobody.uid
+        )),
+        "{m}"
+    );
+    assert!(
+        t.log_text()
+            .contains(&format!("picked up maildrop/{queued} from uid {}", nobody.uid)),
+        "{}",
+        t.log_text()
     );
 }

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tern::spool::{Envelope, QueueId, Spool};
@@ -75,6 +75,99 @@ pub fn run_program(prog: &Path, args: &[&str], input: &[u8]) -> Output {
     }
 }
 
+/// The account every test daemon runs as when the tests run as root (CI does):
+/// ternd started as root always drops to its `user`, so the tests run it the way
+/// it runs in production. Created, with a group of the same name, when missing.
+pub const TEST_USER: &str = "tern-test";
+
+/// The unprivileged account test daemons drop to, or None when the tests do not
+/// run as root (ternd then runs as the test's own user and drops nothing).
+pub fn daemon_account() -> Option<&'static tern::sys::Passwd> {
+    static ACCOUNT: OnceLock<Option<tern::sys::Passwd>> = OnceLock::new();
+    ACCOUNT
+        .get_or_init(|| (tern::sys::uids().1 == 0).then(ensure_test_account))
+        .as_ref()
+}
+
+/// Find or create TEST_USER. Test threads share one answer (OnceLock); test
+/// processes (two `cargo test` at once) take turns through a lock file, since
+/// two useradd runs for one new name can both pass its "exists?" check and the
+/// second then rewrites the first's entry with another uid under the feet of a
+/// daemon already started. useradd may still fail (/etc/passwd locked by some
+/// other tool): look again and retry rather than trust an exit status. Where
+/// there is no useradd (or it keeps failing), `nobody` stands in.
+fn ensure_test_account() -> tern::sys::Passwd {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(pw) = tern::sys::getpwnam(TEST_USER) {
+        return pw;
+    }
+    // O_NOFOLLOW: the file is in a directory everyone may write.
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(std::env::temp_dir().join("tern-test-account.lock"))
+        .expect("open the test account's lock file");
+    lock.lock().expect("lock the test account's lock file");
+    let pw = create_test_account();
+    drop(lock);
+    pw
+}
+
+fn create_test_account() -> tern::sys::Passwd {
+    let run = |prog: &str, args: &[&str]| {
+        for dir in ["", "/usr/sbin/", "/sbin/"] {
+            match Command::new(format!("{dir}{prog}"))
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+            {
+                Ok(st) => return st.success(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(_) => return false,
+            }
+        }
+        false
+    };
+    for _ in 0..50 {
+        if let Some(pw) = tern::sys::getpwnam(TEST_USER) {
+            return pw;
+        }
+        if tern::sys::group_id(TEST_USER).is_none() {
+            run("groupadd", &["--system", TEST_USER]);
+        }
+        let made = run(
+            "useradd",
+            &[
+                "--system",
+                "--gid",
+                TEST_USER,
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--comment",
+                "tern test suite",
+                TEST_USER,
+            ],
+        );
+        if !made {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    if let Some(pw) = tern::sys::getpwnam(TEST_USER) {
+        return pw;
+    }
+    eprintln!("warning: cannot create the {TEST_USER} account; test daemons run as nobody");
+    tern::sys::getpwnam("nobody").expect("neither a tern-test nor a nobody account")
+}
+
 /// Users and aliases every test server knows.
 pub const USERS: &str = "alice\nbob\nCarol\n";
 pub const ALIASES: &str = "team: alice, bob\nsales: carol\n";
@@ -92,6 +185,13 @@ impl Setup {
             .tempdir()
             .expect("tempdir");
         let p = dir.path();
+        // As root, the daemon drops to the test account: give it the test
+        // directory (0700, so other accounts still see nothing of it), where it
+        // creates the spool, the control socket and the mailboxes of users
+        // without an account. The files written here stay root's, readable by it.
+        if let Some(pw) = daemon_account() {
+            std::os::unix::fs::chown(p, Some(pw.uid), Some(pw.gid)).expect("chown test dir");
+        }
         std::fs::write(p.join("users"), USERS).expect("users");
         std::fs::write(p.join("aliases"), ALIASES).expect("aliases");
         let mut keys = BTreeMap::new();
@@ -114,6 +214,9 @@ impl Setup {
         ] {
             keys.insert(k.to_owned(), v);
         }
+        if let Some(pw) = daemon_account() {
+            keys.insert("user".to_owned(), pw.name.clone());
+        }
         Setup { dir, keys }
     }
 
@@ -126,14 +229,16 @@ impl Setup {
         self.dir.path()
     }
 
-    /// As root, a detached ternd drops to `user`: use an account every system
-    /// has, and let it into the test directory.
-    pub fn unprivileged(self) -> Setup {
-        if tern::sys::uids().1 == 0 {
-            self.open_to_all().set("user", "nobody")
-        } else {
-            self
+    /// Create `rel` under the test directory for the daemon to write into: as
+    /// root, owned by the account the daemon drops to (what root makes is
+    /// root's, and the daemon is no longer root).
+    pub fn daemon_dir(&self, rel: &str) -> PathBuf {
+        let dir = self.dir.path().join(rel);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        if let Some(pw) = daemon_account() {
+            std::os::unix::fs::chown(&dir, Some(pw.uid), Some(pw.gid)).expect("chown");
         }
+        dir
     }
 
     /// Run the queue runner: deliver what is accepted.
