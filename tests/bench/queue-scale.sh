@@ -16,9 +16,9 @@
 # them all. ternd's CPU time per message is printed too (less noisy on a busy
 # machine than the rates).
 #
-# Uses target/release/{ternd,examples/smtp-source,examples/smtp-sink,
+# As root, ternd runs as QS_USER (default nobody). Uses target/release/{ternd,examples/smtp-source,examples/smtp-sink,
 # examples/queue-fill} (make: cargo build --release --bins --examples);
-# TARGET_DIR overrides target. Loopback only. The last line on stdout is:
+# CARGO_TARGET_DIR or TARGET_DIR overrides target. Loopback only. The last line on stdout is:
 #
 #   RESULT queued=N empty_msgs_per_sec=X loaded_msgs_per_sec=Y ratio=Z
 #
@@ -31,7 +31,7 @@ MESSAGES=${MESSAGES:-2000}
 ROUNDS=${ROUNDS:-3}
 SESSIONS=10
 
-T=${TARGET_DIR:-target}
+T=${CARGO_TARGET_DIR:-${TARGET_DIR:-target}}
 B=$T/release
 for p in "$B/ternd" "$B/examples/smtp-source" "$B/examples/smtp-sink" "$B/examples/queue-fill"; do
     [ -x "$p" ] || { echo "queue-scale: $p missing; run: cargo build --release --bins --examples" >&2; exit 2; }
@@ -39,6 +39,9 @@ done
 
 mkdir -p "$T"
 D=$(mktemp -d "$(cd "$T" && pwd)/queue-scale.XXXXXX")
+# As root, ternd drops to its user (QS_USER, default nobody), which must reach
+# the spool; it takes ownership of the spool's contents itself at start-up.
+chmod 755 "$D"
 SINK_PID=
 TERND_PID=
 cleanup() {
@@ -87,6 +90,7 @@ dns_servers = 127.0.0.1:9
 max_sessions = 100
 max_sessions_per_ip = 100
 EOF
+    [ "$(id -u)" = 0 ] && echo "user = ${QS_USER:-nobody}" >>"$D/$name.conf"
     started=$(now)
     "$B/ternd" -d -f "$D/$name.conf" 2>"$D/$name.log" &
     TERND_PID=$!
