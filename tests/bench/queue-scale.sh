@@ -16,9 +16,10 @@
 # them all. ternd's CPU time per message is printed too (less noisy on a busy
 # machine than the rates).
 #
-# As root, ternd runs as QS_USER (default nobody). Uses target/release/{ternd,examples/smtp-source,examples/smtp-sink,
+# Uses target/release/{ternd,examples/smtp-source,examples/smtp-sink,
 # examples/queue-fill} (make: cargo build --release --bins --examples);
-# CARGO_TARGET_DIR or TARGET_DIR overrides target. Loopback only. The last line on stdout is:
+# CARGO_TARGET_DIR or TARGET_DIR overrides target. As root, ternd runs as
+# QS_USER (default nobody). Loopback only. The last line on stdout is:
 #
 #   RESULT queued=N empty_msgs_per_sec=X loaded_msgs_per_sec=Y ratio=Z
 #
