@@ -12,6 +12,10 @@ use crate::deliver::Status;
 /// each read, is bounded by the RFC 5321 4.5.3.2 timeout.
 pub trait Timed {
     fn set_read_limit(&self, t: Duration) -> io::Result<()>;
+    /// How long one write may block.
+    fn set_write_limit(&self, _t: Duration) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The most bytes one reply may take (all lines), and one line. RFC 5321
@@ -120,6 +124,8 @@ impl Extensions {
 /// (None when it was not sent because nothing was accepted).
 #[derive(Debug, Clone)]
 pub struct Envelope {
+    /// The reply to a RSET sent first in the group (see [`Client::envelope`]).
+    pub rset: Option<Reply>,
     pub mail: Reply,
     pub rcpts: Vec<Reply>,
     pub data: Option<Reply>,
@@ -133,6 +139,10 @@ pub struct Client<S> {
     /// The most time one whole reply may take; None = only the socket's
     /// own per-read timeout applies.
     limit: Option<Duration>,
+    /// The socket's read and write timeouts as last set here (None: unknown),
+    /// so that they are changed only when they must be: a system call each.
+    read_set: Option<Duration>,
+    write_set: Option<Duration>,
 }
 
 impl<S: Read + Write + Timed> Client<S> {
@@ -142,7 +152,21 @@ impl<S: Read + Write + Timed> Client<S> {
             buf: Vec::with_capacity(4096),
             start: 0,
             limit: None,
+            read_set: None,
+            write_set: None,
         }
+    }
+
+    /// Bound each reply by `t` (as [`Client::set_reply_limit`]) and each write
+    /// by `t`.
+    pub fn set_timeouts(&mut self, t: Duration) -> io::Result<()> {
+        self.limit = Some(t);
+        if self.write_set != Some(t) {
+            self.write_set = None;
+            self.stream.set_write_limit(t)?;
+            self.write_set = Some(t);
+        }
+        Ok(())
     }
 
     /// Bound each reply, however it trickles in (a byte a minute, an
@@ -205,10 +229,28 @@ impl<S: Read + Write + Timed> Client<S> {
                 if left.is_zero() {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "reply timed out"));
                 }
-                self.stream.set_read_limit(left)?;
+                // The socket's timeout stays when it ends the wait no later than an
+                // eighth past the deadline: timeouts are minutes, and resetting it
+                // before every read would cost a system call each.
+                if self.read_set.is_none_or(|s| s > left.saturating_add(left / 8)) {
+                    self.read_set = None;
+                    self.stream.set_read_limit(left)?;
+                    self.read_set = Some(left);
+                }
             }
             let mut chunk = [0u8; 4096];
-            let n = self.stream.read(&mut chunk)?;
+            let n = match self.stream.read(&mut chunk) {
+                Ok(n) => n,
+                // A shorter timeout left from an earlier reply: wait on until ours.
+                Err(e)
+                    if deadline.is_some()
+                        && matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                {
+                    self.read_set = None;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if n == 0 {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
             }
@@ -251,15 +293,30 @@ impl<S: Read + Write + Timed> Client<S> {
     /// one. DATA is sent only when a recipient was accepted (without
     /// pipelining) or always (with it, as RFC 2920 3.1 allows: the server
     /// then refuses it, and a 354 anyway is closed with an empty message).
-    pub fn envelope(&mut self, mail: &str, rcpts: &[String], pipelining: bool) -> io::Result<Envelope> {
+    /// With `rset` and PIPELINING, a RSET leads the group (RFC 2920 3.1 lets
+    /// it be pipelined): on a connection kept from an earlier message it
+    /// checks the server is still there without a round trip of its own.
+    pub fn envelope(
+        &mut self,
+        rset: bool,
+        mail: &str,
+        rcpts: &[String],
+        pipelining: bool,
+    ) -> io::Result<Envelope> {
         if pipelining {
-            let mut out = format!("{mail}\r\n");
+            let mut out = String::new();
+            if rset {
+                out.push_str("RSET\r\n");
+            }
+            out.push_str(mail);
+            out.push_str("\r\n");
             for r in rcpts {
                 out.push_str(r);
                 out.push_str("\r\n");
             }
             out.push_str("DATA\r\n");
             self.send(out.as_bytes())?;
+            let rset = if rset { Some(self.reply()?) } else { None };
             let mail = self.reply()?;
             let mut replies = Vec::with_capacity(rcpts.len());
             for _ in rcpts {
@@ -273,20 +330,24 @@ impl<S: Read + Write + Timed> Client<S> {
                 self.send(b".\r\n")?;
                 let _ = self.reply()?;
                 return Ok(Envelope {
+                    rset,
                     mail,
                     rcpts: replies,
                     data: None,
                 });
             }
             return Ok(Envelope {
+                rset,
                 mail,
                 rcpts: replies,
                 data: Some(data),
             });
         }
+        let rset = if rset { Some(self.command("RSET")?) } else { None };
         let mail = self.command(mail)?;
         if !mail.is_positive() {
             return Ok(Envelope {
+                rset,
                 mail,
                 rcpts: Vec::new(),
                 data: None,
@@ -302,6 +363,7 @@ impl<S: Read + Write + Timed> Client<S> {
             None
         };
         Ok(Envelope {
+            rset,
             mail,
             rcpts: replies,
             data,
@@ -451,6 +513,7 @@ mod tests {
         let mut c = client("250 ok\r\n250 ok\r\n550 5.1.1 no\r\n354 go\r\n");
         let env = c
             .envelope(
+                false,
                 "MAIL FROM:<a@b>",
                 &["RCPT TO:<x@y>".into(), "RCPT TO:<z@y>".into()],
                 true,
@@ -468,13 +531,31 @@ mod tests {
     fn unpipelined_stops_without_recipients() {
         let mut c = client("250 ok\r\n550 no\r\n");
         let env = c
-            .envelope("MAIL FROM:<>", &["RCPT TO:<x@y>".into()], false)
+            .envelope(false, "MAIL FROM:<>", &["RCPT TO:<x@y>".into()], false)
             .unwrap();
         assert!(env.data.is_none());
         assert_eq!(
             String::from_utf8(c.stream.output).unwrap(),
             "MAIL FROM:<>\r\nRCPT TO:<x@y>\r\n"
         );
+    }
+
+    #[test]
+    fn rset_leads_a_pipelined_group() {
+        let mut c = client("250 reset\r\n250 ok\r\n250 ok\r\n354 go\r\n");
+        let env = c
+            .envelope(true, "MAIL FROM:<>", &["RCPT TO:<x@y>".into()], true)
+            .unwrap();
+        assert_eq!(env.rset.map(|r| r.code), Some(250));
+        assert_eq!(env.data.map(|d| d.code), Some(354));
+        assert_eq!(
+            String::from_utf8(c.stream.output).unwrap(),
+            "RSET\r\nMAIL FROM:<>\r\nRCPT TO:<x@y>\r\nDATA\r\n"
+        );
+        // A server gone meanwhile: an error, nothing to deliver to.
+        assert!(client("")
+            .envelope(true, "MAIL FROM:<>", &["RCPT TO:<x@y>".into()], true)
+            .is_err());
     }
 
     #[test]

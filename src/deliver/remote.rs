@@ -463,16 +463,16 @@ impl Job<'_> {
         if let Some(max_age) = cfg.smtp_connection_cache_time {
             if let Some(mut idle) = self.pool.take(&key, max_age) {
                 set_timeout(&mut idle.client, cfg.smtp_command_timeout);
-                match idle.client.command("RSET") {
-                    Ok(r) if r.code == 250 => {
-                        log::debug!("{}: reusing the connection to {host}[{}]", self.env.id, addr.ip());
-                        self.tx_start.set(Some(Instant::now()));
-                        let (result, reusable) = self.transaction(&mut idle.client, &idle.ext, idle.tls);
-                        self.finish(key, idle.client, idle.ext, idle.tls, reusable);
-                        return Ok(result);
-                    }
-                    // Closed or confused meanwhile: a new connection.
-                    _ => {}
+                // The transaction starts with RSET, pipelined with MAIL when the
+                // server allows; a connection closed or confused meanwhile (None)
+                // is dropped for a new one.
+                self.tx_start.set(Some(Instant::now()));
+                if let Some((result, reusable)) =
+                    self.transaction(&mut idle.client, &idle.ext, idle.tls, true)
+                {
+                    log::debug!("{}: reused the connection to {host}[{}]", self.env.id, addr.ip());
+                    self.finish(key, idle.client, idle.ext, idle.tls, reusable);
+                    return Ok(result);
                 }
             }
         }
@@ -549,7 +549,12 @@ impl Job<'_> {
             }
         }
         self.tx_start.set(Some(Instant::now()));
-        let (result, reusable) = self.transaction(&mut c, &ext, tls);
+        let (result, reusable) = self.transaction(&mut c, &ext, tls, false).unwrap_or_else(|| {
+            (
+                HostResult::Next(temp(Status(4, 4, 2), "RSET refused".to_owned())),
+                false,
+            )
+        });
         self.finish(key, c, ext, tls, reusable);
         Ok(result)
     }
@@ -604,20 +609,25 @@ impl Job<'_> {
     /// The transaction for every recipient; when the server answers 452
     /// to some RCPTs (RFC 5321 4.5.3.1.10: too many recipients) after
     /// taking others, those go in another transaction on the same connection.
+    /// With `rset` (a connection kept from an earlier message) it starts
+    /// with RSET; None when that fails: the connection is no longer usable,
+    /// and nothing was delivered on it.
     fn transaction(
         &self,
         c: &mut Client<Stream>,
         ext: &Extensions,
         tls: Option<&'static str>,
-    ) -> (HostResult, bool) {
+        mut rset: bool,
+    ) -> Option<(HostResult, bool)> {
         let mut todo: Vec<usize> = (0..self.rcpts.len()).collect();
         let mut results: Vec<Option<(Outcome, Option<&'static str>, Success)>> = vec![None; self.rcpts.len()];
         loop {
             let subset: Vec<&Recipient> = todo.iter().filter_map(|&i| self.rcpts.get(i).copied()).collect();
-            let (r, reusable) = self.transaction_for(c, ext, tls, &subset);
+            let (r, reusable) = self.transaction_for(c, ext, tls, &subset, rset)?;
+            rset = false;
             let round = match r {
                 HostResult::Next(o) if results.iter().all(Option::is_none) => {
-                    return (HostResult::Next(o), reusable)
+                    return Some((HostResult::Next(o), reusable))
                 }
                 // Some recipients already went: the rest wait for the next attempt.
                 HostResult::Next(o) => todo.iter().map(|_| (o.clone(), tls, Success::Relayed)).collect(),
@@ -648,19 +658,21 @@ impl Job<'_> {
                         })
                     })
                     .collect();
-                return (HostResult::Done(done), reusable);
+                return Some((HostResult::Done(done), reusable));
             }
             todo = again;
         }
     }
 
+    /// One transaction; None when the leading RSET (see `transaction`) failed.
     fn transaction_for(
         &self,
         c: &mut Client<Stream>,
         ext: &Extensions,
         tls: Option<&'static str>,
         rcpts: &[&Recipient],
-    ) -> (HostResult, bool) {
+        rset: bool,
+    ) -> Option<(HostResult, bool)> {
         let (cfg, env) = (self.cfg, self.env);
         let success = if ext.dsn {
             Success::PassedOn
@@ -676,25 +688,25 @@ impl Job<'_> {
                 || rcpts.iter().any(|r| !r.addr.is_ascii())
                 || !headers_ascii(self.wire));
         if needs_utf8 && !ext.smtputf8 {
-            return (
+            return Some((
                 all(Outcome::permanent(
                     Status(5, 6, 7),
                     "the message needs SMTPUTF8, which the receiving server does not support".to_owned(),
                 )),
                 true,
-            );
+            ));
         }
         // RFC 1870: the size on the wire (CRLF and dot-stuffed, without the final dot).
         let size = self.wire.len().saturating_sub(3) as u64;
         if let Some(limit) = ext.size.filter(|l| *l > 0) {
             if size > limit {
-                return (
+                return Some((
                     all(Outcome::permanent(
                         Status(5, 3, 4),
                         format!("message size {size} exceeds the receiving server's limit of {limit}"),
                     )),
                     true,
-                );
+                ));
             }
         }
         let mut mail = format!("MAIL FROM:<{}>", env.sender);
@@ -737,9 +749,13 @@ impl Job<'_> {
             })
             .collect();
         set_timeout(c, cfg.smtp_command_timeout);
-        let envelope = match c.envelope(&mail, &rcpt_lines, ext.pipelining) {
+        let envelope = match c.envelope(rset, &mail, &rcpt_lines, ext.pipelining) {
+            // Closed meanwhile, on a kept connection: before the body, so
+            // nothing was delivered; the caller opens a new one.
+            Err(_) if rset => return None,
+            Ok(e) if rset && e.rset.as_ref().is_none_or(|r| r.code != 250) => return None,
             Ok(e) => e,
-            Err(e) => return (HostResult::Next(io_temp("MAIL/RCPT", &e)), false),
+            Err(e) => return Some((HostResult::Next(io_temp("MAIL/RCPT", &e)), false)),
         };
         if !envelope.mail.is_positive() {
             let o = from_reply(&envelope.mail);
@@ -747,7 +763,7 @@ impl Job<'_> {
                 Outcome::Temporary { .. } => HostResult::Next(o),
                 _ => all(o),
             };
-            return (r, true);
+            return Some((r, true));
         }
         let mut results: Vec<(Outcome, Option<&'static str>, Success)> = Vec::new();
         let mut accepted = Vec::new();
@@ -783,14 +799,14 @@ impl Job<'_> {
                     Ok(r) => fail_accepted(from_reply(&r)),
                     Err(e) => {
                         fail_accepted(io_temp("connection lost after DATA", &e));
-                        return (HostResult::Done(results), false);
+                        return Some((HostResult::Done(results), false));
                     }
                 }
             }
             Some(d) => fail_accepted(from_reply(d)),
         }
         set_timeout(c, cfg.smtp_command_timeout);
-        (HostResult::Done(results), true)
+        Some((HostResult::Done(results), true))
     }
 
     /// The body in blocks, each under the data-block timeout.
@@ -852,10 +868,7 @@ fn quit(c: &mut Client<Stream>) {
 }
 
 fn set_timeout(c: &mut Client<Stream>, t: std::time::Duration) {
-    let s = c.stream().tcp();
-    let _ = s.set_read_timeout(Some(t));
-    let _ = s.set_write_timeout(Some(t));
-    c.set_reply_limit(t);
+    let _ = c.set_timeouts(t);
 }
 
 #[cfg(test)]

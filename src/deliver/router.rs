@@ -26,6 +26,9 @@ pub struct Context<'a> {
     pub env: &'a Envelope,
     /// The header section of the queued message, for loop checks.
     pub headers: &'a [u8],
+    /// The whole message, when the caller has already read it (else it is
+    /// read from the spool when needed).
+    pub message: Option<&'a [u8]>,
     pub resolver: &'a dyn Resolver,
     /// Open connections and per-destination counts for remote delivery.
     pub pool: &'a remote::Pool,
@@ -47,6 +50,9 @@ pub fn remote_domain(cfg: &Config, rcpt: &Recipient) -> Option<String> {
 
 /// Deliver the recipients of one remote domain in one transaction.
 pub fn deliver_remote(ctx: &Context<'_>, domain: &str, rcpts: &[&Recipient]) -> Vec<Attempted> {
+    if let Some(message) = ctx.message {
+        return remote::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, message, domain, rcpts);
+    }
     let path = ctx.spool.message_path(&ctx.env.id);
     let message = match std::fs::read(&path) {
         Ok(m) => m,

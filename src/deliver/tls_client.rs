@@ -90,6 +90,10 @@ impl crate::deliver::client::Timed for Stream {
     fn set_read_limit(&self, t: std::time::Duration) -> io::Result<()> {
         self.tcp().set_read_timeout(Some(t))
     }
+
+    fn set_write_limit(&self, t: std::time::Duration) -> io::Result<()> {
+        self.tcp().set_write_timeout(Some(t))
+    }
 }
 
 impl Read for Stream {

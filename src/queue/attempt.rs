@@ -2,10 +2,15 @@
 //! due, record each outcome in the spool as soon as it is known, then send
 //! the notices owed and remove the message once every recipient is final.
 //!
-//! Crash safety: a delivered recipient is written to the spool before the
-//! next one is tried, so a crash repeats at most the recipient in flight. A
-//! permanent failure is written only after its bounce is queued, so a crash
+//! Crash safety: what is known is written to the spool before the next
+//! delivery starts (remote recipients of one domain go in one transaction,
+//! local ones one by one), so a crash repeats at most the delivery in flight.
+//! A permanent failure is written only after its bounce is queued, so a crash
 //! in between repeats the attempt (and the bounce) rather than losing it.
+//! When every recipient is final at the end, the state is not written at
+//! all: the message is retired at once. None of these writes needs to be
+//! durable at once: losing one only repeats work (src/spool/README.md,
+//! "Delivery state").
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -17,28 +22,39 @@ use crate::deliver::router::{self, Context};
 use crate::deliver::{Attempted, Outcome, Success, Timing};
 use crate::dsn::Action;
 use crate::queue::notify::{self, Line};
-use crate::queue::runner::Shared;
+use crate::queue::runner::{self, Shared};
 use crate::queue::schedule::Schedule;
-use crate::spool::{Envelope, QueueId, RcptStatus, Recipient};
+use crate::spool::{Envelope, QueueId, RcptStatus, Recipient, Spool};
 use crate::tables::Tables;
 
 /// The most of a message's header section read for loop checks.
 const MAX_HEADERS: u64 = 256 * 1024;
 
+/// What the runner should do with a message after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Out of the queue (delivered, or deleted or held meanwhile): forget it.
+    Gone,
+    /// Look at it again at this time (seconds since the epoch).
+    At(u64),
+    /// The state could not be written: read the spool to know.
+    Reload,
+}
+
 /// Deliver what is due of message `id`; `force` (a flush) also tries deferred
 /// recipients whose next attempt is still to come.
-pub fn run(shared: &Shared, id: &QueueId, force: bool) {
+pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
     // The start of this attempt: delays= splits time before it (a) from after.
     let attempt_began = Instant::now();
     let attempt_wall = clock::now();
     let spool = &shared.spool;
     // Held for the whole run: `ternctl delete` and `hold` take the same lock, so the
     // message cannot vanish or be held between two recipients (spool::MessageLock).
-    let _lock = match spool.lock(id) {
+    let lock = match spool.lock(id) {
         Ok(l) => l,
         Err(e) => {
             log::debug!("{id}: not delivered now: {e}");
-            return;
+            return After::Gone;
         }
     };
     // Loaded under the lock: deleted or held while we waited means not ours any more.
@@ -47,7 +63,7 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
         // Delivered and removed meanwhile, or held: nothing to do.
         Err(e) => {
             log::debug!("{id}: not delivered now: {e}");
-            return;
+            return After::Gone;
         }
     };
     // One configuration for the whole attempt, even if a SIGHUP swaps it meanwhile.
@@ -55,9 +71,10 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
     let tables = shared.tables.get();
     let sched = Schedule::from_config(&cfg);
     let now = clock::now();
-    let headers = read_headers(&spool.message_path(id));
     let mut failed: Vec<(usize, Outcome, String)> = Vec::new();
     let mut delivered: Vec<(usize, Outcome, String, Action)> = Vec::new();
+    // The envelope in memory differs from the one on disk.
+    let mut dirty = false;
 
     let is_due = |r: &Recipient| match r.status {
         RcptStatus::Pending => true,
@@ -67,11 +84,19 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
     let queued = |nid: QueueId| {
         let _ = shared.wake.send(nid);
     };
+    // Read once, through the lock's descriptor: the whole message when it goes
+    // out by SMTP, else only the header section (for loop checks).
+    let remote_due = env
+        .recipients
+        .iter()
+        .any(|r| is_due(r) && router::remote_domain(&cfg, r).is_some());
+    let (message, headers) = read_message(lock.file(), remote_due);
+    let message = message.as_deref();
     // Remote recipients go in one transaction per domain (RFC 5321 5.1's
     // "same destination"): deliver those first, then record them in order.
     let mut remote: HashMap<usize, Attempted> = HashMap::new();
     {
-        let ctx = context(shared, &cfg, &tables, &env, &headers, &queued);
+        let ctx = context(shared, &cfg, &tables, &env, &headers, message, &queued);
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         for (idx, r) in env.recipients.iter().enumerate() {
             if !is_due(r) {
@@ -105,7 +130,16 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
             Some(a) => a,
             None if router::remote_domain(&cfg, &rcpt).is_some() => continue,
             None => {
-                let ctx = context(shared, &cfg, &tables, &env, &headers, &queued);
+                // What is known goes to disk before the next delivery starts,
+                // so a crash repeats at most that one.
+                if dirty {
+                    if let Err(e) = spool.update(&env) {
+                        log::error!("{id}: cannot record delivery state: {e}");
+                        return After::Reload;
+                    }
+                    dirty = false;
+                }
+                let ctx = context(shared, &cfg, &tables, &env, &headers, message, &queued);
                 router::deliver(&ctx, &rcpt)
             }
         };
@@ -124,7 +158,8 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
         };
         slot.attempts = slot.attempts.saturating_add(1);
         slot.last_reply = Some(format!("{} {}", outcome.status(), outcome.detail()));
-        let persist_now = match &outcome {
+        dirty = true;
+        match &outcome {
             Outcome::Delivered { .. } => {
                 slot.status = RcptStatus::Sent;
                 slot.next_attempt = None;
@@ -138,30 +173,20 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
                 if let Some(action) = action {
                     delivered.push((idx, outcome, relay.to_owned(), action));
                 }
-                true
             }
             Outcome::Temporary { .. } if sched.expired(env.created, now) => {
                 let final_outcome = notify::expired(&outcome);
                 log_attempt(&env, &rcpt, relay, tls, &delays, &final_outcome, "expired");
                 failed.push((idx, final_outcome, relay.to_owned()));
-                false
             }
             Outcome::Temporary { .. } => {
                 slot.status = RcptStatus::Deferred;
                 slot.next_attempt = Some(sched.next_attempt(slot.attempts, now, noise));
                 log_attempt(&env, &rcpt, relay, tls, &delays, &outcome, "deferred");
-                true
             }
             Outcome::Permanent { .. } => {
                 log_attempt(&env, &rcpt, relay, tls, &delays, &outcome, "bounced");
                 failed.push((idx, outcome, relay.to_owned()));
-                false
-            }
-        };
-        if persist_now {
-            if let Err(e) = spool.update(&env) {
-                log::error!("{id}: cannot record delivery state: {e}");
-                return;
             }
         }
     }
@@ -187,10 +212,10 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
             }
             Ok(None) => {}
             Err(e) => {
-                // Leave the recipients as they were: the attempt and the
-                // bounce are tried again later rather than lost.
+                // Leave the failed recipients as they were: the attempt and
+                // the bounce are tried again later rather than lost.
                 log::error!("{id}: cannot queue the bounce, will retry: {e}");
-                return;
+                return save(spool, &env, &sched);
             }
         }
         for (idx, _, _) in &failed {
@@ -198,10 +223,6 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
                 r.status = RcptStatus::Failed;
                 r.next_attempt = None;
             }
-        }
-        if let Err(e) = spool.update(&env) {
-            log::error!("{id}: cannot record delivery state: {e}");
-            return;
         }
     }
 
@@ -227,16 +248,56 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) {
         Err(e) => log::error!("{id}: cannot queue the success notice: {e}"),
     }
 
-    warn_if_due(shared, &cfg, &mut env, &sched, now);
+    dirty |= warn_if_due(shared, &cfg, &mut env, &sched, now);
 
+    match conclude(&env, dirty) {
+        Conclusion::Retire => match spool.retire(id, &shared.retired) {
+            Ok(()) => {
+                log::info!("{id}: removed");
+                After::Gone
+            }
+            Err(e) => {
+                log::error!("{id}: cannot remove: {e}");
+                After::Reload
+            }
+        },
+        Conclusion::Save => save(spool, &env, &sched),
+        Conclusion::Keep => After::At(runner::due_time(&env, &sched)),
+    }
+}
+
+/// What the end of a run writes to the spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Conclusion {
+    /// Every recipient is final: no state to record, the message just goes.
+    Retire,
+    /// Some recipient still waits and the envelope changed: record it.
+    Save,
+    /// Some recipient still waits and nothing changed.
+    Keep,
+}
+
+fn conclude(env: &Envelope, dirty: bool) -> Conclusion {
     if env
         .recipients
         .iter()
         .all(|r| matches!(r.status, RcptStatus::Sent | RcptStatus::Failed))
     {
-        match spool.remove(id) {
-            Ok(()) => log::info!("{id}: removed"),
-            Err(e) => log::error!("{id}: cannot remove: {e}"),
+        Conclusion::Retire
+    } else if dirty {
+        Conclusion::Save
+    } else {
+        Conclusion::Keep
+    }
+}
+
+/// Record `env` and say when it is next due.
+fn save(spool: &Spool, env: &Envelope, sched: &Schedule) -> After {
+    match spool.update(env) {
+        Ok(()) => After::At(runner::due_time(env, sched)),
+        Err(e) => {
+            log::error!("{}: cannot record delivery state: {e}", env.id);
+            After::Reload
         }
     }
 }
@@ -248,6 +309,7 @@ fn context<'a>(
     tables: &'a Tables,
     env: &'a Envelope,
     headers: &'a [u8],
+    message: Option<&'a [u8]>,
     queued: &'a dyn Fn(QueueId),
 ) -> Context<'a> {
     Context {
@@ -256,6 +318,7 @@ fn context<'a>(
         spool: &shared.spool,
         env,
         headers,
+        message,
         resolver: shared.resolver.as_ref(),
         pool: &shared.pool,
         queued,
@@ -263,9 +326,10 @@ fn context<'a>(
 }
 
 /// The one delay notice (RFC 3464 action "delayed"), once `delay_warning` has passed.
-fn warn_if_due(shared: &Shared, cfg: &Config, env: &mut Envelope, sched: &Schedule, now: u64) {
+/// Returns whether `env` changed (the caller records it).
+fn warn_if_due(shared: &Shared, cfg: &Config, env: &mut Envelope, sched: &Schedule, now: u64) -> bool {
     if !sched.warn_due(env.created, now, env.delay_warned) {
-        return;
+        return false;
     }
     let outcomes: Vec<(usize, Outcome)> = env
         .recipients
@@ -275,7 +339,7 @@ fn warn_if_due(shared: &Shared, cfg: &Config, env: &mut Envelope, sched: &Schedu
         .map(|(i, r)| (i, last_outcome(r)))
         .collect();
     if outcomes.is_empty() {
-        return;
+        return false;
     }
     let lines: Vec<Line<'_>> = outcomes
         .iter()
@@ -301,11 +365,12 @@ fn warn_if_due(shared: &Shared, cfg: &Config, env: &mut Envelope, sched: &Schedu
                 let _ = shared.wake.send(nid);
             }
             env.delay_warned = true;
-            if let Err(e) = shared.spool.update(env) {
-                log::error!("{}: cannot record the delay notice: {e}", env.id);
-            }
+            true
         }
-        Err(e) => log::error!("{}: cannot queue the delay notice: {e}", env.id),
+        Err(e) => {
+            log::error!("{}: cannot queue the delay notice: {e}", env.id);
+            false
+        }
     }
 }
 
@@ -387,16 +452,25 @@ fn log_attempt(
     );
 }
 
-/// The header section of the message: everything before the first empty line.
-fn read_headers(path: &std::path::Path) -> Vec<u8> {
-    let mut buf = Vec::new();
-    if let Ok(f) = std::fs::File::open(path) {
-        let _ = f.take(MAX_HEADERS).read_to_end(&mut buf);
-    }
-    if let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
-        buf.truncate(end + 1);
-    }
-    buf
+/// The whole message when `whole` (None if it cannot be read: remote
+/// delivery then reads it itself and reports why), and its header section:
+/// everything before the first empty line.
+fn read_message(file: &std::fs::File, whole: bool) -> (Option<Vec<u8>>, Vec<u8>) {
+    let limit = if whole { u64::MAX } else { MAX_HEADERS };
+    // Sized from fstat, so a small message takes one read (and one for EOF).
+    let size = file.metadata().map(|m| m.len().min(limit)).unwrap_or(0);
+    let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
+    let ok = file.take(limit).read_to_end(&mut buf).is_ok();
+    let mut headers = match buf.windows(2).position(|w| w == b"\n\n") {
+        Some(end) => buf.get(..end + 1).unwrap_or_default().to_vec(),
+        None => buf
+            .get(..buf.len().min(MAX_HEADERS as usize))
+            .unwrap_or_default()
+            .to_vec(),
+    };
+    headers.shrink_to_fit();
+    let message = (whole && ok).then_some(buf);
+    (message, headers)
 }
 
 /// Jitter source for the retry schedule: differs per message, recipient and moment.
@@ -411,6 +485,24 @@ fn noise(id: &QueueId, idx: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_that_finishes_every_recipient_writes_no_state() {
+        let mut env = Envelope::new(QueueId::generate(), String::new(), 100);
+        for a in ["a@x.test", "b@x.test"] {
+            env.recipients.push(Recipient::new(a.to_owned()));
+        }
+        // Not yet tried: nothing to write unless something changed.
+        assert_eq!(conclude(&env, false), Conclusion::Keep);
+        assert_eq!(conclude(&env, true), Conclusion::Save);
+        env.recipients[0].status = RcptStatus::Sent;
+        env.recipients[1].status = RcptStatus::Deferred;
+        assert_eq!(conclude(&env, true), Conclusion::Save);
+        // All final: retired at once, whatever changed in the run.
+        env.recipients[1].status = RcptStatus::Failed;
+        assert_eq!(conclude(&env, true), Conclusion::Retire);
+        assert_eq!(conclude(&env, false), Conclusion::Retire);
+    }
 
     #[test]
     fn remote_mta_is_the_host_name() {

@@ -23,13 +23,16 @@ use crate::config::Live;
 use crate::deliver::dns::{self, Resolver};
 use crate::deliver::remote;
 use crate::queue::attempt;
+use crate::queue::attempt::After;
 use crate::queue::schedule::Schedule;
-use crate::spool::{Envelope, QueueId, RcptStatus, Spool};
+use crate::spool::{Envelope, QueueId, RcptStatus, Retired, Spool};
 use crate::tables::Tables;
 
 /// How often the whole spool is listed again, to pick up what arrived by
 /// other doors (the sendmail maildrop, a restored backup).
 const RESCAN: Duration = Duration::from_secs(60);
+/// How often the bodies of delivered messages are looked at (spool::retire).
+const REAP: Duration = Duration::from_secs(1);
 
 /// Orders from outside the daemon, through the control socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +75,8 @@ pub struct Shared {
     pub stopping: Arc<AtomicBool>,
     /// Deliveries in progress.
     pub in_flight: AtomicUsize,
+    /// Delivered messages whose bodies wait for one fsync for many (spool::retire).
+    pub retired: Retired,
 }
 
 impl Handle {
@@ -117,6 +122,7 @@ pub fn start(
         pool: remote::Pool::new(),
         stopping,
         in_flight: AtomicUsize::new(0),
+        retired: Retired::new(),
     });
     // Close cached connections once they have been idle long enough.
     if let Some(max_age) = shared.cfg.get().smtp_connection_cache_time {
@@ -134,16 +140,22 @@ pub fn start(
         shared.cfg.get().delivery_threads
     };
     let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(threads.max(1));
-    let (done_tx, done_rx) = crossbeam_channel::unbounded::<QueueId>();
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<(QueueId, After)>();
     for i in 0..threads {
         let (shared, job_rx, done_tx) = (Arc::clone(&shared), job_rx.clone(), done_tx.clone());
         thread::Builder::new()
             .name(format!("deliver-{i}"))
             .spawn(move || {
                 while let Ok((id, force)) = job_rx.recv() {
-                    attempt::run(&shared, &id, force);
-                    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                    if done_tx.send(id).is_err() {
+                    let after = attempt::run(&shared, &id, force);
+                    // The last delivery of a burst frees the space of the delivered
+                    // at once; under load, bodies go in batches (spool::retire).
+                    if shared.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+                        if let Err(e) = shared.spool.reap(&shared.retired) {
+                            log::error!("removing delivered messages: {e}");
+                        }
+                    }
+                    if done_tx.send((id, after)).is_err() {
                         break;
                     }
                 }
@@ -195,12 +207,13 @@ impl Runner {
         &mut self,
         wake: &Receiver<QueueId>,
         control: &Receiver<Control>,
-        done: &Receiver<QueueId>,
+        done: &Receiver<(QueueId, After)>,
         jobs: &Sender<Job>,
     ) {
         // Mail dropped while the daemon was down goes out at start-up.
         self.pickup();
         self.rescan();
+        log::info!("queue: {} messages scheduled", self.when.len() + self.busy.len());
         let mut last_scan = Instant::now();
         loop {
             self.dispatch(jobs);
@@ -209,9 +222,11 @@ impl Runner {
                 Some((t, _)) => Duration::from_secs(t.saturating_sub(now)),
                 None => RESCAN,
             };
-            let wait = until_due
-                .min(RESCAN.saturating_sub(last_scan.elapsed()))
-                .max(Duration::from_millis(50));
+            let mut wait = until_due.min(RESCAN.saturating_sub(last_scan.elapsed()));
+            if !self.shared.retired.is_empty() {
+                wait = wait.min(REAP);
+            }
+            let wait = wait.max(Duration::from_millis(50));
             select! {
                 recv(wake) -> id => match id {
                     Ok(id) => self.schedule(id, clock::now()),
@@ -221,11 +236,14 @@ impl Runner {
                     Ok(c) => self.control(c),
                     Err(_) => return,
                 },
-                recv(done) -> id => match id {
-                    Ok(id) => self.finished(id),
+                recv(done) -> d => match d {
+                    Ok((id, after)) => self.finished(id, after),
                     Err(_) => return,
                 },
                 default(wait) => {}
+            }
+            if let Err(e) = self.shared.spool.reap_due(&self.shared.retired) {
+                log::error!("removing delivered messages: {e}");
             }
             if last_scan.elapsed() >= RESCAN {
                 self.pickup();
@@ -306,9 +324,19 @@ impl Runner {
         self.due.insert((at, id));
     }
 
-    fn finished(&mut self, id: QueueId) {
+    fn finished(&mut self, id: QueueId, after: After) {
         self.busy.remove(&id);
         let again = self.again.remove(&id);
+        match after {
+            // Woken meanwhile (a release?): the spool tells.
+            After::Gone if again => {}
+            After::Gone => return,
+            After::At(t) => {
+                self.schedule(id, if again { clock::now() } else { t });
+                return;
+            }
+            After::Reload => {}
+        }
         // Gone (delivered) or moved away by ternctl: nothing more to do.
         if let Ok(env) = self.shared.spool.load(&id) {
             let sched = Schedule::from_config(&self.shared.cfg.get());

@@ -24,9 +24,11 @@ mod commit;
 pub mod envelope;
 pub mod id;
 pub mod maildrop;
+pub mod retire;
 
 pub use envelope::{BodyType, DsnRet, Envelope, EnvelopeError, RcptStatus, Recipient};
 pub use id::QueueId;
+pub use retire::Retired;
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -444,7 +446,10 @@ impl Spool {
         self.file(MSG, id)
     }
 
-    /// Replace env/ID atomically (tmp + fsync + rename + dir fsync); for the queue runner.
+    /// Replace env/ID atomically (tmp + fsync + rename); for the queue runner. The new
+    /// contents are on disk before the rename, so env/ID is always old or new, never
+    /// torn; the rename itself becomes durable with the next fsync of env/ (a crash
+    /// before may bring the old envelope back, which only repeats work).
     /// env/ID must exist: an update never resurrects a removed or held message. (The check
     /// and the rename are not one atomic step; callers that race, such as the runner and
     /// `ternctl hold`, must coordinate.)
@@ -463,21 +468,27 @@ impl Spool {
             let _ = fs::remove_file(&tmp);
             return Err(SpoolError::from_io("rename", &tmp, e));
         }
-        sync_dir(&self.dir(ENV))
+        // No fsync of env/: a rename lost in a crash leaves the previous envelope,
+        // complete, and only repeats work (see "Delivery state" in README.md).
+        Ok(())
     }
 
-    /// Remove a queued message: env/ID first (after which it is no longer queued), then
-    /// msg/ID, then fsync env/. A crash in between leaves an orphan body that recover
-    /// removes, never an envelope without its body. Errors if env/ID does not exist, and
+    /// Remove a queued message now, durably (for ternctl; the queue runner uses
+    /// [`Spool::retire`]): env/ID first (after which it is no longer queued), fsync env/,
+    /// then msg/ID. A crash in between leaves an orphan body that recover removes, never
+    /// an envelope without its body. Errors if env/ID does not exist, and
     /// then touches nothing (msg/ID may belong to a held message).
     pub fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
         self.remove_from(ENV, id)
     }
 
-    /// Remove `sub`/ID, then msg/ID, then fsync `sub`/.
+    /// Remove `sub`/ID, fsync `sub`/, then remove msg/ID: the body goes only once
+    /// the envelope's removal is durable, so a crash never leaves an envelope without
+    /// its body (an orphan body is harmless: recover removes it).
     fn remove_from(&self, sub: &str, id: &QueueId) -> Result<(), SpoolError> {
         let env = self.file(sub, id);
         fs::remove_file(&env).map_err(|e| SpoolError::from_io("remove", &env, e))?;
+        sync_dir(&self.dir(sub))?;
         let msg = self.file(MSG, id);
         match fs::remove_file(&msg) {
             Ok(()) => {}
@@ -485,7 +496,7 @@ impl Spool {
             // The message is already gone from the queue; recover removes the body later.
             Err(e) => log::warn!("spool: remove {}: {e}", msg.display()),
         }
-        sync_dir(&self.dir(sub))
+        Ok(())
     }
 
     /// Whether the spool filesystem has room for `bytes` more: false when, after it, less
@@ -631,7 +642,15 @@ pub enum Place {
 /// whole life (env/ID is replaced at every update). Released on drop.
 #[derive(Debug)]
 pub struct MessageLock {
-    _file: File,
+    file: File,
+}
+
+impl MessageLock {
+    /// msg/ID, open for reading: the holder reads the body through it rather than
+    /// opening it again.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
 }
 
 impl Spool {
@@ -646,7 +665,7 @@ impl Spool {
         let file = self.open_body(id)?;
         file.lock()
             .map_err(|e| SpoolError::from_io("lock", &self.file(MSG, id), e))?;
-        Ok(MessageLock { _file: file })
+        Ok(MessageLock { file })
     }
 
     /// Whether someone holds the message's lock now (mailq's `*`: being delivered).

@@ -695,3 +695,117 @@ fn implicit_tls_failure_defers_without_a_plaintext_retry() {
     assert!(log_has(&t, "dsn=4.7.5, status=deferred (TLS with 127.0.0.1"));
     assert_eq!(peer.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[test]
+fn mixed_results_are_recorded_once_and_survive_a_restart() {
+    let peer = Peer::start(Script {
+        rcpt: |a| match a.split('@').next().unwrap_or_default() {
+            "later" => "451 4.2.0 try later".to_owned(),
+            "nobody" => "550 5.1.1 no such user".to_owned(),
+            _ => "250 2.1.5 Ok".to_owned(),
+        },
+        ..Script::default()
+    });
+    let mut t = via_route("peer.test", peer.port())
+        .set("retry_initial", "1h")
+        .start();
+    let id = submit(
+        &t,
+        "alice@example.test",
+        &["ok@peer.test", "later@peer.test", "nobody@peer.test"],
+        &message("mixed, then a restart"),
+    );
+    let recorded = |t: &Tern| {
+        let q = t.queued();
+        q.len() == 1 && q[0].0.recipients.iter().all(|r| r.attempts == 1)
+    };
+    assert!(wait_until(10, || recorded(&t)), "{}", t.log_text());
+    let states = |t: &Tern| -> Vec<String> {
+        t.message(&id)
+            .0
+            .recipients
+            .iter()
+            .map(|r| format!("{} {:?} {}", r.addr, r.status, r.next_attempt.is_some()))
+            .collect()
+    };
+    let before = states(&t);
+    assert_eq!(
+        before,
+        vec![
+            "ok@peer.test Sent false",
+            "later@peer.test Deferred true",
+            "nobody@peer.test Failed false"
+        ]
+    );
+    t.restart();
+    assert_eq!(states(&t), before);
+    // Nothing is tried again before its time: the one delivery stays one.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(peer.messages().len(), 1);
+    assert!(!t.log_text().contains(&format!("{id}: to=")), "{}", t.log_text());
+}
+
+/// A peer that takes one message per connection, then hangs up without a
+/// word: what a server that times out idle clients looks like to the cache.
+fn one_message_then_hang_up(messages: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(4) {
+            let Ok(mut out) = conn else { return };
+            let mut input = BufReader::new(out.try_clone().unwrap());
+            let _ = out.write_all(b"220 hangup.test ESMTP\r\n");
+            let mut line = String::new();
+            let mut in_data = false;
+            while input.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                let reply: &[u8] = if in_data {
+                    if line == ".\r\n" {
+                        messages.fetch_add(1, Ordering::SeqCst);
+                        let _ = out.write_all(b"250 2.0.0 queued\r\n");
+                        break;
+                    }
+                    b""
+                } else if line.starts_with("EHLO") {
+                    b"250-hangup.test\r\n250 PIPELINING\r\n"
+                } else if line.starts_with("DATA") {
+                    in_data = true;
+                    b"354 go\r\n"
+                } else {
+                    b"250 2.0.0 ok\r\n"
+                };
+                let _ = out.write_all(reply);
+                line.clear();
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn a_kept_connection_the_peer_closed_is_replaced() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let messages = Arc::new(AtomicUsize::new(0));
+    let port = one_message_then_hang_up(Arc::clone(&messages));
+    let t = via_route("peer.test", port)
+        .set("smtp_connection_cache_time", "10s")
+        .start();
+    submit(&t, "alice@example.test", &["x@peer.test"], &message("first"));
+    assert!(
+        wait_until(10, || messages.load(Ordering::SeqCst) == 1),
+        "{}",
+        t.log_text()
+    );
+    // The peer has hung up; the cache does not know yet.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let id = submit(&t, "alice@example.test", &["y@peer.test"], &message("second"));
+    assert!(
+        wait_until(10, || messages.load(Ordering::SeqCst) == 2),
+        "{}",
+        t.log_text()
+    );
+    assert!(log_has(&t, &format!("{id}: to=<y@peer.test>")));
+    assert!(!t.log_text().contains("status=deferred"), "{}", t.log_text());
+}
