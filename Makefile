@@ -28,7 +28,7 @@ MAN5 := aliases.5 tern.conf.5
 MAN8 := sendmail.8 ternctl.8 ternd.8
 EXAMPLES := aliases inetd.conf.sample ternd.service rc.d/ternd init.d/ternd xinetd.d/smtp
 
-.PHONY: all build release run test check clippy fmt lint-man clean install install-user uninstall soak bench bench-postfix fuzz fuzz-build fuzz-ci
+.PHONY: all build release run test check clippy fmt lint-man clean install install-strip install-user uninstall soak bench bench-postfix fuzz fuzz-build fuzz-ci
 
 # `make`: the release binaries, what `make install` installs.
 all: release
@@ -151,15 +151,21 @@ lint-man:
 # the commands the package must run on the target.
 #
 # install does not build: `make && sudo make install` (root often has no cargo).
+# `make install-strip` strips the binaries as it installs them (GNU's name for
+# it); plain install keeps the release profile's debug info, for perf and gdb.
+INSTALL_STRIP ?=
+install-strip:
+	$(MAKE) --no-print-directory install INSTALL_STRIP=-s
+
 install:
 	@for b in $(BINS); do \
 		[ -x $(BINARIES)/$$b ] || { echo "make install: $(BINARIES)/$$b is missing; run make first" >&2; exit 1; }; \
 	done
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory install-user; fi
 	install -d -m 755 $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
-	install -m 755 $(BINARIES)/ternd $(DESTDIR)$(SBINDIR)/ternd
-	install -m 755 $(BINARIES)/ternctl $(DESTDIR)$(SBINDIR)/ternctl
-	install -m 755 $(BINARIES)/sendmail $(DESTDIR)$(SBINDIR)/sendmail
+	install $(INSTALL_STRIP) -m 755 $(BINARIES)/ternd $(DESTDIR)$(SBINDIR)/ternd
+	install $(INSTALL_STRIP) -m 755 $(BINARIES)/ternctl $(DESTDIR)$(SBINDIR)/ternctl
+	install $(INSTALL_STRIP) -m 755 $(BINARIES)/sendmail $(DESTDIR)$(SBINDIR)/sendmail
 	ln -sf sendmail $(DESTDIR)$(SBINDIR)/mailq
 	ln -sf sendmail $(DESTDIR)$(SBINDIR)/newaliases
 	ln -sf $(SBINDIR)/sendmail $(DESTDIR)$(BINDIR)/mailq

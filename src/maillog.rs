@@ -15,6 +15,13 @@ pub fn disconnect(client: &dyn Display, commands: u32, errors: u32) {
     log::info!("disconnect from {client} commands={commands} errors={errors}");
 }
 
+/// A client that went silent: `timeout after RCPT from unknown[192.0.2.1]`, with
+/// `(stress mode)` when it was cut short because the session pool was busy.
+pub fn timeout(client: &dyn Display, after: &str, stress: bool) {
+    let why = if stress { " (stress mode)" } else { "" };
+    log::info!("timeout after {after} from {client}{why}");
+}
+
 /// A refused command: `NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 550 5.1.1 ...; from=<a@b> to=<c@d> proto=ESMTP helo=<x>`
 pub fn reject(
     client: &dyn Display,

@@ -146,6 +146,19 @@ pub fn is_stopping(e: &io::Error) -> bool {
 
 const STOPPING: &str = "server shutting down";
 
+/// The error a pooled connection's read returns when stress mode cuts an idle
+/// client short (src/server/listener.rs): a timeout, told apart for the log.
+pub fn stress_timeout() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, STRESS)
+}
+
+/// Whether `e` is [`stress_timeout`]'s error.
+pub fn is_stress_timeout(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::TimedOut && e.get_ref().is_some_and(|m| m.to_string() == STRESS)
+}
+
+const STRESS: &str = "idle too long while the server is busy";
+
 const BUF_SIZE: usize = 16 * 1024;
 
 impl Io {

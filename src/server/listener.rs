@@ -27,7 +27,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::{Config, Live};
 use crate::maillog;
-use crate::server::conn::Conn;
+use crate::server::conn::{self, Conn};
 use crate::server::proxy;
 use crate::server::session::{self, Context, Peer, Service};
 use crate::smtp::reply::{self, Reply};
@@ -434,7 +434,7 @@ impl Read for Guarded {
         if self.slots.under_stress() {
             let left = self.stress_timeout.saturating_sub(self.last.elapsed());
             if left.is_zero() {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "idle under stress"));
+                return Err(conn::stress_timeout());
             }
             self.set_read(left.min(self.timeout))?;
         } else {

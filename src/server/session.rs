@@ -240,6 +240,9 @@ struct Session<'a> {
     tx: Option<Transaction>,
     errors: u32,
     commands: u32,
+    /// The verb of the last command (CONNECT before any, END-OF-MESSAGE in
+    /// DATA), for the log line of a timeout, as Postfix's `timeout after X`.
+    last: String,
 }
 
 /// Run one session to its end. Never panics on client input; I/O errors end
@@ -261,6 +264,7 @@ pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) {
         tx: None,
         errors: 0,
         commands: 0,
+        last: "CONNECT".to_owned(),
     };
     let _ = s.io.set_timeout(s.cfg.greeting_timeout);
     s.io.set_stop_flag(Arc::clone(&ctx.shutdown));
@@ -282,7 +286,10 @@ impl Session<'_> {
             }
             let line = match self.io.read_line(MAX_COMMAND_LINE) {
                 Ok(l) => l,
-                Err(e) if is_timeout(&e) => return self.send(reply::timeout()),
+                Err(e) if is_timeout(&e) => {
+                    maillog::timeout(self.peer, &self.last, conn::is_stress_timeout(&e));
+                    return self.send(reply::timeout());
+                }
                 Err(e) if conn::is_stopping(&e) => return self.send(reply::shutting_down()),
                 Err(_) => return Err(Hangup),
             };
@@ -296,6 +303,7 @@ impl Session<'_> {
                 Line::TooLong => ("line".to_owned(), reply::line_too_long(), None),
                 Line::Text(text) => {
                     let verb = verb_of(&text);
+                    self.last.clone_from(&verb);
                     match command::parse(&text) {
                         Ok(cmd) => {
                             let to = match &cmd {
@@ -482,6 +490,7 @@ impl Session<'_> {
                     Ok(Line::TooLong) => return Ok(Err(SaslError::Malformed)),
                     Ok(Line::Eof) => return Err(Hangup),
                     Err(e) if is_timeout(&e) => {
+                        maillog::timeout(self.peer, "AUTH", conn::is_stress_timeout(&e));
                         self.send(reply::timeout())?;
                         return Err(Hangup);
                     }
@@ -712,6 +721,8 @@ impl Session<'_> {
                 Ok(0) => return Err(Hangup),
                 Ok(_) => {}
                 Err(e) if is_timeout(&e) => {
+                    // Postfix's name for the wait inside DATA.
+                    maillog::timeout(self.peer, "END-OF-MESSAGE", conn::is_stress_timeout(&e));
                     self.send(reply::timeout())?;
                     return Err(Hangup);
                 }

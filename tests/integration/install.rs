@@ -174,6 +174,36 @@ fn make_install_with_destdir_lays_out_the_tree() {
     assert!(spool.join("maildrop").is_dir());
 }
 
+/// `make install-strip`: the same tree, with binaries stripped of their symbols
+/// and debug info, and still working.
+#[test]
+fn make_install_strip_installs_smaller_working_binaries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    make("install-strip", d);
+    let usr = d.join("usr/local");
+    for b in ["ternd", "ternctl", "sendmail"] {
+        let p = usr.join("sbin").join(b);
+        assert_eq!(mode(&p), 0o755, "{}", p.display());
+        let installed = fs::metadata(&p).expect("installed binary").len();
+        let built = fs::metadata(Path::new(TERND).with_file_name(b))
+            .expect("built binary")
+            .len();
+        assert!(
+            installed < built,
+            "{b}: {installed} bytes installed, {built} built: not stripped"
+        );
+    }
+    let conf = d.join("etc/tern/tern.conf");
+    let out = Command::new(usr.join("sbin/ternd"))
+        .arg("-n")
+        .arg("-f")
+        .arg(&conf)
+        .output()
+        .expect("ternd -n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// etc/init.d/ternd drives the real daemon: start returns once it listens, status
 /// reads the pid file, configtest, flush and reload signal it, stop waits for it.
 #[test]

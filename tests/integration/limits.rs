@@ -169,6 +169,9 @@ fn command_timeout() {
     assert_eq!(r.status(), "421 4.4.2");
     assert!(start.elapsed() < Duration::from_secs(5));
     assert!(c.closed());
+    // Logged as Postfix does, naming the last command; no pool stress here.
+    assert!(t.wait_log("timeout after EHLO from"), "{}", t.log_text());
+    assert!(!t.log_text().contains("(stress mode)"), "{}", t.log_text());
 }
 
 #[test]
@@ -183,4 +186,9 @@ fn data_timeout() {
     assert_eq!(c.reply().status(), "421 4.4.2");
     assert!(c.closed());
     assert!(t.queued().is_empty());
+    assert!(
+        t.wait_log("timeout after END-OF-MESSAGE from"),
+        "{}",
+        t.log_text()
+    );
 }

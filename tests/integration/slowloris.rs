@@ -140,6 +140,16 @@ fn idle_connections_cannot_lock_out_honest_clients() {
         crate::common::wait_until(10, || idle_ended(&t) >= 5),
         "idle sessions were not cut under stress"
     );
+    // The log says why: the pool's stress, not the ordinary greeting timeout.
+    assert!(
+        t.wait_log("timeout after CONNECT from unknown[127.0.0."),
+        "{}",
+        t.log_text()
+    );
+    assert!(t
+        .log_text()
+        .lines()
+        .any(|l| l.contains("timeout after CONNECT") && l.ends_with("(stress mode)")));
     let deadline = Instant::now() + Duration::from_secs(20);
     let honest: Vec<_> = (1..=10)
         .map(|i| {
