@@ -205,6 +205,7 @@ pub(super) fn dup_io(e: &io::Error) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::tests::names;
     use crate::spool::{Envelope, Recipient, Spool, TMP};
     use std::thread;
     use tempfile::TempDir;
@@ -221,15 +222,6 @@ mod tests {
         fs::write(s.message_path(&p.id), format!("body of {}\n", p.id)).unwrap();
         fs::write(&p.tmp_env, env.to_text()).unwrap();
         p
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        v.sort();
-        v
     }
 
     #[test]

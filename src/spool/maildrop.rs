@@ -435,6 +435,7 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::tests::names;
     use crate::spool::Recipient;
     use tempfile::TempDir;
 
@@ -445,15 +446,6 @@ mod tests {
             e.recipients.push(Recipient::new((*r).into()));
         }
         e
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        v.sort();
-        v
     }
 
     #[test]

@@ -933,16 +933,8 @@ fn write_new(path: &Path, data: &[u8]) -> Result<File, SpoolError> {
 
 /// Create `path` exclusively (mode 0600), write `data`, fsync. Removes it on error.
 fn write_synced(path: &Path, data: &[u8]) -> Result<(), SpoolError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| SpoolError::from_io("create", path, e))?;
-    let r = f
-        .write_all(data)
-        .map_err(|e| SpoolError::from_io("write", path, e))
-        .and_then(|()| f.sync_all().map_err(|e| SpoolError::from_io("fsync", path, e)));
+    let f = write_new(path, data)?;
+    let r = f.sync_all().map_err(|e| SpoolError::from_io("fsync", path, e));
     if r.is_err() {
         drop(f);
         let _ = fs::remove_file(path);
@@ -1004,7 +996,8 @@ mod tests {
         id
     }
 
-    fn names(dir: &Path) -> Vec<String> {
+    /// The sorted names in `dir`; for the tests of the spool's submodules too.
+    pub(crate) fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -35,6 +35,17 @@ fn make(target: &str, destdir: &Path) -> String {
     text
 }
 
+/// The installed ternd accepts the installed configuration (`ternd -n`).
+fn check_config(usr: &Path, conf: &Path) {
+    let out = Command::new(usr.join("sbin/ternd"))
+        .arg("-n")
+        .arg("-f")
+        .arg(conf)
+        .output()
+        .expect("ternd -n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn mode(p: &Path) -> u32 {
     fs::symlink_metadata(p)
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -132,13 +143,7 @@ fn make_install_with_destdir_lays_out_the_tree() {
     assert_eq!(mode(&spool.join("maildrop")), 0o1730);
 
     // The installed configuration is valid as shipped.
-    let out = Command::new(usr.join("sbin/ternd"))
-        .arg("-n")
-        .arg("-f")
-        .arg(&conf)
-        .output()
-        .expect("ternd -n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_config(&usr, &conf);
 
     // A second install keeps the administrator's configuration and aliases.
     fs::write(&conf, "# mine\nmax_recipients = 7\n").unwrap();
@@ -195,13 +200,7 @@ fn make_install_strip_installs_smaller_working_binaries() {
         );
     }
     let conf = d.join("etc/tern/tern.conf");
-    let out = Command::new(usr.join("sbin/ternd"))
-        .arg("-n")
-        .arg("-f")
-        .arg(&conf)
-        .output()
-        .expect("ternd -n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_config(&usr, &conf);
 }
 
 /// etc/init.d/ternd drives the real daemon: start returns once it listens, status

@@ -63,14 +63,19 @@ fn route_to_a_second_ternd() {
     assert!(dest.wait_log("nrcpt=2,"), "{}", dest.log_text());
 }
 
+/// A peer's RCPT replies: later@ deferred, nobody@ refused, the rest accepted.
+fn mixed_rcpt(a: &str) -> String {
+    match a.split('@').next().unwrap_or_default() {
+        "later" => "451 4.2.0 try later".to_owned(),
+        "nobody" => "550 5.1.1 no such user".to_owned(),
+        _ => "250 2.1.5 Ok".to_owned(),
+    }
+}
+
 #[test]
 fn per_recipient_results_in_one_transaction() {
     let peer = Peer::start(Script {
-        rcpt: |a| match a.split('@').next().unwrap_or_default() {
-            "later" => "451 4.2.0 try later".to_owned(),
-            "nobody" => "550 5.1.1 no such user".to_owned(),
-            _ => "250 2.1.5 Ok".to_owned(),
-        },
+        rcpt: mixed_rcpt,
         ..Script::default()
     });
     let t = via_route("peer.test", peer.port()).start();
@@ -699,11 +704,7 @@ fn implicit_tls_failure_defers_without_a_plaintext_retry() {
 #[test]
 fn mixed_results_are_recorded_once_and_survive_a_restart() {
     let peer = Peer::start(Script {
-        rcpt: |a| match a.split('@').next().unwrap_or_default() {
-            "later" => "451 4.2.0 try later".to_owned(),
-            "nobody" => "550 5.1.1 no such user".to_owned(),
-            _ => "250 2.1.5 Ok".to_owned(),
-        },
+        rcpt: mixed_rcpt,
         ..Script::default()
     });
     let mut t = via_route("peer.test", peer.port())
