@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::deliver::dns::Family;
 use crate::deliver::tls_client::Policy as TlsPolicy;
+use crate::spool::SyncMode;
 use crate::sys;
 
 /// Where `ternd` looks for its configuration unless told otherwise.
@@ -140,6 +141,8 @@ pub struct Config {
     /// The proxies allowed to send that header; connections from elsewhere are closed.
     pub proxy_from: Vec<Cidr>,
     pub spool: PathBuf,
+    /// How the spool makes accepted mail durable (syncfs per batch, or fsync per file).
+    pub spool_sync: SyncMode,
     /// Lowercased, without a trailing dot.
     pub local_domains: Vec<String>,
     /// File of user names; None = system accounts.
@@ -295,6 +298,7 @@ impl Default for Config {
             proxy_protocol: Vec::new(),
             proxy_from: Vec::new(),
             spool: PathBuf::from("/var/spool/tern"),
+            spool_sync: SyncMode::default(),
             local_domains,
             local_users: None,
             aliases: None,
@@ -532,6 +536,7 @@ fn key_spec(key: &str) -> Option<(Times, Setter)> {
         "proxy_protocol" => (Once, |c, v| services(v).map(|x| c.proxy_protocol = x)),
         "proxy_from" => (Once, |c, v| networks(v).map(|x| c.proxy_from = x)),
         "spool" => (Once, |c, v| path(v).map(|x| c.spool = x)),
+        "spool_sync" => (Once, |c, v| spool_sync(v).map(|x| c.spool_sync = x)),
         "local_domains" => (Once, |c, v| local_domains(v).map(|x| c.local_domains = x)),
         "local_users" => (Once, |c, v| path(v).map(|x| c.local_users = Some(x))),
         "aliases" => (Once, |c, v| path(v).map(|x| c.aliases = Some(x))),
@@ -822,6 +827,14 @@ fn services(v: &str) -> Result<Vec<String>, String> {
 fn tls_policy(v: &str) -> Result<TlsPolicy, String> {
     TlsPolicy::parse(nonempty(v)?)
         .ok_or_else(|| format!("bad TLS policy {v:?} (use none, may, encrypt or verify)"))
+}
+
+fn spool_sync(v: &str) -> Result<SyncMode, String> {
+    match nonempty(v)?.to_ascii_lowercase().as_str() {
+        "syncfs" => Ok(SyncMode::Syncfs),
+        "fsync" => Ok(SyncMode::Fsync),
+        _ => Err(format!("bad value {v:?} (use syncfs or fsync)")),
+    }
 }
 
 fn inet_protocols(v: &str) -> Result<Family, String> {
@@ -1647,6 +1660,7 @@ vrfy = on
             "hostname",
             "listen",
             "spool",
+            "spool_sync",
             "local_domains",
             "local_users",
             "aliases",
@@ -1789,6 +1803,16 @@ vrfy = on
         }
         let c = p("dns_servers = 127.0.0.1:5353, ::1").unwrap();
         assert_eq!(c.dns_servers, vec![sa("127.0.0.1:5353"), sa("[::1]:53")]);
+    }
+
+    #[test]
+    fn spool_sync_values() {
+        assert_eq!(p("").unwrap().spool_sync, SyncMode::Syncfs);
+        assert_eq!(p("spool_sync = fsync").unwrap().spool_sync, SyncMode::Fsync);
+        assert_eq!(p("spool_sync = SyncFS").unwrap().spool_sync, SyncMode::Syncfs);
+        let e = p("spool_sync = fdatasync").unwrap_err().to_string();
+        assert!(e.contains("use syncfs or fsync"), "{e}");
+        assert!(p("spool_sync =").is_err());
     }
 
     #[test]

@@ -113,7 +113,7 @@ fn main() -> ExitCode {
 
 fn open_spool(cfg: &Config) -> Result<Spool, ExitCode> {
     match Spool::open(&cfg.spool) {
-        Ok(s) => Ok(s),
+        Ok(s) => Ok(s.with_sync(cfg.spool_sync)),
         Err(e) => {
             eprintln!("ternd: {e}");
             log::error!("{e}");
@@ -440,6 +440,7 @@ fn reload(origin: &Origin, live: &Live<Context>, server: &listener::Server, runn
     };
     let restart = [
         ("spool", old.cfg.spool != cfg.spool),
+        ("spool_sync", old.cfg.spool_sync != cfg.spool_sync),
         ("pid_file", old.cfg.pid_file != cfg.pid_file),
         ("user", old.cfg.user != cfg.user),
         ("max_sessions", old.cfg.max_sessions != cfg.max_sessions),

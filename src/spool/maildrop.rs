@@ -161,6 +161,7 @@ pub fn submission_spool(root: &Path) -> Spool {
     Spool {
         root: root.to_owned(),
         committer: Default::default(),
+        sync: Default::default(),
     }
 }
 

@@ -70,6 +70,25 @@ const BUF_SIZE: usize = 64 * 1024;
 pub struct Spool {
     root: PathBuf,
     committer: Arc<commit::Committer>,
+    sync: SyncMode,
+}
+
+/// How [`Incoming::commit`] makes a new message durable (tern.conf `spool_sync`).
+/// Both give the same promise (src/spool/README.md, "The promise"); they differ in
+/// what a batch of messages committed together costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// One `syncfs(2)` per group-commit batch writes every message's body and
+    /// envelope at once, then one fsync of env/ the renames: two device flushes per
+    /// batch, however many messages it holds. It also writes out whatever else is
+    /// dirty on the spool's filesystem, so it suits a spool whose filesystem is not
+    /// busy with other writers.
+    #[default]
+    Syncfs,
+    /// Each session fsyncs its own message's body and envelope; the batch fsyncs
+    /// msg/ and env/ once: two fsyncs per message plus two per batch, and no
+    /// dependence on anything else written to the filesystem.
+    Fsync,
 }
 
 /// A failed spool operation: what was being done, to which path, and why.
@@ -231,7 +250,14 @@ impl Spool {
         Ok(Spool {
             root: root.to_owned(),
             committer: Arc::default(),
+            sync: SyncMode::default(),
         })
+    }
+
+    /// This spool, committing new messages with `mode` (clones made after share it).
+    pub fn with_sync(mut self, mode: SyncMode) -> Spool {
+        self.sync = mode;
+        self
     }
 
     /// The spool's root directory.
@@ -775,22 +801,22 @@ impl Incoming {
 
     /// Make the message durable with this envelope (`env.id` must equal `self.id()`; the
     /// caller sets `env.size`). Returns Ok only once body, envelope and directory entries
-    /// are fsync'd. On any error nothing of this message stays in msg/ or env/.
+    /// are on disk. On any error nothing of this message stays in msg/ or env/.
     ///
     /// The steps, and why (src/spool/README.md has the whole story):
     /// 1. flush msg/ID (created by `begin`) and write tmp/ID.env, and start writing both
     ///    out. Until step 3 renames the envelope, msg/ID is an orphan that nothing reads
     ///    and that recover removes after a crash;
-    /// 2. fsync both files: the bytes are on disk (one journal commit, shared with every
-    ///    other message being committed at that moment);
+    /// 2. with `SyncMode::Fsync` only: fsync both files here, in the session's thread;
     /// 3. hand the envelope to the spool's group commit (commit.rs), which, for every
-    ///    message waiting at that moment together, fsyncs msg/ once (the bodies' names
-    ///    are on disk before any envelope can be), renames each tmp/ID.env to env/ID
-    ///    (the commit point, atomic: env/ID is either absent or complete), and fsyncs
-    ///    env/ once (the renames are on disk before anyone reports success).
+    ///    message waiting at that moment together, makes the bytes and the bodies' names
+    ///    durable (one syncfs, or with `Fsync` one fsync of msg/), renames each
+    ///    tmp/ID.env to env/ID (the commit point, atomic: env/ID is either absent or
+    ///    complete), and fsyncs env/ once (the renames are on disk before anyone
+    ///    reports success).
     ///
-    /// So a message costs two file fsyncs, made in its own thread in parallel with the
-    /// other sessions, and its share of two directory fsyncs per batch.
+    /// So with `Syncfs` a batch of messages costs two device flushes however many it
+    /// holds; with `Fsync` each message costs two file fsyncs of its own as well.
     pub fn commit(mut self, env: &Envelope) -> Result<(), SpoolError> {
         if env.id != self.id {
             return Err(SpoolError::other(
@@ -813,18 +839,24 @@ impl Incoming {
         // On error from here on, Drop removes msg/ID.
         let tmp_env = self.spool.dir(TMP).join(format!("{}.env", self.id));
         let env_file = write_new(&tmp_env, env.to_text().as_bytes())?;
-        // Both files' blocks get allocated now, so the first fsync's journal commit
-        // carries the second file as well.
+        // Both files' blocks get allocated and their writes started now, in this
+        // thread, in parallel with the other sessions: the sync that follows (the
+        // batch's syncfs, or this thread's first fsync and its journal commit) then
+        // finds them under way.
         sys::start_writeback(env_file.as_raw_fd());
         sys::start_writeback(file.as_raw_fd());
-        let synced = file
-            .sync_all()
-            .map_err(|e| SpoolError::from_io("fsync", &self.tmp, e))
-            .and_then(|()| {
-                env_file
-                    .sync_all()
-                    .map_err(|e| SpoolError::from_io("fsync", &tmp_env, e))
-            });
+        let synced = match self.spool.sync {
+            // The batch's syncfs writes both files.
+            SyncMode::Syncfs => Ok(()),
+            SyncMode::Fsync => file
+                .sync_all()
+                .map_err(|e| SpoolError::from_io("fsync", &self.tmp, e))
+                .and_then(|()| {
+                    env_file
+                        .sync_all()
+                        .map_err(|e| SpoolError::from_io("fsync", &tmp_env, e))
+                }),
+        };
         drop(file);
         drop(env_file);
         if let Err(e) = synced {
@@ -837,7 +869,9 @@ impl Incoming {
             tmp_env,
         };
         // The committer removes msg/ID and tmp/ID.env again when it fails.
-        self.spool.committer.commit(&self.spool.root, pending)
+        self.spool
+            .committer
+            .commit(&self.spool.root, self.spool.sync, pending)
     }
 }
 
@@ -1339,11 +1373,16 @@ mod tests {
 
     #[test]
     fn concurrent_commits() {
-        let (_d, s) = spool();
+        for mode in [SyncMode::Syncfs, SyncMode::Fsync] {
+            let (_d, s) = spool();
+            concurrent_commits_with(&s.with_sync(mode));
+        }
+    }
+
+    fn concurrent_commits_with(s: &Spool) {
         let ids: Vec<QueueId> = std::thread::scope(|sc| {
             let hs: Vec<_> = (0..8)
                 .map(|t| {
-                    let s = &s;
                     sc.spawn(move || {
                         (0..50)
                             .map(|i| queue(s, format!("thread {t} message {i}\n").as_bytes()))
@@ -1381,6 +1420,7 @@ mod tests {
         let gone = Spool {
             root: s.root().join("no/such/dir"),
             committer: Arc::default(),
+            sync: SyncMode::default(),
         };
         assert!(gone.has_room(u64::MAX, 100));
     }

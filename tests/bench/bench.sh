@@ -317,7 +317,7 @@ fi
 # ---- 2. durability ceiling ----------------------------------------------------
 log "2. durability ceiling: write 4 KiB, fsync, rename, fsync dir, in $D"
 for t in $FSYNC_THREADS; do
-    if "$X/fsync-ceiling" -t "$t" -n "$FSYNC_FILES" -s 4K "$D" >"$D/fsync-$t.out" 2>&1 </dev/null; then
+    if "$X/fsync-ceiling" -k -t "$t" -n "$FSYNC_FILES" -s 4K "$D" >"$D/fsync-$t.out" 2>&1 </dev/null; then
         R[fsync.$t.rate]=$(result "$D/fsync-$t.out" files_per_sec)
         R[fsync.$t.p50]=$(result "$D/fsync-$t.out" p50_ms)
         log "fsync-ceiling $t threads: $(grep '^RESULT' "$D/fsync-$t.out")"

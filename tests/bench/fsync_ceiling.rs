@@ -1,7 +1,7 @@
 //! fsync-ceiling: how many durable file commits a filesystem allows, the
 //! ceiling under any MTA that fsyncs a message before its 250.
 //!
-//! `fsync-ceiling [-t THREADS] [-n FILES] [-s SIZE] DIR`
+//! `fsync-ceiling [-k] [-t THREADS] [-n FILES] [-s SIZE] DIR`
 //!
 //! In a fresh work directory under DIR (put it on the spool's filesystem),
 //! THREADS threads share FILES iterations of the smallest durable commit:
@@ -10,7 +10,11 @@
 //! than a spool needs (a body and an envelope), so an MTA that does one commit
 //! per message stays below this rate; one that shares fsyncs between messages
 //! (group commit) can pass it. The work directory is removed at the end, not
-//! timed.
+//! timed, unless `-k` keeps it: on ext4 without a journal, a new inode skips
+//! every inode of its group freed in the last minute or more (`find_inode_bit`,
+//! `recently_deleted`), so removing thousands of files right before the next
+//! load in the same directory tree slows that load's file creations; `make
+//! bench` keeps them and removes its whole directory at the very end.
 //!
 //! The last line of output is machine-readable:
 //! `RESULT threads=T files=N errors=E seconds=S files_per_sec=R p50_ms=X p99_ms=Y max_ms=Z`,
@@ -36,10 +40,11 @@ struct Config {
     threads: usize,
     files: u64,
     size: usize,
+    keep: bool,
 }
 
 fn usage(opts: &getopts::Options) -> String {
-    opts.usage("usage: fsync-ceiling [-t threads] [-n files] [-s size] dir")
+    opts.usage("usage: fsync-ceiling [-k] [-t threads] [-n files] [-s size] dir")
 }
 
 fn main() -> ExitCode {
@@ -48,6 +53,7 @@ fn main() -> ExitCode {
     opts.optopt("t", "", "threads (default 1)", "THREADS");
     opts.optopt("n", "", "files in total (default 1000)", "FILES");
     opts.optopt("s", "", "bytes per file, K or M suffix (default 4096)", "SIZE");
+    opts.optflag("k", "keep", "keep the work directory (its path is printed)");
     opts.optflag("h", "help", "show this help");
     let m = match opts.parse(&args) {
         Ok(m) => m,
@@ -90,6 +96,7 @@ fn config(m: &getopts::Matches) -> Result<Config, String> {
         threads: threads.min(usize::try_from(files).unwrap_or(usize::MAX)),
         files,
         size,
+        keep: m.opt_present("k"),
     })
 }
 
@@ -115,10 +122,11 @@ struct Work {
     root: PathBuf,
     tmp: PathBuf,
     new: PathBuf,
+    keep: bool,
 }
 
 impl Work {
-    fn create(parent: &Path) -> std::io::Result<Work> {
+    fn create(parent: &Path, keep: bool) -> std::io::Result<Work> {
         let root = parent.join(format!("fsync-ceiling.{}", std::process::id()));
         fs::create_dir(&root)?;
         let (tmp, new) = (root.join("tmp"), root.join("new"));
@@ -127,12 +135,16 @@ impl Work {
         // The new directories themselves durable, so the first timed
         // iterations do not pay for them.
         File::open(&root)?.sync_all()?;
-        Ok(Work { root, tmp, new })
+        Ok(Work { root, tmp, new, keep })
     }
 }
 
 impl Drop for Work {
     fn drop(&mut self) {
+        if self.keep {
+            eprintln!("fsync-ceiling: kept {}", self.root.display());
+            return;
+        }
         let _ = fs::remove_dir_all(&self.root);
     }
 }
@@ -149,7 +161,7 @@ fn commit(work: &Work, name: &str, data: &[u8]) -> std::io::Result<()> {
 }
 
 fn run(cfg: &Config) -> ExitCode {
-    let work = match Work::create(&cfg.dir) {
+    let work = match Work::create(&cfg.dir, cfg.keep) {
         Ok(w) => Arc::new(w),
         Err(e) => {
             eprintln!(
@@ -288,13 +300,20 @@ mod tests {
         let parent = std::env::temp_dir().join(format!("fsync-ceiling-test.{}", std::process::id()));
         fs::create_dir_all(&parent).expect("parent");
         {
-            let work = Work::create(&parent).expect("work");
+            let work = Work::create(&parent, false).expect("work");
             commit(&work, "a", b"hello").expect("commit");
             assert_eq!(fs::read(work.new.join("a")).expect("read"), b"hello");
             assert!(!work.tmp.join("a").exists());
             assert!(commit(&work, "a", b"again").is_ok(), "tmp name is free again");
         }
         assert_eq!(fs::read_dir(&parent).expect("list").count(), 0);
-        fs::remove_dir(&parent).expect("rmdir");
+        // -k: the files stay for whoever removes the parent.
+        let kept = {
+            let work = Work::create(&parent, true).expect("work");
+            commit(&work, "a", b"kept").expect("commit");
+            work.new.join("a")
+        };
+        assert_eq!(fs::read(&kept).expect("read"), b"kept");
+        fs::remove_dir_all(&parent).expect("rm -r");
     }
 }

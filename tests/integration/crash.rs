@@ -9,7 +9,20 @@ use crate::common::{submit_until_stopped, Setup};
 
 #[test]
 fn kill9_during_concurrent_submission_loses_nothing() {
-    let mut t = Setup::new().set("max_sessions", "16").start();
+    kill9_during_concurrent_submission("syncfs");
+}
+
+#[test]
+fn kill9_during_concurrent_submission_loses_nothing_with_fsync() {
+    kill9_during_concurrent_submission("fsync");
+}
+
+/// With either `spool_sync`: the batch's syncfs, or each session's fsyncs.
+fn kill9_during_concurrent_submission(spool_sync: &str) {
+    let mut t = Setup::new()
+        .set("max_sessions", "16")
+        .set("spool_sync", spool_sync)
+        .start();
     let acked = Arc::new(Mutex::new(Vec::new()));
     for round in 0..4 {
         let stop = Arc::new(AtomicBool::new(false));
