@@ -25,6 +25,22 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// RFC 3339 UTC time with milliseconds, `2026-11-23T13:08:39.042Z`: the stamp on
+/// each line ternd logs to stderr.
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = i64::try_from(d.as_secs()).unwrap_or(0);
+    let (year, m, day) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    format!(
+        "{year:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60,
+        d.subsec_millis()
+    )
+}
+
 /// RFC 5322 3.3 date-time in the local time zone: `Mon, 23 Nov 2026 14:08:39 +0100`.
 pub fn rfc5322(t: u64) -> String {
     let t = i64::try_from(t).unwrap_or(0);
@@ -99,6 +115,16 @@ fn asctime_with_offset(t: i64, offset: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_stamps() {
+        use std::time::Duration;
+        assert_eq!(rfc3339_millis(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_439_319_042);
+        assert_eq!(rfc3339_millis(t), "2026-11-23T13:08:39.042Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400 + 86_399);
+        assert_eq!(rfc3339_millis(leap), "2000-02-29T23:59:59.000Z");
+    }
 
     #[test]
     fn known_dates() {

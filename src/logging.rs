@@ -2,11 +2,13 @@
 //! through /dev/log otherwise (a detached daemon, or `-i` under inetd, whose
 //! stderr may be the client's socket).
 
-use std::io::Write;
 use std::os::unix::net::UnixDatagram;
-use std::sync::Mutex;
+use std::sync::RwLock;
+use std::time::SystemTime;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+
+use crate::{clock, sys};
 
 /// The configured `log_level`, raised one step per `-v` (info, debug, trace).
 pub fn level(base: LevelFilter, verbose: usize) -> LevelFilter {
@@ -25,24 +27,45 @@ pub fn level(base: LevelFilter, verbose: usize) -> LevelFilter {
 
 /// Log to stderr with timestamps.
 pub fn to_stderr(program: &str, level: LevelFilter) {
-    let program = program.to_owned();
-    let _ = env_logger::Builder::new()
-        // The logger passes everything; the global maximum (set_level) filters,
-        // so that a reload can change it.
-        .filter_level(LevelFilter::Trace)
-        .format(move |buf, record| {
-            let ts = buf.timestamp_millis();
-            writeln!(
-                buf,
-                "{ts} {program}[{}]: {}: {}",
-                std::process::id(),
-                record.level(),
-                record.args()
-            )
-        })
-        .target(env_logger::Target::Stderr)
-        .try_init();
-    set_level(level);
+    let logger = Stderr {
+        program: program.to_owned(),
+    };
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        set_level(level);
+    }
+}
+
+/// `2026-11-23T13:08:39.042Z ternd[PID]: INFO: text` on stderr, each line one
+/// write(2) of its own, taking no lock: session threads log at once without waiting
+/// for each other (std's `Stderr` lock, contended, was a third of ternd's futex
+/// calls under load). The kernel keeps one write's bytes together: on a regular
+/// file it serialises writes through one open file, on a pipe it does so up to
+/// PIPE_BUF (4096) bytes.
+struct Stderr {
+    program: String,
+}
+
+impl Log for Stderr {
+    fn enabled(&self, m: &Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format!(
+            "{} {}[{}]: {}: {}\n",
+            clock::rfc3339_millis(SystemTime::now()),
+            self.program,
+            std::process::id(),
+            record.level(),
+            record.args()
+        );
+        let _ = sys::write_stderr(line.as_bytes());
+    }
+
+    fn flush(&self) {}
 }
 
 /// Log messages up to `level` from now on (start-up, and SIGHUP with a new
@@ -54,7 +77,9 @@ pub fn set_level(level: LevelFilter) {
 struct Syslog {
     program: String,
     facility: u8,
-    sock: Mutex<Option<UnixDatagram>>,
+    /// Shared for sending (a datagram socket needs no lock of its own); taken
+    /// exclusively only to reconnect.
+    sock: RwLock<Option<UnixDatagram>>,
 }
 
 impl Syslog {
@@ -87,14 +112,17 @@ impl Log for Syslog {
             std::process::id(),
             record.args()
         );
-        let mut sock = self.sock.lock().unwrap_or_else(|e| e.into_inner());
-        if sock.is_none() {
-            *sock = Syslog::connect();
-        }
-        let sent = sock.as_ref().is_some_and(|s| s.send(msg.as_bytes()).is_ok());
+        let sent = {
+            let sock = self.sock.read().unwrap_or_else(|e| e.into_inner());
+            sock.as_ref().is_some_and(|s| s.send(msg.as_bytes()).is_ok())
+        };
         if !sent {
-            // syslogd restarted: reconnect once next time.
-            *sock = None;
+            // Not connected yet, or syslogd restarted: reconnect and send once more.
+            let mut sock = self.sock.write().unwrap_or_else(|e| e.into_inner());
+            *sock = Syslog::connect();
+            if let Some(s) = sock.as_ref() {
+                let _ = s.send(msg.as_bytes());
+            }
         }
     }
 
@@ -106,7 +134,7 @@ pub fn to_syslog(program: &str, facility: u8, level: LevelFilter) {
     let logger = Syslog {
         program: program.to_owned(),
         facility,
-        sock: Mutex::new(Syslog::connect()),
+        sock: RwLock::new(Syslog::connect()),
     };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         set_level(level);

@@ -506,6 +506,27 @@ pub fn drop_setgid() -> io::Result<()> {
     Ok(())
 }
 
+/// Write `bytes` to file descriptor 2 with write(2), without std's `Stderr` lock: one
+/// call for the whole buffer unless the kernel takes less (then the rest follows).
+pub fn write_stderr(mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        // SAFETY: the pointer and length describe `bytes`, which outlives the call.
+        let n = unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        bytes = bytes.get(usize::try_from(n).unwrap_or(0)..).unwrap_or_default();
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+    }
+    Ok(())
+}
+
 /// syncfs(2): flush the whole filesystem holding `fd`. sendmail uses it to make
 /// a rename in maildrop/ durable when it may not open that directory to fsync it
 /// (mode 1730 gives the group write and search but not read).
