@@ -357,9 +357,11 @@ impl Spool {
     /// is the drop file's owner, the real user who ran sendmail); then the message is
     /// committed as any other (the commit point is its rename into env/), and only then
     /// is the drop file removed. A crash in between queues the message twice rather
-    /// than losing it (Postfix's pickup makes the same choice). A file that cannot be
-    /// read as a drop file goes to corrupt/ for a human. Temporary files of a sendmail
-    /// that died are removed after 36 hours.
+    /// than losing it (Postfix's pickup makes the same choice). A file that is not a
+    /// drop file (a bad one, a symlink, a socket) goes to corrupt/ for a human; one that
+    /// cannot be read now (EACCES, EIO) is logged and left for a later pickup, and the
+    /// others are picked up meanwhile. Temporary files of a sendmail that died are
+    /// removed after 36 hours.
     ///
     /// Only one pickup may run at a time (the daemon's queue runner is the only caller).
     pub fn pickup(&self, received: &dyn Fn(&QueueId, u32) -> String) -> Result<Vec<QueueId>, SpoolError> {
@@ -394,7 +396,23 @@ impl Spool {
             }
             let mut d = match read_drop(&path) {
                 Ok(d) => d,
-                Err(e) if e.io().is_some() => return Err(e),
+                // O_NOFOLLOW met a symlink, or the name is a socket: never a message.
+                Err(e)
+                    if matches!(
+                        e.io().and_then(io::Error::raw_os_error),
+                        Some(libc::ELOOP | libc::ENXIO)
+                    ) =>
+                {
+                    self.drop_to_corrupt(&path, "not a regular file")?;
+                    continue;
+                }
+                // EACCES, EIO...: perhaps the file is fine and will be readable later
+                // (an administrator fixes its mode). Leave it, and go on with the others:
+                // one file must not hold up every drop sorted after it.
+                Err(e) if e.io().is_some() => {
+                    log::warn!("spool: pickup skips maildrop/{name} for now: {e}");
+                    continue;
+                }
                 Err(e) => {
                     self.drop_to_corrupt(&path, &e.to_string())?;
                     continue;
@@ -522,6 +540,37 @@ mod tests {
         assert_eq!(s.pickup(&|_, _| String::new()).unwrap().len(), 1);
         assert!(names(&md).is_empty());
         assert_eq!(names(&s.dir(CORRUPT)).len(), 1);
+    }
+
+    /// Names that cannot be opened as files go to corrupt/, a file that cannot be read
+    /// now stays for later, and neither holds up the drops sorted after it (an I/O
+    /// error used to end the whole pickup, every time, at the same file).
+    #[test]
+    fn unopenable_drops_do_not_stop_pickup() {
+        let d = TempDir::new().unwrap();
+        let s = Spool::open(&d.path().join("spool")).unwrap();
+        let md = dir(s.root());
+        let outside = d.path().join("elsewhere");
+        fs::write(&outside, b"maildrop: 1\n").unwrap();
+        std::os::unix::fs::symlink(&outside, md.join("0000000000000001")).unwrap();
+        let _sock = std::os::unix::net::UnixListener::bind(md.join("0000000000000002")).unwrap();
+        let locked = md.join("0000000000000003");
+        fs::write(&locked, b"maildrop: 1\n").unwrap();
+        fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
+        deposit(s.root(), &env(&["bob@example.net"]), b"hello\n").unwrap();
+        assert_eq!(s.pickup(&|_, _| String::new()).unwrap().len(), 1);
+        assert_eq!(s.list().unwrap().len(), 1);
+        let mut corrupt = names(&s.dir(CORRUPT));
+        corrupt.sort();
+        let bad = ["maildrop-0000000000000001", "maildrop-0000000000000002"];
+        if crate::sys::uids().0 == 0 {
+            // Root reads a mode 000 file: a truncated drop, so corrupt/ has it too...
+            assert_eq!(corrupt, [bad[0], bad[1], "maildrop-0000000000000003"]);
+        } else {
+            // ...while for any other user it is unreadable for now: left in place.
+            assert_eq!(corrupt, bad);
+            assert_eq!(names(&md), ["0000000000000003"]);
+        }
     }
 
     #[test]
