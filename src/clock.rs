@@ -29,14 +29,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// each line ternd logs to stderr.
 pub fn rfc3339_millis(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = i64::try_from(d.as_secs()).unwrap_or(0);
-    let (year, m, day) = civil_from_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
+    let Local {
+        month_number: m,
+        day,
+        year,
+        hms: (h, mi, s),
+        ..
+    } = local(i64::try_from(d.as_secs()).unwrap_or(0), 0);
     format!(
-        "{year:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60,
+        "{year:04}-{m:02}-{day:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
         d.subsec_millis()
     )
 }
@@ -57,6 +58,8 @@ const MONTHS: [&str; 12] = [
 struct Local {
     weekday: &'static str,
     month: &'static str,
+    /// 1-12
+    month_number: u32,
     day: u32,
     year: i64,
     hms: (i64, i64, i64),
@@ -70,6 +73,7 @@ fn local(t: i64, offset: i64) -> Local {
     Local {
         weekday: DAYS.get(days.rem_euclid(7) as usize).copied().unwrap_or("Thu"),
         month: MONTHS.get((m as usize).wrapping_sub(1)).copied().unwrap_or("Jan"),
+        month_number: m,
         day,
         year,
         hms: (secs / 3600, secs % 3600 / 60, secs % 60),
@@ -83,6 +87,7 @@ fn rfc5322_with_offset(t: i64, offset: i64) -> String {
         day: d,
         year: y,
         hms: (h, mi, sec),
+        ..
     } = local(t, offset);
     let sign = if offset < 0 { '-' } else { '+' };
     let off = offset.abs();
@@ -108,6 +113,7 @@ fn asctime_with_offset(t: i64, offset: i64) -> String {
         day: d,
         year: y,
         hms: (h, mi, sec),
+        ..
     } = local(t, offset);
     format!("{wd} {mon} {d:>2} {h:02}:{mi:02}:{sec:02} {y}")
 }
