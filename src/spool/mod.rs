@@ -79,7 +79,7 @@ pub struct Spool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMode {
     /// One `syncfs(2)` per group-commit batch writes every message's body and
-    /// envelope at once, then one fsync of env/ the renames: two device flushes per
+    /// envelope at once, then one fsync of env/ makes the renames durable: two device flushes per
     /// batch, however many messages it holds. It also writes out whatever else is
     /// dirty on the spool's filesystem, so it suits a spool whose filesystem is not
     /// busy with other writers.
