@@ -53,6 +53,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
 
 use super::{sync_dir, QueueId, SpoolError, SyncMode, ENV, MSG};
 use crate::sys;
@@ -212,6 +213,8 @@ pub(super) struct Dirs {
     env: PathBuf,
     msg_fd: Option<File>,
     env_fd: Option<File>,
+    /// When a slow syncfs was last logged.
+    last_slow_warning: Mutex<Option<Instant>>,
 }
 
 impl Dirs {
@@ -220,6 +223,7 @@ impl Dirs {
         Dirs {
             msg_fd: File::open(&msg).ok(),
             env_fd: File::open(&env).ok(),
+            last_slow_warning: Mutex::new(None),
             msg,
             env,
         }
@@ -248,10 +252,42 @@ impl Dirs {
                         &opened
                     }
                 };
-                sys::syncfs(fd.as_raw_fd()).map_err(|e| SpoolError::from_io("syncfs", &self.msg, e))
+                let started = Instant::now();
+                let r = sys::syncfs(fd.as_raw_fd()).map_err(|e| SpoolError::from_io("syncfs", &self.msg, e));
+                let took = started.elapsed();
+                if slow_syncfs_warning(took, &self.last_slow_warning) {
+                    log::warn!(
+                        "spool: syncfs took {} ms: every message waits for all data waiting to be \
+                         written on the spool's filesystem; with other busy writers there, \
+                         spool_sync = fsync keeps the wait per message",
+                        took.as_millis()
+                    );
+                }
+                r
             }
         }
     }
+}
+
+/// A syncfs this slow is worth telling the administrator about (it was a message's
+/// wait, or a whole batch's): other programs' data on the spool's filesystem.
+const SLOW_SYNCFS: Duration = Duration::from_millis(500);
+/// At most one such warning per this long.
+const SLOW_SYNCFS_EVERY: Duration = Duration::from_secs(600);
+
+/// Whether a syncfs that took `took` is to be logged, given when the last warning was
+/// (`last`, None = never); records it if so.
+fn slow_syncfs_warning(took: Duration, last: &Mutex<Option<Instant>>) -> bool {
+    if took < SLOW_SYNCFS {
+        return false;
+    }
+    let mut last = lock(last);
+    let now = Instant::now();
+    if last.is_some_and(|t| now.duration_since(t) < SLOW_SYNCFS_EVERY) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }
 
 /// Make the batch's files and bodies' names durable (syncfs, or fsync msg/), rename
@@ -383,6 +419,19 @@ mod tests {
             assert!(names(&s.root().join(TMP)).is_empty());
             assert_eq!(names(&s.root().join(MSG)).len(), 4);
         }
+    }
+
+    #[test]
+    fn a_slow_syncfs_is_logged_at_most_every_ten_minutes() {
+        let last = Mutex::new(None);
+        assert!(!slow_syncfs_warning(Duration::from_millis(20), &last));
+        assert!(lock(&last).is_none());
+        assert!(slow_syncfs_warning(Duration::from_millis(800), &last));
+        assert!(!slow_syncfs_warning(Duration::from_secs(3), &last));
+        // Ten minutes later, the next slow one is told again.
+        *lock(&last) = Instant::now().checked_sub(SLOW_SYNCFS_EVERY);
+        assert!(lock(&last).is_some());
+        assert!(slow_syncfs_warning(Duration::from_secs(1), &last));
     }
 
     #[test]
