@@ -3,7 +3,10 @@
 # release binaries and examples first; this script builds nothing). In one go:
 #
 #   1. protocol ceiling: smtp-source -> smtp-sink, 1/10/50 sessions
-#   2. durability ceiling: fsync-ceiling, 1 and 16 threads, on the spool's filesystem
+#   2. durability ceiling: fsync-ceiling, 1 and 16 threads, on the spool's filesystem;
+#      durable ceiling: smtp-source -> smtp-sink --durable (a file per message,
+#      group-synced before its 250), 1/10/50 sessions; relay ceiling: that load
+#      and a protocol-ceiling load at once, 10 and 50 sessions
 #   3. ternd accepting into its spool (queue_only = yes), 1/10/50 sessions,
 #      and what 50 busy and BENCH_IDLE idle sessions cost in memory
 #   4. end to end: smtp-source -> ternd -> smtp-sink through a `route`,
@@ -135,10 +138,11 @@ free_port() {
     return 1
 }
 
-# start_sink NAME: smtp-sink on a free port, counting into D/NAME.count.
-# Sets SINK_PID and SINK_ADDR.
+# start_sink NAME [ARG...]: smtp-sink on a free port, counting into
+# D/NAME.count, with any further arguments (--durable DIR). Sets SINK_PID and
+# SINK_ADDR.
 start_sink() {
-    "$X/smtp-sink" -q -c 400 --count-file "$D/$1.count" 127.0.0.1:0 >"$D/$1.out" 2>"$D/$1.err" </dev/null &
+    "$X/smtp-sink" -q -c 400 --count-file "$D/$1.count" "${@:2}" 127.0.0.1:0 >"$D/$1.out" 2>"$D/$1.err" </dev/null &
     SINK_PID=$!
     PIDS+=("$SINK_PID")
     if ! wait_for "grep -qs '^LISTENING' '$D/$1.out'" 10; then
@@ -324,6 +328,50 @@ for t in $FSYNC_THREADS; do
     else
         broke "fsync-ceiling -t $t failed: $(tail -2 "$D/fsync-$t.out" | tr '\n' ' ')"
     fi
+done
+
+# The durable ceiling: the least work for a durable 250 by a server that keeps
+# a file per message (one file, group-synced; smtp-sink --durable). No spool of
+# files on this disk and these cores accepts faster. Its files stay until the
+# end, like fsync-ceiling's (-k above).
+log "2. durable ceiling: smtp-source -> smtp-sink --durable $D/durable-N"
+for s in $SESSIONS; do
+    start_sink "durable-$s" --durable "$D/durable-$s" || continue
+    if source_load "durable-$s" "$s" "$SINK_ADDR" bench@example.test; then
+        R[dur.$s.rate]=$(result "$D/durable-$s.src" msgs_per_sec)
+        R[dur.$s.p50]=$(result "$D/durable-$s.src" p50_ms)
+    fi
+    stop "$SINK_PID"
+    log "durable-$s sink: $(grep '^RESULT' "$D/durable-$s.out")"
+done
+# The relay ceiling: what one durable hop costs at the least, every message
+# received by the durable sink and sent once more (to a plain sink), on the
+# same cores at once. MESSAGES over the time both loads take.
+log "2. relay ceiling: smtp-source -> smtp-sink --durable and smtp-source -> smtp-sink at once"
+for s in $E2E_SESSIONS; do
+    start_sink "relay-in-$s" --durable "$D/relay-$s" || continue
+    in_pid=$SINK_PID in_addr=$SINK_ADDR
+    if start_sink "relay-out-$s"; then
+        t0=$(now)
+        source_load "relay-in-$s" "$s" "$in_addr" bench@example.test &
+        in_load=$!
+        source_load "relay-out-$s" "$s" "$SINK_ADDR" bench@example.test &
+        out_load=$!
+        wait "$in_load"
+        in_rc=$?
+        wait "$out_load"
+        out_rc=$?
+        t1=$(now)
+        # source_load ran in subshells: record their breakage here.
+        if [ $in_rc = 0 ] && [ $out_rc = 0 ]; then
+            R[relay.$s.rate]=$(calc "$MESSAGES / ($t1 - $t0)")
+            log "relay ceiling, $s sessions: ${R[relay.$s.rate]} msg/s"
+        else
+            broke "relay ceiling, $s sessions: smtp-source failed (exit $in_rc, $out_rc): $(head -2 "$D/relay-in-$s.srcerr" "$D/relay-out-$s.srcerr" | tr '\n' ' ')"
+        fi
+        stop "$SINK_PID"
+    fi
+    stop "$in_pid"
 done
 
 # ---- 3. acceptance, and memory ------------------------------------------------
@@ -514,11 +562,20 @@ for t in $FSYNC_THREADS; do
     row "durability ceiling, $t thr, files/s" "$(v fsync.$t.rate)"
 done
 for s in $SESSIONS; do
+    row "durable ceiling, $s sess, msg/s" "$(v dur.$s.rate)" "$(v ceil.$s.rate)" "$(ratio "$(v dur.$s.rate)" "$(v ceil.$s.rate)")"
+done
+for s in $E2E_SESSIONS; do
+    row "relay ceiling, $s sess, msg/s" "$(v relay.$s.rate)" "$(v ceil.$s.rate)" "$(ratio "$(v relay.$s.rate)" "$(v ceil.$s.rate)")"
+done
+for s in $SESSIONS; do
     if [ "$s" = 10 ]; then
         cmp "accept, 10 sess, msg/s" "$(v accept.10.rate)" "$(v ceil.10.rate)" "$(v pf.accept.10.rate)" ">=" 0.6 ">=" 1.5
     else
         cmp "accept, $s sess, msg/s" "$(v accept.$s.rate)" "$(v ceil.$s.rate)" "$(v pf.accept.$s.rate)"
     fi
+done
+for s in $SESSIONS; do
+    row "accept $s sess / durable ceiling" "$(v accept.$s.rate)" "$(v dur.$s.rate)" "$(ratio "$(v accept.$s.rate)" "$(v dur.$s.rate)")"
 done
 for t in $FSYNC_THREADS; do
     [ "$t" = 1 ] && continue
@@ -533,6 +590,9 @@ for s in $E2E_SESSIONS; do
     else
         cmp "end to end, $s sess, msg/s" "$(v e2e.$s.rate)" "$(v ceil.$s.rate)" "$(v pf.e2e.$s.rate)"
     fi
+done
+for s in $E2E_SESSIONS; do
+    row "end to end $s sess / relay ceiling" "$(v e2e.$s.rate)" "$(v relay.$s.rate)" "$(ratio "$(v e2e.$s.rate)" "$(v relay.$s.rate)")"
 done
 for s in $LOCAL_SESSIONS; do
     cmp "local delivery, $s sess, msg/s" "$(v local.$s.rate)" "$(v ceil.$s.rate)" "$(v pf.local.$s.rate)"
@@ -563,12 +623,28 @@ fi
 echo
 echo "Latency: from MAIL (from connect) to the 250 after DATA; its ceiling = protocol ceiling p50 $(v ceil.$s_first.p50) ms ($(v ceil.$s_first.cp50) ms)"
 echo "  + durability ceiling p50, 1 thread, $(v fsync.1.p50) ms: the least a durable 250 can take."
+echo "Durable ceiling: smtp-sink --durable, each message written to tmp/, synced, renamed into new/ and the rename"
+echo "  synced before its 250 (both syncs shared by the sessions waiting): no server that keeps a file per message"
+echo "  accepts faster on this disk and these cores. Relay ceiling: that load and a protocol ceiling load at once"
+echo "  (every message stored durably and sent on once)."
+# Where a target lies above what the disk allows at all, say so.
+dur10=$(ratio "$(v dur.10.rate)" "$(v ceil.10.rate)")
+relay10=$(ratio "$(v relay.10.rate)" "$(v ceil.10.rate)")
+if [ -n "$dur10" ] && awk -v x="$dur10" 'BEGIN { exit !(x < 0.6) }'; then
+    echo "  The acceptance target (0.6 x the protocol ceiling) is above the durable ceiling here ($dur10 x):"
+    echo "  no server that stores a file per message can meet it on this machine; tern reaches $(ratio "$(v accept.10.rate)" "$(v dur.10.rate)") of that ceiling."
+fi
+if [ -n "$relay10" ] && awk -v x="$relay10" 'BEGIN { exit !(x < 0.4) }'; then
+    echo "  The end-to-end target (0.4 x) is above the relay ceiling here ($relay10 x); tern reaches $(ratio "$(v e2e.10.rate)" "$(v relay.10.rate)") of it."
+fi
 echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null) (at the start: $LOAD0); on a busy machine every figure is noisy."
 for n in "${NOTES[@]}"; do echo "note: $n"; done
 # One machine-readable line, for notes and scripts.
 echo "BENCH messages=$MESSAGES size=$SIZE accept10_x_ceil=$(ratio "$(v accept.10.rate)" "$(v ceil.10.rate)")" \
     "e2e10_x_ceil=$(ratio "$(v e2e.10.rate)" "$(v ceil.10.rate)") latency_x_ceil=$(ratio "$(v accept.$s_first.p50)" "$lat_ceil")" \
     "accept10_x_pf=$(ratio "$(v accept.10.rate)" "$(v pf.accept.10.rate)") e2e10_x_pf=$(ratio "$(v e2e.10.rate)" "$(v pf.e2e.10.rate)")" \
+    "durable10_x_ceil=$dur10 relay10_x_ceil=$relay10" \
+    "accept10_x_durable=$(ratio "$(v accept.10.rate)" "$(v dur.10.rate)") e2e10_x_relay=$(ratio "$(v e2e.10.rate)" "$(v relay.10.rate)")" \
     "rss_busy_mib=$rss_busy_mib idle_kib=$(v idle.per) queue_ratio=$(v queue.ratio)" \
     "met=$MET not_met=$NOT_MET na=$NA broken=${#BROKEN[@]}"
 if [ ${#BROKEN[@]} -gt 0 ]; then
