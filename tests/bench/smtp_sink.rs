@@ -34,10 +34,10 @@
 //! second makes the name durable before the 250. Both are shared between
 //! messages (group commit: the first session to ask runs one `syncfs(2)` on
 //! DIR's filesystem for itself and every session that asked before it began;
-//! those that ask meanwhile wait for the next one). That is the least work a
-//! server that keeps each message in a file of its own can do for a durable
-//! 250 (one file, no envelope), so no such spool on the same disk and cores
-//! accepts faster: `make bench` runs it beside ternd. A failed sync answers
+//! those that ask meanwhile wait for the next one). That is about the least
+//! work a server that keeps each message in a file of its own can do for a
+//! durable 250 (one file, no envelope): `make bench` runs it beside ternd as
+//! the durable ceiling. A failed sync answers
 //! `451` and turns every later message away too: a benchmark's disk must not
 //! fail. The files stay: remove DIR afterwards.
 
