@@ -127,13 +127,17 @@ fuzz-ci:
 
 # The man pages, warnings included (mandoc exits non-zero on any). CI installs
 # mandoc (.ci/run); without it, groff's warnings are checked instead, and with
-# neither the lint is skipped with a note.
+# neither the lint is skipped with a note. groff 1.22's mdoc macros warn about
+# every %T in a reference ("cannot chop empty macro", then the diversions it
+# leaves open), correct mdoc that mandoc and groff 1.23 accept: those lines
+# are not counted.
+GROFF_FALSE := cannot chop empty macro|automatically ending diversion .doc-reference-title
 lint-man:
 	@if command -v mandoc >/dev/null 2>&1; then \
 		mandoc -Tlint -Wwarning man/*.[0-9]; \
 	elif command -v groff >/dev/null 2>&1; then \
 		echo "lint-man: mandoc not installed; checking with groff -ww -z"; \
-		for p in man/*.[0-9]; do out=$$(groff -mdoc -ww -z "$$p" 2>&1); \
+		for p in man/*.[0-9]; do out=$$(groff -mdoc -ww -z "$$p" 2>&1 | grep -Ev '$(GROFF_FALSE)'); \
 			if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; done; \
 	else \
 		echo "lint-man: neither mandoc nor groff installed; man pages not linted"; \
