@@ -28,18 +28,18 @@
 //! `--durable DIR` makes it the *durable* ceiling: every message is stored the
 //! Maildir way, in a file of its own, and its 250 waits until the file is on
 //! disk under its final name: written to `DIR/tmp/PID.N` (created O_EXCL,
-//! 0600), synced, renamed to `DIR/new/PID.N`, and the rename synced. The first
-//! sync makes the bytes durable before the name appears, so a crash never
-//! leaves a half-written file in new/ (the promise a spool makes too); the
-//! second makes the name durable before the 250. Both are shared between
-//! messages (group commit: the first session to ask runs one `syncfs(2)` on
-//! DIR's filesystem for itself and every session that asked before it began;
-//! those that ask meanwhile wait for the next one). That is about the least
-//! work a server that keeps each message in a file of its own can do for a
-//! durable 250 (one file, no envelope): `make bench` runs it beside ternd as
-//! the durable ceiling. A failed sync answers
-//! `451` and turns every later message away too: a benchmark's disk must not
-//! fail. The files stay: remove DIR afterwards.
+//! 0600), synced (`syncfs(2)` on DIR's filesystem), renamed to
+//! `DIR/new/PID.N`, and the rename synced (fsync of `new/`). The first sync
+//! makes the bytes durable before the name appears, so a crash never leaves a
+//! half-written file in new/ (the promise a spool makes too); the second makes
+//! the name durable before the 250. Each is a group commit: the first session
+//! to ask runs one sync for itself and every session that asked before it
+//! began; those that ask meanwhile wait for the next one. That is about the
+//! least work a server that keeps each message in a file of its own can do for
+//! a durable 250 (one file, no envelope): `make bench` runs it beside ternd as
+//! the durable ceiling. A message whose file cannot be created, or whose sync
+//! failed, is answered `451`; after a failed sync so is every later one (a
+//! benchmark's disk must not fail). The files stay: remove DIR afterwards.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -731,7 +731,13 @@ fn serve(stream: TcpStream, sh: &Shared) -> io::Result<()> {
                     c.unflushed += 1;
                     continue;
                 };
-                let (mut file, name) = d.create()?;
+                let Ok((mut file, name)) = d.create() else {
+                    if !c.take_data(None)? {
+                        return Ok(());
+                    }
+                    c.reply(b"451 4.3.0 Cannot create the message file\r\n");
+                    continue;
+                };
                 let got = c.take_data(Some(&mut file));
                 drop(file);
                 if !matches!(got, Ok(true)) {
@@ -836,11 +842,8 @@ mod tests {
         }
     }
 
-    /// A real session against `--durable`: the 250 comes after the message is
-    /// in a file of its own, byte for byte as sent.
-    #[test]
-    fn durable_mode_stores_each_message_before_its_250() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A durable sink on a loopback port, storing under STORE.
+    fn durable_sink(store: &Path) -> (SocketAddr, Arc<Shared>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let sh = Arc::new(Shared {
@@ -852,19 +855,34 @@ mod tests {
             last_250: AtomicU64::new(0),
             last_activity: AtomicU64::new(0),
             active: AtomicUsize::new(0),
-            durable: Some(Durable::open(dir.path().join("store")).unwrap()),
+            durable: Some(Durable::open(store.to_owned()).unwrap()),
         });
         let sh2 = sh.clone();
         thread::spawn(move || accept_loop(&listener, &sh2));
+        (addr, sh)
+    }
+
+    /// One whole session, pipelined: everything the server said.
+    fn session(addr: SocketAddr, input: &[u8]) -> String {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let body = b"Subject: one\r\n\r\n..dot\r\n";
-        let mut session = b"EHLO t\r\nMAIL FROM:<a@t>\r\nRCPT TO:<b@t>\r\nDATA\r\n".to_vec();
-        session.extend_from_slice(body);
-        session.extend_from_slice(b".\r\nMAIL FROM:<a@t>\r\nRCPT TO:<b@t>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n");
-        s.write_all(&session).unwrap();
+        s.write_all(input).unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// A real session against `--durable`: the 250 comes after the message is
+    /// in a file of its own, byte for byte as sent.
+    #[test]
+    fn durable_mode_stores_each_message_before_its_250() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, sh) = durable_sink(&dir.path().join("store"));
+        let body = b"Subject: one\r\n\r\n..dot\r\n";
+        let mut input = b"EHLO t\r\nMAIL FROM:<a@t>\r\nRCPT TO:<b@t>\r\nDATA\r\n".to_vec();
+        input.extend_from_slice(body);
+        input.extend_from_slice(b".\r\nMAIL FROM:<a@t>\r\nRCPT TO:<b@t>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n");
+        let out = session(addr, &input);
         assert_eq!(out.matches("250 2.0.0 Ok: stored").count(), 2, "{out}");
         assert!(out.ends_with("221 2.0.0 Bye\r\n"), "{out}");
         let store = dir.path().join("store");
@@ -881,6 +899,25 @@ mod tests {
         let syncs = sh.durable.as_ref().map(Durable::syncs);
         // Two syncs per message (bytes, then name); one session shares none.
         assert_eq!(syncs, Some(4));
+    }
+
+    /// A message whose file cannot be made is refused, and the session goes on.
+    #[test]
+    fn durable_mode_answers_451_when_it_cannot_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let (addr, sh) = durable_sink(&store);
+        std::fs::remove_dir(store.join("tmp")).unwrap();
+        let out = session(
+            addr,
+            b"EHLO t\r\nMAIL FROM:<a@t>\r\nRCPT TO:<b@t>\r\nDATA\r\nx\r\n.\r\nNOOP\r\nQUIT\r\n",
+        );
+        assert!(out.contains("354 "), "{out}");
+        assert!(
+            out.contains("451 4.3.0 Cannot create the message file\r\n250 2.0.0 Ok\r\n221 "),
+            "{out}"
+        );
+        assert_eq!(sh.count.load(Ordering::Relaxed), 0);
     }
 
     #[test]
