@@ -338,7 +338,6 @@ for s in $SESSIONS; do
     start_sink "durable-$s" --durable "$D/durable-$s" || continue
     if source_load "durable-$s" "$s" "$SINK_ADDR" bench@example.test; then
         R[dur.$s.rate]=$(result "$D/durable-$s.src" msgs_per_sec)
-        R[dur.$s.p50]=$(result "$D/durable-$s.src" p50_ms)
     fi
     stop "$SINK_PID"
     log "durable-$s sink: $(grep '^RESULT' "$D/durable-$s.out")"
