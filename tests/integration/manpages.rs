@@ -200,7 +200,7 @@ fn man_pages_lint_clean() {
     {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("man_pages_lint_clean: mandoc not run ({e}); install mandoc to lint the pages");
+            crate::common::skip::skip(&format!("mandoc not run ({e}) (apt-get install mandoc)"));
             return;
         }
     };

@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+// First: the require_* macros are used by the modules below and the tests.
+#[macro_use]
+pub mod skip;
+
 pub mod dns;
 pub mod peer;
 
@@ -493,6 +497,13 @@ impl Tern {
                 Some((env, body))
             })
             .collect()
+    }
+
+    /// Wait up to `secs` until no message is queued (env/ is empty): every
+    /// message, notices included, delivered or given up. A positive signal
+    /// that nothing more will be delivered, where a sleep would only hope so.
+    pub fn wait_queue_empty(&self, secs: u64) -> bool {
+        wait_until(secs, || self.spool().list().is_ok_and(|ids| ids.is_empty()))
     }
 
     pub fn message(&self, id: &str) -> (Envelope, Vec<u8>) {
