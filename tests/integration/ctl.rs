@@ -281,7 +281,8 @@ fn mailq_for_an_unprivileged_user_asks_the_daemon() {
     use std::os::unix::process::CommandExt;
     require_root!("running mailq as another user");
     let (nobody, gid) = require_some!(
-        tern::sys::getpwnam("nobody").zip(tern::sys::group_id("nogroup").or_else(|| tern::sys::group_id("nobody"))),
+        tern::sys::getpwnam("nobody")
+            .zip(tern::sys::group_id("nogroup").or_else(|| tern::sys::group_id("nobody"))),
         "no nobody account or group"
     );
     let t = Setup::new().open_to_all().start();

@@ -301,8 +301,15 @@ fn sigterm_waits_for_deliveries_in_flight() {
     c.cmd("QUIT");
     // Stop while the pipe is still sleeping (it has started, it has not
     // written): the delivery completes first.
-    assert!(wait_until(10, || out.join("started").exists()), "{}", t.log_text());
-    assert!(!out.join("slow.txt").exists(), "the delivery ended before the signal");
+    assert!(
+        wait_until(10, || out.join("started").exists()),
+        "{}",
+        t.log_text()
+    );
+    assert!(
+        !out.join("slow.txt").exists(),
+        "the delivery ended before the signal"
+    );
     t.signal(libc::SIGTERM);
     assert_eq!(t.wait_exit(20), Some(0), "{}", t.log_text());
     assert!(out.join("slow.txt").exists(), "{}", t.log_text());

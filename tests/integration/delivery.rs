@@ -87,7 +87,11 @@ fn alias_fans_out_to_two_users() {
         1,
         "exactly one copy"
     );
-    assert_eq!(wait_files(&t.maildir_new("bob"), 2, 0).len(), 1, "exactly one copy");
+    assert_eq!(
+        wait_files(&t.maildir_new("bob"), 2, 0).len(),
+        1,
+        "exactly one copy"
+    );
 }
 
 #[test]

@@ -18,6 +18,7 @@ mod limits;
 mod local_delivery;
 mod manpages;
 mod outbound;
+mod peers;
 mod pool;
 mod proxy;
 mod recipients;

@@ -363,7 +363,8 @@ fn bs_as_an_unprivileged_user_queues_through_the_maildrop() {
     use std::os::unix::process::CommandExt;
     require_root!("running sendmail as another user");
     let (nobody, gid) = require_some!(
-        tern::sys::getpwnam("nobody").zip(tern::sys::group_id("nogroup").or_else(|| tern::sys::group_id("nobody"))),
+        tern::sys::getpwnam("nobody")
+            .zip(tern::sys::group_id("nogroup").or_else(|| tern::sys::group_id("nobody"))),
         "no nobody account or group"
     );
     let setup = Setup::new().deliver().open_to_all();

@@ -8,7 +8,10 @@
 pub mod skip;
 
 pub mod dns;
+pub mod dnssec;
+pub mod https;
 pub mod peer;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -352,6 +355,12 @@ pub struct Certs {
 }
 
 pub fn make_certs() -> Certs {
+    make_certs_for(&["mx.test", "localhost", "127.0.0.1"])
+}
+
+/// A fresh CA and a leaf for `names` (the first is also the CN), signed by it
+/// (rcgen, ECDSA P-256): what the HTTPS peer and TLS tests serve.
+pub fn make_certs_for(names: &[&str]) -> Certs {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -360,13 +369,11 @@ pub fn make_certs() -> Certs {
         .push(DnType::CommonName, "tern test CA");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
     let key = KeyPair::generate().expect("leaf key");
-    let mut params = CertificateParams::new(vec![
-        "mx.test".to_owned(),
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-    ])
-    .expect("leaf params");
-    params.distinguished_name.push(DnType::CommonName, "mx.test");
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("leaf params");
+    if let Some(cn) = names.first() {
+        params.distinguished_name.push(DnType::CommonName, *cn);
+    }
     let leaf = params.signed_by(&key, &ca).expect("leaf");
     Certs {
         ca_pem: ca.pem(),
