@@ -9,9 +9,16 @@ pub mod skip;
 
 pub mod dns;
 pub mod dnssec;
+pub mod dovecot;
 pub mod https;
+pub mod milter;
+pub mod opendkim;
 pub mod peer;
+pub mod postfix;
+pub mod postgrey;
 pub mod process;
+pub mod rspamd;
+pub mod tools;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
