@@ -210,14 +210,8 @@ impl ZonesBuilder {
         if self.unbound {
             tools.push("unbound");
         }
-        for t in tools {
-            if !skip::have_tool(t) {
-                skip::skip(&format!(
-                    "{t} is not installed (apt-get install {})",
-                    skip::package_of(t)
-                ));
-                return None;
-            }
+        if !skip::tools_present(&tools) {
+            return None;
         }
         Some(SignedZones::start(self))
     }

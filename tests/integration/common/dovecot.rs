@@ -56,7 +56,7 @@ impl DovecotBuilder {
     /// recorded; a failure under CI).
     pub fn start(self) -> Option<Dovecot> {
         if !skip::have_tool("dovecot") || !Path::new("/usr/lib/dovecot/lmtp").exists() {
-            skip::skip("dovecot is not installed (apt-get install dovecot-core dovecot-lmtpd)");
+            skip::skip(&skip::missing("dovecot"));
             return None;
         }
         if !skip::is_root() {
@@ -182,11 +182,40 @@ impl Dovecot {
             .expect("a known user");
         entry.1 = limit.map(str::to_owned);
         let path = self.proc.dir().join("passwd");
-        // Write beside it and rename: Dovecot never reads half a file. The
-        // mtime changes (to the second or finer), which is what it checks.
+        // Write beside it and rename: Dovecot never reads half a file. It
+        // reads the file again when its mtime (in whole seconds) or size
+        // changed: "1K" to "10M" keeps the size, so the mtime moves on by a
+        // second at least, even for two changes within one second.
+        let old = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .expect("passwd mtime");
+        let mtime = std::time::SystemTime::now().max(old + Duration::from_secs(1));
         let tmp = path.with_extension("new");
         std::fs::write(&tmp, self.passwd()).expect("write passwd");
+        std::fs::File::options()
+            .write(true)
+            .open(&tmp)
+            .and_then(|f| f.set_modified(mtime))
+            .expect("set passwd mtime");
         std::fs::rename(&tmp, &path).expect("rename passwd");
+        // Dovecot's auth process looks at the file at most once a second: ask
+        // it (doveadm user) until it answers with the new limit.
+        let want = limit.map(|q| format!("*:storage={q}")).unwrap_or_default();
+        let conf = self.proc.dir().join("dovecot.conf");
+        let doveadm = skip::find_tool("doveadm").expect("doveadm (dovecot-core)");
+        let seen = super::wait_until(10, || {
+            Command::new(&doveadm)
+                .arg("-c")
+                .arg(&conf)
+                .args(["user", "-f", "quota_rule", user])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == want)
+        });
+        assert!(
+            seen,
+            "Dovecot did not take {user}'s new quota {want:?}:\n{}",
+            self.proc.tail()
+        );
     }
 
     /// Dovecot's log (deliveries, quota refusals).

@@ -114,7 +114,7 @@ impl HttpsBuilder {
     /// None when nginx is missing (the skip is recorded; a failure under CI).
     pub fn start(self) -> Option<Https> {
         if !skip::have_tool("nginx") {
-            skip::skip("nginx is not installed (apt-get install nginx-light)");
+            skip::skip(&skip::missing("nginx"));
             return None;
         }
         Some(process::retry_start("nginx", || Https::start(&self)))

@@ -393,7 +393,7 @@ impl TestMilter {
     /// python3-milter is missing (skip recorded; a failure under CI).
     pub fn start(spec: &str) -> Option<TestMilter> {
         if !skip::have_python_module("Milter") {
-            skip::skip("python module Milter is not installed (apt-get install python3-milter)");
+            skip::skip(&skip::missing("Milter"));
             return None;
         }
         Some(process::retry_start("test milter", || TestMilter::spawn(spec)))

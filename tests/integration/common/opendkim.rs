@@ -47,14 +47,8 @@ impl OpenDkimBuilder {
     /// None when opendkim or opendkim-tools is missing (skip recorded; a
     /// failure under CI).
     pub fn start(self) -> Option<OpenDkim> {
-        for t in ["opendkim", "opendkim-genkey"] {
-            if !skip::have_tool(t) {
-                skip::skip(&format!(
-                    "{t} is not installed (apt-get install {})",
-                    skip::package_of(t)
-                ));
-                return None;
-            }
+        if !skip::tools_present(&["opendkim", "opendkim-genkey"]) {
+            return None;
         }
         Some(process::retry_start("opendkim", || OpenDkim::start(&self)))
     }

@@ -31,7 +31,7 @@ impl Postgrey {
     /// recorded; a failure under CI).
     pub fn start(delay: u32) -> Option<Postgrey> {
         if !skip::have_tool("postgrey") {
-            skip::skip("postgrey is not installed (apt-get install postgrey)");
+            skip::skip(&skip::missing("postgrey"));
             return None;
         }
         Some(process::retry_start("postgrey", || Postgrey::spawn(delay)))

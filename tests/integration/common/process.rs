@@ -80,6 +80,9 @@ pub struct PeerProcess {
     path: PathBuf,
     output: Arc<Mutex<VecDeque<String>>>,
     logs: Vec<PathBuf>,
+    /// Pid files of processes that left our process group (a daemon that
+    /// calls setsid, as Postfix's master does): their groups are stopped too.
+    pid_files: Vec<PathBuf>,
     stopped: bool,
 }
 
@@ -123,6 +126,7 @@ impl PeerProcess {
             dir: Some(dir),
             output,
             logs,
+            pid_files: Vec::new(),
             stopped: false,
         })
     }
@@ -134,6 +138,12 @@ impl PeerProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// A pid file whose process (and its process group) is stopped with
+    /// this peer: for a daemon that starts its own session.
+    pub fn add_pid_file(&mut self, path: PathBuf) {
+        self.pid_files.push(path);
     }
 
     /// Another log file to tail on failure.
@@ -220,36 +230,72 @@ impl PeerProcess {
         s
     }
 
-    /// Send `sig` to the peer's whole process group.
+    /// The process groups to signal: the child's, and those of the pids in
+    /// the pid files.
+    fn groups(&self) -> Vec<libc::pid_t> {
+        let mut g: Vec<libc::pid_t> = libc::pid_t::try_from(self.child.id()).into_iter().collect();
+        for f in &self.pid_files {
+            if let Some(pid) = std::fs::read_to_string(f)
+                .ok()
+                .and_then(|t| t.trim().parse::<libc::pid_t>().ok())
+            {
+                if pid > 1 && !g.contains(&pid) {
+                    g.push(pid);
+                }
+            }
+        }
+        g
+    }
+
+    /// Send `sig` to the peer's whole process group (and the groups of its
+    /// pid files).
     pub fn signal(&self, sig: i32) {
-        let Ok(pgid) = libc::pid_t::try_from(self.child.id()) else {
-            return;
-        };
-        // SAFETY: kill(2) takes plain integers; a negative pid names the
-        // process group the child leads (process_group(0) at spawn).
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(-pgid, sig);
+        for pgid in self.groups() {
+            // SAFETY: kill(2) takes plain integers; a negative pid names a
+            // process group (the child leads its own: process_group(0)).
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(-pgid, sig);
+            }
         }
     }
 
-    /// SIGTERM to the group, up to 5 s for the main process to exit, then
-    /// SIGKILL to the group. Idempotent.
+    /// SIGTERM to the groups, up to 5 s for every leader to exit, then
+    /// SIGKILL to the groups. Idempotent.
     pub fn stop(&mut self) {
         if self.stopped {
             return;
         }
         self.stopped = true;
+        let groups = self.groups();
         self.signal(libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            let child_done = matches!(self.child.try_wait(), Ok(Some(_)));
+            // A leader that is not our child: gone when /proc has no entry
+            // (or only a zombie's, which its parent will reap).
+            let others_done = groups.iter().skip(1).all(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .map(|s| {
+                        s.rsplit(')')
+                            .next()
+                            .is_some_and(|r| r.trim_start().starts_with('Z'))
+                    })
+                    .unwrap_or(true)
+            });
+            if child_done && others_done {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        // Whatever is left of the group (children that outlive their master).
-        self.signal(libc::SIGKILL);
+        // Whatever is left of the groups (children that outlive their master).
+        for pgid in &groups {
+            // SAFETY: as in signal().
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
         let _ = self.child.wait();
     }
 }

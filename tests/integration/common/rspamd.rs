@@ -116,7 +116,7 @@ impl Rspamd {
     /// None when rspamd is missing (skip recorded; a failure under CI).
     pub fn start() -> Option<Rspamd> {
         if !skip::have_tool("rspamd") || plugins_dir().is_none() {
-            skip::skip("rspamd is not installed (apt-get install rspamd)");
+            skip::skip(&skip::missing("rspamd"));
             return None;
         }
         let hs = hs_cache();

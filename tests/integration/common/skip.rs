@@ -135,16 +135,35 @@ pub fn package_of(tool: &str) -> &'static str {
     }
 }
 
+/// "TOOL is not installed (apt-get install PACKAGE)", for a skip.
+pub fn missing(tool: &str) -> String {
+    match package_of(tool) {
+        "?" => format!("{tool} is not installed"),
+        p if tool.chars().next().is_some_and(|c| c.is_ascii_uppercase()) || tool == "dkim" => {
+            format!("python module {tool} is not installed (apt-get install {p})")
+        }
+        p => format!("{tool} is not installed (apt-get install {p})"),
+    }
+}
+
+/// True when every program is installed; else the first missing one is
+/// skipped for (recorded, or a failure under CI) and the caller returns.
+pub fn tools_present(tools: &[&str]) -> bool {
+    match tools.iter().find(|t| !have_tool(t)) {
+        Some(t) => {
+            skip(&missing(t));
+            false
+        }
+        None => true,
+    }
+}
+
 /// Skip unless every program is installed: `require_tool!("nsd", "unbound");`
 macro_rules! require_tool {
     ($($tool:expr),+ $(,)?) => {
         $(
             if !$crate::common::skip::have_tool($tool) {
-                $crate::common::skip::skip(&format!(
-                    "{} is not installed (apt-get install {})",
-                    $tool,
-                    $crate::common::skip::package_of($tool)
-                ));
+                $crate::common::skip::skip(&$crate::common::skip::missing($tool));
                 return;
             }
         )+
@@ -156,11 +175,7 @@ macro_rules! require_python {
     ($($module:expr),+ $(,)?) => {
         $(
             if !$crate::common::skip::have_python_module($module) {
-                $crate::common::skip::skip(&format!(
-                    "python module {} is not installed (apt-get install {})",
-                    $module,
-                    $crate::common::skip::package_of($module)
-                ));
+                $crate::common::skip::skip(&$crate::common::skip::missing($module));
                 return;
             }
         )+

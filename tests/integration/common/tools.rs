@@ -39,14 +39,10 @@ fn run_with_input(cmd: &mut Command, input: &[u8]) -> ToolOutput {
 }
 
 fn tool(name: &str) -> Option<std::path::PathBuf> {
-    let found = skip::find_tool(name);
-    if found.is_none() {
-        skip::skip(&format!(
-            "{name} is not installed (apt-get install {})",
-            skip::package_of(name)
-        ));
+    if !skip::tools_present(&[name]) {
+        return None;
     }
-    found
+    skip::find_tool(name)
 }
 
 /// `pflogsumm` over a log (Postfix syslog format). Extra arguments, e.g.
@@ -80,7 +76,7 @@ pub fn promtool_check_metrics(text: &str) -> Option<ToolOutput> {
 /// The python that runs dkimpy code, or None after a skip.
 fn dkimpy() -> Option<&'static str> {
     if !skip::have_python_module("dkim") {
-        skip::skip("python module dkim is not installed (apt-get install python3-dkim)");
+        skip::skip(&skip::missing("dkim"));
         return None;
     }
     Some(skip::debian_python())
