@@ -441,10 +441,7 @@ impl SignedZones {
         let logs = vec![d.join("nsd.log")];
         let mut p = PeerProcess::spawn("nsd", cmd, dir, logs)?;
         let addr = process::localhost(port);
-        p.wait_ready(Duration::from_secs(10), || {
-            query_within(addr, ".", RecordType::SOA, Duration::from_millis(200))
-                .is_ok_and(|m| !m.answers().is_empty())
-        })?;
+        p.wait_ready(Duration::from_secs(10), || answers_root_soa(addr))?;
         Ok((p, addr))
     }
 
@@ -478,10 +475,7 @@ impl SignedZones {
         cmd.arg("-d").arg("-c").arg(&conf_path);
         let mut p = PeerProcess::spawn("unbound", cmd, dir, vec![])?;
         let addr = process::localhost(port);
-        p.wait_ready(Duration::from_secs(10), || {
-            query_within(addr, ".", RecordType::SOA, Duration::from_millis(200))
-                .is_ok_and(|m| !m.answers().is_empty())
-        })?;
+        p.wait_ready(Duration::from_secs(10), || answers_root_soa(addr))?;
         Ok((p, addr))
     }
 
@@ -549,6 +543,12 @@ impl SignedZones {
     pub fn unbound(&self) -> Option<&PeerProcess> {
         self.unbound.as_ref()
     }
+}
+
+/// The server answers for `.` (a start-up probe: a short time-out).
+fn answers_root_soa(server: SocketAddr) -> bool {
+    query_within(server, ".", RecordType::SOA, Duration::from_millis(200))
+        .is_ok_and(|m| !m.answers().is_empty())
 }
 
 fn soa_serial(server: SocketAddr, zone: &str) -> Option<u32> {

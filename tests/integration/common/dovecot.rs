@@ -55,12 +55,9 @@ impl DovecotBuilder {
     /// None when Dovecot is missing or the tests do not run as root (skip
     /// recorded; a failure under CI).
     pub fn start(self) -> Option<Dovecot> {
-        if !skip::have_tool("dovecot") || !Path::new("/usr/lib/dovecot/lmtp").exists() {
-            skip::skip(&skip::missing("dovecot"));
-            return None;
-        }
-        if !skip::is_root() {
-            skip::skip("needs root: Dovecot's master runs as root and delivers as another account");
+        if !skip::installed("dovecot", &["/usr/lib/dovecot/lmtp"])
+            || !skip::root_for("Dovecot's master runs as root and delivers as another account")
+        {
             return None;
         }
         Some(process::retry_start("dovecot", || Dovecot::start(&self)))
@@ -150,20 +147,7 @@ impl Dovecot {
 
     /// Every message in USER's INBOX (new/ and cur/), oldest name first.
     pub fn messages(&self, user: &str) -> Vec<String> {
-        let mut files: Vec<PathBuf> = ["new", "cur"]
-            .iter()
-            .flat_map(|sub| {
-                std::fs::read_dir(self.maildir(user).join(sub))
-                    .map(|rd| rd.flatten().map(|e| e.path()).collect::<Vec<_>>())
-                    .unwrap_or_default()
-            })
-            .collect();
-        files.sort();
-        files
-            .iter()
-            .filter_map(|p| std::fs::read(p).ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .collect()
+        process::maildir_messages(&self.maildir(user), &["new", "cur"])
     }
 
     /// Wait up to 10 s for USER to have at least `n` messages; returns them.

@@ -113,8 +113,7 @@ impl HttpsBuilder {
 
     /// None when nginx is missing (the skip is recorded; a failure under CI).
     pub fn start(self) -> Option<Https> {
-        if !skip::have_tool("nginx") {
-            skip::skip(&skip::missing("nginx"));
+        if !skip::installed("nginx", &[]) {
             return None;
         }
         Some(process::retry_start("nginx", || Https::start(&self)))
@@ -178,19 +177,15 @@ impl Https {
                     .map(|c| format!("default_type \"{c}\"; "))
                     .unwrap_or_default();
                 match answer {
-                    Answer::File(body) => {
+                    Answer::File(body) | Answer::Slow(body, _) => {
                         let file = root.join(format!(".body{n}"));
                         std::fs::write(&file, body).map_err(|e| e.to_string())?;
+                        let rate = match answer {
+                            Answer::Slow(_, rate) => format!("limit_rate {rate}; sendfile off; "),
+                            _ => String::new(),
+                        };
                         locations.push_str(&format!(
-                            "    location = {path} {{ {ct}alias {}; }}\n",
-                            file.display()
-                        ));
-                    }
-                    Answer::Slow(body, rate) => {
-                        let file = root.join(format!(".body{n}"));
-                        std::fs::write(&file, body).map_err(|e| e.to_string())?;
-                        locations.push_str(&format!(
-                            "    location = {path} {{ {ct}limit_rate {rate}; sendfile off; alias {}; }}\n",
+                            "    location = {path} {{ {ct}{rate}alias {}; }}\n",
                             file.display()
                         ));
                     }

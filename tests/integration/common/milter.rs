@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::process::{self, PeerProcess};
+use super::process::{self, PeerProcess, Service};
 use super::skip;
 
 // Commands, MTA to milter.
@@ -174,12 +174,19 @@ impl MilterClient {
             let (cmd, data) = self.read()?;
             let f = split_nul(&data);
             let s = |i: usize| f.get(i).cloned().unwrap_or_default();
-            let idx = || {
-                data.get(..4)
+            // INSHEADER and CHGHEADER: a 32-bit index, then name and value.
+            let indexed = || {
+                let idx = data
+                    .get(..4)
                     .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-                    .unwrap_or(0)
+                    .unwrap_or(0);
+                let f = split_nul(data.get(4..).unwrap_or_default());
+                (
+                    idx,
+                    f.first().cloned().unwrap_or_default(),
+                    f.get(1).cloned().unwrap_or_default(),
+                )
             };
-            let after_idx = || split_nul(data.get(4..).unwrap_or_default());
             match cmd {
                 b'c' => return Ok(Reply::Continue),
                 b'a' => return Ok(Reply::Accept),
@@ -191,20 +198,12 @@ impl MilterClient {
                 b'p' => self.eom_actions.push(Action::Progress),
                 b'h' => self.eom_actions.push(Action::AddHeader(s(0), s(1))),
                 b'i' => {
-                    let f = after_idx();
-                    self.eom_actions.push(Action::InsHeader(
-                        idx(),
-                        f.first().cloned().unwrap_or_default(),
-                        f.get(1).cloned().unwrap_or_default(),
-                    ));
+                    let (idx, name, value) = indexed();
+                    self.eom_actions.push(Action::InsHeader(idx, name, value));
                 }
                 b'm' => {
-                    let f = after_idx();
-                    self.eom_actions.push(Action::ChgHeader(
-                        idx(),
-                        f.first().cloned().unwrap_or_default(),
-                        f.get(1).cloned().unwrap_or_default(),
-                    ));
+                    let (idx, name, value) = indexed();
+                    self.eom_actions.push(Action::ChgHeader(idx, name, value));
                 }
                 b'b' => self.eom_actions.push(Action::ReplBody(data.clone())),
                 b'+' => self.eom_actions.push(Action::AddRcpt(s(0))),
@@ -374,10 +373,17 @@ impl MilterClient {
 }
 
 /// The python test milter, running on a loopback port.
+/// `addr()`, `conf()` and `process()` come from [`Service`].
 pub struct TestMilter {
-    proc: PeerProcess,
-    port: u16,
+    service: Service,
     log: PathBuf,
+}
+
+impl std::ops::Deref for TestMilter {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.service
+    }
 }
 
 /// One callback the test milter saw.
@@ -416,16 +422,10 @@ impl TestMilter {
         proc.wait_ready(Duration::from_secs(10), || {
             process::tcp_answers(process::localhost(port))
         })?;
-        Ok(TestMilter { proc, port, log })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        process::localhost(self.port)
-    }
-
-    /// `inet:127.0.0.1:PORT`, as a `milters =` entry.
-    pub fn conf(&self) -> String {
-        format!("inet:127.0.0.1:{}", self.port)
+        Ok(TestMilter {
+            service: Service { proc, port },
+            log,
+        })
     }
 
     /// Every callback so far, in order.
@@ -442,10 +442,6 @@ impl TestMilter {
             found.is_some()
         });
         found
-    }
-
-    pub fn process(&self) -> &PeerProcess {
-        &self.proc
     }
 }
 

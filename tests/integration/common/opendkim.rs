@@ -15,12 +15,11 @@
 //! dkim.txt_record("example.test", "sel");   // (name, TXT) for DNS or dkimpy
 //! ```
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use super::process::{self, PeerProcess};
+use super::process::{self, PeerProcess, Service};
 use super::skip;
 
 #[derive(Clone, Default)]
@@ -76,10 +75,17 @@ pub fn dkim_key(domain: &str, selector: &str) -> (PathBuf, String) {
     (dir.join(format!("{selector}.private")), value)
 }
 
+/// A running OpenDKIM; `addr()`, `conf()` and `process()` come from [`Service`].
 pub struct OpenDkim {
-    proc: PeerProcess,
-    port: u16,
+    service: Service,
     keys: Vec<(String, String, String)>,
+}
+
+impl std::ops::Deref for OpenDkim {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.service
+    }
 }
 
 impl OpenDkim {
@@ -129,16 +135,10 @@ impl OpenDkim {
         proc.wait_ready(Duration::from_secs(10), || {
             process::tcp_answers(process::localhost(port))
         })?;
-        Ok(OpenDkim { proc, port, keys })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        process::localhost(self.port)
-    }
-
-    /// `inet:127.0.0.1:PORT`, as a `milters =` entry.
-    pub fn conf(&self) -> String {
-        format!("inet:127.0.0.1:{}", self.port)
+        Ok(OpenDkim {
+            service: Service { proc, port },
+            keys,
+        })
     }
 
     /// The public key record of a signing domain: (`SEL._domainkey.DOMAIN`, TXT value).
@@ -149,9 +149,5 @@ impl OpenDkim {
             .find(|(d, s, _)| d == domain && s == selector)
             .expect("a domain and selector this OpenDKIM signs for");
         (format!("{selector}._domainkey.{domain}"), txt.clone())
-    }
-
-    pub fn process(&self) -> &PeerProcess {
-        &self.proc
     }
 }

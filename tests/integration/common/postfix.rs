@@ -82,12 +82,9 @@ impl PostfixBuilder {
     /// None when Postfix is missing or the tests do not run as root (skip
     /// recorded; a failure under CI).
     pub fn start(self) -> Option<Postfix> {
-        if !skip::have_tool("postfix") || !Path::new("/usr/lib/postfix/sbin/master").exists() {
-            skip::skip(&skip::missing("postfix"));
-            return None;
-        }
-        if !skip::is_root() {
-            skip::skip("needs root: Postfix's master runs as root");
+        if !skip::installed("postfix", &["/usr/lib/postfix/sbin/master"])
+            || !skip::root_for("Postfix's master runs as root")
+        {
             return None;
         }
         if process::account("postfix").is_none() {
@@ -271,15 +268,7 @@ impl Postfix {
 
     /// The messages delivered to ADDR so far.
     pub fn messages(&self, addr: &str) -> Vec<String> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.maildir(addr).join("new"))
-            .map(|rd| rd.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        files.sort();
-        files
-            .iter()
-            .filter_map(|p| std::fs::read(p).ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .collect()
+        process::maildir_messages(&self.maildir(addr), &["new"])
     }
 
     /// Wait up to `secs` for ADDR to have `n` messages.

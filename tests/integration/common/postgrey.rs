@@ -17,21 +17,27 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
-use super::process::{self, PeerProcess};
+use super::process::{self, PeerProcess, Service};
 use super::skip;
 
+/// A running postgrey; `addr()`, `conf()` and `process()` come from [`Service`].
 pub struct Postgrey {
-    proc: PeerProcess,
-    port: u16,
+    service: Service,
     pub delay: u32,
+}
+
+impl std::ops::Deref for Postgrey {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.service
+    }
 }
 
 impl Postgrey {
     /// Greylist for `delay` seconds. None when postgrey is missing (skip
     /// recorded; a failure under CI).
     pub fn start(delay: u32) -> Option<Postgrey> {
-        if !skip::have_tool("postgrey") {
-            skip::skip(&skip::missing("postgrey"));
+        if !skip::installed("postgrey", &[]) {
             return None;
         }
         Some(process::retry_start("postgrey", || Postgrey::spawn(delay)))
@@ -66,20 +72,10 @@ impl Postgrey {
         proc.wait_ready(Duration::from_secs(20), || {
             process::tcp_answers(process::localhost(port))
         })?;
-        Ok(Postgrey { proc, port, delay })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        process::localhost(self.port)
-    }
-
-    /// `inet:127.0.0.1:PORT`, as a `policy_services =` entry.
-    pub fn conf(&self) -> String {
-        format!("inet:127.0.0.1:{}", self.port)
-    }
-
-    pub fn process(&self) -> &PeerProcess {
-        &self.proc
+        Ok(Postgrey {
+            service: Service { proc, port },
+            delay,
+        })
     }
 }
 

@@ -384,7 +384,48 @@ pub fn chown_tree(path: &Path, uid: u32, gid: u32) {
     }
 }
 
+/// The messages in a Maildir's `subdirs` (new, cur), ordered by file name
+/// (Maildir names start with the delivery time).
+pub fn maildir_messages(maildir: &Path, subdirs: &[&str]) -> Vec<String> {
+    let mut files: Vec<PathBuf> = subdirs
+        .iter()
+        .flat_map(|sub| {
+            std::fs::read_dir(maildir.join(sub))
+                .map(|rd| rd.flatten().map(|e| e.path()).collect::<Vec<_>>())
+                .unwrap_or_default()
+        })
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect()
+}
+
 /// uid and gid of a system account (postgrey, _rspamd, dovecot...).
 pub fn account(name: &str) -> Option<(u32, u32)> {
     tern::sys::getpwnam(name).map(|p| (p.uid, p.gid))
+}
+
+/// A peer that serves one TCP port on 127.0.0.1 (a milter, a policy
+/// server): its process and port. The peers deref to it.
+pub struct Service {
+    pub proc: PeerProcess,
+    pub port: u16,
+}
+
+impl Service {
+    pub fn addr(&self) -> SocketAddr {
+        localhost(self.port)
+    }
+
+    /// `inet:127.0.0.1:PORT`, as a `milters =` or `policy_services =` entry.
+    pub fn conf(&self) -> String {
+        format!("inet:127.0.0.1:{}", self.port)
+    }
+
+    pub fn process(&self) -> &PeerProcess {
+        &self.proc
+    }
 }

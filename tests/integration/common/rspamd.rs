@@ -19,20 +19,24 @@
 //! rspamd.conf();   // milters = inet:127.0.0.1:PORT
 //! ```
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::process::{self, PeerProcess};
+use super::process::{self, PeerProcess, Service};
 use super::skip;
 
 /// The GTUBE test string: rspamd rejects any message that contains it.
 pub const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 
-pub struct Rspamd {
-    proc: PeerProcess,
-    port: u16,
+/// A running rspamd; `addr()`, `conf()` and `process()` come from [`Service`].
+pub struct Rspamd(Service);
+
+impl std::ops::Deref for Rspamd {
+    type Target = Service;
+    fn deref(&self) -> &Service {
+        &self.0
+    }
 }
 
 fn plugins_dir() -> Option<PathBuf> {
@@ -115,8 +119,7 @@ fn hs_compiled(hs: &Path) -> bool {
 impl Rspamd {
     /// None when rspamd is missing (skip recorded; a failure under CI).
     pub fn start() -> Option<Rspamd> {
-        if !skip::have_tool("rspamd") || plugins_dir().is_none() {
-            skip::skip(&skip::missing("rspamd"));
+        if !skip::installed("rspamd", &["/usr/share/rspamd/plugins/milter_headers.lua"]) {
             return None;
         }
         let hs = hs_cache();
@@ -129,20 +132,7 @@ impl Rspamd {
             proc.wait_ready(Duration::from_secs(30), || {
                 process::tcp_answers(process::localhost(port))
             })?;
-            Ok(Rspamd { proc, port })
+            Ok(Rspamd(Service { proc, port }))
         }))
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        process::localhost(self.port)
-    }
-
-    /// `inet:127.0.0.1:PORT`, as a `milters =` entry.
-    pub fn conf(&self) -> String {
-        format!("inet:127.0.0.1:{}", self.port)
-    }
-
-    pub fn process(&self) -> &PeerProcess {
-        &self.proc
     }
 }

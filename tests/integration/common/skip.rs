@@ -135,6 +135,25 @@ pub fn package_of(tool: &str) -> &'static str {
     }
 }
 
+/// True when `tool` is installed and every one of `files` (parts of its
+/// package outside PATH) exists; else a skip is recorded (a failure under CI).
+pub fn installed(tool: &str, files: &[&str]) -> bool {
+    if have_tool(tool) && files.iter().all(|f| Path::new(f).exists()) {
+        return true;
+    }
+    skip(&missing(tool));
+    false
+}
+
+/// True when running as root; else a skip "needs root: WHY" is recorded.
+pub fn root_for(why: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    skip(&format!("needs root: {why}"));
+    false
+}
+
 /// "TOOL is not installed (apt-get install PACKAGE)", for a skip.
 pub fn missing(tool: &str) -> String {
     match package_of(tool) {
@@ -185,8 +204,7 @@ macro_rules! require_python {
 /// Skip unless running as root: `require_root!("mounting a tmpfs");`
 macro_rules! require_root {
     ($why:expr) => {
-        if !$crate::common::skip::is_root() {
-            $crate::common::skip::skip(&format!("needs root: {}", $why));
+        if !$crate::common::skip::root_for($why) {
             return;
         }
     };
