@@ -39,22 +39,33 @@ build:
 release:
 	$(CARGO) build --release
 
-# Start ternd in the foreground on the development config: 127.0.0.1:2525,
-# spool and mailboxes under ./var.
+# Start ternd in the foreground on the development config etc/tern.dev.conf,
+# on 127.0.0.1:$(PORT) (make run PORT=2600), with its spool and mailboxes under
+# $(RUNDIR). The configuration it runs is $(RUNDIR)/tern.dev.conf, written here
+# from the dev config with the port and directory put in (and, as root, the
+# account to drop to): edit etc/tern.dev.conf, not that copy.
+PORT    ?= 2525
+RUNDIR  ?= ./var
+# Where `make run` finds ternd: the debug build `make build` makes.
+RUN_BINARIES ?= target/debug
+RUNCONF := $(RUNDIR)/tern.dev.conf
+
 run: build
-	@mkdir -p var/spool var/mail
-	@echo "ternd on 127.0.0.1:2525 (config $(DEVCONF)); spool in ./var/spool, mail in ./var/mail."
+	@case "$(PORT)" in ''|*[!0-9]*) echo "make run: PORT=$(PORT) is not a port number" >&2; exit 2 ;; esac
+	@if [ "$(PORT)" -lt 1 ] || [ "$(PORT)" -gt 65535 ]; then echo "make run: PORT=$(PORT) is not between 1 and 65535" >&2; exit 2; fi
+	@mkdir -p $(RUNDIR)/spool $(RUNDIR)/mail
+	@{ echo "# Written by make run (PORT=$(PORT), RUNDIR=$(RUNDIR)) from $(DEVCONF): edit that file."; \
+		sed -e 's|^listen = .*|listen = 127.0.0.1:$(PORT)|' -e 's|\./var/|$(RUNDIR)/|g' $(DEVCONF); \
+		if [ "$$(id -u)" = 0 ]; then echo; echo "# Added by make run as root: ternd never keeps root."; echo "user = $(RUN_USER)"; fi; \
+	} > $(RUNCONF)
+	@grep -qx 'listen = 127.0.0.1:$(PORT)' $(RUNCONF) || { echo "make run: no listen line in $(DEVCONF)" >&2; exit 2; }
+	@echo "ternd on 127.0.0.1:$(PORT) (config $(RUNCONF), from $(DEVCONF)); spool in $(RUNDIR)/spool, mail in $(RUNDIR)/mail."
 	@echo "Send it a message from another terminal, for example:"
-	@printf '%s\n' '  python3 -c '"'"'import smtplib; smtplib.SMTP("127.0.0.1", 2525).sendmail("me@localhost", ["root@localhost"], "Subject: hi\r\n\r\nhello\r\n")'"'"
-	@echo "or by hand: telnet 127.0.0.1 2525 (or nc -C 127.0.0.1 2525). Mail for root@localhost lands in ./var/mail/root/new/."
+	@printf '%s\n' '  python3 -c '"'"'import smtplib; smtplib.SMTP("127.0.0.1", $(PORT)).sendmail("me@localhost", ["root@localhost"], "Subject: hi\r\n\r\nhello\r\n")'"'"
+	@echo "or by hand: telnet 127.0.0.1 $(PORT) (or nc -C 127.0.0.1 $(PORT)). Mail for root@localhost lands in $(RUNDIR)/mail/root/new/."
 	@echo "Stop ternd with Ctrl-C."
-	@if [ "$$(id -u)" = 0 ]; then \
-		echo "Started as root: ternd drops to $(RUN_USER) after binding (var/tern.dev.conf adds user = $(RUN_USER))."; \
-		{ cat $(DEVCONF); echo; echo "# Added by make run as root: ternd never keeps root."; echo "user = $(RUN_USER)"; } > var/tern.dev.conf; \
-		exec ./target/debug/ternd -d -f var/tern.dev.conf; \
-	else \
-		exec ./target/debug/ternd -d -f $(DEVCONF); \
-	fi
+	@if [ "$$(id -u)" = 0 ]; then echo "Started as root: ternd drops to $(RUN_USER) after binding (user = $(RUN_USER) in $(RUNCONF))."; fi
+	@exec $(RUN_BINARIES)/ternd -d -f $(RUNCONF)
 
 # Every test: unit tests and the integration tests that start the real binaries.
 test:

@@ -1,12 +1,16 @@
-//! `make install DESTDIR=...` lays out the tree: binaries, links, man pages,
-//! examples, the configuration (never overwritten) and the spool with its modes;
-//! `make uninstall` takes away the programs and pages but not the configuration
-//! or the spool.
+//! The Makefile's targets for administrators and developers: `make install
+//! DESTDIR=...` lays out the tree (binaries, links, man pages, examples, the
+//! configuration, never overwritten, and the spool with its modes) and `make
+//! uninstall` takes away the programs and pages but not the configuration or
+//! the spool; `make install-mta` and `uninstall-mta` switch the system's
+//! sendmail to tern and back; `make run` serves the development configuration.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::common::TERND;
 
@@ -279,4 +283,181 @@ fn the_init_script_starts_checks_reloads_and_stops_ternd() {
     assert_ne!(code, Some(0), "{text}");
     assert!(text.contains("unknown key"), "{text}");
     assert!(!pid_path.exists());
+}
+
+/// A free loopback port (bound, then released for the program under test).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A program started in a process group of its own, killed with the whole
+/// group if the test ends before it does.
+struct Group(std::process::Child);
+
+impl Group {
+    fn signal(&self, sig: i32) {
+        let pgid = i32::try_from(self.0.id()).expect("pid");
+        // SAFETY: kill(2) on the process group this test created.
+        unsafe { libc::kill(-pgid, sig) };
+    }
+
+    /// The exit status, waiting up to `secs`.
+    fn wait_secs(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Some(st) = self.0.try_wait().expect("wait") {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            self.signal(libc::SIGKILL);
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Lines from a pipe, collected by a thread as they come.
+fn collect(from: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
+    use std::io::BufRead;
+    let text = Arc::new(Mutex::new(String::new()));
+    let to = Arc::clone(&text);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            to.lock().unwrap().push_str(&format!("{line}\n"));
+        }
+    });
+    text
+}
+
+/// `make run PORT=N`: ternd runs the development configuration on that port
+/// (the configuration it writes says so), the instructions it prints name
+/// that port, and the Python one-liner they give delivers a message into the
+/// development Maildir; Ctrl-C stops it. RUNDIR keeps the test's spool out of
+/// the source tree; CARGO=true and RUN_BINARIES use the binaries this test
+/// run built (a cargo build inside cargo test would wait for cargo's lock).
+#[test]
+fn make_run_serves_the_port_it_is_given_and_says_so() {
+    use std::os::unix::process::CommandExt;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Run as root, ternd drops to RUN_USER, which must reach the spool.
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let rundir = dir.path().join("var");
+    let port = free_port();
+    assert_ne!(port, 2525);
+    let bins = Path::new(TERND).parent().expect("the binaries' directory");
+    let run_user = crate::common::daemon_account().map_or_else(|| "nobody".to_owned(), |pw| pw.name.clone());
+    let make_run = |port: &str| {
+        let mut c = Command::new("make");
+        c.arg("-C")
+            .arg(env!("CARGO_MANIFEST_DIR"))
+            .arg("--no-print-directory")
+            .arg("run")
+            .arg(format!("PORT={port}"))
+            .arg(format!("RUNDIR={}", rundir.display()))
+            .arg(format!("RUN_BINARIES={}", bins.display()))
+            .arg("CARGO=true")
+            .arg(format!("RUN_USER={run_user}"))
+            .env_remove("MAKEFLAGS")
+            .env_remove("MFLAGS")
+            .env_remove("MAKELEVEL")
+            .stdin(Stdio::null());
+        c
+    };
+
+    // A port that is not one is refused before anything starts.
+    let out = make_run("25x").output().expect("make run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PORT=25x is not a port number"), "{err}");
+
+    let mut group = Group(
+        make_run(&port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("make run"),
+    );
+    // make's output, and ternd's log (stderr, with -d).
+    let said = collect(group.0.stdout.take().expect("stdout"));
+    let log = collect(group.0.stderr.take().expect("stderr"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (text, needle) in [
+        (&said, "Stop ternd with Ctrl-C.".to_owned()),
+        (&log, format!("listening on 127.0.0.1:{port}")),
+    ] {
+        while !text.lock().unwrap().contains(&needle) {
+            assert!(
+                Instant::now() < deadline && group.0.try_wait().expect("wait").is_none(),
+                "no {needle:?} from make run:\n{}{}",
+                said.lock().unwrap(),
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let said = said.lock().unwrap().clone();
+    let conf = fs::read_to_string(rundir.join("tern.dev.conf")).expect("the generated configuration");
+    assert!(
+        conf.lines().any(|l| l == format!("listen = 127.0.0.1:{port}")),
+        "{conf}"
+    );
+    assert!(!conf.contains("2525"), "{conf}");
+    assert!(said.contains(&format!("ternd on 127.0.0.1:{port} ")), "{said}");
+    assert!(said.contains(&format!("telnet 127.0.0.1 {port} ")), "{said}");
+    assert!(
+        !said.contains("2525"),
+        "the instructions name the default port:\n{said}"
+    );
+
+    let mut c = crate::common::Client::connect(format!("127.0.0.1:{port}").parse().unwrap());
+    let g = c.reply();
+    assert_eq!(g.text(), "220 localhost ESMTP tern", "{g:?}");
+    assert_eq!(c.cmd("QUIT").code, 221);
+
+    // The printed one-liner, as a developer would paste it.
+    let python = said
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("python3 -c"))
+        .expect("a python3 example in the instructions");
+    let out = Command::new("sh").arg("-c").arg(python).output().expect("sh");
+    if out.status.code() == Some(127) {
+        eprintln!("make_run: python3 not installed; the printed example was not run");
+    } else {
+        assert!(
+            out.status.success(),
+            "{python}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let new = rundir.join("mail/root/new");
+        while fs::read_dir(&new).map_or(true, |mut d| d.next().is_none()) {
+            assert!(
+                Instant::now() < deadline,
+                "nothing in {}:\n{}",
+                new.display(),
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    // Ctrl-C reaches the whole foreground group: ternd stops, make ends.
+    group.signal(libc::SIGINT);
+    assert!(
+        group.wait_secs(30).is_some(),
+        "make run still running after SIGINT"
+    );
+    assert!(log.lock().unwrap().contains("stopped"), "{}", log.lock().unwrap());
 }
