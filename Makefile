@@ -28,7 +28,7 @@ MAN5 := aliases.5 tern.conf.5
 MAN8 := sendmail.8 ternctl.8 ternd.8
 EXAMPLES := aliases inetd.conf.sample ternd.service rc.d/ternd init.d/ternd xinetd.d/smtp
 
-.PHONY: all build release run test check clippy fmt lint-man clean install install-strip install-user uninstall soak bench bench-postfix fuzz fuzz-build fuzz-ci
+.PHONY: all build release run test check clippy fmt lint-man clean install install-strip install-user install-mta uninstall uninstall-mta soak bench bench-postfix fuzz fuzz-build fuzz-ci
 
 # `make`: the release binaries, what `make install` installs.
 all: release
@@ -244,9 +244,70 @@ install-user:
 		else echo "cannot create user $(TERN_USER): create it by hand" >&2; exit 1; fi; \
 	fi
 
-# Removes what install put under PREFIX; the configuration in $(CONFDIR), the spool
-# and the tern user stay.
-uninstall:
+# tern as the system's MTA: `make install-mta` points the programs that mail(1),
+# cron and scripts call, $(MTA_LINKS), at tern's $(SBINDIR)/sendmail (it acts as
+# mailq and newaliases by the name it is called with), and keeps what was there
+# as NAME$(MTA_SAVED). On Debian and its derivatives (dpkg-divert found, and
+# $(DESTDIR)/var/lib/dpkg there) that is a local diversion made with
+# `dpkg-divert --rename`: the file moves aside, and a package upgrade (Postfix's,
+# Exim's) installs its new version there too instead of over tern's link.
+# Elsewhere the file is renamed. `make uninstall-mta` (also run by uninstall)
+# removes tern's links and puts each original back, removing the diversion.
+# A link that is no longer tern's (changed by hand or by a package) is left
+# alone, with its original, and named. On BSD systems with mailwrapper(8)
+# edit /etc/mail/mailer.conf instead; on Red Hat-like systems use
+# alternatives(8) (see README.md).
+MTA_LINKS   ?= /usr/sbin/sendmail /usr/lib/sendmail /usr/bin/mailq /usr/bin/newaliases
+MTA_SAVED   := .pre-tern
+DPKG_DIVERT ?= dpkg-divert
+# How install-mta and uninstall-mta keep the originals: the dpkg-divert command
+# line (with --root for a DESTDIR that holds a dpkg database), or empty for a
+# plain rename.
+MTA_DIVERT = $$(if command -v $(DPKG_DIVERT) >/dev/null 2>&1 && [ -d "$(DESTDIR)/var/lib/dpkg" ]; then \
+	echo "$(DPKG_DIVERT)$(if $(DESTDIR), --root $(DESTDIR)) --local --rename"; fi)
+
+install-mta:
+	@[ -x $(DESTDIR)$(SBINDIR)/sendmail ] || { echo "make install-mta: $(DESTDIR)$(SBINDIR)/sendmail is missing: make install first" >&2; exit 1; }
+	@if [ -z "$(DESTDIR)" ] && [ -f /etc/mail/mailer.conf ]; then \
+		echo "make install-mta: this system chooses its MTA with mailwrapper(8): point sendmail, mailq and newaliases at $(SBINDIR)/sendmail in /etc/mail/mailer.conf" >&2; exit 1; fi
+	@set -e; divert="$(MTA_DIVERT)"; \
+	for f in $(MTA_LINKS); do \
+		p=$(DESTDIR)$$f; \
+		if [ "$$f" = "$(SBINDIR)/sendmail" ]; then echo "$$f is tern's own sendmail (SBINDIR=$(SBINDIR))"; continue; fi; \
+		if [ -L "$$p" ] && [ "$$(readlink "$$p")" = "$(SBINDIR)/sendmail" ]; then echo "$$f already points at $(SBINDIR)/sendmail"; continue; fi; \
+		case "$$(readlink "$$p" 2>/dev/null)" in /etc/alternatives/*) \
+			echo "make install-mta: $$f is managed by alternatives(8): use alternatives --install $$f mta $(SBINDIR)/sendmail 100, or see README.md" >&2; exit 1 ;; esac; \
+		if [ -n "$$divert" ]; then \
+			echo "$$divert --divert $$f$(MTA_SAVED) --add $$f"; $$divert --divert $$f$(MTA_SAVED) --add $$f; \
+		elif [ -e "$$p" ] || [ -L "$$p" ]; then \
+			if [ -e "$$p$(MTA_SAVED)" ] || [ -L "$$p$(MTA_SAVED)" ]; then echo "make install-mta: $$p$(MTA_SAVED) exists already: not overwriting it" >&2; exit 1; fi; \
+			echo "mv $$p $$p$(MTA_SAVED)"; mv "$$p" "$$p$(MTA_SAVED)"; \
+		fi; \
+		[ -e "$$p" ] || [ -L "$$p" ] || { mkdir -p "$$(dirname "$$p")"; echo "ln -s $(SBINDIR)/sendmail $$p"; ln -s $(SBINDIR)/sendmail "$$p"; }; \
+	done
+
+uninstall-mta:
+	@set -e; divert="$(MTA_DIVERT)"; \
+	for f in $(MTA_LINKS); do \
+		p=$(DESTDIR)$$f; \
+		[ "$$f" != "$(SBINDIR)/sendmail" ] || continue; \
+		if [ -L "$$p" ] && [ "$$(readlink "$$p")" = "$(SBINDIR)/sendmail" ]; then \
+			echo "rm $$p"; rm -f "$$p"; \
+		elif [ -e "$$p" ] || [ -L "$$p" ]; then \
+			if [ -e "$$p$(MTA_SAVED)" ] || [ -L "$$p$(MTA_SAVED)" ]; then \
+				echo "make uninstall-mta: $$f is not tern's link any more: left alone, and the original kept as $$f$(MTA_SAVED)" >&2; fi; \
+			continue; \
+		fi; \
+		if [ -n "$$divert" ] && [ "$$($${divert% --local --rename} --truename $$f)" = "$$f$(MTA_SAVED)" ]; then \
+			echo "$$divert --divert $$f$(MTA_SAVED) --remove $$f"; $$divert --divert $$f$(MTA_SAVED) --remove $$f; \
+		elif [ -e "$$p$(MTA_SAVED)" ] || [ -L "$$p$(MTA_SAVED)" ]; then \
+			echo "mv $$p$(MTA_SAVED) $$p"; mv "$$p$(MTA_SAVED)" "$$p"; \
+		fi; \
+	done
+
+# Removes what install put under PREFIX, and what install-mta did (uninstall-mta
+# first); the configuration in $(CONFDIR), the spool and the tern user stay.
+uninstall: uninstall-mta
 	rm -f $(DESTDIR)$(SBINDIR)/ternd $(DESTDIR)$(SBINDIR)/ternctl $(DESTDIR)$(SBINDIR)/sendmail
 	rm -f $(DESTDIR)$(SBINDIR)/mailq $(DESTDIR)$(SBINDIR)/newaliases
 	rm -f $(DESTDIR)$(BINDIR)/mailq $(DESTDIR)$(BINDIR)/newaliases

@@ -461,3 +461,302 @@ fn make_run_serves_the_port_it_is_given_and_says_so() {
     );
     assert!(log.lock().unwrap().contains("stopped"), "{}", log.lock().unwrap());
 }
+
+/// The programs `make install-mta` points at tern's sendmail.
+const MTA_LINKS: [&str; 4] = [
+    "usr/sbin/sendmail",
+    "usr/lib/sendmail",
+    "usr/bin/mailq",
+    "usr/bin/newaliases",
+];
+
+/// What one of the system's mail programs is, exactly: absent, a symbolic
+/// link (its target), or a file (its bytes and mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    Absent,
+    Link(PathBuf),
+    File(Vec<u8>, u32),
+}
+
+fn node(p: &Path) -> Node {
+    match fs::symlink_metadata(p) {
+        Err(_) => Node::Absent,
+        Ok(m) if m.file_type().is_symlink() => Node::Link(fs::read_link(p).unwrap()),
+        Ok(m) => Node::File(fs::read(p).unwrap(), m.permissions().mode() & 0o7777),
+    }
+}
+
+/// The four programs and what is kept beside them.
+fn mta_state(root: &Path) -> Vec<(String, Node)> {
+    MTA_LINKS
+        .iter()
+        .flat_map(|l| [l.to_string(), format!("{l}.pre-tern")])
+        .map(|l| {
+            let n = node(&root.join(&l));
+            (l, n)
+        })
+        .collect()
+}
+
+/// A root that looks like Debian with Postfix: sendmail a setgid program,
+/// the others relative links to it; no newaliases, to cover a name that had
+/// nothing before.
+fn plant_postfix(root: &Path) {
+    for d in ["usr/sbin", "usr/lib", "usr/bin"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let sendmail = root.join("usr/sbin/sendmail");
+    let bytes: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(&sendmail, bytes).unwrap();
+    fs::set_permissions(&sendmail, fs::Permissions::from_mode(0o2755)).unwrap();
+    for l in ["usr/lib/sendmail", "usr/bin/mailq"] {
+        std::os::unix::fs::symlink("../sbin/sendmail", root.join(l)).unwrap();
+    }
+}
+
+/// After install-mta: every name is tern's link, and what was there is
+/// kept, unchanged, under NAME.pre-tern.
+fn assert_switched(root: &Path, before: &[(String, Node)]) {
+    let now = mta_state(root);
+    for (i, l) in MTA_LINKS.iter().enumerate() {
+        assert_eq!(
+            now[2 * i].1,
+            Node::Link("/usr/local/sbin/sendmail".into()),
+            "/{l}"
+        );
+        assert_eq!(now[2 * i + 1].1, before[2 * i].1, "/{l}.pre-tern");
+    }
+}
+
+/// `make install-mta` into a fake root: the system's sendmail, mailq and
+/// newaliases become links to tern's sendmail and what was there is kept;
+/// a second run changes nothing; `make uninstall-mta` and `make uninstall`
+/// put every original back byte for byte (mode included) and leave nothing
+/// behind; a link the administrator changed meanwhile is left alone.
+#[test]
+fn make_install_mta_switches_the_system_sendmail_and_uninstall_restores_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    make("install", d);
+    plant_postfix(d);
+    let before = mta_state(d);
+
+    let said = make("install-mta", d);
+    assert_switched(d, &before);
+    assert!(
+        said.contains("mv "),
+        "no dpkg database in the fake root: a rename\n{said}"
+    );
+    let said = make("install-mta", d);
+    assert_switched(d, &before);
+    assert!(
+        said.contains("already points at /usr/local/sbin/sendmail"),
+        "{said}"
+    );
+
+    make("uninstall-mta", d);
+    assert_eq!(mta_state(d), before);
+
+    // uninstall undoes install-mta too, before it removes tern's programs.
+    make("install-mta", d);
+    assert_switched(d, &before);
+    make("uninstall", d);
+    assert_eq!(mta_state(d), before);
+    assert!(!d.join("usr/local/sbin/sendmail").exists());
+
+    // A name changed by hand after the switch is not tern's to remove; its
+    // original stays where it was kept, and uninstall-mta says so.
+    make("install", d);
+    make("install-mta", d);
+    let mailq = d.join("usr/bin/mailq");
+    fs::remove_file(&mailq).unwrap();
+    fs::write(&mailq, "#!/bin/sh\n# mine\n").unwrap();
+    let said = make("uninstall-mta", d);
+    assert!(
+        said.contains("/usr/bin/mailq is not tern's link any more"),
+        "{said}"
+    );
+    assert_eq!(fs::read_to_string(&mailq).unwrap(), "#!/bin/sh\n# mine\n");
+    let now = mta_state(d);
+    assert_eq!(now[5].1, before[4].1, "the original mailq is kept");
+    for i in [0, 1, 2, 3, 6, 7] {
+        assert_eq!(now[i], before[i]);
+    }
+
+    // Nothing to switch without tern installed.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = Command::new("make")
+        .arg("-C")
+        .arg(env!("CARGO_MANIFEST_DIR"))
+        .arg("install-mta")
+        .arg(format!("DESTDIR={}", empty.path().display()))
+        .env_remove("MAKEFLAGS")
+        .env_remove("MAKELEVEL")
+        .output()
+        .expect("make");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("make install first"),
+        "{out:?}"
+    );
+}
+
+/// On Debian the originals are kept with dpkg-divert, so that a package
+/// upgrade (Postfix's, Exim's) installs its new sendmail beside tern's link
+/// rather than over it: the real dpkg-divert on a fake root holding its own
+/// dpkg database (`dpkg-divert --root`), which cannot touch this machine's.
+#[test]
+fn make_install_mta_uses_dpkg_divert_where_there_is_a_dpkg_database() {
+    if Command::new("dpkg-divert").arg("--version").output().is_err() {
+        eprintln!("install-mta: dpkg-divert not installed (not Debian); only the rename is tested");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    fs::create_dir_all(d.join("var/lib/dpkg")).unwrap();
+    make("install", d);
+    plant_postfix(d);
+    let before = mta_state(d);
+    let diversions = || {
+        let out = Command::new("dpkg-divert")
+            .arg("--root")
+            .arg(d)
+            .arg("--list")
+            .output()
+            .expect("dpkg-divert --list");
+        let mut l: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        l.sort();
+        l
+    };
+
+    let said = make("install-mta", d);
+    assert!(said.contains("dpkg-divert --root"), "{said}");
+    assert_switched(d, &before);
+    let mut want: Vec<String> = MTA_LINKS
+        .iter()
+        .map(|l| format!("local diversion of /{l} to /{l}.pre-tern"))
+        .collect();
+    want.sort();
+    assert_eq!(diversions(), want);
+    make("install-mta", d);
+    assert_eq!(diversions(), want);
+
+    make("uninstall", d);
+    assert_eq!(mta_state(d), before);
+    assert!(diversions().is_empty(), "{:?}", diversions());
+}
+
+/// The real thing, as root: `make install-mta` and `make uninstall-mta`
+/// without DESTDIR, on this machine's /usr and dpkg database, but inside a
+/// private mount namespace where both are overlays on a tmpfs: whatever the
+/// targets do stays in the namespace and is gone when it ends. Through the
+/// links, mailq and newaliases run tern's program; afterwards every original
+/// (Postfix's, where it is installed) is back, byte for byte, and no
+/// diversion is left.
+#[test]
+fn make_install_mta_on_the_real_system_inside_a_throwaway_mount_namespace() {
+    if tern::sys::uids().1 != 0 {
+        eprintln!("install-mta: not root; the real /usr/sbin/sendmail is not tested");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = dir.path();
+    let bins = Path::new(TERND).parent().expect("the binaries' directory");
+    let ns = fs::read_link("/proc/self/ns/mnt").expect("our mount namespace");
+    let script = r#"
+set -e
+t=$1; src=$2; bins=$3; outer=$4
+# Never touch anything unless this is a mount namespace of our own.
+[ "$(readlink /proc/self/ns/mnt)" != "$outer" ] || { echo "NOT PRIVATE"; exit 3; }
+mount -t tmpfs tmpfs "$t"
+mkdir "$t/u1" "$t/w1" "$t/u2" "$t/w2" "$t/spool"
+mount -t overlay overlay -o "lowerdir=/usr,upperdir=$t/u1,workdir=$t/w1" /usr
+mount -t overlay overlay -o "lowerdir=/var/lib/dpkg,upperdir=$t/u2,workdir=$t/w2" /var/lib/dpkg
+echo MOUNTED
+# A system without an MTA gets a stand-in, so there is something to restore.
+[ -e /usr/sbin/sendmail ] || { printf 'not tern\n' > /usr/sbin/sendmail; chmod 755 /usr/sbin/sendmail; }
+state() {
+    for f in /usr/sbin/sendmail /usr/lib/sendmail /usr/bin/mailq /usr/bin/newaliases; do
+        if [ -L "$f" ]; then echo "$f -> $(readlink "$f")"
+        elif [ -e "$f" ]; then echo "$f $(stat -c %a:%u:%g "$f") $(sha256sum < "$f")"
+        else echo "$f absent"; fi
+        ls -d "$f.pre-tern" 2>/dev/null || true
+    done
+    if command -v dpkg-divert >/dev/null; then dpkg-divert --list | grep -E 'sendmail|mailq|newaliases' | sort || true; fi
+}
+echo BEFORE; state; echo END
+make -s -C "$src" install-mta SBINDIR="$bins" >/dev/null
+echo INSTALLED; state; echo END
+printf 'spool = %s/spool\n' "$t" > "$t/tern.conf"
+echo RUN; TERN_CONFIG="$t/tern.conf" /usr/bin/mailq; TERN_CONFIG="$t/tern.conf" /usr/bin/newaliases; echo END
+make -s -C "$src" uninstall-mta SBINDIR="$bins" >/dev/null
+echo AFTER; state; echo END
+"#;
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(t)
+        .arg(env!("CARGO_MANIFEST_DIR"))
+        .arg(bins)
+        .arg(&ns)
+        .env_remove("MAKEFLAGS")
+        .env_remove("MAKELEVEL")
+        .stdin(Stdio::null())
+        .output();
+    let text = match &out {
+        Ok(o) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => format!("{e}"),
+    };
+    if !text.contains("MOUNTED") {
+        eprintln!(
+            "install-mta: no private mount namespace with overlays here ({}); the real /usr/sbin/sendmail is not tested",
+            text.trim()
+        );
+        return;
+    }
+    assert!(out.as_ref().is_ok_and(|o| o.status.success()), "{text}");
+    let block = |name: &str| -> Vec<String> {
+        let start = text
+            .find(&format!("{name}\n"))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"));
+        text[start..]
+            .lines()
+            .skip(1)
+            .take_while(|l| *l != "END")
+            .map(str::to_owned)
+            .collect()
+    };
+    let (before, installed, after) = (block("BEFORE"), block("INSTALLED"), block("AFTER"));
+    assert_eq!(before, after, "the originals are not back as they were:\n{text}");
+    assert!(!after.iter().any(|l| l.contains("pre-tern")), "{text}");
+    let link = format!("-> {}/sendmail", bins.display());
+    for l in MTA_LINKS {
+        assert!(
+            installed.iter().any(|i| *i == format!("/{l} {link}")),
+            "/{l} is not tern's link:\n{text}"
+        );
+    }
+    if Command::new("dpkg-divert").arg("--version").output().is_ok() {
+        for l in MTA_LINKS {
+            assert!(
+                installed
+                    .iter()
+                    .any(|i| *i == format!("local diversion of /{l} to /{l}.pre-tern")),
+                "no diversion of /{l}:\n{text}"
+            );
+        }
+    }
+    let run = block("RUN");
+    assert_eq!(
+        run,
+        ["Mail queue is empty", "newaliases: no aliases file configured"],
+        "{text}"
+    );
+}
