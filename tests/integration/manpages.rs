@@ -107,18 +107,7 @@ fn known_keys(names: &BTreeSet<String>) -> BTreeSet<String> {
                     let mut known = BTreeSet::new();
                     for name in chunk {
                         std::fs::write(&conf, format!("{name} =\n")).expect("write");
-                        let out = Command::new(TERND)
-                            .arg("-n")
-                            .arg("-f")
-                            .arg(&conf)
-                            .stdin(Stdio::null())
-                            .output()
-                            .expect("ternd -n");
-                        let said = format!(
-                            "{}{}",
-                            String::from_utf8_lossy(&out.stdout),
-                            String::from_utf8_lossy(&out.stderr)
-                        );
+                        let (_, said) = run(TERND, &["-n", "-f", conf.to_str().expect("a UTF-8 path")]);
                         if !said.contains(&format!("unknown key \"{name}\"")) {
                             known.insert((*name).clone());
                         }
