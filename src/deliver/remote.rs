@@ -181,8 +181,8 @@ pub fn deliver(
             })
             .collect()
     };
-    let hop = cfg.next_hop(domain);
-    let smarthost = hop.is_some() && hop == cfg.relay_host.as_ref();
+    let hop = cfg.remote.next_hop(domain);
+    let smarthost = hop.is_some() && hop == cfg.remote.relay_host.as_ref();
     let implicit_tls = hop.is_some_and(|h| h.implicit_tls);
     // RFC 5321 5.1: with no MX, the domain itself is the host; when it has
     // no address either, there is nowhere to deliver.
@@ -202,14 +202,14 @@ pub fn deliver(
             } else {
                 vec![host.clone()]
             };
-            (hosts, *port, tls.unwrap_or(cfg.smtp_tls))
+            (hosts, *port, tls.unwrap_or(cfg.remote.tls))
         }
         // RFC 5321 5.1: an address literal is the host; no DNS at all.
         None if domain.starts_with('[') => {
             let inner = domain.trim_start_matches('[').trim_end_matches(']');
             let inner = inner.strip_prefix("IPv6:").unwrap_or(inner);
             match inner.parse::<IpAddr>() {
-                Ok(ip) => (vec![ip.to_string()], cfg.mx_port, cfg.smtp_tls),
+                Ok(ip) => (vec![ip.to_string()], cfg.remote.mx_port, cfg.remote.tls),
                 Err(_) => {
                     return all(
                         "none",
@@ -221,7 +221,7 @@ pub fn deliver(
         None => match mx_hosts(cfg, resolver, domain, env) {
             Ok((h, i)) => {
                 implicit = i;
-                (h, cfg.mx_port, cfg.smtp_tls)
+                (h, cfg.remote.mx_port, cfg.remote.tls)
             }
             Err(o) => return all("none", o),
         },
@@ -231,7 +231,7 @@ pub fn deliver(
     // host when there is one, else the recipient domain.
     let dest = hop.map_or(domain, |h| h.host.as_str());
     let entering = Instant::now();
-    let _slot = pool.enter(dest, cfg.max_connections_per_domain);
+    let _slot = pool.enter(dest, cfg.remote.max_connections_per_domain);
     waited.set(entering.elapsed());
     let wire = client::wire_body(message);
     let job = Job {
@@ -249,7 +249,7 @@ pub fn deliver(
     for host in &hosts {
         let addrs = match host.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
-            Err(_) => match resolver.addrs(host, cfg.inet_protocols) {
+            Err(_) => match resolver.addrs(host, cfg.remote.inet_protocols) {
                 Ok(a) if a.is_empty() && implicit => {
                     return all(
                         "none",
@@ -380,6 +380,7 @@ fn mx_hosts(
 /// Whether `ip:port` is one of our own listening sockets.
 fn is_myself(cfg: &Config, ip: IpAddr, port: u16) -> bool {
     cfg.listen
+        .smtp
         .iter()
         .any(|l| l.port() == port && (l.ip() == ip || (l.ip().is_unspecified() && ip.is_loopback())))
 }
@@ -460,9 +461,9 @@ impl Job<'_> {
     fn session(&self, host: &str, addr: SocketAddr, policy: Policy) -> Result<HostResult, Tls> {
         let cfg = self.cfg;
         let key = format!("{host} {addr} {policy:?} {}", self.smarthost);
-        if let Some(max_age) = cfg.smtp_connection_cache_time {
+        if let Some(max_age) = cfg.remote.connection_cache_time {
             if let Some(mut idle) = self.pool.take(&key, max_age) {
-                set_timeout(&mut idle.client, cfg.smtp_command_timeout);
+                set_timeout(&mut idle.client, cfg.remote.command_timeout);
                 // The transaction starts with RSET, pipelined with MAIL when the
                 // server allows; a connection closed or confused meanwhile (None)
                 // is dropped for a new one.
@@ -477,25 +478,25 @@ impl Job<'_> {
             }
         }
         let next = |o: Outcome| Ok(HostResult::Next(o));
-        let tcp = match TcpStream::connect_timeout(&addr, cfg.smtp_connect_timeout) {
+        let tcp = match TcpStream::connect_timeout(&addr, cfg.remote.connect_timeout) {
             Ok(s) => s,
             Err(e) => return next(io_temp("connect", &e)),
         };
         let _ = tcp.set_nodelay(true);
-        if let Err(e) = self.timeouts(&tcp, cfg.smtp_helo_timeout) {
+        if let Err(e) = self.timeouts(&tcp, cfg.remote.helo_timeout) {
             return next(io_temp("socket", &e));
         }
-        let tls_config = || tls_client::config(policy, cfg.tls_ca_file.as_deref());
+        let tls_config = || tls_client::config(policy, cfg.remote.tls_ca_file.as_deref());
         // Port 465 or `smtps`: TLS from the first byte (RFC 8314 3.3),
         // whatever the policy says: such a port speaks nothing else.
         let mut stream = Stream::Plain(tcp);
         if self.implicit_tls {
-            let c = tls_client::config(policy.max(Policy::May), cfg.tls_ca_file.as_deref())
+            let c = tls_client::config(policy.max(Policy::May), cfg.remote.tls_ca_file.as_deref())
                 .map_err(|e| Tls(e.to_string()))?;
             stream = stream.upgrade(c, host).map_err(|e| Tls(e.to_string()))?;
         }
         let mut c = Client::new(stream);
-        c.set_reply_limit(cfg.smtp_helo_timeout);
+        c.set_reply_limit(cfg.remote.helo_timeout);
         let greeting = match c.reply() {
             Ok(r) => r,
             Err(e) => return next(io_temp("greeting", &e)),
@@ -521,7 +522,7 @@ impl Job<'_> {
             let cfg_tls = tls_config().map_err(|e| Tls(e.to_string()))?;
             let tls = plain.upgrade(cfg_tls, host).map_err(|e| Tls(e.to_string()))?;
             c = Client::new(tls);
-            c.set_reply_limit(cfg.smtp_helo_timeout);
+            c.set_reply_limit(cfg.remote.helo_timeout);
             // RFC 3207 4.2: forget everything learnt before TLS.
             ext = match self.hello(&mut c) {
                 Ok(e) => e,
@@ -536,7 +537,7 @@ impl Job<'_> {
             ));
         }
         if self.smarthost {
-            if let Some((user, pass)) = &cfg.relay_auth {
+            if let Some((user, pass)) = &cfg.remote.relay_auth {
                 if tls.is_none() {
                     return next(temp(
                         Status(4, 7, 4),
@@ -568,7 +569,7 @@ impl Job<'_> {
         tls: Option<&'static str>,
         reusable: bool,
     ) {
-        if reusable && self.cfg.smtp_connection_cache_time.is_some() {
+        if reusable && self.cfg.remote.connection_cache_time.is_some() {
             self.pool.put(
                 key,
                 Idle {
@@ -579,7 +580,7 @@ impl Job<'_> {
                 },
             );
         } else if reusable {
-            set_timeout(&mut c, self.cfg.smtp_command_timeout);
+            set_timeout(&mut c, self.cfg.remote.command_timeout);
             quit(&mut c);
         }
     }
@@ -748,7 +749,7 @@ impl Job<'_> {
                 line
             })
             .collect();
-        set_timeout(c, cfg.smtp_command_timeout);
+        set_timeout(c, cfg.remote.command_timeout);
         let envelope = match c.envelope(rset, &mail, &rcpt_lines, ext.pipelining) {
             // Closed meanwhile, on a kept connection: before the body, so
             // nothing was delivered; the caller opens a new one.
@@ -787,9 +788,9 @@ impl Job<'_> {
         match &envelope.data {
             None => {}
             Some(d) if d.code == 354 => {
-                set_timeout(c, cfg.smtp_data_timeout);
+                set_timeout(c, cfg.remote.data_timeout);
                 let sent = self.send_body(c);
-                set_timeout(c, cfg.smtp_data_done_timeout);
+                set_timeout(c, cfg.remote.data_done_timeout);
                 match sent.and_then(|()| c.reply()) {
                     Ok(r) if r.is_positive() => {
                         // The final reply is the one that counts for each.
@@ -805,7 +806,7 @@ impl Job<'_> {
             }
             Some(d) => fail_accepted(from_reply(d)),
         }
-        set_timeout(c, cfg.smtp_command_timeout);
+        set_timeout(c, cfg.remote.command_timeout);
         Some((HostResult::Done(results), true))
     }
 

@@ -4,9 +4,11 @@
 //!   `ternd -n` reads a file holding `NAME =` and answers `unknown key "NAME"`
 //!   exactly when NAME is not one (a key with a bad or missing value gets
 //!   another error). The names asked about are every key tern.conf(5) lists
-//!   and every lower-case string literal in src/, where the parser's key table
-//!   spells its names wherever that table lives. The keys found must be
-//!   exactly those tern.conf(5) lists, and all be shown in etc/tern.conf.
+//!   every name of the key table (src/config/keys.rs, `tern::config::keys`)
+//!   and every lower-case string literal in src/, where a key handled outside
+//!   the table would be spelt. The keys found must be exactly those
+//!   tern.conf(5) lists and those of the key table, and all be shown in
+//!   etc/tern.conf; ternd(8) names the keys a reload cannot change.
 //! - Options: each program is asked which letters it takes. It runs with
 //!   `-X` for every letter X and a configuration file that does not exist, so
 //!   that it stops at reading the configuration before doing anything; getopts
@@ -123,9 +125,15 @@ fn known_keys(names: &BTreeSet<String>) -> BTreeSet<String> {
     })
 }
 
+/// The names of the key table.
+fn table_keys() -> BTreeSet<String> {
+    tern::config::keys::all().map(|(k, _)| k.to_owned()).collect()
+}
+
 /// The keys the parser knows, found by asking it (see the module comment).
 fn parser_keys() -> BTreeSet<String> {
     let mut names = documented_keys();
+    names.extend(table_keys());
     string_literals(&root().join("src"), &mut names);
     // Not keys: the probe must tell them apart, or it proves nothing.
     names.insert("no_such_key".to_owned());
@@ -154,6 +162,39 @@ fn tern_conf_5_documents_exactly_the_keys_the_parser_knows() {
     assert!(
         unknown.is_empty(),
         "keys man/tern.conf.5 documents that ternd -n calls unknown: {unknown:?}"
+    );
+    assert_eq!(
+        table_keys(),
+        known,
+        "the key table (left) and the keys ternd -n accepts (right)"
+    );
+}
+
+/// ternd(8)'s SIGHUP entry names the keys a reload cannot change ("Changes
+/// to ... are logged as needing a restart."): exactly those the key table marks.
+#[test]
+fn ternd_8_names_the_keys_that_need_a_restart() {
+    use tern::config::Reload;
+    let page = read("man/ternd.8");
+    let start = page
+        .find("\nChanges to\n")
+        .expect("ternd.8: \"Changes to\" in the SIGHUP entry");
+    let rest = &page[start..];
+    let end = rest
+        .find("are logged as needing a restart.")
+        .expect("ternd.8: \"are logged as needing a restart.\"");
+    let named: BTreeSet<String> = rest[..end]
+        .lines()
+        .filter_map(|l| l.strip_prefix(".Cm "))
+        .filter_map(|w| w.split_whitespace().next().map(str::to_owned))
+        .collect();
+    let want: BTreeSet<String> = tern::config::keys::all()
+        .filter(|(_, r)| *r != Reload::Applies)
+        .map(|(k, _)| k.to_owned())
+        .collect();
+    assert_eq!(
+        named, want,
+        "ternd.8's restart list and src/config/keys.rs disagree"
     );
 }
 
