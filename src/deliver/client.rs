@@ -396,19 +396,6 @@ pub fn wire_body(message: &[u8]) -> Vec<u8> {
     out
 }
 
-/// RFC 3461 4: xtext for ENVID and ORCPT values.
-pub fn xtext(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("+{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Base64 (RFC 4648) for AUTH.
 pub fn base64(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -567,7 +554,6 @@ mod tests {
 
     #[test]
     fn encodings() {
-        assert_eq!(xtext("rfc822;a+b=c@d é"), "rfc822;a+2Bb+3Dc@d+20+C3+A9");
         assert_eq!(base64(b""), "");
         assert_eq!(base64(b"f"), "Zg==");
         assert_eq!(base64(b"fo"), "Zm8=");

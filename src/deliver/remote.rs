@@ -22,6 +22,7 @@ use crate::deliver::client::{self, Client, Extensions, Reply};
 use crate::deliver::dns::{self, DnsError, Mx, Resolver};
 use crate::deliver::tls_client::{self, Policy, Stream};
 use crate::deliver::{Attempted, Outcome, Status, Success, Timing};
+use crate::smtp::xtext;
 use crate::spool::{BodyType, DsnRet, Envelope, Recipient};
 
 /// Connections kept open between messages, and the count of deliveries in
@@ -728,7 +729,7 @@ impl Job<'_> {
                 None => {}
             }
             if let Some(id) = &env.envid {
-                mail.push_str(&format!(" ENVID={}", client::xtext(id)));
+                mail.push_str(&format!(" ENVID={}", xtext::encode(id)));
             }
         }
         let rcpt_lines: Vec<String> = rcpts
@@ -742,7 +743,7 @@ impl Job<'_> {
                     if let Some(o) = &r.orcpt {
                         // Stored decoded as "rfc822;addr"; the address part is xtext.
                         let (kind, addr) = o.split_once(';').unwrap_or(("rfc822", o));
-                        line.push_str(&format!(" ORCPT={kind};{}", client::xtext(addr)));
+                        line.push_str(&format!(" ORCPT={kind};{}", xtext::encode(addr)));
                     }
                 }
                 line

@@ -3,6 +3,7 @@
 
 use super::address::{self, AddrError, ForwardPath, ReversePath};
 use super::reply::{self, Reply};
+use super::xtext;
 
 /// RFC 5321 4.5.3.1.4: a command line is at most 512 octets including CRLF.
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -175,12 +176,14 @@ fn parse_mail(arg: &str) -> Result<Command, Reply> {
                 // RFC 3461 4.4: at most 100 characters.
                 let v = value
                     .filter(|v| v.len() <= 100)
-                    .and_then(xtext_decode)
+                    .and_then(|v| xtext::decode(v).ok())
                     .ok_or_else(reply::bad_parameter)?;
                 p.envid.replace(v).is_some()
             }
             "AUTH" => {
-                let v = value.and_then(xtext_decode).ok_or_else(reply::bad_parameter)?;
+                let v = value
+                    .and_then(|v| xtext::decode(v).ok())
+                    .ok_or_else(reply::bad_parameter)?;
                 p.auth.replace(v).is_some()
             }
             _ => return Err(reply::unknown_parameter()),
@@ -220,7 +223,7 @@ fn parse_rcpt(arg: &str) -> Result<Command, Reply> {
                 // RFC 3461 4.2: addr-type ";" xtext
                 let v = value.ok_or_else(reply::bad_parameter)?;
                 let (kind, addr) = v.split_once(';').ok_or_else(reply::bad_parameter)?;
-                let addr = xtext_decode(addr).ok_or_else(reply::bad_parameter)?;
+                let addr = xtext::decode(addr).map_err(|_| reply::bad_parameter())?;
                 if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
                     return Err(reply::bad_parameter());
                 }
@@ -261,32 +264,6 @@ fn split_params(s: &str) -> Result<Vec<(String, Option<&str>)>, Reply> {
         out.push((k.to_ascii_uppercase(), v));
     }
     Ok(out)
-}
-
-/// RFC 3461 4: xtext, `+XX` hex escapes for octets outside 33..=126 and `+`, `=`.
-pub fn xtext_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        if c == b'+' {
-            let hex = s.get(i + 1..i + 3)?;
-            if !hex
-                .bytes()
-                .all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(&h))
-            {
-                return None;
-            }
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else if (33..=126).contains(&c) && c != b'=' {
-            out.push(c);
-            i += 1;
-        } else {
-            return None;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -339,6 +316,11 @@ mod tests {
             (b"MAIL FROM:<a@b> SMTPUTF8=yes", 501),
             (b"MAIL FROM:<a@b> SIZE=1 SIZE=2", 501),
             (b"MAIL FROM:<a@b> =x", 501),
+            // xtext (RFC 3461 4): upper case hex only, no raw '+'.
+            (b"MAIL FROM:<a@b> ENVID=a+e9", 501),
+            (b"MAIL FROM:<a@b> ENVID=a+", 501),
+            (b"RCPT TO:<a@b> ORCPT=rfc822;a+40b", 0),
+            (b"RCPT TO:<a@b> ORCPT=rfc822;a+4b", 501),
             (b"RCPT TO:<>", 501),
             (b"RCPT TO:<a@b> NOTIFY=NEVER,SUCCESS", 501),
             (b"RCPT TO:<a@b> NOTIFY=SOMETIMES", 501),
@@ -395,15 +377,5 @@ mod tests {
         assert_eq!(path.to_string(), "u@x.example");
         assert_eq!(p.notify.as_deref(), Some("SUCCESS,DELAY"));
         assert_eq!(p.orcpt.as_deref(), Some("rfc822;u@x.example"));
-    }
-
-    #[test]
-    fn xtext() {
-        assert_eq!(xtext_decode("abc").as_deref(), Some("abc"));
-        assert_eq!(xtext_decode("a+20b").as_deref(), Some("a b"));
-        assert_eq!(xtext_decode("a+2"), None);
-        assert_eq!(xtext_decode("a+zz"), None);
-        assert_eq!(xtext_decode("a=b"), None);
-        assert_eq!(xtext_decode("a+e9"), None);
     }
 }
