@@ -17,6 +17,8 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use base64::prelude::{Engine as _, BASE64_STANDARD};
+
 use crate::config::{Config, NextHop};
 use crate::deliver::client::{self, Client, Extensions, Reply};
 use crate::deliver::dns::{self, DnsError, Mx, Resolver};
@@ -835,18 +837,18 @@ struct Tls(String);
 fn auth(c: &mut Client<Stream>, ext: &Extensions, user: &str, pass: &str) -> Result<(), Outcome> {
     let err = |e: io::Error| io_temp("AUTH", &e);
     let r = if ext.auth.iter().any(|m| m == "PLAIN") {
-        let token = client::base64(format!("\0{user}\0{pass}").as_bytes());
+        let token = BASE64_STANDARD.encode(format!("\0{user}\0{pass}").as_bytes());
         c.command(&format!("AUTH PLAIN {token}")).map_err(err)?
     } else if ext.auth.iter().any(|m| m == "LOGIN") {
         let r = c.command("AUTH LOGIN").map_err(err)?;
         if r.code != 334 {
             return Err(temp(Status(4, 7, 0), format!("AUTH LOGIN: {}", r.one_line())));
         }
-        let r = c.command(&client::base64(user.as_bytes())).map_err(err)?;
+        let r = c.command(&BASE64_STANDARD.encode(user.as_bytes())).map_err(err)?;
         if r.code != 334 {
             return Err(temp(Status(4, 7, 0), format!("AUTH LOGIN: {}", r.one_line())));
         }
-        c.command(&client::base64(pass.as_bytes())).map_err(err)?
+        c.command(&BASE64_STANDARD.encode(pass.as_bytes())).map_err(err)?
     } else {
         return Err(temp(
             Status(4, 7, 0),
