@@ -14,16 +14,16 @@ use crate::clock;
 use crate::config::{self, Config};
 use crate::control;
 use crate::spool::{Envelope, Place, QueueId, RcptStatus, Spool, SpoolError};
+use crate::sysexits::SysExit;
 
-/// sysexits.h EX_USAGE; other failures exit 1, as the issue asks of a bad id.
-const EX_USAGE: u8 = 64;
 /// The most of a message's header read for `show`.
 const MAX_HEADERS: u64 = 256 * 1024;
 
 const USAGE: &str =
     "usage: ternctl [-f file] queue | show ID | flush | delete ID|ALL | hold ID | release ID | stats";
 
-/// The program; returns the exit status.
+/// The program; returns the exit status: EX_USAGE or EX_CONFIG (sysexits.h), else
+/// 1 for any other failure (a bad queue id, say).
 pub fn main(args: &[String]) -> u8 {
     let mut opts = getopts::Options::new();
     opts.optopt("f", "", "configuration file", "FILE");
@@ -31,7 +31,7 @@ pub fn main(args: &[String]) -> u8 {
         Ok(m) => m,
         Err(e) => {
             eprintln!("ternctl: {e}\n{USAGE}");
-            return EX_USAGE;
+            return SysExit::Usage.code();
         }
     };
     let path = m
@@ -44,14 +44,14 @@ pub fn main(args: &[String]) -> u8 {
         [v @ ("show" | "delete" | "hold" | "release"), arg] => Verb::WithId(v, arg),
         _ => {
             eprintln!("ternctl: {USAGE}");
-            return EX_USAGE;
+            return SysExit::Usage.code();
         }
     };
     let cfg = match Config::load(std::path::Path::new(&path)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ternctl: {e}");
-            return 78;
+            return SysExit::Config.code();
         }
     };
     let spool = match Spool::open(&cfg.spool) {

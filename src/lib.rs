@@ -40,5 +40,6 @@ pub mod server;
 pub mod smtp;
 pub mod spool;
 pub mod sys;
+pub mod sysexits;
 pub mod tables;
 pub mod tls;

@@ -27,30 +27,7 @@ use crate::server::session::{self, Peer};
 use crate::smtp::address::Mailbox;
 use crate::spool::{self, maildrop, BodyType, DsnRet, Envelope, QueueId, Recipient, Spool, SpoolError};
 use crate::sys;
-
-/// sysexits.h codes; the program's exit status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum SysExit {
-    Ok = 0,
-    Usage = 64,
-    DataErr = 65,
-    NoInput = 66,
-    NoUser = 67,
-    Software = 70,
-    OsErr = 71,
-    CantCreat = 73,
-    IoErr = 74,
-    TempFail = 75,
-    NoPerm = 77,
-    Config = 78,
-}
-
-impl SysExit {
-    pub fn code(self) -> u8 {
-        self as u8
-    }
-}
+pub use crate::sysexits::SysExit;
 
 /// A failure: the exit code and the line for stderr.
 #[derive(Debug)]
