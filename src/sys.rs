@@ -20,6 +20,17 @@ pub fn hostname() -> io::Result<String> {
     Ok(String::from_utf8_lossy(buf.get(..end).unwrap_or_default()).into_owned())
 }
 
+/// Whether an I/O error means the filesystem is full (ENOSPC) or a quota is
+/// exceeded (EDQUOT): a temporary condition, reported as such (SMTP 452, 4.2.2 for
+/// a mailbox, EX_TEMPFAIL). The one test the spool, the session and local delivery
+/// share.
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
 /// A system account, from getpwnam(3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Passwd {
@@ -552,6 +563,16 @@ pub fn start_writeback(fd: RawFd) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_space_errors() {
+        assert!(is_no_space(&io::Error::from_raw_os_error(libc::ENOSPC)));
+        assert!(is_no_space(&io::Error::from_raw_os_error(libc::EDQUOT)));
+        assert!(is_no_space(&io::Error::from(io::ErrorKind::StorageFull)));
+        assert!(is_no_space(&io::Error::from(io::ErrorKind::QuotaExceeded)));
+        assert!(!is_no_space(&io::Error::from_raw_os_error(libc::EIO)));
+        assert!(!is_no_space(&io::Error::from(io::ErrorKind::PermissionDenied)));
+    }
 
     #[test]
     fn root_account() {

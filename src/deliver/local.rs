@@ -509,18 +509,10 @@ fn header_safe(s: &str) -> String {
     s.chars().filter(|c| !matches!(c, '\r' | '\n' | '\0')).collect()
 }
 
-/// Whether an I/O error means the disk or the user's quota is full.
-fn no_space(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    ) || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-}
-
 /// A temporary outcome for an I/O error: 4.2.2 for a full disk (RFC 3463 "mailbox
 /// full"), else `otherwise`.
 fn io_temp(what: &str, e: &io::Error, otherwise: Status) -> Outcome {
-    if no_space(e) {
+    if sys::is_no_space(e) {
         Outcome::temporary(MAILBOX_FULL, format!("mailbox full: {what}: {e}"))
     } else {
         Outcome::temporary(otherwise, format!("{what}: {e}"))

@@ -20,6 +20,7 @@ use crate::smtp::command::{self, Body, Command, MailParams, RcptParams, MAX_COMM
 use crate::smtp::dot::{DataError, DataReader};
 use crate::smtp::reply::{self, Reply};
 use crate::spool::{self, maildrop, Envelope, QueueId, Spool, SpoolError};
+use crate::sys;
 use crate::tables::Tables;
 use crate::tls::{self, TlsInfo};
 
@@ -748,7 +749,7 @@ impl Session<'_> {
         }
         if let Some(e) = write_err {
             log::error!("{id}: cannot write to the spool: {e}");
-            return Ok(if is_no_space(&e) {
+            return Ok(if sys::is_no_space(&e) {
                 reply::no_space()
             } else {
                 reply::local_error()
@@ -886,13 +887,6 @@ fn verb_of(line: &[u8]) -> String {
 
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
-}
-
-fn is_no_space(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    ) || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 /// RFC 3463: a full disk is X.3.1 (452); anything else the client retries (451).
