@@ -25,6 +25,7 @@ use crate::control;
 use crate::ctl;
 use crate::server::session::{self, Peer};
 use crate::smtp::address::Mailbox;
+use crate::smtp::notify::Notify;
 use crate::spool::{self, maildrop, BodyType, DsnRet, Envelope, QueueId, Recipient, Spool, SpoolError};
 use crate::sys;
 pub use crate::sysexits::SysExit;
@@ -60,8 +61,8 @@ pub struct Options {
     pub full_name: Option<String>,
     /// -v.
     pub verbose: bool,
-    /// -N: RFC 3461 NOTIFY, normalised ("NEVER" or e.g. "SUCCESS,FAILURE").
-    pub notify: Option<String>,
+    /// -N: RFC 3461 NOTIFY.
+    pub notify: Option<Notify>,
     /// -R.
     pub ret: Option<DsnRet>,
     /// -V.
@@ -182,22 +183,13 @@ pub fn parse_args(name: &str, args: &[String], env_config: Option<String>) -> Re
 }
 
 /// RFC 3461 section 4.1: NEVER alone, or any of SUCCESS, FAILURE, DELAY.
-fn parse_notify(s: &str) -> Result<String, Failure> {
-    let words: Vec<String> = s.split(',').map(|w| w.trim().to_ascii_uppercase()).collect();
-    let ok = if words.iter().any(|w| w == "NEVER") {
-        words.len() == 1
-    } else {
-        words
-            .iter()
-            .all(|w| matches!(w.as_str(), "SUCCESS" | "FAILURE" | "DELAY"))
-    };
-    if !ok {
-        return Err(fail(
+fn parse_notify(s: &str) -> Result<Notify, Failure> {
+    Notify::parse(s).ok_or_else(|| {
+        fail(
             SysExit::Usage,
             format!("-N {s}: expected never or success,failure,delay"),
-        ));
-    }
-    Ok(words.join(","))
+        )
+    })
 }
 
 /// The program: `name` is argv[0]'s base name. Returns the exit status.
@@ -446,7 +438,7 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
         .iter()
         .map(|r| {
             let mut rc = Recipient::new(r.clone());
-            rc.notify = o.notify.clone();
+            rc.notify = o.notify;
             rc
         })
         .collect();
@@ -794,7 +786,10 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(o.notify.as_deref(), Some("SUCCESS,FAILURE"));
+        assert_eq!(
+            o.notify.map(|n| n.to_string()).as_deref(),
+            Some("SUCCESS,FAILURE")
+        );
         assert_eq!(o.ret, Some(DsnRet::Hdrs));
         for bad in [
             &["-Z"][..],

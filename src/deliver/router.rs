@@ -278,7 +278,7 @@ fn forward(ctx: &Context<'_>, rcpt: &Recipient, to: &[String]) -> Outcome {
             .iter()
             .map(|a| {
                 let mut r = Recipient::new(a.clone());
-                r.notify = rcpt.notify.clone();
+                r.notify = rcpt.notify;
                 r
             })
             .collect();

@@ -831,7 +831,7 @@ impl Session<'_> {
                     ForwardPath::Mailbox(m) => m.to_string(),
                 };
                 let mut r = spool::Recipient::new(addr);
-                r.notify = p.notify.clone();
+                r.notify = p.notify;
                 r.orcpt = p.orcpt.clone();
                 r
             })

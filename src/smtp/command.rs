@@ -2,6 +2,7 @@
 //! or the reply that explains why not. No I/O, no policy, no session state.
 
 use super::address::{self, AddrError, ForwardPath, ReversePath};
+use super::notify::Notify;
 use super::reply::{self, Reply};
 use super::xtext;
 
@@ -41,8 +42,8 @@ pub struct MailParams {
 /// The ESMTP parameters of RCPT TO that tern knows (RFC 3461 4.1, 4.2).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RcptParams {
-    /// NOTIFY= as given, uppercased: `NEVER` or a list of SUCCESS, FAILURE, DELAY.
-    pub notify: Option<String>,
+    /// NOTIFY=.
+    pub notify: Option<Notify>,
     /// ORCPT= as `addr-type;address`, the address decoded from xtext.
     pub orcpt: Option<String>,
 }
@@ -202,21 +203,8 @@ fn parse_rcpt(arg: &str) -> Result<Command, Reply> {
     for (key, value) in split_params(params)? {
         let dup = match key.as_str() {
             "NOTIFY" => {
-                let v = value
-                    .map(str::to_ascii_uppercase)
-                    .ok_or_else(reply::bad_parameter)?;
                 // RFC 3461 4.1: NEVER alone, or any of SUCCESS, FAILURE, DELAY.
-                let items: Vec<&str> = v.split(',').collect();
-                let valid = if items.contains(&"NEVER") {
-                    items.len() == 1
-                } else {
-                    items
-                        .iter()
-                        .all(|i| matches!(*i, "SUCCESS" | "FAILURE" | "DELAY"))
-                };
-                if !valid {
-                    return Err(reply::bad_parameter());
-                }
+                let v = value.and_then(Notify::parse).ok_or_else(reply::bad_parameter)?;
                 p.notify.replace(v).is_some()
             }
             "ORCPT" => {
@@ -375,7 +363,7 @@ mod tests {
             panic!("parse failed");
         };
         assert_eq!(path.to_string(), "u@x.example");
-        assert_eq!(p.notify.as_deref(), Some("SUCCESS,DELAY"));
+        assert_eq!(p.notify.map(|n| n.to_string()).as_deref(), Some("SUCCESS,DELAY"));
         assert_eq!(p.orcpt.as_deref(), Some("rfc822;u@x.example"));
     }
 }

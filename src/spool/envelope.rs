@@ -23,6 +23,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::id::QueueId;
+use crate::smtp::notify::Notify;
 use crate::smtp::xtext;
 
 /// The only envelope version this tern writes and reads.
@@ -82,8 +83,8 @@ pub struct Recipient {
     pub addr: String,
     /// ORCPT (RFC 3461), e.g. "rfc822;a@b", stored decoded.
     pub orcpt: Option<String>,
-    /// NOTIFY value as given, e.g. "SUCCESS,FAILURE" or "NEVER".
-    pub notify: Option<String>,
+    /// NOTIFY (RFC 3461), written as "SUCCESS,FAILURE" or "NEVER".
+    pub notify: Option<Notify>,
     pub status: RcptStatus,
     pub attempts: u32,
     /// Unix seconds.
@@ -253,11 +254,8 @@ impl Envelope {
             if let Some(n) = r.next_attempt {
                 v.push_str(&format!(" next={n}"));
             }
-            for (k, o) in [
-                ("orcpt", &r.orcpt),
-                ("notify", &r.notify),
-                ("last", &r.last_reply),
-            ] {
+            let notify = r.notify.map(|n| n.to_string());
+            for (k, o) in [("orcpt", &r.orcpt), ("notify", &notify), ("last", &r.last_reply)] {
                 if let Some(s) = o {
                     v.push_str(&format!(" {k}={}", xtext::encode(s)));
                 }
@@ -428,7 +426,10 @@ fn parse_rcpt(value: &str) -> Result<Recipient, String> {
             "attempts" if attempts.is_none() => attempts = Some(parse_num::<u32>(v)?),
             "next" if next.is_none() => next = Some(parse_num::<u64>(v)?),
             "orcpt" if orcpt.is_none() => orcpt = Some(text()?),
-            "notify" if notify.is_none() => notify = Some(text()?),
+            "notify" if notify.is_none() => {
+                let t = text()?;
+                notify = Some(Notify::parse(&t).ok_or_else(|| format!("bad notify {}", quote(&t)))?);
+            }
             "last" if last.is_none() => last = Some(text()?),
             "status" | "attempts" | "next" | "orcpt" | "notify" | "last" => return Err(dup()),
             _ => return Err(format!("unknown field {} (written by a newer tern?)", quote(k))),
@@ -494,7 +495,7 @@ mod tests {
         e.recipients.push(Recipient {
             addr: "\"carol smith\"@example.com".into(),
             orcpt: Some("rfc822;carol+x@example.com".into()),
-            notify: Some("SUCCESS,FAILURE".into()),
+            notify: Notify::parse("SUCCESS,FAILURE"),
             status: RcptStatus::Deferred,
             attempts: 3,
             next_attempt: Some(1_732_371_000),
@@ -631,7 +632,12 @@ mod tests {
             e.recipients.push(Recipient {
                 addr: r.odd_string(),
                 orcpt: r.opt_string(),
-                notify: r.opt_string(),
+                notify: [
+                    None,
+                    Some(Notify::NEVER),
+                    Notify::parse("SUCCESS,DELAY"),
+                    Some(Notify::DEFAULT),
+                ][r.below(4) as usize],
                 status: [
                     RcptStatus::Pending,
                     RcptStatus::Sent,
@@ -708,6 +714,11 @@ mod tests {
         assert!(parse_err(&ok.replace("attempts=0", "attempts=0 attempts=1")).contains("duplicate"));
         assert!(parse_err(&ok.replace("attempts=0", "attempts=0 colour=blue")).contains("unknown field"));
         assert!(parse_err(&ok.replace("attempts=0", "attempts=0 junk")).contains("key=value"));
+        assert!(parse_err(&ok.replace("attempts=0", "attempts=0 notify=SOMETIMES")).contains("bad notify"));
+        assert!(parse_err(&ok.replace("attempts=0", "attempts=0 notify=NEVER,DELAY")).contains("bad notify"));
+        // Any order and case reads; it is written back in canonical form.
+        let e = Envelope::parse(&ok.replace("attempts=0", "attempts=0 notify=delay,SUCCESS")).unwrap();
+        assert!(e.to_text().contains(" notify=SUCCESS,DELAY\n"), "{}", e.to_text());
         assert!(parse_err(&format!("{ok}no colon here\n")).contains("line 6: expected \"key: value\""));
         assert!(parse_err(&format!("{ok}body: 9bit\n")).contains("bad body"));
         assert!(parse_err(&format!("{ok}smtputf8: maybe\n")).contains("smtputf8"));
