@@ -13,6 +13,7 @@ use std::io::Read;
 use crate::clock;
 use crate::config::{self, Config};
 use crate::control;
+use crate::message;
 use crate::spool::{Envelope, Place, QueueId, RcptStatus, Spool, SpoolError};
 use crate::sysexits::SysExit;
 
@@ -329,11 +330,8 @@ fn show(spool: &Spool, id: &QueueId) -> Result<String, String> {
     if let Ok(f) = std::fs::File::open(spool.message_path(id)) {
         let _ = f.take(MAX_HEADERS).read_to_end(&mut head);
     }
-    let text = String::from_utf8_lossy(&head);
+    let text = String::from_utf8_lossy(message::split(&head).0);
     for line in text.lines() {
-        if line.is_empty() {
-            break;
-        }
         let _ = writeln!(out, "  {line}");
     }
     Ok(out)

@@ -24,6 +24,7 @@ use crate::deliver::client::{self, Client, Extensions, Reply};
 use crate::deliver::dns::{self, DnsError, Mx, Resolver};
 use crate::deliver::tls_client::{self, Policy, Stream};
 use crate::deliver::{Attempted, Outcome, Status, Success, Timing};
+use crate::message;
 use crate::smtp::xtext;
 use crate::spool::{BodyType, DsnRet, Envelope, Recipient};
 
@@ -823,11 +824,7 @@ impl Job<'_> {
 
 /// Whether the header section of the wire-form message is ASCII.
 fn headers_ascii(wire: &[u8]) -> bool {
-    let end = wire
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(wire.len());
-    wire.get(..end).unwrap_or(wire).is_ascii()
+    message::split(wire).0.is_ascii()
 }
 
 /// A TLS failure: under `may` the host is tried again in plaintext.
