@@ -216,7 +216,8 @@ fn auth_users_changes_without_restart() {
     let mut s = tls_session(&t);
     assert_eq!(s.auth_plain("carol", "newpass").status(), "535 5.7.8");
     let path = t.setup.path().join("auth_users");
-    let line = format!("carol:{}\n", pwhash::sha512_crypt::hash("newpass").unwrap());
+    // openssl passwd -6 -salt tErNtEsTsAlT0002 newpass
+    let line = "carol:$6$tErNtEsTsAlT0002$Sehqt9dpVzYVLWmbjc4vi8VwDSgt/2a./8Y5wUp8ck0LFoakbP7NM7xrks1aOXypPw09.FtA8RpDwrW0bLtRt.\n";
     std::fs::write(&path, line).unwrap();
     let f = std::fs::File::options().write(true).open(&path).unwrap();
     f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))

@@ -319,13 +319,14 @@ impl Setup {
     }
 
     /// TLS, an `auth_users` file (alice:secret as SHA-512-crypt, bob:hunter2 as
-    /// bcrypt), and one submission and one smtps listener.
+    /// bcrypt, made by `openssl passwd -6` and libxcrypt), and one submission and one
+    /// smtps listener.
     pub fn submission(self) -> Setup {
         let p = self.dir.path().to_path_buf();
         let users = format!(
             "# test users\nalice:{}\nbob:{}\n",
-            pwhash::sha512_crypt::hash("secret").expect("hash"),
-            pwhash::bcrypt::hash("hunter2").expect("hash"),
+            "$6$tErNtEsTsAlT0001$U.UdS5Xt4jO2fSBoiUq8U4J7ZLwc94gy3Ce7whlgz80ohgfQpuvRLkDCtDg0pnIEfDJhhbGA2Q8EMEO9oqDjm/",
+            "$2b$05$TernTestSaltTernTestSOYOokppVe2sLS1eQiPUTQqrQtNeF48hu",
         );
         std::fs::write(p.join("auth_users"), users).expect("auth_users");
         let au = p.join("auth_users").display().to_string();
