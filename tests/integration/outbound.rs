@@ -434,6 +434,35 @@ fn verify_accepts_a_peer_signed_by_the_configured_ca() {
     assert!(log_has(&t, "tls=TLSv1.3, dsn=2.0.0, status=sent"));
 }
 
+/// Without tls_ca_file, `verify` trusts the system's CA store, found as OpenSSL
+/// finds it: here $SSL_CERT_FILE names a bundle holding the peer's CA.
+#[test]
+fn verify_trusts_the_system_ca_store_by_default() {
+    let cert = peer::self_signed(&["localhost"]);
+    let peer = Peer::start(Script {
+        starttls: Some(cert.config.clone()),
+        ..Script::default()
+    });
+    let dns = DnsServer::start(Zone::new().addr("localhost", "127.0.0.1"));
+    let setup = Setup::new();
+    let bundle = setup.path().join("system-ca-bundle.crt");
+    std::fs::write(&bundle, &cert.pem).unwrap();
+    let t = setup
+        .deliver()
+        .env("SSL_CERT_FILE", &bundle.display().to_string())
+        .set("route", &format!("peer.test [localhost]:{}", peer.port()))
+        .set("smtp_tls", "verify")
+        .set("dns_servers", &dns.conf())
+        .start();
+    submit(
+        &t,
+        "alice@example.test",
+        &["x@peer.test"],
+        &message("system store"),
+    );
+    assert!(log_has(&t, "tls=TLSv1.3, dsn=2.0.0, status=sent"));
+}
+
 #[test]
 fn encrypt_defers_when_starttls_is_not_offered() {
     let peer = Peer::start(Script::default());

@@ -176,6 +176,8 @@ pub const ALIASES: &str = "team: alice, bob\nsales: carol\n";
 pub struct Setup {
     dir: tempfile::TempDir,
     keys: BTreeMap<String, String>,
+    /// Environment variables for ternd beyond the test's own.
+    env: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -217,11 +219,21 @@ impl Setup {
         if let Some(pw) = daemon_account() {
             keys.insert("user".to_owned(), pw.name.clone());
         }
-        Setup { dir, keys }
+        Setup {
+            dir,
+            keys,
+            env: Vec::new(),
+        }
     }
 
     pub fn set(mut self, key: &str, value: &str) -> Setup {
         self.keys.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Start ternd with `key=value` in its environment.
+    pub fn env(mut self, key: &str, value: &str) -> Setup {
+        self.env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -425,6 +437,7 @@ impl Tern {
         let mut child = Command::new(TERND)
             .args(["-d", "-f"])
             .arg(&conf)
+            .envs(setup.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
