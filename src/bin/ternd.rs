@@ -5,7 +5,6 @@
 //! SMTP session on stdin/stdout (inetd, tcpserver).
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -159,7 +158,7 @@ fn inetd(cfg: Config, tls: Option<TlsConfig>, path: &std::path::Path) -> ExitCod
             );
         }
     }
-    let peer = match sys::peer_of_fd(std::io::stdin().as_raw_fd()) {
+    let peer = match sys::peer_of_fd(&std::io::stdin()) {
         Some(SocketAddr::V6(a)) => {
             Peer::remote(a.ip().to_ipv4_mapped().map_or(IpAddr::V6(*a.ip()), IpAddr::V4))
         }
