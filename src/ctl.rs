@@ -13,17 +13,18 @@ use std::io::Read;
 use crate::clock;
 use crate::config::{self, Config};
 use crate::control;
+use crate::message;
 use crate::spool::{Envelope, Place, QueueId, RcptStatus, Spool, SpoolError};
+use crate::sysexits::SysExit;
 
-/// sysexits.h EX_USAGE; other failures exit 1, as the issue asks of a bad id.
-const EX_USAGE: u8 = 64;
 /// The most of a message's header read for `show`.
 const MAX_HEADERS: u64 = 256 * 1024;
 
 const USAGE: &str =
     "usage: ternctl [-f file] queue | show ID | flush | delete ID|ALL | hold ID | release ID | stats";
 
-/// The program; returns the exit status.
+/// The program; returns the exit status: EX_USAGE or EX_CONFIG (sysexits.h), else
+/// 1 for any other failure (a bad queue id, say).
 pub fn main(args: &[String]) -> u8 {
     let mut opts = getopts::Options::new();
     opts.optopt("f", "", "configuration file", "FILE");
@@ -31,7 +32,7 @@ pub fn main(args: &[String]) -> u8 {
         Ok(m) => m,
         Err(e) => {
             eprintln!("ternctl: {e}\n{USAGE}");
-            return EX_USAGE;
+            return SysExit::Usage.code();
         }
     };
     let path = m
@@ -44,14 +45,14 @@ pub fn main(args: &[String]) -> u8 {
         [v @ ("show" | "delete" | "hold" | "release"), arg] => Verb::WithId(v, arg),
         _ => {
             eprintln!("ternctl: {USAGE}");
-            return EX_USAGE;
+            return SysExit::Usage.code();
         }
     };
     let cfg = match Config::load(std::path::Path::new(&path)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ternctl: {e}");
-            return 78;
+            return SysExit::Config.code();
         }
     };
     let spool = match Spool::open(&cfg.spool.dir) {
@@ -329,11 +330,8 @@ fn show(spool: &Spool, id: &QueueId) -> Result<String, String> {
     if let Ok(f) = std::fs::File::open(spool.message_path(id)) {
         let _ = f.take(MAX_HEADERS).read_to_end(&mut head);
     }
-    let text = String::from_utf8_lossy(&head);
+    let text = String::from_utf8_lossy(message::split(&head).0);
     for line in text.lines() {
-        if line.is_empty() {
-            break;
-        }
         let _ = writeln!(out, "  {line}");
     }
     Ok(out)

@@ -5,7 +5,6 @@
 //! SMTP session on stdin/stdout (inetd, tcpserver).
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,16 +18,9 @@ use tern::deliver::{helper, local};
 use tern::server::listener;
 use tern::server::session::{self, Context, Peer, Service};
 use tern::spool::Spool;
+use tern::sysexits::SysExit;
 use tern::tables::Tables;
 use tern::{control, logging, queue, sys, tls};
-
-/// sysexits.h
-const EX_USAGE: u8 = 64;
-const EX_SOFTWARE: u8 = 70;
-const EX_OSERR: u8 = 71;
-const EX_CANTCREAT: u8 = 73;
-const EX_TEMPFAIL: u8 = 75;
-const EX_CONFIG: u8 = 78;
 
 fn usage(opts: &getopts::Options) -> String {
     opts.usage("usage: ternd [-dinv] [-f file]")
@@ -51,7 +43,7 @@ fn main() -> ExitCode {
         Ok(m) => m,
         Err(e) => {
             eprintln!("ternd: {e}\n{}", usage(&opts));
-            return ExitCode::from(EX_USAGE);
+            return ExitCode::from(SysExit::Usage);
         }
     };
     if m.opt_present("h") {
@@ -64,14 +56,18 @@ fn main() -> ExitCode {
             m.free.join(" "),
             usage(&opts)
         );
-        return ExitCode::from(EX_USAGE);
+        return ExitCode::from(SysExit::Usage);
     }
     let path = PathBuf::from(m.opt_str("f").unwrap_or_else(|| config::DEFAULT_PATH.to_owned()));
     let mut cfg = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ternd: {e}");
-            return ExitCode::from(if m.opt_present("n") { 1 } else { EX_CONFIG });
+            return ExitCode::from(if m.opt_present("n") {
+                1
+            } else {
+                SysExit::Config.code()
+            });
         }
     };
     if let Ok(cwd) = std::env::current_dir() {
@@ -83,7 +79,11 @@ fn main() -> ExitCode {
         Ok(t) => t.map(Arc::new),
         Err(e) => {
             eprintln!("ternd: {}: {e}", path.display());
-            return ExitCode::from(if m.opt_present("n") { 1 } else { EX_CONFIG });
+            return ExitCode::from(if m.opt_present("n") {
+                1
+            } else {
+                SysExit::Config.code()
+            });
         }
     };
     if m.opt_present("n") {
@@ -117,7 +117,7 @@ fn open_spool(cfg: &Config) -> Result<Spool, ExitCode> {
         Err(e) => {
             eprintln!("ternd: {e}");
             log::error!("{e}");
-            Err(ExitCode::from(EX_CANTCREAT))
+            Err(ExitCode::from(SysExit::CantCreat))
         }
     }
 }
@@ -148,14 +148,17 @@ fn inetd(cfg: Config, tls: Option<TlsConfig>, path: &std::path::Path) -> ExitCod
         // does not walk the queue at every connection.
         if tern::spool::check_owner(&cfg.spool.dir, pw.uid, false).is_err() {
             if let Err(e) = tern::spool::check_owner(&cfg.spool.dir, pw.uid, true) {
-                return fail(EX_CONFIG, format!("spool {}: {e}", cfg.spool.dir.display()));
+                return fail(SysExit::Config, format!("spool {}: {e}", cfg.spool.dir.display()));
             }
         }
         if let Err(e) = sys::drop_privileges(pw.uid, pw.gid) {
-            return fail(EX_OSERR, format!("cannot drop privileges to {}: {e}", pw.name));
+            return fail(
+                SysExit::OsErr,
+                format!("cannot drop privileges to {}: {e}", pw.name),
+            );
         }
     }
-    let peer = match sys::peer_of_fd(std::io::stdin().as_raw_fd()) {
+    let peer = match sys::peer_of_fd(&std::io::stdin()) {
         Some(SocketAddr::V6(a)) => {
             Peer::remote(a.ip().to_ipv4_mapped().map_or(IpAddr::V6(*a.ip()), IpAddr::V4))
         }
@@ -173,7 +176,7 @@ fn inetd(cfg: Config, tls: Option<TlsConfig>, path: &std::path::Path) -> ExitCod
 }
 
 /// Print and log a start-up failure; return its exit code.
-fn fail(code: u8, what: impl std::fmt::Display) -> ExitCode {
+fn fail(code: SysExit, what: impl std::fmt::Display) -> ExitCode {
     eprintln!("ternd: {what}");
     log::error!("{what}");
     ExitCode::from(code)
@@ -191,7 +194,7 @@ fn account(cfg: &Config, path: &std::path::Path) -> Result<Option<sys::Passwd>, 
     match sys::getpwnam(&cfg.daemon.user) {
         Some(pw) if pw.uid != 0 && pw.gid != 0 => Ok(Some(pw)),
         Some(pw) => Err(fail(
-            EX_CONFIG,
+            SysExit::Config,
             format!(
                 "{}: user = {}: uid {}, gid {}: ternd will not run as root or group root; \
                  set `user` to an unprivileged account (default tern)",
@@ -202,7 +205,7 @@ fn account(cfg: &Config, path: &std::path::Path) -> Result<Option<sys::Passwd>, 
             ),
         )),
         None => Err(fail(
-            EX_CONFIG,
+            SysExit::Config,
             format!(
                 "user {}: no such account; create it or set `user` in the configuration",
                 cfg.daemon.user
@@ -224,7 +227,7 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
     // the account it is about to become.
     let owner = become_user.as_ref().map_or(sys::uids().1, |pw| pw.uid);
     if let Err(e) = tern::spool::check_owner(&cfg.spool.dir, owner, become_user.is_some()) {
-        return fail(EX_CONFIG, format!("spool {}: {e}", cfg.spool.dir.display()));
+        return fail(SysExit::Config, format!("spool {}: {e}", cfg.spool.dir.display()));
     }
     if become_user.is_some() {
         let n = tern::spool::maildrop::open_drops_to_daemon(&cfg.spool.dir);
@@ -236,7 +239,7 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
     // first one's messages in progress as crash leftovers.
     let mut spool_lock = match PidFile::create(&cfg.spool.dir.join("ternd.pid")) {
         Ok(l) => l,
-        Err(e) => return fail(EX_TEMPFAIL, e),
+        Err(e) => return fail(SysExit::TempFail, e),
     };
     // Like the rest of the spool, the lock file is `user`'s: one a kill -9 left
     // behind must not stop that account from starting ternd itself later.
@@ -253,7 +256,7 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
             st.orphans_removed,
             st.corrupt
         ),
-        Err(e) => return fail(EX_CANTCREAT, e),
+        Err(e) => return fail(SysExit::CantCreat, e),
     }
     // Submission and smtps first, then listen: the plain "listening on"
     // lines come last, so whoever waits for them has seen the others too.
@@ -265,7 +268,7 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
     ] {
         match listener::bind(addrs) {
             Ok(bound) => listeners.extend(bound.into_iter().zip(addrs.iter()).map(|(l, a)| (l, service, *a))),
-            Err(e) => return fail(EX_OSERR, e),
+            Err(e) => return fail(SysExit::OsErr, e),
         }
     }
     // Detach only after everything that can fail visibly has been checked,
@@ -275,11 +278,11 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
     if !foreground {
         match PidFile::create(&cfg.daemon.pid_file) {
             Ok(p) => pid_file = Some(p),
-            Err(e) => return fail(EX_TEMPFAIL, e),
+            Err(e) => return fail(SysExit::TempFail, e),
         }
         match sys::daemonize() {
             Ok(d) => detached = Some(d),
-            Err(e) => return fail(EX_OSERR, format!("cannot detach: {e}")),
+            Err(e) => return fail(SysExit::OsErr, format!("cannot detach: {e}")),
         }
         // The locks passed to the detached child with the open files; the pid changed.
         for lock in pid_file.iter_mut().chain(std::iter::once(&mut spool_lock)) {
@@ -293,7 +296,7 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
     if let Some(pw) = &become_user {
         let (ours, theirs) = match UnixStream::pair() {
             Ok(p) => p,
-            Err(e) => return fail(EX_OSERR, format!("cannot start the delivery helper: {e}")),
+            Err(e) => return fail(SysExit::OsErr, format!("cannot start the delivery helper: {e}")),
         };
         match sys::fork() {
             Ok(None) => {
@@ -323,11 +326,14 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
                 helper::serve(theirs, policy)
             }
             Ok(Some(pid)) => log::info!("delivery helper started, pid {pid}"),
-            Err(e) => return fail(EX_OSERR, format!("cannot start the delivery helper: {e}")),
+            Err(e) => return fail(SysExit::OsErr, format!("cannot start the delivery helper: {e}")),
         }
         drop(theirs);
         if let Err(e) = sys::drop_privileges(pw.uid, pw.gid) {
-            return fail(EX_OSERR, format!("cannot drop privileges to {}: {e}", pw.name));
+            return fail(
+                SysExit::OsErr,
+                format!("cannot drop privileges to {}: {e}", pw.name),
+            );
         }
         log::info!("running as {} (uid {}, gid {})", pw.name, pw.uid, pw.gid);
         helper_sock = Some(ours);
@@ -335,12 +341,12 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
     // Signals are taken by one thread; block them before any other starts.
     let events = match daemon::signals() {
         Ok(ev) => ev,
-        Err(e) => return fail(EX_OSERR, format!("cannot set up signals: {e}")),
+        Err(e) => return fail(SysExit::OsErr, format!("cannot set up signals: {e}")),
     };
     if let Some(sock) = helper_sock {
         match helper::Client::new(sock) {
             Ok(c) => helper::install(c),
-            Err(e) => return fail(EX_OSERR, format!("cannot start the delivery helper: {e}")),
+            Err(e) => return fail(SysExit::OsErr, format!("cannot start the delivery helper: {e}")),
         }
     }
     let cfg = Arc::new(cfg);
@@ -354,7 +360,7 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
     let stopping = Arc::clone(&ctx.shutdown);
     let runner = match queue::runner::start(Arc::clone(&cfg), Arc::clone(&ctx.spool), tables, stopping) {
         Ok(h) => h,
-        Err(e) => return fail(EX_OSERR, format!("cannot start the queue runner: {e}")),
+        Err(e) => return fail(SysExit::OsErr, format!("cannot start the queue runner: {e}")),
     };
     // Without the control socket mail still flows (the runner rescans the spool
     // every minute); only "at once" is lost, so this is not fatal.
@@ -375,7 +381,7 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
     let live = Arc::new(Live::new(Arc::new(ctx)));
     let server = match listener::serve(Arc::clone(&live), listeners) {
         Ok(s) => s,
-        Err(e) => return fail(EX_SOFTWARE, format!("cannot start: {e}")),
+        Err(e) => return fail(SysExit::Software, format!("cannot start: {e}")),
     };
     log::info!("ternd started, pid {}", std::process::id());
     if let Some(d) = detached {

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::{Outcome, Status};
 use crate::clock;
 use crate::sys::{self, Passwd};
+use crate::sysexits::SysExit;
 
 /// argv[1] that makes ternd run [`child_main`] instead of the daemon.
 pub const CHILD_FLAG: &str = "--local-delivery";
@@ -46,14 +47,6 @@ const MAILBOX_UNAVAILABLE: Status = Status(4, 2, 0);
 const MAILBOX_FULL: Status = Status(4, 2, 2);
 const SYSTEM_ERROR: Status = Status(4, 3, 0);
 const COMMAND_FAILED: Status = Status(5, 3, 0);
-
-/// sysexits.h
-const EX_USAGE: u8 = 64;
-const EX_NOUSER: u8 = 67;
-const EX_UNAVAILABLE: u8 = 69;
-const EX_CANTCREAT: u8 = 73;
-const EX_TEMPFAIL: u8 = 75;
-const EX_NOPERM: u8 = 77;
 
 /// How long to wait for each of the two mbox locks.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -263,7 +256,7 @@ pub fn child_main(args: &[String]) -> ExitCode {
         Ok(d) => d,
         Err(e) => {
             report(&Outcome::temporary(SYSTEM_ERROR, format!("local delivery: {e}")));
-            return ExitCode::from(EX_USAGE);
+            return ExitCode::from(SysExit::Usage);
         }
     };
     let outcome = deliver_here(&d, Box::new(io::stdin()));
@@ -275,15 +268,15 @@ fn report(o: &Outcome) {
     let _ = writeln!(io::stderr(), "{} {}", o.status(), one_line(o.detail()));
 }
 
-fn exit_code(o: &Outcome) -> u8 {
+fn exit_code(o: &Outcome) -> SysExit {
     match o {
-        Outcome::Delivered { .. } => 0,
-        Outcome::Temporary { .. } => EX_TEMPFAIL,
+        Outcome::Delivered { .. } => SysExit::Ok,
+        Outcome::Temporary { .. } => SysExit::TempFail,
         Outcome::Permanent { status, .. } => match status.1 {
-            1 => EX_NOUSER,
-            2 => EX_CANTCREAT,
-            7 => EX_NOPERM,
-            _ => EX_UNAVAILABLE,
+            1 => SysExit::NoUser,
+            2 => SysExit::CantCreat,
+            7 => SysExit::NoPerm,
+            _ => SysExit::Unavailable,
         },
     }
 }
@@ -366,8 +359,10 @@ fn child_outcome(ran: &Ran) -> Outcome {
         (0, _) => Outcome::delivered("delivered"),
         (c, Some((s, detail)))
             if s.0 == 5
-                && [EX_NOUSER, EX_UNAVAILABLE, EX_CANTCREAT, EX_NOPERM]
-                    .contains(&u8::try_from(c).unwrap_or(0)) =>
+                && matches!(
+                    SysExit::from_code(c),
+                    Some(SysExit::NoUser | SysExit::Unavailable | SysExit::CantCreat | SysExit::NoPerm)
+                ) =>
         {
             Outcome::permanent(s, detail)
         }
@@ -514,18 +509,10 @@ fn header_safe(s: &str) -> String {
     s.chars().filter(|c| !matches!(c, '\r' | '\n' | '\0')).collect()
 }
 
-/// Whether an I/O error means the disk or the user's quota is full.
-fn no_space(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    ) || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-}
-
 /// A temporary outcome for an I/O error: 4.2.2 for a full disk (RFC 3463 "mailbox
 /// full"), else `otherwise`.
 fn io_temp(what: &str, e: &io::Error, otherwise: Status) -> Outcome {
-    if no_space(e) {
+    if sys::is_no_space(e) {
         Outcome::temporary(MAILBOX_FULL, format!("mailbox full: {what}: {e}"))
     } else {
         Outcome::temporary(otherwise, format!("{what}: {e}"))
@@ -1089,7 +1076,7 @@ fn pipe_outcome(ran: &Ran, timeout: Duration) -> Outcome {
     };
     match (status.code(), status.signal()) {
         (Some(0), _) => Outcome::delivered("delivered to command"),
-        (Some(c), _) if c == i32::from(EX_TEMPFAIL) => Outcome::temporary(
+        (Some(c), _) if SysExit::from_code(c) == Some(SysExit::TempFail) => Outcome::temporary(
             SYSTEM_ERROR,
             with_output(format!("command deferred with status {c}"), &ran.output),
         ),
@@ -2118,13 +2105,19 @@ mod tests {
             Outcome::temporary(SYSTEM_ERROR, "local delivery timed out")
         );
 
-        assert_eq!(exit_code(&Outcome::delivered("x")), 0);
-        assert_eq!(exit_code(&Outcome::temporary(MAILBOX_FULL, "x")), EX_TEMPFAIL);
+        assert_eq!(exit_code(&Outcome::delivered("x")), SysExit::Ok);
+        assert_eq!(
+            exit_code(&Outcome::temporary(MAILBOX_FULL, "x")),
+            SysExit::TempFail
+        );
         assert_eq!(
             exit_code(&Outcome::permanent(COMMAND_FAILED, "x")),
-            EX_UNAVAILABLE
+            SysExit::Unavailable
         );
-        assert_eq!(exit_code(&Outcome::permanent(Status(5, 1, 1), "x")), EX_NOUSER);
+        assert_eq!(
+            exit_code(&Outcome::permanent(Status(5, 1, 1), "x")),
+            SysExit::NoUser
+        );
     }
 
     #[test]

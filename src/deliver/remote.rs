@@ -17,11 +17,15 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use base64::prelude::{Engine as _, BASE64_STANDARD};
+
 use crate::config::{Config, NextHop};
 use crate::deliver::client::{self, Client, Extensions, Reply};
 use crate::deliver::dns::{self, DnsError, Mx, Resolver};
 use crate::deliver::tls_client::{self, Policy, Stream};
 use crate::deliver::{Attempted, Outcome, Status, Success, Timing};
+use crate::message;
+use crate::smtp::xtext;
 use crate::spool::{BodyType, DsnRet, Envelope, Recipient};
 
 /// Connections kept open between messages, and the count of deliveries in
@@ -729,7 +733,7 @@ impl Job<'_> {
                 None => {}
             }
             if let Some(id) = &env.envid {
-                mail.push_str(&format!(" ENVID={}", client::xtext(id)));
+                mail.push_str(&format!(" ENVID={}", xtext::encode(id)));
             }
         }
         let rcpt_lines: Vec<String> = rcpts
@@ -743,7 +747,7 @@ impl Job<'_> {
                     if let Some(o) = &r.orcpt {
                         // Stored decoded as "rfc822;addr"; the address part is xtext.
                         let (kind, addr) = o.split_once(';').unwrap_or(("rfc822", o));
-                        line.push_str(&format!(" ORCPT={kind};{}", client::xtext(addr)));
+                        line.push_str(&format!(" ORCPT={kind};{}", xtext::encode(addr)));
                     }
                 }
                 line
@@ -821,11 +825,7 @@ impl Job<'_> {
 
 /// Whether the header section of the wire-form message is ASCII.
 fn headers_ascii(wire: &[u8]) -> bool {
-    let end = wire
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(wire.len());
-    wire.get(..end).unwrap_or(wire).is_ascii()
+    message::split(wire).0.is_ascii()
 }
 
 /// A TLS failure: under `may` the host is tried again in plaintext.
@@ -835,18 +835,18 @@ struct Tls(String);
 fn auth(c: &mut Client<Stream>, ext: &Extensions, user: &str, pass: &str) -> Result<(), Outcome> {
     let err = |e: io::Error| io_temp("AUTH", &e);
     let r = if ext.auth.iter().any(|m| m == "PLAIN") {
-        let token = client::base64(format!("\0{user}\0{pass}").as_bytes());
+        let token = BASE64_STANDARD.encode(format!("\0{user}\0{pass}").as_bytes());
         c.command(&format!("AUTH PLAIN {token}")).map_err(err)?
     } else if ext.auth.iter().any(|m| m == "LOGIN") {
         let r = c.command("AUTH LOGIN").map_err(err)?;
         if r.code != 334 {
             return Err(temp(Status(4, 7, 0), format!("AUTH LOGIN: {}", r.one_line())));
         }
-        let r = c.command(&client::base64(user.as_bytes())).map_err(err)?;
+        let r = c.command(&BASE64_STANDARD.encode(user.as_bytes())).map_err(err)?;
         if r.code != 334 {
             return Err(temp(Status(4, 7, 0), format!("AUTH LOGIN: {}", r.one_line())));
         }
-        c.command(&client::base64(pass.as_bytes())).map_err(err)?
+        c.command(&BASE64_STANDARD.encode(pass.as_bytes())).map_err(err)?
     } else {
         return Err(temp(
             Status(4, 7, 0),

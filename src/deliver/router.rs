@@ -13,6 +13,7 @@ use crate::deliver::dns::Resolver;
 use crate::deliver::local::{self, Job, Target};
 use crate::deliver::{remote, Attempted, Outcome, Status, Timing};
 use crate::maillog;
+use crate::message;
 use crate::smtp::address::{Domain, Mailbox};
 use crate::spool::{Envelope, QueueId, Recipient, Spool};
 use crate::sys::{self, Passwd};
@@ -100,12 +101,7 @@ pub fn deliver(ctx: &Context<'_>, rcpt: &Recipient) -> Attempted {
 /// RFC 5321 6.3-style loop check with Delivered-To (as Postfix and qmail do):
 /// a copy that already passed through this recipient is looping.
 fn has_delivered_to(headers: &[u8], rcpt: &str) -> bool {
-    let text = String::from_utf8_lossy(headers);
-    text.lines().any(|l| {
-        l.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("Delivered-To") && value.trim().eq_ignore_ascii_case(rcpt)
-        })
-    })
+    message::fields(headers).any(|f| f.is("Delivered-To") && f.value().eq_ignore_ascii_case(rcpt))
 }
 
 fn deliver_local(ctx: &Context<'_>, rcpt: &Recipient, mbox: &Mailbox) -> Outcome {
@@ -278,7 +274,7 @@ fn forward(ctx: &Context<'_>, rcpt: &Recipient, to: &[String]) -> Outcome {
             .iter()
             .map(|a| {
                 let mut r = Recipient::new(a.clone());
-                r.notify = rcpt.notify.clone();
+                r.notify = rcpt.notify;
                 r
             })
             .collect();

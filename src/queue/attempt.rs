@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::deliver::router::{self, Context};
 use crate::deliver::{Attempted, Outcome, Success, Timing};
 use crate::dsn::Action;
+use crate::message;
 use crate::queue::notify::{self, Line};
 use crate::queue::runner::{self, Shared};
 use crate::queue::schedule::Schedule;
@@ -453,21 +454,19 @@ fn log_attempt(
 }
 
 /// The whole message when `whole` (None if it cannot be read: remote
-/// delivery then reads it itself and reports why), and its header section:
-/// everything before the first empty line.
+/// delivery then reads it itself and reports why), and its header section
+/// (`message::split`), at most MAX_HEADERS of it.
 fn read_message(file: &std::fs::File, whole: bool) -> (Option<Vec<u8>>, Vec<u8>) {
     let limit = if whole { u64::MAX } else { MAX_HEADERS };
     // Sized from fstat, so a small message takes one read (and one for EOF).
     let size = file.metadata().map(|m| m.len().min(limit)).unwrap_or(0);
     let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
     let ok = file.take(limit).read_to_end(&mut buf).is_ok();
-    let mut headers = match buf.windows(2).position(|w| w == b"\n\n") {
-        Some(end) => buf.get(..end + 1).unwrap_or_default().to_vec(),
-        None => buf
-            .get(..buf.len().min(MAX_HEADERS as usize))
-            .unwrap_or_default()
-            .to_vec(),
-    };
+    let head = message::split(&buf).0;
+    let mut headers = head
+        .get(..head.len().min(MAX_HEADERS as usize))
+        .unwrap_or_default()
+        .to_vec();
     headers.shrink_to_fit();
     let message = (whole && ok).then_some(buf);
     (message, headers)

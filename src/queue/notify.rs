@@ -9,19 +9,17 @@ use crate::clock;
 use crate::config::Config;
 use crate::deliver::{Outcome, Status};
 use crate::dsn::{self, Action, RecipientReport, Report, ReturnContent};
+use crate::smtp::notify::Notify;
 use crate::spool::{BodyType, DsnRet, Envelope, QueueId, Recipient, Spool, SpoolError};
 
 /// Whether the recipient's NOTIFY asks for this kind of notice. Without
 /// NOTIFY, failures and delays are reported and successes are not (RFC 3461 4.1).
 pub fn wants(r: &Recipient, kind: Action) -> bool {
-    let word = match kind {
-        Action::Failed => "FAILURE",
-        Action::Delayed => "DELAY",
-        Action::Delivered | Action::Relayed | Action::Expanded => "SUCCESS",
-    };
-    match &r.notify {
-        None => matches!(kind, Action::Failed | Action::Delayed),
-        Some(n) => n.split(',').any(|w| w.eq_ignore_ascii_case(word)),
+    let n = Notify::or_default(r.notify);
+    match kind {
+        Action::Failed => n.failure(),
+        Action::Delayed => n.delay(),
+        Action::Delivered | Action::Relayed | Action::Expanded => n.success(),
     }
 }
 
@@ -144,4 +142,27 @@ pub fn expired(last: &Outcome) -> Outcome {
         Status(4, 4, 7),
         format!("delivery time expired: {}", last.detail()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wants_follows_notify() {
+        let mut r = Recipient::new("a@b.example".to_owned());
+        // RFC 3461 4.1: no NOTIFY means failures and delays, not successes.
+        assert!(wants(&r, Action::Failed));
+        assert!(wants(&r, Action::Delayed));
+        assert!(!wants(&r, Action::Delivered));
+        r.notify = Notify::parse("SUCCESS");
+        assert!(wants(&r, Action::Delivered) && wants(&r, Action::Relayed) && wants(&r, Action::Expanded));
+        assert!(!wants(&r, Action::Failed) && !wants(&r, Action::Delayed));
+        r.notify = Notify::parse("FAILURE,DELAY");
+        assert!(wants(&r, Action::Failed) && wants(&r, Action::Delayed) && !wants(&r, Action::Delivered));
+        r.notify = Some(Notify::NEVER);
+        for a in [Action::Failed, Action::Delayed, Action::Delivered] {
+            assert!(!wants(&r, a), "{a:?}");
+        }
+    }
 }

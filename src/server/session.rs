@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::clock;
 use crate::config::Config;
 use crate::maillog;
+use crate::message::{self, Header};
 use crate::server::auth::{self, Auth, Mechanism, SaslError};
 use crate::server::conn::{self, Conn, Io, Line};
 use crate::server::policy::Policy;
@@ -20,6 +21,7 @@ use crate::smtp::command::{self, Body, Command, MailParams, RcptParams, MAX_COMM
 use crate::smtp::dot::{DataError, DataReader};
 use crate::smtp::reply::{self, Reply};
 use crate::spool::{self, maildrop, Envelope, QueueId, Spool, SpoolError};
+use crate::sys;
 use crate::tables::Tables;
 use crate::tls::{self, TlsInfo};
 
@@ -702,8 +704,7 @@ impl Session<'_> {
             if let Some(h) = header.as_mut() {
                 h.append(&mut chunk);
                 if fed.done || header_complete(h) {
-                    let mut out = submission_fixes(h, &id, &self.cfg.hostname).into_bytes();
-                    out.append(h);
+                    let out = submission_fixes(h, &id, &self.cfg.hostname);
                     header = None;
                     if write_err.is_none() {
                         write_err = incoming.write_all(&out).err();
@@ -748,7 +749,7 @@ impl Session<'_> {
         }
         if let Some(e) = write_err {
             log::error!("{id}: cannot write to the spool: {e}");
-            return Ok(if is_no_space(&e) {
+            return Ok(if sys::is_no_space(&e) {
                 reply::no_space()
             } else {
                 reply::local_error()
@@ -830,7 +831,7 @@ impl Session<'_> {
                     ForwardPath::Mailbox(m) => m.to_string(),
                 };
                 let mut r = spool::Recipient::new(addr);
-                r.notify = p.notify.clone();
+                r.notify = p.notify;
                 r.orcpt = p.orcpt.clone();
                 r
             })
@@ -843,32 +844,30 @@ impl Session<'_> {
 const MAX_HELD_HEADER: usize = 256 * 1024;
 
 /// Whether `h` (LF line ends, as the DATA reader gives them) holds the whole
-/// header section: it reached the empty line, or grew too large to hold.
+/// header section: its end is in it, or it grew too large to hold.
 fn header_complete(h: &[u8]) -> bool {
-    h.starts_with(b"\n") || h.windows(2).any(|w| w == b"\n\n") || h.len() > MAX_HELD_HEADER
+    h.len() > MAX_HELD_HEADER || message::find_end(h).is_some()
 }
 
-/// The Date: and Message-ID: fields a submitted message lacks (RFC 6409
-/// 8.2 and 8.3), to put in front of its header section.
-fn submission_fixes(h: &[u8], id: &QueueId, hostname: &str) -> String {
-    let end = h.windows(2).position(|w| w == b"\n\n").map_or(h.len(), |p| p + 1);
-    let head = h.get(..end).unwrap_or_default();
-    let has = |name: &str| {
-        head.split(|&b| b == b'\n').any(|line| {
-            line.len() > name.len()
-                && line
-                    .get(..name.len())
-                    .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
-                && line.get(name.len()) == Some(&b':')
-        })
+/// The held start of a submitted message with the Date: and Message-ID: fields
+/// it lacks put in front (RFC 6409 8.2 and 8.3). A last line without its line
+/// end (the hold grew too large mid-line) is passed on as it is.
+fn submission_fixes(h: &[u8], id: &QueueId, hostname: &str) -> Vec<u8> {
+    let complete = match message::find_end(h) {
+        Some(_) => h.len(),
+        None => h.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1),
     };
-    let mut out = String::new();
-    if !has("Date") {
-        out.push_str(&format!("Date: {}\n", clock::rfc5322(clock::now())));
+    let (lines, cut) = h.split_at_checked(complete).unwrap_or((h, &[]));
+    let (mut head, body) = Header::parse(lines);
+    let mut at = 0;
+    if !head.has("Date") && head.insert(at, "Date", &clock::rfc5322(clock::now())).is_ok() {
+        at += 1;
     }
-    if !has("Message-ID") {
-        out.push_str(&format!("Message-ID: <{id}@{hostname}>\n"));
+    if !head.has("Message-ID") {
+        let _ = head.insert(at, "Message-ID", &format!("<{id}@{hostname}>"));
     }
+    let mut out = head.to_message(body);
+    out.extend_from_slice(cut);
     out
 }
 
@@ -886,13 +885,6 @@ fn verb_of(line: &[u8]) -> String {
 
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
-}
-
-fn is_no_space(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    ) || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 /// RFC 3463: a full disk is X.3.1 (452); anything else the client retries (451).

@@ -4,4 +4,6 @@
 pub mod address;
 pub mod command;
 pub mod dot;
+pub mod notify;
 pub mod reply;
+pub mod xtext;
