@@ -168,7 +168,9 @@ fn inetd(cfg: Config, tls: Option<TlsConfig>, path: &std::path::Path) -> ExitCod
             None => Peer::local(),
         },
     };
-    session::run_stdio(cfg, spool, &peer, tls, session::Door::Queue);
+    let root = cfg.spool.dir.clone();
+    let queued = session::run_stdio(cfg, spool, &peer, tls, session::Door::Queue);
+    control::wake(&root, &queued);
     ExitCode::SUCCESS
 }
 
