@@ -21,13 +21,14 @@ use std::path::{Path, PathBuf};
 use crate::aliases::Aliases;
 use crate::clock;
 use crate::config::{self, Config};
-use crate::control;
-use crate::ctl;
+use crate::control::{self, Request, Response};
 use crate::message::Header;
 use crate::server::session::{self, Peer};
 use crate::smtp::address::Mailbox;
 use crate::smtp::notify::Notify;
-use crate::spool::{self, maildrop, BodyType, DsnRet, Envelope, QueueId, Recipient, Spool, SpoolError};
+use crate::spool::{
+    self, listing, maildrop, BodyType, DsnRet, Envelope, QueueId, Recipient, Spool, SpoolError,
+};
 use crate::sys;
 pub use crate::sysexits::SysExit;
 
@@ -225,13 +226,13 @@ fn run(name: &str, args: &[String]) -> Result<(), Failure> {
             // Root reads the spool itself (the daemon may be down); anyone else
             // asks the daemon, which may read it.
             if sys::uids().0 != 0 {
-                if let Ok(text) = control::mailq(&cfg.spool.dir) {
+                if let Ok(Response::Listing(text)) = control::request(&cfg.spool.dir, &Request::Mailq) {
                     print!("{text}");
                     return Ok(());
                 }
             }
             let spool = Spool::open(&cfg.spool.dir).map_err(|e| spool_failure(&e))?;
-            let text = ctl::mailq(&spool).map_err(|e| spool_failure(&e))?;
+            let text = listing::mailq(&spool).map_err(|e| spool_failure(&e))?;
             print!("{text}");
             Ok(())
         }
@@ -264,8 +265,8 @@ fn keep_privilege_only_if_needed(o: &Options) -> Result<(), Failure> {
 
 /// -q: the daemon retries all deferred mail now.
 fn flush(cfg: &Config) -> Result<(), Failure> {
-    match control::send(&cfg.spool.dir, "flush") {
-        Ok(r) if r == "ok" => Ok(()),
+    match control::request(&cfg.spool.dir, &Request::Flush) {
+        Ok(Response::Ok) => Ok(()),
         Ok(r) => Err(fail(SysExit::TempFail, format!("ternd: {r}"))),
         Err(e) => Err(fail(
             SysExit::TempFail,
@@ -323,8 +324,13 @@ fn smtp_session(cfg: Config) -> Result<(), Failure> {
     if !maildrop::dir(&cfg.spool.dir).is_dir() {
         Spool::open(&cfg.spool.dir).map_err(|e| spool_failure(&e))?;
     }
-    let spool = maildrop::submission_spool(&cfg.spool.dir);
-    session::run_stdio(cfg, spool, &Peer::local(), None, session::Door::Maildrop);
+    let root = cfg.spool.dir.clone();
+    let spool = maildrop::submission_spool(&root);
+    let queued = session::run_stdio(cfg, spool, &Peer::local(), None, session::Door::Maildrop);
+    if !queued.is_empty() {
+        // Down is fine: the daemon picks the maildrop up when it starts.
+        let _ = control::request(&root, &Request::Pickup);
+    }
     Ok(())
 }
 
@@ -460,7 +466,7 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
             env.recipients.len()
         );
     }
-    match control::send(&cfg.spool.dir, "pickup") {
+    match control::request(&cfg.spool.dir, &Request::Pickup) {
         Ok(r) if o.verbose => eprintln!("sendmail: ternd: {r}"),
         Err(e) if o.verbose => {
             eprintln!("sendmail: ternd not reached ({e}); it picks the message up when it starts")

@@ -219,14 +219,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn policies() {
-        assert_eq!(Policy::parse("VERIFY"), Some(Policy::Verify));
-        assert_eq!(Policy::parse("sometimes"), None);
-        assert!(Policy::May.allows_plaintext());
-        assert!(!Policy::Encrypt.allows_plaintext());
-    }
-
-    #[test]
     fn configs_build() {
         for p in [Policy::May, Policy::Encrypt, Policy::Verify] {
             assert!(config(p, None).is_ok());

@@ -194,6 +194,13 @@ pub fn vrfy_cannot() -> Reply {
     )
 }
 
+/// VRFY with `vrfy = yes` for an address mail would be accepted for. 252, not
+/// 250, as Postfix answers: the address is not proven deliverable (RFC 5321
+/// 3.5.1 keeps 250 for a verified mailbox); 3.5.1's `<local-part@domain>` form.
+pub fn vrfy_ok(addr: &str) -> Reply {
+    Reply::new(252, esc(2, 0, 0), format!("<{addr}>"))
+}
+
 /// EXPN when it is switched off (RFC 5321 3.5.2 allows refusing it).
 pub fn expn_disabled() -> Reply {
     Reply::new(502, esc(5, 5, 1), "EXPN command disabled")

@@ -23,6 +23,7 @@
 mod commit;
 pub mod envelope;
 pub mod id;
+pub mod listing;
 pub mod maildrop;
 pub mod retire;
 
