@@ -42,3 +42,4 @@ pub mod spool;
 pub mod sys;
 pub mod tables;
 pub mod tls;
+pub mod tlspolicy;
