@@ -14,6 +14,7 @@
 
 pub mod dane;
 pub mod mtasts;
+pub mod tlsrpt;
 
 use std::fs;
 use std::io::{self, Write};
