@@ -14,6 +14,7 @@
 
 pub mod dane;
 pub mod mtasts;
+pub mod policy;
 pub mod tlsrpt;
 
 use std::fs;
