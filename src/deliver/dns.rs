@@ -424,27 +424,14 @@ impl Resolver for Hickory {
             return Ok(Secured::indeterminate(Vec::new()));
         }
         let name = format!("_{port}._tcp.{}", host.trim_end_matches('.'));
-        let a = self.ask_ad(&name, RecordType::TLSA)?;
-        if a.bogus {
-            return Ok(a.bogus_empty());
-        }
-        let security = a.security()?;
-        let value = a
-            .records()
-            .filter_map(|r| match r.data() {
-                RData::TLSA(t) => Some(TlsaRecord {
-                    usage: t.cert_usage().into(),
-                    selector: t.selector().into(),
-                    matching: t.matching().into(),
-                    data: t.cert_data().to_vec(),
-                }),
-                _ => None,
-            })
-            .collect();
-        Ok(Secured {
-            value,
-            security,
-            canonical: a.canonical.clone(),
+        self.ask_records(&name, RecordType::TLSA, |d| match d {
+            RData::TLSA(t) => Some(TlsaRecord {
+                usage: t.cert_usage().into(),
+                selector: t.selector().into(),
+                matching: t.matching().into(),
+                data: t.cert_data().to_vec(),
+            }),
+            _ => None,
         })
     }
 
@@ -462,22 +449,9 @@ impl Resolver for Hickory {
                 },
             };
         }
-        let a = self.ask_ad(name, RecordType::TXT)?;
-        if a.bogus {
-            return Ok(a.bogus_empty());
-        }
-        let security = a.security()?;
-        let value = a
-            .records()
-            .filter_map(|r| match r.data() {
-                RData::TXT(t) => Some(join(t)),
-                _ => None,
-            })
-            .collect();
-        Ok(Secured {
-            value,
-            security,
-            canonical: a.canonical.clone(),
+        self.ask_records(name, RecordType::TXT, |d| match d {
+            RData::TXT(t) => Some(join(t)),
+            _ => None,
         })
     }
 
@@ -522,14 +496,6 @@ impl AdAnswer {
             other => Err(DnsError::Temporary(format!("{other}"))),
         }
     }
-
-    fn bogus_empty<T: Default>(&self) -> Secured<T> {
-        Secured {
-            value: T::default(),
-            security: Security::Bogus,
-            canonical: None,
-        }
-    }
 }
 
 /// RFC 8914 4.6-4.13: the extended DNS errors that mean "validation failed"
@@ -541,6 +507,30 @@ fn ede_is_dnssec_failure(code: u16) -> bool {
 }
 
 impl Hickory {
+    /// The records of one type at `name` with their status, a bogus answer
+    /// in-band as Bogus with no records (for [`Resolver::tlsa`] and
+    /// [`Resolver::txt`]).
+    fn ask_records<T>(
+        &self,
+        name: &str,
+        rtype: RecordType,
+        pick: impl Fn(&RData) -> Option<T>,
+    ) -> Result<Secured<Vec<T>>, DnsError> {
+        let a = self.ask_ad(name, rtype)?;
+        if a.bogus {
+            return Ok(Secured {
+                value: Vec::new(),
+                security: Security::Bogus,
+                canonical: None,
+            });
+        }
+        Ok(Secured {
+            value: a.records().filter_map(|r| pick(r.data())).collect(),
+            security: a.security()?,
+            canonical: a.canonical.clone(),
+        })
+    }
+
     /// Ask the trusted resolvers, in order, with AD and DO set (RFC 6840
     /// 5.7), over UDP and again over TCP when the answer is truncated. A
     /// timeout, a refusal or a SERVFAIL that is not a validation failure

@@ -52,3 +52,33 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     }
     result
 }
+
+/// The one TXT record of a kind among all the strings at a name: those not
+/// beginning with `VERSION;` (or equal to `VERSION`) are discarded, and
+/// anything but exactly one left means none (RFC 8461 3.1, RFC 8460 3).
+pub(crate) fn only_record<'a>(txts: &'a [String], version: &str) -> Option<&'a str> {
+    let mut c = txts.iter().filter(|t| {
+        t.strip_prefix(version)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(';'))
+    });
+    let one = c.next()?;
+    if c.next().is_some() {
+        return None;
+    }
+    Some(one)
+}
+
+/// The `key=value` fields of a TXT record that must begin with `version`
+/// (`v=STSv1`, `v=TLSRPTv1`), after it: `;` between fields with optional
+/// whitespace around them, empty fields skipped (RFC 8461 3.1, RFC 8460 3).
+pub(crate) fn tag_fields<'a>(txt: &'a str, version: &str) -> Result<Vec<(&'a str, &'a str)>, String> {
+    let mut fields = txt.split(';').map(|f| f.trim_matches([' ', '\t']));
+    // The version, exactly, at the very start.
+    if !txt.starts_with(version) || fields.next() != Some(version) {
+        return Err(format!("the record does not begin with {version}"));
+    }
+    fields
+        .filter(|f| !f.is_empty())
+        .map(|f| f.split_once('=').ok_or_else(|| format!("field without '=': {f}")))
+        .collect()
+}

@@ -62,19 +62,8 @@ fn bad<T>(why: impl Into<String>) -> Result<T, ParseError> {
 /// Parse one TXT record: `v=STSv1; id=ID` with `v` first, optional
 /// whitespace around fields, extension fields ignored (RFC 8461 3.1).
 pub fn parse_record(txt: &str) -> Result<StsRecord, ParseError> {
-    let mut fields = txt.split(';').map(|f| f.trim_matches([' ', '\t']));
-    // sts-version = %s"v=STSv1", at the very start.
-    if !txt.starts_with("v=STSv1") || fields.next() != Some("v=STSv1") {
-        return bad("the record does not begin with v=STSv1");
-    }
     let mut id = None;
-    for f in fields {
-        if f.is_empty() {
-            continue;
-        }
-        let Some((k, v)) = f.split_once('=') else {
-            return bad(format!("field without '=': {f}"));
-        };
+    for (k, v) in super::tag_fields(txt, "v=STSv1").map_err(ParseError)? {
         match k {
             // sts-id = 1*32(ALPHA / DIGIT); the first one counts.
             "id" if id.is_none() => {
@@ -105,14 +94,7 @@ fn valid_ext_name(k: &str) -> bool {
 /// beginning with `v=STSv1;` are discarded, and anything but exactly one
 /// left (or one that does not parse) means no policy (RFC 8461 3.1).
 pub fn select_record(txts: &[String]) -> Option<StsRecord> {
-    let mut candidates = txts
-        .iter()
-        .filter(|t| t.starts_with("v=STSv1;") || t.as_str() == "v=STSv1");
-    let one = candidates.next()?;
-    if candidates.next().is_some() {
-        return None;
-    }
-    parse_record(one).ok()
+    parse_record(super::only_record(txts, "v=STSv1")?).ok()
 }
 
 /// Policy mode (RFC 8461 5).
@@ -967,18 +949,26 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("example.test")]);
     }
 
-    #[test]
-    fn a_new_id_refetches() {
+    /// A cache holding policy id 1 (enforce, max_age a day) of
+    /// example.test, fetched at 1000, and the fetch counter (at 1).
+    fn primed() -> (tempfile::TempDir, Cache, Cell<u32>) {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
         let calls = Cell::new(0);
-        discover(
+        let d = discover(
             "example.test",
             txt(&["v=STSv1; id=1"]),
             &cache,
             &fetcher(&calls, Ok(policy(86400))),
             1000,
         );
+        assert!(matches!(d, Discovery::Policy { cached: false, .. }));
+        (dir, cache, calls)
+    }
+
+    #[test]
+    fn a_new_id_refetches() {
+        let (_dir, cache, calls) = primed();
         let mut testing = policy(86400);
         testing.mode = Mode::Testing;
         let d = discover(
@@ -1002,16 +992,7 @@ mod tests {
 
     #[test]
     fn a_failed_fetch_keeps_the_cached_policy_until_it_expires() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(dir.path()).unwrap();
-        let calls = Cell::new(0);
-        discover(
-            "example.test",
-            txt(&["v=STSv1; id=1"]),
-            &cache,
-            &fetcher(&calls, Ok(policy(86400))),
-            1000,
-        );
+        let (_dir, cache, calls) = primed();
         let down = Err(FetchError::Fetch("connection refused".to_owned()));
         // New id but the policy host is down: the cached policy stays.
         let d = discover(

@@ -519,18 +519,8 @@ impl RptRecord {
 /// required, its URIs separated by commas; unknown fields ignored; URIs of
 /// other schemes ignored.
 pub fn parse_record(txt: &str) -> Result<RptRecord, String> {
-    let mut fields = txt.split(';').map(|f| f.trim_matches([' ', '\t']));
-    if !txt.starts_with("v=TLSRPTv1") || fields.next() != Some("v=TLSRPTv1") {
-        return Err("the record does not begin with v=TLSRPTv1".to_owned());
-    }
     let mut rua = None;
-    for f in fields {
-        if f.is_empty() {
-            continue;
-        }
-        let Some((k, v)) = f.split_once('=') else {
-            return Err(format!("field without '=': {f}"));
-        };
+    for (k, v) in super::tag_fields(txt, "v=TLSRPTv1")? {
         if k == "rua" && rua.is_none() {
             let mut uris = Vec::new();
             for u in v.split(',').map(|u| u.trim_matches([' ', '\t'])) {
@@ -584,14 +574,7 @@ fn percent_decode(s: &str) -> Option<String> {
 /// beginning with `v=TLSRPTv1;` are discarded, and anything but exactly
 /// one left means the domain does not do TLSRPT (RFC 8460 3).
 pub fn select_record(txts: &[String]) -> Option<RptRecord> {
-    let mut c = txts
-        .iter()
-        .filter(|t| t.starts_with("v=TLSRPTv1;") || t.as_str() == "v=TLSRPTv1");
-    let one = c.next()?;
-    if c.next().is_some() {
-        return None;
-    }
-    parse_record(one).ok()
+    parse_record(super::only_record(txts, "v=TLSRPTv1")?).ok()
 }
 
 #[cfg(test)]
