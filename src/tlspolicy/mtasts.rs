@@ -25,8 +25,8 @@ use crate::deliver::dns::{DnsError, Secured};
 
 /// RFC 8461 3.2: max_age is at most 31557600 seconds (about a year).
 pub const MAX_AGE_LIMIT: u64 = 31_557_600;
-/// RFC 8461 3.3: policy bodies are small; 64 KiB is the limit senders use
-/// (Postfix's mta-sts resolver and chasquid take the same).
+/// The most of a policy body read (RFC 8461 3.3 asks senders to bound the
+/// fetch; a real policy is a few hundred bytes, so 64 KiB is generous).
 pub const BODY_LIMIT: u64 = 64 * 1024;
 /// RFC 8461 3.3: a timeout of no more than a minute is suggested.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(60);
