@@ -8,7 +8,7 @@
 //! records (RFC 7672 2.2); then an MTA-STS policy in enforce or testing
 //! mode (RFC 8461 5); then the configured `smtp_tls` level. REQUIRETLS
 //! (RFC 8689 4) raises the bar on top of that; `TLS-Required: No` (RFC
-//! 8689 5) lowers DANE and MTA-STS to opportunistic TLS.
+//! 8689 3) lowers DANE and MTA-STS to opportunistic TLS.
 //!
 //! Nothing here does I/O: the caller looks up TLSA (when [`wants_tlsa`]
 //! says so) and the MTA-STS policy, asks [`decide`], and enforces the
@@ -81,8 +81,8 @@ pub struct Hop<'a> {
 pub struct Demands {
     /// `MAIL FROM:<...> REQUIRETLS` (RFC 8689 4).
     pub requiretls: bool,
-    /// A `TLS-Required: No` header (RFC 8689 5), when honouring it is
-    /// enabled. Ignored when `requiretls` is set (RFC 8689 5).
+    /// A `TLS-Required: No` header (RFC 8689 3), when honouring it is
+    /// enabled. Ignored when `requiretls` is set (RFC 8689 3).
     pub tls_required_no: bool,
 }
 
@@ -325,7 +325,7 @@ fn decide_policy(settings: &Settings, hop: &Hop<'_>, lenient: bool) -> Decision 
         }
         DaneState::Failed(why, result) => {
             if lenient {
-                // RFC 8689 5: the sender accepts delivery without the policy.
+                // RFC 8689 3: the sender accepts delivery without the policy.
                 return connect(Tls::Opportunistic, false, DANE, PolicyType::Tlsa, Vec::new());
             }
             return skip(why, Some(result), DANE, PolicyType::Tlsa, Vec::new());
@@ -383,8 +383,8 @@ fn decide_policy(settings: &Settings, hop: &Hop<'_>, lenient: bool) -> Decision 
 fn require_tls(mut d: Decision, settings: &Settings, hop: &Hop<'_>) -> Decision {
     d.requiretls = true;
     d.failure = Failure::RequireTls;
-    // A temporary DANE problem stays temporary (RFC 8689 4.1: "temporary
-    // failures ... are retried").
+    // A temporary DANE problem stays temporary: RFC 8689 returns the
+    // message only when no host can qualify, not while DNS is failing.
     if let Action::Skip {
         result: Some(ResultType::DnssecInvalid),
         ..
@@ -869,7 +869,7 @@ mod tests {
                 none,
                 "verify(mx.example.org) enforce temp policy=verify no-policy-found",
             ),
-            // --- TLS-Required: No (RFC 8689 5)
+            // --- TLS-Required: No (RFC 8689 3)
             row(
                 "trn over dane",
                 may,

@@ -397,7 +397,7 @@ pub fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {
 /// `rua=mailto:` addresses `to`: multipart/report with report-type tlsrpt,
 /// a short text part and the gzip'd JSON as `application/tlsrpt+gzip`
 /// named per 5.1. Lines end in LF (the spool's form); `TLS-Required: No`
-/// (RFC 8689 5) because a report about broken TLS must still get through
+/// (RFC 8689 3) because a report about broken TLS must still get through
 /// (RFC 8460 5.3). `unique` makes the Message-ID and boundary unique.
 pub fn report_mail(
     report: &Report,
