@@ -44,3 +44,4 @@ pub mod sys;
 pub mod sysexits;
 pub mod tables;
 pub mod tls;
+pub mod tlspolicy;
