@@ -6,7 +6,7 @@
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::deliver::Status;
+use crate::smtp::status::Status;
 
 /// A stream whose read timeout can be changed, so that a whole reply, not
 /// each read, is bounded by the RFC 5321 4.5.3.2 timeout.

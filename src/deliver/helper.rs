@@ -37,7 +37,8 @@ use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::local::{self, Job, Target};
-use super::{Outcome, Status};
+use super::Outcome;
+use crate::smtp::status::Status;
 use crate::spool::QueueId;
 use crate::sys;
 

@@ -30,8 +30,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Outcome, Status};
+use super::Outcome;
 use crate::clock;
+use crate::smtp::status::Status;
 use crate::sys::{self, Passwd};
 
 /// argv[1] that makes ternd run [`child_main`] instead of the daemon.

@@ -2,8 +2,9 @@
 //! attempt ends in an `Outcome`, permanent or temporary, which the queue
 //! runner records in the spool and turns into retries or bounces.
 
-use std::fmt;
 use std::time::{Duration, Instant};
+
+use crate::smtp::status::Status;
 
 pub mod client;
 pub mod dns;
@@ -120,43 +121,5 @@ impl Outcome {
             | Outcome::Temporary { detail, .. }
             | Outcome::Permanent { detail, .. } => detail,
         }
-    }
-}
-
-/// An RFC 3463 enhanced status code, class.subject.detail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Status(pub u8, pub u16, pub u16);
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.0, self.1, self.2)
-    }
-}
-
-impl Status {
-    /// Parse `4.2.2`; None for anything else.
-    pub fn parse(s: &str) -> Option<Status> {
-        let mut it = s.split('.');
-        let class: u8 = it.next()?.parse().ok()?;
-        let subject: u16 = it.next()?.parse().ok()?;
-        let detail: u16 = it.next()?.parse().ok()?;
-        if it.next().is_some() || !matches!(class, 2 | 4 | 5) {
-            return None;
-        }
-        Some(Status(class, subject, detail))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_round_trip() {
-        assert_eq!(Status::parse("5.1.1"), Some(Status(5, 1, 1)));
-        assert_eq!(Status(4, 2, 2).to_string(), "4.2.2");
-        assert_eq!(Status::parse("3.1.1"), None);
-        assert_eq!(Status::parse("5.1"), None);
-        assert_eq!(Status::parse("5.1.1.1"), None);
     }
 }

@@ -21,7 +21,8 @@ use crate::config::{Config, NextHop};
 use crate::deliver::client::{self, Client, Extensions, Reply};
 use crate::deliver::dns::{self, DnsError, Mx, Resolver};
 use crate::deliver::tls_client::{self, Policy, Stream};
-use crate::deliver::{Attempted, Outcome, Status, Success, Timing};
+use crate::deliver::{Attempted, Outcome, Success, Timing};
+use crate::smtp::status::Status;
 use crate::spool::{BodyType, DsnRet, Envelope, Recipient};
 
 /// Connections kept open between messages, and the count of deliveries in

@@ -378,10 +378,10 @@ fn warn_if_due(shared: &Shared, cfg: &Config, env: &mut Envelope, sched: &Schedu
 fn last_outcome(r: &Recipient) -> Outcome {
     let last = r.last_reply.clone().unwrap_or_default();
     let (status, detail) = match last.split_once(' ') {
-        Some((s, d)) => (crate::deliver::Status::parse(s), d.to_owned()),
+        Some((s, d)) => (crate::smtp::status::Status::parse(s), d.to_owned()),
         None => (None, last.clone()),
     };
-    Outcome::temporary(status.unwrap_or(crate::deliver::Status(4, 0, 0)), detail)
+    Outcome::temporary(status.unwrap_or(crate::smtp::status::Status(4, 0, 0)), detail)
 }
 
 /// The Remote-MTA of a DSN (RFC 3464 2.3.5): the host name of

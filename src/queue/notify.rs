@@ -7,8 +7,9 @@ use std::io::Read;
 
 use crate::clock;
 use crate::config::Config;
-use crate::deliver::{Outcome, Status};
+use crate::deliver::Outcome;
 use crate::dsn::{self, Action, RecipientReport, Report, ReturnContent};
+use crate::smtp::status::Status;
 use crate::spool::{BodyType, DsnRet, Envelope, QueueId, Recipient, Spool, SpoolError};
 
 /// Whether the recipient's NOTIFY asks for this kind of notice. Without

@@ -5,3 +5,4 @@ pub mod address;
 pub mod command;
 pub mod dot;
 pub mod reply;
+pub mod status;

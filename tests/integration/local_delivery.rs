@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use tern::deliver::local::{deliver_in_child, Job, Target};
-use tern::deliver::{Outcome, Status};
+use tern::deliver::Outcome;
+use tern::smtp::status::Status;
 use tern::sys;
 
 use crate::common::TERND;
