@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tern::config::{self, Config, Live};
 use tern::daemon::{self, Event, PidFile};
-use tern::deliver::{helper, local};
+use tern::deliver::local::{self, helper};
 use tern::server::listener;
 use tern::server::session::{self, Context, Peer, Service};
 use tern::spool::Spool;

@@ -8,7 +8,6 @@ use crate::smtp::status::Status;
 
 pub mod client;
 pub mod dns;
-pub mod helper;
 pub mod local;
 pub mod remote;
 pub mod router;

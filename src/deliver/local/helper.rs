@@ -36,8 +36,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use super::local::{self, Job, Target};
-use super::Outcome;
+use super::child;
+use super::job::{mailbox_target, Job, Target};
+use crate::deliver::Outcome;
 use crate::smtp::status::Status;
 use crate::spool::QueueId;
 use crate::sys;
@@ -200,7 +201,7 @@ pub fn validate(req: &Request, policy: &Policy) -> Result<(Job, bool), Outcome> 
     let id = QueueId::parse(&req.message).ok_or_else(|| refuse(format!("bad queue id {:?}", req.message)))?;
     let message = crate::spool::message_file(&policy.spool, &id);
     let pw = sys::getpwnam(&req.user).ok_or_else(|| refuse(format!("no such user {:?}", req.user)))?;
-    let mailbox = local::mailbox_target(&policy.mailbox, &pw);
+    let mailbox = mailbox_target(&policy.mailbox, &pw);
     let is_mailbox = req.target == mailbox;
     if pw.uid == 0 && !is_mailbox {
         return Err(refuse(format!("{} would run as root", req.recipient)));
@@ -257,7 +258,7 @@ pub fn serve(sock: UnixStream, policy: Policy) -> ! {
             .name("helper".to_owned())
             .spawn(move || {
                 let outcome = match validate(&req, &policy) {
-                    Ok((job, precreate)) => local::deliver_as_user(&job, precreate, policy.owner),
+                    Ok((job, precreate)) => child::deliver_as_user(&job, precreate, policy.owner),
                     Err(o) => {
                         log::warn!("{}", o.detail());
                         o
