@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use crate::clock;
 use crate::config::Config;
+use crate::deliver::outcome::{self, Attempted, Outcome, Success, Timing, Verdict};
 use crate::deliver::router::{self, Context};
-use crate::deliver::{Attempted, Outcome, Success, Timing};
 use crate::dsn::Action;
+use crate::maillog;
 use crate::queue::notify::{self, Line};
 use crate::queue::runner::{self, Shared};
 use crate::queue::schedule::Schedule;
@@ -157,10 +158,10 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
             continue;
         };
         slot.attempts = slot.attempts.saturating_add(1);
-        slot.last_reply = Some(format!("{} {}", outcome.status(), outcome.detail()));
+        slot.last_reply = Some(outcome.record());
         dirty = true;
-        match &outcome {
-            Outcome::Delivered { .. } => {
+        match outcome.verdict() {
+            Verdict::Delivered => {
                 slot.status = RcptStatus::Sent;
                 slot.next_attempt = None;
                 log_attempt(&env, &rcpt, relay, tls, &delays, &outcome, "sent");
@@ -174,17 +175,17 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
                     delivered.push((idx, outcome, relay.to_owned(), action));
                 }
             }
-            Outcome::Temporary { .. } if sched.expired(env.created, now) => {
-                let final_outcome = notify::expired(&outcome);
+            Verdict::Temporary if sched.expired(env.created, now) => {
+                let final_outcome = outcome::expired(&outcome);
                 log_attempt(&env, &rcpt, relay, tls, &delays, &final_outcome, "expired");
                 failed.push((idx, final_outcome, relay.to_owned()));
             }
-            Outcome::Temporary { .. } => {
+            Verdict::Temporary => {
                 slot.status = RcptStatus::Deferred;
                 slot.next_attempt = Some(sched.next_attempt(slot.attempts, now, noise));
                 log_attempt(&env, &rcpt, relay, tls, &delays, &outcome, "deferred");
             }
-            Outcome::Permanent { .. } => {
+            Verdict::Permanent => {
                 log_attempt(&env, &rcpt, relay, tls, &delays, &outcome, "bounced");
                 failed.push((idx, outcome, relay.to_owned()));
             }
@@ -376,12 +377,7 @@ fn warn_if_due(shared: &Shared, cfg: &Config, env: &mut Envelope, sched: &Schedu
 
 /// Rebuild the last temporary outcome from what the spool recorded.
 fn last_outcome(r: &Recipient) -> Outcome {
-    let last = r.last_reply.clone().unwrap_or_default();
-    let (status, detail) = match last.split_once(' ') {
-        Some((s, d)) => (crate::smtp::status::Status::parse(s), d.to_owned()),
-        None => (None, last.clone()),
-    };
-    Outcome::temporary(status.unwrap_or(crate::smtp::status::Status(4, 0, 0)), detail)
+    Outcome::from_record(r.last_reply.as_deref().unwrap_or_default())
 }
 
 /// The Remote-MTA of a DSN (RFC 3464 2.3.5): the host name of
@@ -429,9 +425,7 @@ impl std::fmt::Display for Delays {
     }
 }
 
-/// Postfix-style delivery log line:
-/// `ID: to=<rcpt>, relay=mx.host[ip]:port, delay=S, delays=a/b/c/d, tls=TLSv1.3, dsn=X.Y.Z, status=sent (detail)`;
-/// `tls=` only when the hop was encrypted.
+/// The delivery log line (see `maillog::delivery`).
 fn log_attempt(
     env: &Envelope,
     rcpt: &Recipient,
@@ -442,13 +436,16 @@ fn log_attempt(
     status: &str,
 ) {
     let delay = clock::now().saturating_sub(env.created);
-    let tls = tls.map(|t| format!(", tls={t}")).unwrap_or_default();
-    log::info!(
-        "{}: to=<{}>, relay={relay}, delay={delay}, delays={delays}{tls}, dsn={}, status={status} ({})",
-        env.id,
-        rcpt.addr,
-        o.status(),
-        o.detail()
+    maillog::delivery(
+        &env.id,
+        &rcpt.addr,
+        relay,
+        delay,
+        delays,
+        tls,
+        &o.status(),
+        status,
+        o.detail(),
     );
 }
 

@@ -7,9 +7,9 @@ use std::io::Read;
 
 use crate::clock;
 use crate::config::Config;
-use crate::deliver::Outcome;
+use crate::deliver::outcome::Outcome;
 use crate::dsn::{self, Action, RecipientReport, Report, ReturnContent};
-use crate::smtp::status::Status;
+use crate::maillog;
 use crate::spool::{BodyType, DsnRet, Envelope, QueueId, Recipient, Spool, SpoolError};
 
 /// Whether the recipient's NOTIFY asks for this kind of notice. Without
@@ -54,7 +54,7 @@ pub fn send(
             .iter()
             .all(|r| r.addr.to_lowercase().starts_with("postmaster@"));
         if !cfg.double_bounce_to_postmaster || for_postmaster {
-            log::warn!("{}: undeliverable notification dropped (null sender)", env.id);
+            maillog::notice_dropped(&env.id);
             return Ok(None);
         }
         format!("postmaster@{}", cfg.hostname)
@@ -76,7 +76,7 @@ pub fn send(
             action: l.action,
             status: l.outcome.status(),
             remote_mta: l.relay.map(|r| format!("dns; {r}")),
-            diagnostic: Some(diagnostic(l.outcome)),
+            diagnostic: Some(l.outcome.diagnostic()),
             last_attempt: Some(now),
             will_retry_until: if l.action == Action::Delayed {
                 will_retry_until
@@ -99,16 +99,6 @@ pub fn send(
     let body = dsn::build(&report);
     let id = enqueue_notice(spool, &to, &body)?;
     Ok(Some(id))
-}
-
-/// `x-local; ...` for our own failures, `smtp; ...` for a remote reply.
-fn diagnostic(o: &Outcome) -> String {
-    let d = o.detail();
-    if d.len() > 3 && d.as_bytes().first().is_some_and(|b| b.is_ascii_digit()) {
-        format!("smtp; {d}")
-    } else {
-        format!("x-local; {d}")
-    }
 }
 
 fn read_original(spool: &Spool, id: &QueueId) -> Vec<u8> {
@@ -135,14 +125,6 @@ fn enqueue_notice(spool: &Spool, to: &str, body: &[u8]) -> Result<QueueId, Spool
     env.size = incoming.bytes_written();
     env.recipients = vec![Recipient::new(to.to_owned())];
     incoming.commit(&env)?;
-    crate::maillog::queued(&id, &env.sender, env.size, env.recipients.len(), &"local");
+    maillog::queued(&id, &env.sender, env.size, env.recipients.len(), &"local");
     Ok(id)
-}
-
-/// The expired-message outcome: the last temporary reason, now final.
-pub fn expired(last: &Outcome) -> Outcome {
-    Outcome::permanent(
-        Status(4, 4, 7),
-        format!("delivery time expired: {}", last.detail()),
-    )
 }

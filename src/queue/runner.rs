@@ -21,7 +21,7 @@ use crate::clock;
 use crate::config::Config;
 use crate::config::Live;
 use crate::deliver::dns::{self, Resolver};
-use crate::deliver::remote;
+use crate::deliver::pool;
 use crate::queue::attempt;
 use crate::queue::attempt::After;
 use crate::queue::schedule::Schedule;
@@ -70,7 +70,7 @@ pub struct Shared {
     /// DNS for remote delivery.
     pub resolver: Arc<dyn Resolver>,
     /// Connections kept between remote deliveries, and per-destination limits.
-    pub pool: remote::Pool,
+    pub pool: pool::Pool,
     /// Set when the daemon stops: no new deliveries start.
     pub stopping: Arc<AtomicBool>,
     /// Deliveries in progress.
@@ -119,7 +119,7 @@ pub fn start(
         tables: Live::new(tables),
         wake: wake_tx.clone(),
         resolver,
-        pool: remote::Pool::new(),
+        pool: pool::Pool::new(),
         stopping,
         in_flight: AtomicUsize::new(0),
         retired: Retired::new(),

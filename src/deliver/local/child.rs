@@ -13,12 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
-use super::copy::{MAILBOX_UNAVAILABLE, SYSTEM_ERROR};
 use super::job::{Job, Target};
 use super::mbox::{precreate_mbox, LOCK_WAIT};
 use super::pipe::{first_line, one_line, spawn_captured, supervise, with_output, Exit, Ran, SAFE_PATH};
 use super::write::{deliver_here, Delivery};
-use crate::deliver::Outcome;
+use crate::deliver::outcome::{self, Outcome, Stage, Verdict};
 use crate::smtp::status::Status;
 use crate::sys::Passwd;
 
@@ -63,11 +62,11 @@ pub fn deliver_in_child(job: &Job, user: &Passwd, program: &Path) -> Outcome {
 /// `owner` (see `open_message`).
 pub(super) fn deliver_as_user(job: &Job, precreate: bool, owner: u32) -> Outcome {
     let Some(user) = &job.user else {
-        return Outcome::temporary(SYSTEM_ERROR, "local delivery without a user");
+        return outcome::local_error("local delivery without a user");
     };
     match own_executable() {
         Ok(program) => spawn_child(job, user, &program, precreate, Some(owner)),
-        Err(e) => Outcome::temporary(SYSTEM_ERROR, format!("cannot find ternd's executable: {e}")),
+        Err(e) => outcome::local_error(format!("cannot find ternd's executable: {e}")),
     }
 }
 
@@ -103,10 +102,7 @@ fn spawn_child(job: &Job, user: &Passwd, program: &Path, precreate: bool, owner:
     let message = match open_message(&job.message, owner) {
         Ok(f) => f,
         Err(e) => {
-            return Outcome::temporary(
-                SYSTEM_ERROR,
-                format!("cannot open message {}: {e}", job.message.display()),
-            )
+            return outcome::cannot_open_message(&job.message, &e);
         }
     };
     let mut cmd = Command::new(program);
@@ -120,12 +116,7 @@ fn spawn_child(job: &Job, user: &Passwd, program: &Path, precreate: bool, owner:
         .stdin(Stdio::from(message));
     let (child, output) = match spawn_captured(&mut cmd) {
         Ok(x) => x,
-        Err(e) => {
-            return Outcome::temporary(
-                SYSTEM_ERROR,
-                format!("cannot start local delivery as {}: {e}", user.name),
-            )
-        }
+        Err(e) => return outcome::local_error(format!("cannot start local delivery as {}: {e}", user.name)),
     };
     drop(cmd);
     let limit = job
@@ -144,7 +135,7 @@ pub fn child_main(args: &[String]) -> ExitCode {
     let d = match parse_child_args(args) {
         Ok(d) => d,
         Err(e) => {
-            report(&Outcome::temporary(SYSTEM_ERROR, format!("local delivery: {e}")));
+            report(&outcome::local_error(format!("local delivery: {e}")));
             return ExitCode::from(EX_USAGE);
         }
     };
@@ -158,10 +149,11 @@ fn report(o: &Outcome) {
 }
 
 fn exit_code(o: &Outcome) -> u8 {
-    match o {
-        Outcome::Delivered { .. } => 0,
-        Outcome::Temporary { .. } => EX_TEMPFAIL,
-        Outcome::Permanent { status, .. } => match status.1 {
+    match o.verdict() {
+        Verdict::Delivered => 0,
+        Verdict::Temporary => EX_TEMPFAIL,
+        // RFC 3463 3.2 subjects: addressing, mailbox, security.
+        Verdict::Permanent => match o.status().subject() {
             1 => EX_NOUSER,
             2 => EX_CANTCREAT,
             7 => EX_NOPERM,
@@ -175,9 +167,9 @@ fn exit_code(o: &Outcome) -> u8 {
 /// timeout in ms, user name, home. Positional, so an empty sender is just "".
 fn child_args(job: &Job, user: &Passwd) -> Result<Vec<String>, Outcome> {
     let utf8 = |p: &Path| {
-        p.to_str().map(str::to_owned).ok_or_else(|| {
-            Outcome::temporary(MAILBOX_UNAVAILABLE, format!("path {} is not UTF-8", p.display()))
-        })
+        p.to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| outcome::mailbox_unavailable(format!("path {} is not UTF-8", p.display())))
     };
     let (kind, target) = match &job.target {
         Target::Maildir(p) => ("maildir", utf8(p)?),
@@ -236,36 +228,38 @@ fn child_outcome(ran: &Ran) -> Outcome {
     });
     let status = match &ran.exit {
         Exit::Status(s) => *s,
-        Exit::TimedOut => return Outcome::temporary(SYSTEM_ERROR, "local delivery timed out"),
-        Exit::Failed(e) => return Outcome::temporary(SYSTEM_ERROR, format!("local delivery: {e}")),
+        Exit::TimedOut => return outcome::local_error("local delivery timed out"),
+        Exit::Failed(e) => return outcome::local_error(format!("local delivery: {e}")),
     };
     let Some(code) = status.code() else {
         let sig = status.signal().unwrap_or(0);
-        return Outcome::temporary(SYSTEM_ERROR, format!("local delivery killed by signal {sig}"));
+        return outcome::local_error(format!("local delivery killed by signal {sig}"));
     };
     match (code, parsed) {
-        (0, Some((s, detail))) if s.0 == 2 => Outcome::delivered(detail),
-        (0, _) => Outcome::delivered("delivered"),
+        // The child's words, as it said them (see `report`).
+        (0, Some((s, detail))) if s.0 == 2 => Outcome::decoded(Verdict::Delivered, Stage::Local, s, detail),
+        (0, _) => outcome::delivered_locally("delivered"),
         (c, Some((s, detail)))
             if s.0 == 5
                 && [EX_NOUSER, EX_UNAVAILABLE, EX_CANTCREAT, EX_NOPERM]
                     .contains(&u8::try_from(c).unwrap_or(0)) =>
         {
-            Outcome::permanent(s, detail)
+            Outcome::decoded(Verdict::Permanent, Stage::Local, s, detail)
         }
-        (_, Some((s, detail))) if s.0 == 4 => Outcome::temporary(s, detail),
-        (c, _) => Outcome::temporary(
-            SYSTEM_ERROR,
-            with_output(format!("local delivery exited with status {c}"), &ran.output),
-        ),
+        (_, Some((s, detail))) if s.0 == 4 => Outcome::decoded(Verdict::Temporary, Stage::Local, s, detail),
+        (c, _) => outcome::local_error(with_output(
+            format!("local delivery exited with status {c}"),
+            &ran.output,
+        )),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deliver::local::copy::{COMMAND_FAILED, MAILBOX_FULL};
-    use crate::deliver::local::testutil::{job, user, BODY};
+    use crate::deliver::local::testutil::{
+        delivered, job, permanent, temporary, user, BODY, COMMAND_FAILED, MAILBOX_FULL, SYSTEM_ERROR,
+    };
     use crate::sys;
     use std::fs;
     use std::process::ExitStatus;
@@ -338,16 +332,16 @@ mod tests {
         let st = |c| Exit::Status(status_of(c));
         assert_eq!(
             child_outcome(&ran(st(0), "2.0.0 delivered to mbox\n")),
-            Outcome::delivered("delivered to mbox")
+            delivered("delivered to mbox")
         );
-        assert_eq!(child_outcome(&ran(st(0), "")), Outcome::delivered("delivered"));
+        assert_eq!(child_outcome(&ran(st(0), "")), delivered("delivered"));
         assert_eq!(
             child_outcome(&ran(st(75), "4.2.2 mailbox full: cannot write /m: No space\n")),
-            Outcome::temporary(MAILBOX_FULL, "mailbox full: cannot write /m: No space")
+            temporary(MAILBOX_FULL, "mailbox full: cannot write /m: No space")
         );
         assert_eq!(
             child_outcome(&ran(st(69), "5.3.0 command died with status 1: no\n")),
-            Outcome::permanent(COMMAND_FAILED, "command died with status 1: no")
+            permanent(COMMAND_FAILED, "command died with status 1: no")
         );
         // No bounce without the child's say-so.
         for (code, line) in [
@@ -358,30 +352,27 @@ mod tests {
             (1, ""),
         ] {
             let o = child_outcome(&ran(st(code), line));
-            assert!(matches!(o, Outcome::Temporary { .. }), "{code} {line}: {o:?}");
+            assert!(o.is_temporary(), "{code} {line}: {o:?}");
         }
         assert_eq!(
             child_outcome(&ran(st(101), "thread 'main' panicked")),
-            Outcome::temporary(
+            temporary(
                 SYSTEM_ERROR,
                 "local delivery exited with status 101: thread 'main' panicked"
             )
         );
         assert_eq!(
             child_outcome(&ran(Exit::Status(ExitStatus::from_raw(9)), "")),
-            Outcome::temporary(SYSTEM_ERROR, "local delivery killed by signal 9")
+            temporary(SYSTEM_ERROR, "local delivery killed by signal 9")
         );
         assert_eq!(
             child_outcome(&ran(Exit::TimedOut, "")),
-            Outcome::temporary(SYSTEM_ERROR, "local delivery timed out")
+            temporary(SYSTEM_ERROR, "local delivery timed out")
         );
 
-        assert_eq!(exit_code(&Outcome::delivered("x")), 0);
-        assert_eq!(exit_code(&Outcome::temporary(MAILBOX_FULL, "x")), EX_TEMPFAIL);
-        assert_eq!(
-            exit_code(&Outcome::permanent(COMMAND_FAILED, "x")),
-            EX_UNAVAILABLE
-        );
-        assert_eq!(exit_code(&Outcome::permanent(Status(5, 1, 1), "x")), EX_NOUSER);
+        assert_eq!(exit_code(&delivered("x")), 0);
+        assert_eq!(exit_code(&temporary(MAILBOX_FULL, "x")), EX_TEMPFAIL);
+        assert_eq!(exit_code(&permanent(COMMAND_FAILED, "x")), EX_UNAVAILABLE);
+        assert_eq!(exit_code(&permanent(Status(5, 1, 1), "x")), EX_NOUSER);
     }
 }

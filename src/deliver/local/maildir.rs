@@ -8,8 +8,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::copy::{copy_message, io_temp, CopyError, MAILBOX_UNAVAILABLE, SYSTEM_ERROR};
-use crate::deliver::Outcome;
+use super::copy::{copy_message, CopyError};
+use crate::deliver::outcome::{self, Outcome};
 use crate::sys;
 
 /// Deliveries by this process, for the Q part of Maildir names.
@@ -19,11 +19,7 @@ static MAILDIR_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// into new/, where readers look; a reader never sees a partial file.
 pub(super) fn deliver_maildir(dir: &Path, hostname: &str, prefix: &[u8], message: &mut dyn Read) -> Outcome {
     if let Err(e) = make_maildir(dir) {
-        return io_temp(
-            &format!("cannot create maildir {}", dir.display()),
-            &e,
-            MAILBOX_UNAVAILABLE,
-        );
+        return outcome::mailbox_io(&format!("cannot create maildir {}", dir.display()), &e);
     }
     let tmp_dir = dir.join("tmp");
     let new_dir = dir.join("new");
@@ -41,11 +37,7 @@ pub(super) fn deliver_maildir(dir: &Path, hostname: &str, prefix: &[u8], message
             Ok(f) => break (name, f),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && clashes < 10 => clashes += 1,
             Err(e) => {
-                return io_temp(
-                    &format!("cannot create file in {}", tmp_dir.display()),
-                    &e,
-                    MAILBOX_UNAVAILABLE,
-                )
+                return outcome::mailbox_io(&format!("cannot create file in {}", tmp_dir.display()), &e)
             }
         }
     };
@@ -63,19 +55,15 @@ pub(super) fn deliver_maildir(dir: &Path, hostname: &str, prefix: &[u8], message
     let new = new_dir.join(&name);
     if let Err(e) = fs::rename(&tmp, &new) {
         let _ = fs::remove_file(&tmp);
-        return io_temp(
-            &format!("cannot rename into {}", new_dir.display()),
-            &e,
-            SYSTEM_ERROR,
-        );
+        return outcome::local_io(&format!("cannot rename into {}", new_dir.display()), &e);
     }
     // The rename is the delivery; make it durable before saying so. If that fails,
     // take the message back so the retry does not leave a duplicate.
     if let Err(e) = sync_dir(&new_dir) {
         let _ = fs::remove_file(&new);
-        return io_temp(&format!("cannot fsync {}", new_dir.display()), &e, SYSTEM_ERROR);
+        return outcome::local_io(&format!("cannot fsync {}", new_dir.display()), &e);
     }
-    Outcome::delivered("delivered to maildir")
+    outcome::delivered_locally("delivered to maildir")
 }
 
 /// Create the Maildir and its tmp/ new/ cur/ (0700) where missing; its parent must exist.
@@ -136,7 +124,8 @@ mod tests {
     use crate::deliver::local::deliver;
     use crate::deliver::local::job::Target;
     use crate::deliver::local::testutil::{
-        delivery, here, job, mode, names, with_prefix, FailingReader, BODY, PREFIX,
+        delivered, delivery, here, job, mode, names, with_prefix, FailingReader, BODY, MAILBOX_UNAVAILABLE,
+        PREFIX, SYSTEM_ERROR,
     };
     use std::collections::HashSet;
     use std::thread;
@@ -147,7 +136,7 @@ mod tests {
         let md = dir.path().join("Maildir");
         let mut j = job(dir.path(), Target::Maildir(md.clone()), BODY);
         j.hostname = "mx/a:b".to_owned();
-        assert_eq!(deliver(&j), Outcome::delivered("delivered to maildir"));
+        assert_eq!(deliver(&j), delivered("delivered to maildir"));
         let new = names(&md.join("new"));
         assert_eq!(new.len(), 1);
         assert!(names(&md.join("tmp")).is_empty());
@@ -170,7 +159,7 @@ mod tests {
         let md = dir.path().join("Maildir");
         let mut d = delivery(Target::Maildir(md.clone()), dir.path());
         d.sender = String::new();
-        assert_eq!(here(&d, b"x\n"), Outcome::delivered("delivered to maildir"));
+        assert_eq!(here(&d, b"x\n"), delivered("delivered to maildir"));
         let new = names(&md.join("new"));
         let text = fs::read(md.join("new").join(new.first().expect("file"))).expect("read");
         assert_eq!(text, b"Return-Path: <>\nDelivered-To: bob@example.test\nx\n");
@@ -186,7 +175,7 @@ mod tests {
                 let home = dir.path().to_owned();
                 thread::spawn(move || {
                     let d = delivery(Target::Maildir(md), &home);
-                    (0..250).all(|_| here(&d, b"x\n") == Outcome::delivered("delivered to maildir"))
+                    (0..250).all(|_| here(&d, b"x\n") == delivered("delivered to maildir"))
                 })
             })
             .collect();
@@ -204,7 +193,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         // A missing parent is created; a parent that is a file cannot be.
         let d = delivery(Target::Maildir(dir.path().join("no/such/Maildir")), dir.path());
-        assert!(matches!(here(&d, BODY), Outcome::Delivered { .. }));
+        assert!(here(&d, BODY).is_delivered());
         fs::write(dir.path().join("plain"), b"").expect("write");
         let d = delivery(Target::Maildir(dir.path().join("plain/Maildir")), dir.path());
         let o = here(&d, BODY);
@@ -213,7 +202,7 @@ mod tests {
         // A file where the Maildir should be.
         fs::write(dir.path().join("file"), b"").expect("write");
         let d = delivery(Target::Maildir(dir.path().join("file")), dir.path());
-        assert!(matches!(here(&d, BODY), Outcome::Temporary { .. }));
+        assert!(here(&d, BODY).is_temporary());
         // A read error half-way: nothing in tmp/ or new/.
         let md = dir.path().join("Maildir");
         let o = deliver_maildir(&md, "h", PREFIX, &mut FailingReader { good: 200_000 });

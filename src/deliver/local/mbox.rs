@@ -12,9 +12,9 @@ use std::path::{Component, Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::copy::{copy_message, io_temp, CopyError, COPY_BUF, MAILBOX_UNAVAILABLE, SYSTEM_ERROR};
+use super::copy::{copy_message, CopyError, COPY_BUF};
 use crate::clock;
-use crate::deliver::Outcome;
+use crate::deliver::outcome::{self, Outcome};
 use crate::sys::{self, Passwd};
 
 /// How long to wait for each of the two mbox locks.
@@ -96,31 +96,25 @@ pub(super) fn deliver_mbox(
     };
     let size = match file.metadata() {
         Ok(m) => m.len(),
-        Err(e) => return io_temp(&format!("cannot stat {}", path.display()), &e, SYSTEM_ERROR),
+        Err(e) => return outcome::local_io(&format!("cannot stat {}", path.display()), &e),
     };
     let from_line = from_line(opts.sender, clock::now());
     let result = append_entry(&file, &from_line, prefix, message)
         .and_then(|()| file.sync_all().map_err(CopyError::Write));
-    let outcome = match result {
-        Ok(()) => Outcome::delivered("delivered to mbox"),
+    let done = match result {
+        Ok(()) => outcome::delivered_locally("delivered to mbox"),
         Err(e) => {
-            let outcome = e.outcome(path);
+            let failed = e.outcome(path);
             match truncate_back(&file, size) {
-                Ok(()) => outcome,
-                Err(te) => Outcome::temporary(
-                    outcome.status(),
-                    format!(
-                        "{}; cannot truncate it back to {size} bytes: {te}",
-                        outcome.detail()
-                    ),
-                ),
+                Ok(()) => failed,
+                Err(te) => failed.amended(&format!("; cannot truncate it back to {size} bytes: {te}")),
             }
         }
     };
     // Closing the file drops the fcntl lock; then the dotlock goes.
     drop(file);
     drop(lock);
-    outcome
+    done
 }
 
 /// Undo a partial append.
@@ -133,12 +127,8 @@ fn truncate_back(file: &File, size: u64) -> io::Result<()> {
 /// with write access to /var/mail could plant one to a file of the user's), and
 /// only a regular file with one link that this process or the user owns.
 fn open_mbox(path: &Path, owner: Option<u32>) -> Result<File, Outcome> {
-    let refuse = |why: String| {
-        Outcome::temporary(
-            MAILBOX_UNAVAILABLE,
-            format!("mailbox {} {why}, refusing", path.display()),
-        )
-    };
+    let refuse =
+        |why: String| outcome::mailbox_unavailable(format!("mailbox {} {why}, refusing", path.display()));
     // O_NONBLOCK: opening a planted FIFO must not hang; regular files ignore it.
     let opened = OpenOptions::new()
         .append(true)
@@ -152,21 +142,13 @@ fn open_mbox(path: &Path, owner: Option<u32>) -> Result<File, Outcome> {
             return Err(match fs::symlink_metadata(path) {
                 Ok(m) if m.file_type().is_symlink() => refuse("is a symlink".to_owned()),
                 Ok(m) if !m.file_type().is_file() => refuse("is not a regular file".to_owned()),
-                _ => io_temp(
-                    &format!("cannot open mailbox {}", path.display()),
-                    &e,
-                    MAILBOX_UNAVAILABLE,
-                ),
+                _ => outcome::mailbox_io(&format!("cannot open mailbox {}", path.display()), &e),
             })
         }
     };
-    let meta = file.metadata().map_err(|e| {
-        io_temp(
-            &format!("cannot stat mailbox {}", path.display()),
-            &e,
-            MAILBOX_UNAVAILABLE,
-        )
-    })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| outcome::mailbox_io(&format!("cannot stat mailbox {}", path.display()), &e))?;
     if !meta.file_type().is_file() {
         return Err(refuse("is not a regular file".to_owned()));
     }
@@ -206,16 +188,15 @@ fn lock_mbox(path: &Path, file: &File, wait: Duration) -> Result<MboxLock, Outco
             Ok(true) => return Ok(guard),
             Ok(false) if Instant::now() < deadline => thread::sleep(LOCK_RETRY),
             Ok(false) => {
-                return Err(Outcome::temporary(
-                    MAILBOX_UNAVAILABLE,
-                    format!("mailbox {} locked", path.display()),
-                ))
+                return Err(outcome::mailbox_unavailable(format!(
+                    "mailbox {} locked",
+                    path.display()
+                )))
             }
             Err(e) => {
-                return Err(io_temp(
+                return Err(outcome::mailbox_io(
                     &format!("cannot lock mailbox {}", path.display()),
                     &e,
-                    MAILBOX_UNAVAILABLE,
                 ))
             }
         }
@@ -248,18 +229,18 @@ fn dotlock(path: &Path, wait: Duration) -> Result<Option<PathBuf>, Outcome> {
                 }
             }
             Err(e) => {
-                return Err(io_temp(
+                return Err(outcome::mailbox_io(
                     &format!("cannot create {}", lock.display()),
                     &e,
-                    MAILBOX_UNAVAILABLE,
                 ))
             }
         }
         if Instant::now() >= deadline {
-            return Err(Outcome::temporary(
-                MAILBOX_UNAVAILABLE,
-                format!("mailbox {} locked ({} exists)", path.display(), lock.display()),
-            ));
+            return Err(outcome::mailbox_unavailable(format!(
+                "mailbox {} locked ({} exists)",
+                path.display(),
+                lock.display()
+            )));
         }
         thread::sleep(LOCK_RETRY);
     }
@@ -416,7 +397,10 @@ mod tests {
     use crate::deliver::local::copy::copy_message;
     use crate::deliver::local::deliver;
     use crate::deliver::local::job::Target;
-    use crate::deliver::local::testutil::{delivery, here, job, mode, FailingReader, Trickle, BODY, PREFIX};
+    use crate::deliver::local::testutil::{
+        delivered, delivery, here, job, mode, temporary, FailingReader, Trickle, BODY, MAILBOX_UNAVAILABLE,
+        PREFIX, SYSTEM_ERROR,
+    };
     use std::os::unix::fs::PermissionsExt;
     use std::process::Command;
 
@@ -487,13 +471,13 @@ mod tests {
             Target::Mbox(mbox.clone()),
             b"Subject: one\n\nFrom me\n>From you\n",
         );
-        assert_eq!(deliver(&j), Outcome::delivered("delivered to mbox"));
+        assert_eq!(deliver(&j), delivered("delivered to mbox"));
         assert_eq!(mode(&mbox), 0o600);
         let mut d = delivery(Target::Mbox(mbox.clone()), dir.path());
         d.sender = String::new();
         assert_eq!(
             here(&d, b"Subject: two\n\nno newline"),
-            Outcome::delivered("delivered to mbox")
+            delivered("delivered to mbox")
         );
         assert!(!dir.path().join("bob.lock").exists());
 
@@ -540,7 +524,7 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &mbox).expect("symlink");
         let o = here(&delivery(Target::Mbox(mbox.clone()), dir.path()), BODY);
         assert_eq!(o.status(), MAILBOX_UNAVAILABLE, "{o:?}");
-        assert!(matches!(o, Outcome::Temporary { .. }));
+        assert!(o.is_temporary());
         assert_eq!(
             o.detail(),
             format!("mailbox {} is a symlink, refusing", mbox.display())
@@ -578,7 +562,7 @@ mod tests {
 
         assert_eq!(
             here(&delivery(Target::Mbox("/dev/null".into()), dir.path()), BODY),
-            Outcome::delivered("discarded to /dev/null")
+            delivered("discarded to /dev/null")
         );
     }
 
@@ -623,7 +607,7 @@ mod tests {
             .expect("mtime");
         drop(f);
         let d = delivery(Target::Mbox(mbox.clone()), dir.path());
-        assert_eq!(here(&d, BODY), Outcome::delivered("delivered to mbox"));
+        assert_eq!(here(&d, BODY), delivered("delivered to mbox"));
         assert!(!lock.exists());
 
         File::create(&lock).expect("lock");
@@ -648,12 +632,12 @@ mod tests {
         let o = here(&d, BODY);
         assert_eq!(
             o,
-            Outcome::temporary(MAILBOX_UNAVAILABLE, format!("mailbox {} locked", mbox.display()))
+            temporary(MAILBOX_UNAVAILABLE, format!("mailbox {} locked", mbox.display()))
         );
         assert!(!dir.path().join("bob.lock").exists());
         assert_eq!(fs::read(&mbox).expect("read"), b"");
         drop(holder);
-        assert_eq!(here(&d, BODY), Outcome::delivered("delivered to mbox"));
+        assert_eq!(here(&d, BODY), delivered("delivered to mbox"));
     }
 
     #[test]
@@ -671,7 +655,7 @@ mod tests {
         // ...unless it belongs to the user the delivery is for.
         let mut d = delivery(Target::Mbox(mbox), dir.path());
         d.owner = Some(12345);
-        assert_eq!(here(&d, BODY), Outcome::delivered("delivered to mbox"));
+        assert_eq!(here(&d, BODY), delivered("delivered to mbox"));
     }
 
     #[test]

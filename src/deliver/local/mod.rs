@@ -24,7 +24,7 @@
 
 use std::fs::File;
 
-use crate::deliver::Outcome;
+use crate::deliver::outcome::{self, Outcome};
 use crate::sys;
 
 mod child;
@@ -41,7 +41,6 @@ mod write;
 pub use child::{child_main, deliver_in_child, CHILD_FLAG};
 pub use job::{mailbox_target, Job, Target};
 
-use copy::SYSTEM_ERROR;
 use write::{deliver_here, Delivery};
 
 /// Deliver one job. As root with `job.user` set, in a child running as that user
@@ -55,7 +54,7 @@ pub fn deliver(job: &Job) -> Outcome {
         if sys::uids().1 == 0 {
             return match child::own_executable() {
                 Ok(program) => deliver_in_child(job, user, &program),
-                Err(e) => Outcome::temporary(SYSTEM_ERROR, format!("cannot find ternd's executable: {e}")),
+                Err(e) => outcome::local_error(format!("cannot find ternd's executable: {e}")),
             };
         }
     }
@@ -67,10 +66,7 @@ fn deliver_in_process(job: &Job) -> Outcome {
     let message = match File::open(&job.message) {
         Ok(f) => f,
         Err(e) => {
-            return Outcome::temporary(
-                SYSTEM_ERROR,
-                format!("cannot open message {}: {e}", job.message.display()),
-            )
+            return outcome::cannot_open_message(&job.message, &e);
         }
     };
     deliver_here(&Delivery::in_process(job), Box::new(message))
@@ -80,7 +76,7 @@ fn deliver_in_process(job: &Job) -> Outcome {
 mod tests {
     use super::*;
     use std::fs;
-    use testutil::{job, user, BODY};
+    use testutil::{delivered, job, user, BODY, SYSTEM_ERROR};
 
     #[test]
     fn pipe_job_as_a_named_user_in_process() {
@@ -92,7 +88,7 @@ mod tests {
             BODY,
         );
         j.user = Some(user(home.path()));
-        assert_eq!(deliver_in_process(&j), Outcome::delivered("delivered to command"));
+        assert_eq!(deliver_in_process(&j), delivered("delivered to command"));
         assert_eq!(
             fs::read_to_string(&out).expect("read"),
             format!("bob {}\n", home.path().display())

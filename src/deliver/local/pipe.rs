@@ -13,8 +13,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::copy::{COMMAND_FAILED, COPY_BUF, SYSTEM_ERROR};
-use crate::deliver::Outcome;
+use super::copy::COPY_BUF;
+use crate::deliver::outcome::{self, Outcome};
 use crate::sys;
 
 /// sysexits.h: the command asks to be tried again later.
@@ -55,7 +55,7 @@ pub(super) fn deliver_pipe(
     };
     let (child, output) = match spawned {
         Ok(x) => x,
-        Err(e) => return Outcome::temporary(SYSTEM_ERROR, format!("cannot run command: {e}")),
+        Err(e) => return outcome::local_error(format!("cannot run command: {e}")),
     };
     drop(cmd);
     let ran = supervise(child, output, Some((prefix, message)), timeout);
@@ -64,32 +64,26 @@ pub(super) fn deliver_pipe(
 
 fn pipe_outcome(ran: &Ran, timeout: Duration) -> Outcome {
     if let Some(e) = &ran.feed_error {
-        return Outcome::temporary(SYSTEM_ERROR, format!("cannot read message: {e}"));
+        return outcome::cannot_read_message(e);
     }
     let status = match &ran.exit {
         Exit::Status(s) => *s,
-        Exit::TimedOut => {
-            return Outcome::temporary(SYSTEM_ERROR, format!("command timed out after {timeout:?}"))
-        }
-        Exit::Failed(e) => return Outcome::temporary(SYSTEM_ERROR, format!("command: {e}")),
+        Exit::TimedOut => return outcome::local_error(format!("command timed out after {timeout:?}")),
+        Exit::Failed(e) => return outcome::local_error(format!("command: {e}")),
     };
     match (status.code(), status.signal()) {
-        (Some(0), _) => Outcome::delivered("delivered to command"),
-        (Some(c), _) if c == i32::from(EX_TEMPFAIL) => Outcome::temporary(
-            SYSTEM_ERROR,
-            with_output(format!("command deferred with status {c}"), &ran.output),
-        ),
-        (Some(c), _) => Outcome::permanent(
-            COMMAND_FAILED,
-            with_output(format!("command died with status {c}"), &ran.output),
-        ),
-        (None, sig) => Outcome::temporary(
-            SYSTEM_ERROR,
-            with_output(
-                format!("command killed by signal {}", sig.unwrap_or(0)),
-                &ran.output,
-            ),
-        ),
+        (Some(0), _) => outcome::delivered_locally("delivered to command"),
+        (Some(c), _) if c == i32::from(EX_TEMPFAIL) => outcome::local_error(with_output(
+            format!("command deferred with status {c}"),
+            &ran.output,
+        )),
+        (Some(c), _) => {
+            outcome::command_failed(with_output(format!("command died with status {c}"), &ran.output))
+        }
+        (None, sig) => outcome::local_error(with_output(
+            format!("command killed by signal {}", sig.unwrap_or(0)),
+            &ran.output,
+        )),
     }
 }
 
@@ -306,7 +300,10 @@ mod tests {
     use super::*;
     use crate::deliver::local::deliver;
     use crate::deliver::local::job::Target;
-    use crate::deliver::local::testutil::{delivery, here, job, with_prefix, FailingReader, BODY, PREFIX};
+    use crate::deliver::local::testutil::{
+        delivered, delivery, here, job, permanent, temporary, with_prefix, FailingReader, BODY,
+        COMMAND_FAILED, PREFIX, SYSTEM_ERROR,
+    };
     use crate::deliver::local::write::pipe_env;
     use std::collections::HashSet;
     use std::fs;
@@ -317,7 +314,7 @@ mod tests {
         let out = dir.path().join("out");
         let cmd = format!("cat > '{}'", out.display());
         let j = job(dir.path(), Target::Pipe(cmd), BODY);
-        assert_eq!(deliver(&j), Outcome::delivered("delivered to command"));
+        assert_eq!(deliver(&j), delivered("delivered to command"));
         assert_eq!(fs::read(&out).expect("read"), with_prefix(BODY));
     }
 
@@ -325,26 +322,26 @@ mod tests {
     fn pipe_exit_statuses() {
         let dir = tempfile::tempdir().expect("tempdir");
         let run = |cmd: &str| here(&delivery(Target::Pipe(cmd.to_owned()), dir.path()), BODY);
-        assert_eq!(run("exit 0"), Outcome::delivered("delivered to command"));
+        assert_eq!(run("exit 0"), delivered("delivered to command"));
         assert_eq!(
             run("echo try later; exit 75"),
-            Outcome::temporary(SYSTEM_ERROR, "command deferred with status 75: try later")
+            temporary(SYSTEM_ERROR, "command deferred with status 75: try later")
         );
         assert_eq!(
             run("cat >/dev/null; echo no such list >&2; exit 1"),
-            Outcome::permanent(COMMAND_FAILED, "command died with status 1: no such list")
+            permanent(COMMAND_FAILED, "command died with status 1: no such list")
         );
         assert_eq!(
             run("echo; echo '  first  '; echo second; exit 2"),
-            Outcome::permanent(COMMAND_FAILED, "command died with status 2: first")
+            permanent(COMMAND_FAILED, "command died with status 2: first")
         );
         assert_eq!(
             run("exit 67"),
-            Outcome::permanent(COMMAND_FAILED, "command died with status 67")
+            permanent(COMMAND_FAILED, "command died with status 67")
         );
         assert_eq!(
             run("kill -9 $$"),
-            Outcome::temporary(SYSTEM_ERROR, "command killed by signal 9")
+            temporary(SYSTEM_ERROR, "command killed by signal 9")
         );
         let o = run("/no/such/program");
         assert_eq!(o.status(), COMMAND_FAILED, "{o:?}");
@@ -376,10 +373,7 @@ mod tests {
         let start = Instant::now();
         let o = here(&d, BODY);
         assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
-        assert_eq!(
-            o,
-            Outcome::temporary(SYSTEM_ERROR, "command timed out after 200ms")
-        );
+        assert_eq!(o, temporary(SYSTEM_ERROR, "command timed out after 200ms"));
         // The background child died with the group.
         thread::sleep(Duration::from_millis(1200));
         assert!(!marker.exists());
@@ -392,17 +386,13 @@ mod tests {
         for cmd in ["exit 0", "head -c 10 >/dev/null", "exec 0<&-; sleep 0.1"] {
             let d = delivery(Target::Pipe(cmd.to_owned()), dir.path());
             let start = Instant::now();
-            assert_eq!(
-                here(&d, &big),
-                Outcome::delivered("delivered to command"),
-                "{cmd}"
-            );
+            assert_eq!(here(&d, &big), delivered("delivered to command"), "{cmd}");
             assert!(start.elapsed() < Duration::from_secs(5), "{cmd}");
         }
         // A background process holding stdout open does not hold up the outcome.
         let d = delivery(Target::Pipe("sleep 3 & exit 0".to_owned()), dir.path());
         let start = Instant::now();
-        assert_eq!(here(&d, BODY), Outcome::delivered("delivered to command"));
+        assert_eq!(here(&d, BODY), delivered("delivered to command"));
         assert!(
             start.elapsed() < Duration::from_millis(2500),
             "{:?}",
@@ -425,7 +415,7 @@ mod tests {
         );
         assert_eq!(
             o,
-            Outcome::temporary(SYSTEM_ERROR, "cannot read message: injected read error")
+            temporary(SYSTEM_ERROR, "cannot read message: injected read error")
         );
     }
 
@@ -437,7 +427,7 @@ mod tests {
             Target::Pipe(format!("env > '{}'; pwd >> '{}'", out.display(), out.display())),
             home.path(),
         );
-        assert_eq!(here(&d, BODY), Outcome::delivered("delivered to command"));
+        assert_eq!(here(&d, BODY), delivered("delivered to command"));
         let text = fs::read_to_string(&out).expect("read");
         let lines: HashSet<&str> = text.lines().collect();
         for want in [
@@ -472,6 +462,6 @@ mod tests {
         assert!(env.contains(&("DOMAIN", String::new())));
         assert!(env.contains(&("SENDER", String::new())));
         // A home that does not exist: run in / instead.
-        assert_eq!(here(&d, BODY), Outcome::delivered("delivered to command"));
+        assert_eq!(here(&d, BODY), delivered("delivered to command"));
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::job::{Job, Target};
 use super::write::{deliver_here, Delivery};
-use crate::deliver::Outcome;
+use crate::deliver::outcome::{Outcome, Stage, Verdict};
+use crate::smtp::status::Status;
 use crate::sys::{self, Passwd};
 
 pub(super) const BODY: &[u8] =
@@ -110,4 +111,23 @@ impl Read for Trickle {
             _ => Ok(0),
         }
     }
+}
+
+/// The RFC 3463 codes local delivery gives, spelt out so that a changed
+/// catalog entry fails these tests.
+pub(super) const MAILBOX_UNAVAILABLE: Status = Status(4, 2, 0);
+pub(super) const MAILBOX_FULL: Status = Status(4, 2, 2);
+pub(super) const SYSTEM_ERROR: Status = Status(4, 3, 0);
+pub(super) const COMMAND_FAILED: Status = Status(5, 3, 0);
+
+pub(super) fn delivered(detail: &str) -> Outcome {
+    Outcome::decoded(Verdict::Delivered, Stage::Local, Status(2, 0, 0), detail)
+}
+
+pub(super) fn temporary(status: Status, detail: impl Into<String>) -> Outcome {
+    Outcome::decoded(Verdict::Temporary, Stage::Local, status, detail)
+}
+
+pub(super) fn permanent(status: Status, detail: impl Into<String>) -> Outcome {
+    Outcome::decoded(Verdict::Permanent, Stage::Local, status, detail)
 }

@@ -11,7 +11,7 @@ use super::job::{Job, Target};
 use super::maildir::deliver_maildir;
 use super::mbox::{deliver_mbox, MboxOptions, LOCK_WAIT};
 use super::pipe::{deliver_pipe, SAFE_PATH};
-use crate::deliver::Outcome;
+use crate::deliver::outcome::{self, Outcome};
 use crate::sys;
 
 /// What the writing code needs, in either process.
@@ -59,7 +59,9 @@ pub(super) fn deliver_here(d: &Delivery, mut message: Box<dyn Read + Send>) -> O
     match &d.target {
         Target::Maildir(dir) => deliver_maildir(dir, &d.hostname, &prefix, &mut message),
         // The aliases(5) idiom `nobody: /dev/null` discards; it is not a regular file.
-        Target::Mbox(path) if path == Path::new("/dev/null") => Outcome::delivered("discarded to /dev/null"),
+        Target::Mbox(path) if path == Path::new("/dev/null") => {
+            outcome::delivered_locally("discarded to /dev/null")
+        }
         Target::Mbox(path) => {
             let opts = MboxOptions {
                 sender: &d.sender,
