@@ -54,7 +54,7 @@ pub fn main(args: &[String]) -> u8 {
             return 78;
         }
     };
-    let spool = match Spool::open(&cfg.spool) {
+    let spool = match Spool::open(&cfg.spool.dir) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ternctl: {e}");
@@ -91,7 +91,7 @@ enum Verb<'a> {
 }
 
 fn flush(cfg: &Config, spool: &Spool) -> Result<(), String> {
-    match control::send(&cfg.spool, "flush") {
+    match control::send(&cfg.spool.dir, "flush") {
         Ok(r) if r == "ok" => {
             println!("ternctl: ternd is retrying all deferred mail now");
             Ok(())
@@ -164,7 +164,7 @@ fn release(cfg: &Config, spool: &Spool, id: &QueueId) -> Result<(), String> {
         None => return Err(format!("no such message: {id}")),
     }
     // Down is fine: the daemon lists env/ when it starts.
-    let _ = control::send(&cfg.spool, &format!("wake {id}"));
+    let _ = control::send(&cfg.spool.dir, &format!("wake {id}"));
     println!("{id}: released");
     Ok(())
 }

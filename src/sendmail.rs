@@ -255,12 +255,12 @@ fn run(name: &str, args: &[String]) -> Result<(), Failure> {
             // Root reads the spool itself (the daemon may be down); anyone else
             // asks the daemon, which may read it.
             if sys::uids().0 != 0 {
-                if let Ok(text) = control::mailq(&cfg.spool) {
+                if let Ok(text) = control::mailq(&cfg.spool.dir) {
                     print!("{text}");
                     return Ok(());
                 }
             }
-            let spool = Spool::open(&cfg.spool).map_err(|e| spool_failure(&e))?;
+            let spool = Spool::open(&cfg.spool.dir).map_err(|e| spool_failure(&e))?;
             let text = ctl::mailq(&spool).map_err(|e| spool_failure(&e))?;
             print!("{text}");
             Ok(())
@@ -294,14 +294,14 @@ fn keep_privilege_only_if_needed(o: &Options) -> Result<(), Failure> {
 
 /// -q: the daemon retries all deferred mail now.
 fn flush(cfg: &Config) -> Result<(), Failure> {
-    match control::send(&cfg.spool, "flush") {
+    match control::send(&cfg.spool.dir, "flush") {
         Ok(r) if r == "ok" => Ok(()),
         Ok(r) => Err(fail(SysExit::TempFail, format!("ternd: {r}"))),
         Err(e) => Err(fail(
             SysExit::TempFail,
             format!(
                 "ternd is not running ({}: {e})",
-                spool::control_socket(&cfg.spool).display()
+                spool::control_socket(&cfg.spool.dir).display()
             ),
         )),
     }
@@ -322,7 +322,7 @@ fn start_daemon(cfg: &Config) -> Result<(), Failure> {
 /// -bi: tern reads the aliases file itself (no database to rebuild), and the daemon
 /// sees a change by its modification time; so this checks the file and reports.
 fn newaliases(cfg: &Config) -> Result<(), Failure> {
-    let Some(path) = &cfg.aliases else {
+    let Some(path) = &cfg.local.aliases else {
         println!("newaliases: no aliases file configured");
         return Ok(());
     };
@@ -350,10 +350,10 @@ fn newaliases(cfg: &Config) -> Result<(), Failure> {
 /// pick the messages up.
 fn smtp_session(cfg: Config) -> Result<(), Failure> {
     // First use: create the spool when we may, as a submission does.
-    if !maildrop::dir(&cfg.spool).is_dir() {
-        Spool::open(&cfg.spool).map_err(|e| spool_failure(&e))?;
+    if !maildrop::dir(&cfg.spool.dir).is_dir() {
+        Spool::open(&cfg.spool.dir).map_err(|e| spool_failure(&e))?;
     }
-    let spool = maildrop::submission_spool(&cfg.spool);
+    let spool = maildrop::submission_spool(&cfg.spool.dir);
     session::run_stdio(cfg, spool, &Peer::local(), None, session::Door::Maildrop);
     Ok(())
 }
@@ -413,7 +413,7 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
             push_unique(&mut rcpts, q);
         }
     }
-    let mut text = read_message(input, o.ignore_dots, cfg.max_message_size)?;
+    let mut text = read_message(input, o.ignore_dots, cfg.session.max_message_size)?;
     // An mbox "From " line in front (mail(1) pipelines, resent mailboxes) is not a
     // header field; sendmail drops it, and so do we.
     if text.starts_with(b"From ") {
@@ -445,10 +445,13 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
     let name = o.full_name.clone().unwrap_or(user.gecos);
     msg.add_missing(&from_addr, &name, host);
     let body = msg.to_bytes();
-    if body.len() as u64 > cfg.max_message_size {
+    if body.len() as u64 > cfg.session.max_message_size {
         return Err(fail(
             SysExit::DataErr,
-            format!("message too big (the limit is {} bytes)", cfg.max_message_size),
+            format!(
+                "message too big (the limit is {} bytes)",
+                cfg.session.max_message_size
+            ),
         ));
     }
 
@@ -475,10 +478,10 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
         .collect();
 
     // First use (say, cron mails before ternd ever ran): create the spool when we may.
-    if !maildrop::dir(&cfg.spool).is_dir() {
-        Spool::open(&cfg.spool).map_err(|e| spool_failure(&e))?;
+    if !maildrop::dir(&cfg.spool.dir).is_dir() {
+        Spool::open(&cfg.spool.dir).map_err(|e| spool_failure(&e))?;
     }
-    let name = maildrop::deposit(&cfg.spool, &env, &body).map_err(|e| spool_failure(&e))?;
+    let name = maildrop::deposit(&cfg.spool.dir, &env, &body).map_err(|e| spool_failure(&e))?;
     if o.verbose {
         eprintln!(
             "sendmail: uid {} queued {} bytes for {} recipients as maildrop/{name}",
@@ -487,7 +490,7 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
             env.recipients.len()
         );
     }
-    match control::send(&cfg.spool, "pickup") {
+    match control::send(&cfg.spool.dir, "pickup") {
         Ok(r) if o.verbose => eprintln!("sendmail: ternd: {r}"),
         Err(e) if o.verbose => {
             eprintln!("sendmail: ternd not reached ({e}); it picks the message up when it starts")

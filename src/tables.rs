@@ -80,9 +80,9 @@ pub struct Tables {
 impl Tables {
     pub fn new(cfg: &Config) -> Tables {
         Tables {
-            users: cfg.local_users.clone().map(|p| Cached::new(p, load_users)),
-            aliases: cfg.aliases.clone().map(|p| Cached::new(p, load_aliases)),
-            aliases_path: cfg.aliases.clone(),
+            users: cfg.local.users.clone().map(|p| Cached::new(p, load_users)),
+            aliases: cfg.local.aliases.clone().map(|p| Cached::new(p, load_aliases)),
+            aliases_path: cfg.local.aliases.clone(),
         }
     }
 

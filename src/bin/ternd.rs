@@ -90,12 +90,12 @@ fn main() -> ExitCode {
         println!("ternd: configuration OK: {}", path.display());
         return ExitCode::SUCCESS;
     }
-    let level = logging::level(cfg.log_level, m.opt_count("v"));
+    let level = logging::level(cfg.daemon.log_level, m.opt_count("v"));
     let foreground = m.opt_present("d");
     if foreground {
         logging::to_stderr("ternd", level);
     } else {
-        logging::to_syslog("ternd", cfg.syslog_facility, level);
+        logging::to_syslog("ternd", cfg.daemon.syslog_facility, level);
     }
     if m.opt_present("i") {
         inetd(cfg, tls, &path)
@@ -112,8 +112,8 @@ fn main() -> ExitCode {
 }
 
 fn open_spool(cfg: &Config) -> Result<Spool, ExitCode> {
-    match Spool::open(&cfg.spool) {
-        Ok(s) => Ok(s.with_sync(cfg.spool_sync)),
+    match Spool::open(&cfg.spool.dir) {
+        Ok(s) => Ok(s.with_sync(cfg.spool.sync)),
         Err(e) => {
             eprintln!("ternd: {e}");
             log::error!("{e}");
@@ -146,9 +146,9 @@ fn inetd(cfg: Config, tls: Option<TlsConfig>, path: &std::path::Path) -> ExitCod
         // Checked first without changing anything: only a spool this run had to
         // create (or one root wrote into) is given to `user`, so a busy inetd
         // does not walk the queue at every connection.
-        if tern::spool::check_owner(&cfg.spool, pw.uid, false).is_err() {
-            if let Err(e) = tern::spool::check_owner(&cfg.spool, pw.uid, true) {
-                return fail(EX_CONFIG, format!("spool {}: {e}", cfg.spool.display()));
+        if tern::spool::check_owner(&cfg.spool.dir, pw.uid, false).is_err() {
+            if let Err(e) = tern::spool::check_owner(&cfg.spool.dir, pw.uid, true) {
+                return fail(EX_CONFIG, format!("spool {}: {e}", cfg.spool.dir.display()));
             }
         }
         if let Err(e) = sys::drop_privileges(pw.uid, pw.gid) {
@@ -188,7 +188,7 @@ fn account(cfg: &Config, path: &std::path::Path) -> Result<Option<sys::Passwd>, 
     if sys::uids().1 != 0 {
         return Ok(None);
     }
-    match sys::getpwnam(&cfg.user) {
+    match sys::getpwnam(&cfg.daemon.user) {
         Some(pw) if pw.uid != 0 && pw.gid != 0 => Ok(Some(pw)),
         Some(pw) => Err(fail(
             EX_CONFIG,
@@ -196,7 +196,7 @@ fn account(cfg: &Config, path: &std::path::Path) -> Result<Option<sys::Passwd>, 
                 "{}: user = {}: uid {}, gid {}: ternd will not run as root or group root; \
                  set `user` to an unprivileged account (default tern)",
                 path.display(),
-                cfg.user,
+                cfg.daemon.user,
                 pw.uid,
                 pw.gid
             ),
@@ -205,7 +205,7 @@ fn account(cfg: &Config, path: &std::path::Path) -> Result<Option<sys::Passwd>, 
             EX_CONFIG,
             format!(
                 "user {}: no such account; create it or set `user` in the configuration",
-                cfg.user
+                cfg.daemon.user
             ),
         )),
     }
@@ -223,18 +223,18 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
     // The spool must belong to whoever the daemon runs as; root gives it to
     // the account it is about to become.
     let owner = become_user.as_ref().map_or(sys::uids().1, |pw| pw.uid);
-    if let Err(e) = tern::spool::check_owner(&cfg.spool, owner, become_user.is_some()) {
-        return fail(EX_CONFIG, format!("spool {}: {e}", cfg.spool.display()));
+    if let Err(e) = tern::spool::check_owner(&cfg.spool.dir, owner, become_user.is_some()) {
+        return fail(EX_CONFIG, format!("spool {}: {e}", cfg.spool.dir.display()));
     }
     if become_user.is_some() {
-        let n = tern::spool::maildrop::open_drops_to_daemon(&cfg.spool);
+        let n = tern::spool::maildrop::open_drops_to_daemon(&cfg.spool.dir);
         if n > 0 {
-            log::info!("spool: made {n} maildrop files readable by {}", cfg.user);
+            log::info!("spool: made {n} maildrop files readable by {}", cfg.daemon.user);
         }
     }
     // One daemon per spool, -d or not: a second one would clean up the
     // first one's messages in progress as crash leftovers.
-    let mut spool_lock = match PidFile::create(&cfg.spool.join("ternd.pid")) {
+    let mut spool_lock = match PidFile::create(&cfg.spool.dir.join("ternd.pid")) {
         Ok(l) => l,
         Err(e) => return fail(EX_TEMPFAIL, e),
     };
@@ -242,13 +242,13 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
     // behind must not stop that account from starting ternd itself later.
     if let Some(pw) = &become_user {
         if let Err(e) = spool_lock.chown(pw.uid, pw.gid) {
-            log::warn!("spool {}: chown ternd.pid: {e}", cfg.spool.display());
+            log::warn!("spool {}: chown ternd.pid: {e}", cfg.spool.dir.display());
         }
     }
     match spool.recover() {
         Ok(st) => log::info!(
             "spool {}: removed {} temporary and {} orphaned files, {} corrupt",
-            cfg.spool.display(),
+            cfg.spool.dir.display(),
             st.tmp_removed,
             st.orphans_removed,
             st.corrupt
@@ -259,9 +259,9 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
     // lines come last, so whoever waits for them has seen the others too.
     let mut listeners = Vec::new();
     for (addrs, service) in [
-        (&cfg.smtps, Service::Smtps),
-        (&cfg.submission, Service::Submission),
-        (&cfg.listen, Service::Smtp),
+        (&cfg.listen.smtps, Service::Smtps),
+        (&cfg.listen.submission, Service::Submission),
+        (&cfg.listen.smtp, Service::Smtp),
     ] {
         match listener::bind(addrs) {
             Ok(bound) => listeners.extend(bound.into_iter().zip(addrs.iter()).map(|(l, a)| (l, service, *a))),
@@ -273,7 +273,7 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
     let mut pid_file = None;
     let mut detached = None;
     if !foreground {
-        match PidFile::create(&cfg.pid_file) {
+        match PidFile::create(&cfg.daemon.pid_file) {
             Ok(p) => pid_file = Some(p),
             Err(e) => return fail(EX_TEMPFAIL, e),
         }
@@ -303,7 +303,7 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
                 drop(detached);
                 // The pid file is the daemon's: it must not stay locked by the
                 // helper after the daemon died (its removal is the helper's job).
-                let pid_path = pid_file.as_ref().map(|_| cfg.pid_file.clone());
+                let pid_path = pid_file.as_ref().map(|_| cfg.daemon.pid_file.clone());
                 for lock in pid_file.take().into_iter().chain(std::iter::once(spool_lock)) {
                     lock.close_in_child();
                 }
@@ -314,9 +314,9 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
                     log::warn!("delivery helper: cannot block signals: {e}");
                 }
                 let policy = helper::Policy {
-                    spool: cfg.spool.clone(),
+                    spool: cfg.spool.dir.clone(),
                     owner: pw.uid,
-                    mailbox: cfg.mailbox.clone(),
+                    mailbox: cfg.local.mailbox.clone(),
                     // In the foreground no pid file was written: nothing to remove.
                     pid_file: pid_path,
                 };
@@ -345,7 +345,7 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
     }
     let cfg = Arc::new(cfg);
     let tables = Arc::new(Tables::new(&cfg));
-    if cfg.queue_only {
+    if cfg.queue.only {
         log::info!("queue_only: mail is queued, not delivered");
     }
     let mut ctx = Context::new(Arc::clone(&cfg), Arc::new(spool), Arc::clone(&tables), tls);
@@ -358,7 +358,7 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
     };
     // Without the control socket mail still flows (the runner rescans the spool
     // every minute); only "at once" is lost, so this is not fatal.
-    if let Err(e) = control::serve(&cfg.spool, runner.control.clone()) {
+    if let Err(e) = control::serve(&cfg.spool.dir, runner.control.clone()) {
         log::error!("control socket: {e}");
     }
     ctx.queued = Some(runner.wake.clone());
@@ -392,7 +392,7 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
         }
     }
     let ctx = live.get();
-    shutdown(&ctx, &server, &runner, ctx.cfg.shutdown_grace);
+    shutdown(&ctx, &server, &runner, ctx.cfg.daemon.shutdown_grace);
     drop(pid_file);
     drop(spool_lock);
     ExitCode::SUCCESS
@@ -426,7 +426,7 @@ fn reload(origin: &Origin, live: &Live<Context>, server: &listener::Server, runn
         Ok(t) => t.map(Arc::new),
         // Unchanged paths that no longer load (a key only root may read, in a
         // daemon that dropped root): the certificate in use stays, the rest applies.
-        Err(e) if old.cfg.tls_cert == cfg.tls_cert && old.cfg.tls_key == cfg.tls_key => {
+        Err(e) if old.cfg.tls.cert == cfg.tls.cert && old.cfg.tls.key == cfg.tls.key => {
             log::warn!("SIGHUP: {e}; keeping the certificate in use");
             old.tls.clone()
         }
@@ -438,47 +438,27 @@ fn reload(origin: &Origin, live: &Live<Context>, server: &listener::Server, runn
             return;
         }
     };
-    let restart = [
-        ("spool", old.cfg.spool != cfg.spool),
-        ("spool_sync", old.cfg.spool_sync != cfg.spool_sync),
-        ("pid_file", old.cfg.pid_file != cfg.pid_file),
-        ("user", old.cfg.user != cfg.user),
-        ("max_sessions", old.cfg.max_sessions != cfg.max_sessions),
-        (
-            "max_sessions_per_ip",
-            old.cfg.max_sessions_per_ip != cfg.max_sessions_per_ip,
-        ),
-        (
-            "delivery_threads",
-            old.cfg.delivery_threads != cfg.delivery_threads,
-        ),
-        ("queue_only", old.cfg.queue_only != cfg.queue_only),
-        ("dns_servers", old.cfg.dns_servers != cfg.dns_servers),
-        ("dns_timeout", old.cfg.dns_timeout != cfg.dns_timeout),
-        ("syslog_facility", old.cfg.syslog_facility != cfg.syslog_facility),
-        // The delivery helper recomputes mailboxes with the template it started with.
-        (
-            "mailbox",
-            helper::installed().is_some() && old.cfg.mailbox != cfg.mailbox,
-        ),
-    ];
-    for (key, _) in restart.iter().filter(|(_, changed)| *changed) {
-        log::warn!("SIGHUP: {key} changed; it takes effect when ternd is restarted");
+    // The key table says what a reload cannot change.
+    let with_helper = helper::installed().is_some();
+    for (key, reload) in config::keys::changed(&old.cfg, &cfg) {
+        if reload.needs_restart(with_helper) {
+            log::warn!("SIGHUP: {key} changed; it takes effect when ternd is restarted");
+        }
     }
-    if old.cfg.log_level != cfg.log_level {
-        logging::set_level(logging::level(cfg.log_level, origin.verbose));
-        log::info!("SIGHUP: log_level is now {}", cfg.log_level);
+    if old.cfg.daemon.log_level != cfg.daemon.log_level {
+        logging::set_level(logging::level(cfg.daemon.log_level, origin.verbose));
+        log::info!("SIGHUP: log_level is now {}", cfg.daemon.log_level);
     }
     let cfg = Arc::new(cfg);
-    let tables = if old.cfg.aliases != cfg.aliases || old.cfg.local_users != cfg.local_users {
+    let tables = if old.cfg.local.aliases != cfg.local.aliases || old.cfg.local.users != cfg.local.users {
         Arc::new(Tables::new(&cfg))
     } else {
         old.policy.tables()
     };
     for (addrs, service) in [
-        (&cfg.smtps, Service::Smtps),
-        (&cfg.submission, Service::Submission),
-        (&cfg.listen, Service::Smtp),
+        (&cfg.listen.smtps, Service::Smtps),
+        (&cfg.listen.submission, Service::Submission),
+        (&cfg.listen.smtp, Service::Smtp),
     ] {
         server.rebind(service, addrs);
     }

@@ -46,13 +46,8 @@ impl std::fmt::Display for DnsError {
     }
 }
 
-/// Which address families delivery uses (`inet_protocols`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    Ipv4,
-    Ipv6,
-    Both,
-}
+/// Which address families delivery uses, defined with the configuration.
+pub use crate::config::Family;
 
 /// The lookups remote delivery needs.
 pub trait Resolver: Send + Sync {

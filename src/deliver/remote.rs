@@ -16,13 +16,13 @@ use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::config::{Config, TlsPolicy};
 use crate::deliver::client::{self, Client, Extensions};
 use crate::deliver::dns::Resolver;
 use crate::deliver::outcome::{self, Attempted, Outcome, Stage, Success, Timing};
 use crate::deliver::pool::{quit, set_timeout, Idle, Pool};
 use crate::deliver::route::{self, Addresses, Hop};
-use crate::deliver::tls_client::{self, Policy, Stream};
+use crate::deliver::tls_client::{self, Stream};
 use crate::deliver::transaction::{self, HostResult, Message, Timeouts};
 use crate::maillog;
 use crate::spool::{Envelope, Recipient};
@@ -75,7 +75,7 @@ pub fn deliver(
         Err(o) => return all("none", o),
     };
     let entering = Instant::now();
-    let _slot = pool.enter(&plan.slot, cfg.max_connections_per_domain);
+    let _slot = pool.enter(&plan.slot, cfg.remote.max_connections_per_domain);
     waited.set(entering.elapsed());
     let wire = client::wire_body(message);
     let job = Job {
@@ -180,9 +180,9 @@ struct Tls(String);
 impl Job<'_> {
     fn timeouts(&self) -> Timeouts {
         Timeouts {
-            command: self.cfg.smtp_command_timeout,
-            data: self.cfg.smtp_data_timeout,
-            data_done: self.cfg.smtp_data_done_timeout,
+            command: self.cfg.remote.command_timeout,
+            data: self.cfg.remote.data_timeout,
+            data_done: self.cfg.remote.data_done_timeout,
         }
     }
 
@@ -200,9 +200,9 @@ impl Job<'_> {
         let host = &hop.host;
         match self.session(hop, addr, hop.tls) {
             // With implicit TLS there is no plaintext to fall back to.
-            Err(Tls(why)) if hop.tls == Policy::May && !hop.implicit_tls => {
+            Err(Tls(why)) if hop.tls == TlsPolicy::May && !hop.implicit_tls => {
                 maillog::tls_fallback(&self.env.id, host, addr.ip(), &why);
-                match self.session(hop, addr, Policy::None) {
+                match self.session(hop, addr, TlsPolicy::None) {
                     Ok(r) => r,
                     Err(Tls(why)) => Tried::Next(outcome::tls_failed(why)),
                 }
@@ -215,12 +215,12 @@ impl Job<'_> {
     /// One connection: greeting, EHLO, STARTTLS, AUTH, the transaction.
     /// A connection kept from an earlier message to the same host, address
     /// and policy is used instead when it still answers RSET.
-    fn session(&self, hop: &Hop, addr: SocketAddr, policy: Policy) -> Result<Tried, Tls> {
+    fn session(&self, hop: &Hop, addr: SocketAddr, policy: TlsPolicy) -> Result<Tried, Tls> {
         let (cfg, host) = (self.cfg, hop.host.as_str());
         let key = format!("{host} {addr} {policy:?} {}", self.smarthost);
-        if let Some(max_age) = cfg.smtp_connection_cache_time {
+        if let Some(max_age) = cfg.remote.connection_cache_time {
             if let Some(mut idle) = self.pool.take(&key, max_age) {
-                set_timeout(&mut idle.client, cfg.smtp_command_timeout);
+                set_timeout(&mut idle.client, cfg.remote.command_timeout);
                 // The transaction starts with RSET, pipelined with MAIL when the
                 // server allows; a connection closed or confused meanwhile (None)
                 // is dropped for a new one.
@@ -234,25 +234,25 @@ impl Job<'_> {
             }
         }
         let next = |o: Outcome| Ok(Tried::Next(o));
-        let tcp = match TcpStream::connect_timeout(&addr, cfg.smtp_connect_timeout) {
+        let tcp = match TcpStream::connect_timeout(&addr, cfg.remote.connect_timeout) {
             Ok(s) => s,
             Err(e) => return next(outcome::network(Stage::Connect, "connect", &e)),
         };
         let _ = tcp.set_nodelay(true);
-        if let Err(e) = timeouts(&tcp, cfg.smtp_helo_timeout) {
+        if let Err(e) = timeouts(&tcp, cfg.remote.helo_timeout) {
             return next(outcome::network(Stage::Connect, "socket", &e));
         }
-        let tls_config = || tls_client::config(policy, cfg.tls_ca_file.as_deref());
+        let tls_config = || tls_client::config(policy, cfg.remote.tls_ca_file.as_deref());
         // Port 465 or `smtps`: TLS from the first byte (RFC 8314 3.3),
         // whatever the policy says: such a port speaks nothing else.
         let mut stream = Stream::Plain(tcp);
         if hop.implicit_tls {
-            let c = tls_client::config(policy.max(Policy::May), cfg.tls_ca_file.as_deref())
+            let c = tls_client::config(policy.max(TlsPolicy::May), cfg.remote.tls_ca_file.as_deref())
                 .map_err(|e| Tls(e.to_string()))?;
             stream = stream.upgrade(c, host).map_err(|e| Tls(e.to_string()))?;
         }
         let mut c = Client::new(stream);
-        c.set_reply_limit(cfg.smtp_helo_timeout);
+        c.set_reply_limit(cfg.remote.helo_timeout);
         let greeting = match c.reply() {
             Ok(r) => r,
             Err(e) => return next(outcome::network(Stage::Greeting, "greeting", &e)),
@@ -265,7 +265,7 @@ impl Job<'_> {
             Err(o) => return next(o),
         };
         let tls_active = matches!(c.stream(), Stream::Tls(_));
-        if !tls_active && policy != Policy::None && ext.starttls {
+        if !tls_active && policy != TlsPolicy::None && ext.starttls {
             match c.command("STARTTLS") {
                 Ok(r) if r.code == 220 => {}
                 Ok(r) => return Err(Tls(format!("STARTTLS refused: {}", r.one_line()))),
@@ -275,7 +275,7 @@ impl Job<'_> {
             let cfg_tls = tls_config().map_err(|e| Tls(e.to_string()))?;
             let tls = plain.upgrade(cfg_tls, host).map_err(|e| Tls(e.to_string()))?;
             c = Client::new(tls);
-            c.set_reply_limit(cfg.smtp_helo_timeout);
+            c.set_reply_limit(cfg.remote.helo_timeout);
             // RFC 3207 4.2: forget everything learnt before TLS.
             ext = match self.hello(&mut c) {
                 Ok(e) => e,
@@ -287,7 +287,7 @@ impl Job<'_> {
             return next(outcome::tls_required(host));
         }
         if self.smarthost {
-            if let Some((user, pass)) = &cfg.relay_auth {
+            if let Some((user, pass)) = &cfg.remote.relay_auth {
                 if tls.is_none() {
                     return next(outcome::auth_needs_tls(host));
                 }
@@ -313,7 +313,7 @@ impl Job<'_> {
         tls: Option<&'static str>,
         reusable: bool,
     ) {
-        if reusable && self.cfg.smtp_connection_cache_time.is_some() {
+        if reusable && self.cfg.remote.connection_cache_time.is_some() {
             self.pool.put(
                 key,
                 Idle {
@@ -324,7 +324,7 @@ impl Job<'_> {
                 },
             );
         } else if reusable {
-            set_timeout(&mut c, self.cfg.smtp_command_timeout);
+            set_timeout(&mut c, self.cfg.remote.command_timeout);
             quit(&mut c);
         }
     }

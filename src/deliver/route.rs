@@ -16,10 +16,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::config::{Config, NextHop};
-use crate::deliver::dns::{self, DnsError, Family, Mx};
+use crate::config::{Config, Family, NextHop, TlsPolicy};
+use crate::deliver::dns::{self, DnsError, Mx};
 use crate::deliver::outcome::{self, Outcome};
-use crate::deliver::tls_client::Policy;
 
 /// One host to try, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +32,7 @@ pub struct Hop {
     /// The address families to look up (`inet_protocols`).
     pub family: Family,
     /// The TLS policy for this hop.
-    pub tls: Policy,
+    pub tls: TlsPolicy,
     /// TLS from the first byte (RFC 8314 3.3): port 465 or `smtps`.
     pub implicit_tls: bool,
     /// The domain itself standing in for a missing MX (RFC 5321 5.1): if it
@@ -59,7 +58,7 @@ pub struct Plan {
 /// route's bare host name; None when the configuration or an address
 /// literal names the host outright.
 pub fn mx_query<'a>(cfg: &'a Config, domain: &'a str) -> Option<&'a str> {
-    match cfg.next_hop(domain) {
+    match cfg.remote.next_hop(domain) {
         Some(h) if h.mx => Some(&h.host),
         Some(_) => None,
         None if domain.starts_with('[') => None,
@@ -77,8 +76,8 @@ pub fn plan(
     mx: Option<&Result<Mx, DnsError>>,
     noise: u64,
 ) -> Result<Plan, Outcome> {
-    let configured = cfg.next_hop(domain);
-    let smarthost = configured.is_some() && configured == cfg.relay_host.as_ref();
+    let configured = cfg.remote.next_hop(domain);
+    let smarthost = configured.is_some() && configured == cfg.remote.relay_host.as_ref();
     let hop = |host: String, ip: Option<IpAddr>, implicit_mx: bool| {
         let (port, tls, implicit_tls) = match configured {
             Some(NextHop {
@@ -86,14 +85,14 @@ pub fn plan(
                 tls,
                 implicit_tls,
                 ..
-            }) => (*port, tls.unwrap_or(cfg.smtp_tls), *implicit_tls),
-            None => (cfg.mx_port, cfg.smtp_tls, false),
+            }) => (*port, tls.unwrap_or(cfg.remote.tls), *implicit_tls),
+            None => (cfg.remote.mx_port, cfg.remote.tls, false),
         };
         Hop {
             host,
             ip,
             port,
-            family: cfg.inet_protocols,
+            family: cfg.remote.inet_protocols,
             tls,
             implicit_tls,
             implicit_mx,
@@ -200,6 +199,7 @@ pub fn addresses(hop: &Hop, answer: Option<Result<Vec<IpAddr>, DnsError>>) -> Ad
 pub fn is_myself(cfg: &Config, addr: SocketAddr) -> bool {
     let (ip, port) = (addr.ip(), addr.port());
     cfg.listen
+        .smtp
         .iter()
         .any(|l| l.port() == port && (l.ip() == ip || (l.ip().is_unspecified() && ip.is_loopback())))
 }
@@ -394,14 +394,14 @@ mod tests {
         let v = hop("v.test");
         assert_eq!(
             (v.tls, v.implicit_tls, v.port, v.family),
-            (Policy::Verify, true, 465, Family::Ipv4)
+            (TlsPolicy::Verify, true, 465, Family::Ipv4)
         );
-        assert_eq!(hop("n.test").tls, Policy::None);
+        assert_eq!(hop("n.test").tls, TlsPolicy::None);
         let mx = Ok(Mx::Implicit);
         let d = plan(&cfg, "d.test", Some(&mx), 0).expect("plan").hops.remove(0);
         assert_eq!(
             (d.tls, d.implicit_tls, d.port, d.implicit_mx),
-            (Policy::Encrypt, false, 25, true)
+            (TlsPolicy::Encrypt, false, 25, true)
         );
     }
 
@@ -462,7 +462,7 @@ mod tests {
     fn our_own_sockets() {
         let sa = |s: &str| s.parse::<SocketAddr>().expect("addr");
         let mut cfg = config("");
-        cfg.listen = vec![sa("127.0.0.1:25"), sa("0.0.0.0:2525")];
+        cfg.listen.smtp = vec![sa("127.0.0.1:25"), sa("0.0.0.0:2525")];
         assert!(is_myself(&cfg, sa("127.0.0.1:25")));
         assert!(!is_myself(&cfg, sa("127.0.0.2:25")));
         // A wildcard listener is every loopback address on its port.

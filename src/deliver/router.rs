@@ -42,7 +42,7 @@ pub struct Context<'a> {
 pub fn remote_domain(cfg: &Config, rcpt: &Recipient) -> Option<String> {
     let mbox = Mailbox::parse(&rcpt.addr).ok()?;
     match mbox.domain() {
-        Domain::Name(d) if cfg.is_local_domain(d) => None,
+        Domain::Name(d) if cfg.local.is_local_domain(d) => None,
         Domain::Name(d) => Some(d.to_lowercase()),
         // An address literal, `[192.0.2.1]`: delivered to that address.
         other => Some(other.to_string()),
@@ -107,7 +107,7 @@ fn deliver_local(ctx: &Context<'_>, rcpt: &Recipient, mbox: &Mailbox) -> Outcome
     }
     let local = mbox.local().to_lowercase();
     let aliases = ctx.tables.aliases();
-    let is_local = |d: &str| ctx.cfg.is_local_domain(d);
+    let is_local = |d: &str| ctx.cfg.local.is_local_domain(d);
     let read_include = |p: &Path| read_include(p);
     let mut targets = match aliases.expand(&local, &is_local, &read_include) {
         Ok(t) => t,
@@ -185,7 +185,7 @@ fn job(ctx: &Context<'_>, rcpt: &Recipient, target: Target, user: Option<Passwd>
         user,
         message: ctx.spool.message_path(&ctx.env.id),
         hostname: ctx.cfg.hostname.clone(),
-        pipe_timeout: ctx.cfg.pipe_timeout,
+        pipe_timeout: ctx.cfg.local.pipe_timeout,
     }
 }
 
@@ -208,13 +208,13 @@ fn deliver_user(ctx: &Context<'_>, rcpt: &Recipient, name: &str) -> Outcome {
                 shell: String::new(),
                 gecos: String::new(),
             };
-            if ctx.cfg.mailbox.starts_with('~') {
-                return outcome::no_home(name, &ctx.cfg.mailbox);
+            if ctx.cfg.local.mailbox.starts_with('~') {
+                return outcome::no_home(name, &ctx.cfg.local.mailbox);
             }
             (pseudo, None)
         }
     };
-    let target = local::mailbox_target(&ctx.cfg.mailbox, &pw);
+    let target = local::mailbox_target(&ctx.cfg.local.mailbox, &pw);
     local::deliver(&job(ctx, rcpt, target, user))
 }
 

@@ -19,31 +19,8 @@ use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme, StreamOwned,
 };
 
-/// The outbound TLS policy of a route, weakest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Policy {
-    None,
-    May,
-    Encrypt,
-    Verify,
-}
-
-impl Policy {
-    pub fn parse(s: &str) -> Option<Policy> {
-        match s.to_ascii_lowercase().as_str() {
-            "none" => Some(Policy::None),
-            "may" => Some(Policy::May),
-            "encrypt" => Some(Policy::Encrypt),
-            "verify" => Some(Policy::Verify),
-            _ => None,
-        }
-    }
-
-    /// Whether mail may go out in plaintext under this policy.
-    pub fn allows_plaintext(self) -> bool {
-        matches!(self, Policy::None | Policy::May)
-    }
-}
+/// The outbound TLS policy, defined with the configuration that holds it.
+pub use crate::config::TlsPolicy as Policy;
 
 /// A connection to the next hop: plain, or TLS over it.
 pub enum Stream {

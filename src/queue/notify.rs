@@ -53,7 +53,7 @@ pub fn send(
             .recipients
             .iter()
             .all(|r| r.addr.to_lowercase().starts_with("postmaster@"));
-        if !cfg.double_bounce_to_postmaster || for_postmaster {
+        if !cfg.queue.double_bounce_to_postmaster || for_postmaster {
             maillog::notice_dropped(&env.id);
             return Ok(None);
         }
@@ -94,7 +94,7 @@ pub fn send(
         recipients,
         return_content: ret,
         original: &original,
-        max_return_size: cfg.max_message_size / 2,
+        max_return_size: cfg.session.max_message_size / 2,
     };
     let body = dsn::build(&report);
     let id = enqueue_notice(spool, &to, &body)?;

@@ -105,7 +105,8 @@ pub fn start(
     let (wake_tx, wake_rx) = crossbeam_channel::unbounded::<QueueId>();
     // Without a usable resolver (no resolv.conf), remote mail waits rather
     // than bounces, and the log says why.
-    let resolver: Arc<dyn Resolver> = match dns::Hickory::new(&cfg.dns_servers, cfg.dns_timeout) {
+    let resolver: Arc<dyn Resolver> = match dns::Hickory::new(&cfg.remote.dns_servers, cfg.remote.dns_timeout)
+    {
         Ok(r) => Arc::new(r),
         Err(e) => {
             log::error!("DNS resolver unavailable: {e}");
@@ -125,7 +126,7 @@ pub fn start(
         retired: Retired::new(),
     });
     // Close cached connections once they have been idle long enough.
-    if let Some(max_age) = shared.cfg.get().smtp_connection_cache_time {
+    if let Some(max_age) = shared.cfg.get().remote.connection_cache_time {
         let shared = Arc::clone(&shared);
         thread::Builder::new()
             .name("conn-cache".to_owned())
@@ -134,10 +135,10 @@ pub fn start(
                 shared.pool.purge(max_age);
             })?;
     }
-    let threads = if shared.cfg.get().queue_only {
+    let threads = if shared.cfg.get().queue.only {
         0
     } else {
-        shared.cfg.get().delivery_threads
+        shared.cfg.get().queue.delivery_threads
     };
     let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(threads.max(1));
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<(QueueId, After)>();

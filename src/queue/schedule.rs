@@ -16,10 +16,10 @@ pub struct Schedule {
 impl Schedule {
     pub fn from_config(cfg: &Config) -> Schedule {
         Schedule {
-            initial: cfg.retry_initial,
-            max: cfg.retry_max,
-            lifetime: cfg.queue_lifetime,
-            delay_warning: cfg.delay_warning,
+            initial: cfg.queue.retry_initial,
+            max: cfg.queue.retry_max,
+            lifetime: cfg.queue.lifetime,
+            delay_warning: cfg.queue.delay_warning,
         }
     }
 

@@ -185,8 +185,8 @@ pub struct Auth {
 impl Auth {
     pub fn new(cfg: &Config) -> Auth {
         Auth {
-            users: cfg.auth_users.clone().map(|p| Cached::new(p, load_users)),
-            senders: cfg.sender_map.clone().map(|p| Cached::new(p, load_senders)),
+            users: cfg.auth.users.clone().map(|p| Cached::new(p, load_users)),
+            senders: cfg.auth.sender_map.clone().map(|p| Cached::new(p, load_senders)),
         }
     }
 
@@ -229,7 +229,7 @@ impl Auth {
                 None => *allowed == addr,
             });
         }
-        local == user.to_lowercase() && cfg.is_local_domain(&domain)
+        local == user.to_lowercase() && cfg.local.is_local_domain(&domain)
     }
 }
 
@@ -299,15 +299,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let u = dir.path().join("users");
         std::fs::write(&u, users).unwrap();
-        let mut cfg = Config {
-            local_domains: vec!["example.test".into()],
-            auth_users: Some(u),
-            ..Config::default()
-        };
+        let mut cfg = Config::default();
+        cfg.local.domains = vec!["example.test".into()];
+        cfg.auth.users = Some(u);
         if let Some(s) = senders {
             let p = dir.path().join("senders");
             std::fs::write(&p, s).unwrap();
-            cfg.sender_map = Some(p);
+            cfg.auth.sender_map = Some(p);
         }
         let a = Auth::new(&cfg);
         (dir, cfg, a)

@@ -44,7 +44,7 @@ impl Policy {
         };
         // Local submission (ternd -i from a pipe, sendmail -bs) counts as
         // trusted; so does a client that authenticated (RFC 4954 6).
-        let trusted = authenticated || client.is_none_or(|ip| cfg.may_relay(ip));
+        let trusted = authenticated || client.is_none_or(|ip| cfg.session.may_relay(ip));
         if is_local(cfg, mbox) {
             // user%remote@local, "user@remote"@local, remote!user@local: the
             // old routing forms (RFC 5321 3.6.1, 3.6.2). tern never routes on
@@ -74,7 +74,7 @@ impl Policy {
 /// local: tern only answers for the names it is configured with.
 pub fn is_local(cfg: &Config, mbox: &Mailbox) -> bool {
     match mbox.domain() {
-        Domain::Name(n) => cfg.is_local_domain(n),
+        Domain::Name(n) => cfg.local.is_local_domain(n),
         Domain::Literal(_) | Domain::General(_) => false,
     }
 }

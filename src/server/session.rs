@@ -83,7 +83,7 @@ impl Context {
 /// delivers at once (when it is down, it finds the messages at start-up).
 pub fn run_stdio(cfg: Config, spool: Spool, peer: &Peer, tls: Option<Arc<tls::Source>>, door: Door) {
     let tables = Arc::new(Tables::new(&cfg));
-    let root = cfg.spool.clone();
+    let root = cfg.spool.dir.clone();
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut ctx = Context::new(Arc::new(cfg), Arc::new(spool), tables, tls);
     ctx.queued = Some(tx);
@@ -266,7 +266,7 @@ pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) {
         commands: 0,
         last: "CONNECT".to_owned(),
     };
-    let _ = s.io.set_timeout(s.cfg.greeting_timeout);
+    let _ = s.io.set_timeout(s.cfg.session.greeting_timeout);
     s.io.set_stop_flag(Arc::clone(&ctx.shutdown));
     // RFC 8314 3.3: on the implicit-TLS port the handshake comes first.
     let ready = service != Service::Smtps || s.handshake().is_ok();
@@ -294,7 +294,7 @@ impl Session<'_> {
                 Err(_) => return Err(Hangup),
             };
             self.commands += 1;
-            let _ = self.io.set_timeout(self.cfg.command_timeout);
+            let _ = self.io.set_timeout(self.cfg.session.command_timeout);
             // The sender as it was before the command, so a refused DATA
             // (which ends the transaction) is still logged with it.
             let from = self.tx.as_ref().map(|t| t.from.to_string());
@@ -334,7 +334,7 @@ impl Session<'_> {
             self.send(reply)?;
             if bad {
                 self.errors += 1;
-                if self.errors >= self.cfg.max_errors {
+                if self.errors >= self.cfg.session.max_errors {
                     return self.send(reply::too_many_errors());
                 }
             }
@@ -465,7 +465,7 @@ impl Session<'_> {
         maillog::auth_failed(self.peer, mech.name(), &user);
         // Slow down guessing; the client waits for its answer meanwhile.
         let _ = self.io.flush();
-        std::thread::sleep(self.cfg.auth_failure_delay);
+        std::thread::sleep(self.cfg.auth.failure_delay);
         let r = reply::auth_failed();
         Ok(if self.auth_failures >= MAX_AUTH_FAILURES {
             r.and_close()
@@ -531,7 +531,7 @@ impl Session<'_> {
         let r = if extended {
             let mut exts = vec![
                 "PIPELINING".to_owned(),
-                format!("SIZE {}", self.cfg.max_message_size),
+                format!("SIZE {}", self.cfg.session.max_message_size),
                 "8BITMIME".to_owned(),
             ];
             // RFC 3207 4.2: not offered again once TLS is up.
@@ -598,7 +598,7 @@ impl Session<'_> {
         }
         let declared = params.size.unwrap_or(0);
         // RFC 1870 6.1: refuse a declared size over the limit at MAIL time.
-        if declared > self.cfg.max_message_size {
+        if declared > self.cfg.session.max_message_size {
             return reply::size_exceeded();
         }
         if !self.ctx.spool.has_room(declared, MIN_FREE_PERCENT) {
@@ -625,7 +625,7 @@ impl Session<'_> {
         }
         // RFC 5321 4.5.3.1.8: at least 100 must be accepted; excess gets 452
         // so the client sends the rest in another transaction.
-        if tx.rcpts.len() >= self.cfg.max_recipients {
+        if tx.rcpts.len() >= self.cfg.session.max_recipients {
             return reply::too_many_recipients();
         }
         let authenticated = self.user.is_some();
@@ -637,13 +637,13 @@ impl Session<'_> {
             // Directory harvest (many unknown users): answer slowly, then hang up.
             if r.code == 550 && r.esc == reply::no_such_user("").esc {
                 self.unknown_rcpts += 1;
-                if self.unknown_rcpts >= self.cfg.harvest_limit {
+                if self.unknown_rcpts >= self.cfg.session.harvest_limit {
                     maillog::harvest(self.peer, self.unknown_rcpts);
                     return reply::harvest_limit();
                 }
-                if self.unknown_rcpts > self.cfg.harvest_threshold {
+                if self.unknown_rcpts > self.cfg.session.harvest_threshold {
                     let _ = self.io.flush();
-                    std::thread::sleep(self.cfg.harvest_delay);
+                    std::thread::sleep(self.cfg.session.harvest_delay);
                 }
             }
             return r;
@@ -653,7 +653,7 @@ impl Session<'_> {
     }
 
     fn expn(&mut self, name: &str) -> Reply {
-        if !self.cfg.expn {
+        if !self.cfg.session.expn {
             return reply::expn_disabled();
         }
         match self.ctx.policy.expand(name.trim_matches(['<', '>'])) {
@@ -690,8 +690,8 @@ impl Session<'_> {
         let mut write_err = incoming.write_all(received.as_bytes()).err();
 
         self.send(reply::start_data())?;
-        let _ = self.io.set_timeout(self.cfg.data_timeout);
-        let mut reader = DataReader::new(self.cfg.max_message_size);
+        let _ = self.io.set_timeout(self.cfg.session.data_timeout);
+        let mut reader = DataReader::new(self.cfg.session.max_message_size);
         let mut chunk = Vec::with_capacity(64 * 1024);
         // Submitted mail: hold the header section back until it is complete,
         // to add what the client left out (RFC 6409 8.2, 8.3).
@@ -729,7 +729,7 @@ impl Session<'_> {
                 Err(_) => return Err(Hangup),
             }
         }
-        let _ = self.io.set_timeout(self.cfg.command_timeout);
+        let _ = self.io.set_timeout(self.cfg.session.command_timeout);
 
         // The transaction ends here whatever the outcome (RFC 5321 4.1.1.4).
         let Some(tx) = self.tx.take() else {
@@ -739,7 +739,7 @@ impl Session<'_> {
             Some(DataError::TooBig) => Some(reply::size_exceeded()),
             Some(DataError::BareNewline) => Some(reply::bare_newline()),
             Some(DataError::LineTooLong) => Some(reply::data_line_too_long()),
-            None if reader.received_count() > self.cfg.max_received => Some(reply::mail_loop()),
+            None if reader.received_count() > self.cfg.session.max_received => Some(reply::mail_loop()),
             None => None,
         };
         if let Some(r) = refusal {
@@ -825,7 +825,7 @@ impl Session<'_> {
                     // RFC 5321 4.1.1.3: bare <postmaster> means ours, so name a local domain.
                     ForwardPath::Postmaster => format!(
                         "postmaster@{}",
-                        self.cfg.local_domains.first().unwrap_or(&self.cfg.hostname)
+                        self.cfg.local.domains.first().unwrap_or(&self.cfg.hostname)
                     ),
                     ForwardPath::Mailbox(m) => m.to_string(),
                 };

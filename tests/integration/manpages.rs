@@ -1,5 +1,5 @@
 //! The manual and the example configuration keep up with the code: every
-//! configuration key of src/config.rs is in tern.conf(5) and etc/tern.conf,
+//! configuration key of src/config/keys.rs is in tern.conf(5) and etc/tern.conf,
 //! every option of sendmail, ternctl and ternd in its page, and the pages
 //! lint clean under mandoc.
 
@@ -16,27 +16,10 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// The keys `key_spec` in src/config.rs accepts: its `"name" => (...)` arms.
+/// Every key tern.conf knows: the key table of src/config/keys.rs.
 fn config_keys() -> Vec<String> {
-    let src = read("src/config.rs");
-    let start = src.find("fn key_spec(").expect("fn key_spec in src/config.rs");
-    let body = &src[start..];
-    let end = body
-        .find("_ => return None")
-        .expect("the end of key_spec's match");
-    let keys: Vec<String> = body[..end]
-        .lines()
-        .filter_map(|l| {
-            let rest = l.trim_start().strip_prefix('"')?;
-            let (name, after) = rest.split_once('"')?;
-            after.trim_start().starts_with("=>").then(|| name.to_owned())
-        })
-        .collect();
-    assert!(
-        keys.len() > 40,
-        "parsed only {} keys out of key_spec: {keys:?}",
-        keys.len()
-    );
+    let keys: Vec<String> = tern::config::keys::all().map(|(k, _)| k.to_owned()).collect();
+    assert!(keys.len() > 40, "only {} keys in the table: {keys:?}", keys.len());
     keys
 }
 
@@ -63,7 +46,7 @@ fn every_config_key_is_in_tern_conf_5() {
         .collect();
     assert!(
         missing.is_empty(),
-        "keys of src/config.rs without an `.It Cm KEY` entry in man/tern.conf.5: {missing:?}"
+        "keys of src/config/keys.rs without an `.It Cm KEY` entry in man/tern.conf.5: {missing:?}"
     );
 }
 
@@ -82,7 +65,35 @@ fn every_config_key_is_in_the_example_tern_conf() {
     let missing: Vec<String> = config_keys().into_iter().filter(|k| !shown.contains(k)).collect();
     assert!(
         missing.is_empty(),
-        "keys of src/config.rs without a `#key = default` line in etc/tern.conf: {missing:?}"
+        "keys of src/config/keys.rs without a `#key = default` line in etc/tern.conf: {missing:?}"
+    );
+}
+
+/// ternd(8)'s SIGHUP entry names the keys a reload cannot change ("Changes
+/// to ... are logged as needing a restart."): exactly those the key table marks.
+#[test]
+fn ternd_8_names_the_keys_that_need_a_restart() {
+    use tern::config::Reload;
+    let page = read("man/ternd.8");
+    let start = page
+        .find("\nChanges to\n")
+        .expect("ternd.8: \"Changes to\" in the SIGHUP entry");
+    let rest = &page[start..];
+    let end = rest
+        .find("are logged as needing a restart.")
+        .expect("ternd.8: \"are logged as needing a restart.\"");
+    let named: BTreeSet<String> = rest[..end]
+        .lines()
+        .filter_map(|l| l.strip_prefix(".Cm "))
+        .filter_map(|w| w.split_whitespace().next().map(str::to_owned))
+        .collect();
+    let want: BTreeSet<String> = tern::config::keys::all()
+        .filter(|(_, r)| *r != Reload::Applies)
+        .map(|(k, _)| k.to_owned())
+        .collect();
+    assert_eq!(
+        named, want,
+        "ternd.8's restart list and src/config/keys.rs disagree"
     );
 }
 

@@ -56,7 +56,7 @@ fn context() -> &'static Context {
             dir.display()
         );
         let cfg = Config::parse(&text, Path::new("fuzz.conf")).expect("fuzz config");
-        let spool = Spool::open(&cfg.spool).expect("spool");
+        let spool = Spool::open(&cfg.spool.dir).expect("spool");
         let tables = Arc::new(Tables::new(&cfg));
         Context::new(Arc::new(cfg), Arc::new(spool), tables, None)
     })
