@@ -23,8 +23,8 @@ use crate::deliver::router::{self, Context};
 use crate::dsn::Action;
 use crate::maillog;
 use crate::queue::notify::{self, Line};
-use crate::queue::runner::{self, Shared};
 use crate::queue::schedule::Schedule;
+use crate::queue::shared::Shared;
 use crate::spool::{Envelope, QueueId, RcptStatus, Recipient, Spool};
 use crate::tables::Tables;
 
@@ -33,7 +33,7 @@ const MAX_HEADERS: u64 = 256 * 1024;
 
 /// What the runner should do with a message after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum After {
+pub(super) enum After {
     /// Out of the queue (delivered, or deleted or held meanwhile): forget it.
     Gone,
     /// Look at it again at this time (seconds since the epoch).
@@ -44,7 +44,7 @@ pub enum After {
 
 /// Deliver what is due of message `id`; `force` (a flush) also tries deferred
 /// recipients whose next attempt is still to come.
-pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
+pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
     // The start of this attempt: delays= splits time before it (a) from after.
     let attempt_began = Instant::now();
     let attempt_wall = clock::now();
@@ -54,7 +54,7 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
     let lock = match spool.lock(id) {
         Ok(l) => l,
         Err(e) => {
-            log::debug!("{id}: not delivered now: {e}");
+            maillog::not_delivered_now(id, &e);
             return After::Gone;
         }
     };
@@ -63,7 +63,7 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
         Ok(e) => e,
         // Delivered and removed meanwhile, or held: nothing to do.
         Err(e) => {
-            log::debug!("{id}: not delivered now: {e}");
+            maillog::not_delivered_now(id, &e);
             return After::Gone;
         }
     };
@@ -82,9 +82,7 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
         RcptStatus::Deferred => force || r.next_attempt.is_none_or(|t| t <= now),
         RcptStatus::Sent | RcptStatus::Failed => false,
     };
-    let queued = |nid: QueueId| {
-        let _ = shared.wake.send(nid);
-    };
+    let queued = |nid: QueueId| shared.announce(nid);
     // Read once, through the lock's descriptor: the whole message when it goes
     // out by SMTP, else only the header section (for loop checks).
     let remote_due = env
@@ -135,7 +133,7 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
                 // so a crash repeats at most that one.
                 if dirty {
                     if let Err(e) = spool.update(&env) {
-                        log::error!("{id}: cannot record delivery state: {e}");
+                        maillog::state_not_recorded(id, &e);
                         return After::Reload;
                     }
                     dirty = false;
@@ -208,14 +206,14 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
             .collect();
         match notify::send(&cfg, spool, &env, &owed, None) {
             Ok(Some(nid)) => {
-                log::info!("{id}: sender non-delivery notification: {nid}");
-                let _ = shared.wake.send(nid);
+                maillog::bounce_queued(id, &nid);
+                shared.announce(nid);
             }
             Ok(None) => {}
             Err(e) => {
                 // Leave the failed recipients as they were: the attempt and
                 // the bounce are tried again later rather than lost.
-                log::error!("{id}: cannot queue the bounce, will retry: {e}");
+                maillog::bounce_failed(id, &e);
                 return save(spool, &env, &sched);
             }
         }
@@ -242,11 +240,11 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
         .collect();
     match notify::send(&cfg, spool, &env, &owed, None) {
         Ok(Some(nid)) => {
-            log::info!("{id}: sender delivery status notification: {nid}");
-            let _ = shared.wake.send(nid);
+            maillog::success_notice_queued(id, &nid);
+            shared.announce(nid);
         }
         Ok(None) => {}
-        Err(e) => log::error!("{id}: cannot queue the success notice: {e}"),
+        Err(e) => maillog::success_notice_failed(id, &e),
     }
 
     dirty |= warn_if_due(shared, &cfg, &mut env, &sched, now);
@@ -254,16 +252,16 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
     match conclude(&env, dirty) {
         Conclusion::Retire => match spool.retire(id, &shared.retired) {
             Ok(()) => {
-                log::info!("{id}: removed");
+                maillog::removed(id);
                 After::Gone
             }
             Err(e) => {
-                log::error!("{id}: cannot remove: {e}");
+                maillog::remove_failed(id, &e);
                 After::Reload
             }
         },
         Conclusion::Save => save(spool, &env, &sched),
-        Conclusion::Keep => After::At(runner::due_time(&env, &sched)),
+        Conclusion::Keep => After::At(sched.due(&env)),
     }
 }
 
@@ -295,9 +293,9 @@ fn conclude(env: &Envelope, dirty: bool) -> Conclusion {
 /// Record `env` and say when it is next due.
 fn save(spool: &Spool, env: &Envelope, sched: &Schedule) -> After {
     match spool.update(env) {
-        Ok(()) => After::At(runner::due_time(env, sched)),
+        Ok(()) => After::At(sched.due(env)),
         Err(e) => {
-            log::error!("{}: cannot record delivery state: {e}", env.id);
+            maillog::state_not_recorded(&env.id, &e);
             After::Reload
         }
     }
@@ -362,14 +360,14 @@ fn warn_if_due(shared: &Shared, cfg: &Config, env: &mut Envelope, sched: &Schedu
     ) {
         Ok(nid) => {
             if let Some(nid) = nid {
-                log::info!("{}: sender delay notification: {nid}", env.id);
-                let _ = shared.wake.send(nid);
+                maillog::delay_notice_queued(&env.id, &nid);
+                shared.announce(nid);
             }
             env.delay_warned = true;
             true
         }
         Err(e) => {
-            log::error!("{}: cannot queue the delay notice: {e}", env.id);
+            maillog::delay_notice_failed(&env.id, &e);
             false
         }
     }
