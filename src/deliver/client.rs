@@ -425,14 +425,17 @@ pub fn base64(input: &[u8]) -> String {
     out
 }
 
+/// A scripted far end for the tests of the SMTP client and of what runs on it.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod script {
+    use super::{Client, Timed};
+    use std::io::{self, Read, Write};
+    use std::time::Duration;
 
-    /// A scripted far end: reads go to `input`, writes to `output`.
-    struct Fake {
+    /// Reads come from the script, writes are kept in `output`.
+    pub(crate) struct Fake {
         input: io::Cursor<Vec<u8>>,
-        output: Vec<u8>,
+        pub(crate) output: Vec<u8>,
     }
 
     impl Read for Fake {
@@ -459,12 +462,19 @@ mod tests {
         }
     }
 
-    fn client(input: &str) -> Client<Fake> {
+    /// A client whose server answers with `input`, whatever is sent.
+    pub(crate) fn client(input: &str) -> Client<Fake> {
         Client::new(Fake {
             input: io::Cursor::new(input.as_bytes().to_vec()),
             output: Vec::new(),
         })
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::script::client;
+    use super::*;
 
     #[test]
     fn multiline_reply_and_extensions() {

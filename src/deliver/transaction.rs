@@ -280,34 +280,6 @@ mod tests {
     use crate::smtp::status::Status;
     use crate::spool::QueueId;
 
-    /// A scripted far end: reads come from `input`, writes go to `output`.
-    struct Peer {
-        input: io::Cursor<Vec<u8>>,
-        output: Vec<u8>,
-    }
-
-    impl Read for Peer {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            self.input.read(buf)
-        }
-    }
-
-    impl Write for Peer {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.output.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Timed for Peer {
-        fn set_read_limit(&self, _: Duration) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     const T: Timeouts = Timeouts {
         command: Duration::from_secs(5),
         data: Duration::from_secs(5),
@@ -327,10 +299,7 @@ mod tests {
         env: &Envelope,
         rset: bool,
     ) -> (Option<(HostResult, bool)>, String) {
-        let mut c = Client::new(Peer {
-            input: io::Cursor::new(script.as_bytes().to_vec()),
-            output: Vec::new(),
-        });
+        let mut c = client::script::client(script);
         let wire = client::wire_body(b"Subject: x\n\nbody\n");
         let msg = Message { env, wire: &wire };
         let rcpts: Vec<&Recipient> = env.recipients.iter().collect();

@@ -206,6 +206,20 @@ mod tests {
         (env, text)
     }
 
+    fn line<'a>(
+        rcpt: &'a Recipient,
+        action: Action,
+        outcome: &'a Outcome,
+        relay: Option<&'a str>,
+    ) -> Line<'a> {
+        Line {
+            rcpt,
+            action,
+            outcome,
+            relay,
+        }
+    }
+
     fn refused() -> Outcome {
         outcome::reply(
             Stage::Rcpt,
@@ -220,12 +234,12 @@ mod tests {
     fn a_bounce_goes_to_the_sender_from_the_null_sender_with_the_original() {
         let f = fixture("alice@example.org", "");
         let failed = refused();
-        let lines = [Line {
-            rcpt: &f.env.recipients[0],
-            action: Action::Failed,
-            outcome: &failed,
-            relay: Some("mx.far.test"),
-        }];
+        let lines = [line(
+            &f.env.recipients[0],
+            Action::Failed,
+            &failed,
+            Some("mx.far.test"),
+        )];
         let id = send(&f.cfg, &f.spool, &f.env, &lines, None)
             .expect("send")
             .expect("queued");
@@ -255,12 +269,7 @@ mod tests {
         let mut f = fixture("alice@example.org", "");
         f.env.ret = Some(DsnRet::Hdrs);
         let failed = outcome::command_failed("command died with status 1".to_owned());
-        let lines = [Line {
-            rcpt: &f.env.recipients[1],
-            action: Action::Failed,
-            outcome: &failed,
-            relay: None,
-        }];
+        let lines = [line(&f.env.recipients[1], Action::Failed, &failed, None)];
         let id = send(&f.cfg, &f.spool, &f.env, &lines, None)
             .expect("send")
             .expect("queued");
@@ -278,12 +287,7 @@ mod tests {
     fn a_delay_notice_says_until_when() {
         let f = fixture("alice@example.org", "");
         let later = outcome::Outcome::from_record("4.4.1 connect: Connection refused");
-        let lines = [Line {
-            rcpt: &f.env.recipients[0],
-            action: Action::Delayed,
-            outcome: &later,
-            relay: None,
-        }];
+        let lines = [line(&f.env.recipients[0], Action::Delayed, &later, None)];
         let id = send(&f.cfg, &f.spool, &f.env, &lines, Some(1_700_432_000))
             .expect("send")
             .expect("queued");
@@ -310,22 +314,12 @@ mod tests {
         let failed = refused();
         // From <>: dropped.
         let f = fixture("", "");
-        let lines = [Line {
-            rcpt: &f.env.recipients[0],
-            action: Action::Failed,
-            outcome: &failed,
-            relay: None,
-        }];
+        let lines = [line(&f.env.recipients[0], Action::Failed, &failed, None)];
         assert_eq!(send(&f.cfg, &f.spool, &f.env, &lines, None).expect("send"), None);
         assert_eq!(f.spool.list().expect("list").len(), 1);
         // double_bounce_to_postmaster: to postmaster here.
         let f = fixture("", "double_bounce_to_postmaster = yes");
-        let lines = [Line {
-            rcpt: &f.env.recipients[0],
-            action: Action::Failed,
-            outcome: &failed,
-            relay: None,
-        }];
+        let lines = [line(&f.env.recipients[0], Action::Failed, &failed, None)];
         let id = send(&f.cfg, &f.spool, &f.env, &lines, None)
             .expect("send")
             .expect("queued");
@@ -333,12 +327,7 @@ mod tests {
         // ...but not when the bounce was already for a postmaster.
         let mut f = fixture("", "double_bounce_to_postmaster = yes");
         f.env.recipients = vec![rcpt("Postmaster@far.test", None)];
-        let lines = [Line {
-            rcpt: &f.env.recipients[0],
-            action: Action::Failed,
-            outcome: &failed,
-            relay: None,
-        }];
+        let lines = [line(&f.env.recipients[0], Action::Failed, &failed, None)];
         assert_eq!(send(&f.cfg, &f.spool, &f.env, &lines, None).expect("send"), None);
     }
 }

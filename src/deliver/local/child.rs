@@ -172,9 +172,8 @@ fn child_args(job: &Job, user: &Passwd) -> Result<Vec<String>, Outcome> {
             .ok_or_else(|| outcome::mailbox_unavailable(format!("path {} is not UTF-8", p.display())))
     };
     let (kind, target) = match &job.target {
-        Target::Maildir(p) => ("maildir", utf8(p)?),
-        Target::Mbox(p) => ("mbox", utf8(p)?),
-        Target::Pipe(c) => ("pipe", c.clone()),
+        Target::Maildir(p) | Target::Mbox(p) => (job.target.kind(), utf8(p)?),
+        Target::Pipe(c) => (job.target.kind(), c.clone()),
     };
     Ok(vec![
         CHILD_FLAG.to_owned(),
@@ -197,12 +196,7 @@ fn parse_child_args(args: &[String]) -> Result<Delivery, String> {
     if version != CHILD_PROTOCOL {
         return Err(format!("protocol {version:?}, expected {CHILD_PROTOCOL}"));
     }
-    let target = match kind.as_str() {
-        "maildir" => Target::Maildir(PathBuf::from(target)),
-        "mbox" => Target::Mbox(PathBuf::from(target)),
-        "pipe" => Target::Pipe(target.clone()),
-        _ => return Err(format!("unknown kind {kind:?}")),
-    };
+    let target = Target::from_parts(kind, target)?;
     let ms: u64 = timeout.parse().map_err(|_| format!("bad timeout {timeout:?}"))?;
     Ok(Delivery {
         target,

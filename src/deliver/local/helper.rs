@@ -120,9 +120,8 @@ fn fields(line: &str) -> Result<Vec<String>, String> {
 impl Request {
     pub fn encode(&self) -> String {
         let (kind, target) = match &self.target {
-            Target::Maildir(p) => ("maildir", p.to_string_lossy().into_owned()),
-            Target::Mbox(p) => ("mbox", p.to_string_lossy().into_owned()),
-            Target::Pipe(c) => ("pipe", c.clone()),
+            Target::Maildir(p) | Target::Mbox(p) => (self.target.kind(), p.to_string_lossy().into_owned()),
+            Target::Pipe(c) => (self.target.kind(), c.clone()),
         };
         let f = [
             self.id.to_string(),
@@ -145,12 +144,7 @@ impl Request {
         let [id, message, kind, target, sender, recipient, hostname, timeout, user] = f.as_slice() else {
             return Err(format!("expected 9 fields, got {}", f.len()));
         };
-        let target = match kind.as_str() {
-            "maildir" => Target::Maildir(PathBuf::from(target)),
-            "mbox" => Target::Mbox(PathBuf::from(target)),
-            "pipe" => Target::Pipe(target.clone()),
-            _ => return Err(format!("unknown kind {kind:?}")),
-        };
+        let target = Target::from_parts(kind, target)?;
         Ok(Request {
             id: id.parse().map_err(|_| format!("bad id {id:?}"))?,
             message: message.clone(),

@@ -73,6 +73,28 @@ pub fn mailbox_target(template: &str, user: &Passwd) -> Target {
     }
 }
 
+impl Target {
+    /// The word for this kind of target in the delivery child's arguments
+    /// and the helper's requests.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Maildir(_) => "maildir",
+            Target::Mbox(_) => "mbox",
+            Target::Pipe(_) => "pipe",
+        }
+    }
+
+    /// A target from its kind word and its path or command.
+    pub fn from_parts(kind: &str, value: &str) -> Result<Target, String> {
+        match kind {
+            "maildir" => Ok(Target::Maildir(PathBuf::from(value))),
+            "mbox" => Ok(Target::Mbox(PathBuf::from(value))),
+            "pipe" => Ok(Target::Pipe(value.to_owned())),
+            _ => Err(format!("unknown kind {kind:?}")),
+        }
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -13,7 +13,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::copy::COPY_BUF;
+use super::copy::{copy_message, CopyError};
 use crate::deliver::outcome::{self, Outcome};
 use crate::sys;
 
@@ -165,17 +165,9 @@ fn feed(mut stdin: File, prefix: &[u8], mut message: Box<dyn Read + Send>) -> io
     if stdin.write_all(prefix).is_err() {
         return Ok(());
     }
-    let mut buf = vec![0u8; COPY_BUF];
-    loop {
-        let n = match message.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if stdin.write_all(buf.get(..n).unwrap_or_default()).is_err() {
-            return Ok(());
-        }
+    match copy_message(&mut message, &mut stdin) {
+        Ok(()) | Err(CopyError::Write(_)) => Ok(()),
+        Err(CopyError::Read(e)) => Err(e),
     }
 }
 
