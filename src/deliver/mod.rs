@@ -2,11 +2,14 @@
 //! attempt ends in an [`outcome::Outcome`], permanent or temporary, which the
 //! queue runner records in the spool and turns into retries or bounces.
 //!
-//! The rooms, lowest first: `outcome` (the typed result and its catalog),
-//! `dns` and `tls_client` (lookups and TLS streams), `client` (the SMTP client
-//! on the wire), `route` (pure: config and DNS answers to ordered hops),
-//! `local` (mailboxes and commands), `remote` (the walk over the hops and
-//! the transaction), and `router` (which of the two a recipient takes).
+//! The rooms, lowest first: `dns` and `tls_client` (lookups and TLS
+//! streams), `client` (the SMTP client on the wire), `outcome` (the typed
+//! result and its catalog), `route` (pure: config and DNS answers to ordered
+//! hops), `transaction` (MAIL, RCPT, DATA on an open connection), `pool`
+//! (connections kept between messages), `local` (mailboxes and commands),
+//! `remote` (the I/O: lookups, connections, the walk over the hops), and
+//! `router` (which of the two a recipient takes). Each uses only rooms
+//! before it.
 
 pub mod client;
 pub mod dns;

@@ -502,7 +502,7 @@ pub fn no_alias_account() -> Outcome {
 // ---- Local delivery ----------------------------------------------------------
 
 /// RFC 3463 X.2.0: the mailbox cannot be used now (missing, not ours, locked).
-pub fn mailbox_unavailable(detail: String) -> Outcome {
+pub fn mailbox_unavailable(detail: impl Into<String>) -> Outcome {
     Outcome::temporary(Stage::Local, Status(4, 2, 0), detail)
 }
 
@@ -512,7 +512,7 @@ pub fn local_error(detail: impl Into<String>) -> Outcome {
 }
 
 /// A command that failed with a status that means it will fail again.
-pub fn command_failed(detail: String) -> Outcome {
+pub fn command_failed(detail: impl Into<String>) -> Outcome {
     Outcome::permanent(Stage::Local, Status(5, 3, 0), detail)
 }
 
