@@ -19,8 +19,8 @@
 use std::fmt::Write as _;
 
 use crate::clock;
-use crate::deliver::Status;
 use crate::message;
+use crate::smtp::status::Status;
 
 /// What happened to one recipient (RFC 3464 2.3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

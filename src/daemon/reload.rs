@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::start::{services, Daemon};
 use crate::config::{self, Config};
-use crate::deliver::helper;
+use crate::deliver::local::helper;
 use crate::logging;
 use crate::server::session::Context;
 use crate::tables::Tables;

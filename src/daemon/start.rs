@@ -19,7 +19,7 @@ use std::sync::Arc;
 use super::{Event, Failure, Origin, PidFile};
 use crate::config::{Config, Live};
 use crate::control;
-use crate::deliver::helper;
+use crate::deliver::local::helper;
 use crate::queue;
 use crate::server::listener;
 use crate::server::session::{Context, Service};

@@ -6,7 +6,7 @@
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::deliver::Status;
+use crate::smtp::status::Status;
 
 /// A stream whose read timeout can be changed, so that a whole reply, not
 /// each read, is bounded by the RFC 5321 4.5.3.2 timeout.
@@ -396,14 +396,17 @@ pub fn wire_body(message: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A scripted far end for the tests of the SMTP client and of what runs on it.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod script {
+    use super::{Client, Timed};
+    use std::io::{self, Read, Write};
+    use std::time::Duration;
 
-    /// A scripted far end: reads go to `input`, writes to `output`.
-    struct Fake {
+    /// Reads come from the script, writes are kept in `output`.
+    pub(crate) struct Fake {
         input: io::Cursor<Vec<u8>>,
-        output: Vec<u8>,
+        pub(crate) output: Vec<u8>,
     }
 
     impl Read for Fake {
@@ -430,12 +433,19 @@ mod tests {
         }
     }
 
-    fn client(input: &str) -> Client<Fake> {
+    /// A client whose server answers with `input`, whatever is sent.
+    pub(crate) fn client(input: &str) -> Client<Fake> {
         Client::new(Fake {
             input: io::Cursor::new(input.as_bytes().to_vec()),
             output: Vec::new(),
         })
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::script::client;
+    use super::*;
 
     #[test]
     fn multiline_reply_and_extensions() {

@@ -6,4 +6,5 @@ pub mod command;
 pub mod dot;
 pub mod notify;
 pub mod reply;
+pub mod status;
 pub mod xtext;
