@@ -130,7 +130,10 @@ pub fn package_of(tool: &str) -> &'static str {
         "dkim" => "python3-dkim",
         "openssl" => "openssl",
         "mandoc" => "mandoc",
+        "groff" => "groff-base",
+        "man" => "man-db",
         "swaks" => "swaks",
+        "dpkg-divert" => "dpkg",
         _ => "?",
     }
 }
