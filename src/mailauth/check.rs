@@ -21,14 +21,10 @@ use mail_auth::dkim::{Canonicalization, DkimError};
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::dmarc::Policy as DmarcRecordPolicy;
 use mail_auth::spf::verify::SpfParameters;
-use mail_auth::{
-    AuthenticatedMessage, DkimOutput, DkimResult, DmarcResult, SpfOutput, SpfResult,
-};
+use mail_auth::{AuthenticatedMessage, DkimOutput, DkimResult, DmarcResult, SpfOutput, SpfResult};
 
 use super::dns::Dns;
-use super::results::{
-    AuthResults, DkimCheck, DmarcCheck, DmarcPolicy, Outcome, SpfCheck, SpfResults,
-};
+use super::results::{AuthResults, DkimCheck, DmarcCheck, DmarcPolicy, Outcome, SpfCheck, SpfResults};
 
 /// `spf_reject`: whether an SPF `fail` rejects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +133,12 @@ impl Checker {
 
     pub fn authserv_id(&self) -> &str {
         &self.authserv_id
+    }
+
+    /// TXT answers cached now (tests).
+    #[cfg(test)]
+    pub(crate) fn dns_cache_len(&self) -> usize {
+        self.dns.caches.txt.len()
     }
 
     /// SPF for the HELO identity (RFC 7208 2.3) and the MAIL FROM identity
@@ -309,9 +311,7 @@ impl Checker {
                             policy: record.map(|_| match d.policy() {
                                 DmarcRecordPolicy::Reject => DmarcPolicy::Reject,
                                 DmarcRecordPolicy::Quarantine => DmarcPolicy::Quarantine,
-                                DmarcRecordPolicy::None | DmarcRecordPolicy::Unspecified => {
-                                    DmarcPolicy::None
-                                }
+                                DmarcRecordPolicy::None | DmarcRecordPolicy::Unspecified => DmarcPolicy::None,
                             }),
                             testing: record.is_some_and(|r| r.t),
                         }
@@ -335,7 +335,8 @@ fn is_domain(s: &str) -> bool {
         && s.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+                && l.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         })
 }
 
@@ -383,9 +384,7 @@ fn dkim_check(o: &DkimOutput<'_>, am: &AuthenticatedMessage<'_>) -> DkimCheck {
             (Outcome::Neutral, Some("signature expired"))
         }
         DkimResult::Neutral(_) => (Outcome::Neutral, Some("signature not usable")),
-        DkimResult::Fail(Error::Dkim(DkimError::RevokedPublicKey)) => {
-            (Outcome::Fail, Some("key revoked"))
-        }
+        DkimResult::Fail(Error::Dkim(DkimError::RevokedPublicKey)) => (Outcome::Fail, Some("key revoked")),
         DkimResult::Fail(_) => (Outcome::Fail, Some("signature did not verify")),
         DkimResult::PermError(_) => (Outcome::PermError, Some("no usable key")),
         DkimResult::TempError(_) => (Outcome::TempError, Some("DNS error")),
@@ -472,7 +471,10 @@ fn trim_trailing_space_lines(crlf: &[u8]) -> Option<Vec<u8>> {
             _ => {
                 // Keep through the end of this content line.
                 let after = body.get(i..)?;
-                keep = i + after.windows(2).position(|w| w == b"\r\n").map_or(after.len(), |p| p + 2);
+                keep = i + after
+                    .windows(2)
+                    .position(|w| w == b"\r\n")
+                    .map_or(after.len(), |p| p + 2);
                 break;
             }
         }
@@ -511,7 +513,10 @@ mod unit {
         assert_eq!(trim_trailing_space_lines(m).unwrap(), b"A: 1\r\n\r\nbody  \r\n");
         assert_eq!(trim_trailing_space_lines(b"A: 1\r\n\r\nbody\r\n\r\n"), None);
         assert_eq!(trim_trailing_space_lines(b"A: 1\r\n\r\nbody\r\n"), None);
-        assert_eq!(trim_trailing_space_lines(b"A: 1\r\n\r\n  \r\n").unwrap(), b"A: 1\r\n\r\n");
+        assert_eq!(
+            trim_trailing_space_lines(b"A: 1\r\n\r\n  \r\n").unwrap(),
+            b"A: 1\r\n\r\n"
+        );
     }
 
     #[test]
@@ -596,7 +601,10 @@ mod unit {
             dmarc(Outcome::Fail, Some(DmarcPolicy::Quarantine), false).verdict(&on),
             Verdict::Accept
         );
-        assert_eq!(dmarc(Outcome::TempError, reject, false).verdict(&on), Verdict::Accept);
+        assert_eq!(
+            dmarc(Outcome::TempError, reject, false).verdict(&on),
+            Verdict::Accept
+        );
         assert_eq!(dmarc(Outcome::Pass, reject, false).verdict(&on), Verdict::Accept);
     }
 }

@@ -84,8 +84,8 @@ impl Key {
 
     /// Parses a PEM private key (the first one in `pem`).
     pub fn from_pem(pem: &[u8], kind: Option<KeyKind>) -> Result<Key, String> {
-        let der = PrivateKeyDer::from_pem_slice(pem)
-            .map_err(|e| format!("no private key in PEM form ({e})"))?;
+        let der =
+            PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("no private key in PEM form ({e})"))?;
         match (der, kind) {
             (PrivateKeyDer::Pkcs1(_), Some(KeyKind::Ed25519)) => {
                 Err("an RSA key (PKCS#1), but the entry says ed25519".to_owned())
@@ -183,7 +183,15 @@ pub(crate) mod tests {
                 run(&["genrsa", "-traditional", "-out", k, "2048"]);
             }
             (KeyKind::Rsa, false) => {
-                run(&["genpkey", "-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:2048", "-out", k]);
+                run(&[
+                    "genpkey",
+                    "-algorithm",
+                    "rsa",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                    "-out",
+                    k,
+                ]);
             }
             (KeyKind::Ed25519, _) => {
                 run(&["genpkey", "-algorithm", "ed25519", "-out", k]);
@@ -215,9 +223,17 @@ pub(crate) mod tests {
 
     #[test]
     fn loads_every_supported_format() {
-        for (kind, pkcs1) in [(KeyKind::Rsa, true), (KeyKind::Rsa, false), (KeyKind::Ed25519, false)] {
+        for (kind, pkcs1) in [
+            (KeyKind::Rsa, true),
+            (KeyKind::Rsa, false),
+            (KeyKind::Ed25519, false),
+        ] {
             let (pem, _) = openssl_key(kind, pkcs1);
-            assert!(pem.contains(if pkcs1 { "BEGIN RSA PRIVATE KEY" } else { "BEGIN PRIVATE KEY" }));
+            assert!(pem.contains(if pkcs1 {
+                "BEGIN RSA PRIVATE KEY"
+            } else {
+                "BEGIN PRIVATE KEY"
+            }));
             // Named and detected.
             assert_eq!(Key::from_pem(pem.as_bytes(), Some(kind)).unwrap().kind(), kind);
             assert_eq!(Key::from_pem(pem.as_bytes(), None).unwrap().kind(), kind);
@@ -239,7 +255,9 @@ pub(crate) mod tests {
 
     #[test]
     fn refuses_what_is_not_a_dkim_key() {
-        assert!(Key::from_pem(b"hello", None).unwrap_err().contains("no private key"));
+        assert!(Key::from_pem(b"hello", None)
+            .unwrap_err()
+            .contains("no private key"));
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ec.pem");
         let st = std::process::Command::new("openssl")

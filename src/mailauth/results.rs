@@ -270,7 +270,10 @@ pub fn strip_own_results<'a>(message: &'a [u8], authserv_id: &str) -> Cow<'a, [u
                 break;
             }
             let more = message.get(end..).unwrap_or_default();
-            end += more.iter().position(|&c| c == b'\n').map_or(more.len(), |i| i + 1);
+            end += more
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(more.len(), |i| i + 1);
         }
         let field = message.get(pos..end).unwrap_or_default();
         let drop = field
@@ -365,9 +368,15 @@ mod tests {
         );
         // CRLF form, and nothing to strip: borrowed.
         let crlf = b"A: 1\r\nAuthentication-Results: mx.example.net; none\r\n\r\nbody\r\n";
-        assert_eq!(&*strip_own_results(crlf, "mx.example.net"), b"A: 1\r\n\r\nbody\r\n");
+        assert_eq!(
+            &*strip_own_results(crlf, "mx.example.net"),
+            b"A: 1\r\n\r\nbody\r\n"
+        );
         let clean = b"A: 1\n\nbody\n";
-        assert!(matches!(strip_own_results(clean, "mx.example.net"), Cow::Borrowed(_)));
+        assert!(matches!(
+            strip_own_results(clean, "mx.example.net"),
+            Cow::Borrowed(_)
+        ));
     }
 
     fn sample() -> AuthResults {
@@ -428,6 +437,10 @@ mod tests {
             policy: None,
             testing: false,
         };
-        assert!(none.value("h").ends_with("; dkim=none; dmarc=none"), "{}", none.value("h"));
+        assert!(
+            none.value("h").ends_with("; dkim=none; dmarc=none"),
+            "{}",
+            none.value("h")
+        );
     }
 }

@@ -71,8 +71,8 @@ impl SignEntry {
         let (domain, selector, file, kind) = match words.as_slice() {
             [d, s, f] => (*d, *s, *f, None),
             [d, s, f, k] => {
-                let kind = KeyKind::parse(k)
-                    .ok_or_else(|| format!("key type must be rsa or ed25519, not {k:?}"))?;
+                let kind =
+                    KeyKind::parse(k).ok_or_else(|| format!("key type must be rsa or ed25519, not {k:?}"))?;
                 (*d, *s, *f, Some(kind))
             }
             _ => return Err("expected DOMAIN SELECTOR KEYFILE [rsa|ed25519]".to_owned()),
@@ -102,7 +102,8 @@ fn is_dns_name(s: &str) -> bool {
             let b = label.as_bytes();
             !b.is_empty()
                 && b.len() <= 63
-                && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
                 && b.first() != Some(&b'-')
                 && b.last() != Some(&b'-')
         })
@@ -161,8 +162,7 @@ impl fmt::Debug for Signers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut m = f.debug_map();
         for (d, v) in &self.by_domain {
-            let sel: Vec<(&str, KeyKind)> =
-                v.iter().map(|s| (s.selector.as_str(), s.key.kind())).collect();
+            let sel: Vec<(&str, KeyKind)> = v.iter().map(|s| (s.selector.as_str(), s.key.kind())).collect();
             m.entry(d, &sel);
         }
         m.finish()

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, MX, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 fn norm(name: &str) -> String {
@@ -51,7 +51,10 @@ impl Zone {
     }
 
     pub(crate) fn mx(mut self, name: &str, pref: u16, host: &str) -> Zone {
-        self.mx.entry(norm(name)).or_default().push((pref, host.to_owned()));
+        self.mx
+            .entry(norm(name))
+            .or_default()
+            .push((pref, host.to_owned()));
         self
     }
 
@@ -79,8 +82,24 @@ impl Zone {
             .set_recursion_available(true)
             .set_authoritative(true);
         m.add_query(q.clone());
+        // RFC 2308 3: a negative answer carries the zone's SOA, whose TTL
+        // lets resolvers cache it.
+        let soa = Record::from_rdata(
+            Name::root(),
+            self.ttl,
+            RData::SOA(SOA::new(
+                Name::from_ascii("ns.test.").unwrap(),
+                Name::from_ascii("hostmaster.test.").unwrap(),
+                1,
+                3600,
+                600,
+                86400,
+                self.ttl,
+            )),
+        );
         if !self.exists(&name) {
             m.set_response_code(ResponseCode::NXDomain);
+            m.add_name_server(soa);
             return Some(m);
         }
         let owner = q.name().clone();
@@ -93,7 +112,11 @@ impl Zone {
                         .chunks(255)
                         .map(|c| String::from_utf8_lossy(c).into_owned())
                         .collect();
-                    m.add_answer(Record::from_rdata(owner.clone(), self.ttl, RData::TXT(TXT::new(parts))));
+                    m.add_answer(Record::from_rdata(
+                        owner.clone(),
+                        self.ttl,
+                        RData::TXT(TXT::new(parts)),
+                    ));
                 }
             }
             RecordType::A | RecordType::AAAA => {
@@ -109,10 +132,17 @@ impl Zone {
             RecordType::MX => {
                 for (pref, host) in self.mx.get(&name).into_iter().flatten() {
                     let exchange = Name::from_ascii(format!("{host}.")).unwrap();
-                    m.add_answer(Record::from_rdata(owner.clone(), self.ttl, RData::MX(MX::new(*pref, exchange))));
+                    m.add_answer(Record::from_rdata(
+                        owner.clone(),
+                        self.ttl,
+                        RData::MX(MX::new(*pref, exchange)),
+                    ));
                 }
             }
             _ => {}
+        }
+        if m.answers().is_empty() {
+            m.add_name_server(soa);
         }
         Some(m)
     }
@@ -140,9 +170,16 @@ impl TestDns {
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 while !stop.load(Ordering::Relaxed) {
-                    let Ok((n, from)) = udp.recv_from(&mut buf) else { continue };
-                    let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
+                    let Ok((n, from)) = udp.recv_from(&mut buf) else {
+                        continue;
+                    };
+                    let Ok(query) = Message::from_vec(&buf[..n]) else {
+                        continue;
+                    };
                     if let Some(out) = zone.answer(&query) {
+                        if std::env::var_os("TESTDNS_LOG").is_some() {
+                            eprintln!("testdns: {:?}", query.queries());
+                        }
                         queries.fetch_add(1, Ordering::Relaxed);
                         let _ = udp.send_to(&out.to_vec().unwrap(), from);
                     }
