@@ -159,66 +159,10 @@ impl SigningKey for SharedKey {
 pub(crate) mod tests {
     use super::*;
 
-    /// Makes a key with the openssl CLI (present on every test machine, see
-    /// .ci/run) and returns (private PEM, public key for the DNS `p=` tag).
-    pub(crate) fn openssl_key(kind: KeyKind, pkcs1: bool) -> (String, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("key.pem");
-        let k = key.to_str().unwrap();
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .args(args)
-                .output()
-                .expect("openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            out.stdout
-        };
-        match (kind, pkcs1) {
-            (KeyKind::Rsa, true) => {
-                // -traditional: PKCS#1 ("BEGIN RSA PRIVATE KEY") on OpenSSL 3.
-                run(&["genrsa", "-traditional", "-out", k, "2048"]);
-            }
-            (KeyKind::Rsa, false) => {
-                run(&[
-                    "genpkey",
-                    "-algorithm",
-                    "rsa",
-                    "-pkeyopt",
-                    "rsa_keygen_bits:2048",
-                    "-out",
-                    k,
-                ]);
-            }
-            (KeyKind::Ed25519, _) => {
-                run(&["genpkey", "-algorithm", "ed25519", "-out", k]);
-            }
-        }
-        let pem = std::fs::read_to_string(&key).unwrap();
-        let der = run(&["pkey", "-in", k, "-pubout", "-outform", "DER"]);
-        // RFC 6376 3.6.1: RSA p= is the DER SubjectPublicKeyInfo; RFC 8463
-        // 4.2: Ed25519 p= is the raw 32-byte key, the tail of the SPKI.
-        let public = match kind {
-            KeyKind::Rsa => der,
-            KeyKind::Ed25519 => der[der.len() - 32..].to_vec(),
-        };
-        (pem, base64(&public))
-    }
+    pub(crate) use super::super::testkeys::base64;
 
-    pub(crate) fn base64(data: &[u8]) -> String {
-        let mut out = std::process::Command::new("base64")
-            .arg("-w0")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        out.stdin.take().unwrap().write_all(data).unwrap();
-        let o = out.wait_with_output().unwrap();
-        String::from_utf8(o.stdout).unwrap()
+    pub(crate) fn openssl_key(kind: KeyKind, pkcs1: bool) -> (String, String) {
+        super::super::testkeys::openssl_key(kind == KeyKind::Ed25519, pkcs1)
     }
 
     #[test]

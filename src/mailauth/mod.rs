@@ -24,6 +24,8 @@ pub mod sign;
 #[cfg(test)]
 mod testdns;
 #[cfg(test)]
+mod testkeys;
+#[cfg(test)]
 mod tests;
 
 pub use check::{Checker, Policy, Rejection, SpfReject, Verdict};

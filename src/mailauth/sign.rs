@@ -388,9 +388,13 @@ impl RelaxedBody {
         if self.line == LineState::Content {
             out(seg);
         } else {
-            match seg.iter().position(|&b| b != b' ' && b != b'\t') {
+            // A CR here is one split from its LF by the reader (or a stray
+            // one): mail-auth ignores CR under relaxed canonicalization, so
+            // it neither makes the line content nor counts as space.
+            let wsp = |b: &u8| *b == b' ' || *b == b'\t';
+            match seg.iter().position(|b| !wsp(b) && *b != b'\r') {
                 None => {
-                    if !seg.is_empty() {
+                    if seg.iter().any(wsp) {
                         self.line = LineState::Space;
                     }
                 }
@@ -400,7 +404,8 @@ impl RelaxedBody {
                     }
                     self.blank_lines = 0;
                     // Leading whitespace reduces to one space (3.4.4 b).
-                    if i > 0 || self.line == LineState::Space {
+                    let lead = seg.get(..i).unwrap_or_default();
+                    if self.line == LineState::Space || lead.iter().any(wsp) {
                         out(b" ");
                     }
                     out(seg.get(i..).unwrap_or_default());
@@ -444,6 +449,10 @@ mod tests {
         }
         assert_eq!(relaxed(&[b" \n\n"]), b"");
         assert_eq!(relaxed(&[b"no newline"]), b"no newline");
+        // A CRLF split between two reads, on a trailing space line and on
+        // a content line.
+        assert_eq!(relaxed(&[b"x\r\n \r", b"\n\t\r", b"\n"]), b"x\r\n");
+        assert_eq!(relaxed(&[b"x\r", b"\ny\r\n"]), b"x\r\r\ny\r\n");
     }
 
     #[test]

@@ -273,25 +273,89 @@ fn signing_domain_is_the_from_domain_or_its_parent() {
     assert_eq!(Signers::default().sign(MESSAGE.as_bytes()).unwrap(), None);
 }
 
+/// Reads `data` a few bytes at a time (sizes cycling 1..=13), as a slow
+/// pipe would deliver it; then, when `fail`, an error.
+struct Trickle<'a> {
+    data: &'a [u8],
+    step: usize,
+    fail: bool,
+}
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.data.is_empty() && self.fail {
+            return Err(std::io::Error::other("disk on fire"));
+        }
+        self.step = self.step % 13 + 1;
+        let n = self.step.min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+fn tag<'a>(fields: &'a str, name: &str) -> &'a str {
+    let unfolded = fields.split(';').map(str::trim);
+    for t in unfolded {
+        if let Some(v) = t.strip_prefix(name).and_then(|v| v.strip_prefix('=')) {
+            return v;
+        }
+    }
+    panic!("no {name}= in {fields}")
+}
+
+#[test]
+fn signing_streams_the_message_in_any_chunks_and_lf_or_crlf() {
+    let k = keys(&[("s", KeyKind::Ed25519, false)]);
+    let signers = k.signers("example.org");
+    let whole = signers.sign(MESSAGE.as_bytes()).unwrap().unwrap();
+    let trickled = signers
+        .sign(Trickle {
+            data: MESSAGE.as_bytes(),
+            step: 0,
+            fail: false,
+        })
+        .unwrap()
+        .unwrap();
+    let wire = to_crlf(MESSAGE.as_bytes()).into_owned();
+    let crlf = signers.sign(wire.as_slice()).unwrap().unwrap();
+    // Every read ends between a CR and its LF.
+    struct SplitCrlf(std::collections::VecDeque<Vec<u8>>);
+    impl std::io::Read for SplitCrlf {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let Some(c) = self.0.pop_front() else { return Ok(0) };
+            assert!(c.len() <= buf.len());
+            buf[..c.len()].copy_from_slice(&c);
+            Ok(c.len())
+        }
+    }
+    let chunks = wire
+        .split_inclusive(|&b| b == b'\r')
+        .map(<[u8]>::to_vec)
+        .collect();
+    let split = signers.sign(SplitCrlf(chunks)).unwrap().unwrap();
+    for other in [&trickled, &crlf, &split] {
+        assert_eq!(tag(&other.fields, "bh"), tag(&whole.fields, "bh"));
+        assert_eq!(tag(&other.fields, "h"), tag(&whole.fields, "h"));
+    }
+}
+
 #[test]
 fn a_read_error_is_a_sign_error() {
     let k = keys(&[("s", KeyKind::Ed25519, false)]);
     let signers = k.signers("example.org");
-    struct Broken(usize);
-    impl std::io::Read for Broken {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let m = MESSAGE.as_bytes();
-            if self.0 >= m.len() / 2 {
-                return Err(std::io::Error::other("disk on fire"));
-            }
-            let n = buf.len().min(m.len() / 2 - self.0).min(7);
-            buf[..n].copy_from_slice(&m[self.0..self.0 + n]);
-            self.0 += n;
-            Ok(n)
-        }
+    // In the header section, and in the body.
+    let m = MESSAGE.as_bytes();
+    for data in [&m[..40], m] {
+        let e = signers
+            .sign(Trickle {
+                data,
+                step: 0,
+                fail: true,
+            })
+            .unwrap_err();
+        assert!(matches!(e, SignError::Read(_)), "{e}");
     }
-    let e = signers.sign(Broken(0)).unwrap_err();
-    assert!(matches!(e, SignError::Read(_)), "{e}");
 }
 
 // ---- checking inbound mail through DNS on loopback ----
@@ -422,6 +486,30 @@ fn dkim_zone(k: &Keys, dmarc: &str) -> Zone {
     z
 }
 
+/// example.org with `keys` and DMARC record `dmarc` on a DNS server on
+/// loopback, and a checker asking it.
+struct Site {
+    k: Keys,
+    dns: TestDns,
+    c: Checker,
+}
+
+fn site(key_list: &[(&str, KeyKind, bool)], dmarc: &str) -> Site {
+    let k = keys(key_list);
+    let dns = TestDns::start(dkim_zone(&k, dmarc));
+    let c = checker(&dns, Duration::from_secs(5));
+    Site { k, dns, c }
+}
+
+impl Site {
+    /// MESSAGE signed with every key, in stored form.
+    fn signed(&self) -> String {
+        let s = self.k.signers("example.org");
+        let signed = s.sign(MESSAGE.as_bytes()).unwrap().unwrap();
+        format!("{}{MESSAGE}", signed.fields)
+    }
+}
+
 /// The resinfos of an Authentication-Results value, split on ";" outside
 /// comments, each split into its words.
 fn resinfos(value: &str) -> Vec<Vec<String>> {
@@ -447,15 +535,11 @@ fn resinfos(value: &str) -> Vec<Vec<String>> {
 
 #[test]
 fn authentication_results_of_a_pass_field_by_field() {
-    let k = keys(&[("rsa", KeyKind::Rsa, true), ("ed", KeyKind::Ed25519, false)]);
-    let dns = TestDns::start(dkim_zone(&k, "v=DMARC1; p=reject"));
-    let c = checker(&dns, Duration::from_secs(5));
-    let signed = k
-        .signers("example.org")
-        .sign(MESSAGE.as_bytes())
-        .unwrap()
-        .unwrap();
-    let stored = format!("{}{MESSAGE}", signed.fields);
+    let s = site(
+        &[("rsa", KeyKind::Rsa, true), ("ed", KeyKind::Ed25519, false)],
+        "v=DMARC1; p=reject",
+    );
+    let (c, stored) = (&s.c, s.signed());
     let spf = c.spf(ip("192.0.2.1"), "mx.pass.example", Some("alice@example.org"));
     let r = c.message(&spf, stored.as_bytes());
     let v = r.value(ME);
@@ -500,17 +584,11 @@ fn authentication_results_of_a_pass_field_by_field() {
 
 #[test]
 fn authentication_results_of_a_fail_and_the_dmarc_policy() {
-    let k = keys(&[("ed", KeyKind::Ed25519, false)]);
-    let dns = TestDns::start(dkim_zone(&k, "v=DMARC1; p=reject; sp=none"));
-    let c = checker(&dns, Duration::from_secs(5));
-    let signed = k
-        .signers("example.org")
-        .sign(MESSAGE.as_bytes())
-        .unwrap()
-        .unwrap();
+    let s = site(&[("ed", KeyKind::Ed25519, false)], "v=DMARC1; p=reject; sp=none");
+    let c = &s.c;
     // Forged: signed, then the body changed; sent from a stranger's
     // address with an envelope sender of a domain that fails SPF.
-    let forged = format!("{}{}", signed.fields, MESSAGE.replace("Bonjour", "Pay now"));
+    let forged = s.signed().replace("Bonjour", "Pay now");
     let spf = c.spf(ip("198.51.100.9"), "evil.invalid", Some("x@fail.example"));
     let r = c.message(&spf, forged.as_bytes());
     let v = r.value(ME);
@@ -564,9 +642,8 @@ fn authentication_results_of_a_fail_and_the_dmarc_policy() {
 
 #[test]
 fn dmarc_testing_mode_is_not_enforced() {
-    let k = keys(&[("ed", KeyKind::Ed25519, false)]);
-    let dns = TestDns::start(dkim_zone(&k, "v=DMARC1; p=reject; t=y"));
-    let c = checker(&dns, Duration::from_secs(5));
+    let s = site(&[("ed", KeyKind::Ed25519, false)], "v=DMARC1; p=reject; t=y");
+    let c = &s.c;
     let spf = c.spf(ip("198.51.100.9"), "evil.invalid", Some("x@fail.example"));
     let r = c.message(&spf, MESSAGE.as_bytes());
     assert_eq!(r.dmarc.result, Outcome::Fail);
@@ -645,15 +722,8 @@ fn mail_signed_by_dkimpy_verifies() {
 
 #[test]
 fn answers_are_cached_for_their_ttl() {
-    let k = keys(&[("ed", KeyKind::Ed25519, false)]);
-    let dns = TestDns::start(dkim_zone(&k, "v=DMARC1; p=none"));
-    let c = checker(&dns, Duration::from_secs(5));
-    let signed = k
-        .signers("example.org")
-        .sign(MESSAGE.as_bytes())
-        .unwrap()
-        .unwrap();
-    let stored = format!("{}{MESSAGE}", signed.fields);
+    let s = site(&[("ed", KeyKind::Ed25519, false)], "v=DMARC1; p=none");
+    let (c, dns, stored) = (&s.c, &s.dns, s.signed());
     let run = || {
         let spf = c.spf(ip("192.0.2.1"), "mx.pass.example", Some("a@inc.example"));
         c.message(&spf, stored.as_bytes())
@@ -669,9 +739,8 @@ fn answers_are_cached_for_their_ttl() {
 
 #[test]
 fn a_forged_result_claiming_our_name_is_stripped_before_ours_is_added() {
-    let k = keys(&[("ed", KeyKind::Ed25519, false)]);
-    let dns = TestDns::start(dkim_zone(&k, "v=DMARC1; p=reject"));
-    let c = checker(&dns, Duration::from_secs(5));
+    let s = site(&[("ed", KeyKind::Ed25519, false)], "v=DMARC1; p=reject");
+    let c = &s.c;
     let forged = format!(
         "Authentication-Results: {};\n\tdkim=pass header.d=example.org;\n\tdmarc=pass header.from=example.org\n\
          Authentication-Results: elsewhere.example; spf=pass\n{MESSAGE}",
