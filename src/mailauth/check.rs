@@ -146,22 +146,18 @@ impl Checker {
     /// `postmaster@HELO`, so it shares the HELO result).
     pub fn spf(&self, client: IpAddr, helo: &str, mail_from: Option<&str>) -> SpfResults {
         let until = Instant::now() + self.deadline;
-        let helo = helo.trim_end_matches('.');
-        let helo_check = if is_domain(helo) {
-            let p = SpfParameters::verify_ehlo(client, helo, &self.authserv_id);
-            let out = self
-                .dns
-                .run(until, self.dns.auth.verify_spf(self.dns.caches.params(p)));
-            spf_check(out, helo.to_owned(), helo.to_owned())
-        } else {
-            // An address literal or a bare word: nothing to look up.
-            SpfCheck {
-                result: Outcome::None,
-                identity: helo.to_owned(),
-                domain: helo.to_owned(),
-                note: Some("HELO is not a domain name"),
-            }
-        };
+        // IDNs are looked up as A-labels (RFC 5890); SMTPUTF8 clients may
+        // send U-labels.
+        let helo_a = mail_auth::common::to_a_label(helo.trim_end_matches('.'));
+        let helo = helo_a.as_ref();
+        // An address literal or a bare word has no SPF record to look up.
+        let helo_check = self.spf_identity(
+            until,
+            SpfParameters::verify_ehlo(client, helo, &self.authserv_id),
+            helo,
+            helo,
+            "HELO is not a domain name",
+        );
         let mail_from_check = match mail_from.filter(|s| !s.is_empty()) {
             None => SpfCheck {
                 identity: format!("postmaster@{helo}"),
@@ -169,27 +165,44 @@ impl Checker {
             },
             Some(addr) => {
                 let domain = addr.rsplit_once('@').map_or("", |(_, d)| d);
-                let domain = domain.trim_end_matches('.');
-                if is_domain(domain) {
-                    let p = SpfParameters::verify_mail_from(client, helo, &self.authserv_id, addr);
-                    let out = self
-                        .dns
-                        .run(until, self.dns.auth.verify_spf(self.dns.caches.params(p)));
-                    spf_check(out, addr.to_owned(), domain.to_owned())
-                } else {
-                    SpfCheck {
-                        result: Outcome::None,
-                        identity: addr.to_owned(),
-                        domain: domain.to_owned(),
-                        note: Some("no domain to check"),
-                    }
-                }
+                let domain = mail_auth::common::to_a_label(domain.trim_end_matches('.'));
+                self.spf_identity(
+                    until,
+                    SpfParameters::verify_mail_from(client, helo, &self.authserv_id, addr),
+                    addr,
+                    &domain,
+                    "no domain to check",
+                )
             }
         };
         SpfResults {
             mail_from: mail_from_check,
             helo: helo_check,
         }
+    }
+
+    /// check_host() of one identity whose domain is `domain`, or `none`
+    /// (with `why`) when that is not a domain name SPF can look up.
+    fn spf_identity(
+        &self,
+        until: Instant,
+        p: SpfParameters<'_>,
+        identity: &str,
+        domain: &str,
+        why: &'static str,
+    ) -> SpfCheck {
+        if !is_domain(domain) {
+            return SpfCheck {
+                result: Outcome::None,
+                identity: identity.to_owned(),
+                domain: domain.to_owned(),
+                note: Some(why),
+            };
+        }
+        let out = self
+            .dns
+            .run(until, self.dns.auth.verify_spf(self.dns.caches.params(p)));
+        spf_check(out, identity.to_owned(), domain.to_owned())
     }
 
     /// DKIM of every signature and DMARC of the From: domain, given the SPF

@@ -452,6 +452,45 @@ fn spf_results_for_each_kind_of_record() {
 }
 
 #[test]
+fn session_threads_share_one_checker() {
+    let dns = TestDns::start(spf_zone());
+    let c = std::sync::Arc::new(checker(&dns, Duration::from_secs(5)));
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let (client, want) = if i % 2 == 0 {
+                    (ip("192.0.2.1"), Outcome::Pass)
+                } else {
+                    (ip("198.51.100.9"), Outcome::Fail)
+                };
+                for _ in 0..20 {
+                    let r = c.spf(client, "mx.pass.example", Some("a@inc.example"));
+                    assert_eq!(r.mail_from.result, want);
+                    assert_eq!(r.helo.result, want);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn an_idn_sender_domain_is_looked_up_as_its_a_label() {
+    let dns = TestDns::start(Zone::new().txt("xn--caf-dma.example", "v=spf1 ip4:192.0.2.1 -all"));
+    let c = checker(&dns, Duration::from_secs(5));
+    let r = c.spf(
+        ip("192.0.2.1"),
+        "h.caf\u{e9}.example",
+        Some("a@caf\u{e9}.example"),
+    );
+    assert_eq!(r.mail_from.result, Outcome::Pass);
+    assert_eq!(r.mail_from.domain, "xn--caf-dma.example");
+}
+
+#[test]
 fn a_dns_time_out_is_a_temperror_within_the_deadline_and_never_rejects() {
     let dns = TestDns::start(spf_zone());
     let c = checker(&dns, Duration::from_millis(1500));
@@ -465,6 +504,21 @@ fn a_dns_time_out_is_a_temperror_within_the_deadline_and_never_rejects() {
         spf_reject: SpfReject::Fail,
     };
     assert_eq!(r.verdict(&strict), Verdict::Accept);
+
+    // The deadline cuts a check short even when the per-query time-out
+    // (here 5 s) would wait longer.
+    let short = Checker::new(
+        ME,
+        &[dns.addr],
+        Duration::from_secs(5),
+        Duration::from_millis(600),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let r2 = short.spf(ip("192.0.2.1"), "mx.pass.example", Some("a@slow.example"));
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert_eq!(r2.mail_from.result, Outcome::TempError);
+    assert_eq!(r2.mail_from.note, Some("time-out"));
 
     // DMARC whose record lookup hangs: temperror, accepted.
     let msg = MESSAGE.replace("alice@example.org", "alice@slow.example");
