@@ -3,7 +3,7 @@
 //! record caches that keep each answer for its TTL.
 //!
 //! As in deliver/dns.rs, nothing async leaks out: callers hand a future to
-//! [`Dns::run`], which `block_on`s it with a deadline. Several session
+//! `Dns::run`, which `block_on`s it with a deadline. Several session
 //! threads may call it at once; a current-thread runtime lets one of them
 //! drive the I/O while the others wait their turn, which suits the handful
 //! of small queries one message needs.

@@ -10,10 +10,15 @@
 //! runtime with a deadline and a TTL cache ([`dns`], [`check`]), and turns the
 //! outcome into a header field and a verdict ([`results`]).
 //!
-//! Nothing here knows the session, the spool or the config file: the
-//! session passes what it knows (client address, HELO, envelope sender, the
-//! message) and gets back values. See /work/brief/mailauth-keys.md (kept as
-//! `doc` notes for the wiring) for where the session calls what.
+//! Nothing here knows the session, the spool or the config file: callers
+//! pass what they know and get values back. A trusted submission (AUTH,
+//! `relay_networks`, sendmail) is signed before it is committed:
+//! [`Signers::sign`] over the stored message, its fields prepended, a
+//! [`SignError`] answered with 451. Mail from elsewhere is checked:
+//! [`Checker::spf`] at MAIL FROM (an SPF rejection can come before DATA),
+//! [`results::strip_own_results`] as the data arrives, [`Checker::message`]
+//! at the end of DATA, [`AuthResults::field`] prepended and
+//! [`AuthResults::verdict`] deciding between 250 and 550.
 
 pub mod check;
 pub mod dns;

@@ -115,7 +115,7 @@ fn is_dns_name(s: &str) -> bool {
 pub enum SignError {
     /// Reading the message failed.
     Read(io::Error),
-    /// The header section exceeds [`MAX_HEADER_SECTION`].
+    /// The header section exceeds 1 MiB.
     HeaderTooLong,
     /// mail-auth (ring) could not sign.
     Crypto(String),
