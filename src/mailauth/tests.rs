@@ -569,7 +569,7 @@ fn a_dns_time_out_is_a_temperror_within_the_deadline_and_never_rejects() {
     let c = checker(&dns, Duration::from_millis(1500));
     let t = Instant::now();
     let r = c.spf(ip("192.0.2.1"), "mx.pass.example", Some("a@slow.example"));
-    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(4), "took {:?}", t.elapsed());
     assert_eq!(r.mail_from.result, Outcome::TempError);
     assert_eq!(r.helo.result, Outcome::Pass);
     let strict = Policy {
@@ -589,7 +589,7 @@ fn a_dns_time_out_is_a_temperror_within_the_deadline_and_never_rejects() {
     .unwrap();
     let t = Instant::now();
     let r2 = short.spf(ip("192.0.2.1"), "mx.pass.example", Some("a@slow.example"));
-    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
     assert_eq!(r2.mail_from.result, Outcome::TempError);
     assert_eq!(r2.mail_from.note, Some("time-out"));
 
