@@ -33,6 +33,7 @@ pub mod daemon;
 pub mod deliver;
 pub mod dsn;
 pub mod logging;
+pub mod mailauth;
 pub mod maillog;
 pub mod message;
 pub mod queue;
