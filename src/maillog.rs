@@ -137,6 +137,11 @@ pub fn connection_reused(id: &dyn Display, host: &str, ip: IpAddr) {
     log::debug!("{id}: reused the connection to {host}[{ip}]");
 }
 
+/// A kept LMTP connection carried this message: `relay` as in `relay=`.
+pub fn connection_reused_to(id: &dyn Display, relay: &str) {
+    log::debug!("{id}: reused the connection to {relay}");
+}
+
 /// A bounce (RFC 3464 action failed) was queued as `notice`.
 pub fn bounce_queued(id: &dyn Display, notice: &dyn Display) {
     log::info!("{id}: sender non-delivery notification: {notice}");

@@ -4,7 +4,7 @@
 //! [`Config`](super::Config), its entry in man/tern.conf.5 and etc/tern.conf.
 
 use super::value::{
-    account_name, boolean, count, delay, dns_servers, hostname, inet_protocols, listen, listen_list,
+    account_name, boolean, count, delay, dns_servers, hostname, inet_protocols, listen, listen_list, lmtp,
     local_domains, log_level, mailbox, mx_port, networks, next_hop, optional_duration, path, relay_auth,
     route, services, size, spool_sync, syslog_facility, timeout, tls_policy,
 };
@@ -130,6 +130,8 @@ static KEYS: &[Key] = &[
     // The delivery helper recomputes mailboxes with the template it started with.
     key!("mailbox", Once, RestartWithHelper, local.mailbox, mailbox),
     key!("pipe_timeout", Once, Applies, local.pipe_timeout, timeout),
+    // Delivered by the queue runner itself, never by the root helper.
+    key!("mailbox_transport", Once, Applies, local.mailbox_transport, Some(lmtp)),
     // The queue.
     key!("retry_initial", Once, Applies, queue.retry_initial, timeout),
     key!("retry_max", Once, Applies, queue.retry_max, timeout),
@@ -266,6 +268,7 @@ mod tests {
             ("aliases", "/a"),
             ("mailbox", "/m/%u"),
             ("pipe_timeout", "7"),
+            ("mailbox_transport", "lmtp:unix:/run/lmtp"),
             ("retry_initial", "7"),
             ("retry_max", "7"),
             ("queue_lifetime", "7"),

@@ -32,7 +32,7 @@ mod value;
 mod tests;
 
 pub use keys::Reload;
-pub use types::{Cidr, Family, NextHop, SyncMode, TlsPolicy};
+pub use types::{Cidr, Family, Lmtp, LmtpAddr, NextHop, Route, SyncMode, TlsPolicy};
 pub use value::{parse_bool, parse_duration, parse_size};
 
 /// Where `ternd` looks for its configuration unless told otherwise.
@@ -173,6 +173,9 @@ pub struct LocalDelivery {
     pub mailbox: String,
     /// How long a pipe (`|command`) delivery may run.
     pub pipe_timeout: Duration,
+    /// `mailbox_transport`: the LMTP server that takes users' mail instead of
+    /// the `mailbox` (aliases are expanded first); None = tern writes it.
+    pub mailbox_transport: Option<Lmtp>,
 }
 
 /// The queue runner: retries, expiry, notices.
@@ -202,8 +205,9 @@ pub struct RemoteDelivery {
     pub dns_servers: Vec<SocketAddr>,
     /// How long one DNS query may take.
     pub dns_timeout: Duration,
-    /// `route = DOMAIN HOP`: fixed next hops per recipient domain, first match wins.
-    pub routes: Vec<(String, NextHop)>,
+    /// `route = DOMAIN HOP`: fixed next hops per recipient domain (SMTP or
+    /// LMTP), first match wins.
+    pub routes: Vec<(String, Route)>,
     /// The smarthost for every domain without a route; None = MX lookup.
     pub relay_host: Option<NextHop>,
     /// user and password for AUTH to the relay_host.
@@ -329,6 +333,7 @@ impl Default for Config {
                 aliases: None,
                 mailbox: "/var/mail/%u".to_owned(),
                 pipe_timeout: Duration::from_secs(600),
+                mailbox_transport: None,
             },
             queue: QueueSettings {
                 retry_initial: Duration::from_secs(300),
@@ -510,14 +515,31 @@ impl SessionLimits {
 }
 
 impl RemoteDelivery {
-    /// The configured next hop for a recipient domain: its route, else the
-    /// relay_host, else None (MX lookup).
-    pub fn next_hop(&self, domain: &str) -> Option<&NextHop> {
+    /// The route of a recipient domain, if it has one.
+    fn route(&self, domain: &str) -> Option<&Route> {
         let d = domain.strip_suffix('.').unwrap_or(domain);
         self.routes
             .iter()
             .find(|(r, _)| r.eq_ignore_ascii_case(d))
             .map(|(_, h)| h)
-            .or(self.relay_host.as_ref())
+    }
+
+    /// The configured SMTP next hop for a recipient domain: its route, else
+    /// the relay_host, else None (MX lookup). None too for a domain routed to
+    /// LMTP, which SMTP never sees (see [`RemoteDelivery::lmtp_route`]).
+    pub fn next_hop(&self, domain: &str) -> Option<&NextHop> {
+        match self.route(domain) {
+            Some(Route::Smtp(h)) => Some(h),
+            Some(Route::Lmtp(_)) => None,
+            None => self.relay_host.as_ref(),
+        }
+    }
+
+    /// The LMTP server a route sends the domain's mail to, if it does.
+    pub fn lmtp_route(&self, domain: &str) -> Option<&Lmtp> {
+        match self.route(domain) {
+            Some(Route::Lmtp(l)) => Some(l),
+            _ => None,
+        }
     }
 }

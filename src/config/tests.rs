@@ -503,6 +503,67 @@ fn routes_and_relay_host() {
 }
 
 #[test]
+fn lmtp_servers_for_mailboxes_and_routes() {
+    let unix = |p: &str| Lmtp {
+        addr: LmtpAddr::Unix(PathBuf::from(p)),
+        tls: None,
+    };
+    let inet = |h: &str, port: u16, tls: Option<TlsPolicy>| Lmtp {
+        addr: LmtpAddr::Inet { host: h.into(), port },
+        tls,
+    };
+    let c = p("mailbox_transport = lmtp:unix:/run/dovecot/lmtp").unwrap();
+    assert_eq!(c.local.mailbox_transport, Some(unix("/run/dovecot/lmtp")));
+    assert_eq!(p("").unwrap().local.mailbox_transport, None);
+    for (v, want) in [
+        ("LMTP:[127.0.0.1]:2424", inet("127.0.0.1", 2424, None)),
+        (
+            "lmtp:[::1]:24 tls=verify",
+            inet("::1", 24, Some(TlsPolicy::Verify)),
+        ),
+        ("lmtp:[Store.Example.org]", inet("store.example.org", 24, None)),
+        ("lmtp:store.test:2003", inet("store.test", 2003, None)),
+        ("lmtp:127.0.0.1:24", inet("127.0.0.1", 24, None)),
+        ("lmtp:inet:store.test", inet("store.test", 24, None)),
+    ] {
+        let c = p(&format!("mailbox_transport = {v}")).unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(c.local.mailbox_transport, Some(want), "{v}");
+    }
+    // A route may name an LMTP server: SMTP then has no next hop for the
+    // domain (not even the relay host).
+    let c = p("route = store.test lmtp:unix:/s\nroute = b.test [10.0.0.1]:2525\nrelay_host = [smart.test]")
+        .unwrap();
+    assert_eq!(c.remote.lmtp_route("Store.test."), Some(&unix("/s")));
+    assert_eq!(c.remote.next_hop("store.test"), None);
+    assert_eq!(c.remote.lmtp_route("b.test"), None);
+    assert_eq!(c.remote.next_hop("b.test").map(|h| h.port), Some(2525));
+    assert_eq!(c.remote.lmtp_route("other.test"), None);
+    assert_eq!(
+        c.remote.next_hop("other.test").map(|h| h.host.as_str()),
+        Some("smart.test")
+    );
+    for bad in [
+        "mailbox_transport = /run/dovecot/lmtp",
+        "mailbox_transport = lmtp:",
+        "mailbox_transport = lmtp:unix:run/lmtp",
+        "mailbox_transport = lmtp:unix:/run/lmtp tls=may",
+        "mailbox_transport = lmtp:[127.0.0.1]:25",
+        "mailbox_transport = lmtp:[127.0.0.1]:0",
+        "mailbox_transport = lmtp:::1:24",
+        "mailbox_transport = lmtp:[x.test]:24 tls=maybe",
+        "mailbox_transport = lmtp:[x.test]:24 smtps",
+        "mailbox_transport = lmtp:bad_host:24",
+        "route = store.test lmtp:[127.0.0.1",
+    ] {
+        assert!(p(bad).is_err(), "{bad}");
+    }
+    let e = p("mailbox_transport = lmtp:[127.0.0.1]:25")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("RFC 2033"), "{e}");
+}
+
+#[test]
 fn spool_sync_values() {
     assert_eq!(p("").unwrap().spool.sync, SyncMode::Syncfs);
     assert_eq!(p("spool_sync = fsync").unwrap().spool.sync, SyncMode::Fsync);

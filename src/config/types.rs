@@ -91,6 +91,42 @@ pub struct NextHop {
     pub implicit_tls: bool,
 }
 
+/// Where a `route` sends a domain's mail: an SMTP next hop, or an LMTP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Smtp(NextHop),
+    Lmtp(Lmtp),
+}
+
+/// An LMTP server (RFC 2033) that takes mail for its mailboxes: the value of
+/// `mailbox_transport` and of a route written `lmtp:...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lmtp {
+    pub addr: LmtpAddr,
+    /// `tls=POLICY` after a TCP server (None: `smtp_tls`); a socket has none.
+    pub tls: Option<TlsPolicy>,
+}
+
+/// Where an LMTP server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LmtpAddr {
+    /// `lmtp:unix:/path`: a UNIX-domain socket.
+    Unix(std::path::PathBuf),
+    /// `lmtp:[host]:port` or `lmtp:host:port`: an address, or a name whose
+    /// addresses are looked up (never its MX records: LMTP has no MX).
+    Inet { host: String, port: u16 },
+}
+
+impl fmt::Display for LmtpAddr {
+    /// As written in tern.conf (without `lmtp:`): `unix:/run/dovecot/lmtp`, `[127.0.0.1]:24`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LmtpAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            LmtpAddr::Inet { host, port } => write!(f, "[{host}]:{port}"),
+        }
+    }
+}
+
 /// The outbound TLS policy of a route, weakest first (`smtp_tls`, `tls=` of a
 /// next hop; Postfix's smtp_tls_security_level).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

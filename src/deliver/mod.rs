@@ -7,12 +7,13 @@
 //! result and its catalog), `route` (pure: config and DNS answers to ordered
 //! hops), `transaction` (MAIL, RCPT, DATA on an open connection), `pool`
 //! (connections kept between messages), `local` (mailboxes and commands),
-//! `remote` (the I/O: lookups, connections, the walk over the hops), and
-//! `router` (which of the two a recipient takes). Each uses only rooms
-//! before it.
+//! `lmtp` (handing mail to a mailbox server, RFC 2033), `remote` (the I/O:
+//! lookups, connections, the walk over the hops), and `router` (which of
+//! them a recipient takes). Each uses only rooms before it.
 
 pub mod client;
 pub mod dns;
+pub mod lmtp;
 pub mod local;
 pub mod outcome;
 pub mod pool;

@@ -257,6 +257,13 @@ pub fn ehlo_refused(r: &Reply) -> Outcome {
     Outcome::temporary(Stage::Hello, r.status(), format!("EHLO: {}", r.one_line())).with_reply(r.clone())
 }
 
+/// LHLO (RFC 2033 4.1) answered with other than 250: an LMTP server that
+/// will not talk to us, or no LMTP server at all, is our configuration's
+/// problem, so defer.
+pub fn lhlo_refused(r: &Reply) -> Outcome {
+    Outcome::temporary(Stage::Hello, Status(4, 4, 0), format!("LHLO: {}", r.one_line())).with_reply(r.clone())
+}
+
 /// HELO refused after EHLO was.
 pub fn helo_refused(r: &Reply) -> Outcome {
     Outcome::temporary(Stage::Hello, Status(4, 4, 0), format!("HELO: {}", r.one_line())).with_reply(r.clone())
@@ -632,6 +639,22 @@ pub struct Timing {
     /// Transmission, `d`: MAIL FROM to the reply to the end of data, or
     /// writing the local copy.
     pub transmit: Duration,
+}
+
+impl Timing {
+    /// A connection's delivery that began at `began`, waited `waited` for a
+    /// slot and began its transaction at `tx_start` (None: it never did):
+    /// setup until then, transmission from then until now.
+    pub fn measured(began: Instant, waited: Duration, tx_start: Option<Instant>) -> Timing {
+        let now = Instant::now();
+        let setup_end = tx_start.unwrap_or(now);
+        Timing {
+            began: Some(began),
+            waited,
+            setup: setup_end.saturating_duration_since(began).saturating_sub(waited),
+            transmit: now.saturating_duration_since(setup_end),
+        }
+    }
 }
 
 /// Who reports success to a sender who asked for NOTIFY=SUCCESS.

@@ -45,18 +45,7 @@ pub fn deliver(
     let began = Instant::now();
     let waited = Cell::new(Duration::ZERO);
     let tx_start: Cell<Option<Instant>> = Cell::new(None);
-    let timing = || {
-        let now = Instant::now();
-        let setup_end = tx_start.get().unwrap_or(now);
-        Timing {
-            began: Some(began),
-            waited: waited.get(),
-            setup: setup_end
-                .saturating_duration_since(began)
-                .saturating_sub(waited.get()),
-            transmit: now.saturating_duration_since(setup_end),
-        }
-    };
+    let timing = || Timing::measured(began, waited.get(), tx_start.get());
     let all = |relay: &str, outcome: Outcome| -> Vec<Attempted> {
         let timing = timing();
         rcpts

@@ -1,18 +1,26 @@
 //! Which agent delivers a recipient. A recipient in a local domain goes
 //! through the aliases to mailboxes, files and pipes; an alias that points
 //! elsewhere makes a forwarded copy in the queue; any other domain goes to
-//! remote delivery.
+//! remote delivery, or to an LMTP server when a route names one.
+//!
+//! With `mailbox_transport`, the users the aliases yield (the recipient
+//! itself when it is no alias) go to that LMTP server in one transaction
+//! instead of their `mailbox`, as Postfix's local(8) hands the final
+//! mailbox to its mailbox_transport: aliases, `:include:` files, files and
+//! commands are still ours, and the server decides which users exist.
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::path::Path;
 
 use crate::aliases::{ExpandError, Target as AliasTarget};
 use crate::clock;
 use crate::config::Config;
+use crate::config::Lmtp;
 use crate::deliver::dns::Resolver;
 use crate::deliver::local::{self, Job, Target};
-use crate::deliver::outcome::{self, Attempted, Outcome, Timing, Verdict};
-use crate::deliver::{pool, remote};
+use crate::deliver::outcome::{self, Attempted, Outcome, Success, Timing, Verdict};
+use crate::deliver::{lmtp, pool, remote};
 use crate::maillog;
 use crate::message;
 use crate::smtp::address::{Domain, Mailbox};
@@ -50,23 +58,33 @@ pub fn remote_domain(cfg: &Config, rcpt: &Recipient) -> Option<String> {
     }
 }
 
-/// Deliver the recipients of one remote domain in one transaction.
+/// Deliver the recipients of one remote domain in one transaction: to the
+/// LMTP server its route names, else by SMTP.
 pub fn deliver_remote(ctx: &Context<'_>, domain: &str, rcpts: &[&Recipient]) -> Vec<Attempted> {
-    if let Some(message) = ctx.message {
-        return remote::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, message, domain, rcpts);
-    }
-    let path = ctx.spool.message_path(&ctx.env.id);
-    let message = match std::fs::read(&path) {
+    let message = match message(ctx) {
         Ok(m) => m,
-        Err(e) => {
-            let o = outcome::spool_unreadable(&path, &e);
+        Err(o) => {
             return rcpts
                 .iter()
                 .map(|_| Attempted::local("none", o.clone()))
-                .collect();
+                .collect()
         }
     };
-    remote::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, &message, domain, rcpts)
+    match ctx.cfg.remote.lmtp_route(domain) {
+        Some(server) => lmtp::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, &message, server, rcpts),
+        None => remote::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, &message, domain, rcpts),
+    }
+}
+
+/// The whole message: as the caller read it, else from the spool.
+fn message<'a>(ctx: &Context<'a>) -> Result<Cow<'a, [u8]>, Outcome> {
+    if let Some(m) = ctx.message {
+        return Ok(Cow::Borrowed(m));
+    }
+    let path = ctx.spool.message_path(&ctx.env.id);
+    std::fs::read(&path)
+        .map(Cow::Owned)
+        .map_err(|e| outcome::spool_unreadable(&path, &e))
 }
 
 /// Deliver one recipient: locally, or alone in a remote transaction.
@@ -82,13 +100,16 @@ pub fn deliver(ctx: &Context<'_>, rcpt: &Recipient) -> Attempted {
             .unwrap_or_else(|| Attempted::local("none", outcome::no_route_result()));
     }
     let began = std::time::Instant::now();
-    let outcome = deliver_local(ctx, rcpt, &mbox);
-    // Local delivery has no connection to set up: all of it is transmission.
-    Attempted::local("local", outcome).timed(Timing {
-        began: Some(began),
-        transmit: began.elapsed(),
-        ..Timing::default()
-    })
+    match deliver_local(ctx, rcpt, &mbox) {
+        // The mailboxes went to the LMTP server: the log names it.
+        (outcome, Some(via)) => Attempted { outcome, ..via },
+        // Local delivery has no connection to set up: all of it is transmission.
+        (outcome, None) => Attempted::local("local", outcome).timed(Timing {
+            began: Some(began),
+            transmit: began.elapsed(),
+            ..Timing::default()
+        }),
+    }
 }
 
 /// RFC 5321 6.3-style loop check with Delivered-To (as Postfix and qmail do):
@@ -97,9 +118,11 @@ fn has_delivered_to(headers: &[u8], rcpt: &str) -> bool {
     message::fields(headers).any(|f| f.is("Delivered-To") && f.value().eq_ignore_ascii_case(rcpt))
 }
 
-fn deliver_local(ctx: &Context<'_>, rcpt: &Recipient, mbox: &Mailbox) -> Outcome {
+/// The recipient's outcome, and the LMTP attempt when `mailbox_transport`
+/// took its mailboxes (for the log's relay= and the success notice).
+fn deliver_local(ctx: &Context<'_>, rcpt: &Recipient, mbox: &Mailbox) -> (Outcome, Option<Attempted>) {
     if has_delivered_to(ctx.headers, &rcpt.addr) {
-        return outcome::forwarding_loop(&rcpt.addr);
+        return (outcome::forwarding_loop(&rcpt.addr), None);
     }
     let local = mbox.local().to_lowercase();
     let aliases = ctx.tables.aliases();
@@ -107,17 +130,20 @@ fn deliver_local(ctx: &Context<'_>, rcpt: &Recipient, mbox: &Mailbox) -> Outcome
     let read_include = |p: &Path| read_include(p);
     let mut targets = match aliases.expand(&local, &is_local, &read_include) {
         Ok(t) => t,
-        Err(e @ ExpandError::Include(_)) => return outcome::include_failed(&e),
-        Err(e) => return outcome::alias_failed(&e),
+        Err(e @ ExpandError::Include(_)) => return (outcome::include_failed(&e), None),
+        Err(e) => return (outcome::alias_failed(&e), None),
     };
     // RFC 5321 4.5.1: postmaster must reach someone even without an alias.
     if local == "postmaster" && targets == [AliasTarget::User("postmaster".to_owned())] {
         targets = vec![AliasTarget::User("root".to_owned())];
     }
+    let transport = ctx.cfg.local.mailbox_transport.as_ref();
     let mut remote = Vec::new();
+    let mut mailboxes = Vec::new();
     let mut results = Vec::new();
     for t in targets {
         match t {
+            AliasTarget::User(name) if transport.is_some() => mailboxes.push(name),
             AliasTarget::User(name) => results.push(deliver_user(ctx, rcpt, &name)),
             AliasTarget::File(path) => results.push(deliver_as_alias_owner(ctx, rcpt, Target::Mbox(path))),
             AliasTarget::Pipe(cmd) => results.push(deliver_as_alias_owner(ctx, rcpt, Target::Pipe(cmd))),
@@ -127,7 +153,65 @@ fn deliver_local(ctx: &Context<'_>, rcpt: &Recipient, mbox: &Mailbox) -> Outcome
     if !remote.is_empty() {
         results.push(forward(ctx, rcpt, &remote));
     }
-    combine(results)
+    let mut via = None;
+    if let (Some(server), false) = (transport, mailboxes.is_empty()) {
+        let alone = results.is_empty();
+        let (o, mut attempt) = deliver_mailboxes(ctx, server, rcpt, mbox, &mailboxes);
+        // Besides files, commands or forwarding, the notice is ours to send.
+        if !alone {
+            attempt.success = Success::Delivered;
+        }
+        results.push(o);
+        via = Some(attempt);
+    }
+    (combine(results), via)
+}
+
+/// The `users` of recipient `rcpt` to the LMTP server, in one transaction:
+/// their outcome together (see [`combine`]), and the attempt as the log
+/// shows it.
+fn deliver_mailboxes(
+    ctx: &Context<'_>,
+    server: &Lmtp,
+    rcpt: &Recipient,
+    mbox: &Mailbox,
+    users: &[String],
+) -> (Outcome, Attempted) {
+    let message = match message(ctx) {
+        Ok(m) => m,
+        Err(o) => return (o.clone(), Attempted::local("none", o)),
+    };
+    let lmtp_rcpts: Vec<Recipient> = users.iter().map(|u| mailbox_recipient(rcpt, mbox, u)).collect();
+    let refs: Vec<&Recipient> = lmtp_rcpts.iter().collect();
+    let attempts = lmtp::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, &message, server, &refs);
+    let outcome = combine(attempts.iter().map(|a| a.outcome.clone()).collect());
+    match attempts.into_iter().next() {
+        Some(first) => (outcome, first),
+        None => {
+            let o = outcome::no_route_result();
+            (o.clone(), Attempted::local("none", o))
+        }
+    }
+}
+
+/// The LMTP recipient for `user`'s mailbox: the recipient itself when it is
+/// the user's own address, else the user at the recipient's domain, with
+/// the recipient as ORCPT unless the sender gave one (RFC 3461 4.2 lets a
+/// relaying MTA add it; an LMTP server offering DSN can then tell which
+/// address the mail was sent to).
+fn mailbox_recipient(rcpt: &Recipient, mbox: &Mailbox, user: &str) -> Recipient {
+    let addr = if user.eq_ignore_ascii_case(mbox.local()) {
+        rcpt.addr.clone()
+    } else {
+        format!("{user}@{}", mbox.domain())
+    };
+    let mut r = Recipient::new(addr);
+    r.notify = rcpt.notify;
+    r.orcpt = rcpt
+        .orcpt
+        .clone()
+        .or_else(|| Some(format!("rfc822;{}", rcpt.addr)));
+    r
 }
 
 /// An :include: file names commands and files run as the aliases owner, so
@@ -152,7 +236,14 @@ fn read_include(p: &Path) -> std::io::Result<String> {
 
 /// One outcome for all of a recipient's targets: any temporary failure
 /// means try again; otherwise any permanent failure bounces.
-fn combine(results: Vec<Outcome>) -> Outcome {
+fn combine(mut results: Vec<Outcome>) -> Outcome {
+    // A single target's outcome is the recipient's as it is (with the
+    // server's reply, when one decided it).
+    if results.len() == 1 {
+        if let Some(only) = results.pop() {
+            return only;
+        }
+    }
     let mut delivered = Vec::new();
     let mut permanent = None;
     for r in results {

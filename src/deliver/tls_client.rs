@@ -9,6 +9,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
@@ -22,24 +23,19 @@ use rustls::{
 /// The outbound TLS policy, defined with the configuration that holds it.
 pub use crate::config::TlsPolicy as Policy;
 
-/// A connection to the next hop: plain, or TLS over it.
+/// A connection to the next hop: plain, or TLS over it; or a local LMTP
+/// server's UNIX-domain socket (never encrypted: it does not leave the host).
 pub enum Stream {
     Plain(TcpStream),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Unix(UnixStream),
 }
 
 impl Stream {
-    pub fn tcp(&self) -> &TcpStream {
-        match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(t) => &t.sock,
-        }
-    }
-
     /// "TLSv1.3" once encrypted, for the log line.
     pub fn tls_version(&self) -> Option<&'static str> {
         match self {
-            Stream::Plain(_) => None,
+            Stream::Plain(_) | Stream::Unix(_) => None,
             Stream::Tls(t) => t.conn.protocol_version().map(|v| match v {
                 rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
                 rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
@@ -49,10 +45,12 @@ impl Stream {
     }
 
     /// Run the TLS handshake over a plain stream. A stream already
-    /// encrypted is an error (STARTTLS twice).
+    /// encrypted is an error (STARTTLS twice), and so is a UNIX socket.
     pub fn upgrade(self, config: Arc<ClientConfig>, host: &str) -> io::Result<Stream> {
-        let Stream::Plain(mut tcp) = self else {
-            return Err(io::Error::other("TLS already active"));
+        let mut tcp = match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(_) => return Err(io::Error::other("TLS already active")),
+            Stream::Unix(_) => return Err(io::Error::other("no TLS over a UNIX socket")),
         };
         let name = server_name(host)?;
         let mut conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
@@ -65,11 +63,19 @@ impl Stream {
 
 impl crate::deliver::client::Timed for Stream {
     fn set_read_limit(&self, t: std::time::Duration) -> io::Result<()> {
-        self.tcp().set_read_timeout(Some(t))
+        match self {
+            Stream::Plain(s) => s.set_read_timeout(Some(t)),
+            Stream::Tls(s) => s.sock.set_read_timeout(Some(t)),
+            Stream::Unix(s) => s.set_read_timeout(Some(t)),
+        }
     }
 
     fn set_write_limit(&self, t: std::time::Duration) -> io::Result<()> {
-        self.tcp().set_write_timeout(Some(t))
+        match self {
+            Stream::Plain(s) => s.set_write_timeout(Some(t)),
+            Stream::Tls(s) => s.sock.set_write_timeout(Some(t)),
+            Stream::Unix(s) => s.set_write_timeout(Some(t)),
+        }
     }
 }
 
@@ -78,6 +84,7 @@ impl Read for Stream {
         match self {
             Stream::Plain(s) => s.read(buf),
             Stream::Tls(t) => t.read(buf),
+            Stream::Unix(s) => s.read(buf),
         }
     }
 }
@@ -87,6 +94,7 @@ impl Write for Stream {
         match self {
             Stream::Plain(s) => s.write(buf),
             Stream::Tls(t) => t.write(buf),
+            Stream::Unix(s) => s.write(buf),
         }
     }
 
@@ -94,8 +102,39 @@ impl Write for Stream {
         match self {
             Stream::Plain(s) => s.flush(),
             Stream::Tls(t) => t.flush(),
+            Stream::Unix(s) => s.flush(),
         }
     }
+}
+
+/// Why STARTTLS did not give an encrypted connection.
+#[derive(Debug)]
+pub enum StartTlsError {
+    /// The connection broke while asking: the host is not usable now.
+    Io(io::Error),
+    /// Refused, or the handshake failed: under `may` the caller may try the
+    /// host again in plaintext.
+    Tls(String),
+}
+
+/// RFC 3207: STARTTLS on a greeted connection, and the handshake with
+/// `config` for `host`. The client that comes back knows nothing of the
+/// server yet: the caller says EHLO (or LHLO) again (RFC 3207 4.2).
+pub fn starttls(
+    mut c: crate::deliver::client::Client<Stream>,
+    config: Arc<ClientConfig>,
+    host: &str,
+) -> Result<crate::deliver::client::Client<Stream>, StartTlsError> {
+    match c.command("STARTTLS") {
+        Ok(r) if r.code == 220 => {}
+        Ok(r) => return Err(StartTlsError::Tls(format!("STARTTLS refused: {}", r.one_line()))),
+        Err(e) => return Err(StartTlsError::Io(e)),
+    }
+    let tls = c
+        .into_stream()
+        .and_then(|plain| plain.upgrade(config, host))
+        .map_err(|e| StartTlsError::Tls(e.to_string()))?;
+    Ok(crate::deliver::client::Client::new(tls))
 }
 
 /// `mx.example.org`, or an address literal from `[192.0.2.1]` routes.

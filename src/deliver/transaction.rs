@@ -4,10 +4,10 @@
 //! chooses no host: `remote` opens the connection and walks the hops, and
 //! the transaction runs over any `Client<S>`, so tests script the far end.
 //!
-//! Written for SMTP (RFC 5321 3.3) and kept in the shape LMTP (RFC 2033)
-//! needs: the commands it sends are the same, and the replies after the
-//! message are read in one place ([`after_data`]), where LMTP will read one
-//! per accepted recipient instead of one for all.
+//! SMTP (RFC 5321 3.3) and LMTP (RFC 2033) alike: the commands sent are the
+//! same, and the replies after the message are read in one place
+//! ([`after_data`]), where LMTP reads one per accepted recipient instead of
+//! one for all.
 
 use std::io::{self, Read, Write};
 use std::time::Duration;
@@ -39,6 +39,16 @@ pub struct Message<'a> {
     pub wire: &'a [u8],
 }
 
+/// The protocol on the connection: they differ after the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// RFC 5321: one reply to the message, for every recipient.
+    Smtp,
+    /// RFC 2033 4.2: one reply per accepted recipient, in RCPT order; the
+    /// server is the final delivery.
+    Lmtp,
+}
+
 /// What one host did with the transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostResult {
@@ -63,13 +73,26 @@ pub fn run<S: Read + Write + Timed>(
     msg: &Message<'_>,
     rcpts: &[&Recipient],
     t: &Timeouts,
+    rset: bool,
+) -> Option<(HostResult, bool)> {
+    run_as(Protocol::Smtp, c, ext, msg, rcpts, t, rset)
+}
+
+/// [`run`] in `proto`: LMTP reads one reply per recipient after the message.
+pub fn run_as<S: Read + Write + Timed>(
+    proto: Protocol,
+    c: &mut Client<S>,
+    ext: &Extensions,
+    msg: &Message<'_>,
+    rcpts: &[&Recipient],
+    t: &Timeouts,
     mut rset: bool,
 ) -> Option<(HostResult, bool)> {
     let mut todo: Vec<usize> = (0..rcpts.len()).collect();
     let mut results: Vec<Option<(Outcome, Success)>> = vec![None; rcpts.len()];
     loop {
         let subset: Vec<&Recipient> = todo.iter().filter_map(|&i| rcpts.get(i).copied()).collect();
-        let (r, reusable) = once(c, ext, msg, &subset, t, rset)?;
+        let (r, reusable) = once(proto, c, ext, msg, &subset, t, rset)?;
         rset = false;
         let round = match r {
             HostResult::Next(o) if results.iter().all(Option::is_none) => {
@@ -102,13 +125,15 @@ pub fn run<S: Read + Write + Timed>(
     }
 }
 
-/// RFC 5321 4.5.3.1.10: a 452 to RCPT means "not in this transaction".
+/// RFC 5321 4.5.3.1.10: a 452 to RCPT means "not in this transaction". A
+/// 452 after the message (an LMTP server's full mailbox) is no such thing.
 fn too_many_recipients(o: &Outcome) -> bool {
-    o.is_temporary() && o.reply().is_some_and(|r| r.code == 452)
+    o.is_temporary() && o.stage() == Stage::Rcpt && o.reply().is_some_and(|r| r.code == 452)
 }
 
 /// One transaction; None when the leading RSET (see [`run`]) failed.
 fn once<S: Read + Write + Timed>(
+    proto: Protocol,
     c: &mut Client<S>,
     ext: &Extensions,
     msg: &Message<'_>,
@@ -117,10 +142,13 @@ fn once<S: Read + Write + Timed>(
     rset: bool,
 ) -> Option<(HostResult, bool)> {
     let env = msg.env;
-    let success = if ext.dsn {
-        Success::PassedOn
-    } else {
-        Success::Relayed
+    // As Postfix: a server that offers DSN takes the NOTIFY request over;
+    // otherwise an LMTP server delivered (it is the final hop), an SMTP
+    // server only relayed.
+    let success = match (ext.dsn, proto) {
+        (true, _) => Success::PassedOn,
+        (false, Protocol::Smtp) => Success::Relayed,
+        (false, Protocol::Lmtp) => Success::Delivered,
     };
     let all = |o: Outcome| HostResult::Done(rcpts.iter().map(|_| (o.clone(), success)).collect());
     // RFC 6531 3.2: no SMTPUTF8 at the far end, and the message needs
@@ -190,13 +218,22 @@ fn once<S: Read + Write + Timed>(
             let _ = c.set_timeouts(t.data);
             let sent = send_body(c, msg.wire);
             let _ = c.set_timeouts(t.data_done);
-            match sent.and_then(|()| after_data(c, accepted.len())) {
-                Ok(replies) => settle(replies.iter().map(|r| outcome::reply(Stage::Data, r)).collect()),
-                Err(e) => {
-                    let lost = outcome::network(Stage::Data, "connection lost after DATA", &e);
-                    settle(vec![lost; accepted.len()]);
-                    return Some((HostResult::Done(results), false));
-                }
+            let (replies, lost) = match sent {
+                Ok(()) => after_data(proto, c, accepted.len()),
+                Err(e) => (Vec::new(), Some(e)),
+            };
+            // RFC 5321 3.8: after a 421 the server closes the connection.
+            let closing = replies.iter().any(|r| r.code == 421);
+            let mut outcomes: Vec<Outcome> = replies.iter().map(|r| outcome::reply(Stage::Data, r)).collect();
+            if let Some(e) = &lost {
+                // Those answered keep their answer (an LMTP recipient already
+                // delivered is never sent again); the rest wait.
+                let lost = outcome::network(Stage::Data, "connection lost after DATA", e);
+                outcomes.resize(accepted.len(), lost);
+            }
+            settle(outcomes);
+            if lost.is_some() || closing {
+                return Some((HostResult::Done(results), false));
             }
         }
         Some(d) => settle(vec![outcome::reply(Stage::Data, d); accepted.len()]),
@@ -207,10 +244,27 @@ fn once<S: Read + Write + Timed>(
 
 /// The replies after the final dot, one for each of the `accepted`
 /// recipients: SMTP's single reply counts for all of them (RFC 5321
-/// 4.1.1.4); LMTP sends one per recipient (RFC 2033 4.2).
-fn after_data<S: Read + Write + Timed>(c: &mut Client<S>, accepted: usize) -> io::Result<Vec<Reply>> {
-    let r = c.reply()?;
-    Ok(vec![r; accepted])
+/// 4.1.1.4); LMTP sends one per recipient, in the order of the RCPTs
+/// (RFC 2033 4.2), each under the data-done timeout. The error, when the
+/// connection failed, comes with the replies read before it: fewer than
+/// `accepted`. A 421 (the server is closing) stands for itself and every
+/// reply still to come.
+fn after_data<S: Read + Write + Timed>(
+    proto: Protocol,
+    c: &mut Client<S>,
+    accepted: usize,
+) -> (Vec<Reply>, Option<io::Error>) {
+    let mut replies = Vec::with_capacity(accepted);
+    while replies.len() < accepted {
+        match c.reply() {
+            Ok(r) if proto == Protocol::Smtp || r.code == 421 => {
+                replies.resize(accepted, r);
+            }
+            Ok(r) => replies.push(r),
+            Err(e) => return (replies, Some(e)),
+        }
+    }
+    (replies, None)
 }
 
 /// `MAIL FROM:<sender>` with the parameters the server understands.
@@ -348,6 +402,117 @@ mod tests {
             "MAIL FROM:<a@example.org>\r\nRCPT TO:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nRCPT TO:<c@x.test>\r\nDATA\r\n"
         ));
         assert!(sent.ends_with("Subject: x\r\n\r\nbody\r\n.\r\n"), "{sent}");
+    }
+
+    /// Run the transaction in `proto` against `script`; each recipient's
+    /// outcome (verdict, stage, detail) and success notice, and whether the
+    /// connection may carry another.
+    fn lmtp_against(
+        proto: Protocol,
+        script: &str,
+        ext: &Extensions,
+        env: &Envelope,
+    ) -> (Vec<(Verdict, Stage, String, Success)>, bool) {
+        let mut c = crate::deliver::client::script::client(script);
+        let wire = crate::deliver::client::wire_body(b"Subject: x\n\nbody\n");
+        let msg = Message { env, wire: &wire };
+        let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
+        match run_as(proto, &mut c, ext, &msg, &rcpts, &T, false) {
+            Some((HostResult::Done(v), reusable)) => (
+                v.into_iter()
+                    .map(|(o, s)| (o.verdict(), o.stage(), o.detail().to_owned(), s))
+                    .collect(),
+                reusable,
+            ),
+            other => panic!("not done: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lmtp_reads_one_reply_per_accepted_recipient() {
+        let env = envelope(&["a@x.test", "b@x.test", "c@x.test"]);
+        let ext = Extensions {
+            pipelining: true,
+            ..Extensions::default()
+        };
+        // RFC 2033 4.2: b was refused at RCPT, so two replies follow the
+        // message, a's then c's.
+        let script = "250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 <b@x.test> User doesn't exist\r\n\
+                      250 2.1.5 ok\r\n354 go\r\n250 2.0.0 <a@x.test> Saved\r\n\
+                      452 4.2.2 <c@x.test> Quota exceeded\r\n";
+        let (got, reusable) = lmtp_against(Protocol::Lmtp, script, &ext, &env);
+        assert_eq!(
+            got,
+            vec![
+                (
+                    Verdict::Delivered,
+                    Stage::Data,
+                    "250 2.0.0 <a@x.test> Saved".to_owned(),
+                    Success::Delivered
+                ),
+                (
+                    Verdict::Permanent,
+                    Stage::Rcpt,
+                    "550 5.1.1 <b@x.test> User doesn't exist".to_owned(),
+                    Success::Delivered
+                ),
+                (
+                    Verdict::Temporary,
+                    Stage::Data,
+                    "452 4.2.2 <c@x.test> Quota exceeded".to_owned(),
+                    Success::Delivered
+                ),
+            ]
+        );
+        // The full mailbox is not "too many recipients": no second transaction.
+        assert!(reusable);
+        // The same replies read as SMTP: the first after the message counts
+        // for both, and the second is left unread (a server speaking LMTP to
+        // an SMTP client would desynchronise it).
+        let (smtp, _) = lmtp_against(Protocol::Smtp, script, &ext, &env);
+        assert_eq!(smtp[2].2, "250 2.0.0 <a@x.test> Saved");
+        assert_eq!(smtp[0].3, Success::Relayed);
+        // A server that offers DSN takes the NOTIFY request over.
+        let dsn = Extensions {
+            dsn: true,
+            ..ext.clone()
+        };
+        let (got, _) = lmtp_against(Protocol::Lmtp, script, &dsn, &env);
+        assert_eq!(got[0].3, Success::PassedOn);
+    }
+
+    #[test]
+    fn lmtp_keeps_the_replies_that_came_before_the_connection_broke() {
+        let env = envelope(&["a@x.test", "b@x.test", "c@x.test"]);
+        let ext = Extensions::default();
+        // Without PIPELINING: one command at a time.
+        let script = "250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n250 2.0.0 <a@x.test> Saved\r\n";
+        let (got, reusable) = lmtp_against(Protocol::Lmtp, script, &ext, &env);
+        assert!(!reusable);
+        // a is delivered and stays so: it must not be sent again.
+        assert_eq!(got[0].0, Verdict::Delivered);
+        for g in &got[1..] {
+            assert_eq!((g.0, g.1), (Verdict::Temporary, Stage::Data), "{g:?}");
+            assert!(g.2.starts_with("connection lost after DATA"), "{g:?}");
+        }
+    }
+
+    #[test]
+    fn lmtp_421_stands_for_the_replies_still_to_come() {
+        let env = envelope(&["a@x.test", "b@x.test", "c@x.test"]);
+        let ext = Extensions {
+            pipelining: true,
+            ..Extensions::default()
+        };
+        let script = "250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n250 2.0.0 <a@x.test> Saved\r\n\
+                      421 4.3.2 shutting down\r\n";
+        let (got, reusable) = lmtp_against(Protocol::Lmtp, script, &ext, &env);
+        assert!(!reusable);
+        assert_eq!(got[0].0, Verdict::Delivered);
+        assert_eq!(
+            got[1..].iter().map(|g| (g.0, g.2.as_str())).collect::<Vec<_>>(),
+            vec![(Verdict::Temporary, "421 4.3.2 shutting down"); 2]
+        );
     }
 
     #[test]

@@ -380,9 +380,11 @@ fn last_outcome(r: &Recipient) -> Outcome {
 }
 
 /// The Remote-MTA of a DSN (RFC 3464 2.3.5): the host name of
-/// `host[ip]:port`, without the address and port the log shows.
+/// `host[ip]:port` (or LMTP's `lmtp/host[...]`), without the address and
+/// port the log shows.
 fn remote_relay(relay: &str) -> Option<&str> {
     let host = relay.split('[').next().unwrap_or(relay);
+    let host = host.strip_prefix("lmtp/").unwrap_or(host);
     (relay != "local" && relay != "none" && !host.is_empty()).then_some(host)
 }
 
@@ -504,6 +506,7 @@ mod tests {
             remote_relay("mx.example.org[192.0.2.1]:25"),
             Some("mx.example.org")
         );
+        assert_eq!(remote_relay("lmtp/mx.test[/run/dovecot/lmtp]"), Some("mx.test"));
         assert_eq!(remote_relay("local"), None);
         assert_eq!(remote_relay("none"), None);
     }
