@@ -15,6 +15,7 @@ mod faults;
 mod inetd;
 mod install;
 mod limits;
+mod lmtp;
 mod local_delivery;
 mod manpages;
 mod outbound;
