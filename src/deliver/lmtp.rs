@@ -31,7 +31,7 @@ use crate::config::{Config, Lmtp, LmtpAddr, TlsPolicy};
 use crate::deliver::client::{self, Client, Extensions};
 use crate::deliver::dns::Resolver;
 use crate::deliver::outcome::{self, Attempted, Outcome, Stage, Success, Timing};
-use crate::deliver::pool::{quit, set_timeout, Idle, Pool};
+use crate::deliver::pool::{Idle, Pool};
 use crate::deliver::route::{self, Addresses, Hop};
 use crate::deliver::tls_client::{self, StartTlsError, Stream};
 use crate::deliver::transaction::{self, HostResult, Message, Protocol, Timeouts};
@@ -57,18 +57,9 @@ pub fn deliver(
     );
     let waited = began.elapsed();
     let tx_start: Cell<Option<Instant>> = Cell::new(None);
-    let attempted = |relay: &str, tls: Option<&'static str>, outcome: Outcome, success: Success| Attempted {
-        relay: relay.to_owned(),
-        tls,
-        outcome,
-        success,
-        timing: Timing::measured(began, waited, tx_start.get()),
-    };
-    let all = |relay: &str, o: Outcome| -> Vec<Attempted> {
-        rcpts
-            .iter()
-            .map(|_| attempted(relay, None, o.clone(), Success::Delivered))
-            .collect()
+    let timing = || Timing::measured(began, waited, tx_start.get());
+    let all = |relay: &str, o: Outcome| {
+        Attempted::each(vec![(o, Success::Delivered); rcpts.len()], relay, None, timing())
     };
     let endpoints = match endpoints(cfg, resolver, server) {
         Ok(e) => e,
@@ -91,12 +82,7 @@ pub fn deliver(
         // A transaction with an earlier address that failed was setup time.
         tx_start.set(None);
         match job.try_endpoint(ep) {
-            (HostResult::Done(results), tls) => {
-                return results
-                    .into_iter()
-                    .map(|(outcome, success)| attempted(&relay, tls, outcome, success))
-                    .collect();
-            }
+            (HostResult::Done(results), tls) => return Attempted::each(results, &relay, tls, timing()),
             (HostResult::Next(o), _) => {
                 maillog::host_failed(&env.id, &relay, o.detail());
                 last = o;
@@ -216,7 +202,7 @@ impl Job<'_> {
             data: self.cfg.remote.data_timeout,
             data_done: self.cfg.remote.data_done_timeout,
         };
-        transaction::run_as(Protocol::Lmtp, c, ext, &self.msg, self.rcpts, &t, rset)
+        transaction::run(Protocol::Lmtp, c, ext, &self.msg, self.rcpts, &t, rset)
     }
 
     /// One connection: greeting, LHLO, STARTTLS, the transaction. A
@@ -228,17 +214,14 @@ impl Job<'_> {
             Endpoint::Unix(p) => format!("lmtp unix:{}", p.display()),
             Endpoint::Inet { host, addr } => format!("lmtp {host} {addr} {policy:?}"),
         };
-        if let Some(max_age) = cfg.remote.connection_cache_time {
-            if let Some(mut idle) = self.pool.take(&key, max_age) {
-                set_timeout(&mut idle.client, cfg.remote.command_timeout);
-                self.tx_start.set(Some(Instant::now()));
-                // A connection closed meanwhile (None) is dropped for a new one.
-                if let Some((result, reusable)) = self.transaction(&mut idle.client, &idle.ext, true) {
-                    maillog::connection_reused_to(&self.env.id, &ep.relay(&cfg.hostname));
-                    let tls = idle.tls;
-                    self.finish(key, idle.client, idle.ext, tls, reusable);
-                    return Ok((result, tls));
-                }
+        if let Some(mut idle) = self.pool.reuse(&key, &cfg.remote) {
+            self.tx_start.set(Some(Instant::now()));
+            // A connection closed meanwhile (None) is dropped for a new one.
+            if let Some((result, reusable)) = self.transaction(&mut idle.client, &idle.ext, true) {
+                maillog::connection_reused_to(&self.env.id, &ep.relay(&cfg.hostname));
+                let tls = idle.tls;
+                self.pool.release(key, idle, reusable, &cfg.remote);
+                return Ok((result, tls));
             }
         }
         let next = |o: Outcome| Ok((HostResult::Next(o), None));
@@ -288,33 +271,9 @@ impl Job<'_> {
         let (result, reusable) = self
             .transaction(&mut c, &ext, false)
             .unwrap_or_else(|| (HostResult::Next(outcome::rset_refused()), false));
-        self.finish(key, c, ext, tls, reusable);
+        self.pool
+            .release(key, Idle::new(c, ext, tls), reusable, &cfg.remote);
         Ok((result, tls))
-    }
-
-    /// Keep the connection for the next message, or say QUIT.
-    fn finish(
-        &self,
-        key: String,
-        mut c: Client<Stream>,
-        ext: Extensions,
-        tls: Option<&'static str>,
-        reusable: bool,
-    ) {
-        if reusable && self.cfg.remote.connection_cache_time.is_some() {
-            self.pool.put(
-                key,
-                Idle {
-                    client: c,
-                    ext,
-                    tls,
-                    since: Instant::now(),
-                },
-            );
-        } else if reusable {
-            set_timeout(&mut c, self.cfg.remote.command_timeout);
-            quit(&mut c);
-        }
     }
 }
 

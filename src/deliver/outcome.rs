@@ -679,6 +679,25 @@ impl Attempted {
         }
     }
 
+    /// One attempt per recipient, from the results of one host at `relay`.
+    pub fn each(
+        results: Vec<(Outcome, Success)>,
+        relay: &str,
+        tls: Option<&'static str>,
+        timing: Timing,
+    ) -> Vec<Attempted> {
+        results
+            .into_iter()
+            .map(|(outcome, success)| Attempted {
+                relay: relay.to_owned(),
+                tls,
+                outcome,
+                success,
+                timing,
+            })
+            .collect()
+    }
+
     /// The same attempt with its timing.
     pub fn timed(mut self, timing: Timing) -> Attempted {
         self.timing = timing;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::config::RemoteDelivery;
 use crate::deliver::client::{Client, Extensions};
 use crate::deliver::tls_client::Stream;
 
@@ -25,6 +26,18 @@ pub struct Idle {
     pub ext: Extensions,
     pub tls: Option<&'static str>,
     pub since: Instant,
+}
+
+impl Idle {
+    /// A connection done with its transaction just now.
+    pub fn new(client: Client<Stream>, ext: Extensions, tls: Option<&'static str>) -> Idle {
+        Idle {
+            client,
+            ext,
+            tls,
+            since: Instant::now(),
+        }
+    }
 }
 
 /// At most this many idle connections per host, address and policy.
@@ -54,6 +67,31 @@ impl Pool {
             quit(&mut stale);
         }
         None
+    }
+
+    /// A connection kept under `key`, when connections are kept at all
+    /// (`smtp_connection_cache_time`), its replies bounded by the command
+    /// timeout. The caller starts with RSET: one closed meanwhile is dropped.
+    pub fn reuse(&self, key: &str, remote: &RemoteDelivery) -> Option<Idle> {
+        let mut idle = self.take(key, remote.connection_cache_time?)?;
+        set_timeout(&mut idle.client, remote.command_timeout);
+        Some(idle)
+    }
+
+    /// Done with `conn` after a transaction: kept under `key` for the next
+    /// message when it may carry another (`reusable`) and connections are
+    /// kept, else closed with QUIT if it still can say it.
+    pub fn release(&self, key: String, conn: Idle, reusable: bool, remote: &RemoteDelivery) {
+        if !reusable {
+            return;
+        }
+        if remote.connection_cache_time.is_some() {
+            self.put(key, conn);
+        } else {
+            let mut c = conn.client;
+            set_timeout(&mut c, remote.command_timeout);
+            quit(&mut c);
+        }
     }
 
     /// Keep `conn` for the next message to the same `key`.

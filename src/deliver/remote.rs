@@ -22,10 +22,10 @@ use crate::config::{Config, TlsPolicy};
 use crate::deliver::client::{self, Client, Extensions};
 use crate::deliver::dns::Resolver;
 use crate::deliver::outcome::{self, Attempted, Outcome, Stage, Success, Timing};
-use crate::deliver::pool::{quit, set_timeout, Idle, Pool};
+use crate::deliver::pool::{Idle, Pool};
 use crate::deliver::route::{self, Addresses, Hop};
 use crate::deliver::tls_client::{self, Stream};
-use crate::deliver::transaction::{self, HostResult, Message, Timeouts};
+use crate::deliver::transaction::{self, HostResult, Message, Protocol, Timeouts};
 use crate::maillog;
 use crate::spool::{Envelope, Recipient};
 
@@ -46,18 +46,13 @@ pub fn deliver(
     let waited = Cell::new(Duration::ZERO);
     let tx_start: Cell<Option<Instant>> = Cell::new(None);
     let timing = || Timing::measured(began, waited.get(), tx_start.get());
-    let all = |relay: &str, outcome: Outcome| -> Vec<Attempted> {
-        let timing = timing();
-        rcpts
-            .iter()
-            .map(|_| Attempted {
-                relay: relay.to_owned(),
-                tls: None,
-                outcome: outcome.clone(),
-                success: Success::Relayed,
-                timing,
-            })
-            .collect()
+    let all = |relay: &str, outcome: Outcome| {
+        Attempted::each(
+            vec![(outcome, Success::Relayed); rcpts.len()],
+            relay,
+            None,
+            timing(),
+        )
     };
     // The one lookup the plan needs (I/O here), then the plan (pure).
     let mx = route::mx_query(cfg, domain).map(|name| resolver.mx(name));
@@ -103,19 +98,7 @@ pub fn deliver(
             // A transaction with an earlier host that failed was setup time.
             tx_start.set(None);
             match job.try_host(hop, addr) {
-                Tried::Done(results, tls) => {
-                    let timing = timing();
-                    return results
-                        .into_iter()
-                        .map(|(outcome, success)| Attempted {
-                            relay: relay.clone(),
-                            tls,
-                            outcome,
-                            success,
-                            timing,
-                        })
-                        .collect();
-                }
+                Tried::Done(results, tls) => return Attempted::each(results, &relay, tls, timing()),
                 Tried::Next(o) => {
                     maillog::host_failed(&env.id, &relay, o.detail());
                     last = o;
@@ -183,7 +166,15 @@ impl Job<'_> {
         ext: &Extensions,
         rset: bool,
     ) -> Option<(HostResult, bool)> {
-        transaction::run(c, ext, &self.msg, self.rcpts, &self.timeouts(), rset)
+        transaction::run(
+            Protocol::Smtp,
+            c,
+            ext,
+            &self.msg,
+            self.rcpts,
+            &self.timeouts(),
+            rset,
+        )
     }
 
     /// Try one address; a TLS failure under `may` retries it in plaintext.
@@ -209,19 +200,16 @@ impl Job<'_> {
     fn session(&self, hop: &Hop, addr: SocketAddr, policy: TlsPolicy) -> Result<Tried, Tls> {
         let (cfg, host) = (self.cfg, hop.host.as_str());
         let key = format!("{host} {addr} {policy:?} {}", self.smarthost);
-        if let Some(max_age) = cfg.remote.connection_cache_time {
-            if let Some(mut idle) = self.pool.take(&key, max_age) {
-                set_timeout(&mut idle.client, cfg.remote.command_timeout);
-                // The transaction starts with RSET, pipelined with MAIL when the
-                // server allows; a connection closed or confused meanwhile (None)
-                // is dropped for a new one.
-                self.tx_start.set(Some(Instant::now()));
-                if let Some((result, reusable)) = self.transaction(&mut idle.client, &idle.ext, true) {
-                    maillog::connection_reused(&self.env.id, host, addr.ip());
-                    let tls = idle.tls;
-                    self.finish(key, idle.client, idle.ext, tls, reusable);
-                    return Ok(Tried::from(result, tls));
-                }
+        if let Some(mut idle) = self.pool.reuse(&key, &cfg.remote) {
+            // The transaction starts with RSET, pipelined with MAIL when the
+            // server allows; a connection closed or confused meanwhile (None)
+            // is dropped for a new one.
+            self.tx_start.set(Some(Instant::now()));
+            if let Some((result, reusable)) = self.transaction(&mut idle.client, &idle.ext, true) {
+                maillog::connection_reused(&self.env.id, host, addr.ip());
+                let tls = idle.tls;
+                self.pool.release(key, idle, reusable, &cfg.remote);
+                return Ok(Tried::from(result, tls));
             }
         }
         let next = |o: Outcome| Ok(Tried::Next(o));
@@ -291,33 +279,9 @@ impl Job<'_> {
         let (result, reusable) = self
             .transaction(&mut c, &ext, false)
             .unwrap_or_else(|| (HostResult::Next(outcome::rset_refused()), false));
-        self.finish(key, c, ext, tls, reusable);
+        self.pool
+            .release(key, Idle::new(c, ext, tls), reusable, &cfg.remote);
         Ok(Tried::from(result, tls))
-    }
-
-    /// Keep the connection for the next message, or say QUIT.
-    fn finish(
-        &self,
-        key: String,
-        mut c: Client<Stream>,
-        ext: Extensions,
-        tls: Option<&'static str>,
-        reusable: bool,
-    ) {
-        if reusable && self.cfg.remote.connection_cache_time.is_some() {
-            self.pool.put(
-                key,
-                Idle {
-                    client: c,
-                    ext,
-                    tls,
-                    since: Instant::now(),
-                },
-            );
-        } else if reusable {
-            set_timeout(&mut c, self.cfg.remote.command_timeout);
-            quit(&mut c);
-        }
     }
 
     /// EHLO, or HELO when EHLO is refused (RFC 5321 4.1.4).

@@ -66,20 +66,8 @@ pub enum HostResult {
 /// `rset` (a connection kept from an earlier message) it starts with RSET;
 /// None when that fails: the connection is no longer usable, and nothing was
 /// delivered on it. The bool says whether the connection may carry another
-/// transaction.
+/// transaction. In `proto` LMTP, one reply per recipient follows the message.
 pub fn run<S: Read + Write + Timed>(
-    c: &mut Client<S>,
-    ext: &Extensions,
-    msg: &Message<'_>,
-    rcpts: &[&Recipient],
-    t: &Timeouts,
-    rset: bool,
-) -> Option<(HostResult, bool)> {
-    run_as(Protocol::Smtp, c, ext, msg, rcpts, t, rset)
-}
-
-/// [`run`] in `proto`: LMTP reads one reply per recipient after the message.
-pub fn run_as<S: Read + Write + Timed>(
     proto: Protocol,
     c: &mut Client<S>,
     ext: &Extensions,
@@ -354,11 +342,21 @@ mod tests {
         env: &Envelope,
         rset: bool,
     ) -> (Option<(HostResult, bool)>, String) {
+        against_as(Protocol::Smtp, script, ext, env, rset)
+    }
+
+    fn against_as(
+        proto: Protocol,
+        script: &str,
+        ext: &Extensions,
+        env: &Envelope,
+        rset: bool,
+    ) -> (Option<(HostResult, bool)>, String) {
         let mut c = crate::deliver::client::script::client(script);
         let wire = crate::deliver::client::wire_body(b"Subject: x\n\nbody\n");
         let msg = Message { env, wire: &wire };
         let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
-        let r = run(&mut c, ext, &msg, &rcpts, &T, rset);
+        let r = run(proto, &mut c, ext, &msg, &rcpts, &T, rset);
         let sent = String::from_utf8_lossy(&c.stream().output).into_owned();
         (r, sent)
     }
@@ -413,19 +411,14 @@ mod tests {
         ext: &Extensions,
         env: &Envelope,
     ) -> (Vec<(Verdict, Stage, String, Success)>, bool) {
-        let mut c = crate::deliver::client::script::client(script);
-        let wire = crate::deliver::client::wire_body(b"Subject: x\n\nbody\n");
-        let msg = Message { env, wire: &wire };
-        let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
-        match run_as(proto, &mut c, ext, &msg, &rcpts, &T, false) {
-            Some((HostResult::Done(v), reusable)) => (
-                v.into_iter()
-                    .map(|(o, s)| (o.verdict(), o.stage(), o.detail().to_owned(), s))
-                    .collect(),
-                reusable,
-            ),
-            other => panic!("not done: {other:?}"),
-        }
+        let (r, _) = against_as(proto, script, ext, env, false);
+        let Some((HostResult::Done(v), reusable)) = r else {
+            panic!("not done: {r:?}")
+        };
+        let got = v
+            .into_iter()
+            .map(|(o, s)| (o.verdict(), o.stage(), o.detail().to_owned(), s));
+        (got.collect(), reusable)
     }
 
     #[test]

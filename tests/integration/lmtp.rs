@@ -6,17 +6,7 @@
 //! visibly, and fail under CI=true.
 
 use crate::common::dovecot::Dovecot;
-use crate::common::{message, wait_until, Setup, Tern};
-
-/// Send one message over SMTP; returns its queue id.
-fn submit(t: &Tern, from: &str, to: &[&str], body: &str) -> String {
-    let mut c = t.connect();
-    c.hello();
-    let r = c.send_mail(from, to, body);
-    assert_eq!(r.code, 250, "{r:?}");
-    c.cmd("QUIT");
-    r.queue_id()
-}
+use crate::common::{message, submit, wait_until, Setup, Tern};
 
 /// The mail log line of `id`'s delivery attempt to `rcpt` (the last one).
 fn attempt_line(t: &Tern, id: &str, rcpt: &str) -> String {
@@ -24,8 +14,8 @@ fn attempt_line(t: &Tern, id: &str, rcpt: &str) -> String {
     assert!(t.wait_log(&needle), "no attempt for {rcpt}:\n{}", t.log_text());
     t.log_text()
         .lines()
-        .filter(|l| l.contains(&needle))
-        .last()
+        .rev()
+        .find(|l| l.contains(&needle))
         .unwrap_or_default()
         .to_owned()
 }

@@ -4,16 +4,7 @@
 
 use crate::common::dns::{DnsServer, Zone};
 use crate::common::peer::{self, Peer, Script};
-use crate::common::{message, wait_files, wait_until, Setup, Tern};
-
-/// Send one message through `t`; returns its queue id.
-fn submit(t: &Tern, from: &str, to: &[&str], body: &str) -> String {
-    let mut c = t.connect();
-    c.hello();
-    let r = c.send_mail(from, to, body);
-    assert_eq!(r.code, 250, "{r:?}");
-    r.queue_id()
-}
+use crate::common::{message, submit, wait_files, wait_until, Setup, Tern};
 
 /// A sender whose remote mail for `domain` goes to the peer.
 fn via_route(domain: &str, port: u16) -> Setup {

@@ -829,6 +829,16 @@ pub fn b64(data: &[u8]) -> String {
 }
 
 /// A small message with CRLF line ends.
+/// Send one message to `t` over SMTP and say QUIT; returns its queue id.
+pub fn submit(t: &Tern, from: &str, to: &[&str], body: &str) -> String {
+    let mut c = t.connect();
+    c.hello();
+    let r = c.send_mail(from, to, body);
+    assert_eq!(r.code, 250, "{r:?}");
+    c.cmd("QUIT");
+    r.queue_id()
+}
+
 pub fn message(subject: &str) -> String {
     format!("From: a@example.test\r\nTo: b@example.test\r\nSubject: {subject}\r\n\r\nHello.\r\n")
 }
