@@ -34,6 +34,7 @@ pub mod deliver;
 pub mod dsn;
 pub mod logging;
 pub mod maillog;
+pub mod metrics;
 pub mod queue;
 pub mod sendmail;
 pub mod server;
