@@ -5,8 +5,8 @@
 
 use super::value::{
     account_name, boolean, count, delay, dns_servers, domain, inet_protocols, listen, listen_list,
-    local_domains, log_level, mailbox, networks, next_hop, nonempty, optional_duration, path, port_number,
-    relay_auth, route, services, size, spool_sync, syslog_facility, timeout, tls_policy,
+    local_domains, log_level, mailbox, networks, next_hop, nonempty, optional_address, optional_duration,
+    path, port_number, relay_auth, route, services, size, spool_sync, syslog_facility, timeout, tls_policy,
 };
 use super::Config;
 
@@ -152,6 +152,7 @@ static KEYS: &[Key] = &[
     key!("user", Once, Restart, daemon.user, |c, v| account_name(v).map(|x| c.daemon.user = x)),
     key!("log_level", Once, Applies, daemon.log_level, |c, v| log_level(v).map(|x| c.daemon.log_level = x)),
     key!("syslog_facility", Once, Restart, daemon.syslog_facility, |c, v| syslog_facility(v).map(|x| c.daemon.syslog_facility = x)),
+    key!("metrics_listen", Once, Restart, daemon.metrics_listen, |c, v| optional_address(v).map(|x| c.daemon.metrics_listen = x)),
 ];
 
 /// The row of `name`, if it is a key.
@@ -285,6 +286,7 @@ mod tests {
             ("user", "other"),
             ("log_level", "debug"),
             ("syslog_facility", "local1"),
+            ("metrics_listen", "127.0.0.1:9125"),
         ];
         assert_eq!(samples.len(), all().count(), "a key without a sample");
         for (key, value) in samples {
