@@ -20,7 +20,7 @@ use tern::server::listener;
 use tern::server::session::{self, Context, Peer, Service};
 use tern::spool::Spool;
 use tern::tables::Tables;
-use tern::{control, logging, queue, sys, tls};
+use tern::{control, logging, metrics, queue, sys, tls};
 
 /// sysexits.h
 const EX_USAGE: u8 = 64;
@@ -268,6 +268,10 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
             Err(e) => return fail(EX_OSERR, e),
         }
     }
+    let metrics = match cfg.daemon.metrics_listen.map(metrics::http::bind).transpose() {
+        Ok(m) => m,
+        Err(e) => return fail(EX_OSERR, e),
+    };
     // Detach only after everything that can fail visibly has been checked,
     // so that rc scripts see errors and the exit status.
     let mut pid_file = None;
@@ -300,6 +304,7 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
                 // The helper: nothing of the daemon's but the socket and the logger.
                 drop(ours);
                 drop(listeners);
+                drop(metrics);
                 drop(detached);
                 // The pid file is the daemon's: it must not stay locked by the
                 // helper after the daemon died (its removal is the helper's job).
@@ -362,6 +367,12 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
         log::error!("control socket: {e}");
     }
     ctx.queued = Some(runner.wake.clone());
+    if let Some(m) = metrics {
+        queue::gauges::on_scrape(Arc::clone(&ctx.spool));
+        if let Err(e) = m.serve() {
+            log::error!("metrics: {e}");
+        }
+    }
     // Logged last, once the control socket is up too: whoever waits for these
     // lines (rc scripts, tests) may use sendmail's pickup at once.
     for (l, service, _) in &listeners {

@@ -10,7 +10,7 @@
 //! (a GET has none) is never read.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,37 @@ const MAX_HEAD: usize = 8 * 1024;
 const DEADLINE: Duration = Duration::from_secs(5);
 /// How long input is drained after the answer (see `answer`).
 const DRAIN: Duration = Duration::from_millis(200);
+
+/// The daemon's metrics listener: bound at start-up with the SMTP ones
+/// (before the daemon detaches, so that a failure is seen), served once the
+/// daemon runs.
+pub struct Endpoint(TcpListener);
+
+/// Bind `addr` (`metrics_listen`); the error names it.
+pub fn bind(addr: SocketAddr) -> io::Result<Endpoint> {
+    TcpListener::bind(addr)
+        .map(Endpoint)
+        .map_err(|e| io::Error::new(e.kind(), format!("metrics_listen: cannot listen on {addr}: {e}")))
+}
+
+impl Endpoint {
+    /// Start answering scrapes with [`super::render`]; logs where.
+    pub fn serve(self) -> io::Result<()> {
+        let addr = self.0.local_addr()?;
+        // A loopback address is the documented one (tern.conf(5)); another was
+        // written out on purpose, but say what it means.
+        if !addr.ip().is_loopback() {
+            log::warn!(
+                "metrics on {addr}, not a loopback address: anyone who can reach it can read them \
+                 (counts only, no addresses); restrict it with a firewall"
+            );
+        }
+        super::started(crate::clock::now());
+        serve(self.0, super::render)?;
+        log::info!("listening for metrics on {addr}");
+        Ok(())
+    }
+}
 
 /// Serve `listener` on a thread of its own, answering with `render()` at
 /// each scrape. Returns at once; the thread lives as long as the process.

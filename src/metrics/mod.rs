@@ -239,9 +239,21 @@ static FAMILIES: &[&dyn Family] = &[
 
 // ---- Events: one call where each happens -------------------------------------
 
-/// A connection refused before any session (the listener's 421, a PROXY refusal).
-pub fn refused(listener: Listener, outcome: Outcome) {
+/// A connection refused with `r` before any session: every slot in use, or
+/// the address's share (`max_sessions_per_ip`).
+pub fn refused(listener: Listener, r: &Reply) {
+    let outcome = if same(By::Whole, r, &reply::too_many_from_ip()) {
+        Outcome::RefusedPerIp
+    } else {
+        Outcome::RefusedBusy
+    };
     CONNECTIONS.inc((listener, outcome));
+}
+
+/// A connection on a PROXY listener closed before any SMTP: not from a
+/// trusted proxy, or without a valid header.
+pub fn proxy_refused(listener: Listener) {
+    CONNECTIONS.inc((listener, Outcome::RefusedProxy));
 }
 
 /// A session starts: counted as accepted and in progress until the meter is

@@ -3,6 +3,7 @@
 //! backoff, and sends delivery status notifications.
 
 pub mod attempt;
+pub mod gauges;
 pub mod notify;
 pub mod runner;
 pub mod schedule;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::clock;
 use crate::config::Config;
 use crate::maillog;
+use crate::metrics;
 use crate::server::auth::{self, Auth, Mechanism, SaslError};
 use crate::server::conn::{self, Conn, Io, Line};
 use crate::server::policy::Policy;
@@ -243,6 +244,8 @@ struct Session<'a> {
     /// The verb of the last command (CONNECT before any, END-OF-MESSAGE in
     /// DATA), for the log line of a timeout, as Postfix's `timeout after X`.
     last: String,
+    /// Counts the session and how it ends (metrics).
+    meter: metrics::SessionMeter,
 }
 
 /// Run one session to its end. Never panics on client input; I/O errors end
@@ -265,6 +268,7 @@ pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) {
         errors: 0,
         commands: 0,
         last: "CONNECT".to_owned(),
+        meter: metrics::session(service.into()),
     };
     let _ = s.io.set_timeout(s.cfg.session.greeting_timeout);
     s.io.set_stop_flag(Arc::clone(&ctx.shutdown));
@@ -329,6 +333,7 @@ impl Session<'_> {
                     &self.proto(),
                     self.helo.as_deref(),
                 );
+                metrics::rejected(&reply);
             }
             let bad = is_bad_command(&reply);
             self.send(reply)?;
@@ -345,6 +350,7 @@ impl Session<'_> {
     fn send(&mut self, r: Reply) -> Result<(), Hangup> {
         r.write_to(self.io.out_buffer());
         if r.close {
+            self.meter.closing(&r);
             let _ = self.io.flush();
             return Err(Hangup);
         }
@@ -377,11 +383,13 @@ impl Session<'_> {
         match result {
             Ok(info) => {
                 maillog::tls_established(self.peer, &self.service, &info);
+                self.meter.tls(&info.version);
                 self.tls = Some(info);
                 Ok(())
             }
             Err(e) => {
                 maillog::tls_failed(self.peer, &self.service, &e);
+                self.meter.tls_failed();
                 Err(Hangup)
             }
         }
@@ -458,11 +466,13 @@ impl Session<'_> {
         };
         if self.ctx.auth.check(&user, &pass) {
             maillog::auth_ok(self.peer, mech.name(), &user);
+            self.meter.auth(true);
             self.user = Some(user);
             return Ok(reply::auth_ok());
         }
         self.auth_failures += 1;
         maillog::auth_failed(self.peer, mech.name(), &user);
+        self.meter.auth(false);
         // Slow down guessing; the client waits for its answer meanwhile.
         let _ = self.io.flush();
         std::thread::sleep(self.cfg.auth.failure_delay);
@@ -760,6 +770,7 @@ impl Session<'_> {
             return Ok(spool_reply(&e));
         }
         maillog::queued(&id, &env.sender, env.size, env.recipients.len(), self.peer);
+        self.meter.accepted();
         if let Some(q) = &self.ctx.queued {
             let _ = q.try_send(id.clone());
         }
