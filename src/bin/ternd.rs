@@ -368,7 +368,7 @@ fn daemon(cfg: Config, foreground: bool, tls: Option<TlsConfig>, origin: &Origin
     }
     ctx.queued = Some(runner.wake.clone());
     if let Some(m) = metrics {
-        queue::gauges::on_scrape(Arc::clone(&ctx.spool));
+        queue::gauges::on_scrape(Arc::clone(&ctx.spool), Box::new(|| None));
         if let Err(e) = m.serve() {
             log::error!("metrics: {e}");
         }

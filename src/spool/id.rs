@@ -67,6 +67,15 @@ impl QueueId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// When the id was made, so when its message entered the queue: its first
+    /// 11 digits, milliseconds since the epoch.
+    pub fn millis(&self) -> u64 {
+        self.0
+            .get(..11)
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .unwrap_or(0)
+    }
 }
 
 impl fmt::Display for QueueId {
@@ -147,6 +156,11 @@ mod tests {
         let ms = u64::from_str_radix(&id.as_str()[..11], 16).unwrap();
         let now = now_ms();
         assert!(ms <= now + 1000 && ms + 60_000 >= now, "{ms} vs {now}");
+        assert_eq!(id.millis(), ms);
+        assert_eq!(
+            QueueId::parse("0193A5F2C41B07E2").unwrap().millis(),
+            0x0193A5F2C41
+        );
         assert_eq!(id.to_string(), id.as_str());
     }
 

@@ -16,6 +16,7 @@ mod install;
 mod limits;
 mod local_delivery;
 mod manpages;
+mod metrics;
 mod outbound;
 mod pool;
 mod proxy;
