@@ -348,7 +348,7 @@ mod tests {
 
     #[test]
     fn pairs_index_every_series_once() {
-        let mut seen = vec![false; <(Color, Size)>::COUNT];
+        let mut seen = [false; <(Color, Size)>::COUNT];
         for c in Color::ALL {
             for s in Size::ALL {
                 let i = (*c, *s).index();
