@@ -4,9 +4,9 @@
 //! [`Config`](super::Config), its entry in man/tern.conf.5 and etc/tern.conf.
 
 use super::value::{
-    account_name, boolean, count, delay, dns_servers, domain, inet_protocols, listen, listen_list,
-    local_domains, log_level, mailbox, networks, next_hop, nonempty, optional_address, optional_duration,
-    path, port_number, relay_auth, route, services, size, spool_sync, syslog_facility, timeout, tls_policy,
+    account_name, boolean, count, delay, dns_servers, hostname, inet_protocols, listen, listen_list,
+    local_domains, log_level, mailbox, mx_port, networks, next_hop, optional_address, optional_duration,
+    path, relay_auth, route, services, size, spool_sync, syslog_facility, timeout, tls_policy,
 };
 use super::Config;
 
@@ -59,15 +59,29 @@ pub(super) struct Key {
     same: fn(&Config, &Config) -> bool,
 }
 
-/// A row: `key!(NAME, TIMES, RELOAD, FIELD.PATH, |c, v| SETTER)`. The field
-/// path gives the comparison a reload uses to see whether the key changed.
+/// A row: `key!(NAME, TIMES, RELOAD, FIELD.PATH, PARSER)` stores what
+/// `PARSER` makes of the value in the field; `Some(PARSER)` wraps it for an
+/// optional field, `push(PARSER)` appends it to a list. The field path also
+/// gives the comparison a reload uses to see whether the key changed.
 macro_rules! key {
-    ($name:literal, $times:ident, $reload:ident, $($field:ident).+, $set:expr) => {
+    ($name:literal, $times:ident, $reload:ident, $($field:ident).+, Some($parse:expr)) => {
+        key!($name, $times, $reload, $($field).+, |v| $parse(v).map(Some))
+    };
+    ($name:literal, $times:ident, $reload:ident, $($field:ident).+, push($parse:expr)) => {
         Key {
             name: $name,
             times: Times::$times,
             reload: Reload::$reload,
-            set: $set,
+            set: |c, v| $parse(v).map(|x| c.$($field).+.push(x)),
+            same: |a, b| a.$($field).+ == b.$($field).+,
+        }
+    };
+    ($name:literal, $times:ident, $reload:ident, $($field:ident).+, $parse:expr) => {
+        Key {
+            name: $name,
+            times: Times::$times,
+            reload: Reload::$reload,
+            set: |c, v| $parse(v).map(|x| c.$($field).+ = x),
             same: |a, b| a.$($field).+ == b.$($field).+,
         }
     };
@@ -77,82 +91,77 @@ macro_rules! key {
 #[rustfmt::skip]
 static KEYS: &[Key] = &[
     // Identity and listeners.
-    key!("hostname", Once, Applies, hostname, |c, v| domain(v).map(|x| c.hostname = x.to_owned())),
-    key!("listen", Once, Applies, listen.smtp, |c, v| listen(v).map(|x| c.listen.smtp = x)),
-    key!("submission", Once, Applies, listen.submission, |c, v| listen_list(v).map(|x| c.listen.submission = x)),
-    key!("smtps", Once, Applies, listen.smtps, |c, v| listen_list(v).map(|x| c.listen.smtps = x)),
-    key!("proxy_protocol", Once, Applies, listen.proxy_protocol, |c, v| services(v).map(|x| c.listen.proxy_protocol = x)),
-    key!("proxy_from", Once, Applies, listen.proxy_from, |c, v| networks(v).map(|x| c.listen.proxy_from = x)),
-    key!("max_sessions", Once, Restart, listen.max_sessions, |c, v| count(v).map(|x| c.listen.max_sessions = x)),
-    key!("max_sessions_per_ip", Once, Restart, listen.max_sessions_per_ip, |c, v| count(v).map(|x| c.listen.max_sessions_per_ip = x)),
+    key!("hostname", Once, Applies, hostname, hostname),
+    key!("listen", Once, Applies, listen.smtp, listen),
+    key!("submission", Once, Applies, listen.submission, listen_list),
+    key!("smtps", Once, Applies, listen.smtps, listen_list),
+    key!("proxy_protocol", Once, Applies, listen.proxy_protocol, services),
+    key!("proxy_from", Once, Applies, listen.proxy_from, networks),
+    key!("max_sessions", Once, Restart, listen.max_sessions, count),
+    key!("max_sessions_per_ip", Once, Restart, listen.max_sessions_per_ip, count),
     // Server TLS and AUTH.
-    key!("tls_cert", Once, Applies, tls.cert, |c, v| path(v).map(|x| c.tls.cert = Some(x))),
-    key!("tls_key", Once, Applies, tls.key, |c, v| path(v).map(|x| c.tls.key = Some(x))),
-    key!("auth_users", Once, Applies, auth.users, |c, v| path(v).map(|x| c.auth.users = Some(x))),
-    key!("sender_map", Once, Applies, auth.sender_map, |c, v| path(v).map(|x| c.auth.sender_map = Some(x))),
-    key!("auth_failure_delay", Once, Applies, auth.failure_delay, |c, v| delay(v).map(|x| c.auth.failure_delay = x)),
+    key!("tls_cert", Once, Applies, tls.cert, Some(path)),
+    key!("tls_key", Once, Applies, tls.key, Some(path)),
+    key!("auth_users", Once, Applies, auth.users, Some(path)),
+    key!("sender_map", Once, Applies, auth.sender_map, Some(path)),
+    key!("auth_failure_delay", Once, Applies, auth.failure_delay, delay),
     // What a session accepts, and its limits.
-    key!("relay_networks", Once, Applies, session.relay_networks, |c, v| networks(v).map(|x| c.session.relay_networks = x)),
-    key!("max_message_size", Once, Applies, session.max_message_size, |c, v| size(v).map(|x| c.session.max_message_size = x)),
-    key!("max_recipients", Once, Applies, session.max_recipients, |c, v| count(v).map(|x| c.session.max_recipients = x)),
-    key!("max_errors", Once, Applies, session.max_errors, |c, v| count(v).map(|x| c.session.max_errors = x)),
-    key!("max_received", Once, Applies, session.max_received, |c, v| count(v).map(|x| c.session.max_received = x)),
-    key!("greeting_timeout", Once, Applies, session.greeting_timeout, |c, v| timeout(v).map(|x| c.session.greeting_timeout = x)),
-    key!("command_timeout", Once, Applies, session.command_timeout, |c, v| timeout(v).map(|x| c.session.command_timeout = x)),
-    key!("data_timeout", Once, Applies, session.data_timeout, |c, v| timeout(v).map(|x| c.session.data_timeout = x)),
-    key!("stress_timeout", Once, Applies, session.stress_timeout, |c, v| timeout(v).map(|x| c.session.stress_timeout = x)),
-    key!("harvest_threshold", Once, Applies, session.harvest_threshold, |c, v| count(v).map(|x| c.session.harvest_threshold = x)),
-    key!("harvest_delay", Once, Applies, session.harvest_delay, |c, v| delay(v).map(|x| c.session.harvest_delay = x)),
-    key!("harvest_limit", Once, Applies, session.harvest_limit, |c, v| count(v).map(|x| c.session.harvest_limit = x)),
-    key!("expn", Once, Applies, session.expn, |c, v| boolean(v).map(|x| c.session.expn = x)),
-    key!("vrfy", Once, Applies, session.vrfy, |c, v| boolean(v).map(|x| c.session.vrfy = x)),
+    key!("relay_networks", Once, Applies, session.relay_networks, networks),
+    key!("max_message_size", Once, Applies, session.max_message_size, size),
+    key!("max_recipients", Once, Applies, session.max_recipients, count),
+    key!("max_errors", Once, Applies, session.max_errors, count),
+    key!("max_received", Once, Applies, session.max_received, count),
+    key!("greeting_timeout", Once, Applies, session.greeting_timeout, timeout),
+    key!("command_timeout", Once, Applies, session.command_timeout, timeout),
+    key!("data_timeout", Once, Applies, session.data_timeout, timeout),
+    key!("stress_timeout", Once, Applies, session.stress_timeout, timeout),
+    key!("harvest_threshold", Once, Applies, session.harvest_threshold, count),
+    key!("harvest_delay", Once, Applies, session.harvest_delay, delay),
+    key!("harvest_limit", Once, Applies, session.harvest_limit, count),
+    key!("expn", Once, Applies, session.expn, boolean),
+    key!("vrfy", Once, Applies, session.vrfy, boolean),
     // The spool.
-    key!("spool", Once, Restart, spool.dir, |c, v| path(v).map(|x| c.spool.dir = x)),
-    key!("spool_sync", Once, Restart, spool.sync, |c, v| spool_sync(v).map(|x| c.spool.sync = x)),
+    key!("spool", Once, Restart, spool.dir, path),
+    key!("spool_sync", Once, Restart, spool.sync, spool_sync),
     // Local delivery.
-    key!("local_domains", Once, Applies, local.domains, |c, v| local_domains(v).map(|x| c.local.domains = x)),
-    key!("local_users", Once, Applies, local.users, |c, v| path(v).map(|x| c.local.users = Some(x))),
-    key!("aliases", Once, Applies, local.aliases, |c, v| path(v).map(|x| c.local.aliases = Some(x))),
+    key!("local_domains", Once, Applies, local.domains, local_domains),
+    key!("local_users", Once, Applies, local.users, Some(path)),
+    key!("aliases", Once, Applies, local.aliases, Some(path)),
     // The delivery helper recomputes mailboxes with the template it started with.
-    key!("mailbox", Once, RestartWithHelper, local.mailbox, |c, v| mailbox(v).map(|x| c.local.mailbox = x)),
-    key!("pipe_timeout", Once, Applies, local.pipe_timeout, |c, v| timeout(v).map(|x| c.local.pipe_timeout = x)),
+    key!("mailbox", Once, RestartWithHelper, local.mailbox, mailbox),
+    key!("pipe_timeout", Once, Applies, local.pipe_timeout, timeout),
     // The queue.
-    key!("retry_initial", Once, Applies, queue.retry_initial, |c, v| timeout(v).map(|x| c.queue.retry_initial = x)),
-    key!("retry_max", Once, Applies, queue.retry_max, |c, v| timeout(v).map(|x| c.queue.retry_max = x)),
-    key!("queue_lifetime", Once, Applies, queue.lifetime, |c, v| timeout(v).map(|x| c.queue.lifetime = x)),
-    key!("delay_warning", Once, Applies, queue.delay_warning, |c, v| optional_duration(v).map(|x| c.queue.delay_warning = x)),
-    key!("delivery_threads", Once, Restart, queue.delivery_threads, |c, v| count(v).map(|x| c.queue.delivery_threads = x)),
-    key!("double_bounce_to_postmaster", Once, Applies, queue.double_bounce_to_postmaster, |c, v| boolean(v).map(|x| c.queue.double_bounce_to_postmaster = x)),
-    key!("queue_only", Once, Restart, queue.only, |c, v| boolean(v).map(|x| c.queue.only = x)),
+    key!("retry_initial", Once, Applies, queue.retry_initial, timeout),
+    key!("retry_max", Once, Applies, queue.retry_max, timeout),
+    key!("queue_lifetime", Once, Applies, queue.lifetime, timeout),
+    key!("delay_warning", Once, Applies, queue.delay_warning, optional_duration),
+    key!("delivery_threads", Once, Restart, queue.delivery_threads, count),
+    key!("double_bounce_to_postmaster", Once, Applies, queue.double_bounce_to_postmaster, boolean),
+    key!("queue_only", Once, Restart, queue.only, boolean),
     // Remote delivery: DNS, routes, the SMTP client.
-    key!("dns_servers", Once, Restart, remote.dns_servers, |c, v| dns_servers(v).map(|x| c.remote.dns_servers = x)),
-    key!("dns_timeout", Once, Restart, remote.dns_timeout, |c, v| timeout(v).map(|x| c.remote.dns_timeout = x)),
-    key!("route", Repeatable, Applies, remote.routes, |c, v| route(v).map(|x| c.remote.routes.push(x))),
-    key!("relay_host", Once, Applies, remote.relay_host, |c, v| next_hop(v).map(|x| c.remote.relay_host = Some(x))),
-    key!("relay_auth", Once, Applies, remote.relay_auth, |c, v| relay_auth(v).map(|x| c.remote.relay_auth = Some(x))),
-    key!("smtp_tls", Once, Applies, remote.tls, |c, v| tls_policy(v).map(|x| c.remote.tls = x)),
-    key!("tls_ca_file", Once, Applies, remote.tls_ca_file, |c, v| path(v).map(|x| c.remote.tls_ca_file = Some(x))),
-    key!("inet_protocols", Once, Applies, remote.inet_protocols, |c, v| inet_protocols(v).map(|x| c.remote.inet_protocols = x)),
-    key!("mx_port", Once, Applies, remote.mx_port, |c, v| {
-        port_number(nonempty(v)?)
-            .filter(|p| *p > 0)
-            .ok_or_else(|| format!("bad port {v:?}"))
-            .map(|x| c.remote.mx_port = x)
-    }),
-    key!("smtp_connect_timeout", Once, Applies, remote.connect_timeout, |c, v| timeout(v).map(|x| c.remote.connect_timeout = x)),
-    key!("smtp_helo_timeout", Once, Applies, remote.helo_timeout, |c, v| timeout(v).map(|x| c.remote.helo_timeout = x)),
-    key!("smtp_command_timeout", Once, Applies, remote.command_timeout, |c, v| timeout(v).map(|x| c.remote.command_timeout = x)),
-    key!("smtp_data_timeout", Once, Applies, remote.data_timeout, |c, v| timeout(v).map(|x| c.remote.data_timeout = x)),
-    key!("smtp_data_done_timeout", Once, Applies, remote.data_done_timeout, |c, v| timeout(v).map(|x| c.remote.data_done_timeout = x)),
-    key!("smtp_connection_cache_time", Once, Applies, remote.connection_cache_time, |c, v| optional_duration(v).map(|x| c.remote.connection_cache_time = x)),
-    key!("max_connections_per_domain", Once, Applies, remote.max_connections_per_domain, |c, v| count(v).map(|x| c.remote.max_connections_per_domain = x)),
+    key!("dns_servers", Once, Restart, remote.dns_servers, dns_servers),
+    key!("dns_timeout", Once, Restart, remote.dns_timeout, timeout),
+    key!("route", Repeatable, Applies, remote.routes, push(route)),
+    key!("relay_host", Once, Applies, remote.relay_host, Some(next_hop)),
+    key!("relay_auth", Once, Applies, remote.relay_auth, Some(relay_auth)),
+    key!("smtp_tls", Once, Applies, remote.tls, tls_policy),
+    key!("tls_ca_file", Once, Applies, remote.tls_ca_file, Some(path)),
+    key!("inet_protocols", Once, Applies, remote.inet_protocols, inet_protocols),
+    key!("mx_port", Once, Applies, remote.mx_port, mx_port),
+    key!("smtp_connect_timeout", Once, Applies, remote.connect_timeout, timeout),
+    key!("smtp_helo_timeout", Once, Applies, remote.helo_timeout, timeout),
+    key!("smtp_command_timeout", Once, Applies, remote.command_timeout, timeout),
+    key!("smtp_data_timeout", Once, Applies, remote.data_timeout, timeout),
+    key!("smtp_data_done_timeout", Once, Applies, remote.data_done_timeout, timeout),
+    key!("smtp_connection_cache_time", Once, Applies, remote.connection_cache_time, optional_duration),
+    key!("max_connections_per_domain", Once, Applies, remote.max_connections_per_domain, count),
     // The daemon.
-    key!("pid_file", Once, Restart, daemon.pid_file, |c, v| path(v).map(|x| c.daemon.pid_file = x)),
-    key!("shutdown_grace", Once, Applies, daemon.shutdown_grace, |c, v| timeout(v).map(|x| c.daemon.shutdown_grace = x)),
-    key!("user", Once, Restart, daemon.user, |c, v| account_name(v).map(|x| c.daemon.user = x)),
-    key!("log_level", Once, Applies, daemon.log_level, |c, v| log_level(v).map(|x| c.daemon.log_level = x)),
-    key!("syslog_facility", Once, Restart, daemon.syslog_facility, |c, v| syslog_facility(v).map(|x| c.daemon.syslog_facility = x)),
-    key!("metrics_listen", Once, Restart, daemon.metrics_listen, |c, v| optional_address(v).map(|x| c.daemon.metrics_listen = x)),
+    key!("pid_file", Once, Restart, daemon.pid_file, path),
+    key!("shutdown_grace", Once, Applies, daemon.shutdown_grace, timeout),
+    key!("user", Once, Restart, daemon.user, account_name),
+    key!("log_level", Once, Applies, daemon.log_level, log_level),
+    key!("syslog_facility", Once, Restart, daemon.syslog_facility, syslog_facility),
+    key!("metrics_listen", Once, Restart, daemon.metrics_listen, optional_address),
 ];
 
 /// The row of `name`, if it is a key.

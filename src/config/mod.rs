@@ -210,7 +210,7 @@ pub struct RemoteDelivery {
     pub relay_auth: Option<(String, String)>,
     /// `smtp_tls`: the outbound TLS policy unless a route says otherwise.
     pub tls: TlsPolicy,
-    /// CA certificates (PEM) for `tls = verify`; None = the webpki roots.
+    /// CA certificates (PEM) for `tls = verify`; None = the system's CA store.
     pub tls_ca_file: Option<PathBuf>,
     /// Address families used to reach next hops.
     pub inet_protocols: Family,

@@ -89,9 +89,17 @@ pub(super) fn path(v: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(nonempty(v)?))
 }
 
-pub(super) fn domain(v: &str) -> Result<&str, String> {
+/// `hostname`: a domain name, as written.
+pub(super) fn hostname(v: &str) -> Result<String, String> {
     check_domain(nonempty(v)?).map_err(|why| format!("bad domain {v:?}: {why}"))?;
-    Ok(v)
+    Ok(v.to_owned())
+}
+
+/// `mx_port`: a port number other than 0.
+pub(super) fn mx_port(v: &str) -> Result<u16, String> {
+    port_number(nonempty(v)?)
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("bad port {v:?}"))
 }
 
 /// RFC 1035 host name syntax: letters, digits and hyphens in dot-separated labels.

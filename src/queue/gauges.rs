@@ -16,6 +16,10 @@ use crate::spool::{QueueId, Spool, SpoolError};
 /// when it could not say in time (the counts keep their last values).
 pub type Waiting = Box<dyn Fn() -> Option<Vec<QueueId>> + Send>;
 
+/// How long a scrape waits for the runner's answer: it is busy for longer
+/// only while it lists a large spool (start-up, the minutely rescan).
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Count the queue before each scrape.
 pub fn on_scrape(spool: Arc<Spool>, waiting: Waiting) {
     metrics::on_scrape(move || {
@@ -29,7 +33,7 @@ pub fn on_scrape(spool: Arc<Spool>, waiting: Waiting) {
                     metrics::queue_size(QueueState::Active, active);
                     metrics::queue_size(QueueState::Deferred, deferred);
                 }
-                metrics::oldest_message(queued.first().map(age));
+                metrics::oldest_message(queued.first().map(QueueId::age));
             }
             Err(e) => log::warn!("metrics: {e}"),
         }
@@ -45,14 +49,6 @@ fn split(queued: &[QueueId], waiting: &[QueueId]) -> (usize, usize) {
         .filter(|id| queued.binary_search(id).is_ok())
         .count();
     (queued.len().saturating_sub(deferred), deferred)
-}
-
-/// How long ago `id` entered the queue.
-fn age(id: &QueueId) -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    now.saturating_sub(Duration::from_millis(id.millis()))
 }
 
 /// A directory that cannot be listed keeps its last count; the log says why.
@@ -80,13 +76,5 @@ mod tests {
         assert_eq!(split(&queued, &waiting), (2, 1));
         assert_eq!(split(&queued, &[]), (3, 0));
         assert_eq!(split(&[], &waiting), (0, 0));
-    }
-
-    #[test]
-    fn age_comes_from_the_id() {
-        let a = age(&QueueId::generate());
-        assert!(a < Duration::from_secs(5), "{a:?}");
-        let old = age(&QueueId::parse("0000000000000000").unwrap());
-        assert!(old > Duration::from_secs(50 * 365 * 86400), "{old:?}");
     }
 }

@@ -185,6 +185,16 @@ impl Server {
         self.slots.inner.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 
+    /// The addresses accepted on now, by service, as bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<(Service, SocketAddr)> {
+        self.listening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|l| l.socket.local_addr().ok().map(|a| (l.service, a)))
+            .collect()
+    }
+
     /// Stop accepting connections: the accept loops see the shutdown flag
     /// once their blocked accept() returns, which shutting the sockets down
     /// makes it do at once.

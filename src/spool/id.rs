@@ -76,6 +76,11 @@ impl QueueId {
             .and_then(|h| u64::from_str_radix(h, 16).ok())
             .unwrap_or(0)
     }
+
+    /// How long ago the id was made (zero if that seems to be in the future).
+    pub fn age(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(now_ms().saturating_sub(self.millis()))
+    }
 }
 
 impl fmt::Display for QueueId {
@@ -157,6 +162,9 @@ mod tests {
         let now = now_ms();
         assert!(ms <= now + 1000 && ms + 60_000 >= now, "{ms} vs {now}");
         assert_eq!(id.millis(), ms);
+        assert!(id.age() < std::time::Duration::from_secs(60));
+        let old = QueueId::parse("0000000000000000").unwrap().age();
+        assert!(old > std::time::Duration::from_secs(50 * 365 * 86400), "{old:?}");
         assert_eq!(
             QueueId::parse("0193A5F2C41B07E2").unwrap().millis(),
             0x0193A5F2C41

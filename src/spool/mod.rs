@@ -23,6 +23,7 @@
 mod commit;
 pub mod envelope;
 pub mod id;
+pub mod listing;
 pub mod maildrop;
 pub mod retire;
 
@@ -113,7 +114,7 @@ impl SpoolError {
     /// a temporary condition the SMTP server reports as 452 rather than 451.
     pub fn is_no_space(&self) -> bool {
         match &self.cause {
-            Cause::Io(e) => io_is_no_space(e),
+            Cause::Io(e) => sys::is_no_space(e),
             _ => false,
         }
     }
@@ -138,13 +139,6 @@ impl SpoolError {
             _ => None,
         }
     }
-}
-
-fn io_is_no_space(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    ) || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 impl fmt::Display for SpoolError {

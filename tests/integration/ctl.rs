@@ -122,8 +122,16 @@ fn hold_release_delete_flush() {
     }
     assert!(t.log_text().contains("status=deferred"), "{}", t.log_text());
 
-    // show: envelope, recipient state and reason, headers.
-    let show = t.setup.ternctl(&["show", &m1]);
+    // show: envelope, recipient state and reason, headers. The log line comes
+    // before the attempt has written its state: wait until it let go of m1.
+    let mut show = t.setup.ternctl(&["show", &m1]);
+    assert!(
+        wait_until(10, || {
+            show = t.setup.ternctl(&["show", &m1]);
+            !show.stdout.contains("(being delivered)")
+        }),
+        "{show:?}"
+    );
     assert_eq!(show.code, 0, "{show:?}");
     assert!(
         show.stdout.starts_with(&format!("id: {m1} (queued)\n")),

@@ -412,8 +412,10 @@ fn verify_refuses_a_self_signed_peer() {
     assert!(peer.messages().is_empty());
 }
 
-#[test]
-fn verify_accepts_a_peer_signed_by_the_configured_ca() {
+/// A STARTTLS peer with a certificate for localhost, the DNS that finds it, and
+/// a delivering setup routed to it under `smtp_tls = verify`, with the peer's
+/// certificate written to `ca_name` in the test directory for the test to trust.
+fn verify_setup(ca_name: &str) -> (Peer, DnsServer, Setup, std::path::PathBuf) {
     let cert = peer::self_signed(&["localhost"]);
     let peer = Peer::start(Script {
         starttls: Some(cert.config.clone()),
@@ -421,16 +423,36 @@ fn verify_accepts_a_peer_signed_by_the_configured_ca() {
     });
     let dns = DnsServer::start(Zone::new().addr("localhost", "127.0.0.1"));
     let setup = Setup::new();
-    let ca = setup.path().join("ca.pem");
+    let ca = setup.path().join(ca_name);
     std::fs::write(&ca, &cert.pem).unwrap();
-    let t = setup
+    let setup = setup
         .deliver()
         .set("route", &format!("peer.test [localhost]:{}", peer.port()))
         .set("smtp_tls", "verify")
-        .set("tls_ca_file", &ca.display().to_string())
-        .set("dns_servers", &dns.conf())
-        .start();
+        .set("dns_servers", &dns.conf());
+    (peer, dns, setup, ca)
+}
+
+#[test]
+fn verify_accepts_a_peer_signed_by_the_configured_ca() {
+    let (_peer, _dns, setup, ca) = verify_setup("ca.pem");
+    let t = setup.set("tls_ca_file", &ca.display().to_string()).start();
     submit(&t, "alice@example.test", &["x@peer.test"], &message("verified"));
+    assert!(log_has(&t, "tls=TLSv1.3, dsn=2.0.0, status=sent"));
+}
+
+/// Without tls_ca_file, `verify` trusts the system's CA store, found as OpenSSL
+/// finds it: here $SSL_CERT_FILE names a bundle holding the peer's CA.
+#[test]
+fn verify_trusts_the_system_ca_store_by_default() {
+    let (_peer, _dns, setup, bundle) = verify_setup("system-ca-bundle.crt");
+    let t = setup.env("SSL_CERT_FILE", &bundle.display().to_string()).start();
+    submit(
+        &t,
+        "alice@example.test",
+        &["x@peer.test"],
+        &message("system store"),
+    );
     assert!(log_has(&t, "tls=TLSv1.3, dsn=2.0.0, status=sent"));
 }
 

@@ -176,6 +176,8 @@ pub const ALIASES: &str = "team: alice, bob\nsales: carol\n";
 pub struct Setup {
     dir: tempfile::TempDir,
     keys: BTreeMap<String, String>,
+    /// Environment variables for ternd beyond the test's own.
+    env: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -217,11 +219,21 @@ impl Setup {
         if let Some(pw) = daemon_account() {
             keys.insert("user".to_owned(), pw.name.clone());
         }
-        Setup { dir, keys }
+        Setup {
+            dir,
+            keys,
+            env: Vec::new(),
+        }
     }
 
     pub fn set(mut self, key: &str, value: &str) -> Setup {
         self.keys.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Start ternd with `key=value` in its environment.
+    pub fn env(mut self, key: &str, value: &str) -> Setup {
+        self.env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -319,13 +331,14 @@ impl Setup {
     }
 
     /// TLS, an `auth_users` file (alice:secret as SHA-512-crypt, bob:hunter2 as
-    /// bcrypt), and one submission and one smtps listener.
+    /// bcrypt, made by `openssl passwd -6` and libxcrypt), and one submission and one
+    /// smtps listener.
     pub fn submission(self) -> Setup {
         let p = self.dir.path().to_path_buf();
         let users = format!(
             "# test users\nalice:{}\nbob:{}\n",
-            pwhash::sha512_crypt::hash("secret").expect("hash"),
-            pwhash::bcrypt::hash("hunter2").expect("hash"),
+            "$6$tErNtEsTsAlT0001$U.UdS5Xt4jO2fSBoiUq8U4J7ZLwc94gy3Ce7whlgz80ohgfQpuvRLkDCtDg0pnIEfDJhhbGA2Q8EMEO9oqDjm/",
+            "$2b$05$TernTestSaltTernTestSOYOokppVe2sLS1eQiPUTQqrQtNeF48hu",
         );
         std::fs::write(p.join("auth_users"), users).expect("auth_users");
         let au = p.join("auth_users").display().to_string();
@@ -424,6 +437,7 @@ impl Tern {
         let mut child = Command::new(TERND)
             .args(["-d", "-f"])
             .arg(&conf)
+            .envs(setup.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -785,20 +799,8 @@ impl TlsClient {
 
 /// Base64 (RFC 4648) for SASL in tests.
 pub fn b64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::prelude::{Engine as _, BASE64_STANDARD};
+    BASE64_STANDARD.encode(data)
 }
 
 /// A small message with CRLF line ends.
