@@ -309,6 +309,45 @@ fn queue_gauges() {
     promtool_accepts(&scrape_text(m));
 }
 
+/// A message whose next hop refuses connections is deferred: counted as a
+/// deferred delivery, then as the queue's deferred part until its retry.
+#[test]
+fn deferred_mail() {
+    // A port nothing listens on any more: connections to it are refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let t = Setup::new()
+        .deliver()
+        .set("route", &format!("nowhere.test [127.0.0.1]:{}", closed.port()))
+        .set("retry_initial", "1h")
+        .set("metrics_listen", "127.0.0.1:0")
+        .start();
+    let m = metrics_addr(&t);
+    let before = scrape(m);
+    let mut c = t.connect();
+    c.hello();
+    let r = c.send_mail("carol@example.test", &["bob@nowhere.test"], &message("later"));
+    assert_eq!(r.code, 250, "{r:?}");
+    let after = expect_growth(
+        m,
+        &before,
+        &[
+            (
+                "tern_deliveries_total{transport=\"smtp\",status=\"deferred\"}",
+                1.0,
+            ),
+            ("tern_deliveries_total{transport=\"smtp\",status=\"sent\"}", 0.0),
+            ("tern_delivery_latency_seconds_count{transport=\"smtp\"}", 0.0),
+            ("tern_queue_messages{state=\"deferred\"}", 1.0),
+            ("tern_queue_messages{state=\"active\"}", 0.0),
+        ],
+    );
+    let age = after["tern_queue_oldest_message_age_seconds"];
+    assert!((0.0..60.0).contains(&age), "{age}");
+}
+
 /// The responder answers only GET and HEAD of /metrics, and closes.
 #[test]
 fn only_get_metrics() {
