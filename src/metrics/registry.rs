@@ -147,13 +147,25 @@ impl<L: Labels, const N: usize> Counter<L, N> {
 
 impl<L: Labels, const N: usize> Family for Counter<L, N> {
     fn render(&self, out: &mut String) {
-        text::header(out, self.name, self.help, "counter");
-        let mut labels = String::new();
-        for (i, c) in self.cells.iter().enumerate() {
-            labels.clear();
-            L::write(i, &mut labels);
-            text::sample(out, self.name, "", &labels, c.load(Ordering::Relaxed));
-        }
+        let values = self.cells.iter().map(|c| c.load(Ordering::Relaxed));
+        render_scalar::<L>(out, self.name, self.help, "counter", values);
+    }
+}
+
+/// A counter's or a gauge's lines: one sample per label set, in index order.
+fn render_scalar<L: Labels>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    values: impl Iterator<Item = impl std::fmt::Display>,
+) {
+    text::header(out, name, help, kind);
+    let mut labels = String::new();
+    for (i, v) in values.enumerate() {
+        labels.clear();
+        L::write(i, &mut labels);
+        text::sample(out, name, "", &labels, v);
     }
 }
 
@@ -197,13 +209,8 @@ impl<L: Labels, const N: usize> Gauge<L, N> {
 
 impl<L: Labels, const N: usize> Family for Gauge<L, N> {
     fn render(&self, out: &mut String) {
-        text::header(out, self.name, self.help, "gauge");
-        let mut labels = String::new();
-        for (i, c) in self.cells.iter().enumerate() {
-            labels.clear();
-            L::write(i, &mut labels);
-            text::sample(out, self.name, "", &labels, c.load(Ordering::Relaxed));
-        }
+        let values = self.cells.iter().map(|c| c.load(Ordering::Relaxed));
+        render_scalar::<L>(out, self.name, self.help, "gauge", values);
     }
 }
 

@@ -137,12 +137,8 @@ fn child_rejects_bad_arguments() {
 
 #[test]
 fn child_runs_as_the_user_without_groups() {
-    if sys::uids().1 != 0 {
-        return;
-    }
-    let Some(nobody) = sys::getpwnam("nobody") else {
-        return;
-    };
+    require_root!("running the delivery child as another user");
+    let nobody = require_some!(sys::getpwnam("nobody"), "no nobody account");
     let dir = tempfile::tempdir().unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let home = dir.path().join("home");

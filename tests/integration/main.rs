@@ -1,6 +1,7 @@
 //! Integration tests: the real binaries on loopback, driven by raw sockets,
 //! a third-party client library (lettre), Python's smtplib, and kill -9.
 
+#[macro_use]
 mod common;
 
 mod clients;
@@ -18,6 +19,7 @@ mod local_delivery;
 mod manpages;
 mod metrics;
 mod outbound;
+mod peers;
 mod pool;
 mod proxy;
 mod recipients;
