@@ -17,6 +17,7 @@ mod install;
 mod limits;
 mod local_delivery;
 mod manpages;
+mod metrics;
 mod outbound;
 mod peers;
 mod pool;
