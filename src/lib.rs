@@ -36,6 +36,7 @@ pub mod logging;
 pub mod mailauth;
 pub mod maillog;
 pub mod message;
+pub mod metrics;
 pub mod queue;
 pub mod sendmail;
 pub mod server;

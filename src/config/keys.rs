@@ -5,8 +5,8 @@
 
 use super::value::{
     account_name, boolean, count, delay, dns_servers, hostname, inet_protocols, listen, listen_list, lmtp,
-    local_domains, log_level, mailbox, mx_port, networks, next_hop, optional_duration, path, relay_auth,
-    route, services, size, spool_sync, syslog_facility, timeout, tls_policy,
+    local_domains, log_level, mailbox, mx_port, networks, next_hop, optional_address, optional_duration,
+    path, relay_auth, route, services, size, spool_sync, syslog_facility, timeout, tls_policy,
 };
 use super::Config;
 
@@ -163,6 +163,7 @@ static KEYS: &[Key] = &[
     key!("user", Once, Restart, daemon.user, account_name),
     key!("log_level", Once, Applies, daemon.log_level, log_level),
     key!("syslog_facility", Once, Restart, daemon.syslog_facility, syslog_facility),
+    key!("metrics_listen", Once, Restart, daemon.metrics_listen, optional_address),
 ];
 
 /// The row of `name`, if it is a key.
@@ -297,6 +298,7 @@ mod tests {
             ("user", "other"),
             ("log_level", "debug"),
             ("syslog_facility", "local1"),
+            ("metrics_listen", "127.0.0.1:9125"),
         ];
         assert_eq!(samples.len(), all().count(), "a key without a sample");
         for (key, value) in samples {

@@ -135,6 +135,7 @@ fn a_full_mailbox_defers_only_its_recipient_until_the_quota_is_raised() {
         .deliver()
         .set("route", &format!("dove.test lmtp:[127.0.0.1]:{}", lmtp.port()))
         .set("retry_initial", "1h")
+        .set("metrics_listen", "127.0.0.1:0")
         .start();
     let relay = format!("relay=lmtp/127.0.0.1[127.0.0.1]:{}", lmtp.port());
     // Both recipients in one transaction: Dovecot answers each after the data.
@@ -194,6 +195,19 @@ fn a_full_mailbox_defers_only_its_recipient_until_the_quota_is_raised() {
         log.matches(&format!("{id}: to=<alice@dove.test>")).count(),
         1,
         "{log}"
+    );
+    // Counted as LMTP deliveries: two sent, one deferred.
+    let m = crate::metrics::scrape(t.service_addr("metrics"));
+    let count = |status: &str| {
+        m.get(&format!(
+            "tern_deliveries_total{{transport=\"lmtp\",status=\"{status}\"}}"
+        ))
+        .copied()
+    };
+    assert_eq!(
+        (count("sent"), count("deferred")),
+        (Some(2.0), Some(1.0)),
+        "{m:?}"
     );
     let saved = dovecot.log();
     assert_eq!(

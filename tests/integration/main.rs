@@ -18,6 +18,7 @@ mod limits;
 mod lmtp;
 mod local_delivery;
 mod manpages;
+mod metrics;
 mod outbound;
 mod peers;
 mod pool;
