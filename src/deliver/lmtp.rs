@@ -330,8 +330,9 @@ mod tests {
     }
 
     /// A scripted LMTP server on `listener`: Dovecot's replies, an unknown
-    /// user for addresses starting `nobody`, a full mailbox for `full`, and
-    /// `greeting` instead of 220 when given.
+    /// user for addresses starting `nobody`, a full mailbox for `full`, no
+    /// answer at all after the data for `stall`, and `greeting` instead of
+    /// 220 when given.
     fn serve<L, S>(accept: L, greeting: Option<&'static str>) -> Arc<Mutex<Seen>>
     where
         L: FnMut() -> Option<S> + Send + 'static,
@@ -389,6 +390,11 @@ mod tests {
                     }
                     // RFC 2033 4.2: one reply per accepted recipient.
                     for a in accepted.drain(..) {
+                        if a.starts_with("stall") {
+                            // Never answers: the client's data-done timeout ends it.
+                            std::thread::sleep(Duration::from_secs(5));
+                            return;
+                        }
                         if a.starts_with("full") {
                             say(
                                 &mut r,
@@ -523,6 +529,29 @@ mod tests {
                 "DATA"
             ]
         );
+    }
+
+    #[test]
+    fn a_server_that_stops_answering_costs_the_data_done_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _seen) = unix_server(dir.path(), None);
+        let mut cfg = config();
+        cfg.remote.data_done_timeout = Duration::from_millis(500);
+        let env = envelope(&["alice@store.test", "stall@store.test", "bob@store.test"]);
+        let began = Instant::now();
+        let got = run(&cfg, &Pool::new(), &unix(&path), &env);
+        assert!(began.elapsed() < Duration::from_secs(4), "{:?}", began.elapsed());
+        // alice was answered before the server went quiet: delivered.
+        assert!(got[0].outcome.is_delivered(), "{got:?}");
+        for a in &got[1..] {
+            let o = &a.outcome;
+            assert_eq!(
+                (o.verdict(), o.status()),
+                (Verdict::Temporary, Status(4, 4, 2)),
+                "{o:?}"
+            );
+            assert!(o.detail().starts_with("connection lost after DATA: "), "{o:?}");
+        }
     }
 
     #[test]
