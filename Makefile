@@ -102,7 +102,7 @@ clippy:
 # tests/fuzz/artifacts/TARGET/.
 FUZZ_SECONDS    ?= 60
 FUZZ_CI_SECONDS ?= 10
-FUZZ_TARGETS    ?= command address dot envelope maildrop config aliases dsn reply proxy sasl cmdline session
+FUZZ_TARGETS    ?= command address dot envelope maildrop config aliases dsn reply proxy sasl cmdline session milter policy
 FUZZ            := $(CARGO) fuzz
 FUZZ_OPTS       := --fuzz-dir tests/fuzz -s none
 
@@ -120,7 +120,7 @@ fuzz: fuzz-build
 		else tail -40 $$log; echo "fuzz: $$t FAILED; the input is in tests/fuzz/artifacts/$$t/"; exit 1; fi; \
 	done
 
-# What CI runs: every target briefly (13 targets x FUZZ_CI_SECONDS, plus the build).
+# What CI runs: every target briefly (15 targets x FUZZ_CI_SECONDS, plus the build).
 fuzz-ci:
 	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_CI_SECONDS)
 
