@@ -18,6 +18,6 @@ pub mod protocol;
 pub use chain::{Chain, MessageOutcome};
 pub use client::{
     ConnectInfo, DefaultAction, EomOutcome, MacroLists, Macros, Milter, MilterSpec, Refusal, Timeouts,
-    Verdict,
+    Transport, Verdict,
 };
 pub use edit::{EnvelopeEdit, Field, Message, Modification, RcptEdit};
