@@ -64,6 +64,50 @@ impl Endpoint {
     }
 }
 
+/// One entry of a service list: an endpoint and the settings given with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    pub endpoint: Endpoint,
+    /// `name = value` pairs, trimmed, in order.
+    pub settings: Vec<(String, String)>,
+}
+
+/// A list of services as Postfix writes `smtpd_milters`: endpoints separated by
+/// commas or white space, each either plain or `{ endpoint, name = value, ... }`
+/// with settings of its own (which the caller interprets).
+pub fn parse_list(list: &str) -> Result<Vec<ListEntry>, String> {
+    let mut out = Vec::new();
+    let mut rest = list.trim();
+    while !rest.is_empty() {
+        let (item, after) = if let Some(inner) = rest.strip_prefix('{') {
+            let end = inner.find('}').ok_or_else(|| format!("{rest:?}: missing }}"))?;
+            (
+                inner.get(..end).unwrap_or_default(),
+                inner.get(end + 1..).unwrap_or_default(),
+            )
+        } else {
+            let end = rest.find([',', ' ', '\t', '\n']).unwrap_or(rest.len());
+            (
+                rest.get(..end).unwrap_or_default(),
+                rest.get(end..).unwrap_or_default(),
+            )
+        };
+        rest = after.trim_start_matches([',', ' ', '\t', '\n']);
+        let mut parts = item.split(',').map(str::trim).filter(|s| !s.is_empty());
+        let endpoint = Endpoint::parse(parts.next().ok_or("empty entry { }")?)?;
+        let settings = parts
+            .map(|setting| {
+                setting
+                    .split_once('=')
+                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                    .ok_or_else(|| format!("{setting:?}: expected name = value"))
+            })
+            .collect::<Result<_, _>>()?;
+        out.push(ListEntry { endpoint, settings });
+    }
+    Ok(out)
+}
+
 fn parse_inet(rest: &str) -> Option<Endpoint> {
     // Sendmail's and libmilter's own form: port@host.
     if let Some((port, host)) = rest.split_once('@') {
@@ -211,6 +255,31 @@ mod tests {
             "/path",
         ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn lists_have_plain_entries_and_braced_ones_with_settings() {
+        let l = parse_list("inet:h:1, unix:/a {unix:/b, x = 1 , y=two words} inet:h:2").unwrap();
+        let eps: Vec<String> = l.iter().map(|e| e.endpoint.to_string()).collect();
+        assert_eq!(eps, ["inet:h:1", "unix:/a", "unix:/b", "inet:h:2"]);
+        assert_eq!(
+            l[2].settings,
+            [
+                ("x".to_owned(), "1".to_owned()),
+                ("y".to_owned(), "two words".to_owned())
+            ]
+        );
+        assert!(l[0].settings.is_empty());
+        assert_eq!(parse_list("  ").unwrap(), []);
+        for bad in [
+            "{ inet:h:1",
+            "{ }",
+            "{ inet:h:1, novalue }",
+            "tcp:x",
+            "inet:h:1 {bad:x}",
+        ] {
+            assert!(parse_list(bad).is_err(), "{bad}");
         }
     }
 

@@ -437,36 +437,13 @@ impl PolicySpec {
         duration: &dyn Fn(&str) -> Option<Duration>,
     ) -> Result<Vec<PolicySpec>, String> {
         let mut out = Vec::new();
-        let mut rest = list.trim();
-        while !rest.is_empty() {
-            let (item, after) = if let Some(inner) = rest.strip_prefix('{') {
-                let end = inner.find('}').ok_or_else(|| format!("{rest:?}: missing }}"))?;
-                (
-                    inner.get(..end).unwrap_or_default(),
-                    inner.get(end + 1..).unwrap_or_default(),
-                )
-            } else {
-                let end = rest.find([',', ' ', '\t', '\n']).unwrap_or(rest.len());
-                (
-                    rest.get(..end).unwrap_or_default(),
-                    rest.get(end..).unwrap_or_default(),
-                )
-            };
-            rest = after.trim_start_matches([',', ' ', '\t', '\n']);
-            let mut parts = item.split(',').map(str::trim).filter(|s| !s.is_empty());
-            let Some(ep) = parts.next() else {
-                return Err("empty policy service entry { }".to_owned());
-            };
+        for entry in endpoint::parse_list(list)? {
             let mut spec = defaults.clone();
-            spec.endpoint = Endpoint::parse(ep)?;
-            for setting in parts {
-                let (k, v) = setting
-                    .split_once('=')
-                    .map(|(k, v)| (k.trim(), v.trim()))
-                    .ok_or_else(|| format!("{setting:?}: expected name = value"))?;
+            spec.endpoint = entry.endpoint;
+            for (k, v) in &entry.settings {
                 let time = || duration(v).ok_or_else(|| format!("{k} = {v:?}: not a time"));
                 let number = || v.parse::<u32>().map_err(|_| format!("{k} = {v:?}: not a number"));
-                match k {
+                match k.as_str() {
                     "stages" => {
                         spec.stages = v
                             .split_whitespace()
@@ -476,13 +453,13 @@ impl PolicySpec {
                             .collect::<Result<_, _>>()?;
                     }
                     "timeout" => spec.timeout = time()?,
-                    "default_action" => spec.default_action = v.to_owned(),
+                    "default_action" => spec.default_action = v.clone(),
                     "try_limit" => spec.try_limit = number()?.max(1),
                     "retry_delay" => spec.retry_delay = time()?,
                     "max_idle" => spec.max_idle = time()?,
                     "max_ttl" => spec.max_ttl = time()?,
                     "request_limit" => spec.request_limit = number()?,
-                    "policy_context" => spec.policy_context = v.to_owned(),
+                    "policy_context" => spec.policy_context = v.clone(),
                     _ => return Err(format!("{k:?}: unknown policy service setting")),
                 }
             }

@@ -230,35 +230,12 @@ impl MilterSpec {
         duration: &dyn Fn(&str) -> Option<Duration>,
     ) -> Result<Vec<MilterSpec>, String> {
         let mut out = Vec::new();
-        let mut rest = list.trim();
-        while !rest.is_empty() {
-            let (item, after) = if let Some(inner) = rest.strip_prefix('{') {
-                let end = inner.find('}').ok_or_else(|| format!("{rest:?}: missing }}"))?;
-                (
-                    inner.get(..end).unwrap_or_default(),
-                    inner.get(end + 1..).unwrap_or_default(),
-                )
-            } else {
-                let end = rest.find([',', ' ', '\t', '\n']).unwrap_or(rest.len());
-                (
-                    rest.get(..end).unwrap_or_default(),
-                    rest.get(end..).unwrap_or_default(),
-                )
-            };
-            rest = after.trim_start_matches([',', ' ', '\t', '\n']);
-            let mut parts = item.split(',').map(str::trim).filter(|s| !s.is_empty());
-            let Some(ep) = parts.next() else {
-                return Err("empty milter entry { }".to_owned());
-            };
+        for entry in endpoint::parse_list(list)? {
             let mut spec = defaults.clone();
-            spec.endpoint = Endpoint::parse(ep)?;
-            for setting in parts {
-                let (k, v) = setting
-                    .split_once('=')
-                    .map(|(k, v)| (k.trim(), v.trim()))
-                    .ok_or_else(|| format!("{setting:?}: expected name = value"))?;
+            spec.endpoint = entry.endpoint;
+            for (k, v) in &entry.settings {
                 let time = || duration(v).ok_or_else(|| format!("{k} = {v:?}: not a time"));
-                match k {
+                match k.as_str() {
                     "connect_timeout" => spec.timeouts.connect = time()?,
                     "command_timeout" => spec.timeouts.command = time()?,
                     "content_timeout" => spec.timeouts.content = time()?,

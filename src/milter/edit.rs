@@ -103,26 +103,20 @@ impl Message {
     /// with a line end.
     pub fn parse(bytes: &[u8]) -> Message {
         let mut msg = Message::default();
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let (line, next) = match rest.iter().position(|&b| b == b'\n') {
-                Some(i) => (
-                    rest.get(..i).unwrap_or_default(),
-                    rest.get(i + 1..).unwrap_or_default(),
-                ),
-                None => (rest, &[][..]),
-            };
+        // Bytes of the header section (and its empty line) consumed so far.
+        let mut used = 0;
+        for raw in bytes.split_inclusive(|&b| b == b'\n') {
+            let line = raw.strip_suffix(b"\n").unwrap_or(raw);
             if line.is_empty() {
                 msg.separator = true;
-                rest = next;
+                used += raw.len();
                 break;
             }
-            let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-            if continuation {
+            if matches!(line.first(), Some(b' ' | b'\t')) {
                 if let Some(f) = msg.fields.last_mut() {
                     f.value.push(b'\n');
                     f.value.extend_from_slice(line);
-                    rest = next;
+                    used += raw.len();
                     continue;
                 }
             } else if let Some((name, value)) = split_field(line) {
@@ -131,12 +125,12 @@ impl Message {
                     value: value.to_vec(),
                     hidden: false,
                 });
-                rest = next;
+                used += raw.len();
                 continue;
             }
             break;
         }
-        msg.body = rest.to_vec();
+        msg.body = bytes.get(used..).unwrap_or_default().to_vec();
         msg
     }
 

@@ -4,38 +4,15 @@
 //! end of message, abort, quit) over a peer that sends the input in reads of
 //! 1–256 bytes.
 #![no_main]
+use common::Peer;
 use libfuzzer_sys::fuzz_target;
-use std::io::{self, Read, Write};
+use std::io;
 use std::time::Duration;
 use tern::endpoint::Endpoint;
 use tern::milter::edit::{self, EnvelopeEdit, Message, Modification, RcptEdit};
 use tern::milter::protocol::{self, Command, ProtocolSetting, Response};
 use tern::milter::{ConnectInfo, Macros, Milter, MilterSpec, Transport};
-
-/// A milter that sends `data` in reads of at most `step` bytes and swallows writes.
-struct Peer {
-    data: Vec<u8>,
-    pos: usize,
-    step: usize,
-}
-
-impl Read for Peer {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = buf.len().min(self.step).min(self.data.len() - self.pos);
-        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl Write for Peer {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+mod common;
 
 impl Transport for Peer {
     fn set_timeout(&self, _: Option<Duration>) -> io::Result<()> {
@@ -51,12 +28,17 @@ fuzz_target!(|data: &[u8]| {
     let mut rest = data;
     while let Ok(Some(p)) = protocol::split_packet(rest) {
         if let Ok(r) = Response::decode(p.cmd, p.data) {
-            let nul_in_text = matches!(&r, Response::ReplyCode(t) | Response::Quarantine(t) if t.contains(&0));
+            let nul_in_text =
+                matches!(&r, Response::ReplyCode(t) | Response::Quarantine(t) if t.contains(&0));
             if !nul_in_text {
                 let mut out = Vec::new();
                 r.encode(&mut out);
                 let q = protocol::split_packet(&out).unwrap().unwrap();
-                assert_eq!(Response::decode(q.cmd, q.data).as_ref(), Ok(&r), "response round trip");
+                assert_eq!(
+                    Response::decode(q.cmd, q.data).as_ref(),
+                    Ok(&r),
+                    "response round trip"
+                );
             }
             if let Response::OptNeg(o) = &r {
                 let _ = protocol::negotiate(&ProtocolSetting::default(), o);
@@ -73,7 +55,9 @@ fuzz_target!(|data: &[u8]| {
     for leading in [false, true] {
         let v = edit::header_value_from_milter(data, leading);
         assert!(!v.contains(&b'\r') && !v.ends_with(b"\n"));
-        assert!(v.windows(2).all(|w| w[0] != b'\n' || w[1] == b' ' || w[1] == b'\t'));
+        assert!(v
+            .windows(2)
+            .all(|w| w[0] != b'\n' || w[1] == b' ' || w[1] == b'\t'));
     }
     let back = edit::body_from_milter(&edit::body_for_milter(data));
     let m = Message::parse(data);
@@ -86,13 +70,11 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // A whole conversation against the input.
-    let Some((&step, script)) = data.split_first() else { return };
-    let spec = MilterSpec::new(Endpoint::parse("unix:/fuzz").unwrap());
-    let peer = Peer {
-        data: script.to_vec(),
-        pos: 0,
-        step: usize::from(step) + 1,
+    let Some((&step, script)) = data.split_first() else {
+        return;
     };
+    let spec = MilterSpec::new(Endpoint::parse("unix:/fuzz").unwrap());
+    let peer = Peer::new(step, script);
     let mut milter = Milter::with_transport(spec, Box::new(peer));
     let mac = Macros {
         j: Some("mx".into()),
@@ -115,7 +97,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = edit::apply(&mut msg, &mut env, &out.modifications);
     // Whatever the milter asked, the result still parses to the same fields.
     let again = Message::parse(&msg.to_bytes());
-    assert_eq!(again.fields.len(), msg.fields.len(), "a modification broke the header section");
+    assert_eq!(
+        again.fields.len(),
+        msg.fields.len(),
+        "a modification broke the header section"
+    );
     for m in &out.modifications {
         if let Modification::AddHeader { name, .. } | Modification::InsertHeader { name, .. } = m {
             assert!(edit::is_field_name(name));

@@ -22,6 +22,10 @@ fuzz_target!(|data: &[u8]| {
     let wire = req.encode();
     let text = String::from_utf8_lossy(&wire);
     assert!(text.ends_with("\n\n"));
-    assert_eq!(text.matches("\n\n").count(), 1, "an empty line inside the request");
+    assert_eq!(
+        text.matches("\n\n").count(),
+        1,
+        "an empty line inside the request"
+    );
     assert!(!wire.contains(&0));
 });
