@@ -442,9 +442,7 @@ fn chain_of_test_milter_then_opendkim_signs_the_modified_message() {
         "{text}"
     );
     assert!(text.ends_with("replaced body\nsecond line\n"), "{text}");
-    assert_eq!(
-        dkim_verify(&crlf(&signed), &dkim.txt).unwrap_or(true),
-        true,
-        "{text}"
-    );
+    if let Some(ok) = dkim_verify(&crlf(&signed), &dkim.txt) {
+        assert!(ok, "signature does not verify:\n{text}");
+    }
 }
