@@ -490,8 +490,6 @@ enum Failure {
     Comm(String),
     /// An answer tern cannot carry out: 451 4.3.5 (accept: as if absent).
     Config(String),
-    /// A replacement body over the limit.
-    TooBig,
 }
 
 /// One milter's conversation for one SMTP session.
@@ -947,14 +945,6 @@ impl Milter {
                     }
                 }
             }
-            Failure::TooBig => {
-                log::warn!(
-                    "milter {}: replacement body over {} bytes",
-                    self.name,
-                    self.spec.max_body
-                );
-                Verdict::Reject(Refusal::TooBig)
-            }
         };
         if let Some(c) = &self.conn {
             c.shutdown();
@@ -1048,12 +1038,13 @@ impl Milter {
         let mut x = Exchange::go_on();
         let mut body: Option<Vec<u8>> = None;
         let mut body_done = false;
+        let mut too_big = false;
         let mut deadline = Instant::now() + limit;
         loop {
             let resp = self.read_response(deadline)?;
             if body.is_some() && !matches!(resp, Response::ReplBody(_)) {
                 // The replacement ends when anything else comes (milter8.c).
-                if let Some(b) = body.take() {
+                if let Some(b) = body.take().filter(|_| !too_big) {
                     x.modifications
                         .push(Modification::ReplaceBody(edit::body_from_milter(&b)));
                 }
@@ -1099,9 +1090,21 @@ impl Milter {
                     }
                     let b = body.get_or_insert_with(Vec::new);
                     if b.len().saturating_add(chunk.len()) > self.spec.max_body {
-                        return Err(Failure::TooBig);
+                        // Like a queue file edit error in Postfix: read on to the
+                        // milter's decision, so the conversation stays in step,
+                        // and refuse this message only.
+                        if !too_big {
+                            log::warn!(
+                                "milter {}: replacement body over {} bytes",
+                                self.name,
+                                self.spec.max_body
+                            );
+                        }
+                        too_big = true;
+                        b.clear();
+                    } else if !too_big {
+                        b.extend_from_slice(&chunk);
                     }
-                    b.extend_from_slice(&chunk);
                     continue;
                 }
                 other if at_eom => match modification(other, leading) {
@@ -1120,6 +1123,17 @@ impl Milter {
                 }
             };
             x.verdict = decided;
+            if too_big {
+                // milter8.c: the edit error stands unless the milter itself
+                // discards, shuts down or fails temporarily.
+                x.modifications.clear();
+                if !matches!(
+                    x.verdict,
+                    Verdict::Discard | Verdict::Shutdown | Verdict::Tempfail(_)
+                ) {
+                    x.verdict = Verdict::Reject(Refusal::TooBig);
+                }
+            }
             return Ok(x);
         }
     }
@@ -1959,11 +1973,6 @@ pub(crate) mod tests {
                 ],
                 Verdict::Tempfail(Refusal::Misconfigured),
             ),
-            (
-                "body too big",
-                vec![Send(Response::ReplBody(vec![b'x'; 2000]))],
-                Verdict::Reject(Refusal::TooBig),
-            ),
         ];
         for (what, steps, want) in cases {
             let (t, f) = fake(v6(p::MTA_ACTIONS, 0), move |c| match c {
@@ -1982,6 +1991,37 @@ pub(crate) mod tests {
             drop(m);
             f.finish();
         }
+    }
+
+    #[test]
+    fn a_replacement_body_over_the_limit_refuses_only_that_message() {
+        let (t, f) = fake(v6(p::MTA_ACTIONS, 0), |c| match c {
+            Command::BodyEob => vec![
+                Send(Response::ReplBody(vec![b'x'; 600])),
+                Send(Response::ReplBody(vec![b'x'; 600])),
+                Send(Response::AddHeader {
+                    name: b"X-A".to_vec(),
+                    value: b"1".to_vec(),
+                }),
+                Send(Response::Continue),
+            ],
+            c => continue_all(c),
+        });
+        let mut sp = spec();
+        sp.max_body = 1000;
+        let mut m = Milter::with_transport(sp, t);
+        let mac = macros();
+        m.connect(&client(), &mac);
+        m.mail(&["<a@example.com>"], &mac);
+        let out = m.message(&message(), &mac);
+        assert_eq!(out.verdict, Verdict::Reject(Refusal::TooBig));
+        assert!(out.modifications.is_empty());
+        // The conversation stayed in step: the next message goes through.
+        m.abort();
+        assert_eq!(m.mail(&["<a@example.com>"], &mac), Verdict::Continue);
+        assert!(m.usable());
+        m.quit();
+        assert_eq!(codes(&f.finish()).matches('E').count(), 1);
     }
 
     #[test]
