@@ -6,6 +6,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -165,6 +166,14 @@ impl Stream {
                 s.set_read_timeout(t)?;
                 s.set_write_timeout(t)
             }
+        }
+    }
+
+    /// Acknowledge incoming data at once (see [`crate::sys::tcp_quickack`]); call
+    /// before each read of a reply. Local sockets have no ACKs to delay.
+    pub fn ack_now(&self) {
+        if let Stream::Tcp(s) = self {
+            let _ = crate::sys::tcp_quickack(s.as_raw_fd());
         }
     }
 

@@ -453,6 +453,8 @@ pub trait Transport: Read + Write + Send {
     fn set_timeout(&self, t: Option<Duration>) -> io::Result<()>;
     /// Close both ways now.
     fn shutdown(&self);
+    /// About to wait for a reply: acknowledge what arrives at once.
+    fn ack_now(&self) {}
 }
 
 impl Transport for Stream {
@@ -462,6 +464,10 @@ impl Transport for Stream {
 
     fn shutdown(&self) {
         Stream::shutdown(self);
+    }
+
+    fn ack_now(&self) {
+        Stream::ack_now(self);
     }
 }
 
@@ -508,6 +514,8 @@ pub struct Milter {
     message_done: Option<Verdict>,
     /// Bytes to the milter, gathered so that a macro packet and its event go in one write.
     out: Vec<u8>,
+    /// Bytes from the milter not yet decoded (a milter may send several replies at once).
+    inbuf: Vec<u8>,
 }
 
 impl fmt::Debug for Milter {
@@ -533,6 +541,7 @@ impl Milter {
             skip_event: None,
             message_done: None,
             out: Vec::new(),
+            inbuf: Vec::new(),
         }
     }
 
@@ -958,6 +967,7 @@ impl Milter {
     fn close(&mut self) {
         self.conn = None;
         self.out.clear();
+        self.inbuf.clear();
     }
 
     // ---- One event and its replies ---------------------------------------------
@@ -1171,29 +1181,32 @@ impl Milter {
         Ok(())
     }
 
-    /// Fill `buf` before `deadline`: each read waits only for the time left, so
-    /// a milter dripping bytes cannot stretch the limit.
-    fn read_exact(&mut self, buf: &mut [u8], deadline: Instant) -> Result<(), Failure> {
+    /// Read more of the milter's bytes before `deadline`. Each read waits only for
+    /// the time left, so a milter dripping bytes cannot stretch the limit.
+    fn fill(&mut self, deadline: Instant) -> Result<(), Failure> {
         let conn = self
             .conn
             .as_mut()
             .ok_or_else(|| Failure::Comm("not connected".to_owned()))?;
-        let mut got = 0;
-        while got < buf.len() {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Failure::Comm("timeout while reading a reply".to_owned()));
             }
             conn.set_timeout(Some(left))
                 .map_err(|e| Failure::Comm(format!("read: {e}")))?;
-            let Some(space) = buf.get_mut(got..) else { break };
-            match conn.read(space) {
+            conn.ack_now();
+            match conn.read(&mut chunk) {
                 Ok(0) => {
                     return Err(Failure::Comm(
                         "connection closed while reading a reply".to_owned(),
                     ))
                 }
-                Ok(n) => got += n,
+                Ok(n) => {
+                    self.inbuf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                    return Ok(());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if endpoint::is_timeout(&e) => {
                     return Err(Failure::Comm("timeout while reading a reply".to_owned()))
@@ -1201,19 +1214,23 @@ impl Milter {
                 Err(e) => return Err(Failure::Comm(format!("read: {e}"))),
             }
         }
-        Ok(())
     }
 
     fn read_response(&mut self, deadline: Instant) -> Result<Response, Failure> {
-        let mut header = [0u8; 4];
-        self.read_exact(&mut header, deadline)?;
-        let len = p::packet_len(header).map_err(|e| Failure::Comm(e.to_string()))?;
-        let mut packet = vec![0u8; len];
-        self.read_exact(&mut packet, deadline)?;
-        let (&cmd, data) = packet
-            .split_first()
-            .ok_or_else(|| Failure::Comm("empty packet".to_owned()))?;
-        Response::decode(cmd, data).map_err(|e| Failure::Comm(e.to_string()))
+        loop {
+            let decoded = match p::split_packet(&self.inbuf) {
+                Err(e) => return Err(Failure::Comm(e.to_string())),
+                Ok(None) => None,
+                Ok(Some(packet)) => Some((Response::decode(packet.cmd, packet.data), packet.size)),
+            };
+            match decoded {
+                Some((r, size)) => {
+                    self.inbuf.drain(..size.min(self.inbuf.len()));
+                    return r.map_err(|e| Failure::Comm(e.to_string()));
+                }
+                None => self.fill(deadline)?,
+            }
+        }
     }
 }
 
@@ -2022,6 +2039,81 @@ pub(crate) mod tests {
         assert!(m.usable());
         m.quit();
         assert_eq!(codes(&f.finish()).matches('E').count(), 1);
+    }
+
+    /// A transport that records whether each read was preceded by ack_now().
+    struct Acking {
+        inner: Box<dyn Transport>,
+        log: Arc<Mutex<Vec<&'static str>>>,
+    }
+
+    impl Read for Acking {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.log.lock().unwrap().push("read");
+            self.inner.read(buf)
+        }
+    }
+
+    impl Write for Acking {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.inner.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    impl Transport for Acking {
+        fn set_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+            self.inner.set_timeout(t)
+        }
+        fn shutdown(&self) {
+            self.inner.shutdown();
+        }
+        fn ack_now(&self) {
+            self.log.lock().unwrap().push("ack");
+        }
+    }
+
+    #[test]
+    fn every_read_of_a_reply_asks_for_an_immediate_ack() {
+        // libmilter writes a reply's packets one by one with Nagle on: unless we
+        // ACK at once, each packet after the first waits ~40 ms for our delayed
+        // ACK (measured with OpenDKIM: 45 ms a message instead of 1.5 ms).
+        let (t, f) = fake(v6(p::SMFIF_ADDHDRS, 0), |c| match c {
+            Command::BodyEob => vec![
+                Send(Response::AddHeader {
+                    name: b"X-A".to_vec(),
+                    value: b"1".to_vec(),
+                }),
+                Sleep(20),
+                Send(Response::Continue),
+            ],
+            c => continue_all(c),
+        });
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let acking = Acking {
+            inner: t,
+            log: Arc::clone(&log),
+        };
+        let mut m = Milter::with_transport(spec(), Box::new(acking));
+        let mac = macros();
+        m.connect(&client(), &mac);
+        m.mail(&["<a@example.com>"], &mac);
+        assert_eq!(m.message(&message(), &mac).modifications.len(), 1);
+        m.quit();
+        f.finish();
+        let log = log.lock().unwrap();
+        assert!(log.iter().filter(|e| **e == "read").count() >= 6, "{log:?}");
+        for (i, e) in log.iter().enumerate() {
+            if *e == "read" {
+                assert_eq!(
+                    log.get(i.wrapping_sub(1)),
+                    Some(&"ack"),
+                    "read without ack: {log:?}"
+                );
+            }
+        }
     }
 
     #[test]
