@@ -28,7 +28,7 @@ MAN5 := aliases.5 tern.conf.5
 MAN8 := sendmail.8 ternctl.8 ternd.8
 EXAMPLES := aliases inetd.conf.sample ternd.service rc.d/ternd init.d/ternd xinetd.d/smtp
 
-.PHONY: all build release run test check clippy fmt lint-man clean install install-strip install-user uninstall soak bench bench-postfix fuzz fuzz-build fuzz-ci
+.PHONY: all build release run test check clippy fmt lint-man clean install install-strip install-user install-mta uninstall uninstall-mta soak bench bench-postfix fuzz fuzz-build fuzz-ci
 
 # `make`: the release binaries, what `make install` installs.
 all: release
@@ -39,26 +39,47 @@ build:
 release:
 	$(CARGO) build --release
 
-# Start ternd in the foreground on the development config: 127.0.0.1:2525,
-# spool and mailboxes under ./var.
+# Start ternd in the foreground on the development config etc/tern.dev.conf,
+# on 127.0.0.1:$(PORT) (make run PORT=2600), with its spool and mailboxes under
+# $(RUNDIR). The configuration it runs is $(RUNDIR)/tern.dev.conf, written here
+# from the dev config with the port and directory put in (and, as root, the
+# account to drop to): edit etc/tern.dev.conf, not that copy.
+PORT    ?= 2525
+RUNDIR  ?= ./var
+# Where `make run` finds ternd: the debug build `make build` makes.
+RUN_BINARIES ?= target/debug
+RUNCONF := $(RUNDIR)/tern.dev.conf
+
 run: build
-	@mkdir -p var/spool var/mail
-	@echo "ternd on 127.0.0.1:2525 (config $(DEVCONF)); spool in ./var/spool, mail in ./var/mail."
+	@case "$(PORT)" in ''|*[!0-9]*) echo "make run: PORT=$(PORT) is not a port number" >&2; exit 2 ;; esac
+	@if [ "$(PORT)" -lt 1 ] || [ "$(PORT)" -gt 65535 ]; then echo "make run: PORT=$(PORT) is not between 1 and 65535" >&2; exit 2; fi
+	@mkdir -p $(RUNDIR)/spool $(RUNDIR)/mail
+	@{ echo "# Written by make run (PORT=$(PORT), RUNDIR=$(RUNDIR)) from $(DEVCONF): edit that file."; \
+		sed -e 's|^listen = .*|listen = 127.0.0.1:$(PORT)|' -e 's|\./var/|$(RUNDIR)/|g' $(DEVCONF); \
+		if [ "$$(id -u)" = 0 ]; then echo; echo "# Added by make run as root: ternd never keeps root."; echo "user = $(RUN_USER)"; fi; \
+	} > $(RUNCONF)
+	@grep -qx 'listen = 127.0.0.1:$(PORT)' $(RUNCONF) || { echo "make run: no listen line in $(DEVCONF)" >&2; exit 2; }
+	@echo "ternd on 127.0.0.1:$(PORT) (config $(RUNCONF), from $(DEVCONF)); spool in $(RUNDIR)/spool, mail in $(RUNDIR)/mail."
 	@echo "Send it a message from another terminal, for example:"
-	@printf '%s\n' '  python3 -c '"'"'import smtplib; smtplib.SMTP("127.0.0.1", 2525).sendmail("me@localhost", ["root@localhost"], "Subject: hi\r\n\r\nhello\r\n")'"'"
-	@echo "or by hand: telnet 127.0.0.1 2525 (or nc -C 127.0.0.1 2525). Mail for root@localhost lands in ./var/mail/root/new/."
+	@printf '%s\n' '  python3 -c '"'"'import smtplib; smtplib.SMTP("127.0.0.1", $(PORT)).sendmail("me@localhost", ["root@localhost"], "Subject: hi\r\n\r\nhello\r\n")'"'"
+	@echo "or by hand: telnet 127.0.0.1 $(PORT) (or nc -C 127.0.0.1 $(PORT)). Mail for root@localhost lands in $(RUNDIR)/mail/root/new/."
 	@echo "Stop ternd with Ctrl-C."
-	@if [ "$$(id -u)" = 0 ]; then \
-		echo "Started as root: ternd drops to $(RUN_USER) after binding (var/tern.dev.conf adds user = $(RUN_USER))."; \
-		{ cat $(DEVCONF); echo; echo "# Added by make run as root: ternd never keeps root."; echo "user = $(RUN_USER)"; } > var/tern.dev.conf; \
-		exec ./target/debug/ternd -d -f var/tern.dev.conf; \
-	else \
-		exec ./target/debug/ternd -d -f $(DEVCONF); \
-	fi
+	@if [ "$$(id -u)" = 0 ]; then echo "Started as root: ternd drops to $(RUN_USER) after binding (user = $(RUN_USER) in $(RUNCONF))."; fi
+	@exec $(RUN_BINARIES)/ternd -d -f $(RUNCONF)
 
 # Every test: unit tests and the integration tests that start the real binaries.
+# A test that cannot run here (no root, a peer's package missing) records why in
+# SKIP_LOG (tests/integration/common/skip.rs); they are listed at the end, so a
+# skip never passes unseen. Under CI=true such a test fails instead.
+SKIP_LOG ?= $(or $(CARGO_TARGET_DIR),target)/test-skips.txt
 test:
-	$(CARGO) test --all-targets
+	@rm -f $(SKIP_LOG)
+	@status=0; TERN_SKIP_LOG=$(abspath $(SKIP_LOG)) $(CARGO) test --all-targets || status=$$?; \
+	if [ -s $(SKIP_LOG) ]; then \
+		echo; echo "$$(wc -l < $(SKIP_LOG)) tests skipped (they count as passed above):"; \
+		sort $(SKIP_LOG) | sed 's/^/  /'; \
+	else echo; echo "0 tests skipped"; fi; \
+	exit $$status
 
 # Soak (issue 8): 100,000 messages through 50 sessions into smtp-sink via a
 # release ternd; checks delivery, flat RSS, no fd or thread leak. Smaller:
@@ -102,7 +123,7 @@ clippy:
 # tests/fuzz/artifacts/TARGET/.
 FUZZ_SECONDS    ?= 60
 FUZZ_CI_SECONDS ?= 10
-FUZZ_TARGETS    ?= command address dot envelope maildrop config aliases dsn reply proxy sasl cmdline session milter policy
+FUZZ_TARGETS    ?= command address dot envelope maildrop config aliases dsn reply proxy sasl cmdline session message milter policy
 FUZZ            := $(CARGO) fuzz
 FUZZ_OPTS       := --fuzz-dir tests/fuzz -s none
 
@@ -120,28 +141,24 @@ fuzz: fuzz-build
 		else tail -40 $$log; echo "fuzz: $$t FAILED; the input is in tests/fuzz/artifacts/$$t/"; exit 1; fi; \
 	done
 
-# What CI runs: every target briefly (15 targets x FUZZ_CI_SECONDS, plus the build).
+# What CI runs: every target briefly (16 targets x FUZZ_CI_SECONDS, plus the build).
 fuzz-ci:
 	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_CI_SECONDS)
 
 
-# The man pages, warnings included (mandoc exits non-zero on any). CI installs
-# mandoc (.ci/run); without it, groff's warnings are checked instead, and with
-# neither the lint is skipped with a note. groff 1.22's mdoc macros warn about
-# every %T in a reference ("cannot chop empty macro", then the diversions it
-# leaves open), correct mdoc that mandoc and groff 1.23 accept: those lines
-# are not counted.
-GROFF_FALSE := cannot chop empty macro|automatically ending diversion .doc-reference-title
+# The man pages, warnings included: mandoc -T lint (which exits non-zero on
+# any) and groff -ww (which must print nothing), each when installed; CI
+# installs both (.ci/run). With neither the lint is skipped with a note.
+# tests/integration/manpages.rs also checks that each renders whole.
 lint-man:
-	@if command -v mandoc >/dev/null 2>&1; then \
-		mandoc -Tlint -Wwarning man/*.[0-9]; \
-	elif command -v groff >/dev/null 2>&1; then \
-		echo "lint-man: mandoc not installed; checking with groff -ww -z"; \
-		for p in man/*.[0-9]; do out=$$(groff -mdoc -ww -z "$$p" 2>&1 | grep -Ev '$(GROFF_FALSE)'); \
-			if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; done; \
-	else \
-		echo "lint-man: neither mandoc nor groff installed; man pages not linted"; \
-	fi
+	@ran=; \
+	if command -v mandoc >/dev/null 2>&1; then mandoc -Tlint -Wwarning man/*.[0-9] || exit 1; ran=mandoc; fi; \
+	if command -v groff >/dev/null 2>&1; then \
+		for p in man/*.[0-9]; do out=$$(groff -mandoc -ww -z "$$p" 2>&1); \
+			if [ -n "$$out" ]; then echo "groff -mandoc -ww -z $$p:"; echo "$$out"; exit 1; fi; done; \
+		ran="$$ran groff"; \
+	fi; \
+	if [ -z "$$ran" ]; then echo "lint-man: neither mandoc nor groff installed; man pages not linted"; fi
 
 # Installs the binaries, the mailq/newaliases links, the man pages, the example
 # rc scripts, the configuration and aliases (only when absent), and the spool
@@ -233,9 +250,70 @@ install-user:
 		else echo "cannot create user $(TERN_USER): create it by hand" >&2; exit 1; fi; \
 	fi
 
-# Removes what install put under PREFIX; the configuration in $(CONFDIR), the spool
-# and the tern user stay.
-uninstall:
+# tern as the system's MTA: `make install-mta` points the programs that mail(1),
+# cron and scripts call, $(MTA_LINKS), at tern's $(SBINDIR)/sendmail (it acts as
+# mailq and newaliases by the name it is called with), and keeps what was there
+# as NAME$(MTA_SAVED). On Debian and its derivatives (dpkg-divert found, and
+# $(DESTDIR)/var/lib/dpkg there) that is a local diversion made with
+# `dpkg-divert --rename`: the file moves aside, and a package upgrade (Postfix's,
+# Exim's) installs its new version there too instead of over tern's link.
+# Elsewhere the file is renamed. `make uninstall-mta` (also run by uninstall)
+# removes tern's links and puts each original back, removing the diversion.
+# A link that is no longer tern's (changed by hand or by a package) is left
+# alone, with its original, and named. On BSD systems with mailwrapper(8)
+# edit /etc/mail/mailer.conf instead; on Red Hat-like systems use
+# alternatives(8) (see README.md).
+MTA_LINKS   ?= /usr/sbin/sendmail /usr/lib/sendmail /usr/bin/mailq /usr/bin/newaliases
+MTA_SAVED   := .pre-tern
+DPKG_DIVERT ?= dpkg-divert
+# How install-mta and uninstall-mta keep the originals: the dpkg-divert command
+# line (with --root for a DESTDIR that holds a dpkg database), or empty for a
+# plain rename.
+MTA_DIVERT = $$(if command -v $(DPKG_DIVERT) >/dev/null 2>&1 && [ -d "$(DESTDIR)/var/lib/dpkg" ]; then \
+	echo "$(DPKG_DIVERT)$(if $(DESTDIR), --root $(DESTDIR)) --local --rename"; fi)
+
+install-mta:
+	@[ -x $(DESTDIR)$(SBINDIR)/sendmail ] || { echo "make install-mta: $(DESTDIR)$(SBINDIR)/sendmail is missing: make install first" >&2; exit 1; }
+	@if [ -z "$(DESTDIR)" ] && [ -f /etc/mail/mailer.conf ]; then \
+		echo "make install-mta: this system chooses its MTA with mailwrapper(8): point sendmail, mailq and newaliases at $(SBINDIR)/sendmail in /etc/mail/mailer.conf" >&2; exit 1; fi
+	@set -e; divert="$(MTA_DIVERT)"; \
+	for f in $(MTA_LINKS); do \
+		p=$(DESTDIR)$$f; \
+		if [ "$$f" = "$(SBINDIR)/sendmail" ]; then echo "$$f is tern's own sendmail (SBINDIR=$(SBINDIR))"; continue; fi; \
+		if [ -L "$$p" ] && [ "$$(readlink "$$p")" = "$(SBINDIR)/sendmail" ]; then echo "$$f already points at $(SBINDIR)/sendmail"; continue; fi; \
+		case "$$(readlink "$$p" 2>/dev/null)" in /etc/alternatives/*) \
+			echo "make install-mta: $$f is managed by alternatives(8): use alternatives --install $$f mta $(SBINDIR)/sendmail 100, or see README.md" >&2; exit 1 ;; esac; \
+		if [ -n "$$divert" ]; then \
+			echo "$$divert --divert $$f$(MTA_SAVED) --add $$f"; $$divert --divert $$f$(MTA_SAVED) --add $$f; \
+		elif [ -e "$$p" ] || [ -L "$$p" ]; then \
+			if [ -e "$$p$(MTA_SAVED)" ] || [ -L "$$p$(MTA_SAVED)" ]; then echo "make install-mta: $$p$(MTA_SAVED) exists already: not overwriting it" >&2; exit 1; fi; \
+			echo "mv $$p $$p$(MTA_SAVED)"; mv "$$p" "$$p$(MTA_SAVED)"; \
+		fi; \
+		[ -e "$$p" ] || [ -L "$$p" ] || { mkdir -p "$$(dirname "$$p")"; echo "ln -s $(SBINDIR)/sendmail $$p"; ln -s $(SBINDIR)/sendmail "$$p"; }; \
+	done
+
+uninstall-mta:
+	@set -e; divert="$(MTA_DIVERT)"; \
+	for f in $(MTA_LINKS); do \
+		p=$(DESTDIR)$$f; \
+		[ "$$f" != "$(SBINDIR)/sendmail" ] || continue; \
+		if [ -L "$$p" ] && [ "$$(readlink "$$p")" = "$(SBINDIR)/sendmail" ]; then \
+			echo "rm $$p"; rm -f "$$p"; \
+		elif [ -e "$$p" ] || [ -L "$$p" ]; then \
+			if [ -e "$$p$(MTA_SAVED)" ] || [ -L "$$p$(MTA_SAVED)" ]; then \
+				echo "make uninstall-mta: $$f is not tern's link any more: left alone, and the original kept as $$f$(MTA_SAVED)" >&2; fi; \
+			continue; \
+		fi; \
+		if [ -n "$$divert" ] && [ "$$($${divert% --local --rename} --truename $$f)" = "$$f$(MTA_SAVED)" ]; then \
+			echo "$$divert --divert $$f$(MTA_SAVED) --remove $$f"; $$divert --divert $$f$(MTA_SAVED) --remove $$f; \
+		elif [ -e "$$p$(MTA_SAVED)" ] || [ -L "$$p$(MTA_SAVED)" ]; then \
+			echo "mv $$p$(MTA_SAVED) $$p"; mv "$$p$(MTA_SAVED)" "$$p"; \
+		fi; \
+	done
+
+# Removes what install put under PREFIX, and what install-mta did (uninstall-mta
+# first); the configuration in $(CONFDIR), the spool and the tern user stay.
+uninstall: uninstall-mta
 	rm -f $(DESTDIR)$(SBINDIR)/ternd $(DESTDIR)$(SBINDIR)/ternctl $(DESTDIR)$(SBINDIR)/sendmail
 	rm -f $(DESTDIR)$(SBINDIR)/mailq $(DESTDIR)$(SBINDIR)/newaliases
 	rm -f $(DESTDIR)$(BINDIR)/mailq $(DESTDIR)$(BINDIR)/newaliases

@@ -107,15 +107,12 @@ pub fn asctime(t: u64) -> String {
 }
 
 fn asctime_with_offset(t: i64, offset: i64) -> String {
-    let Local {
-        weekday: wd,
-        month: mon,
-        day: d,
-        year: y,
-        hms: (h, mi, sec),
-        ..
-    } = local(t, offset);
-    format!("{wd} {mon} {d:>2} {h:02}:{mi:02}:{sec:02} {y}")
+    let l = local(t, offset);
+    let (h, mi, sec) = l.hms;
+    format!(
+        "{} {} {:>2} {h:02}:{mi:02}:{sec:02} {}",
+        l.weekday, l.month, l.day, l.year
+    )
 }
 
 #[cfg(test)]

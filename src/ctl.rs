@@ -12,18 +12,20 @@ use std::io::Read;
 
 use crate::clock;
 use crate::config::{self, Config};
-use crate::control;
-use crate::spool::{Envelope, Place, QueueId, RcptStatus, Spool, SpoolError};
+use crate::control::{self, Request, Response};
+use crate::message;
+use crate::spool::listing::{self, mailq};
+use crate::spool::{Place, QueueId, RcptStatus, Spool, SpoolError};
+use crate::sysexits::SysExit;
 
-/// sysexits.h EX_USAGE; other failures exit 1, as the issue asks of a bad id.
-const EX_USAGE: u8 = 64;
 /// The most of a message's header read for `show`.
 const MAX_HEADERS: u64 = 256 * 1024;
 
 const USAGE: &str =
     "usage: ternctl [-f file] queue | show ID | flush | delete ID|ALL | hold ID | release ID | stats";
 
-/// The program; returns the exit status.
+/// The program; returns the exit status: EX_USAGE or EX_CONFIG (sysexits.h), else
+/// 1 for any other failure (a bad queue id, say).
 pub fn main(args: &[String]) -> u8 {
     let mut opts = getopts::Options::new();
     opts.optopt("f", "", "configuration file", "FILE");
@@ -31,7 +33,7 @@ pub fn main(args: &[String]) -> u8 {
         Ok(m) => m,
         Err(e) => {
             eprintln!("ternctl: {e}\n{USAGE}");
-            return EX_USAGE;
+            return SysExit::Usage.code();
         }
     };
     let path = m
@@ -44,17 +46,17 @@ pub fn main(args: &[String]) -> u8 {
         [v @ ("show" | "delete" | "hold" | "release"), arg] => Verb::WithId(v, arg),
         _ => {
             eprintln!("ternctl: {USAGE}");
-            return EX_USAGE;
+            return SysExit::Usage.code();
         }
     };
     let cfg = match Config::load(std::path::Path::new(&path)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ternctl: {e}");
-            return 78;
+            return SysExit::Config.code();
         }
     };
-    let spool = match Spool::open(&cfg.spool) {
+    let spool = match Spool::open(&cfg.spool.dir) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ternctl: {e}");
@@ -91,8 +93,8 @@ enum Verb<'a> {
 }
 
 fn flush(cfg: &Config, spool: &Spool) -> Result<(), String> {
-    match control::send(&cfg.spool, "flush") {
-        Ok(r) if r == "ok" => {
+    match control::request(&cfg.spool.dir, &Request::Flush) {
+        Ok(Response::Ok) => {
             println!("ternctl: ternd is retrying all deferred mail now");
             Ok(())
         }
@@ -164,113 +166,9 @@ fn release(cfg: &Config, spool: &Spool, id: &QueueId) -> Result<(), String> {
         None => return Err(format!("no such message: {id}")),
     }
     // Down is fine: the daemon lists env/ when it starts.
-    let _ = control::send(&cfg.spool, &format!("wake {id}"));
+    control::wake(&cfg.spool.dir, std::slice::from_ref(id));
     println!("{id}: released");
     Ok(())
-}
-
-/// One message for listing: where it is and its envelope.
-fn all_messages(spool: &Spool) -> Result<Vec<(Envelope, bool)>, SpoolError> {
-    let mut out = Vec::new();
-    for id in spool.list()? {
-        // Delivered or held between the listing and the read: skip it.
-        if let Ok(env) = spool.load(&id) {
-            out.push((env, false));
-        }
-    }
-    for id in spool.list_held()? {
-        if let Ok(env) = spool.load_held(&id) {
-            out.push((env, true));
-        }
-    }
-    out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-    Ok(out)
-}
-
-/// The queue in Postfix's `mailq` format, which people and log tools already read:
-///
-/// ```text
-/// -Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------
-/// 0193A5F2C41B07E2*    512 Mon Nov 23 14:08:39  alice@example.org
-/// (451 4.7.1 try later)
-///                                          bob@example.net
-///
-/// -- 1 Kbytes in 1 Request.
-/// ```
-///
-/// `*` marks a message being delivered, `!` a held one. Each pending recipient is
-/// listed, under its last deferral reason in parentheses when it has one.
-pub fn mailq(spool: &Spool) -> Result<String, SpoolError> {
-    let msgs = all_messages(spool)?;
-    // Not yet picked up (ternd down): listed as Postfix lists its maildrop queue.
-    let drops = spool.maildrop_list().unwrap_or_default();
-    if msgs.is_empty() && drops.is_empty() {
-        return Ok("Mail queue is empty\n".to_owned());
-    }
-    let mut out = String::new();
-    // Postfix's "%-10s %8s %-20s %s" header.
-    out.push_str("-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n");
-    let mut bytes: u64 = 0;
-    for (env, held) in &msgs {
-        let mark = if *held {
-            '!'
-        } else if spool.is_locked(&env.id) {
-            '*'
-        } else {
-            ' '
-        };
-        bytes = bytes.saturating_add(env.size);
-        // asctime without the year, as Postfix prints it (20 columns).
-        let when: String = clock::asctime(env.created).chars().take(19).collect();
-        let sender = if env.sender.is_empty() {
-            "MAILER-DAEMON"
-        } else {
-            env.sender.as_str()
-        };
-        let _ = writeln!(
-            out,
-            "{:<11} {:>8} {:<20} {sender}",
-            format!("{}{mark}", env.id),
-            env.size,
-            when
-        );
-        let mut last_reason: Option<&str> = None;
-        for r in &env.recipients {
-            if !matches!(r.status, RcptStatus::Pending | RcptStatus::Deferred) {
-                continue;
-            }
-            let reason = r
-                .last_reply
-                .as_deref()
-                .filter(|_| r.status == RcptStatus::Deferred);
-            if reason.is_some() && reason != last_reason {
-                let _ = writeln!(out, "({})", reason.unwrap_or_default());
-            }
-            last_reason = reason;
-            let _ = writeln!(out, "{:41}{}", "", r.addr);
-        }
-        out.push('\n');
-    }
-    for d in &drops {
-        bytes = bytes.saturating_add(d.size);
-        let when: String = clock::asctime(d.since).chars().take(19).collect();
-        let _ = writeln!(
-            out,
-            "{:<11} {:>8} {:<20} (maildrop queue, sender UID {})\n",
-            format!("{} ", d.name),
-            d.size,
-            when,
-            d.uid
-        );
-    }
-    let n = msgs.len() + drops.len();
-    let _ = writeln!(
-        out,
-        "-- {} Kbytes in {n} Request{}.",
-        bytes.div_ceil(1024),
-        if n == 1 { "" } else { "s" }
-    );
-    Ok(out)
 }
 
 /// `ternctl show ID`: the envelope, each recipient's state, the message's header.
@@ -329,11 +227,8 @@ fn show(spool: &Spool, id: &QueueId) -> Result<String, String> {
     if let Ok(f) = std::fs::File::open(spool.message_path(id)) {
         let _ = f.take(MAX_HEADERS).read_to_end(&mut head);
     }
-    let text = String::from_utf8_lossy(&head);
+    let text = String::from_utf8_lossy(message::split(&head).0);
     for line in text.lines() {
-        if line.is_empty() {
-            break;
-        }
         let _ = writeln!(out, "  {line}");
     }
     Ok(out)
@@ -341,7 +236,7 @@ fn show(spool: &Spool, id: &QueueId) -> Result<String, String> {
 
 /// `ternctl stats`: counts by state and the age of the oldest message.
 fn stats(spool: &Spool) -> Result<String, SpoolError> {
-    let msgs = all_messages(spool)?;
+    let msgs = listing::messages(spool)?;
     let (mut queued, mut held, mut pending, mut deferred) = (0, 0, 0, 0);
     for (env, h) in &msgs {
         if *h {
@@ -393,42 +288,12 @@ fn duration(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::Recipient;
-    use std::io::Write;
 
     #[test]
-    fn mailq_format() {
-        let d = tempfile::tempdir().unwrap();
-        let s = Spool::open(d.path()).unwrap();
-        assert_eq!(mailq(&s).unwrap(), "Mail queue is empty\n");
-        let mut inc = s.begin().unwrap();
-        inc.write_all(&[b'x'; 1500]).unwrap();
-        let id = inc.id().clone();
-        let mut env = Envelope::new(id.clone(), String::new(), 1_700_000_000);
-        let mut r = Recipient::new("a@b.test".into());
-        r.status = RcptStatus::Deferred;
-        r.last_reply = Some("451 4.7.1 try later".into());
-        env.recipients = vec![r, Recipient::new("c@d.test".into())];
-        let mut sent = Recipient::new("done@x.test".into());
-        sent.status = RcptStatus::Sent;
-        env.recipients.push(sent);
-        env.size = 1500;
-        inc.commit(&env).unwrap();
-        let when: String = clock::asctime(1_700_000_000).chars().take(19).collect();
-        let want = format!(
-            "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n\
-             {id}      1500 {when}  MAILER-DAEMON\n\
-             (451 4.7.1 try later)\n\
-             {:41}a@b.test\n\
-             {:41}c@d.test\n\
-             \n\
-             -- 2 Kbytes in 1 Request.\n",
-            "", ""
-        );
-        assert_eq!(mailq(&s).unwrap(), want);
-        let _lock = s.lock(&id).unwrap();
-        assert!(mailq(&s).unwrap().contains(&format!("\n{id}*     1500 ")));
+    fn durations() {
         assert_eq!(duration(90061), "1d1h");
+        assert_eq!(duration(7500), "2h5m");
+        assert_eq!(duration(100), "1m40s");
         assert_eq!(duration(59), "59s");
     }
 }

@@ -19,7 +19,8 @@
 use std::fmt::Write as _;
 
 use crate::clock;
-use crate::deliver::Status;
+use crate::message;
+use crate::smtp::status::Status;
 
 /// What happened to one recipient (RFC 3464 2.3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,8 +125,9 @@ pub fn build(report: &Report<'_>) -> Vec<u8> {
 /// (`multipart/report; report-type=delivery-status`, RFC 6522/RFC 3464, or its
 /// RFC 6533 global variant). The null sender is the caller's check.
 pub fn is_auto_generated(message_headers: &[u8]) -> bool {
-    for (name, value) in header_fields(message_headers) {
-        if name.eq_ignore_ascii_case("auto-submitted") {
+    for field in message::fields(message_headers) {
+        let value = field.value();
+        if field.is("auto-submitted") {
             let keyword: String = value
                 .trim()
                 .chars()
@@ -134,7 +136,7 @@ pub fn is_auto_generated(message_headers: &[u8]) -> bool {
             if !keyword.is_empty() && !keyword.eq_ignore_ascii_case("no") {
                 return true;
             }
-        } else if name.eq_ignore_ascii_case("content-type") && is_delivery_report(&value) {
+        } else if field.is("content-type") && is_delivery_report(&value) {
             return true;
         }
     }
@@ -157,37 +159,6 @@ fn is_delivery_report(content_type: &str) -> bool {
             && (value.eq_ignore_ascii_case("delivery-status")
                 || value.eq_ignore_ascii_case("global-delivery-status"))
     })
-}
-
-/// The unfolded fields of a header section, names as written.
-fn header_fields(message: &[u8]) -> Vec<(String, String)> {
-    let text = String::from_utf8_lossy(header_section(message));
-    let mut fields: Vec<(String, String)> = Vec::new();
-    for line in text.lines() {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        if line.starts_with([' ', '\t']) {
-            // RFC 5322 2.2.3: a continuation line belongs to the field above.
-            if let Some((_, value)) = fields.last_mut() {
-                value.push(' ');
-                value.push_str(line.trim());
-            }
-        } else if let Some((name, value)) = line.split_once(':') {
-            fields.push((name.trim().to_owned(), value.trim().to_owned()));
-        }
-    }
-    fields
-}
-
-/// Everything before the first empty line (RFC 5322 2.1), without that line.
-fn header_section(message: &[u8]) -> &[u8] {
-    let mut len = 0;
-    for line in message.split_inclusive(|&b| b == b'\n') {
-        if line == b"\n" || line == b"\r\n" {
-            break;
-        }
-        len += line.len();
-    }
-    message.get(..len).unwrap_or(message)
 }
 
 /// How a part must be labelled (RFC 2045 6.2), in increasing order of demands.
@@ -377,7 +348,7 @@ fn delivery_status(report: &Report<'_>, host: &str, queue_id: &str) -> (&'static
 fn returned_original(report: &Report<'_>, worst: Action) -> (&'static str, &'static str, Vec<u8>, bool) {
     let original = report.original;
     let too_big = u64::try_from(original.len()).unwrap_or(u64::MAX) > report.max_return_size;
-    let headers = header_section(original);
+    let headers = message::split(original).0;
     // RFC 6532 3.7 / RFC 6533 6.3: UTF-8 header fields need the global types.
     let global = !headers.is_ascii();
     let undelivered = worst.severity() > 0;
@@ -946,15 +917,6 @@ this is the body.\n";
         r.max_return_size = ORIGINAL.len() as u64;
         let (_, parts) = split(&text(&r));
         assert!(parts[2].0.contains("Content-Type: message/rfc822"));
-    }
-
-    #[test]
-    fn header_section_edges() {
-        assert_eq!(header_section(b"A: 1\nB: 2\n\nbody\n\nmore"), b"A: 1\nB: 2\n");
-        assert_eq!(header_section(b"A: 1\r\n\r\nbody"), b"A: 1\r\n");
-        assert_eq!(header_section(b"A: 1\nB: 2"), b"A: 1\nB: 2");
-        assert_eq!(header_section(b"\nbody"), b"");
-        assert_eq!(header_section(b""), b"");
     }
 
     #[test]

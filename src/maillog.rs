@@ -4,6 +4,7 @@
 //! ternd(8); change it only with the man page.
 
 use std::fmt::Display;
+use std::net::IpAddr;
 
 /// `connect from unknown[192.0.2.1]`
 pub fn connect(client: &dyn Display) {
@@ -94,4 +95,129 @@ pub fn proxied(proxy: &dyn Display, client: &dyn Display) {
 /// A connection on a PROXY listener that was closed before any SMTP.
 pub fn proxy_refused(client: &dyn Display, why: &dyn Display) {
     log::warn!("proxy: refused connection from {client}: {why}");
+}
+
+// ---- The queue and delivery ----------------------------------------------------
+
+/// What became of one recipient in one attempt, Postfix's line:
+/// `ID: to=<rcpt>, relay=mx.host[ip]:port, delay=S, delays=a/b/c/d, tls=TLSv1.3, dsn=X.Y.Z, status=sent (detail)`;
+/// `tls=` only when the hop was encrypted. `status` is sent, deferred,
+/// bounced or expired.
+#[allow(clippy::too_many_arguments)]
+pub fn delivery(
+    id: &dyn Display,
+    rcpt: &str,
+    relay: &str,
+    delay: u64,
+    delays: &dyn Display,
+    tls: Option<&str>,
+    dsn: &dyn Display,
+    status: &str,
+    detail: &str,
+) {
+    let tls = tls.map(|t| format!(", tls={t}")).unwrap_or_default();
+    log::info!(
+        "{id}: to=<{rcpt}>, relay={relay}, delay={delay}, delays={delays}{tls}, dsn={dsn}, status={status} ({detail})"
+    );
+}
+
+/// One address of a remote walk that did not take the message; the walk
+/// goes on: `ID: mx.host[ip]:port: connect: Connection refused`.
+pub fn host_failed(id: &dyn Display, relay: &str, detail: &str) {
+    log::info!("{id}: {relay}: {detail}");
+}
+
+/// Opportunistic TLS failed and the host is tried again in plaintext.
+pub fn tls_fallback(id: &dyn Display, host: &str, ip: IpAddr, why: &str) {
+    log::info!("{id}: {host}[{ip}]: TLS failed ({why}), retrying without");
+}
+
+/// A connection kept from an earlier message carried this one.
+pub fn connection_reused(id: &dyn Display, host: &str, ip: IpAddr) {
+    log::debug!("{id}: reused the connection to {host}[{ip}]");
+}
+
+/// A bounce (RFC 3464 action failed) was queued as `notice`.
+pub fn bounce_queued(id: &dyn Display, notice: &dyn Display) {
+    log::info!("{id}: sender non-delivery notification: {notice}");
+}
+
+/// A success notice (RFC 3461 NOTIFY=SUCCESS) was queued as `notice`.
+pub fn success_notice_queued(id: &dyn Display, notice: &dyn Display) {
+    log::info!("{id}: sender delivery status notification: {notice}");
+}
+
+/// The one delay notice was queued as `notice`.
+pub fn delay_notice_queued(id: &dyn Display, notice: &dyn Display) {
+    log::info!("{id}: sender delay notification: {notice}");
+}
+
+/// A notice owed for a message from the null sender: never sent.
+pub fn notice_dropped(id: &dyn Display) {
+    log::warn!("{id}: undeliverable notification dropped (null sender)");
+}
+
+/// The bounce could not be queued: the failed recipients are tried again.
+pub fn bounce_failed(id: &dyn Display, why: &dyn Display) {
+    log::error!("{id}: cannot queue the bounce, will retry: {why}");
+}
+
+pub fn success_notice_failed(id: &dyn Display, why: &dyn Display) {
+    log::error!("{id}: cannot queue the success notice: {why}");
+}
+
+pub fn delay_notice_failed(id: &dyn Display, why: &dyn Display) {
+    log::error!("{id}: cannot queue the delay notice: {why}");
+}
+
+/// Every recipient is final: the message left the queue.
+pub fn removed(id: &dyn Display) {
+    log::info!("{id}: removed");
+}
+
+pub fn remove_failed(id: &dyn Display, why: &dyn Display) {
+    log::error!("{id}: cannot remove: {why}");
+}
+
+/// What an attempt learnt could not be written; the spool is read again.
+pub fn state_not_recorded(id: &dyn Display, why: &dyn Display) {
+    log::error!("{id}: cannot record delivery state: {why}");
+}
+
+/// A message the runner found gone, held or locked when its turn came.
+pub fn not_delivered_now(id: &dyn Display, why: &dyn Display) {
+    log::debug!("{id}: not delivered now: {why}");
+}
+
+/// A queued message whose envelope cannot be read.
+pub fn unreadable(id: &dyn Display, why: &dyn Display) {
+    log::warn!("{id}: {why}");
+}
+
+/// The queue runner started with this many messages to look at.
+pub fn queue_scheduled(count: usize) {
+    log::info!("queue: {count} messages scheduled");
+}
+
+/// `ternctl flush`.
+pub fn flush() {
+    log::info!("flush: trying all deferred mail now");
+}
+
+pub fn queue_scan_failed(why: &dyn Display) {
+    log::error!("queue scan: {why}");
+}
+
+pub fn pickup_failed(why: &dyn Display) {
+    log::error!("maildrop pickup: {why}");
+}
+
+/// Delivered messages whose files could not be removed (spool::retire).
+pub fn reap_failed(why: &dyn Display) {
+    log::error!("removing delivered messages: {why}");
+}
+
+/// Without a resolver remote mail waits rather than bounces; this says why.
+pub fn resolver_unavailable(why: &dyn Display) {
+    log::error!("DNS resolver unavailable: {why}");
 }

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use crate::endpoint::{self, Endpoint, Stream};
 use crate::milter::protocol::split_esc;
-use crate::smtp::reply::Esc;
-use crate::spool::envelope::xtext_encode;
+use crate::smtp::status::Status;
+use crate::smtp::xtext;
 
 /// The SMTP stage a request is about (`protocol_state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,8 +196,8 @@ impl PolicyRequest {
         put("sasl_method", &self.sasl_method);
         put("sasl_username", &self.sasl_username);
         put("sasl_sender", &self.sasl_sender);
-        put("ccert_subject", &xtext_encode(&self.ccert_subject));
-        put("ccert_issuer", &xtext_encode(&self.ccert_issuer));
+        put("ccert_subject", &xtext::encode(&self.ccert_subject));
+        put("ccert_issuer", &xtext::encode(&self.ccert_issuer));
         put("ccert_fingerprint", &self.ccert_fingerprint);
         put("ccert_pubkey_fingerprint", &self.ccert_pubkey_fingerprint);
         put("encryption_protocol", &self.encryption_protocol);
@@ -256,7 +256,7 @@ pub enum PolicyAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyRefusal {
     pub code: u16,
-    pub esc: Esc,
+    pub esc: Status,
     pub text: String,
 }
 
@@ -362,8 +362,8 @@ impl PolicyAction {
         };
         // The enhanced code follows the reply code's class (smtpd_dsn_fix()).
         let esc = match esc {
-            Some(Esc(_, s, d)) => Esc(class, s, d),
-            None => Esc(class, 7, 1),
+            Some(Status(_, s, d)) => Status(class, s, d),
+            None => Status(class, 7, 1),
         };
         Some(PolicyRefusal {
             code,
@@ -743,7 +743,7 @@ mod tests {
             r("DEFER_IF_PERMIT Greylisted"),
             PolicyRefusal {
                 code: 450,
-                esc: Esc(4, 7, 1),
+                esc: Status(4, 7, 1),
                 text: "Greylisted".into()
             }
         );
@@ -754,11 +754,11 @@ mod tests {
         let c = r("450 4.2.0 Mailbox busy");
         assert_eq!(
             (c.code, c.esc, c.text.as_str()),
-            (450, Esc(4, 2, 0), "Mailbox busy")
+            (450, Status(4, 2, 0), "Mailbox busy")
         );
         // An enhanced code of the wrong class takes the reply's class.
-        assert_eq!(r("550 4.7.1 no").esc, Esc(5, 7, 1));
-        assert_eq!(r("REJECT 5.7.26 DMARC").esc, Esc(5, 7, 26));
+        assert_eq!(r("550 4.7.1 no").esc, Status(5, 7, 1));
+        assert_eq!(r("REJECT 5.7.26 DMARC").esc, Status(5, 7, 26));
         assert!(r("DEFER").is_temporary());
         assert_eq!(
             r("REJECT spam").describe("b@example.org", "Recipient address"),

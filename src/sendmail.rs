@@ -21,36 +21,16 @@ use std::path::{Path, PathBuf};
 use crate::aliases::Aliases;
 use crate::clock;
 use crate::config::{self, Config};
-use crate::control;
-use crate::ctl;
+use crate::control::{self, Request, Response};
+use crate::message::Header;
 use crate::server::session::{self, Peer};
 use crate::smtp::address::Mailbox;
-use crate::spool::{self, maildrop, BodyType, DsnRet, Envelope, QueueId, Recipient, Spool, SpoolError};
+use crate::smtp::notify::Notify;
+use crate::spool::{
+    self, listing, maildrop, BodyType, DsnRet, Envelope, QueueId, Recipient, Spool, SpoolError,
+};
 use crate::sys;
-
-/// sysexits.h codes; the program's exit status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum SysExit {
-    Ok = 0,
-    Usage = 64,
-    DataErr = 65,
-    NoInput = 66,
-    NoUser = 67,
-    Software = 70,
-    OsErr = 71,
-    CantCreat = 73,
-    IoErr = 74,
-    TempFail = 75,
-    NoPerm = 77,
-    Config = 78,
-}
-
-impl SysExit {
-    pub fn code(self) -> u8 {
-        self as u8
-    }
-}
+pub use crate::sysexits::SysExit;
 
 /// A failure: the exit code and the line for stderr.
 #[derive(Debug)]
@@ -83,8 +63,8 @@ pub struct Options {
     pub full_name: Option<String>,
     /// -v.
     pub verbose: bool,
-    /// -N: RFC 3461 NOTIFY, normalised ("NEVER" or e.g. "SUCCESS,FAILURE").
-    pub notify: Option<String>,
+    /// -N: RFC 3461 NOTIFY.
+    pub notify: Option<Notify>,
     /// -R.
     pub ret: Option<DsnRet>,
     /// -V.
@@ -205,22 +185,13 @@ pub fn parse_args(name: &str, args: &[String], env_config: Option<String>) -> Re
 }
 
 /// RFC 3461 section 4.1: NEVER alone, or any of SUCCESS, FAILURE, DELAY.
-fn parse_notify(s: &str) -> Result<String, Failure> {
-    let words: Vec<String> = s.split(',').map(|w| w.trim().to_ascii_uppercase()).collect();
-    let ok = if words.iter().any(|w| w == "NEVER") {
-        words.len() == 1
-    } else {
-        words
-            .iter()
-            .all(|w| matches!(w.as_str(), "SUCCESS" | "FAILURE" | "DELAY"))
-    };
-    if !ok {
-        return Err(fail(
+fn parse_notify(s: &str) -> Result<Notify, Failure> {
+    Notify::parse(s).ok_or_else(|| {
+        fail(
             SysExit::Usage,
             format!("-N {s}: expected never or success,failure,delay"),
-        ));
-    }
-    Ok(words.join(","))
+        )
+    })
 }
 
 /// The program: `name` is argv[0]'s base name. Returns the exit status.
@@ -255,13 +226,13 @@ fn run(name: &str, args: &[String]) -> Result<(), Failure> {
             // Root reads the spool itself (the daemon may be down); anyone else
             // asks the daemon, which may read it.
             if sys::uids().0 != 0 {
-                if let Ok(text) = control::mailq(&cfg.spool) {
+                if let Ok(Response::Listing(text)) = control::request(&cfg.spool.dir, &Request::Mailq) {
                     print!("{text}");
                     return Ok(());
                 }
             }
-            let spool = Spool::open(&cfg.spool).map_err(|e| spool_failure(&e))?;
-            let text = ctl::mailq(&spool).map_err(|e| spool_failure(&e))?;
+            let spool = Spool::open(&cfg.spool.dir).map_err(|e| spool_failure(&e))?;
+            let text = listing::mailq(&spool).map_err(|e| spool_failure(&e))?;
             print!("{text}");
             Ok(())
         }
@@ -294,14 +265,14 @@ fn keep_privilege_only_if_needed(o: &Options) -> Result<(), Failure> {
 
 /// -q: the daemon retries all deferred mail now.
 fn flush(cfg: &Config) -> Result<(), Failure> {
-    match control::send(&cfg.spool, "flush") {
-        Ok(r) if r == "ok" => Ok(()),
+    match control::request(&cfg.spool.dir, &Request::Flush) {
+        Ok(Response::Ok) => Ok(()),
         Ok(r) => Err(fail(SysExit::TempFail, format!("ternd: {r}"))),
         Err(e) => Err(fail(
             SysExit::TempFail,
             format!(
                 "ternd is not running ({}: {e})",
-                spool::control_socket(&cfg.spool).display()
+                spool::control_socket(&cfg.spool.dir).display()
             ),
         )),
     }
@@ -322,7 +293,7 @@ fn start_daemon(cfg: &Config) -> Result<(), Failure> {
 /// -bi: tern reads the aliases file itself (no database to rebuild), and the daemon
 /// sees a change by its modification time; so this checks the file and reports.
 fn newaliases(cfg: &Config) -> Result<(), Failure> {
-    let Some(path) = &cfg.aliases else {
+    let Some(path) = &cfg.local.aliases else {
         println!("newaliases: no aliases file configured");
         return Ok(());
     };
@@ -350,11 +321,16 @@ fn newaliases(cfg: &Config) -> Result<(), Failure> {
 /// pick the messages up.
 fn smtp_session(cfg: Config) -> Result<(), Failure> {
     // First use: create the spool when we may, as a submission does.
-    if !maildrop::dir(&cfg.spool).is_dir() {
-        Spool::open(&cfg.spool).map_err(|e| spool_failure(&e))?;
+    if !maildrop::dir(&cfg.spool.dir).is_dir() {
+        Spool::open(&cfg.spool.dir).map_err(|e| spool_failure(&e))?;
     }
-    let spool = maildrop::submission_spool(&cfg.spool);
-    session::run_stdio(cfg, spool, &Peer::local(), None, session::Door::Maildrop);
+    let root = cfg.spool.dir.clone();
+    let spool = maildrop::submission_spool(&root);
+    let queued = session::run_stdio(cfg, spool, &Peer::local(), None, session::Door::Maildrop);
+    if !queued.is_empty() {
+        // Down is fine: the daemon picks the maildrop up when it starts.
+        let _ = control::request(&root, &Request::Pickup);
+    }
     Ok(())
 }
 
@@ -413,7 +389,7 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
             push_unique(&mut rcpts, q);
         }
     }
-    let mut text = read_message(input, o.ignore_dots, cfg.max_message_size)?;
+    let mut text = read_message(input, o.ignore_dots, cfg.session.max_message_size)?;
     // An mbox "From " line in front (mail(1) pipelines, resent mailboxes) is not a
     // header field; sendmail drops it, and so do we.
     if text.starts_with(b"From ") {
@@ -423,10 +399,10 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
             .map_or(text.len(), |i| i + 1);
         text.drain(..end);
     }
-    let mut msg = Message::parse(&text);
+    let (mut head, content) = Header::parse(&text);
     if o.extract {
         for name in ["to", "cc", "bcc"] {
-            for value in msg.values(name) {
+            for value in head.fields().filter(|f| f.is(name)).map(|f| f.value()) {
                 for a in address_list(&value) {
                     let q = qualify(&a, host)
                         .ok_or_else(|| fail(SysExit::Usage, format!("bad address in {name}: header: {a}")))?;
@@ -440,15 +416,18 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
     }
     // RFC 5322 section 3.6.3: Bcc: recipients must not be shown to the others; like
     // Postfix's cleanup, drop the field whatever the flags.
-    msg.remove("bcc");
+    head.remove("bcc");
     let from_addr = if sender.is_empty() { own } else { sender.clone() };
     let name = o.full_name.clone().unwrap_or(user.gecos);
-    msg.add_missing(&from_addr, &name, host);
-    let body = msg.to_bytes();
-    if body.len() as u64 > cfg.max_message_size {
+    add_missing(&mut head, &from_addr, &name, host);
+    let body = head.to_message(content);
+    if body.len() as u64 > cfg.session.max_message_size {
         return Err(fail(
             SysExit::DataErr,
-            format!("message too big (the limit is {} bytes)", cfg.max_message_size),
+            format!(
+                "message too big (the limit is {} bytes)",
+                cfg.session.max_message_size
+            ),
         ));
     }
 
@@ -469,16 +448,16 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
         .iter()
         .map(|r| {
             let mut rc = Recipient::new(r.clone());
-            rc.notify = o.notify.clone();
+            rc.notify = o.notify;
             rc
         })
         .collect();
 
     // First use (say, cron mails before ternd ever ran): create the spool when we may.
-    if !maildrop::dir(&cfg.spool).is_dir() {
-        Spool::open(&cfg.spool).map_err(|e| spool_failure(&e))?;
+    if !maildrop::dir(&cfg.spool.dir).is_dir() {
+        Spool::open(&cfg.spool.dir).map_err(|e| spool_failure(&e))?;
     }
-    let name = maildrop::deposit(&cfg.spool, &env, &body).map_err(|e| spool_failure(&e))?;
+    let name = maildrop::deposit(&cfg.spool.dir, &env, &body).map_err(|e| spool_failure(&e))?;
     if o.verbose {
         eprintln!(
             "sendmail: uid {} queued {} bytes for {} recipients as maildrop/{name}",
@@ -487,7 +466,7 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
             env.recipients.len()
         );
     }
-    match control::send(&cfg.spool, "pickup") {
+    match control::request(&cfg.spool.dir, &Request::Pickup) {
         Ok(r) if o.verbose => eprintln!("sendmail: ternd: {r}"),
         Err(e) if o.verbose => {
             eprintln!("sendmail: ternd not reached ({e}); it picks the message up when it starts")
@@ -632,121 +611,24 @@ fn read_message(input: &mut dyn BufRead, ignore_dots: bool, max: u64) -> Result<
     Ok(out)
 }
 
-/// A message split into its header fields (each with its continuation lines, LF
-/// ends) and its body.
-struct Message {
-    fields: Vec<Vec<u8>>,
-    body: Vec<u8>,
-}
-
-impl Message {
-    /// RFC 5322 section 2.2: the header is the fields up to the first empty line. A
-    /// line that is neither a field nor a continuation ends the header too (input that
-    /// is all body), and the empty line is then added between them.
-    fn parse(text: &[u8]) -> Message {
-        let mut fields: Vec<Vec<u8>> = Vec::new();
-        let mut pos = 0;
-        while pos < text.len() {
-            let rest = text.get(pos..).unwrap_or_default();
-            let end = rest
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(rest.len(), |i| i + 1);
-            let line = rest.get(..end).unwrap_or_default();
-            if line == b"\n" {
-                pos += end;
-                break;
-            }
-            let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-            if continuation {
-                match fields.last_mut() {
-                    Some(f) => f.extend_from_slice(line),
-                    None => break,
-                }
-            } else if is_field(line) {
-                fields.push(line.to_vec());
-            } else {
-                break;
-            }
-            pos += end;
-        }
-        Message {
-            fields,
-            body: text.get(pos..).unwrap_or_default().to_vec(),
-        }
+/// RFC 6409 section 8.1, 8.2, 8.3: a submission server may add From:, Date: and
+/// Message-ID: (RFC 5322 section 3.6 requires the first two), after the fields
+/// the message has.
+fn add_missing(h: &mut Header, from: &str, name: &str, host: &str) {
+    if !h.has("from") {
+        let phrase = display_name(name);
+        let f = if phrase.is_empty() {
+            from.to_owned()
+        } else {
+            format!("{phrase} <{from}>")
+        };
+        let _ = h.append("From", &f);
     }
-
-    fn name_is(field: &[u8], name: &str) -> bool {
-        let colon = field.iter().position(|&b| b == b':').unwrap_or(0);
-        field
-            .get(..colon)
-            .is_some_and(|n| n.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    if !h.has("date") {
+        let _ = h.append("Date", &clock::rfc5322(clock::now()));
     }
-
-    fn has(&self, name: &str) -> bool {
-        self.fields.iter().any(|f| Message::name_is(f, name))
-    }
-
-    /// The unfolded values of every field called `name`.
-    fn values(&self, name: &str) -> Vec<String> {
-        self.fields
-            .iter()
-            .filter(|f| Message::name_is(f, name))
-            .map(|f| {
-                let colon = f.iter().position(|&b| b == b':').map_or(0, |i| i + 1);
-                let v = f.get(colon..).unwrap_or_default();
-                String::from_utf8_lossy(v).replace(['\r', '\n'], "")
-            })
-            .collect()
-    }
-
-    fn remove(&mut self, name: &str) {
-        self.fields.retain(|f| !Message::name_is(f, name));
-    }
-
-    /// RFC 6409 section 8.1, 8.2, 8.3: a submission server may add Date:,
-    /// Message-ID: and From: (RFC 5322 section 3.6 requires the first and the last).
-    fn add_missing(&mut self, from: &str, name: &str, host: &str) {
-        if !self.has("from") {
-            let phrase = display_name(name);
-            let f = if phrase.is_empty() {
-                format!("From: {from}\n")
-            } else {
-                format!("From: {phrase} <{from}>\n")
-            };
-            self.fields.push(f.into_bytes());
-        }
-        if !self.has("date") {
-            self.fields
-                .push(format!("Date: {}\n", clock::rfc5322(clock::now())).into_bytes());
-        }
-        if !self.has("message-id") {
-            self.fields
-                .push(format!("Message-ID: <{}@{host}>\n", QueueId::generate()).into_bytes());
-        }
-    }
-
-    fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.body.len() + 1024);
-        for f in &self.fields {
-            out.extend_from_slice(f);
-            if !f.ends_with(b"\n") {
-                out.push(b'\n');
-            }
-        }
-        out.push(b'\n');
-        out.extend_from_slice(&self.body);
-        out
-    }
-}
-
-/// RFC 5322 section 2.2: a field name is printable ASCII but ':', then ':'.
-fn is_field(line: &[u8]) -> bool {
-    match line.iter().position(|&b| b == b':') {
-        Some(0) | None => false,
-        Some(i) => line
-            .get(..i)
-            .is_some_and(|n| n.iter().all(|&b| (33..=126).contains(&b))),
+    if !h.has("message-id") {
+        let _ = h.append("Message-ID", &format!("<{}@{host}>", QueueId::generate()));
     }
 }
 
@@ -817,7 +699,10 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(o.notify.as_deref(), Some("SUCCESS,FAILURE"));
+        assert_eq!(
+            o.notify.map(|n| n.to_string()).as_deref(),
+            Some("SUCCESS,FAILURE")
+        );
         assert_eq!(o.ret, Some(DsnRet::Hdrs));
         for bad in [
             &["-Z"][..],
@@ -861,11 +746,11 @@ mod tests {
         let mut input: &[u8] = b"";
         assert_eq!(read_message(&mut input, true, 5).unwrap(), b"");
 
-        let mut m = Message::parse(b"Subject: s\nBcc: x@y,\n z@w\nTo: a@b\n\nbody\n");
-        assert_eq!(m.values("bcc"), vec![" x@y, z@w".to_owned()]);
+        let (mut m, body) = Header::parse(b"Subject: s\nBcc: x@y,\n z@w\nTo: a@b\n\nbody\n");
+        assert_eq!(m.get("bcc").map(|f| f.value()).as_deref(), Some("x@y, z@w"));
         m.remove("BCC");
-        m.add_missing("u@h", "Jo \"J\" Bloggs\nBcc: evil@x", "h");
-        let out = String::from_utf8(m.to_bytes()).unwrap();
+        add_missing(&mut m, "u@h", "Jo \"J\" Bloggs\nBcc: evil@x", "h");
+        let out = String::from_utf8(m.to_message(body)).unwrap();
         assert!(
             out.starts_with("Subject: s\nTo: a@b\nFrom: \"Jo \\\"J\\\" BloggsBcc: evil@x\" <u@h>\nDate: "),
             "{out}"
@@ -873,11 +758,10 @@ mod tests {
         assert!(out.contains("\nMessage-ID: <"), "{out}");
         assert!(out.ends_with("\n\nbody\n"), "{out}");
         // No header at all: fields are added and the empty line separates the body.
-        let m = Message::parse(b"just text\n");
-        assert!(m.fields.is_empty());
-        let mut m = m;
-        m.add_missing("u@h", "", "h");
-        let out = String::from_utf8(m.to_bytes()).unwrap();
+        let (mut m, body) = Header::parse(b"just text\n");
+        assert!(m.is_empty());
+        add_missing(&mut m, "u@h", "", "h");
+        let out = String::from_utf8(m.to_message(body)).unwrap();
         assert!(out.starts_with("From: u@h\nDate: "), "{out}");
         assert!(out.ends_with(">\n\njust text\n"), "{out}");
     }

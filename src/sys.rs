@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::path::Path;
 
@@ -18,6 +18,17 @@ pub fn hostname() -> io::Result<String> {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     Ok(String::from_utf8_lossy(buf.get(..end).unwrap_or_default()).into_owned())
+}
+
+/// Whether an I/O error means the filesystem is full (ENOSPC) or a quota is
+/// exceeded (EDQUOT): a temporary condition, reported as such (SMTP 452, 4.2.2 for
+/// a mailbox, EX_TEMPFAIL). The one test the spool, the session and local delivery
+/// share.
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 /// A system account, from getpwnam(3).
@@ -113,31 +124,11 @@ pub fn fs_space(path: &Path) -> io::Result<(u64, u64, u64, u64)> {
     ))
 }
 
-/// The peer of a socket file descriptor, or None when `fd` is not a connected socket
-/// (a pipe or a terminal, as with `ternd -i` run by hand).
-pub fn peer_of_fd(fd: RawFd) -> Option<SocketAddr> {
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: storage is large enough for any address family; len tells the kernel its size.
-    let rc = unsafe { libc::getpeername(fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len) };
-    if rc != 0 {
-        return None;
-    }
-    match i32::from(storage.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in.
-            let sin: &libc::sockaddr_in = unsafe { &*(&storage as *const libc::sockaddr_storage).cast() };
-            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(sin.sin_port)))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says the storage holds a sockaddr_in6.
-            let sin6: &libc::sockaddr_in6 = unsafe { &*(&storage as *const libc::sockaddr_storage).cast() };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            Some(SocketAddr::new(IpAddr::V6(ip), u16::from_be(sin6.sin6_port)))
-        }
-        _ => None,
-    }
+/// The peer of a socket, or None when `fd` is not a connected socket (a pipe or a
+/// terminal, as with `ternd -i` run by hand: getpeername(2) then fails with
+/// ENOTSOCK, which socket2 returns as an error).
+pub fn peer_of_fd(fd: &impl std::os::fd::AsFd) -> Option<SocketAddr> {
+    socket2::SockRef::from(fd).peer_addr().ok()?.as_socket()
 }
 
 /// Wait until `fd` is readable or `timeout` passes; Ok(false) on timeout.
@@ -437,52 +428,22 @@ pub fn send_signal(pid: u32, sig: i32) -> io::Result<()> {
 
 /// Listen on an IPv6 address with IPV6_V6ONLY set, so that `[::]:25` and
 /// `0.0.0.0:25` can both be bound whatever net.ipv6.bindv6only says (std
-/// offers no way to set the option before bind).
+/// offers no way to set the option before bind; socket2 does).
 pub fn listen_v6only(addr: std::net::SocketAddrV6, backlog: i32) -> io::Result<std::net::TcpListener> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    // SAFETY: socket takes plain integers; the result is checked below.
-    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor we own; OwnedFd closes it on every path.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
-    let optlen = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    for (level, name) in [
-        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY),
-        (libc::SOL_SOCKET, libc::SO_REUSEADDR),
-    ] {
-        // SAFETY: one lives for the call; optlen is its size.
-        let rc = unsafe { libc::setsockopt(fd, level, name, (&one as *const libc::c_int).cast(), optlen) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    // SAFETY: an all-zero sockaddr_in6 is valid; the fields are set below.
-    let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-    sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-    sa.sin6_port = addr.port().to_be();
-    sa.sin6_addr.s6_addr = addr.ip().octets();
-    sa.sin6_flowinfo = addr.flowinfo();
-    sa.sin6_scope_id = addr.scope_id();
-    let salen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-    // SAFETY: sa is a valid sockaddr_in6 of salen bytes.
-    if unsafe { libc::bind(fd, (&sa as *const libc::sockaddr_in6).cast(), salen) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a bound stream socket.
-    if unsafe { libc::listen(fd, backlog) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(std::net::TcpListener::from(owned))
+    use socket2::{Domain, Socket, Type};
+    // Close-on-exec, as std's sockets are.
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, None)?;
+    socket.set_only_v6(true)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SocketAddr::V6(addr).into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
 }
 
 /// shutdown(2) both directions of a socket; on a listening socket this wakes
 /// a thread blocked in accept() (Linux returns EINVAL to it).
-pub fn shutdown_socket(sock: &impl std::os::fd::AsRawFd) {
-    // SAFETY: the descriptor is valid for as long as `sock` is borrowed.
-    unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RDWR) };
+pub fn shutdown_socket(sock: &impl std::os::fd::AsFd) {
+    let _ = socket2::SockRef::from(sock).shutdown(std::net::Shutdown::Both);
 }
 
 /// The id of the group `name` (getgrnam_r), or None when there is no such group.
@@ -582,6 +543,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn no_space_errors() {
+        assert!(is_no_space(&io::Error::from_raw_os_error(libc::ENOSPC)));
+        assert!(is_no_space(&io::Error::from_raw_os_error(libc::EDQUOT)));
+        assert!(is_no_space(&io::Error::from(io::ErrorKind::StorageFull)));
+        assert!(is_no_space(&io::Error::from(io::ErrorKind::QuotaExceeded)));
+        assert!(!is_no_space(&io::Error::from_raw_os_error(libc::EIO)));
+        assert!(!is_no_space(&io::Error::from(io::ErrorKind::PermissionDenied)));
+    }
+
+    #[test]
     fn root_account() {
         let root = getpwnam("root").expect("root exists");
         assert_eq!(root.uid, 0);
@@ -597,6 +568,21 @@ mod tests {
         // With IPV6_V6ONLY the IPv4 wildcard on the same port is free.
         let v4 = std::net::TcpListener::bind(("0.0.0.0", port));
         assert!(v4.is_ok(), "{v4:?}");
+    }
+
+    #[test]
+    fn peer_of_sockets_and_pipes() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let c = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (s, from) = l.accept().expect("accept");
+        assert_eq!(peer_of_fd(&s), Some(from));
+        assert_eq!(peer_of_fd(&c), l.local_addr().ok());
+        // Not a socket: a file (or a pipe, or a terminal).
+        let f = tempfile::tempfile().expect("tempfile");
+        assert_eq!(peer_of_fd(&f), None);
+        // A listener has no peer; shutdown wakes accept() and is harmless here.
+        assert_eq!(peer_of_fd(&l), None);
+        shutdown_socket(&l);
     }
 
     #[test]

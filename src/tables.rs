@@ -80,9 +80,9 @@ pub struct Tables {
 impl Tables {
     pub fn new(cfg: &Config) -> Tables {
         Tables {
-            users: cfg.local_users.clone().map(|p| Cached::new(p, load_users)),
-            aliases: cfg.aliases.clone().map(|p| Cached::new(p, load_aliases)),
-            aliases_path: cfg.aliases.clone(),
+            users: cfg.local.users.clone().map(|p| Cached::new(p, load_users)),
+            aliases: cfg.local.aliases.clone().map(|p| Cached::new(p, load_aliases)),
+            aliases_path: cfg.local.aliases.clone(),
         }
     }
 
@@ -111,5 +111,77 @@ impl Tables {
             Some(users) => users.get().is_some_and(|u| u.contains(&lower)),
             None => crate::sys::account_exists(name) || crate::sys::account_exists(&lower),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tables(users: Option<&Path>, aliases: Option<&Path>) -> Tables {
+        let mut cfg = Config::default();
+        cfg.local.users = users.map(Path::to_path_buf);
+        cfg.local.aliases = aliases.map(Path::to_path_buf);
+        Tables::new(&cfg)
+    }
+
+    #[test]
+    fn users_file_lines_comments_and_case() {
+        let set = load_users("alice\n  Bob  # the builder\n# carol\n\n\tdave\n");
+        let mut names: Vec<&str> = set.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["alice", "bob", "dave"]);
+    }
+
+    #[test]
+    fn users_and_aliases_from_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        let aliases = dir.path().join("aliases");
+        std::fs::write(&users, "alice\nBob\n").unwrap();
+        std::fs::write(&aliases, "info: alice\nList: alice, bob\n").unwrap();
+        let t = tables(Some(&users), Some(&aliases));
+        assert!(t.user_exists("alice"));
+        assert!(t.user_exists("ALICE"));
+        assert!(t.user_exists("bob"));
+        // A system account is not a user when a users file is configured.
+        assert!(!t.user_exists("root"));
+        assert!(!t.user_exists("info"));
+        assert!(t.local_exists("info"));
+        assert!(t.local_exists("INFO"));
+        assert!(t.local_exists("list"));
+        assert!(!t.local_exists("mallory"));
+        assert_eq!(t.aliases_path(), Some(aliases.as_path()));
+        assert_eq!(t.aliases().get("info"), Some(&["alice".to_owned()][..]));
+    }
+
+    #[test]
+    fn without_a_users_file_system_accounts_are_users() {
+        let t = tables(None, None);
+        assert!(t.user_exists("root"));
+        assert!(t.user_exists("ROOT"));
+        assert!(!t.user_exists("no-such-account-here"));
+        assert!(t.aliases().get("root").is_none());
+        assert_eq!(t.aliases_path(), None);
+    }
+
+    #[test]
+    fn a_changed_file_is_read_again_and_a_lost_one_keeps_the_last_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        std::fs::write(&users, "alice\n").unwrap();
+        let t = tables(Some(&users), None);
+        assert!(t.user_exists("alice"));
+        assert!(!t.user_exists("carol"));
+        // A different size is a new version, whatever the clock's resolution.
+        std::fs::write(&users, "alice\ncarol\n").unwrap();
+        assert!(t.user_exists("carol"));
+        // Unreadable (here: gone): answer from the last good copy rather
+        // than refuse everyone.
+        std::fs::remove_file(&users).unwrap();
+        assert!(t.user_exists("carol"));
+        // A file that was never readable knows nobody.
+        let t = tables(Some(&dir.path().join("missing")), None);
+        assert!(!t.user_exists("alice"));
     }
 }

@@ -57,7 +57,7 @@ impl Source {
     /// None when no certificate is configured. The error says which file
     /// is wrong and why, for `ternd -n` and start-up.
     pub fn new(cfg: &Config) -> Result<Option<Source>, String> {
-        let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) else {
+        let (Some(cert), Some(key)) = (&cfg.tls.cert, &cfg.tls.key) else {
             return Ok(None);
         };
         let st = stamp(cert, key);

@@ -6,7 +6,7 @@
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::deliver::Status;
+use crate::smtp::status::Status;
 
 /// A stream whose read timeout can be changed, so that a whole reply, not
 /// each read, is bounded by the RFC 5321 4.5.3.2 timeout.
@@ -396,43 +396,17 @@ pub fn wire_body(message: &[u8]) -> Vec<u8> {
     out
 }
 
-/// RFC 3461 4: xtext for ENVID and ORCPT values.
-pub fn xtext(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("+{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Base64 (RFC 4648) for AUTH.
-pub fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let sym = |i: u32| char::from(T.get((i & 63) as usize).copied().unwrap_or(b'='));
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
-        let n = (b(0) << 16) | (b(1) << 8) | b(2);
-        out.push(sym(n >> 18));
-        out.push(sym(n >> 12));
-        out.push(if chunk.len() > 1 { sym(n >> 6) } else { '=' });
-        out.push(if chunk.len() > 2 { sym(n) } else { '=' });
-    }
-    out
-}
-
+/// A scripted far end for the tests of the SMTP client and of what runs on it.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod script {
+    use super::{Client, Timed};
+    use std::io::{self, Read, Write};
+    use std::time::Duration;
 
-    /// A scripted far end: reads go to `input`, writes to `output`.
-    struct Fake {
+    /// Reads come from the script, writes are kept in `output`.
+    pub(crate) struct Fake {
         input: io::Cursor<Vec<u8>>,
-        output: Vec<u8>,
+        pub(crate) output: Vec<u8>,
     }
 
     impl Read for Fake {
@@ -459,12 +433,19 @@ mod tests {
         }
     }
 
-    fn client(input: &str) -> Client<Fake> {
+    /// A client whose server answers with `input`, whatever is sent.
+    pub(crate) fn client(input: &str) -> Client<Fake> {
         Client::new(Fake {
             input: io::Cursor::new(input.as_bytes().to_vec()),
             output: Vec::new(),
         })
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::script::client;
+    use super::*;
 
     #[test]
     fn multiline_reply_and_extensions() {
@@ -563,15 +544,5 @@ mod tests {
         assert_eq!(wire_body(b"a\n.b\n..\nc"), b"a\r\n..b\r\n...\r\nc\r\n.\r\n");
         assert_eq!(wire_body(b"a\r\n.\r\n"), b"a\r\n..\r\n.\r\n");
         assert_eq!(wire_body(b""), b".\r\n");
-    }
-
-    #[test]
-    fn encodings() {
-        assert_eq!(xtext("rfc822;a+b=c@d é"), "rfc822;a+2Bb+3Dc@d+20+C3+A9");
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"\0user\0pass"), "AHVzZXIAcGFzcw==");
     }
 }

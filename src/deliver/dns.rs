@@ -14,7 +14,18 @@ use std::time::Duration;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_resolver::proto::rr::rdata::opt::EdnsOption;
+use hickory_resolver::proto::rr::rdata::TXT;
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use hickory_resolver::proto::runtime::{TokioRuntimeProvider, TokioTime};
+use hickory_resolver::proto::tcp::TcpClientStream;
+use hickory_resolver::proto::udp::UdpClientStream;
 use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::proto::xfer::{
+    DnsExchange, DnsHandle, DnsMultiplexer, DnsRequest, DnsRequestOptions, DnsResponse, FirstAnswer,
+};
+use hickory_resolver::proto::ProtoError;
 use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::{ResolveError, TokioResolver};
 
@@ -46,13 +57,8 @@ impl std::fmt::Display for DnsError {
     }
 }
 
-/// Which address families delivery uses (`inet_protocols`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    Ipv4,
-    Ipv6,
-    Both,
-}
+/// Which address families delivery uses, defined with the configuration.
+pub use crate::config::Family;
 
 /// The lookups remote delivery needs.
 pub trait Resolver: Send + Sync {
@@ -60,12 +66,139 @@ pub trait Resolver: Send + Sync {
     /// A host's addresses, IPv6 first when both are wanted. An empty list
     /// means the name exists without addresses of the wanted families.
     fn addrs(&self, host: &str, family: Family) -> Result<Vec<IpAddr>, DnsError>;
+
+    // The lookups below carry the DNSSEC status of each answer, for DANE
+    // (RFC 7672), REQUIRETLS (RFC 8689) and MTA-STS (RFC 8461). Their
+    // defaults fit a resolver that knows nothing of DNSSEC: every answer is
+    // Indeterminate, so none of them ever yields a DANE policy.
+
+    /// [`Resolver::mx`] with the answer's DNSSEC status. A bogus answer is
+    /// `Err(DnsError::Temporary)`: the MX set is unknown, so delivery waits.
+    fn mx_secured(&self, domain: &str) -> Result<Secured<Mx>, DnsError> {
+        self.mx(domain).map(Secured::indeterminate)
+    }
+
+    /// [`Resolver::addrs`] with the DNSSEC status (Secure only when every
+    /// family asked was) and the name CNAMEs led to. Bogus is an error, as
+    /// for [`Resolver::mx_secured`].
+    fn addrs_secured(&self, host: &str, family: Family) -> Result<Secured<Vec<IpAddr>>, DnsError> {
+        self.addrs(host, family).map(Secured::indeterminate)
+    }
+
+    /// The TLSA records at `_PORT._tcp.HOST` (RFC 6698 3; RFC 7672 2.2.3),
+    /// following CNAMEs (RFC 7672 2.2.2: Secure only when every link is).
+    /// An empty list is "no TLSA" (NXDOMAIN or NODATA); a bogus answer is
+    /// `Ok` with [`Security::Bogus`] and no records, so that the caller can
+    /// tell it from a plain failure (RFC 7672 2.2: defer either way; RFC
+    /// 8460 4.3.2 reports it as `dnssec-invalid`).
+    fn tlsa(&self, _host: &str, _port: u16) -> Result<Secured<Vec<TlsaRecord>>, DnsError> {
+        Ok(Secured::indeterminate(Vec::new()))
+    }
+
+    /// The TXT records at `name`, each one's strings joined (RFC 7208 3.3
+    /// style, as RFC 8461 3.1 and RFC 8460 3 expect). Empty when there are
+    /// none; bogus as for [`Resolver::tlsa`].
+    fn txt(&self, _name: &str) -> Result<Secured<Vec<String>>, DnsError> {
+        Ok(Secured::indeterminate(Vec::new()))
+    }
+
+    /// Whether the resolvers validate: the status of the root's NS RRset
+    /// (Postfix's `dnssec_probe = ns:.`). Anything but Secure means the
+    /// DNSSEC statuses above cannot be relied on.
+    fn dnssec_probe(&self) -> Security {
+        Security::Indeterminate
+    }
+}
+
+/// The DNSSEC status of an answer (RFC 4033 5, RFC 4035 4.3), as the
+/// validating resolver tern trusts reported it (see [`Hickory::trust_ad`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// Validated from the trust anchor down: the resolver set AD.
+    Secure,
+    /// Answered without AD by a resolver that validates: provably unsigned
+    /// (or signed with algorithms it does not know, RFC 6840 5.2).
+    Insecure,
+    /// Validation failed: SERVFAIL with a DNSSEC extended error (RFC 8914
+    /// 4.6-4.13), or a CNAME chain with such a link.
+    Bogus,
+    /// Nobody tern trusts for DNSSEC was asked.
+    Indeterminate,
+}
+
+impl Security {
+    /// The status of data that depended on both `self` and `other`: the
+    /// weaker one (Bogus < Indeterminate < Insecure < Secure).
+    pub fn and(self, other: Security) -> Security {
+        fn rank(s: Security) -> u8 {
+            match s {
+                Security::Bogus => 0,
+                Security::Indeterminate => 1,
+                Security::Insecure => 2,
+                Security::Secure => 3,
+            }
+        }
+        if rank(other) < rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+
+    /// "secure", "insecure", "bogus", "indeterminate" (for the logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Security::Secure => "secure",
+            Security::Insecure => "insecure",
+            Security::Bogus => "bogus",
+            Security::Indeterminate => "indeterminate",
+        }
+    }
+}
+
+/// An answer with its DNSSEC status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secured<T> {
+    pub value: T,
+    pub security: Security,
+    /// The name the query led to through CNAMEs, when it was an alias
+    /// (RFC 7672 2.2.2 looks TLSA up there first).
+    pub canonical: Option<String>,
+}
+
+impl<T> Secured<T> {
+    /// An answer from a resolver that says nothing about DNSSEC.
+    pub fn indeterminate(value: T) -> Secured<T> {
+        Secured {
+            value,
+            security: Security::Indeterminate,
+            canonical: None,
+        }
+    }
+}
+
+/// One TLSA record as published (RFC 6698 2.1). Whether it is usable for
+/// SMTP is decided by `tlspolicy::dane`, not here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsaRecord {
+    /// Certificate usage: 0 PKIX-TA, 1 PKIX-EE, 2 DANE-TA, 3 DANE-EE.
+    pub usage: u8,
+    /// 0 the whole certificate, 1 its SubjectPublicKeyInfo.
+    pub selector: u8,
+    /// 0 exact, 1 SHA-256, 2 SHA-512.
+    pub matching: u8,
+    pub data: Vec<u8>,
 }
 
 /// hickory-resolver with its private runtime.
 pub struct Hickory {
     rt: tokio::runtime::Runtime,
     resolver: TokioResolver,
+    /// The resolvers in use, for the DNSSEC-aware queries.
+    servers: Vec<SocketAddr>,
+    timeout: Duration,
+    /// Whether their AD bit is believed ([`Hickory::trust_ad`]).
+    trust_ad: bool,
 }
 
 impl Hickory {
@@ -89,10 +222,37 @@ impl Hickory {
         opts.attempts = 1;
         // MX hosts must not be searched under the local domain (RFC 5321 5.1).
         opts.ndots = 0;
+        let mut ad_servers: Vec<SocketAddr> = Vec::new();
+        for ns in config.name_servers() {
+            if !ad_servers.contains(&ns.socket_addr) {
+                ad_servers.push(ns.socket_addr);
+            }
+        }
         let resolver = TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
             .with_options(opts)
             .build();
-        Ok(Hickory { rt, resolver })
+        Ok(Hickory {
+            rt,
+            resolver,
+            servers: ad_servers,
+            timeout,
+            trust_ad: false,
+        })
+    }
+
+    /// Believe the AD bit of these resolvers: they validate DNSSEC and the
+    /// path to them cannot be tampered with (normally a local unbound).
+    /// This is Postfix's model, chosen over validating inside tern (see
+    /// DECISIONS.md, 2026-12-04): without it every status is Indeterminate.
+    pub fn trust_ad(mut self, yes: bool) -> Hickory {
+        self.trust_ad = yes;
+        self
+    }
+
+    /// The resolvers asked, in order (for logs and for the "only loopback
+    /// resolvers are trusted by default" rule).
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.servers
     }
 }
 
@@ -138,15 +298,7 @@ impl Resolver for Hickory {
                         (mx.preference(), host)
                     })
                     .collect();
-                // RFC 7505 3: a single MX with an empty exchange (the root).
-                if hosts.len() == 1 && hosts.iter().all(|(_, h)| h.is_empty()) {
-                    return Ok(Mx::Null);
-                }
-                let hosts: Vec<_> = hosts.into_iter().filter(|(_, h)| !h.is_empty()).collect();
-                if hosts.is_empty() {
-                    return Ok(Mx::Implicit);
-                }
-                Ok(Mx::Hosts(hosts))
+                Ok(mx_from(hosts))
             }
             Err(e) => match classify(&e) {
                 Failure::NxDomain => Err(DnsError::NxDomain),
@@ -192,6 +344,317 @@ impl Resolver for Hickory {
         }
         Ok(out)
     }
+
+    fn mx_secured(&self, domain: &str) -> Result<Secured<Mx>, DnsError> {
+        if !self.trust_ad {
+            return self.mx(domain).map(Secured::indeterminate);
+        }
+        let a = self.ask_ad(domain, RecordType::MX)?;
+        let security = a.security()?;
+        if a.rcode == ResponseCode::NXDomain {
+            return Err(DnsError::NxDomain);
+        }
+        let hosts = a
+            .records()
+            .filter_map(|r| match r.data() {
+                RData::MX(mx) => {
+                    let host = mx.exchange().to_ascii();
+                    Some((
+                        mx.preference(),
+                        host.strip_suffix('.').unwrap_or(&host).to_owned(),
+                    ))
+                }
+                _ => None,
+            })
+            .collect();
+        Ok(Secured {
+            value: mx_from(hosts),
+            security,
+            canonical: a.canonical.clone(),
+        })
+    }
+
+    fn addrs_secured(&self, host: &str, family: Family) -> Result<Secured<Vec<IpAddr>>, DnsError> {
+        if !self.trust_ad {
+            return self.addrs(host, family).map(Secured::indeterminate);
+        }
+        let mut types = Vec::new();
+        if family != Family::Ipv4 {
+            types.push(RecordType::AAAA);
+        }
+        if family != Family::Ipv6 {
+            types.push(RecordType::A);
+        }
+        let mut out = Vec::new();
+        let mut security = Security::Secure;
+        let mut canonical = None;
+        let mut nx = 0;
+        for t in &types {
+            let a = self.ask_ad(host, *t)?;
+            security = security.and(a.security()?);
+            if a.rcode == ResponseCode::NXDomain {
+                nx += 1;
+            }
+            canonical = canonical.or_else(|| a.canonical.clone());
+            out.extend(a.records().filter_map(|r| match r.data() {
+                RData::A(v4) => Some(IpAddr::V4(v4.0)),
+                RData::AAAA(v6) => Some(IpAddr::V6(v6.0)),
+                _ => None,
+            }));
+        }
+        if out.is_empty() && nx == types.len() {
+            return Err(DnsError::NxDomain);
+        }
+        Ok(Secured {
+            value: out,
+            security,
+            canonical,
+        })
+    }
+
+    fn tlsa(&self, host: &str, port: u16) -> Result<Secured<Vec<TlsaRecord>>, DnsError> {
+        if !self.trust_ad {
+            // Without validation a TLSA answer is worthless (RFC 7672 2.2):
+            // do not even ask.
+            return Ok(Secured::indeterminate(Vec::new()));
+        }
+        let name = format!("_{port}._tcp.{}", host.trim_end_matches('.'));
+        self.ask_records(&name, RecordType::TLSA, |d| match d {
+            RData::TLSA(t) => Some(TlsaRecord {
+                usage: t.cert_usage().into(),
+                selector: t.selector().into(),
+                matching: t.matching().into(),
+                data: t.cert_data().to_vec(),
+            }),
+            _ => None,
+        })
+    }
+
+    fn txt(&self, name: &str) -> Result<Secured<Vec<String>>, DnsError> {
+        let join = |t: &TXT| {
+            let bytes: Vec<u8> = t.txt_data().iter().flat_map(|p| p.iter().copied()).collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        if !self.trust_ad {
+            return match self.rt.block_on(self.resolver.txt_lookup(fqdn(name))) {
+                Ok(l) => Ok(Secured::indeterminate(l.iter().map(join).collect())),
+                Err(e) => match classify(&e) {
+                    Failure::NxDomain | Failure::NoRecords => Ok(Secured::indeterminate(Vec::new())),
+                    Failure::Temporary(why) => Err(DnsError::Temporary(why)),
+                },
+            };
+        }
+        self.ask_records(name, RecordType::TXT, |d| match d {
+            RData::TXT(t) => Some(join(t)),
+            _ => None,
+        })
+    }
+
+    fn dnssec_probe(&self) -> Security {
+        if !self.trust_ad {
+            return Security::Indeterminate;
+        }
+        match self.ask_ad(".", RecordType::NS) {
+            Ok(a) if a.bogus => Security::Bogus,
+            Ok(a) => a.security().unwrap_or(Security::Indeterminate),
+            Err(_) => Security::Indeterminate,
+        }
+    }
+}
+
+/// One answer from a resolver whose AD bit tern believes.
+struct AdAnswer {
+    rcode: ResponseCode,
+    /// AD was set (RFC 4035 3.2.3, RFC 6840 5.8).
+    ad: bool,
+    /// SERVFAIL with a DNSSEC extended error (RFC 8914 4.6-4.13).
+    bogus: bool,
+    /// The records of the wanted type at the end of the CNAME chain.
+    found: Vec<Record>,
+    canonical: Option<String>,
+}
+
+impl AdAnswer {
+    fn records(&self) -> impl Iterator<Item = &Record> {
+        self.found.iter()
+    }
+
+    /// The status of a usable answer; Bogus and other failures are errors
+    /// here (the callers that report Bogus in-band check `bogus` first).
+    fn security(&self) -> Result<Security, DnsError> {
+        if self.bogus {
+            return Err(DnsError::Temporary("DNSSEC validation failed (bogus)".to_owned()));
+        }
+        match self.rcode {
+            ResponseCode::NoError | ResponseCode::NXDomain if self.ad => Ok(Security::Secure),
+            ResponseCode::NoError | ResponseCode::NXDomain => Ok(Security::Insecure),
+            other => Err(DnsError::Temporary(format!("{other}"))),
+        }
+    }
+}
+
+/// RFC 8914 4.6-4.13: the extended DNS errors that mean "validation failed"
+/// (5 Indeterminate, 6 Bogus, 7/8 signature expired or not yet valid, 9
+/// DNSKEY missing, 10 RRSIGs missing, 11 no zone key bit, 12 NSEC missing).
+/// 1 and 2 (unsupported algorithm or digest) make a zone insecure instead.
+fn ede_is_dnssec_failure(code: u16) -> bool {
+    (5..=12).contains(&code)
+}
+
+impl Hickory {
+    /// The records of one type at `name` with their status, a bogus answer
+    /// in-band as Bogus with no records (for [`Resolver::tlsa`] and
+    /// [`Resolver::txt`]).
+    fn ask_records<T>(
+        &self,
+        name: &str,
+        rtype: RecordType,
+        pick: impl Fn(&RData) -> Option<T>,
+    ) -> Result<Secured<Vec<T>>, DnsError> {
+        let a = self.ask_ad(name, rtype)?;
+        if a.bogus {
+            return Ok(Secured {
+                value: Vec::new(),
+                security: Security::Bogus,
+                canonical: None,
+            });
+        }
+        Ok(Secured {
+            value: a.records().filter_map(|r| pick(r.data())).collect(),
+            security: a.security()?,
+            canonical: a.canonical.clone(),
+        })
+    }
+
+    /// Ask the trusted resolvers, in order, with AD and DO set (RFC 6840
+    /// 5.7), over UDP and again over TCP when the answer is truncated. A
+    /// timeout, a refusal or a SERVFAIL that is not a validation failure
+    /// moves on to the next resolver; a validation failure is final (each
+    /// validator would say the same).
+    fn ask_ad(&self, name: &str, rtype: RecordType) -> Result<AdAnswer, DnsError> {
+        let qname = Name::from_ascii(fqdn(name)).map_err(|e| DnsError::Temporary(format!("{name}: {e}")))?;
+        let mut last = DnsError::Temporary("no DNS servers".to_owned());
+        for server in &self.servers {
+            match self
+                .rt
+                .block_on(ask_one(*server, qname.clone(), rtype, self.timeout))
+            {
+                Ok(resp) => {
+                    let a = read_answer(&resp, &qname, rtype);
+                    if a.bogus || matches!(a.rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
+                        return Ok(a);
+                    }
+                    last = DnsError::Temporary(format!("{server}: {}", a.rcode));
+                }
+                Err(e) => last = DnsError::Temporary(format!("{server}: {e}")),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// One query to one server; TCP when the UDP answer is truncated.
+async fn ask_one(
+    server: SocketAddr,
+    qname: Name,
+    rtype: RecordType,
+    timeout: Duration,
+) -> Result<DnsResponse, ProtoError> {
+    let request = || {
+        let mut m = Message::new();
+        m.add_query(Query::query(qname.clone(), rtype))
+            .set_message_type(MessageType::Query)
+            .set_op_code(OpCode::Query)
+            .set_recursion_desired(true)
+            .set_authentic_data(true);
+        m.extensions_mut()
+            .get_or_insert_with(Edns::new)
+            .set_max_payload(1232)
+            .set_version(0)
+            .set_dnssec_ok(true);
+        DnsRequest::new(m, DnsRequestOptions::default())
+    };
+    let provider = TokioRuntimeProvider::default();
+    let udp = UdpClientStream::builder(server, provider.clone())
+        .with_timeout(Some(timeout))
+        .build();
+    let (exchange, bg) = DnsExchange::connect::<_, _, TokioTime>(udp).await?;
+    let task = tokio::spawn(bg);
+    let resp = exchange.send(request()).first_answer().await;
+    task.abort();
+    let resp = resp?;
+    if !resp.truncated() {
+        return Ok(resp);
+    }
+    let (tcp, handle) = TcpClientStream::new(server, None, Some(timeout), provider);
+    let mux = DnsMultiplexer::with_timeout(tcp, handle, timeout, None);
+    let (exchange, bg) = DnsExchange::connect::<_, _, TokioTime>(mux).await?;
+    let task = tokio::spawn(bg);
+    let resp = exchange.send(request()).first_answer().await;
+    task.abort();
+    resp
+}
+
+/// The records of `rtype` at the end of the CNAME chain from `qname`, the
+/// AD bit and the extended error of a response.
+fn read_answer(resp: &Message, qname: &Name, rtype: RecordType) -> AdAnswer {
+    let ede = resp.extensions().as_ref().and_then(|e| {
+        e.options().as_ref().iter().find_map(|(code, opt)| match opt {
+            // RFC 8914 2: option 15, INFO-CODE in the first two octets.
+            EdnsOption::Unknown(15, data) if u16::from(*code) == 15 => {
+                let hi = *data.first()?;
+                let lo = *data.get(1)?;
+                Some(u16::from_be_bytes([hi, lo]))
+            }
+            _ => None,
+        })
+    });
+    let rcode = resp.response_code();
+    let bogus = rcode == ResponseCode::ServFail && ede.is_some_and(ede_is_dnssec_failure);
+    // Follow CNAMEs within the answer (a resolver sends the whole chain),
+    // at most a few links.
+    let mut name = qname.clone();
+    let mut canonical = None;
+    for _ in 0..8 {
+        let next = resp.answers().iter().find_map(|r| match r.data() {
+            RData::CNAME(c) if r.name() == &name && rtype != RecordType::CNAME => Some(c.0.clone()),
+            _ => None,
+        });
+        match next {
+            Some(n) => {
+                let text = n.to_ascii();
+                canonical = Some(text.strip_suffix('.').unwrap_or(&text).to_owned());
+                name = n;
+            }
+            None => break,
+        }
+    }
+    let found = resp
+        .answers()
+        .iter()
+        .filter(|r| r.record_type() == rtype && r.name() == &name)
+        .cloned()
+        .collect();
+    AdAnswer {
+        rcode,
+        ad: resp.authentic_data(),
+        bogus,
+        found,
+        canonical,
+    }
+}
+
+/// What an MX RRset means, its exchanges without the trailing dot.
+fn mx_from(hosts: Vec<(u16, String)>) -> Mx {
+    // RFC 7505 3: a single MX with an empty exchange (the root).
+    if hosts.len() == 1 && hosts.iter().all(|(_, h)| h.is_empty()) {
+        return Mx::Null;
+    }
+    let hosts: Vec<_> = hosts.into_iter().filter(|(_, h)| !h.is_empty()).collect();
+    if hosts.is_empty() {
+        return Mx::Implicit;
+    }
+    Mx::Hosts(hosts)
 }
 
 /// A resolver that could not be set up: every lookup fails temporarily.
@@ -202,6 +665,12 @@ impl Resolver for Broken {
         Err(DnsError::Temporary(self.0.clone()))
     }
     fn addrs(&self, _host: &str, _family: Family) -> Result<Vec<IpAddr>, DnsError> {
+        Err(DnsError::Temporary(self.0.clone()))
+    }
+    fn tlsa(&self, _host: &str, _port: u16) -> Result<Secured<Vec<TlsaRecord>>, DnsError> {
+        Err(DnsError::Temporary(self.0.clone()))
+    }
+    fn txt(&self, _name: &str) -> Result<Secured<Vec<String>>, DnsError> {
         Err(DnsError::Temporary(self.0.clone()))
     }
 }
@@ -239,6 +708,291 @@ mod tests {
             .map(|n| sort_mx(hosts.clone(), n).into_iter().map(|(_, h)| h).collect())
             .collect();
         assert!(orders.len() > 1);
+    }
+
+    /// A validating resolver's answers, scripted: an in-process UDP (and
+    /// TCP, for truncation) server on loopback that answers each name the
+    /// way unbound answered it in the prototype against a signed zone
+    /// (AD on secure data, no AD on insecure data, SERVFAIL + EDE 6 on
+    /// bogus data; see DECISIONS.md 2026-12-04).
+    mod stub {
+        use hickory_proto::op::{Edns, Message, MessageType, ResponseCode};
+        use hickory_proto::rr::rdata::opt::EdnsOption;
+        use hickory_proto::rr::rdata::{tlsa, A, CNAME, MX, NS, TLSA, TXT};
+        use hickory_proto::rr::{Name, RData, Record};
+        use std::io::{Read, Write};
+        use std::net::{SocketAddr, TcpListener, UdpSocket};
+
+        fn rec(name: &str, data: RData) -> Record {
+            Record::from_rdata(Name::from_ascii(name).unwrap(), 300, data)
+        }
+
+        /// (rcode, AD, EDE, answers, truncate over UDP)
+        fn answer(q: &str) -> (ResponseCode, bool, Option<u16>, Vec<Record>, bool) {
+            let tlsa = |n: &str| {
+                rec(
+                    n,
+                    RData::TLSA(TLSA::new(
+                        tlsa::CertUsage::DaneEe,
+                        tlsa::Selector::Spki,
+                        tlsa::Matching::Sha256,
+                        vec![0xab; 32],
+                    )),
+                )
+            };
+            let cname = |n: &str, t: &str| rec(n, RData::CNAME(CNAME(Name::from_ascii(t).unwrap())));
+            match q {
+                ". NS" => (
+                    ResponseCode::NoError,
+                    true,
+                    None,
+                    vec![rec(".", RData::NS(NS(Name::from_ascii("ns.").unwrap())))],
+                    false,
+                ),
+                "secure. MX" => (
+                    ResponseCode::NoError,
+                    true,
+                    None,
+                    vec![rec(
+                        "secure.",
+                        RData::MX(MX::new(10, Name::from_ascii("mx.secure.").unwrap())),
+                    )],
+                    false,
+                ),
+                "insecure. MX" => (
+                    ResponseCode::NoError,
+                    false,
+                    None,
+                    vec![rec(
+                        "insecure.",
+                        RData::MX(MX::new(10, Name::from_ascii("mx.insecure.").unwrap())),
+                    )],
+                    false,
+                ),
+                "null. MX" => (
+                    ResponseCode::NoError,
+                    true,
+                    None,
+                    vec![rec("null.", RData::MX(MX::new(0, Name::root())))],
+                    false,
+                ),
+                "bogus. MX" | "mx.bogus. A" | "_25._tcp.mx.bogus. TLSA" | "_mta-sts.bogus. TXT" => {
+                    (ResponseCode::ServFail, false, Some(6), vec![], false)
+                }
+                "broken. MX" => (ResponseCode::ServFail, false, None, vec![], false),
+                "expired. MX" => (ResponseCode::ServFail, false, Some(7), vec![], false),
+                "mx.secure. A" => (
+                    ResponseCode::NoError,
+                    true,
+                    None,
+                    vec![rec("mx.secure.", RData::A(A::new(127, 0, 0, 1)))],
+                    false,
+                ),
+                "mx.secure. AAAA" => (ResponseCode::NoError, true, None, vec![], false),
+                "alias.secure. A" => (
+                    ResponseCode::NoError,
+                    true,
+                    None,
+                    vec![
+                        cname("alias.secure.", "mx.secure."),
+                        rec("mx.secure.", RData::A(A::new(127, 0, 0, 1))),
+                    ],
+                    false,
+                ),
+                "_25._tcp.mx.secure. TLSA" => (
+                    ResponseCode::NoError,
+                    true,
+                    None,
+                    vec![tlsa("_25._tcp.mx.secure.")],
+                    false,
+                ),
+                // RFC 7672 2.2.2: a CNAME into an unsigned zone: no AD.
+                "_25._tcp.mx3.secure. TLSA" => (
+                    ResponseCode::NoError,
+                    false,
+                    None,
+                    vec![
+                        cname("_25._tcp.mx3.secure.", "tlsa.insecure."),
+                        tlsa("tlsa.insecure."),
+                    ],
+                    false,
+                ),
+                "_25._tcp.mx2.secure. TLSA" => (
+                    ResponseCode::NoError,
+                    true,
+                    None,
+                    vec![
+                        cname("_25._tcp.mx2.secure.", "tlsa.secure."),
+                        tlsa("tlsa.secure."),
+                    ],
+                    false,
+                ),
+                "_25._tcp.none.secure. TLSA" => (ResponseCode::NXDomain, true, None, vec![], false),
+                "_25._tcp.big.secure. TLSA" => (
+                    ResponseCode::NoError,
+                    true,
+                    None,
+                    vec![tlsa("_25._tcp.big.secure.")],
+                    true,
+                ),
+                "_mta-sts.secure. TXT" => (
+                    ResponseCode::NoError,
+                    true,
+                    None,
+                    vec![rec(
+                        "_mta-sts.secure.",
+                        RData::TXT(TXT::new(vec!["v=STSv1; ".into(), "id=1".into()])),
+                    )],
+                    false,
+                ),
+                _ => (ResponseCode::NXDomain, false, None, vec![], false),
+            }
+        }
+
+        fn respond(query: &[u8], udp: bool) -> Vec<u8> {
+            let q = Message::from_vec(query).unwrap();
+            let first = q.queries().first().unwrap();
+            let key = format!("{} {}", first.name(), first.query_type());
+            let (rcode, ad, ede, answers, trunc) = answer(&key);
+            // RFC 6840 5.8: AD only for a client that asked with AD or DO.
+            let asked = q.authentic_data() || q.extensions().as_ref().is_some_and(|e| e.flags().dnssec_ok);
+            let ad = ad && asked;
+            let mut m = Message::new();
+            m.set_id(q.id())
+                .set_message_type(MessageType::Response)
+                .set_op_code(q.op_code())
+                .set_recursion_desired(true)
+                .set_recursion_available(true)
+                .set_response_code(rcode)
+                .set_authentic_data(ad);
+            m.add_query(first.clone());
+            if udp && trunc {
+                m.set_truncated(true);
+            } else {
+                m.insert_answers(answers);
+            }
+            let mut edns = Edns::new();
+            if let Some(code) = ede {
+                edns.options_mut()
+                    .insert(EdnsOption::Unknown(15, code.to_be_bytes().to_vec()));
+            }
+            m.set_edns(edns);
+            m.to_vec().unwrap()
+        }
+
+        /// Start the stub; it serves until the test process ends.
+        pub(super) fn start() -> SocketAddr {
+            let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let addr = udp.local_addr().unwrap();
+            let tcp = TcpListener::bind(addr).unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok((n, from)) = udp.recv_from(&mut buf) {
+                    let _ = udp.send_to(&respond(&buf[..n], true), from);
+                }
+            });
+            std::thread::spawn(move || {
+                for mut c in tcp.incoming().flatten() {
+                    let mut len = [0u8; 2];
+                    while c.read_exact(&mut len).is_ok() {
+                        let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                        c.read_exact(&mut q).unwrap();
+                        let r = respond(&q, false);
+                        c.write_all(&(r.len() as u16).to_be_bytes()).unwrap();
+                        c.write_all(&r).unwrap();
+                    }
+                }
+            });
+            addr
+        }
+    }
+
+    fn validating() -> Hickory {
+        Hickory::new(&[stub::start()], Duration::from_secs(3))
+            .unwrap()
+            .trust_ad(true)
+    }
+
+    #[test]
+    fn ad_bit_means_secure_and_its_absence_insecure() {
+        let r = validating();
+        assert_eq!(r.dnssec_probe(), Security::Secure);
+        let mx = r.mx_secured("secure").unwrap();
+        assert_eq!(mx.value, Mx::Hosts(vec![(10, "mx.secure".to_owned())]));
+        assert_eq!(mx.security, Security::Secure);
+        assert_eq!(r.mx_secured("insecure").unwrap().security, Security::Insecure);
+        assert_eq!(r.mx_secured("null").unwrap().value, Mx::Null);
+        assert_eq!(r.mx_secured("nowhere"), Err(DnsError::NxDomain));
+        let a = r.addrs_secured("mx.secure", Family::Both).unwrap();
+        assert_eq!(a.value, vec![IpAddr::from([127, 0, 0, 1])]);
+        assert_eq!(a.security, Security::Secure);
+        let a = r.addrs_secured("alias.secure", Family::Ipv4).unwrap();
+        assert_eq!(a.canonical.as_deref(), Some("mx.secure"));
+        assert_eq!(a.value, vec![IpAddr::from([127, 0, 0, 1])]);
+    }
+
+    #[test]
+    fn tlsa_and_txt_with_their_status() {
+        let r = validating();
+        let t = r.tlsa("mx.secure", 25).unwrap();
+        assert_eq!(t.security, Security::Secure);
+        assert_eq!(
+            t.value,
+            vec![TlsaRecord {
+                usage: 3,
+                selector: 1,
+                matching: 1,
+                data: vec![0xab; 32]
+            }]
+        );
+        // CNAME at the TLSA name: the records at its target, the chain's status.
+        let t = r.tlsa("mx2.secure", 25).unwrap();
+        assert_eq!((t.value.len(), t.security), (1, Security::Secure));
+        assert_eq!(t.canonical.as_deref(), Some("tlsa.secure"));
+        let t = r.tlsa("mx3.secure", 25).unwrap();
+        assert_eq!((t.value.len(), t.security), (1, Security::Insecure));
+        // Secure denial: no TLSA.
+        let t = r.tlsa("none.secure", 25).unwrap();
+        assert_eq!((t.value.len(), t.security), (0, Security::Secure));
+        // Truncated over UDP: asked again over TCP.
+        let t = r.tlsa("big.secure", 25).unwrap();
+        assert_eq!((t.value.len(), t.security), (1, Security::Secure));
+        let txt = r.txt("_mta-sts.secure").unwrap();
+        assert_eq!(txt.value, vec!["v=STSv1; id=1".to_owned()]);
+        assert_eq!(txt.security, Security::Secure);
+    }
+
+    #[test]
+    fn validation_failures_are_bogus_and_other_servfails_temporary() {
+        let r = validating();
+        let t = r.tlsa("mx.bogus", 25).unwrap();
+        assert_eq!((t.value.len(), t.security), (0, Security::Bogus));
+        assert_eq!(r.txt("_mta-sts.bogus").unwrap().security, Security::Bogus);
+        assert!(matches!(r.mx_secured("bogus"), Err(DnsError::Temporary(w)) if w.contains("bogus")));
+        assert!(matches!(r.mx_secured("expired"), Err(DnsError::Temporary(w)) if w.contains("bogus")));
+        assert!(matches!(
+            r.addrs_secured("mx.bogus", Family::Ipv4),
+            Err(DnsError::Temporary(_))
+        ));
+        assert!(matches!(r.mx_secured("broken"), Err(DnsError::Temporary(w)) if !w.contains("bogus")));
+    }
+
+    #[test]
+    fn without_trust_every_answer_is_indeterminate() {
+        let r = Hickory::new(&[stub::start()], Duration::from_secs(3)).unwrap();
+        assert_eq!(r.dnssec_probe(), Security::Indeterminate);
+        let t = r.tlsa("mx.secure", 25).unwrap();
+        assert_eq!((t.value.len(), t.security), (0, Security::Indeterminate));
+        assert_eq!(r.mx_secured("secure").unwrap().security, Security::Indeterminate);
+    }
+
+    #[test]
+    fn security_and_takes_the_weaker() {
+        use Security::*;
+        assert_eq!(Secure.and(Insecure), Insecure);
+        assert_eq!(Insecure.and(Bogus), Bogus);
+        assert_eq!(Secure.and(Secure), Secure);
+        assert_eq!(Indeterminate.and(Secure), Indeterminate);
     }
 
     #[test]

@@ -11,8 +11,10 @@ use crate::clock;
 use crate::config::Config;
 use crate::deliver::dns::Resolver;
 use crate::deliver::local::{self, Job, Target};
-use crate::deliver::{remote, Attempted, Outcome, Status, Timing};
+use crate::deliver::outcome::{self, Attempted, Outcome, Timing, Verdict};
+use crate::deliver::{pool, remote};
 use crate::maillog;
+use crate::message;
 use crate::smtp::address::{Domain, Mailbox};
 use crate::spool::{Envelope, QueueId, Recipient, Spool};
 use crate::sys::{self, Passwd};
@@ -31,7 +33,7 @@ pub struct Context<'a> {
     pub message: Option<&'a [u8]>,
     pub resolver: &'a dyn Resolver,
     /// Open connections and per-destination counts for remote delivery.
-    pub pool: &'a remote::Pool,
+    pub pool: &'a pool::Pool,
     /// Tell the queue runner about a message queued here (a forwarded copy).
     pub queued: &'a dyn Fn(QueueId),
 }
@@ -41,7 +43,7 @@ pub struct Context<'a> {
 pub fn remote_domain(cfg: &Config, rcpt: &Recipient) -> Option<String> {
     let mbox = Mailbox::parse(&rcpt.addr).ok()?;
     match mbox.domain() {
-        Domain::Name(d) if cfg.is_local_domain(d) => None,
+        Domain::Name(d) if cfg.local.is_local_domain(d) => None,
         Domain::Name(d) => Some(d.to_lowercase()),
         // An address literal, `[192.0.2.1]`: delivered to that address.
         other => Some(other.to_string()),
@@ -57,7 +59,7 @@ pub fn deliver_remote(ctx: &Context<'_>, domain: &str, rcpts: &[&Recipient]) -> 
     let message = match std::fs::read(&path) {
         Ok(m) => m,
         Err(e) => {
-            let o = Outcome::temporary(Status(4, 3, 0), format!("read {}: {e}", path.display()));
+            let o = outcome::spool_unreadable(&path, &e);
             return rcpts
                 .iter()
                 .map(|_| Attempted::local("none", o.clone()))
@@ -71,21 +73,13 @@ pub fn deliver_remote(ctx: &Context<'_>, domain: &str, rcpts: &[&Recipient]) -> 
 pub fn deliver(ctx: &Context<'_>, rcpt: &Recipient) -> Attempted {
     let mbox = match Mailbox::parse(&rcpt.addr) {
         Ok(m) => m,
-        Err(_) => {
-            return Attempted::local(
-                "none",
-                Outcome::permanent(
-                    Status(5, 1, 3),
-                    format!("bad recipient address syntax: {}", rcpt.addr),
-                ),
-            )
-        }
+        Err(_) => return Attempted::local("none", outcome::bad_recipient_syntax(&rcpt.addr)),
     };
     if let Some(domain) = remote_domain(ctx.cfg, rcpt) {
         let mut r = deliver_remote(ctx, &domain, &[rcpt]);
         return r
             .pop()
-            .unwrap_or_else(|| Attempted::local("none", Outcome::temporary(Status(4, 3, 0), "no result")));
+            .unwrap_or_else(|| Attempted::local("none", outcome::no_route_result()));
     }
     let began = std::time::Instant::now();
     let outcome = deliver_local(ctx, rcpt, &mbox);
@@ -100,26 +94,21 @@ pub fn deliver(ctx: &Context<'_>, rcpt: &Recipient) -> Attempted {
 /// RFC 5321 6.3-style loop check with Delivered-To (as Postfix and qmail do):
 /// a copy that already passed through this recipient is looping.
 fn has_delivered_to(headers: &[u8], rcpt: &str) -> bool {
-    let text = String::from_utf8_lossy(headers);
-    text.lines().any(|l| {
-        l.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("Delivered-To") && value.trim().eq_ignore_ascii_case(rcpt)
-        })
-    })
+    message::fields(headers).any(|f| f.is("Delivered-To") && f.value().eq_ignore_ascii_case(rcpt))
 }
 
 fn deliver_local(ctx: &Context<'_>, rcpt: &Recipient, mbox: &Mailbox) -> Outcome {
     if has_delivered_to(ctx.headers, &rcpt.addr) {
-        return Outcome::permanent(Status(5, 4, 6), format!("mail forwarding loop for {}", rcpt.addr));
+        return outcome::forwarding_loop(&rcpt.addr);
     }
     let local = mbox.local().to_lowercase();
     let aliases = ctx.tables.aliases();
-    let is_local = |d: &str| ctx.cfg.is_local_domain(d);
+    let is_local = |d: &str| ctx.cfg.local.is_local_domain(d);
     let read_include = |p: &Path| read_include(p);
     let mut targets = match aliases.expand(&local, &is_local, &read_include) {
         Ok(t) => t,
-        Err(e @ ExpandError::Include(_)) => return Outcome::temporary(Status(4, 3, 0), e.to_string()),
-        Err(e) => return Outcome::permanent(Status(5, 4, 6), format!("alias expansion failed: {e}")),
+        Err(e @ ExpandError::Include(_)) => return outcome::include_failed(&e),
+        Err(e) => return outcome::alias_failed(&e),
     };
     // RFC 5321 4.5.1: postmaster must reach someone even without an alias.
     if local == "postmaster" && targets == [AliasTarget::User("postmaster".to_owned())] {
@@ -167,17 +156,17 @@ fn combine(results: Vec<Outcome>) -> Outcome {
     let mut delivered = Vec::new();
     let mut permanent = None;
     for r in results {
-        match r {
-            Outcome::Temporary { .. } => return r,
-            Outcome::Permanent { .. } => permanent = permanent.or(Some(r)),
-            Outcome::Delivered { detail } => delivered.push(detail),
+        match r.verdict() {
+            Verdict::Temporary => return r,
+            Verdict::Permanent => permanent = permanent.or(Some(r)),
+            Verdict::Delivered => delivered.push(r.detail().to_owned()),
         }
     }
     if let Some(p) = permanent {
         return p;
     }
     delivered.dedup();
-    Outcome::delivered(if delivered.is_empty() {
+    outcome::delivered_locally(if delivered.is_empty() {
         "delivered".to_owned()
     } else {
         delivered.join(", ")
@@ -192,13 +181,13 @@ fn job(ctx: &Context<'_>, rcpt: &Recipient, target: Target, user: Option<Passwd>
         user,
         message: ctx.spool.message_path(&ctx.env.id),
         hostname: ctx.cfg.hostname.clone(),
-        pipe_timeout: ctx.cfg.pipe_timeout,
+        pipe_timeout: ctx.cfg.local.pipe_timeout,
     }
 }
 
 fn deliver_user(ctx: &Context<'_>, rcpt: &Recipient, name: &str) -> Outcome {
     if name != "root" && !ctx.tables.user_exists(name) {
-        return Outcome::permanent(Status(5, 1, 1), format!("unknown user: \"{name}\""));
+        return outcome::unknown_user(name);
     }
     let account = sys::getpwnam(name).or_else(|| sys::getpwnam(&name.to_lowercase()));
     let (pw, user) = match account {
@@ -215,19 +204,13 @@ fn deliver_user(ctx: &Context<'_>, rcpt: &Recipient, name: &str) -> Outcome {
                 shell: String::new(),
                 gecos: String::new(),
             };
-            if ctx.cfg.mailbox.starts_with('~') {
-                return Outcome::temporary(
-                    Status(4, 3, 0),
-                    format!(
-                        "user {name} has no home directory for mailbox {}",
-                        ctx.cfg.mailbox
-                    ),
-                );
+            if ctx.cfg.local.mailbox.starts_with('~') {
+                return outcome::no_home(name, &ctx.cfg.local.mailbox);
             }
             (pseudo, None)
         }
     };
-    let target = local::mailbox_target(&ctx.cfg.mailbox, &pw);
+    let target = local::mailbox_target(&ctx.cfg.local.mailbox, &pw);
     local::deliver(&job(ctx, rcpt, target, user))
 }
 
@@ -244,10 +227,7 @@ fn deliver_as_alias_owner(ctx: &Context<'_>, rcpt: &Recipient, target: Target) -
         _ => sys::getpwnam("nobody"),
     };
     let Some(pw) = account else {
-        return Outcome::temporary(
-            Status(4, 3, 0),
-            "no unprivileged account to run alias deliveries as",
-        );
+        return outcome::no_alias_account();
     };
     local::deliver(&job(ctx, rcpt, target, Some(pw)))
 }
@@ -278,7 +258,7 @@ fn forward(ctx: &Context<'_>, rcpt: &Recipient, to: &[String]) -> Outcome {
             .iter()
             .map(|a| {
                 let mut r = Recipient::new(a.clone());
-                r.notify = rcpt.notify.clone();
+                r.notify = rcpt.notify;
                 r
             })
             .collect();
@@ -288,11 +268,11 @@ fn forward(ctx: &Context<'_>, rcpt: &Recipient, to: &[String]) -> Outcome {
     })();
     match result {
         Ok(id) => {
-            let detail = format!("forwarded as {id}");
+            let done = outcome::forwarded(&id);
             (ctx.queued)(id);
-            Outcome::delivered(detail)
+            done
         }
-        Err(e) => Outcome::temporary(Status(4, 3, 0), format!("cannot queue forwarded copy: {e}")),
+        Err(e) => outcome::cannot_forward(&e),
     }
 }
 
@@ -327,9 +307,9 @@ mod tests {
 
     #[test]
     fn combining_outcomes() {
-        let d = Outcome::delivered("delivered to maildir");
-        let t = Outcome::temporary(Status(4, 2, 0), "locked");
-        let p = Outcome::permanent(Status(5, 3, 0), "died");
+        let d = outcome::delivered_locally("delivered to maildir");
+        let t = outcome::mailbox_unavailable("locked".to_owned());
+        let p = outcome::command_failed("died".to_owned());
         assert_eq!(combine(vec![d.clone(), d.clone()]), d);
         assert_eq!(combine(vec![d.clone(), p.clone(), t.clone()]), t);
         assert_eq!(combine(vec![d, p.clone()]), p);

@@ -5,12 +5,12 @@
 //! `may` encrypts when offered without checking the certificate (opportunistic
 //! TLS, RFC 7435: an unchecked encryption still beats plaintext); `encrypt`
 //! insists on TLS, still unchecked; `verify` insists on TLS with a certificate
-//! valid for the host name under the webpki roots or `tls_ca_file`.
+//! valid for the host name under the system's CA store or `tls_ca_file`.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -19,31 +19,8 @@ use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme, StreamOwned,
 };
 
-/// The outbound TLS policy of a route, weakest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Policy {
-    None,
-    May,
-    Encrypt,
-    Verify,
-}
-
-impl Policy {
-    pub fn parse(s: &str) -> Option<Policy> {
-        match s.to_ascii_lowercase().as_str() {
-            "none" => Some(Policy::None),
-            "may" => Some(Policy::May),
-            "encrypt" => Some(Policy::Encrypt),
-            "verify" => Some(Policy::Verify),
-            _ => None,
-        }
-    }
-
-    /// Whether mail may go out in plaintext under this policy.
-    pub fn allows_plaintext(self) -> bool {
-        matches!(self, Policy::None | Policy::May)
-    }
-}
+/// The outbound TLS policy, defined with the configuration that holds it.
+pub use crate::config::TlsPolicy as Policy;
 
 /// A connection to the next hop: plain, or TLS over it.
 pub enum Stream {
@@ -128,27 +105,28 @@ fn server_name(host: &str) -> io::Result<ServerName<'static>> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{host}: {e}")))
 }
 
-/// The rustls config for a policy. `verify` uses `ca_file` when given,
-/// else the webpki roots (Mozilla's list, compiled in).
+/// The rustls config for a policy. `verify` uses `ca_file` when given, else the
+/// system's CA store.
 pub fn config(policy: Policy, ca_file: Option<&Path>) -> io::Result<Arc<ClientConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?;
     let cfg = if policy == Policy::Verify {
-        let mut roots = RootCertStore::empty();
-        match ca_file {
+        let roots = match ca_file {
             Some(path) => {
                 use rustls::pki_types::pem::PemObject;
+                let mut roots = RootCertStore::empty();
                 let certs = CertificateDer::pem_file_iter(path)
                     .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
                 for c in certs {
                     let c = c.map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
                     roots.add(c).map_err(io::Error::other)?;
                 }
+                Arc::new(roots)
             }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
+            None => system_roots(),
+        };
         builder.with_root_certificates(roots).with_no_client_auth()
     } else {
         builder
@@ -157,6 +135,43 @@ pub fn config(policy: Policy, ca_file: Option<&Path>) -> io::Result<Arc<ClientCo
             .with_no_client_auth()
     };
     Ok(Arc::new(cfg))
+}
+
+/// The system's trust anchors, what OpenSSL on this host trusts: found by
+/// rustls-native-certs ($SSL_CERT_FILE and $SSL_CERT_DIR, else the distribution's
+/// bundle, /etc/ssl/certs/ca-certificates.crt on Debian). Read once, at the first
+/// `verify` connection, so that each delivery does not parse the bundle again; a
+/// change to the store is seen after a restart. No compiled-in fallback: a
+/// list built into the binary would go stale where the system's is updated, so a
+/// host with no store says so in the log and `verify` fails until one is
+/// installed (the ca-certificates package) or `tls_ca_file` is set.
+fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    Arc::clone(ROOTS.get_or_init(|| Arc::new(roots_from(rustls_native_certs::load_native_certs()))))
+}
+
+/// A root store from what the system store yielded, with what went wrong logged.
+fn roots_from(found: rustls_native_certs::CertificateResult) -> RootCertStore {
+    for e in &found.errors {
+        log::warn!("system CA store: {e}");
+    }
+    let mut roots = RootCertStore::empty();
+    let (_, unusable) = roots.add_parsable_certificates(found.certs);
+    if unusable > 0 {
+        log::warn!("system CA store: {unusable} certificates could not be used");
+    }
+    if roots.is_empty() {
+        log::error!(
+            "system CA store: no CA certificates found (install ca-certificates, or set \
+             tls_ca_file): every tls = verify delivery will fail"
+        );
+    } else {
+        log::info!(
+            "system CA store: {} CA certificates trusted for tls = verify",
+            roots.len()
+        );
+    }
+    roots
 }
 
 /// Accepts any certificate (opportunistic TLS) but still checks that the
@@ -204,19 +219,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn policies() {
-        assert_eq!(Policy::parse("VERIFY"), Some(Policy::Verify));
-        assert_eq!(Policy::parse("sometimes"), None);
-        assert!(Policy::May.allows_plaintext());
-        assert!(!Policy::Encrypt.allows_plaintext());
-    }
-
-    #[test]
     fn configs_build() {
         for p in [Policy::May, Policy::Encrypt, Policy::Verify] {
             assert!(config(p, None).is_ok());
         }
         assert!(config(Policy::Verify, Some(Path::new("/nonexistent/ca.pem"))).is_err());
+    }
+
+    #[test]
+    fn system_store_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_owned()]).unwrap();
+        let bundle = dir.path().join("bundle.crt");
+        std::fs::write(&bundle, ca.cert.pem()).unwrap();
+        let found = rustls_native_certs::load_certs_from_paths(Some(&bundle), None);
+        assert_eq!(roots_from(found).len(), 1);
+        let empty = dir.path().join("empty.crt");
+        std::fs::write(&empty, "").unwrap();
+        assert!(roots_from(rustls_native_certs::load_certs_from_paths(Some(&empty), None)).is_empty());
+        let missing = dir.path().join("missing.crt");
+        let found = rustls_native_certs::load_certs_from_paths(Some(&missing), None);
+        assert!(roots_from(found).is_empty());
     }
 
     #[test]

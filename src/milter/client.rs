@@ -1819,7 +1819,7 @@ pub(crate) mod tests {
         };
         assert_eq!(
             (r.code, r.esc, r.lines.len()),
-            (550, Some(crate::smtp::reply::Esc(5, 1, 1)), 2)
+            (550, Some(crate::smtp::status::Status(5, 1, 1)), 2)
         );
         let Verdict::Tempfail(Refusal::Custom(r)) = m.rcpt(&["<busy@example.org>"], &mac) else {
             panic!("not a custom tempfail");

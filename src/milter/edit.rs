@@ -15,9 +15,11 @@
 //! - a milter folds a value with a bare `\n` + tab (OpenDKIM) or with CRLF; the
 //!   spool keeps `\n`.
 //!
-//! [`Message`] is a small adapter: when the shared `message` module lands, its
-//! header parser replaces `Message::parse`/`to_bytes` and the rest stays.
+//! [`Message`] is the milters' view of a message: fields as the shared header
+//! parser (`crate::message`) finds them, each marked hidden or not, which
+//! `message::Header` cannot say; edits by index as milters name them.
 
+use crate::message;
 use crate::smtp::address::Mailbox;
 
 /// One modification a milter asked for at the end of a message, normalised to
@@ -96,42 +98,33 @@ pub fn is_field_name(name: &str) -> bool {
 }
 
 impl Message {
-    /// Split LF-terminated message bytes. The header section ends at the first
-    /// empty line, or at the first line that is neither a field nor the
-    /// continuation of one (that line then starts the body, as in Postfix's
-    /// is_header()). `to_bytes` gives the same bytes back for input that ends
-    /// with a line end.
+    /// Split message bytes with the shared header parser (`crate::message`): the
+    /// header section ends at the first empty line, or at the first line that is
+    /// neither a field nor the continuation of one (that line then starts the
+    /// body, as in Postfix). `to_bytes` gives the same bytes back for LF input
+    /// that ends with a line end.
     pub fn parse(bytes: &[u8]) -> Message {
-        let mut msg = Message::default();
-        // Bytes of the header section (and its empty line) consumed so far.
-        let mut used = 0;
-        for raw in bytes.split_inclusive(|&b| b == b'\n') {
-            let line = raw.strip_suffix(b"\n").unwrap_or(raw);
-            if line.is_empty() {
-                msg.separator = true;
-                used += raw.len();
-                break;
-            }
-            if matches!(line.first(), Some(b' ' | b'\t')) {
-                if let Some(f) = msg.fields.last_mut() {
-                    f.value.push(b'\n');
-                    f.value.extend_from_slice(line);
-                    used += raw.len();
-                    continue;
-                }
-            } else if let Some((name, value)) = split_field(line) {
-                msg.fields.push(Field {
-                    name: name.to_owned(),
-                    value: value.to_vec(),
+        let (head, body) = message::split(bytes);
+        let fields = message::fields(bytes)
+            .map(|f| {
+                let raw = f.raw();
+                let value = f.raw_value();
+                // Everything before the colon, obsolete white space included.
+                let name = raw
+                    .get(..raw.len().saturating_sub(value.len() + 1))
+                    .unwrap_or_default();
+                Field {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    value: value.strip_suffix(b"\n").unwrap_or(value).to_vec(),
                     hidden: false,
-                });
-                used += raw.len();
-                continue;
-            }
-            break;
+                }
+            })
+            .collect();
+        Message {
+            fields,
+            separator: bytes.len() > head.len() + body.len(),
+            body: body.to_vec(),
         }
-        msg.body = bytes.get(used..).unwrap_or_default().to_vec();
-        msg
     }
 
     /// The message bytes, LF line ends.
@@ -164,14 +157,6 @@ impl Message {
             .filter(|f| !f.hidden)
             .map(move |f| (f.label(), header_value_for_milter(&f.value, leading_space)))
     }
-}
-
-/// `Name: value` → ("Name", " value"); None unless the name is ftext.
-fn split_field(line: &[u8]) -> Option<(&str, &[u8])> {
-    let colon = line.iter().position(|&b| b == b':')?;
-    let (name, value) = line.split_at(colon);
-    let name = std::str::from_utf8(name).ok()?;
-    is_field_name(name.trim_end_matches([' ', '\t'])).then_some((name, value.get(1..).unwrap_or_default()))
 }
 
 /// The value a milter is sent: as stored, but without the one space after the

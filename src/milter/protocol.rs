@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use crate::smtp::reply::Esc;
+use crate::smtp::status::Status;
 
 // ---- Commands, MTA to milter (SMFIC_*) ----------------------------------
 pub const SMFIC_ABORT: u8 = b'A';
@@ -903,7 +903,7 @@ pub fn negotiate(ours: &ProtocolSetting, theirs: &OptNeg) -> Result<Negotiated, 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyText {
     pub code: u16,
-    pub esc: Option<Esc>,
+    pub esc: Option<Status>,
     pub lines: Vec<String>,
 }
 
@@ -991,22 +991,24 @@ fn unpercent(text: &[u8]) -> Vec<u8> {
 }
 
 /// A leading `class.subject.detail ` (RFC 3463) of class 2, 4 or 5, and the text
-/// after it. Shared with `policy_service` until smtp/ has the one enhanced status
-/// type with a parser (DECISIONS 2026-12-04: the deliver branch unifies it).
-pub fn split_esc(text: &[u8]) -> (Option<Esc>, &[u8]) {
+/// after it (also used by `policy_service`).
+pub fn split_esc(text: &[u8]) -> (Option<Status>, &[u8]) {
     let end = text.iter().position(|&b| b == b' ').unwrap_or(text.len());
     let (word, rest) = text.split_at(end);
-    let parsed = std::str::from_utf8(word).ok().and_then(|w| {
+    // RFC 3463: one class digit, then one to three digits twice.
+    let shape = |w: &str| {
         let mut parts = w.split('.');
-        let (c, s, d) = (parts.next()?, parts.next()?, parts.next()?);
-        let ok = parts.next().is_none()
-            && c.len() == 1
-            && (1..=3).contains(&s.len())
-            && (1..=3).contains(&d.len())
-            && [c, s, d].iter().all(|p| p.bytes().all(|b| b.is_ascii_digit()));
-        ok.then_some(())?;
-        Some(Esc(c.parse().ok()?, s.parse().ok()?, d.parse().ok()?))
-    });
+        let (c, s, d) = (parts.next(), parts.next(), parts.next());
+        parts.next().is_none()
+            && c.is_some_and(|c| c.len() == 1)
+            && [s, d].iter().all(|p| {
+                p.is_some_and(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+            })
+    };
+    let parsed = std::str::from_utf8(word)
+        .ok()
+        .filter(|w| shape(w))
+        .and_then(Status::parse);
     match parsed {
         Some(e) if matches!(e.0, 2 | 4 | 5) => (Some(e), rest.strip_prefix(b" ").unwrap_or(rest)),
         _ => (None, text),
@@ -1311,7 +1313,7 @@ mod tests {
         let r = parse_reply_text(b"554 5.7.1 Spam detected\0").unwrap();
         assert_eq!(
             (r.code, r.esc, r.lines.clone()),
-            (554, Some(Esc(5, 7, 1)), vec!["Spam detected".to_owned()])
+            (554, Some(Status(5, 7, 1)), vec!["Spam detected".to_owned()])
         );
         assert!(!r.is_temporary());
         let r = parse_reply_text(b"451 Try later").unwrap();
@@ -1319,7 +1321,7 @@ mod tests {
         assert!(r.is_temporary());
         let r = parse_reply_text(b"550-5.7.1 first\r\n550-5.7.1 second\r\n550 5.7.1 third").unwrap();
         assert_eq!(r.lines, ["first", "second", "third"]);
-        assert_eq!(r.esc, Some(Esc(5, 7, 1)));
+        assert_eq!(r.esc, Some(Status(5, 7, 1)));
         // Percent signs: doubled ones become one, a lone one goes.
         assert_eq!(
             parse_reply_text(b"550 Only 100%% sure, 5% off").unwrap().lines,

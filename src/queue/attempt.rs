@@ -18,12 +18,14 @@ use std::time::{Duration, Instant};
 
 use crate::clock;
 use crate::config::Config;
+use crate::deliver::outcome::{self, Attempted, Outcome, Success, Timing, Verdict};
 use crate::deliver::router::{self, Context};
-use crate::deliver::{Attempted, Outcome, Success, Timing};
 use crate::dsn::Action;
+use crate::maillog;
+use crate::message;
 use crate::queue::notify::{self, Line};
-use crate::queue::runner::{self, Shared};
 use crate::queue::schedule::Schedule;
+use crate::queue::shared::Shared;
 use crate::spool::{Envelope, QueueId, RcptStatus, Recipient, Spool};
 use crate::tables::Tables;
 
@@ -32,7 +34,7 @@ const MAX_HEADERS: u64 = 256 * 1024;
 
 /// What the runner should do with a message after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum After {
+pub(super) enum After {
     /// Out of the queue (delivered, or deleted or held meanwhile): forget it.
     Gone,
     /// Look at it again at this time (seconds since the epoch).
@@ -43,7 +45,7 @@ pub enum After {
 
 /// Deliver what is due of message `id`; `force` (a flush) also tries deferred
 /// recipients whose next attempt is still to come.
-pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
+pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
     // The start of this attempt: delays= splits time before it (a) from after.
     let attempt_began = Instant::now();
     let attempt_wall = clock::now();
@@ -53,7 +55,7 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
     let lock = match spool.lock(id) {
         Ok(l) => l,
         Err(e) => {
-            log::debug!("{id}: not delivered now: {e}");
+            maillog::not_delivered_now(id, &e);
             return After::Gone;
         }
     };
@@ -62,7 +64,7 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
         Ok(e) => e,
         // Delivered and removed meanwhile, or held: nothing to do.
         Err(e) => {
-            log::debug!("{id}: not delivered now: {e}");
+            maillog::not_delivered_now(id, &e);
             return After::Gone;
         }
     };
@@ -81,9 +83,7 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
         RcptStatus::Deferred => force || r.next_attempt.is_none_or(|t| t <= now),
         RcptStatus::Sent | RcptStatus::Failed => false,
     };
-    let queued = |nid: QueueId| {
-        let _ = shared.wake.send(nid);
-    };
+    let queued = |nid: QueueId| shared.announce(nid);
     // Read once, through the lock's descriptor: the whole message when it goes
     // out by SMTP, else only the header section (for loop checks).
     let remote_due = env
@@ -134,7 +134,7 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
                 // so a crash repeats at most that one.
                 if dirty {
                     if let Err(e) = spool.update(&env) {
-                        log::error!("{id}: cannot record delivery state: {e}");
+                        maillog::state_not_recorded(id, &e);
                         return After::Reload;
                     }
                     dirty = false;
@@ -157,10 +157,10 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
             continue;
         };
         slot.attempts = slot.attempts.saturating_add(1);
-        slot.last_reply = Some(format!("{} {}", outcome.status(), outcome.detail()));
+        slot.last_reply = Some(outcome.record());
         dirty = true;
-        match &outcome {
-            Outcome::Delivered { .. } => {
+        match outcome.verdict() {
+            Verdict::Delivered => {
                 slot.status = RcptStatus::Sent;
                 slot.next_attempt = None;
                 log_attempt(&env, &rcpt, relay, tls, &delays, &outcome, "sent");
@@ -174,17 +174,17 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
                     delivered.push((idx, outcome, relay.to_owned(), action));
                 }
             }
-            Outcome::Temporary { .. } if sched.expired(env.created, now) => {
-                let final_outcome = notify::expired(&outcome);
+            Verdict::Temporary if sched.expired(env.created, now) => {
+                let final_outcome = outcome::expired(&outcome);
                 log_attempt(&env, &rcpt, relay, tls, &delays, &final_outcome, "expired");
                 failed.push((idx, final_outcome, relay.to_owned()));
             }
-            Outcome::Temporary { .. } => {
+            Verdict::Temporary => {
                 slot.status = RcptStatus::Deferred;
                 slot.next_attempt = Some(sched.next_attempt(slot.attempts, now, noise));
                 log_attempt(&env, &rcpt, relay, tls, &delays, &outcome, "deferred");
             }
-            Outcome::Permanent { .. } => {
+            Verdict::Permanent => {
                 log_attempt(&env, &rcpt, relay, tls, &delays, &outcome, "bounced");
                 failed.push((idx, outcome, relay.to_owned()));
             }
@@ -207,14 +207,14 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
             .collect();
         match notify::send(&cfg, spool, &env, &owed, None) {
             Ok(Some(nid)) => {
-                log::info!("{id}: sender non-delivery notification: {nid}");
-                let _ = shared.wake.send(nid);
+                maillog::bounce_queued(id, &nid);
+                shared.announce(nid);
             }
             Ok(None) => {}
             Err(e) => {
                 // Leave the failed recipients as they were: the attempt and
                 // the bounce are tried again later rather than lost.
-                log::error!("{id}: cannot queue the bounce, will retry: {e}");
+                maillog::bounce_failed(id, &e);
                 return save(spool, &env, &sched);
             }
         }
@@ -241,11 +241,11 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
         .collect();
     match notify::send(&cfg, spool, &env, &owed, None) {
         Ok(Some(nid)) => {
-            log::info!("{id}: sender delivery status notification: {nid}");
-            let _ = shared.wake.send(nid);
+            maillog::success_notice_queued(id, &nid);
+            shared.announce(nid);
         }
         Ok(None) => {}
-        Err(e) => log::error!("{id}: cannot queue the success notice: {e}"),
+        Err(e) => maillog::success_notice_failed(id, &e),
     }
 
     dirty |= warn_if_due(shared, &cfg, &mut env, &sched, now);
@@ -253,16 +253,16 @@ pub fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
     match conclude(&env, dirty) {
         Conclusion::Retire => match spool.retire(id, &shared.retired) {
             Ok(()) => {
-                log::info!("{id}: removed");
+                maillog::removed(id);
                 After::Gone
             }
             Err(e) => {
-                log::error!("{id}: cannot remove: {e}");
+                maillog::remove_failed(id, &e);
                 After::Reload
             }
         },
         Conclusion::Save => save(spool, &env, &sched),
-        Conclusion::Keep => After::At(runner::due_time(&env, &sched)),
+        Conclusion::Keep => After::At(sched.due(&env)),
     }
 }
 
@@ -294,9 +294,9 @@ fn conclude(env: &Envelope, dirty: bool) -> Conclusion {
 /// Record `env` and say when it is next due.
 fn save(spool: &Spool, env: &Envelope, sched: &Schedule) -> After {
     match spool.update(env) {
-        Ok(()) => After::At(runner::due_time(env, sched)),
+        Ok(()) => After::At(sched.due(env)),
         Err(e) => {
-            log::error!("{}: cannot record delivery state: {e}", env.id);
+            maillog::state_not_recorded(&env.id, &e);
             After::Reload
         }
     }
@@ -361,14 +361,14 @@ fn warn_if_due(shared: &Shared, cfg: &Config, env: &mut Envelope, sched: &Schedu
     ) {
         Ok(nid) => {
             if let Some(nid) = nid {
-                log::info!("{}: sender delay notification: {nid}", env.id);
-                let _ = shared.wake.send(nid);
+                maillog::delay_notice_queued(&env.id, &nid);
+                shared.announce(nid);
             }
             env.delay_warned = true;
             true
         }
         Err(e) => {
-            log::error!("{}: cannot queue the delay notice: {e}", env.id);
+            maillog::delay_notice_failed(&env.id, &e);
             false
         }
     }
@@ -376,12 +376,7 @@ fn warn_if_due(shared: &Shared, cfg: &Config, env: &mut Envelope, sched: &Schedu
 
 /// Rebuild the last temporary outcome from what the spool recorded.
 fn last_outcome(r: &Recipient) -> Outcome {
-    let last = r.last_reply.clone().unwrap_or_default();
-    let (status, detail) = match last.split_once(' ') {
-        Some((s, d)) => (crate::deliver::Status::parse(s), d.to_owned()),
-        None => (None, last.clone()),
-    };
-    Outcome::temporary(status.unwrap_or(crate::deliver::Status(4, 0, 0)), detail)
+    Outcome::from_record(r.last_reply.as_deref().unwrap_or_default())
 }
 
 /// The Remote-MTA of a DSN (RFC 3464 2.3.5): the host name of
@@ -429,9 +424,7 @@ impl std::fmt::Display for Delays {
     }
 }
 
-/// Postfix-style delivery log line:
-/// `ID: to=<rcpt>, relay=mx.host[ip]:port, delay=S, delays=a/b/c/d, tls=TLSv1.3, dsn=X.Y.Z, status=sent (detail)`;
-/// `tls=` only when the hop was encrypted.
+/// The delivery log line (see `maillog::delivery`).
 fn log_attempt(
     env: &Envelope,
     rcpt: &Recipient,
@@ -442,32 +435,33 @@ fn log_attempt(
     status: &str,
 ) {
     let delay = clock::now().saturating_sub(env.created);
-    let tls = tls.map(|t| format!(", tls={t}")).unwrap_or_default();
-    log::info!(
-        "{}: to=<{}>, relay={relay}, delay={delay}, delays={delays}{tls}, dsn={}, status={status} ({})",
-        env.id,
-        rcpt.addr,
-        o.status(),
-        o.detail()
+    maillog::delivery(
+        &env.id,
+        &rcpt.addr,
+        relay,
+        delay,
+        delays,
+        tls,
+        &o.status(),
+        status,
+        o.detail(),
     );
 }
 
 /// The whole message when `whole` (None if it cannot be read: remote
-/// delivery then reads it itself and reports why), and its header section:
-/// everything before the first empty line.
+/// delivery then reads it itself and reports why), and its header section
+/// (`message::split`), at most MAX_HEADERS of it.
 fn read_message(file: &std::fs::File, whole: bool) -> (Option<Vec<u8>>, Vec<u8>) {
     let limit = if whole { u64::MAX } else { MAX_HEADERS };
     // Sized from fstat, so a small message takes one read (and one for EOF).
     let size = file.metadata().map(|m| m.len().min(limit)).unwrap_or(0);
     let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
     let ok = file.take(limit).read_to_end(&mut buf).is_ok();
-    let mut headers = match buf.windows(2).position(|w| w == b"\n\n") {
-        Some(end) => buf.get(..end + 1).unwrap_or_default().to_vec(),
-        None => buf
-            .get(..buf.len().min(MAX_HEADERS as usize))
-            .unwrap_or_default()
-            .to_vec(),
-    };
+    let head = message::split(&buf).0;
+    let mut headers = head
+        .get(..head.len().min(MAX_HEADERS as usize))
+        .unwrap_or_default()
+        .to_vec();
     headers.shrink_to_fit();
     let message = (whole && ok).then_some(buf);
     (message, headers)

@@ -1,8 +1,16 @@
 //! The queue runner: finds due messages in the spool, hands them to a pool
 //! of delivery threads, records each recipient's outcome, retries with
 //! backoff, and sends delivery status notifications.
+//!
+//! Lowest first: `schedule` (retry, expiry and due-time arithmetic),
+//! `shared` (what the runner and its workers share), `notify` (the DSNs),
+//! `attempt` (one delivery run over one message), `agenda` (the runner's
+//! bookkeeping), `runner` (the thread, its workers and its wake-ups). Each
+//! calls only those before it.
 
-pub mod attempt;
-pub mod notify;
+mod agenda;
+mod attempt;
+mod notify;
 pub mod runner;
 pub mod schedule;
+mod shared;

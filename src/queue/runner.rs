@@ -8,7 +8,6 @@
 //! delivery never holds up the others; a message is only ever in one
 //! worker at a time.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,21 +17,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 
 use crate::clock;
-use crate::config::Config;
-use crate::config::Live;
+use crate::config::{Config, Live};
 use crate::deliver::dns::{self, Resolver};
-use crate::deliver::remote;
-use crate::queue::attempt;
-use crate::queue::attempt::After;
+use crate::deliver::pool::Pool;
+use crate::maillog;
+use crate::queue::agenda::{Agenda, Job, RESCAN};
+use crate::queue::attempt::{self, After};
 use crate::queue::schedule::Schedule;
-use crate::spool::{Envelope, QueueId, RcptStatus, Retired, Spool};
+use crate::queue::shared::Shared;
+use crate::spool::{QueueId, Retired, Spool};
 use crate::tables::Tables;
-
-/// How often the whole spool is listed again, to pick up what arrived by
-/// other doors (the sendmail maildrop, a restored backup).
-const RESCAN: Duration = Duration::from_secs(60);
-/// How often the bodies of delivered messages are looked at (spool::retire).
-const REAP: Duration = Duration::from_secs(1);
 
 /// Orders from outside the daemon, through the control socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,30 +47,6 @@ pub struct Handle {
     /// The control socket's orders.
     pub control: Sender<Control>,
     shared: Arc<Shared>,
-}
-
-/// A job for a worker: the message, and whether to try deferred recipients before
-/// their time (a flush).
-type Job = (QueueId, bool);
-
-/// What the runner and its workers share.
-pub struct Shared {
-    /// Swapped by a reload; each attempt takes the current one.
-    pub cfg: Live<Config>,
-    pub spool: Arc<Spool>,
-    pub tables: Live<Tables>,
-    /// Tell the runner about a message (new, or changed outside the runner).
-    pub wake: Sender<QueueId>,
-    /// DNS for remote delivery.
-    pub resolver: Arc<dyn Resolver>,
-    /// Connections kept between remote deliveries, and per-destination limits.
-    pub pool: remote::Pool,
-    /// Set when the daemon stops: no new deliveries start.
-    pub stopping: Arc<AtomicBool>,
-    /// Deliveries in progress.
-    pub in_flight: AtomicUsize,
-    /// Delivered messages whose bodies wait for one fsync for many (spool::retire).
-    pub retired: Retired,
 }
 
 impl Handle {
@@ -105,10 +75,11 @@ pub fn start(
     let (wake_tx, wake_rx) = crossbeam_channel::unbounded::<QueueId>();
     // Without a usable resolver (no resolv.conf), remote mail waits rather
     // than bounces, and the log says why.
-    let resolver: Arc<dyn Resolver> = match dns::Hickory::new(&cfg.dns_servers, cfg.dns_timeout) {
+    let resolver: Arc<dyn Resolver> = match dns::Hickory::new(&cfg.remote.dns_servers, cfg.remote.dns_timeout)
+    {
         Ok(r) => Arc::new(r),
         Err(e) => {
-            log::error!("DNS resolver unavailable: {e}");
+            maillog::resolver_unavailable(&e);
             Arc::new(dns::Broken(e.to_string()))
         }
     };
@@ -119,13 +90,13 @@ pub fn start(
         tables: Live::new(tables),
         wake: wake_tx.clone(),
         resolver,
-        pool: remote::Pool::new(),
+        pool: Pool::new(),
         stopping,
         in_flight: AtomicUsize::new(0),
         retired: Retired::new(),
     });
     // Close cached connections once they have been idle long enough.
-    if let Some(max_age) = shared.cfg.get().smtp_connection_cache_time {
+    if let Some(max_age) = shared.cfg.get().remote.connection_cache_time {
         let shared = Arc::clone(&shared);
         thread::Builder::new()
             .name("conn-cache".to_owned())
@@ -134,10 +105,10 @@ pub fn start(
                 shared.pool.purge(max_age);
             })?;
     }
-    let threads = if shared.cfg.get().queue_only {
+    let threads = if shared.cfg.get().queue.only {
         0
     } else {
-        shared.cfg.get().delivery_threads
+        shared.cfg.get().queue.delivery_threads
     };
     let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(threads.max(1));
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<(QueueId, After)>();
@@ -152,7 +123,7 @@ pub fn start(
                     // at once; under load, bodies go in batches (spool::retire).
                     if shared.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
                         if let Err(e) = shared.spool.reap(&shared.retired) {
-                            log::error!("removing delivered messages: {e}");
+                            maillog::reap_failed(&e);
                         }
                     }
                     if done_tx.send((id, after)).is_err() {
@@ -177,17 +148,11 @@ pub fn start(
     })
 }
 
+/// The runner thread's state: the agenda, and the way to the spool.
 struct Runner {
     shared: Arc<Shared>,
     threads: usize,
-    /// (due time, id), earliest first.
-    due: BTreeSet<(u64, QueueId)>,
-    when: HashMap<QueueId, u64>,
-    busy: HashSet<QueueId>,
-    /// Woken while busy: look again as soon as the worker is done.
-    again: HashSet<QueueId>,
-    /// Flushed: the next run tries deferred recipients before their time.
-    forced: HashSet<QueueId>,
+    agenda: Agenda,
 }
 
 impl Runner {
@@ -195,11 +160,7 @@ impl Runner {
         Runner {
             shared,
             threads,
-            due: BTreeSet::new(),
-            when: HashMap::new(),
-            busy: HashSet::new(),
-            again: HashSet::new(),
-            forced: HashSet::new(),
+            agenda: Agenda::default(),
         }
     }
 
@@ -213,23 +174,16 @@ impl Runner {
         // Mail dropped while the daemon was down goes out at start-up.
         self.pickup();
         self.rescan();
-        log::info!("queue: {} messages scheduled", self.when.len() + self.busy.len());
+        maillog::queue_scheduled(self.agenda.len());
         let mut last_scan = Instant::now();
         loop {
             self.dispatch(jobs);
-            let now = clock::now();
-            let until_due = match self.due.first() {
-                Some((t, _)) => Duration::from_secs(t.saturating_sub(now)),
-                None => RESCAN,
-            };
-            let mut wait = until_due.min(RESCAN.saturating_sub(last_scan.elapsed()));
-            if !self.shared.retired.is_empty() {
-                wait = wait.min(REAP);
-            }
-            let wait = wait.max(Duration::from_millis(50));
+            let wait = self
+                .agenda
+                .wait(clock::now(), last_scan.elapsed(), !self.shared.retired.is_empty());
             select! {
                 recv(wake) -> id => match id {
-                    Ok(id) => self.schedule(id, clock::now()),
+                    Ok(id) => self.agenda.schedule(id, clock::now()),
                     Err(_) => return,
                 },
                 recv(control) -> c => match c {
@@ -237,13 +191,13 @@ impl Runner {
                     Err(_) => return,
                 },
                 recv(done) -> d => match d {
-                    Ok((id, after)) => self.finished(id, after),
+                    Ok((id, after)) => self.finished(&id, after),
                     Err(_) => return,
                 },
                 default(wait) => {}
             }
             if let Err(e) = self.shared.spool.reap_due(&self.shared.retired) {
-                log::error!("removing delivered messages: {e}");
+                maillog::reap_failed(&e);
             }
             if last_scan.elapsed() >= RESCAN {
                 self.pickup();
@@ -256,19 +210,11 @@ impl Runner {
     fn control(&mut self, c: Control) {
         match c {
             Control::Pickup => self.pickup(),
-            Control::Wake(id) => self.schedule(id, clock::now()),
+            Control::Wake(id) => self.agenda.schedule(id, clock::now()),
             Control::Flush => {
-                log::info!("flush: trying all deferred mail now");
+                maillog::flush();
                 self.rescan();
-                let now = clock::now();
-                let ids: Vec<QueueId> = self.when.keys().chain(self.busy.iter()).cloned().collect();
-                for id in ids {
-                    self.forced.insert(id.clone());
-                    if let Some(old) = self.when.remove(&id) {
-                        self.due.remove(&(old, id.clone()));
-                    }
-                    self.schedule(id, now);
-                }
+                self.agenda.flush(clock::now());
             }
         }
     }
@@ -281,86 +227,57 @@ impl Runner {
             Ok(ids) => {
                 let now = clock::now();
                 for id in ids {
-                    self.schedule(id, now);
+                    self.agenda.schedule(id, now);
                 }
             }
-            Err(e) => log::error!("maildrop pickup: {e}"),
+            Err(e) => maillog::pickup_failed(&e),
         }
     }
 
     /// Hand every due message to a free worker.
     fn dispatch(&mut self, jobs: &Sender<Job>) {
         let now = clock::now();
-        while self.busy.len() < self.threads && !self.shared.stopping.load(Ordering::SeqCst) {
-            let Some((t, id)) = self.due.first().cloned() else {
+        while !self.shared.stopping.load(Ordering::SeqCst) {
+            let Some(job) = self.agenda.next_job(now, self.threads) else {
                 break;
             };
-            if t > now {
-                break;
-            }
-            self.due.remove(&(t, id.clone()));
-            self.when.remove(&id);
-            self.busy.insert(id.clone());
             self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
-            let force = self.forced.remove(&id);
-            if jobs.send((id, force)).is_err() {
+            if jobs.send(job).is_err() {
                 return;
             }
         }
     }
 
-    fn schedule(&mut self, id: QueueId, at: u64) {
-        if self.busy.contains(&id) {
-            self.again.insert(id);
+    /// A worker is done with `id`: schedule what is left of it.
+    fn finished(&mut self, id: &QueueId, after: After) {
+        let now = clock::now();
+        let Some(reread) = self.agenda.finished(id, after, now) else {
             return;
-        }
-        if let Some(old) = self.when.get(&id).copied() {
-            if old <= at {
-                return;
-            }
-            self.due.remove(&(old, id.clone()));
-        }
-        self.when.insert(id.clone(), at);
-        self.due.insert((at, id));
-    }
-
-    fn finished(&mut self, id: QueueId, after: After) {
-        self.busy.remove(&id);
-        let again = self.again.remove(&id);
-        match after {
-            // Woken meanwhile (a release?): the spool tells.
-            After::Gone if again => {}
-            After::Gone => return,
-            After::At(t) => {
-                self.schedule(id, if again { clock::now() } else { t });
-                return;
-            }
-            After::Reload => {}
-        }
+        };
         // Gone (delivered) or moved away by ternctl: nothing more to do.
-        if let Ok(env) = self.shared.spool.load(&id) {
-            let sched = Schedule::from_config(&self.shared.cfg.get());
-            let t = due_time(&env, &sched);
-            self.schedule(id, if again { clock::now() } else { t });
+        if let Ok(env) = self.shared.spool.load(id) {
+            let due = Schedule::from_config(&self.shared.cfg.get()).due(&env);
+            self.agenda.schedule(id.clone(), reread.at(due, now));
         }
     }
 
+    /// List the spool and schedule every message not yet known.
     fn rescan(&mut self) {
         let ids = match self.shared.spool.list() {
             Ok(ids) => ids,
             Err(e) => {
-                log::error!("queue scan: {e}");
+                maillog::queue_scan_failed(&e);
                 return;
             }
         };
         let sched = Schedule::from_config(&self.shared.cfg.get());
         for id in ids {
-            if self.busy.contains(&id) || self.when.contains_key(&id) {
+            if self.agenda.knows(&id) {
                 continue;
             }
             match self.shared.spool.load(&id) {
-                Ok(env) => self.schedule(id, due_time(&env, &sched)),
-                Err(e) => log::warn!("{id}: {e}"),
+                Ok(env) => self.agenda.schedule(id, sched.due(&env)),
+                Err(e) => maillog::unreadable(&id, &e),
             }
         }
     }
@@ -377,29 +294,188 @@ pub fn received_header(host: &str, id: &QueueId, uid: u32) -> String {
     )
 }
 
-/// When a message next needs attention: now for pending recipients, the
-/// next attempt for deferred ones, and the delay-warning moment if one is
-/// still owed. A message whose recipients are all final (left by a crash
-/// before its removal) is due at once, so a worker removes it.
-pub fn due_time(env: &Envelope, sched: &Schedule) -> u64 {
-    let mut t: Option<u64> = None;
-    let mut deferred = false;
-    for r in &env.recipients {
-        let at = match r.status {
-            RcptStatus::Pending => 0,
-            RcptStatus::Deferred => {
-                deferred = true;
-                r.next_attempt.unwrap_or(0)
-            }
-            RcptStatus::Sent | RcptStatus::Failed => continue,
-        };
-        t = Some(t.map_or(at, |x| x.min(at)));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::{Envelope, RcptStatus, Recipient};
+    use std::path::Path;
+
+    /// A configuration whose local mail for `@example.test` lands in
+    /// DIR/mail/USER/ as ternd's own user (local_users without system
+    /// accounts), with the spool in DIR/spool.
+    fn config(dir: &Path, extra: &str) -> Config {
+        let users = dir.join("users");
+        std::fs::write(&users, "alice\nbob\n").expect("users");
+        let text = format!(
+            "hostname = mx.test\nlocal_domains = example.test\nlocal_users = {}\nmailbox = {}/mail/%u/\nspool = {}\n{extra}",
+            users.display(),
+            dir.display(),
+            dir.join("spool").display()
+        );
+        Config::parse(&text, Path::new("test.conf")).expect("config")
     }
-    if deferred && !env.delay_warned {
-        if let Some(d) = sched.delay_warning {
-            let warn_at = env.created.saturating_add(d.as_secs());
-            t = t.map(|x| x.min(warn_at));
+
+    fn shared(cfg: Config) -> Arc<Shared> {
+        let spool = Spool::open(&cfg.spool.dir).expect("spool");
+        let (wake, _) = crossbeam_channel::unbounded();
+        let tables = Arc::new(Tables::new(&cfg));
+        Arc::new(Shared {
+            cfg: Live::new(Arc::new(cfg)),
+            spool: Arc::new(spool),
+            tables: Live::new(tables),
+            wake,
+            resolver: Arc::new(dns::Broken("no DNS in unit tests".to_owned())),
+            pool: Pool::new(),
+            stopping: Arc::new(AtomicBool::new(false)),
+            in_flight: AtomicUsize::new(0),
+            retired: Retired::new(),
+        })
+    }
+
+    /// Queue a message for `rcpt`, deferred until `next` when given.
+    fn queue(spool: &Spool, rcpt: &str, next: Option<u64>) -> QueueId {
+        let mut inc = spool.begin().expect("begin");
+        let id = inc.id().clone();
+        inc.append(b"Subject: t\n\nhello\n").expect("append");
+        let mut env = Envelope::new(id.clone(), "sender@example.org".to_owned(), clock::now());
+        let mut r = Recipient::new(rcpt.to_owned());
+        if let Some(t) = next {
+            r.status = RcptStatus::Deferred;
+            r.next_attempt = Some(t);
+        }
+        env.recipients = vec![r];
+        env.size = inc.bytes_written();
+        inc.commit(&env).expect("commit");
+        id
+    }
+
+    fn jobs(r: &mut Runner) -> Vec<Job> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        r.dispatch(&tx);
+        rx.try_iter().collect()
+    }
+
+    #[test]
+    fn a_rescan_schedules_what_the_spool_holds_at_its_due_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sh = shared(config(dir.path(), ""));
+        let later = clock::now() + 3600;
+        let now_id = queue(&sh.spool, "alice@example.test", None);
+        let later_id = queue(&sh.spool, "bob@example.test", Some(later));
+        let mut r = Runner::new(Arc::clone(&sh), 4);
+        r.rescan();
+        assert_eq!(r.agenda.len(), 2);
+        // Only the pending one is due; the dispatch counts it in flight.
+        assert_eq!(jobs(&mut r), vec![(now_id.clone(), false)]);
+        assert_eq!(sh.in_flight.load(Ordering::SeqCst), 1);
+        // A second rescan does not schedule the same messages again.
+        r.rescan();
+        assert_eq!(r.agenda.len(), 2);
+        assert!(jobs(&mut r).is_empty());
+        // ternctl flush: the deferred one goes now, told to try before its time.
+        r.control(Control::Flush);
+        assert_eq!(jobs(&mut r), vec![(later_id, true)]);
+    }
+
+    #[test]
+    fn nothing_is_dispatched_while_stopping() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sh = shared(config(dir.path(), ""));
+        queue(&sh.spool, "alice@example.test", None);
+        let mut r = Runner::new(Arc::clone(&sh), 4);
+        r.rescan();
+        sh.stopping.store(true, Ordering::SeqCst);
+        assert!(jobs(&mut r).is_empty());
+        assert_eq!(sh.in_flight.load(Ordering::SeqCst), 0);
+        sh.stopping.store(false, Ordering::SeqCst);
+        assert_eq!(jobs(&mut r).len(), 1);
+    }
+
+    #[test]
+    fn a_finished_attempt_is_rescheduled_from_the_spool_when_asked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sh = shared(config(dir.path(), ""));
+        let later = clock::now() + 3600;
+        let id = queue(&sh.spool, "bob@example.test", Some(later));
+        let mut r = Runner::new(Arc::clone(&sh), 1);
+        r.control(Control::Wake(id.clone()));
+        assert_eq!(jobs(&mut r), vec![(id.clone(), false)]);
+        // The attempt could not write its state: the envelope says an hour.
+        r.finished(&id, After::Reload);
+        assert!(jobs(&mut r).is_empty());
+        assert_eq!(r.agenda.wait(clock::now(), Duration::ZERO, false), RESCAN);
+        // Woken during the next attempt: due at once, whatever the spool says.
+        r.control(Control::Flush);
+        assert_eq!(jobs(&mut r), vec![(id.clone(), true)]);
+        r.agenda.schedule(id.clone(), clock::now());
+        r.finished(&id, After::Reload);
+        assert_eq!(jobs(&mut r), vec![(id.clone(), false)]);
+        // Gone from the spool meanwhile (ternctl delete): forgotten.
+        sh.spool.remove(&id).expect("remove");
+        r.agenda.schedule(id.clone(), clock::now());
+        r.finished(&id, After::Gone);
+        assert_eq!(r.agenda.len(), 0);
+    }
+
+    /// Wait up to 20 s (well under RESCAN) for `n` copies in `new` and `id`
+    /// out of the spool.
+    fn delivered(new: &Path, n: usize, spool: &Spool, id: &QueueId) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let have = std::fs::read_dir(new).map(|d| d.count()).unwrap_or(0);
+            if have == n && spool.load(id).is_err() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
         }
     }
-    t.unwrap_or(0)
+
+    #[test]
+    fn the_start_up_scan_and_a_wake_up_get_mail_delivered_and_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path(), "delivery_threads = 2");
+        let spool = Arc::new(Spool::open(&cfg.spool.dir).expect("spool"));
+        let tables = Arc::new(Tables::new(&cfg));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let new = dir.path().join("mail/alice/new");
+        // Queued while no runner ran: the start-up scan finds it.
+        let first = queue(&spool, "alice@example.test", None);
+        let handle = start(Arc::new(cfg), Arc::clone(&spool), tables, Arc::clone(&stopping)).expect("start");
+        assert!(
+            delivered(&new, 1, &spool, &first),
+            "{first} not delivered at start-up"
+        );
+        // Queued now, after that scan: only the wake-up brings it before
+        // the next rescan, a minute away.
+        let second = queue(&spool, "alice@example.test", None);
+        handle.wake.send(second.clone()).expect("wake");
+        assert!(
+            delivered(&new, 2, &spool, &second),
+            "{second} not delivered on wake-up"
+        );
+        // The control socket's wake-up (ternctl release, sendmail -bs) too.
+        let third = queue(&spool, "alice@example.test", None);
+        handle.control.send(Control::Wake(third.clone())).expect("wake");
+        assert!(
+            delivered(&new, 3, &spool, &third),
+            "{third} not delivered on a control wake-up"
+        );
+        stopping.store(true, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn picked_up_mail_carries_a_trace_header_with_the_uid() {
+        let id = QueueId::generate();
+        let h = received_header("mx.test", &id, 1000);
+        assert!(
+            h.starts_with(&format!(
+                "Received: by mx.test (tern, from userid 1000)\n\tid {id}; "
+            )),
+            "{h}"
+        );
+        assert!(h.ends_with('\n') && !h.contains('\r'));
+    }
 }

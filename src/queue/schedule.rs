@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::spool::{Envelope, RcptStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {
@@ -16,10 +17,10 @@ pub struct Schedule {
 impl Schedule {
     pub fn from_config(cfg: &Config) -> Schedule {
         Schedule {
-            initial: cfg.retry_initial,
-            max: cfg.retry_max,
-            lifetime: cfg.queue_lifetime,
-            delay_warning: cfg.delay_warning,
+            initial: cfg.queue.retry_initial,
+            max: cfg.queue.retry_max,
+            lifetime: cfg.queue.lifetime,
+            delay_warning: cfg.queue.delay_warning,
         }
     }
 
@@ -58,6 +59,33 @@ impl Schedule {
     /// The time after which no more attempts are made (Will-Retry-Until).
     pub fn give_up_at(&self, created: u64) -> u64 {
         created.saturating_add(self.lifetime.as_secs())
+    }
+
+    /// When a message next needs attention: now for pending recipients, the
+    /// next attempt for deferred ones, and the delay-warning moment if one is
+    /// still owed. A message whose recipients are all final (left by a crash
+    /// before its removal) is due at once, so a worker removes it.
+    pub fn due(&self, env: &Envelope) -> u64 {
+        let mut t: Option<u64> = None;
+        let mut deferred = false;
+        for r in &env.recipients {
+            let at = match r.status {
+                RcptStatus::Pending => 0,
+                RcptStatus::Deferred => {
+                    deferred = true;
+                    r.next_attempt.unwrap_or(0)
+                }
+                RcptStatus::Sent | RcptStatus::Failed => continue,
+            };
+            t = Some(t.map_or(at, |x| x.min(at)));
+        }
+        if deferred && !env.delay_warned {
+            if let Some(d) = self.delay_warning {
+                let warn_at = env.created.saturating_add(d.as_secs());
+                t = t.map(|x| x.min(warn_at));
+            }
+        }
+        t.unwrap_or(0)
     }
 }
 
@@ -107,6 +135,41 @@ mod tests {
         };
         assert!(!off.warn_due(0, u64::MAX, false));
         assert_eq!(s.give_up_at(10), 10 + 5 * 86400);
+    }
+
+    #[test]
+    fn a_message_is_due_at_its_earliest_recipient_or_warning() {
+        use crate::spool::{QueueId, Recipient};
+        let s = s();
+        let mut env = Envelope::new(QueueId::generate(), "a@x.test".to_owned(), 1000);
+        for a in ["a@y.test", "b@y.test", "c@y.test"] {
+            env.recipients.push(Recipient::new(a.to_owned()));
+        }
+        // Anything pending: now.
+        assert_eq!(s.due(&env), 0);
+        for (r, (status, next)) in env.recipients.iter_mut().zip([
+            (RcptStatus::Deferred, Some(9000)),
+            (RcptStatus::Deferred, Some(7000)),
+            (RcptStatus::Sent, None),
+        ]) {
+            r.status = status;
+            r.next_attempt = next;
+        }
+        assert_eq!(s.due(&env), 7000);
+        // The delay warning (4 h after arrival) comes first when still owed.
+        env.recipients[0].next_attempt = Some(1000 + 5 * 3600);
+        env.recipients[1].next_attempt = Some(1000 + 6 * 3600);
+        assert_eq!(s.due(&env), 1000 + 4 * 3600);
+        env.delay_warned = true;
+        assert_eq!(s.due(&env), 1000 + 5 * 3600);
+        // A deferred recipient without a time: now.
+        env.recipients[0].next_attempt = None;
+        assert_eq!(s.due(&env), 0);
+        // All final (a crash before removal): now, so a worker removes it.
+        for r in &mut env.recipients {
+            r.status = RcptStatus::Failed;
+        }
+        assert_eq!(s.due(&env), 0);
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! The session does the I/O (the 334 prompts); this module decides.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
+
+use base64::prelude::{Engine as _, BASE64_STANDARD};
+use sha_crypt::{PasswordVerifier, ShaCrypt};
 
 use crate::config::Config;
 use crate::smtp::address::{Domain, Mailbox};
@@ -61,7 +64,9 @@ pub fn decode_response(line: &str) -> Result<Vec<u8>, SaslError> {
     match line.trim() {
         "*" => Err(SaslError::Cancelled),
         "=" => Ok(Vec::new()),
-        b64 => base64_decode(b64).ok_or(SaslError::Malformed),
+        // Standard base64 with canonical padding (RFC 4648 4), as RFC 4954 requires:
+        // no whitespace inside, no missing '='.
+        b64 => BASE64_STANDARD.decode(b64).map_err(|_| SaslError::Malformed),
     }
 }
 
@@ -87,60 +92,28 @@ pub fn parse_login_field(msg: &[u8]) -> Result<String, SaslError> {
     String::from_utf8(msg.to_vec()).map_err(|_| SaslError::Malformed)
 }
 
-/// Standard base64 with padding (RFC 4648 4), as RFC 4954 requires; None
-/// for anything else, including whitespace inside.
-pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    fn val(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let bytes = s.as_bytes();
-    if !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
-    let chunks = bytes.chunks(4);
-    let last = chunks.len().saturating_sub(1);
-    for (i, chunk) in chunks.enumerate() {
-        let &[a, b, c, d] = chunk else { return None };
-        let pad = match (c, d) {
-            (b'=', b'=') => 2,
-            (_, b'=') => 1,
-            _ => 0,
-        };
-        if pad > 0 && i != last {
-            return None;
-        }
-        let n = (val(a)? << 18)
-            | (val(b)? << 12)
-            | (if pad >= 2 { 0 } else { val(c)? << 6 })
-            | (if pad >= 1 { 0 } else { val(d)? });
-        out.push((n >> 16) as u8);
-        if pad < 2 {
-            out.push((n >> 8) as u8);
-        }
-        if pad < 1 {
-            out.push(n as u8);
-        }
-    }
-    Some(out)
-}
-
 /// `user:hash` lines; `#` comments and blank lines ignored. User names are
-/// matched exactly (passwords are not case-folded, and neither are names).
+/// matched exactly (passwords are not case-folded, and neither are names). A hash
+/// in a scheme tern does not accept is logged here, once per load, so that the
+/// administrator learns of it before the user does.
 fn load_users(text: &str) -> HashMap<String, String> {
-    text.lines()
+    let users: HashMap<String, String> = text
+        .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(|l| l.split_once(':'))
         .map(|(u, h)| (u.trim().to_owned(), h.trim().to_owned()))
-        .collect()
+        .collect();
+    for (user, hash) in &users {
+        if Scheme::of(hash).is_none() {
+            log::warn!(
+                "auth_users: {user}: {} is not accepted (only SHA-512-crypt $6$, SHA-256-crypt $5$ \
+                 and bcrypt $2b$/$2y$/$2a$); this user cannot authenticate",
+                Scheme::describe_refused(hash)
+            );
+        }
+    }
+    users
 }
 
 /// `user: address, @domain` lines: the senders each user may use.
@@ -163,18 +136,61 @@ fn load_senders(text: &str) -> HashMap<String, Vec<String>> {
     map
 }
 
-/// Hash schemes accepted in `auth_users`: strong crypt(3) formats only. DES
-/// and MD5 crypt are refused even though the crate can check them.
-fn strong_hash(hash: &str) -> bool {
-    ["$6$", "$5$", "$2b$", "$2y$", "$2a$"]
-        .iter()
-        .any(|p| hash.starts_with(p))
+/// The crypt(3) schemes `auth_users` accepts, each checked by a maintained
+/// crate: SHA-crypt by RustCrypto's `sha-crypt`, bcrypt by `bcrypt`. DES and
+/// MD5-crypt are refused as too weak to guard a mail relay (MD5-crypt's author
+/// withdrew it in 2012), as before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    ShaCrypt,
+    Bcrypt,
 }
 
-/// A SHA-512-crypt hash checked when the user is unknown, so that the answer
-/// takes as long as for a known one (no user enumeration by timing).
-static DUMMY_HASH: LazyLock<String> =
-    LazyLock::new(|| pwhash::sha512_crypt::hash("tern-dummy").unwrap_or_default());
+impl Scheme {
+    fn of(hash: &str) -> Option<Scheme> {
+        if hash.starts_with("$6$") || hash.starts_with("$5$") {
+            Some(Scheme::ShaCrypt)
+        } else if ["$2b$", "$2y$", "$2a$"].iter().any(|p| hash.starts_with(p)) {
+            Some(Scheme::Bcrypt)
+        } else {
+            None
+        }
+    }
+
+    /// A refused hash's scheme, in words for the log (never the hash itself).
+    fn describe_refused(hash: &str) -> String {
+        let id = hash
+            .strip_prefix('$')
+            .and_then(|h| h.split_once('$'))
+            .map(|(id, _)| id);
+        match id {
+            Some("1") => "MD5-crypt ($1$)".to_owned(),
+            Some("y") => "yescrypt ($y$)".to_owned(),
+            Some("7") => "scrypt ($7$)".to_owned(),
+            Some("gy") => "gost-yescrypt ($gy$)".to_owned(),
+            Some(id) if id.len() <= 12 => format!("hash scheme ${id}$"),
+            Some(_) => "an unknown hash scheme".to_owned(),
+            None if hash.len() == 13 => "DES crypt".to_owned(),
+            None if hash.starts_with('_') => "BSDi extended DES crypt".to_owned(),
+            None => "not a crypt(3) hash".to_owned(),
+        }
+    }
+
+    /// Whether `pass` matches `hash` (in constant time, in both crates).
+    fn verify(self, pass: &str, hash: &str) -> bool {
+        match self {
+            Scheme::ShaCrypt => ShaCrypt::default().verify_password(pass.as_bytes(), hash).is_ok(),
+            // As crypt(3) does, bcrypt reads the first 72 bytes of a password.
+            Scheme::Bcrypt => bcrypt::verify(pass, hash).unwrap_or(false),
+        }
+    }
+}
+
+/// A SHA-512-crypt hash (5000 rounds, as openssl passwd -6 makes) checked when
+/// the user is unknown, so that the answer takes as long as for a known one (no
+/// user enumeration by timing).
+const DUMMY_HASH: &str =
+    "$6$tErNdUmMySaLt000$29AbKTDuqQy5v57MjJ6Rd0xjgYGS7F4iky1QzfNpksxs5NGQZ8bqvWLS096CKNpj1.sJhlMwnzQSwEzIrapDZ/";
 
 /// The AUTH tables of one daemon.
 pub struct Auth {
@@ -185,8 +201,8 @@ pub struct Auth {
 impl Auth {
     pub fn new(cfg: &Config) -> Auth {
         Auth {
-            users: cfg.auth_users.clone().map(|p| Cached::new(p, load_users)),
-            senders: cfg.sender_map.clone().map(|p| Cached::new(p, load_senders)),
+            users: cfg.auth.users.clone().map(|p| Cached::new(p, load_users)),
+            senders: cfg.auth.sender_map.clone().map(|p| Cached::new(p, load_senders)),
         }
     }
 
@@ -199,14 +215,14 @@ impl Auth {
     pub fn check(&self, user: &str, pass: &str) -> bool {
         let table: Option<Arc<HashMap<String, String>>> = self.users.as_ref().and_then(Cached::get);
         let hash = table.as_ref().and_then(|t| t.get(user).cloned());
-        match hash {
-            Some(h) if strong_hash(&h) => pwhash::unix::verify(pass, &h),
-            Some(h) => {
-                log::warn!("auth_users: {user}: unsupported or weak hash scheme {:.4}", h);
+        match hash.as_deref().map(|h| (h, Scheme::of(h))) {
+            Some((h, Some(scheme))) => scheme.verify(pass, h),
+            Some((_, None)) => {
+                log::warn!("auth_users: {user}: hash scheme not accepted (see the log at load)");
                 false
             }
             None => {
-                let _ = pwhash::unix::verify(pass, &DUMMY_HASH);
+                let _ = Scheme::ShaCrypt.verify(pass, DUMMY_HASH);
                 false
             }
         }
@@ -229,7 +245,7 @@ impl Auth {
                 None => *allowed == addr,
             });
         }
-        local == user.to_lowercase() && cfg.is_local_domain(&domain)
+        local == user.to_lowercase() && cfg.local.is_local_domain(&domain)
     }
 }
 
@@ -238,7 +254,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_vectors() {
+    fn base64_responses() {
         // RFC 4648 10.
         for (enc, dec) in [
             ("", ""),
@@ -249,12 +265,14 @@ mod tests {
             ("Zm9vYmE=", "fooba"),
             ("Zm9vYmFy", "foobar"),
         ] {
-            assert_eq!(base64_decode(enc).as_deref(), Some(dec.as_bytes()), "{enc}");
+            assert_eq!(decode_response(enc), Ok(dec.as_bytes().to_vec()), "{enc}");
         }
         for bad in [
-            "Zg", "Zg=", "Z===", "Zg==Zg==", "Zm 9v", "Zm9v\n", "Zm9-", "====", "Zm=v",
+            "Zg", "Zg=", "Z===", "Zg==Zg==", "Zm 9v", "Zm9-", "====", "Zm=v",
+            // RFC 4648 3.5: non-zero pad bits may be refused, and are.
+            "Zh==",
         ] {
-            assert_eq!(base64_decode(bad), None, "{bad:?}");
+            assert_eq!(decode_response(bad), Err(SaslError::Malformed), "{bad:?}");
         }
     }
 
@@ -286,12 +304,12 @@ mod tests {
         assert_eq!(Mechanism::parse("LOGIN"), Some(Mechanism::Login));
         assert_eq!(Mechanism::parse("CRAM-MD5"), None);
         assert_eq!(
-            base64_decode(LOGIN_USER_PROMPT).as_deref(),
-            Some(&b"Username:"[..])
+            decode_response(LOGIN_USER_PROMPT).as_deref(),
+            Ok(&b"Username:"[..])
         );
         assert_eq!(
-            base64_decode(LOGIN_PASS_PROMPT).as_deref(),
-            Some(&b"Password:"[..])
+            decode_response(LOGIN_PASS_PROMPT).as_deref(),
+            Ok(&b"Password:"[..])
         );
     }
 
@@ -299,24 +317,76 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let u = dir.path().join("users");
         std::fs::write(&u, users).unwrap();
-        let mut cfg = Config {
-            local_domains: vec!["example.test".into()],
-            auth_users: Some(u),
-            ..Config::default()
-        };
+        let mut cfg = Config::default();
+        cfg.local.domains = vec!["example.test".into()];
+        cfg.auth.users = Some(u);
         if let Some(s) = senders {
             let p = dir.path().join("senders");
             std::fs::write(&p, s).unwrap();
-            cfg.sender_map = Some(p);
+            cfg.auth.sender_map = Some(p);
         }
         let a = Auth::new(&cfg);
         (dir, cfg, a)
     }
 
+    /// tests/fixtures/auth_users: hashes of "correct horse" made by openssl and
+    /// libxcrypt (python's crypt), one user per format.
+    const FIXTURES: &str = include_str!("../../tests/fixtures/auth_users");
+    const FIXTURE_PASSWORD: &str = "correct horse";
+
+    #[test]
+    fn every_accepted_format_from_other_tools() {
+        let (_d, _c, a) = setup(FIXTURES, None);
+        for user in [
+            "sha512",
+            "sha256",
+            "sha512rounds",
+            "sha256rounds",
+            "bcrypt2b",
+            "bcrypt2y",
+            "bcrypt2a",
+        ] {
+            assert!(a.check(user, FIXTURE_PASSWORD), "{user}");
+            assert!(!a.check(user, "correct horsE"), "{user}");
+            assert!(!a.check(user, ""), "{user}");
+        }
+        // Refused even with the right password: weak schemes.
+        assert!(!a.check("md5", FIXTURE_PASSWORD));
+        assert!(!a.check("des", FIXTURE_PASSWORD));
+        assert!(!a.check("nobody", FIXTURE_PASSWORD));
+    }
+
+    #[test]
+    fn schemes() {
+        let users = load_users(FIXTURES);
+        let scheme = |u: &str| Scheme::of(&users[u]);
+        assert_eq!(scheme("sha512"), Some(Scheme::ShaCrypt));
+        assert_eq!(scheme("sha256rounds"), Some(Scheme::ShaCrypt));
+        assert_eq!(scheme("bcrypt2y"), Some(Scheme::Bcrypt));
+        assert_eq!(scheme("md5"), None);
+        assert_eq!(scheme("des"), None);
+        assert_eq!(Scheme::describe_refused(&users["md5"]), "MD5-crypt ($1$)");
+        assert_eq!(Scheme::describe_refused(&users["des"]), "DES crypt");
+        assert_eq!(Scheme::describe_refused("$y$j9T$abc$def"), "yescrypt ($y$)");
+        assert_eq!(Scheme::describe_refused("plaintext"), "not a crypt(3) hash");
+        // A damaged hash of an accepted scheme fails, it does not panic.
+        for bad in [
+            "$6$",
+            "$6$salt",
+            "$6$rounds=x$salt$hash",
+            "$2b$05$short",
+            "$2y$99$abcdefghijklmnopqrstuuHNbAKRhpaujgo33bRWs.NLUTJO3lOy2",
+        ] {
+            let s = Scheme::of(bad).unwrap();
+            assert!(!s.verify("x", bad), "{bad}");
+        }
+        assert!(Scheme::ShaCrypt.verify("tern-dummy", DUMMY_HASH));
+    }
+
     #[test]
     fn check_passwords() {
-        let sha = pwhash::sha512_crypt::hash("secret").unwrap();
-        let bcrypt = pwhash::bcrypt::hash("hunter2").unwrap();
+        let sha = "$6$tErNtEsTsAlT0001$U.UdS5Xt4jO2fSBoiUq8U4J7ZLwc94gy3Ce7whlgz80ohgfQpuvRLkDCtDg0pnIEfDJhhbGA2Q8EMEO9oqDjm/";
+        let bcrypt = "$2b$05$TernTestSaltTernTestSOYOokppVe2sLS1eQiPUTQqrQtNeF48hu";
         let md5 = "$1$saltsalt$qjXMvbEw8oaL.CzflDugX.";
         let text = format!("# users\nalice:{sha}\nbob:{bcrypt}\n\nmallory:{md5}\n");
         let (_d, _c, a) = setup(&text, None);

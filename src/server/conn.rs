@@ -84,6 +84,132 @@ impl Conn for Stdio {
     }
 }
 
+/// An in-memory connection, for tests and fuzzing (chasquid's
+/// FuzzConnection): the client's bytes come from a script of chunks, each
+/// read returning at most one chunk, so a test decides what arrives together
+/// (as a pipelining client sends it). What the server writes, and when it
+/// read, is kept in a [`Transcript`] the test holds on to.
+pub struct Memory {
+    chunks: std::collections::VecDeque<Vec<u8>>,
+    /// Bytes per read at most (1: every line arrives in pieces).
+    max_read: usize,
+    /// When the script is used up: end of stream, or an idle client (a timeout).
+    idle_at_end: bool,
+    transcript: Transcript,
+}
+
+/// What happened on a [`Memory`] connection, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The server read these bytes.
+    Read(Vec<u8>),
+    /// The server wrote these bytes (one `write` call).
+    Wrote(Vec<u8>),
+}
+
+/// The shared record of a [`Memory`] connection.
+#[derive(Debug, Clone, Default)]
+pub struct Transcript(Arc<std::sync::Mutex<Vec<Event>>>);
+
+impl Transcript {
+    fn push(&self, e: Event) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(e);
+    }
+
+    /// Everything so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Everything the server wrote, as text.
+    pub fn output(&self) -> String {
+        let bytes: Vec<u8> = self
+            .events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Wrote(b) => Some(b),
+                Event::Read(_) => None,
+            })
+            .flatten()
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The reply lines the server wrote, without line ends.
+    pub fn lines(&self) -> Vec<String> {
+        self.output().lines().map(str::to_owned).collect()
+    }
+}
+
+impl Memory {
+    /// A client that sends `chunks`, one per read, then closes.
+    pub fn new<I, B>(chunks: I) -> (Memory, Transcript)
+    where
+        I: IntoIterator<Item = B>,
+        B: Into<Vec<u8>>,
+    {
+        let transcript = Transcript::default();
+        let conn = Memory {
+            chunks: chunks.into_iter().map(Into::into).collect(),
+            max_read: usize::MAX,
+            idle_at_end: false,
+            transcript: transcript.clone(),
+        };
+        (conn, transcript)
+    }
+
+    /// Hand the bytes over one at a time.
+    pub fn one_byte_at_a_time(mut self) -> Memory {
+        self.max_read = 1;
+        self
+    }
+
+    /// After the script, wait instead of closing: the next read times out.
+    pub fn then_idle(mut self) -> Memory {
+        self.idle_at_end = true;
+        self
+    }
+}
+
+impl Read for Memory {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(chunk) = self.chunks.front_mut() else {
+            if self.idle_at_end {
+                // A timeout with a reason: Io takes it as the client's, not as
+                // one of its own short waits.
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "the script is over"));
+            }
+            return Ok(0);
+        };
+        let n = chunk.len().min(buf.len()).min(self.max_read);
+        let taken: Vec<u8> = chunk.drain(..n).collect();
+        if chunk.is_empty() {
+            self.chunks.pop_front();
+        }
+        if let Some(dst) = buf.get_mut(..n) {
+            dst.copy_from_slice(&taken);
+        }
+        self.transcript.push(Event::Read(taken));
+        Ok(n)
+    }
+}
+
+impl Write for Memory {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.transcript.push(Event::Wrote(buf.to_vec()));
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Conn for Memory {
+    fn set_timeout(&mut self, _: Duration) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The stand-in while a connection is being upgraded, and what is left when
 /// the upgrade failed: reads see end of stream, writes fail.
 struct Closed;
@@ -345,43 +471,34 @@ impl Io {
 mod tests {
     use super::*;
 
-    /// An in-memory conn: reads from a script, collects writes.
-    struct Mem {
-        input: io::Cursor<Vec<u8>>,
-        output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-    }
-
-    impl Read for Mem {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            // One byte at a time: lines must survive any fragmentation.
-            let one = buf.get_mut(..1).unwrap_or_default();
-            self.input.read(one)
-        }
-    }
-    impl Write for Mem {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.output
-                .lock()
-                .map_err(|_| io::Error::other("poisoned"))?
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    impl Conn for Mem {
-        fn set_timeout(&mut self, _: Duration) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     fn io_for(input: &[u8]) -> Io {
-        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        Io::new(Box::new(Mem {
-            input: io::Cursor::new(input.to_vec()),
-            output: out,
-        }))
+        // One byte at a time: lines must survive any fragmentation.
+        let (conn, _) = Memory::new([input]);
+        Io::new(Box::new(conn.one_byte_at_a_time()))
+    }
+
+    #[test]
+    fn memory_conn_records_reads_and_writes() -> io::Result<()> {
+        let (mut conn, t) = Memory::new(["ab", "c"]);
+        let mut buf = [0u8; 8];
+        assert_eq!(conn.read(&mut buf)?, 2);
+        conn.write_all(b"x\r\n")?;
+        assert_eq!(conn.read(&mut buf)?, 1);
+        assert_eq!(conn.read(&mut buf)?, 0);
+        assert_eq!(
+            t.events(),
+            vec![
+                Event::Read(b"ab".to_vec()),
+                Event::Wrote(b"x\r\n".to_vec()),
+                Event::Read(b"c".to_vec())
+            ]
+        );
+        assert_eq!(t.lines(), vec!["x"]);
+        let (conn, _) = Memory::new(["a"]);
+        let mut conn = conn.then_idle();
+        assert_eq!(conn.read(&mut buf)?, 1);
+        assert_eq!(conn.read(&mut buf).unwrap_err().kind(), io::ErrorKind::TimedOut);
+        Ok(())
     }
 
     #[test]

@@ -184,6 +184,16 @@ impl Server {
         self.slots.inner.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 
+    /// The addresses accepted on now, by service, as bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<(Service, SocketAddr)> {
+        self.listening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|l| l.socket.local_addr().ok().map(|a| (l.service, a)))
+            .collect()
+    }
+
     /// Stop accepting connections: the accept loops see the shutdown flag
     /// once their blocked accept() returns, which shutting the sockets down
     /// makes it do at once.
@@ -263,10 +273,10 @@ pub fn serve(
     let first = ctx.get();
     // The pool is sized once: a reload that changes these logs that it
     // needs a restart.
-    let max = first.cfg.max_sessions;
+    let max = first.cfg.listen.max_sessions;
     let slots = Arc::new(Slots {
         max,
-        max_per_ip: first.cfg.max_sessions_per_ip,
+        max_per_ip: first.cfg.listen.max_sessions_per_ip,
         inner: Mutex::new((0, HashMap::new())),
     });
     // Capacity max: a job is only sent while it holds one of `max` slots, so
@@ -324,8 +334,8 @@ fn accept_loop(
         let peer = Peer::remote(ip);
         // Behind a proxy, its own address is not the client's: the per-address
         // limit waits for the PROXY header (see worker).
-        let proxied =
-            behind_proxy(&ctx.cfg, service) && ctx.cfg.proxy_from.iter().any(|n| n.contains(addr.ip()));
+        let proxied = behind_proxy(&ctx.cfg, service)
+            && ctx.cfg.listen.proxy_from.iter().any(|n| n.contains(addr.ip()));
         let per_ip = if proxied { None } else { Some(ip) };
         match slots.take(per_ip) {
             Ok(slot) => {
@@ -383,8 +393,8 @@ fn worker(live: &Live<Context>, rx: &Receiver<Job>) {
         let conn = Guarded {
             tcp: stream,
             slots: Arc::clone(&slot.slots),
-            stress_timeout: ctx.cfg.stress_timeout,
-            timeout: ctx.cfg.greeting_timeout,
+            stress_timeout: ctx.cfg.session.stress_timeout,
+            timeout: ctx.cfg.session.greeting_timeout,
             last: Instant::now(),
             read_set: None,
             write_set: None,
@@ -477,7 +487,10 @@ impl Conn for Guarded {
 }
 
 fn behind_proxy(cfg: &Config, service: Service) -> bool {
-    cfg.proxy_protocol.iter().any(|s| *s == service.to_string())
+    cfg.listen
+        .proxy_protocol
+        .iter()
+        .any(|s| *s == service.to_string())
 }
 
 /// On a listener behind a proxy: check that the connection comes from a
@@ -490,12 +503,12 @@ fn proxied_peer(ctx: &Context, service: Service, stream: &mut TcpStream, peer: P
     }
     let trusted = peer
         .ip
-        .is_some_and(|ip| cfg.proxy_from.iter().any(|n| n.contains(ip)));
+        .is_some_and(|ip| cfg.listen.proxy_from.iter().any(|n| n.contains(ip)));
     if !trusted {
         maillog::proxy_refused(&peer, &"not in proxy_from");
         return None;
     }
-    let _ = stream.set_read_timeout(Some(cfg.greeting_timeout));
+    let _ = stream.set_read_timeout(Some(cfg.session.greeting_timeout));
     match proxy::read_header(stream) {
         Ok(proxy::Header::Proxied { src, .. }) => {
             let client = Peer::remote(canonical_ip(src.ip()));

@@ -2,7 +2,9 @@
 //! or the reply that explains why not. No I/O, no policy, no session state.
 
 use super::address::{self, AddrError, ForwardPath, ReversePath};
+use super::notify::Notify;
 use super::reply::{self, Reply};
+use super::xtext;
 
 /// RFC 5321 4.5.3.1.4: a command line is at most 512 octets including CRLF.
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -40,8 +42,8 @@ pub struct MailParams {
 /// The ESMTP parameters of RCPT TO that tern knows (RFC 3461 4.1, 4.2).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RcptParams {
-    /// NOTIFY= as given, uppercased: `NEVER` or a list of SUCCESS, FAILURE, DELAY.
-    pub notify: Option<String>,
+    /// NOTIFY=.
+    pub notify: Option<Notify>,
     /// ORCPT= as `addr-type;address`, the address decoded from xtext.
     pub orcpt: Option<String>,
 }
@@ -175,12 +177,14 @@ fn parse_mail(arg: &str) -> Result<Command, Reply> {
                 // RFC 3461 4.4: at most 100 characters.
                 let v = value
                     .filter(|v| v.len() <= 100)
-                    .and_then(xtext_decode)
+                    .and_then(|v| xtext::decode(v).ok())
                     .ok_or_else(reply::bad_parameter)?;
                 p.envid.replace(v).is_some()
             }
             "AUTH" => {
-                let v = value.and_then(xtext_decode).ok_or_else(reply::bad_parameter)?;
+                let v = value
+                    .and_then(|v| xtext::decode(v).ok())
+                    .ok_or_else(reply::bad_parameter)?;
                 p.auth.replace(v).is_some()
             }
             _ => return Err(reply::unknown_parameter()),
@@ -199,28 +203,15 @@ fn parse_rcpt(arg: &str) -> Result<Command, Reply> {
     for (key, value) in split_params(params)? {
         let dup = match key.as_str() {
             "NOTIFY" => {
-                let v = value
-                    .map(str::to_ascii_uppercase)
-                    .ok_or_else(reply::bad_parameter)?;
                 // RFC 3461 4.1: NEVER alone, or any of SUCCESS, FAILURE, DELAY.
-                let items: Vec<&str> = v.split(',').collect();
-                let valid = if items.contains(&"NEVER") {
-                    items.len() == 1
-                } else {
-                    items
-                        .iter()
-                        .all(|i| matches!(*i, "SUCCESS" | "FAILURE" | "DELAY"))
-                };
-                if !valid {
-                    return Err(reply::bad_parameter());
-                }
+                let v = value.and_then(Notify::parse).ok_or_else(reply::bad_parameter)?;
                 p.notify.replace(v).is_some()
             }
             "ORCPT" => {
                 // RFC 3461 4.2: addr-type ";" xtext
                 let v = value.ok_or_else(reply::bad_parameter)?;
                 let (kind, addr) = v.split_once(';').ok_or_else(reply::bad_parameter)?;
-                let addr = xtext_decode(addr).ok_or_else(reply::bad_parameter)?;
+                let addr = xtext::decode(addr).map_err(|_| reply::bad_parameter())?;
                 if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
                     return Err(reply::bad_parameter());
                 }
@@ -261,32 +252,6 @@ fn split_params(s: &str) -> Result<Vec<(String, Option<&str>)>, Reply> {
         out.push((k.to_ascii_uppercase(), v));
     }
     Ok(out)
-}
-
-/// RFC 3461 4: xtext, `+XX` hex escapes for octets outside 33..=126 and `+`, `=`.
-pub fn xtext_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        if c == b'+' {
-            let hex = s.get(i + 1..i + 3)?;
-            if !hex
-                .bytes()
-                .all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(&h))
-            {
-                return None;
-            }
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else if (33..=126).contains(&c) && c != b'=' {
-            out.push(c);
-            i += 1;
-        } else {
-            return None;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -339,6 +304,11 @@ mod tests {
             (b"MAIL FROM:<a@b> SMTPUTF8=yes", 501),
             (b"MAIL FROM:<a@b> SIZE=1 SIZE=2", 501),
             (b"MAIL FROM:<a@b> =x", 501),
+            // xtext (RFC 3461 4): upper case hex only, no raw '+'.
+            (b"MAIL FROM:<a@b> ENVID=a+e9", 501),
+            (b"MAIL FROM:<a@b> ENVID=a+", 501),
+            (b"RCPT TO:<a@b> ORCPT=rfc822;a+40b", 0),
+            (b"RCPT TO:<a@b> ORCPT=rfc822;a+4b", 501),
             (b"RCPT TO:<>", 501),
             (b"RCPT TO:<a@b> NOTIFY=NEVER,SUCCESS", 501),
             (b"RCPT TO:<a@b> NOTIFY=SOMETIMES", 501),
@@ -393,17 +363,7 @@ mod tests {
             panic!("parse failed");
         };
         assert_eq!(path.to_string(), "u@x.example");
-        assert_eq!(p.notify.as_deref(), Some("SUCCESS,DELAY"));
+        assert_eq!(p.notify.map(|n| n.to_string()).as_deref(), Some("SUCCESS,DELAY"));
         assert_eq!(p.orcpt.as_deref(), Some("rfc822;u@x.example"));
-    }
-
-    #[test]
-    fn xtext() {
-        assert_eq!(xtext_decode("abc").as_deref(), Some("abc"));
-        assert_eq!(xtext_decode("a+20b").as_deref(), Some("a b"));
-        assert_eq!(xtext_decode("a+2"), None);
-        assert_eq!(xtext_decode("a+zz"), None);
-        assert_eq!(xtext_decode("a=b"), None);
-        assert_eq!(xtext_decode("a+e9"), None);
     }
 }

@@ -787,48 +787,18 @@ mod tests {
     fn empty_feeds() {
         let mut r = DataReader::new(100);
         let mut out = Vec::new();
-        assert_eq!(
-            r.feed(b"", &mut out),
-            Fed {
-                consumed: 0,
-                done: false
-            }
-        );
-        assert_eq!(
-            r.feed(b"a\r", &mut out),
-            Fed {
-                consumed: 2,
-                done: false
-            }
-        );
-        assert_eq!(
-            r.feed(b"", &mut out),
-            Fed {
-                consumed: 0,
-                done: false
-            }
-        );
-        assert_eq!(
-            r.feed(b"\n.", &mut out),
-            Fed {
-                consumed: 2,
-                done: false
-            }
-        );
-        assert_eq!(
-            r.feed(b"\r", &mut out),
-            Fed {
-                consumed: 1,
-                done: false
-            }
-        );
-        assert_eq!(
-            r.feed(b"\n", &mut out),
-            Fed {
-                consumed: 1,
-                done: true
-            }
-        );
+        // (input, consumed, done): empty feeds in between change nothing.
+        let steps: [(&[u8], usize, bool); 6] = [
+            (b"", 0, false),
+            (b"a\r", 2, false),
+            (b"", 0, false),
+            (b"\n.", 2, false),
+            (b"\r", 1, false),
+            (b"\n", 1, true),
+        ];
+        for (input, consumed, done) in steps {
+            assert_eq!(r.feed(input, &mut out), Fed { consumed, done }, "{input:?}");
+        }
         assert_eq!(out, b"a\n");
         assert_eq!(r.error(), None);
     }

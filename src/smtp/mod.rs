@@ -4,4 +4,7 @@
 pub mod address;
 pub mod command;
 pub mod dot;
+pub mod notify;
 pub mod reply;
+pub mod status;
+pub mod xtext;

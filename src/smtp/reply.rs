@@ -8,29 +8,22 @@
 use std::borrow::Cow;
 use std::fmt;
 
-/// An enhanced status code class.subject.detail (RFC 3463).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Esc(pub u8, pub u16, pub u16);
-
-impl fmt::Display for Esc {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.0, self.1, self.2)
-    }
-}
+use crate::smtp::status::Status;
 
 /// One SMTP reply: a three-digit code, an optional enhanced status code, one or
 /// more lines of text, and whether the connection closes after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
-    pub esc: Option<Esc>,
+    /// The enhanced status code (RFC 2034), None for the greeting and EHLO.
+    pub esc: Option<Status>,
     pub lines: Vec<Cow<'static, str>>,
     /// The server closes the connection after sending this reply.
     pub close: bool,
 }
 
 impl Reply {
-    fn new(code: u16, esc: Option<Esc>, text: impl Into<Cow<'static, str>>) -> Reply {
+    fn new(code: u16, esc: Option<Status>, text: impl Into<Cow<'static, str>>) -> Reply {
         Reply {
             code,
             esc,
@@ -95,8 +88,8 @@ impl fmt::Display for Reply {
     }
 }
 
-const fn esc(class: u8, subject: u16, detail: u16) -> Option<Esc> {
-    Some(Esc(class, subject, detail))
+const fn esc(class: u8, subject: u16, detail: u16) -> Option<Status> {
+    Some(Status(class, subject, detail))
 }
 
 // ---- Connection ----------------------------------------------------------
@@ -192,6 +185,13 @@ pub fn vrfy_cannot() -> Reply {
         esc(2, 5, 2),
         "Cannot VRFY user, but will accept message and attempt delivery",
     )
+}
+
+/// VRFY with `vrfy = yes` for an address mail would be accepted for. 252, not
+/// 250, as Postfix answers: the address is not proven deliverable (RFC 5321
+/// 3.5.1 keeps 250 for a verified mailbox); 3.5.1's `<local-part@domain>` form.
+pub fn vrfy_ok(addr: &str) -> Reply {
+    Reply::new(252, esc(2, 0, 0), format!("<{addr}>"))
 }
 
 /// EXPN when it is switched off (RFC 5321 3.5.2 allows refusing it).

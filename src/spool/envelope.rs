@@ -23,6 +23,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::id::QueueId;
+use crate::smtp::notify::Notify;
+use crate::smtp::xtext;
 
 /// The only envelope version this tern writes and reads.
 const VERSION: u32 = 1;
@@ -81,8 +83,8 @@ pub struct Recipient {
     pub addr: String,
     /// ORCPT (RFC 3461), e.g. "rfc822;a@b", stored decoded.
     pub orcpt: Option<String>,
-    /// NOTIFY value as given, e.g. "SUCCESS,FAILURE" or "NEVER".
-    pub notify: Option<String>,
+    /// NOTIFY (RFC 3461), written as "SUCCESS,FAILURE" or "NEVER".
+    pub notify: Option<Notify>,
     pub status: RcptStatus,
     pub attempts: u32,
     /// Unix seconds.
@@ -216,17 +218,17 @@ impl Envelope {
         line("version", &VERSION.to_string());
         line("id", self.id.as_str());
         line("created", &self.created.to_string());
-        line("sender", &xtext_encode(&self.sender));
+        line("sender", &xtext::encode(&self.sender));
         if let Some(v) = &self.helo {
-            line("helo", &xtext_encode(v));
+            line("helo", &xtext::encode(v));
         }
         if let Some(v) = &self.client_addr {
             line("client-addr", &v.to_string());
         }
         if let Some(v) = &self.client_name {
-            line("client-name", &xtext_encode(v));
+            line("client-name", &xtext::encode(v));
         }
-        line("protocol", &xtext_encode(&self.protocol));
+        line("protocol", &xtext::encode(&self.protocol));
         line("body", self.body.as_str());
         line("smtputf8", if self.smtputf8 { "yes" } else { "no" });
         line("size", &self.size.to_string());
@@ -234,10 +236,10 @@ impl Envelope {
             line("ret", v.as_str());
         }
         if let Some(v) = &self.envid {
-            line("envid", &xtext_encode(v));
+            line("envid", &xtext::encode(v));
         }
         if let Some(v) = &self.auth {
-            line("auth", &xtext_encode(v));
+            line("auth", &xtext::encode(v));
         }
         if self.delay_warned {
             line("warned", "yes");
@@ -245,20 +247,17 @@ impl Envelope {
         for r in &self.recipients {
             let mut v = format!(
                 "{} status={} attempts={}",
-                xtext_encode(&r.addr),
+                xtext::encode(&r.addr),
                 r.status.as_str(),
                 r.attempts
             );
             if let Some(n) = r.next_attempt {
                 v.push_str(&format!(" next={n}"));
             }
-            for (k, o) in [
-                ("orcpt", &r.orcpt),
-                ("notify", &r.notify),
-                ("last", &r.last_reply),
-            ] {
+            let notify = r.notify.map(|n| n.to_string());
+            for (k, o) in [("orcpt", &r.orcpt), ("notify", &notify), ("last", &r.last_reply)] {
                 if let Some(s) = o {
-                    v.push_str(&format!(" {k}={}", xtext_encode(s)));
+                    v.push_str(&format!(" {k}={}", xtext::encode(s)));
                 }
             }
             line("rcpt", &v);
@@ -427,7 +426,10 @@ fn parse_rcpt(value: &str) -> Result<Recipient, String> {
             "attempts" if attempts.is_none() => attempts = Some(parse_num::<u32>(v)?),
             "next" if next.is_none() => next = Some(parse_num::<u64>(v)?),
             "orcpt" if orcpt.is_none() => orcpt = Some(text()?),
-            "notify" if notify.is_none() => notify = Some(text()?),
+            "notify" if notify.is_none() => {
+                let t = text()?;
+                notify = Some(Notify::parse(&t).ok_or_else(|| format!("bad notify {}", quote(&t)))?);
+            }
             "last" if last.is_none() => last = Some(text()?),
             "status" | "attempts" | "next" | "orcpt" | "notify" | "last" => return Err(dup()),
             _ => return Err(format!("unknown field {} (written by a newer tern?)", quote(k))),
@@ -442,6 +444,11 @@ fn parse_rcpt(value: &str) -> Result<Recipient, String> {
         next_attempt: next,
         last_reply: last,
     })
+}
+
+/// An xtext value (RFC 3461 4), decoded; the error quotes it.
+fn xtext_decode(s: &str) -> Result<String, String> {
+    xtext::decode(s).map_err(|e| format!("{e} in {}", quote(s)))
 }
 
 /// A decimal number; digits only (no sign, no spaces), so there is one spelling of each.
@@ -461,48 +468,6 @@ fn quote(s: &str) -> String {
         cut.push('…');
     }
     format!("{cut:?}")
-}
-
-/// xtext (RFC 3461 section 4) over the UTF-8 bytes: bytes outside 33..=126, '+' and '='
-/// become "+XX" (uppercase hex).
-pub(crate) fn xtext_encode(s: &str) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
-            out.push(char::from(b));
-        } else {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "+{b:02X}");
-        }
-    }
-    out
-}
-
-/// The inverse of [`xtext_encode`]. Accepts lowercase hex too (a human may have typed
-/// it); rejects raw bytes that the encoder would have escaped, and non-UTF-8 results.
-pub(crate) fn xtext_decode(s: &str) -> Result<String, String> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        if b == b'+' {
-            let hi = bytes.next().and_then(hex_val);
-            let lo = bytes.next().and_then(hex_val);
-            match (hi, lo) {
-                (Some(h), Some(l)) => out.push(h << 4 | l),
-                _ => return Err(format!("bad xtext escape in {}", quote(s))),
-            }
-        } else if (33..=126).contains(&b) && b != b'=' {
-            out.push(b);
-        } else {
-            return Err(format!("bad character in xtext {}", quote(s)));
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("xtext {} is not UTF-8", quote(s)))
-}
-
-fn hex_val(b: u8) -> Option<u8> {
-    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 #[cfg(test)]
@@ -530,7 +495,7 @@ mod tests {
         e.recipients.push(Recipient {
             addr: "\"carol smith\"@example.com".into(),
             orcpt: Some("rfc822;carol+x@example.com".into()),
-            notify: Some("SUCCESS,FAILURE".into()),
+            notify: Notify::parse("SUCCESS,FAILURE"),
             status: RcptStatus::Deferred,
             attempts: 3,
             next_attempt: Some(1_732_371_000),
@@ -667,7 +632,12 @@ mod tests {
             e.recipients.push(Recipient {
                 addr: r.odd_string(),
                 orcpt: r.opt_string(),
-                notify: r.opt_string(),
+                notify: [
+                    None,
+                    Some(Notify::NEVER),
+                    Notify::parse("SUCCESS,DELAY"),
+                    Some(Notify::DEFAULT),
+                ][r.below(4) as usize],
                 status: [
                     RcptStatus::Pending,
                     RcptStatus::Sent,
@@ -697,11 +667,12 @@ mod tests {
     #[test]
     fn xtext() {
         for s in ["", "a b", "+", "=", "é", "\n\r", "abc~!"] {
-            assert_eq!(xtext_decode(&xtext_encode(s)).as_deref(), Ok(s));
+            assert_eq!(xtext_decode(&xtext::encode(s)).as_deref(), Ok(s));
         }
-        assert_eq!(xtext_encode("a b+c=é"), "a+20b+2Bc+3D+C3+A9");
-        assert_eq!(xtext_decode("a+2bc").as_deref(), Ok("a+c"));
-        for bad in ["+", "+2", "+zz", "a b", "a=b", "+FF", "+C3", "\u{e9}"] {
+        assert_eq!(xtext::encode("a b+c=é"), "a+20b+2Bc+3D+C3+A9");
+        assert_eq!(xtext_decode("a+2Bc").as_deref(), Ok("a+c"));
+        // Lower case hex is not xtext (RFC 3461 4): the envelope reads what tern writes.
+        for bad in ["+", "+2", "+zz", "a b", "a=b", "+FF", "+C3", "\u{e9}", "a+2bc"] {
             assert!(xtext_decode(bad).is_err(), "{bad:?}");
         }
     }
@@ -743,6 +714,11 @@ mod tests {
         assert!(parse_err(&ok.replace("attempts=0", "attempts=0 attempts=1")).contains("duplicate"));
         assert!(parse_err(&ok.replace("attempts=0", "attempts=0 colour=blue")).contains("unknown field"));
         assert!(parse_err(&ok.replace("attempts=0", "attempts=0 junk")).contains("key=value"));
+        assert!(parse_err(&ok.replace("attempts=0", "attempts=0 notify=SOMETIMES")).contains("bad notify"));
+        assert!(parse_err(&ok.replace("attempts=0", "attempts=0 notify=NEVER,DELAY")).contains("bad notify"));
+        // Any order and case reads; it is written back in canonical form.
+        let e = Envelope::parse(&ok.replace("attempts=0", "attempts=0 notify=delay,SUCCESS")).unwrap();
+        assert!(e.to_text().contains(" notify=SUCCESS,DELAY\n"), "{}", e.to_text());
         assert!(parse_err(&format!("{ok}no colon here\n")).contains("line 6: expected \"key: value\""));
         assert!(parse_err(&format!("{ok}body: 9bit\n")).contains("bad body"));
         assert!(parse_err(&format!("{ok}smtputf8: maybe\n")).contains("smtputf8"));

@@ -23,6 +23,7 @@
 mod commit;
 pub mod envelope;
 pub mod id;
+pub mod listing;
 pub mod maildrop;
 pub mod retire;
 
@@ -73,23 +74,9 @@ pub struct Spool {
     sync: SyncMode,
 }
 
-/// How [`Incoming::commit`] makes a new message durable (tern.conf `spool_sync`).
-/// Both give the same promise (src/spool/README.md, "The promise"); they differ in
-/// what a batch of messages committed together costs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SyncMode {
-    /// One `syncfs(2)` per group-commit batch writes every message's body and
-    /// envelope at once, then one fsync of env/ makes the renames durable: two device flushes per
-    /// batch, however many messages it holds. It also writes out whatever else is
-    /// dirty on the spool's filesystem, so it suits a spool whose filesystem is not
-    /// busy with other writers.
-    #[default]
-    Syncfs,
-    /// Each session fsyncs its own message's body and envelope; the batch fsyncs
-    /// msg/ and env/ once: two fsyncs per message plus two per batch, and no
-    /// dependence on anything else written to the filesystem.
-    Fsync,
-}
+/// How [`Incoming::commit`] makes a new message durable (tern.conf `spool_sync`);
+/// defined with the configuration that holds it.
+pub use crate::config::SyncMode;
 
 /// A failed spool operation: what was being done, to which path, and why.
 #[derive(Debug)]
@@ -127,7 +114,7 @@ impl SpoolError {
     /// a temporary condition the SMTP server reports as 452 rather than 451.
     pub fn is_no_space(&self) -> bool {
         match &self.cause {
-            Cause::Io(e) => io_is_no_space(e),
+            Cause::Io(e) => sys::is_no_space(e),
             _ => false,
         }
     }
@@ -152,13 +139,6 @@ impl SpoolError {
             _ => None,
         }
     }
-}
-
-fn io_is_no_space(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    ) || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 impl fmt::Display for SpoolError {

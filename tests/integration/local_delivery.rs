@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use tern::deliver::local::{deliver_in_child, Job, Target};
-use tern::deliver::{Outcome, Status};
+use tern::deliver::outcome::{Outcome, Stage, Verdict};
+use tern::smtp::status::Status;
 use tern::sys;
 
 use crate::common::TERND;
@@ -29,6 +30,19 @@ fn job(dir: &Path, target: Target) -> Job {
     }
 }
 
+/// What the delivery child reports, as the parent reads it back.
+fn delivered(detail: &str) -> Outcome {
+    Outcome::decoded(Verdict::Delivered, Stage::Local, Status(2, 0, 0), detail)
+}
+
+fn temporary(status: Status, detail: impl Into<String>) -> Outcome {
+    Outcome::decoded(Verdict::Temporary, Stage::Local, status, detail)
+}
+
+fn permanent(status: Status, detail: impl Into<String>) -> Outcome {
+    Outcome::decoded(Verdict::Permanent, Stage::Local, status, detail)
+}
+
 fn only_file(dir: &Path) -> String {
     let names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(names.len(), 1, "{names:?}");
@@ -47,7 +61,7 @@ fn child_delivers_as_the_current_user() {
         &me,
         Path::new(TERND),
     );
-    assert_eq!(o, Outcome::delivered("delivered to maildir"));
+    assert_eq!(o, delivered("delivered to maildir"));
     assert_eq!(only_file(&md.join("new")), format!("{prefix}{BODY}"));
 
     let mbox = dir.path().join("mbox");
@@ -56,7 +70,7 @@ fn child_delivers_as_the_current_user() {
         &me,
         Path::new(TERND),
     );
-    assert_eq!(o, Outcome::delivered("delivered to mbox"));
+    assert_eq!(o, delivered("delivered to mbox"));
     let text = fs::read_to_string(&mbox).unwrap();
     assert!(text.starts_with("From alice@example.org "), "{text}");
     assert!(
@@ -77,7 +91,7 @@ fn child_delivers_as_the_current_user() {
     );
     assert_eq!(
         o,
-        Outcome::permanent(Status(5, 3, 0), "command died with status 1: no such list")
+        permanent(Status(5, 3, 0), "command died with status 1: no such list")
     );
 
     let o = deliver_in_child(
@@ -85,10 +99,7 @@ fn child_delivers_as_the_current_user() {
         &me,
         Path::new(TERND),
     );
-    assert_eq!(
-        o,
-        Outcome::temporary(Status(4, 3, 0), "command deferred with status 75")
-    );
+    assert_eq!(o, temporary(Status(4, 3, 0), "command deferred with status 75"));
 
     let link = dir.path().join("link");
     std::os::unix::fs::symlink(&mbox, &link).unwrap();
@@ -99,7 +110,7 @@ fn child_delivers_as_the_current_user() {
     );
     assert_eq!(
         o,
-        Outcome::temporary(
+        temporary(
             Status(4, 2, 0),
             format!("mailbox {} is a symlink, refusing", link.display())
         )
@@ -126,12 +137,8 @@ fn child_rejects_bad_arguments() {
 
 #[test]
 fn child_runs_as_the_user_without_groups() {
-    if sys::uids().1 != 0 {
-        return;
-    }
-    let Some(nobody) = sys::getpwnam("nobody") else {
-        return;
-    };
+    require_root!("running the delivery child as another user");
+    let nobody = require_some!(sys::getpwnam("nobody"), "no nobody account");
     let dir = tempfile::tempdir().unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let home = dir.path().join("home");
@@ -146,7 +153,7 @@ fn child_runs_as_the_user_without_groups() {
         out.display()
     );
     let o = deliver_in_child(&job(dir.path(), Target::Pipe(cmd)), &user, Path::new(TERND));
-    assert_eq!(o, Outcome::delivered("delivered to command"));
+    assert_eq!(o, delivered("delivered to command"));
     assert_eq!(
         fs::read_to_string(&out).unwrap(),
         format!("{}\n{}\nnobody {}\n", nobody.uid, nobody.gid, home.display())
@@ -158,7 +165,7 @@ fn child_runs_as_the_user_without_groups() {
         &user,
         Path::new(TERND),
     );
-    assert_eq!(o, Outcome::delivered("delivered to maildir"));
+    assert_eq!(o, delivered("delivered to maildir"));
     assert_eq!(fs::metadata(md.join("new")).unwrap().uid(), nobody.uid);
 
     // A root-owned 0755 spool directory: root pre-creates the mbox for the user,
@@ -169,7 +176,7 @@ fn child_runs_as_the_user_without_groups() {
         &user,
         Path::new(TERND),
     );
-    assert_eq!(o, Outcome::delivered("delivered to mbox"));
+    assert_eq!(o, delivered("delivered to mbox"));
     let meta = fs::metadata(&mbox).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o777), (nobody.uid, 0o600));
 

@@ -1,6 +1,7 @@
 //! Integration tests: the real binaries on loopback, driven by raw sockets,
 //! a third-party client library (lettre), Python's smtplib, and kill -9.
 
+#[macro_use]
 mod common;
 
 mod clients;
@@ -17,8 +18,8 @@ mod limits;
 mod local_delivery;
 mod manpages;
 mod milter;
-mod milter_peers;
 mod outbound;
+mod peers;
 mod policy_service;
 mod pool;
 mod proxy;

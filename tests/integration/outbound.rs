@@ -227,7 +227,9 @@ fn dsn_parameters_are_passed_on() {
     );
     assert_eq!(c.cmd("DATA").code, 354);
     c.send_raw("Subject: 8bit\r\n\r\ncaf\u{e9}\r\n".as_bytes());
-    assert_eq!(c.cmd(".").code, 250);
+    let r = c.cmd(".");
+    assert_eq!(r.code, 250, "{r:?}");
+    let id = r.queue_id();
     assert!(wait_until(10, || peer.messages().len() == 1), "{}", t.log_text());
     let cmds = peer.commands();
     let mail = cmds.iter().find(|c| c.starts_with("MAIL")).unwrap();
@@ -237,10 +239,13 @@ fn dsn_parameters_are_passed_on() {
     let rcpt = cmds.iter().find(|c| c.starts_with("RCPT")).unwrap();
     assert!(rcpt.contains(" NOTIFY=SUCCESS,FAILURE"), "{rcpt}");
     assert!(rcpt.contains(" ORCPT=rfc822;x+2Bo@peer.test"), "{rcpt}");
-    // The peer reports success itself: no notice from us.
+    // The peer reports success itself: no notice from us. A notice would be
+    // queued before the message leaves the queue, and delivered before the
+    // queue is empty.
     assert!(log_has(&t, "status=sent"));
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    assert!(wait_files(&t.maildir_new("alice"), 1, 1).is_empty());
+    assert!(log_has(&t, &format!("{id}: removed")));
+    assert!(t.wait_queue_empty(10), "{}", t.log_text());
+    assert!(wait_files(&t.maildir_new("alice"), 1, 0).is_empty());
 }
 
 #[test]
@@ -412,8 +417,10 @@ fn verify_refuses_a_self_signed_peer() {
     assert!(peer.messages().is_empty());
 }
 
-#[test]
-fn verify_accepts_a_peer_signed_by_the_configured_ca() {
+/// A STARTTLS peer with a certificate for localhost, the DNS that finds it, and
+/// a delivering setup routed to it under `smtp_tls = verify`, with the peer's
+/// certificate written to `ca_name` in the test directory for the test to trust.
+fn verify_setup(ca_name: &str) -> (Peer, DnsServer, Setup, std::path::PathBuf) {
     let cert = peer::self_signed(&["localhost"]);
     let peer = Peer::start(Script {
         starttls: Some(cert.config.clone()),
@@ -421,16 +428,36 @@ fn verify_accepts_a_peer_signed_by_the_configured_ca() {
     });
     let dns = DnsServer::start(Zone::new().addr("localhost", "127.0.0.1"));
     let setup = Setup::new();
-    let ca = setup.path().join("ca.pem");
+    let ca = setup.path().join(ca_name);
     std::fs::write(&ca, &cert.pem).unwrap();
-    let t = setup
+    let setup = setup
         .deliver()
         .set("route", &format!("peer.test [localhost]:{}", peer.port()))
         .set("smtp_tls", "verify")
-        .set("tls_ca_file", &ca.display().to_string())
-        .set("dns_servers", &dns.conf())
-        .start();
+        .set("dns_servers", &dns.conf());
+    (peer, dns, setup, ca)
+}
+
+#[test]
+fn verify_accepts_a_peer_signed_by_the_configured_ca() {
+    let (_peer, _dns, setup, ca) = verify_setup("ca.pem");
+    let t = setup.set("tls_ca_file", &ca.display().to_string()).start();
     submit(&t, "alice@example.test", &["x@peer.test"], &message("verified"));
+    assert!(log_has(&t, "tls=TLSv1.3, dsn=2.0.0, status=sent"));
+}
+
+/// Without tls_ca_file, `verify` trusts the system's CA store, found as OpenSSL
+/// finds it: here $SSL_CERT_FILE names a bundle holding the peer's CA.
+#[test]
+fn verify_trusts_the_system_ca_store_by_default() {
+    let (_peer, _dns, setup, bundle) = verify_setup("system-ca-bundle.crt");
+    let t = setup.env("SSL_CERT_FILE", &bundle.display().to_string()).start();
+    submit(
+        &t,
+        "alice@example.test",
+        &["x@peer.test"],
+        &message("system store"),
+    );
     assert!(log_has(&t, "tls=TLSv1.3, dsn=2.0.0, status=sent"));
 }
 
@@ -707,8 +734,10 @@ fn mixed_results_are_recorded_once_and_survive_a_restart() {
         rcpt: mixed_rcpt,
         ..Script::default()
     });
+    // One delivery thread: after the restart, due mail goes out in order (see below).
     let mut t = via_route("peer.test", peer.port())
         .set("retry_initial", "1h")
+        .set("delivery_threads", "1")
         .start();
     let id = submit(
         &t,
@@ -740,9 +769,12 @@ fn mixed_results_are_recorded_once_and_survive_a_restart() {
     );
     t.restart();
     assert_eq!(states(&t), before);
-    // Nothing is tried again before its time: the one delivery stays one.
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(peer.messages().len(), 1);
+    // Nothing is tried again before its time: the one delivery stays one. A
+    // message queued after the restart goes out; had the old one been due, the
+    // one delivery thread would have tried it first.
+    let fresh = submit(&t, "alice@example.test", &["fresh@peer.test"], &message("after"));
+    assert!(log_has(&t, &format!("{fresh}: removed")));
+    assert_eq!(peer.messages().len(), 2);
     assert!(!t.log_text().contains(&format!("{id}: to=")), "{}", t.log_text());
 }
 

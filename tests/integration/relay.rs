@@ -167,3 +167,79 @@ fn nothing_is_given_away() {
     assert_eq!(c.cmd("EXPN team").status(), "502 5.5.1");
     assert_eq!(c.cmd("EXPN alice").status(), "502 5.5.1");
 }
+
+/// `vrfy = no`, said outright: the same 252 for a user, an alias, nobody and
+/// a remote address, so VRFY tells a harvester nothing.
+#[test]
+fn vrfy_off_answers_252_to_everything() {
+    let t = Setup::new()
+        .set("vrfy", "no")
+        .set("relay_networks", "192.0.2.0/24")
+        .start();
+    let mut c = t.connect();
+    c.reply();
+    for arg in ["alice", "<team@example.test>", "nosuchuser", "x@elsewhere.test"] {
+        let r = c.cmd(&format!("VRFY {arg}"));
+        assert_eq!(
+            r.lines,
+            vec!["252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery"],
+            "VRFY {arg}"
+        );
+    }
+}
+
+/// `vrfy = yes` answers as Postfix does: what RCPT would say, 252 2.0.0 with
+/// the address for one mail would be accepted for.
+#[test]
+fn vrfy_on_says_who_exists() {
+    let t = Setup::new()
+        .set("vrfy", "yes")
+        .set("relay_networks", "192.0.2.0/24")
+        .start();
+    let mut c = t.connect();
+    c.reply();
+    let cases = [
+        ("VRFY alice", "252 2.0.0 <alice@example.test>"),
+        ("VRFY <Carol@Example.TEST>", "252 2.0.0 <Carol@Example.TEST>"),
+        (
+            "VRFY Team Members <team@example.test>",
+            "252 2.0.0 <team@example.test>",
+        ),
+        ("VRFY postmaster", "252 2.0.0 <postmaster@example.test>"),
+        (
+            "VRFY nosuchuser",
+            "550 5.1.1 <nosuchuser@example.test>: Recipient address rejected: User unknown",
+        ),
+        (
+            "VRFY x@elsewhere.test",
+            "554 5.7.1 <x@elsewhere.test>: Relay access denied",
+        ),
+        ("VRFY <>", "501 5.1.3 Bad recipient address syntax"),
+    ];
+    for (cmd, want) in cases {
+        assert_eq!(c.cmd(cmd).lines, vec![want], "{cmd}");
+    }
+    // The refusals are policy, not protocol errors: the session goes on.
+    assert_eq!(c.cmd("NOOP").status(), "250 2.0.0");
+}
+
+/// Unknown users asked about with VRFY count toward the harvest limits just
+/// as unknown RCPTs do.
+#[test]
+fn vrfy_on_counts_toward_the_harvest_limit() {
+    let t = Setup::new()
+        .set("vrfy", "yes")
+        .set("harvest_threshold", "5")
+        .set("harvest_limit", "3")
+        .start();
+    let mut c = t.connect();
+    c.hello();
+    assert_eq!(c.cmd("VRFY nobody1").status(), "550 5.1.1");
+    assert_eq!(c.cmd("VRFY alice").status(), "252 2.0.0");
+    assert_eq!(c.cmd("VRFY nobody2").status(), "550 5.1.1");
+    c.cmd("MAIL FROM:<x@elsewhere.test>");
+    let r = c.cmd("RCPT TO:<nobody3@example.test>");
+    assert_eq!(r.status(), "421 4.7.0");
+    assert!(c.closed());
+    assert!(t.wait_log("harvest: dropped unknown[127.0.0.1] after 3 unknown recipients"));
+}

@@ -155,6 +155,28 @@ fn submitted_mail_gets_date_and_message_id() {
         "{body}"
     );
     assert!(!body.contains("Message-ID:"), "{body}");
+    // RFC 5322 4.5.3: white space before the colon still names the field.
+    let r = s.send_mail(
+        "alice@example.test",
+        &["bob@example.test"],
+        "Date : Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID\t: <x@y>\r\n\r\nb\r\n",
+    );
+    let (_, body) = t.message(&r.queue_id());
+    let body = String::from_utf8(body).unwrap();
+    assert!(
+        !body.contains("\nDate: ") && !body.contains("\nMessage-ID: "),
+        "{body}"
+    );
+    // No header at all: the fields go in front, and an empty line keeps the text
+    // out of the header.
+    let r = s.send_mail("alice@example.test", &["bob@example.test"], "just text\r\n");
+    let id = r.queue_id();
+    let (_, body) = t.message(&id);
+    let body = String::from_utf8(body).unwrap();
+    assert!(
+        body.ends_with(&format!("\nMessage-ID: <{id}@mx.test>\n\njust text\n")),
+        "{body}"
+    );
     // Mail from port 25 is left alone.
     let mut c = t.connect();
     c.hello();
@@ -194,7 +216,8 @@ fn auth_users_changes_without_restart() {
     let mut s = tls_session(&t);
     assert_eq!(s.auth_plain("carol", "newpass").status(), "535 5.7.8");
     let path = t.setup.path().join("auth_users");
-    let line = format!("carol:{}\n", pwhash::sha512_crypt::hash("newpass").unwrap());
+    // openssl passwd -6 -salt tErNtEsTsAlT0002 newpass
+    let line = "carol:$6$tErNtEsTsAlT0002$Sehqt9dpVzYVLWmbjc4vi8VwDSgt/2a./8Y5wUp8ck0LFoakbP7NM7xrks1aOXypPw09.FtA8RpDwrW0bLtRt.\n";
     std::fs::write(&path, line).unwrap();
     let f = std::fs::File::options().write(true).open(&path).unwrap();
     f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))

@@ -3,7 +3,7 @@
 //! notification's own header section has no line over RFC 5322's 998 octets.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tern::deliver::Status;
+use tern::smtp::status::Status;
 use tern::dsn::{build, Action, RecipientReport, Report, ReturnContent};
 
 fuzz_target!(|data: &[u8]| {

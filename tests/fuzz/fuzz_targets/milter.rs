@@ -61,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let back = edit::body_from_milter(&edit::body_for_milter(data));
     let m = Message::parse(data);
-    if data.is_empty() || data.ends_with(b"\n") {
+    if !data.contains(&b'\r') && (data.is_empty() || data.ends_with(b"\n")) {
         assert_eq!(back, data, "body LF -> CRLF -> LF");
         assert_eq!(m.to_bytes(), data, "message parse round trip");
     } else {

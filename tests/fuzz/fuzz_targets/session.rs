@@ -1,4 +1,5 @@
-//! A whole SMTP session (server::session::run) over an in-memory connection: the
+//! A whole SMTP session (server::session::run) over an in-memory connection
+//! (server::conn::Memory, which the session's unit tests use too): the
 //! input is everything the client sends, on port 25 or 587 (chasquid's
 //! FuzzConnection, mox's FuzzServer). One spool serves every run; messages that get
 //! through are queued there. It is $TMPDIR/tern-fuzz-session, emptied when a run
@@ -6,43 +7,15 @@
 //! run); so run one `session` fuzzer at a time.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 use tern::config::Config;
-use tern::server::conn::Conn;
+use tern::server::conn::Memory;
 use tern::server::session::{run, Context, Peer, Service};
 use tern::spool::Spool;
 use tern::tables::Tables;
 mod common;
-
-/// The client's bytes to read; what the server writes is dropped.
-struct Mem {
-    input: io::Cursor<Vec<u8>>,
-}
-
-impl Read for Mem {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.input.read(buf)
-    }
-}
-
-impl Write for Mem {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Conn for Mem {
-    fn set_timeout(&mut self, _: Duration) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 fn context() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
@@ -56,7 +29,7 @@ fn context() -> &'static Context {
             dir.display()
         );
         let cfg = Config::parse(&text, Path::new("fuzz.conf")).expect("fuzz config");
-        let spool = Spool::open(&cfg.spool).expect("spool");
+        let spool = Spool::open(&cfg.spool.dir).expect("spool");
         let tables = Arc::new(Tables::new(&cfg));
         Context::new(Arc::new(cfg), Arc::new(spool), tables, None)
     })
@@ -78,8 +51,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Ipv4Addr::new(10, 0, 0, 1)
     });
-    let conn = Mem {
-        input: io::Cursor::new(input),
-    };
+    // What the server writes is recorded and dropped with the transcript.
+    let (conn, _) = Memory::new([input]);
     run(context(), &Peer::remote(ip), service, Box::new(conn));
 });

@@ -3,8 +3,22 @@
 
 #![allow(dead_code)]
 
+// First: the require_* macros are used by the modules below and the tests.
+#[macro_use]
+pub mod skip;
+
 pub mod dns;
+pub mod dnssec;
+pub mod dovecot;
+pub mod https;
+pub mod milter;
+pub mod opendkim;
 pub mod peer;
+pub mod postfix;
+pub mod postgrey;
+pub mod process;
+pub mod rspamd;
+pub mod tools;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -176,6 +190,8 @@ pub const ALIASES: &str = "team: alice, bob\nsales: carol\n";
 pub struct Setup {
     dir: tempfile::TempDir,
     keys: BTreeMap<String, String>,
+    /// Environment variables for ternd beyond the test's own.
+    env: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -217,11 +233,21 @@ impl Setup {
         if let Some(pw) = daemon_account() {
             keys.insert("user".to_owned(), pw.name.clone());
         }
-        Setup { dir, keys }
+        Setup {
+            dir,
+            keys,
+            env: Vec::new(),
+        }
     }
 
     pub fn set(mut self, key: &str, value: &str) -> Setup {
         self.keys.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Start ternd with `key=value` in its environment.
+    pub fn env(mut self, key: &str, value: &str) -> Setup {
+        self.env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -319,13 +345,14 @@ impl Setup {
     }
 
     /// TLS, an `auth_users` file (alice:secret as SHA-512-crypt, bob:hunter2 as
-    /// bcrypt), and one submission and one smtps listener.
+    /// bcrypt, made by `openssl passwd -6` and libxcrypt), and one submission and one
+    /// smtps listener.
     pub fn submission(self) -> Setup {
         let p = self.dir.path().to_path_buf();
         let users = format!(
             "# test users\nalice:{}\nbob:{}\n",
-            pwhash::sha512_crypt::hash("secret").expect("hash"),
-            pwhash::bcrypt::hash("hunter2").expect("hash"),
+            "$6$tErNtEsTsAlT0001$U.UdS5Xt4jO2fSBoiUq8U4J7ZLwc94gy3Ce7whlgz80ohgfQpuvRLkDCtDg0pnIEfDJhhbGA2Q8EMEO9oqDjm/",
+            "$2b$05$TernTestSaltTernTestSOYOokppVe2sLS1eQiPUTQqrQtNeF48hu",
         );
         std::fs::write(p.join("auth_users"), users).expect("auth_users");
         let au = p.join("auth_users").display().to_string();
@@ -348,6 +375,12 @@ pub struct Certs {
 }
 
 pub fn make_certs() -> Certs {
+    make_certs_for(&["mx.test", "localhost", "127.0.0.1"])
+}
+
+/// A fresh CA and a leaf for `names` (the first is also the CN), signed by it
+/// (rcgen, ECDSA P-256): what the HTTPS peer and TLS tests serve.
+pub fn make_certs_for(names: &[&str]) -> Certs {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -356,13 +389,11 @@ pub fn make_certs() -> Certs {
         .push(DnType::CommonName, "tern test CA");
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
     let key = KeyPair::generate().expect("leaf key");
-    let mut params = CertificateParams::new(vec![
-        "mx.test".to_owned(),
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-    ])
-    .expect("leaf params");
-    params.distinguished_name.push(DnType::CommonName, "mx.test");
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("leaf params");
+    if let Some(cn) = names.first() {
+        params.distinguished_name.push(DnType::CommonName, *cn);
+    }
     let leaf = params.signed_by(&key, &ca).expect("leaf");
     Certs {
         ca_pem: ca.pem(),
@@ -424,6 +455,7 @@ impl Tern {
         let mut child = Command::new(TERND)
             .args(["-d", "-f"])
             .arg(&conf)
+            .envs(setup.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -493,6 +525,13 @@ impl Tern {
                 Some((env, body))
             })
             .collect()
+    }
+
+    /// Wait up to `secs` until no message is queued (env/ is empty): every
+    /// message, notices included, delivered or given up. A positive signal
+    /// that nothing more will be delivered, where a sleep would only hope so.
+    pub fn wait_queue_empty(&self, secs: u64) -> bool {
+        wait_until(secs, || self.spool().list().is_ok_and(|ids| ids.is_empty()))
     }
 
     pub fn message(&self, id: &str) -> (Envelope, Vec<u8>) {
@@ -785,20 +824,8 @@ impl TlsClient {
 
 /// Base64 (RFC 4648) for SASL in tests.
 pub fn b64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::prelude::{Engine as _, BASE64_STANDARD};
+    BASE64_STANDARD.encode(data)
 }
 
 /// A small message with CRLF line ends.

@@ -197,22 +197,10 @@ fn tls_accept(tcp: TcpStream, cfg: &Arc<ServerConfig>) -> io::Result<Conn> {
     Ok(Conn::Tls(Box::new(StreamOwned::new(conn, tcp))))
 }
 
+/// Strict base64 (the `base64` crate): a client sending anything else fails AUTH.
 fn b64decode(s: &str) -> Vec<u8> {
-    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes() {
-        let Some(v) = T.iter().position(|&t| t == c) else {
-            continue;
-        };
-        acc = (acc << 6) | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
+    use base64::prelude::{Engine as _, BASE64_STANDARD};
+    BASE64_STANDARD.decode(s.trim()).unwrap_or_default()
 }
 
 fn serve(tcp: TcpStream, script: &Script, seen: &Mutex<Seen>) -> io::Result<()> {

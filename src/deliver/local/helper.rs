@@ -36,12 +36,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use super::local::{self, Job, Target};
-use super::{Outcome, Status};
+use super::child;
+use super::job::{mailbox_target, Job, Target};
+use crate::deliver::outcome::{self, Outcome, Stage, Verdict};
+use crate::smtp::status::Status;
 use crate::spool::QueueId;
 use crate::sys;
 
-const SYSTEM_ERROR: Status = Status(4, 3, 0);
 /// A request or reply longer than this is refused: addresses and paths are short.
 const LINE_LIMIT: usize = 64 * 1024;
 
@@ -119,9 +120,8 @@ fn fields(line: &str) -> Result<Vec<String>, String> {
 impl Request {
     pub fn encode(&self) -> String {
         let (kind, target) = match &self.target {
-            Target::Maildir(p) => ("maildir", p.to_string_lossy().into_owned()),
-            Target::Mbox(p) => ("mbox", p.to_string_lossy().into_owned()),
-            Target::Pipe(c) => ("pipe", c.clone()),
+            Target::Maildir(p) | Target::Mbox(p) => (self.target.kind(), p.to_string_lossy().into_owned()),
+            Target::Pipe(c) => (self.target.kind(), c.clone()),
         };
         let f = [
             self.id.to_string(),
@@ -144,12 +144,7 @@ impl Request {
         let [id, message, kind, target, sender, recipient, hostname, timeout, user] = f.as_slice() else {
             return Err(format!("expected 9 fields, got {}", f.len()));
         };
-        let target = match kind.as_str() {
-            "maildir" => Target::Maildir(PathBuf::from(target)),
-            "mbox" => Target::Mbox(PathBuf::from(target)),
-            "pipe" => Target::Pipe(target.clone()),
-            _ => return Err(format!("unknown kind {kind:?}")),
-        };
+        let target = Target::from_parts(kind, target)?;
         Ok(Request {
             id: id.parse().map_err(|_| format!("bad id {id:?}"))?,
             message: message.clone(),
@@ -166,12 +161,12 @@ impl Request {
 }
 
 fn encode_reply(id: u64, o: &Outcome) -> String {
-    let (result, status, detail) = match o {
-        Outcome::Delivered { detail } => ("delivered", Status(2, 0, 0), detail),
-        Outcome::Temporary { status, detail } => ("temporary", *status, detail),
-        Outcome::Permanent { status, detail } => ("permanent", *status, detail),
+    let result = match o.verdict() {
+        Verdict::Delivered => "delivered",
+        Verdict::Temporary => "temporary",
+        Verdict::Permanent => "permanent",
     };
-    format!("{id}\t{result}\t{status}\t{}\n", escape(detail))
+    format!("{id}\t{result}\t{}\t{}\n", o.status(), escape(o.detail()))
 }
 
 fn decode_reply(line: &str) -> Result<(u64, Outcome), String> {
@@ -182,11 +177,13 @@ fn decode_reply(line: &str) -> Result<(u64, Outcome), String> {
     let id = id.parse().map_err(|_| format!("bad id {id:?}"))?;
     let status = Status::parse(status).ok_or_else(|| format!("bad status {status:?}"))?;
     let o = match result.as_str() {
-        "delivered" => Outcome::delivered(detail.clone()),
-        "temporary" => Outcome::temporary(status, detail.clone()),
+        "delivered" => Outcome::decoded(Verdict::Delivered, Stage::Local, status, detail.clone()),
+        "temporary" => Outcome::decoded(Verdict::Temporary, Stage::Local, status, detail.clone()),
         // Only a class 5 status bounces; anything else from the helper is retried.
-        "permanent" if status.0 == 5 => Outcome::permanent(status, detail.clone()),
-        _ => Outcome::temporary(SYSTEM_ERROR, format!("delivery helper: {detail}")),
+        "permanent" if status.is_permanent() => {
+            Outcome::decoded(Verdict::Permanent, Stage::Local, status, detail.clone())
+        }
+        _ => outcome::local_error(format!("delivery helper: {detail}")),
     };
     Ok((id, o))
 }
@@ -194,12 +191,12 @@ fn decode_reply(line: &str) -> Result<(u64, Outcome), String> {
 /// Check a request against the policy and turn it into a job for the child,
 /// plus whether a missing mbox may be pre-created. Err is the refusal.
 pub fn validate(req: &Request, policy: &Policy) -> Result<(Job, bool), Outcome> {
-    let refuse = |why: String| Outcome::temporary(SYSTEM_ERROR, format!("delivery helper refused: {why}"));
+    let refuse = |why: String| outcome::local_error(format!("delivery helper refused: {why}"));
     // Only a well-formed queue id names a file, and only in msg/.
     let id = QueueId::parse(&req.message).ok_or_else(|| refuse(format!("bad queue id {:?}", req.message)))?;
     let message = crate::spool::message_file(&policy.spool, &id);
     let pw = sys::getpwnam(&req.user).ok_or_else(|| refuse(format!("no such user {:?}", req.user)))?;
-    let mailbox = local::mailbox_target(&policy.mailbox, &pw);
+    let mailbox = mailbox_target(&policy.mailbox, &pw);
     let is_mailbox = req.target == mailbox;
     if pw.uid == 0 && !is_mailbox {
         return Err(refuse(format!("{} would run as root", req.recipient)));
@@ -256,7 +253,7 @@ pub fn serve(sock: UnixStream, policy: Policy) -> ! {
             .name("helper".to_owned())
             .spawn(move || {
                 let outcome = match validate(&req, &policy) {
-                    Ok((job, precreate)) => local::deliver_as_user(&job, precreate, policy.owner),
+                    Ok((job, precreate)) => child::deliver_as_user(&job, precreate, policy.owner),
                     Err(o) => {
                         log::warn!("{}", o.detail());
                         o
@@ -333,10 +330,7 @@ impl Client {
     /// Deliver `job` as `user` through the helper.
     pub fn deliver(&self, job: &Job, user: &str) -> Outcome {
         let Some(message) = job.message.file_name().and_then(|n| n.to_str()) else {
-            return Outcome::temporary(
-                SYSTEM_ERROR,
-                format!("bad message path {}", job.message.display()),
-            );
+            return outcome::local_error(format!("bad message path {}", job.message.display()));
         };
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let req = Request {
@@ -360,10 +354,10 @@ impl Client {
         };
         if let Err(e) = sent {
             self.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-            return Outcome::temporary(SYSTEM_ERROR, format!("delivery helper: {e}"));
+            return outcome::local_error(format!("delivery helper: {e}"));
         }
         rx.recv()
-            .unwrap_or_else(|_| Outcome::temporary(SYSTEM_ERROR, "delivery helper is gone"))
+            .unwrap_or_else(|_| outcome::local_error("delivery helper is gone"))
     }
 }
 
@@ -385,6 +379,7 @@ pub fn installed() -> Option<&'static Client> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deliver::local::testutil::{delivered, permanent, temporary};
 
     fn request(target: Target, user: &str) -> Request {
         Request {
@@ -420,14 +415,14 @@ mod tests {
     #[test]
     fn replies_round_trip_and_only_class_5_bounces() {
         for o in [
-            Outcome::delivered("delivered to maildir"),
-            Outcome::temporary(Status(4, 2, 2), "full\nreally"),
-            Outcome::permanent(Status(5, 3, 0), "command died"),
+            delivered("delivered to maildir"),
+            temporary(Status(4, 2, 2), "full\nreally"),
+            permanent(Status(5, 3, 0), "command died"),
         ] {
             assert_eq!(decode_reply(&encode_reply(3, &o)), Ok((3, o)));
         }
         let (_, o) = decode_reply("4\tpermanent\t4.2.0\tx\n").expect("decode");
-        assert!(matches!(o, Outcome::Temporary { .. }), "{o:?}");
+        assert!(o.is_temporary(), "{o:?}");
         assert!(decode_reply("4\tdelivered\n").is_err());
     }
 

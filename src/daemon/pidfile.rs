@@ -1,13 +1,10 @@
-//! The daemon's life outside SMTP: the pid file that keeps a second ternd
-//! from starting on the same spool, and the thread that turns signals into
-//! events for the rest of the daemon.
+//! The pid file that keeps a second ternd from starting on the same spool
+//! (and names the running one for rc scripts).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-
-use crate::sys;
 
 /// A locked pid file; the lock lasts as long as this value (and the process).
 pub struct PidFile {
@@ -102,41 +99,6 @@ impl Drop for PidFile {
             let _ = std::fs::remove_file(&self.path);
         }
     }
-}
-
-/// What a signal asks of the daemon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// SIGHUP: re-read the configuration and tables.
-    Reload,
-    /// SIGTERM, SIGINT: stop gracefully.
-    Stop,
-    /// SIGUSR1: run the queue now.
-    Flush,
-}
-
-/// Block the daemon's signals in every thread (call before starting any)
-/// and start the one thread that waits for them.
-pub fn signals() -> io::Result<crossbeam_channel::Receiver<Event>> {
-    sys::block_signals(&sys::DAEMON_SIGNALS)?;
-    let (tx, rx) = crossbeam_channel::unbounded();
-    std::thread::Builder::new()
-        .name("signals".to_owned())
-        .spawn(move || loop {
-            let event = match sys::wait_signal(&sys::DAEMON_SIGNALS) {
-                Ok(libc::SIGHUP) => Event::Reload,
-                Ok(libc::SIGUSR1) => Event::Flush,
-                Ok(_) => Event::Stop,
-                Err(e) => {
-                    log::error!("sigwait: {e}");
-                    return;
-                }
-            };
-            if tx.send(event).is_err() {
-                return;
-            }
-        })?;
-    Ok(rx)
 }
 
 #[cfg(test)]

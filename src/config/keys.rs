@@ -1,0 +1,307 @@
+//! The key table: every key tern.conf knows, in one place, with how often it
+//! may appear, how its value is parsed and stored, and what a SIGHUP does
+//! when it changes. Adding a key is one row here plus its field in
+//! [`Config`](super::Config), its entry in man/tern.conf.5 and etc/tern.conf.
+
+use super::value::{
+    account_name, boolean, count, delay, dns_servers, hostname, inet_protocols, listen, listen_list,
+    local_domains, log_level, mailbox, mx_port, networks, next_hop, optional_duration, path, relay_auth,
+    route, services, size, spool_sync, syslog_facility, timeout, tls_policy,
+};
+use super::Config;
+
+/// How often a key may appear in one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Times {
+    Once,
+    /// Each occurrence adds to the value; its setter must append rather than replace.
+    Repeatable,
+}
+
+/// What a SIGHUP does with a changed value of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// The new value applies to sessions and delivery attempts that start
+    /// afterwards (listeners are rebound, tables and certificates reopened).
+    Applies,
+    /// Fixed when the daemon starts (the spool it locked, the threads it
+    /// started, the account it became): a change is logged and waits for a restart.
+    Restart,
+    /// Fixed at start in a daemon started as root, whose delivery helper
+    /// (forked before dropping root) keeps the value it started with;
+    /// otherwise the new value applies.
+    RestartWithHelper,
+}
+
+impl Reload {
+    /// Whether a change waits for a restart, in a daemon with (`with_helper`)
+    /// or without a root delivery helper.
+    pub fn needs_restart(self, with_helper: bool) -> bool {
+        match self {
+            Reload::Applies => false,
+            Reload::Restart => true,
+            Reload::RestartWithHelper => with_helper,
+        }
+    }
+}
+
+/// Stores one parsed value into the config, or says what is wrong with it
+/// (without the key; the caller prefixes it).
+type Setter = fn(&mut Config, &str) -> Result<(), String>;
+
+/// One row of the table.
+pub(super) struct Key {
+    pub(super) name: &'static str,
+    pub(super) times: Times,
+    pub(super) reload: Reload,
+    pub(super) set: Setter,
+    /// Whether two configurations hold the same value for this key.
+    same: fn(&Config, &Config) -> bool,
+}
+
+/// A row: `key!(NAME, TIMES, RELOAD, FIELD.PATH, PARSER)` stores what
+/// `PARSER` makes of the value in the field; `Some(PARSER)` wraps it for an
+/// optional field, `push(PARSER)` appends it to a list. The field path also
+/// gives the comparison a reload uses to see whether the key changed.
+macro_rules! key {
+    ($name:literal, $times:ident, $reload:ident, $($field:ident).+, Some($parse:expr)) => {
+        key!($name, $times, $reload, $($field).+, |v| $parse(v).map(Some))
+    };
+    ($name:literal, $times:ident, $reload:ident, $($field:ident).+, push($parse:expr)) => {
+        Key {
+            name: $name,
+            times: Times::$times,
+            reload: Reload::$reload,
+            set: |c, v| $parse(v).map(|x| c.$($field).+.push(x)),
+            same: |a, b| a.$($field).+ == b.$($field).+,
+        }
+    };
+    ($name:literal, $times:ident, $reload:ident, $($field:ident).+, $parse:expr) => {
+        Key {
+            name: $name,
+            times: Times::$times,
+            reload: Reload::$reload,
+            set: |c, v| $parse(v).map(|x| c.$($field).+ = x),
+            same: |a, b| a.$($field).+ == b.$($field).+,
+        }
+    };
+}
+
+/// Every key. The order is the order of man/tern.conf.5's sections.
+#[rustfmt::skip]
+static KEYS: &[Key] = &[
+    // Identity and listeners.
+    key!("hostname", Once, Applies, hostname, hostname),
+    key!("listen", Once, Applies, listen.smtp, listen),
+    key!("submission", Once, Applies, listen.submission, listen_list),
+    key!("smtps", Once, Applies, listen.smtps, listen_list),
+    key!("proxy_protocol", Once, Applies, listen.proxy_protocol, services),
+    key!("proxy_from", Once, Applies, listen.proxy_from, networks),
+    key!("max_sessions", Once, Restart, listen.max_sessions, count),
+    key!("max_sessions_per_ip", Once, Restart, listen.max_sessions_per_ip, count),
+    // Server TLS and AUTH.
+    key!("tls_cert", Once, Applies, tls.cert, Some(path)),
+    key!("tls_key", Once, Applies, tls.key, Some(path)),
+    key!("auth_users", Once, Applies, auth.users, Some(path)),
+    key!("sender_map", Once, Applies, auth.sender_map, Some(path)),
+    key!("auth_failure_delay", Once, Applies, auth.failure_delay, delay),
+    // What a session accepts, and its limits.
+    key!("relay_networks", Once, Applies, session.relay_networks, networks),
+    key!("max_message_size", Once, Applies, session.max_message_size, size),
+    key!("max_recipients", Once, Applies, session.max_recipients, count),
+    key!("max_errors", Once, Applies, session.max_errors, count),
+    key!("max_received", Once, Applies, session.max_received, count),
+    key!("greeting_timeout", Once, Applies, session.greeting_timeout, timeout),
+    key!("command_timeout", Once, Applies, session.command_timeout, timeout),
+    key!("data_timeout", Once, Applies, session.data_timeout, timeout),
+    key!("stress_timeout", Once, Applies, session.stress_timeout, timeout),
+    key!("harvest_threshold", Once, Applies, session.harvest_threshold, count),
+    key!("harvest_delay", Once, Applies, session.harvest_delay, delay),
+    key!("harvest_limit", Once, Applies, session.harvest_limit, count),
+    key!("expn", Once, Applies, session.expn, boolean),
+    key!("vrfy", Once, Applies, session.vrfy, boolean),
+    // The spool.
+    key!("spool", Once, Restart, spool.dir, path),
+    key!("spool_sync", Once, Restart, spool.sync, spool_sync),
+    // Local delivery.
+    key!("local_domains", Once, Applies, local.domains, local_domains),
+    key!("local_users", Once, Applies, local.users, Some(path)),
+    key!("aliases", Once, Applies, local.aliases, Some(path)),
+    // The delivery helper recomputes mailboxes with the template it started with.
+    key!("mailbox", Once, RestartWithHelper, local.mailbox, mailbox),
+    key!("pipe_timeout", Once, Applies, local.pipe_timeout, timeout),
+    // The queue.
+    key!("retry_initial", Once, Applies, queue.retry_initial, timeout),
+    key!("retry_max", Once, Applies, queue.retry_max, timeout),
+    key!("queue_lifetime", Once, Applies, queue.lifetime, timeout),
+    key!("delay_warning", Once, Applies, queue.delay_warning, optional_duration),
+    key!("delivery_threads", Once, Restart, queue.delivery_threads, count),
+    key!("double_bounce_to_postmaster", Once, Applies, queue.double_bounce_to_postmaster, boolean),
+    key!("queue_only", Once, Restart, queue.only, boolean),
+    // Remote delivery: DNS, routes, the SMTP client.
+    key!("dns_servers", Once, Restart, remote.dns_servers, dns_servers),
+    key!("dns_timeout", Once, Restart, remote.dns_timeout, timeout),
+    key!("route", Repeatable, Applies, remote.routes, push(route)),
+    key!("relay_host", Once, Applies, remote.relay_host, Some(next_hop)),
+    key!("relay_auth", Once, Applies, remote.relay_auth, Some(relay_auth)),
+    key!("smtp_tls", Once, Applies, remote.tls, tls_policy),
+    key!("tls_ca_file", Once, Applies, remote.tls_ca_file, Some(path)),
+    key!("inet_protocols", Once, Applies, remote.inet_protocols, inet_protocols),
+    key!("mx_port", Once, Applies, remote.mx_port, mx_port),
+    key!("smtp_connect_timeout", Once, Applies, remote.connect_timeout, timeout),
+    key!("smtp_helo_timeout", Once, Applies, remote.helo_timeout, timeout),
+    key!("smtp_command_timeout", Once, Applies, remote.command_timeout, timeout),
+    key!("smtp_data_timeout", Once, Applies, remote.data_timeout, timeout),
+    key!("smtp_data_done_timeout", Once, Applies, remote.data_done_timeout, timeout),
+    key!("smtp_connection_cache_time", Once, Applies, remote.connection_cache_time, optional_duration),
+    key!("max_connections_per_domain", Once, Applies, remote.max_connections_per_domain, count),
+    // The daemon.
+    key!("pid_file", Once, Restart, daemon.pid_file, path),
+    key!("shutdown_grace", Once, Applies, daemon.shutdown_grace, timeout),
+    key!("user", Once, Restart, daemon.user, account_name),
+    key!("log_level", Once, Applies, daemon.log_level, log_level),
+    key!("syslog_facility", Once, Restart, daemon.syslog_facility, syslog_facility),
+];
+
+/// The row of `name`, if it is a key.
+pub(super) fn find(name: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.name == name)
+}
+
+/// Every key and what a reload does with it, in table order.
+pub fn all() -> impl Iterator<Item = (&'static str, Reload)> {
+    KEYS.iter().map(|k| (k.name, k.reload))
+}
+
+/// The keys whose values differ between `old` and `new`, with what a reload
+/// does with each, in table order.
+pub fn changed(old: &Config, new: &Config) -> Vec<(&'static str, Reload)> {
+    KEYS.iter()
+        .filter(|k| !(k.same)(old, new))
+        .map(|k| (k.name, k.reload))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::path::Path;
+
+    fn p(text: &str) -> Config {
+        Config::parse(text, Path::new("t.conf")).unwrap()
+    }
+
+    #[test]
+    fn names_are_unique_and_lower_case() {
+        let mut seen = HashSet::new();
+        for (name, _) in all() {
+            assert!(seen.insert(name), "{name} twice");
+            assert!(
+                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{name}"
+            );
+            assert!(find(name).is_some());
+        }
+        assert!(find("Listen").is_none());
+        assert!(seen.len() >= 60);
+    }
+
+    #[test]
+    fn changed_names_each_key_that_differs() {
+        let base = p("");
+        assert!(changed(&base, &p("")).is_empty());
+        let new = p("max_errors = 3\nspool = /elsewhere\nroute = a.test [127.0.0.1]:25\nmailbox = ~/Mail/\n");
+        assert_eq!(
+            changed(&base, &new),
+            vec![
+                ("max_errors", Reload::Applies),
+                ("spool", Reload::Restart),
+                ("mailbox", Reload::RestartWithHelper),
+                ("route", Reload::Applies),
+            ]
+        );
+        // The same value written differently is no change.
+        assert!(changed(&p("max_errors = 60"), &p("max_errors = 0060")).is_empty());
+        assert!(changed(&p("data_timeout = 1m"), &p("data_timeout = 60")).is_empty());
+    }
+
+    /// Every key's setter must reach the field its comparison reads: a
+    /// value that parses differently from the default must show as changed.
+    #[test]
+    fn each_setter_writes_the_field_it_compares() {
+        let base = p("");
+        let samples: &[(&str, &str)] = &[
+            ("hostname", "other.example"),
+            ("listen", "127.0.0.1:2"),
+            ("submission", "127.0.0.1:3"),
+            ("smtps", "127.0.0.1:4"),
+            ("proxy_protocol", "smtp"),
+            ("proxy_from", "10.0.0.1"),
+            ("max_sessions", "3"),
+            ("max_sessions_per_ip", "3"),
+            ("tls_cert", "/c"),
+            ("tls_key", "/k"),
+            ("auth_users", "/u"),
+            ("sender_map", "/s"),
+            ("auth_failure_delay", "7"),
+            ("relay_networks", "10.0.0.0/8"),
+            ("max_message_size", "1k"),
+            ("max_recipients", "3"),
+            ("max_errors", "3"),
+            ("max_received", "3"),
+            ("greeting_timeout", "7"),
+            ("command_timeout", "7"),
+            ("data_timeout", "7"),
+            ("stress_timeout", "7"),
+            ("harvest_threshold", "3"),
+            ("harvest_delay", "7"),
+            ("harvest_limit", "3"),
+            ("expn", "yes"),
+            ("vrfy", "yes"),
+            ("spool", "/x"),
+            ("spool_sync", "fsync"),
+            ("local_domains", "x.test"),
+            ("local_users", "/u"),
+            ("aliases", "/a"),
+            ("mailbox", "/m/%u"),
+            ("pipe_timeout", "7"),
+            ("retry_initial", "7"),
+            ("retry_max", "7"),
+            ("queue_lifetime", "7"),
+            ("delay_warning", "0"),
+            ("delivery_threads", "3"),
+            ("double_bounce_to_postmaster", "yes"),
+            ("queue_only", "yes"),
+            ("dns_servers", "127.0.0.1"),
+            ("dns_timeout", "7"),
+            ("route", "x.test [127.0.0.1]"),
+            ("relay_host", "[127.0.0.1]"),
+            ("relay_auth", "u:p"),
+            ("smtp_tls", "verify"),
+            ("tls_ca_file", "/ca"),
+            ("inet_protocols", "ipv4"),
+            ("mx_port", "2525"),
+            ("smtp_connect_timeout", "7"),
+            ("smtp_helo_timeout", "7"),
+            ("smtp_command_timeout", "7"),
+            ("smtp_data_timeout", "7"),
+            ("smtp_data_done_timeout", "7"),
+            ("smtp_connection_cache_time", "0"),
+            ("max_connections_per_domain", "3"),
+            ("pid_file", "/p"),
+            ("shutdown_grace", "7"),
+            ("user", "other"),
+            ("log_level", "debug"),
+            ("syslog_facility", "local1"),
+        ];
+        assert_eq!(samples.len(), all().count(), "a key without a sample");
+        for (key, value) in samples {
+            let mut c = p("");
+            let k = find(key).unwrap_or_else(|| panic!("{key} is not a key"));
+            (k.set)(&mut c, value).unwrap_or_else(|e| panic!("{key} = {value}: {e}"));
+            let names: Vec<&str> = changed(&base, &c).into_iter().map(|(n, _)| n).collect();
+            assert_eq!(names, vec![*key], "{key} = {value}");
+        }
+    }
+}

@@ -1,0 +1,523 @@
+//! tern.conf(5): the configuration file parser and the typed [`Config`].
+//!
+//! The format is deliberately small: `key = value` lines, `#` comments, blank lines.
+//! Every error names the file and line so an administrator can go straight to it.
+//!
+//! The configuration depends on nothing above it (only `sys`, for the host
+//! name): the value types its keys hold live in [`types`], and the modules
+//! that use them import them from here.
+//!
+//! - `mod.rs`: [`Config`], grouped by concern, its defaults, and the parser loop;
+//! - `keys.rs`: the key table (how each key is stored and what a SIGHUP does with it);
+//! - `value.rs`: the parsers of single values;
+//! - `types.rs`: the value types (networks, next hops, TLS policy, ...).
+//!
+//! Fields are named after their keys, without the prefix their group already
+//! says: `smtp_helo_timeout` is `remote.helo_timeout`, `local_users` is
+//! `local.users`; the key table maps each key to its field.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::sys;
+
+pub mod keys;
+mod types;
+mod value;
+
+#[cfg(test)]
+mod tests;
+
+pub use keys::Reload;
+pub use types::{Cidr, Family, NextHop, SyncMode, TlsPolicy};
+pub use value::{parse_bool, parse_duration, parse_size};
+
+/// Where `ternd` looks for its configuration unless told otherwise.
+pub const DEFAULT_PATH: &str = "/etc/tern/tern.conf";
+
+/// A configuration problem, located as precisely as we can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based line number; 0 means the problem concerns the whole file.
+    pub line: usize,
+    pub what: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The "file:line: message" form is what compilers use, so editors can jump to it.
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.what)
+        } else {
+            write!(f, "{}:{}: {}", self.file, self.line, self.what)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The daemon's configuration, with every default filled in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Our name in the greeting, EHLO reply and Received: headers.
+    pub hostname: String,
+    pub listen: Listeners,
+    pub tls: ServerTls,
+    pub auth: SmtpAuth,
+    pub session: SessionLimits,
+    pub spool: SpoolSettings,
+    pub local: LocalDelivery,
+    pub queue: QueueSettings,
+    pub remote: RemoteDelivery,
+    pub daemon: DaemonSettings,
+}
+
+/// Where the daemon listens, and how many sessions it serves.
+#[derive(Debug, Clone)]
+pub struct Listeners {
+    /// `listen`: mail exchange (RFC 5321).
+    pub smtp: Vec<SocketAddr>,
+    /// Message submission listeners (RFC 6409): AUTH required before MAIL.
+    pub submission: Vec<SocketAddr>,
+    /// Submission over implicit TLS (RFC 8314 section 3.3): TLS from the first byte.
+    pub smtps: Vec<SocketAddr>,
+    /// Services ("smtp", "submission", "smtps") whose listeners expect a
+    /// PROXY protocol header (v1 or v2) before anything else.
+    pub proxy_protocol: Vec<String>,
+    /// The proxies allowed to send that header; connections from elsewhere are closed.
+    pub proxy_from: Vec<Cidr>,
+    pub max_sessions: usize,
+    pub max_sessions_per_ip: usize,
+}
+
+/// The server's certificate (STARTTLS and smtps).
+#[derive(Debug, Clone, Default)]
+pub struct ServerTls {
+    /// `tls_cert`: PEM certificate chain, leaf first; with `key`, enables STARTTLS.
+    pub cert: Option<PathBuf>,
+    /// `tls_key`: PEM private key for `cert`.
+    pub key: Option<PathBuf>,
+}
+
+/// SMTP AUTH for clients.
+#[derive(Debug, Clone)]
+pub struct SmtpAuth {
+    /// `auth_users`: `user:crypt-hash` lines; None = no AUTH.
+    pub users: Option<PathBuf>,
+    /// `user: address, @domain` lines: the senders each user may use. Users
+    /// not listed may use user@ each local domain.
+    pub sender_map: Option<PathBuf>,
+    /// `auth_failure_delay`: pause before answering a failed AUTH (slows password guessing).
+    pub failure_delay: Duration,
+}
+
+/// What one SMTP session accepts, and how long it waits.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// Clients that may send mail to non-local domains.
+    pub relay_networks: Vec<Cidr>,
+    /// Bytes; never 0.
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    /// Bad commands before 421 and close.
+    pub max_errors: u32,
+    /// Received: headers before 554 5.4.6 (mail loop).
+    pub max_received: u32,
+    /// From connect until the first command.
+    pub greeting_timeout: Duration,
+    /// Waiting for a command (RFC 5321 4.5.3.2.7).
+    pub command_timeout: Duration,
+    /// Waiting for each block of message data.
+    pub data_timeout: Duration,
+    /// Every wait on a client while more than 3/4 of `max_sessions` are in
+    /// use (stress mode): an idle client loses its slot after this.
+    pub stress_timeout: Duration,
+    /// Unknown recipients in one session before each further one is answered slowly.
+    pub harvest_threshold: u32,
+    /// Pause per unknown recipient past `harvest_threshold`; zero = none.
+    pub harvest_delay: Duration,
+    /// Unknown recipients in one session before it is closed (directory harvest).
+    pub harvest_limit: u32,
+    /// EXPN lists alias targets.
+    pub expn: bool,
+    /// VRFY says whether a local recipient exists (Postfix's default); off,
+    /// it answers 252 for everyone.
+    pub vrfy: bool,
+}
+
+/// The queue's directory and how it commits.
+#[derive(Debug, Clone)]
+pub struct SpoolSettings {
+    /// `spool`: the queue's root directory.
+    pub dir: PathBuf,
+    /// `spool_sync`: how the spool makes accepted mail durable.
+    pub sync: SyncMode,
+}
+
+/// Who is local, and where their mail goes.
+#[derive(Debug, Clone)]
+pub struct LocalDelivery {
+    /// `local_domains`: lowercased, without a trailing dot.
+    pub domains: Vec<String>,
+    /// `local_users`: file of user names; None = system accounts.
+    pub users: Option<PathBuf>,
+    /// aliases(5) file.
+    pub aliases: Option<PathBuf>,
+    /// Where local mail goes: `%u` the user, `~` the home; a trailing `/` means Maildir.
+    pub mailbox: String,
+    /// How long a pipe (`|command`) delivery may run.
+    pub pipe_timeout: Duration,
+}
+
+/// The queue runner: retries, expiry, notices.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// First retry delay after a temporary failure; doubles each attempt.
+    pub retry_initial: Duration,
+    /// The retry delay never grows beyond this.
+    pub retry_max: Duration,
+    /// `queue_lifetime`: after this long in the queue a recipient fails permanently.
+    pub lifetime: Duration,
+    /// When to tell the sender mail is delayed; None = never.
+    pub delay_warning: Option<Duration>,
+    /// Delivery threads in the queue runner.
+    pub delivery_threads: usize,
+    /// Send failures of bounces (null sender) to postmaster instead of dropping them.
+    pub double_bounce_to_postmaster: bool,
+    /// `queue_only`: accept and queue mail but do not deliver it (sendmail's
+    /// queue-only delivery mode): for maintenance, or to inspect what arrives.
+    pub only: bool,
+}
+
+/// Remote delivery: DNS, next hops and the SMTP client.
+#[derive(Debug, Clone)]
+pub struct RemoteDelivery {
+    /// Name servers for delivery (address:port); empty = /etc/resolv.conf.
+    pub dns_servers: Vec<SocketAddr>,
+    /// How long one DNS query may take.
+    pub dns_timeout: Duration,
+    /// `route = DOMAIN HOP`: fixed next hops per recipient domain, first match wins.
+    pub routes: Vec<(String, NextHop)>,
+    /// The smarthost for every domain without a route; None = MX lookup.
+    pub relay_host: Option<NextHop>,
+    /// user and password for AUTH to the relay_host.
+    pub relay_auth: Option<(String, String)>,
+    /// `smtp_tls`: the outbound TLS policy unless a route says otherwise.
+    pub tls: TlsPolicy,
+    /// CA certificates (PEM) for `tls = verify`; None = the system's CA store.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Address families used to reach next hops.
+    pub inet_protocols: Family,
+    /// The port MX hosts are contacted on. 25 in real life; ONLY FOR TESTING.
+    pub mx_port: u16,
+    /// RFC 5321 4.5.3.2 client timeouts (`smtp_*_timeout`): connect, greeting
+    /// and EHLO/STARTTLS/AUTH, MAIL/RCPT/RSET, DATA and each data block, the
+    /// reply to the final dot.
+    pub connect_timeout: Duration,
+    pub helo_timeout: Duration,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub data_done_timeout: Duration,
+    /// `smtp_connection_cache_time`: keep a connection open this long for the
+    /// next message to the same host; None = close after each.
+    pub connection_cache_time: Option<Duration>,
+    /// Deliveries in progress at once to one destination (route or relay
+    /// host, else recipient domain).
+    pub max_connections_per_domain: usize,
+}
+
+/// The daemon process itself.
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    /// Where a detached ternd writes its pid (and holds a lock).
+    pub pid_file: PathBuf,
+    /// How long a stopping daemon waits for sessions and deliveries.
+    pub shutdown_grace: Duration,
+    /// The account a daemon started as root drops to (its primary group too).
+    pub user: String,
+    /// The least severe log messages written.
+    pub log_level: log::LevelFilter,
+    /// The syslog facility of a detached daemon, as its RFC 5424 number.
+    pub syslog_facility: u8,
+}
+
+/// A value a SIGHUP may replace (the configuration, the tables, the session
+/// context): readers take an `Arc` snapshot and keep it as long as they need
+/// a consistent view, so a reload never changes anything under a session or
+/// a delivery in progress.
+pub struct Live<T>(std::sync::RwLock<std::sync::Arc<T>>);
+
+impl<T> Live<T> {
+    pub fn new(value: std::sync::Arc<T>) -> Live<T> {
+        Live(std::sync::RwLock::new(value))
+    }
+
+    /// The current value.
+    pub fn get(&self) -> std::sync::Arc<T> {
+        // A panic while holding the lock cannot leave a half-written Arc.
+        std::sync::Arc::clone(&self.0.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Replace the value for every later `get`.
+    pub fn set(&self, value: std::sync::Arc<T>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = value;
+    }
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        // A host name that is not a valid domain (empty, underscores) would put garbage
+        // into every greeting, so fall back to "localhost" for those too.
+        let hostname = sys::hostname()
+            .ok()
+            .filter(|h| value::check_domain(h).is_ok())
+            .unwrap_or_else(|| "localhost".to_string());
+        let local_domains = value::default_local_domains(&hostname);
+        Config {
+            path: PathBuf::from(DEFAULT_PATH),
+            hostname,
+            listen: Listeners {
+                smtp: vec![
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 25),
+                    SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 25),
+                ],
+                submission: Vec::new(),
+                smtps: Vec::new(),
+                proxy_protocol: Vec::new(),
+                proxy_from: Vec::new(),
+                max_sessions: 100,
+                max_sessions_per_ip: 20,
+            },
+            tls: ServerTls::default(),
+            auth: SmtpAuth {
+                users: None,
+                sender_map: None,
+                failure_delay: Duration::from_secs(2),
+            },
+            session: SessionLimits {
+                relay_networks: vec![
+                    Cidr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 0)), 8),
+                    Cidr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 128),
+                ],
+                max_message_size: 35 * 1024 * 1024,
+                max_recipients: 100,
+                max_errors: 10,
+                max_received: 50,
+                greeting_timeout: Duration::from_secs(300),
+                command_timeout: Duration::from_secs(300),
+                data_timeout: Duration::from_secs(300),
+                stress_timeout: Duration::from_secs(10),
+                harvest_threshold: 5,
+                harvest_delay: Duration::from_secs(1),
+                harvest_limit: 20,
+                expn: false,
+                vrfy: false,
+            },
+            spool: SpoolSettings {
+                dir: PathBuf::from("/var/spool/tern"),
+                sync: SyncMode::default(),
+            },
+            local: LocalDelivery {
+                domains: local_domains,
+                users: None,
+                aliases: None,
+                mailbox: "/var/mail/%u".to_owned(),
+                pipe_timeout: Duration::from_secs(600),
+            },
+            queue: QueueSettings {
+                retry_initial: Duration::from_secs(300),
+                retry_max: Duration::from_secs(4 * 3600),
+                lifetime: Duration::from_secs(5 * 86400),
+                delay_warning: Some(Duration::from_secs(4 * 3600)),
+                delivery_threads: 8,
+                double_bounce_to_postmaster: false,
+                only: false,
+            },
+            remote: RemoteDelivery {
+                dns_servers: Vec::new(),
+                dns_timeout: Duration::from_secs(10),
+                routes: Vec::new(),
+                relay_host: None,
+                relay_auth: None,
+                tls: TlsPolicy::May,
+                tls_ca_file: None,
+                inet_protocols: Family::Both,
+                mx_port: 25,
+                connect_timeout: Duration::from_secs(30),
+                helo_timeout: Duration::from_secs(300),
+                command_timeout: Duration::from_secs(300),
+                data_timeout: Duration::from_secs(180),
+                data_done_timeout: Duration::from_secs(600),
+                connection_cache_time: Some(Duration::from_secs(2)),
+                max_connections_per_domain: 20,
+            },
+            daemon: DaemonSettings {
+                pid_file: PathBuf::from("/var/run/ternd.pid"),
+                shutdown_grace: Duration::from_secs(30),
+                user: "tern".to_owned(),
+                log_level: log::LevelFilter::Info,
+                syslog_facility: 2,
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Read and parse `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: 0,
+            what: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse `text`; `path` is recorded in the result and shown, as given, in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let err = |line: usize, what: String| ConfigError {
+            file: file.clone(),
+            line,
+            what,
+        };
+        let mut c = Config {
+            path: path.to_path_buf(),
+            ..Config::default()
+        };
+        // Key -> line it was first set on, to catch repeats and to say where the first was.
+        let mut seen: HashMap<String, usize> = HashMap::new();
+
+        for (i, raw) in text.lines().enumerate() {
+            let n = i + 1;
+            let line = value::strip_comment(raw).trim();
+            if line.is_empty() {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(err(
+                    n,
+                    format!("missing \"=\" in {line:?} (lines have the form \"key = value\")"),
+                ));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            if key.is_empty() {
+                return Err(err(n, format!("missing key before \"=\" in {line:?}")));
+            }
+            let Some(spec) = keys::find(key) else {
+                return Err(err(n, format!("unknown key {key:?}")));
+            };
+            if let Some(first) = seen.get(key) {
+                if spec.times == keys::Times::Once {
+                    return Err(err(
+                        n,
+                        format!("repeated key {key:?} (first set on line {first})"),
+                    ));
+                }
+            } else {
+                seen.insert(key.to_string(), n);
+            }
+            (spec.set)(&mut c, value).map_err(|m| err(n, format!("{key}: {m}")))?;
+        }
+
+        // A certificate without its key (or the reverse) is a mistake, not "no TLS".
+        if c.tls.cert.is_some() != c.tls.key.is_some() {
+            let (set, missing) = if c.tls.cert.is_some() {
+                ("tls_cert", "tls_key")
+            } else {
+                ("tls_key", "tls_cert")
+            };
+            let line = seen.get(set).copied().unwrap_or(0);
+            return Err(err(line, format!("{set} is set but {missing} is not")));
+        }
+        // A PROXY listener that trusts no proxy would refuse everyone.
+        if !c.listen.proxy_protocol.is_empty() && c.listen.proxy_from.is_empty() {
+            let line = seen.get("proxy_protocol").copied().unwrap_or(0);
+            return Err(err(line, "proxy_protocol: needs proxy_from".to_owned()));
+        }
+        // Submission takes mail only after AUTH, and AUTH only inside TLS:
+        // without both it could never accept anything.
+        for (key, set) in [
+            ("submission", !c.listen.submission.is_empty()),
+            ("smtps", !c.listen.smtps.is_empty()),
+        ] {
+            let line = seen.get(key).copied().unwrap_or(0);
+            if set && c.tls.cert.is_none() {
+                return Err(err(line, format!("{key}: needs tls_cert and tls_key")));
+            }
+            if set && c.auth.users.is_none() {
+                return Err(err(line, format!("{key}: needs auth_users")));
+            }
+        }
+        // The default local domains follow the host name, which the file may have changed.
+        if !seen.contains_key("local_domains") {
+            c.local.domains = value::default_local_domains(&c.hostname);
+        }
+        Ok(c)
+    }
+
+    /// Make relative paths absolute against `base` (the directory ternd was
+    /// started in), so that they mean the same in delivery children, which
+    /// run in `/`, and after the daemon changes directory.
+    pub fn resolve_relative(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut self.spool.dir);
+        abs(&mut self.daemon.pid_file);
+        for p in [
+            &mut self.local.users,
+            &mut self.local.aliases,
+            &mut self.tls.cert,
+            &mut self.tls.key,
+            &mut self.auth.users,
+            &mut self.auth.sender_map,
+            &mut self.remote.tls_ca_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            abs(p);
+        }
+        let mailbox = &mut self.local.mailbox;
+        if !mailbox.starts_with('/') && !mailbox.starts_with('~') {
+            *mailbox = base.join(&*mailbox).display().to_string();
+        }
+    }
+}
+
+impl LocalDelivery {
+    /// Whether mail for `domain` is delivered here (case-insensitive, trailing dot ignored).
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        let d = domain.strip_suffix('.').unwrap_or(domain);
+        self.domains.iter().any(|l| l.eq_ignore_ascii_case(d))
+    }
+}
+
+impl SessionLimits {
+    /// Whether a client at `ip` may send mail to non-local domains.
+    pub fn may_relay(&self, ip: IpAddr) -> bool {
+        self.relay_networks.iter().any(|n| n.contains(ip))
+    }
+}
+
+impl RemoteDelivery {
+    /// The configured next hop for a recipient domain: its route, else the
+    /// relay_host, else None (MX lookup).
+    pub fn next_hop(&self, domain: &str) -> Option<&NextHop> {
+        let d = domain.strip_suffix('.').unwrap_or(domain);
+        self.routes
+            .iter()
+            .find(|(r, _)| r.eq_ignore_ascii_case(d))
+            .map(|(_, h)| h)
+            .or(self.relay_host.as_ref())
+    }
+}

@@ -1,0 +1,224 @@
+//! The value types tern.conf keys hold. They live here, at the bottom, so that
+//! the configuration depends on nothing above it: the spool, outbound TLS and
+//! DNS code import them from here rather than the other way round.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// An IP network: an address with its host bits cleared, and a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    /// Parse `ADDRESS/PREFIX` or a bare address (a single host). Host bits beyond the
+    /// prefix are cleared rather than rejected: `10.1.2.3/8` means `10.0.0.0/8`.
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let ip: IpAddr = addr.parse().ok()?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            // u8::from_str accepts a leading '+'; a prefix is plain digits only.
+            Some(l) if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) => l.parse::<u8>().ok()?,
+            Some(_) => return None,
+            None => max,
+        };
+        if len > max {
+            return None;
+        }
+        Some(Cidr::new(ip, len))
+    }
+
+    /// The network of `ip` with a `len`-bit prefix (clamped to the family's width).
+    pub(crate) fn new(ip: IpAddr, len: u8) -> Cidr {
+        let len = len.min(if ip.is_ipv4() { 32 } else { 128 });
+        Cidr {
+            net: mask(ip, len),
+            len,
+        }
+    }
+
+    /// Whether `ip` lies in this network. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`,
+    /// as a dual-stack socket reports IPv4 peers) matches IPv4 networks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match (self.net, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => return false,
+            },
+            _ => ip,
+        };
+        ip.is_ipv4() == self.net.is_ipv4() && mask(ip, self.len) == self.net
+    }
+}
+
+/// Clear the bits of `ip` beyond the first `len`.
+fn mask(ip: IpAddr, len: u8) -> IpAddr {
+    // checked_shl yields None for a full-width shift (prefix 0): then nothing is kept.
+    match ip {
+        IpAddr::V4(a) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & m))
+        }
+        IpAddr::V6(a) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & m))
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.net, self.len)
+    }
+}
+
+/// Where `route` or `relay_host` sends mail: `[host]:port` (no MX lookup),
+/// `host:port` or `host` (MX lookup of host), optionally followed by `tls=POLICY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextHop {
+    pub host: String,
+    pub port: u16,
+    /// Look up the host's MX records (a bare name) or not (`[name]`).
+    pub mx: bool,
+    pub tls: Option<TlsPolicy>,
+    /// TLS from the first byte (RFC 8314): port 465, or the word `smtps`.
+    pub implicit_tls: bool,
+}
+
+/// The outbound TLS policy of a route, weakest first (`smtp_tls`, `tls=` of a
+/// next hop; Postfix's smtp_tls_security_level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsPolicy {
+    None,
+    May,
+    Encrypt,
+    Verify,
+}
+
+impl TlsPolicy {
+    pub fn parse(s: &str) -> Option<TlsPolicy> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Some(TlsPolicy::None),
+            "may" => Some(TlsPolicy::May),
+            "encrypt" => Some(TlsPolicy::Encrypt),
+            "verify" => Some(TlsPolicy::Verify),
+            _ => None,
+        }
+    }
+
+    /// Whether mail may go out in plaintext under this policy.
+    pub fn allows_plaintext(self) -> bool {
+        matches!(self, TlsPolicy::None | TlsPolicy::May)
+    }
+}
+
+/// Which address families delivery uses (`inet_protocols`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+    Both,
+}
+
+/// How the spool makes a new message durable (`spool_sync`). Both give the same
+/// promise (src/spool/README.md, "The promise"); they differ in what a batch of
+/// messages committed together costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// One `syncfs(2)` per group-commit batch writes every message's body and
+    /// envelope at once, then one fsync of env/ makes the renames durable: two device flushes per
+    /// batch, however many messages it holds. It also writes out whatever else is
+    /// dirty on the spool's filesystem, so it suits a spool whose filesystem is not
+    /// busy with other writers.
+    #[default]
+    Syncfs,
+    /// Each session fsyncs its own message's body and envelope; the batch fsyncs
+    /// msg/ and env/ once: two fsyncs per message plus two per batch, and no
+    /// dependence on anything else written to the filesystem.
+    Fsync,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn cidr(s: &str) -> Cidr {
+        Cidr::parse(s).unwrap()
+    }
+
+    #[test]
+    fn cidr_parse_and_display() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("127.0.0.0/8", Some("127.0.0.0/8")),
+            ("10.1.2.3", Some("10.1.2.3/32")),
+            ("10.1.2.3/8", Some("10.0.0.0/8")),
+            ("0.0.0.0/0", Some("0.0.0.0/0")),
+            ("1.2.3.4/0", Some("0.0.0.0/0")),
+            ("::1/128", Some("::1/128")),
+            ("::1", Some("::1/128")),
+            ("2001:db8::1/32", Some("2001:db8::/32")),
+            ("::/0", Some("::/0")),
+            ("10.0.0.0/33", None),
+            ("::/129", None),
+            ("10.0.0.0/", None),
+            ("10.0.0.0/+8", None),
+            ("10.0.0.0/-1", None),
+            ("10.0.0.0/8/8", None),
+            ("10.0.0/8", None),
+            ("/8", None),
+            ("", None),
+            ("fe80::1%eth0/64", None),
+            ("10.0.0.0/999999999999", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(Cidr::parse(s).map(|c| c.to_string()).as_deref(), *want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn cidr_contains() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("127.0.0.0/8", "127.0.0.1", true),
+            ("127.0.0.0/8", "127.255.255.255", true),
+            ("127.0.0.0/8", "128.0.0.1", false),
+            ("192.0.2.7", "192.0.2.7", true),
+            ("192.0.2.7", "192.0.2.8", false),
+            ("0.0.0.0/0", "203.0.113.9", true),
+            ("0.0.0.0/0", "::1", false),
+            ("127.0.0.0/8", "::ffff:127.0.0.1", true),
+            ("127.0.0.0/8", "::ffff:10.0.0.1", false),
+            ("10.0.0.0/8", "::10.0.0.1", false), // IPv4-compatible, not mapped
+            ("::1/128", "::1", true),
+            ("::1/128", "::2", false),
+            ("::1/128", "127.0.0.1", false),
+            ("2001:db8::/32", "2001:db8:ffff::1", true),
+            ("2001:db8::/32", "2001:db9::1", false),
+            ("::/0", "2001:db8::1", true),
+            ("::/0", "10.0.0.1", false),
+        ];
+        for (net, addr, want) in cases {
+            assert_eq!(cidr(net).contains(ip(addr)), *want, "{net} contains {addr}");
+        }
+        assert_eq!(Cidr::new(ip("10.1.2.3"), 8), cidr("10.0.0.0/8"));
+        assert_eq!(Cidr::new(ip("::1"), 200), cidr("::1/128"));
+    }
+
+    #[test]
+    fn tls_policies() {
+        assert_eq!(TlsPolicy::parse("VERIFY"), Some(TlsPolicy::Verify));
+        assert_eq!(TlsPolicy::parse("sometimes"), None);
+        assert!(TlsPolicy::May.allows_plaintext());
+        assert!(!TlsPolicy::Encrypt.allows_plaintext());
+        assert!(TlsPolicy::None < TlsPolicy::May && TlsPolicy::Encrypt < TlsPolicy::Verify);
+    }
+}

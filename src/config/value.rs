@@ -1,0 +1,644 @@
+//! The parsers of tern.conf values: each takes the text after `=` and gives
+//! the typed value or says what is wrong with it (without the key; the
+//! caller prefixes it). Shared by the key table and the fuzz target.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::types::{Cidr, Family, NextHop, SyncMode, TlsPolicy};
+
+/// An account name for `user`: what useradd accepts, checked here so a typo
+/// is a config error rather than a failed lookup at start.
+pub(super) fn account_name(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && !v.starts_with('-')
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '$'));
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err(format!("bad user name {v:?}"))
+    }
+}
+
+/// `log_level`: syslog's severities that the log crate has (no trace: `-v -v`).
+pub(super) fn log_level(v: &str) -> Result<log::LevelFilter, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "error" => Ok(log::LevelFilter::Error),
+        "warn" | "warning" => Ok(log::LevelFilter::Warn),
+        "info" => Ok(log::LevelFilter::Info),
+        "debug" => Ok(log::LevelFilter::Debug),
+        _ => Err(format!("bad log level {v:?} (error, warn, info or debug)")),
+    }
+}
+
+/// `syslog_facility`: the facilities a mail daemon may use, as RFC 5424 numbers
+/// (mail 2, daemon 3, local0..local7 16..23).
+pub(super) fn syslog_facility(v: &str) -> Result<u8, String> {
+    let name = v.to_ascii_lowercase();
+    let local = name
+        .strip_prefix("local")
+        .and_then(|n| n.parse::<u8>().ok())
+        .filter(|n| *n <= 7);
+    match (name.as_str(), local) {
+        ("mail", _) => Ok(2),
+        ("daemon", _) => Ok(3),
+        (_, Some(n)) => Ok(16 + n),
+        _ => Err(format!(
+            "bad syslog facility {v:?} (mail, daemon, local0 to local7)"
+        )),
+    }
+}
+
+/// Cut a `#` comment: one that starts the line or follows whitespace. A `#` inside a
+/// word is kept, so a value such as a path may contain one.
+pub(super) fn strip_comment(line: &str) -> &str {
+    let mut after_space = true;
+    for (i, ch) in line.char_indices() {
+        if ch == '#' && after_space {
+            return line.get(..i).unwrap_or(line);
+        }
+        after_space = ch.is_whitespace();
+    }
+    line
+}
+
+/// List items: separated by whitespace or commas, empty items dropped.
+fn items(v: &str) -> impl Iterator<Item = &str> {
+    v.split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|s| !s.is_empty())
+}
+
+fn push_unique<T: PartialEq>(list: &mut Vec<T>, item: T) {
+    if !list.contains(&item) {
+        list.push(item);
+    }
+}
+
+pub(super) fn nonempty(v: &str) -> Result<&str, String> {
+    if v.is_empty() {
+        Err("missing value".to_string())
+    } else {
+        Ok(v)
+    }
+}
+
+/// Relative paths are kept as given: whoever starts the daemon decides the cwd.
+pub(super) fn path(v: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(nonempty(v)?))
+}
+
+/// `hostname`: a domain name, as written.
+pub(super) fn hostname(v: &str) -> Result<String, String> {
+    check_domain(nonempty(v)?).map_err(|why| format!("bad domain {v:?}: {why}"))?;
+    Ok(v.to_owned())
+}
+
+/// `mx_port`: a port number other than 0.
+pub(super) fn mx_port(v: &str) -> Result<u16, String> {
+    port_number(nonempty(v)?)
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("bad port {v:?}"))
+}
+
+/// RFC 1035 host name syntax: letters, digits and hyphens in dot-separated labels.
+pub(super) fn check_domain(d: &str) -> Result<(), String> {
+    if d.is_empty() {
+        return Err("empty".to_string());
+    }
+    if d.len() > 253 {
+        return Err("longer than 253 characters".to_string());
+    }
+    for label in d.split('.') {
+        if label.is_empty() {
+            return Err("empty label (two dots in a row, or a dot at the start or end)".to_string());
+        }
+        if label.len() > 63 {
+            return Err(format!("label {label:?} is longer than 63 characters"));
+        }
+        if let Some(bad) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
+            return Err(format!(
+                "{bad:?} is not allowed (only letters, digits, hyphens and dots)"
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label {label:?} starts or ends with a hyphen"));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn default_local_domains(hostname: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    push_unique(
+        &mut v,
+        hostname
+            .strip_suffix('.')
+            .unwrap_or(hostname)
+            .to_ascii_lowercase(),
+    );
+    push_unique(&mut v, "localhost".to_string());
+    v
+}
+
+/// An empty list is allowed: a pure relay or smarthost client has no local domains.
+pub(super) fn local_domains(v: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for item in items(v) {
+        // A fully qualified "example.org." is the same domain as "example.org".
+        let d = item.strip_suffix('.').unwrap_or(item);
+        check_domain(d).map_err(|why| format!("bad domain {item:?}: {why}"))?;
+        push_unique(&mut out, d.to_ascii_lowercase());
+    }
+    Ok(out)
+}
+
+pub(super) fn listen(v: &str) -> Result<Vec<SocketAddr>, String> {
+    let mut out = Vec::new();
+    for item in items(v) {
+        for addr in listen_addr(item).ok_or_else(|| {
+            format!("bad address {item:?} (use IP:PORT, [IPv6]:PORT, a bare IP for port 25, or *:PORT)")
+        })? {
+            push_unique(&mut out, addr);
+        }
+    }
+    if out.is_empty() {
+        return Err("no addresses given (the daemon would not listen anywhere)".to_string());
+    }
+    Ok(out)
+}
+
+/// Like `listen`, but an empty value means no listener of that kind.
+pub(super) fn listen_list(v: &str) -> Result<Vec<SocketAddr>, String> {
+    if items(v).next().is_none() {
+        return Ok(Vec::new());
+    }
+    listen(v)
+}
+
+/// One listen item; `*` means every address of both families, hence possibly two.
+/// Port 0 is allowed: the kernel picks a free port, which tests rely on.
+fn listen_addr(item: &str) -> Option<Vec<SocketAddr>> {
+    let any = |port| {
+        vec![
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
+        ]
+    };
+    if item == "*" {
+        return Some(any(25));
+    }
+    if let Some(port) = item.strip_prefix("*:") {
+        return Some(any(port_number(port)?));
+    }
+    if let Ok(sa) = item.parse::<SocketAddr>() {
+        return Some(vec![sa]);
+    }
+    // A bare address, IPv6 with or without brackets.
+    let bare = item
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(item);
+    let ip: IpAddr = bare.parse().ok()?;
+    Some(vec![SocketAddr::new(ip, 25)])
+}
+
+pub(super) fn port_number(s: &str) -> Option<u16> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Name servers as IP:PORT (or a bare IP for port 53); empty = resolv.conf.
+pub(super) fn dns_servers(v: &str) -> Result<Vec<SocketAddr>, String> {
+    let mut out = Vec::new();
+    for item in items(v) {
+        let sa = match item.parse::<SocketAddr>() {
+            Ok(sa) => sa,
+            Err(_) => {
+                let bare = item.trim_start_matches('[').trim_end_matches(']');
+                let ip: IpAddr = bare
+                    .parse()
+                    .map_err(|_| format!("bad name server {item:?} (use IP or IP:PORT)"))?;
+                SocketAddr::new(ip, 53)
+            }
+        };
+        push_unique(&mut out, sa);
+    }
+    Ok(out)
+}
+
+/// Listener kinds, for `proxy_protocol`.
+pub(super) fn services(v: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for item in items(v) {
+        let s = item.to_ascii_lowercase();
+        if !["smtp", "submission", "smtps"].contains(&s.as_str()) {
+            return Err(format!(
+                "unknown service {item:?} (use smtp, submission or smtps)"
+            ));
+        }
+        push_unique(&mut out, s);
+    }
+    Ok(out)
+}
+
+pub(super) fn tls_policy(v: &str) -> Result<TlsPolicy, String> {
+    TlsPolicy::parse(nonempty(v)?)
+        .ok_or_else(|| format!("bad TLS policy {v:?} (use none, may, encrypt or verify)"))
+}
+
+pub(super) fn spool_sync(v: &str) -> Result<SyncMode, String> {
+    match nonempty(v)?.to_ascii_lowercase().as_str() {
+        "syncfs" => Ok(SyncMode::Syncfs),
+        "fsync" => Ok(SyncMode::Fsync),
+        _ => Err(format!("bad value {v:?} (use syncfs or fsync)")),
+    }
+}
+
+pub(super) fn inet_protocols(v: &str) -> Result<Family, String> {
+    match nonempty(v)?.to_ascii_lowercase().as_str() {
+        "ipv4" => Ok(Family::Ipv4),
+        "ipv6" => Ok(Family::Ipv6),
+        "both" | "all" => Ok(Family::Both),
+        _ => Err(format!("bad value {v:?} (use ipv4, ipv6 or both)")),
+    }
+}
+
+/// `[host]:port`, `[host]`, `host:port` or `host`, then an optional `tls=POLICY`.
+pub(super) fn next_hop(v: &str) -> Result<NextHop, String> {
+    let mut words = nonempty(v)?.split_whitespace();
+    let target = words.next().ok_or("missing value")?;
+    let mut tls = None;
+    let mut smtps = false;
+    for w in words {
+        if w.eq_ignore_ascii_case("smtps") {
+            smtps = true;
+            continue;
+        }
+        match w.split_once('=') {
+            Some((k, p)) if k.eq_ignore_ascii_case("tls") => tls = Some(tls_policy(p)?),
+            _ => {
+                return Err(format!(
+                    "unexpected {w:?} after the next hop (only tls=POLICY may follow)"
+                ))
+            }
+        }
+    }
+    let bad = || format!("bad next hop {target:?} (use [host]:port, host:port, [host] or host)");
+    let (host, port, mx) = if let Some(rest) = target.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match after {
+            "" => 25,
+            p => port_number(p.strip_prefix(':').ok_or_else(bad)?).ok_or_else(bad)?,
+        };
+        (host, port, false)
+    } else {
+        match target.rsplit_once(':') {
+            Some((h, p)) => (h, port_number(p).ok_or_else(bad)?, true),
+            None => (target, 25, true),
+        }
+    };
+    if port == 0 {
+        return Err(bad());
+    }
+    if host.parse::<IpAddr>().is_err() {
+        check_domain(host).map_err(|why| format!("bad host {host:?}: {why}"))?;
+    } else if mx {
+        return Err(format!("{target:?}: an address needs brackets, as in [{host}]"));
+    }
+    Ok(NextHop {
+        host: host.to_ascii_lowercase(),
+        port,
+        mx,
+        tls,
+        implicit_tls: smtps || port == 465,
+    })
+}
+
+/// `DOMAIN NEXTHOP [tls=POLICY]`.
+pub(super) fn route(v: &str) -> Result<(String, NextHop), String> {
+    let v = nonempty(v)?;
+    let (domain, hop) = v
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| format!("bad route {v:?} (use DOMAIN [host]:port)"))?;
+    let d = domain.strip_suffix('.').unwrap_or(domain);
+    check_domain(d).map_err(|why| format!("bad domain {domain:?}: {why}"))?;
+    Ok((d.to_ascii_lowercase(), next_hop(hop.trim())?))
+}
+
+/// `user:password`; the password may contain colons.
+pub(super) fn relay_auth(v: &str) -> Result<(String, String), String> {
+    match nonempty(v)?.split_once(':') {
+        Some((u, p)) if !u.is_empty() && !p.is_empty() => Ok((u.to_owned(), p.to_owned())),
+        _ => Err("use user:password".to_owned()),
+    }
+}
+
+/// An empty list is allowed: it turns relaying off entirely.
+pub(super) fn networks(v: &str) -> Result<Vec<Cidr>, String> {
+    let mut out = Vec::new();
+    for item in items(v) {
+        let n = Cidr::parse(item).ok_or_else(|| {
+            format!("bad network {item:?} (use ADDRESS/PREFIX such as 192.0.2.0/24 or 2001:db8::/32, or a single address)")
+        })?;
+        push_unique(&mut out, n);
+    }
+    Ok(out)
+}
+
+pub(super) fn size(v: &str) -> Result<u64, String> {
+    let n = parse_size(nonempty(v)?)
+        .ok_or_else(|| format!("bad size {v:?} (use a number with optional K, M or G)"))?;
+    if n == 0 {
+        return Err("must be greater than 0".to_string());
+    }
+    Ok(n)
+}
+
+pub(super) fn timeout(v: &str) -> Result<Duration, String> {
+    let d = parse_duration(nonempty(v)?).ok_or_else(|| {
+        format!("bad duration {v:?} (use a number with optional s, m, h, d or w; plain means seconds)")
+    })?;
+    if d.is_zero() {
+        return Err("must be greater than 0".to_string());
+    }
+    Ok(d)
+}
+
+/// A duration where 0 means "off".
+pub(super) fn optional_duration(v: &str) -> Result<Option<Duration>, String> {
+    let d = parse_duration(nonempty(v)?).ok_or_else(|| {
+        format!("bad duration {v:?} (use a number with optional s, m, h, d or w; 0 turns it off)")
+    })?;
+    Ok(if d.is_zero() { None } else { Some(d) })
+}
+
+/// A pause, where 0 means none.
+pub(super) fn delay(v: &str) -> Result<Duration, String> {
+    parse_duration(nonempty(v)?).ok_or_else(|| {
+        format!("bad duration {v:?} (use a number with optional s, m, h, d or w; 0 means none)")
+    })
+}
+
+/// The mailbox template must name a place per user.
+pub(super) fn mailbox(v: &str) -> Result<String, String> {
+    let v = nonempty(v)?;
+    // Only the recipient's own home is known: "~/..." (or "~"), not "~user".
+    if v.starts_with('~') && v != "~" && !v.starts_with("~/") {
+        return Err(format!(
+            "{v:?}: only ~/ (the recipient's home) is understood, not ~user"
+        ));
+    }
+    if !v.contains("%u") && !v.starts_with('~') {
+        return Err(format!(
+            "mailbox {v:?} must contain %u or start with ~ so each user has their own"
+        ));
+    }
+    Ok(v.to_owned())
+}
+
+pub(super) fn boolean(v: &str) -> Result<bool, String> {
+    parse_bool(nonempty(v)?).ok_or_else(|| format!("bad boolean {v:?} (use yes or no)"))
+}
+
+/// A limit of at least 1: zero would make the daemon refuse everything.
+pub(super) fn count<T: TryFrom<u64>>(v: &str) -> Result<T, String> {
+    let v = nonempty(v)?;
+    if !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("bad number {v:?} (use a whole number, 1 or more)"));
+    }
+    let n = v
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| T::try_from(n).ok().map(|t| (n, t)));
+    match n {
+        None => Err(format!("number {v:?} is too large")),
+        Some((0, _)) => Err("must be at least 1".to_string()),
+        Some((_, t)) => Ok(t),
+    }
+}
+
+/// Split `s` into its leading digits and the rest, refusing an empty digit run.
+fn split_number(s: &str) -> Option<(u64, &str)> {
+    let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, rest) = s.split_at_checked(end)?;
+    if digits.is_empty() {
+        return None;
+    }
+    // Only digits remain, so the only failure left is overflow.
+    Some((digits.parse().ok()?, rest))
+}
+
+/// A byte count: digits with an optional K, M or G suffix (any case, powers of 1024).
+/// None on bad syntax or overflow.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (n, unit) = split_number(s)?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// A duration: digits with an optional s, m, h, d or w suffix (any case); a bare
+/// number is seconds. None on bad syntax or overflow.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let (n, unit) = split_number(s)?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        "d" => 24 * 60 * 60,
+        "w" => 7 * 24 * 60 * 60,
+        _ => return None,
+    };
+    n.checked_mul(mult).map(Duration::from_secs)
+}
+
+/// yes/no, true/false, on/off, 1/0, in any case.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "yes" | "true" | "on" | "1" => Some(true),
+        "no" | "false" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn sizes() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("0", Some(0)),
+            ("1", Some(1)),
+            ("1024", Some(1024)),
+            ("10k", Some(10 * 1024)),
+            ("10K", Some(10 * 1024)),
+            ("35M", Some(36_700_160)),
+            ("1g", Some(1 << 30)),
+            ("007", Some(7)),
+            ("18446744073709551615", Some(u64::MAX)),
+            ("18446744073709551616", None),
+            ("17179869184G", None),
+            ("99999999999999999999G", None),
+            ("", None),
+            ("K", None),
+            ("10X", None),
+            ("10KB", None),
+            ("10 K", None),
+            (" 10", None),
+            ("-1", None),
+            ("+1", None),
+            ("1.5M", None),
+            ("10T", None),
+            ("１０", None), // fullwidth digits are not ASCII digits
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_size(s), *want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        let d = Duration::from_secs;
+        let cases: &[(&str, Option<Duration>)] = &[
+            ("0", Some(d(0))),
+            ("30", Some(d(30))),
+            ("30s", Some(d(30))),
+            ("5m", Some(d(300))),
+            ("5M", Some(d(300))),
+            ("2h", Some(d(7200))),
+            ("1d", Some(d(86400))),
+            ("1w", Some(d(604_800))),
+            ("18446744073709551615", Some(d(u64::MAX))),
+            ("18446744073709551615m", None),
+            ("99999999999999999999", None),
+            ("99999999999999999999w", None),
+            ("", None),
+            ("m", None),
+            ("5x", None),
+            ("5ms", None),
+            ("5 m", None),
+            ("-5", None),
+            ("1.5h", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_duration(s), *want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn bools() {
+        let cases: &[(&str, Option<bool>)] = &[
+            ("yes", Some(true)),
+            ("YES", Some(true)),
+            ("true", Some(true)),
+            ("on", Some(true)),
+            ("1", Some(true)),
+            ("no", Some(false)),
+            ("False", Some(false)),
+            ("off", Some(false)),
+            ("0", Some(false)),
+            ("", None),
+            ("y", None),
+            ("2", None),
+            ("enabled", None),
+            (" yes", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_bool(s), *want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn listen_forms() {
+        let cases: &[(&str, &[&str])] = &[
+            ("127.0.0.1:2525", &["127.0.0.1:2525"]),
+            ("[::1]:2525", &["[::1]:2525"]),
+            ("10.0.0.1", &["10.0.0.1:25"]),
+            ("::1", &["[::1]:25"]),
+            ("[::1]", &["[::1]:25"]),
+            ("*:587", &["0.0.0.0:587", "[::]:587"]),
+            ("*", &["0.0.0.0:25", "[::]:25"]),
+            ("*:25 0.0.0.0:25", &["0.0.0.0:25", "[::]:25"]),
+            ("127.0.0.1:0", &["127.0.0.1:0"]),
+        ];
+        for (v, want) in cases {
+            let got = listen(v).unwrap();
+            let want: Vec<SocketAddr> = want.iter().map(|s| sa(s)).collect();
+            assert_eq!(got, want, "{v:?}");
+        }
+        for bad in [
+            "host:25",
+            "1.2.3.4:",
+            "1.2.3.4:x",
+            "*:-1",
+            "*:+25",
+            ":25",
+            "[1.2.3.4]:25",
+            "1.2.3.4:65536",
+        ] {
+            assert!(listen(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn domains() {
+        let long_label = "a".repeat(64);
+        let ok_label = "a".repeat(63);
+        let too_long = vec!["abcdefghi"; 26].join("."); // 259 characters
+        let good = [
+            "localhost",
+            "mail.example.org",
+            "MAIL.Example.Org",
+            "a-b.c",
+            "1.2.3.4",
+            ok_label.as_str(),
+        ];
+        for d in good {
+            assert!(check_domain(d).is_ok(), "{d:?}");
+        }
+        let bad = [
+            "",
+            ".",
+            "a..b",
+            ".a",
+            "a.",
+            "-a",
+            "a-",
+            "a.-b",
+            "a_b",
+            "a b",
+            "[1.2.3.4]",
+            "bücher.de",
+            long_label.as_str(),
+            too_long.as_str(),
+        ];
+        for d in bad {
+            assert!(check_domain(d).is_err(), "{d:?}");
+        }
+    }
+
+    /// Each tests/configs/bad/NAME.conf must fail with a message starting with NAME.err.
+
+    #[test]
+    fn syslog_facilities() {
+        assert_eq!(syslog_facility("daemon"), Ok(3));
+        assert_eq!(syslog_facility("mail"), Ok(2));
+        assert_eq!(syslog_facility("LOCAL3"), Ok(19));
+        assert!(syslog_facility("local8").is_err());
+        assert!(syslog_facility("kern").is_err());
+    }
+}

@@ -1,0 +1,42 @@
+//! What the queue runner and its delivery workers share: the live
+//! configuration and tables, the spool, the resolver and connection pool for
+//! remote delivery, and the counters the daemon reads when it stops. The
+//! runner makes one at start-up; each attempt reads it.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use crate::config::{Config, Live};
+use crate::deliver::dns::Resolver;
+use crate::deliver::pool::Pool;
+use crate::spool::{QueueId, Retired, Spool};
+use crate::tables::Tables;
+
+pub(super) struct Shared {
+    /// Swapped by a reload; each attempt takes the current one.
+    pub(super) cfg: Live<Config>,
+    pub(super) spool: Arc<Spool>,
+    pub(super) tables: Live<Tables>,
+    /// Tell the runner about a message (new, or changed outside the runner).
+    pub(super) wake: Sender<QueueId>,
+    /// DNS for remote delivery.
+    pub(super) resolver: Arc<dyn Resolver>,
+    /// Connections kept between remote deliveries, and per-destination limits.
+    pub(super) pool: Pool,
+    /// Set when the daemon stops: no new deliveries start.
+    pub(super) stopping: Arc<AtomicBool>,
+    /// Deliveries in progress.
+    pub(super) in_flight: AtomicUsize,
+    /// Delivered messages whose bodies wait for one fsync for many (spool::retire).
+    pub(super) retired: Retired,
+}
+
+impl Shared {
+    /// Have the runner look at `id` (a notice or a forwarded copy just
+    /// queued). A runner that is gone has nothing to look with.
+    pub(super) fn announce(&self, id: QueueId) {
+        let _ = self.wake.send(id);
+    }
+}

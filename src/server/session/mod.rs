@@ -1,0 +1,384 @@
+//! One SMTP session (RFC 5321 sections 3 and 4) over any `Conn`: TCP from
+//! the pool, stdin/stdout for `ternd -i` and `sendmail -bs`, memory in tests.
+//! Commands come from `smtp::command`, replies from `smtp::reply`, decisions
+//! from `policy`, and accepted mail goes to the spool. The session itself
+//! never touches a file, and never calls up into the daemon: it reports what
+//! it queued, and its caller tells whoever must know.
+//!
+//! - `mod.rs`: the command loop (read, dispatch, reply, count errors);
+//! - `envelope.rs`: EHLO/HELO, MAIL, RCPT, VRFY, EXPN;
+//! - `data.rs`: DATA, from the 354 to the commit;
+//! - `starttls.rs`, `auth.rs`: STARTTLS and AUTH.
+//!
+//! Each stage has one method, with a marked place ("Stage hook") where
+//! outside checks (milters, a policy service) and, at the end of the
+//! message, transforms (DKIM signing) belong.
+
+use std::fmt;
+use std::io;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::maillog;
+use crate::server::auth::Auth;
+use crate::server::conn::{self, Conn, Io, Line};
+use crate::server::policy::{self, Policy};
+use crate::smtp::address::{ForwardPath, ReversePath};
+use crate::smtp::command::{self, Command, MailParams, RcptParams, MAX_COMMAND_LINE};
+use crate::smtp::reply::{self, Reply};
+use crate::spool::{QueueId, Spool};
+use crate::tables::Tables;
+use crate::tls::{self, TlsInfo};
+
+mod auth;
+mod data;
+mod envelope;
+mod starttls;
+#[cfg(test)]
+mod tests;
+
+/// Keep at least this share of the spool filesystem free (OpenSMTPD-style guard).
+const MIN_FREE_PERCENT: u8 = 2;
+
+/// What every session shares: configuration, spool, policy, and the way to
+/// tell the queue runner a message arrived.
+pub struct Context {
+    pub cfg: Arc<Config>,
+    pub spool: Arc<Spool>,
+    pub policy: Arc<Policy>,
+    /// Set when the daemon is stopping; sessions answer 421 before their next command.
+    pub shutdown: Arc<AtomicBool>,
+    /// Told the id of each message queued (the queue runner's wake-up).
+    pub queued: Option<crossbeam_channel::Sender<QueueId>>,
+    /// The TLS server configuration; None when no certificate is configured.
+    pub tls: Option<Arc<tls::Source>>,
+    /// The AUTH password file and sender map.
+    pub auth: Arc<Auth>,
+    /// Where accepted mail goes: the queue, or the maildrop.
+    pub door: Door,
+}
+
+/// Where a session puts what it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// The queue itself (the daemon, `ternd -i`): the session needs the daemon's
+    /// rights on the spool.
+    Queue,
+    /// The maildrop, as the sendmail program drops mail (`sendmail -bs`): any user
+    /// sendmail lets write there may run the session; the daemon's pickup queues it.
+    Maildrop,
+}
+
+impl Context {
+    /// A context over `spool` with fresh policy and AUTH tables; no one is
+    /// told of queued mail until `queued` is set.
+    pub fn new(
+        cfg: Arc<Config>,
+        spool: Arc<Spool>,
+        tables: Arc<Tables>,
+        tls: Option<Arc<tls::Source>>,
+    ) -> Context {
+        let auth = Arc::new(Auth::new(&cfg));
+        Context {
+            cfg,
+            spool,
+            policy: Arc::new(Policy::new(tables)),
+            shutdown: Arc::new(AtomicBool::new(false)),
+            queued: None,
+            tls,
+            auth,
+            door: Door::Queue,
+        }
+    }
+}
+
+/// One session on stdin/stdout (`ternd -i` into the queue, `sendmail -bs` into
+/// the maildrop). Returns the ids of the messages it queued: the caller tells
+/// a running daemon about them so it delivers at once (when it is down, it
+/// finds them at start-up).
+pub fn run_stdio(
+    cfg: Config,
+    spool: Spool,
+    peer: &Peer,
+    tls: Option<Arc<tls::Source>>,
+    door: Door,
+) -> Vec<QueueId> {
+    let tables = Arc::new(Tables::new(&cfg));
+    let mut ctx = Context::new(Arc::new(cfg), Arc::new(spool), tables, tls);
+    ctx.door = door;
+    run(&ctx, peer, Service::Smtp, Box::new(conn::Stdio::new())).queued
+}
+
+/// What a session did, for its caller.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The messages it queued, in order.
+    pub queued: Vec<QueueId>,
+}
+
+/// What kind of listener a session came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Mail exchange (RFC 5321), port 25; also `ternd -i`.
+    Smtp,
+    /// Message submission (RFC 6409), port 587: STARTTLS and AUTH before MAIL.
+    Submission,
+    /// Submission over implicit TLS (RFC 8314), port 465.
+    Smtps,
+}
+
+impl Service {
+    fn is_submission(self) -> bool {
+        matches!(self, Service::Submission | Service::Smtps)
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Service::Smtp => "smtp",
+            Service::Submission => "submission",
+            Service::Smtps => "smtps",
+        })
+    }
+}
+
+/// The client, as logged and as written into Received:.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub ip: Option<IpAddr>,
+    /// Reverse-DNS name or "unknown"; "localhost" for local submission.
+    pub name: String,
+}
+
+impl Peer {
+    pub fn remote(ip: IpAddr) -> Peer {
+        Peer {
+            ip: Some(ip),
+            name: "unknown".to_owned(),
+        }
+    }
+
+    pub fn local() -> Peer {
+        Peer {
+            ip: None,
+            name: "localhost".to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    /// Postfix's `name[ip]` form.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ip {
+            Some(ip) => write!(f, "{}[{}]", self.name, ip),
+            None => write!(f, "{}", self.name),
+        }
+    }
+}
+
+/// The session ends without a reply: the client went away or the link broke.
+struct Hangup;
+
+/// An open mail transaction (RFC 5321 3.3): exists from MAIL to the end of DATA or RSET.
+struct Transaction {
+    from: ReversePath,
+    params: MailParams,
+    rcpts: Vec<(ForwardPath, RcptParams)>,
+}
+
+struct Session<'a> {
+    ctx: &'a Context,
+    cfg: &'a Config,
+    peer: &'a Peer,
+    service: Service,
+    io: Io,
+    helo: Option<String>,
+    esmtp: bool,
+    /// Set once the TLS handshake is done (STARTTLS or implicit).
+    tls: Option<TlsInfo>,
+    /// The authenticated user name.
+    user: Option<String>,
+    auth_failures: u32,
+    /// RCPTs (and VRFYs) refused as unknown users (directory-harvest defence).
+    unknown_rcpts: u32,
+    tx: Option<Transaction>,
+    errors: u32,
+    commands: u32,
+    /// The verb of the last command (CONNECT before any, END-OF-MESSAGE in
+    /// DATA), for the log line of a timeout, as Postfix's `timeout after X`.
+    last: String,
+    /// The messages queued so far.
+    queued: Vec<QueueId>,
+}
+
+/// Run one session to its end. Never panics on client input; I/O errors end
+/// the session quietly.
+pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) -> Report {
+    maillog::connect(peer);
+    let mut s = Session {
+        ctx,
+        cfg: &ctx.cfg,
+        peer,
+        service,
+        io: Io::new(conn),
+        helo: None,
+        esmtp: false,
+        tls: None,
+        user: None,
+        auth_failures: 0,
+        unknown_rcpts: 0,
+        tx: None,
+        errors: 0,
+        commands: 0,
+        last: "CONNECT".to_owned(),
+        queued: Vec::new(),
+    };
+    let _ = s.io.set_timeout(s.cfg.session.greeting_timeout);
+    s.io.set_stop_flag(Arc::clone(&ctx.shutdown));
+    // RFC 8314 3.3: on the implicit-TLS port the handshake comes first.
+    let ready = service != Service::Smtps || s.handshake().is_ok();
+    if ready {
+        let _ = s.serve();
+    }
+    let _ = s.io.flush();
+    maillog::disconnect(peer, s.commands, s.errors);
+    Report { queued: s.queued }
+}
+
+impl Session<'_> {
+    fn serve(&mut self) -> Result<(), Hangup> {
+        self.send(reply::greeting(&self.cfg.hostname))?;
+        loop {
+            if self.ctx.shutdown.load(Ordering::Relaxed) {
+                return self.send(reply::shutting_down());
+            }
+            let line = match self.io.read_line(MAX_COMMAND_LINE) {
+                Ok(l) => l,
+                Err(e) if is_timeout(&e) => {
+                    maillog::timeout(self.peer, &self.last, conn::is_stress_timeout(&e));
+                    return self.send(reply::timeout());
+                }
+                Err(e) if conn::is_stopping(&e) => return self.send(reply::shutting_down()),
+                Err(_) => return Err(Hangup),
+            };
+            self.commands += 1;
+            let _ = self.io.set_timeout(self.cfg.session.command_timeout);
+            // The sender as it was before the command, so a refused DATA
+            // (which ends the transaction) is still logged with it.
+            let from = self.tx.as_ref().map(|t| t.from.to_string());
+            let (verb, reply, to) = match line {
+                Line::Eof => return Err(Hangup),
+                Line::TooLong => ("line".to_owned(), reply::line_too_long(), None),
+                Line::Text(text) => {
+                    let verb = verb_of(&text);
+                    self.last.clone_from(&verb);
+                    match command::parse(&text) {
+                        Ok(cmd) => {
+                            let to = match &cmd {
+                                Command::Rcpt(to, _) => Some(to.to_string()),
+                                _ => None,
+                            };
+                            match self.handle(cmd)? {
+                                Some(r) => (verb, r, to),
+                                None => continue,
+                            }
+                        }
+                        Err(r) => (verb, r, None),
+                    }
+                }
+            };
+            if !reply.is_positive() {
+                maillog::reject(
+                    self.peer,
+                    &verb,
+                    &reply,
+                    from.as_deref(),
+                    to.as_deref(),
+                    &self.proto(),
+                    self.helo.as_deref(),
+                );
+            }
+            let bad = is_bad_command(&reply);
+            self.send(reply)?;
+            if bad {
+                self.errors += 1;
+                if self.errors >= self.cfg.session.max_errors {
+                    return self.send(reply::too_many_errors());
+                }
+            }
+        }
+    }
+
+    /// Queue a reply; a closing reply is flushed and ends the session.
+    fn send(&mut self, r: Reply) -> Result<(), Hangup> {
+        r.write_to(self.io.out_buffer());
+        if r.close {
+            let _ = self.io.flush();
+            return Err(Hangup);
+        }
+        Ok(())
+    }
+
+    /// The protocol for logs and the Received: `with` clause (RFC 3848:
+    /// ESMTPS with TLS, ESMTPA with AUTH, ESMTPSA with both).
+    fn proto(&self) -> String {
+        let mut p = if self.esmtp { "ESMTP" } else { "SMTP" }.to_owned();
+        if self.esmtp && self.tls.is_some() {
+            p.push('S');
+        }
+        if self.esmtp && self.user.is_some() {
+            p.push('A');
+        }
+        p
+    }
+
+    /// The client, for policy decisions.
+    fn client(&self) -> policy::Client {
+        policy::Client {
+            ip: self.peer.ip,
+            authenticated: self.user.is_some(),
+        }
+    }
+
+    /// The reply to `cmd`; None when the command was answered already (STARTTLS).
+    fn handle(&mut self, cmd: Command) -> Result<Option<Reply>, Hangup> {
+        Ok(Some(match cmd {
+            Command::Ehlo(name) => self.ehlo(name, true),
+            Command::Helo(name) => self.ehlo(name, false),
+            Command::Mail(from, params) => self.mail(from, params),
+            Command::Rcpt(to, params) => self.rcpt(to, params),
+            Command::Data => self.data()?,
+            Command::Rset => {
+                self.tx = None;
+                reply::reset_ok()
+            }
+            Command::Noop => reply::noop_ok(),
+            Command::Quit => reply::bye(),
+            Command::Vrfy(arg) => self.vrfy(&arg),
+            Command::Expn(name) => self.expn(&name),
+            Command::Help => reply::help(),
+            Command::StartTls => return self.starttls(),
+            Command::Auth(arg) => self.auth(&arg)?,
+            Command::Http => reply::http_probe(),
+        }))
+    }
+}
+
+/// Replies that count toward `max_errors`: protocol errors (X.5.x), not
+/// policy refusals such as an unknown user.
+fn is_bad_command(r: &Reply) -> bool {
+    r.code >= 500 && r.esc.is_some_and(|e| e.1 == 5)
+}
+
+fn verb_of(line: &[u8]) -> String {
+    let end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
+    let verb = line.get(..end.min(16)).unwrap_or_default();
+    String::from_utf8_lossy(verb).to_ascii_uppercase()
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
