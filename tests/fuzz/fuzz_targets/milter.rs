@@ -60,12 +60,15 @@ fuzz_target!(|data: &[u8]| {
             .all(|w| w[0] != b'\n' || w[1] == b' ' || w[1] == b'\t'));
     }
     let back = edit::body_from_milter(&edit::body_for_milter(data));
-    let m = Message::parse(data);
-    if !data.contains(&b'\r') && (data.is_empty() || data.ends_with(b"\n")) {
+    if data.is_empty() || data.ends_with(b"\n") {
         assert_eq!(back, data, "body LF -> CRLF -> LF");
-        assert_eq!(m.to_bytes(), data, "message parse round trip");
     } else {
         assert_eq!(back, [data, b"\n"].concat(), "body LF -> CRLF -> LF");
+    }
+    let m = Message::parse(data);
+    if !data.contains(&b'\r') && (data.is_empty() || data.ends_with(b"\n")) {
+        assert_eq!(m.to_bytes(), data, "message parse round trip");
+    } else {
         assert_eq!(Message::parse(&m.to_bytes()), m, "message parse round trip");
     }
 
