@@ -32,7 +32,7 @@ mod value;
 mod tests;
 
 pub use keys::Reload;
-pub use types::{Cidr, Family, Lmtp, LmtpAddr, NextHop, Route, SyncMode, TlsPolicy};
+pub use types::{Cidr, Family, Lmtp, NextHop, Route, SyncMode, TlsPolicy};
 pub use value::{parse_bool, parse_duration, parse_size};
 
 /// Where `ternd` looks for its configuration unless told otherwise.

@@ -505,11 +505,11 @@ fn routes_and_relay_host() {
 #[test]
 fn lmtp_servers_for_mailboxes_and_routes() {
     let unix = |p: &str| Lmtp {
-        addr: LmtpAddr::Unix(PathBuf::from(p)),
+        addr: crate::endpoint::Endpoint::Unix(PathBuf::from(p)),
         tls: None,
     };
     let inet = |h: &str, port: u16, tls: Option<TlsPolicy>| Lmtp {
-        addr: LmtpAddr::Inet { host: h.into(), port },
+        addr: crate::endpoint::Endpoint::Inet { host: h.into(), port },
         tls,
     };
     let c = p("mailbox_transport = lmtp:unix:/run/dovecot/lmtp").unwrap();

@@ -102,29 +102,11 @@ pub enum Route {
 /// `mailbox_transport` and of a route written `lmtp:...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lmtp {
-    pub addr: LmtpAddr,
+    /// `unix:/path`, or `inet:` a host name or address and a port: a name
+    /// has its addresses looked up, never its MX records (LMTP has no MX).
+    pub addr: crate::endpoint::Endpoint,
     /// `tls=POLICY` after a TCP server (None: `smtp_tls`); a socket has none.
     pub tls: Option<TlsPolicy>,
-}
-
-/// Where an LMTP server listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LmtpAddr {
-    /// `lmtp:unix:/path`: a UNIX-domain socket.
-    Unix(std::path::PathBuf),
-    /// `lmtp:[host]:port` or `lmtp:host:port`: an address, or a name whose
-    /// addresses are looked up (never its MX records: LMTP has no MX).
-    Inet { host: String, port: u16 },
-}
-
-impl fmt::Display for LmtpAddr {
-    /// As written in tern.conf (without `lmtp:`): `unix:/run/dovecot/lmtp`, `[127.0.0.1]:24`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LmtpAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-            LmtpAddr::Inet { host, port } => write!(f, "[{host}]:{port}"),
-        }
-    }
 }
 
 /// The outbound TLS policy of a route, weakest first (`smtp_tls`, `tls=` of a

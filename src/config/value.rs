@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::types::{Cidr, Family, Lmtp, LmtpAddr, NextHop, Route, SyncMode, TlsPolicy};
+use super::types::{Cidr, Family, Lmtp, NextHop, Route, SyncMode, TlsPolicy};
+use crate::endpoint::Endpoint;
 
 /// An account name for `user`: what useradd accepts, checked here so a typo
 /// is a config error rather than a failed lookup at start.
@@ -377,7 +378,7 @@ pub(super) fn lmtp(v: &str) -> Result<Lmtp, String> {
             return Err(format!("{target:?}: tls= is for TCP servers, not sockets"));
         }
         return Ok(Lmtp {
-            addr: LmtpAddr::Unix(PathBuf::from(path)),
+            addr: Endpoint::Unix(PathBuf::from(path)),
             tls,
         });
     }
@@ -410,7 +411,7 @@ pub(super) fn lmtp(v: &str) -> Result<Lmtp, String> {
         check_domain(host).map_err(|why| format!("bad host {host:?}: {why}"))?;
     }
     Ok(Lmtp {
-        addr: LmtpAddr::Inet {
+        addr: Endpoint::Inet {
             host: host.to_ascii_lowercase(),
             port,
         },

@@ -27,7 +27,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, Lmtp, LmtpAddr, TlsPolicy};
+use crate::config::{Config, Lmtp, TlsPolicy};
 use crate::deliver::client::{self, Client, Extensions};
 use crate::deliver::dns::Resolver;
 use crate::deliver::outcome::{self, Attempted, Outcome, Stage, Success, Timing};
@@ -35,6 +35,7 @@ use crate::deliver::pool::{Idle, Pool};
 use crate::deliver::route::{self, Addresses, Hop};
 use crate::deliver::tls_client::{self, StartTlsError, Stream};
 use crate::deliver::transaction::{self, HostResult, Message, Protocol, Timeouts};
+use crate::endpoint::Endpoint;
 use crate::maillog;
 use crate::spool::{Envelope, Recipient};
 
@@ -61,7 +62,7 @@ pub fn deliver(
     let all = |relay: &str, o: Outcome| {
         Attempted::each(vec![(o, Success::Delivered); rcpts.len()], relay, None, timing())
     };
-    let endpoints = match endpoints(cfg, resolver, server) {
+    let dests = match destinations(cfg, resolver, server) {
         Ok(e) => e,
         Err(o) => return all("none", o),
     };
@@ -77,11 +78,11 @@ pub fn deliver(
     };
     let mut last = outcome::no_usable_host(&server.addr.to_string());
     let mut last_relay = "none".to_owned();
-    for ep in &endpoints {
+    for ep in &dests {
         let relay = ep.relay(&cfg.hostname);
         // A transaction with an earlier address that failed was setup time.
         tx_start.set(None);
-        match job.try_endpoint(ep) {
+        match job.try_dest(ep) {
             (HostResult::Done(results), tls) => return Attempted::each(results, &relay, tls, timing()),
             (HostResult::Next(o), _) => {
                 maillog::host_failed(&env.id, &relay, o.detail());
@@ -95,7 +96,7 @@ pub fn deliver(
 
 /// One place to connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Endpoint {
+enum Dest {
     Unix(PathBuf),
     /// One address of the server `host`.
     Inet {
@@ -104,30 +105,30 @@ enum Endpoint {
     },
 }
 
-impl Endpoint {
+impl Dest {
     /// The log's `relay=`.
     fn relay(&self, hostname: &str) -> String {
         match self {
-            Endpoint::Unix(p) => format!("lmtp/{hostname}[{}]", p.display()),
-            Endpoint::Inet { host, addr } => format!("lmtp/{host}[{}]:{}", addr.ip(), addr.port()),
+            Dest::Unix(p) => format!("lmtp/{hostname}[{}]", p.display()),
+            Dest::Inet { host, addr } => format!("lmtp/{host}[{}]:{}", addr.ip(), addr.port()),
         }
     }
 
     /// The name in messages: the socket's path, or the host.
     fn name(&self) -> String {
         match self {
-            Endpoint::Unix(p) => p.display().to_string(),
-            Endpoint::Inet { host, .. } => host.clone(),
+            Dest::Unix(p) => p.display().to_string(),
+            Dest::Inet { host, .. } => host.clone(),
         }
     }
 }
 
 /// The socket, or the server's addresses (looked up when it is a name, as
 /// a route's `[host]` is: the same outcomes for a name that has none).
-fn endpoints(cfg: &Config, resolver: &dyn Resolver, server: &Lmtp) -> Result<Vec<Endpoint>, Outcome> {
+fn destinations(cfg: &Config, resolver: &dyn Resolver, server: &Lmtp) -> Result<Vec<Dest>, Outcome> {
     let (host, port) = match &server.addr {
-        LmtpAddr::Unix(p) => return Ok(vec![Endpoint::Unix(p.clone())]),
-        LmtpAddr::Inet { host, port } => (host, *port),
+        Endpoint::Unix(p) => return Ok(vec![Dest::Unix(p.clone())]),
+        Endpoint::Inet { host, port } => (host, *port),
     };
     let hop = Hop {
         host: host.clone(),
@@ -142,7 +143,7 @@ fn endpoints(cfg: &Config, resolver: &dyn Resolver, server: &Lmtp) -> Result<Vec
     match route::addresses(&hop, answer) {
         Addresses::Use(addrs) => Ok(addrs
             .into_iter()
-            .map(|addr| Endpoint::Inet {
+            .map(|addr| Dest::Inet {
                 host: host.clone(),
                 addr,
             })
@@ -172,14 +173,14 @@ type Tried = (HostResult, Option<&'static str>);
 
 impl Job<'_> {
     /// Try one endpoint; a TLS failure under `may` tries it in plaintext.
-    fn try_endpoint(&self, ep: &Endpoint) -> Tried {
+    fn try_dest(&self, ep: &Dest) -> Tried {
         let policy = match ep {
-            Endpoint::Unix(_) => TlsPolicy::None,
-            Endpoint::Inet { .. } => self.policy,
+            Dest::Unix(_) => TlsPolicy::None,
+            Dest::Inet { .. } => self.policy,
         };
         match (self.session(ep, policy), ep) {
             (Ok(t), _) => t,
-            (Err(Tls(why)), Endpoint::Inet { host, addr }) if policy == TlsPolicy::May => {
+            (Err(Tls(why)), Dest::Inet { host, addr }) if policy == TlsPolicy::May => {
                 maillog::tls_fallback(&self.env.id, host, addr.ip(), &why);
                 self.session(ep, TlsPolicy::None)
                     .unwrap_or_else(|Tls(why)| (HostResult::Next(outcome::tls_failed(why)), None))
@@ -208,11 +209,11 @@ impl Job<'_> {
     /// One connection: greeting, LHLO, STARTTLS, the transaction. A
     /// connection kept from an earlier message is used instead when it
     /// still answers RSET.
-    fn session(&self, ep: &Endpoint, policy: TlsPolicy) -> Result<Tried, Tls> {
+    fn session(&self, ep: &Dest, policy: TlsPolicy) -> Result<Tried, Tls> {
         let cfg = self.cfg;
         let key = match ep {
-            Endpoint::Unix(p) => format!("lmtp unix:{}", p.display()),
-            Endpoint::Inet { host, addr } => format!("lmtp {host} {addr} {policy:?}"),
+            Dest::Unix(p) => format!("lmtp unix:{}", p.display()),
+            Dest::Inet { host, addr } => format!("lmtp {host} {addr} {policy:?}"),
         };
         if let Some(mut idle) = self.pool.reuse(&key, &cfg.remote) {
             self.tx_start.set(Some(Instant::now()));
@@ -244,7 +245,7 @@ impl Job<'_> {
             Ok(e) => e,
             Err(o) => return next(o),
         };
-        if let Endpoint::Inet { host, .. } = ep {
+        if let Dest::Inet { host, .. } = ep {
             if policy != TlsPolicy::None && ext.starttls {
                 let config = tls_client::config(policy, cfg.remote.tls_ca_file.as_deref())
                     .map_err(|e| Tls(e.to_string()))?;
@@ -289,10 +290,10 @@ fn lhlo(c: &mut Client<Stream>, hostname: &str) -> Result<Extensions, Outcome> {
     }
 }
 
-fn connect(ep: &Endpoint, timeout: Duration) -> io::Result<Stream> {
+fn connect(ep: &Dest, timeout: Duration) -> io::Result<Stream> {
     match ep {
-        Endpoint::Unix(path) => connect_unix(path, timeout).map(Stream::Unix),
-        Endpoint::Inet { addr, .. } => {
+        Dest::Unix(path) => connect_unix(path, timeout).map(Stream::Unix),
+        Dest::Inet { addr, .. } => {
             let s = TcpStream::connect_timeout(addr, timeout)?;
             let _ = s.set_nodelay(true);
             Ok(Stream::Plain(s))
@@ -454,7 +455,7 @@ mod tests {
 
     fn unix(path: &Path) -> Lmtp {
         Lmtp {
-            addr: LmtpAddr::Unix(path.to_path_buf()),
+            addr: Endpoint::Unix(path.to_path_buf()),
             tls: None,
         }
     }
@@ -563,7 +564,7 @@ mod tests {
         // Without a connection cache, the connection ends with QUIT.
         cfg.remote.connection_cache_time = None;
         let server = Lmtp {
-            addr: LmtpAddr::Inet {
+            addr: Endpoint::Inet {
                 host: "127.0.0.1".into(),
                 port,
             },
@@ -632,7 +633,7 @@ mod tests {
     #[test]
     fn a_server_name_that_does_not_resolve_defers() {
         let server = Lmtp {
-            addr: LmtpAddr::Inet {
+            addr: Endpoint::Inet {
                 host: "store.test".into(),
                 port: 24,
             },
