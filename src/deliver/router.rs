@@ -15,8 +15,7 @@ use std::path::Path;
 
 use crate::aliases::{ExpandError, Target as AliasTarget};
 use crate::clock;
-use crate::config::Config;
-use crate::config::Lmtp;
+use crate::config::{Config, Lmtp};
 use crate::deliver::dns::Resolver;
 use crate::deliver::local::{self, Job, Target};
 use crate::deliver::outcome::{self, Attempted, Outcome, Success, Timing, Verdict};
