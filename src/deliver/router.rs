@@ -179,6 +179,7 @@ fn job(ctx: &Context<'_>, rcpt: &Recipient, target: Target, user: Option<Passwd>
         sender: ctx.env.sender.clone(),
         recipient: rcpt.addr.clone(),
         user,
+        mailbox: false,
         message: ctx.spool.message_path(&ctx.env.id),
         hostname: ctx.cfg.hostname.clone(),
         pipe_timeout: ctx.cfg.local.pipe_timeout,
@@ -211,7 +212,9 @@ fn deliver_user(ctx: &Context<'_>, rcpt: &Recipient, name: &str) -> Outcome {
         }
     };
     let target = local::mailbox_target(&ctx.cfg.local.mailbox, &pw);
-    local::deliver(&job(ctx, rcpt, target, user))
+    let mut j = job(ctx, rcpt, target, user);
+    j.mailbox = true;
+    local::deliver(&j)
 }
 
 /// Files and commands named in the aliases file run as the file's owner, or

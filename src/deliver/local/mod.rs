@@ -20,7 +20,8 @@
 //! The rooms: [`job`] says what a delivery is; this module chooses the
 //! privilege path; [`helper`] (a daemon that dropped root asks a root process),
 //! [`child`] (the re-executed delivery child) and [`write`] (in this process)
-//! are the three paths; [`maildir`], [`mbox`] and [`pipe`] write the copy.
+//! are the three paths; [`maildir`], [`mbox`] and [`pipe`] write the copy;
+//! [`mailspool`] says who may create a missing mailbox in /var/mail.
 
 use std::fs::File;
 
@@ -32,6 +33,7 @@ mod copy;
 pub mod helper;
 mod job;
 mod maildir;
+mod mailspool;
 mod mbox;
 mod pipe;
 #[cfg(test)]
