@@ -122,9 +122,14 @@ pub fn delivery(
 }
 
 /// One address of a remote walk that did not take the message; the walk
-/// goes on: `ID: mx.host[ip]:port: connect: Connection refused`.
+/// goes on: `ID: connect to mx.host[ip]:port: Connection refused`, or
+/// `ID: mx.host[ip]:port: DETAIL` when the detail does not name the host.
 pub fn host_failed(id: &dyn Display, relay: &str, detail: &str) {
-    log::info!("{id}: {relay}: {detail}");
+    if detail.contains(relay) {
+        log::info!("{id}: {detail}");
+    } else {
+        log::info!("{id}: {relay}: {detail}");
+    }
 }
 
 /// Opportunistic TLS failed and the host is tried again in plaintext.
