@@ -5,8 +5,8 @@
 
 use super::value::{
     account_name, boolean, count, delay, dns_servers, hostname, inet_protocols, listen, listen_list,
-    local_domains, log_level, mailbox, mx_port, networks, next_hop, optional_duration, path, relay_auth,
-    route, services, size, spool_sync, syslog_facility, timeout, tls_policy,
+    local_domains, log_level, mailbox, mx_port, networks, next_hop, optional_duration, origin, path,
+    relay_auth, route, services, size, spool_sync, syslog_facility, timeout, tls_policy,
 };
 use super::Config;
 
@@ -92,6 +92,7 @@ macro_rules! key {
 static KEYS: &[Key] = &[
     // Identity and listeners.
     key!("hostname", Once, Applies, hostname, hostname),
+    key!("origin", Once, Applies, origin, origin),
     key!("listen", Once, Applies, listen.smtp, listen),
     key!("submission", Once, Applies, listen.submission, listen_list),
     key!("smtps", Once, Applies, listen.smtps, listen_list),
@@ -233,6 +234,7 @@ mod tests {
         let base = p("");
         let samples: &[(&str, &str)] = &[
             ("hostname", "other.example"),
+            ("origin", "example.org"),
             ("listen", "127.0.0.1:2"),
             ("submission", "127.0.0.1:3"),
             ("smtps", "127.0.0.1:4"),

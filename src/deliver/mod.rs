@@ -8,8 +8,8 @@
 //! hops), `transaction` (MAIL, RCPT, DATA on an open connection), `pool`
 //! (connections kept between messages), `local` (mailboxes and commands),
 //! `remote` (the I/O: lookups, connections, the walk over the hops), and
-//! `router` (which of the two a recipient takes). Each uses only rooms
-//! before it.
+//! `router` (which of the two a recipient takes), and `verify` (what the
+//! router would do, for `sendmail -bv`). Each uses only rooms before it.
 
 pub mod client;
 pub mod dns;
@@ -21,3 +21,4 @@ pub mod route;
 pub mod router;
 pub mod tls_client;
 pub mod transaction;
+pub mod verify;

@@ -302,7 +302,8 @@ pub fn io_text(e: &io::Error) -> String {
         return text;
     };
     let suffix = format!(" (os error {code})");
-    text.strip_suffix(&suffix).map_or_else(|| text.clone(), str::to_owned)
+    text.strip_suffix(&suffix)
+        .map_or_else(|| text.clone(), str::to_owned)
 }
 
 /// An I/O error talking to a server: a timeout is 4.4.2 (bad connection),
@@ -770,7 +771,10 @@ mod tests {
             "connect to mx.example.org[192.0.2.1]:25: Connection refused"
         );
         let v6 = connect_failed("mx.example.org", "[2001:db8::1]:25".parse().unwrap(), &refused);
-        assert_eq!(v6.detail(), "connect to mx.example.org[2001:db8::1]:25: Connection refused");
+        assert_eq!(
+            v6.detail(),
+            "connect to mx.example.org[2001:db8::1]:25: Connection refused"
+        );
         // Errors that are not the system's keep their words.
         assert_eq!(io_text(&io::Error::other("odd")), "odd");
     }

@@ -88,7 +88,8 @@ pub fn mailq(spool: &Spool) -> Result<String, SpoolError> {
         );
         // Like showq: the recipients of the defer log (with reasons) first, then
         // the rest of the queue file's (without).
-        let waiting = |r: &&crate::spool::Recipient| matches!(r.status, RcptStatus::Pending | RcptStatus::Deferred);
+        let waiting =
+            |r: &&crate::spool::Recipient| matches!(r.status, RcptStatus::Pending | RcptStatus::Deferred);
         let deferred = env
             .recipients
             .iter()
@@ -146,7 +147,9 @@ fn reason(record: &str) -> &str {
     match record.split_once(' ') {
         Some((code, rest))
             if code.split('.').count() == 3
-                && code.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) =>
+                && code
+                    .split('.')
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) =>
         {
             rest
         }
@@ -194,13 +197,30 @@ mod tests {
             1500,
             vec![
                 rcpt("new@b.test", RcptStatus::Pending, None),
-                rcpt("a@b.test", RcptStatus::Deferred, Some(&format!("4.4.1 {refused}"))),
+                rcpt(
+                    "a@b.test",
+                    RcptStatus::Deferred,
+                    Some(&format!("4.4.1 {refused}")),
+                ),
                 rcpt("done@x.test", RcptStatus::Sent, Some("2.0.0 ok")),
-                rcpt("c@b.test", RcptStatus::Deferred, Some(&format!("4.4.1 {refused}"))),
-                rcpt("d@e.test", RcptStatus::Deferred, Some("4.7.1 451 4.7.1 try later")),
+                rcpt(
+                    "c@b.test",
+                    RcptStatus::Deferred,
+                    Some(&format!("4.4.1 {refused}")),
+                ),
+                rcpt(
+                    "d@e.test",
+                    RcptStatus::Deferred,
+                    Some("4.7.1 451 4.7.1 try later"),
+                ),
             ],
         );
-        let b = spooled(&s, "alice@example.org", 600, vec![rcpt("bob@example.net", RcptStatus::Pending, None)]);
+        let b = spooled(
+            &s,
+            "alice@example.org",
+            600,
+            vec![rcpt("bob@example.net", RcptStatus::Pending, None)],
+        );
         let when: String = clock::asctime(1_700_000_000).chars().take(19).collect();
         let pad = |reason: &str| " ".repeat(76 - reason.len());
         let indent = " ".repeat(47);

@@ -350,7 +350,9 @@ fn mailq_names_the_host_that_refused_the_connection() {
     let id = submit(&t, &["bob@far.test", "carol@far.test"], &message("refused"));
     let reason = format!("connect to 127.0.0.1[127.0.0.1]:{port}: Connection refused");
     assert!(
-        t.wait_log(&format!("{id}: to=<carol@far.test>, relay=127.0.0.1[127.0.0.1]:{port}")),
+        t.wait_log(&format!(
+            "{id}: to=<carol@far.test>, relay=127.0.0.1[127.0.0.1]:{port}"
+        )),
         "{}",
         t.log_text()
     );
@@ -362,9 +364,10 @@ fn mailq_names_the_host_that_refused_the_connection() {
     let spool = t.spool();
     let qid = QueueId::parse(&id).unwrap();
     // The log line comes just before the attempt records the state.
-    assert!(wait_until(5, || spool
-        .load(&qid)
-        .is_ok_and(|e| e.recipients.iter().all(|r| r.status == RcptStatus::Deferred))));
+    assert!(wait_until(5, || spool.load(&qid).is_ok_and(|e| e
+        .recipients
+        .iter()
+        .all(|r| r.status == RcptStatus::Deferred))));
     let env = spool.load(&qid).unwrap();
     let when: String = tern::clock::asctime(env.created).chars().take(19).collect();
     let indent = " ".repeat(47);
@@ -408,7 +411,9 @@ fn flush_tries_now_without_doubling_the_backoff() {
         wait_until(10, || {
             tries() == n
                 && !spool.is_locked(&qid)
-                && spool.load(&qid).is_ok_and(|e| e.recipients[0].status == RcptStatus::Deferred)
+                && spool
+                    .load(&qid)
+                    .is_ok_and(|e| e.recipients[0].status == RcptStatus::Deferred)
         })
     };
     assert!(settled(1), "{}", t.log_text());

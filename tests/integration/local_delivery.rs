@@ -274,7 +274,10 @@ fn own_mailbox_in_a_root_mail_2775_spool() {
         "delivered while the dotlock was held"
     );
     assert_eq!(
-        fs::read_to_string(&mbox).unwrap().matches("From alice@example.org ").count(),
+        fs::read_to_string(&mbox)
+            .unwrap()
+            .matches("From alice@example.org ")
+            .count(),
         3
     );
 
@@ -344,15 +347,30 @@ fn daemon_creates_mailboxes_in_a_root_mail_2775_spool() {
     };
     let mbox = spool.join(&nobody.name);
     let id = send("first");
-    assert!(t.wait_log(&format!("{id}: to=<{rcpt}>, relay=local")), "{}", t.log_text());
-    assert!(t.log_text().contains("status=sent (delivered to mbox)"), "{}", t.log_text());
+    assert!(
+        t.wait_log(&format!("{id}: to=<{rcpt}>, relay=local")),
+        "{}",
+        t.log_text()
+    );
+    assert!(
+        t.log_text().contains("status=sent (delivered to mbox)"),
+        "{}",
+        t.log_text()
+    );
     assert_eq!(owner_group_mode(&mbox), (nobody.uid, mail, 0o600));
     assert!(fs::read_to_string(&mbox).unwrap().contains("Subject: first"));
 
     let id = send("second");
-    assert!(t.wait_log(&format!("{id}: to=<{rcpt}>, relay=local")), "{}", t.log_text());
+    assert!(
+        t.wait_log(&format!("{id}: to=<{rcpt}>, relay=local")),
+        "{}",
+        t.log_text()
+    );
     let text = fs::read_to_string(&mbox).unwrap();
-    assert!(text.contains("Subject: first") && text.contains("Subject: second"), "{text}");
+    assert!(
+        text.contains("Subject: first") && text.contains("Subject: second"),
+        "{text}"
+    );
 
     // A symlink planted in its place: the mail waits, the target is untouched.
     fs::remove_file(&mbox).unwrap();
@@ -365,7 +383,10 @@ fn daemon_creates_mailboxes_in_a_root_mail_2775_spool() {
     let log = t.log_text();
     let line = log.lines().find(|l| l.contains(&want)).unwrap();
     assert!(
-        line.contains(&format!("status=deferred (mailbox {} is a symlink, refusing)", mbox.display())),
+        line.contains(&format!(
+            "status=deferred (mailbox {} is a symlink, refusing)",
+            mbox.display()
+        )),
         "{line}"
     );
     assert_eq!(fs::read(&victim).unwrap(), b"precious\n");

@@ -122,7 +122,11 @@ mod tests {
         // Group-writable (2775): as the user with the directory's group.
         let spool = dir_with_mode(base.path(), "spool", 0o2775);
         let gid = fs::metadata(&spool).expect("stat").gid();
-        let want = if gid == 0 { Access::RootCreates } else { Access::Group(gid) };
+        let want = if gid == 0 {
+            Access::RootCreates
+        } else {
+            Access::Group(gid)
+        };
         assert_eq!(access(&spool.join("bob"), &u), want);
         if sys::uids().1 == 0 {
             std::os::unix::fs::chown(&spool, Some(0), Some(8)).expect("chown");

@@ -371,7 +371,6 @@ mod tests {
         delivered, delivery, here, job, mode, temporary, FailingReader, Trickle, BODY, MAILBOX_UNAVAILABLE,
         PREFIX, SYSTEM_ERROR,
     };
-    use std::os::unix::fs::PermissionsExt;
     use std::process::Command;
 
     fn quote(input: &[u8]) -> Vec<u8> {
