@@ -878,8 +878,9 @@ pub fn submit_until_stopped(
         if c.try_reply().is_none() {
             return;
         }
-        c.send("EHLO crash.test");
-        if c.try_reply().is_none() {
+        // The server may be killed mid-write: a failed write ends this client.
+        let send = |c: &mut Client, bytes: &[u8]| c.stream.write_all(bytes).is_ok();
+        if !send(&mut c, b"EHLO crash.test\r\n") || c.try_reply().is_none() {
             return;
         }
         for _ in 0..per_conn {
@@ -888,19 +889,22 @@ pub fn submit_until_stopped(
             // Sizes vary so kills land in every phase of a write.
             let filler = "the quick brown fox jumps over the lazy dog\r\n".repeat((n * 37 + who * 11) % 400);
             let body = format!("Subject: {token}\r\n\r\n{filler}END {token}\r\n.\r\n");
-            c.send("MAIL FROM:<a@example.test>");
-            c.send(&format!("RCPT TO:<{rcpt}>"));
-            c.send("DATA");
+            let head = format!("MAIL FROM:<a@example.test>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n");
+            if !send(&mut c, head.as_bytes()) {
+                return;
+            }
             if !(0..3).all(|_| c.try_reply().is_some_and(|r| r.code < 400)) {
                 return;
             }
-            c.send_raw(body.as_bytes());
+            if !send(&mut c, body.as_bytes()) {
+                return;
+            }
             match c.try_reply() {
                 Some(r) if r.code == 250 => acked.lock().unwrap().push((token, r.queue_id())),
                 _ => return,
             }
         }
-        c.send("QUIT");
+        let _ = send(&mut c, b"QUIT\r\n");
     }
 }
 
