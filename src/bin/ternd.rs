@@ -24,6 +24,10 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some(local::CHILD_FLAG) {
         return local::child_main(args.get(1..).unwrap_or_default());
     }
+    // Start-up asking, as the daemon's account, which files it can read.
+    if args.first().map(String::as_str) == Some(daemon::CHECK_FLAG) {
+        return daemon::check_readable_main(args.get(1..).unwrap_or_default());
+    }
     let mut opts = getopts::Options::new();
     opts.optopt("f", "", "configuration file", "FILE");
     opts.optflag("d", "", "stay in the foreground, log to stderr");
@@ -64,6 +68,13 @@ fn main() -> ExitCode {
         }
     };
     if check_only {
+        // The files must be readable by the account the daemon will run as
+        // (when that account exists; start-up names a missing one).
+        let account = daemon::account(&cfg).ok().flatten();
+        if let Err(f) = daemon::check_files(&cfg, account.as_ref()) {
+            f.report();
+            return ExitCode::from(1);
+        }
         println!("ternd: configuration OK: {}", origin.path.display());
         return ExitCode::SUCCESS;
     }

@@ -21,6 +21,7 @@ mod pool;
 mod proxy;
 mod recipients;
 mod relay;
+mod secrets;
 mod sendmail;
 mod slowloris;
 mod smuggling;

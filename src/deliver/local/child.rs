@@ -35,7 +35,7 @@ const CHILD_GRACE: Duration = Duration::from_secs(60);
 
 /// The running ternd. On Linux /proc/self/exe names the running image even after a
 /// package upgrade replaced the file, so the child always speaks its parent's protocol.
-pub(super) fn own_executable() -> io::Result<PathBuf> {
+pub fn own_executable() -> io::Result<PathBuf> {
     let proc_exe = Path::new("/proc/self/exe");
     if cfg!(any(target_os = "linux", target_os = "android")) && proc_exe.exists() {
         return Ok(proc_exe.to_owned());

@@ -40,7 +40,7 @@ mod pipe;
 mod testutil;
 mod write;
 
-pub use child::{child_main, deliver_in_child, CHILD_FLAG};
+pub use child::{child_main, deliver_in_child, own_executable, CHILD_FLAG};
 pub use job::{mailbox_target, Job, Target};
 
 use write::{deliver_here, Delivery};
