@@ -80,12 +80,36 @@ fn main() -> ExitCode {
     }
     let level = logging::level(cfg.daemon.log_level, origin.verbose);
     let foreground = m.opt_present("d");
-    if foreground {
+    let inetd = m.opt_present("i");
+    if let Some(path) = &cfg.daemon.log_file {
+        // Opened now, as root if we are: the daemon keeps the file open. One
+        // it creates is given to the account it runs as, so that a SIGHUP
+        // after rotation can open the new one.
+        match logging::to_file("ternd", path, foreground, level) {
+            Ok(true) => {
+                if let Ok(Some(pw)) = daemon::account(&cfg) {
+                    let _ = std::os::unix::fs::chown(path, Some(pw.uid), Some(pw.gid));
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                eprintln!("ternd: log_file {}: {e}", path.display());
+                return ExitCode::from(SysExit::CantCreat);
+            }
+        }
+    } else if foreground {
         logging::to_stderr("ternd", level);
     } else {
         logging::to_syslog("ternd", cfg.daemon.syslog_facility, level);
+        if let (false, Err(e)) = (inetd, logging::syslog_reachable()) {
+            eprintln!(
+                "ternd: warning: cannot reach syslog (/dev/log: {e}): the log of the detached daemon \
+                 is lost; set log_file = PATH in {} or start a syslog daemon",
+                origin.path.display()
+            );
+        }
     }
-    if m.opt_present("i") {
+    if inetd {
         daemon::inetd(cfg, tls)
     } else {
         daemon::run(cfg, tls, origin, foreground)

@@ -182,6 +182,8 @@ static KEYS: &[Key] = &[
     key!("user", Once, Restart, daemon.user, account_name),
     key!("log_level", Once, Applies, daemon.log_level, log_level),
     key!("syslog_facility", Once, Restart, daemon.syslog_facility, syslog_facility),
+    // Opened before root is dropped; a SIGHUP reopens the same path (rotation).
+    key!("log_file", Once, Restart, daemon.log_file, Some(path)),
 ];
 
 /// The row of `name`, if it is a key.
@@ -378,6 +380,7 @@ mod tests {
             ("user", "other"),
             ("log_level", "debug"),
             ("syslog_facility", "local1"),
+            ("log_file", "/var/log/tern.log"),
         ];
         assert_eq!(samples.len(), all().count(), "a key without a sample");
         for (key, value) in samples {

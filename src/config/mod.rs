@@ -251,6 +251,9 @@ pub struct DaemonSettings {
     pub log_level: log::LevelFilter,
     /// The syslog facility of a detached daemon, as its RFC 5424 number.
     pub syslog_facility: u8,
+    /// `log_file`: write the log to this file instead of syslog (systems
+    /// without one); None = syslog.
+    pub log_file: Option<PathBuf>,
 }
 
 /// A value a SIGHUP may replace (the configuration, the tables, the session
@@ -370,6 +373,7 @@ impl Default for Config {
                 user: "tern".to_owned(),
                 log_level: log::LevelFilter::Info,
                 syslog_facility: 2,
+                log_file: None,
             },
         }
     }
@@ -497,6 +501,7 @@ impl Config {
             &mut self.auth.users,
             &mut self.auth.sender_map,
             &mut self.remote.tls_ca_file,
+            &mut self.daemon.log_file,
         ]
         .into_iter()
         .flatten()

@@ -73,6 +73,10 @@ impl Daemon {
                 applied.push(key);
             }
         }
+        // The log file by its name again: logrotate may have moved it.
+        if let Err(e) = logging::reopen() {
+            log::warn!("SIGHUP: cannot reopen the log file: {e}; logging on to the one open");
+        }
         if old.cfg.daemon.log_level != cfg.daemon.log_level {
             logging::set_level(logging::level(cfg.daemon.log_level, self.origin.verbose));
             log::info!("SIGHUP: log_level is now {}", cfg.daemon.log_level);

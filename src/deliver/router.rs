@@ -290,7 +290,14 @@ fn forward(ctx: &Context<'_>, rcpt: &Recipient, to: &[String]) -> Outcome {
             })
             .collect();
         incoming.commit(&env).map_err(|e| e.to_string())?;
-        maillog::queued(&id, &env.sender, env.size, env.recipients.len(), &"local");
+        let message_id = message::get(&body, "Message-ID").map(|f| f.value());
+        maillog::queued(
+            &id,
+            message_id.as_deref(),
+            &env.sender,
+            env.size,
+            env.recipients.len(),
+        );
         Ok(id)
     })();
     match result {

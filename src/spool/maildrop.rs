@@ -426,7 +426,15 @@ impl Spool {
             d.env.size = inc.bytes_written();
             inc.commit(&d.env)?;
             fs::remove_file(&path).map_err(|e| SpoolError::from_io("remove", &path, e))?;
-            log::info!("{id}: picked up maildrop/{name} from uid {}", d.uid);
+            crate::maillog::picked_up(&id, d.uid, &d.env.sender, &name);
+            let message_id = self.message_id(&id);
+            crate::maillog::queued(
+                &id,
+                message_id.as_deref(),
+                &d.env.sender,
+                d.env.size,
+                d.env.recipients.len(),
+            );
             queued.push(id);
         }
         if !queued.is_empty() {

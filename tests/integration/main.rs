@@ -15,6 +15,7 @@ mod inetd;
 mod install;
 mod limits;
 mod local_delivery;
+mod maillog;
 mod manpages;
 mod outbound;
 mod pool;

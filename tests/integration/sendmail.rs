@@ -644,8 +644,10 @@ fn bs_as_an_unprivileged_user_queues_through_the_maildrop() {
         "{m}"
     );
     assert!(
-        t.log_text()
-            .contains(&format!("picked up maildrop/{queued} from uid {}", nobody.uid)),
+        t.log_text().contains(&format!(
+            ": uid={} from=<n@example.test> (maildrop {queued})",
+            nobody.uid
+        )),
         "{}",
         t.log_text()
     );

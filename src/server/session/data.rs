@@ -203,7 +203,15 @@ impl Session<'_> {
             log::error!("{id}: {e}");
             return spool_reply(&e);
         }
-        maillog::queued(&id, &env.sender, env.size, env.recipients.len(), self.peer);
+        maillog::client(&id, self.peer, self.sasl());
+        let message_id = self.ctx.spool.message_id(&id);
+        maillog::queued(
+            &id,
+            message_id.as_deref(),
+            &env.sender,
+            env.size,
+            env.recipients.len(),
+        );
         if let Some(q) = &self.ctx.queued {
             let _ = q.try_send(id.clone());
         }

@@ -201,6 +201,8 @@ struct Session<'a> {
     tls: Option<TlsInfo>,
     /// The authenticated user name.
     user: Option<String>,
+    /// The SASL mechanism `user` authenticated with, for the log.
+    sasl_method: Option<&'static str>,
     auth_failures: u32,
     /// RCPTs (and VRFYs) refused as unknown users (directory-harvest defence).
     unknown_rcpts: u32,
@@ -228,6 +230,7 @@ pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) ->
         esmtp: false,
         tls: None,
         user: None,
+        sasl_method: None,
         auth_failures: 0,
         unknown_rcpts: 0,
         tx: None,
