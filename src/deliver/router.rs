@@ -13,7 +13,6 @@ use crate::deliver::dns::Resolver;
 use crate::deliver::local::{self, Job, Target};
 use crate::deliver::outcome::{self, Attempted, Outcome, Timing, Verdict};
 use crate::deliver::{pool, remote};
-use crate::maillog;
 use crate::message;
 use crate::smtp::address::{Domain, Mailbox};
 use crate::spool::{Envelope, QueueId, Recipient, Spool};
@@ -290,14 +289,7 @@ fn forward(ctx: &Context<'_>, rcpt: &Recipient, to: &[String]) -> Outcome {
             })
             .collect();
         incoming.commit(&env).map_err(|e| e.to_string())?;
-        let message_id = message::get(&body, "Message-ID").map(|f| f.value());
-        maillog::queued(
-            &id,
-            message_id.as_deref(),
-            &env.sender,
-            env.size,
-            env.recipients.len(),
-        );
+        ctx.spool.log_queued(&env);
         Ok(id)
     })();
     match result {

@@ -123,14 +123,7 @@ fn enqueue_notice(spool: &Spool, to: &str, body: &[u8]) -> Result<QueueId, Spool
     env.size = incoming.bytes_written();
     env.recipients = vec![Recipient::new(to.to_owned())];
     incoming.commit(&env)?;
-    let message_id = crate::message::get(body, "Message-ID").map(|f| f.value());
-    maillog::queued(
-        &id,
-        message_id.as_deref(),
-        &env.sender,
-        env.size,
-        env.recipients.len(),
-    );
+    spool.log_queued(&env);
     Ok(id)
 }
 

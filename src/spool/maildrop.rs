@@ -427,14 +427,7 @@ impl Spool {
             inc.commit(&d.env)?;
             fs::remove_file(&path).map_err(|e| SpoolError::from_io("remove", &path, e))?;
             crate::maillog::picked_up(&id, d.uid, &d.env.sender, &name);
-            let message_id = self.message_id(&id);
-            crate::maillog::queued(
-                &id,
-                message_id.as_deref(),
-                &d.env.sender,
-                d.env.size,
-                d.env.recipients.len(),
-            );
+            self.log_queued(&d.env);
             queued.push(id);
         }
         if !queued.is_empty() {

@@ -452,6 +452,20 @@ impl Spool {
         self.file(MSG, id)
     }
 
+    /// The mail log's lines for a message just committed (`maillog::queued`):
+    /// its Message-ID, read back from msg/ID, and its envelope's sender, size
+    /// and recipient count. Every door into the queue logs this way.
+    pub fn log_queued(&self, env: &Envelope) {
+        let message_id = self.message_id(&env.id);
+        crate::maillog::queued(
+            &env.id,
+            message_id.as_deref(),
+            &env.sender,
+            env.size,
+            env.recipients.len(),
+        );
+    }
+
     /// The Message-ID field of a queued message, for the mail log (read from
     /// the first 64 KiB of msg/ID; None when it has none or cannot be read).
     pub fn message_id(&self, id: &QueueId) -> Option<String> {

@@ -32,19 +32,24 @@ impl Drop for Stop {
 
 /// Start ternd detached on `conf` and return its pid.
 fn start_detached(conf: &std::path::Path, pid_path: &std::path::Path) -> u32 {
+    start_detached_saying(conf, pid_path).0
+}
+
+/// Start ternd detached on `conf`; its pid, and what it said on stderr
+/// before it detached.
+fn start_detached_saying(conf: &std::path::Path, pid_path: &std::path::Path) -> (u32, String) {
     let out = Command::new(TERND)
         .arg("-f")
         .arg(conf)
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read_to_string(pid_path).unwrap().trim().parse().unwrap()
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    (
+        std::fs::read_to_string(pid_path).unwrap().trim().parse().unwrap(),
+        err,
+    )
 }
 
 /// The Uid: or Gid: line of /proc/PID/status: real, effective, saved, fs.
@@ -481,22 +486,11 @@ fn detached_without_syslog_warns_and_log_file_takes_its_place() {
             setup = setup.set("log_file", &p.display().to_string());
         }
         let conf = setup.write_config();
-        let out = Command::new(TERND)
-            .arg("-f")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(0), "{out:?}");
-        let pid: u32 = std::fs::read_to_string(&pid_path)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let (pid, err) = start_detached_saying(&conf, &pid_path);
         let _stop = Stop(pid);
         tern::sys::send_signal(pid, libc::SIGTERM).unwrap();
         assert!(wait_until(10, || !pid_alive(pid)), "ternd did not stop");
-        (setup, String::from_utf8_lossy(&out.stderr).into_owned())
+        (setup, err)
     };
     let (_setup, err) = run(None);
     let warned = err.contains("ternd: warning: cannot reach syslog (/dev/log: ");

@@ -204,14 +204,7 @@ impl Session<'_> {
             return spool_reply(&e);
         }
         maillog::client(&id, self.peer, self.sasl());
-        let message_id = self.ctx.spool.message_id(&id);
-        maillog::queued(
-            &id,
-            message_id.as_deref(),
-            &env.sender,
-            env.size,
-            env.recipients.len(),
-        );
+        self.ctx.spool.log_queued(&env);
         if let Some(q) = &self.ctx.queued {
             let _ = q.try_send(id.clone());
         }
