@@ -7,8 +7,8 @@
 
 use super::value::{
     account_name, boolean, count, delay, dns_servers, hostname, inet_protocols, listen, listen_list,
-    local_domains, log_level, mailbox, mx_port, networks, next_hop, optional_duration, origin, path,
-    relay_auth, route, services, size, spool_sync, syslog_facility, timeout, tls_policy,
+    local_domains, log_level, mailbox, mx_port, networks, next_hop, optional_address, optional_duration,
+    origin, path, relay_auth, route, services, size, spool_sync, syslog_facility, timeout, tls_policy,
 };
 use std::path::Path;
 
@@ -184,6 +184,7 @@ static KEYS: &[Key] = &[
     key!("syslog_facility", Once, Restart, daemon.syslog_facility, syslog_facility),
     // Opened before root is dropped; a SIGHUP reopens the same path (rotation).
     key!("log_file", Once, Restart, daemon.log_file, Some(path)),
+    key!("metrics_listen", Once, Restart, daemon.metrics_listen, optional_address),
 ];
 
 /// The row of `name`, if it is a key.
@@ -381,6 +382,7 @@ mod tests {
             ("log_level", "debug"),
             ("syslog_facility", "local1"),
             ("log_file", "/var/log/tern.log"),
+            ("metrics_listen", "127.0.0.1:9125"),
         ];
         assert_eq!(samples.len(), all().count(), "a key without a sample");
         for (key, value) in samples {

@@ -254,6 +254,8 @@ pub struct DaemonSettings {
     /// `log_file`: write the log to this file instead of syslog (systems
     /// without one); None = syslog.
     pub log_file: Option<PathBuf>,
+    /// `metrics_listen`: where Prometheus metrics are served over HTTP; None = nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A value a SIGHUP may replace (the configuration, the tables, the session
@@ -374,6 +376,7 @@ impl Default for Config {
                 log_level: log::LevelFilter::Info,
                 syslog_facility: 2,
                 log_file: None,
+                metrics_listen: None,
             },
         }
     }

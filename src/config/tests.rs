@@ -614,3 +614,29 @@ fn daemon_user_and_log_keys() {
         assert!(Config::parse(bad, Path::new("t")).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn metrics_listen_is_off_unless_set() {
+    assert_eq!(p("").unwrap().daemon.metrics_listen, None);
+    assert_eq!(p("metrics_listen =").unwrap().daemon.metrics_listen, None);
+    let c = p("metrics_listen = 127.0.0.1:9125").unwrap();
+    assert_eq!(c.daemon.metrics_listen, Some(sa("127.0.0.1:9125")));
+    let c = p("metrics_listen = [::1]:9125").unwrap();
+    assert_eq!(c.daemon.metrics_listen, Some(sa("[::1]:9125")));
+    // Written out, any address: the administrator chose it (ternd logs a warning).
+    let c = p("metrics_listen = 0.0.0.0:9125").unwrap();
+    assert_eq!(c.daemon.metrics_listen, Some(sa("0.0.0.0:9125")));
+    for bad in [
+        "9125",
+        "localhost:9125",
+        "127.0.0.1",
+        "127.0.0.1:9125 [::1]:9125",
+        "*:9125",
+    ] {
+        let e = perr(&format!("metrics_listen = {bad}"));
+        assert!(
+            e.starts_with("tern.conf:1: metrics_listen: bad address"),
+            "{bad}: {e}"
+        );
+    }
+}

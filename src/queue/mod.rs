@@ -5,11 +5,13 @@
 //! Lowest first: `schedule` (retry, expiry and due-time arithmetic),
 //! `shared` (what the runner and its workers share), `notify` (the DSNs),
 //! `attempt` (one delivery run over one message), `agenda` (the runner's
-//! bookkeeping), `runner` (the thread, its workers and its wake-ups). Each
-//! calls only those before it.
+//! bookkeeping), `runner` (the thread, its workers and its wake-ups),
+//! `gauges` (the queue's size for the metrics, from the spool and the
+//! runner). Each calls only those before it.
 
 mod agenda;
 mod attempt;
+pub mod gauges;
 mod notify;
 pub mod runner;
 pub mod schedule;

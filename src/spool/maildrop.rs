@@ -428,6 +428,7 @@ impl Spool {
             fs::remove_file(&path).map_err(|e| SpoolError::from_io("remove", &path, e))?;
             crate::maillog::picked_up(&id, d.uid, &d.env.sender, &name);
             self.log_queued(&d.env);
+            crate::metrics::picked_up();
             queued.push(id);
         }
         if !queued.is_empty() {

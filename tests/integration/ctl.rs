@@ -295,17 +295,12 @@ fn delete_waits_for_a_delivery_in_flight() {
 fn mailq_for_an_unprivileged_user_asks_the_daemon() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    if tern::sys::uids().1 != 0 {
-        eprintln!("skipped: running mailq as another user needs root");
-        return;
-    }
-    let (Some(nobody), Some(gid)) = (
-        tern::sys::getpwnam("nobody"),
-        tern::sys::group_id("nogroup").or_else(|| tern::sys::group_id("nobody")),
-    ) else {
-        eprintln!("skipped: no nobody account or group");
-        return;
-    };
+    require_root!("running mailq as another user");
+    let (nobody, gid) = require_some!(
+        tern::sys::getpwnam("nobody")
+            .zip(tern::sys::group_id("nogroup").or_else(|| tern::sys::group_id("nobody"))),
+        "no nobody account or group"
+    );
     let t = Setup::new().open_to_all().start();
     let id = submit(&t, &["alice@example.test"], &message("listed"));
     let conf = t.setup.write_config();

@@ -113,14 +113,9 @@ fn detaches_writes_a_pid_file_and_refuses_a_second_instance() {
 /// Maildir belongs to the account, root's own mailbox to root.
 fn root_drops_to_user_and_still_delivers_as_the_recipient(foreground: bool) {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let Some(account) = daemon_account() else {
-        eprintln!("skipped: needs root to drop privileges");
-        return;
-    };
-    let Some(rcpt) = tern::sys::getpwnam("daemon") else {
-        eprintln!("skipped: needs the daemon account");
-        return;
-    };
+    require_root!("dropping privileges");
+    let account = require_some!(daemon_account(), "no account for the test daemon");
+    let rcpt = require_some!(tern::sys::getpwnam("daemon"), "no daemon account");
     let port = free_port();
     let setup = Setup::new().deliver().set("listen", &format!("127.0.0.1:{port}"));
     let pid_path = setup.path().join("ternd.pid");
@@ -196,10 +191,7 @@ fn root_drops_to_user_in_the_foreground_too() {
 /// with -d and -i as without: ternd never keeps running as root.
 #[test]
 fn root_refuses_a_user_that_is_root() {
-    if tern::sys::uids().1 != 0 {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root!("ternd's checks of the account it drops to");
     let setup = Setup::new().set("user", "root");
     let conf = setup.write_config();
     for args in [&["-d"][..], &[][..], &["-i"][..]] {
@@ -220,10 +212,7 @@ fn root_refuses_a_user_that_is_root() {
 
 #[test]
 fn root_refuses_a_missing_user() {
-    if tern::sys::uids().1 != 0 {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root!("ternd's checks of the account it drops to");
     let setup = Setup::new().set("user", "no-such-user-tern-test");
     let pid_path = setup.path().join("ternd.pid");
     let setup = setup.set("pid_file", &pid_path.display().to_string());
@@ -302,7 +291,10 @@ fn sigterm_waits_for_deliveries_in_flight() {
     let setup = Setup::new().deliver().open_to_all();
     let out = setup.path().join("out");
     let mut t = setup
-        .aliases(&format!("slow: \"|sleep 1; cat > {}/slow.txt\"\n", out.display()))
+        .aliases(&format!(
+            "slow: \"|touch {0}/started; sleep 1; cat > {0}/slow.txt\"\n",
+            out.display()
+        ))
         .start();
     let mut c = t.connect();
     c.hello();
@@ -312,8 +304,17 @@ fn sigterm_waits_for_deliveries_in_flight() {
         250
     );
     c.cmd("QUIT");
-    // Stop while the pipe is still sleeping: the delivery completes first.
-    std::thread::sleep(Duration::from_millis(300));
+    // Stop while the pipe is still sleeping (it has started, it has not
+    // written): the delivery completes first.
+    assert!(
+        wait_until(10, || out.join("started").exists()),
+        "{}",
+        t.log_text()
+    );
+    assert!(
+        !out.join("slow.txt").exists(),
+        "the delivery ended before the signal"
+    );
     t.signal(libc::SIGTERM);
     assert_eq!(t.wait_exit(20), Some(0), "{}", t.log_text());
     assert!(out.join("slow.txt").exists(), "{}", t.log_text());

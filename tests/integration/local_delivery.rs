@@ -138,12 +138,8 @@ fn child_rejects_bad_arguments() {
 
 #[test]
 fn child_runs_as_the_user_without_groups() {
-    if sys::uids().1 != 0 {
-        return;
-    }
-    let Some(nobody) = sys::getpwnam("nobody") else {
-        return;
-    };
+    require_root!("running the delivery child as another user");
+    let nobody = require_some!(sys::getpwnam("nobody"), "no nobody account");
     let dir = tempfile::tempdir().unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let home = dir.path().join("home");
@@ -197,12 +193,11 @@ fn child_runs_as_the_user_without_groups() {
 /// temporary directory, so that the user can reach it), and the account mail
 /// goes to (nobody). None, with the reason given, where that cannot be made.
 fn debian_mail_spool() -> Option<(tempfile::TempDir, std::path::PathBuf, sys::Passwd, u32)> {
-    if sys::uids().1 != 0 {
-        crate::common::skip("a root:mail 2775 mail spool needs root");
+    if !crate::common::skip::root_for("a root:mail 2775 mail spool") {
         return None;
     }
     let (Some(nobody), Some(mail)) = (sys::getpwnam("nobody"), sys::group_id("mail")) else {
-        crate::common::skip("no nobody account or mail group");
+        crate::common::skip::skip("no nobody account or mail group");
         return None;
     };
     let base = tempfile::tempdir().unwrap();

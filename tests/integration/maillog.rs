@@ -5,9 +5,9 @@
 //! the Postfix log summarizer Debian ships, must count it right.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::common::{message, skip, wait_until, Client, Setup, Tern, TlsClient};
+use crate::common::tools::{pflogsumm, pflogsumm_total};
+use crate::common::{message, wait_until, Client, Setup, Tern, TlsClient};
 
 /// The ids of the mixed run's messages.
 struct Run {
@@ -271,52 +271,28 @@ fn log_lines_postfix_admins_look_for() {
         .contains(&format!("{}INFO: {}: client=", tag("smtpd"), run.plain)));
 }
 
-/// pflogsumm's "Grand Totals" as numbers, by name.
-fn totals(report: &str) -> std::collections::BTreeMap<String, u64> {
-    let mut out = std::collections::BTreeMap::new();
-    for l in report.lines() {
-        let mut w = l.split_whitespace();
-        let (Some(n), Some(what)) = (w.next(), w.next()) else {
-            continue;
-        };
-        if let Ok(n) = n.parse::<u64>() {
-            if [
-                "received",
-                "delivered",
-                "forwarded",
-                "deferred",
-                "bounced",
-                "rejected",
-            ]
-            .contains(&what)
-            {
-                out.entry(what.to_owned()).or_insert(n);
-            }
-        }
-    }
-    out
-}
-
 /// pflogsumm (Debian's package) counts tern's log like Postfix's.
 #[test]
 fn pflogsumm_counts_a_mixed_run() {
-    if Command::new("pflogsumm").arg("--version").output().is_err() {
-        skip("pflogsumm missing (apt-get install pflogsumm)");
-        return;
-    }
+    require_tool!("pflogsumm");
     let run = mixed_run();
-    let out = Command::new("pflogsumm")
-        .args(["--syslog-name=ternd", "--problems-first"])
-        .arg(&run.log)
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{report} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got = totals(&report);
+    let Some(out) = pflogsumm(&log_text(&run.log), &["--syslog-name=ternd", "--problems-first"]) else {
+        return;
+    };
+    let report = out.stdout;
+    assert!(out.ok, "{report} {}", out.stderr);
+    let names = [
+        "received",
+        "delivered",
+        "forwarded",
+        "deferred",
+        "bounced",
+        "rejected",
+    ];
+    let got: std::collections::BTreeMap<String, u64> = names
+        .iter()
+        .filter_map(|n| Some(((*n).to_owned(), pflogsumm_total(&report, n)?)))
+        .collect();
     let want: std::collections::BTreeMap<String, u64> = [
         // SMTP (plain, deferred, bounced), the submission and sendmail's.
         ("received", 5),

@@ -1,6 +1,7 @@
 //! Integration tests: the real binaries on loopback, driven by raw sockets,
 //! a third-party client library (lettre), Python's smtplib, and kill -9.
 
+#[macro_use]
 mod common;
 
 mod clients;
@@ -17,7 +18,9 @@ mod limits;
 mod local_delivery;
 mod maillog;
 mod manpages;
+mod metrics;
 mod outbound;
+mod peers;
 mod pool;
 mod proxy;
 mod recipients;

@@ -7,7 +7,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::common::{daemon_account, run_program, skip, Setup, TERND};
+use crate::common::{daemon_account, run_program, Setup, TERND};
 
 /// A root-only secret, as an admin leaves it by habit: 0640 root:root.
 fn root_only(path: &Path, text: &str) {
@@ -22,10 +22,8 @@ fn conf_path(setup: &Setup) -> PathBuf {
 
 #[test]
 fn n_and_start_name_each_file_the_account_cannot_read() {
-    let Some(account) = daemon_account() else {
-        skip("files unreadable by the daemon's account need root");
-        return;
-    };
+    require_root!("files the daemon's account cannot read");
+    let account = require_some!(daemon_account(), "no account for the test daemon");
     let user = &account.name;
     let group = tern::sys::group_name(account.gid).unwrap();
     let setup = Setup::new().submission();
@@ -98,10 +96,8 @@ fn n_and_start_name_each_file_the_account_cannot_read() {
 /// and says why; logins go on with the old file.
 #[test]
 fn reload_keeps_a_file_it_cannot_read() {
-    let Some(account) = daemon_account() else {
-        skip("files unreadable by the daemon's account need root");
-        return;
-    };
+    require_root!("files the daemon's account cannot read");
+    let account = require_some!(daemon_account(), "no account for the test daemon");
     let t = Setup::new().submission().start();
     let dir = t.setup.path().to_path_buf();
     let new = dir.join("auth_users.new");

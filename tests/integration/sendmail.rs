@@ -447,10 +447,7 @@ impl Drop for Mount {
 
 #[test]
 fn full_spool_disk_gives_tempfail_and_no_partial_file() {
-    if tern::sys::uids().1 != 0 {
-        eprintln!("skipped: mounting a small tmpfs needs root");
-        return;
-    }
+    require_root!("mounting a small tmpfs");
     let setup = Setup::new();
     let spool = setup.path().join("spool");
     std::fs::create_dir_all(&spool).unwrap();
@@ -459,7 +456,7 @@ fn full_spool_disk_gives_tempfail_and_no_partial_file() {
         .arg(&spool)
         .status();
     if !mounted.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: cannot mount a tmpfs here");
+        crate::common::skip::skip("cannot mount a tmpfs here");
         return;
     }
     let _guard = Mount(spool.clone());
@@ -491,18 +488,12 @@ fn full_spool_disk_gives_tempfail_and_no_partial_file() {
 fn unprivileged_user_drops_through_the_group_and_is_traced_by_uid() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    if tern::sys::uids().1 != 0 {
-        eprintln!("skipped: running sendmail as another user needs root");
-        return;
-    }
-    let Some(nobody) = tern::sys::getpwnam("nobody") else {
-        eprintln!("skipped: no nobody account");
-        return;
-    };
-    let Some(gid) = tern::sys::group_id("nogroup").or_else(|| tern::sys::group_id("nobody")) else {
-        eprintln!("skipped: no nogroup group");
-        return;
-    };
+    require_root!("running sendmail as another user");
+    let nobody = require_some!(tern::sys::getpwnam("nobody"), "no nobody account");
+    let gid = require_some!(
+        tern::sys::group_id("nogroup").or_else(|| tern::sys::group_id("nobody")),
+        "no nogroup group"
+    );
     let setup = Setup::new().deliver().open_to_all();
     let conf = setup.write_config();
     std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -579,17 +570,12 @@ fn bs_as_an_unprivileged_user_queues_through_the_maildrop() {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
-    if tern::sys::uids().1 != 0 {
-        eprintln!("skipped: running sendmail as another user needs root");
-        return;
-    }
-    let (Some(nobody), Some(gid)) = (
-        tern::sys::getpwnam("nobody"),
-        tern::sys::group_id("nogroup").or_else(|| tern::sys::group_id("nobody")),
-    ) else {
-        eprintln!("skipped: no nobody account or group");
-        return;
-    };
+    require_root!("running sendmail as another user");
+    let (nobody, gid) = require_some!(
+        tern::sys::getpwnam("nobody")
+            .zip(tern::sys::group_id("nogroup").or_else(|| tern::sys::group_id("nobody"))),
+        "no nobody account or group"
+    );
     let setup = Setup::new().deliver().open_to_all();
     let conf = setup.write_config();
     std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();

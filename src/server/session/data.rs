@@ -205,6 +205,7 @@ impl Session<'_> {
         }
         maillog::client(&id, self.peer, self.sasl());
         self.ctx.spool.log_queued(&env);
+        self.meter.accepted();
         if let Some(q) = &self.ctx.queued {
             let _ = q.try_send(id.clone());
         }
