@@ -13,6 +13,7 @@ use std::io::Read;
 use crate::clock;
 use crate::config::{self, Config};
 use crate::control::{self, Request, Response};
+use crate::maillog;
 use crate::message;
 use crate::spool::listing::{self, mailq};
 use crate::spool::{Place, QueueId, RcptStatus, Spool, SpoolError};
@@ -56,6 +57,12 @@ pub fn main(args: &[String]) -> u8 {
             return SysExit::Config.code();
         }
     };
+    // hold, release, delete and flush are in the mail log, with the queue id.
+    crate::logging::for_tool(
+        "ternctl",
+        cfg.daemon.log_file.as_deref(),
+        cfg.daemon.syslog_facility,
+    );
     let spool = match Spool::open(&cfg.spool.dir) {
         Ok(s) => s,
         Err(e) => {
@@ -95,6 +102,7 @@ enum Verb<'a> {
 fn flush(cfg: &Config, spool: &Spool) -> Result<(), String> {
     match control::request(&cfg.spool.dir, &Request::Flush) {
         Ok(Response::Ok) => {
+            maillog::flush_requested();
             println!("ternctl: ternd is retrying all deferred mail now");
             Ok(())
         }
@@ -115,6 +123,7 @@ fn flush(cfg: &Config, spool: &Spool) -> Result<(), String> {
                 }
                 if changed {
                     spool.update(&env).map_err(|e| e.to_string())?;
+                    maillog::marked_due(&id);
                     n += 1;
                 }
             }
@@ -132,6 +141,7 @@ fn delete(spool: &Spool, id: &QueueId) -> Result<(), String> {
         Some(Place::Held) => spool.remove_held(id).map_err(|e| e.to_string())?,
         None => return Err(format!("no such message: {id}")),
     }
+    maillog::deleted(id);
     println!("{id}: deleted");
     Ok(())
 }
@@ -155,6 +165,7 @@ fn hold(spool: &Spool, id: &QueueId) -> Result<(), String> {
         Some(Place::Held) => return Err(format!("{id} is already held")),
         None => return Err(format!("no such message: {id}")),
     }
+    maillog::held(id);
     println!("{id}: held");
     Ok(())
 }
@@ -167,6 +178,7 @@ fn release(cfg: &Config, spool: &Spool, id: &QueueId) -> Result<(), String> {
     }
     // Down is fine: the daemon lists env/ when it starts.
     control::wake(&cfg.spool.dir, std::slice::from_ref(id));
+    maillog::released(id);
     println!("{id}: released");
     Ok(())
 }

@@ -469,6 +469,20 @@ pub fn group_id(name: &str) -> Option<u32> {
     Some(grp.gr_gid)
 }
 
+/// The name of group `gid` (getgrgid_r), or None when there is no such group.
+pub fn group_name(gid: u32) -> Option<String> {
+    // SAFETY: an all-zero group is a valid value of this plain C struct.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0u8; 16384];
+    let mut result: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer refers to live, correctly sized storage.
+    let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() {
+        return None;
+    }
+    Some(lossy(grp.gr_name))
+}
+
 /// The real and effective group ids of this process (they differ when the
 /// program runs setgid, as sendmail is installed).
 pub fn gids() -> (u32, u32) {
@@ -558,6 +572,11 @@ mod tests {
         assert_eq!(root.uid, 0);
         assert_eq!(getpwuid(0).map(|p| p.name), Some("root".to_owned()));
         assert!(getpwnam("no-such-user-tern-test").is_none());
+        // Groups by id, both ways.
+        if let Some(name) = group_name(0) {
+            assert_eq!(group_id(&name), Some(0));
+        }
+        assert_eq!(group_name(u32::MAX - 7), None);
         assert!(getpwnam("bad\0name").is_none());
     }
 

@@ -1,13 +1,17 @@
 //! The key table: every key tern.conf knows, in one place, with how often it
 //! may appear, how its value is parsed and stored, and what a SIGHUP does
-//! when it changes. Adding a key is one row here plus its field in
+//! when it changes, and which keys name files the daemon reads once it has
+//! dropped root (`file` rows: checked at start, by `ternd -n` and on reload).
+//! Adding a key is one row here plus its field in
 //! [`Config`](super::Config), its entry in man/tern.conf.5 and etc/tern.conf.
 
 use super::value::{
     account_name, boolean, count, delay, dns_servers, hostname, inet_protocols, listen, listen_list, lmtp,
     local_domains, log_level, mailbox, mx_port, networks, next_hop, optional_address, optional_duration,
-    path, relay_auth, route, services, size, spool_sync, syslog_facility, timeout, tls_policy,
+    origin, path, relay_auth, route, services, size, spool_sync, syslog_facility, timeout, tls_policy,
 };
+use std::path::Path;
+
 use super::Config;
 
 /// How often a key may appear in one file.
@@ -57,13 +61,25 @@ pub(super) struct Key {
     pub(super) set: Setter,
     /// Whether two configurations hold the same value for this key.
     same: fn(&Config, &Config) -> bool,
+    /// Give this key the value it has in another configuration.
+    keep: fn(&mut Config, &Config),
+    /// For a file the daemon reads after dropping root: its path, if set.
+    file: Option<fn(&Config) -> Option<&Path>>,
 }
 
 /// A row: `key!(NAME, TIMES, RELOAD, FIELD.PATH, PARSER)` stores what
 /// `PARSER` makes of the value in the field; `Some(PARSER)` wraps it for an
-/// optional field, `push(PARSER)` appends it to a list. The field path also
-/// gives the comparison a reload uses to see whether the key changed.
+/// optional field, `push(PARSER)` appends it to a list, and `file` is an
+/// optional path to a file the daemon reads as its `user` (so it must be
+/// readable by that account). The field path also gives the comparison a
+/// reload uses to see whether the key changed.
 macro_rules! key {
+    ($name:literal, $times:ident, $reload:ident, $($field:ident).+, file) => {
+        Key {
+            file: Some(|c| c.$($field).+.as_deref()),
+            ..key!($name, $times, $reload, $($field).+, Some(path))
+        }
+    };
     ($name:literal, $times:ident, $reload:ident, $($field:ident).+, Some($parse:expr)) => {
         key!($name, $times, $reload, $($field).+, |v| $parse(v).map(Some))
     };
@@ -74,6 +90,8 @@ macro_rules! key {
             reload: Reload::$reload,
             set: |c, v| $parse(v).map(|x| c.$($field).+.push(x)),
             same: |a, b| a.$($field).+ == b.$($field).+,
+            keep: |new, old| new.$($field).+.clone_from(&old.$($field).+),
+            file: None,
         }
     };
     ($name:literal, $times:ident, $reload:ident, $($field:ident).+, $parse:expr) => {
@@ -83,6 +101,8 @@ macro_rules! key {
             reload: Reload::$reload,
             set: |c, v| $parse(v).map(|x| c.$($field).+ = x),
             same: |a, b| a.$($field).+ == b.$($field).+,
+            keep: |new, old| new.$($field).+.clone_from(&old.$($field).+),
+            file: None,
         }
     };
 }
@@ -92,6 +112,7 @@ macro_rules! key {
 static KEYS: &[Key] = &[
     // Identity and listeners.
     key!("hostname", Once, Applies, hostname, hostname),
+    key!("origin", Once, Applies, origin, origin),
     key!("listen", Once, Applies, listen.smtp, listen),
     key!("submission", Once, Applies, listen.submission, listen_list),
     key!("smtps", Once, Applies, listen.smtps, listen_list),
@@ -100,10 +121,10 @@ static KEYS: &[Key] = &[
     key!("max_sessions", Once, Restart, listen.max_sessions, count),
     key!("max_sessions_per_ip", Once, Restart, listen.max_sessions_per_ip, count),
     // Server TLS and AUTH.
-    key!("tls_cert", Once, Applies, tls.cert, Some(path)),
-    key!("tls_key", Once, Applies, tls.key, Some(path)),
-    key!("auth_users", Once, Applies, auth.users, Some(path)),
-    key!("sender_map", Once, Applies, auth.sender_map, Some(path)),
+    key!("tls_cert", Once, Applies, tls.cert, file),
+    key!("tls_key", Once, Applies, tls.key, file),
+    key!("auth_users", Once, Applies, auth.users, file),
+    key!("sender_map", Once, Applies, auth.sender_map, file),
     key!("auth_failure_delay", Once, Applies, auth.failure_delay, delay),
     // What a session accepts, and its limits.
     key!("relay_networks", Once, Applies, session.relay_networks, networks),
@@ -125,8 +146,8 @@ static KEYS: &[Key] = &[
     key!("spool_sync", Once, Restart, spool.sync, spool_sync),
     // Local delivery.
     key!("local_domains", Once, Applies, local.domains, local_domains),
-    key!("local_users", Once, Applies, local.users, Some(path)),
-    key!("aliases", Once, Applies, local.aliases, Some(path)),
+    key!("local_users", Once, Applies, local.users, file),
+    key!("aliases", Once, Applies, local.aliases, file),
     // The delivery helper recomputes mailboxes with the template it started with.
     key!("mailbox", Once, RestartWithHelper, local.mailbox, mailbox),
     key!("pipe_timeout", Once, Applies, local.pipe_timeout, timeout),
@@ -147,7 +168,7 @@ static KEYS: &[Key] = &[
     key!("relay_host", Once, Applies, remote.relay_host, Some(next_hop)),
     key!("relay_auth", Once, Applies, remote.relay_auth, Some(relay_auth)),
     key!("smtp_tls", Once, Applies, remote.tls, tls_policy),
-    key!("tls_ca_file", Once, Applies, remote.tls_ca_file, Some(path)),
+    key!("tls_ca_file", Once, Applies, remote.tls_ca_file, file),
     key!("inet_protocols", Once, Applies, remote.inet_protocols, inet_protocols),
     key!("mx_port", Once, Applies, remote.mx_port, mx_port),
     key!("smtp_connect_timeout", Once, Applies, remote.connect_timeout, timeout),
@@ -163,6 +184,8 @@ static KEYS: &[Key] = &[
     key!("user", Once, Restart, daemon.user, account_name),
     key!("log_level", Once, Applies, daemon.log_level, log_level),
     key!("syslog_facility", Once, Restart, daemon.syslog_facility, syslog_facility),
+    // Opened before root is dropped; a SIGHUP reopens the same path (rotation).
+    key!("log_file", Once, Restart, daemon.log_file, Some(path)),
     key!("metrics_listen", Once, Restart, daemon.metrics_listen, optional_address),
 ];
 
@@ -174,6 +197,26 @@ pub(super) fn find(name: &str) -> Option<&'static Key> {
 /// Every key and what a reload does with it, in table order.
 pub fn all() -> impl Iterator<Item = (&'static str, Reload)> {
     KEYS.iter().map(|k| (k.name, k.reload))
+}
+
+/// The files a daemon reads after dropping root, as `cfg` names them, each
+/// with its key, in table order.
+pub fn files(cfg: &Config) -> Vec<(&'static str, &Path)> {
+    KEYS.iter()
+        .filter_map(|k| Some((k.name, (k.file?)(cfg)?)))
+        .collect()
+}
+
+/// Give key `name` in `new` the value it has in `old` (a reload keeping a
+/// file it cannot read). False when there is no such key.
+pub fn keep(name: &str, new: &mut Config, old: &Config) -> bool {
+    match find(name) {
+        Some(k) => {
+            (k.keep)(new, old);
+            true
+        }
+        None => false,
+    }
 }
 
 /// The keys whose values differ between `old` and `new`, with what a reload
@@ -229,6 +272,48 @@ mod tests {
         assert!(changed(&p("data_timeout = 1m"), &p("data_timeout = 60")).is_empty());
     }
 
+    /// Every key whose value is a path that ends up in the configuration is
+    /// a file the daemon reads as its `user` (checked at start, -n and reload),
+    /// except these few the daemon writes or opens before it drops root; so a
+    /// key added later is checked without anyone remembering to.
+    #[test]
+    fn every_path_key_is_a_checked_file_or_known_not_to_be() {
+        const NOT_READ_AS_USER: &[&str] = &["spool", "pid_file", "mailbox", "origin", "log_file"];
+        let probe = "/tern-probe/dir/file";
+        let mut files = Vec::new();
+        for (name, _) in all() {
+            let mut c = p("");
+            let k = find(name).unwrap();
+            if (k.set)(&mut c, probe).is_err() || !format!("{c:?}").contains(probe) {
+                continue;
+            }
+            if !NOT_READ_AS_USER.contains(&name) {
+                assert!(
+                    super::files(&c).contains(&(name, Path::new(probe))),
+                    "{name} takes a path: mark it `file` in the key table, or list it here"
+                );
+                files.push(name);
+            }
+        }
+        assert_eq!(
+            files,
+            [
+                "tls_cert",
+                "tls_key",
+                "auth_users",
+                "sender_map",
+                "local_users",
+                "aliases",
+                "tls_ca_file"
+            ]
+        );
+        // keep copies a value back.
+        let mut new = p("aliases = /new\n");
+        assert!(keep("aliases", &mut new, &p("aliases = /old\n")));
+        assert_eq!(new.local.aliases.as_deref(), Some(Path::new("/old")));
+        assert!(!keep("no_such_key", &mut new, &p("")));
+    }
+
     /// Every key's setter must reach the field its comparison reads: a
     /// value that parses differently from the default must show as changed.
     #[test]
@@ -236,6 +321,7 @@ mod tests {
         let base = p("");
         let samples: &[(&str, &str)] = &[
             ("hostname", "other.example"),
+            ("origin", "example.org"),
             ("listen", "127.0.0.1:2"),
             ("submission", "127.0.0.1:3"),
             ("smtps", "127.0.0.1:4"),
@@ -298,6 +384,7 @@ mod tests {
             ("user", "other"),
             ("log_level", "debug"),
             ("syslog_facility", "local1"),
+            ("log_file", "/var/log/tern.log"),
             ("metrics_listen", "127.0.0.1:9125"),
         ];
         assert_eq!(samples.len(), all().count(), "a key without a sample");

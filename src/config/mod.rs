@@ -32,11 +32,15 @@ mod value;
 mod tests;
 
 pub use keys::Reload;
-pub use types::{Cidr, Family, Lmtp, NextHop, Route, SyncMode, TlsPolicy};
+pub use types::{Cidr, Family, Lmtp, NextHop, Origin, Route, SyncMode, TlsPolicy};
 pub use value::{parse_bool, parse_duration, parse_size};
 
 /// Where `ternd` looks for its configuration unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/tern/tern.conf";
+
+/// The aliases file used without an `aliases` key, when it is present in the
+/// configuration file's directory.
+pub const DEFAULT_ALIASES: &str = "aliases";
 
 /// A configuration problem, located as precisely as we can.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +71,8 @@ pub struct Config {
     pub path: PathBuf,
     /// Our name in the greeting, EHLO reply and Received: headers.
     pub hostname: String,
+    /// `origin`: the domain bare user names get; see [`Config::origin`].
+    pub origin: Origin,
     pub listen: Listeners,
     pub tls: ServerTls,
     pub auth: SmtpAuth,
@@ -249,6 +255,9 @@ pub struct DaemonSettings {
     pub log_level: log::LevelFilter,
     /// The syslog facility of a detached daemon, as its RFC 5424 number.
     pub syslog_facility: u8,
+    /// `log_file`: write the log to this file instead of syslog (systems
+    /// without one); None = syslog.
+    pub log_file: Option<PathBuf>,
     /// `metrics_listen`: where Prometheus metrics are served over HTTP; None = nowhere.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -288,6 +297,7 @@ impl Default for Config {
         Config {
             path: PathBuf::from(DEFAULT_PATH),
             hostname,
+            origin: Origin::Default,
             listen: Listeners {
                 smtp: vec![
                     SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 25),
@@ -370,6 +380,7 @@ impl Default for Config {
                 user: "tern".to_owned(),
                 log_level: log::LevelFilter::Info,
                 syslog_facility: 2,
+                log_file: None,
                 metrics_listen: None,
             },
         }
@@ -377,14 +388,23 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Read and parse `path`.
+    /// Read and parse `path`. Without an `aliases` key, the aliases file
+    /// beside it (`/etc/tern/aliases`, where `make install` puts it) is used
+    /// when there is one.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.display().to_string(),
             line: 0,
             what: format!("cannot read: {e}"),
         })?;
-        Config::parse(&text, path)
+        let mut c = Config::parse(&text, path)?;
+        if c.local.aliases.is_none() {
+            let beside = path.parent().unwrap_or(Path::new("")).join(DEFAULT_ALIASES);
+            if beside.is_file() {
+                c.local.aliases = Some(beside);
+            }
+        }
+        Ok(c)
     }
 
     /// Parse `text`; `path` is recorded in the result and shown, as given, in errors.
@@ -489,6 +509,7 @@ impl Config {
             &mut self.auth.users,
             &mut self.auth.sender_map,
             &mut self.remote.tls_ca_file,
+            &mut self.daemon.log_file,
         ]
         .into_iter()
         .flatten()
@@ -499,6 +520,30 @@ impl Config {
         if !mailbox.starts_with('/') && !mailbox.starts_with('~') {
             *mailbox = base.join(&*mailbox).display().to_string();
         }
+    }
+}
+
+/// Debian's name of the mail domain (mailname(5)), which its MTAs use for
+/// bare user names when it is present.
+pub const MAILNAME: &str = "/etc/mailname";
+
+impl Config {
+    /// The domain a bare user name gets (`sendmail carol`, `To: carol` with
+    /// `-t`, `RCPT TO:<carol>` under `sendmail -bs`), Postfix's `myorigin`:
+    /// the `origin` domain, or the first line of the file it names; unset,
+    /// that of /etc/mailname when present, as on Debian; else `hostname`
+    /// (also when the file holds no valid domain).
+    pub fn origin(&self) -> String {
+        let file = match &self.origin {
+            Origin::Domain(d) => return d.clone(),
+            Origin::File(p) => p.as_path(),
+            Origin::Default => Path::new(MAILNAME),
+        };
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| t.lines().next().map(|l| l.trim().to_ascii_lowercase()))
+            .filter(|d| value::check_domain(d).is_ok())
+            .unwrap_or_else(|| self.hostname.to_ascii_lowercase())
     }
 }
 

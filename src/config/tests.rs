@@ -318,6 +318,67 @@ fn load() {
     );
 }
 
+/// Issue 17, 5: the aliases file `make install` puts beside tern.conf is used
+/// without an `aliases` key; a key says otherwise.
+#[test]
+fn aliases_beside_the_configuration_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("tern.conf");
+    std::fs::write(&f, "").unwrap();
+    assert_eq!(Config::load(&f).unwrap().local.aliases, None);
+    std::fs::write(dir.path().join("aliases"), "root: alice\n").unwrap();
+    assert_eq!(
+        Config::load(&f).unwrap().local.aliases,
+        Some(dir.path().join("aliases"))
+    );
+    std::fs::write(&f, "aliases = /etc/aliases\n").unwrap();
+    assert_eq!(
+        Config::load(&f).unwrap().local.aliases,
+        Some(PathBuf::from("/etc/aliases"))
+    );
+    // Parsing alone (no file) never looks around.
+    assert_eq!(p("").unwrap().local.aliases, None);
+}
+
+/// Issue 17, 5: the domain bare user names get (Postfix's myorigin).
+#[test]
+fn origin_domain_file_or_mailname() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = p("hostname = mx.Example.ORG\norigin = Example.org\n").unwrap();
+    assert_eq!(c.origin, Origin::Domain("example.org".into()));
+    assert_eq!(c.origin(), "example.org");
+    let name = dir.path().join("mailname");
+    std::fs::write(&name, "lists.example.net\nignored\n").unwrap();
+    let c = p(&format!(
+        "hostname = mx.example.org\norigin = {}\n",
+        name.display()
+    ))
+    .unwrap();
+    assert_eq!(c.origin(), "lists.example.net");
+    // Unreadable or not a domain: the host name.
+    std::fs::write(&name, "not a domain\n").unwrap();
+    assert_eq!(c.origin(), "mx.example.org");
+    let c = p(&format!(
+        "hostname = mx.example.org\norigin = {}/none\n",
+        dir.path().display()
+    ))
+    .unwrap();
+    assert_eq!(c.origin(), "mx.example.org");
+    // Unset: /etc/mailname when there is one (Debian), else the host name.
+    let c = p("hostname = mx.example.org\n").unwrap();
+    assert_eq!(c.origin, Origin::Default);
+    let want = std::fs::read_to_string(MAILNAME)
+        .ok()
+        .and_then(|t| t.lines().next().map(|l| l.trim().to_ascii_lowercase()))
+        .unwrap_or_else(|| "mx.example.org".into());
+    assert_eq!(c.origin(), want);
+    assert!(
+        perr("origin = a b\n").contains(":1: origin: bad domain"),
+        "{}",
+        perr("origin = a b\n")
+    );
+}
+
 #[test]
 fn may_relay() {
     let c = Config::default();

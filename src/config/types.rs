@@ -240,3 +240,15 @@ mod tests {
         assert!(TlsPolicy::None < TlsPolicy::May && TlsPolicy::Encrypt < TlsPolicy::Verify);
     }
 }
+
+/// `origin`: the domain a bare user name gets (Postfix's `myorigin`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// Unset: /etc/mailname when present (Debian's MTAs read it), else `hostname`.
+    #[default]
+    Default,
+    /// A domain, as written.
+    Domain(String),
+    /// A file whose first line is the domain (`origin = /etc/mailname`).
+    File(std::path::PathBuf),
+}

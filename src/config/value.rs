@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::types::{Cidr, Family, Lmtp, NextHop, Route, SyncMode, TlsPolicy};
+use super::types::{Cidr, Family, Lmtp, NextHop, Origin, Route, SyncMode, TlsPolicy};
 use crate::endpoint::Endpoint;
 
 /// An account name for `user`: what useradd accepts, checked here so a typo
@@ -94,6 +94,16 @@ pub(super) fn path(v: &str) -> Result<PathBuf, String> {
 pub(super) fn hostname(v: &str) -> Result<String, String> {
     check_domain(nonempty(v)?).map_err(|why| format!("bad domain {v:?}: {why}"))?;
     Ok(v.to_owned())
+}
+
+/// `origin`: a domain, or an absolute path to a file that holds one.
+pub(super) fn origin(v: &str) -> Result<Origin, String> {
+    let v = nonempty(v)?;
+    if v.starts_with('/') {
+        return Ok(Origin::File(PathBuf::from(v)));
+    }
+    check_domain(v).map_err(|why| format!("bad domain {v:?}: {why}"))?;
+    Ok(Origin::Domain(v.to_ascii_lowercase()))
 }
 
 /// `mx_port`: a port number other than 0.

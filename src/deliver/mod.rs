@@ -8,8 +8,9 @@
 //! hops), `transaction` (MAIL, RCPT, DATA on an open connection), `pool`
 //! (connections kept between messages), `local` (mailboxes and commands),
 //! `lmtp` (handing mail to a mailbox server, RFC 2033), `remote` (the I/O:
-//! lookups, connections, the walk over the hops), and `router` (which of
-//! them a recipient takes). Each uses only rooms before it.
+//! lookups, connections, the walk over the hops), `router` (which of them a
+//! recipient takes), and `verify` (what the router would do, for `sendmail
+//! -bv`). Each uses only rooms before it.
 
 pub mod client;
 pub mod dns;
@@ -22,3 +23,4 @@ pub mod route;
 pub mod router;
 pub mod tls_client;
 pub mod transaction;
+pub mod verify;

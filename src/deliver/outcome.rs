@@ -300,6 +300,19 @@ pub fn auth_no_mechanism() -> Outcome {
 
 // ---- The connection ----------------------------------------------------------
 
+/// An I/O error in Postfix's words: the system's message (strerror) without
+/// the ` (os error 111)` std puts after it, which mailq and the log show to
+/// people who know `Connection refused`, not errno numbers.
+pub fn io_text(e: &io::Error) -> String {
+    let text = e.to_string();
+    let Some(code) = e.raw_os_error() else {
+        return text;
+    };
+    let suffix = format!(" (os error {code})");
+    text.strip_suffix(&suffix)
+        .map_or_else(|| text.clone(), str::to_owned)
+}
+
 /// An I/O error talking to a server: a timeout is 4.4.2 (bad connection),
 /// anything else 4.4.1 (no answer from host).
 pub fn network(stage: Stage, what: &str, e: &io::Error) -> Outcome {
@@ -308,7 +321,18 @@ pub fn network(stage: Stage, what: &str, e: &io::Error) -> Outcome {
     } else {
         Status(4, 4, 1)
     };
-    Outcome::temporary(stage, status, format!("{what}: {e}"))
+    Outcome::temporary(stage, status, format!("{what}: {}", io_text(e)))
+}
+
+/// The TCP connection to `host` at `addr` failed, in Postfix's words, which
+/// mailq shows and log tools (pflogsumm) take apart:
+/// `connect to mx.example.org[192.0.2.1]:25: Connection refused`.
+pub fn connect_failed(host: &str, addr: std::net::SocketAddr, e: &io::Error) -> Outcome {
+    network(
+        Stage::Connect,
+        &format!("connect to {host}[{}]:{}", addr.ip(), addr.port()),
+        e,
+    )
 }
 
 /// The TLS handshake failed (with `host` named when the policy insists).
@@ -529,7 +553,7 @@ pub fn mailbox_io(what: &str, e: &io::Error) -> Outcome {
     if crate::sys::is_no_space(e) {
         return mailbox_full(what, e);
     }
-    mailbox_unavailable(format!("{what}: {e}"))
+    mailbox_unavailable(format!("{what}: {}", io_text(e)))
 }
 
 /// An I/O error elsewhere: 4.2.2 for a full disk or quota, else 4.3.0.
@@ -537,25 +561,25 @@ pub fn local_io(what: &str, e: &io::Error) -> Outcome {
     if crate::sys::is_no_space(e) {
         return mailbox_full(what, e);
     }
-    local_error(format!("{what}: {e}"))
+    local_error(format!("{what}: {}", io_text(e)))
 }
 
 fn mailbox_full(what: &str, e: &io::Error) -> Outcome {
     Outcome::temporary(
         Stage::Local,
         Status(4, 2, 2),
-        format!("mailbox full: {what}: {e}"),
+        format!("mailbox full: {what}: {}", io_text(e)),
     )
 }
 
 /// The spool's copy could not be read.
 pub fn cannot_read_message(e: &io::Error) -> Outcome {
-    local_error(format!("cannot read message: {e}"))
+    local_error(format!("cannot read message: {}", io_text(e)))
 }
 
 /// The spool's file could not be opened.
 pub fn cannot_open_message(path: &Path, e: &io::Error) -> Outcome {
-    local_error(format!("cannot open message {}: {e}", path.display()))
+    local_error(format!("cannot open message {}: {}", path.display(), io_text(e)))
 }
 
 /// A local copy written: `delivered to maildir`, `delivered to command`...
@@ -570,7 +594,7 @@ pub fn spool_unreadable(path: &Path, e: &io::Error) -> Outcome {
     Outcome::temporary(
         Stage::Queue,
         Status(4, 3, 0),
-        format!("read {}: {e}", path.display()),
+        format!("read {}: {}", path.display(), io_text(e)),
     )
 }
 
@@ -781,6 +805,20 @@ mod tests {
         let o = network(Stage::Connect, "connect", &refused);
         assert_eq!(o.status(), Status(4, 4, 1));
         assert_eq!(o.detail(), "connect: refused");
+        let refused = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        let o = connect_failed("mx.example.org", "192.0.2.1:25".parse().unwrap(), &refused);
+        assert_eq!(o.status(), Status(4, 4, 1));
+        assert_eq!(
+            o.detail(),
+            "connect to mx.example.org[192.0.2.1]:25: Connection refused"
+        );
+        let v6 = connect_failed("mx.example.org", "[2001:db8::1]:25".parse().unwrap(), &refused);
+        assert_eq!(
+            v6.detail(),
+            "connect to mx.example.org[2001:db8::1]:25: Connection refused"
+        );
+        // Errors that are not the system's keep their words.
+        assert_eq!(io_text(&io::Error::other("odd")), "odd");
     }
 
     #[test]

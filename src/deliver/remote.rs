@@ -215,7 +215,7 @@ impl Job<'_> {
         let next = |o: Outcome| Ok(Tried::Next(o));
         let tcp = match TcpStream::connect_timeout(&addr, cfg.remote.connect_timeout) {
             Ok(s) => s,
-            Err(e) => return next(outcome::network(Stage::Connect, "connect", &e)),
+            Err(e) => return next(outcome::connect_failed(host, addr, &e)),
         };
         let _ = tcp.set_nodelay(true);
         if let Err(e) = timeouts(&tcp, cfg.remote.helo_timeout) {

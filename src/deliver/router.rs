@@ -20,7 +20,6 @@ use crate::deliver::dns::Resolver;
 use crate::deliver::local::{self, Job, Target};
 use crate::deliver::outcome::{self, Attempted, Outcome, Success, Timing, Verdict};
 use crate::deliver::{lmtp, pool, remote};
-use crate::maillog;
 use crate::message;
 use crate::smtp::address::{Domain, Mailbox};
 use crate::spool::{Envelope, QueueId, Recipient, Spool};
@@ -123,19 +122,10 @@ fn deliver_local(ctx: &Context<'_>, rcpt: &Recipient, mbox: &Mailbox) -> (Outcom
     if has_delivered_to(ctx.headers, &rcpt.addr) {
         return (outcome::forwarding_loop(&rcpt.addr), None);
     }
-    let local = mbox.local().to_lowercase();
-    let aliases = ctx.tables.aliases();
-    let is_local = |d: &str| ctx.cfg.local.is_local_domain(d);
-    let read_include = |p: &Path| read_include(p);
-    let mut targets = match aliases.expand(&local, &is_local, &read_include) {
+    let targets = match expand(ctx.cfg, ctx.tables, mbox) {
         Ok(t) => t,
-        Err(e @ ExpandError::Include(_)) => return (outcome::include_failed(&e), None),
-        Err(e) => return (outcome::alias_failed(&e), None),
+        Err(o) => return (o, None),
     };
-    // RFC 5321 4.5.1: postmaster must reach someone even without an alias.
-    if local == "postmaster" && targets == [AliasTarget::User("postmaster".to_owned())] {
-        targets = vec![AliasTarget::User("root".to_owned())];
-    }
     let transport = ctx.cfg.local.mailbox_transport.as_ref();
     let mut remote = Vec::new();
     let mut mailboxes = Vec::new();
@@ -213,6 +203,25 @@ fn mailbox_recipient(rcpt: &Recipient, mbox: &Mailbox, user: &str) -> Recipient 
     r
 }
 
+/// What the aliases make of local address `mbox`: its final targets, the user
+/// of the same name when it is no alias; Err is the outcome when expansion fails.
+pub fn expand(cfg: &Config, tables: &Tables, mbox: &Mailbox) -> Result<Vec<AliasTarget>, Outcome> {
+    let local = mbox.local().to_lowercase();
+    let aliases = tables.aliases();
+    let is_local = |d: &str| cfg.local.is_local_domain(d);
+    let read_include = |p: &Path| read_include(p);
+    let mut targets = match aliases.expand(&local, &is_local, &read_include) {
+        Ok(t) => t,
+        Err(e @ ExpandError::Include(_)) => return Err(outcome::include_failed(&e)),
+        Err(e) => return Err(outcome::alias_failed(&e)),
+    };
+    // RFC 5321 4.5.1: postmaster must reach someone even without an alias.
+    if local == "postmaster" && targets == [AliasTarget::User("postmaster".to_owned())] {
+        targets = vec![AliasTarget::User("root".to_owned())];
+    }
+    Ok(targets)
+}
+
 /// An :include: file names commands and files run as the aliases owner, so
 /// one that others could change is refused (as sendmail refuses an unsafe
 /// include): it must be a regular file writable by its owner only.
@@ -269,6 +278,7 @@ fn job(ctx: &Context<'_>, rcpt: &Recipient, target: Target, user: Option<Passwd>
         sender: ctx.env.sender.clone(),
         recipient: rcpt.addr.clone(),
         user,
+        mailbox: false,
         message: ctx.spool.message_path(&ctx.env.id),
         hostname: ctx.cfg.hostname.clone(),
         pipe_timeout: ctx.cfg.local.pipe_timeout,
@@ -276,8 +286,21 @@ fn job(ctx: &Context<'_>, rcpt: &Recipient, target: Target, user: Option<Passwd>
 }
 
 fn deliver_user(ctx: &Context<'_>, rcpt: &Recipient, name: &str) -> Outcome {
-    if name != "root" && !ctx.tables.user_exists(name) {
-        return outcome::unknown_user(name);
+    let (target, user) = match user_mailbox(ctx.cfg, ctx.tables, name) {
+        Ok(m) => m,
+        Err(o) => return o,
+    };
+    let mut j = job(ctx, rcpt, target, user);
+    j.mailbox = true;
+    local::deliver(&j)
+}
+
+/// The mailbox of local user `name`, and the account it is written as (None:
+/// as ternd's own user, for a `local_users` user without a system account).
+/// Err when there is no such user, or the template needs a home they lack.
+pub fn user_mailbox(cfg: &Config, tables: &Tables, name: &str) -> Result<(Target, Option<Passwd>), Outcome> {
+    if name != "root" && !tables.user_exists(name) {
+        return Err(outcome::unknown_user(name));
     }
     let account = sys::getpwnam(name).or_else(|| sys::getpwnam(&name.to_lowercase()));
     let (pw, user) = match account {
@@ -294,32 +317,35 @@ fn deliver_user(ctx: &Context<'_>, rcpt: &Recipient, name: &str) -> Outcome {
                 shell: String::new(),
                 gecos: String::new(),
             };
-            if ctx.cfg.local.mailbox.starts_with('~') {
-                return outcome::no_home(name, &ctx.cfg.local.mailbox);
+            if cfg.local.mailbox.starts_with('~') {
+                return Err(outcome::no_home(name, &cfg.local.mailbox));
             }
             (pseudo, None)
         }
     };
-    let target = local::mailbox_target(&ctx.cfg.local.mailbox, &pw);
-    local::deliver(&job(ctx, rcpt, target, user))
+    Ok((local::mailbox_target(&cfg.local.mailbox, &pw), user))
 }
 
 /// Files and commands named in the aliases file run as the file's owner, or
 /// as `nobody` when root owns it (Postfix's default_privs): never as root.
 fn deliver_as_alias_owner(ctx: &Context<'_>, rcpt: &Recipient, target: Target) -> Outcome {
-    let owner = ctx
-        .tables
-        .aliases_path()
-        .and_then(|p| std::fs::metadata(p).ok())
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
-    let account = match owner {
-        Some(uid) if uid != 0 => sys::getpwuid(uid),
-        _ => sys::getpwnam("nobody"),
-    };
-    let Some(pw) = account else {
+    let Some(pw) = alias_account(ctx.tables) else {
         return outcome::no_alias_account();
     };
     local::deliver(&job(ctx, rcpt, target, Some(pw)))
+}
+
+/// The account files and commands of the aliases file run as (see
+/// `deliver_as_alias_owner`).
+pub fn alias_account(tables: &Tables) -> Option<Passwd> {
+    let owner = tables
+        .aliases_path()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    match owner {
+        Some(uid) if uid != 0 => sys::getpwuid(uid),
+        _ => sys::getpwnam("nobody"),
+    }
 }
 
 /// An alias pointing to other domains: queue a copy for those addresses,
@@ -353,7 +379,7 @@ fn forward(ctx: &Context<'_>, rcpt: &Recipient, to: &[String]) -> Outcome {
             })
             .collect();
         incoming.commit(&env).map_err(|e| e.to_string())?;
-        maillog::queued(&id, &env.sender, env.size, env.recipients.len(), &"local");
+        ctx.spool.log_queued(&env);
         Ok(id)
     })();
     match result {

@@ -202,7 +202,16 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
             }
             Verdict::Temporary => {
                 slot.status = RcptStatus::Deferred;
-                slot.next_attempt = Some(sched.next_attempt(slot.attempts, now, noise));
+                match flushed_early(&rcpt, now) {
+                    // A flush tried it before its time: that try does not count
+                    // toward the back-off and the planned retry stays, so ten
+                    // flushes do not push it hours out.
+                    Some(planned) => {
+                        slot.attempts = rcpt.attempts;
+                        slot.next_attempt = Some(planned);
+                    }
+                    None => slot.next_attempt = Some(sched.next_attempt(slot.attempts, now, noise)),
+                }
                 log_attempt(&env, &rcpt, transport, relay, tls, &delays, &outcome, "deferred");
             }
             Verdict::Permanent => {
@@ -498,6 +507,13 @@ fn read_message(file: &std::fs::File, whole: bool) -> (Option<Vec<u8>>, Vec<u8>)
     (message, headers)
 }
 
+/// When a recipient tried now was planned to be retried, if that was still to
+/// come: it was tried early, by a flush (`sendmail -q`, `ternctl flush`).
+fn flushed_early(before: &Recipient, now: u64) -> Option<u64> {
+    let planned = before.next_attempt?;
+    (before.status == RcptStatus::Deferred && planned > now).then_some(planned)
+}
+
 /// Jitter source for the retry schedule: differs per message, recipient and moment.
 fn noise(id: &QueueId, idx: usize) -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -527,6 +543,19 @@ mod tests {
         env.recipients[1].status = RcptStatus::Failed;
         assert_eq!(conclude(&env, true), Conclusion::Retire);
         assert_eq!(conclude(&env, false), Conclusion::Retire);
+    }
+
+    #[test]
+    fn only_a_flush_before_the_planned_retry_is_early() {
+        let mut r = Recipient::new("a@x.test".to_owned());
+        assert_eq!(flushed_early(&r, 100), None, "never tried");
+        r.status = RcptStatus::Deferred;
+        r.next_attempt = Some(500);
+        assert_eq!(flushed_early(&r, 100), Some(500), "flushed");
+        assert_eq!(flushed_early(&r, 500), None, "due");
+        assert_eq!(flushed_early(&r, 600), None, "late");
+        r.next_attempt = None;
+        assert_eq!(flushed_early(&r, 100), None);
     }
 
     #[test]

@@ -123,7 +123,7 @@ fn enqueue_notice(spool: &Spool, to: &str, body: &[u8]) -> Result<QueueId, Spool
     env.size = incoming.bytes_written();
     env.recipients = vec![Recipient::new(to.to_owned())];
     incoming.commit(&env)?;
-    maillog::queued(&id, &env.sender, env.size, env.recipients.len(), &"local");
+    spool.log_queued(&env);
     Ok(id)
 }
 

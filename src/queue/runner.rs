@@ -232,7 +232,9 @@ impl Runner {
             Control::Flush => {
                 maillog::flush();
                 self.rescan();
-                self.agenda.flush(clock::now());
+                for id in self.agenda.flush(clock::now()) {
+                    maillog::flushed(&id);
+                }
             }
         }
     }

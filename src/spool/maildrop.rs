@@ -426,7 +426,8 @@ impl Spool {
             d.env.size = inc.bytes_written();
             inc.commit(&d.env)?;
             fs::remove_file(&path).map_err(|e| SpoolError::from_io("remove", &path, e))?;
-            log::info!("{id}: picked up maildrop/{name} from uid {}", d.uid);
+            crate::maillog::picked_up(&id, d.uid, &d.env.sender, &name);
+            self.log_queued(&d.env);
             crate::metrics::picked_up();
             queued.push(id);
         }

@@ -452,6 +452,33 @@ impl Spool {
         self.file(MSG, id)
     }
 
+    /// The mail log's lines for a message just committed (`maillog::queued`):
+    /// its Message-ID, read back from msg/ID, and its envelope's sender, size
+    /// and recipient count. Every door into the queue logs this way.
+    pub fn log_queued(&self, env: &Envelope) {
+        let message_id = self.message_id(&env.id);
+        crate::maillog::queued(
+            &env.id,
+            message_id.as_deref(),
+            &env.sender,
+            env.size,
+            env.recipients.len(),
+        );
+    }
+
+    /// The Message-ID field of a queued message, for the mail log (read from
+    /// the first 64 KiB of msg/ID; None when it has none or cannot be read).
+    pub fn message_id(&self, id: &QueueId) -> Option<String> {
+        use std::io::Read;
+        let mut head = Vec::new();
+        std::fs::File::open(self.message_path(id))
+            .ok()?
+            .take(64 * 1024)
+            .read_to_end(&mut head)
+            .ok()?;
+        crate::message::get(&head, "Message-ID").map(|f| f.value())
+    }
+
     /// Replace env/ID atomically (tmp + fsync + rename); for the queue runner. The new
     /// contents are on disk before the rename, so env/ID is always old or new, never
     /// torn; the rename itself becomes durable with the next fsync of env/ (a crash

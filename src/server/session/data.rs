@@ -203,7 +203,8 @@ impl Session<'_> {
             log::error!("{id}: {e}");
             return spool_reply(&e);
         }
-        maillog::queued(&id, &env.sender, env.size, env.recipients.len(), self.peer);
+        maillog::client(&id, self.peer, self.sasl());
+        self.ctx.spool.log_queued(&env);
         self.meter.accepted();
         if let Some(q) = &self.ctx.queued {
             let _ = q.try_send(id.clone());

@@ -202,6 +202,8 @@ struct Session<'a> {
     tls: Option<TlsInfo>,
     /// The authenticated user name.
     user: Option<String>,
+    /// The SASL mechanism `user` authenticated with, for the log.
+    sasl_method: Option<&'static str>,
     auth_failures: u32,
     /// RCPTs (and VRFYs) refused as unknown users (directory-harvest defence).
     unknown_rcpts: u32,
@@ -231,6 +233,7 @@ pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) ->
         esmtp: false,
         tls: None,
         user: None,
+        sasl_method: None,
         auth_failures: 0,
         unknown_rcpts: 0,
         tx: None,
@@ -276,9 +279,14 @@ impl Session<'_> {
             let (verb, reply, to) = match line {
                 Line::Eof => return Err(Hangup),
                 Line::TooLong => ("line".to_owned(), reply::line_too_long(), None),
-                Line::Text(text) => {
+                Line::Text(mut text) => {
                     let verb = verb_of(&text);
                     self.last.clone_from(&verb);
+                    if self.ctx.door == Door::Maildrop {
+                        if let Some(t) = with_origin(&text, || self.cfg.origin()) {
+                            text = t;
+                        }
+                    }
                     match command::parse(&text) {
                         Ok(cmd) => {
                             let to = match &cmd {
@@ -383,6 +391,31 @@ fn verb_of(line: &[u8]) -> String {
     let end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
     let verb = line.get(..end.min(16)).unwrap_or_default();
     String::from_utf8_lossy(verb).to_ascii_uppercase()
+}
+
+/// `sendmail -bs`: `MAIL FROM:<carol>` and `RCPT TO:<carol>` may name a local
+/// user without a domain, as sendmail's arguments may; as Postfix's smtpd run
+/// by sendmail -bs does (myorigin), the address gets the origin domain. Any
+/// other line, and `<>`, `<postmaster>` or an address with `@`, is left alone.
+fn with_origin(line: &[u8], origin: impl FnOnce() -> String) -> Option<Vec<u8>> {
+    let prefix = [&b"MAIL FROM:"[..], b"RCPT TO:"]
+        .into_iter()
+        .find(|p| line.get(..p.len()).is_some_and(|l| l.eq_ignore_ascii_case(p)))?;
+    let rest = line.get(prefix.len()..)?;
+    let spaces = rest.iter().take_while(|&&b| b == b' ').count();
+    let path = rest.get(spaces..)?.strip_prefix(b"<")?;
+    let close = path.iter().position(|&b| b == b'>')?;
+    let (name, tail) = path.split_at(close);
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(b);
+    if name.is_empty() || name.eq_ignore_ascii_case(b"postmaster") || !name.iter().all(plain) {
+        return None;
+    }
+    let mut out = line.get(..prefix.len() + spaces + 1)?.to_vec();
+    out.extend_from_slice(name);
+    out.push(b'@');
+    out.extend_from_slice(origin().as_bytes());
+    out.extend_from_slice(tail);
+    Some(out)
 }
 
 fn is_timeout(e: &io::Error) -> bool {

@@ -438,3 +438,35 @@ fn a_refused_message_is_not_queued() {
     assert!(s.ctx.spool.list().unwrap().is_empty());
     assert!(s.woken.try_recv().is_err());
 }
+
+/// Issue 17, 5: under `sendmail -bs` a bare user name gets the origin domain.
+#[test]
+fn bare_names_get_the_origin_under_sendmail_bs() {
+    let o = || "example.org".to_owned();
+    let q = |l: &str| super::with_origin(l.as_bytes(), o).map(|v| String::from_utf8(v).unwrap());
+    assert_eq!(
+        q("RCPT TO:<carol>").as_deref(),
+        Some("RCPT TO:<carol@example.org>")
+    );
+    assert_eq!(
+        q("rcpt to: <carol.x> NOTIFY=NEVER").as_deref(),
+        Some("rcpt to: <carol.x@example.org> NOTIFY=NEVER")
+    );
+    assert_eq!(
+        q("MAIL FROM:<root> SIZE=10").as_deref(),
+        Some("MAIL FROM:<root@example.org> SIZE=10")
+    );
+    for left in [
+        "RCPT TO:<carol@example.net>",
+        "RCPT TO:<postmaster>",
+        "RCPT TO:<Postmaster>",
+        "MAIL FROM:<>",
+        "RCPT TO:<\"odd name\">",
+        "RCPT TO:carol",
+        "RCPT TO:<carol",
+        "NOOP <carol>",
+        "RCPT",
+    ] {
+        assert_eq!(q(left), None, "{left}");
+    }
+}

@@ -213,6 +213,8 @@ impl Setup {
         let mut keys = BTreeMap::new();
         for (k, v) in [
             ("hostname", "mx.test".to_owned()),
+            // Not the machine's /etc/mailname: bare names get mx.test, as before.
+            ("origin", "mx.test".to_owned()),
             ("listen", "127.0.0.1:0".to_owned()),
             ("spool", p.join("spool").display().to_string()),
             ("local_domains", "example.test localhost".to_owned()),
