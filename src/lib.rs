@@ -35,6 +35,7 @@ pub mod dsn;
 pub mod logging;
 pub mod maillog;
 pub mod message;
+pub mod pipeline;
 pub mod queue;
 pub mod sendmail;
 pub mod server;

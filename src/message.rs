@@ -339,6 +339,11 @@ impl Header {
         self.fields.is_empty()
     }
 
+    /// Whether an empty line ended the section as it was parsed.
+    pub fn has_empty_line(&self) -> bool {
+        !self.empty_line.is_empty()
+    }
+
     /// Remove every field called `name`; how many there were.
     pub fn remove(&mut self, name: &str) -> usize {
         let before = self.fields.len();

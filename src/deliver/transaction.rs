@@ -12,7 +12,7 @@
 use std::io::{self, Read, Write};
 use std::time::Duration;
 
-use crate::deliver::client::{Client, Extensions, Reply, Timed};
+use crate::deliver::client::{self, Client, Extensions, Reply, Timed};
 use crate::deliver::outcome::{self, Outcome, Stage, Success};
 use crate::smtp::xtext;
 use crate::spool::{BodyType, DsnRet, Envelope, Recipient};
@@ -65,23 +65,38 @@ pub fn run<S: Read + Write + Timed>(
     t: &Timeouts,
     mut rset: bool,
 ) -> Option<(HostResult, bool)> {
+    // RFC 9422: at most RCPTMAX recipients per transaction, and at most
+    // MAILMAX transactions on the connection; the rest wait for a new one.
+    let per_transaction = ext.rcptmax.unwrap_or(usize::MAX).max(1);
     let mut todo: Vec<usize> = (0..rcpts.len()).collect();
     let mut results: Vec<Option<(Outcome, Success)>> = vec![None; rcpts.len()];
-    loop {
-        let subset: Vec<&Recipient> = todo.iter().filter_map(|&i| rcpts.get(i).copied()).collect();
-        let (r, reusable) = once(c, ext, msg, &subset, t, rset)?;
+    let mut reusable = true;
+    while !todo.is_empty() && reusable {
+        if let Some(max) = ext.mailmax.filter(|&m| c.transactions() >= m) {
+            for &i in &todo {
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some((outcome::mailmax_reached(max), Success::Relayed));
+                }
+            }
+            break;
+        }
+        let batch: Vec<usize> = todo.drain(..per_transaction.min(todo.len())).collect();
+        let subset: Vec<&Recipient> = batch.iter().filter_map(|&i| rcpts.get(i).copied()).collect();
+        let (r, ok) = once(c, ext, msg, &subset, t, rset)?;
+        c.count_transaction();
         rset = false;
+        reusable = ok;
         let round = match r {
             HostResult::Next(o) if results.iter().all(Option::is_none) => {
-                return Some((HostResult::Next(o), reusable))
+                return Some((HostResult::Next(o), reusable_after(c, ext, ok)))
             }
-            // Some recipients already went: the rest wait for the next attempt.
-            HostResult::Next(o) => todo.iter().map(|_| (o.clone(), Success::Relayed)).collect(),
+            // Some recipients already went: these wait for the next attempt.
+            HostResult::Next(o) => batch.iter().map(|_| (o.clone(), Success::Relayed)).collect(),
             HostResult::Done(rs) => rs,
         };
         let mut again = Vec::new();
         let mut progress = false;
-        for (&i, res) in todo.iter().zip(round) {
+        for (&i, res) in batch.iter().zip(round) {
             if res.0.is_delivered() {
                 progress = true;
             } else if too_many_recipients(&res.0) {
@@ -91,15 +106,23 @@ pub fn run<S: Read + Write + Timed>(
                 *slot = Some(res);
             }
         }
-        if again.is_empty() || !progress || !reusable {
-            let done = results
-                .into_iter()
-                .map(|r| r.unwrap_or_else(|| (outcome::no_result(), Success::Relayed)))
-                .collect();
-            return Some((HostResult::Done(done), reusable));
+        // RFC 5321 4.5.3.1.10: those refused with 452 go in a transaction of
+        // their own, as long as the server takes some each time.
+        if progress {
+            todo.extend(again);
         }
-        todo = again;
     }
+    let done = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| (outcome::no_result(), Success::Relayed)))
+        .collect();
+    Some((HostResult::Done(done), reusable_after(c, ext, reusable)))
+}
+
+/// Whether the connection may carry another message: it is in step, and the
+/// server's MAILMAX leaves room.
+fn reusable_after<S: Read + Write + Timed>(c: &Client<S>, ext: &Extensions, in_step: bool) -> bool {
+    in_step && ext.mailmax.is_none_or(|m| c.transactions() < m)
 }
 
 /// RFC 5321 4.5.3.1.10: a 452 to RCPT means "not in this transaction".
@@ -131,6 +154,11 @@ fn once<S: Read + Write + Timed>(
     if needs_utf8 && !ext.smtputf8 {
         return Some((all(outcome::needs_smtputf8()), true));
     }
+    // RFC 3030 4: binary content only to a server that takes it; tern cannot
+    // convert it to 7bit or 8bit.
+    if env.body == BodyType::Binary && !(ext.binarymime && ext.chunking) {
+        return Some((all(outcome::needs_binarymime()), true));
+    }
     // RFC 1870: the size on the wire (CRLF and dot-stuffed, without the final dot).
     let size = msg.wire.len().saturating_sub(3) as u64;
     if let Some(limit) = ext.size.filter(|l| *l > 0) {
@@ -141,7 +169,14 @@ fn once<S: Read + Write + Timed>(
     let mail = mail_command(env, ext, size);
     let rcpt_lines: Vec<String> = rcpts.iter().map(|r| rcpt_command(r, ext)).collect();
     let _ = c.set_timeouts(t.command);
-    let envelope = match c.envelope(rset, &mail, &rcpt_lines, ext.pipelining) {
+    // RFC 3030: BDAT to a server that offers CHUNKING: no dot-stuffing, and a
+    // message whose size is said first.
+    let sent = if ext.chunking {
+        c.envelope_only(rset, &mail, &rcpt_lines, ext.pipelining)
+    } else {
+        c.envelope(rset, &mail, &rcpt_lines, ext.pipelining)
+    };
+    let envelope = match sent {
         // Closed meanwhile, on a kept connection: before the body, so
         // nothing was delivered; the caller opens a new one.
         Err(_) if rset => return None,
@@ -185,6 +220,19 @@ fn once<S: Read + Write + Timed>(
         }
     };
     match &envelope.data {
+        None if ext.chunking && !accepted.is_empty() => {
+            let _ = c.set_timeouts(t.data);
+            let sent = send_chunk(c, &unstuffed(msg.wire));
+            let _ = c.set_timeouts(t.data_done);
+            match sent.and_then(|()| after_data(c, accepted.len())) {
+                Ok(replies) => settle(replies.iter().map(|r| outcome::reply(Stage::Data, r)).collect()),
+                Err(e) => {
+                    let lost = outcome::network(Stage::Data, "connection lost after BDAT", &e);
+                    settle(vec![lost; accepted.len()]);
+                    return Some((HostResult::Done(results), false));
+                }
+            }
+        }
         None => {}
         Some(d) if d.code == 354 => {
             let _ = c.set_timeouts(t.data);
@@ -255,6 +303,46 @@ fn rcpt_command(r: &Recipient, ext: &Extensions) -> String {
         }
     }
     line
+}
+
+/// The whole message as one `BDAT n LAST` chunk (RFC 3030 2), in blocks each
+/// under the data-block timeout; the reply is read by [`after_data`].
+fn send_chunk<S: Read + Write + Timed>(c: &mut Client<S>, data: &[u8]) -> io::Result<()> {
+    c.send(format!("BDAT {} LAST\r\n", data.len()).as_bytes())?;
+    send_body(c, data)
+}
+
+/// The wire form (see `client::wire_body`) without its transparency: the
+/// leading dot each line that starts with one got, and the final `.CRLF`.
+/// What BDAT sends (RFC 3030 2: the data is sent as it is).
+pub fn unstuffed(wire: &[u8]) -> Vec<u8> {
+    let body = wire.strip_suffix(b".\r\n").unwrap_or(wire);
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body;
+    while !rest.is_empty() {
+        let line_len = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |i| i + 1);
+        let (line, next) = rest.split_at(line_len);
+        out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+        rest = next;
+    }
+    out
+}
+
+/// The message as it goes to a next hop (the wire form of
+/// `client::wire_body`), or why it never goes: a NUL (issue 16). A
+/// Return-Path: at the top is left out (RFC 5321 4.4: only final delivery
+/// adds one; `message_drop_headers` removes it on the way in, but a message
+/// queued before, or with another list, may still hold one).
+pub fn wire(message: &[u8]) -> Result<Vec<u8>, Outcome> {
+    if message.contains(&0) {
+        return Err(outcome::contains_nul());
+    }
+    if crate::message::get(message, "Return-Path").is_none() {
+        return Ok(client::wire_body(message));
+    }
+    let (mut head, body) = crate::message::Header::parse(message);
+    head.remove("Return-Path");
+    Ok(client::wire_body(&head.to_message(body)))
 }
 
 /// The message in blocks, each under the data-block timeout.
