@@ -159,8 +159,13 @@ fn once<S: Read + Write + Timed>(
     if env.body == BodyType::Binary && !(ext.binarymime && ext.chunking) {
         return Some((all(outcome::needs_binarymime()), true));
     }
-    // RFC 1870: the size on the wire (CRLF and dot-stuffed, without the final dot).
-    let size = msg.wire.len().saturating_sub(3) as u64;
+    // What BDAT sends: the message without transparency dots.
+    let chunk = ext.chunking.then(|| unstuffed(msg.wire));
+    // RFC 1870: the size on the wire (CRLF, without the final dot; for DATA
+    // the stuffed dots are counted too, which only errs on the large side).
+    let size = chunk
+        .as_ref()
+        .map_or(msg.wire.len().saturating_sub(3), Vec::len) as u64;
     if let Some(limit) = ext.size.filter(|l| *l > 0) {
         if size > limit {
             return Some((all(outcome::too_big(size, limit)), true));
@@ -220,9 +225,9 @@ fn once<S: Read + Write + Timed>(
         }
     };
     match &envelope.data {
-        None if ext.chunking && !accepted.is_empty() => {
+        None if chunk.is_some() && !accepted.is_empty() => {
             let _ = c.set_timeouts(t.data);
-            let sent = send_chunk(c, &unstuffed(msg.wire));
+            let sent = send_chunk(c, chunk.as_deref().unwrap_or_default());
             let _ = c.set_timeouts(t.data_done);
             match sent.and_then(|()| after_data(c, accepted.len())) {
                 Ok(replies) => settle(replies.iter().map(|r| outcome::reply(Stage::Data, r)).collect()),
@@ -522,6 +527,91 @@ mod tests {
                 .0
                 .is_none()
         );
+    }
+
+    /// RFC 3030: to a server with CHUNKING the message goes as one BDAT LAST
+    /// chunk, undotted, after the recipients' replies; SIZE counts no dots.
+    #[test]
+    fn chunking_sends_bdat_without_dots() {
+        let env = envelope(&["a@x.test"]);
+        let ext = Extensions {
+            pipelining: true,
+            chunking: true,
+            size: Some(0),
+            ..Extensions::default()
+        };
+        let mut c = crate::deliver::client::script::client("250 ok\r\n250 ok\r\n250 2.0.0 queued\r\n");
+        let wire = client::wire_body(b"Subject: x\n\n.\n..dots\nend\n");
+        let msg = Message { env: &env, wire: &wire };
+        let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
+        let r = run(&mut c, &ext, &msg, &rcpts, &T, false);
+        let sent = String::from_utf8_lossy(&c.stream().output).into_owned();
+        assert_eq!(done(r)[0].0, Verdict::Delivered);
+        let data = "Subject: x\r\n\r\n.\r\n..dots\r\nend\r\n";
+        assert_eq!(
+            sent,
+            format!(
+                "MAIL FROM:<a@example.org> SIZE=30\r\nRCPT TO:<a@x.test>\r\nBDAT {} LAST\r\n{data}",
+                data.len()
+            )
+        );
+        // Nobody accepted: no BDAT at all.
+        let mut c = crate::deliver::client::script::client("250 ok\r\n550 no\r\n");
+        let r = run(&mut c, &ext, &msg, &rcpts, &T, false);
+        assert_eq!(done(r)[0].0, Verdict::Permanent);
+        assert!(!String::from_utf8_lossy(&c.stream().output).contains("BDAT"));
+    }
+
+    /// RFC 9422: RCPTMAX splits the recipients into transactions; MAILMAX
+    /// caps the transactions on one connection (the rest wait, and the
+    /// connection is not kept).
+    #[test]
+    fn limits_split_recipients_and_cap_transactions() {
+        let env = envelope(&["a@x.test", "b@x.test", "c@x.test", "d@x.test", "e@x.test"]);
+        let ext = Extensions {
+            pipelining: true,
+            rcptmax: Some(2),
+            mailmax: Some(2),
+            ..Extensions::default()
+        };
+        let one = "250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n250 done\r\n";
+        let (r, sent) = against(&one.repeat(2), &ext, &env, false);
+        let Some((HostResult::Done(v), reusable)) = r else { panic!("{r:?}") };
+        assert!(!reusable, "MAILMAX reached: not kept");
+        assert_eq!(sent.matches("MAIL FROM").count(), 2);
+        assert_eq!(sent.matches("RCPT TO").count(), 4);
+        let verdicts: Vec<Verdict> = v.iter().map(|(o, _)| o.verdict()).collect();
+        assert_eq!(
+            verdicts,
+            [Verdict::Delivered, Verdict::Delivered, Verdict::Delivered, Verdict::Delivered, Verdict::Temporary]
+        );
+        assert_eq!(v[4].0.status(), Status(4, 5, 3));
+        // No MAILMAX: three transactions of at most two.
+        let ext = Extensions {
+            rcptmax: Some(2),
+            ..ext
+        };
+        let ext = Extensions { mailmax: None, ..ext };
+        let (r, sent) = against(&one.repeat(3), &ext, &env, false);
+        assert!(done(r).iter().all(|g| g.0 == Verdict::Delivered));
+        assert_eq!(sent.matches("MAIL FROM").count(), 3);
+    }
+
+    #[test]
+    fn binary_needs_binarymime_and_chunking() {
+        let mut env = envelope(&["a@x.test"]);
+        env.body = BodyType::Binary;
+        let got = done(against("", &Extensions::default(), &env, false).0);
+        assert_eq!((got[0].0, got[0].1), (Verdict::Permanent, Status(5, 6, 3)));
+    }
+
+    /// Issue 16: no NUL and no Return-Path: ever go to a next hop.
+    #[test]
+    fn what_never_goes_out() {
+        assert_eq!(wire(b"Subject: x\n\na\x00b\n").unwrap_err().status(), Status(5, 6, 0));
+        let w = wire(b"Return-Path: <forged@evil.test>\nSubject: x\nreturn-path: <y>\n\nReturn-Path: body\n").unwrap();
+        assert_eq!(w, b"Subject: x\r\n\r\nReturn-Path: body\r\n.\r\n");
+        assert_eq!(unstuffed(&client::wire_body(b".a\n..\n.\nb")), b".a\r\n..\r\n.\r\nb\r\n");
     }
 
     #[test]
