@@ -82,12 +82,28 @@ pub fn run<S: Read + Write + Timed>(
         }
         let batch: Vec<usize> = todo.drain(..per_transaction.min(todo.len())).collect();
         let subset: Vec<&Recipient> = batch.iter().filter_map(|&i| rcpts.get(i).copied()).collect();
-        let (r, ok) = once(c, ext, msg, &subset, t, rset)?;
+        let first = results.iter().all(Option::is_none);
+        let (r, ok, closed) = match once(c, ext, msg, &subset, t, rset) {
+            Some(r) => r,
+            None if first => return None,
+            // A later transaction's RSET failed: what is left waits.
+            None => {
+                for &i in batch.iter().chain(&todo) {
+                    if let Some(slot) = results.get_mut(i) {
+                        *slot = Some((outcome::rset_refused(), Success::Relayed));
+                    }
+                }
+                reusable = false;
+                break;
+            }
+        };
         c.count_transaction();
-        rset = false;
+        // A transaction the server did not end (no recipient taken) must be
+        // reset before the next MAIL (RFC 5321 4.1.1.5).
+        rset = !closed;
         reusable = ok;
         let round = match r {
-            HostResult::Next(o) if results.iter().all(Option::is_none) => {
+            HostResult::Next(o) if first => {
                 return Some((HostResult::Next(o), reusable_after(c, ext, ok)))
             }
             // Some recipients already went: these wait for the next attempt.
@@ -130,7 +146,10 @@ fn too_many_recipients(o: &Outcome) -> bool {
     o.is_temporary() && o.reply().is_some_and(|r| r.code == 452)
 }
 
-/// One transaction; None when the leading RSET (see [`run`]) failed.
+/// One transaction; None when the leading RSET (see [`run`]) failed. Besides
+/// the result and whether the connection is in step: whether the server has
+/// ended the transaction (the message went and its reply came, or MAIL was
+/// refused); if not, the next one on the connection starts with RSET.
 fn once<S: Read + Write + Timed>(
     c: &mut Client<S>,
     ext: &Extensions,
@@ -138,7 +157,7 @@ fn once<S: Read + Write + Timed>(
     rcpts: &[&Recipient],
     t: &Timeouts,
     rset: bool,
-) -> Option<(HostResult, bool)> {
+) -> Option<(HostResult, bool, bool)> {
     let env = msg.env;
     let success = if ext.dsn {
         Success::PassedOn
@@ -152,12 +171,12 @@ fn once<S: Read + Write + Timed>(
     let needs_utf8 = env.smtputf8
         && (!env.sender.is_ascii() || rcpts.iter().any(|r| !r.addr.is_ascii()) || !headers_ascii(msg.wire));
     if needs_utf8 && !ext.smtputf8 {
-        return Some((all(outcome::needs_smtputf8()), true));
+        return Some((all(outcome::needs_smtputf8()), true, true));
     }
     // RFC 3030 4: binary content only to a server that takes it; tern cannot
     // convert it to 7bit or 8bit.
     if env.body == BodyType::Binary && !(ext.binarymime && ext.chunking) {
-        return Some((all(outcome::needs_binarymime()), true));
+        return Some((all(outcome::needs_binarymime()), true, true));
     }
     // What BDAT sends: the message without transparency dots.
     let chunk = ext.chunking.then(|| unstuffed(msg.wire));
@@ -168,7 +187,7 @@ fn once<S: Read + Write + Timed>(
         .map_or(msg.wire.len().saturating_sub(3), Vec::len) as u64;
     if let Some(limit) = ext.size.filter(|l| *l > 0) {
         if size > limit {
-            return Some((all(outcome::too_big(size, limit)), true));
+            return Some((all(outcome::too_big(size, limit)), true, true));
         }
     }
     let mail = mail_command(env, ext, size);
@@ -191,6 +210,7 @@ fn once<S: Read + Write + Timed>(
             return Some((
                 HostResult::Next(outcome::network(Stage::Mail, "MAIL/RCPT", &e)),
                 false,
+                false,
             ))
         }
     };
@@ -201,7 +221,7 @@ fn once<S: Read + Write + Timed>(
         } else {
             all(o)
         };
-        return Some((r, true));
+        return Some((r, true, true));
     }
     let mut results: Vec<(Outcome, Success)> = Vec::new();
     let mut accepted = Vec::new();
@@ -224,38 +244,38 @@ fn once<S: Read + Write + Timed>(
             }
         }
     };
-    match &envelope.data {
-        None if chunk.is_some() && !accepted.is_empty() => {
-            let _ = c.set_timeouts(t.data);
-            let sent = send_chunk(c, chunk.as_deref().unwrap_or_default());
-            let _ = c.set_timeouts(t.data_done);
-            match sent.and_then(|()| after_data(c, accepted.len())) {
-                Ok(replies) => settle(replies.iter().map(|r| outcome::reply(Stage::Data, r)).collect()),
-                Err(e) => {
-                    let lost = outcome::network(Stage::Data, "connection lost after BDAT", &e);
-                    settle(vec![lost; accepted.len()]);
-                    return Some((HostResult::Done(results), false));
-                }
+    let body = match &envelope.data {
+        None if !accepted.is_empty() => chunk.as_deref().map(|ch| (ch, "BDAT")),
+        None => None,
+        Some(d) if d.code == 354 => Some((msg.wire, "DATA")),
+        Some(d) => {
+            settle(vec![outcome::reply(Stage::Data, d); accepted.len()]);
+            None
+        }
+    };
+    let mut closed = false;
+    if let Some((bytes, how)) = body {
+        let _ = c.set_timeouts(t.data);
+        let sent = if how == "BDAT" {
+            send_chunk(c, bytes)
+        } else {
+            send_body(c, bytes)
+        };
+        let _ = c.set_timeouts(t.data_done);
+        match sent.and_then(|()| after_data(c, accepted.len())) {
+            Ok(replies) => {
+                settle(replies.iter().map(|r| outcome::reply(Stage::Data, r)).collect());
+                closed = true;
+            }
+            Err(e) => {
+                let lost = outcome::network(Stage::Data, &format!("connection lost after {how}"), &e);
+                settle(vec![lost; accepted.len()]);
+                return Some((HostResult::Done(results), false, false));
             }
         }
-        None => {}
-        Some(d) if d.code == 354 => {
-            let _ = c.set_timeouts(t.data);
-            let sent = send_body(c, msg.wire);
-            let _ = c.set_timeouts(t.data_done);
-            match sent.and_then(|()| after_data(c, accepted.len())) {
-                Ok(replies) => settle(replies.iter().map(|r| outcome::reply(Stage::Data, r)).collect()),
-                Err(e) => {
-                    let lost = outcome::network(Stage::Data, "connection lost after DATA", &e);
-                    settle(vec![lost; accepted.len()]);
-                    return Some((HostResult::Done(results), false));
-                }
-            }
-        }
-        Some(d) => settle(vec![outcome::reply(Stage::Data, d); accepted.len()]),
     }
     let _ = c.set_timeouts(t.command);
-    Some((HostResult::Done(results), true))
+    Some((HostResult::Done(results), true, closed))
 }
 
 /// The replies after the final dot, one for each of the `accepted`

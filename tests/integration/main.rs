@@ -4,6 +4,7 @@
 #[macro_use]
 mod common;
 
+mod chunking;
 mod clients;
 mod config;
 mod crash;
@@ -17,6 +18,7 @@ mod install;
 mod limits;
 mod local_delivery;
 mod manpages;
+mod message_path;
 mod outbound;
 mod peers;
 mod pool;
