@@ -4,9 +4,9 @@
 //! [`Config`](super::Config), its entry in man/tern.conf.5 and etc/tern.conf.
 
 use super::value::{
-    account_name, boolean, count, delay, dns_servers, header_names, hostname, inet_protocols, listen, listen_list,
-    local_domains, log_level, mailbox, mx_port, networks, next_hop, optional_duration, path, relay_auth,
-    route, services, size, spool_sync, syslog_facility, timeout, tls_policy,
+    account_name, boolean, count, delay, dns_servers, header_names, hostname, inet_protocols, listen,
+    listen_list, local_domains, log_level, mailbox, mx_port, networks, next_hop, optional_duration, path,
+    relay_auth, route, services, size, spool_sync, syslog_facility, timeout, tls_policy,
 };
 use super::Config;
 

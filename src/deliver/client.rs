@@ -125,7 +125,9 @@ impl Extensions {
                 "LIMITS" => {
                     // RFC 9422 3: limit = name "=" value; unknown names are ignored.
                     for w in words {
-                        let Some((name, value)) = w.split_once('=') else { continue };
+                        let Some((name, value)) = w.split_once('=') else {
+                            continue;
+                        };
                         let n = value.parse::<usize>().ok().filter(|&n| n > 0);
                         match name.to_ascii_uppercase().as_str() {
                             "RCPTMAX" => e.rcptmax = n,

@@ -103,9 +103,7 @@ pub fn run<S: Read + Write + Timed>(
         rset = !closed;
         reusable = ok;
         let round = match r {
-            HostResult::Next(o) if first => {
-                return Some((HostResult::Next(o), reusable_after(c, ext, ok)))
-            }
+            HostResult::Next(o) if first => return Some((HostResult::Next(o), reusable_after(c, ext, ok))),
             // Some recipients already went: these wait for the next attempt.
             HostResult::Next(o) => batch.iter().map(|_| (o.clone(), Success::Relayed)).collect(),
             HostResult::Done(rs) => rs,
@@ -182,9 +180,7 @@ fn once<S: Read + Write + Timed>(
     let chunk = ext.chunking.then(|| unstuffed(msg.wire));
     // RFC 1870: the size on the wire (CRLF, without the final dot; for DATA
     // the stuffed dots are counted too, which only errs on the large side).
-    let size = chunk
-        .as_ref()
-        .map_or(msg.wire.len().saturating_sub(3), Vec::len) as u64;
+    let size = chunk.as_ref().map_or(msg.wire.len().saturating_sub(3), Vec::len) as u64;
     if let Some(limit) = ext.size.filter(|l| *l > 0) {
         if size > limit {
             return Some((all(outcome::too_big(size, limit)), true, true));
@@ -345,7 +341,10 @@ pub fn unstuffed(wire: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len());
     let mut rest = body;
     while !rest.is_empty() {
-        let line_len = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |i| i + 1);
+        let line_len = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
         let (line, next) = rest.split_at(line_len);
         out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
         rest = next;
@@ -562,7 +561,10 @@ mod tests {
         };
         let mut c = crate::deliver::client::script::client("250 ok\r\n250 ok\r\n250 2.0.0 queued\r\n");
         let wire = client::wire_body(b"Subject: x\n\n.\n..dots\nend\n");
-        let msg = Message { env: &env, wire: &wire };
+        let msg = Message {
+            env: &env,
+            wire: &wire,
+        };
         let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
         let r = run(&mut c, &ext, &msg, &rcpts, &T, false);
         let sent = String::from_utf8_lossy(&c.stream().output).into_owned();
@@ -596,14 +598,22 @@ mod tests {
         };
         let one = "250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n250 done\r\n";
         let (r, sent) = against(&one.repeat(2), &ext, &env, false);
-        let Some((HostResult::Done(v), reusable)) = r else { panic!("{r:?}") };
+        let Some((HostResult::Done(v), reusable)) = r else {
+            panic!("{r:?}")
+        };
         assert!(!reusable, "MAILMAX reached: not kept");
         assert_eq!(sent.matches("MAIL FROM").count(), 2);
         assert_eq!(sent.matches("RCPT TO").count(), 4);
         let verdicts: Vec<Verdict> = v.iter().map(|(o, _)| o.verdict()).collect();
         assert_eq!(
             verdicts,
-            [Verdict::Delivered, Verdict::Delivered, Verdict::Delivered, Verdict::Delivered, Verdict::Temporary]
+            [
+                Verdict::Delivered,
+                Verdict::Delivered,
+                Verdict::Delivered,
+                Verdict::Delivered,
+                Verdict::Temporary
+            ]
         );
         assert_eq!(v[4].0.status(), Status(4, 5, 3));
         // No MAILMAX: three transactions of at most two.
@@ -628,10 +638,17 @@ mod tests {
     /// Issue 16: no NUL and no Return-Path: ever go to a next hop.
     #[test]
     fn what_never_goes_out() {
-        assert_eq!(wire(b"Subject: x\n\na\x00b\n").unwrap_err().status(), Status(5, 6, 0));
-        let w = wire(b"Return-Path: <forged@evil.test>\nSubject: x\nreturn-path: <y>\n\nReturn-Path: body\n").unwrap();
+        assert_eq!(
+            wire(b"Subject: x\n\na\x00b\n").unwrap_err().status(),
+            Status(5, 6, 0)
+        );
+        let w = wire(b"Return-Path: <forged@evil.test>\nSubject: x\nreturn-path: <y>\n\nReturn-Path: body\n")
+            .unwrap();
         assert_eq!(w, b"Subject: x\r\n\r\nReturn-Path: body\r\n.\r\n");
-        assert_eq!(unstuffed(&client::wire_body(b".a\n..\n.\nb")), b".a\r\n..\r\n.\r\nb\r\n");
+        assert_eq!(
+            unstuffed(&client::wire_body(b".a\n..\n.\nb")),
+            b".a\r\n..\r\n.\r\nb\r\n"
+        );
     }
 
     #[test]

@@ -98,7 +98,11 @@ impl Body {
         };
         let mut f = BufWriter::with_capacity(64 * 1024, spool.spill_file()?);
         f.write_all(&self.mem)?;
-        self.start = self.mem.get(..KEEP_START.min(self.mem.len())).unwrap_or_default().to_vec();
+        self.start = self
+            .mem
+            .get(..KEEP_START.min(self.mem.len()))
+            .unwrap_or_default()
+            .to_vec();
         self.mem = Vec::new();
         self.file = Some(f);
         Ok(())

@@ -158,7 +158,11 @@ fn display_name(name: &str) -> String {
 /// only when the message had none and its body's first line would otherwise be
 /// read as a header field or as the continuation of the last one.
 pub fn commit(draft: Draft, out: &mut dyn Store) -> io::Result<Envelope> {
-    let Draft { header, body, mut env } = draft;
+    let Draft {
+        header,
+        body,
+        mut env,
+    } = draft;
     let mut head = Vec::with_capacity(1024);
     header.write(b"", &mut head);
     if !header.has_empty_line() && !body.is_empty() && needs_separator(body.start()) {
@@ -184,7 +188,11 @@ fn needs_separator(start: &[u8]) -> bool {
         return true;
     };
     let line = start.get(..=lf).unwrap_or_default();
-    message::find_end(line) != Some(message::End { header_len: 0, body_start: 0 })
+    message::find_end(line)
+        != Some(message::End {
+            header_len: 0,
+            body_start: 0,
+        })
 }
 
 /// Splits the data of a message, as it arrives (LF line ends), into its header

@@ -813,7 +813,13 @@ mod tests {
             let mut out = Vec::new();
             for c in chunks {
                 let fed = r.feed(c, &mut out);
-                assert_eq!(fed, Fed { consumed: c.len(), done: false });
+                assert_eq!(
+                    fed,
+                    Fed {
+                        consumed: c.len(),
+                        done: false
+                    }
+                );
             }
             r.finish();
             (out, r.error())
@@ -827,10 +833,19 @@ mod tests {
         assert_eq!(run(&[b"cr at the end\r"]).1, Some(DataError::BareNewline));
         assert_eq!(run(&[b"x\x00\r\n"]).1, Some(DataError::Nul));
         assert_eq!(run(&[&[b'x'; 1001][..], b"\r\n"]).1, Some(DataError::LineTooLong));
-        let big: &[&[u8]] = &[&[b'x'; 900][..], b"\r\n", &[b'y'; 900][..], b"\r\n", &[b'z'; 900][..]];
+        let big: &[&[u8]] = &[
+            &[b'x'; 900][..],
+            b"\r\n",
+            &[b'y'; 900][..],
+            b"\r\n",
+            &[b'z'; 900][..],
+        ];
         assert_eq!(run(big).1, Some(DataError::TooBig));
         let mut r = DataReader::chunked(1000);
-        r.feed(b"Received: a\r\nreceived : b\r\n\r\nReceived: c\r\n", &mut Vec::new());
+        r.feed(
+            b"Received: a\r\nreceived : b\r\n\r\nReceived: c\r\n",
+            &mut Vec::new(),
+        );
         assert_eq!(r.received_count(), 2);
     }
 

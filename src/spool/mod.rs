@@ -412,9 +412,7 @@ impl Spool {
     /// crash (the name is removed at once; `recover` removes one a crash left
     /// in between).
     pub fn spill_file(&self) -> io::Result<File> {
-        let path = self
-            .dir(TMP)
-            .join(format!(".spill-{}", QueueId::generate()));
+        let path = self.dir(TMP).join(format!(".spill-{}", QueueId::generate()));
         let f = OpenOptions::new()
             .read(true)
             .write(true)

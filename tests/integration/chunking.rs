@@ -41,14 +41,20 @@ fn bdat_pipelined_and_stored_as_sent() {
     assert_eq!(c.reply().status(), "250 2.1.0");
     assert_eq!(c.reply().status(), "250 2.1.5");
     let r = c.reply();
-    assert_eq!(r.lines, vec![format!("250 2.0.0 {} octets received", first.len())]);
+    assert_eq!(
+        r.lines,
+        vec![format!("250 2.0.0 {} octets received", first.len())]
+    );
     let r = c.reply();
     assert_eq!(r.status(), "250 2.0.0", "{r:?}");
     assert!(r.text().contains("queued as"), "{r:?}");
     assert_eq!(c.reply().status(), "250 2.0.0");
     let (env, body) = t.message(&r.queue_id());
     let body = String::from_utf8(body).unwrap();
-    assert!(body.ends_with("Subject: chunks\n\n.\n..two dots\n\n.\nend\n"), "{body}");
+    assert!(
+        body.ends_with("Subject: chunks\n\n.\n..two dots\n\n.\nend\n"),
+        "{body}"
+    );
     assert_eq!(env.size, body.len() as u64);
     // BDAT 0 LAST: an empty last chunk ends the message.
     c.cmd("MAIL FROM:<a@example.test>");
@@ -98,7 +104,10 @@ fn bdat_refusals_and_sequence() {
     assert_eq!(c.cmd("DATA").status(), "503 5.5.1");
     assert_eq!(c.cmd("RSET").status(), "250 2.0.0");
     // BINARYMIME is not offered.
-    assert_eq!(c.cmd("MAIL FROM:<a@example.test> BODY=BINARYMIME").status(), "555 5.5.4");
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.test> BODY=BINARYMIME").status(),
+        "555 5.5.4"
+    );
     // A chunk size that does not parse: nothing after it can be trusted.
     c.send_raw(b"BDAT x LAST\r\n");
     assert_eq!(c.reply().status(), "501 5.5.4");
@@ -155,7 +164,10 @@ fn limits_advertised_and_applied() {
         .start();
     let mut c = t.connect();
     let r = c.hello();
-    assert!(r.lines.contains(&"250-LIMITS RCPTMAX=2 MAILMAX=2".to_owned()), "{r:?}");
+    assert!(
+        r.lines.contains(&"250-LIMITS RCPTMAX=2 MAILMAX=2".to_owned()),
+        "{r:?}"
+    );
     for _ in 0..2 {
         assert_eq!(c.cmd("MAIL FROM:<a@example.test>").status(), "250 2.1.0");
         assert_eq!(c.cmd("RCPT TO:<alice@example.test>").status(), "250 2.1.5");
@@ -187,12 +199,28 @@ fn client_respects_limits_and_sends_bdat() {
     let mut c = t.connect();
     c.hello();
     // Five recipients; the aliases bring alice, bob and carol two copies each.
-    let rcpts = ["alice@dest.test", "bob@dest.test", "carol@dest.test", "team@dest.test", "sales@dest.test"];
+    let rcpts = [
+        "alice@dest.test",
+        "bob@dest.test",
+        "carol@dest.test",
+        "team@dest.test",
+        "sales@dest.test",
+    ];
     let r = c.send_mail("a@example.test", &rcpts, "Subject: limits\r\n\r\n..dot\r\n");
     assert_eq!(r.status(), "250 2.0.0");
     let users = ["alice", "bob", "carol"];
-    let count = || -> usize { users.iter().map(|u| wait_files(&dest.maildir_new(u), 0, 0).len()).sum() };
-    assert!(wait_until(20, || count() == 6), "{}\n{}", t.log_text(), dest.log_text());
+    let count = || -> usize {
+        users
+            .iter()
+            .map(|u| wait_files(&dest.maildir_new(u), 0, 0).len())
+            .sum()
+    };
+    assert!(
+        wait_until(20, || count() == 6),
+        "{}\n{}",
+        t.log_text(),
+        dest.log_text()
+    );
     let sent = tap.client_bytes();
     assert_eq!(sent.matches("MAIL FROM:").count(), 3, "{sent}");
     assert_eq!(sent.matches(" LAST\r\n").count(), 3, "{sent}");
@@ -257,16 +285,27 @@ fn a_521_greeting_bounces_and_is_not_retried() {
         .start();
     let mut c = t.connect();
     c.hello();
-    let r = c.send_mail("alice@example.test", &["x@remote.test"], "Subject: to nowhere\r\n\r\nhi\r\n");
+    let r = c.send_mail(
+        "alice@example.test",
+        &["x@remote.test"],
+        "Subject: to nowhere\r\n\r\nhi\r\n",
+    );
     assert_eq!(r.status(), "250 2.0.0");
     // The bounce comes back to alice with the 521.
     let files = wait_files(&t.maildir_new("alice"), 1, 15);
     assert_eq!(files.len(), 1, "{}", t.log_text());
     let dsn = std::fs::read_to_string(&files[0]).unwrap();
     assert!(dsn.contains("Status: 5.3.2"), "{dsn}");
-    assert!(dsn.contains("521 5.3.2 nomail.test does not accept mail"), "{dsn}");
+    assert!(
+        dsn.contains("521 5.3.2 nomail.test does not accept mail"),
+        "{dsn}"
+    );
     // A second message to the same host: bounced without a connection.
-    let r = c.send_mail("alice@example.test", &["y@remote.test"], "Subject: again\r\n\r\nhi\r\n");
+    let r = c.send_mail(
+        "alice@example.test",
+        &["y@remote.test"],
+        "Subject: again\r\n\r\nhi\r\n",
+    );
     assert_eq!(r.status(), "250 2.0.0");
     assert_eq!(wait_files(&t.maildir_new("alice"), 2, 15).len(), 2);
     assert_eq!(peer.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -292,7 +331,10 @@ fn postfix_bdat_interop_both_ways() {
     let to_tern = Tap::start(t.addr);
     let Some(pf) = Postfix::builder()
         .mailbox("carol@postfix.test")
-        .transport("example.test", &format!("smtp:[127.0.0.1]:{}", to_tern.addr.port()))
+        .transport(
+            "example.test",
+            &format!("smtp:[127.0.0.1]:{}", to_tern.addr.port()),
+        )
         .start()
     else {
         return;
@@ -370,7 +412,9 @@ impl Tap {
         let (s2, c2) = (Arc::clone(&seen), Arc::clone(&conns));
         std::thread::spawn(move || {
             for client in l.incoming().flatten() {
-                let Ok(server) = TcpStream::connect(target) else { continue };
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
                 *c2.lock().unwrap() += 1;
                 let (mut c_r, mut s_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let (mut s_r, mut c_w) = (server, client);

@@ -30,7 +30,8 @@ fn pipe_dialog(prog: &str, args: &[&str], input: &[u8]) -> String {
 
 fn queued_count(setup: &Setup) -> usize {
     let spool = tern::spool::Spool::open(&setup.path().join("spool")).unwrap();
-    spool.list().unwrap().len() + std::fs::read_dir(setup.path().join("spool/maildrop")).map_or(0, |d| d.count())
+    spool.list().unwrap().len()
+        + std::fs::read_dir(setup.path().join("spool/maildrop")).map_or(0, |d| d.count())
 }
 
 /// Before: `354`, then `250 2.0.0 Ok: queued as ...` (the NUL stored and
@@ -81,7 +82,8 @@ fn nul_in_data_is_refused_on_every_listener() {
     // ternd -i and sendmail -bs: the same session over a pipe.
     let setup = Setup::new();
     let conf = setup.write_config();
-    let mut input = b"EHLO pipe.test\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n".to_vec();
+    let mut input =
+        b"EHLO pipe.test\r\nMAIL FROM:<a@example.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n".to_vec();
     input.extend_from_slice(NUL_DATA);
     input.extend_from_slice(b"QUIT\r\n");
     let conf = conf.to_str().unwrap();
@@ -114,7 +116,10 @@ fn assert_clean(text: &str, own_return_path: bool) {
     let want_rp = usize::from(own_return_path);
     assert_eq!(head.matches("return-path:").count(), want_rp, "{text}");
     assert!(!head.contains("forged@evil.test"), "{text}");
-    assert!(!head.contains("bcc:") && !head.contains("hidden@x.test"), "{text}");
+    assert!(
+        !head.contains("bcc:") && !head.contains("hidden@x.test"),
+        "{text}"
+    );
     assert!(!head.contains("content-length:"), "{text}");
     assert!(text.contains("Subject: leaks"), "{text}");
     assert!(text.contains("Return-Path: in the body stays"), "{text}");
@@ -168,7 +173,10 @@ fn no_return_path_to_a_next_hop_and_the_list_is_configurable() {
     assert!(!head.contains("return-path"), "{text}");
     assert!(!head.contains("x-secret") && !head.contains("\nbcc:"), "{text}");
     // Not in the list: kept.
-    assert!(head.contains("resent-bcc:") && head.contains("content-length:"), "{text}");
+    assert!(
+        head.contains("resent-bcc:") && head.contains("content-length:"),
+        "{text}"
+    );
 }
 
 /// A message larger than the memory threshold goes through a spill file and
@@ -187,7 +195,11 @@ fn a_large_message_arrives_whole() {
     assert_eq!(r.status(), "250 2.0.0");
     let (env, stored) = t.message(&r.queue_id());
     let stored = String::from_utf8(stored).unwrap();
-    assert!(stored.starts_with("Received: from client.test"), "{}", &stored[..200]);
+    assert!(
+        stored.starts_with("Received: from client.test"),
+        "{}",
+        &stored[..200]
+    );
     assert!(!stored.contains("Bcc:"));
     let want = body.replace("Bcc: hidden@x.test\r\n", "").replace("\r\n", "\n");
     assert!(stored.ends_with(&want));

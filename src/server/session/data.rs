@@ -212,7 +212,10 @@ impl Session<'_> {
             },
             // The maildrop's user may not write the spool's tmp/: in memory,
             // bounded by max_message_size as the reader is.
-            Door::Maildrop => (Sink::Maildrop(maildrop::Pending::new(self.ctx.spool.root())), None),
+            Door::Maildrop => (
+                Sink::Maildrop(maildrop::Pending::new(self.ctx.spool.root())),
+                None,
+            ),
         };
         Ok(Receiving {
             sink,

@@ -257,7 +257,13 @@ pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) ->
 impl Session<'_> {
     fn serve(&mut self) -> Result<(), Hangup> {
         // RFC 7504 3: a listener that accepts no mail says so instead of 220.
-        if self.cfg.listen.refuse_mail.iter().any(|s| *s == self.service.to_string()) {
+        if self
+            .cfg
+            .listen
+            .refuse_mail
+            .iter()
+            .any(|s| *s == self.service.to_string())
+        {
             let r = reply::does_not_accept_mail(&self.cfg.hostname);
             maillog::reject(self.peer, "CONNECT", &r, None, None, &self.proto(), None);
             return self.send(r);
