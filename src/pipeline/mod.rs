@@ -96,9 +96,9 @@ fn hygiene(draft: &mut Draft, ctx: &Context<'_>) {
 fn submission_fixes(draft: &mut Draft, ctx: &Context<'_>) {
     match &ctx.origin {
         Origin::Smtp { submitted: true } => {
-            // In front, where a client that forgot them expects them least to be missed.
+            // In front of the client's own fields, below the trace fields.
             let h = &mut draft.header;
-            let mut at = 0;
+            let mut at = h.fields().take_while(|f| f.is("Received")).count();
             if !h.has("Date") && h.insert(at, "Date", &clock::rfc5322(clock::now())).is_ok() {
                 at += 1;
             }
