@@ -301,6 +301,10 @@ fn read_drop(path: &Path) -> Result<Dropped, SpoolError> {
     })
 }
 
+/// How [`Spool::pickup_with`] writes a drop's message into its queue file:
+/// `(new_id, uid, message, out)`.
+pub type WriteDrop<'a> = dyn Fn(&QueueId, u32, &mut dyn Read, &mut super::Incoming) -> io::Result<()> + 'a;
+
 /// A file waiting in the maildrop, as `mailq` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiting {
@@ -374,10 +378,7 @@ impl Spool {
     /// [`Spool::pickup`], with `write(new_id, uid, message, out)` writing the
     /// message to be queued into `out` from the drop's `message` (the
     /// daemon's message path runs its stages there).
-    pub fn pickup_with(
-        &self,
-        write: &dyn Fn(&QueueId, u32, &mut dyn Read, &mut super::Incoming) -> io::Result<()>,
-    ) -> Result<Vec<QueueId>, SpoolError> {
+    pub fn pickup_with(&self, write: &WriteDrop<'_>) -> Result<Vec<QueueId>, SpoolError> {
         let drop_dir = dir(&self.root);
         let mut names: Vec<(String, PathBuf)> = Vec::new();
         for entry in read_dir(&drop_dir)? {
