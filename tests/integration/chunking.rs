@@ -11,6 +11,14 @@ use crate::common::peer::{Peer, Script};
 use crate::common::postfix::Postfix;
 use crate::common::{wait_files, wait_until, Setup, Tern};
 
+/// A ternd that delivers, with mail for `domain` routed to 127.0.0.1:`port`.
+fn via(domain: &str, port: u16) -> Tern {
+    Setup::new()
+        .deliver()
+        .set("route", &format!("{domain} [127.0.0.1]:{port}"))
+        .start()
+}
+
 fn log_has(t: &Tern, needle: &str) -> bool {
     let ok = t.wait_log(needle);
     if !ok {
@@ -192,10 +200,7 @@ fn client_respects_limits_and_sends_bdat() {
         .set("max_transactions", "2")
         .start();
     let tap = Tap::start(dest.addr);
-    let t = Setup::new()
-        .deliver()
-        .set("route", &format!("dest.test [127.0.0.1]:{}", tap.addr.port()))
-        .start();
+    let t = via("dest.test", tap.addr.port());
     let mut c = t.connect();
     c.hello();
     // Five recipients; the aliases bring alice, bob and carol two copies each.
@@ -238,10 +243,7 @@ fn client_respects_limits_and_sends_bdat() {
 #[test]
 fn bdat_message_relayed_by_data_is_dot_stuffed() {
     let peer = Peer::start(Script::default());
-    let t = Setup::new()
-        .deliver()
-        .set("route", &format!("remote.test [127.0.0.1]:{}", peer.port()))
-        .start();
+    let t = via("remote.test", peer.port());
     let mut c = t.connect();
     c.hello();
     c.cmd("MAIL FROM:<a@example.test>");
@@ -279,10 +281,7 @@ fn a_521_greeting_bounces_and_is_not_retried() {
         greeting: "521 5.3.2 nomail.test does not accept mail".to_owned(),
         ..Script::default()
     });
-    let t = Setup::new()
-        .deliver()
-        .set("route", &format!("remote.test [127.0.0.1]:{}", peer.port()))
-        .start();
+    let t = via("remote.test", peer.port());
     let mut c = t.connect();
     c.hello();
     let r = c.send_mail(
@@ -311,10 +310,7 @@ fn a_521_greeting_bounces_and_is_not_retried() {
     assert_eq!(peer.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
     // ternd to ternd: the same.
     let dest = Setup::new().set("refuse_mail", "smtp").start();
-    let t2 = Setup::new()
-        .deliver()
-        .set("route", &format!("dest.test [127.0.0.1]:{}", dest.addr.port()))
-        .start();
+    let t2 = via("dest.test", dest.addr.port());
     let mut c = t2.connect();
     c.hello();
     c.send_mail("alice@example.test", &["x@dest.test"], "Subject: x\r\n\r\nhi\r\n");
@@ -368,10 +364,7 @@ fn postfix_bdat_interop_both_ways() {
         }
         let Some(pf) = b.start() else { return };
         let tap = Tap::start(pf.addr());
-        let t = Setup::new()
-            .deliver()
-            .set("route", &format!("postfix.test [127.0.0.1]:{}", tap.addr.port()))
-            .start();
+        let t = via("postfix.test", tap.addr.port());
         let mut c = t.connect();
         c.hello();
         let r = c.send_mail(
