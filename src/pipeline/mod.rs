@@ -243,6 +243,8 @@ pub fn picked_up(
 pub struct Builder {
     /// The data until the header section is complete.
     head: Vec<u8>,
+    /// Where the end of `head`'s header section was looked for so far.
+    scanner: message::EndScanner,
     header: Option<Header>,
     body: Body,
 }
@@ -255,6 +257,7 @@ impl Builder {
     pub fn new(body: Body) -> Builder {
         Builder {
             head: Vec::with_capacity(4096),
+            scanner: message::EndScanner::default(),
             header: None,
             body,
         }
@@ -266,7 +269,7 @@ impl Builder {
             return self.body.append(data);
         }
         self.head.extend_from_slice(data);
-        if message::find_end(&self.head).is_some() {
+        if self.scanner.scan(&self.head).is_some() {
             self.split()
         } else if self.head.len() > MAX_HEADER {
             // Too large to hold: its complete lines are the header, the rest body.
