@@ -12,10 +12,6 @@ use crate::spool::{self, maildrop, Spool};
 /// written once, at the commit, and never touches a second file).
 pub const SPILL_AT: usize = 1024 * 1024;
 
-/// How much of the body's start is kept in memory after a spill (the commit
-/// looks at the first line).
-const KEEP_START: usize = 1024;
-
 /// A message body: bytes with LF line ends, as the spool stores them.
 pub struct Body {
     mem: Vec<u8>,
@@ -24,8 +20,6 @@ pub struct Body {
     /// Where a spill file goes; None keeps everything in memory (the maildrop
     /// door: its user may not write the spool's tmp/).
     spool: Option<Spool>,
-    /// The first octets, kept after a spill.
-    start: Vec<u8>,
     len: u64,
 }
 
@@ -36,7 +30,6 @@ impl Body {
             mem: Vec::new(),
             file: None,
             spool: spool.cloned(),
-            start: Vec::new(),
             len: 0,
         }
     }
@@ -48,7 +41,6 @@ impl Body {
             mem: bytes,
             file: None,
             spool: None,
-            start: Vec::new(),
         }
     }
 
@@ -63,16 +55,6 @@ impl Body {
     /// Whether the body has gone to a file.
     pub fn spilled(&self) -> bool {
         self.file.is_some()
-    }
-
-    /// The first octets of the body (at least its first line, unless that line
-    /// is longer than a KiB).
-    pub fn start(&self) -> &[u8] {
-        if self.file.is_some() {
-            &self.start
-        } else {
-            &self.mem
-        }
     }
 
     /// Append `data`.
@@ -98,11 +80,6 @@ impl Body {
         };
         let mut f = BufWriter::with_capacity(64 * 1024, spool.spill_file()?);
         f.write_all(&self.mem)?;
-        self.start = self
-            .mem
-            .get(..KEEP_START.min(self.mem.len()))
-            .unwrap_or_default()
-            .to_vec();
         self.mem = Vec::new();
         self.file = Some(f);
         Ok(())
@@ -201,7 +178,6 @@ mod tests {
         }
         assert!(b.spilled());
         assert_eq!(b.len(), 11 + 4 * 300 * 1024);
-        assert!(b.start().starts_with(b"first line\n"));
         // Nothing named is left in tmp/: the spill file has no name.
         assert_eq!(std::fs::read_dir(spool.root().join("tmp")).unwrap().count(), 0);
         let mut total = 0;
