@@ -39,6 +39,7 @@ pub mod maillog;
 pub mod message;
 pub mod metrics;
 pub mod milter;
+pub mod pipeline;
 pub mod policy_service;
 pub mod queue;
 pub mod sendmail;

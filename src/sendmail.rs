@@ -23,6 +23,9 @@ use crate::clock;
 use crate::config::{self, Config};
 use crate::control::{self, Request, Response};
 use crate::message::Header;
+#[cfg(test)]
+use crate::pipeline::add_missing;
+use crate::pipeline::{self, Body, Draft, Origin};
 use crate::server::session::{self, Peer};
 use crate::smtp::address::Mailbox;
 use crate::smtp::notify::Notify;
@@ -469,6 +472,14 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
         }
     }
     let mut text = read_message(input, o.ignore_dots, cfg.session.max_message_size)?;
+    // Issue 16: RFC 5322 text excludes NUL, and a next hop that drops it could
+    // read a smuggled end of data; refused like SMTP refuses it (550 5.6.0).
+    if text.contains(&0) {
+        return Err(fail(
+            SysExit::DataErr,
+            "message contains a NUL character, refused (RFC 5322 text excludes it)",
+        ));
+    }
     // An mbox "From " line in front (mail(1) pipelines, resent mailboxes) is not a
     // header field; sendmail drops it, and so do we.
     if text.starts_with(b"From ") {
@@ -478,7 +489,7 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
             .map_or(text.len(), |i| i + 1);
         text.drain(..end);
     }
-    let (mut head, content) = Header::parse(&text);
+    let (head, content) = Header::parse(&text);
     if o.extract {
         for name in ["to", "cc", "bcc"] {
             for value in head.fields().filter(|f| f.is(name)).map(|f| f.value()) {
@@ -493,34 +504,13 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
     if rcpts.is_empty() {
         return Err(fail(SysExit::Usage, "no recipients"));
     }
-    // RFC 5322 section 3.6.3: Bcc: recipients must not be shown to the others; like
-    // Postfix's cleanup, drop the field whatever the flags.
-    head.remove("bcc");
     let from_addr = if sender.is_empty() { own } else { sender.clone() };
     let name = o.full_name.clone().unwrap_or(user.gecos);
-    add_missing(&mut head, &from_addr, &name, &cfg.hostname);
-    let body = head.to_message(content);
-    if body.len() as u64 > cfg.session.max_message_size {
-        return Err(fail(
-            SysExit::DataErr,
-            format!(
-                "message too big (the limit is {} bytes)",
-                cfg.session.max_message_size
-            ),
-        ));
-    }
 
     let mut env = Envelope::new(QueueId::generate(), sender, clock::now());
     env.protocol = "local".to_owned();
     env.client_name = Some("localhost".to_owned());
-    // RFC 6152: an 8-bit body is kept as given and marked so delivery can tell.
-    env.body = if body.iter().any(|&b| b >= 0x80) {
-        BodyType::EightBitMime
-    } else {
-        BodyType::SevenBit
-    };
     env.smtputf8 = !env.sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii());
-    env.size = body.len() as u64;
     env.ret = o.ret;
     env.envid = o.envid.clone();
     env.recipients = rcpts
@@ -531,6 +521,41 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
             rc
         })
         .collect();
+    // The same stages as mail from SMTP (src/pipeline): the fields that must
+    // not travel go (Bcc: among them, RFC 5322 section 3.6.3, whatever the
+    // flags), the missing From:, Date: and Message-ID: come.
+    let mut draft = Draft {
+        header: head,
+        body: Body::from_vec(content.to_vec()),
+        env,
+    };
+    let ctx = pipeline::Context {
+        cfg,
+        origin: Origin::Local {
+            from: from_addr,
+            name,
+        },
+    };
+    pipeline::finish(&mut draft, &ctx).map_err(|r| fail(exit_for(&r), format!("refused: {r}")))?;
+    let mut body = Vec::with_capacity(text.len() + 256);
+    let mut env = pipeline::commit(draft, &mut body)
+        .map_err(|e| fail(SysExit::IoErr, format!("building the message: {e}")))?;
+    drop(text);
+    if body.len() as u64 > cfg.session.max_message_size {
+        return Err(fail(
+            SysExit::DataErr,
+            format!(
+                "message too big (the limit is {} bytes)",
+                cfg.session.max_message_size
+            ),
+        ));
+    }
+    // RFC 6152: an 8-bit body is kept as given and marked so delivery can tell.
+    env.body = if body.iter().any(|&b| b >= 0x80) {
+        BodyType::EightBitMime
+    } else {
+        BodyType::SevenBit
+    };
 
     // First use (say, cron mails before ternd ever ran): create the spool when we may.
     if !maildrop::dir(&cfg.spool.dir).is_dir() {
@@ -691,42 +716,12 @@ fn read_message(input: &mut dyn BufRead, ignore_dots: bool, max: u64) -> Result<
     Ok(out)
 }
 
-/// RFC 6409 section 8.1, 8.2, 8.3: a submission server may add From:, Date: and
-/// Message-ID: (RFC 5322 section 3.6 requires the first two), after the fields
-/// the message has.
-fn add_missing(h: &mut Header, from: &str, name: &str, host: &str) {
-    if !h.has("from") {
-        let phrase = display_name(name);
-        let f = if phrase.is_empty() {
-            from.to_owned()
-        } else {
-            format!("{phrase} <{from}>")
-        };
-        let _ = h.append("From", &f);
-    }
-    if !h.has("date") {
-        let _ = h.append("Date", &clock::rfc5322(clock::now()));
-    }
-    if !h.has("message-id") {
-        let _ = h.append("Message-ID", &format!("<{}@{host}>", QueueId::generate()));
-    }
-}
-
-/// A full name as an RFC 5322 phrase: control characters dropped (a newline in -F
-/// must never start a new header field), quoted when it holds specials.
-fn display_name(name: &str) -> String {
-    let clean: String = name.chars().filter(|c| !c.is_control()).collect();
-    let clean = clean.trim();
-    if clean.is_empty() {
-        return String::new();
-    }
-    let plain = clean
-        .chars()
-        .all(|c| c.is_alphanumeric() || c == ' ' || "!#$%&'*+-/=?^_`{|}~".contains(c));
-    if plain {
-        clean.to_owned()
+/// The exit code for a stage's refusal: 4xx is worth retrying, 5xx is not.
+fn exit_for(r: &crate::smtp::reply::Reply) -> SysExit {
+    if r.code >= 500 {
+        SysExit::DataErr
     } else {
-        format!("\"{}\"", clean.replace('\\', "\\\\").replace('"', "\\\""))
+        SysExit::TempFail
     }
 }
 

@@ -100,6 +100,9 @@ pub struct Listeners {
     pub proxy_from: Vec<Cidr>,
     pub max_sessions: usize,
     pub max_sessions_per_ip: usize,
+    /// `refuse_mail`: services whose listeners accept no mail at all: they
+    /// answer `521 5.3.2` at connection opening and close (RFC 7504 3).
+    pub refuse_mail: Vec<String>,
 }
 
 /// The server's certificate (STARTTLS and smtps).
@@ -131,6 +134,11 @@ pub struct SessionLimits {
     /// Bytes; never 0.
     pub max_message_size: u64,
     pub max_recipients: usize,
+    /// `max_transactions`: MAIL commands one session may give (RFC 9422 MAILMAX).
+    pub max_transactions: usize,
+    /// `message_drop_headers`: header fields removed from every message on its
+    /// way into the queue (Postfix's message_drop_headers), lower case.
+    pub drop_headers: Vec<String>,
     /// Bad commands before 421 and close.
     pub max_errors: u32,
     /// Received: headers before 554 5.4.6 (mail loop).
@@ -309,6 +317,7 @@ impl Default for Config {
                 proxy_from: Vec::new(),
                 max_sessions: 100,
                 max_sessions_per_ip: 20,
+                refuse_mail: Vec::new(),
             },
             tls: ServerTls::default(),
             auth: SmtpAuth {
@@ -323,6 +332,14 @@ impl Default for Config {
                 ],
                 max_message_size: 35 * 1024 * 1024,
                 max_recipients: 100,
+                // Exim's smtp_accept_max_per_connection.
+                max_transactions: 1000,
+                // RFC 5321 4.4 (Return-Path is added at final delivery only),
+                // RFC 5322 3.6.3 (Bcc), RFC 2076 (Content-Length is not for transport).
+                drop_headers: ["bcc", "content-length", "resent-bcc", "return-path"]
+                    .iter()
+                    .map(|h| (*h).to_owned())
+                    .collect(),
                 max_errors: 10,
                 max_received: 50,
                 greeting_timeout: Duration::from_secs(300),

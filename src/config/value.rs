@@ -242,6 +242,20 @@ pub(super) fn dns_servers(v: &str) -> Result<Vec<SocketAddr>, String> {
 }
 
 /// Listener kinds, for `proxy_protocol`.
+/// `message_drop_headers`: header field names (RFC 5322 3.6.8: printable ASCII
+/// but the colon), separated by spaces or commas; lower-cased. An empty value
+/// drops nothing.
+pub(super) fn header_names(v: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for item in items(v) {
+        if !item.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
+            return Err(format!("{item:?} is not a header field name"));
+        }
+        push_unique(&mut out, item.to_ascii_lowercase());
+    }
+    Ok(out)
+}
+
 pub(super) fn services(v: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for item in items(v) {

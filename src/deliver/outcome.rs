@@ -252,6 +252,19 @@ pub fn greeting_refused(r: &Reply) -> Outcome {
     .with_reply(r.clone())
 }
 
+/// RFC 7504 3: a 521 greeting: this host accepts no mail at all. Permanent for
+/// the host (remote delivery remembers it and never tries the host again
+/// while it runs; another MX may still take the message).
+pub fn refuses_all_mail(r: &Reply) -> Outcome {
+    let status = Some(r.status()).filter(|s| s.0 == 5 && *s != Status(5, 0, 0));
+    Outcome::permanent(
+        Stage::Greeting,
+        status.unwrap_or(Status(5, 3, 2)),
+        format!("host accepts no mail: {}", r.one_line()),
+    )
+    .with_reply(r.clone())
+}
+
 /// EHLO answered with other than 250 or 5xx; its own status, never a bounce.
 pub fn ehlo_refused(r: &Reply) -> Outcome {
     Outcome::temporary(Stage::Hello, r.status(), format!("EHLO: {}", r.one_line())).with_reply(r.clone())
@@ -381,6 +394,37 @@ pub fn needs_smtputf8() -> Outcome {
         Stage::Mail,
         Status(5, 6, 7),
         "the message needs SMTPUTF8, which the receiving server does not support",
+    )
+}
+
+/// RFC 3030 4: a BINARYMIME message to a server that does not offer
+/// BINARYMIME and CHUNKING; it cannot be converted here.
+pub fn needs_binarymime() -> Outcome {
+    Outcome::permanent(
+        Stage::Mail,
+        Status(5, 6, 3),
+        "the message is BINARYMIME, which the receiving server does not support",
+    )
+}
+
+/// A NUL in the queued message: tern refuses NUL on the way in (issue 16),
+/// so this message came from elsewhere (an older version); it is never sent,
+/// since a next hop that drops NULs could read a smuggled end of data.
+pub fn contains_nul() -> Outcome {
+    Outcome::permanent(
+        Stage::Data,
+        Status(5, 6, 0),
+        "the message contains NUL characters, which are never sent",
+    )
+}
+
+/// RFC 9422 MAILMAX: the connection has carried as many transactions as the
+/// server allows; these recipients wait for the next attempt on a new one.
+pub fn mailmax_reached(max: usize) -> Outcome {
+    Outcome::temporary(
+        Stage::Mail,
+        Status(4, 5, 3),
+        format!("the server's limit of {max} transactions per connection was reached"),
     )
 }
 

@@ -3,11 +3,13 @@
 //! One pool per queue runner, shared by its delivery threads.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::config::RemoteDelivery;
 use crate::deliver::client::{Client, Extensions};
+use crate::deliver::outcome::Outcome;
 use crate::deliver::tls_client::Stream;
 
 /// Connections kept open between messages, and the count of deliveries in
@@ -17,7 +19,14 @@ pub struct Pool {
     idle: Mutex<HashMap<String, Vec<Idle>>>,
     active: Mutex<HashMap<String, usize>>,
     freed: Condvar,
+    /// Addresses that greeted with 521 (RFC 7504: no mail, ever), with when
+    /// and what they said: not connected to again for [`NO_MAIL_MEMORY`].
+    no_mail: Mutex<HashMap<SocketAddr, (Instant, Outcome)>>,
 }
+
+/// How long a 521 greeting is remembered. RFC 7504 says such a host never
+/// accepts mail; a day lets an administrator who changes that be heard.
+pub const NO_MAIL_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 /// A connection between transactions: greeted, encrypted and authenticated
 /// as it was for its last message.
@@ -105,6 +114,21 @@ impl Pool {
             let mut c = conn.client;
             quit(&mut c);
         }
+    }
+
+    /// Remember that `addr` greeted with 521 (the outcome says so).
+    pub fn refuses_mail(&self, addr: SocketAddr, o: &Outcome) {
+        let mut m = lock(&self.no_mail);
+        m.retain(|_, (at, _)| at.elapsed() < NO_MAIL_MEMORY);
+        m.insert(addr, (Instant::now(), o.clone()));
+    }
+
+    /// What `addr` said when it greeted with 521, if it did lately.
+    pub fn refused_mail(&self, addr: SocketAddr) -> Option<Outcome> {
+        let m = lock(&self.no_mail);
+        m.get(&addr)
+            .filter(|(at, _)| at.elapsed() < NO_MAIL_MEMORY)
+            .map(|(_, o)| o.clone())
     }
 
     /// Close connections idle longer than `max_age` (the runner calls this

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use base64::prelude::{Engine as _, BASE64_STANDARD};
 
 use crate::config::{Config, TlsPolicy};
-use crate::deliver::client::{self, Client, Extensions};
+use crate::deliver::client::{Client, Extensions};
 use crate::deliver::dns::Resolver;
 use crate::deliver::outcome::{self, Attempted, Outcome, Stage, Success, Timing};
 use crate::deliver::pool::{Idle, Pool};
@@ -63,7 +63,10 @@ pub fn deliver(
     let entering = Instant::now();
     let _slot = pool.enter(&plan.slot, cfg.remote.max_connections_per_domain);
     waited.set(entering.elapsed());
-    let wire = client::wire_body(message);
+    let wire = match transaction::wire(message) {
+        Ok(w) => w,
+        Err(o) => return all("none", o),
+    };
     let job = Job {
         cfg,
         env,
@@ -213,6 +216,10 @@ impl Job<'_> {
             }
         }
         let next = |o: Outcome| Ok(Tried::Next(o));
+        // RFC 7504: a host that said it accepts no mail is not asked again.
+        if let Some(o) = self.pool.refused_mail(addr) {
+            return next(o);
+        }
         let tcp = match TcpStream::connect_timeout(&addr, cfg.remote.connect_timeout) {
             Ok(s) => s,
             Err(e) => return next(outcome::connect_failed(host, addr, &e)),
@@ -236,6 +243,11 @@ impl Job<'_> {
             Ok(r) => r,
             Err(e) => return next(outcome::network(Stage::Greeting, "greeting", &e)),
         };
+        if greeting.code == 521 {
+            let o = outcome::refuses_all_mail(&greeting);
+            self.pool.refuses_mail(addr, &o);
+            return next(o);
+        }
         if greeting.code != 220 {
             return next(outcome::greeting_refused(&greeting));
         }

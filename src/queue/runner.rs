@@ -21,6 +21,7 @@ use crate::config::{Config, Live};
 use crate::deliver::dns::{self, Resolver};
 use crate::deliver::pool::Pool;
 use crate::maillog;
+use crate::pipeline;
 use crate::queue::agenda::{Agenda, Job, RESCAN};
 use crate::queue::attempt::{self, After};
 use crate::queue::schedule::Schedule;
@@ -239,11 +240,18 @@ impl Runner {
         }
     }
 
-    /// Queue what waits in the maildrop, and schedule it at once.
+    /// Queue what waits in the maildrop, and schedule it at once. Each
+    /// message goes through the message path's stages again here, in the
+    /// daemon (crate::pipeline): what the sendmail program, running as its
+    /// user, could not do (it holds no keys, talks to no milter) belongs here.
     fn pickup(&mut self) {
-        let host = self.shared.cfg.get().hostname.clone();
-        let received = move |id: &QueueId, uid: u32| received_header(&host, id, uid);
-        match self.shared.spool.pickup(&received) {
+        let cfg = self.shared.cfg.get();
+        let spool = &self.shared.spool;
+        let write =
+            |id: &QueueId, uid: u32, message: &mut dyn std::io::Read, out: &mut crate::spool::Incoming| {
+                pipeline::picked_up(&cfg, spool, &received_value(&cfg.hostname, id, uid), message, out)
+            };
+        match self.shared.spool.pickup_with(&write) {
             Ok(ids) => {
                 let now = clock::now();
                 for id in ids {
@@ -308,8 +316,13 @@ impl Runner {
 /// of the submitting user stands in a comment, so a forged sender address can
 /// still be traced to its account. LF line ends, as the spool stores them.
 pub fn received_header(host: &str, id: &QueueId, uid: u32) -> String {
+    format!("Received: {}\n", received_value(host, id, uid))
+}
+
+/// [`received_header`]'s value, after `Received: `.
+fn received_value(host: &str, id: &QueueId, uid: u32) -> String {
     format!(
-        "Received: by {host} (tern, from userid {uid})\n\tid {id}; {}\n",
+        "by {host} (tern, from userid {uid})\n\tid {id}; {}",
         clock::rfc5322(clock::now())
     )
 }

@@ -55,6 +55,11 @@ pub enum Command {
     Mail(ReversePath, MailParams),
     Rcpt(ForwardPath, RcptParams),
     Data,
+    /// RFC 3030 2: `BDAT chunk-size [LAST]`.
+    Bdat {
+        size: u64,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
@@ -82,6 +87,7 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         "MAIL" => parse_mail(arg),
         "RCPT" => parse_rcpt(arg),
         "DATA" => no_arg(arg, Command::Data),
+        "BDAT" => parse_bdat(arg),
         "RSET" => no_arg(arg, Command::Rset),
         // RFC 5321 4.1.1.9: NOOP may carry a string, which is ignored.
         "NOOP" => Ok(Command::Noop),
@@ -94,6 +100,26 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         "GET" | "POST" | "HEAD" | "PUT" | "CONNECT" | "OPTIONS" => Ok(Command::Http),
         _ => Err(reply::unknown_command()),
     }
+}
+
+/// RFC 3030 2: bdat-cmd = "BDAT" SP chunk-size [ SP end-marker ] CR LF,
+/// chunk-size = 1*DIGIT, end-marker = "LAST".
+fn parse_bdat(arg: &str) -> Result<Command, Reply> {
+    let mut words = arg.split(' ');
+    let size = words
+        .next()
+        .filter(|n| !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(reply::bdat_syntax)?;
+    let last = match words.next() {
+        None => false,
+        Some(w) if w.eq_ignore_ascii_case("LAST") => true,
+        Some(_) => return Err(reply::bdat_syntax()),
+    };
+    if words.next().is_some() {
+        return Err(reply::bdat_syntax());
+    }
+    Ok(Command::Bdat { size, last })
 }
 
 fn no_arg(arg: &str, cmd: Command) -> Result<Command, Reply> {

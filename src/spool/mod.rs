@@ -407,6 +407,22 @@ impl Spool {
         Err(SpoolError::other("create", &msg_dir, "no unused queue id found"))
     }
 
+    /// A file with no name in tmp/, for a message body too large to hold in
+    /// memory until its commit: nothing of it outlives the process, even a
+    /// crash (the name is removed at once; `recover` removes one a crash left
+    /// in between).
+    pub fn spill_file(&self) -> io::Result<File> {
+        let path = self.dir(TMP).join(format!(".spill-{}", QueueId::generate()));
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        fs::remove_file(&path)?;
+        Ok(f)
+    }
+
     /// Ids of committed messages (env/), sorted (so oldest first). Names that are not
     /// queue ids are ignored.
     pub fn list(&self) -> Result<Vec<QueueId>, SpoolError> {
@@ -804,6 +820,23 @@ impl Incoming {
     /// Body bytes accepted so far.
     pub fn bytes_written(&self) -> u64 {
         self.written
+    }
+
+    /// Append the rest of `src`, file to file in the kernel (copy_file_range
+    /// where the filesystem has it); how many octets.
+    pub fn append_file(&mut self, src: &mut File) -> io::Result<u64> {
+        let out = self.writer()?;
+        if let Err(e) = out.flush() {
+            return Err(self.fail(e));
+        }
+        let out = self.writer()?;
+        match io::copy(src, out.get_mut()) {
+            Ok(n) => {
+                self.written += n;
+                Ok(n)
+            }
+            Err(e) => Err(self.fail(e)),
+        }
     }
 
     /// Make the message durable with this envelope (`env.id` must equal `self.id()`; the

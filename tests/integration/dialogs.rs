@@ -19,6 +19,8 @@ fn greeting_and_ehlo_extensions() {
             "250-ENHANCEDSTATUSCODES",
             "250-SMTPUTF8",
             "250-DSN",
+            "250-CHUNKING",
+            "250-LIMITS RCPTMAX=100 MAILMAX=1000",
             "250 HELP",
         ]
     );

@@ -4,6 +4,7 @@
 #[macro_use]
 mod common;
 
+mod chunking;
 mod clients;
 mod config;
 mod crash;
@@ -19,6 +20,7 @@ mod lmtp;
 mod local_delivery;
 mod maillog;
 mod manpages;
+mod message_path;
 mod metrics;
 mod milter;
 mod outbound;

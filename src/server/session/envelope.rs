@@ -37,10 +37,18 @@ impl Session<'_> {
                 exts.push(format!("AUTH {}", auth::MECHANISMS));
             }
             exts.extend(
-                ["ENHANCEDSTATUSCODES", "SMTPUTF8", "DSN", "HELP"]
+                ["ENHANCEDSTATUSCODES", "SMTPUTF8", "DSN", "CHUNKING"]
                     .iter()
                     .map(|e| (*e).to_owned()),
             );
+            // RFC 9422: the limits this session applies (BINARYMIME is not
+            // offered: the spool keeps messages with LF line ends, and the
+            // local mailboxes and most next hops could not carry binary).
+            exts.push(format!(
+                "LIMITS RCPTMAX={} MAILMAX={}",
+                self.cfg.session.max_recipients, self.cfg.session.max_transactions
+            ));
+            exts.push("HELP".to_owned());
             reply::ehlo(&self.cfg.hostname, &name, &exts)
         } else {
             reply::helo(&self.cfg.hostname)
@@ -50,6 +58,11 @@ impl Session<'_> {
     }
 
     pub(super) fn mail(&mut self, from: ReversePath, params: MailParams) -> Reply {
+        // RFC 9422 MAILMAX: every MAIL counts, accepted or not (as Exim counts).
+        self.mails += 1;
+        if self.mails > self.cfg.session.max_transactions {
+            return reply::too_many_transactions();
+        }
         if let Err(r) = self.check_mail(&from, &params) {
             return r;
         }
@@ -58,6 +71,7 @@ impl Session<'_> {
             from,
             params,
             rcpts: Vec::new(),
+            chunks: None,
         });
         reply::sender_ok()
     }

@@ -7,7 +7,8 @@
 //!
 //! - `mod.rs`: the command loop (read, dispatch, reply, count errors);
 //! - `envelope.rs`: EHLO/HELO, MAIL, RCPT, VRFY, EXPN;
-//! - `data.rs`: DATA, from the 354 to the commit;
+//! - `data.rs`: DATA and BDAT, from the first octet to the commit (through
+//!   `crate::pipeline`);
 //! - `starttls.rs`, `auth.rs`: STARTTLS and AUTH.
 //!
 //! Each stage has one method, with a marked place ("Stage hook") where
@@ -188,6 +189,8 @@ struct Transaction {
     from: ReversePath,
     params: MailParams,
     rcpts: Vec<(ForwardPath, RcptParams)>,
+    /// The message BDAT is receiving, from the first chunk to the LAST.
+    chunks: Option<Box<data::Receiving>>,
 }
 
 struct Session<'a> {
@@ -210,6 +213,8 @@ struct Session<'a> {
     tx: Option<Transaction>,
     errors: u32,
     commands: u32,
+    /// MAIL commands so far (RFC 9422 MAILMAX, `max_transactions`).
+    mails: usize,
     /// The verb of the last command (CONNECT before any, END-OF-MESSAGE in
     /// DATA), for the log line of a timeout, as Postfix's `timeout after X`.
     last: String,
@@ -239,6 +244,7 @@ pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) ->
         tx: None,
         errors: 0,
         commands: 0,
+        mails: 0,
         last: "CONNECT".to_owned(),
         queued: Vec::new(),
         meter: metrics::session(service.into()),
@@ -257,6 +263,18 @@ pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) ->
 
 impl Session<'_> {
     fn serve(&mut self) -> Result<(), Hangup> {
+        // RFC 7504 3: a listener that accepts no mail says so instead of 220.
+        if self
+            .cfg
+            .listen
+            .refuse_mail
+            .iter()
+            .any(|s| *s == self.service.to_string())
+        {
+            let r = reply::does_not_accept_mail(&self.cfg.hostname);
+            maillog::reject(self.peer, "CONNECT", &r, None, None, &self.proto(), None);
+            return self.send(r);
+        }
         self.send(reply::greeting(&self.cfg.hostname))?;
         loop {
             if self.ctx.shutdown.load(Ordering::Relaxed) {
@@ -365,6 +383,7 @@ impl Session<'_> {
             Command::Mail(from, params) => self.mail(from, params),
             Command::Rcpt(to, params) => self.rcpt(to, params),
             Command::Data => self.data()?,
+            Command::Bdat { size, last } => self.bdat(size, last)?,
             Command::Rset => {
                 self.tx = None;
                 reply::reset_ok()

@@ -136,6 +136,8 @@ fn ehlo_and_helo() {
         "ENHANCEDSTATUSCODES",
         "SMTPUTF8",
         "DSN",
+        "CHUNKING",
+        "LIMITS RCPTMAX=100 MAILMAX=1000",
         "HELP",
     ]
     .iter()
