@@ -6,10 +6,10 @@
 //! [`Config`](super::Config), its entry in man/tern.conf.5 and etc/tern.conf.
 
 use super::value::{
-    account_name, boolean, count, delay, dns_servers, header_names, hostname, inet_protocols, listen,
-    listen_list, lmtp, local_domains, log_level, mailbox, mx_port, networks, next_hop, optional_address,
-    optional_duration, origin, path, relay_auth, route, services, size, spool_sync, syslog_facility, timeout,
-    tls_policy,
+    account_name, boolean, count, delay, dkim_sign, dns_servers, header_names, hostname, inet_protocols,
+    listen, listen_list, lmtp, local_domains, log_level, mailbox, mx_port, networks, next_hop,
+    optional_address, optional_duration, origin, path, relay_auth, route, services, size, spf_reject,
+    spool_sync, syslog_facility, timeout, tls_policy,
 };
 use std::path::Path;
 
@@ -64,21 +64,28 @@ pub(super) struct Key {
     same: fn(&Config, &Config) -> bool,
     /// Give this key the value it has in another configuration.
     keep: fn(&mut Config, &Config),
-    /// For a file the daemon reads after dropping root: its path, if set.
-    file: Option<fn(&Config) -> Option<&Path>>,
+    /// For files the daemon reads after dropping root: their paths, as set.
+    files: Option<fn(&Config) -> Vec<&Path>>,
 }
 
 /// A row: `key!(NAME, TIMES, RELOAD, FIELD.PATH, PARSER)` stores what
 /// `PARSER` makes of the value in the field; `Some(PARSER)` wraps it for an
 /// optional field, `push(PARSER)` appends it to a list, and `file` is an
 /// optional path to a file the daemon reads as its `user` (so it must be
-/// readable by that account). The field path also gives the comparison a
-/// reload uses to see whether the key changed.
+/// readable by that account); `files(GETTER)` after a row names such files
+/// inside its values. The field path also gives the comparison a reload uses
+/// to see whether the key changed.
 macro_rules! key {
     ($name:literal, $times:ident, $reload:ident, $($field:ident).+, file) => {
         Key {
-            file: Some(|c| c.$($field).+.as_deref()),
+            files: Some(|c| c.$($field).+.as_deref().into_iter().collect()),
             ..key!($name, $times, $reload, $($field).+, Some(path))
+        }
+    };
+    ($name:literal, $times:ident, $reload:ident, $($field:ident).+, push($parse:expr), files($files:expr)) => {
+        Key {
+            files: Some($files),
+            ..key!($name, $times, $reload, $($field).+, push($parse))
         }
     };
     ($name:literal, $times:ident, $reload:ident, $($field:ident).+, Some($parse:expr)) => {
@@ -92,7 +99,7 @@ macro_rules! key {
             set: |c, v| $parse(v).map(|x| c.$($field).+.push(x)),
             same: |a, b| a.$($field).+ == b.$($field).+,
             keep: |new, old| new.$($field).+.clone_from(&old.$($field).+),
-            file: None,
+            files: None,
         }
     };
     ($name:literal, $times:ident, $reload:ident, $($field:ident).+, $parse:expr) => {
@@ -103,7 +110,7 @@ macro_rules! key {
             set: |c, v| $parse(v).map(|x| c.$($field).+ = x),
             same: |a, b| a.$($field).+ == b.$($field).+,
             keep: |new, old| new.$($field).+.clone_from(&old.$($field).+),
-            file: None,
+            files: None,
         }
     };
 }
@@ -182,6 +189,15 @@ static KEYS: &[Key] = &[
     key!("smtp_data_done_timeout", Once, Applies, remote.data_done_timeout, timeout),
     key!("smtp_connection_cache_time", Once, Applies, remote.connection_cache_time, optional_duration),
     key!("max_connections_per_domain", Once, Applies, remote.max_connections_per_domain, count),
+    // Mail authentication. Keys are read again on every reload; the checker
+    // keeps the resolver it started with (dns_servers), and is made anew
+    // when hostname or auth_timeout change.
+    key!("dkim_sign", Repeatable, Applies, mailauth.dkim_sign, push(dkim_sign),
+        files(|c| c.mailauth.dkim_sign.iter().map(|e| e.key_file.as_path()).collect())),
+    key!("auth_check", Once, Applies, mailauth.check, boolean),
+    key!("auth_timeout", Once, Applies, mailauth.timeout, timeout),
+    key!("dmarc_reject", Once, Applies, mailauth.dmarc_reject, boolean),
+    key!("spf_reject", Once, Applies, mailauth.spf_reject, spf_reject),
     // The daemon.
     key!("pid_file", Once, Restart, daemon.pid_file, path),
     key!("shutdown_grace", Once, Applies, daemon.shutdown_grace, timeout),
@@ -207,7 +223,8 @@ pub fn all() -> impl Iterator<Item = (&'static str, Reload)> {
 /// with its key, in table order.
 pub fn files(cfg: &Config) -> Vec<(&'static str, &Path)> {
     KEYS.iter()
-        .filter_map(|k| Some((k.name, (k.file?)(cfg)?)))
+        .filter_map(|k| Some((k.name, (k.files?)(cfg))))
+        .flat_map(|(name, paths)| paths.into_iter().map(move |p| (name, p)))
         .collect()
 }
 
@@ -297,7 +314,10 @@ mod tests {
         for (name, _) in all() {
             let mut c = p("");
             let k = find(name).unwrap();
-            if (k.set)(&mut c, probe).is_err() || !format!("{c:?}").contains(probe) {
+            // A path alone, or as the last word of a value (dkim_sign).
+            let set = (k.set)(&mut c, probe).is_ok()
+                || (k.set)(&mut c, &format!("example.org sel {probe}")).is_ok();
+            if !set || !format!("{c:?}").contains(probe) {
                 continue;
             }
             if !NOT_READ_AS_USER.contains(&name) {
@@ -317,7 +337,8 @@ mod tests {
                 "sender_map",
                 "local_users",
                 "aliases",
-                "tls_ca_file"
+                "tls_ca_file",
+                "dkim_sign"
             ]
         );
         // keep copies a value back.
@@ -395,6 +416,11 @@ mod tests {
             ("smtp_data_done_timeout", "7"),
             ("smtp_connection_cache_time", "0"),
             ("max_connections_per_domain", "3"),
+            ("dkim_sign", "example.org sel /k.pem"),
+            ("auth_check", "no"),
+            ("auth_timeout", "7"),
+            ("dmarc_reject", "yes"),
+            ("spf_reject", "fail"),
             ("pid_file", "/p"),
             ("shutdown_grace", "7"),
             ("user", "other"),

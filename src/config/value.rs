@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::types::{Cidr, Family, Lmtp, NextHop, Origin, Route, SyncMode, TlsPolicy};
+use super::types::{Cidr, Family, Lmtp, NextHop, Origin, Route, SignEntry, SpfReject, SyncMode, TlsPolicy};
 use crate::endpoint::Endpoint;
 
 /// An account name for `user`: what useradd accepts, checked here so a typo
@@ -273,6 +273,22 @@ pub(super) fn services(v: &str) -> Result<Vec<String>, String> {
 pub(super) fn tls_policy(v: &str) -> Result<TlsPolicy, String> {
     TlsPolicy::parse(nonempty(v)?)
         .ok_or_else(|| format!("bad TLS policy {v:?} (use none, may, encrypt or verify)"))
+}
+
+/// `dkim_sign = DOMAIN SELECTOR KEYFILE [rsa|ed25519]`; the key itself is
+/// read later, by the daemon (sendmail, which reads this file too, holds no
+/// keys).
+pub(super) fn dkim_sign(v: &str) -> Result<SignEntry, String> {
+    SignEntry::parse(v)
+}
+
+/// `spf_reject = fail | none`.
+pub(super) fn spf_reject(v: &str) -> Result<SpfReject, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "fail" => Ok(SpfReject::Fail),
+        "none" => Ok(SpfReject::None),
+        _ => Err(format!("bad value {v:?} (fail or none)")),
+    }
 }
 
 pub(super) fn spool_sync(v: &str) -> Result<SyncMode, String> {

@@ -96,6 +96,10 @@ label! {
         BadData = "bad_data",
         Smtputf8Required = "smtputf8_required",
         HarvestLimit = "harvest_limit",
+        /// `spf_reject = fail` (550 5.7.23).
+        SpfFail = "spf_fail",
+        /// `dmarc_reject = yes` (550 5.7.1 after DATA).
+        DmarcReject = "dmarc_reject",
         /// Syntax, sequence, unknown commands and parameters (X.5.X).
         Protocol = "protocol",
         Other = "other",
@@ -459,6 +463,8 @@ fn reject_table() -> &'static [(Reply, By, Reject)] {
             (reply::bare_newline(), By::Code, Reject::BadData),
             (reply::need_smtputf8(), By::Code, Reject::Smtputf8Required),
             (reply::harvest_limit(), By::Whole, Reject::HarvestLimit),
+            (reply::spf_failed(""), By::Code, Reject::SpfFail),
+            (reply::dmarc_rejected(""), By::Code, Reject::DmarcReject),
             (reply::http_probe(), By::Whole, Reject::Protocol),
         ]
     })

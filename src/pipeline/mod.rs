@@ -23,16 +23,19 @@
 //! 3. **milters** (issue 19): each milter's end of message; its header and body
 //!    edits apply to the draft, its refusal is the reply. Not yet built: the
 //!    milter branch adds it here.
-//! 4. **authentication checks** (issue 20): SPF, DKIM and DMARC results as one
-//!    Authentication-Results field (and any forged one removed). Not yet built.
-//! 5. **DKIM signing** (issue 20): the DKIM-Signature put on top, over the
-//!    final header and body; a signing failure is a temporary refusal, never an
-//!    unsigned message. Not yet built.
+//! 4. **authentication checks** (issue 20, [`auth`]): mail from outside loses
+//!    the Authentication-Results fields that claim our host name, and, checked,
+//!    gets SPF, DKIM and DMARC results as one Authentication-Results field on
+//!    top; a DMARC (or SPF) failure the policy rejects is the refusal.
+//! 5. **DKIM signing** (issue 20, [`auth`]): mail from inside gets its
+//!    DKIM-Signature fields on top, over the final header and body; a signing
+//!    failure is a temporary refusal, never an unsigned message.
 //!
 //! The session's own refusals of the data (size, bare CR or LF, NUL, line
 //! length, a mail loop) come before any stage: a refused message is never
 //! handed to a milter. The spool knows nothing of this: it gets bytes.
 
+pub mod auth;
 pub mod body;
 
 use std::io;
@@ -43,6 +46,7 @@ use crate::message::{self, Header};
 use crate::smtp::reply::Reply;
 use crate::spool::{Envelope, QueueId};
 
+pub use auth::{MailAuth, Stages};
 pub use body::{Body, Store};
 
 /// A message whose data is complete, on its way to the queue.
@@ -68,6 +72,8 @@ pub enum Origin {
 pub struct Context<'a> {
     pub cfg: &'a Config,
     pub origin: Origin,
+    /// Stages 4 and 5: what mail authentication does with this message.
+    pub auth: Stages<'a>,
 }
 
 /// Run every end-of-message stage over `draft`, in the order of the module
@@ -76,8 +82,8 @@ pub fn finish(draft: &mut Draft, ctx: &Context<'_>) -> Result<(), Reply> {
     hygiene(draft, ctx);
     submission_fixes(draft, ctx);
     // Stage 3, milters: the milter branch's end-of-message conversation.
-    // Stage 4, authentication checks: Authentication-Results (issue 20).
-    // Stage 5, DKIM signing: a DKIM-Signature on top (issue 20).
+    auth::check(draft, ctx)?;
+    auth::sign(draft, ctx)?;
     Ok(())
 }
 
@@ -167,27 +173,37 @@ pub fn commit(draft: Draft, out: &mut dyn Store) -> io::Result<Envelope> {
         body,
         mut env,
     } = draft;
-    let mut head = Vec::with_capacity(1024);
-    // Only whether a body follows matters to `write`.
-    let follows: &[u8] = if body.is_empty() { b"" } else { b"\n" };
-    header.write(follows, &mut head);
+    let head = head_bytes(&header, &body);
     out.write_all(&head)?;
     env.size = head.len() as u64 + body.len();
     body.write_into(out)?;
     Ok(env)
 }
 
-/// A message from the maildrop, at pickup in the daemon: read from `message`
+/// The header section as the commit writes it: the stages that read the
+/// whole message (DKIM) must see these very bytes.
+fn head_bytes(header: &Header, body: &Body) -> Vec<u8> {
+    let mut head = Vec::with_capacity(1024);
+    // Only whether a body follows matters to `write`.
+    let follows: &[u8] = if body.is_empty() { b"" } else { b"\n" };
+    header.write(follows, &mut head);
+    head
+}
+
+/// A message from the maildrop, at pickup in the daemon, to be queued as
+/// `id`: read from `message`
 /// (LF line ends, as `sendmail` wrote it after its own stages), its trace
 /// field `received` put on top, the stages run again (hygiene is idempotent;
 /// the submission fixes were made by `sendmail`, which knew the user), and
 /// the result written into `out`. The daemon-side stages for local mail
-/// (non-SMTP milters, DKIM signing) run here; a refusal here would have to
-/// become a bounce, since `sendmail` has long exited 0: none of today's
-/// stages refuses.
+/// (non-SMTP milters, DKIM signing with `auth`'s keys) run here. A refusal
+/// is an error: the drop stays in the maildrop for the next pickup (a DKIM
+/// key that does not load defers the mail, never sends it unsigned).
 pub fn picked_up(
     cfg: &Config,
+    auth: &MailAuth,
     spool: &crate::spool::Spool,
+    id: &QueueId,
     received: &str,
     message: &mut dyn io::Read,
     out: &mut dyn Store,
@@ -208,11 +224,12 @@ pub fn picked_up(
     let mut draft = Draft {
         header,
         body,
-        env: Envelope::new(QueueId::generate(), String::new(), 0),
+        env: Envelope::new(id.clone(), String::new(), 0),
     };
     let ctx = Context {
         cfg,
         origin: Origin::PickedUp,
+        auth: Stages::local(auth),
     };
     finish(&mut draft, &ctx).map_err(|r| io::Error::other(format!("refused at pickup: {r}")))?;
     commit(draft, out).map(|_| ())
@@ -344,6 +361,7 @@ mod tests {
         let ctx = Context {
             cfg: &cfg,
             origin: Origin::Smtp { submitted: false },
+            auth: Stages::default(),
         };
         finish(&mut d, &ctx).unwrap();
         assert_eq!(written(d), b"Subject: s\nTo: a@b\n\nbody\n");
@@ -351,6 +369,7 @@ mod tests {
         let ctx = Context {
             cfg: &cfg,
             origin: Origin::Smtp { submitted: true },
+            auth: Stages::default(),
         };
         finish(&mut d, &ctx).unwrap();
         let out = String::from_utf8(written(d)).unwrap();
@@ -363,6 +382,7 @@ mod tests {
         let ctx = Context {
             cfg: &cfg,
             origin: Origin::Smtp { submitted: false },
+            auth: Stages::default(),
         };
         finish(&mut d, &ctx).unwrap();
         assert_eq!(written(d), b"Return-Path: <x@y>\nBcc: z\n\nb\n");

@@ -21,7 +21,7 @@ use crate::config::{Config, Live};
 use crate::deliver::dns::{self, Resolver};
 use crate::deliver::pool::Pool;
 use crate::maillog;
-use crate::pipeline;
+use crate::pipeline::{self, MailAuth};
 use crate::queue::agenda::{Agenda, Job, RESCAN};
 use crate::queue::attempt::{self, After};
 use crate::queue::schedule::Schedule;
@@ -53,10 +53,12 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// A reload: attempts that start from now on use `cfg` and `tables`.
-    pub fn reconfigure(&self, cfg: Arc<Config>, tables: Arc<Tables>) {
+    /// A reload: attempts (and pickups) that start from now on use `cfg`,
+    /// `tables` and `mailauth`.
+    pub fn reconfigure(&self, cfg: Arc<Config>, tables: Arc<Tables>, mailauth: Arc<MailAuth>) {
         self.shared.cfg.set(cfg);
         self.shared.tables.set(tables);
+        self.shared.mailauth.set(mailauth);
     }
 
     /// Deliveries in progress; the daemon waits for these before exiting.
@@ -78,10 +80,12 @@ impl Handle {
 /// sessions use to announce a queued message, and the control channel.
 /// With `queue_only` no worker runs: the runner still picks up the maildrop
 /// (that is accepting mail, not delivering it) but dispatches nothing.
+/// `mailauth` signs what it picks up and what tern sends itself.
 pub fn start(
     cfg: Arc<Config>,
     spool: Arc<Spool>,
     tables: Arc<Tables>,
+    mailauth: Arc<MailAuth>,
     stopping: Arc<AtomicBool>,
 ) -> io::Result<Handle> {
     let (wake_tx, wake_rx) = crossbeam_channel::unbounded::<QueueId>();
@@ -101,6 +105,7 @@ pub fn start(
         cfg: Live::new(cfg),
         spool,
         tables: Live::new(tables),
+        mailauth: Live::new(mailauth),
         wake: wake_tx.clone(),
         resolver,
         pool: Pool::new(),
@@ -246,10 +251,12 @@ impl Runner {
     /// user, could not do (it holds no keys, talks to no milter) belongs here.
     fn pickup(&mut self) {
         let cfg = self.shared.cfg.get();
+        let mailauth = self.shared.mailauth.get();
         let spool = &self.shared.spool;
         let write =
             |id: &QueueId, uid: u32, message: &mut dyn std::io::Read, out: &mut crate::spool::Incoming| {
-                pipeline::picked_up(&cfg, spool, &received_value(&cfg.hostname, id, uid), message, out)
+                let received = received_value(&cfg.hostname, id, uid);
+                pipeline::picked_up(&cfg, &mailauth, spool, id, &received, message, out)
             };
         match self.shared.spool.pickup_with(&write) {
             Ok(ids) => {
@@ -356,6 +363,7 @@ mod tests {
             cfg: Live::new(Arc::new(cfg)),
             spool: Arc::new(spool),
             tables: Live::new(tables),
+            mailauth: Live::new(Arc::new(MailAuth::none())),
             wake,
             resolver: Arc::new(dns::Broken("no DNS in unit tests".to_owned())),
             pool: Pool::new(),
@@ -476,7 +484,8 @@ mod tests {
         let new = dir.path().join("mail/alice/new");
         // Queued while no runner ran: the start-up scan finds it.
         let first = queue(&spool, "alice@example.test", None);
-        let handle = start(Arc::new(cfg), Arc::clone(&spool), tables, Arc::clone(&stopping)).expect("start");
+        let none = Arc::new(MailAuth::none());
+        let handle = start(Arc::new(cfg), Arc::clone(&spool), tables, none, Arc::clone(&stopping)).expect("start");
         assert!(
             delivered(&new, 1, &spool, &first),
             "{first} not delivered at start-up"

@@ -434,7 +434,14 @@ impl Spool {
             };
             let mut inc = self.begin()?;
             let id = inc.id().clone();
-            write(&id, d.uid, &mut d.reader, &mut inc).map_err(|e| SpoolError::from_io("copy", &path, e))?;
+            if let Err(e) = write(&id, d.uid, &mut d.reader, &mut inc) {
+                // The queue file goes (dropping it removes it), the drop stays
+                // for the next pickup; the others go on (a message the daemon's
+                // stages refuse for now, such as one whose DKIM key does not
+                // load, must not hold up the rest).
+                crate::maillog::pickup_deferred(&name, &e);
+                continue;
+            }
             d.env.id = id.clone();
             d.env.size = inc.bytes_written();
             inc.commit(&d.env)?;
