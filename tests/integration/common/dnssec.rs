@@ -548,13 +548,13 @@ impl SignedZones {
 /// The server answers for `.` (a start-up probe: a short time-out).
 fn answers_root_soa(server: SocketAddr) -> bool {
     query_within(server, ".", RecordType::SOA, Duration::from_millis(200))
-        .is_ok_and(|m| !m.answers().is_empty())
+        .is_ok_and(|m| !m.answers.is_empty())
 }
 
 fn soa_serial(server: SocketAddr, zone: &str) -> Option<u32> {
     let m = query(server, zone, RecordType::SOA).ok()?;
-    m.answers().iter().find_map(|r| match r.data() {
-        hickory_proto::rr::RData::SOA(s) => Some(s.serial()),
+    m.answers.iter().find_map(|r| match &r.data {
+        hickory_proto::rr::RData::SOA(s) => Some(s.serial),
         _ => None,
     })
 }
@@ -572,17 +572,14 @@ pub fn query_within(
     rtype: RecordType,
     timeout: Duration,
 ) -> Result<Message, String> {
-    let mut m = Message::new();
     let id: u16 = (std::process::id() as u16)
         ^ (std::time::SystemTime::UNIX_EPOCH
             .elapsed()
             .map(|d| d.subsec_nanos())
             .unwrap_or(0) as u16);
-    m.set_id(id)
-        .set_message_type(MessageType::Query)
-        .set_op_code(OpCode::Query)
-        .set_recursion_desired(true)
-        .set_authentic_data(true);
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.metadata.authentic_data = true;
     let name = Name::from_ascii(fqdn(name)).map_err(|e| e.to_string())?;
     m.add_query(Query::query(name, rtype));
     let mut edns = Edns::new();
@@ -600,11 +597,11 @@ pub fn query_within(
             .recv(&mut buf)
             .map_err(|e| format!("no answer from {server}: {e}"))?;
         let a = Message::from_vec(&buf[..n]).map_err(|e| e.to_string())?;
-        if a.id() == id {
+        if a.metadata.id == id {
             break a;
         }
     };
-    if !answer.truncated() {
+    if !answer.metadata.truncation {
         return Ok(answer);
     }
     query_tcp(server, &bytes, id)
@@ -624,7 +621,7 @@ fn query_tcp(server: SocketAddr, bytes: &[u8], id: u16) -> Result<Message, Strin
     let mut buf = vec![0u8; usize::from(u16::from_be_bytes(l))];
     s.read_exact(&mut buf).map_err(|e| e.to_string())?;
     let a = Message::from_vec(&buf).map_err(|e| e.to_string())?;
-    if a.id() != id {
+    if a.metadata.id != id {
         return Err("TCP answer with another id".to_owned());
     }
     Ok(a)
