@@ -69,6 +69,8 @@ pub struct Options {
     pub ret: Option<DsnRet>,
     /// -V.
     pub envid: Option<String>,
+    /// -O RequireTLS=yes: RFC 8689 REQUIRETLS for the message.
+    pub requiretls: bool,
     /// -C, else $TERN_CONFIG, else the default.
     pub config: PathBuf,
     pub recipients: Vec<String>,
@@ -105,7 +107,12 @@ fn options() -> getopts::Options {
     );
     o.optopt("h", "", "hop count (ignored)", "N");
     o.optopt("L", "", "syslog label (ignored)", "LABEL");
-    o.optopt("O", "", "legacy option (ignored)", "OPT");
+    o.optmulti(
+        "O",
+        "",
+        "RequireTLS=yes|no, or a legacy option (ignored)",
+        "OPT=VALUE",
+    );
     o.optopt("X", "", "log file (ignored)", "FILE");
     o.optflag("n", "", "no aliasing (ignored)");
     o.optflag("m", "", "send to me too (ignored)");
@@ -146,7 +153,18 @@ pub fn parse_args(name: &str, args: &[String], env_config: Option<String>) -> Re
             o.ignored.push(format!("-o{opt}"));
         }
     }
-    for (flag, _) in [("B", ()), ("h", ()), ("L", ()), ("O", ()), ("X", ())] {
+    for opt in m.opt_strs("O") {
+        // sendmail's long options: `-O Name=value`, names without case.
+        match opt.split_once('=') {
+            Some((k, v)) if k.trim().eq_ignore_ascii_case("RequireTLS") => {
+                o.requiretls = config::parse_bool(v.trim()).ok_or_else(|| {
+                    fail(SysExit::Usage, format!("-O {opt}: expected RequireTLS=yes or no"))
+                })?;
+            }
+            _ => o.ignored.push(format!("-O{opt}")),
+        }
+    }
+    for (flag, _) in [("B", ()), ("h", ()), ("L", ()), ("X", ())] {
         if let Some(v) = m.opt_str(flag) {
             o.ignored.push(format!("-{flag}{v}"));
         }
@@ -444,6 +462,7 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
     env.size = body.len() as u64;
     env.ret = o.ret;
     env.envid = o.envid.clone();
+    env.requiretls = o.requiretls;
     env.recipients = rcpts
         .iter()
         .map(|r| {
@@ -704,7 +723,20 @@ mod tests {
             Some("SUCCESS,FAILURE")
         );
         assert_eq!(o.ret, Some(DsnRet::Hdrs));
+        assert!(!o.requiretls);
+        // RFC 8689 for a submission; other -O options are ignored.
+        let o = parse_args(
+            "sendmail",
+            &args(&["-O", "RequireTLS=yes", "-ODeliveryMode=b", "x"]),
+            None,
+        )
+        .unwrap();
+        assert!(o.requiretls);
+        assert_eq!(o.ignored, vec!["-ODeliveryMode=b".to_owned()]);
+        let o = parse_args("sendmail", &args(&["-Orequiretls=no", "x"]), None).unwrap();
+        assert!(!o.requiretls);
         for bad in [
+            &["-O", "RequireTLS=maybe"][..],
             &["-Z"][..],
             &["-bz"],
             &["-N", "never,success"],

@@ -4,9 +4,9 @@
 //! [`Config`](super::Config), its entry in man/tern.conf.5 and etc/tern.conf.
 
 use super::value::{
-    account_name, boolean, count, delay, dns_servers, hostname, inet_protocols, listen, listen_list,
+    account_name, address, boolean, count, delay, dns_servers, hostname, inet_protocols, listen, listen_list,
     local_domains, log_level, mailbox, mx_port, networks, next_hop, optional_duration, path, relay_auth,
-    route, services, size, spool_sync, syslog_facility, timeout, tls_policy,
+    route, services, size, spool_sync, syslog_facility, text, timeout, tls_override, tls_policy, trust_ad,
 };
 use super::Config;
 
@@ -120,6 +120,7 @@ static KEYS: &[Key] = &[
     key!("harvest_limit", Once, Applies, session.harvest_limit, count),
     key!("expn", Once, Applies, session.expn, boolean),
     key!("vrfy", Once, Applies, session.vrfy, boolean),
+    key!("requiretls", Once, Applies, session.requiretls, boolean),
     // The spool.
     key!("spool", Once, Restart, spool.dir, path),
     key!("spool_sync", Once, Restart, spool.sync, spool_sync),
@@ -155,6 +156,18 @@ static KEYS: &[Key] = &[
     key!("smtp_data_done_timeout", Once, Applies, remote.data_done_timeout, timeout),
     key!("smtp_connection_cache_time", Once, Applies, remote.connection_cache_time, optional_duration),
     key!("max_connections_per_domain", Once, Applies, remote.max_connections_per_domain, count),
+    // Outbound TLS policy: DANE, MTA-STS, overrides, REQUIRETLS's header.
+    key!("smtp_dane", Once, Applies, outbound.dane, boolean),
+    // The resolver is made once, at start (as for dns_servers).
+    key!("dnssec_trust_ad", Once, Restart, outbound.dnssec_trust_ad, trust_ad),
+    key!("mta_sts", Once, Applies, outbound.mta_sts, boolean),
+    key!("tls_policy", Repeatable, Applies, outbound.policies, push(tls_override)),
+    key!("tls_required_header", Once, Applies, outbound.tls_required_header, boolean),
+    key!("testing__mta_sts_port", Once, Applies, outbound.mta_sts_port, mx_port),
+    // TLS reporting (RFC 8460).
+    key!("tlsrpt_from", Once, Applies, tlsrpt.from, Some(address)),
+    key!("tlsrpt_organization", Once, Applies, tlsrpt.organization, Some(text)),
+    key!("tlsrpt_submitter", Once, Applies, tlsrpt.submitter, Some(hostname)),
     // The daemon.
     key!("pid_file", Once, Restart, daemon.pid_file, path),
     key!("shutdown_grace", Once, Applies, daemon.shutdown_grace, timeout),
@@ -259,6 +272,7 @@ mod tests {
             ("harvest_limit", "3"),
             ("expn", "yes"),
             ("vrfy", "yes"),
+            ("requiretls", "no"),
             ("spool", "/x"),
             ("spool_sync", "fsync"),
             ("local_domains", "x.test"),
@@ -289,6 +303,15 @@ mod tests {
             ("smtp_data_done_timeout", "7"),
             ("smtp_connection_cache_time", "0"),
             ("max_connections_per_domain", "3"),
+            ("smtp_dane", "no"),
+            ("dnssec_trust_ad", "yes"),
+            ("mta_sts", "no"),
+            ("tls_policy", "example.org verify"),
+            ("tls_required_header", "no"),
+            ("testing__mta_sts_port", "8443"),
+            ("tlsrpt_from", "tlsrpt@example.org"),
+            ("tlsrpt_organization", "Example"),
+            ("tlsrpt_submitter", "mx.example.org"),
             ("pid_file", "/p"),
             ("shutdown_grace", "7"),
             ("user", "other"),

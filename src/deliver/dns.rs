@@ -13,6 +13,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -261,6 +262,11 @@ pub struct Hickory {
     timeout: Duration,
     /// Whether their AD bit is believed ([`Hickory::trust_ad`]).
     trust_ad: bool,
+    /// The last [`Resolver::dnssec_probe`] found them validating. Until
+    /// then, and whenever it does not, lookups go the plain way (hickory's
+    /// resolver, /etc/hosts included) and every status is Indeterminate:
+    /// a resolver that does not validate gives nothing to believe.
+    validating: AtomicBool,
 }
 
 impl Hickory {
@@ -283,6 +289,7 @@ impl Hickory {
             servers: ad_servers,
             timeout,
             trust_ad: false,
+            validating: AtomicBool::new(false),
         })
     }
 
@@ -304,6 +311,12 @@ impl Hickory {
     /// Whether the AD bit of the resolvers is believed.
     pub fn trusts_ad(&self) -> bool {
         self.trust_ad
+    }
+
+    /// The DNSSEC-aware lookups apply: the resolvers are trusted and the
+    /// last probe found them validating.
+    fn ad_path(&self) -> bool {
+        self.trust_ad && self.validating.load(Ordering::Relaxed)
     }
 
     /// The records of one lookup, or how it failed.
@@ -407,7 +420,7 @@ impl Resolver for Hickory {
     }
 
     fn mx_secured(&self, domain: &str) -> Result<Secured<Mx>, DnsError> {
-        if !self.trust_ad {
+        if !self.ad_path() {
             return self.mx(domain).map(Secured::indeterminate);
         }
         let a = self.ask_ad(domain, RecordType::MX)?;
@@ -430,7 +443,7 @@ impl Resolver for Hickory {
     }
 
     fn addrs_secured(&self, host: &str, family: Family) -> Result<Secured<Vec<IpAddr>>, DnsError> {
-        if !self.trust_ad {
+        if !self.ad_path() {
             return self.addrs(host, family).map(Secured::indeterminate);
         }
         let mut types = Vec::new();
@@ -468,7 +481,7 @@ impl Resolver for Hickory {
     }
 
     fn tlsa(&self, host: &str, port: u16) -> Result<Secured<Vec<TlsaRecord>>, DnsError> {
-        if !self.trust_ad {
+        if !self.ad_path() {
             // Without validation a TLSA answer is worthless (RFC 7672 2.2):
             // do not even ask.
             return Ok(Secured::indeterminate(Vec::new()));
@@ -486,7 +499,7 @@ impl Resolver for Hickory {
     }
 
     fn txt(&self, name: &str) -> Result<Secured<Vec<String>>, DnsError> {
-        if !self.trust_ad {
+        if !self.ad_path() {
             return match self.lookup(name, RecordType::TXT) {
                 Ok(data) => Ok(Secured::indeterminate(
                     data.iter()
@@ -510,11 +523,14 @@ impl Resolver for Hickory {
         if !self.trust_ad {
             return Security::Indeterminate;
         }
-        match self.ask_ad(".", RecordType::NS) {
+        let verdict = match self.ask_ad(".", RecordType::NS) {
             Ok(a) if a.bogus => Security::Bogus,
             Ok(a) => a.security().unwrap_or(Security::Indeterminate),
             Err(_) => Security::Indeterminate,
-        }
+        };
+        self.validating
+            .store(verdict == Security::Secure, Ordering::Relaxed);
+        verdict
     }
 }
 
@@ -1000,9 +1016,11 @@ mod tests {
     }
 
     fn validating() -> Hickory {
-        Hickory::new(&[stub::start()], Duration::from_secs(3))
+        let r = Hickory::new(&[stub::start()], Duration::from_secs(3))
             .unwrap()
-            .trust_ad(true)
+            .trust_ad(true);
+        assert_eq!(r.dnssec_probe(), Security::Secure);
+        r
     }
 
     #[test]
@@ -1076,6 +1094,13 @@ mod tests {
         let t = r.tlsa("mx.secure", 25).unwrap();
         assert_eq!((t.value.len(), t.security), (0, Security::Indeterminate));
         assert_eq!(r.mx_secured("secure").unwrap().security, Security::Indeterminate);
+        // Trusted, but not yet found validating: still the plain way.
+        let r = Hickory::new(&[stub::start()], Duration::from_secs(3))
+            .unwrap()
+            .trust_ad(true);
+        assert_eq!(r.mx_secured("secure").unwrap().security, Security::Indeterminate);
+        assert_eq!(r.dnssec_probe(), Security::Secure);
+        assert_eq!(r.mx_secured("secure").unwrap().security, Security::Secure);
     }
 
     #[test]

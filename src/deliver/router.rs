@@ -19,6 +19,7 @@ use crate::smtp::address::{Domain, Mailbox};
 use crate::spool::{Envelope, QueueId, Recipient, Spool};
 use crate::sys::{self, Passwd};
 use crate::tables::Tables;
+use crate::tlspolicy::outbound::Outbound;
 
 /// What delivery needs besides the recipient.
 pub struct Context<'a> {
@@ -32,6 +33,8 @@ pub struct Context<'a> {
     /// read from the spool when needed).
     pub message: Option<&'a [u8]>,
     pub resolver: &'a dyn Resolver,
+    /// The outbound TLS policy's state (DNSSEC probe, MTA-STS, TLS-RPT).
+    pub outbound: &'a Outbound,
     /// Open connections and per-destination counts for remote delivery.
     pub pool: &'a pool::Pool,
     /// Tell the queue runner about a message queued here (a forwarded copy).
@@ -53,7 +56,16 @@ pub fn remote_domain(cfg: &Config, rcpt: &Recipient) -> Option<String> {
 /// Deliver the recipients of one remote domain in one transaction.
 pub fn deliver_remote(ctx: &Context<'_>, domain: &str, rcpts: &[&Recipient]) -> Vec<Attempted> {
     if let Some(message) = ctx.message {
-        return remote::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, message, domain, rcpts);
+        return remote::deliver(
+            ctx.cfg,
+            ctx.resolver,
+            ctx.outbound,
+            ctx.pool,
+            ctx.env,
+            message,
+            domain,
+            rcpts,
+        );
     }
     let path = ctx.spool.message_path(&ctx.env.id);
     let message = match std::fs::read(&path) {
@@ -66,7 +78,16 @@ pub fn deliver_remote(ctx: &Context<'_>, domain: &str, rcpts: &[&Recipient]) -> 
                 .collect();
         }
     };
-    remote::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, &message, domain, rcpts)
+    remote::deliver(
+        ctx.cfg,
+        ctx.resolver,
+        ctx.outbound,
+        ctx.pool,
+        ctx.env,
+        &message,
+        domain,
+        rcpts,
+    )
 }
 
 /// Deliver one recipient: locally, or alone in a remote transaction.
@@ -251,6 +272,8 @@ fn forward(ctx: &Context<'_>, rcpt: &Recipient, to: &[String]) -> Outcome {
         env.protocol = "local".to_owned();
         env.body = ctx.env.body;
         env.smtputf8 = ctx.env.smtputf8;
+        // RFC 8689 4: the sender's demand follows the message wherever it goes.
+        env.requiretls = ctx.env.requiretls;
         env.ret = ctx.env.ret;
         env.envid = ctx.env.envid.clone();
         env.size = incoming.bytes_written();

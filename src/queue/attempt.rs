@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock;
 use crate::config::Config;
-use crate::deliver::outcome::{self, Attempted, Outcome, Success, Timing, Verdict};
+use crate::deliver::outcome::{self, Attempted, Outcome, Success, Timing, TlsNote, Verdict};
 use crate::deliver::router::{self, Context};
 use crate::dsn::Action;
 use crate::maillog;
@@ -146,10 +146,15 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
         let Attempted {
             relay,
             tls,
+            policy,
             outcome,
             success,
             timing,
         } = attempted;
+        let tls = Tls {
+            version: tls,
+            policy: policy.as_ref(),
+        };
         let delays = Delays::of(&env, attempt_wall, attempt_began, &timing);
         let relay = relay.as_str();
         let noise = noise(id, idx);
@@ -320,6 +325,7 @@ fn context<'a>(
         headers,
         message,
         resolver: shared.resolver.as_ref(),
+        outbound: &shared.outbound,
         pool: &shared.pool,
         queued,
     }
@@ -424,12 +430,20 @@ impl std::fmt::Display for Delays {
     }
 }
 
+/// What an attempt's connection was: its TLS version and the policy that
+/// applied, for the log line.
+#[derive(Clone, Copy)]
+struct Tls<'a> {
+    version: Option<&'a str>,
+    policy: Option<&'a TlsNote>,
+}
+
 /// The delivery log line (see `maillog::delivery`).
 fn log_attempt(
     env: &Envelope,
     rcpt: &Recipient,
     relay: &str,
-    tls: Option<&str>,
+    tls: Tls<'_>,
     delays: &Delays,
     o: &Outcome,
     status: &str,
@@ -441,7 +455,8 @@ fn log_attempt(
         relay,
         delay,
         delays,
-        tls,
+        tls.version,
+        tls.policy.map(|p| p as &dyn std::fmt::Display),
         &o.status(),
         status,
         o.detail(),

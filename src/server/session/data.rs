@@ -257,6 +257,7 @@ impl Session<'_> {
             Some(Body::SevenBit) | None => spool::BodyType::SevenBit,
         };
         env.smtputf8 = tx.params.smtputf8;
+        env.requiretls = tx.params.requiretls;
         env.size = size;
         env.ret = tx.params.ret.map(|r| match r {
             command::Ret::Full => spool::DsnRet::Full,
