@@ -318,11 +318,12 @@ pub fn tls_required(host: &str) -> Outcome {
     )
 }
 
-/// The outbound TLS policy (DANE, MTA-STS, REQUIRETLS) rules this host out
+/// The outbound TLS policy (DANE, MTA-STS, REQUIRETLS) rules a host out
 /// before any connection: bogus TLSA records, an MX the enforced MTA-STS
-/// policy does not list, a host REQUIRETLS cannot use. The walk goes on.
-pub fn tls_policy_refused(host: &str, why: &str) -> Outcome {
-    Outcome::temporary(Stage::Tls, Status(4, 7, 5), format!("{host}: {why}"))
+/// policy does not list, a host REQUIRETLS cannot use (`why` names it).
+/// The walk goes on.
+pub fn tls_policy_refused(why: &str) -> Outcome {
+    Outcome::temporary(Stage::Tls, Status(4, 7, 5), why)
 }
 
 /// RFC 8689 4.1: the host was reached over authenticated TLS but does not
@@ -342,7 +343,7 @@ pub fn requiretls_failed(last: &Outcome) -> Outcome {
     Outcome::permanent(
         Stage::Tls,
         Status(5, 7, 10),
-        format!("REQUIRETLS: no next hop qualifies: {}", last.detail()),
+        format!("no next hop qualifies for REQUIRETLS: {}", last.detail()),
     )
 }
 

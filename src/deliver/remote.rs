@@ -70,20 +70,25 @@ pub fn deliver(
             transmit: now.saturating_duration_since(setup_end),
         }
     };
-    let all = |relay: &str, outcome: Outcome, policy: Option<TlsNote>| -> Vec<Attempted> {
-        let timing = timing();
-        rcpts
-            .iter()
-            .map(|_| Attempted {
-                relay: relay.to_owned(),
-                tls: None,
-                policy: policy.clone(),
-                outcome: outcome.clone(),
-                success: Success::Relayed,
-                timing,
-            })
-            .collect()
-    };
+    let all =
+        |relay: &str, outcome: Outcome, tls: Option<(Option<&'static str>, TlsNote)>| -> Vec<Attempted> {
+            let timing = timing();
+            let (version, policy) = match tls {
+                Some((v, p)) => (v, Some(p)),
+                None => (None, None),
+            };
+            rcpts
+                .iter()
+                .map(|_| Attempted {
+                    relay: relay.to_owned(),
+                    tls: version,
+                    policy: policy.clone(),
+                    outcome: outcome.clone(),
+                    success: Success::Relayed,
+                    timing,
+                })
+                .collect()
+        };
     // The one lookup the plan needs (I/O here), then the plan (pure). The
     // MX answer's DNSSEC status decides whether DANE may apply (RFC 7672
     // 2.2.1) and whether REQUIRETLS may use the hosts (RFC 8689 4.1); it
@@ -149,7 +154,7 @@ pub fn deliver(
             // Ruled out by the policy before any connection (RFC 7672 2.2,
             // RFC 8461 5.1, RFC 8689 4.1): the next MX may do.
             dest.record(&tls, result.map(|r| (r, Some(why.clone()))));
-            let o = outcome::tls_policy_refused(&hop.host, why);
+            let o = outcome::tls_policy_refused(why);
             maillog::host_failed(&env.id, &hop.host, o.detail());
             if tls.failure() != Failure::RequireTls {
                 only_requiretls_failures = false;
@@ -157,7 +162,7 @@ pub fn deliver(
             tried = true;
             last = o;
             last_relay = hop.host.clone();
-            last_note = Some(tls.note(false, false));
+            last_note = Some((None, tls.note(false, false)));
             continue;
         }
         for addr in addrs {
@@ -187,7 +192,7 @@ pub fn deliver(
                         })
                         .collect();
                 }
-                Tried::Next(o, why, note) => {
+                Tried::Next(o, why, version, note) => {
                     maillog::host_failed(&env.id, &relay, o.detail());
                     if why != Why::Policy || tls.failure() != Failure::RequireTls {
                         only_requiretls_failures = false;
@@ -195,7 +200,7 @@ pub fn deliver(
                     tried = true;
                     last = o;
                     last_relay = relay;
-                    last_note = Some(note);
+                    last_note = Some((version, note));
                 }
             }
         }
@@ -225,11 +230,11 @@ enum Why {
     Other,
 }
 
-/// What one address did: took the transaction (with the TLS version of the
-/// connection and what the policy said), or not.
+/// What one address did: took the transaction, or not; with the TLS
+/// version of the connection (if it got that far) and what the policy said.
 enum Tried {
     Done(Vec<(Outcome, Success)>, Option<&'static str>, TlsNote),
-    Next(Outcome, Why, TlsNote),
+    Next(Outcome, Why, Option<&'static str>, TlsNote),
 }
 
 /// One delivery: the message, its recipients, and where connections go.
@@ -252,7 +257,7 @@ struct TlsFail(String, Option<rustls::Error>);
 
 impl TlsFail {
     fn of(e: &io::Error) -> TlsFail {
-        TlsFail(e.to_string(), tls_client::tls_error(e).cloned())
+        TlsFail(tls_client::describe(e), tls_client::tls_error(e).cloned())
     }
 
     /// The TLS-RPT result type (RFC 8460 4.3.1).
@@ -294,7 +299,12 @@ impl Job<'_> {
                 maillog::tls_fallback(&self.env.id, host, addr.ip(), &f.0);
                 match self.session(hop, addr, tls, true) {
                     Ok(r) => r,
-                    Err(f) => Tried::Next(outcome::tls_failed(f.0), Why::Policy, tls.note(false, false)),
+                    Err(f) => Tried::Next(
+                        outcome::tls_failed(f.0),
+                        Why::Policy,
+                        None,
+                        tls.note(false, false),
+                    ),
                 }
             }
             Err(f) => {
@@ -302,6 +312,7 @@ impl Job<'_> {
                 Tried::Next(
                     outcome::tls_failed(format!("TLS with {host}: {}", f.0)),
                     Why::Policy,
+                    None,
                     tls.note(false, false),
                 )
             }
@@ -333,7 +344,7 @@ impl Job<'_> {
                 }
             }
         }
-        let next = |o: Outcome| Ok(Tried::Next(o, Why::Other, tls.note(false, false)));
+        let next = |o: Outcome| Ok(Tried::Next(o, Why::Other, None, tls.note(false, false)));
         let tcp = match TcpStream::connect_timeout(&addr, cfg.remote.connect_timeout) {
             Ok(s) => s,
             Err(e) => return next(outcome::network(Stage::Connect, "connect", &e)),
@@ -395,6 +406,7 @@ impl Job<'_> {
             return Ok(Tried::Next(
                 outcome::tls_required(host),
                 Why::Policy,
+                None,
                 tls.note(false, false),
             ));
         }
@@ -404,9 +416,13 @@ impl Job<'_> {
         let verified = version.is_some() && tls.checks() && watched.is_none();
         let note = tls.note(version.is_some(), verified);
         match (&watched, version) {
-            (Some(e), _) => self
-                .dest
-                .record(tls, Some((secure::result_of(e), Some(e.to_string())))),
+            (Some(e), _) => self.dest.record(
+                tls,
+                Some((
+                    secure::result_of(e),
+                    Some(tls_client::describe(&io::Error::other(e.clone()))),
+                )),
+            ),
             (None, Some(_)) => self.dest.record(tls, None),
             // Plaintext where TLS was wanted but not offered.
             (None, None) if start == Start::IfOffered && !plain => self
@@ -420,16 +436,17 @@ impl Job<'_> {
             return Ok(Tried::Next(
                 outcome::requiretls_not_offered(host),
                 Why::Policy,
+                version,
                 note,
             ));
         }
         if self.smarthost {
             if let Some((user, pass)) = &cfg.remote.relay_auth {
                 if version.is_none() {
-                    return Ok(Tried::Next(outcome::auth_needs_tls(host), Why::Other, note));
+                    return Ok(Tried::Next(outcome::auth_needs_tls(host), Why::Other, None, note));
                 }
                 if let Err(o) = auth(&mut c, &ext, user, pass) {
-                    return Ok(Tried::Next(o, Why::Other, note));
+                    return Ok(Tried::Next(o, Why::Other, version, note));
                 }
             }
         }
@@ -495,7 +512,7 @@ impl Job<'_> {
 fn tried(r: HostResult, tls: Option<&'static str>, note: TlsNote) -> Tried {
     match r {
         HostResult::Done(v) => Tried::Done(v, tls, note),
-        HostResult::Next(o) => Tried::Next(o, Why::Other, note),
+        HostResult::Next(o) => Tried::Next(o, Why::Other, tls, note),
     }
 }
 

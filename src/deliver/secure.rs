@@ -217,9 +217,14 @@ pub enum Start {
 }
 
 impl HopTls {
-    /// `policy=dane`, `policy=mta-sts mode=enforce`, `policy=may`...
+    /// `policy=dane`, `policy=mta-sts mode=enforce`, `policy=may`..., and
+    /// ` requiretls=yes` for a REQUIRETLS message (RFC 8689).
     pub fn label(&self) -> String {
-        self.decision.label.to_string()
+        let mut l = self.decision.label.to_string();
+        if self.decision.requiretls {
+            l.push_str(" requiretls=yes");
+        }
+        l
     }
 
     /// When STARTTLS happens under this decision (a Skip never connects).

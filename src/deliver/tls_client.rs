@@ -250,6 +250,17 @@ pub fn tls_error(e: &io::Error) -> Option<&rustls::Error> {
     e.get_ref().and_then(|x| x.downcast_ref::<rustls::Error>())
 }
 
+/// A handshake failure for the log: rustls shows an error of a verifier of
+/// our own (DANE's "no TLSA record matches") by its Debug form; say it.
+pub fn describe(e: &io::Error) -> String {
+    match tls_error(e) {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o))) => {
+            format!("invalid peer certificate: {}", o.0)
+        }
+        _ => e.to_string(),
+    }
+}
+
 /// The system's trust anchors, what OpenSSL on this host trusts: found by
 /// rustls-native-certs ($SSL_CERT_FILE and $SSL_CERT_DIR, else the distribution's
 /// bundle, /etc/ssl/certs/ca-certificates.crt on Debian). Read once, at the first

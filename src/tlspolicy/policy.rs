@@ -386,7 +386,7 @@ fn require_tls(mut d: Decision, settings: &Settings, hop: &Hop<'_>) -> Decision 
     if hop.mx_security != Security::Secure && !sts_enforced {
         d.action = Action::Skip {
             why: format!(
-                "REQUIRETLS: {} was found neither through DNSSEC nor in an enforced MTA-STS policy",
+                "{} was found neither through DNSSEC nor in an enforced MTA-STS policy",
                 hop.mx_host
             ),
             result: None,
@@ -395,7 +395,7 @@ fn require_tls(mut d: Decision, settings: &Settings, hop: &Hop<'_>) -> Decision 
     }
     if settings.domain_override == Some(Override::Fixed(Level::None)) {
         d.action = Action::Skip {
-            why: format!("REQUIRETLS: tls_policy for {} is none", hop.domain),
+            why: format!("tls_policy for {} is none", hop.domain),
             result: None,
         };
         return d;

@@ -29,3 +29,4 @@ mod smuggling;
 mod spool;
 mod submission;
 mod tls;
+mod tlspolicy;

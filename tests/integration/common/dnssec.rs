@@ -465,7 +465,7 @@ impl SignedZones {
             .map(|t| format!("  local-zone: \"{t}.\" nodefault\n"))
             .collect();
         let conf = format!(
-            "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-ip6: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  logfile: \"\"\n  use-syslog: no\n  log-time-ascii: yes\n  verbosity: 1\n  val-log-level: 2\n  num-threads: 1\n  so-reuseport: no\n  outgoing-range: 64\n  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n  module-config: \"validator iterator\"\n  trust-anchor-file: \"{d}/root.key\"\n  root-hints: \"\"\n  qname-minimisation: no\n  cache-max-ttl: 0\n  cache-max-negative-ttl: 0\n  val-bogus-ttl: 0\n{nodefault}forward-zone:\n  name: \".\"\n  forward-addr: {nsd}\nremote-control:\n  control-enable: no\n",
+            "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-ip6: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  logfile: \"\"\n  use-syslog: no\n  log-time-ascii: yes\n  verbosity: 1\n  val-log-level: 2\n  num-threads: 1\n  so-reuseport: no\n  outgoing-range: 64\n  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n  module-config: \"validator iterator\"\n  trust-anchor-file: \"{d}/root.key\"\n  root-hints: \"\"\n  qname-minimisation: no\n  cache-max-ttl: 0\n  cache-max-negative-ttl: 0\n  val-bogus-ttl: 0\n  ede: yes\n{nodefault}forward-zone:\n  name: \".\"\n  forward-addr: {nsd}\nremote-control:\n  control-enable: no\n",
             d = d.display(),
             nsd = format_args!("{}@{}", self.nsd_addr.ip(), self.nsd_addr.port()),
         );
