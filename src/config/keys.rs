@@ -5,8 +5,9 @@
 
 use super::value::{
     account_name, address, boolean, count, delay, dns_servers, hostname, inet_protocols, listen, listen_list,
-    local_domains, log_level, mailbox, mx_port, networks, next_hop, optional_duration, path, relay_auth,
-    route, services, size, spool_sync, syslog_facility, text, timeout, tls_override, tls_policy, trust_ad,
+    local_domains, log_level, mailbox, mx_port, networks, next_hop, optional_address, optional_duration,
+    path, relay_auth, route, services, size, spool_sync, syslog_facility, text, timeout, tls_override,
+    tls_policy, trust_ad,
 };
 use super::Config;
 
@@ -174,6 +175,7 @@ static KEYS: &[Key] = &[
     key!("user", Once, Restart, daemon.user, account_name),
     key!("log_level", Once, Applies, daemon.log_level, log_level),
     key!("syslog_facility", Once, Restart, daemon.syslog_facility, syslog_facility),
+    key!("metrics_listen", Once, Restart, daemon.metrics_listen, optional_address),
 ];
 
 /// The row of `name`, if it is a key.
@@ -317,6 +319,7 @@ mod tests {
             ("user", "other"),
             ("log_level", "debug"),
             ("syslog_facility", "local1"),
+            ("metrics_listen", "127.0.0.1:9125"),
         ];
         assert_eq!(samples.len(), all().count(), "a key without a sample");
         for (key, value) in samples {

@@ -295,6 +295,8 @@ pub struct DaemonSettings {
     pub log_level: log::LevelFilter,
     /// The syslog facility of a detached daemon, as its RFC 5424 number.
     pub syslog_facility: u8,
+    /// `metrics_listen`: where Prometheus metrics are served over HTTP; None = nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A value a SIGHUP may replace (the configuration, the tables, the session
@@ -423,6 +425,7 @@ impl Default for Config {
                 user: "tern".to_owned(),
                 log_level: log::LevelFilter::Info,
                 syslog_facility: 2,
+                metrics_listen: None,
             },
         }
     }

@@ -556,19 +556,30 @@ fn daemon_user_and_log_keys() {
 
 #[test]
 fn outbound_tls_keys() {
-    let c = p("tls_policy = example.org verify\ntls_policy = .corp.test DANE\ntls_policy = Plain.Test. none\n\
-               dnssec_trust_ad = yes\nsmtp_dane = no\ntlsrpt_from = tlsrpt@example.org\n")
+    let c = p(
+        "tls_policy = example.org verify\ntls_policy = .corp.test DANE\ntls_policy = Plain.Test. none\n\
+               dnssec_trust_ad = yes\nsmtp_dane = no\ntlsrpt_from = tlsrpt@example.org\n",
+    )
     .unwrap();
     let o = &c.outbound;
-    assert_eq!(o.policy_for("example.org"), Some(TlsOverride::Fixed(TlsPolicy::Verify)));
-    assert_eq!(o.policy_for("EXAMPLE.org."), Some(TlsOverride::Fixed(TlsPolicy::Verify)));
+    assert_eq!(
+        o.policy_for("example.org"),
+        Some(TlsOverride::Fixed(TlsPolicy::Verify))
+    );
+    assert_eq!(
+        o.policy_for("EXAMPLE.org."),
+        Some(TlsOverride::Fixed(TlsPolicy::Verify))
+    );
     // Only the named domain, not its subdomains...
     assert_eq!(o.policy_for("mx.example.org"), None);
     // ...unless written with a leading dot, which is for subdomains only.
     assert_eq!(o.policy_for("a.corp.test"), Some(TlsOverride::Dane));
     assert_eq!(o.policy_for("a.b.corp.test"), Some(TlsOverride::Dane));
     assert_eq!(o.policy_for("corp.test"), None);
-    assert_eq!(o.policy_for("plain.test"), Some(TlsOverride::Fixed(TlsPolicy::None)));
+    assert_eq!(
+        o.policy_for("plain.test"),
+        Some(TlsOverride::Fixed(TlsPolicy::None))
+    );
     assert_eq!(o.dnssec_trust_ad, TrustAd::Yes);
     assert!(!o.dane && o.mta_sts && o.tls_required_header);
     assert_eq!(c.tlsrpt.from.as_deref(), Some("tlsrpt@example.org"));
@@ -586,5 +597,31 @@ fn outbound_tls_keys() {
         "testing__mta_sts_port = 0",
     ] {
         assert!(p(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn metrics_listen_is_off_unless_set() {
+    assert_eq!(p("").unwrap().daemon.metrics_listen, None);
+    assert_eq!(p("metrics_listen =").unwrap().daemon.metrics_listen, None);
+    let c = p("metrics_listen = 127.0.0.1:9125").unwrap();
+    assert_eq!(c.daemon.metrics_listen, Some(sa("127.0.0.1:9125")));
+    let c = p("metrics_listen = [::1]:9125").unwrap();
+    assert_eq!(c.daemon.metrics_listen, Some(sa("[::1]:9125")));
+    // Written out, any address: the administrator chose it (ternd logs a warning).
+    let c = p("metrics_listen = 0.0.0.0:9125").unwrap();
+    assert_eq!(c.daemon.metrics_listen, Some(sa("0.0.0.0:9125")));
+    for bad in [
+        "9125",
+        "localhost:9125",
+        "127.0.0.1",
+        "127.0.0.1:9125 [::1]:9125",
+        "*:9125",
+    ] {
+        let e = perr(&format!("metrics_listen = {bad}"));
+        assert!(
+            e.starts_with("tern.conf:1: metrics_listen: bad address"),
+            "{bad}: {e}"
+        );
     }
 }

@@ -424,6 +424,16 @@ pub(super) fn optional_duration(v: &str) -> Result<Option<Duration>, String> {
     Ok(if d.is_zero() { None } else { Some(d) })
 }
 
+/// One listening address, IP:PORT or [IPv6]:PORT; empty means none.
+pub(super) fn optional_address(v: &str) -> Result<Option<SocketAddr>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse().map(Some).map_err(|_| {
+        format!("bad address {v:?} (use IP:PORT or [IPv6]:PORT, e.g. 127.0.0.1:9125; empty for none)")
+    })
+}
+
 /// A pause, where 0 means none.
 pub(super) fn delay(v: &str) -> Result<Duration, String> {
     parse_duration(nonempty(v)?).ok_or_else(|| {

@@ -57,6 +57,15 @@ impl Stream {
     /// Run the TLS handshake over a plain stream. A stream already
     /// encrypted is an error (STARTTLS twice).
     pub fn upgrade(self, config: Arc<ClientConfig>, host: &str) -> io::Result<Stream> {
+        let upgraded = self.handshake(config, host);
+        match upgraded.as_ref().map(Stream::tls_version) {
+            Ok(v) => crate::metrics::tls(crate::metrics::Direction::Out, v.unwrap_or_default()),
+            Err(_) => crate::metrics::tls_out_failed(),
+        }
+        upgraded
+    }
+
+    fn handshake(self, config: Arc<ClientConfig>, host: &str) -> io::Result<Stream> {
         let Stream::Plain(mut tcp) = self else {
             return Err(io::Error::other("TLS already active"));
         };

@@ -129,6 +129,20 @@ impl Agenda {
         wait.max(MIN_WAIT)
     }
 
+    /// The messages held back until after `now` (their next retry), sorted
+    /// by id: the queue's deferred part, for the metrics.
+    pub(super) fn waiting(&self, now: u64) -> Vec<QueueId> {
+        let mut ids: Vec<QueueId> = self
+            .due
+            .iter()
+            .rev()
+            .take_while(|(t, _)| *t > now)
+            .map(|(_, id)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// When `id` is next due, if scheduled.
     #[cfg(test)]
     fn due_at(&self, id: &QueueId) -> Option<u64> {
@@ -166,6 +180,22 @@ mod tests {
 
     fn drain(a: &mut Agenda, now: u64, threads: usize) -> Vec<Job> {
         std::iter::from_fn(|| a.next_job(now, threads)).collect()
+    }
+
+    #[test]
+    fn waiting_are_the_scheduled_after_now_in_id_order() {
+        let mut a = Agenda::default();
+        let [w, x, y, z] = <[QueueId; 4]>::try_from(ids(4)).unwrap();
+        a.schedule(w.clone(), 50);
+        a.schedule(x.clone(), 10);
+        a.schedule(y.clone(), 40);
+        a.schedule(z.clone(), 20);
+        assert_eq!(a.waiting(20), vec![w.clone(), y.clone()]);
+        assert_eq!(a.waiting(0), vec![w.clone(), x.clone(), y.clone(), z]);
+        // With a worker, or due: not waiting.
+        assert_eq!(drain(&mut a, 10, 1), vec![(x, false)]);
+        assert_eq!(a.waiting(45), vec![w]);
+        assert!(a.waiting(100).is_empty());
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::deliver::router::{self, Context};
 use crate::dsn::Action;
 use crate::maillog;
 use crate::message;
+use crate::metrics::{self, Transport};
 use crate::queue::notify::{self, Line};
 use crate::queue::schedule::Schedule;
 use crate::queue::shared::Shared;
@@ -126,6 +127,11 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
         if !is_due(&rcpt) {
             continue;
         }
+        let transport = if remote.contains_key(&idx) {
+            Transport::Smtp
+        } else {
+            Transport::Local
+        };
         let attempted = match remote.remove(&idx) {
             Some(a) => a,
             None if router::remote_domain(&cfg, &rcpt).is_some() => continue,
@@ -168,7 +174,7 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
             Verdict::Delivered => {
                 slot.status = RcptStatus::Sent;
                 slot.next_attempt = None;
-                log_attempt(&env, &rcpt, relay, tls, &delays, &outcome, "sent");
+                log_attempt(&env, &rcpt, transport, relay, tls, &delays, &outcome, "sent");
                 let action = match success {
                     Success::Delivered => Some(Action::Delivered),
                     Success::Relayed => Some(Action::Relayed),
@@ -181,16 +187,25 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
             }
             Verdict::Temporary if sched.expired(env.created, now) => {
                 let final_outcome = outcome::expired(&outcome);
-                log_attempt(&env, &rcpt, relay, tls, &delays, &final_outcome, "expired");
+                log_attempt(
+                    &env,
+                    &rcpt,
+                    transport,
+                    relay,
+                    tls,
+                    &delays,
+                    &final_outcome,
+                    "expired",
+                );
                 failed.push((idx, final_outcome, relay.to_owned()));
             }
             Verdict::Temporary => {
                 slot.status = RcptStatus::Deferred;
                 slot.next_attempt = Some(sched.next_attempt(slot.attempts, now, noise));
-                log_attempt(&env, &rcpt, relay, tls, &delays, &outcome, "deferred");
+                log_attempt(&env, &rcpt, transport, relay, tls, &delays, &outcome, "deferred");
             }
             Verdict::Permanent => {
-                log_attempt(&env, &rcpt, relay, tls, &delays, &outcome, "bounced");
+                log_attempt(&env, &rcpt, transport, relay, tls, &delays, &outcome, "bounced");
                 failed.push((idx, outcome, relay.to_owned()));
             }
         }
@@ -438,16 +453,24 @@ struct Tls<'a> {
     policy: Option<&'a TlsNote>,
 }
 
-/// The delivery log line (see `maillog::delivery`).
+/// The delivery log line (see `maillog::delivery`), and its count in the metrics.
+#[allow(clippy::too_many_arguments)]
 fn log_attempt(
     env: &Envelope,
     rcpt: &Recipient,
+    transport: Transport,
     relay: &str,
     tls: Tls<'_>,
     delays: &Delays,
     o: &Outcome,
     status: &str,
 ) {
+    let counted = match status {
+        "sent" => metrics::Status::Sent,
+        "deferred" => metrics::Status::Deferred,
+        _ => metrics::Status::Bounced,
+    };
+    metrics::delivery(transport, counted, Some(env.id.age()));
     let delay = clock::now().saturating_sub(env.created);
     maillog::delivery(
         &env.id,

@@ -50,6 +50,8 @@ pub struct Handle {
     pub wake: Sender<QueueId>,
     /// The control socket's orders.
     pub control: Sender<Control>,
+    /// Questions for the runner thread: which messages wait for a retry.
+    asks: Sender<Sender<Vec<QueueId>>>,
     shared: Arc<Shared>,
 }
 
@@ -63,6 +65,15 @@ impl Handle {
     /// Deliveries in progress; the daemon waits for these before exiting.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The queued messages held back until a later retry, sorted; only the
+    /// runner thread knows, so it is asked. None when it does not answer
+    /// within `timeout` (busy listing a large spool).
+    pub fn waiting(&self, timeout: Duration) -> Option<Vec<QueueId>> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.asks.send(tx).ok()?;
+        rx.recv_timeout(timeout).ok()
     }
 }
 
@@ -80,6 +91,7 @@ pub fn start(
     let (resolver, resolvers) = resolver(&cfg);
     let outbound = Arc::new(Outbound::new(&cfg.spool.dir, Arc::clone(&resolver), resolvers));
     let (control_tx, control_rx) = crossbeam_channel::unbounded::<Control>();
+    let (asks_tx, asks_rx) = crossbeam_channel::unbounded::<Sender<Vec<QueueId>>>();
     let shared = Arc::new(Shared {
         cfg: Live::new(cfg),
         spool,
@@ -148,11 +160,12 @@ pub fn start(
             // Kept so that `done` stays connected even with no worker (queue_only).
             let _done_tx = done_tx;
             let mut r = Runner::new(runner_shared, threads, tlsrpt_tx);
-            r.run(&wake_rx, &control_rx, &done_rx, &job_tx);
+            r.run(&wake_rx, &control_rx, &asks_rx, &done_rx, &job_tx);
         })?;
     Ok(Handle {
         wake: wake_tx,
         control: control_tx,
+        asks: asks_tx,
         shared,
     })
 }
@@ -236,6 +249,7 @@ impl Runner {
         &mut self,
         wake: &Receiver<QueueId>,
         control: &Receiver<Control>,
+        asks: &Receiver<Sender<Vec<QueueId>>>,
         done: &Receiver<(QueueId, After)>,
         jobs: &Sender<Job>,
     ) {
@@ -261,6 +275,10 @@ impl Runner {
                 recv(done) -> d => match d {
                     Ok((id, after)) => self.finished(&id, after),
                     Err(_) => return,
+                },
+                recv(asks) -> a => if let Ok(answer) = a {
+                    // The asker may have given up waiting: nothing to do then.
+                    let _ = answer.send(self.agenda.waiting(clock::now()));
                 },
                 default(wait) => {}
             }

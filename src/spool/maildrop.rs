@@ -427,6 +427,7 @@ impl Spool {
             inc.commit(&d.env)?;
             fs::remove_file(&path).map_err(|e| SpoolError::from_io("remove", &path, e))?;
             log::info!("{id}: picked up maildrop/{name} from uid {}", d.uid);
+            crate::metrics::picked_up();
             queued.push(id);
         }
         if !queued.is_empty() {

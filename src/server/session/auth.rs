@@ -63,11 +63,13 @@ impl Session<'_> {
         };
         if self.ctx.auth.check(&user, &pass) {
             maillog::auth_ok(self.peer, mech.name(), &user);
+            self.meter.auth(true);
             self.user = Some(user);
             return Ok(reply::auth_ok());
         }
         self.auth_failures += 1;
         maillog::auth_failed(self.peer, mech.name(), &user);
+        self.meter.auth(false);
         // Slow down guessing; the client waits for its answer meanwhile.
         let _ = self.io.flush();
         std::thread::sleep(self.cfg.auth.failure_delay);

@@ -204,6 +204,7 @@ impl Session<'_> {
             return spool_reply(&e);
         }
         maillog::queued(&id, &env.sender, env.size, env.recipients.len(), self.peer);
+        self.meter.accepted();
         if let Some(q) = &self.ctx.queued {
             let _ = q.try_send(id.clone());
         }

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::maillog;
+use crate::metrics;
 use crate::server::auth::Auth;
 use crate::server::conn::{self, Conn, Io, Line};
 use crate::server::policy::{self, Policy};
@@ -212,6 +213,8 @@ struct Session<'a> {
     last: String,
     /// The messages queued so far.
     queued: Vec<QueueId>,
+    /// Counts the session and how it ends (metrics).
+    meter: metrics::SessionMeter,
 }
 
 /// Run one session to its end. Never panics on client input; I/O errors end
@@ -235,6 +238,7 @@ pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) ->
         commands: 0,
         last: "CONNECT".to_owned(),
         queued: Vec::new(),
+        meter: metrics::session(service.into()),
     };
     let _ = s.io.set_timeout(s.cfg.session.greeting_timeout);
     s.io.set_stop_flag(Arc::clone(&ctx.shutdown));
@@ -300,6 +304,7 @@ impl Session<'_> {
                     &self.proto(),
                     self.helo.as_deref(),
                 );
+                metrics::rejected(&reply);
             }
             let bad = is_bad_command(&reply);
             self.send(reply)?;
@@ -316,6 +321,7 @@ impl Session<'_> {
     fn send(&mut self, r: Reply) -> Result<(), Hangup> {
         r.write_to(self.io.out_buffer());
         if r.close {
+            self.meter.closing(&r);
             let _ = self.io.flush();
             return Err(Hangup);
         }
