@@ -6,10 +6,10 @@
 //! [`Config`](super::Config), its entry in man/tern.conf.5 and etc/tern.conf.
 
 use super::value::{
-    account_name, boolean, count, delay, dkim_sign, dns_servers, header_names, hostname, inet_protocols,
-    listen, listen_list, lmtp, local_domains, log_level, mailbox, mx_port, networks, next_hop,
-    optional_address, optional_duration, origin, path, relay_auth, route, services, size, spf_reject,
-    spool_sync, syslog_facility, timeout, tls_policy,
+    account_name, address, boolean, count, delay, dkim_sign, dns_servers, header_names, hostname,
+    inet_protocols, listen, listen_list, lmtp, local_domains, log_level, mailbox, mx_port, networks,
+    next_hop, optional_address, optional_duration, origin, path, relay_auth, route, services, size,
+    spf_reject, spool_sync, syslog_facility, text, timeout, tls_override, tls_policy, trust_ad,
 };
 use std::path::Path;
 
@@ -152,6 +152,7 @@ static KEYS: &[Key] = &[
     key!("harvest_limit", Once, Applies, session.harvest_limit, count),
     key!("expn", Once, Applies, session.expn, boolean),
     key!("vrfy", Once, Applies, session.vrfy, boolean),
+    key!("requiretls", Once, Applies, session.requiretls, boolean),
     // The spool.
     key!("spool", Once, Restart, spool.dir, path),
     key!("spool_sync", Once, Restart, spool.sync, spool_sync),
@@ -189,6 +190,18 @@ static KEYS: &[Key] = &[
     key!("smtp_data_done_timeout", Once, Applies, remote.data_done_timeout, timeout),
     key!("smtp_connection_cache_time", Once, Applies, remote.connection_cache_time, optional_duration),
     key!("max_connections_per_domain", Once, Applies, remote.max_connections_per_domain, count),
+    // Outbound TLS policy: DANE, MTA-STS, overrides, REQUIRETLS's header.
+    key!("smtp_dane", Once, Applies, outbound.dane, boolean),
+    // The resolver is made once, at start (as for dns_servers).
+    key!("dnssec_trust_ad", Once, Restart, outbound.dnssec_trust_ad, trust_ad),
+    key!("mta_sts", Once, Applies, outbound.mta_sts, boolean),
+    key!("tls_policy", Repeatable, Applies, outbound.policies, push(tls_override)),
+    key!("tls_required_header", Once, Applies, outbound.tls_required_header, boolean),
+    key!("testing__mta_sts_port", Once, Applies, outbound.mta_sts_port, mx_port),
+    // TLS reporting (RFC 8460).
+    key!("tlsrpt_from", Once, Applies, tlsrpt.from, Some(address)),
+    key!("tlsrpt_organization", Once, Applies, tlsrpt.organization, Some(text)),
+    key!("tlsrpt_submitter", Once, Applies, tlsrpt.submitter, Some(hostname)),
     // Mail authentication. Keys are read again on every reload; the checker
     // keeps the resolver it started with (dns_servers), and is made anew
     // when hostname or auth_timeout change.
@@ -300,7 +313,8 @@ mod tests {
     #[test]
     fn every_path_key_is_a_checked_file_or_known_not_to_be() {
         // message_drop_headers takes header names, and "/" may be in one
-        // (RFC 5322 3.6.8 ftext), so the probe passes through it too.
+        // (RFC 5322 3.6.8 ftext); tlsrpt_organization is free text: the probe
+        // passes through both.
         const NOT_READ_AS_USER: &[&str] = &[
             "spool",
             "pid_file",
@@ -308,6 +322,7 @@ mod tests {
             "origin",
             "log_file",
             "message_drop_headers",
+            "tlsrpt_organization",
         ];
         let probe = "/tern-probe/dir/file";
         let mut files = Vec::new();
@@ -385,6 +400,7 @@ mod tests {
             ("harvest_limit", "3"),
             ("expn", "yes"),
             ("vrfy", "yes"),
+            ("requiretls", "no"),
             ("spool", "/x"),
             ("spool_sync", "fsync"),
             ("local_domains", "x.test"),
@@ -416,6 +432,15 @@ mod tests {
             ("smtp_data_done_timeout", "7"),
             ("smtp_connection_cache_time", "0"),
             ("max_connections_per_domain", "3"),
+            ("smtp_dane", "no"),
+            ("dnssec_trust_ad", "yes"),
+            ("mta_sts", "no"),
+            ("tls_policy", "example.org verify"),
+            ("tls_required_header", "no"),
+            ("testing__mta_sts_port", "8443"),
+            ("tlsrpt_from", "tlsrpt@example.org"),
+            ("tlsrpt_organization", "Example"),
+            ("tlsrpt_submitter", "mx.example.org"),
             ("dkim_sign", "example.org sel /k.pem"),
             ("auth_check", "no"),
             ("auth_timeout", "7"),

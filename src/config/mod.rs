@@ -32,7 +32,10 @@ mod value;
 mod tests;
 
 pub use keys::Reload;
-pub use types::{Cidr, Family, KeyKind, Lmtp, NextHop, Origin, Route, SignEntry, SpfReject, SyncMode, TlsPolicy};
+pub use types::{
+    Cidr, Family, KeyKind, Lmtp, NextHop, Origin, Route, SignEntry, SpfReject, SyncMode, TlsOverride, TlsPolicy,
+    TrustAd,
+};
 pub use value::{parse_bool, parse_duration, parse_size};
 
 /// Where `ternd` looks for its configuration unless told otherwise.
@@ -81,6 +84,8 @@ pub struct Config {
     pub local: LocalDelivery,
     pub queue: QueueSettings,
     pub remote: RemoteDelivery,
+    pub outbound: OutboundTls,
+    pub tlsrpt: TlsReports,
     pub mailauth: MailAuth,
     pub daemon: DaemonSettings,
     /// Each key set in the file, with its line, in file order (for errors
@@ -167,6 +172,8 @@ pub struct SessionLimits {
     /// VRFY says whether a local recipient exists (Postfix's default); off,
     /// it answers 252 for everyone.
     pub vrfy: bool,
+    /// Offer REQUIRETLS (RFC 8689) on TLS sessions and accept it on MAIL.
+    pub requiretls: bool,
 }
 
 /// The queue's directory and how it commits.
@@ -252,6 +259,52 @@ pub struct RemoteDelivery {
     /// Deliveries in progress at once to one destination (route or relay
     /// host, else recipient domain).
     pub max_connections_per_domain: usize,
+}
+
+/// Outbound TLS policy beyond `smtp_tls` (issue 18): DANE, MTA-STS,
+/// per-domain overrides, REQUIRETLS's header.
+#[derive(Debug, Clone)]
+pub struct OutboundTls {
+    /// `smtp_dane`: use DANE (RFC 7672) when validated DNS is available.
+    pub dane: bool,
+    /// `dnssec_trust_ad`: whose AD bit is believed.
+    pub dnssec_trust_ad: TrustAd,
+    /// `mta_sts`: use MTA-STS (RFC 8461).
+    pub mta_sts: bool,
+    /// `tls_policy = DOMAIN LEVEL`: overrides, first match wins; a domain
+    /// with a leading dot matches its subdomains.
+    pub policies: Vec<(String, TlsOverride)>,
+    /// `tls_required_header`: honour `TLS-Required: No` (RFC 8689 3).
+    pub tls_required_header: bool,
+    /// `testing__mta_sts_port`: the port MTA-STS policies are fetched
+    /// from; 443 in real life. ONLY FOR TESTING.
+    pub mta_sts_port: u16,
+}
+
+impl OutboundTls {
+    /// The `tls_policy` override for mail to `domain`, if any: an exact
+    /// match, or a `.parent` entry for a subdomain; first listed wins.
+    pub fn policy_for(&self, domain: &str) -> Option<TlsOverride> {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.policies
+            .iter()
+            .find(|(p, _)| match p.strip_prefix('.') {
+                Some(parent) => d.ends_with(p.as_str()) && d.len() > parent.len() + 1,
+                None => *p == d,
+            })
+            .map(|(_, o)| *o)
+    }
+}
+
+/// SMTP TLS reporting (RFC 8460): off unless `tlsrpt_from` is set.
+#[derive(Debug, Clone, Default)]
+pub struct TlsReports {
+    /// `tlsrpt_from`: the reports' sender and contact address.
+    pub from: Option<String>,
+    /// `tlsrpt_organization`: the reports' organization-name; None = hostname.
+    pub organization: Option<String>,
+    /// `tlsrpt_submitter`: TLS-Report-Submitter; None = hostname.
+    pub submitter: Option<String>,
 }
 
 /// Mail authentication (issue 20): DKIM signing of the mail tern sends, and
@@ -373,6 +426,7 @@ impl Default for Config {
                 harvest_limit: 20,
                 expn: false,
                 vrfy: false,
+                requiretls: true,
             },
             spool: SpoolSettings {
                 dir: PathBuf::from("/var/spool/tern"),
@@ -413,6 +467,15 @@ impl Default for Config {
                 connection_cache_time: Some(Duration::from_secs(2)),
                 max_connections_per_domain: 20,
             },
+            outbound: OutboundTls {
+                dane: true,
+                dnssec_trust_ad: TrustAd::Auto,
+                mta_sts: true,
+                policies: Vec::new(),
+                tls_required_header: true,
+                mta_sts_port: 443,
+            },
+            tlsrpt: TlsReports::default(),
             mailauth: MailAuth {
                 dkim_sign: Vec::new(),
                 check: true,

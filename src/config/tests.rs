@@ -677,6 +677,52 @@ fn daemon_user_and_log_keys() {
 }
 
 #[test]
+fn outbound_tls_keys() {
+    let c = p(
+        "tls_policy = example.org verify\ntls_policy = .corp.test DANE\ntls_policy = Plain.Test. none\n\
+               dnssec_trust_ad = yes\nsmtp_dane = no\ntlsrpt_from = tlsrpt@example.org\n",
+    )
+    .unwrap();
+    let o = &c.outbound;
+    assert_eq!(
+        o.policy_for("example.org"),
+        Some(TlsOverride::Fixed(TlsPolicy::Verify))
+    );
+    assert_eq!(
+        o.policy_for("EXAMPLE.org."),
+        Some(TlsOverride::Fixed(TlsPolicy::Verify))
+    );
+    // Only the named domain, not its subdomains...
+    assert_eq!(o.policy_for("mx.example.org"), None);
+    // ...unless written with a leading dot, which is for subdomains only.
+    assert_eq!(o.policy_for("a.corp.test"), Some(TlsOverride::Dane));
+    assert_eq!(o.policy_for("a.b.corp.test"), Some(TlsOverride::Dane));
+    assert_eq!(o.policy_for("corp.test"), None);
+    assert_eq!(
+        o.policy_for("plain.test"),
+        Some(TlsOverride::Fixed(TlsPolicy::None))
+    );
+    assert_eq!(o.dnssec_trust_ad, TrustAd::Yes);
+    assert!(!o.dane && o.mta_sts && o.tls_required_header);
+    assert_eq!(c.tlsrpt.from.as_deref(), Some("tlsrpt@example.org"));
+    let d = Config::default();
+    assert!(d.outbound.dane && d.session.requiretls && d.tlsrpt.from.is_none());
+    assert_eq!(d.outbound.dnssec_trust_ad, TrustAd::Auto);
+    assert_eq!(d.outbound.mta_sts_port, 443);
+    for bad in [
+        "tls_policy = example.org",
+        "tls_policy = example.org sometimes",
+        "tls_policy = bad_domain! verify",
+        "dnssec_trust_ad = maybe",
+        "tlsrpt_from = nobody",
+        "tlsrpt_from = a b@example.org",
+        "testing__mta_sts_port = 0",
+    ] {
+        assert!(p(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn metrics_listen_is_off_unless_set() {
     assert_eq!(p("").unwrap().daemon.metrics_listen, None);
     assert_eq!(p("metrics_listen =").unwrap().daemon.metrics_listen, None);

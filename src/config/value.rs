@@ -6,7 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::types::{Cidr, Family, Lmtp, NextHop, Origin, Route, SignEntry, SpfReject, SyncMode, TlsPolicy};
+use super::types::{
+    Cidr, Family, Lmtp, NextHop, Origin, Route, SignEntry, SpfReject, SyncMode, TlsOverride, TlsPolicy, TrustAd,
+};
 use crate::endpoint::Endpoint;
 
 /// An account name for `user`: what useradd accepts, checked here so a typo
@@ -273,6 +275,54 @@ pub(super) fn services(v: &str) -> Result<Vec<String>, String> {
 pub(super) fn tls_policy(v: &str) -> Result<TlsPolicy, String> {
     TlsPolicy::parse(nonempty(v)?)
         .ok_or_else(|| format!("bad TLS policy {v:?} (use none, may, encrypt or verify)"))
+}
+
+/// `tls_policy = DOMAIN LEVEL`: a domain, or `.domain` for its subdomains
+/// (Postfix's parent_domain_matches_subdomains), and a level.
+pub(super) fn tls_override(v: &str) -> Result<(String, TlsOverride), String> {
+    let v = nonempty(v)?;
+    let (domain, level) = v
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| format!("bad tls_policy {v:?} (use DOMAIN dane|verify|encrypt|may|none)"))?;
+    let level = level.trim();
+    let o = TlsOverride::parse(level)
+        .ok_or_else(|| format!("bad TLS level {level:?} (use dane, verify, encrypt, may or none)"))?;
+    let d = domain.strip_suffix('.').unwrap_or(domain);
+    let bare = d.strip_prefix('.').unwrap_or(d);
+    check_domain(bare).map_err(|why| format!("bad domain {domain:?}: {why}"))?;
+    Ok((d.to_ascii_lowercase(), o))
+}
+
+/// `dnssec_trust_ad`: auto, yes or no.
+pub(super) fn trust_ad(v: &str) -> Result<TrustAd, String> {
+    match nonempty(v)?.to_ascii_lowercase().as_str() {
+        "auto" => Ok(TrustAd::Auto),
+        "yes" => Ok(TrustAd::Yes),
+        "no" => Ok(TrustAd::No),
+        _ => Err(format!("bad value {v:?} (use auto, yes or no)")),
+    }
+}
+
+/// A mail address for reports to come from (`tlsrpt_from`): local@domain.
+pub(super) fn address(v: &str) -> Result<String, String> {
+    let v = nonempty(v)?;
+    let (local, domain) = v
+        .rsplit_once('@')
+        .ok_or_else(|| format!("bad address {v:?} (use local@domain)"))?;
+    if local.is_empty()
+        || local
+            .bytes()
+            .any(|b| b <= b' ' || b == b'<' || b == b'>' || b >= 0x7f)
+    {
+        return Err(format!("bad address {v:?} (use local@domain)"));
+    }
+    check_domain(domain).map_err(|why| format!("bad domain in {v:?}: {why}"))?;
+    Ok(v.to_owned())
+}
+
+/// Free text on one line (`tlsrpt_organization`).
+pub(super) fn text(v: &str) -> Result<String, String> {
+    Ok(nonempty(v)?.to_owned())
 }
 
 /// `dkim_sign = DOMAIN SELECTOR KEYFILE [rsa|ed25519]`; the key itself is

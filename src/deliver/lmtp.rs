@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, Lmtp, TlsPolicy};
 use crate::deliver::client::{self, Client, Extensions};
-use crate::deliver::dns::Resolver;
+use crate::deliver::dns::{Resolver, Security};
 use crate::deliver::outcome::{self, Attempted, Outcome, Stage, Success, Timing};
 use crate::deliver::pool::{Idle, Pool};
 use crate::deliver::route::{self, Addresses, Hop};
@@ -136,6 +136,10 @@ fn destinations(cfg: &Config, resolver: &dyn Resolver, server: &Lmtp) -> Result<
         port,
         family: cfg.remote.inet_protocols,
         tls: server.tls.unwrap_or(cfg.remote.tls),
+        // DANE and MTA-STS are for MX hosts; an LMTP server gets the TLS
+        // level configured for it and nothing else.
+        tls_fixed: true,
+        mx_security: Security::Secure,
         implicit_tls: false,
         implicit_mx: false,
     };

@@ -34,6 +34,8 @@ pub struct Idle {
     pub client: Client<Stream>,
     pub ext: Extensions,
     pub tls: Option<&'static str>,
+    /// The certificate was authenticated (DANE or PKIX) when it was opened.
+    pub verified: bool,
     pub since: Instant,
 }
 
@@ -44,6 +46,7 @@ impl Idle {
             client,
             ext,
             tls,
+            verified: false,
             since: Instant::now(),
         }
     }

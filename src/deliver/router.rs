@@ -25,6 +25,7 @@ use crate::smtp::address::{Domain, Mailbox};
 use crate::spool::{Envelope, QueueId, Recipient, Spool};
 use crate::sys::{self, Passwd};
 use crate::tables::Tables;
+use crate::tlspolicy::outbound::Outbound;
 
 /// What delivery needs besides the recipient.
 pub struct Context<'a> {
@@ -38,6 +39,8 @@ pub struct Context<'a> {
     /// read from the spool when needed).
     pub message: Option<&'a [u8]>,
     pub resolver: &'a dyn Resolver,
+    /// The outbound TLS policy's state (DNSSEC probe, MTA-STS, TLS-RPT).
+    pub outbound: &'a Outbound,
     /// Open connections and per-destination counts for remote delivery.
     pub pool: &'a pool::Pool,
     /// Tell the queue runner about a message queued here (a forwarded copy).
@@ -70,7 +73,16 @@ pub fn deliver_remote(ctx: &Context<'_>, domain: &str, rcpts: &[&Recipient]) -> 
     };
     match ctx.cfg.remote.lmtp_route(domain) {
         Some(server) => lmtp::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, &message, server, rcpts),
-        None => remote::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, &message, domain, rcpts),
+        None => remote::deliver(
+            ctx.cfg,
+            ctx.resolver,
+            ctx.outbound,
+            ctx.pool,
+            ctx.env,
+            &message,
+            domain,
+            rcpts,
+        ),
     }
 }
 
@@ -367,6 +379,8 @@ fn forward(ctx: &Context<'_>, rcpt: &Recipient, to: &[String]) -> Outcome {
         env.protocol = "local".to_owned();
         env.body = ctx.env.body;
         env.smtputf8 = ctx.env.smtputf8;
+        // RFC 8689 4: the sender's demand follows the message wherever it goes.
+        env.requiretls = ctx.env.requiretls;
         env.ret = ctx.env.ret;
         env.envid = ctx.env.envid.clone();
         env.size = incoming.bytes_written();

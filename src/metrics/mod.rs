@@ -452,6 +452,7 @@ fn reject_table() -> &'static [(Reply, By, Reject)] {
             (reply::relay_denied(""), By::Code, Reject::RelayDenied),
             (reply::sender_not_owned(""), By::Code, Reject::SenderNotOwned),
             (reply::tls_required(), By::Whole, Reject::TlsRequired),
+            (reply::requiretls_needs_tls(), By::Code, Reject::TlsRequired),
             (reply::auth_needs_tls(), By::Code, Reject::TlsRequired),
             (reply::auth_required(), By::Whole, Reject::AuthRequired),
             (reply::auth_failed(), By::Code, Reject::AuthFailed),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock;
 use crate::config::Config;
-use crate::deliver::outcome::{self, Attempted, Outcome, Success, Timing, Verdict};
+use crate::deliver::outcome::{self, Attempted, Outcome, Success, Timing, TlsNote, Verdict};
 use crate::deliver::router::{self, Context};
 use crate::dsn::Action;
 use crate::maillog;
@@ -152,10 +152,15 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
         let Attempted {
             relay,
             tls,
+            policy,
             outcome,
             success,
             timing,
         } = attempted;
+        let tls = Tls {
+            version: tls,
+            policy: policy.as_ref(),
+        };
         let delays = Delays::of(&env, attempt_wall, attempt_began, &timing);
         // An LMTP server (a route, or mailbox_transport) names itself in relay=.
         let transport = if relay.starts_with("lmtp/") {
@@ -350,6 +355,7 @@ fn context<'a>(
         headers,
         message,
         resolver: shared.resolver.as_ref(),
+        outbound: &shared.outbound,
         pool: &shared.pool,
         queued,
     }
@@ -456,6 +462,14 @@ impl std::fmt::Display for Delays {
     }
 }
 
+/// What an attempt's connection was: its TLS version and the policy that
+/// applied, for the log line.
+#[derive(Clone, Copy)]
+struct Tls<'a> {
+    version: Option<&'a str>,
+    policy: Option<&'a TlsNote>,
+}
+
 /// The delivery log line (see `maillog::delivery`), and its count in the metrics.
 #[allow(clippy::too_many_arguments)]
 fn log_attempt(
@@ -463,7 +477,7 @@ fn log_attempt(
     rcpt: &Recipient,
     transport: Transport,
     relay: &str,
-    tls: Option<&str>,
+    tls: Tls<'_>,
     delays: &Delays,
     o: &Outcome,
     status: &str,
@@ -481,7 +495,8 @@ fn log_attempt(
         relay,
         delay,
         delays,
-        tls,
+        tls.version,
+        tls.policy.map(|p| p as &dyn std::fmt::Display),
         &o.status(),
         status,
         o.detail(),

@@ -37,6 +37,8 @@ pub struct MailParams {
     pub envid: Option<String>,
     /// RFC 4954 AUTH= (decoded from xtext; `<>` kept as is).
     pub auth: Option<String>,
+    /// RFC 8689 REQUIRETLS.
+    pub requiretls: bool,
 }
 
 /// The ESMTP parameters of RCPT TO that tern knows (RFC 3461 4.1, 4.2).
@@ -191,6 +193,13 @@ fn parse_mail(arg: &str) -> Result<Command, Reply> {
                 }
                 std::mem::replace(&mut p.smtputf8, true)
             }
+            // RFC 8689 4: a keyword without a value.
+            "REQUIRETLS" => {
+                if value.is_some() {
+                    return Err(reply::bad_parameter());
+                }
+                std::mem::replace(&mut p.requiretls, true)
+            }
             "RET" => {
                 let r = match value.map(str::to_ascii_uppercase).as_deref() {
                     Some("FULL") => Ret::Full,
@@ -328,6 +337,8 @@ mod tests {
             (b"MAIL FROM:<a@b> SIZE=x", 0),
             (b"MAIL FROM:<a@b> BODY=9BIT", 501),
             (b"MAIL FROM:<a@b> SMTPUTF8=yes", 501),
+            (b"MAIL FROM:<a@b> REQUIRETLS=yes", 501),
+            (b"MAIL FROM:<a@b> REQUIRETLS REQUIRETLS", 501),
             (b"MAIL FROM:<a@b> SIZE=1 SIZE=2", 501),
             (b"MAIL FROM:<a@b> =x", 501),
             // xtext (RFC 3461 4): upper case hex only, no raw '+'.
@@ -359,6 +370,11 @@ mod tests {
         assert!(p.smtputf8);
         assert_eq!(p.ret, Some(Ret::Hdrs));
         assert_eq!(p.envid.as_deref(), Some("x+y"));
+        assert!(!p.requiretls);
+        let Ok(Command::Mail(_, p)) = parse(b"MAIL FROM:<a@b.example> requiretls") else {
+            panic!("parse failed");
+        };
+        assert!(p.requiretls);
     }
 
     #[test]

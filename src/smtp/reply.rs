@@ -389,6 +389,11 @@ pub fn tls_required() -> Reply {
     Reply::new(530, esc(5, 7, 0), "Must issue a STARTTLS command first")
 }
 
+/// RFC 8689 4.1: REQUIRETLS asked for on a session without TLS.
+pub fn requiretls_needs_tls() -> Reply {
+    Reply::new(530, esc(5, 7, 10), "REQUIRETLS needs a TLS session")
+}
+
 // ---- AUTH (RFC 4954) -------------------------------------------------------
 
 /// RFC 4954 6: a submission listener needs AUTH before MAIL.

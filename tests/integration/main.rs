@@ -37,3 +37,4 @@ mod smuggling;
 mod spool;
 mod submission;
 mod tls;
+mod tlspolicy;

@@ -38,6 +38,10 @@ impl Session<'_> {
             if self.auth_offered() {
                 exts.push(format!("AUTH {}", auth::MECHANISMS));
             }
+            // RFC 8689 4: REQUIRETLS only on a TLS session.
+            if self.requiretls_offered() {
+                exts.push("REQUIRETLS".to_owned());
+            }
             exts.extend(
                 ["ENHANCEDSTATUSCODES", "SMTPUTF8", "DSN", "CHUNKING"]
                     .iter()
@@ -57,6 +61,11 @@ impl Session<'_> {
         };
         self.helo = Some(name);
         r
+    }
+
+    /// RFC 8689 4: REQUIRETLS is offered on TLS sessions, when enabled.
+    fn requiretls_offered(&self) -> bool {
+        self.tls.is_some() && self.cfg.session.requiretls
     }
 
     pub(super) fn mail(&mut self, from: ReversePath, params: MailParams) -> Reply {
@@ -112,6 +121,14 @@ impl Session<'_> {
         // RFC 4954 5: AUTH= is valid only where AUTH is offered; its value is
         // not trusted (tern records who authenticated on this session itself).
         if params.auth.is_some() && !self.auth_offered() {
+            return Err(reply::unknown_parameter());
+        }
+        // RFC 8689 4: REQUIRETLS where it is offered; on a session
+        // without TLS (where it is not) it is refused as the RFC says.
+        if params.requiretls && self.tls.is_none() && self.cfg.session.requiretls {
+            return Err(reply::requiretls_needs_tls());
+        }
+        if params.requiretls && !self.requiretls_offered() {
             return Err(reply::unknown_parameter());
         }
         if params.body == Some(Body::BinaryMime) {
