@@ -380,8 +380,7 @@ impl Header {
     /// Remove every field `drop` picks; how many there were.
     pub fn remove_if(&mut self, mut drop: impl FnMut(&Field<'_>) -> bool) -> usize {
         let before = self.fields.len();
-        self.fields
-            .retain(|f| !Field::parse(f).is_some_and(|f| drop(&f)));
+        self.fields.retain(|f| !Field::parse(f).is_some_and(|f| drop(&f)));
         before - self.fields.len()
     }
 

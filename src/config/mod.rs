@@ -33,8 +33,8 @@ mod tests;
 
 pub use keys::Reload;
 pub use types::{
-    Cidr, Family, KeyKind, Lmtp, NextHop, Origin, Route, SignEntry, SpfReject, SyncMode, TlsOverride, TlsPolicy,
-    TrustAd,
+    Cidr, Family, KeyKind, Lmtp, NextHop, Origin, Route, SignEntry, SpfReject, SyncMode, TlsOverride,
+    TlsPolicy, TrustAd,
 };
 pub use value::{parse_bool, parse_duration, parse_size};
 

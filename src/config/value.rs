@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::types::{
-    Cidr, Family, Lmtp, NextHop, Origin, Route, SignEntry, SpfReject, SyncMode, TlsOverride, TlsPolicy, TrustAd,
+    Cidr, Family, Lmtp, NextHop, Origin, Route, SignEntry, SpfReject, SyncMode, TlsOverride, TlsPolicy,
+    TrustAd,
 };
 use crate::endpoint::Endpoint;
 

@@ -221,8 +221,14 @@ impl Daemon {
         // The runner also runs with queue_only: it picks up the maildrop
         // (accepting mail) but starts no delivery worker.
         let stopping = Arc::clone(&ctx.shutdown);
-        let runner = queue::runner::start(Arc::clone(&cfg), Arc::clone(&ctx.spool), tables, mailauth, stopping)
-            .map_err(|e| Failure::new(SysExit::OsErr, format!("cannot start the queue runner: {e}")))?;
+        let runner = queue::runner::start(
+            Arc::clone(&cfg),
+            Arc::clone(&ctx.spool),
+            tables,
+            mailauth,
+            stopping,
+        )
+        .map_err(|e| Failure::new(SysExit::OsErr, format!("cannot start the queue runner: {e}")))?;
         // Without the control socket mail still flows (the runner rescans the
         // spool every minute); only "at once" is lost, so this is not fatal.
         if let Err(e) = control::serve(&cfg.spool.dir, runner.control.clone()) {

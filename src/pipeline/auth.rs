@@ -22,10 +22,11 @@ use std::sync::Arc;
 
 use super::{head_bytes, Context, Draft};
 use crate::config::{Config, ConfigError};
-use crate::mailauth::{self, Checker, Key, Policy, Rejection, Signers, SpfResults, Verdict};
+use crate::mailauth::{self, Checker, Key, Policy, Rejection, SignError, Signers, SpfResults, Verdict};
 use crate::maillog;
 use crate::message::Header;
 use crate::smtp::reply::{self, Reply};
+use crate::spool::QueueId;
 
 /// The daemon's signing keys and checker; sessions and the queue runner
 /// share one, and a reload makes the next.
@@ -80,11 +81,7 @@ impl MailAuth {
     pub fn reload(&self, cfg: &Config) -> MailAuth {
         let (signers, errors) = Signers::load_lenient(&cfg.mailauth.dkim_sign);
         for (i, e) in errors {
-            let domain = cfg
-                .mailauth
-                .dkim_sign
-                .get(i)
-                .map_or("", |e| e.domain.as_str());
+            let domain = cfg.mailauth.dkim_sign.get(i).map_or("", |e| e.domain.as_str());
             log::error!(
                 "SIGHUP: {}; mail from {domain} is refused with 451 until the key loads",
                 cfg.error_at("dkim_sign", i, e)
@@ -231,7 +228,7 @@ pub(super) fn sign(draft: &mut Draft, ctx: &Context<'_>) -> Result<(), Reply> {
     let signed = draft
         .body
         .read_with(|body| signers.sign(head.as_slice().chain(body)))
-        .map_err(mailauth::SignError::Read)
+        .map_err(SignError::Read)
         .and_then(|r| r);
     match signed {
         Ok(None) => Ok(()),
@@ -245,6 +242,18 @@ pub(super) fn sign(draft: &mut Draft, ctx: &Context<'_>) -> Result<(), Reply> {
             Err(reply::dkim_sign_failed())
         }
     }
+}
+
+/// A message tern writes itself (a delivery status notification, a TLS
+/// report) is signed like mail from inside: the DKIM-Signature fields to put
+/// on top of `message`, None when its From: domain has no key. `id` is its
+/// queue id, for the log.
+pub fn sign_generated(signers: &Signers, id: &QueueId, message: &[u8]) -> Result<Option<String>, SignError> {
+    let signed = signers.sign(message)?;
+    if let Some(s) = &signed {
+        maillog::dkim_signed(id, &s.domain, &s.selectors);
+    }
+    Ok(signed.map(|s| s.fields))
 }
 
 /// The whole message in the CRLF form (what goes on the wire, what DKIM
@@ -287,7 +296,7 @@ fn insert_fields(header: &mut Header, index: usize, text: &str) {
 mod tests {
     use super::*;
     use crate::pipeline::{commit, Body, Builder};
-    use crate::spool::{Envelope, QueueId};
+    use crate::spool::Envelope;
 
     fn draft(message: &[u8]) -> Draft {
         let mut b = Builder::new(Body::new(None));
@@ -324,6 +333,12 @@ mod tests {
         let crlf = crlf_message(&mut d).unwrap();
         let mut stored = Vec::new();
         commit(d, &mut stored).unwrap();
-        assert_eq!(crlf, String::from_utf8(stored).unwrap().replace('\n', "\r\n").into_bytes());
+        assert_eq!(
+            crlf,
+            String::from_utf8(stored)
+                .unwrap()
+                .replace('\n', "\r\n")
+                .into_bytes()
+        );
     }
 }

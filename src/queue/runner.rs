@@ -223,7 +223,8 @@ fn start_reports(shared: &Arc<Shared>) -> io::Result<Sender<()>> {
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
             }
             let cfg = shared.cfg.get();
-            for id in reports::send_due(&cfg, &shared.spool, &shared.outbound, clock::now()) {
+            let signers = &shared.mailauth.get().signers;
+            for id in reports::send_due(&cfg, &shared.spool, &shared.outbound, signers, clock::now()) {
                 shared.announce(id);
             }
             wait = reports::until_next_run(clock::now(), jitter);
@@ -563,7 +564,14 @@ mod tests {
         // Queued while no runner ran: the start-up scan finds it.
         let first = queue(&spool, "alice@example.test", None);
         let none = Arc::new(MailAuth::none());
-        let handle = start(Arc::new(cfg), Arc::clone(&spool), tables, none, Arc::clone(&stopping)).expect("start");
+        let handle = start(
+            Arc::new(cfg),
+            Arc::clone(&spool),
+            tables,
+            none,
+            Arc::clone(&stopping),
+        )
+        .expect("start");
         assert!(
             delivered(&new, 1, &spool, &first),
             "{first} not delivered at start-up"
