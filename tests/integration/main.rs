@@ -18,6 +18,7 @@ mod install;
 mod limits;
 mod lmtp;
 mod local_delivery;
+mod mailauth;
 mod maillog;
 mod manpages;
 mod message_path;
