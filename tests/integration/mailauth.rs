@@ -734,3 +734,50 @@ fn a_dns_that_never_answers_gives_temperror_within_auth_timeout_and_never_reject
         "{parts:?}"
     );
 }
+
+// ---- what tern writes itself ----------------------------------------------------
+
+/// RFC 8460 3: a TLS report is DKIM-signed when `dkim_sign` has a key for
+/// the domain of `tlsrpt_from`.
+#[test]
+fn tls_reports_are_signed_with_the_key_of_the_tlsrpt_from_domain() {
+    use tern::tlspolicy::tlsrpt::{self, Event, PolicyDetails, PolicyType, Store};
+    require_tool!("openssl");
+    require_python!("dkim");
+    let Some(dns) = SignedZones::builder()
+        .zone("far.test")
+        .txt("_smtp._tls.far.test", "v=TLSRPTv1; rua=mailto:reports@far.test")
+        .start()
+    else {
+        return;
+    };
+    let setup = Setup::new();
+    let (ed, ed_txt) = ed25519_key(&setup, "ed");
+    let t = setup
+        .set("dns_servers", &dns.nsd_addr().to_string())
+        .set("tlsrpt_from", "tlsrpt@example.test")
+        .set("dkim_sign", &format!("example.test r2026 {}", ed.display()))
+        .start();
+    // Yesterday, one session to far.test met no policy.
+    let store = Store::open(&t.spool_dir().join("tlsrpt")).expect("tlsrpt store");
+    let yesterday = tern::clock::now() - 86_400;
+    let ev = Event {
+        policy: PolicyDetails::new(PolicyType::NoPolicyFound, Vec::new(), "far.test", "mx.far.test"),
+        failure: None,
+    };
+    store.record(yesterday, &ev).expect("record");
+    let day = t.spool_dir().join("tlsrpt").join(tlsrpt::day_of(yesterday));
+    if let Some(pw) = crate::common::daemon_account() {
+        std::os::unix::fs::chown(&day, Some(pw.uid), Some(pw.gid)).expect("chown");
+    }
+    let out = t.setup.ternctl(&["tlsrpt", "send"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let queued = wait_queued(&t, 1);
+    let (env, stored) = &queued[0];
+    assert_eq!(env.sender, "tlsrpt@example.test", "{}", t.log_text());
+    let sigs = fields(stored, "DKIM-Signature");
+    assert_eq!(sigs.len(), 1, "{}", String::from_utf8_lossy(stored));
+    assert_eq!(tag(&sigs[0], "d"), "example.test");
+    let keys = [("r2026._domainkey.example.test", ed_txt.as_str())];
+    assert_eq!(tools::dkim_verify(&crlf(stored), &keys).expect("dkimpy"), Ok(()));
+}
