@@ -245,6 +245,20 @@ pub fn line_too_long() -> Reply {
     Reply::new(500, esc(5, 5, 2), "Error: line too long")
 }
 
+/// A command line with a CR or LF that is not part of a CRLF (RFC 5321
+/// 2.3.8, 4.1.1): nothing of it is executed, and the session is closed, as
+/// Postfix does with `smtpd_forbid_bare_newline = reject`, since client and
+/// server no longer agree where the next command starts. 5xx, so that the
+/// client does not retry the same bytes.
+pub fn bare_newline_command(lf: bool) -> Reply {
+    let what = if lf {
+        "Error: bare <LF> received"
+    } else {
+        "Error: bare <CR> received"
+    };
+    Reply::new(550, esc(5, 5, 2), what).closing()
+}
+
 /// A recognised command this server does not implement (RFC 5321 4.2.4).
 pub fn not_implemented() -> Reply {
     Reply::new(502, esc(5, 5, 1), "Error: command not implemented")

@@ -4,6 +4,7 @@
 mod common;
 
 mod clients;
+mod command_lines;
 mod config;
 mod crash;
 mod ctl;

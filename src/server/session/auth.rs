@@ -93,6 +93,23 @@ impl Session<'_> {
                 match self.io.read_line(auth::MAX_AUTH_LINE) {
                     Ok(Line::Text(t)) => String::from_utf8_lossy(&t).into_owned(),
                     Ok(Line::TooLong) => return Ok(Err(SaslError::Malformed)),
+                    // RFC 5321 2.3.8 holds for the exchange too: nothing of
+                    // such a line is used, and the session ends.
+                    Ok(Line::Bare(bare)) => {
+                        let r = super::bare_reply(bare);
+                        maillog::reject(
+                            self.peer,
+                            "AUTH",
+                            &r,
+                            None,
+                            None,
+                            &self.proto(),
+                            self.helo.as_deref(),
+                        );
+                        self.errors += 1;
+                        self.send(r)?;
+                        return Err(Hangup);
+                    }
                     Ok(Line::Eof) => return Err(Hangup),
                     Err(e) if is_timeout(&e) => {
                         maillog::timeout(self.peer, "AUTH", conn::is_stress_timeout(&e));

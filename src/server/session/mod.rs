@@ -272,6 +272,7 @@ impl Session<'_> {
             let (verb, reply, to) = match line {
                 Line::Eof => return Err(Hangup),
                 Line::TooLong => ("line".to_owned(), reply::line_too_long(), None),
+                Line::Bare(bare) => ("line".to_owned(), bare_reply(bare), None),
                 Line::Text(text) => {
                     let verb = verb_of(&text);
                     self.last.clone_from(&verb);
@@ -301,13 +302,14 @@ impl Session<'_> {
                     self.helo.as_deref(),
                 );
             }
+            // Counted before it is sent: a closing reply ends the session.
             let bad = is_bad_command(&reply);
-            self.send(reply)?;
             if bad {
                 self.errors += 1;
-                if self.errors >= self.cfg.session.max_errors {
-                    return self.send(reply::too_many_errors());
-                }
+            }
+            self.send(reply)?;
+            if bad && self.errors >= self.cfg.session.max_errors {
+                return self.send(reply::too_many_errors());
             }
         }
     }
@@ -365,6 +367,11 @@ impl Session<'_> {
             Command::Http => reply::http_probe(),
         }))
     }
+}
+
+/// The answer to a line with a lone CR or LF: logged, and the session closed.
+fn bare_reply(bare: conn::Bare) -> Reply {
+    reply::bare_newline_command(bare == conn::Bare::Lf)
 }
 
 /// Replies that count toward `max_errors`: protocol errors (X.5.x), not
