@@ -120,6 +120,7 @@ static KEYS: &[Key] = &[
     key!("harvest_limit", Once, Applies, session.harvest_limit, count),
     key!("expn", Once, Applies, session.expn, boolean),
     key!("vrfy", Once, Applies, session.vrfy, boolean),
+    key!("strict_rfc821_envelopes", Once, Applies, session.strict_rfc821_envelopes, boolean),
     // The spool.
     key!("spool", Once, Restart, spool.dir, path),
     key!("spool_sync", Once, Restart, spool.sync, spool_sync),
@@ -198,7 +199,10 @@ mod tests {
         for (name, _) in all() {
             assert!(seen.insert(name), "{name} twice");
             assert!(
-                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                name.starts_with(|c: char| c.is_ascii_lowercase())
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
                 "{name}"
             );
             assert!(find(name).is_some());
@@ -259,6 +263,7 @@ mod tests {
             ("harvest_limit", "3"),
             ("expn", "yes"),
             ("vrfy", "yes"),
+            ("strict_rfc821_envelopes", "no"),
             ("spool", "/x"),
             ("spool_sync", "fsync"),
             ("local_domains", "x.test"),

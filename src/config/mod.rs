@@ -149,6 +149,9 @@ pub struct SessionLimits {
     /// VRFY says whether a local recipient exists (Postfix's default); off,
     /// it answers 252 for everyone.
     pub vrfy: bool,
+    /// `strict_rfc821_envelopes`: MAIL FROM and RCPT TO paths must be in
+    /// angle brackets (RFC 5321 4.1.2); off, a bare address is taken too.
+    pub strict_rfc821_envelopes: bool,
 }
 
 /// The queue's directory and how it commits.
@@ -318,6 +321,7 @@ impl Default for Config {
                 harvest_limit: 20,
                 expn: false,
                 vrfy: false,
+                strict_rfc821_envelopes: true,
             },
             spool: SpoolSettings {
                 dir: PathBuf::from("/var/spool/tern"),

@@ -15,6 +15,20 @@ const MAX_PATH: usize = 256;
 pub enum AddrError {
     Syntax,
     TooLong,
+    /// A path without its angle brackets, under [`PathSyntax::Strict`].
+    NoBrackets,
+}
+
+/// How MAIL FROM and RCPT TO paths are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PathSyntax {
+    /// RFC 5321 4.1.2: `Reverse-path = Path / "<>"`, `Path = "<" ... ">"`:
+    /// the brackets are required.
+    #[default]
+    Strict,
+    /// A bare `user@domain` is taken too, for old clients (tern.conf
+    /// `strict_rfc821_envelopes = no`; Postfix's default).
+    Lenient,
 }
 
 /// The part right of the `@`.
@@ -287,10 +301,13 @@ impl fmt::Display for ForwardPath {
     }
 }
 
-/// Split `<path> params` into the path's inside and the rest; also accepts a
-/// path without brackets, as Postfix does by default for old clients.
-fn split_path(s: &str) -> Result<(&str, &str), AddrError> {
+/// Split `<path> params` into the path's inside and the rest; under
+/// [`PathSyntax::Lenient`] a path without brackets too.
+fn split_path(s: &str, syntax: PathSyntax) -> Result<(&str, &str), AddrError> {
     let Some(inner) = s.strip_prefix('<') else {
+        if syntax == PathSyntax::Strict {
+            return Err(AddrError::NoBrackets);
+        }
         let end = s.find(' ').unwrap_or(s.len());
         let (p, r) = s.split_at(end);
         return if p.is_empty() || p.contains('>') {
@@ -340,8 +357,8 @@ fn strip_source_route(p: &str) -> Result<&str, AddrError> {
 }
 
 /// Parse a MAIL FROM argument: returns the path and the parameter text after it.
-pub fn parse_reverse_path(s: &str) -> Result<(ReversePath, &str), AddrError> {
-    let (inner, rest) = split_path(s)?;
+pub fn parse_reverse_path(s: &str, syntax: PathSyntax) -> Result<(ReversePath, &str), AddrError> {
+    let (inner, rest) = split_path(s, syntax)?;
     if inner.is_empty() {
         return if s.starts_with('<') {
             Ok((ReversePath::Null, rest))
@@ -354,8 +371,8 @@ pub fn parse_reverse_path(s: &str) -> Result<(ReversePath, &str), AddrError> {
 }
 
 /// Parse a RCPT TO argument: returns the path and the parameter text after it.
-pub fn parse_forward_path(s: &str) -> Result<(ForwardPath, &str), AddrError> {
-    let (inner, rest) = split_path(s)?;
+pub fn parse_forward_path(s: &str, syntax: PathSyntax) -> Result<(ForwardPath, &str), AddrError> {
+    let (inner, rest) = split_path(s, syntax)?;
     if inner.eq_ignore_ascii_case("postmaster") {
         return Ok((ForwardPath::Postmaster, rest));
     }
@@ -368,11 +385,59 @@ mod tests {
     use super::*;
 
     fn rp(s: &str) -> Result<String, AddrError> {
-        parse_reverse_path(s).map(|(p, rest)| format!("{p}|{rest}"))
+        parse_reverse_path(s, PathSyntax::Lenient).map(|(p, rest)| format!("{p}|{rest}"))
     }
 
     fn fp(s: &str) -> Result<String, AddrError> {
-        parse_forward_path(s).map(|(p, rest)| format!("{p}|{rest}"))
+        parse_forward_path(s, PathSyntax::Lenient).map(|(p, rest)| format!("{p}|{rest}"))
+    }
+
+    /// RFC 5321 4.1.2: brackets required unless leniency is asked for; with
+    /// them, both syntaxes read a path the same way.
+    #[test]
+    fn strict_paths_need_brackets() {
+        use PathSyntax::{Lenient, Strict};
+        for bare in [
+            "a@b.example",
+            "a@b.example SIZE=10",
+            "postmaster",
+            "Postmaster NOTIFY=NEVER",
+        ] {
+            assert_eq!(
+                parse_reverse_path(bare, Strict).err(),
+                Some(AddrError::NoBrackets),
+                "{bare}"
+            );
+            assert_eq!(
+                parse_forward_path(bare, Strict).err(),
+                Some(AddrError::NoBrackets),
+                "{bare}"
+            );
+        }
+        assert_eq!(
+            parse_forward_path("a@b.example SIZE=10", Lenient).map(|(p, r)| format!("{p}|{r}")),
+            Ok("a@b.example| SIZE=10".to_owned())
+        );
+        assert!(parse_reverse_path("", Lenient).is_err());
+        for bracketed in [
+            "<a@b.example>",
+            "<> SIZE=1",
+            "<Postmaster>",
+            "<\"a b\"@c.example> X=1",
+        ] {
+            if bracketed.starts_with("<>") {
+                assert_eq!(
+                    parse_reverse_path(bracketed, Strict),
+                    parse_reverse_path(bracketed, Lenient)
+                );
+            } else {
+                assert_eq!(
+                    parse_forward_path(bracketed, Strict),
+                    parse_forward_path(bracketed, Lenient)
+                );
+                assert!(parse_forward_path(bracketed, Strict).is_ok(), "{bracketed}");
+            }
+        }
     }
 
     #[test]
@@ -464,7 +529,10 @@ mod tests {
             "a".repeat(60),
             ["c".repeat(60), "c".repeat(60), "c".repeat(60), "c".repeat(60)].join(".")
         );
-        assert_eq!(parse_reverse_path(&path).err(), Some(AddrError::TooLong));
+        assert_eq!(
+            parse_reverse_path(&path, PathSyntax::Strict).err(),
+            Some(AddrError::TooLong)
+        );
     }
 
     #[test]

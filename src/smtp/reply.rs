@@ -278,6 +278,12 @@ pub fn bad_recipient_syntax() -> Reply {
     Reply::new(501, esc(5, 1, 3), "Bad recipient address syntax")
 }
 
+/// RFC 5321 4.1.2: a MAIL or RCPT path without its angle brackets, refused
+/// unless `strict_rfc821_envelopes = no`.
+pub fn path_needs_brackets(syntax: &'static str) -> Reply {
+    Reply::new(501, esc(5, 5, 4), syntax)
+}
+
 /// RFC 5321 4.1.1.11 / 4.3.2: bad sequence of commands.
 pub fn need_helo() -> Reply {
     Reply::new(503, esc(5, 5, 1), "Error: send HELO/EHLO first")

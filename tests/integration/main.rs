@@ -11,6 +11,7 @@ mod ctl;
 mod daemon;
 mod delivery;
 mod dialogs;
+mod envelope_syntax;
 mod faults;
 mod inetd;
 mod install;

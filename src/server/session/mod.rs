@@ -25,7 +25,7 @@ use crate::maillog;
 use crate::server::auth::Auth;
 use crate::server::conn::{self, Conn, Io, Line};
 use crate::server::policy::{self, Policy};
-use crate::smtp::address::{ForwardPath, ReversePath};
+use crate::smtp::address::{ForwardPath, PathSyntax, ReversePath};
 use crate::smtp::command::{self, Command, MailParams, RcptParams, MAX_COMMAND_LINE};
 use crate::smtp::reply::{self, Reply};
 use crate::spool::{QueueId, Spool};
@@ -276,7 +276,7 @@ impl Session<'_> {
                 Line::Text(text) => {
                     let verb = verb_of(&text);
                     self.last.clone_from(&verb);
-                    match command::parse(&text) {
+                    match command::parse_with(&text, self.path_syntax()) {
                         Ok(cmd) => {
                             let to = match &cmd {
                                 Command::Rcpt(to, _) => Some(to.to_string()),
@@ -335,6 +335,15 @@ impl Session<'_> {
             p.push('A');
         }
         p
+    }
+
+    /// How MAIL and RCPT paths are read (`strict_rfc821_envelopes`).
+    fn path_syntax(&self) -> PathSyntax {
+        if self.cfg.session.strict_rfc821_envelopes {
+            PathSyntax::Strict
+        } else {
+            PathSyntax::Lenient
+        }
     }
 
     /// The client, for policy decisions.
