@@ -22,6 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::smtp::address::domain_key;
 use crate::sys;
 
 pub mod keys;
@@ -499,10 +500,11 @@ impl Config {
 }
 
 impl LocalDelivery {
-    /// Whether mail for `domain` is delivered here (case-insensitive, trailing dot ignored).
+    /// Whether mail for `domain` is delivered here (case-insensitive,
+    /// trailing dot ignored, a UTF-8 name the same as its `xn--` form).
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        let d = domain.strip_suffix('.').unwrap_or(domain);
-        self.domains.iter().any(|l| l.eq_ignore_ascii_case(d))
+        // `domains` holds A-labels, lowercased.
+        domain_key(domain).is_some_and(|d| self.domains.contains(&d))
     }
 }
 
@@ -517,10 +519,11 @@ impl RemoteDelivery {
     /// The configured next hop for a recipient domain: its route, else the
     /// relay_host, else None (MX lookup).
     pub fn next_hop(&self, domain: &str) -> Option<&NextHop> {
-        let d = domain.strip_suffix('.').unwrap_or(domain);
+        // Route domains are kept as A-labels, lowercased.
+        let d = domain_key(domain);
         self.routes
             .iter()
-            .find(|(r, _)| r.eq_ignore_ascii_case(d))
+            .find(|(r, _)| d.as_deref() == Some(r.as_str()))
             .map(|(_, h)| h)
             .or(self.relay_host.as_ref())
     }

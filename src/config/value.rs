@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::types::{Cidr, Family, NextHop, SyncMode, TlsPolicy};
+use crate::smtp::address::domain_key;
 
 /// An account name for `user`: what useradd accepts, checked here so a typo
 /// is a config error rather than a failed lookup at start.
@@ -146,12 +147,20 @@ pub(super) fn default_local_domains(hostname: &str) -> Vec<String> {
 pub(super) fn local_domains(v: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for item in items(v) {
-        // A fully qualified "example.org." is the same domain as "example.org".
-        let d = item.strip_suffix('.').unwrap_or(item);
-        check_domain(d).map_err(|why| format!("bad domain {item:?}: {why}"))?;
-        push_unique(&mut out, d.to_ascii_lowercase());
+        push_unique(&mut out, ascii_domain(item)?);
     }
     Ok(out)
+}
+
+/// A domain name as it is kept for comparisons: lower case, A-labels for
+/// a UTF-8 name (RFC 5890; `bücher.example` is kept as
+/// `xn--bcher-kva.example`), no trailing dot (a fully qualified
+/// "example.org." is the same domain as "example.org").
+fn ascii_domain(item: &str) -> Result<String, String> {
+    let d =
+        domain_key(item).ok_or_else(|| format!("bad domain {item:?}: not a valid internationalized name"))?;
+    check_domain(&d).map_err(|why| format!("bad domain {item:?}: {why}"))?;
+    Ok(d)
 }
 
 pub(super) fn listen(v: &str) -> Result<Vec<SocketAddr>, String> {
@@ -304,13 +313,19 @@ pub(super) fn next_hop(v: &str) -> Result<NextHop, String> {
     if port == 0 {
         return Err(bad());
     }
-    if host.parse::<IpAddr>().is_err() {
-        check_domain(host).map_err(|why| format!("bad host {host:?}: {why}"))?;
+    let host = if host.parse::<IpAddr>().is_err() {
+        // A UTF-8 host name is looked up by its A-labels.
+        let ascii = domain_key(host)
+            .ok_or_else(|| format!("bad host {host:?}: not a valid internationalized name"))?;
+        check_domain(&ascii).map_err(|why| format!("bad host {host:?}: {why}"))?;
+        ascii
     } else if mx {
         return Err(format!("{target:?}: an address needs brackets, as in [{host}]"));
-    }
+    } else {
+        host.to_ascii_lowercase()
+    };
     Ok(NextHop {
-        host: host.to_ascii_lowercase(),
+        host,
         port,
         mx,
         tls,
@@ -324,9 +339,7 @@ pub(super) fn route(v: &str) -> Result<(String, NextHop), String> {
     let (domain, hop) = v
         .split_once(char::is_whitespace)
         .ok_or_else(|| format!("bad route {v:?} (use DOMAIN [host]:port)"))?;
-    let d = domain.strip_suffix('.').unwrap_or(domain);
-    check_domain(d).map_err(|why| format!("bad domain {domain:?}: {why}"))?;
-    Ok((d.to_ascii_lowercase(), next_hop(hop.trim())?))
+    Ok((ascii_domain(domain)?, next_hop(hop.trim())?))
 }
 
 /// `user:password`; the password may contain colons.

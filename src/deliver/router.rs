@@ -15,7 +15,7 @@ use crate::deliver::outcome::{self, Attempted, Outcome, Timing, Verdict};
 use crate::deliver::{pool, remote};
 use crate::maillog;
 use crate::message;
-use crate::smtp::address::{Domain, Mailbox};
+use crate::smtp::address::{domain_key, Domain, Mailbox};
 use crate::spool::{Envelope, QueueId, Recipient, Spool};
 use crate::sys::{self, Passwd};
 use crate::tables::Tables;
@@ -38,13 +38,15 @@ pub struct Context<'a> {
     pub queued: &'a dyn Fn(QueueId),
 }
 
-/// The recipient's domain, lowercased, when it is delivered by SMTP; None
-/// for local domains and unparsable addresses (which `deliver` handles).
+/// The recipient's domain when it is delivered by SMTP: lowercased, a UTF-8
+/// name as its A-labels (what DNS and `route` know it by, so both forms go
+/// in one transaction); None for local domains and unparsable addresses
+/// (which `deliver` handles).
 pub fn remote_domain(cfg: &Config, rcpt: &Recipient) -> Option<String> {
     let mbox = Mailbox::parse(&rcpt.addr).ok()?;
     match mbox.domain() {
         Domain::Name(d) if cfg.local.is_local_domain(d) => None,
-        Domain::Name(d) => Some(d.to_lowercase()),
+        Domain::Name(d) => Some(domain_key(d).unwrap_or_else(|| d.to_lowercase())),
         // An address literal, `[192.0.2.1]`: delivered to that address.
         other => Some(other.to_string()),
     }

@@ -93,6 +93,59 @@ impl fmt::Display for Domain {
     }
 }
 
+/// The form of a domain name to compare by: A-labels (RFC 5890: a UTF-8 label
+/// becomes its `xn--` form), lower case, without a trailing dot; so
+/// `Bücher.example.` and `xn--bcher-kva.example` are one name. None when a
+/// label is not a valid IDNA label, which then matches nothing configured.
+///
+/// Only the case of a label may differ: a label that IDNA's lookup mapping
+/// would change otherwise (fullwidth letters, or an ideographic full stop
+/// turned into a second label) is a different name, so a look-alike of a
+/// local domain never counts as local.
+pub fn domain_key(name: &str) -> Option<String> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let mut key = String::with_capacity(name.len());
+    for (i, label) in name.split('.').enumerate() {
+        if i > 0 {
+            key.push('.');
+        }
+        key.push_str(&label_key(label)?);
+    }
+    Some(key)
+}
+
+/// One label of [`domain_key`]: one IDNA round trip (UTS 46, through the
+/// `idna` crate) must give the label back.
+fn label_key(label: &str) -> Option<String> {
+    let lower = label.to_lowercase();
+    let a_label = lower.starts_with("xn--");
+    if lower.is_ascii() && !a_label {
+        return Some(lower);
+    }
+    let ascii = if lower.is_ascii() {
+        lower.clone()
+    } else {
+        idna::domain_to_ascii(&lower).ok()?
+    };
+    if ascii.contains('.') {
+        return None;
+    }
+    let (unicode, checked) = idna::domain_to_unicode(&ascii);
+    checked.ok()?;
+    let same = if lower.is_ascii() {
+        // An A-label: the one its U-label encodes to (punycode has one form).
+        idna::domain_to_ascii(&unicode).ok()? == ascii
+    } else {
+        unicode == lower
+    };
+    same.then_some(ascii)
+}
+
+/// Whether two domain names are the same name (see [`domain_key`]).
+pub fn same_domain(a: &str, b: &str) -> bool {
+    domain_key(a).is_some_and(|k| Some(k) == domain_key(b))
+}
+
 /// RFC 5321: sub-domain = Let-dig [Ldh-str]; RFC 6531 adds U-labels, which we
 /// accept as any label with non-ASCII characters and no ASCII punctuation.
 fn valid_subdomain(label: &str) -> bool {
@@ -546,6 +599,36 @@ mod tests {
         assert!(!Mailbox::parse("a.b@x.example")
             .map(|m| m.has_routing_chars())
             .unwrap_or(true));
+    }
+
+    /// RFC 5890: a U-label and its A-label are one domain name, in any case;
+    /// look-alikes that only IDNA's mapping would fold are not.
+    #[test]
+    fn idn_domain_keys() {
+        for (a, b) in [
+            ("bücher.test", "xn--bcher-kva.test"),
+            ("BÜCHER.Test.", "XN--BCHER-KVA.test"),
+            ("café.example", "xn--caf-dma.example"),
+            ("例子.广告", "xn--fsqu00a.xn--4rr70v"),
+            ("Example.TEST", "example.test."),
+        ] {
+            assert!(same_domain(a, b), "{a} = {b}");
+            assert!(same_domain(b, a), "{b} = {a}");
+            assert_eq!(domain_key(a), domain_key(b));
+        }
+        assert_eq!(domain_key("bücher.test").as_deref(), Some("xn--bcher-kva.test"));
+        for (a, b) in [
+            ("exämple.test", "example.test"),
+            ("example\u{3002}test", "example.test"),
+            ("\u{ff45}xample.test", "example.test"),
+            ("bucher.test", "xn--bcher-kva.test"),
+        ] {
+            assert!(!same_domain(a, b), "{a} != {b}");
+        }
+        // Not valid IDNA: no key, so it matches nothing.
+        for bad in ["xn--zz.test", "a\u{3002}b.test", "\u{ff45}xample.test"] {
+            assert_eq!(domain_key(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod delivery;
 mod dialogs;
 mod envelope_syntax;
 mod faults;
+mod idn;
 mod inetd;
 mod install;
 mod limits;
