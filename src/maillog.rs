@@ -47,6 +47,18 @@ pub fn reject(
     log::info!("{line}");
 }
 
+/// A recipient named again in one transaction, logged once per mailbox: it
+/// is answered 250 and delivered once, with the first RCPT's DSN parameters.
+/// `NOQUEUE: duplicate: RCPT from unknown[192.0.2.1]: <c@d>: duplicate
+/// recipient, delivered once; from=<a@b> to=<c@d> proto=ESMTP helo=<x>`
+pub fn duplicate_recipient(client: &dyn Display, from: &str, to: &str, proto: &str, helo: Option<&str>) {
+    let helo = helo.map(|h| format!(" helo=<{h}>")).unwrap_or_default();
+    log::info!(
+        "NOQUEUE: duplicate: RCPT from {client}: <{to}>: duplicate recipient, delivered once; \
+         from=<{from}> to=<{to}> proto={proto}{helo}"
+    );
+}
+
 /// A message is on disk: `ID: from=<a@b>, size=1234, nrcpt=2, client=unknown[192.0.2.1]`
 pub fn queued(id: &dyn Display, from: &str, size: u64, nrcpt: usize, client: &dyn Display) {
     log::info!("{id}: from=<{from}>, size={size}, nrcpt={nrcpt}, client={client}");

@@ -14,6 +14,7 @@
 use std::cell::Cell;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::prelude::{Engine as _, BASE64_STANDARD};
@@ -30,16 +31,20 @@ use crate::maillog;
 use crate::spool::{Envelope, Recipient};
 
 /// Deliver `rcpts` (all in `domain`) of one message: one result per
-/// recipient, in order.
+/// recipient, in order, and the connection that took them, to be let go
+/// (kept for the next message, or QUIT) once the caller has recorded the
+/// results: a crash while a server is slow to answer QUIT then repeats
+/// nothing.
 pub fn deliver(
     cfg: &Config,
     resolver: &dyn Resolver,
-    pool: &Pool,
+    pool: &Arc<Pool>,
     env: &Envelope,
     message: &[u8],
     domain: &str,
     rcpts: &[&Recipient],
-) -> Vec<Attempted> {
+) -> (Vec<Attempted>, Farewell) {
+    let none = Farewell::none(cfg, pool);
     // For delays=: setup runs from here to the start of the transaction
     // (less any wait for a slot), transmission from there to the end.
     let began = Instant::now();
@@ -74,7 +79,7 @@ pub fn deliver(
     let mx = route::mx_query(cfg, domain).map(|name| resolver.mx(name));
     let plan = match route::plan(cfg, domain, mx.as_ref(), mx_noise(env)) {
         Ok(p) => p,
-        Err(o) => return all("none", o),
+        Err(o) => return (all("none", o), none),
     };
     let entering = Instant::now();
     let _slot = pool.enter(&plan.slot, cfg.remote.max_connections_per_domain);
@@ -99,7 +104,7 @@ pub fn deliver(
                 last = o;
                 continue;
             }
-            Addresses::Fail(o) => return all("none", o),
+            Addresses::Fail(o) => return (all("none", o), none),
         };
         for addr in addrs {
             let relay = format!("{}[{}]:{}", hop.host, addr.ip(), addr.port());
@@ -107,16 +112,16 @@ pub fn deliver(
             // under another name; it and every worse MX are skipped.
             if !plan.configured && route::is_myself(cfg, addr) {
                 if last_relay == "none" {
-                    return all("none", outcome::loops_to_myself(domain, Some(&relay)));
+                    return (all("none", outcome::loops_to_myself(domain, Some(&relay))), none);
                 }
-                return all(&last_relay, last);
+                return (all(&last_relay, last), none);
             }
             // A transaction with an earlier host that failed was setup time.
             tx_start.set(None);
             match job.try_host(hop, addr) {
-                Tried::Done(results, tls) => {
+                Tried::Done(results, tls, farewell) => {
                     let timing = timing();
-                    return results
+                    let results = results
                         .into_iter()
                         .map(|(outcome, success)| Attempted {
                             relay: relay.clone(),
@@ -126,6 +131,7 @@ pub fn deliver(
                             timing,
                         })
                         .collect();
+                    return (results, farewell);
                 }
                 Tried::Next(o) => {
                     maillog::host_failed(&env.id, &relay, o.detail());
@@ -135,7 +141,7 @@ pub fn deliver(
             }
         }
     }
-    all(&last_relay, last)
+    (all(&last_relay, last), none)
 }
 
 /// Shuffles MX hosts of equal preference the same way for every attempt
@@ -148,22 +154,89 @@ fn mx_noise(env: &Envelope) -> u64 {
 }
 
 /// What one address did: took the transaction (with the TLS version of the
-/// connection), or not.
+/// connection, and the connection to let go), or not.
 enum Tried {
-    Done(Vec<(Outcome, Success)>, Option<&'static str>),
+    Done(Vec<(Outcome, Success)>, Option<&'static str>, Farewell),
     Next(Outcome),
 }
 
 impl Tried {
-    fn from(r: HostResult, tls: Option<&'static str>) -> Tried {
+    /// A transaction's result; the connection is let go at once unless the
+    /// server took the message (then the caller records first).
+    fn from(r: HostResult, tls: Option<&'static str>, farewell: Farewell) -> Tried {
         match r {
-            HostResult::Done(v) => Tried::Done(v, tls),
-            HostResult::Next(o) => Tried::Next(o),
+            HostResult::Done(v) => Tried::Done(v, tls, farewell),
+            HostResult::Next(o) => {
+                drop(farewell);
+                Tried::Next(o)
+            }
         }
     }
 }
 
-/// One delivery: the message, its recipients, and where connections go.
+/// A connection whose transaction is over, let go when this is dropped:
+/// kept in the pool for the next message, or sent QUIT (RFC 5321 4.1.1.10),
+/// whose answer a slow server may take its time over. Dropped by the caller
+/// once the results are recorded.
+pub struct Farewell {
+    pool: Arc<Pool>,
+    /// `smtp_connection_cache_time`: keep the connection (else QUIT).
+    cache: Option<Duration>,
+    /// `smtp_command_timeout`, for the QUIT.
+    timeout: Duration,
+    parting: Option<Box<Parting>>,
+}
+
+struct Parting {
+    key: String,
+    client: Client<Stream>,
+    ext: Extensions,
+    tls: Option<&'static str>,
+    reusable: bool,
+}
+
+impl Farewell {
+    /// No connection to let go.
+    pub fn none(cfg: &Config, pool: &Arc<Pool>) -> Farewell {
+        Farewell {
+            pool: Arc::clone(pool),
+            cache: cfg.remote.connection_cache_time,
+            timeout: cfg.remote.command_timeout,
+            parting: None,
+        }
+    }
+}
+
+impl Drop for Farewell {
+    fn drop(&mut self) {
+        let Some(parting) = self.parting.take() else {
+            return;
+        };
+        let Parting {
+            key,
+            mut client,
+            ext,
+            tls,
+            reusable,
+        } = *parting;
+        if reusable && self.cache.is_some() {
+            self.pool.put(
+                key,
+                Idle {
+                    client,
+                    ext,
+                    tls,
+                    since: Instant::now(),
+                },
+            );
+        } else if reusable {
+            set_timeout(&mut client, self.timeout);
+            quit(&mut client);
+        }
+    }
+}
+
+/// One delivery: the message, its recipients, and where connections go
 struct Job<'a> {
     cfg: &'a Config,
     env: &'a Envelope,
@@ -171,7 +244,7 @@ struct Job<'a> {
     rcpts: &'a [&'a Recipient],
     /// The hop is the relay host: AUTH with `relay_auth`.
     smarthost: bool,
-    pool: &'a Pool,
+    pool: &'a Arc<Pool>,
     /// When the current host's transaction (MAIL FROM) began, for delays=.
     tx_start: &'a Cell<Option<Instant>>,
 }
@@ -230,8 +303,8 @@ impl Job<'_> {
                 if let Some((result, reusable)) = self.transaction(&mut idle.client, &idle.ext, true) {
                     maillog::connection_reused(&self.env.id, host, addr.ip());
                     let tls = idle.tls;
-                    self.finish(key, idle.client, idle.ext, tls, reusable);
-                    return Ok(Tried::from(result, tls));
+                    let farewell = self.farewell(key, idle.client, idle.ext, tls, reusable);
+                    return Ok(Tried::from(result, tls, farewell));
                 }
             }
         }
@@ -302,33 +375,28 @@ impl Job<'_> {
         let (result, reusable) = self
             .transaction(&mut c, &ext, false)
             .unwrap_or_else(|| (HostResult::Next(outcome::rset_refused()), false));
-        self.finish(key, c, ext, tls, reusable);
-        Ok(Tried::from(result, tls))
+        let farewell = self.farewell(key, c, ext, tls, reusable);
+        Ok(Tried::from(result, tls, farewell))
     }
 
-    /// Keep the connection for the next message, or say QUIT.
-    fn finish(
+    /// The connection to let go once the results are recorded.
+    fn farewell(
         &self,
         key: String,
-        mut c: Client<Stream>,
+        client: Client<Stream>,
         ext: Extensions,
         tls: Option<&'static str>,
         reusable: bool,
-    ) {
-        if reusable && self.cfg.remote.connection_cache_time.is_some() {
-            self.pool.put(
-                key,
-                Idle {
-                    client: c,
-                    ext,
-                    tls,
-                    since: Instant::now(),
-                },
-            );
-        } else if reusable {
-            set_timeout(&mut c, self.cfg.remote.command_timeout);
-            quit(&mut c);
-        }
+    ) -> Farewell {
+        let mut farewell = Farewell::none(self.cfg, self.pool);
+        farewell.parting = Some(Box::new(Parting {
+            key,
+            client,
+            ext,
+            tls,
+            reusable,
+        }));
+        farewell
     }
 
     /// EHLO, or HELO when EHLO is refused (RFC 5321 4.1.4).

@@ -3,8 +3,11 @@
 //! elsewhere makes a forwarded copy in the queue; any other domain goes to
 //! remote delivery.
 
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::aliases::{ExpandError, Target as AliasTarget};
 use crate::clock;
@@ -12,13 +15,77 @@ use crate::config::Config;
 use crate::deliver::dns::Resolver;
 use crate::deliver::local::{self, Job, Target};
 use crate::deliver::outcome::{self, Attempted, Outcome, Timing, Verdict};
-use crate::deliver::{pool, remote};
+use crate::deliver::pool;
+use crate::deliver::remote::{self, Farewell};
 use crate::maillog;
 use crate::message;
 use crate::smtp::address::{domain_key, Domain, Mailbox};
 use crate::spool::{Envelope, QueueId, Recipient, Spool};
 use crate::sys::{self, Passwd};
 use crate::tables::Tables;
+
+/// The final targets (mailboxes, files, commands, remote addresses) one
+/// message has reached in one delivery run, each with the recipient that
+/// reached it first and its outcome, so that a target named again through
+/// another recipient (`team: alice, bob` and `alice`) gets no second copy,
+/// and that recipient the first one's result. Remote recipients of the
+/// message itself are targets too: an alias pointing at one forwards nothing.
+pub struct Targets {
+    reached: RefCell<HashMap<String, (String, Outcome)>>,
+    /// `Mailbox::identity` of each recipient of the message in another domain.
+    recipients: HashSet<String>,
+}
+
+impl Targets {
+    /// No target reached yet, for a run over `env`.
+    pub fn new(cfg: &Config, env: &Envelope) -> Targets {
+        let recipients = env
+            .recipients
+            .iter()
+            .filter_map(|r| Mailbox::parse(&r.addr).ok())
+            .filter(|m| !policy_local(cfg, m))
+            .map(|m| m.identity(false))
+            .collect();
+        Targets {
+            reached: RefCell::new(HashMap::new()),
+            recipients,
+        }
+    }
+
+    /// Who reached `key` first in this run, and how it went.
+    fn get(&self, key: &str) -> Option<(String, Outcome)> {
+        self.reached.borrow().get(key).cloned()
+    }
+
+    fn insert(&self, key: String, rcpt: &str, o: &Outcome) {
+        self.reached
+            .borrow_mut()
+            .entry(key)
+            .or_insert_with(|| (rcpt.to_owned(), o.clone()));
+    }
+}
+
+/// Whether `m` is in a local domain (address literals never are).
+fn policy_local(cfg: &Config, m: &Mailbox) -> bool {
+    matches!(m.domain(), Domain::Name(d) if cfg.local.is_local_domain(d))
+}
+
+/// What makes two alias targets the same place: a user's mailbox, a file, a
+/// command, or a remote mailbox (`Mailbox::identity`).
+fn target_key(t: &AliasTarget) -> String {
+    match t {
+        AliasTarget::User(name) => format!("user {name}"),
+        AliasTarget::File(path) => format!("file {}", path.display()),
+        AliasTarget::Pipe(cmd) => format!("pipe {cmd}"),
+        AliasTarget::Remote(addr) => format!("smtp {}", remote_identity(addr)),
+    }
+}
+
+/// `Mailbox::identity` of a remote alias target, or the address as written
+/// when it does not parse.
+fn remote_identity(addr: &str) -> String {
+    Mailbox::parse(addr).map_or_else(|_| addr.to_owned(), |m| m.identity(false))
+}
 
 /// What delivery needs besides the recipient.
 pub struct Context<'a> {
@@ -33,9 +100,11 @@ pub struct Context<'a> {
     pub message: Option<&'a [u8]>,
     pub resolver: &'a dyn Resolver,
     /// Open connections and per-destination counts for remote delivery.
-    pub pool: &'a pool::Pool,
+    pub pool: &'a Arc<pool::Pool>,
     /// Tell the queue runner about a message queued here (a forwarded copy).
     pub queued: &'a dyn Fn(QueueId),
+    /// The targets this message reached so far in this run.
+    pub targets: &'a Targets,
 }
 
 /// The recipient's domain when it is delivered by SMTP: lowercased, a UTF-8
@@ -52,8 +121,10 @@ pub fn remote_domain(cfg: &Config, rcpt: &Recipient) -> Option<String> {
     }
 }
 
-/// Deliver the recipients of one remote domain in one transaction.
-pub fn deliver_remote(ctx: &Context<'_>, domain: &str, rcpts: &[&Recipient]) -> Vec<Attempted> {
+/// Deliver the recipients of one remote domain in one transaction. The
+/// connection is let go when the returned `Farewell` is dropped: after the
+/// caller has recorded the results.
+pub fn deliver_remote(ctx: &Context<'_>, domain: &str, rcpts: &[&Recipient]) -> (Vec<Attempted>, Farewell) {
     if let Some(message) = ctx.message {
         return remote::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, message, domain, rcpts);
     }
@@ -62,10 +133,11 @@ pub fn deliver_remote(ctx: &Context<'_>, domain: &str, rcpts: &[&Recipient]) -> 
         Ok(m) => m,
         Err(e) => {
             let o = outcome::spool_unreadable(&path, &e);
-            return rcpts
+            let results = rcpts
                 .iter()
                 .map(|_| Attempted::local("none", o.clone()))
                 .collect();
+            return (results, Farewell::none(ctx.cfg, ctx.pool));
         }
     };
     remote::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, &message, domain, rcpts)
@@ -78,7 +150,7 @@ pub fn deliver(ctx: &Context<'_>, rcpt: &Recipient) -> Attempted {
         Err(_) => return Attempted::local("none", outcome::bad_recipient_syntax(&rcpt.addr)),
     };
     if let Some(domain) = remote_domain(ctx.cfg, rcpt) {
-        let mut r = deliver_remote(ctx, &domain, &[rcpt]);
+        let (mut r, _farewell) = deliver_remote(ctx, &domain, &[rcpt]);
         return r
             .pop()
             .unwrap_or_else(|| Attempted::local("none", outcome::no_route_result()));
@@ -119,15 +191,37 @@ fn deliver_local(ctx: &Context<'_>, rcpt: &Recipient, mbox: &Mailbox) -> Outcome
     let mut remote = Vec::new();
     let mut results = Vec::new();
     for t in targets {
-        match t {
-            AliasTarget::User(name) => results.push(deliver_user(ctx, rcpt, &name)),
-            AliasTarget::File(path) => results.push(deliver_as_alias_owner(ctx, rcpt, Target::Mbox(path))),
-            AliasTarget::Pipe(cmd) => results.push(deliver_as_alias_owner(ctx, rcpt, Target::Pipe(cmd))),
-            AliasTarget::Remote(addr) => remote.push(addr),
+        // Each target once per message: one reached before (through another
+        // recipient) gives its result again instead of a second copy.
+        let key = target_key(&t);
+        if let Some((first, o)) = ctx.targets.get(&key) {
+            results.push(outcome::duplicate_of(&first, &o));
+            continue;
         }
+        let o = match t {
+            AliasTarget::User(name) => deliver_user(ctx, rcpt, &name),
+            AliasTarget::File(path) => deliver_as_alias_owner(ctx, rcpt, Target::Mbox(path)),
+            AliasTarget::Pipe(cmd) => deliver_as_alias_owner(ctx, rcpt, Target::Pipe(cmd)),
+            AliasTarget::Remote(addr) => {
+                let id = remote_identity(&addr);
+                if ctx.targets.recipients.contains(&id) {
+                    results.push(outcome::also_a_recipient(&addr));
+                } else {
+                    remote.push((key, addr));
+                }
+                continue;
+            }
+        };
+        ctx.targets.insert(key, &rcpt.addr, &o);
+        results.push(o);
     }
     if !remote.is_empty() {
-        results.push(forward(ctx, rcpt, &remote));
+        let addrs: Vec<String> = remote.iter().map(|(_, a)| a.clone()).collect();
+        let o = forward(ctx, rcpt, &addrs);
+        for (key, _) in remote {
+            ctx.targets.insert(key, &rcpt.addr, &o);
+        }
+        results.push(o);
     }
     combine(results)
 }

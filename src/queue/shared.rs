@@ -24,7 +24,7 @@ pub(super) struct Shared {
     /// DNS for remote delivery.
     pub(super) resolver: Arc<dyn Resolver>,
     /// Connections kept between remote deliveries, and per-destination limits.
-    pub(super) pool: Pool,
+    pub(super) pool: Arc<Pool>,
     /// Set when the daemon stops: no new deliveries start.
     pub(super) stopping: Arc<AtomicBool>,
     /// Deliveries in progress.

@@ -218,6 +218,24 @@ impl Mailbox {
         }
     }
 
+    /// The mailbox this address names, for finding duplicates within one
+    /// message: the local part as decoded (so `"alice"` and `alice` agree),
+    /// lowercased when `fold_local` (a local domain, whose users are matched
+    /// without regard to case; elsewhere RFC 5321 2.4 leaves the case to the
+    /// receiver), `@`, and the domain by [`domain_key`].
+    pub fn identity(&self, fold_local: bool) -> String {
+        let local = if fold_local {
+            self.local.to_lowercase()
+        } else {
+            self.local.clone()
+        };
+        let domain = match &self.domain {
+            Domain::Name(n) => domain_key(n).unwrap_or_else(|| n.to_lowercase()),
+            other => other.to_string(),
+        };
+        format!("{local}@{domain}")
+    }
+
     /// Whether the local part contains the old routing characters (`%`, `!`,
     /// `@`) that must never make tern relay (RFC 5321 3.6.1, 3.6.2).
     pub fn has_routing_chars(&self) -> bool {
@@ -629,6 +647,21 @@ mod tests {
         for bad in ["xn--zz.test", "a\u{3002}b.test", "\u{ff45}xample.test"] {
             assert_eq!(domain_key(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn mailbox_identity_for_duplicates() {
+        let id = |s: &str, fold| Mailbox::parse(s).unwrap().identity(fold);
+        assert_eq!(
+            id("alice@example.test", true),
+            id("\"alice\"@Example.TEST.", true)
+        );
+        assert_eq!(id("ALICE@example.test", true), "alice@example.test");
+        assert_eq!(id("u@bücher.test", false), id("u@XN--BCHER-KVA.test", false));
+        // Elsewhere the local part keeps its case.
+        assert_ne!(id("Bob@remote.test", false), id("bob@remote.test", false));
+        assert_eq!(id("Bob@REMOTE.test", false), "Bob@remote.test");
+        assert_eq!(id("\"a b\"@[192.0.2.1]", false), "a b@[192.0.2.1]");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod ctl;
 mod daemon;
 mod delivery;
 mod dialogs;
+mod duplicates;
 mod envelope_syntax;
 mod faults;
 mod idn;

@@ -14,6 +14,7 @@
 //! outside checks (milters, a policy service) and, at the end of the
 //! message, transforms (DKIM signing) belong.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
@@ -186,7 +187,25 @@ struct Hangup;
 struct Transaction {
     from: ReversePath,
     params: MailParams,
+    /// The recipients, each mailbox once, with the parameters of its first RCPT.
     rcpts: Vec<(ForwardPath, RcptParams)>,
+    /// The mailbox of each recipient (`Mailbox::identity`), and whether a
+    /// duplicate of it was logged yet.
+    mailboxes: HashMap<String, bool>,
+    /// RCPTs answered 250, duplicates included (`max_recipients` counts them).
+    accepted: usize,
+}
+
+impl Transaction {
+    fn new(from: ReversePath, params: MailParams) -> Transaction {
+        Transaction {
+            from,
+            params,
+            rcpts: Vec::new(),
+            mailboxes: HashMap::new(),
+            accepted: 0,
+        }
+    }
 }
 
 struct Session<'a> {
