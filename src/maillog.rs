@@ -23,6 +23,18 @@ pub fn timeout(client: &dyn Display, after: &str, stress: bool) {
     log::info!("timeout after {after} from {client}{why}");
 }
 
+/// A session went past `junk_command_limit`: its junk commands are answered
+/// late from now on. `junk: unknown[192.0.2.1] after 101 commands that move no mail`
+pub fn junk_limit(client: &dyn Display, n: u32) {
+    log::warn!("junk: {client} after {n} commands that move no mail; slowing down");
+}
+
+/// A full pool closed this session, which sent no mail, for a new client:
+/// `evicted: unknown[192.0.2.1] after NOOP: no mail, closed for a new client`
+pub fn evicted(client: &dyn Display, after: &str) {
+    log::info!("evicted: {client} after {after}: no mail, closed to make room for a new client");
+}
+
 /// A refused command: `NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 550 5.1.1 ...; from=<a@b> to=<c@d> proto=ESMTP helo=<x>`
 pub fn reject(
     client: &dyn Display,
@@ -87,11 +99,24 @@ pub fn auth_ok(client: &dyn Display, mechanism: &str, user: &str) {
 /// Every failed AUTH, with the client address, for fail2ban-style tools:
 /// `auth failed from unknown[192.0.2.1]: mechanism=PLAIN user=<alice>`
 pub fn auth_failed(client: &dyn Display, mechanism: &str, user: &str) {
-    let user: String = user
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
+    let user = printable(user);
     log::warn!("auth failed from {client}: mechanism={mechanism} user=<{user}>");
+}
+
+/// A client's text with control characters shown as `?`, so that it cannot
+/// forge a log line.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// AUTH refused before any password check (server::auth_guard), with the
+/// address, for fail2ban-style tools: `auth refused from unknown[192.0.2.1]:
+/// too many failures from this address, for 412s more` or `...: account
+/// <alice> under attack, next check in 37s`.
+pub fn auth_refused(client: &dyn Display, why: &dyn Display) {
+    log::warn!("auth refused from {client}: {why}");
 }
 
 /// A client dropped for asking after too many unknown recipients.

@@ -116,6 +116,12 @@ pub struct SmtpAuth {
     pub sender_map: Option<PathBuf>,
     /// `auth_failure_delay`: pause before answering a failed AUTH (slows password guessing).
     pub failure_delay: Duration,
+    /// `auth_failure_limit`: failed AUTH attempts from one address, or for one
+    /// account, within `failure_window` before the address is refused AUTH
+    /// and the account's checks are spaced out (server::auth_guard).
+    pub failure_limit: u32,
+    /// `auth_failure_window`: how long failures are remembered.
+    pub failure_window: Duration,
 }
 
 /// What one SMTP session accepts, and how long it waits.
@@ -150,6 +156,12 @@ pub struct SessionLimits {
     /// VRFY says whether a local recipient exists (Postfix's default); off,
     /// it answers 252 for everyone.
     pub vrfy: bool,
+    /// `junk_command_limit`: NOOP, RSET, VRFY, EXPN, HELP and repeated
+    /// EHLO/HELO a session may send (since its last message) before each
+    /// further one is answered late and counts as an error.
+    pub junk_command_limit: u32,
+    /// `junk_command_delay`: the pause before answering each junk command past the limit.
+    pub junk_command_delay: Duration,
     /// `strict_rfc821_envelopes`: MAIL FROM and RCPT TO paths must be in
     /// angle brackets (RFC 5321 4.1.2); off, a bare address is taken too.
     pub strict_rfc821_envelopes: bool,
@@ -303,6 +315,8 @@ impl Default for Config {
                 users: None,
                 sender_map: None,
                 failure_delay: Duration::from_secs(2),
+                failure_limit: 10,
+                failure_window: Duration::from_secs(600),
             },
             session: SessionLimits {
                 relay_networks: vec![
@@ -323,6 +337,8 @@ impl Default for Config {
                 expn: false,
                 vrfy: false,
                 strict_rfc821_envelopes: true,
+                junk_command_limit: 100,
+                junk_command_delay: Duration::from_secs(1),
             },
             spool: SpoolSettings {
                 dir: PathBuf::from("/var/spool/tern"),

@@ -21,6 +21,19 @@ pub trait Conn: Read + Write + Send {
     fn set_read_wait(&mut self, t: Duration) -> io::Result<()> {
         self.set_timeout(t)
     }
+
+    /// Where the session stands, after each command: a pooled connection
+    /// uses it to choose whom to close when the pool is full.
+    fn report(&mut self, _standing: Standing) {}
+}
+
+/// What a session tells its connection about itself (see [`Conn::report`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// A mail transaction is open (MAIL accepted, not yet ended).
+    pub in_transaction: bool,
+    /// It sent more junk commands than `junk_command_limit`.
+    pub junk: bool,
 }
 
 impl Conn for TcpStream {
@@ -298,6 +311,19 @@ pub fn is_stress_timeout(e: &io::Error) -> bool {
 
 const STRESS: &str = "idle too long while the server is busy";
 
+/// The error a pooled connection's read returns when the pool closed the
+/// session to make room for a new client (src/server/listener.rs).
+pub fn evicted() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, EVICTED)
+}
+
+/// Whether `e` is [`evicted`]'s error.
+pub fn is_evicted(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::ConnectionAborted && e.get_ref().is_some_and(|m| m.to_string() == EVICTED)
+}
+
+const EVICTED: &str = "closed to make room for another client";
+
 const BUF_SIZE: usize = 16 * 1024;
 
 impl Io {
@@ -367,6 +393,11 @@ impl Io {
             // needs it again, and `fill` restores the full timeout if it reads.
             return r;
         }
+    }
+
+    /// Tell the connection where the session stands (see [`Conn::report`]).
+    pub fn report(&mut self, standing: Standing) {
+        self.conn.report(standing);
     }
 
     /// Queue bytes for the client; sent at the next flush.

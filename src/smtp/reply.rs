@@ -124,6 +124,17 @@ pub fn timeout() -> Reply {
     Reply::new(421, esc(4, 4, 2), "Timeout exceeded, closing connection").closing()
 }
 
+/// The pool is full and this session, which has sent no mail for a while
+/// (or only junk commands), is closed to make room for a new client.
+pub fn evicted() -> Reply {
+    Reply::new(
+        421,
+        esc(4, 3, 2),
+        "Server busy, closing a session that sends no mail",
+    )
+    .closing()
+}
+
 /// Too many bad commands in one session.
 pub fn too_many_errors() -> Reply {
     Reply::new(421, esc(4, 7, 0), "Too many errors, closing connection").closing()
@@ -401,6 +412,27 @@ pub fn auth_ok() -> Reply {
 /// RFC 4954 6: bad user name or password.
 pub fn auth_failed() -> Reply {
     Reply::new(535, esc(5, 7, 8), "Authentication credentials invalid")
+}
+
+/// AUTH from an address with too many recent failures (server::auth_guard):
+/// refused before any password is checked, and the session closed.
+pub fn auth_address_blocked() -> Reply {
+    Reply::new(
+        421,
+        esc(4, 7, 0),
+        "Too many failed authentications from your address, try again later",
+    )
+    .closing()
+}
+
+/// RFC 4954 6: 454 4.7.0, temporary authentication failure: the account is
+/// under attack and its password was checked too recently to check again.
+pub fn auth_account_throttled() -> Reply {
+    Reply::new(
+        454,
+        esc(4, 7, 0),
+        "Temporary authentication failure, try again later",
+    )
 }
 
 /// The client answered a challenge with `*` (RFC 4954 4).

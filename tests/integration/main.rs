@@ -3,6 +3,7 @@
 
 mod common;
 
+mod auth_guard;
 mod clients;
 mod command_lines;
 mod config;
@@ -17,6 +18,7 @@ mod faults;
 mod idn;
 mod inetd;
 mod install;
+mod junk;
 mod limits;
 mod local_delivery;
 mod manpages;

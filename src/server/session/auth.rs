@@ -4,6 +4,7 @@
 use super::{is_timeout, Hangup, Session};
 use crate::maillog;
 use crate::server::auth::{self, Mechanism, SaslError};
+use crate::server::auth_guard::{Limits, Verdict};
 use crate::server::conn::{self, Line};
 use crate::smtp::reply::{self, Reply};
 
@@ -33,6 +34,21 @@ impl Session<'_> {
         if self.tx.is_some() {
             return Ok(reply::auth_in_transaction());
         }
+        // Failures across sessions: an address that failed too often is
+        // refused before anything else (server::auth_guard).
+        let limits = self.guard_limits();
+        if let Verdict::AddressBlocked(left) = self.ctx.auth_guard.address(self.peer.ip, limits) {
+            maillog::auth_refused(
+                self.peer,
+                &format_args!(
+                    "too many failures from this address ({} in {}s), for {}s more",
+                    limits.failures,
+                    limits.window.as_secs(),
+                    left.as_secs()
+                ),
+            );
+            return Ok(reply::auth_address_blocked());
+        }
         let mut words = arg.split_whitespace();
         let Some(mech) = words.next().and_then(Mechanism::parse) else {
             return Ok(reply::auth_mechanism_unknown());
@@ -61,22 +77,49 @@ impl Session<'_> {
             Err(SaslError::Cancelled) => return Ok(reply::auth_cancelled()),
             Err(SaslError::Malformed) => return Ok(reply::auth_malformed()),
         };
+        // An account under attack is checked at most once per
+        // window/limit, whoever asks; the others are refused unchecked,
+        // and count against their address.
+        if let Verdict::AccountThrottled(left) = self.ctx.auth_guard.account(&user, limits) {
+            self.ctx.auth_guard.failed(self.peer.ip, None, limits);
+            maillog::auth_refused(
+                self.peer,
+                &format_args!(
+                    "account <{}> under attack, next check in {}s",
+                    maillog::printable(&user),
+                    left.as_secs().max(1)
+                ),
+            );
+            return Ok(self.failed_attempt(reply::auth_account_throttled()));
+        }
         if self.ctx.auth.check(&user, &pass) {
             maillog::auth_ok(self.peer, mech.name(), &user);
             self.user = Some(user);
             return Ok(reply::auth_ok());
         }
-        self.auth_failures += 1;
+        self.ctx.auth_guard.failed(self.peer.ip, Some(&user), limits);
         maillog::auth_failed(self.peer, mech.name(), &user);
-        // Slow down guessing; the client waits for its answer meanwhile.
+        Ok(self.failed_attempt(reply::auth_failed()))
+    }
+
+    /// The answer to a failed attempt: late, to slow down guessing (the
+    /// client waits for it meanwhile), and closing at the session's third.
+    fn failed_attempt(&mut self, r: Reply) -> Reply {
+        self.auth_failures += 1;
         let _ = self.io.flush();
         std::thread::sleep(self.cfg.auth.failure_delay);
-        let r = reply::auth_failed();
-        Ok(if self.auth_failures >= MAX_AUTH_FAILURES {
+        if self.auth_failures >= MAX_AUTH_FAILURES {
             r.and_close()
         } else {
             r
-        })
+        }
+    }
+
+    fn guard_limits(&self) -> Limits {
+        Limits {
+            failures: self.cfg.auth.failure_limit,
+            window: self.cfg.auth.failure_window,
+        }
     }
 
     /// One client response: the initial response if given, else a 334

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::maillog;
 use crate::server::auth::Auth;
+use crate::server::auth_guard::AuthGuard;
 use crate::server::conn::{self, Conn, Io, Line};
 use crate::server::policy::{self, Policy};
 use crate::smtp::address::{ForwardPath, PathSyntax, ReversePath};
@@ -57,6 +58,8 @@ pub struct Context {
     pub tls: Option<Arc<tls::Source>>,
     /// The AUTH password file and sender map.
     pub auth: Arc<Auth>,
+    /// AUTH failures across sessions; kept by a reload.
+    pub auth_guard: Arc<AuthGuard>,
     /// Where accepted mail goes: the queue, or the maildrop.
     pub door: Door,
 }
@@ -90,6 +93,7 @@ impl Context {
             queued: None,
             tls,
             auth,
+            auth_guard: Arc::new(AuthGuard::new()),
             door: Door::Queue,
         }
     }
@@ -225,6 +229,9 @@ struct Session<'a> {
     unknown_rcpts: u32,
     tx: Option<Transaction>,
     errors: u32,
+    /// Commands that move no mail (NOOP, RSET, VRFY, EXPN, HELP, a repeated
+    /// EHLO or HELO) since the session began or last queued a message.
+    junk: u32,
     commands: u32,
     /// The verb of the last command (CONNECT before any, END-OF-MESSAGE in
     /// DATA), for the log line of a timeout, as Postfix's `timeout after X`.
@@ -251,6 +258,7 @@ pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) ->
         unknown_rcpts: 0,
         tx: None,
         errors: 0,
+        junk: 0,
         commands: 0,
         last: "CONNECT".to_owned(),
         queued: Vec::new(),
@@ -281,6 +289,10 @@ impl Session<'_> {
                     return self.send(reply::timeout());
                 }
                 Err(e) if conn::is_stopping(&e) => return self.send(reply::shutting_down()),
+                Err(e) if conn::is_evicted(&e) => {
+                    maillog::evicted(self.peer, &self.last);
+                    return self.send(reply::evicted());
+                }
                 Err(_) => return Err(Hangup),
             };
             self.commands += 1;
@@ -288,6 +300,7 @@ impl Session<'_> {
             // The sender as it was before the command, so a refused DATA
             // (which ends the transaction) is still logged with it.
             let from = self.tx.as_ref().map(|t| t.from.to_string());
+            let mut junk = false;
             let (verb, reply, to) = match line {
                 Line::Eof => return Err(Hangup),
                 Line::TooLong => ("line".to_owned(), reply::line_too_long(), None),
@@ -301,7 +314,15 @@ impl Session<'_> {
                                 Command::Rcpt(to, _) => Some(to.to_string()),
                                 _ => None,
                             };
-                            match self.handle(cmd)? {
+                            junk = self.is_junk(&cmd);
+                            let queued = self.queued.len();
+                            let r = self.handle(cmd)?;
+                            if self.queued.len() > queued {
+                                // Mail moved: the count starts over (Postfix's rule).
+                                self.junk = 0;
+                            }
+                            self.io.report(self.standing());
+                            match r {
                                 Some(r) => (verb, r, to),
                                 None => continue,
                             }
@@ -310,6 +331,17 @@ impl Session<'_> {
                     }
                 }
             };
+            // Past `junk_command_limit`, each junk command is answered late
+            // and counts as an error, so the session ends at `max_errors`
+            // (Postfix's smtpd_junk_command_limit).
+            let over = junk && self.junk_past_limit();
+            if over {
+                if self.junk == self.cfg.session.junk_command_limit.saturating_add(1) {
+                    maillog::junk_limit(self.peer, self.junk);
+                }
+                let _ = self.io.flush();
+                std::thread::sleep(self.cfg.session.junk_command_delay);
+            }
             if !reply.is_positive() {
                 maillog::reject(
                     self.peer,
@@ -322,7 +354,7 @@ impl Session<'_> {
                 );
             }
             // Counted before it is sent: a closing reply ends the session.
-            let bad = is_bad_command(&reply);
+            let bad = is_bad_command(&reply) || over;
             if bad {
                 self.errors += 1;
             }
@@ -354,6 +386,34 @@ impl Session<'_> {
             p.push('A');
         }
         p
+    }
+
+    /// Whether `cmd` is a junk command, counting it if so: one that moves no
+    /// mail, which a client holding a session open with keep-alives sends.
+    fn is_junk(&mut self, cmd: &Command) -> bool {
+        let junk = match cmd {
+            Command::Noop | Command::Rset | Command::Vrfy(_) | Command::Expn(_) | Command::Help => true,
+            // The first EHLO, and the first after STARTTLS (RFC 3207 4.2), are needed.
+            Command::Ehlo(_) | Command::Helo(_) => self.helo.is_some(),
+            _ => false,
+        };
+        if junk {
+            self.junk = self.junk.saturating_add(1);
+        }
+        junk
+    }
+
+    fn junk_past_limit(&self) -> bool {
+        self.junk > self.cfg.session.junk_command_limit
+    }
+
+    /// What the pool needs to know to choose a session to close under
+    /// stress (src/server/listener.rs): sessions that send no mail go first.
+    fn standing(&self) -> conn::Standing {
+        conn::Standing {
+            in_transaction: self.tx.is_some(),
+            junk: self.junk_past_limit(),
+        }
     }
 
     /// How MAIL and RCPT paths are read (`strict_rfc821_envelopes`).
