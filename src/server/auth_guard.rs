@@ -46,29 +46,49 @@ impl Limits {
 pub enum Verdict {
     /// Go on and check the password.
     Check,
-    /// Refused: the address failed too often. Held until the window ends.
+    /// Refused: the address failed too often, held until its window ends
+    /// (this long); zero: its attempts under way would reach the limit.
     AddressBlocked(Duration),
     /// Refused unchecked: the account is under attack and was checked less
     /// than window/limit ago.
     AccountThrottled(Duration),
 }
 
-/// Failures within one window.
+/// Failures within one window, and the attempts under way: those count
+/// too, so that a guesser's parallel sessions cannot all slip through
+/// before the first failure is counted.
 #[derive(Debug, Clone, Copy)]
 struct Window {
+    /// When the first failure of the window came.
     since: Instant,
     failures: u32,
+    /// Attempts begun and not yet settled.
+    pending: u32,
     /// For an account under attack: no password check before this.
     next_check: Option<Instant>,
 }
 
 impl Window {
+    fn new(now: Instant) -> Window {
+        Window {
+            since: now,
+            failures: 0,
+            pending: 0,
+            next_check: None,
+        }
+    }
+
     fn expired(&self, now: Instant, window: Duration) -> bool {
-        now.saturating_duration_since(self.since) >= window
+        self.failures > 0 && now.saturating_duration_since(self.since) >= window
     }
 
     fn left(&self, now: Instant, window: Duration) -> Duration {
         (self.since + window).saturating_duration_since(now)
+    }
+
+    /// Failures and attempts under way reach the limit.
+    fn full(&self, limit: u32) -> bool {
+        self.failures.saturating_add(self.pending) >= limit
     }
 }
 
@@ -96,47 +116,48 @@ fn address_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The window of `key` in `map`, if it has one that has not ended (an ended
-/// one is dropped).
-fn live<'a, K: std::hash::Hash + Eq>(
+/// The window of `key` in `map`, made or renewed (a window that ended
+/// starts over, keeping its attempts under way), room made when the table
+/// is full: the ended windows go first, then the oldest.
+fn entry<'a, K: std::hash::Hash + Eq + Clone>(
     map: &'a mut HashMap<K, Window>,
     key: &K,
     now: Instant,
     window: Duration,
-) -> Option<&'a mut Window> {
-    if map.get(key).is_some_and(|w| w.expired(now, window)) {
-        map.remove(key);
-    }
-    map.get_mut(key)
-}
-
-/// Count one failure of `key`, making room when the table is full.
-fn count<K: std::hash::Hash + Eq + Clone>(
-    map: &mut HashMap<K, Window>,
-    key: &K,
-    now: Instant,
-    window: Duration,
-) {
-    if let Some(w) = live(map, key, now, window) {
-        w.failures = w.failures.saturating_add(1);
-        return;
-    }
-    if map.len() >= MAX_ENTRIES {
-        map.retain(|_, w| !w.expired(now, window));
-    }
-    if map.len() >= MAX_ENTRIES {
-        if let Some(oldest) = map.iter().min_by_key(|(_, w)| w.since).map(|(k, _)| k.clone()) {
-            map.remove(&oldest);
+) -> &'a mut Window {
+    if !map.contains_key(key) && map.len() >= MAX_ENTRIES {
+        map.retain(|_, w| w.pending > 0 || (w.failures > 0 && !w.expired(now, window)));
+        if map.len() >= MAX_ENTRIES {
+            if let Some(oldest) = map.iter().min_by_key(|(_, w)| w.since).map(|(k, _)| k.clone()) {
+                map.remove(&oldest);
+            }
         }
     }
-    map.insert(
-        key.clone(),
-        Window {
-            since: now,
-            failures: 1,
-            next_check: None,
-        },
-    );
+    let w = map.entry(key.clone()).or_insert_with(|| Window::new(now));
+    if w.expired(now, window) {
+        *w = Window {
+            pending: w.pending,
+            ..Window::new(now)
+        };
+    }
+    w
+}
+
+/// Settle one attempt of `key`: it is no longer under way; a failure counts.
+fn settle<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Window>, key: &K, failed: bool, now: Instant) {
+    let Some(w) = map.get_mut(key) else {
+        return;
+    };
+    w.pending = w.pending.saturating_sub(1);
+    if failed {
+        if w.failures == 0 {
+            w.since = now;
+        }
+        w.failures = w.failures.saturating_add(1);
+    }
+    if w.failures == 0 && w.pending == 0 {
+        map.remove(key);
+    }
 }
 
 impl AuthGuard {
@@ -149,67 +170,117 @@ impl AuthGuard {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Before the exchange: whether AUTH from `ip` may go on at all.
-    pub fn address(&self, ip: Option<IpAddr>, limits: Limits) -> Verdict {
-        self.address_at(ip, limits, Instant::now())
+    /// Before the exchange: whether AUTH from `ip` may go on at all. Ok
+    /// holds the attempt, which counts against the address until settled.
+    pub fn begin(&self, ip: Option<IpAddr>, limits: Limits) -> Result<Attempt<'_>, Verdict> {
+        self.begin_at(ip, limits, Instant::now())
     }
 
-    fn address_at(&self, ip: Option<IpAddr>, limits: Limits, now: Instant) -> Verdict {
-        let Some(ip) = ip else {
-            return Verdict::Check;
-        };
-        let mut t = self.lock();
-        match live(&mut t.addresses, &address_key(ip), now, limits.window) {
-            Some(w) if w.failures >= limits.failures => Verdict::AddressBlocked(w.left(now, limits.window)),
-            _ => Verdict::Check,
-        }
-    }
-
-    /// After the exchange, before the password check: whether `user`'s
-    /// password may be checked now. Under attack, saying yes takes the
-    /// account's next turn.
-    pub fn account(&self, user: &str, limits: Limits) -> Verdict {
-        self.account_at(user, limits, Instant::now())
-    }
-
-    fn account_at(&self, user: &str, limits: Limits, now: Instant) -> Verdict {
-        // Names are compared as `auth_users` compares them: exactly.
-        let mut t = self.lock();
-        let Some(w) = live(&mut t.accounts, &user.to_owned(), now, limits.window) else {
-            return Verdict::Check;
-        };
-        if w.failures < limits.failures {
-            return Verdict::Check;
-        }
-        match w.next_check {
-            Some(at) if at > now => Verdict::AccountThrottled(at - now),
-            _ => {
-                w.next_check = Some(now + limits.spacing());
-                Verdict::Check
+    fn begin_at(&self, ip: Option<IpAddr>, limits: Limits, now: Instant) -> Result<Attempt<'_>, Verdict> {
+        let address = ip.map(address_key);
+        if let Some(a) = address {
+            let mut t = self.lock();
+            let w = entry(&mut t.addresses, &a, now, limits.window);
+            if w.full(limits.failures) {
+                let left = if w.failures >= limits.failures {
+                    w.left(now, limits.window)
+                } else {
+                    Duration::ZERO
+                };
+                if w.failures == 0 && w.pending == 0 {
+                    t.addresses.remove(&a);
+                }
+                return Err(Verdict::AddressBlocked(left));
             }
+            w.pending += 1;
         }
-    }
-
-    /// A failed attempt from `ip`: a wrong password for `user`, or (None)
-    /// an attempt refused unchecked, which counts against the address only.
-    pub fn failed(&self, ip: Option<IpAddr>, user: Option<&str>, limits: Limits) {
-        self.failed_at(ip, user, limits, Instant::now());
-    }
-
-    fn failed_at(&self, ip: Option<IpAddr>, user: Option<&str>, limits: Limits, now: Instant) {
-        let mut t = self.lock();
-        if let Some(ip) = ip {
-            count(&mut t.addresses, &address_key(ip), now, limits.window);
-        }
-        if let Some(user) = user {
-            count(&mut t.accounts, &user.to_owned(), now, limits.window);
-        }
+        Ok(Attempt {
+            guard: self,
+            address,
+            account: None,
+            limits,
+        })
     }
 
     /// How many addresses and accounts are remembered now.
     pub fn len(&self) -> (usize, usize) {
         let t = self.lock();
         (t.addresses.len(), t.accounts.len())
+    }
+}
+
+/// One AUTH attempt under way (see [`AuthGuard::begin`]): it counts against
+/// its address, and once named against its account, until it is settled
+/// with [`Attempt::failed`], or ends otherwise (success, a cancelled or
+/// broken exchange, a lost connection) and counts no failure.
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    guard: &'a AuthGuard,
+    address: Option<IpAddr>,
+    account: Option<String>,
+    limits: Limits,
+}
+
+impl Attempt<'_> {
+    /// After the exchange, before the password check: whether `user`'s
+    /// password may be checked now. An account under attack (its failures
+    /// and attempts under way at the limit) is checked once per
+    /// window/limit, whoever asks; saying yes takes that turn.
+    pub fn account(&mut self, user: &str) -> Verdict {
+        self.account_at(user, Instant::now())
+    }
+
+    fn account_at(&mut self, user: &str, now: Instant) -> Verdict {
+        let limits = self.limits;
+        let mut t = self.guard.lock();
+        // One account per attempt: a second name replaces the first.
+        if let Some(previous) = self.account.take() {
+            settle(&mut t.accounts, &previous, false, now);
+        }
+        // Names are compared as `auth_users` compares them: exactly.
+        let key = user.to_owned();
+        let w = entry(&mut t.accounts, &key, now, limits.window);
+        if w.full(limits.failures) {
+            match w.next_check {
+                Some(at) if at > now => {
+                    let left = at - now;
+                    if w.failures == 0 && w.pending == 0 {
+                        t.accounts.remove(&key);
+                    }
+                    return Verdict::AccountThrottled(left);
+                }
+                _ => w.next_check = Some(now + limits.spacing()),
+            }
+        }
+        w.pending += 1;
+        self.account = Some(key);
+        Verdict::Check
+    }
+
+    /// The password was wrong, or (before any check) the attempt was refused:
+    /// a failure for the address, and for the account once named.
+    pub fn failed(mut self) {
+        self.settle(true, Instant::now());
+    }
+
+    fn settle(&mut self, failed: bool, now: Instant) {
+        let (address, account) = (self.address.take(), self.account.take());
+        if address.is_none() && account.is_none() {
+            return;
+        }
+        let mut t = self.guard.lock();
+        if let Some(a) = address {
+            settle(&mut t.addresses, &a, failed, now);
+        }
+        if let Some(u) = account {
+            settle(&mut t.accounts, &u, failed, now);
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.settle(false, Instant::now());
     }
 }
 
@@ -226,29 +297,53 @@ mod tests {
         Some(s.parse().unwrap())
     }
 
+    fn fail(g: &AuthGuard, from: Option<IpAddr>, user: Option<&str>, now: Instant) {
+        let mut a = g.begin_at(from, LIMITS, now).expect("not blocked");
+        if let Some(u) = user {
+            assert_eq!(a.account_at(u, now), Verdict::Check);
+        }
+        a.settle(true, now);
+    }
+
+    fn blocked(g: &AuthGuard, from: Option<IpAddr>, now: Instant) -> Option<Verdict> {
+        g.begin_at(from, LIMITS, now).err()
+    }
+
     #[test]
     fn an_address_is_blocked_for_the_rest_of_its_window() {
         let g = AuthGuard::new();
         let t0 = Instant::now();
         let a = ip("192.0.2.1");
         for _ in 0..2 {
-            g.failed_at(a, Some("alice"), LIMITS, t0);
-            assert_eq!(g.address_at(a, LIMITS, t0), Verdict::Check);
+            fail(&g, a, Some("alice"), t0);
+            assert_eq!(blocked(&g, a, t0), None);
         }
-        g.failed_at(a, Some("bob"), LIMITS, t0 + Duration::from_secs(10));
+        fail(&g, a, Some("bob"), t0 + Duration::from_secs(10));
         assert_eq!(
-            g.address_at(a, LIMITS, t0 + Duration::from_secs(20)),
-            Verdict::AddressBlocked(Duration::from_secs(40))
+            blocked(&g, a, t0 + Duration::from_secs(20)),
+            Some(Verdict::AddressBlocked(Duration::from_secs(40)))
         );
         // Other addresses, and local clients, are not affected.
-        assert_eq!(g.address_at(ip("192.0.2.2"), LIMITS, t0), Verdict::Check);
-        assert_eq!(g.address_at(None, LIMITS, t0), Verdict::Check);
-        // The window ends: forgotten.
+        assert_eq!(blocked(&g, ip("192.0.2.2"), t0), None);
+        assert_eq!(blocked(&g, None, t0), None);
+        // The window ends: it starts over.
+        assert_eq!(blocked(&g, a, t0 + Duration::from_secs(60)), None);
+    }
+
+    #[test]
+    fn attempts_under_way_count_so_parallel_sessions_cannot_slip_through() {
+        let g = AuthGuard::new();
+        let t0 = Instant::now();
+        let a = ip("192.0.2.1");
+        let held: Vec<Attempt<'_>> = (0..3).map(|_| g.begin_at(a, LIMITS, t0).unwrap()).collect();
         assert_eq!(
-            g.address_at(a, LIMITS, t0 + Duration::from_secs(60)),
-            Verdict::Check
+            blocked(&g, a, t0),
+            Some(Verdict::AddressBlocked(Duration::ZERO))
         );
-        assert_eq!(g.len().0, 0);
+        // Attempts that end without a failure (a success, a cancel) free their place.
+        drop(held);
+        assert_eq!(blocked(&g, a, t0), None);
+        assert_eq!(g.len(), (0, 0));
     }
 
     #[test]
@@ -256,19 +351,19 @@ mod tests {
         let g = AuthGuard::new();
         let t0 = Instant::now();
         for host in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::9"] {
-            g.failed_at(ip(host), None, LIMITS, t0);
+            fail(&g, ip(host), None, t0);
         }
         assert!(matches!(
-            g.address_at(ip("2001:db8:1:2::77"), LIMITS, t0),
-            Verdict::AddressBlocked(_)
+            blocked(&g, ip("2001:db8:1:2::77"), t0),
+            Some(Verdict::AddressBlocked(_))
         ));
-        assert_eq!(g.address_at(ip("2001:db8:1:3::1"), LIMITS, t0), Verdict::Check);
+        assert_eq!(blocked(&g, ip("2001:db8:1:3::1"), t0), None);
         for _ in 0..3 {
-            g.failed_at(ip("::ffff:192.0.2.7"), None, LIMITS, t0);
+            fail(&g, ip("::ffff:192.0.2.7"), None, t0);
         }
         assert!(matches!(
-            g.address_at(ip("192.0.2.7"), LIMITS, t0),
-            Verdict::AddressBlocked(_)
+            blocked(&g, ip("192.0.2.7"), t0),
+            Some(Verdict::AddressBlocked(_))
         ));
     }
 
@@ -278,29 +373,34 @@ mod tests {
         let t0 = Instant::now();
         // Failures from three addresses (each under its own limit).
         for (i, a) in ["192.0.2.1", "192.0.2.2", "192.0.2.3"].iter().enumerate() {
-            assert_eq!(g.account_at("alice", LIMITS, t0), Verdict::Check);
-            g.failed_at(ip(a), Some("alice"), LIMITS, t0 + Duration::from_secs(i as u64));
+            fail(&g, ip(a), Some("alice"), t0 + Duration::from_secs(i as u64));
         }
         // Under attack now: one check, then none for window/limit = 20 s.
         let t1 = t0 + Duration::from_secs(5);
-        assert_eq!(g.account_at("alice", LIMITS, t1), Verdict::Check);
+        let mut first = g.begin_at(ip("192.0.2.9"), LIMITS, t1).unwrap();
+        assert_eq!(first.account_at("alice", t1), Verdict::Check);
+        let mut second = g.begin_at(ip("192.0.2.10"), LIMITS, t1).unwrap();
         assert_eq!(
-            g.account_at("alice", LIMITS, t1 + Duration::from_secs(1)),
+            second.account_at("alice", t1 + Duration::from_secs(1)),
             Verdict::AccountThrottled(Duration::from_secs(19))
         );
         assert_eq!(
-            g.account_at("alice", LIMITS, t1 + Duration::from_secs(20)),
+            second.account_at("alice", t1 + Duration::from_secs(20)),
             Verdict::Check
         );
         // Other accounts go on as usual.
-        assert_eq!(g.account_at("bob", LIMITS, t1), Verdict::Check);
+        assert_eq!(first.account_at("bob", t1), Verdict::Check);
+        drop((first, second));
         // The window, begun at the first failure, ends.
+        let mut later = g
+            .begin_at(ip("192.0.2.9"), LIMITS, t0 + Duration::from_secs(61))
+            .unwrap();
         assert_eq!(
-            g.account_at("alice", LIMITS, t0 + Duration::from_secs(61)),
+            later.account_at("alice", t0 + Duration::from_secs(61)),
             Verdict::Check
         );
         assert_eq!(
-            g.account_at("alice", LIMITS, t0 + Duration::from_secs(62)),
+            later.account_at("alice", t0 + Duration::from_secs(62)),
             Verdict::Check
         );
     }
@@ -311,22 +411,23 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..(MAX_ENTRIES as u32 + 50) {
             let a = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            g.failed_at(
+            fail(
+                &g,
                 Some(a),
                 Some(&format!("user{i}")),
-                LIMITS,
                 t0 + Duration::from_millis(u64::from(i)),
             );
         }
         assert_eq!(g.len(), (MAX_ENTRIES, MAX_ENTRIES));
         // The oldest went first; the newest is there.
         let newest = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + MAX_ENTRIES as u32 + 49));
+        let now = t0 + Duration::from_secs(20);
         for _ in 0..2 {
-            g.failed_at(Some(newest), None, LIMITS, t0 + Duration::from_secs(20));
+            fail(&g, Some(newest), None, now);
         }
         assert!(matches!(
-            g.address_at(Some(newest), LIMITS, t0 + Duration::from_secs(20)),
-            Verdict::AddressBlocked(_)
+            blocked(&g, Some(newest), now),
+            Some(Verdict::AddressBlocked(_))
         ));
     }
 }

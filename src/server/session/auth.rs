@@ -1,6 +1,8 @@
 //! AUTH (RFC 4954) inside the session: the SASL exchange and its limits. The
 //! mechanisms and the password check are `server::auth`'s.
 
+use std::time::Duration;
+
 use super::{is_timeout, Hangup, Session};
 use crate::maillog;
 use crate::server::auth::{self, Mechanism, SaslError};
@@ -36,19 +38,35 @@ impl Session<'_> {
         }
         // Failures across sessions: an address that failed too often is
         // refused before anything else (server::auth_guard).
+        // The attempt counts against the address (and, once named, the
+        // account) while it is under way, so parallel sessions cannot all
+        // get a guess in before the first failure is counted.
         let limits = self.guard_limits();
-        if let Verdict::AddressBlocked(left) = self.ctx.auth_guard.address(self.peer.ip, limits) {
-            maillog::auth_refused(
-                self.peer,
-                &format_args!(
-                    "too many failures from this address ({} in {}s), for {}s more",
-                    limits.failures,
-                    limits.window.as_secs(),
-                    left.as_secs()
-                ),
-            );
-            return Ok(reply::auth_address_blocked());
-        }
+        let mut attempt = match self.ctx.auth_guard.begin(self.peer.ip, limits) {
+            Ok(a) => a,
+            Err(verdict) => {
+                let left = match verdict {
+                    Verdict::AddressBlocked(left) | Verdict::AccountThrottled(left) => left,
+                    Verdict::Check => Duration::ZERO,
+                };
+                let (n, window) = (limits.failures, limits.window.as_secs());
+                if left.is_zero() {
+                    maillog::auth_refused(
+                        self.peer,
+                        &format_args!("too many attempts at once from this address (limit {n} in {window}s)"),
+                    );
+                } else {
+                    maillog::auth_refused(
+                        self.peer,
+                        &format_args!(
+                            "too many failures from this address ({n} in {window}s), for {}s more",
+                            left.as_secs().max(1)
+                        ),
+                    );
+                }
+                return Ok(reply::auth_address_blocked());
+            }
+        };
         let mut words = arg.split_whitespace();
         let Some(mech) = words.next().and_then(Mechanism::parse) else {
             return Ok(reply::auth_mechanism_unknown());
@@ -80,8 +98,8 @@ impl Session<'_> {
         // An account under attack is checked at most once per
         // window/limit, whoever asks; the others are refused unchecked,
         // and count against their address.
-        if let Verdict::AccountThrottled(left) = self.ctx.auth_guard.account(&user, limits) {
-            self.ctx.auth_guard.failed(self.peer.ip, None, limits);
+        if let Verdict::AccountThrottled(left) = attempt.account(&user) {
+            attempt.failed();
             maillog::auth_refused(
                 self.peer,
                 &format_args!(
@@ -97,7 +115,7 @@ impl Session<'_> {
             self.user = Some(user);
             return Ok(reply::auth_ok());
         }
-        self.ctx.auth_guard.failed(self.peer.ip, Some(&user), limits);
+        attempt.failed();
         maillog::auth_failed(self.peer, mech.name(), &user);
         Ok(self.failed_attempt(reply::auth_failed()))
     }
