@@ -94,6 +94,15 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
     let message = message.as_deref();
     // What this message reached in this run: each final target once.
     let targets = Targets::new(&cfg, &env);
+    let inputs = Inputs {
+        shared,
+        cfg: &cfg,
+        tables: &tables,
+        headers: &headers,
+        message,
+        queued: &queued,
+        targets: &targets,
+    };
     let mut run = Run {
         shared,
         cfg: &cfg,
@@ -112,7 +121,7 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
     // has answered, and its connection let go only then.
     for group in remote_groups(&cfg, &env, &is_due) {
         let (results, farewell) = {
-            let ctx = context(shared, &cfg, &tables, &env, &headers, message, &queued, &targets);
+            let ctx = inputs.context(&env);
             let rcpts: Vec<&Recipient> = group.idxs.iter().filter_map(|i| env.recipients.get(*i)).collect();
             router::deliver_remote(&ctx, &group.domain, &rcpts)
         };
@@ -151,7 +160,7 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
             continue;
         }
         let attempted = {
-            let ctx = context(shared, &cfg, &tables, &env, &headers, message, &queued, &targets);
+            let ctx = inputs.context(&env);
             router::deliver(&ctx, &rcpt)
         };
         let mut unit = Unit::default();
@@ -484,29 +493,33 @@ fn save(spool: &Spool, env: &Envelope, sched: &Schedule) -> After {
     }
 }
 
-/// What the router needs for one recipient of `env`.
-#[allow(clippy::too_many_arguments)]
-fn context<'a>(
+/// What the router needs for the recipients of one message, but the
+/// envelope (which the run changes between deliveries).
+struct Inputs<'a> {
     shared: &'a Shared,
     cfg: &'a Config,
     tables: &'a Tables,
-    env: &'a Envelope,
     headers: &'a [u8],
     message: Option<&'a [u8]>,
     queued: &'a dyn Fn(QueueId),
     targets: &'a Targets,
-) -> Context<'a> {
-    Context {
-        cfg,
-        tables,
-        spool: &shared.spool,
-        env,
-        headers,
-        message,
-        resolver: shared.resolver.as_ref(),
-        pool: &shared.pool,
-        queued,
-        targets,
+}
+
+impl<'a> Inputs<'a> {
+    /// The router's context for a delivery of `env` as it stands now.
+    fn context(&self, env: &'a Envelope) -> Context<'a> {
+        Context {
+            cfg: self.cfg,
+            tables: self.tables,
+            spool: &self.shared.spool,
+            env,
+            headers: self.headers,
+            message: self.message,
+            resolver: self.shared.resolver.as_ref(),
+            pool: &self.shared.pool,
+            queued: self.queued,
+            targets: self.targets,
+        }
     }
 }
 

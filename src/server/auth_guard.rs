@@ -336,10 +336,7 @@ mod tests {
         let t0 = Instant::now();
         let a = ip("192.0.2.1");
         let held: Vec<Attempt<'_>> = (0..3).map(|_| g.begin_at(a, LIMITS, t0).unwrap()).collect();
-        assert_eq!(
-            blocked(&g, a, t0),
-            Some(Verdict::AddressBlocked(Duration::ZERO))
-        );
+        assert_eq!(blocked(&g, a, t0), Some(Verdict::AddressBlocked(Duration::ZERO)));
         // Attempts that end without a failure (a success, a cancel) free their place.
         drop(held);
         assert_eq!(blocked(&g, a, t0), None);

@@ -3,10 +3,7 @@
 //! answered `550 5.5.2` once, nothing of it executed, and the session
 //! closed; on TCP, in the AUTH exchange, under `ternd -i` and `sendmail -bs`.
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-
-use crate::common::{b64, Client, Setup, Tern, TERND};
+use crate::common::{b64, Client, Setup, Tern};
 
 /// Everything the server says to `input` sent in one write after EHLO,
 /// until it closes.
@@ -87,23 +84,6 @@ fn auth_lines_end_at_crlf_too() {
     assert!(t.wait_log("reject: AUTH from unknown[127.0.0.1]: 550 5.5.2"));
 }
 
-/// The session `ternd -i` runs on its stdin.
-fn inetd(setup: &Setup, input: &[u8]) -> (String, i32) {
-    let conf = setup.write_config();
-    let mut child = Command::new(TERND)
-        .args(["-i", "-d", "-f"])
-        .arg(&conf)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    (out, child.wait().unwrap().code().unwrap_or(-1))
-}
-
 const INJECTED: &[u8] =
     b"EHLO local.test\r\nMAIL FROM:<carol@example.org>\nRCPT TO:<bob@example.test>\r\nQUIT\r\n";
 
@@ -117,7 +97,7 @@ fn after_ehlo_reply(out: &str) -> &str {
 #[test]
 fn inetd_and_sendmail_bs_sessions_too() {
     let setup = Setup::new();
-    let (out, _) = inetd(&setup, INJECTED);
+    let (out, _) = crate::inetd::run_inetd(&setup, INJECTED, &[]);
     assert_eq!(
         after_ehlo_reply(&out),
         "550 5.5.2 Error: bare <LF> received\r\n",

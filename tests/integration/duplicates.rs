@@ -42,6 +42,11 @@ fn status(line: &str) -> String {
     line.split(' ').take(2).collect::<Vec<_>>().join(" ")
 }
 
+/// A route for peer.test to `peer`.
+fn peer_route(peer: &Peer) -> String {
+    format!("peer.test [127.0.0.1]:{}", peer.port())
+}
+
 /// Wait for `id` to leave the queue, every recipient final.
 fn done(t: &Tern, id: &str) {
     assert!(t.wait_log(&format!("{id}: removed")), "{}", t.log_text());
@@ -129,10 +134,7 @@ fn alias_overlaps_reach_each_target_once() {
         box_ = out.join("box").display(),
         pipe = out.join("pipe").display(),
     );
-    let t = setup
-        .aliases(&aliases)
-        .set("route", &format!("peer.test [127.0.0.1]:{}", peer.port()))
-        .start();
+    let t = setup.aliases(&aliases).set("route", &peer_route(&peer)).start();
     let rcpts: Vec<String> = [
         "team", "alice", "fwd1", "fwd2", "log1", "log2", "cmd1", "cmd2", "ALICE", "carol",
     ]
@@ -179,7 +181,7 @@ fn a_remote_recipient_named_by_an_alias_too_gets_one_copy() {
     let t = Setup::new()
         .deliver()
         .aliases("list: alice, far@peer.test\n")
-        .set("route", &format!("peer.test [127.0.0.1]:{}", peer.port()))
+        .set("route", &peer_route(&peer))
         .start();
     let rcpts = vec![
         "far@peer.test".to_owned(),
@@ -203,10 +205,7 @@ fn a_remote_recipient_named_by_an_alias_too_gets_one_copy() {
 #[test]
 fn sendmail_duplicates_are_delivered_once() {
     let peer = Peer::start(Script::default());
-    let t = Setup::new()
-        .deliver()
-        .set("route", &format!("peer.test [127.0.0.1]:{}", peer.port()))
-        .start();
+    let t = Setup::new().deliver().set("route", &peer_route(&peer)).start();
     let out = t.setup.sendmail(
         &[
             "alice@example.test",
