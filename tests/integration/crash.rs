@@ -228,7 +228,21 @@ fn hop_session(
 ) -> std::io::Result<()> {
     use std::io::{BufRead, BufReader, Write};
     let mut w = conn.try_clone()?;
-    let mut r = BufReader::new(conn);
+    // Lines are read, and stamped, as they arrive, whatever the replies'
+    // latency: a transaction is in flight from when its MAIL came in.
+    let (lines, arrived) = std::sync::mpsc::channel::<(std::time::Instant, String)>();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(conn);
+        loop {
+            let mut line = String::new();
+            // A reset (ternd killed) ends the session as a close does.
+            if r.read_line(&mut line).unwrap_or(0) == 0
+                || lines.send((std::time::Instant::now(), line)).is_err()
+            {
+                return;
+            }
+        }
+    });
     let mut current: Option<usize> = None;
     let end = |st: &Mutex<HopState>, current: &mut Option<usize>| {
         if let Some(i) = current.take() {
@@ -246,12 +260,10 @@ fn hop_session(
     };
     w.write_all(b"220 hop.test ESMTP\r\n")?;
     loop {
-        let mut line = String::new();
-        // A reset (ternd killed) ends the session as a close does.
-        if r.read_line(&mut line).unwrap_or(0) == 0 {
+        let Ok((at, line)) = arrived.recv() else {
             end(st, &mut current);
             return Ok(());
-        }
+        };
         let upper = line.trim_end().to_ascii_uppercase();
         let verb = upper.split([' ', ':']).next().unwrap_or_default().to_owned();
         st.lock().unwrap().seen[session].push(verb.clone());
@@ -262,7 +274,7 @@ fn hop_session(
                 let mut s = st.lock().unwrap();
                 s.transactions.push(Txn {
                     session,
-                    mail: std::time::Instant::now(),
+                    mail: at,
                     accepted: None,
                     done: None,
                 });
@@ -275,11 +287,10 @@ fn hop_session(
                 reply(&mut w, "DATA-GO", "354 go ahead")?;
                 let mut subject = String::new();
                 loop {
-                    let mut l = String::new();
-                    if r.read_line(&mut l).unwrap_or(0) == 0 {
+                    let Ok((_, l)) = arrived.recv() else {
                         end(st, &mut current);
                         return Ok(());
-                    }
+                    };
                     if l == ".\r\n" {
                         break;
                     }
@@ -476,6 +487,7 @@ fn crash_duplicates_over_many_kills() {
     // window this issue narrows) or after it (the answer went to a dead
     // process: a delivery in flight, which no MTA can avoid repeating).
     let mut per_kill = vec![0usize; kills];
+    let mut heard_per_kill = vec![0usize; kills];
     let (mut total, mut delivered, mut heard) = (0, 0, Vec::new());
     for h in &hops {
         for times in h.acceptances().values() {
@@ -488,6 +500,7 @@ fn crash_duplicates_over_many_kills() {
                 if let Some(k) = kill_times.iter().rposition(|k| k < again) {
                     per_kill[k] += 1;
                     if first < kill_times[k] {
+                        heard_per_kill[k] += 1;
                         heard.push(kill_times[k].duration_since(first));
                     }
                 }
@@ -499,9 +512,15 @@ fn crash_duplicates_over_many_kills() {
         "crash duplicates: {kills} kills, {} messages submitted, {delivered} deliveries to the hops",
         sent.lock().unwrap()
     );
-    eprintln!("kill  in-flight  duplicates");
+    eprintln!("kill  in-flight  duplicates  of which answered before the kill");
     for k in 0..kills {
-        eprintln!("{:>4}  {:>9}  {:>10}", k + 1, in_flight[k], per_kill[k]);
+        eprintln!(
+            "{:>4}  {:>9}  {:>10}  {:>33}",
+            k + 1,
+            in_flight[k],
+            per_kill[k],
+            heard_per_kill[k]
+        );
     }
     let flight: usize = in_flight.iter().sum();
     eprintln!(
