@@ -1,13 +1,15 @@
 //! Start-up, in the order that keeps failures visible and root short-lived:
 //!
-//! 1. [`account`]: the account a root ternd becomes;
+//! 1. [`account`]: the account a root ternd becomes, and whether it can
+//!    read every file the daemon needs (`check_files`);
 //! 2. [`prepare`]: open and check the spool, lock it, recover it, bind the
-//!    listening sockets (ports below 1024 need root);
+//!    listening sockets (ports below 1024 need root) and `metrics_listen`;
 //! 3. detach (unless `-d`), only now that everything that can fail has been
 //!    checked, so that rc scripts see errors and the exit status;
 //! 4. fork the root delivery helper, then drop root, while still one thread;
 //! 5. block signals and start the thread that waits for them;
-//! 6. [`Daemon::serve`]: tables, queue runner, control socket, listeners.
+//! 6. [`Daemon::serve`]: tables, queue runner, control socket, metrics,
+//!    listeners.
 //!
 //! [`run`] does all of it for `ternd`; tests call `prepare` and `serve`.
 
@@ -20,6 +22,7 @@ use super::{Event, Failure, Origin, PidFile};
 use crate::config::{Config, Live};
 use crate::control;
 use crate::deliver::local::helper;
+use crate::metrics;
 use crate::queue;
 use crate::server::listener;
 use crate::server::session::{Context, Service};
@@ -77,6 +80,8 @@ pub struct Prepared {
     spool_lock: Option<PidFile>,
     /// (socket, service, configured address).
     listeners: Vec<(TcpListener, Service, SocketAddr)>,
+    /// The metrics listener, when `metrics_listen` is set.
+    metrics: Option<metrics::http::Endpoint>,
 }
 
 /// Steps 2: everything that can fail visibly before the daemon detaches.
@@ -133,6 +138,12 @@ pub fn prepare(
             Err(e) => return Err(Failure::new(SysExit::OsErr, e)),
         }
     }
+    let metrics = cfg
+        .daemon
+        .metrics_listen
+        .map(metrics::http::bind)
+        .transpose()
+        .map_err(|e| Failure::new(SysExit::OsErr, e))?;
     Ok(Prepared {
         cfg,
         tls,
@@ -140,6 +151,7 @@ pub fn prepare(
         spool,
         spool_lock: Some(spool_lock),
         listeners,
+        metrics,
     })
 }
 
@@ -180,6 +192,7 @@ impl Daemon {
             spool,
             spool_lock,
             listeners,
+            metrics,
             ..
         } = prepared;
         if let Some(sock) = helper_sock {
@@ -210,6 +223,14 @@ impl Daemon {
             log::error!("control socket: {e}");
         }
         ctx.queued = Some(runner.wake.clone());
+        if let Some(m) = metrics {
+            let asks = runner.clone();
+            let waiting = Box::new(move || asks.waiting(queue::gauges::ASK_TIMEOUT));
+            queue::gauges::on_scrape(Arc::clone(&ctx.spool), waiting);
+            if let Err(e) = m.serve() {
+                log::error!("metrics: {e}");
+            }
+        }
         // Logged last, once the control socket is up too: whoever waits for
         // these lines (rc scripts, tests) may use sendmail's pickup at once.
         for (l, service, _) in &listeners {
@@ -287,6 +308,7 @@ fn start(
     foreground: bool,
 ) -> Result<(Daemon, crossbeam_channel::Receiver<Event>), Failure> {
     let become_user = account(&cfg)?;
+    super::check_files(&cfg, become_user.as_ref())?;
     let mut prepared = prepare(cfg, tls, become_user)?;
     let (mut pid_file, mut detached) = if foreground {
         (None, None)
@@ -339,6 +361,7 @@ fn fork_helper(
             // The helper: nothing of the daemon's but the socket and the logger.
             drop(ours);
             prepared.listeners.clear();
+            prepared.metrics = None;
             drop(detached.take());
             // The pid file is the daemon's: it must not stay locked by the
             // helper after the daemon died (its removal is the helper's job).

@@ -103,15 +103,18 @@ impl Agenda {
     }
 
     /// `ternctl flush`: every known message now, deferred recipients included.
-    pub(super) fn flush(&mut self, now: u64) {
-        let ids: Vec<QueueId> = self.when.keys().chain(self.busy.iter()).cloned().collect();
-        for id in ids {
+    /// Returns them, in id order.
+    pub(super) fn flush(&mut self, now: u64) -> Vec<QueueId> {
+        let mut ids: Vec<QueueId> = self.when.keys().chain(self.busy.iter()).cloned().collect();
+        ids.sort();
+        for id in &ids {
             self.forced.insert(id.clone());
-            if let Some(old) = self.when.remove(&id) {
+            if let Some(old) = self.when.remove(id) {
                 self.due.remove(&(old, id.clone()));
             }
-            self.schedule(id, now);
+            self.schedule(id.clone(), now);
         }
+        ids
     }
 
     /// How long the runner may sleep: until the next message is due, the
@@ -127,6 +130,20 @@ impl Agenda {
             wait = wait.min(REAP);
         }
         wait.max(MIN_WAIT)
+    }
+
+    /// The messages held back until after `now` (their next retry), sorted
+    /// by id: the queue's deferred part, for the metrics.
+    pub(super) fn waiting(&self, now: u64) -> Vec<QueueId> {
+        let mut ids: Vec<QueueId> = self
+            .due
+            .iter()
+            .rev()
+            .take_while(|(t, _)| *t > now)
+            .map(|(_, id)| id.clone())
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// When `id` is next due, if scheduled.
@@ -166,6 +183,22 @@ mod tests {
 
     fn drain(a: &mut Agenda, now: u64, threads: usize) -> Vec<Job> {
         std::iter::from_fn(|| a.next_job(now, threads)).collect()
+    }
+
+    #[test]
+    fn waiting_are_the_scheduled_after_now_in_id_order() {
+        let mut a = Agenda::default();
+        let [w, x, y, z] = <[QueueId; 4]>::try_from(ids(4)).unwrap();
+        a.schedule(w.clone(), 50);
+        a.schedule(x.clone(), 10);
+        a.schedule(y.clone(), 40);
+        a.schedule(z.clone(), 20);
+        assert_eq!(a.waiting(20), vec![w.clone(), y.clone()]);
+        assert_eq!(a.waiting(0), vec![w.clone(), x.clone(), y.clone(), z]);
+        // With a worker, or due: not waiting.
+        assert_eq!(drain(&mut a, 10, 1), vec![(x, false)]);
+        assert_eq!(a.waiting(45), vec![w]);
+        assert!(a.waiting(100).is_empty());
     }
 
     #[test]
@@ -248,7 +281,9 @@ mod tests {
         a.schedule(x.clone(), 5000);
         a.schedule(y.clone(), 0);
         assert_eq!(a.next_job(0, 2), Some((y.clone(), false)));
-        a.flush(100);
+        let mut both = vec![x.clone(), y.clone()];
+        both.sort();
+        assert_eq!(a.flush(100), both);
         // The scheduled one is due now and forced; the busy one is woken.
         assert_eq!(a.next_job(100, 2), Some((x.clone(), true)));
         assert_eq!(a.finished(&y, After::At(9000), 100), None);

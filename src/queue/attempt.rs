@@ -22,11 +22,12 @@ use std::time::{Duration, Instant};
 
 use crate::clock;
 use crate::config::Config;
-use crate::deliver::outcome::{self, Attempted, Outcome, Success, Timing, Verdict};
+use crate::deliver::outcome::{self, Attempted, Outcome, Success, Timing, TlsNote, Verdict};
 use crate::deliver::router::{self, Context, Targets};
 use crate::dsn::Action;
 use crate::maillog;
 use crate::message;
+use crate::metrics::{self, Transport};
 use crate::queue::notify::{self, Line};
 use crate::queue::schedule::Schedule;
 use crate::queue::shared::Shared;
@@ -129,7 +130,7 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
         let mut firsts: HashMap<usize, Attempted> = HashMap::new();
         for (idx, a) in group.idxs.iter().copied().zip(results) {
             firsts.insert(idx, a.clone());
-            run.apply(&mut env, &mut unit, idx, a);
+            run.apply(&mut env, &mut unit, idx, Transport::Smtp, a);
         }
         // The same mailbox named twice in the envelope: one RCPT, one result.
         for (dup, first) in group.dups {
@@ -141,7 +142,7 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
             };
             let mut a = a.clone();
             a.outcome = outcome::duplicate_of(&addr, &a.outcome);
-            run.apply(&mut env, &mut unit, dup, a);
+            run.apply(&mut env, &mut unit, dup, Transport::Smtp, a);
         }
         let recorded = run.commit(&mut env, &unit);
         run.log(&env, &unit);
@@ -159,14 +160,16 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
         if !is_due(&rcpt) || router::remote_domain(&cfg, &rcpt).is_some() {
             continue;
         }
-        let attempted = {
+        let (attempted, farewell) = {
             let ctx = inputs.context(&env);
             router::deliver(&ctx, &rcpt)
         };
         let mut unit = Unit::default();
-        run.apply(&mut env, &mut unit, idx, attempted);
+        run.apply(&mut env, &mut unit, idx, Transport::Local, attempted);
         let recorded = run.commit(&mut env, &unit);
         run.log(&env, &unit);
+        // A mailbox_transport connection goes once the delivery is recorded.
+        drop(farewell);
         if let Err(after) = recorded {
             return after;
         }
@@ -308,8 +311,10 @@ struct Unit {
 /// A delivery log line, written after the record (see `maillog::delivery`).
 struct Logged {
     rcpt: Recipient,
+    transport: Transport,
     relay: String,
     tls: Option<&'static str>,
+    policy: Option<TlsNote>,
     delays: Delays,
     outcome: Outcome,
     status: &'static str,
@@ -319,23 +324,52 @@ impl Run<'_> {
     /// The log lines of a recorded unit, then the removal if it ended the message.
     fn log(&self, env: &Envelope, unit: &Unit) {
         for l in &unit.logs {
-            log_attempt(env, &l.rcpt, &l.relay, l.tls, &l.delays, &l.outcome, l.status);
+            let tls = Tls {
+                version: l.tls,
+                policy: l.policy.as_ref(),
+            };
+            log_attempt(
+                env,
+                &l.rcpt,
+                l.transport,
+                &l.relay,
+                tls,
+                &l.delays,
+                &l.outcome,
+                l.status,
+            );
         }
         if self.retired {
             maillog::removed(&env.id);
         }
     }
 
-    /// Take recipient `idx`'s result into the envelope in memory.
-    fn apply(&mut self, env: &mut Envelope, unit: &mut Unit, idx: usize, attempted: Attempted) {
+    /// Take recipient `idx`'s result into the envelope in memory;
+    /// `transport` is how it went (for the metrics) unless an LMTP server
+    /// names itself in relay=.
+    fn apply(
+        &mut self,
+        env: &mut Envelope,
+        unit: &mut Unit,
+        idx: usize,
+        transport: Transport,
+        attempted: Attempted,
+    ) {
         let Attempted {
             relay,
             tls,
+            policy,
             outcome,
             success,
             timing,
         } = attempted;
         let delays = Delays::of(env, self.attempt_wall, self.attempt_began, &timing);
+        // An LMTP server (a route, or mailbox_transport) names itself in relay=.
+        let transport = if relay.starts_with("lmtp/") {
+            Transport::Lmtp
+        } else {
+            transport
+        };
         let noise = noise(&env.id, idx);
         let Some(slot) = env.recipients.get_mut(idx) else {
             return;
@@ -361,8 +395,10 @@ impl Run<'_> {
                 let final_outcome = outcome::expired(&outcome);
                 unit.logs.push(Logged {
                     rcpt,
+                    transport,
                     relay: relay.clone(),
                     tls,
+                    policy,
                     delays,
                     outcome: final_outcome.clone(),
                     status: "expired",
@@ -372,7 +408,16 @@ impl Run<'_> {
             }
             Verdict::Temporary => {
                 slot.status = RcptStatus::Deferred;
-                slot.next_attempt = Some(self.sched.next_attempt(slot.attempts, self.now, noise));
+                match flushed_early(&rcpt, self.now) {
+                    // A flush tried it before its time: that try does not count
+                    // toward the back-off and the planned retry stays, so ten
+                    // flushes do not push it hours out.
+                    Some(planned) => {
+                        slot.attempts = rcpt.attempts;
+                        slot.next_attempt = Some(planned);
+                    }
+                    None => slot.next_attempt = Some(self.sched.next_attempt(slot.attempts, self.now, noise)),
+                }
                 "deferred"
             }
             Verdict::Permanent => {
@@ -382,8 +427,10 @@ impl Run<'_> {
         };
         unit.logs.push(Logged {
             rcpt,
+            transport,
             relay,
             tls,
+            policy,
             delays,
             outcome,
             status,
@@ -516,6 +563,7 @@ impl<'a> Inputs<'a> {
             headers: self.headers,
             message: self.message,
             resolver: self.shared.resolver.as_ref(),
+            outbound: &self.shared.outbound,
             pool: &self.shared.pool,
             queued: self.queued,
             targets: self.targets,
@@ -578,9 +626,11 @@ fn last_outcome(r: &Recipient) -> Outcome {
 }
 
 /// The Remote-MTA of a DSN (RFC 3464 2.3.5): the host name of
-/// `host[ip]:port`, without the address and port the log shows.
+/// `host[ip]:port` (or LMTP's `lmtp/host[...]`), without the address and
+/// port the log shows.
 fn remote_relay(relay: &str) -> Option<&str> {
     let host = relay.split('[').next().unwrap_or(relay);
+    let host = host.strip_prefix("lmtp/").unwrap_or(host);
     (relay != "local" && relay != "none" && !host.is_empty()).then_some(host)
 }
 
@@ -622,16 +672,32 @@ impl std::fmt::Display for Delays {
     }
 }
 
-/// The delivery log line (see `maillog::delivery`).
+/// What an attempt's connection was: its TLS version and the policy that
+/// applied, for the log line.
+#[derive(Clone, Copy)]
+struct Tls<'a> {
+    version: Option<&'a str>,
+    policy: Option<&'a TlsNote>,
+}
+
+/// The delivery log line (see `maillog::delivery`), and its count in the metrics.
+#[allow(clippy::too_many_arguments)]
 fn log_attempt(
     env: &Envelope,
     rcpt: &Recipient,
+    transport: Transport,
     relay: &str,
-    tls: Option<&str>,
+    tls: Tls<'_>,
     delays: &Delays,
     o: &Outcome,
     status: &str,
 ) {
+    let counted = match status {
+        "sent" => metrics::Status::Sent,
+        "deferred" => metrics::Status::Deferred,
+        _ => metrics::Status::Bounced,
+    };
+    metrics::delivery(transport, counted, Some(env.id.age()));
     let delay = clock::now().saturating_sub(env.created);
     maillog::delivery(
         &env.id,
@@ -639,7 +705,8 @@ fn log_attempt(
         relay,
         delay,
         delays,
-        tls,
+        tls.version,
+        tls.policy.map(|p| p as &dyn std::fmt::Display),
         &o.status(),
         status,
         o.detail(),
@@ -663,6 +730,13 @@ fn read_message(file: &std::fs::File, whole: bool) -> (Option<Vec<u8>>, Vec<u8>)
     headers.shrink_to_fit();
     let message = (whole && ok).then_some(buf);
     (message, headers)
+}
+
+/// When a recipient tried now was planned to be retried, if that was still to
+/// come: it was tried early, by a flush (`sendmail -q`, `ternctl flush`).
+fn flushed_early(before: &Recipient, now: u64) -> Option<u64> {
+    let planned = before.next_attempt?;
+    (before.status == RcptStatus::Deferred && planned > now).then_some(planned)
 }
 
 /// Jitter source for the retry schedule: differs per message, recipient and moment.
@@ -731,11 +805,25 @@ mod tests {
     }
 
     #[test]
+    fn only_a_flush_before_the_planned_retry_is_early() {
+        let mut r = Recipient::new("a@x.test".to_owned());
+        assert_eq!(flushed_early(&r, 100), None, "never tried");
+        r.status = RcptStatus::Deferred;
+        r.next_attempt = Some(500);
+        assert_eq!(flushed_early(&r, 100), Some(500), "flushed");
+        assert_eq!(flushed_early(&r, 500), None, "due");
+        assert_eq!(flushed_early(&r, 600), None, "late");
+        r.next_attempt = None;
+        assert_eq!(flushed_early(&r, 100), None);
+    }
+
+    #[test]
     fn remote_mta_is_the_host_name() {
         assert_eq!(
             remote_relay("mx.example.org[192.0.2.1]:25"),
             Some("mx.example.org")
         );
+        assert_eq!(remote_relay("lmtp/mx.test[/run/dovecot/lmtp]"), Some("mx.test"));
         assert_eq!(remote_relay("local"), None);
         assert_eq!(remote_relay("none"), None);
     }

@@ -35,6 +35,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::{Config, Live};
 use crate::maillog;
+use crate::metrics;
 use crate::server::conn::{self, Conn, Standing};
 use crate::server::proxy;
 use crate::server::session::{self, Context, Peer, Service};
@@ -468,18 +469,19 @@ fn accept_loop(
                 }) {
                     // Cannot happen while slots bound the channel; answer anyway.
                     let job = e.into_inner();
-                    refuse(job.stream, &job.peer, &reply::too_busy());
+                    refuse(job.stream, service, &job.peer, &reply::too_busy());
                 }
             }
-            Err(r) => refuse(stream, &peer, &r),
+            Err(r) => refuse(stream, service, &peer, &r),
         }
     }
 }
 
 /// Answer a connection we will not serve, without letting a slow client hold
 /// up the accept loop.
-fn refuse(mut stream: TcpStream, peer: &Peer, r: &Reply) {
+fn refuse(mut stream: TcpStream, service: Service, peer: &Peer, r: &Reply) {
     maillog::refuse_connection(peer, r);
+    metrics::refused(service.into(), r);
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let _ = stream.set_nonblocking(true);
     let _ = stream.write_all(r.to_wire().as_bytes());
@@ -498,13 +500,14 @@ fn worker(live: &Live<Context>, rx: &Receiver<Job>) {
         } = job;
         // Dropping the stream closes a connection the PROXY check refused.
         let Some(peer) = proxied_peer(ctx, service, &mut stream, peer) else {
+            metrics::proxy_refused(service.into());
             continue;
         };
         // The slot is held (and freed on drop) until the session ends.
         if slot.ip.is_none() {
             if let Some(ip) = peer.ip {
                 if let Err(r) = slot.rebind(ip) {
-                    refuse(stream, &peer, &r);
+                    refuse(stream, service, &peer, &r);
                     continue;
                 }
             }

@@ -8,3 +8,13 @@ pub mod listener;
 pub mod policy;
 pub mod proxy;
 pub mod session;
+
+impl From<session::Service> for crate::metrics::Listener {
+    fn from(s: session::Service) -> Self {
+        match s {
+            session::Service::Smtp => Self::Smtp,
+            session::Service::Submission => Self::Submission,
+            session::Service::Smtps => Self::Smtps,
+        }
+    }
+}

@@ -132,6 +132,7 @@ impl Committer {
     pub(super) fn commit(&self, root: &Path, mode: SyncMode, p: Pending) -> Result<(), SpoolError> {
         self.run(p, |batch| {
             let dirs = self.dirs.get_or_init(|| Dirs::new(root));
+            let _timer = crate::metrics::spool_commit();
             commit_batch(dirs, mode, batch)
         })
     }

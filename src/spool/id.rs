@@ -67,6 +67,20 @@ impl QueueId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// When the id was made, so when its message entered the queue: its first
+    /// 11 digits, milliseconds since the epoch.
+    pub fn millis(&self) -> u64 {
+        self.0
+            .get(..11)
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .unwrap_or(0)
+    }
+
+    /// How long ago the id was made (zero if that seems to be in the future).
+    pub fn age(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(now_ms().saturating_sub(self.millis()))
+    }
 }
 
 impl fmt::Display for QueueId {
@@ -147,6 +161,14 @@ mod tests {
         let ms = u64::from_str_radix(&id.as_str()[..11], 16).unwrap();
         let now = now_ms();
         assert!(ms <= now + 1000 && ms + 60_000 >= now, "{ms} vs {now}");
+        assert_eq!(id.millis(), ms);
+        assert!(id.age() < std::time::Duration::from_secs(60));
+        let old = QueueId::parse("0000000000000000").unwrap().age();
+        assert!(old > std::time::Duration::from_secs(50 * 365 * 86400), "{old:?}");
+        assert_eq!(
+            QueueId::parse("0193A5F2C41B07E2").unwrap().millis(),
+            0x0193A5F2C41
+        );
         assert_eq!(id.to_string(), id.as_str());
     }
 

@@ -37,10 +37,7 @@ fn lettre_sends_a_message() {
 
 #[test]
 fn python_smtplib_sends_a_message() {
-    if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("skipped: python3 missing");
-        return;
-    }
+    require_tool!("python3");
     let t = Setup::new().start();
     let script = format!(
         r#"

@@ -268,7 +268,9 @@ fn hop_session(
         let verb = upper.split([' ', ':']).next().unwrap_or_default().to_owned();
         st.lock().unwrap().seen[session].push(verb.clone());
         match verb.as_str() {
-            "EHLO" => reply(&mut w, "EHLO", "250-hop.test\r\n250-PIPELINING\r\n250 8BITMIME")?,
+            // LHLO: an LMTP client (with one recipient per transaction the
+            // rest of the dialog is SMTP's).
+            "EHLO" | "LHLO" => reply(&mut w, "EHLO", "250-hop.test\r\n250-PIPELINING\r\n250 8BITMIME")?,
             "MAIL" => {
                 end(st, &mut current);
                 let mut s = st.lock().unwrap();
@@ -416,6 +418,45 @@ fn a_slow_quit_does_not_hold_the_record_back() {
     assert!(crate::common::wait_until(5, || t.queued().is_empty()));
     assert_eq!(
         hop.counts().get("slow-quit"),
+        Some(&1),
+        "delivered again after the crash"
+    );
+}
+
+/// The same over LMTP (a `route` to an LMTP server): the recipient's reply
+/// after the data is recorded before the QUIT.
+#[test]
+fn a_slow_lmtp_quit_does_not_hold_the_record_back() {
+    let hop = Hop::start(
+        Duration::ZERO,
+        Some(Stall {
+            verb: "QUIT",
+            wait: Duration::from_secs(30),
+            sessions: 1,
+        }),
+    );
+    let mut t = Setup::new()
+        .deliver()
+        .set("route", &format!("store.test lmtp:[127.0.0.1]:{}", hop.port()))
+        .set("smtp_connection_cache_time", "0")
+        .start();
+    submit_one(&t, &["a@store.test"], "slow-lmtp-quit");
+    assert!(
+        crate::common::wait_until(10, || hop.saw("QUIT")),
+        "{}",
+        t.log_text()
+    );
+    t.restart();
+    submit_one(&t, &["a@store.test"], "after-lmtp-restart");
+    assert!(
+        crate::common::wait_until(15, || hop.counts().get("after-lmtp-restart") == Some(&1)),
+        "{}",
+        t.log_text()
+    );
+    assert!(crate::common::wait_until(5, || t.queued().is_empty()));
+    assert!(hop.saw("LHLO"), "spoken over LMTP");
+    assert_eq!(
+        hop.counts().get("slow-lmtp-quit"),
         Some(&1),
         "delivered again after the crash"
     );

@@ -32,19 +32,24 @@ impl Drop for Stop {
 
 /// Start ternd detached on `conf` and return its pid.
 fn start_detached(conf: &std::path::Path, pid_path: &std::path::Path) -> u32 {
+    start_detached_saying(conf, pid_path).0
+}
+
+/// Start ternd detached on `conf`; its pid, and what it said on stderr
+/// before it detached.
+fn start_detached_saying(conf: &std::path::Path, pid_path: &std::path::Path) -> (u32, String) {
     let out = Command::new(TERND)
         .arg("-f")
         .arg(conf)
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read_to_string(pid_path).unwrap().trim().parse().unwrap()
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    (
+        std::fs::read_to_string(pid_path).unwrap().trim().parse().unwrap(),
+        err,
+    )
 }
 
 /// The Uid: or Gid: line of /proc/PID/status: real, effective, saved, fs.
@@ -108,14 +113,9 @@ fn detaches_writes_a_pid_file_and_refuses_a_second_instance() {
 /// Maildir belongs to the account, root's own mailbox to root.
 fn root_drops_to_user_and_still_delivers_as_the_recipient(foreground: bool) {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let Some(account) = daemon_account() else {
-        eprintln!("skipped: needs root to drop privileges");
-        return;
-    };
-    let Some(rcpt) = tern::sys::getpwnam("daemon") else {
-        eprintln!("skipped: needs the daemon account");
-        return;
-    };
+    require_root!("dropping privileges");
+    let account = require_some!(daemon_account(), "no account for the test daemon");
+    let rcpt = require_some!(tern::sys::getpwnam("daemon"), "no daemon account");
     let port = free_port();
     let setup = Setup::new().deliver().set("listen", &format!("127.0.0.1:{port}"));
     let pid_path = setup.path().join("ternd.pid");
@@ -191,10 +191,7 @@ fn root_drops_to_user_in_the_foreground_too() {
 /// with -d and -i as without: ternd never keeps running as root.
 #[test]
 fn root_refuses_a_user_that_is_root() {
-    if tern::sys::uids().1 != 0 {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root!("ternd's checks of the account it drops to");
     let setup = Setup::new().set("user", "root");
     let conf = setup.write_config();
     for args in [&["-d"][..], &[][..], &["-i"][..]] {
@@ -215,10 +212,7 @@ fn root_refuses_a_user_that_is_root() {
 
 #[test]
 fn root_refuses_a_missing_user() {
-    if tern::sys::uids().1 != 0 {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root!("ternd's checks of the account it drops to");
     let setup = Setup::new().set("user", "no-such-user-tern-test");
     let pid_path = setup.path().join("ternd.pid");
     let setup = setup.set("pid_file", &pid_path.display().to_string());
@@ -297,7 +291,10 @@ fn sigterm_waits_for_deliveries_in_flight() {
     let setup = Setup::new().deliver().open_to_all();
     let out = setup.path().join("out");
     let mut t = setup
-        .aliases(&format!("slow: \"|sleep 1; cat > {}/slow.txt\"\n", out.display()))
+        .aliases(&format!(
+            "slow: \"|touch {0}/started; sleep 1; cat > {0}/slow.txt\"\n",
+            out.display()
+        ))
         .start();
     let mut c = t.connect();
     c.hello();
@@ -307,8 +304,17 @@ fn sigterm_waits_for_deliveries_in_flight() {
         250
     );
     c.cmd("QUIT");
-    // Stop while the pipe is still sleeping: the delivery completes first.
-    std::thread::sleep(Duration::from_millis(300));
+    // Stop while the pipe is still sleeping (it has started, it has not
+    // written): the delivery completes first.
+    assert!(
+        wait_until(10, || out.join("started").exists()),
+        "{}",
+        t.log_text()
+    );
+    assert!(
+        !out.join("slow.txt").exists(),
+        "the delivery ended before the signal"
+    );
     t.signal(libc::SIGTERM);
     assert_eq!(t.wait_exit(20), Some(0), "{}", t.log_text());
     assert!(out.join("slow.txt").exists(), "{}", t.log_text());
@@ -462,4 +468,55 @@ fn sighup_applies_a_new_log_level_at_once() {
     );
     let log = t.log_text();
     assert_eq!(log.matches("SIGHUP: configuration reloaded").count(), 1, "{log}");
+}
+
+/// Issue 17, 6: a detached ternd that cannot reach syslog says so when it
+/// starts (its log would be lost); with `log_file` it logs there instead, as
+/// syslog would, and says nothing.
+#[test]
+fn detached_without_syslog_warns_and_log_file_takes_its_place() {
+    // What this machine offers decides what to expect.
+    let reachable = std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|s| s.connect("/dev/log"))
+        .is_ok();
+    let run = |log_file: Option<&std::path::Path>| {
+        let setup = Setup::new().set("listen", &format!("127.0.0.1:{}", free_port()));
+        let pid_path = setup.path().join("ternd.pid");
+        let mut setup = setup.set("pid_file", &pid_path.display().to_string());
+        if let Some(p) = log_file {
+            setup = setup.set("log_file", &p.display().to_string());
+        }
+        let conf = setup.write_config();
+        let (pid, err) = start_detached_saying(&conf, &pid_path);
+        let _stop = Stop(pid);
+        tern::sys::send_signal(pid, libc::SIGTERM).unwrap();
+        assert!(wait_until(10, || !pid_alive(pid)), "ternd did not stop");
+        (setup, err)
+    };
+    let (_setup, err) = run(None);
+    let warned = err.contains("ternd: warning: cannot reach syslog (/dev/log: ");
+    assert_eq!(warned, !reachable, "{err}");
+    if warned {
+        assert!(err.contains("set log_file = PATH in "), "{err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("tern.log");
+    let (_setup, err) = run(Some(&log));
+    assert_eq!(err, "");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let host = tern::sys::hostname().unwrap();
+    let host = host.split('.').next().unwrap().to_owned();
+    let started = text
+        .lines()
+        .find(|l| l.contains("ternd started, pid"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(started.contains(&format!("Z {host} ternd[")), "{started}");
+    assert!(text.contains("]: stopped"), "{text}");
+    // Created for the account the daemon runs as, 0640.
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(&log).unwrap();
+    assert_eq!(m.mode() & 0o777, 0o640);
+    if let Some(account) = daemon_account() {
+        assert_eq!(m.uid(), account.uid);
+    }
 }

@@ -76,7 +76,7 @@ fn three_thousand_pipelined_rcpts_make_one_copy() {
         "{log}"
     );
     assert!(log.contains(&format!("{id}: from=<sender@elsewhere.test>, size=")));
-    assert!(log.contains("nrcpt=1, "), "{log}");
+    assert!(log.contains("nrcpt=1 (queue active)"), "{log}");
 }
 
 #[test]

@@ -282,26 +282,12 @@ impl Drop for Tmpfs {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 /// Deliveries to the peer wait (451) until this is set.
 static PEER_OPEN: AtomicBool = AtomicBool::new(false);
 
 #[test]
 fn spool_disk_full_refuses_new_mail_and_recovers() {
-    if !is_root() {
-        eprintln!("skipped: mounting a tmpfs for the spool needs root");
-        return;
-    }
+    require_root!("mounting a tmpfs for the spool");
     let peer = Peer::start(Script {
         rcpt: |_| {
             if PEER_OPEN.load(Ordering::SeqCst) {
@@ -319,7 +305,7 @@ fn spool_disk_full_refuses_new_mail_and_recovers() {
     let _fs = match Tmpfs::mount(&spool_dir, "2m") {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("skipped: {e}");
+            crate::common::skip::skip(&e);
             return;
         }
     };
@@ -398,16 +384,13 @@ fn spool_disk_full_refuses_new_mail_and_recovers() {
 
 #[test]
 fn mailbox_disk_full_defers_not_bounces() {
-    if !is_root() {
-        eprintln!("skipped: mounting a tmpfs for the mailboxes needs root");
-        return;
-    }
+    require_root!("mounting a tmpfs for the mailboxes");
     let setup = Setup::new().deliver();
     let mail_dir = setup.path().join("mail");
     let fs = match Tmpfs::mount(&mail_dir, "64k") {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("skipped: {e}");
+            crate::common::skip::skip(&e);
             return;
         }
     };

@@ -1,9 +1,11 @@
 //! Integration tests: the real binaries on loopback, driven by raw sockets,
 //! a third-party client library (lettre), Python's smtplib, and kill -9.
 
+#[macro_use]
 mod common;
 
 mod auth_guard;
+mod chunking;
 mod clients;
 mod command_lines;
 mod config;
@@ -20,16 +22,25 @@ mod inetd;
 mod install;
 mod junk;
 mod limits;
+mod lmtp;
 mod local_delivery;
+mod maillog;
 mod manpages;
+mod message_path;
+mod metrics;
+mod milter;
 mod outbound;
+mod peers;
+mod policy_service;
 mod pool;
 mod proxy;
 mod recipients;
 mod relay;
+mod secrets;
 mod sendmail;
 mod slowloris;
 mod smuggling;
 mod spool;
 mod submission;
 mod tls;
+mod tlspolicy;

@@ -171,10 +171,7 @@ fn lettre_starttls_and_implicit_tls() {
 
 #[test]
 fn python_smtplib_starttls_and_login() {
-    if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("skipped: python3 missing");
-        return;
-    }
+    require_tool!("python3");
     let t = Setup::new().submission().start();
     let ca = t.setup.path().join("ca.pem");
     let script = format!(
@@ -223,10 +220,7 @@ print("ok")
 
 #[test]
 fn openssl_s_client_starttls() {
-    if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("skipped: openssl missing");
-        return;
-    }
+    require_tool!("openssl");
     let t = Setup::new().submission().start();
     let ca = t.setup.path().join("ca.pem");
     let mut child = Command::new("timeout")

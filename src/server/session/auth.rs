@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::{is_timeout, Hangup, Session};
 use crate::maillog;
+use crate::metrics;
 use crate::server::auth::{self, Mechanism, SaslError};
 use crate::server::auth_guard::{Limits, Verdict};
 use crate::server::conn::{self, Line};
@@ -14,6 +15,11 @@ use crate::smtp::reply::{self, Reply};
 const MAX_AUTH_FAILURES: u32 = 3;
 
 impl Session<'_> {
+    /// The SASL mechanism and user of an authenticated session, for the log.
+    pub(super) fn sasl(&self) -> Option<(&str, &str)> {
+        Some((self.sasl_method?, self.user.as_deref()?))
+    }
+
     /// Whether AUTH is offered now: configured, and only inside TLS.
     pub(super) fn auth_offered(&self) -> bool {
         self.ctx.auth.enabled() && self.tls.is_some()
@@ -112,11 +118,14 @@ impl Session<'_> {
         }
         if self.ctx.auth.check(&user, &pass) {
             maillog::auth_ok(self.peer, mech.name(), &user);
+            self.meter.auth(true);
             self.user = Some(user);
+            self.sasl_method = Some(mech.name());
             return Ok(reply::auth_ok());
         }
         attempt.failed();
         maillog::auth_failed(self.peer, mech.name(), &user);
+        self.meter.auth(false);
         Ok(self.failed_attempt(reply::auth_failed()))
     }
 
@@ -167,6 +176,7 @@ impl Session<'_> {
                             &self.proto(),
                             self.helo.as_deref(),
                         );
+                        metrics::rejected(&r);
                         self.errors += 1;
                         self.send(r)?;
                         return Err(Hangup);

@@ -20,11 +20,13 @@ impl Session<'_> {
         match result {
             Ok(info) => {
                 maillog::tls_established(self.peer, &self.service, &info);
+                self.meter.tls(&info.version);
                 self.tls = Some(info);
                 Ok(())
             }
             Err(e) => {
                 maillog::tls_failed(self.peer, &self.service, &e);
+                self.meter.tls_failed();
                 Err(Hangup)
             }
         }
