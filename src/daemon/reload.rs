@@ -97,6 +97,8 @@ impl Daemon {
             .reconfigure(Arc::clone(&cfg), Arc::clone(&tables), Arc::clone(&mailauth));
         let mut ctx = Context::new(Arc::clone(&cfg), Arc::clone(&old.spool), tables, tls);
         ctx.shutdown = Arc::clone(&old.shutdown);
+        // What guessers did before the reload still counts.
+        ctx.auth_guard = Arc::clone(&old.auth_guard);
         ctx.queued = old.queued.clone();
         ctx.mailauth = mailauth;
         self.live.set(Arc::new(ctx));

@@ -14,7 +14,7 @@ use crate::mailauth::Verdict;
 use crate::maillog;
 use crate::pipeline;
 use crate::server::auth;
-use crate::server::policy::Refusal;
+use crate::server::policy::{self, Refusal};
 use crate::smtp::address::{ForwardPath, Mailbox, ReversePath};
 use crate::smtp::command::{Body, MailParams, RcptParams};
 use crate::smtp::reply::{self, Reply};
@@ -78,13 +78,7 @@ impl Session<'_> {
             return r;
         }
         // Stage hook (MAIL): outside checks of the sender go here.
-        self.tx = Some(Transaction {
-            from,
-            params,
-            rcpts: Vec::new(),
-            chunks: None,
-            spf: None,
-        });
+        self.tx = Some(Transaction::new(from, params));
         reply::sender_ok()
     }
 
@@ -153,6 +147,25 @@ impl Session<'_> {
         if let Err(r) = self.check_rcpt(&to, &params) {
             return r;
         }
+        // A mailbox named again is answered as before and recorded once,
+        // with the DSN parameters of its first RCPT (as Postfix's cleanup
+        // drops duplicate recipients): one transaction, one copy.
+        let mailbox = self.mailbox_of(&to);
+        if let Some(tx) = self.tx.as_mut() {
+            if let Some(logged) = tx.mailboxes.get_mut(&mailbox) {
+                tx.accepted += 1;
+                if !std::mem::replace(logged, true) {
+                    maillog::duplicate_recipient(
+                        self.peer,
+                        &tx.from.to_string(),
+                        &to.to_string(),
+                        &self.proto(),
+                        self.helo.as_deref(),
+                    );
+                }
+                return reply::recipient_ok();
+            }
+        }
         if let Err(refusal) = self.ctx.policy.check_recipient(self.cfg, self.client(), &to) {
             return self.refused_recipient(&refusal);
         }
@@ -164,6 +177,8 @@ impl Session<'_> {
             return reply::need_mail();
         };
         tx.rcpts.push((to, params));
+        tx.mailboxes.insert(mailbox, false);
+        tx.accepted += 1;
         reply::recipient_ok()
     }
 
@@ -196,6 +211,19 @@ impl Session<'_> {
         }
     }
 
+    /// The mailbox a forward path names (`Mailbox::identity`); bare
+    /// `<postmaster>` is postmaster at the first local domain, as the
+    /// envelope records it.
+    fn mailbox_of(&self, to: &ForwardPath) -> String {
+        match to {
+            ForwardPath::Postmaster => {
+                let domain = self.cfg.local.domains.first().unwrap_or(&self.cfg.hostname);
+                format!("postmaster@{}", domain.to_lowercase())
+            }
+            ForwardPath::Mailbox(m) => m.identity(policy::is_local(self.cfg, m)),
+        }
+    }
+
     /// The protocol's reasons to refuse RCPT, before policy is asked.
     fn check_rcpt(&self, to: &ForwardPath, params: &RcptParams) -> Result<(), Reply> {
         let Some(tx) = self.tx.as_ref() else {
@@ -210,7 +238,7 @@ impl Session<'_> {
         }
         // RFC 5321 4.5.3.1.8: at least 100 must be accepted; excess gets 452
         // so the client sends the rest in another transaction.
-        if tx.rcpts.len() >= self.cfg.session.max_recipients {
+        if tx.accepted >= self.cfg.session.max_recipients {
             return Err(reply::too_many_recipients());
         }
         Ok(())
