@@ -295,19 +295,8 @@ fn insert_fields(header: &mut Header, index: usize, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::{commit, Body, Builder};
-    use crate::spool::Envelope;
-
-    fn draft(message: &[u8]) -> Draft {
-        let mut b = Builder::new(Body::new(None));
-        b.push(message).unwrap();
-        let (header, body) = b.finish().unwrap();
-        Draft {
-            header,
-            body,
-            env: Envelope::new(QueueId::generate(), "a@b".into(), 0),
-        }
-    }
+    use crate::pipeline::commit;
+    use crate::pipeline::tests::draft;
 
     #[test]
     fn generated_fields_go_in_as_written() {

@@ -303,7 +303,9 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    fn draft(message: &[u8]) -> Draft {
+    /// A draft of `message`, pushed in pieces as the data arrives (the
+    /// stages' tests use it too).
+    pub(super) fn draft(message: &[u8]) -> Draft {
         let mut b = Builder::new(Body::new(None));
         // In pieces, as the data arrives.
         for piece in message.chunks(3) {

@@ -138,6 +138,39 @@ fn assert_signature_shape(sig: &str) {
     }
 }
 
+/// The queued copy of the message `r` (a 250 to the end of data) accepted.
+fn stored(t: &Tern, r: &crate::common::Reply) -> Vec<u8> {
+    assert_eq!(r.code, 250, "{r:?}\n{}", t.log_text());
+    t.message(&r.queue_id()).1
+}
+
+/// The DKIM-Signature fields of `stored`, which must number `n`.
+fn signatures(stored: &[u8], n: usize) -> Vec<String> {
+    let sigs = fields(stored, "DKIM-Signature");
+    assert_eq!(sigs.len(), n, "{}", String::from_utf8_lossy(stored));
+    sigs
+}
+
+/// dkimpy's verdict on every signature of `stored`, the keys given.
+fn verify(stored: &[u8], keys: &[(&str, &str)]) -> Result<(), String> {
+    tools::dkim_verify(&crlf(stored), keys).expect("dkimpy")
+}
+
+/// `ternd -n` on `setup`'s configuration: exit status and stderr.
+fn check_config(setup: &Setup) -> (Option<i32>, String) {
+    let conf = setup.write_config();
+    let out = Command::new(TERND)
+        .arg("-n")
+        .arg("-f")
+        .arg(&conf)
+        .output()
+        .expect("ternd -n");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 // ---- signing ----------------------------------------------------------------
 
 #[test]
@@ -173,10 +206,8 @@ fn authenticated_submission_is_signed_rsa_and_ed25519_and_dkimpy_verifies() {
         &["bob@far.test"],
         &message_from("alice@example.test", "sub1"),
     );
-    assert_eq!(r.code, 250, "{r:?}");
-    let (_, stored) = t.message(&r.queue_id());
-    let sigs = fields(&stored, "DKIM-Signature");
-    assert_eq!(sigs.len(), 2, "{}", String::from_utf8_lossy(&stored));
+    let stored = stored(&t, &r);
+    let sigs = signatures(&stored, 2);
     let algs: Vec<String> = sigs.iter().map(|s| tag(s, "a")).collect();
     assert!(algs.contains(&"ed25519-sha256".to_owned()), "{algs:?}");
     assert!(algs.contains(&"rsa-sha256".to_owned()), "{algs:?}");
@@ -191,15 +222,11 @@ fn authenticated_submission_is_signed_rsa_and_ed25519_and_dkimpy_verifies() {
         ("ed2026._domainkey.example.test", ed_txt.as_str()),
         ("rsa2026._domainkey.example.test", rsa_txt.as_str()),
     ];
-    let wire = crlf(&stored);
-    let verdict = tools::dkim_verify(&wire, &keys).expect("dkimpy");
-    assert_eq!(verdict, Ok(()), "{text}");
+    assert_eq!(verify(&stored, &keys), Ok(()), "{text}");
     eprintln!("SIGNED (dkimpy: every signature verifies):\n{text}");
     // The verifier is not fooled: one changed body octet fails both.
-    let tampered = String::from_utf8_lossy(&wire).replace("Hello,", "Hallo,");
-    assert!(tools::dkim_verify(tampered.as_bytes(), &keys)
-        .expect("dkimpy")
-        .is_err());
+    let tampered = text.replace("Hello,", "Hallo,");
+    assert!(verify(tampered.as_bytes(), &keys).is_err());
     assert!(t.wait_log("dkim-signed d=example.test"), "{}", t.log_text());
 }
 
@@ -219,13 +246,11 @@ fn sendmail_mail_is_signed_at_pickup() {
     assert_eq!(out.code, 0, "{out:?}");
     let queued = wait_queued(&t, 1);
     let (_, stored) = &queued[0];
-    let sigs = fields(stored, "DKIM-Signature");
-    assert_eq!(sigs.len(), 1, "{}", String::from_utf8_lossy(stored));
+    let sigs = signatures(stored, 1);
     assert_eq!(tag(&sigs[0], "a"), "ed25519-sha256");
     assert_signature_shape(&sigs[0]);
     let keys = [("ed2026._domainkey.example.test", ed_txt.as_str())];
-    let verdict = tools::dkim_verify(&crlf(stored), &keys).expect("dkimpy");
-    assert_eq!(verdict, Ok(()), "{}", String::from_utf8_lossy(stored));
+    assert_eq!(verify(stored, &keys), Ok(()));
 }
 
 #[test]
@@ -245,22 +270,17 @@ fn relay_networks_clients_are_signed_outsiders_and_relayed_mail_are_not() {
         &["bob@far.test"],
         &message_from("ops@mail.example.test", "net1"),
     );
-    assert_eq!(r.code, 250, "{r:?}");
-    let (_, stored) = t.message(&r.queue_id());
-    let sigs = fields(&stored, "DKIM-Signature");
-    assert_eq!(sigs.len(), 1, "{}", String::from_utf8_lossy(&stored));
+    let sigs = signatures(&stored(&t, &r), 1);
     assert_eq!(tag(&sigs[0], "d"), "example.test");
     let keys = [("ed2026._domainkey.example.test", ed_txt.as_str())];
-    assert_eq!(tools::dkim_verify(&crlf(&stored), &keys).expect("dkimpy"), Ok(()));
+    assert_eq!(verify(&stored(&t, &r), &keys), Ok(()));
     // A From: domain without a key goes unsigned by design.
     let r = c.send_mail(
         "a@other.test",
         &["bob@far.test"],
         &message_from("a@other.test", "net2"),
     );
-    assert_eq!(r.code, 250, "{r:?}");
-    let (_, stored) = t.message(&r.queue_id());
-    assert!(fields(&stored, "DKIM-Signature").is_empty());
+    signatures(&stored(&t, &r), 0);
     drop(t);
 
     // From outside (not in relay_networks, not authenticated), to an alias
@@ -280,13 +300,7 @@ fn relay_networks_clients_are_signed_outsiders_and_relayed_mail_are_not() {
         &["fwd@example.test"],
         &message_from("alice@example.test", "relay1"),
     );
-    assert_eq!(r.code, 250, "{r:?}");
-    let (_, stored) = t.message(&r.queue_id());
-    assert!(
-        fields(&stored, "DKIM-Signature").is_empty(),
-        "{}",
-        String::from_utf8_lossy(&stored)
-    );
+    signatures(&stored(&t, &r), 0);
     assert!(!t.log_text().contains("dkim-signed"), "{}", t.log_text());
 }
 
@@ -298,15 +312,8 @@ fn keys_are_checked_by_ternd_n_and_reread_on_reload_a_bad_key_is_451_never_unsig
     let setup = Setup::new();
     let missing = setup.path().join("missing.pem");
     let setup = setup.set("dkim_sign", &format!("example.test s1 {}", missing.display()));
-    let conf = setup.write_config();
-    let out = Command::new(TERND)
-        .arg("-n")
-        .arg("-f")
-        .arg(&conf)
-        .output()
-        .expect("ternd -n");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let (code, err) = check_config(&setup);
+    assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("tern.conf:2: dkim_sign: ") && err.contains("missing.pem"),
         "{err}"
@@ -318,16 +325,12 @@ fn keys_are_checked_by_ternd_n_and_reread_on_reload_a_bad_key_is_451_never_unsig
     )
     .unwrap();
     let setup = setup.set("dkim_sign", &format!("example.test s1 {}", junk.display()));
-    let conf = setup.write_config();
-    let out = Command::new(TERND)
-        .arg("-n")
-        .arg("-f")
-        .arg(&conf)
-        .output()
-        .expect("ternd -n");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("tern.conf:") && err.contains("junk.pem"), "{err}");
+    let (code, err) = check_config(&setup);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("tern.conf:2: dkim_sign: ") && err.contains("junk.pem"),
+        "{err}"
+    );
 
     // A good key; then the file replaced: re-read on SIGHUP.
     let (first, first_txt) = ed25519_key(&setup, "first");
@@ -345,13 +348,8 @@ fn keys_are_checked_by_ternd_n_and_reread_on_reload_a_bad_key_is_451_never_unsig
         c.send_raw(b".\r\n");
         c.reply()
     };
-    let r = send(&t);
-    assert_eq!(r.code, 250, "{r:?}");
     let keys = [("s1._domainkey.example.test", first_txt.as_str())];
-    assert_eq!(
-        tools::dkim_verify(&crlf(&t.message(&r.queue_id()).1), &keys).expect("dkimpy"),
-        Ok(())
-    );
+    assert_eq!(verify(&stored(&t, &send(&t)), &keys), Ok(()));
 
     // Broken on disk: the domain's mail is refused for now, not sent unsigned.
     std::fs::write(&key, "not a key\n").unwrap();
@@ -379,13 +377,11 @@ fn keys_are_checked_by_ternd_n_and_reread_on_reload_a_bad_key_is_451_never_unsig
         "{}",
         t.log_text()
     );
-    let r = send(&t);
-    assert_eq!(r.code, 250, "{r:?}");
-    let stored = crlf(&t.message(&r.queue_id()).1);
+    let stored = stored(&t, &send(&t));
     let keys = [("s1._domainkey.example.test", second_txt.as_str())];
-    assert_eq!(tools::dkim_verify(&stored, &keys).expect("dkimpy"), Ok(()));
+    assert_eq!(verify(&stored, &keys), Ok(()));
     let old = [("s1._domainkey.example.test", first_txt.as_str())];
-    assert!(tools::dkim_verify(&stored, &old).expect("dkimpy").is_err());
+    assert!(verify(&stored, &old).is_err());
 }
 
 // ---- checking -----------------------------------------------------------------
@@ -449,8 +445,8 @@ fn send_outside(t: &Tern, helo: &str, from: &str, body: &str) -> crate::common::
 
 /// The one Authentication-Results field of ours on the queued message, split
 /// into its resinfo parts (after the authserv-id).
-fn our_results(t: &Tern, id: &str) -> Vec<String> {
-    let (_, stored) = t.message(id);
+fn our_results(t: &Tern, r: &crate::common::Reply) -> Vec<String> {
+    let stored = stored(t, r);
     let ars: Vec<String> = fields(&stored, "Authentication-Results")
         .into_iter()
         .filter(|v| v.starts_with("mx.test;"))
@@ -503,8 +499,7 @@ fn spf_dkim_dmarc_results_in_one_authentication_results_field() {
         ("a@perm.sender.test", "permerror", "none"),
     ] {
         let r = send_outside(&t, "client.sender.test", sender, &message_from(sender, "spf"));
-        assert_eq!(r.code, 250, "{sender}: {r:?}");
-        let parts = our_results(&t, &r.queue_id());
+        let parts = our_results(&t, &r);
         let spf = resinfo(&parts, "spf", "smtp.mailfrom=");
         assert_eq!(result_of(spf), want_spf, "{sender}: {parts:?}");
         assert!(spf.ends_with(&format!("smtp.mailfrom={sender}")), "{spf}");
@@ -526,7 +521,7 @@ fn spf_dkim_dmarc_results_in_one_authentication_results_field() {
         "a@pass.sender.test",
         &message_from("a@lax.sender.test", "lax"),
     );
-    let parts = our_results(&t, &r.queue_id());
+    let parts = our_results(&t, &r);
     assert_eq!(
         resinfo(&parts, "dmarc", "header.from="),
         "dmarc=fail (p=none) header.from=lax.sender.test"
@@ -543,8 +538,7 @@ fn spf_dkim_dmarc_results_in_one_authentication_results_field() {
         .replace("\r\n", "\n")
         .replace('\n', "\r\n");
     let r = send_outside(&t, "client.sender.test", "a@dkim.sender.test", &signed);
-    assert_eq!(r.code, 250, "{r:?}");
-    let parts = our_results(&t, &r.queue_id());
+    let parts = our_results(&t, &r);
     assert_eq!(result_of(resinfo(&parts, "spf", "smtp.mailfrom=")), "fail");
     let ed = resinfo(&parts, "dkim", "header.s=ed");
     assert!(
@@ -560,14 +554,13 @@ fn spf_dkim_dmarc_results_in_one_authentication_results_field() {
         resinfo(&parts, "dmarc", "header.from="),
         "dmarc=pass (p=reject) header.from=dkim.sender.test"
     );
-    let pass_field = fields(&t.message(&r.queue_id()).1, "Authentication-Results").remove(0);
+    let pass_field = fields(&stored(&t, &r), "Authentication-Results").remove(0);
     eprintln!("PASS: Authentication-Results: {pass_field}");
 
     // The same, one body octet changed on the way: both fail, DMARC fails.
     let tampered = signed.replace("Hello,", "Hallo,");
     let r = send_outside(&t, "client.sender.test", "a@dkim.sender.test", &tampered);
-    assert_eq!(r.code, 250, "dmarc_reject is off by default: {r:?}");
-    let parts = our_results(&t, &r.queue_id());
+    let parts = our_results(&t, &r);
     assert_eq!(
         result_of(resinfo(&parts, "dkim", "header.s=ed")),
         "fail",
@@ -582,7 +575,7 @@ fn spf_dkim_dmarc_results_in_one_authentication_results_field() {
         resinfo(&parts, "dmarc", "header.from="),
         "dmarc=fail (p=reject) header.from=dkim.sender.test"
     );
-    let fail_field = fields(&t.message(&r.queue_id()).1, "Authentication-Results").remove(0);
+    let fail_field = fields(&stored(&t, &r), "Authentication-Results").remove(0);
     eprintln!("FAIL: Authentication-Results: {fail_field}");
     assert!(
         t.wait_log("authentication-results=mx.test; spf=fail"),
@@ -604,11 +597,10 @@ fn forged_authentication_results_claiming_our_host_are_removed() {
         message_from("a@fail.sender.test", "forged")
     );
     let r = send_outside(&t, "client.sender.test", "a@fail.sender.test", &body);
-    assert_eq!(r.code, 250, "{r:?}");
-    let (_, stored) = t.message(&r.queue_id());
-    let ars = fields(&stored, "Authentication-Results");
+    let queued = stored(&t, &r);
+    let ars = fields(&queued, "Authentication-Results");
     // Ours (fail), and the other host's kept: RFC 8601 5 removes only ours.
-    assert_eq!(ars.len(), 2, "{}", String::from_utf8_lossy(&stored));
+    assert_eq!(ars.len(), 2, "{}", String::from_utf8_lossy(&queued));
     assert!(
         ars[0].starts_with("mx.test;") && ars[0].contains("spf=fail smtp.mailfrom="),
         "{ars:?}"
@@ -619,9 +611,8 @@ fn forged_authentication_results_claiming_our_host_are_removed() {
     // With the checks off, forged ones still go.
     let t = checking(&dns, &[("auth_check", "no")]);
     let r = send_outside(&t, "client.sender.test", "a@fail.sender.test", &body);
-    let (_, stored) = t.message(&r.queue_id());
     assert_eq!(
-        fields(&stored, "Authentication-Results"),
+        fields(&stored(&t, &r), "Authentication-Results"),
         vec!["other.example; spf=pass".to_owned()]
     );
 }
@@ -632,53 +623,69 @@ fn dmarc_reject_and_spf_reject_refuse_only_what_they_say() {
         return;
     };
     let t = checking(&dns, &[("dmarc_reject", "yes"), ("spf_reject", "fail")]);
-    // SPF fail of the sender: refused at RCPT, 5.7.23 (RFC 7372).
-    let r = send_outside(
-        &t,
-        "client.sender.test",
-        "a@fail.sender.test",
-        &message_from("a@fail.sender.test", "x"),
-    );
-    assert_eq!(r.status(), "550 5.7.23", "{r:?}");
-    // SPF fail of the HELO name alone refuses too.
-    let r = send_outside(
-        &t,
-        "fail.sender.test",
-        "a@none.sender.test",
-        &message_from("a@none.sender.test", "x"),
-    );
-    assert_eq!(r.status(), "550 5.7.23", "{r:?}");
-    // softfail, none, permerror: accepted.
-    for sender in ["a@soft.sender.test", "a@none.sender.test", "a@perm.sender.test"] {
-        let r = send_outside(&t, "client.sender.test", sender, &message_from(sender, "x"));
-        assert_eq!(r.code, 250, "{sender}: {r:?}");
+    // (HELO, MAIL FROM, From:, the reply that ends the transaction)
+    for (helo, sender, author, want) in [
+        // SPF fail of the sender: refused at RCPT, 5.7.23 (RFC 7372).
+        (
+            "client.sender.test",
+            "a@fail.sender.test",
+            "a@fail.sender.test",
+            "550 5.7.23",
+        ),
+        // SPF fail of the HELO name alone refuses too.
+        (
+            "fail.sender.test",
+            "a@none.sender.test",
+            "a@none.sender.test",
+            "550 5.7.23",
+        ),
+        // softfail, none, permerror: accepted.
+        (
+            "client.sender.test",
+            "a@soft.sender.test",
+            "a@soft.sender.test",
+            "250 2.0.0",
+        ),
+        (
+            "client.sender.test",
+            "a@none.sender.test",
+            "a@none.sender.test",
+            "250 2.0.0",
+        ),
+        (
+            "client.sender.test",
+            "a@perm.sender.test",
+            "a@perm.sender.test",
+            "250 2.0.0",
+        ),
+        // DMARC failure under p=reject: 550 5.7.1 after DATA.
+        (
+            "client.sender.test",
+            "a@pass.sender.test",
+            "a@fail.sender.test",
+            "550 5.7.1",
+        ),
+        // A DMARC failure under p=none, and an aligned pass: accepted.
+        (
+            "client.sender.test",
+            "a@pass.sender.test",
+            "a@lax.sender.test",
+            "250 2.0.0",
+        ),
+        (
+            "client.sender.test",
+            "a@pass.sender.test",
+            "a@pass.sender.test",
+            "250 2.0.0",
+        ),
+    ] {
+        let before = t.queued().len();
+        let r = send_outside(&t, helo, sender, &message_from(author, "x"));
+        assert_eq!(r.status(), want, "{helo} {sender} {author}: {r:?}");
+        // A refusal queues nothing.
+        let queued = if r.code == 250 { before + 1 } else { before };
+        assert_eq!(t.queued().len(), queued);
     }
-    // DMARC failure under p=reject: 550 5.7.1 after DATA, nothing queued.
-    let before = t.queued().len();
-    let r = send_outside(
-        &t,
-        "client.sender.test",
-        "a@pass.sender.test",
-        &message_from("a@fail.sender.test", "x"),
-    );
-    assert_eq!(r.status(), "550 5.7.1", "{r:?}");
-    assert_eq!(t.queued().len(), before);
-    // Under p=none: accepted.
-    let r = send_outside(
-        &t,
-        "client.sender.test",
-        "a@pass.sender.test",
-        &message_from("a@lax.sender.test", "x"),
-    );
-    assert_eq!(r.code, 250, "{r:?}");
-    // Aligned and passing: accepted.
-    let r = send_outside(
-        &t,
-        "client.sender.test",
-        "a@pass.sender.test",
-        &message_from("a@pass.sender.test", "x"),
-    );
-    assert_eq!(r.code, 250, "{r:?}");
     // Inside clients are not checked: a relay_networks client sending as a
     // failing domain is accepted with no Authentication-Results.
     let t = checking(
@@ -696,7 +703,7 @@ fn dmarc_reject_and_spf_reject_refuse_only_what_they_say() {
         &message_from("a@fail.sender.test", "x"),
     );
     assert_eq!(r.code, 250, "{r:?}");
-    assert!(fields(&t.message(&r.queue_id()).1, "Authentication-Results").is_empty());
+    assert!(fields(&stored(&t, &r), "Authentication-Results").is_empty());
 }
 
 #[test]
@@ -722,7 +729,7 @@ fn a_dns_that_never_answers_gives_temperror_within_auth_timeout_and_never_reject
     assert_eq!(r.code, 250, "{r:?}");
     // Once for SPF, once for DKIM and DMARC, with some slack.
     assert!(took < Duration::from_secs(4), "{took:?}");
-    let parts = our_results(&t, &r.queue_id());
+    let parts = our_results(&t, &r);
     assert_eq!(
         result_of(resinfo(&parts, "spf", "smtp.mailfrom=")),
         "temperror",
@@ -775,9 +782,8 @@ fn tls_reports_are_signed_with_the_key_of_the_tlsrpt_from_domain() {
     let queued = wait_queued(&t, 1);
     let (env, stored) = &queued[0];
     assert_eq!(env.sender, "tlsrpt@example.test", "{}", t.log_text());
-    let sigs = fields(stored, "DKIM-Signature");
-    assert_eq!(sigs.len(), 1, "{}", String::from_utf8_lossy(stored));
+    let sigs = signatures(stored, 1);
     assert_eq!(tag(&sigs[0], "d"), "example.test");
     let keys = [("r2026._domainkey.example.test", ed_txt.as_str())];
-    assert_eq!(tools::dkim_verify(&crlf(stored), &keys).expect("dkimpy"), Ok(()));
+    assert_eq!(verify(stored, &keys), Ok(()));
 }
