@@ -12,8 +12,9 @@
 //!   our host name are removed from its mail (RFC 8601 5), and with
 //!   `auth_check` its mail is checked (SPF at the first accepted RCPT, by
 //!   the session; DKIM and DMARC here) and gets one Authentication-Results
-//!   field on top. It is never signed: mail merely relayed through (to an
-//!   alias that forwards, say) keeps whatever signatures it came with.
+//!   field above the fields it came with (under our Received:). It is
+//!   never signed: mail merely relayed through (to an alias that forwards,
+//!   say) keeps whatever signatures it came with.
 //!
 //! The `mailauth` module does the work; this one applies it to a draft.
 
@@ -213,8 +214,11 @@ pub(super) fn check(draft: &mut Draft, ctx: &Context<'_>) -> Result<(), Reply> {
     if let Verdict::Reject(r) = results.verdict(&policy(ctx.cfg)) {
         return Err(rejection_reply(&r));
     }
-    // RFC 8601 5 (and 7.1): on top, where a reader trusts what we added.
-    insert_fields(&mut draft.header, 0, &results.field(authserv_id));
+    // RFC 8601 5 (and 7.1): above every field the message came with, where
+    // a reader trusts what we added; under our own Received: (the hop's
+    // first trace field, RFC 5321 4.4), as Gmail and Postfix's milters do.
+    let at = usize::from(draft.header.fields().next().is_some_and(|f| f.is("Received")));
+    insert_fields(&mut draft.header, at, &results.field(authserv_id));
     Ok(())
 }
 
