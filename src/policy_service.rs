@@ -18,8 +18,7 @@ use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use crate::endpoint::{self, Endpoint, Stream};
-use crate::milter::protocol::split_esc;
-use crate::smtp::status::Status;
+use crate::smtp::status::{split_esc, Status};
 use crate::smtp::xtext;
 
 /// The SMTP stage a request is about (`protocol_state`).
