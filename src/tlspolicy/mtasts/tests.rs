@@ -1,6 +1,10 @@
+use super::fetch::{Fetcher, HostResolver};
 use super::*;
 use crate::deliver::dns::Security;
 use std::cell::Cell;
+use std::fs;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 #[test]
 fn txt_records() {
@@ -427,11 +431,14 @@ fn a_corrupt_cache_file_is_ignored() {
 /// loopback with a certificate for `mta-sts.example.test` from a test
 /// CA, answering one scripted HTTP response per connection.
 mod https {
+    use super::super::fetch::{Fetcher, HostResolver};
     use super::super::*;
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use std::io::{BufRead, BufReader, Write};
+    use std::net::IpAddr;
     use std::net::TcpListener;
+    use std::sync::Arc;
 
     pub(super) struct Server {
         pub port: u16,
