@@ -802,7 +802,7 @@ fn mail_signed_by_dkimpy_verifies() {
         .unwrap()
         .stdout;
     let seed = k.dir.path().join("ed.seed");
-    std::fs::write(&seed, keys::tests::base64(&der[der.len() - 32..])).unwrap();
+    std::fs::write(&seed, testkeys::base64(&der[der.len() - 32..])).unwrap();
 
     let dns = TestDns::start(dkim_zone(&k, "v=DMARC1; p=reject"));
     let c = checker(&dns, Duration::from_secs(5));

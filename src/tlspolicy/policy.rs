@@ -14,16 +14,12 @@
 //! says so) and the MTA-STS policy, asks [`decide`], and enforces the
 //! answer; the answer also says what TLS-RPT counts the session against.
 
-use crate::config::TlsPolicy as Level;
+use crate::config::{TlsOverride, TlsPolicy as Level};
 use crate::deliver::dns::{DnsError, Secured, Security, TlsaRecord};
 
 use super::dane::{usable_set, Tlsa};
 use super::mtasts::{self, Mode};
 use super::tlsrpt::{PolicyType, ResultType};
-
-/// A per-domain override (`tls_policy = DOMAIN LEVEL`, Postfix's
-/// smtp_tls_policy_maps), defined with the configuration that holds it.
-pub use crate::config::TlsOverride as Override;
 
 /// The configuration that bears on the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +30,7 @@ pub struct Settings {
     /// resolver probe): false means DANE is never used unless overridden.
     pub dane: bool,
     /// `tls_policy` for this hop's domain, if any.
-    pub domain_override: Option<Override>,
+    pub domain_override: Option<TlsOverride>,
 }
 
 /// What is known about the next hop.
@@ -147,8 +143,8 @@ pub struct Decision {
 /// were validated (RFC 7672 2.2.1, 2.2.2: no TLSA lookup otherwise).
 pub fn wants_tlsa(settings: &Settings, mx_security: Security, addr_security: Security) -> bool {
     let dane_on = match settings.domain_override {
-        Some(Override::Dane) => true,
-        Some(Override::Fixed(_)) => false,
+        Some(TlsOverride::Dane) => true,
+        Some(TlsOverride::Fixed(_)) => false,
         None => settings.dane,
     };
     dane_on && mx_security == Security::Secure && addr_security == Security::Secure
@@ -286,7 +282,7 @@ fn decide_policy(settings: &Settings, hop: &Hop<'_>, lenient: bool) -> Decision 
         mode: None,
     };
     // An explicit level for this domain wins over everything.
-    if let Some(Override::Fixed(level)) = settings.domain_override {
+    if let Some(TlsOverride::Fixed(level)) = settings.domain_override {
         return connect(
             level_tls(level, hop),
             true,
@@ -393,7 +389,7 @@ fn require_tls(mut d: Decision, settings: &Settings, hop: &Hop<'_>) -> Decision 
         };
         return d;
     }
-    if settings.domain_override == Some(Override::Fixed(Level::None)) {
+    if settings.domain_override == Some(TlsOverride::Fixed(Level::None)) {
         d.action = Action::Skip {
             why: format!("tls_policy for {} is none", hop.domain),
             result: None,

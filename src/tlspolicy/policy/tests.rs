@@ -37,7 +37,7 @@ fn sts(mode: &str, mx: &str) -> mtasts::Policy {
     .unwrap()
 }
 
-fn settings(level: Level, dane: bool, o: Option<Override>) -> Settings {
+fn settings(level: Level, dane: bool, o: Option<TlsOverride>) -> Settings {
     Settings {
         level,
         dane,
@@ -319,7 +319,7 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "dane off, override dane",
-            settings(Level::May, false, Some(Override::Dane)),
+            settings(Level::May, false, Some(TlsOverride::Dane)),
             Secure,
             Secure,
             Some(tlsa_ok(vec![ee()], Secure)),
@@ -329,7 +329,7 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "override dane without tlsa: order goes on",
-            settings(Level::Encrypt, false, Some(Override::Dane)),
+            settings(Level::Encrypt, false, Some(TlsOverride::Dane)),
             Secure,
             Secure,
             Some(tlsa_ok(vec![], Secure)),
@@ -401,7 +401,7 @@ fn rows() -> Vec<Row> {
         // --- overrides (Postfix smtp_tls_policy_maps)
         row(
             "override may beats dane+sts",
-            settings(Level::Verify, true, Some(Override::Fixed(Level::May))),
+            settings(Level::Verify, true, Some(TlsOverride::Fixed(Level::May))),
             Secure,
             Secure,
             Some(tlsa_ok(vec![ee()], Secure)),
@@ -411,7 +411,7 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "override none",
-            settings(Level::Verify, true, Some(Override::Fixed(Level::None))),
+            settings(Level::Verify, true, Some(TlsOverride::Fixed(Level::None))),
             Insecure,
             Insecure,
             None,
@@ -421,7 +421,7 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "override verify",
-            settings(Level::May, true, Some(Override::Fixed(Level::Verify))),
+            settings(Level::May, true, Some(TlsOverride::Fixed(Level::Verify))),
             Insecure,
             Insecure,
             None,
@@ -573,7 +573,7 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "rt: override none",
-            settings(Level::May, true, Some(Override::Fixed(Level::None))),
+            settings(Level::May, true, Some(TlsOverride::Fixed(Level::None))),
             Secure,
             Secure,
             None,
@@ -583,7 +583,7 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "rt: override encrypt raised",
-            settings(Level::May, true, Some(Override::Fixed(Level::Encrypt))),
+            settings(Level::May, true, Some(TlsOverride::Fixed(Level::Encrypt))),
             Secure,
             Secure,
             None,
@@ -648,12 +648,12 @@ fn tlsa_is_looked_up_only_when_it_can_count() {
     }
     assert!(!wants_tlsa(&settings(Level::May, false, None), Secure, Secure));
     assert!(wants_tlsa(
-        &settings(Level::May, false, Some(Override::Dane)),
+        &settings(Level::May, false, Some(TlsOverride::Dane)),
         Secure,
         Secure
     ));
     assert!(!wants_tlsa(
-        &settings(Level::May, true, Some(Override::Fixed(Level::Verify))),
+        &settings(Level::May, true, Some(TlsOverride::Fixed(Level::Verify))),
         Secure,
         Secure
     ));
