@@ -435,36 +435,29 @@ impl PolicySpec {
         defaults: &PolicySpec,
         duration: &dyn Fn(&str) -> Option<Duration>,
     ) -> Result<Vec<PolicySpec>, String> {
-        let mut out = Vec::new();
-        for entry in endpoint::parse_list(list)? {
-            let mut spec = defaults.clone();
-            spec.endpoint = entry.endpoint;
-            for (k, v) in &entry.settings {
-                let time = || duration(v).ok_or_else(|| format!("{k} = {v:?}: not a time"));
-                let number = || v.parse::<u32>().map_err(|_| format!("{k} = {v:?}: not a number"));
-                match k.as_str() {
-                    "stages" => {
-                        spec.stages = v
-                            .split_whitespace()
-                            .map(|s| {
-                                ProtocolState::parse(s).ok_or_else(|| format!("{s:?}: not an SMTP stage"))
-                            })
-                            .collect::<Result<_, _>>()?;
-                    }
-                    "timeout" => spec.timeout = time()?,
-                    "default_action" => spec.default_action = v.clone(),
-                    "try_limit" => spec.try_limit = number()?.max(1),
-                    "retry_delay" => spec.retry_delay = time()?,
-                    "max_idle" => spec.max_idle = time()?,
-                    "max_ttl" => spec.max_ttl = time()?,
-                    "request_limit" => spec.request_limit = number()?,
-                    "policy_context" => spec.policy_context = v.clone(),
-                    _ => return Err(format!("{k:?}: unknown policy service setting")),
+        let place = |spec: &mut PolicySpec, e| spec.endpoint = e;
+        endpoint::parse_specs(list, defaults, place, |spec, k, v| {
+            let time = || duration(v).ok_or_else(|| format!("{k} = {v:?}: not a time"));
+            let number = || v.parse::<u32>().map_err(|_| format!("{k} = {v:?}: not a number"));
+            match k {
+                "stages" => {
+                    spec.stages = v
+                        .split_whitespace()
+                        .map(|s| ProtocolState::parse(s).ok_or_else(|| format!("{s:?}: not an SMTP stage")))
+                        .collect::<Result<_, _>>()?;
                 }
+                "timeout" => spec.timeout = time()?,
+                "default_action" => spec.default_action = v.to_owned(),
+                "try_limit" => spec.try_limit = number()?.max(1),
+                "retry_delay" => spec.retry_delay = time()?,
+                "max_idle" => spec.max_idle = time()?,
+                "max_ttl" => spec.max_ttl = time()?,
+                "request_limit" => spec.request_limit = number()?,
+                "policy_context" => spec.policy_context = v.to_owned(),
+                _ => return Err(format!("{k:?}: unknown policy service setting")),
             }
-            out.push(spec);
-        }
-        Ok(out)
+            Ok(())
+        })
     }
 }
 

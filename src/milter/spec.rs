@@ -149,23 +149,18 @@ impl MilterSpec {
         defaults: &MilterSpec,
         duration: &dyn Fn(&str) -> Option<Duration>,
     ) -> Result<Vec<MilterSpec>, String> {
-        let mut out = Vec::new();
-        for entry in endpoint::parse_list(list)? {
-            let mut spec = defaults.clone();
-            spec.endpoint = entry.endpoint;
-            for (k, v) in &entry.settings {
-                let time = || duration(v).ok_or_else(|| format!("{k} = {v:?}: not a time"));
-                match k.as_str() {
-                    "connect_timeout" => spec.timeouts.connect = time()?,
-                    "command_timeout" => spec.timeouts.command = time()?,
-                    "content_timeout" => spec.timeouts.content = time()?,
-                    "default_action" => spec.default_action = DefaultAction::parse(v)?,
-                    "protocol" => spec.protocol = ProtocolSetting::parse(v)?,
-                    _ => return Err(format!("{k:?}: unknown milter setting")),
-                }
+        let place = |spec: &mut MilterSpec, e| spec.endpoint = e;
+        endpoint::parse_specs(list, defaults, place, |spec, k, v| {
+            let time = || duration(v).ok_or_else(|| format!("{k} = {v:?}: not a time"));
+            match k {
+                "connect_timeout" => spec.timeouts.connect = time()?,
+                "command_timeout" => spec.timeouts.command = time()?,
+                "content_timeout" => spec.timeouts.content = time()?,
+                "default_action" => spec.default_action = DefaultAction::parse(v)?,
+                "protocol" => spec.protocol = ProtocolSetting::parse(v)?,
+                _ => return Err(format!("{k:?}: unknown milter setting")),
             }
-            out.push(spec);
-        }
-        Ok(out)
+            Ok(())
+        })
     }
 }
