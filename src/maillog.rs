@@ -60,6 +60,50 @@ pub fn reject(
     log::info!(target: SMTPD, "{line}");
 }
 
+/// What a milter or policy service made tern do, in Postfix's words: `ID:
+/// ACTION: STAGE from CLIENT: TEXT; from=<..> to=<..> proto=.. helo=<..>`,
+/// ACTION being `milter-reject`, `milter-discard`, `milter-hold` (a milter),
+/// `hold`, `discard`, `warn` (a policy service); NOQUEUE when the message has
+/// no queue id yet. pflogsumm counts the milter-reject lines as rejects.
+#[allow(clippy::too_many_arguments)]
+pub fn filter_action(
+    id: Option<&dyn Display>,
+    action: &str,
+    stage: &str,
+    client: &dyn Display,
+    text: &dyn Display,
+    from: Option<&str>,
+    to: Option<&str>,
+    proto: &str,
+    helo: Option<&str>,
+) {
+    let mut line = match id {
+        Some(id) => format!("{id}: {action}: {stage} from {client}: {text};"),
+        None => format!("NOQUEUE: {action}: {stage} from {client}: {text};"),
+    };
+    if let Some(f) = from {
+        line.push_str(&format!(" from=<{f}>"));
+    }
+    if let Some(t) = to {
+        line.push_str(&format!(" to=<{t}>"));
+    }
+    line.push_str(&format!(" proto={proto}"));
+    if let Some(h) = helo {
+        line.push_str(&format!(" helo=<{h}>"));
+    }
+    // Postfix's cleanup logs the end-of-message verdicts, smtpd the others.
+    if stage == "END-OF-MESSAGE" {
+        log::info!(target: CLEANUP, "{line}");
+    } else {
+        log::info!(target: SMTPD, "{line}");
+    }
+}
+
+/// A message from the maildrop the stages refused for now: it stays there.
+pub fn pickup_deferred(drop_id: &dyn Display, why: &dyn Display) {
+    log::warn!(target: PICKUP, "{drop_id}: left in the maildrop for a later pickup: {why}");
+}
+
 /// A message accepted over SMTP, Postfix's smtpd line, which log summarizers
 /// count as received: `ID: client=unknown[192.0.2.1]`, with
 /// `, sasl_method=PLAIN, sasl_username=alice` after an AUTH.

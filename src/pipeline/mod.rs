@@ -20,9 +20,13 @@
 //! 2. **submission fixes** (RFC 6409 8): mail from an authenticated client
 //!    gets the Date: and Message-ID: it lacks; mail from `sendmail` gets From:,
 //!    Date: and Message-ID:.
-//! 3. **milters** (issue 19): each milter's end of message; its header and body
-//!    edits apply to the draft, its refusal is the reply. Not yet built: the
-//!    milter branch adds it here.
+//! 3. **milters** (issue 19, [`milters`]): each milter's end of message; its
+//!    header, body and envelope edits apply to the draft, its refusal is the
+//!    reply, a discard or quarantine is left in [`milters::Run::result`] for
+//!    the caller. The milters of SMTP mail are the session's (`milters`), lent
+//!    in [`Context::milters`]; mail from `sendmail` meets `non_smtp_milters`
+//!    at pickup ([`picked_up`]). A discarded message goes through no further
+//!    stage.
 //! 4. **authentication checks** (issue 20): SPF, DKIM and DMARC results as one
 //!    Authentication-Results field (and any forged one removed). Not yet built.
 //! 5. **DKIM signing** (issue 20): the DKIM-Signature put on top, over the
@@ -34,12 +38,14 @@
 //! handed to a milter. The spool knows nothing of this: it gets bytes.
 
 pub mod body;
+pub mod milters;
 
 use std::io;
 
 use crate::clock;
 use crate::config::Config;
 use crate::message::{self, Header};
+use crate::milter;
 use crate::smtp::reply::Reply;
 use crate::spool::{Envelope, QueueId};
 
@@ -68,14 +74,21 @@ pub enum Origin {
 pub struct Context<'a> {
     pub cfg: &'a Config,
     pub origin: Origin,
+    /// The milters of this message (stage 3), None without any.
+    pub milters: Option<milters::Run<'a>>,
 }
 
 /// Run every end-of-message stage over `draft`, in the order of the module
 /// documentation; the first refusal ends the run.
-pub fn finish(draft: &mut Draft, ctx: &Context<'_>) -> Result<(), Reply> {
+pub fn finish(draft: &mut Draft, ctx: &mut Context<'_>) -> Result<(), Reply> {
     hygiene(draft, ctx);
     submission_fixes(draft, ctx);
-    // Stage 3, milters: the milter branch's end-of-message conversation.
+    if let Some(run) = ctx.milters.as_mut() {
+        milters::stage(draft, run)?;
+        if run.discarded() {
+            return Ok(());
+        }
+    }
     // Stage 4, authentication checks: Authentication-Results (issue 20).
     // Stage 5, DKIM signing: a DKIM-Signature on top (issue 20).
     Ok(())
@@ -177,21 +190,43 @@ pub fn commit(draft: Draft, out: &mut dyn Store) -> io::Result<Envelope> {
     Ok(env)
 }
 
+/// What the pickup's stages made of a message from the maildrop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// Queue it.
+    Queue,
+    /// Queue it on hold, for this reason (a milter's quarantine).
+    Hold(String),
+    /// Throw it away (a milter's discard), for this reason.
+    Discard(String),
+    /// Refused for good: nobody can be told but the sender, by a bounce with
+    /// this reply; `original` is the message as it reached the stages.
+    Refused { reply: Reply, original: Vec<u8> },
+    /// Refused for now: it stays in the maildrop for a later pickup.
+    Later(Reply),
+}
+
 /// A message from the maildrop, at pickup in the daemon: read from `message`
 /// (LF line ends, as `sendmail` wrote it after its own stages), its trace
 /// field `received` put on top, the stages run again (hygiene is idempotent;
 /// the submission fixes were made by `sendmail`, which knew the user), and
-/// the result written into `out`. The daemon-side stages for local mail
-/// (non-SMTP milters, DKIM signing) run here; a refusal here would have to
-/// become a bounce, since `sendmail` has long exited 0: none of today's
-/// stages refuses.
+/// the result written into `out` with `env` as the milters left it. The
+/// daemon-side stages for local mail run here: `non_smtp_milters` see the
+/// message as Postfix shows them non-SMTP mail (a client `localhost` at
+/// 127.0.0.1, HELO localhost, then MAIL, each RCPT, DATA and the message).
+/// `sendmail` has long exited 0, so a refusal cannot be answered: a
+/// permanent one becomes a bounce to the sender (as Postfix's pickup makes
+/// it), a temporary one leaves the message in the maildrop; a refused RCPT
+/// is a configuration problem (Postfix: milters may not refuse recipients of
+/// non-SMTP mail) and leaves it there too.
 pub fn picked_up(
     cfg: &Config,
     spool: &crate::spool::Spool,
     received: &str,
+    env: &mut Envelope,
     message: &mut dyn io::Read,
     out: &mut dyn Store,
-) -> io::Result<()> {
+) -> io::Result<Fate> {
     let mut b = Builder::new(Body::new(Some(spool)));
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -208,14 +243,57 @@ pub fn picked_up(
     let mut draft = Draft {
         header,
         body,
-        env: Envelope::new(QueueId::generate(), String::new(), 0),
+        env: env.clone(),
     };
-    let ctx = Context {
+    let mut chain = milter::Chain::new(cfg.milter.non_smtp.iter().cloned());
+    let macros = milters::local_macros(cfg, &draft.env);
+    if let Some(fate) = milters::local_envelope(&mut chain, &macros, &draft.env) {
+        return Ok(match fate {
+            milters::Early::Refused(reply) => Fate::Refused {
+                reply,
+                original: original(draft)?,
+            },
+            other => other.into(),
+        });
+    }
+    let mut ctx = Context {
         cfg,
         origin: Origin::PickedUp,
+        milters: (!chain.is_empty()).then(|| milters::Run::new(&mut chain, &macros)),
     };
-    finish(&mut draft, &ctx).map_err(|r| io::Error::other(format!("refused at pickup: {r}")))?;
-    commit(draft, out).map(|_| ())
+    let finished = finish(&mut draft, &mut ctx);
+    let run = ctx.milters.take();
+    let quarantine = run.as_ref().and_then(|r| r.quarantine().map(str::to_owned));
+    let discarded = run.as_ref().is_some_and(milters::Run::discarded);
+    drop(run);
+    chain.quit();
+    if let Err(reply) = finished {
+        return Ok(if reply.code >= 500 {
+            Fate::Refused {
+                reply,
+                original: original(draft)?,
+            }
+        } else {
+            Fate::Later(reply)
+        });
+    }
+    if discarded {
+        return Ok(Fate::Discard("milter triggers DISCARD action".to_owned()));
+    }
+    if let Some(q) = &quarantine {
+        draft.env.hold_reason = Some(format!("milter quarantine: {q}"));
+    }
+    *env = commit(draft, out)?;
+    Ok(match quarantine {
+        Some(q) => Fate::Hold(q),
+        None => Fate::Queue,
+    })
+}
+
+/// The message as a bounce returns it.
+fn original(draft: Draft) -> io::Result<Vec<u8>> {
+    let body = draft.body.into_vec()?;
+    Ok(draft.header.to_message(&body))
 }
 
 /// Splits the data of a message, as it arrives (LF line ends), into its header
@@ -341,18 +419,20 @@ mod tests {
         let mut d = draft(
             b"Return-Path: <forged@evil.test>\nSubject: s\nBcc: hidden@x.test\nresent-bcc: y\nContent-Length: 3\nTo: a@b\n\nbody\n",
         );
-        let ctx = Context {
+        let mut ctx = Context {
             cfg: &cfg,
             origin: Origin::Smtp { submitted: false },
+            milters: None,
         };
-        finish(&mut d, &ctx).unwrap();
+        finish(&mut d, &mut ctx).unwrap();
         assert_eq!(written(d), b"Subject: s\nTo: a@b\n\nbody\n");
         let mut d = draft(b"Subject: s\n\nbody\n");
-        let ctx = Context {
+        let mut ctx = Context {
             cfg: &cfg,
             origin: Origin::Smtp { submitted: true },
+            milters: None,
         };
-        finish(&mut d, &ctx).unwrap();
+        finish(&mut d, &mut ctx).unwrap();
         let out = String::from_utf8(written(d)).unwrap();
         assert!(out.starts_with("Date: "), "{out}");
         assert!(out.contains("\nMessage-ID: <"), "{out}");
@@ -360,11 +440,12 @@ mod tests {
         // The list is the administrator's: empty keeps everything.
         let cfg = Config::parse("message_drop_headers =\n", Path::new("t.conf")).unwrap();
         let mut d = draft(b"Return-Path: <x@y>\nBcc: z\n\nb\n");
-        let ctx = Context {
+        let mut ctx = Context {
             cfg: &cfg,
             origin: Origin::Smtp { submitted: false },
+            milters: None,
         };
-        finish(&mut d, &ctx).unwrap();
+        finish(&mut d, &mut ctx).unwrap();
         assert_eq!(written(d), b"Return-Path: <x@y>\nBcc: z\n\nb\n");
     }
 

@@ -58,6 +58,10 @@ pub struct Envelope {
     pub auth: Option<String>,
     /// The sender has been sent the one delay notice (RFC 3464 "delayed").
     pub delay_warned: bool,
+    /// Why the message was put on hold when it was queued (a milter's
+    /// quarantine, a policy service's HOLD), for `ternctl show`; kept
+    /// after a release as a record of it.
+    pub hold_reason: Option<String>,
     pub recipients: Vec<Recipient>,
 }
 
@@ -202,6 +206,7 @@ impl Envelope {
             envid: None,
             auth: None,
             delay_warned: false,
+            hold_reason: None,
             recipients: Vec::new(),
         }
     }
@@ -244,6 +249,9 @@ impl Envelope {
         if self.delay_warned {
             line("warned", "yes");
         }
+        if let Some(v) = &self.hold_reason {
+            line("hold-reason", &xtext::encode(v));
+        }
         for r in &self.recipients {
             let mut v = format!(
                 "{} status={} attempts={}",
@@ -282,6 +290,7 @@ impl Envelope {
         let mut envid = None;
         let mut auth = None;
         let mut warned = None;
+        let mut hold_reason = None;
         let mut recipients = Vec::new();
 
         for (i, raw) in text.split('\n').enumerate() {
@@ -362,6 +371,7 @@ impl Envelope {
                     }
                     set(&mut warned, true, key, n)?;
                 }
+                "hold-reason" => set(&mut hold_reason, text_value()?, key, n)?,
                 "rcpt" => recipients.push(parse_rcpt(value).map_err(|e| err(format!("rcpt: {e}")))?),
                 _ => {
                     return Err(err(format!(
@@ -397,6 +407,7 @@ impl Envelope {
             envid,
             auth,
             delay_warned: warned.unwrap_or(false),
+            hold_reason,
             recipients,
         })
     }
@@ -491,6 +502,7 @@ mod tests {
         e.envid = Some("QQ314159".into());
         e.auth = Some("alice".into());
         e.delay_warned = true;
+        e.hold_reason = Some("milter quarantine: looks odd".into());
         e.recipients.push(Recipient::new("bob@example.net".into()));
         e.recipients.push(Recipient {
             addr: "\"carol smith\"@example.com".into(),
@@ -521,6 +533,7 @@ mod tests {
         assert!(t.contains("\nsmtputf8: yes\n"));
         assert!(t.contains("\nret: hdrs\n"));
         assert!(t.contains("\nrcpt: bob@example.net status=pending attempts=0\n"));
+        assert!(t.contains("\nhold-reason: milter+20quarantine:+20looks+20odd\n"), "{t}");
         assert!(t.contains(
             "\nrcpt: \"carol+20smith\"@example.com status=deferred attempts=3 next=1732371000 \
              orcpt=rfc822;carol+2Bx@example.com notify=SUCCESS,FAILURE last=451+204.7.1+20try+20later\n"
@@ -536,6 +549,7 @@ mod tests {
             "ret:",
             "envid:",
             "auth:",
+            "hold-reason:",
             "next=",
             "orcpt=",
             "last=",

@@ -37,6 +37,7 @@ use crate::tls::{self, TlsInfo};
 mod auth;
 mod data;
 mod envelope;
+mod filters;
 mod starttls;
 #[cfg(test)]
 mod tests;
@@ -153,6 +154,10 @@ pub struct Peer {
     pub ip: Option<IpAddr>,
     /// Reverse-DNS name or "unknown"; "localhost" for local submission.
     pub name: String,
+    /// The client's port, when known (for milters and policy services).
+    pub port: Option<u16>,
+    /// The address and port the client connected to, when known.
+    pub server: Option<std::net::SocketAddr>,
 }
 
 impl Peer {
@@ -160,6 +165,8 @@ impl Peer {
         Peer {
             ip: Some(ip),
             name: "unknown".to_owned(),
+            port: None,
+            server: None,
         }
     }
 
@@ -167,6 +174,8 @@ impl Peer {
         Peer {
             ip: None,
             name: "localhost".to_owned(),
+            port: None,
+            server: None,
         }
     }
 }
@@ -222,6 +231,8 @@ struct Session<'a> {
     queued: Vec<QueueId>,
     /// Counts the session and how it ends (metrics).
     meter: metrics::SessionMeter,
+    /// Milters and policy services (filters.rs).
+    filters: filters::Filters,
 }
 
 /// Run one session to its end. Never panics on client input; I/O errors end
@@ -248,6 +259,7 @@ pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) ->
         last: "CONNECT".to_owned(),
         queued: Vec::new(),
         meter: metrics::session(service.into()),
+        filters: filters::Filters::new(&ctx.cfg, ctx.door == Door::Maildrop),
     };
     let _ = s.io.set_timeout(s.cfg.session.greeting_timeout);
     s.io.set_stop_flag(Arc::clone(&ctx.shutdown));
@@ -257,6 +269,7 @@ pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) ->
         let _ = s.serve();
     }
     let _ = s.io.flush();
+    s.filters.quit();
     maillog::disconnect(peer, s.commands, s.errors);
     Report { queued: s.queued }
 }
@@ -275,7 +288,11 @@ impl Session<'_> {
             maillog::reject(self.peer, "CONNECT", &r, None, None, &self.proto(), None);
             return self.send(r);
         }
-        self.send(reply::greeting(&self.cfg.hostname))?;
+        // Milters and policy services may refuse the client at once.
+        match self.filters_connect() {
+            Some(r) => self.send(r)?,
+            None => self.send(reply::greeting(&self.cfg.hostname))?,
+        }
         loop {
             if self.ctx.shutdown.load(Ordering::Relaxed) {
                 return self.send(reply::shutting_down());
@@ -316,21 +333,31 @@ impl Session<'_> {
                                 None => continue,
                             }
                         }
+                        // A milter may refuse an unknown command with its own words.
+                        Err(r) if r == reply::unknown_command() => {
+                            (verb, self.filters_unknown(&text).unwrap_or(r), None)
+                        }
                         Err(r) => (verb, r, None),
                     }
                 }
             };
+            let by_filter = self.filters.take_refused();
             if !reply.is_positive() {
-                maillog::reject(
-                    self.peer,
-                    &verb,
-                    &reply,
-                    from.as_deref(),
-                    to.as_deref(),
-                    &self.proto(),
-                    self.helo.as_deref(),
-                );
-                metrics::rejected(&reply);
+                if let Some(f) = by_filter {
+                    let stage = f.stage.unwrap_or(&verb);
+                    self.log_refusal(f.by, stage, &reply, f.id.as_ref(), from.as_deref(), to.as_deref());
+                } else {
+                    maillog::reject(
+                        self.peer,
+                        &verb,
+                        &reply,
+                        from.as_deref(),
+                        to.as_deref(),
+                        &self.proto(),
+                        self.helo.as_deref(),
+                    );
+                    metrics::rejected(&reply);
+                }
             }
             let bad = is_bad_command(&reply);
             self.send(reply)?;
@@ -377,6 +404,9 @@ impl Session<'_> {
 
     /// The reply to `cmd`; None when the command was answered already (STARTTLS).
     fn handle(&mut self, cmd: Command) -> Result<Option<Reply>, Hangup> {
+        if let Some(r) = self.filters_gate(&cmd) {
+            return Ok(Some(r));
+        }
         Ok(Some(match cmd {
             Command::Ehlo(name) => self.ehlo(name, true),
             Command::Helo(name) => self.ehlo(name, false),
@@ -386,6 +416,7 @@ impl Session<'_> {
             Command::Bdat { size, last } => self.bdat(size, last)?,
             Command::Rset => {
                 self.tx = None;
+                self.filters_abort();
                 reply::reset_ok()
             }
             Command::Noop => reply::noop_ok(),
