@@ -802,9 +802,12 @@ pub(super) fn milter_protocol(v: &str) -> Result<crate::milter::protocol::Protoc
 pub(super) fn policy_action(v: &str) -> Result<String, String> {
     use crate::policy_service::PolicyAction;
     match PolicyAction::parse(nonempty(v)?) {
-        PolicyAction::Other(_) | PolicyAction::Filter(_) | PolicyAction::Redirect(_) | PolicyAction::Bcc(_) => {
-            Err(format!("{v:?}: not an action tern carries out (use e.g. DUNNO, DEFER text, 451 4.3.5 text)"))
-        }
+        PolicyAction::Other(_)
+        | PolicyAction::Filter(_)
+        | PolicyAction::Redirect(_)
+        | PolicyAction::Bcc(_) => Err(format!(
+            "{v:?}: not an action tern carries out (use e.g. DUNNO, DEFER text, 451 4.3.5 text)"
+        )),
         _ => Ok(v.to_owned()),
     }
 }

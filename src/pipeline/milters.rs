@@ -16,7 +16,9 @@ use std::io;
 
 use crate::config::Config;
 use crate::message::Header;
-use crate::milter::{self, chain, Chain, ConnectInfo, EnvelopeEdit, Macros, MessageOutcome, RcptEdit, Verdict};
+use crate::milter::{
+    self, chain, Chain, ConnectInfo, EnvelopeEdit, Macros, MessageOutcome, RcptEdit, Verdict,
+};
 use crate::smtp::notify::Notify;
 use crate::smtp::reply::{self, Reply};
 use crate::smtp::xtext;
@@ -180,7 +182,9 @@ impl<'a> Run<'a> {
     /// The milters said to throw the message away (SMFIR_DISCARD, or every
     /// recipient deleted).
     pub fn discarded(&self) -> bool {
-        self.result.as_ref().is_some_and(|r| r.verdict == Verdict::Discard)
+        self.result
+            .as_ref()
+            .is_some_and(|r| r.verdict == Verdict::Discard)
     }
 
     /// The milters refused the message (a reply was made from their verdict).
@@ -222,18 +226,24 @@ pub(super) fn stage(draft: &mut Draft, run: &mut Run<'_>) -> Result<(), Reply> {
     let mut env = EnvelopeEdit {
         sender: draft.env.sender.clone(),
         sender_args: None,
-        recipients: draft.env.recipients.iter().map(|r| RcptEdit::new(&r.addr)).collect(),
+        recipients: draft
+            .env
+            .recipients
+            .iter()
+            .map(|r| RcptEdit::new(&r.addr))
+            .collect(),
     };
-    let mut out = match run
-        .chain
-        .message_streamed(&mut msg, &mut env, &mut Pieces(&mut draft.body), run.macros)
-    {
-        Ok(out) => out,
-        Err(e) => {
-            log::error!("{}: reading the message for the milters: {e}", draft.env.id);
-            return Err(reply::local_error());
-        }
-    };
+    let mut out =
+        match run
+            .chain
+            .message_streamed(&mut msg, &mut env, &mut Pieces(&mut draft.body), run.macros)
+        {
+            Ok(out) => out,
+            Err(e) => {
+                log::error!("{}: reading the message for the milters: {e}", draft.env.id);
+                return Err(reply::local_error());
+            }
+        };
     for w in &out.warnings {
         log::warn!("{}: {w}", draft.env.id);
     }

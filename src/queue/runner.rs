@@ -338,7 +338,13 @@ fn received_value(host: &str, id: &QueueId, uid: u32) -> String {
 /// logged as Postfix's cleanup logs non-SMTP milters' verdicts. A permanent
 /// refusal becomes a bounce to the sender, queued before the drop goes; a
 /// bounce that cannot be queued leaves the drop for the next pickup.
-fn picked_up_fate(shared: &Shared, cfg: &Config, id: &QueueId, env: &Envelope, fate: pipeline::Fate) -> Pickup {
+fn picked_up_fate(
+    shared: &Shared,
+    cfg: &Config,
+    id: &QueueId,
+    env: &Envelope,
+    fate: pipeline::Fate,
+) -> Pickup {
     use pipeline::Fate;
     let client = "localhost[127.0.0.1]";
     let to = env.recipients.first().map(|r| r.addr.as_str());
@@ -358,7 +364,10 @@ fn picked_up_fate(shared: &Shared, cfg: &Config, id: &QueueId, env: &Envelope, f
     match fate {
         Fate::Queue => Pickup::Queue,
         Fate::Hold(reason) => {
-            log("milter-hold", &format_args!("milter triggers HOLD action: {reason}"));
+            log(
+                "milter-hold",
+                &format_args!("milter triggers HOLD action: {reason}"),
+            );
             Pickup::Hold
         }
         Fate::Discard(why) => {
@@ -372,10 +381,9 @@ fn picked_up_fate(shared: &Shared, cfg: &Config, id: &QueueId, env: &Envelope, f
         }
         Fate::Refused { reply, original } => {
             log("milter-reject", &reply);
-            let text = reply.lines.join(" ");
             let why = crate::deliver::outcome::refused_by_milter(
                 reply.esc.unwrap_or(crate::smtp::status::Status(5, 7, 1)),
-                &format!("{} {}", reply.code, text),
+                &reply.to_string(),
             );
             match notify::refused_at_pickup(cfg, &shared.spool, env, &why, &original) {
                 Ok(Some(nid)) => {

@@ -488,7 +488,11 @@ pub fn milter_unavailable() -> Reply {
 /// A milter asked for something tern cannot carry out (a malformed reply, a
 /// header without a name): temporary, the administrator has to look.
 pub fn milter_misconfigured() -> Reply {
-    Reply::new(451, esc(4, 3, 5), "Server configuration problem - try again later")
+    Reply::new(
+        451,
+        esc(4, 3, 5),
+        "Server configuration problem - try again later",
+    )
 }
 
 /// A milter answered SMFIR_SHUTDOWN, or failed with
@@ -506,7 +510,12 @@ pub fn not_accepting(hostname: &str) -> Reply {
 
 /// The greeting when a milter asked to close the connection at once.
 pub fn unavailable_greeting(hostname: &str) -> Reply {
-    Reply::new(421, None, format!("{hostname} Service unavailable - try again later")).closing()
+    Reply::new(
+        421,
+        None,
+        format!("{hostname} Service unavailable - try again later"),
+    )
+    .closing()
 }
 
 /// Every command but QUIT after a 554 greeting (RFC 5321 3.1: the server

@@ -533,7 +533,10 @@ mod tests {
         assert!(t.contains("\nsmtputf8: yes\n"));
         assert!(t.contains("\nret: hdrs\n"));
         assert!(t.contains("\nrcpt: bob@example.net status=pending attempts=0\n"));
-        assert!(t.contains("\nhold-reason: milter+20quarantine:+20looks+20odd\n"), "{t}");
+        assert!(
+            t.contains("\nhold-reason: milter+20quarantine:+20looks+20odd\n"),
+            "{t}"
+        );
         assert!(t.contains(
             "\nrcpt: \"carol+20smith\"@example.com status=deferred attempts=3 next=1732371000 \
              orcpt=rfc822;carol+2Bx@example.com notify=SUCCESS,FAILURE last=451+204.7.1+20try+20later\n"

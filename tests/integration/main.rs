@@ -13,6 +13,7 @@ mod daemon;
 mod delivery;
 mod dialogs;
 mod faults;
+mod filters;
 mod inetd;
 mod install;
 mod limits;

@@ -322,7 +322,11 @@ impl Session<'_> {
         }
         let first = tx.rcpts.first().map(|(r, _)| r.to_string());
         if let Some((by, why)) = self.filters.tx.discard.clone() {
-            let action = if by == filters::By::Milter { "milter-discard" } else { "discard" };
+            let action = if by == filters::By::Milter {
+                "milter-discard"
+            } else {
+                "discard"
+            };
             self.log_filter_action(&id, action, &why, &draft.env.sender, first.as_deref());
             // Postfix answers a discarded message as a queued one.
             return reply::queued(id.as_str());
@@ -336,7 +340,11 @@ impl Session<'_> {
         };
         let finished = pipeline::finish(&mut draft, &mut ctx);
         let (refused, discarded, quarantine) = match &ctx.milters {
-            Some(run) => (run.refused(), run.discarded(), run.quarantine().map(str::to_owned)),
+            Some(run) => (
+                run.refused(),
+                run.discarded(),
+                run.quarantine().map(str::to_owned),
+            ),
             None => (false, false, None),
         };
         drop(ctx);

@@ -99,7 +99,12 @@ impl Filters {
         } else {
             (
                 Chain::new(cfg.milter.smtp.iter().cloned()),
-                cfg.policy.services.iter().cloned().map(PolicyClient::new).collect(),
+                cfg.policy
+                    .services
+                    .iter()
+                    .cloned()
+                    .map(PolicyClient::new)
+                    .collect(),
             )
         };
         Filters {
@@ -116,7 +121,7 @@ impl Filters {
         }
     }
 
-    fn any(&self) -> bool {
+    pub(super) fn any(&self) -> bool {
         !self.chain.is_empty() || !self.policy.is_empty()
     }
 
@@ -168,7 +173,10 @@ impl Session<'_> {
         }
         let info = ConnectInfo {
             hostname: self.peer.name.clone(),
-            addr: self.peer.ip.map(|ip| SocketAddr::new(ip, self.peer.port.unwrap_or(0))),
+            addr: self
+                .peer
+                .ip
+                .map(|ip| SocketAddr::new(ip, self.peer.port.unwrap_or(0))),
         };
         let v = self.filters.chain.connect(&info, &self.filters.macros);
         match chain::reply(&v) {
@@ -364,9 +372,14 @@ impl Session<'_> {
         draft.header.write(b"", &mut head);
         let size = head.len() as u64 + draft.body.len();
         let r = self
-            .ask_policy_with(ProtocolState::EndOfMessage, "END-OF-MESSAGE", "End-of-data", |q| {
-                q.size = size;
-            })
+            .ask_policy_with(
+                ProtocolState::EndOfMessage,
+                "END-OF-MESSAGE",
+                "End-of-data",
+                |q| {
+                    q.size = size;
+                },
+            )
             .err()?;
         if let Some(m) = self.filters.refused.as_mut() {
             m.stage = Some("END-OF-MESSAGE");
@@ -443,7 +456,14 @@ impl Session<'_> {
 
     /// A milter action other than a refusal (discard, hold), logged with the
     /// message's queue id.
-    pub(super) fn log_filter_action(&self, id: &QueueId, action: &str, text: &str, from: &str, to: Option<&str>) {
+    pub(super) fn log_filter_action(
+        &self,
+        id: &QueueId,
+        action: &str,
+        text: &str,
+        from: &str,
+        to: Option<&str>,
+    ) {
         maillog::filter_action(
             Some(id),
             action,
@@ -512,9 +532,8 @@ impl Session<'_> {
         for client in clients.iter_mut().filter(|c| c.spec().stages.contains(&state)) {
             let action = client.query(&req);
             let refusal = |a: &PolicyAction| {
-                a.refusal().map(|p| {
-                    reply::from_filter(p.code, Some(p.esc), vec![p.describe(name, class)])
-                })
+                a.refusal()
+                    .map(|p| reply::from_filter(p.code, Some(p.esc), vec![p.describe(name, class)]))
             };
             match &action {
                 PolicyAction::Ok => break,
@@ -540,11 +559,15 @@ impl Session<'_> {
                 }
                 PolicyAction::Prepend(h) => self.policy_prepend(state, h),
                 PolicyAction::Hold(t) => {
-                    let why = t.clone().unwrap_or_else(|| format!("{class} triggers HOLD action"));
+                    let why = t
+                        .clone()
+                        .unwrap_or_else(|| format!("{class} triggers HOLD action"));
                     self.policy_fate(state, |tx| tx.hold = Some(why.clone()));
                 }
                 PolicyAction::Discard(t) => {
-                    let why = t.clone().unwrap_or_else(|| format!("{class} triggers DISCARD action"));
+                    let why = t
+                        .clone()
+                        .unwrap_or_else(|| format!("{class} triggers DISCARD action"));
                     self.policy_fate(state, |tx| tx.discard = Some((By::Policy, why.clone())));
                 }
                 PolicyAction::Warn(t) | PolicyAction::Info(t) => {
@@ -720,7 +743,14 @@ mod tests {
         };
         assert_eq!(
             mail_args(&from, &p),
-            ["<a@example.org>", "SIZE=1000", "BODY=8BITMIME", "SMTPUTF8", "RET=HDRS", "ENVID=a+2Bb"]
+            [
+                "<a@example.org>",
+                "SIZE=1000",
+                "BODY=8BITMIME",
+                "SMTPUTF8",
+                "RET=HDRS",
+                "ENVID=a+2Bb"
+            ]
         );
         assert_eq!(mail_args(&ReversePath::Null, &MailParams::default()), ["<>"]);
         assert_eq!(cipher_bits("TLS13_AES_256_GCM_SHA384"), Some(256));

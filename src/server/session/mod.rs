@@ -310,7 +310,7 @@ impl Session<'_> {
             let _ = self.io.set_timeout(self.cfg.session.command_timeout);
             // The sender as it was before the command, so a refused DATA
             // (which ends the transaction) is still logged with it.
-            let from = self.tx.as_ref().map(|t| t.from.to_string());
+            let mut from = self.tx.as_ref().map(|t| t.from.to_string());
             let (verb, reply, to) = match line {
                 Line::Eof => return Err(Hangup),
                 Line::TooLong => ("line".to_owned(), reply::line_too_long(), None),
@@ -326,6 +326,11 @@ impl Session<'_> {
                         Ok(cmd) => {
                             let to = match &cmd {
                                 Command::Rcpt(to, _) => Some(to.to_string()),
+                                // A filter's refusal of MAIL names the sender (Postfix).
+                                Command::Mail(f, _) if from.is_none() && self.filters.any() => {
+                                    from = Some(f.to_string());
+                                    None
+                                }
                                 _ => None,
                             };
                             match self.handle(cmd)? {
