@@ -141,8 +141,7 @@ fn milter_modifications_are_what_is_queued() {
     let eom = m
         .events()
         .into_iter()
-        .filter(|e| e.stage == "eom")
-        .last()
+        .rfind(|e| e.stage == "eom")
         .expect("eom event");
     assert_eq!(
         eom.macros.get("i").map(String::as_str),
