@@ -24,7 +24,85 @@ use crate::smtp::reply::{self, Reply};
 use crate::smtp::xtext;
 use crate::spool::{DsnRet, Envelope, Recipient};
 
-use super::{Body, Draft, Fate};
+use super::{commit, finish, Body, Context, Draft, Origin, Store};
+
+/// What the pickup's stages made of a message from the maildrop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// Queue it.
+    Queue,
+    /// Queue it on hold, for this reason (a milter's quarantine).
+    Hold(String),
+    /// Throw it away (a milter's discard), for this reason.
+    Discard(String),
+    /// Refused for good: nobody can be told but the sender, by a bounce with
+    /// this reply; `original` is the message as it reached the stages.
+    Refused { reply: Reply, original: Vec<u8> },
+    /// Refused for now: it stays in the maildrop for a later pickup.
+    Later(Reply),
+}
+
+/// Stage 3 and the rest of [`super::picked_up`] for a message from the
+/// maildrop: the `non_smtp_milters` see its envelope as Postfix shows non-SMTP
+/// mail, then [`finish`] runs every stage with them; what is left is written
+/// into `out` with `env` as the milters left it, unless they refused,
+/// discarded or quarantined it (the [`Fate`] says which).
+pub(super) fn at_pickup(
+    cfg: &Config,
+    mut draft: Draft,
+    env: &mut Envelope,
+    out: &mut dyn Store,
+) -> io::Result<Fate> {
+    let mut chain = Chain::new(cfg.milter.non_smtp.iter().cloned());
+    let macros = local_macros(cfg, &draft.env);
+    if let Some(fate) = local_envelope(&mut chain, &macros, &draft.env) {
+        return Ok(match fate {
+            Early::Refused(reply) => Fate::Refused {
+                reply,
+                original: original(draft)?,
+            },
+            other => other.into(),
+        });
+    }
+    let mut ctx = Context {
+        cfg,
+        origin: Origin::PickedUp,
+        milters: (!chain.is_empty()).then(|| Run::new(&mut chain, &macros)),
+    };
+    let finished = finish(&mut draft, &mut ctx);
+    let run = ctx.milters.take();
+    let quarantine = run.as_ref().and_then(|r| r.quarantine().map(str::to_owned));
+    let discarded = run.as_ref().is_some_and(Run::discarded);
+    drop(run);
+    chain.quit();
+    if let Err(reply) = finished {
+        return Ok(if reply.code >= 500 {
+            Fate::Refused {
+                reply,
+                original: original(draft)?,
+            }
+        } else {
+            Fate::Later(reply)
+        });
+    }
+    if discarded {
+        return Ok(Fate::Discard("milter triggers DISCARD action".to_owned()));
+    }
+    if let Some(q) = &quarantine {
+        draft.env.hold_reason = Some(format!("milter quarantine: {q}"));
+    }
+    *env = commit(draft, out)?;
+    Ok(match quarantine {
+        Some(q) => Fate::Hold(q),
+        None => Fate::Queue,
+    })
+}
+
+/// The message as a bounce returns it.
+fn original(draft: Draft) -> io::Result<Vec<u8>> {
+    let body = draft.body.into_vec()?;
+    Ok(draft.header.to_message(&body))
+}
 
 /// The macros every conversation starts with: `j`, `{daemon_name}`, `v`.
 pub fn base_macros(cfg: &Config) -> Macros {

@@ -40,12 +40,13 @@
 pub mod body;
 pub mod milters;
 
+pub use milters::Fate;
+
 use std::io;
 
 use crate::clock;
 use crate::config::Config;
 use crate::message::{self, Header};
-use crate::milter;
 use crate::smtp::reply::Reply;
 use crate::spool::{Envelope, QueueId};
 
@@ -190,22 +191,6 @@ pub fn commit(draft: Draft, out: &mut dyn Store) -> io::Result<Envelope> {
     Ok(env)
 }
 
-/// What the pickup's stages made of a message from the maildrop.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fate {
-    /// Queue it.
-    Queue,
-    /// Queue it on hold, for this reason (a milter's quarantine).
-    Hold(String),
-    /// Throw it away (a milter's discard), for this reason.
-    Discard(String),
-    /// Refused for good: nobody can be told but the sender, by a bounce with
-    /// this reply; `original` is the message as it reached the stages.
-    Refused { reply: Reply, original: Vec<u8> },
-    /// Refused for now: it stays in the maildrop for a later pickup.
-    Later(Reply),
-}
-
 /// A message from the maildrop, at pickup in the daemon: read from `message`
 /// (LF line ends, as `sendmail` wrote it after its own stages), its trace
 /// field `received` put on top, the stages run again (hygiene is idempotent;
@@ -240,60 +225,12 @@ pub fn picked_up(
     header
         .insert(0, "Received", received)
         .map_err(|e| io::Error::other(e.to_string()))?;
-    let mut draft = Draft {
+    let draft = Draft {
         header,
         body,
         env: env.clone(),
     };
-    let mut chain = milter::Chain::new(cfg.milter.non_smtp.iter().cloned());
-    let macros = milters::local_macros(cfg, &draft.env);
-    if let Some(fate) = milters::local_envelope(&mut chain, &macros, &draft.env) {
-        return Ok(match fate {
-            milters::Early::Refused(reply) => Fate::Refused {
-                reply,
-                original: original(draft)?,
-            },
-            other => other.into(),
-        });
-    }
-    let mut ctx = Context {
-        cfg,
-        origin: Origin::PickedUp,
-        milters: (!chain.is_empty()).then(|| milters::Run::new(&mut chain, &macros)),
-    };
-    let finished = finish(&mut draft, &mut ctx);
-    let run = ctx.milters.take();
-    let quarantine = run.as_ref().and_then(|r| r.quarantine().map(str::to_owned));
-    let discarded = run.as_ref().is_some_and(milters::Run::discarded);
-    drop(run);
-    chain.quit();
-    if let Err(reply) = finished {
-        return Ok(if reply.code >= 500 {
-            Fate::Refused {
-                reply,
-                original: original(draft)?,
-            }
-        } else {
-            Fate::Later(reply)
-        });
-    }
-    if discarded {
-        return Ok(Fate::Discard("milter triggers DISCARD action".to_owned()));
-    }
-    if let Some(q) = &quarantine {
-        draft.env.hold_reason = Some(format!("milter quarantine: {q}"));
-    }
-    *env = commit(draft, out)?;
-    Ok(match quarantine {
-        Some(q) => Fate::Hold(q),
-        None => Fate::Queue,
-    })
-}
-
-/// The message as a bounce returns it.
-fn original(draft: Draft) -> io::Result<Vec<u8>> {
-    let body = draft.body.into_vec()?;
-    Ok(draft.header.to_message(&body))
+    milters::at_pickup(cfg, draft, env, out)
 }
 
 /// Splits the data of a message, as it arrives (LF line ends), into its header
