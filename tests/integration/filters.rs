@@ -151,8 +151,11 @@ fn milter_modifications_are_what_is_queued() {
     assert_eq!(connect.args.get(1).map(String::as_str), Some("127.0.0.1"));
     for (k, v) in [
         ("j", "mx.test"),
+        ("_", "unknown [127.0.0.1]"),
         ("{daemon_name}", "mx.test"),
         ("{client_addr}", "127.0.0.1"),
+        ("{if_addr}", "127.0.0.1"),
+        ("{daemon_addr}", "127.0.0.1"),
     ] {
         assert_eq!(
             connect.macros.get(k).map(String::as_str),
@@ -497,4 +500,31 @@ fn policy_service_down_means_its_default_action() {
     assert_eq!(c.cmd("MAIL FROM:<alice@example.test>").code, 250);
     let r = c.cmd("RCPT TO:<bob@example.test>");
     assert_eq!(r.status(), "451 4.3.5", "{r:?}");
+}
+
+#[test]
+fn milter_sees_tls_and_auth_macros_on_submission() {
+    let Some(m) = TestMilter::start("") else { return };
+    let t = Setup::new().submission().set("milters", &m.conf()).start();
+    let mut c = Client::connect(t.submission_addr());
+    c.hello();
+    let mut s: TlsClient = c.starttls(&t.setup.ca_pem());
+    assert_eq!(s.cmd("EHLO client.test").code, 250);
+    assert_eq!(s.auth_plain("alice", "secret").status(), "235 2.7.0");
+    assert_eq!(s.cmd("MAIL FROM:<alice@example.test>").code, 250);
+    let mail = m.wait_event(5, "mail").expect("mail event");
+    for (k, v) in [
+        ("{auth_type}", "PLAIN"),
+        ("{auth_authen}", "alice"),
+        ("{tls_version}", "TLSv1.3"),
+        ("{mail_addr}", "alice@example.test"),
+    ] {
+        assert_eq!(mail.macros.get(k).map(String::as_str), Some(v), "{k}: {mail:?}");
+    }
+    assert!(
+        mail.macros
+            .get("{cipher}")
+            .is_some_and(|c| c.starts_with("TLS13_")),
+        "{mail:?}"
+    );
 }
