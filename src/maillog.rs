@@ -47,6 +47,12 @@ pub fn reject(
     helo: Option<&str>,
 ) {
     let mut line = format!("NOQUEUE: reject: {verb} from {client}: {reply};");
+    envelope_tail(&mut line, from, to, proto, helo);
+    log::info!(target: SMTPD, "{line}");
+}
+
+/// The end of smtpd's reject lines: ` from=<a@b> to=<c@d> proto=ESMTP helo=<x>`.
+fn envelope_tail(line: &mut String, from: Option<&str>, to: Option<&str>, proto: &str, helo: Option<&str>) {
     if let Some(f) = from {
         line.push_str(&format!(" from=<{f}>"));
     }
@@ -57,7 +63,6 @@ pub fn reject(
     if let Some(h) = helo {
         line.push_str(&format!(" helo=<{h}>"));
     }
-    log::info!(target: SMTPD, "{line}");
 }
 
 /// What a milter or policy service made tern do, in Postfix's words: `ID:
@@ -81,16 +86,7 @@ pub fn filter_action(
         Some(id) => format!("{id}: {action}: {stage} from {client}: {text};"),
         None => format!("NOQUEUE: {action}: {stage} from {client}: {text};"),
     };
-    if let Some(f) = from {
-        line.push_str(&format!(" from=<{f}>"));
-    }
-    if let Some(t) = to {
-        line.push_str(&format!(" to=<{t}>"));
-    }
-    line.push_str(&format!(" proto={proto}"));
-    if let Some(h) = helo {
-        line.push_str(&format!(" helo=<{h}>"));
-    }
+    envelope_tail(&mut line, from, to, proto, helo);
     // Postfix's cleanup logs the end-of-message verdicts, smtpd the others.
     if stage == "END-OF-MESSAGE" {
         log::info!(target: CLEANUP, "{line}");

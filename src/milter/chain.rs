@@ -68,6 +68,18 @@ pub struct MessageOutcome {
     pub warnings: Vec<String>,
 }
 
+impl Default for MessageOutcome {
+    /// Nothing happened yet: go on, unmodified.
+    fn default() -> MessageOutcome {
+        MessageOutcome {
+            verdict: Verdict::Continue,
+            quarantine: None,
+            modified: false,
+            warnings: Vec::new(),
+        }
+    }
+}
+
 impl Chain {
     /// One conversation per configured milter, none connected yet.
     pub fn new(specs: impl IntoIterator<Item = MilterSpec>) -> Chain {
@@ -147,12 +159,7 @@ impl Chain {
     /// The message's content, milter by milter; each one's modifications are
     /// applied to `msg` and `env` before the next sees it.
     pub fn message(&mut self, msg: &mut Message, env: &mut EnvelopeEdit, macros: &Macros) -> MessageOutcome {
-        let mut out = MessageOutcome {
-            verdict: Verdict::Continue,
-            quarantine: None,
-            modified: false,
-            warnings: Vec::new(),
-        };
+        let mut out = MessageOutcome::default();
         for m in &mut self.milters {
             let eom = m.message(msg, macros);
             if !eom.modifications.is_empty() {
@@ -185,12 +192,7 @@ impl Chain {
         body: &mut dyn Body,
         macros: &Macros,
     ) -> io::Result<MessageOutcome> {
-        let mut out = MessageOutcome {
-            verdict: Verdict::Continue,
-            quarantine: None,
-            modified: false,
-            warnings: Vec::new(),
-        };
+        let mut out = MessageOutcome::default();
         for m in &mut self.milters {
             let steps = m.negotiated().map_or(0, |n| n.steps);
             if steps & p::SMFIP_NOHDRS == 0 {
