@@ -1,6 +1,6 @@
 //! ternctl(8) and mailq: look at and manage the queue.
 //!
-//! `ternctl [-f FILE] queue | show ID | flush | delete ID|ALL | hold ID | release ID | stats`
+//! `ternctl [-f FILE] queue | show ID | flush | delete ID|ALL | hold ID | release ID | stats | tlsrpt send`
 //!
 //! Everything works on the spool through `spool::Spool` (the only code that writes
 //! it); the running daemon is told over the control socket where it must act at
@@ -23,7 +23,7 @@ use crate::sysexits::SysExit;
 const MAX_HEADERS: u64 = 256 * 1024;
 
 const USAGE: &str =
-    "usage: ternctl [-f file] queue | show ID | flush | delete ID|ALL | hold ID | release ID | stats";
+    "usage: ternctl [-f file] queue | show ID | flush | delete ID|ALL | hold ID | release ID | stats | tlsrpt send";
 
 /// The program; returns the exit status: EX_USAGE or EX_CONFIG (sysexits.h), else
 /// 1 for any other failure (a bad queue id, say).
@@ -45,6 +45,7 @@ pub fn main(args: &[String]) -> u8 {
     let verb = match words.as_slice() {
         ["queue"] | ["flush"] | ["stats"] => Verb::Plain(words.first().copied().unwrap_or("")),
         [v @ ("show" | "delete" | "hold" | "release"), arg] => Verb::WithId(v, arg),
+        ["tlsrpt", "send"] => Verb::Plain("tlsrpt"),
         _ => {
             eprintln!("ternctl: {USAGE}");
             return SysExit::Usage.code();
@@ -73,6 +74,7 @@ pub fn main(args: &[String]) -> u8 {
     let result = match verb {
         Verb::Plain("queue") => mailq(&spool).map(|t| print!("{t}")).map_err(|e| e.to_string()),
         Verb::Plain("flush") => flush(&cfg, &spool),
+        Verb::Plain("tlsrpt") => tlsrpt_send(&cfg),
         Verb::Plain(_) => stats(&spool).map(|t| print!("{t}")).map_err(|e| e.to_string()),
         Verb::WithId("delete", "ALL") => delete_all(&spool),
         Verb::WithId(v, arg) => match QueueId::parse(arg) {
@@ -130,6 +132,19 @@ fn flush(cfg: &Config, spool: &Spool) -> Result<(), String> {
             println!("ternctl: ternd is not running; {n} deferred messages marked due, sent when it starts");
             Ok(())
         }
+    }
+}
+
+/// `ternctl tlsrpt send`: have ternd send the TLS reports (RFC 8460) of
+/// the days that are over now, rather than after midnight UTC.
+fn tlsrpt_send(cfg: &Config) -> Result<(), String> {
+    match control::request(&cfg.spool.dir, &Request::TlsRpt) {
+        Ok(Response::Ok) => {
+            println!("ternctl: ternd is sending the TLS reports that are due");
+            Ok(())
+        }
+        Ok(r) => Err(format!("ternd: {r}")),
+        Err(e) => Err(format!("ternd is not running ({e}); reports go when it runs")),
     }
 }
 
@@ -219,6 +234,10 @@ fn show(spool: &Spool, id: &QueueId) -> Result<String, String> {
     let _ = writeln!(out, "protocol: {}", env.protocol);
     if let Some(e) = &env.envid {
         let _ = writeln!(out, "envid: {e}");
+    }
+    if env.requiretls {
+        // RFC 8689: relayed only over authenticated TLS to REQUIRETLS servers.
+        let _ = writeln!(out, "requiretls: yes");
     }
     let _ = writeln!(out, "recipients:");
     for r in &env.recipients {

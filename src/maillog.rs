@@ -36,6 +36,18 @@ pub fn timeout(client: &dyn Display, after: &str, stress: bool) {
     log::info!(target: SMTPD, "timeout after {after} from {client}{why}");
 }
 
+/// A session went past `junk_command_limit`: its junk commands are answered
+/// late from now on. `junk: unknown[192.0.2.1] after 101 commands that move no mail`
+pub fn junk_limit(client: &dyn Display, n: u32) {
+    log::warn!(target: SMTPD, "junk: {client} after {n} commands that move no mail; slowing down");
+}
+
+/// A full pool closed this session, which sent no mail, for a new client:
+/// `evicted: unknown[192.0.2.1] after NOOP: no mail, closed for a new client`
+pub fn evicted(client: &dyn Display, after: &str) {
+    log::info!(target: SMTPD, "evicted: {client} after {after}: no mail, closed to make room for a new client");
+}
+
 /// A refused command: `NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 550 5.1.1 ...; from=<a@b> to=<c@d> proto=ESMTP helo=<x>`
 pub fn reject(
     client: &dyn Display,
@@ -119,6 +131,19 @@ pub fn picked_up(id: &dyn Display, uid: u32, from: &str, drop_name: &str) {
     log::info!(target: PICKUP, "{id}: uid={uid} from=<{from}> (maildrop {drop_name})");
 }
 
+/// A recipient named again in one transaction, logged once per mailbox: it
+/// is answered 250 and delivered once, with the first RCPT's DSN parameters.
+/// `NOQUEUE: duplicate: RCPT from unknown[192.0.2.1]: <c@d>: duplicate
+/// recipient, delivered once; from=<a@b> to=<c@d> proto=ESMTP helo=<x>`
+pub fn duplicate_recipient(client: &dyn Display, from: &str, to: &str, proto: &str, helo: Option<&str>) {
+    let helo = helo.map(|h| format!(" helo=<{h}>")).unwrap_or_default();
+    log::info!(
+        target: SMTPD,
+        "NOQUEUE: duplicate: RCPT from {client}: <{to}>: duplicate recipient, delivered once; \
+         from=<{from}> to=<{to}> proto={proto}{helo}"
+    );
+}
+
 /// A message is on disk, from whatever door (SMTP, sendmail, a notice, a
 /// forwarded copy): Postfix's cleanup line `ID: message-id=<x@y>` (`<>` when
 /// it has none), then its qmgr line `ID: from=<a@b>, size=1234, nrcpt=2 (queue active)`.
@@ -129,8 +154,9 @@ pub fn queued(id: &dyn Display, message_id: Option<&str>, from: &str, size: u64,
 }
 
 /// What a client or a message header said, fit for one log line: controls
-/// become `?` (a header value may hold anything).
-fn printable(s: &str) -> String {
+/// become `?` (a header value may hold anything), so that it cannot forge a
+/// log line.
+pub fn printable(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
@@ -161,6 +187,14 @@ pub fn auth_failed(client: &dyn Display, mechanism: &str, user: &str) {
     log::warn!(target: SMTPD, "auth failed from {client}: mechanism={mechanism} user=<{user}>");
 }
 
+/// AUTH refused before any password check (server::auth_guard), with the
+/// address, for fail2ban-style tools: `auth refused from unknown[192.0.2.1]:
+/// too many failures from this address, for 412s more` or `...: account
+/// <alice> under attack, next check in 37s`.
+pub fn auth_refused(client: &dyn Display, why: &dyn Display) {
+    log::warn!(target: SMTPD, "auth refused from {client}: {why}");
+}
+
 /// A client dropped for asking after too many unknown recipients.
 pub fn harvest(client: &dyn Display, unknown: u32) {
     log::warn!(target: SMTPD, "harvest: dropped {client} after {unknown} unknown recipients");
@@ -179,9 +213,10 @@ pub fn proxy_refused(client: &dyn Display, why: &dyn Display) {
 // ---- The queue and delivery ----------------------------------------------------
 
 /// What became of one recipient in one attempt, Postfix's line:
-/// `ID: to=<rcpt>, relay=mx.host[ip]:port, delay=S, delays=a/b/c/d, tls=TLSv1.3, dsn=X.Y.Z, status=sent (detail)`;
-/// `tls=` only when the hop was encrypted. `status` is sent, deferred,
-/// bounced or expired.
+/// `ID: to=<rcpt>, relay=mx.host[ip]:port, delay=S, delays=a/b/c/d, tls=TLSv1.3 policy=dane verified=yes, dsn=X.Y.Z, status=sent (detail)`;
+/// `tls=` only when the hop was encrypted; `policy=` (with `mode=` for
+/// MTA-STS and `verified=` when encrypted) for remote attempts that chose
+/// a TLS policy. `status` is sent, deferred, bounced or expired.
 #[allow(clippy::too_many_arguments)]
 pub fn delivery(
     id: &dyn Display,
@@ -190,11 +225,17 @@ pub fn delivery(
     delay: u64,
     delays: &dyn Display,
     tls: Option<&str>,
+    policy: Option<&dyn Display>,
     dsn: &dyn Display,
     status: &str,
     detail: &str,
 ) {
-    let tls = tls.map(|t| format!(", tls={t}")).unwrap_or_default();
+    let tls = match (tls, policy) {
+        (Some(t), Some(p)) => format!(", tls={t} {p}"),
+        (Some(t), None) => format!(", tls={t}"),
+        (None, Some(p)) => format!(", {p}"),
+        (None, None) => String::new(),
+    };
     let agent = if relay == "local" { LOCAL } else { SMTP };
     log::info!(
         target: agent,
@@ -346,4 +387,73 @@ pub fn marked_due(id: &dyn Display) {
 /// `ternctl flush` handed to the running daemon (which logs each message).
 pub fn flush_requested() {
     log::info!("flush: requested");
+}
+
+// ---- Outbound TLS policy (DNSSEC, MTA-STS, TLS-RPT) ---------------------------
+
+/// The probe found the resolvers validating: DANE can be used.
+/// `dnssec: resolvers 127.0.0.1:53 validate (AD on the root's NS): DANE on`
+pub fn dnssec_validating(resolvers: &str) {
+    log::info!("dnssec: resolvers {resolvers} validate (AD on the root's NS): DANE on");
+}
+
+/// The probe's answer was not validated: no DNSSEC-based policy applies.
+pub fn dnssec_not_validating(resolvers: &str, status: &str) {
+    log::warn!(
+        "dnssec: resolvers {resolvers} do not validate (the root's NS came back {status}, \
+         without AD): DANE off, answers count as insecure"
+    );
+}
+
+/// `dnssec_trust_ad` does not let tern believe these resolvers.
+pub fn dnssec_untrusted(resolvers: &str) {
+    log::info!(
+        "dnssec: the AD bit of resolvers {resolvers} is not trusted (not on loopback, or \
+         dnssec_trust_ad = no): DANE off"
+    );
+}
+
+/// An MTA-STS policy was fetched (new id, or a refresh).
+pub fn sts_fetched(domain: &str, id: &str, mode: &str, max_age: u64) {
+    log::info!("mta-sts: {domain}: policy id={id} mode={mode} max_age={max_age} fetched");
+}
+
+/// An MTA-STS policy could not be fetched; a cached one may stand in.
+pub fn sts_fetch_failed(domain: &str, why: &dyn Display, cached: bool) {
+    let then = if cached {
+        "the cached policy stays in force"
+    } else {
+        "no policy"
+    };
+    log::warn!("mta-sts: {domain}: {why}: {then}");
+}
+
+pub fn sts_cache_unusable(why: &dyn Display) {
+    log::error!("mta-sts: policy cache unusable, policies are not kept: {why}");
+}
+
+pub fn sts_fetcher_unusable(why: &dyn Display) {
+    log::error!("mta-sts: cannot fetch policies: {why}");
+}
+
+pub fn tlsrpt_store_unusable(why: &dyn Display) {
+    log::error!("tlsrpt: results directory unusable, no reports: {why}");
+}
+
+pub fn tlsrpt_record_failed(why: &dyn Display) {
+    log::warn!("tlsrpt: cannot record a result: {why}");
+}
+
+/// A daily TLS report was queued for `domain`'s `rua` addresses.
+pub fn tlsrpt_queued(day: &str, domain: &str, to: &str, id: &dyn Display) {
+    log::info!("tlsrpt: report for {domain} ({day}) to {to} queued as {id}");
+}
+
+/// A domain with results but no (mailto) `_smtp._tls` record: no report.
+pub fn tlsrpt_no_record(day: &str, domain: &str) {
+    log::debug!("tlsrpt: no report for {domain} ({day}): no _smtp._tls record with a mailto rua");
+}
+
+pub fn tlsrpt_failed(day: &str, why: &dyn Display) {
+    log::error!("tlsrpt: reports for {day} not sent, will retry: {why}");
 }

@@ -72,6 +72,8 @@ pub struct Options {
     pub ret: Option<DsnRet>,
     /// -V.
     pub envid: Option<String>,
+    /// -O RequireTLS=yes: RFC 8689 REQUIRETLS for the message.
+    pub requiretls: bool,
     /// -C, else $TERN_CONFIG, else the default.
     pub config: PathBuf,
     pub recipients: Vec<String>,
@@ -108,7 +110,12 @@ fn options() -> getopts::Options {
     // Repeating one of these is no mistake either (-Am -Ac).
     o.optmulti("h", "", "hop count (ignored)", "N");
     o.optmulti("L", "", "syslog label (ignored)", "LABEL");
-    o.optmulti("O", "", "option=value (ignored)", "OPT");
+    o.optmulti(
+        "O",
+        "",
+        "RequireTLS=yes|no, or a legacy option (ignored)",
+        "OPT=VALUE",
+    );
     o.optmulti("X", "", "log file (ignored)", "FILE");
     o.optmulti("A", "", "which configuration, c or m (ignored)", "FILE");
     o.optmulti("e", "", "error reporting mode (ignored)", "MODE");
@@ -164,7 +171,15 @@ pub fn parse_args(name: &str, args: &[String], env_config: Option<String>) -> Re
         }
     }
     for opt in m.opt_strs("O") {
-        o.ignored.push(format!("-O{opt}"));
+        // sendmail's long options: `-O Name=value`, names without case.
+        match opt.split_once('=') {
+            Some((k, v)) if k.trim().eq_ignore_ascii_case("RequireTLS") => {
+                o.requiretls = config::parse_bool(v.trim()).ok_or_else(|| {
+                    fail(SysExit::Usage, format!("-O {opt}: expected RequireTLS=yes or no"))
+                })?;
+            }
+            _ => o.ignored.push(format!("-O{opt}")),
+        }
     }
     for flag in ["h", "L", "X", "A", "e", "p"] {
         for v in m.opt_strs(flag) {
@@ -513,6 +528,7 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
     env.smtputf8 = !env.sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii());
     env.ret = o.ret;
     env.envid = o.envid.clone();
+    env.requiretls = o.requiretls;
     env.recipients = rcpts
         .iter()
         .map(|r| {
@@ -798,7 +814,20 @@ mod tests {
             Some("SUCCESS,FAILURE")
         );
         assert_eq!(o.ret, Some(DsnRet::Hdrs));
+        assert!(!o.requiretls);
+        // RFC 8689 for a submission; other -O options are ignored.
+        let o = parse_args(
+            "sendmail",
+            &args(&["-O", "RequireTLS=yes", "-ODeliveryMode=b", "x"]),
+            None,
+        )
+        .unwrap();
+        assert!(o.requiretls);
+        assert_eq!(o.ignored, vec!["-ODeliveryMode=b".to_owned()]);
+        let o = parse_args("sendmail", &args(&["-Orequiretls=no", "x"]), None).unwrap();
+        assert!(!o.requiretls);
         for bad in [
+            &["-O", "RequireTLS=maybe"][..],
             &["-Z"][..],
             &["-bz"],
             &["-N", "never,success"],

@@ -6,11 +6,11 @@
 //! [`Config`](super::Config), its entry in man/tern.conf.5 and etc/tern.conf.
 
 use super::value::{
-    account_name, boolean, count, delay, dns_servers, header_names, hostname, inet_protocols, limit, listen,
-    listen_list, lmtp, local_domains, log_level, macro_value, mailbox, milter_action, milter_list,
+    account_name, address, boolean, count, delay, dns_servers, header_names, hostname, inet_protocols, limit,
+    listen, listen_list, lmtp, local_domains, log_level, macro_value, mailbox, milter_action, milter_list,
     milter_protocol, mx_port, networks, next_hop, optional_address, optional_duration, origin, path,
-    policy_action, policy_list, relay_auth, route, services, size, spool_sync, syslog_facility, timeout,
-    tls_policy,
+    policy_action, policy_list, relay_auth, route, services, size, spool_sync, syslog_facility, text,
+    timeout, tls_override, tls_policy, trust_ad,
 };
 use std::path::Path;
 
@@ -129,6 +129,8 @@ static KEYS: &[Key] = &[
     key!("auth_users", Once, Applies, auth.users, file),
     key!("sender_map", Once, Applies, auth.sender_map, file),
     key!("auth_failure_delay", Once, Applies, auth.failure_delay, delay),
+    key!("auth_failure_limit", Once, Applies, auth.failure_limit, count),
+    key!("auth_failure_window", Once, Applies, auth.failure_window, timeout),
     // What a session accepts, and its limits.
     key!("relay_networks", Once, Applies, session.relay_networks, networks),
     key!("max_message_size", Once, Applies, session.max_message_size, size),
@@ -146,6 +148,10 @@ static KEYS: &[Key] = &[
     key!("harvest_limit", Once, Applies, session.harvest_limit, count),
     key!("expn", Once, Applies, session.expn, boolean),
     key!("vrfy", Once, Applies, session.vrfy, boolean),
+    key!("strict_rfc821_envelopes", Once, Applies, session.strict_rfc821_envelopes, boolean),
+    key!("junk_command_limit", Once, Applies, session.junk_command_limit, count),
+    key!("junk_command_delay", Once, Applies, session.junk_command_delay, delay),
+    key!("requiretls", Once, Applies, session.requiretls, boolean),
     // Milters and policy services: a session asks those of the configuration
     // it started with.
     key!("milters", Once, Applies, milter.smtp_list, milter_list),
@@ -202,6 +208,18 @@ static KEYS: &[Key] = &[
     key!("smtp_data_done_timeout", Once, Applies, remote.data_done_timeout, timeout),
     key!("smtp_connection_cache_time", Once, Applies, remote.connection_cache_time, optional_duration),
     key!("max_connections_per_domain", Once, Applies, remote.max_connections_per_domain, count),
+    // Outbound TLS policy: DANE, MTA-STS, overrides, REQUIRETLS's header.
+    key!("smtp_dane", Once, Applies, outbound.dane, boolean),
+    // The resolver is made once, at start (as for dns_servers).
+    key!("dnssec_trust_ad", Once, Restart, outbound.dnssec_trust_ad, trust_ad),
+    key!("mta_sts", Once, Applies, outbound.mta_sts, boolean),
+    key!("tls_policy", Repeatable, Applies, outbound.policies, push(tls_override)),
+    key!("tls_required_header", Once, Applies, outbound.tls_required_header, boolean),
+    key!("testing__mta_sts_port", Once, Applies, outbound.mta_sts_port, mx_port),
+    // TLS reporting (RFC 8460).
+    key!("tlsrpt_from", Once, Applies, tlsrpt.from, Some(address)),
+    key!("tlsrpt_organization", Once, Applies, tlsrpt.organization, Some(text)),
+    key!("tlsrpt_submitter", Once, Applies, tlsrpt.submitter, Some(hostname)),
     // The daemon.
     key!("pid_file", Once, Restart, daemon.pid_file, path),
     key!("shutdown_grace", Once, Applies, daemon.shutdown_grace, timeout),
@@ -268,7 +286,10 @@ mod tests {
         for (name, _) in all() {
             assert!(seen.insert(name), "{name} twice");
             assert!(
-                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                name.starts_with(|c: char| c.is_ascii_lowercase())
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
                 "{name}"
             );
             assert!(find(name).is_some());
@@ -303,7 +324,8 @@ mod tests {
     #[test]
     fn every_path_key_is_a_checked_file_or_known_not_to_be() {
         // message_drop_headers takes header names, and "/" may be in one
-        // (RFC 5322 3.6.8 ftext), so the probe passes through it too.
+        // (RFC 5322 3.6.8 ftext); tlsrpt_organization is free text: the probe
+        // passes through both.
         const NOT_READ_AS_USER: &[&str] = &[
             "spool",
             "pid_file",
@@ -311,6 +333,7 @@ mod tests {
             "origin",
             "log_file",
             "message_drop_headers",
+            "tlsrpt_organization",
         ];
         let probe = "/tern-probe/dir/file";
         let mut files = Vec::new();
@@ -368,6 +391,8 @@ mod tests {
             ("auth_users", "/u"),
             ("sender_map", "/s"),
             ("auth_failure_delay", "7"),
+            ("auth_failure_limit", "3"),
+            ("auth_failure_window", "7"),
             ("relay_networks", "10.0.0.0/8"),
             ("max_message_size", "1k"),
             ("max_recipients", "3"),
@@ -384,6 +409,10 @@ mod tests {
             ("harvest_limit", "3"),
             ("expn", "yes"),
             ("vrfy", "yes"),
+            ("strict_rfc821_envelopes", "no"),
+            ("junk_command_limit", "3"),
+            ("junk_command_delay", "7"),
+            ("requiretls", "no"),
             ("milters", "inet:127.0.0.1:8891"),
             ("non_smtp_milters", "unix:/run/m.sock"),
             ("milter_default_action", "accept"),
@@ -432,6 +461,15 @@ mod tests {
             ("smtp_data_done_timeout", "7"),
             ("smtp_connection_cache_time", "0"),
             ("max_connections_per_domain", "3"),
+            ("smtp_dane", "no"),
+            ("dnssec_trust_ad", "yes"),
+            ("mta_sts", "no"),
+            ("tls_policy", "example.org verify"),
+            ("tls_required_header", "no"),
+            ("testing__mta_sts_port", "8443"),
+            ("tlsrpt_from", "tlsrpt@example.org"),
+            ("tlsrpt_organization", "Example"),
+            ("tlsrpt_submitter", "mx.example.org"),
             ("pid_file", "/p"),
             ("shutdown_grace", "7"),
             ("user", "other"),

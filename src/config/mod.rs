@@ -22,6 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::smtp::address::domain_key;
 use crate::sys;
 
 pub mod keys;
@@ -32,7 +33,7 @@ mod value;
 mod tests;
 
 pub use keys::Reload;
-pub use types::{Cidr, Family, Lmtp, NextHop, Origin, Route, SyncMode, TlsPolicy};
+pub use types::{Cidr, Family, Lmtp, NextHop, Origin, Route, SyncMode, TlsOverride, TlsPolicy, TrustAd};
 pub use value::{parse_bool, parse_duration, parse_size};
 
 /// Where `ternd` looks for its configuration unless told otherwise.
@@ -81,6 +82,8 @@ pub struct Config {
     pub local: LocalDelivery,
     pub queue: QueueSettings,
     pub remote: RemoteDelivery,
+    pub outbound: OutboundTls,
+    pub tlsrpt: TlsReports,
     pub daemon: DaemonSettings,
     pub milter: MilterSettings,
     pub policy: PolicySettings,
@@ -126,6 +129,12 @@ pub struct SmtpAuth {
     pub sender_map: Option<PathBuf>,
     /// `auth_failure_delay`: pause before answering a failed AUTH (slows password guessing).
     pub failure_delay: Duration,
+    /// `auth_failure_limit`: failed AUTH attempts from one address, or for one
+    /// account, within `failure_window` before the address is refused AUTH
+    /// and the account's checks are spaced out (server::auth_guard).
+    pub failure_limit: u32,
+    /// `auth_failure_window`: how long failures are remembered.
+    pub failure_window: Duration,
 }
 
 /// What one SMTP session accepts, and how long it waits.
@@ -165,6 +174,17 @@ pub struct SessionLimits {
     /// VRFY says whether a local recipient exists (Postfix's default); off,
     /// it answers 252 for everyone.
     pub vrfy: bool,
+    /// `junk_command_limit`: NOOP, RSET, VRFY, EXPN, HELP and repeated
+    /// EHLO/HELO a session may send (since its last message) before each
+    /// further one is answered late and counts as an error.
+    pub junk_command_limit: u32,
+    /// `junk_command_delay`: the pause before answering each junk command past the limit.
+    pub junk_command_delay: Duration,
+    /// `strict_rfc821_envelopes`: MAIL FROM and RCPT TO paths must be in
+    /// angle brackets (RFC 5321 4.1.2); off, a bare address is taken too.
+    pub strict_rfc821_envelopes: bool,
+    /// Offer REQUIRETLS (RFC 8689) on TLS sessions and accept it on MAIL.
+    pub requiretls: bool,
 }
 
 /// The queue's directory and how it commits.
@@ -250,6 +270,52 @@ pub struct RemoteDelivery {
     /// Deliveries in progress at once to one destination (route or relay
     /// host, else recipient domain).
     pub max_connections_per_domain: usize,
+}
+
+/// Outbound TLS policy beyond `smtp_tls` (issue 18): DANE, MTA-STS,
+/// per-domain overrides, REQUIRETLS's header.
+#[derive(Debug, Clone)]
+pub struct OutboundTls {
+    /// `smtp_dane`: use DANE (RFC 7672) when validated DNS is available.
+    pub dane: bool,
+    /// `dnssec_trust_ad`: whose AD bit is believed.
+    pub dnssec_trust_ad: TrustAd,
+    /// `mta_sts`: use MTA-STS (RFC 8461).
+    pub mta_sts: bool,
+    /// `tls_policy = DOMAIN LEVEL`: overrides, first match wins; a domain
+    /// with a leading dot matches its subdomains.
+    pub policies: Vec<(String, TlsOverride)>,
+    /// `tls_required_header`: honour `TLS-Required: No` (RFC 8689 3).
+    pub tls_required_header: bool,
+    /// `testing__mta_sts_port`: the port MTA-STS policies are fetched
+    /// from; 443 in real life. ONLY FOR TESTING.
+    pub mta_sts_port: u16,
+}
+
+impl OutboundTls {
+    /// The `tls_policy` override for mail to `domain`, if any: an exact
+    /// match, or a `.parent` entry for a subdomain; first listed wins.
+    pub fn policy_for(&self, domain: &str) -> Option<TlsOverride> {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.policies
+            .iter()
+            .find(|(p, _)| match p.strip_prefix('.') {
+                Some(parent) => d.ends_with(p.as_str()) && d.len() > parent.len() + 1,
+                None => *p == d,
+            })
+            .map(|(_, o)| *o)
+    }
+}
+
+/// SMTP TLS reporting (RFC 8460): off unless `tlsrpt_from` is set.
+#[derive(Debug, Clone, Default)]
+pub struct TlsReports {
+    /// `tlsrpt_from`: the reports' sender and contact address.
+    pub from: Option<String>,
+    /// `tlsrpt_organization`: the reports' organization-name; None = hostname.
+    pub organization: Option<String>,
+    /// `tlsrpt_submitter`: TLS-Report-Submitter; None = hostname.
+    pub submitter: Option<String>,
 }
 
 /// The daemon process itself.
@@ -375,6 +441,8 @@ impl Default for Config {
                 users: None,
                 sender_map: None,
                 failure_delay: Duration::from_secs(2),
+                failure_limit: 10,
+                failure_window: Duration::from_secs(600),
             },
             session: SessionLimits {
                 relay_networks: vec![
@@ -402,6 +470,10 @@ impl Default for Config {
                 harvest_limit: 20,
                 expn: false,
                 vrfy: false,
+                strict_rfc821_envelopes: true,
+                junk_command_limit: 100,
+                junk_command_delay: Duration::from_secs(1),
+                requiretls: true,
             },
             spool: SpoolSettings {
                 dir: PathBuf::from("/var/spool/tern"),
@@ -442,6 +514,15 @@ impl Default for Config {
                 connection_cache_time: Some(Duration::from_secs(2)),
                 max_connections_per_domain: 20,
             },
+            outbound: OutboundTls {
+                dane: true,
+                dnssec_trust_ad: TrustAd::Auto,
+                mta_sts: true,
+                policies: Vec::new(),
+                tls_required_header: true,
+                mta_sts_port: 443,
+            },
+            tlsrpt: TlsReports::default(),
             daemon: DaemonSettings {
                 pid_file: PathBuf::from("/var/run/ternd.pid"),
                 shutdown_grace: Duration::from_secs(30),
@@ -679,10 +760,11 @@ impl Config {
 }
 
 impl LocalDelivery {
-    /// Whether mail for `domain` is delivered here (case-insensitive, trailing dot ignored).
+    /// Whether mail for `domain` is delivered here (case-insensitive,
+    /// trailing dot ignored, a UTF-8 name the same as its `xn--` form).
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        let d = domain.strip_suffix('.').unwrap_or(domain);
-        self.domains.iter().any(|l| l.eq_ignore_ascii_case(d))
+        // `domains` holds A-labels, lowercased.
+        domain_key(domain).is_some_and(|d| self.domains.contains(&d))
     }
 }
 
@@ -696,10 +778,11 @@ impl SessionLimits {
 impl RemoteDelivery {
     /// The route of a recipient domain, if it has one.
     fn route(&self, domain: &str) -> Option<&Route> {
-        let d = domain.strip_suffix('.').unwrap_or(domain);
+        // Route domains are kept as A-labels, lowercased.
+        let d = domain_key(domain);
         self.routes
             .iter()
-            .find(|(r, _)| r.eq_ignore_ascii_case(d))
+            .find(|(r, _)| d.as_deref() == Some(r.as_str()))
             .map(|(_, h)| h)
     }
 

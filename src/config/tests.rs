@@ -405,6 +405,42 @@ fn is_local_domain() {
     }
 }
 
+/// A UTF-8 domain and its A-label are one domain for local_domains and
+/// route, whichever form the file and the address use (RFC 5890).
+#[test]
+fn internationalized_domains_in_either_form() {
+    let c = p("local_domains = bücher.test xn--caf-dma.test\n\
+               route = Straße.example [127.0.0.1]:2525\n\
+               route = xn--nave-6pa.example [127.0.0.1]:2526\n\
+               relay_host = mx.bücher.example")
+    .unwrap();
+    assert_eq!(c.local.domains, vec!["xn--bcher-kva.test", "xn--caf-dma.test"]);
+    for d in [
+        "bücher.test",
+        "BÜCHER.test.",
+        "xn--bcher-kva.test",
+        "café.test",
+        "XN--CAF-DMA.test",
+    ] {
+        assert!(c.local.is_local_domain(d), "{d}");
+    }
+    for d in ["bucher.test", "cafe.test", "exämple.test", "xn--zz.test"] {
+        assert!(!c.local.is_local_domain(d), "{d}");
+    }
+    let port = |d: &str| c.remote.next_hop(d).map(|h| h.port);
+    assert_eq!(port("straße.example"), Some(2525));
+    assert_eq!(port("xn--strae-oqa.example"), Some(2525));
+    assert_eq!(port("naïve.example"), Some(2526));
+    assert_eq!(port("NAÏVE.example."), Some(2526));
+    // Anything else takes the relay_host, looked up by its A-labels.
+    assert_eq!(
+        c.remote.next_hop("other.example").map(|h| h.host.as_str()),
+        Some("mx.xn--bcher-kva.example")
+    );
+    assert!(perr("local_domains = xn--zz.test").contains("bad domain"));
+    assert!(perr("local_domains = ｅxample.test").contains("bad domain"));
+}
+
 /// Each tests/configs/bad/NAME.conf must fail with a message starting with NAME.err.
 #[test]
 fn bad_config_files() {
@@ -673,6 +709,52 @@ fn daemon_user_and_log_keys() {
         "syslog_facility = kern",
     ] {
         assert!(Config::parse(bad, Path::new("t")).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn outbound_tls_keys() {
+    let c = p(
+        "tls_policy = example.org verify\ntls_policy = .corp.test DANE\ntls_policy = Plain.Test. none\n\
+               dnssec_trust_ad = yes\nsmtp_dane = no\ntlsrpt_from = tlsrpt@example.org\n",
+    )
+    .unwrap();
+    let o = &c.outbound;
+    assert_eq!(
+        o.policy_for("example.org"),
+        Some(TlsOverride::Fixed(TlsPolicy::Verify))
+    );
+    assert_eq!(
+        o.policy_for("EXAMPLE.org."),
+        Some(TlsOverride::Fixed(TlsPolicy::Verify))
+    );
+    // Only the named domain, not its subdomains...
+    assert_eq!(o.policy_for("mx.example.org"), None);
+    // ...unless written with a leading dot, which is for subdomains only.
+    assert_eq!(o.policy_for("a.corp.test"), Some(TlsOverride::Dane));
+    assert_eq!(o.policy_for("a.b.corp.test"), Some(TlsOverride::Dane));
+    assert_eq!(o.policy_for("corp.test"), None);
+    assert_eq!(
+        o.policy_for("plain.test"),
+        Some(TlsOverride::Fixed(TlsPolicy::None))
+    );
+    assert_eq!(o.dnssec_trust_ad, TrustAd::Yes);
+    assert!(!o.dane && o.mta_sts && o.tls_required_header);
+    assert_eq!(c.tlsrpt.from.as_deref(), Some("tlsrpt@example.org"));
+    let d = Config::default();
+    assert!(d.outbound.dane && d.session.requiretls && d.tlsrpt.from.is_none());
+    assert_eq!(d.outbound.dnssec_trust_ad, TrustAd::Auto);
+    assert_eq!(d.outbound.mta_sts_port, 443);
+    for bad in [
+        "tls_policy = example.org",
+        "tls_policy = example.org sometimes",
+        "tls_policy = bad_domain! verify",
+        "dnssec_trust_ad = maybe",
+        "tlsrpt_from = nobody",
+        "tlsrpt_from = a b@example.org",
+        "testing__mta_sts_port = 0",
+    ] {
+        assert!(p(bad).is_err(), "{bad}");
     }
 }
 

@@ -136,6 +136,38 @@ impl TlsPolicy {
     }
 }
 
+/// A per-domain outbound TLS override (`tls_policy = DOMAIN LEVEL`,
+/// Postfix's smtp_tls_policy_maps); `tlspolicy::policy` knows it as
+/// `Override`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsOverride {
+    /// Use DANE for this domain even when `smtp_dane = no`; without usable
+    /// TLSA the normal order goes on (MTA-STS, then `smtp_tls`).
+    Dane,
+    /// This level and nothing else: DANE and MTA-STS are not consulted
+    /// (the administrator knows this destination).
+    Fixed(TlsPolicy),
+}
+
+impl TlsOverride {
+    /// `dane`, `verify`, `encrypt`, `may` or `none`.
+    pub fn parse(s: &str) -> Option<TlsOverride> {
+        if s.eq_ignore_ascii_case("dane") {
+            return Some(TlsOverride::Dane);
+        }
+        TlsPolicy::parse(s).map(TlsOverride::Fixed)
+    }
+}
+
+/// Whose DNSSEC validation tern believes (`dnssec_trust_ad`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustAd {
+    /// Only when every resolver in use is on loopback (a local validator).
+    Auto,
+    Yes,
+    No,
+}
+
 /// Which address families delivery uses (`inet_protocols`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -229,6 +261,20 @@ mod tests {
         }
         assert_eq!(Cidr::new(ip("10.1.2.3"), 8), cidr("10.0.0.0/8"));
         assert_eq!(Cidr::new(ip("::1"), 200), cidr("::1/128"));
+    }
+
+    #[test]
+    fn tls_overrides() {
+        assert_eq!(TlsOverride::parse("DANE"), Some(TlsOverride::Dane));
+        assert_eq!(
+            TlsOverride::parse("verify"),
+            Some(TlsOverride::Fixed(TlsPolicy::Verify))
+        );
+        assert_eq!(
+            TlsOverride::parse("none"),
+            Some(TlsOverride::Fixed(TlsPolicy::None))
+        );
+        assert_eq!(TlsOverride::parse("dane-only"), None);
     }
 
     #[test]

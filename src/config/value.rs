@@ -6,8 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::types::{Cidr, Family, Lmtp, NextHop, Origin, Route, SyncMode, TlsPolicy};
+use super::types::{Cidr, Family, Lmtp, NextHop, Origin, Route, SyncMode, TlsOverride, TlsPolicy, TrustAd};
 use crate::endpoint::Endpoint;
+use crate::smtp::address::domain_key;
 
 /// An account name for `user`: what useradd accepts, checked here so a typo
 /// is a config error rather than a failed lookup at start.
@@ -157,12 +158,29 @@ pub(super) fn default_local_domains(hostname: &str) -> Vec<String> {
 pub(super) fn local_domains(v: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for item in items(v) {
-        // A fully qualified "example.org." is the same domain as "example.org".
-        let d = item.strip_suffix('.').unwrap_or(item);
-        check_domain(d).map_err(|why| format!("bad domain {item:?}: {why}"))?;
-        push_unique(&mut out, d.to_ascii_lowercase());
+        push_unique(&mut out, ascii_domain(item)?);
     }
     Ok(out)
+}
+
+/// A domain name as it is kept for comparisons: lower case, A-labels for
+/// a UTF-8 name (RFC 5890; `bücher.example` is kept as
+/// `xn--bcher-kva.example`), no trailing dot (a fully qualified
+/// "example.org." is the same domain as "example.org").
+fn ascii_domain(item: &str) -> Result<String, String> {
+    let d =
+        domain_key(item).ok_or_else(|| format!("bad domain {item:?}: not a valid internationalized name"))?;
+    check_domain(&d).map_err(|why| format!("bad domain {item:?}: {why}"))?;
+    Ok(d)
+}
+
+/// A next hop's host name as it is looked up: A-labels for a UTF-8 name,
+/// lower case.
+fn host_name(host: &str) -> Result<String, String> {
+    let ascii =
+        domain_key(host).ok_or_else(|| format!("bad host {host:?}: not a valid internationalized name"))?;
+    check_domain(&ascii).map_err(|why| format!("bad host {host:?}: {why}"))?;
+    Ok(ascii)
 }
 
 pub(super) fn listen(v: &str) -> Result<Vec<SocketAddr>, String> {
@@ -275,6 +293,54 @@ pub(super) fn tls_policy(v: &str) -> Result<TlsPolicy, String> {
         .ok_or_else(|| format!("bad TLS policy {v:?} (use none, may, encrypt or verify)"))
 }
 
+/// `tls_policy = DOMAIN LEVEL`: a domain, or `.domain` for its subdomains
+/// (Postfix's parent_domain_matches_subdomains), and a level.
+pub(super) fn tls_override(v: &str) -> Result<(String, TlsOverride), String> {
+    let v = nonempty(v)?;
+    let (domain, level) = v
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| format!("bad tls_policy {v:?} (use DOMAIN dane|verify|encrypt|may|none)"))?;
+    let level = level.trim();
+    let o = TlsOverride::parse(level)
+        .ok_or_else(|| format!("bad TLS level {level:?} (use dane, verify, encrypt, may or none)"))?;
+    let d = domain.strip_suffix('.').unwrap_or(domain);
+    let bare = d.strip_prefix('.').unwrap_or(d);
+    check_domain(bare).map_err(|why| format!("bad domain {domain:?}: {why}"))?;
+    Ok((d.to_ascii_lowercase(), o))
+}
+
+/// `dnssec_trust_ad`: auto, yes or no.
+pub(super) fn trust_ad(v: &str) -> Result<TrustAd, String> {
+    match nonempty(v)?.to_ascii_lowercase().as_str() {
+        "auto" => Ok(TrustAd::Auto),
+        "yes" => Ok(TrustAd::Yes),
+        "no" => Ok(TrustAd::No),
+        _ => Err(format!("bad value {v:?} (use auto, yes or no)")),
+    }
+}
+
+/// A mail address for reports to come from (`tlsrpt_from`): local@domain.
+pub(super) fn address(v: &str) -> Result<String, String> {
+    let v = nonempty(v)?;
+    let (local, domain) = v
+        .rsplit_once('@')
+        .ok_or_else(|| format!("bad address {v:?} (use local@domain)"))?;
+    if local.is_empty()
+        || local
+            .bytes()
+            .any(|b| b <= b' ' || b == b'<' || b == b'>' || b >= 0x7f)
+    {
+        return Err(format!("bad address {v:?} (use local@domain)"));
+    }
+    check_domain(domain).map_err(|why| format!("bad domain in {v:?}: {why}"))?;
+    Ok(v.to_owned())
+}
+
+/// Free text on one line (`tlsrpt_organization`).
+pub(super) fn text(v: &str) -> Result<String, String> {
+    Ok(nonempty(v)?.to_owned())
+}
+
 pub(super) fn spool_sync(v: &str) -> Result<SyncMode, String> {
     match nonempty(v)?.to_ascii_lowercase().as_str() {
         "syncfs" => Ok(SyncMode::Syncfs),
@@ -329,13 +395,15 @@ pub(super) fn next_hop(v: &str) -> Result<NextHop, String> {
     if port == 0 {
         return Err(bad());
     }
-    if host.parse::<IpAddr>().is_err() {
-        check_domain(host).map_err(|why| format!("bad host {host:?}: {why}"))?;
+    let host = if host.parse::<IpAddr>().is_err() {
+        host_name(host)?
     } else if mx {
         return Err(format!("{target:?}: an address needs brackets, as in [{host}]"));
-    }
+    } else {
+        host.to_ascii_lowercase()
+    };
     Ok(NextHop {
-        host: host.to_ascii_lowercase(),
+        host,
         port,
         mx,
         tls,
@@ -349,15 +417,13 @@ pub(super) fn route(v: &str) -> Result<(String, Route), String> {
     let (domain, hop) = v
         .split_once(char::is_whitespace)
         .ok_or_else(|| format!("bad route {v:?} (use DOMAIN [host]:port)"))?;
-    let d = domain.strip_suffix('.').unwrap_or(domain);
-    check_domain(d).map_err(|why| format!("bad domain {domain:?}: {why}"))?;
     let hop = hop.trim();
     let route = if has_prefix(hop, "lmtp:") {
         Route::Lmtp(lmtp(hop)?)
     } else {
         Route::Smtp(next_hop(hop)?)
     };
-    Ok((d.to_ascii_lowercase(), route))
+    Ok((ascii_domain(domain)?, route))
 }
 
 /// Whether `s` starts with `prefix`, in any case.
@@ -431,14 +497,12 @@ pub(super) fn lmtp(v: &str) -> Result<Lmtp, String> {
     if port == 25 {
         return Err(format!("{target:?}: LMTP must not be used on port 25 (RFC 2033)"));
     }
-    if host.parse::<IpAddr>().is_err() {
-        check_domain(host).map_err(|why| format!("bad host {host:?}: {why}"))?;
-    }
+    let host = match host.parse::<IpAddr>() {
+        Ok(_) => host.to_ascii_lowercase(),
+        Err(_) => host_name(host)?,
+    };
     Ok(Lmtp {
-        addr: Endpoint::Inet {
-            host: host.to_ascii_lowercase(),
-            port,
-        },
+        addr: Endpoint::Inet { host, port },
         tls,
     })
 }

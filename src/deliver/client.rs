@@ -94,6 +94,8 @@ pub struct Extensions {
     pub smtputf8: bool,
     pub dsn: bool,
     pub starttls: bool,
+    /// RFC 8689: the server takes `MAIL FROM:<...> REQUIRETLS`.
+    pub requiretls: bool,
     /// AUTH mechanisms, uppercased.
     pub auth: Vec<String>,
     /// RFC 3030: BDAT.
@@ -119,6 +121,7 @@ impl Extensions {
                 "SMTPUTF8" => e.smtputf8 = true,
                 "DSN" => e.dsn = true,
                 "STARTTLS" => e.starttls = true,
+                "REQUIRETLS" => e.requiretls = true,
                 "AUTH" => e.auth = words.map(|w| w.to_ascii_uppercase()).collect(),
                 "CHUNKING" => e.chunking = true,
                 "BINARYMIME" => e.binarymime = true,
@@ -525,6 +528,10 @@ mod tests {
         assert!(e.pipelining && e.eightbitmime && e.dsn && !e.starttls && !e.smtputf8);
         assert_eq!(e.size, Some(1000));
         assert_eq!(e.auth, vec!["PLAIN", "LOGIN"]);
+        assert!(!e.requiretls);
+        let mut c = client("250-mx.test\r\n250-requiretls\r\n250 STARTTLS\r\n");
+        let e = Extensions::parse(&c.reply().unwrap());
+        assert!(e.requiretls && e.starttls);
     }
 
     #[test]

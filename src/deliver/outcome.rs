@@ -362,6 +362,35 @@ pub fn tls_required(host: &str) -> Outcome {
     )
 }
 
+/// The outbound TLS policy (DANE, MTA-STS, REQUIRETLS) rules a host out
+/// before any connection: bogus TLSA records, an MX the enforced MTA-STS
+/// policy does not list, a host REQUIRETLS cannot use (`why` names it).
+/// The walk goes on.
+pub fn tls_policy_refused(why: &str) -> Outcome {
+    Outcome::temporary(Stage::Tls, Status(4, 7, 5), why)
+}
+
+/// RFC 8689 4.1: the host was reached over authenticated TLS but does not
+/// offer REQUIRETLS, so the message may not go to it.
+pub fn requiretls_not_offered(host: &str) -> Outcome {
+    Outcome::temporary(
+        Stage::Tls,
+        Status(4, 7, 10),
+        format!("{host} does not offer REQUIRETLS"),
+    )
+}
+
+/// RFC 8689 4.1, 5: a REQUIRETLS message that no host of the destination
+/// can take as the extension requires: returned with 5.7.10 ("REQUIRETLS
+/// support required"), with the last host's reason.
+pub fn requiretls_failed(last: &Outcome) -> Outcome {
+    Outcome::permanent(
+        Stage::Tls,
+        Status(5, 7, 10),
+        format!("no next hop qualifies for REQUIRETLS: {}", last.detail()),
+    )
+}
+
 /// AUTH to the relay host is configured, and the connection is not encrypted.
 pub fn auth_needs_tls(host: &str) -> Outcome {
     Outcome::temporary(
@@ -670,6 +699,27 @@ pub fn cannot_forward(why: &str) -> Outcome {
     )
 }
 
+/// A final target (mailbox, file, command, remote address) this message
+/// already reached in this run through recipient `first`: no second copy is
+/// made, and this recipient has the result the first one had (issue 16:
+/// duplicates delivered once). Its detail names the first recipient.
+pub fn duplicate_of(first: &str, result: &Outcome) -> Outcome {
+    let mut o = result.clone();
+    o.detail = format!("duplicate of <{first}>: {}", result.detail);
+    o
+}
+
+/// An alias target in another domain that is itself a recipient of the
+/// message: it gets its copy as that recipient, not a second one.
+pub fn also_a_recipient(addr: &str) -> Outcome {
+    Outcome::new(
+        Verdict::Delivered,
+        Stage::Queue,
+        DELIVERED,
+        format!("duplicate of <{addr}>, a recipient of this message"),
+    )
+}
+
 /// A recipient that got no result from the router (cannot happen; defer).
 pub fn no_route_result() -> Outcome {
     Outcome::temporary(Stage::Queue, Status(4, 3, 0), "no result")
@@ -687,6 +737,29 @@ pub fn expired(last: &Outcome) -> Outcome {
 
 // ---- The attempt as the queue records it ---------------------------------------
 
+/// The outbound TLS policy that applied to a remote attempt, for the log
+/// line: `policy=dane verified=yes`, `policy=mta-sts mode=enforce
+/// verified=no`, `policy=may` (issue 18).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsNote {
+    /// `policy=NAME` and, for MTA-STS, ` mode=MODE`.
+    pub policy: String,
+    /// Whether the certificate was authenticated (DANE or PKIX); None when
+    /// the session was not encrypted.
+    pub verified: Option<bool>,
+}
+
+impl fmt::Display for TlsNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.policy)?;
+        match self.verified {
+            Some(true) => f.write_str(" verified=yes"),
+            Some(false) => f.write_str(" verified=no"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// One recipient's attempt as the queue records and logs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempted {
@@ -694,6 +767,9 @@ pub struct Attempted {
     pub relay: String,
     /// "TLSv1.3" when the hop was encrypted.
     pub tls: Option<&'static str>,
+    /// The outbound TLS policy that applied (remote attempts that got as
+    /// far as choosing one).
+    pub policy: Option<TlsNote>,
     pub outcome: Outcome,
     /// What success notice we owe if the sender asked for one (RFC 3461):
     /// none when the next hop took over the DSN request.
@@ -751,6 +827,7 @@ impl Attempted {
         Attempted {
             relay: relay.to_owned(),
             tls: None,
+            policy: None,
             outcome,
             success: Success::Delivered,
             timing: Timing::default(),
@@ -769,6 +846,7 @@ impl Attempted {
             .map(|(outcome, success)| Attempted {
                 relay: relay.to_owned(),
                 tls,
+                policy: None,
                 outcome,
                 success,
                 timing,

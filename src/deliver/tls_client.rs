@@ -6,12 +6,18 @@
 //! TLS, RFC 7435: an unchecked encryption still beats plaintext); `encrypt`
 //! insists on TLS, still unchecked; `verify` insists on TLS with a certificate
 //! valid for the host name under the system's CA store or `tls_ca_file`.
+//!
+//! The per-hop decision (`tlspolicy::policy`) chooses among these and DANE;
+//! [`checking`] makes the config for a certificate check that is either
+//! enforced (a failure ends the handshake) or only observed (the handshake
+//! goes on, the failure is kept for the log and TLS-RPT: MTA-STS testing
+//! mode, `TLS-Required: No`).
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -161,21 +167,9 @@ pub fn config(policy: Policy, ca_file: Option<&Path>) -> io::Result<Arc<ClientCo
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?;
     let cfg = if policy == Policy::Verify {
-        let roots = match ca_file {
-            Some(path) => {
-                use rustls::pki_types::pem::PemObject;
-                let mut roots = RootCertStore::empty();
-                let certs = CertificateDer::pem_file_iter(path)
-                    .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
-                for c in certs {
-                    let c = c.map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
-                    roots.add(c).map_err(io::Error::other)?;
-                }
-                Arc::new(roots)
-            }
-            None => system_roots(),
-        };
-        builder.with_root_certificates(roots).with_no_client_auth()
+        builder
+            .with_root_certificates(roots(ca_file)?)
+            .with_no_client_auth()
     } else {
         builder
             .dangerous()
@@ -183,6 +177,136 @@ pub fn config(policy: Policy, ca_file: Option<&Path>) -> io::Result<Arc<ClientCo
             .with_no_client_auth()
     };
     Ok(Arc::new(cfg))
+}
+
+/// The trust anchors of `verify`: `ca_file` when given, else the system's.
+fn roots(ca_file: Option<&Path>) -> io::Result<Arc<RootCertStore>> {
+    match ca_file {
+        Some(path) => {
+            use rustls::pki_types::pem::PemObject;
+            let mut roots = RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+            for c in certs {
+                let c = c.map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+                roots.add(c).map_err(io::Error::other)?;
+            }
+            Ok(Arc::new(roots))
+        }
+        None => Ok(system_roots()),
+    }
+}
+
+/// The PKIX check of `verify` (and MTA-STS, RFC 8461 4.2): the chain to a
+/// trust anchor of `ca_file` or the system, and the name the connection is
+/// made to.
+pub fn pkix_verifier(ca_file: Option<&Path>) -> io::Result<Arc<dyn ServerCertVerifier>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let v = rustls::client::WebPkiServerVerifier::builder_with_provider(roots(ca_file)?, provider)
+        .build()
+        .map_err(io::Error::other)?;
+    Ok(v)
+}
+
+/// A client config that checks certificates with `verifier`: a failure
+/// ends the handshake when `enforce`, else it is only kept in the returned
+/// [`Observed`] and the handshake goes on (the signature over the
+/// handshake is still checked with the certificate's key).
+pub fn checking(
+    verifier: Arc<dyn ServerCertVerifier>,
+    enforce: bool,
+) -> io::Result<(Arc<ClientConfig>, Option<Arc<Observed>>)> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .dangerous();
+    if enforce {
+        let cfg = builder
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        return Ok((Arc::new(cfg), None));
+    }
+    let observed = Arc::new(Observed {
+        inner: verifier,
+        failure: Mutex::new(None),
+    });
+    let cfg = builder
+        .with_custom_certificate_verifier(Arc::clone(&observed) as Arc<dyn ServerCertVerifier>)
+        .with_no_client_auth();
+    Ok((Arc::new(cfg), Some(observed)))
+}
+
+/// A certificate check that only watches: it runs `inner`, keeps its
+/// failure, and lets the handshake go on.
+#[derive(Debug)]
+pub struct Observed {
+    inner: Arc<dyn ServerCertVerifier>,
+    failure: Mutex<Option<rustls::Error>>,
+}
+
+impl Observed {
+    /// Why the certificate failed the check, if it did.
+    pub fn failure(&self) -> Option<rustls::Error> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl ServerCertVerifier for Observed {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Err(e) =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The TLS error inside an I/O error from a handshake, if that is what it was.
+pub fn tls_error(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref().and_then(|x| x.downcast_ref::<rustls::Error>())
+}
+
+/// A handshake failure for the log: rustls shows an error of a verifier of
+/// our own (DANE's "no TLSA record matches") by its Debug form; say it.
+pub fn describe(e: &io::Error) -> String {
+    match tls_error(e) {
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o))) => {
+            format!("invalid peer certificate: {}", o.0)
+        }
+        _ => e.to_string(),
+    }
 }
 
 /// The system's trust anchors, what OpenSSL on this host trusts: found by

@@ -336,6 +336,11 @@ fn mail_command(env: &Envelope, ext: &Extensions, size: u64) -> String {
     if env.smtputf8 && ext.smtputf8 {
         mail.push_str(" SMTPUTF8");
     }
+    // RFC 8689 4.1: passed on; a host without it never gets the message
+    // (remote checks that before the transaction).
+    if env.requiretls && ext.requiretls {
+        mail.push_str(" REQUIRETLS");
+    }
     if ext.dsn {
         match env.ret {
             Some(DsnRet::Full) => mail.push_str(" RET=FULL"),
@@ -826,6 +831,16 @@ mod tests {
         assert_eq!(
             mail_command(&env, &Extensions::default(), 42),
             "MAIL FROM:<a@example.org>"
+        );
+        // RFC 8689: REQUIRETLS passed on to a server that offers it.
+        env.requiretls = true;
+        let rt = Extensions {
+            requiretls: true,
+            ..Extensions::default()
+        };
+        assert_eq!(
+            mail_command(&env, &rt, 42),
+            "MAIL FROM:<a@example.org> REQUIRETLS"
         );
         let mut r = Recipient::new("a@x.test".to_owned());
         r.notify = crate::smtp::notify::Notify::parse("SUCCESS,FAILURE");

@@ -114,7 +114,7 @@ fn user(cfg: &Config, tables: &Tables, name: &str) -> Result<String, Outcome> {
 /// Where SMTP delivery to `domain` would go: the route or relay host, or the
 /// MX hosts in the order they would be tried.
 fn remote(cfg: &Config, resolver: &dyn Resolver, domain: &str) -> Result<String, Outcome> {
-    let mx = route::mx_query(cfg, domain).map(|name| resolver.mx(name));
+    let mx = route::mx_query(cfg, domain).map(|name| resolver.mx_secured(name));
     let plan = route::plan(cfg, domain, mx.as_ref(), 0)?;
     let hosts: Vec<String> = plan
         .hops

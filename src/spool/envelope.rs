@@ -62,6 +62,11 @@ pub struct Envelope {
     /// quarantine, a policy service's HOLD), for `ternctl show`; kept
     /// after a release as a record of it.
     pub hold_reason: Option<String>,
+    /// `MAIL FROM:<...> REQUIRETLS` (RFC 8689): relay only over TLS that DANE
+    /// or MTA-STS authenticates, to servers that offer REQUIRETLS. Written as
+    /// `requiretls: yes` only when set, so envelopes without it read as
+    /// before.
+    pub requiretls: bool,
     pub recipients: Vec<Recipient>,
 }
 
@@ -207,6 +212,7 @@ impl Envelope {
             auth: None,
             delay_warned: false,
             hold_reason: None,
+            requiretls: false,
             recipients: Vec::new(),
         }
     }
@@ -252,6 +258,9 @@ impl Envelope {
         if let Some(v) = &self.hold_reason {
             line("hold-reason", &xtext::encode(v));
         }
+        if self.requiretls {
+            line("requiretls", "yes");
+        }
         for r in &self.recipients {
             let mut v = format!(
                 "{} status={} attempts={}",
@@ -291,6 +300,7 @@ impl Envelope {
         let mut auth = None;
         let mut warned = None;
         let mut hold_reason = None;
+        let mut requiretls = None;
         let mut recipients = Vec::new();
 
         for (i, raw) in text.split('\n').enumerate() {
@@ -372,6 +382,12 @@ impl Envelope {
                     set(&mut warned, true, key, n)?;
                 }
                 "hold-reason" => set(&mut hold_reason, text_value()?, key, n)?,
+                "requiretls" => {
+                    if value != "yes" {
+                        return Err(err(format!("requiretls: expected yes, got {}", quote(value))));
+                    }
+                    set(&mut requiretls, true, key, n)?;
+                }
                 "rcpt" => recipients.push(parse_rcpt(value).map_err(|e| err(format!("rcpt: {e}")))?),
                 _ => {
                     return Err(err(format!(
@@ -408,6 +424,7 @@ impl Envelope {
             auth,
             delay_warned: warned.unwrap_or(false),
             hold_reason,
+            requiretls: requiretls.unwrap_or(false),
             recipients,
         })
     }
@@ -503,6 +520,7 @@ mod tests {
         e.auth = Some("alice".into());
         e.delay_warned = true;
         e.hold_reason = Some("milter quarantine: looks odd".into());
+        e.requiretls = true;
         e.recipients.push(Recipient::new("bob@example.net".into()));
         e.recipients.push(Recipient {
             addr: "\"carol smith\"@example.com".into(),
@@ -532,6 +550,7 @@ mod tests {
         assert!(t.contains("\nbody: 8bitmime\n"));
         assert!(t.contains("\nsmtputf8: yes\n"));
         assert!(t.contains("\nret: hdrs\n"));
+        assert!(t.contains("\nrequiretls: yes\n"));
         assert!(t.contains("\nrcpt: bob@example.net status=pending attempts=0\n"));
         assert!(
             t.contains("\nhold-reason: milter+20quarantine:+20looks+20odd\n"),
@@ -553,6 +572,7 @@ mod tests {
             "envid:",
             "auth:",
             "hold-reason:",
+            "requiretls:",
             "next=",
             "orcpt=",
             "last=",
@@ -645,6 +665,7 @@ mod tests {
         e.envid = r.opt_string();
         e.auth = r.opt_string();
         e.delay_warned = r.next().is_multiple_of(2);
+        e.requiretls = r.next().is_multiple_of(2);
         for _ in 0..=r.below(4) {
             e.recipients.push(Recipient {
                 addr: r.odd_string(),
@@ -741,6 +762,14 @@ mod tests {
         assert!(parse_err(&format!("{ok}smtputf8: maybe\n")).contains("smtputf8"));
         assert!(parse_err(&format!("{ok}client-addr: 999.1.1.1\n")).contains("bad client address"));
         assert!(parse_err(&format!("{ok}ret: some\n")).contains("bad ret"));
+        assert!(parse_err(&format!("{ok}requiretls: no\n")).contains("requiretls: expected yes"));
+        // An envelope written before REQUIRETLS existed reads as without it.
+        assert!(!Envelope::parse(ok).unwrap().requiretls);
+        assert!(
+            Envelope::parse(&format!("{ok}requiretls: yes\n"))
+                .unwrap()
+                .requiretls
+        );
         assert!(parse_err("").contains("empty envelope"));
         assert!(parse_err("\n\n").contains("empty envelope"));
         // A huge garbage value is cut short in the message.

@@ -4,18 +4,24 @@
 #[macro_use]
 mod common;
 
+mod auth_guard;
 mod chunking;
 mod clients;
+mod command_lines;
 mod config;
 mod crash;
 mod ctl;
 mod daemon;
 mod delivery;
 mod dialogs;
+mod duplicates;
+mod envelope_syntax;
 mod faults;
 mod filters;
+mod idn;
 mod inetd;
 mod install;
+mod junk;
 mod limits;
 mod lmtp;
 mod local_delivery;
@@ -38,3 +44,4 @@ mod smuggling;
 mod spool;
 mod submission;
 mod tls;
+mod tlspolicy;

@@ -375,7 +375,10 @@ fn starttls_may_accepts_a_self_signed_peer() {
     });
     let t = via_route("peer.test", peer.port()).start();
     submit(&t, "alice@example.test", &["x@peer.test"], &message("tls"));
-    assert!(log_has(&t, "tls=TLSv1.3, dsn=2.0.0, status=sent"));
+    assert!(log_has(
+        &t,
+        "tls=TLSv1.3 policy=may verified=no, dsn=2.0.0, status=sent"
+    ));
     assert_eq!(peer.tls(), vec![true]);
     let cmds = peer.commands();
     assert_eq!(
@@ -434,7 +437,10 @@ fn verify_accepts_a_peer_signed_by_the_configured_ca() {
     let (_peer, _dns, setup, ca) = verify_setup("ca.pem");
     let t = setup.set("tls_ca_file", &ca.display().to_string()).start();
     submit(&t, "alice@example.test", &["x@peer.test"], &message("verified"));
-    assert!(log_has(&t, "tls=TLSv1.3, dsn=2.0.0, status=sent"));
+    assert!(log_has(
+        &t,
+        "tls=TLSv1.3 policy=verify verified=yes, dsn=2.0.0, status=sent"
+    ));
 }
 
 /// Without tls_ca_file, `verify` trusts the system's CA store, found as OpenSSL
@@ -449,7 +455,10 @@ fn verify_trusts_the_system_ca_store_by_default() {
         &["x@peer.test"],
         &message("system store"),
     );
-    assert!(log_has(&t, "tls=TLSv1.3, dsn=2.0.0, status=sent"));
+    assert!(log_has(
+        &t,
+        "tls=TLSv1.3 policy=verify verified=yes, dsn=2.0.0, status=sent"
+    ));
 }
 
 #[test]
@@ -487,7 +496,7 @@ fn smarthost_auth_over_implicit_tls() {
         &message("smarthost"),
     );
     assert!(
-        log_has(&t, "tls=TLSv1.3, dsn=2.0.0, status=sent"),
+        log_has(&t, "tls=TLSv1.3 policy=may verified=no, dsn=2.0.0, status=sent"),
         "{:?}",
         peer.commands()
     );

@@ -448,6 +448,7 @@ impl Session<'_> {
             Some(BodyParam::SevenBit) | None => spool::BodyType::SevenBit,
         };
         env.smtputf8 = tx.params.smtputf8;
+        env.requiretls = tx.params.requiretls;
         env.ret = tx.params.ret.map(|r| match r {
             command::Ret::Full => spool::DsnRet::Full,
             command::Ret::Hdrs => spool::DsnRet::Hdrs,

@@ -12,7 +12,7 @@ use super::{Session, Transaction, MIN_FREE_PERCENT};
 use crate::config::Config;
 use crate::maillog;
 use crate::server::auth;
-use crate::server::policy::Refusal;
+use crate::server::policy::{self, Refusal};
 use crate::smtp::address::{ForwardPath, Mailbox, ReversePath};
 use crate::smtp::command::{Body, MailParams, RcptParams};
 use crate::smtp::reply::{self, Reply};
@@ -35,6 +35,10 @@ impl Session<'_> {
             // RFC 4954 and RFC 6409: AUTH only inside TLS.
             if self.auth_offered() {
                 exts.push(format!("AUTH {}", auth::MECHANISMS));
+            }
+            // RFC 8689 4: REQUIRETLS only on a TLS session.
+            if self.requiretls_offered() {
+                exts.push("REQUIRETLS".to_owned());
             }
             exts.extend(
                 ["ENHANCEDSTATUSCODES", "SMTPUTF8", "DSN", "CHUNKING"]
@@ -61,6 +65,11 @@ impl Session<'_> {
         r
     }
 
+    /// RFC 8689 4: REQUIRETLS is offered on TLS sessions, when enabled.
+    fn requiretls_offered(&self) -> bool {
+        self.tls.is_some() && self.cfg.session.requiretls
+    }
+
     pub(super) fn mail(&mut self, from: ReversePath, params: MailParams) -> Reply {
         // RFC 9422 MAILMAX: every MAIL counts, accepted or not (as Exim counts).
         self.mails += 1;
@@ -74,12 +83,7 @@ impl Session<'_> {
         if let Some(r) = self.filters_mail(&from, &params) {
             return r;
         }
-        self.tx = Some(Transaction {
-            from,
-            params,
-            rcpts: Vec::new(),
-            chunks: None,
-        });
+        self.tx = Some(Transaction::new(from, params));
         reply::sender_ok()
     }
 
@@ -118,6 +122,14 @@ impl Session<'_> {
         if params.auth.is_some() && !self.auth_offered() {
             return Err(reply::unknown_parameter());
         }
+        // RFC 8689 4: REQUIRETLS where it is offered; on a session
+        // without TLS (where it is not) it is refused as the RFC says.
+        if params.requiretls && self.tls.is_none() && self.cfg.session.requiretls {
+            return Err(reply::requiretls_needs_tls());
+        }
+        if params.requiretls && !self.requiretls_offered() {
+            return Err(reply::unknown_parameter());
+        }
         if params.body == Some(Body::BinaryMime) {
             return Err(reply::body_unsupported());
         }
@@ -140,6 +152,25 @@ impl Session<'_> {
         if let Err(r) = self.check_rcpt(&to, &params) {
             return r;
         }
+        // A mailbox named again is answered as before and recorded once,
+        // with the DSN parameters of its first RCPT (as Postfix's cleanup
+        // drops duplicate recipients): one transaction, one copy.
+        let mailbox = self.mailbox_of(&to);
+        if let Some(tx) = self.tx.as_mut() {
+            if let Some(logged) = tx.mailboxes.get_mut(&mailbox) {
+                tx.accepted += 1;
+                if !std::mem::replace(logged, true) {
+                    maillog::duplicate_recipient(
+                        self.peer,
+                        &tx.from.to_string(),
+                        &to.to_string(),
+                        &self.proto(),
+                        self.helo.as_deref(),
+                    );
+                }
+                return reply::recipient_ok();
+            }
+        }
         if let Err(refusal) = self.ctx.policy.check_recipient(self.cfg, self.client(), &to) {
             let r = self.refused_recipient(&refusal);
             self.filters_rcpt_refused(&to, &params, &r);
@@ -153,7 +184,22 @@ impl Session<'_> {
             return reply::need_mail();
         };
         tx.rcpts.push((to, params));
+        tx.mailboxes.insert(mailbox, false);
+        tx.accepted += 1;
         reply::recipient_ok()
+    }
+
+    /// The mailbox a forward path names (`Mailbox::identity`); bare
+    /// `<postmaster>` is postmaster at the first local domain, as the
+    /// envelope records it.
+    fn mailbox_of(&self, to: &ForwardPath) -> String {
+        match to {
+            ForwardPath::Postmaster => {
+                let domain = self.cfg.local.domains.first().unwrap_or(&self.cfg.hostname);
+                format!("postmaster@{}", domain.to_lowercase())
+            }
+            ForwardPath::Mailbox(m) => m.identity(policy::is_local(self.cfg, m)),
+        }
     }
 
     /// The protocol's reasons to refuse RCPT, before policy is asked.
@@ -170,7 +216,7 @@ impl Session<'_> {
         }
         // RFC 5321 4.5.3.1.8: at least 100 must be accepted; excess gets 452
         // so the client sends the rest in another transaction.
-        if tx.rcpts.len() >= self.cfg.session.max_recipients {
+        if tx.accepted >= self.cfg.session.max_recipients {
             return Err(reply::too_many_recipients());
         }
         Ok(())

@@ -698,6 +698,9 @@ fn mail_args(from: &ReversePath, p: &MailParams) -> Vec<String> {
     if let Some(a) = &p.auth {
         args.push(format!("AUTH={}", xtext::encode(a)));
     }
+    if p.requiretls {
+        args.push("REQUIRETLS".to_owned());
+    }
     args
 }
 
@@ -740,6 +743,7 @@ mod tests {
             ret: Some(command::Ret::Hdrs),
             envid: Some("a+b".into()),
             auth: None,
+            requiretls: true,
         };
         assert_eq!(
             mail_args(&from, &p),

@@ -167,6 +167,27 @@ fn ehlo_and_helo() {
     );
 }
 
+/// RFC 8689 4: REQUIRETLS is neither offered (the EHLO list above) nor
+/// taken without TLS; turned off, it is an unknown parameter.
+#[test]
+fn requiretls_without_tls() {
+    let s = server("");
+    let got = s.talk(&["EHLO c", "MAIL FROM:<a@x.test> REQUIRETLS", "QUIT"]);
+    assert_eq!(
+        got.get(got.len() - 2..),
+        Some(&wire([reply::requiretls_needs_tls(), reply::bye()])[..])
+    );
+    assert!(reply::requiretls_needs_tls()
+        .to_string()
+        .starts_with("530 5.7.10 "));
+    let s = server("requiretls = no");
+    let got = s.talk(&["EHLO c", "MAIL FROM:<a@x.test> REQUIRETLS", "QUIT"]);
+    assert_eq!(
+        got.get(got.len() - 2..),
+        Some(&wire([reply::unknown_parameter(), reply::bye()])[..])
+    );
+}
+
 #[test]
 fn a_message_into_the_spool() {
     let s = server("");
