@@ -324,8 +324,8 @@ mod tests {
     #[test]
     fn every_path_key_is_a_checked_file_or_known_not_to_be() {
         // message_drop_headers takes header names, and "/" may be in one
-        // (RFC 5322 3.6.8 ftext); tlsrpt_organization is free text: the probe
-        // passes through both.
+        // (RFC 5322 3.6.8 ftext); tlsrpt_organization and the milter macros
+        // are free text: the probe passes through them.
         const NOT_READ_AS_USER: &[&str] = &[
             "spool",
             "pid_file",
@@ -334,6 +334,8 @@ mod tests {
             "log_file",
             "message_drop_headers",
             "tlsrpt_organization",
+            "milter_macro_daemon_name",
+            "milter_macro_v",
         ];
         let probe = "/tern-probe/dir/file";
         let mut files = Vec::new();

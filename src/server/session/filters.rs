@@ -753,7 +753,8 @@ mod tests {
                 "BODY=8BITMIME",
                 "SMTPUTF8",
                 "RET=HDRS",
-                "ENVID=a+2Bb"
+                "ENVID=a+2Bb",
+                "REQUIRETLS"
             ]
         );
         assert_eq!(mail_args(&ReversePath::Null, &MailParams::default()), ["<>"]);
