@@ -528,3 +528,124 @@ fn milter_sees_tls_and_auth_macros_on_submission() {
         "{mail:?}"
     );
 }
+
+/// A scripted policy service on loopback: the answer to each request is
+/// chosen by the recipient's local part (`reject`, `code`, `defer`, `ok`,
+/// `hold`, `discard`, `prepend`, anything else DUNNO). Returns its address
+/// and every request it got.
+fn policy_server() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let log = std::sync::Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let mut r = BufReader::new(s);
+                let mut req = String::new();
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line.trim_end().is_empty() {
+                        let rcpt = req
+                            .lines()
+                            .find_map(|l| l.strip_prefix("recipient="))
+                            .unwrap_or_default()
+                            .to_owned();
+                        let action = match rcpt.split('@').next().unwrap_or_default() {
+                            "reject" => "REJECT not this one",
+                            "code" => "554 5.7.9 Custom refusal",
+                            "defer" => "450 4.7.9 Come back later",
+                            "ok" => "OK",
+                            "hold" => "HOLD held by policy",
+                            "discard" => "DISCARD dropped by policy",
+                            "prepend" => "PREPEND X-Policy: seen",
+                            _ => "DUNNO",
+                        };
+                        log.lock().unwrap().push(std::mem::take(&mut req));
+                        if w.write_all(format!("action={action}\n\n").as_bytes()).is_err() {
+                            return;
+                        }
+                    } else {
+                        req.push_str(&line);
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn policy_service_answers_at_rcpt() {
+    let (addr, seen) = policy_server();
+    let t = Setup::new()
+        .set("policy_services", &format!("inet:{addr}"))
+        .start();
+    let mut c = t.connect();
+    c.hello();
+    assert_eq!(c.cmd("MAIL FROM:<alice@sender.test>").code, 250);
+    let r = c.cmd("RCPT TO:<reject@remote.test>");
+    assert_eq!(
+        r.text(),
+        "554 5.7.1 <reject@remote.test>: Recipient address rejected: not this one"
+    );
+    let r = c.cmd("RCPT TO:<code@remote.test>");
+    assert_eq!(
+        r.text(),
+        "554 5.7.9 <code@remote.test>: Recipient address rejected: Custom refusal"
+    );
+    let r = c.cmd("RCPT TO:<defer@remote.test>");
+    assert_eq!(
+        r.text(),
+        "450 4.7.9 <defer@remote.test>: Recipient address rejected: Come back later"
+    );
+    assert_eq!(c.cmd("RCPT TO:<ok@remote.test>").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<prepend@remote.test>").code, 250);
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send_raw(message("policy").as_bytes());
+    let r = c.cmd(".");
+    assert_eq!(r.code, 250, "{r:?}");
+    let (env, text) = stored(&t, &r.queue_id());
+    assert_eq!(env.recipients.len(), 2);
+    // Right below tern's own Received:.
+    let received_end = text.find("\nFrom: ").unwrap();
+    assert!(text[..received_end].ends_with("\nX-Policy: seen"), "{text}");
+    log_line(
+        &t,
+        &["reject: RCPT from", "Custom refusal", "to=<code@remote.test>"],
+    );
+    let req = seen.lock().unwrap().first().cloned().unwrap();
+    for attr in [
+        "request=smtpd_access_policy",
+        "protocol_state=RCPT",
+        "protocol_name=ESMTP",
+        "client_address=127.0.0.1",
+        "helo_name=client.test",
+        "sender=alice@sender.test",
+        "recipient=reject@remote.test",
+    ] {
+        assert!(req.lines().any(|l| l == attr), "{attr} not in\n{req}");
+    }
+
+    // HOLD queues the message on hold; DISCARD accepts and queues nothing.
+    let r = c.send_mail("alice@sender.test", &["hold@remote.test"], &message("held"));
+    assert_eq!(r.code, 250, "{r:?}");
+    let qid = QueueId::parse(&r.queue_id()).unwrap();
+    assert!(t.spool().list_held().unwrap().contains(&qid));
+    let r = c.send_mail("alice@sender.test", &["discard@remote.test"], &message("dropped"));
+    assert_eq!(r.code, 250, "{r:?}");
+    log_line(
+        &t,
+        &[&r.queue_id(), "discard: END-OF-MESSAGE", "dropped by policy"],
+    );
+    assert_eq!(t.queued().len(), 1, "{:?}", t.queued());
+}
