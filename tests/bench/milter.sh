@@ -111,7 +111,6 @@ start_tern() {
         echo "listen = 127.0.0.1:0"
         echo "spool = $dir/spool"
         echo "relay_networks = 127.0.0.0/8"
-        echo "local_domains = example.test"
         echo "dns_servers = 127.0.0.1:9"
         echo "queue_only = yes"
         echo "max_sessions = 100"
