@@ -454,6 +454,10 @@ fn rspamd_rejects_gtube_and_marks_clean_mail() {
     let spam = transaction(&mut c, "alice@example.test", &["bob@example.test"], "", &body);
     assert_eq!(last(&spam).status(), "554 5.7.1", "{spam:?}");
     let line = log_line(&t, &["milter-reject: END-OF-MESSAGE", "554 5.7.1"]);
+    assert!(
+        line.contains("; from=<alice@example.test> to=<bob@example.test> proto=ESMTP"),
+        "{line}"
+    );
     eprintln!("{line}");
     assert_eq!(t.queued().len(), 1);
 }

@@ -350,7 +350,7 @@ impl Session<'_> {
         drop(ctx);
         if let Err(r) = finished {
             if refused {
-                self.filters_refused_message(&id);
+                self.filters_refused_message(&id, first);
             }
             return r;
         }

@@ -56,6 +56,8 @@ pub(super) struct Refused {
     /// The stage's name when it is not the command's verb (END-OF-MESSAGE).
     pub(super) stage: Option<&'static str>,
     pub(super) id: Option<QueueId>,
+    /// The (first) recipient, for a refusal at the end of the message.
+    pub(super) to: Option<String>,
 }
 
 /// What became of the current transaction at the filters' hands.
@@ -384,6 +386,7 @@ impl Session<'_> {
         if let Some(m) = self.filters.refused.as_mut() {
             m.stage = Some("END-OF-MESSAGE");
             m.id = Some(id.clone());
+            m.to = draft.env.recipients.first().map(|r| r.addr.clone());
         }
         Some(r)
     }
@@ -410,12 +413,14 @@ impl Session<'_> {
         (m.rcpt_addr, m.rcpt_host, m.rcpt_mailer) = (None, None, None);
     }
 
-    /// The end of a message refused by the milters' stage 3 (`id` known).
-    pub(super) fn filters_refused_message(&mut self, id: &QueueId) {
+    /// The end of a message refused by the milters' stage 3 (`id` known;
+    /// `to` its first recipient, for the log).
+    pub(super) fn filters_refused_message(&mut self, id: &QueueId, to: Option<String>) {
         self.filters.refused = Some(Refused {
             by: By::Milter,
             stage: Some("END-OF-MESSAGE"),
             id: Some(id.clone()),
+            to,
         });
     }
 
@@ -480,7 +485,12 @@ impl Session<'_> {
     // ---- Helpers ----------------------------------------------------------
 
     fn mark(&mut self, by: By, stage: Option<&'static str>) {
-        self.filters.refused = Some(Refused { by, stage, id: None });
+        self.filters.refused = Some(Refused {
+            by,
+            stage,
+            id: None,
+            to: None,
+        });
     }
 
     /// The reply a milter's verdict means, marked as a milter's.

@@ -403,7 +403,8 @@ impl Session<'_> {
             if !reply.is_positive() {
                 if let Some(f) = by_filter {
                     let stage = f.stage.unwrap_or(&verb);
-                    self.log_refusal(f.by, stage, &reply, f.id.as_ref(), from.as_deref(), to.as_deref());
+                    let to = f.to.as_deref().or(to.as_deref());
+                    self.log_refusal(f.by, stage, &reply, f.id.as_ref(), from.as_deref(), to);
                 } else {
                     maillog::reject(
                         self.peer,
