@@ -653,3 +653,26 @@ fn policy_service_answers_at_rcpt() {
     );
     assert_eq!(t.queued().len(), 1, "{:?}", t.queued());
 }
+
+#[test]
+fn milters_see_and_edit_a_message_sent_with_bdat() {
+    let Some(m) = TestMilter::start("eom addheader X-Chunked seen") else {
+        return;
+    };
+    let t = Setup::new().set("milters", &m.conf()).start();
+    let mut c = t.connect();
+    c.hello();
+    assert_eq!(c.cmd("MAIL FROM:<alice@example.test>").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<bob@example.test>").code, 250);
+    let (first, last) = ("Subject: chunks\r\n\r\nfirst ", "and last\r\n");
+    c.send_raw(format!("BDAT {}\r\n{first}", first.len()).as_bytes());
+    assert_eq!(c.reply().code, 250);
+    c.send_raw(format!("BDAT {} LAST\r\n{last}", last.len()).as_bytes());
+    let r = c.reply();
+    assert_eq!(r.code, 250, "{r:?}");
+    let (_, text) = stored(&t, &r.queue_id());
+    assert!(text.contains("\nX-Chunked: seen\n"), "{text}");
+    assert!(text.ends_with("\n\nfirst and last\n"), "{text}");
+    let body = m.wait_event(5, "body").expect("body event");
+    assert_eq!(body.args, ["first and last\r\n"], "{body:?}");
+}
