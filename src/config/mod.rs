@@ -349,7 +349,7 @@ pub struct MilterSettings {
     /// `milter_default_action`: a milter down, silent or confused means this.
     pub default_action: crate::milter::DefaultAction,
     /// `milter_protocol`: the version offered, and no_header_reply.
-    pub protocol: crate::milter::protocol::ProtocolSetting,
+    pub protocol: crate::milter::ProtocolSetting,
     /// `milter_connect_timeout`, `milter_command_timeout`, `milter_content_timeout`.
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
@@ -536,7 +536,7 @@ impl Default for Config {
                 smtp_list: String::new(),
                 non_smtp_list: String::new(),
                 default_action: crate::milter::DefaultAction::Tempfail,
-                protocol: crate::milter::protocol::ProtocolSetting::default(),
+                protocol: crate::milter::ProtocolSetting::default(),
                 connect_timeout: Duration::from_secs(30),
                 command_timeout: Duration::from_secs(30),
                 content_timeout: Duration::from_secs(300),

@@ -684,8 +684,8 @@ pub(super) fn milter_action(v: &str) -> Result<crate::milter::DefaultAction, Str
     crate::milter::DefaultAction::parse(nonempty(v)?)
 }
 
-pub(super) fn milter_protocol(v: &str) -> Result<crate::milter::protocol::ProtocolSetting, String> {
-    crate::milter::protocol::ProtocolSetting::parse(nonempty(v)?)
+pub(super) fn milter_protocol(v: &str) -> Result<crate::milter::ProtocolSetting, String> {
+    crate::milter::ProtocolSetting::parse(nonempty(v)?)
 }
 
 /// A policy service's answer as a default: any action of an access(5) table

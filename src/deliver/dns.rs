@@ -990,9 +990,16 @@ mod tests {
 
         /// Start the stub; it serves until the test process ends.
         pub(super) fn start() -> SocketAddr {
-            let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-            let addr = udp.local_addr().unwrap();
-            let tcp = TcpListener::bind(addr).unwrap();
+            // A free UDP port whose TCP twin is free too: other tests, ours
+            // and other programs', hold TCP ports on loopback.
+            let (udp, tcp, addr) = (0..100)
+                .find_map(|_| {
+                    let udp = UdpSocket::bind("127.0.0.1:0").ok()?;
+                    let addr = udp.local_addr().ok()?;
+                    let tcp = TcpListener::bind(addr).ok()?;
+                    Some((udp, tcp, addr))
+                })
+                .expect("a free UDP and TCP port pair on 127.0.0.1");
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 while let Ok((n, from)) = udp.recv_from(&mut buf) {

@@ -5,9 +5,11 @@
 
 use std::io;
 
-use super::client::{ConnectInfo, Macros, Milter, MilterSpec, Refusal, Verdict};
+use super::client::{Milter, Refusal, Verdict};
 use super::edit::{self, EnvelopeEdit, Message};
+use super::macros::{ConnectInfo, Macros};
 use super::protocol as p;
+use super::spec::MilterSpec;
 use crate::smtp::reply::{self, Reply};
 
 /// A message body the chain reads in pieces (so that a large one is never
