@@ -676,3 +676,43 @@ fn milters_see_and_edit_a_message_sent_with_bdat() {
     let body = m.wait_event(5, "body").expect("body event");
     assert_eq!(body.args, ["first and last\r\n"], "{body:?}");
 }
+
+#[test]
+fn policy_service_at_other_stages() {
+    let (addr, seen) = policy_server();
+    let t = Setup::new()
+        .set(
+            "policy_services",
+            &format!("{{ inet:{addr}, stages = helo mail data end-of-message, timeout = 5s }}"),
+        )
+        .start();
+    let mut c = t.connect();
+    c.hello();
+    let r = c.send_mail("alice@sender.test", &["bob@example.test"], &message("stages"));
+    assert_eq!(r.code, 250, "{r:?}");
+    let reqs = seen.lock().unwrap().clone();
+    let states: Vec<&str> = reqs
+        .iter()
+        .filter_map(|q| q.lines().find_map(|l| l.strip_prefix("protocol_state=")))
+        .collect();
+    // Not asked at RCPT: the stages given replace the default.
+    assert_eq!(states, ["EHLO", "MAIL", "DATA", "END-OF-MESSAGE"], "{reqs:?}");
+    let eom = reqs.last().unwrap();
+    for attr in [
+        "recipient_count=1",
+        "recipient=bob@example.test",
+        "sender=alice@sender.test",
+    ] {
+        assert!(eom.lines().any(|l| l == attr), "{attr} not in\n{eom}");
+    }
+    assert!(
+        eom.lines().any(|l| l.starts_with("queue_id=") && l.len() > 9),
+        "{eom}"
+    );
+    let size: u64 = eom
+        .lines()
+        .find_map(|l| l.strip_prefix("size="))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(size > message("stages").len() as u64, "{eom}");
+}

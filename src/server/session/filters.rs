@@ -128,7 +128,7 @@ impl Filters {
     }
 
     fn wants(&self, state: ProtocolState) -> bool {
-        self.policy.iter().any(|p| p.spec().stages.contains(&state))
+        self.policy.iter().any(|p| asks_at(p, state))
     }
 
     /// The milters for the pipeline's stage 3, unless there are none or the
@@ -379,7 +379,13 @@ impl Session<'_> {
                 "END-OF-MESSAGE",
                 "End-of-data",
                 |q| {
+                    // The transaction is over by now: its envelope is the draft's.
                     q.size = size;
+                    q.sender.clone_from(&draft.env.sender);
+                    q.recipient_count = u32::try_from(draft.env.recipients.len()).unwrap_or(u32::MAX);
+                    if let [only] = draft.env.recipients.as_slice() {
+                        q.recipient.clone_from(&only.addr);
+                    }
                 },
             )
             .err()?;
@@ -539,7 +545,7 @@ impl Session<'_> {
         let mut if_reject: Option<Reply> = None;
         let mut clients = std::mem::take(&mut self.filters.policy);
         let mut verdict = Ok(());
-        for client in clients.iter_mut().filter(|c| c.spec().stages.contains(&state)) {
+        for client in clients.iter_mut().filter(|c| asks_at(c, state)) {
             let action = client.query(&req);
             let refusal = |a: &PolicyAction| {
                 a.refusal()
@@ -670,6 +676,18 @@ impl Session<'_> {
         }
         q.mail_version = format!("tern {}", env!("CARGO_PKG_VERSION"));
         q
+    }
+}
+
+/// Whether `client` is asked at `state`: `helo` and `ehlo` both mean the
+/// HELO/EHLO stage, as Postfix's smtpd_helo_restrictions apply to both.
+fn asks_at(client: &PolicyClient, state: ProtocolState) -> bool {
+    let stages = &client.spec().stages;
+    match state {
+        ProtocolState::Helo | ProtocolState::Ehlo => {
+            stages.contains(&ProtocolState::Helo) || stages.contains(&ProtocolState::Ehlo)
+        }
+        _ => stages.contains(&state),
     }
 }
 
