@@ -324,8 +324,9 @@ fn milter_down_or_silent_costs_its_timeout_then_the_default_action() {
     let r = slow.reply();
     let waited = began.elapsed();
     assert_eq!(r.status(), "451 4.7.1", "{r:?}");
+    // Blocked behind the slow one, it would have waited its 2 s time-out.
     assert!(
-        other < Duration::from_millis(1500),
+        other < Duration::from_millis(1900),
         "the other session waited {other:?}"
     );
     assert!(
