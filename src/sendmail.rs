@@ -545,14 +545,15 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
         body: Body::from_vec(content.to_vec()),
         env,
     };
-    let ctx = pipeline::Context {
+    let mut ctx = pipeline::Context {
         cfg,
         origin: Origin::Local {
             from: from_addr,
             name,
         },
+        milters: None,
     };
-    pipeline::finish(&mut draft, &ctx).map_err(|r| fail(exit_for(&r), format!("refused: {r}")))?;
+    pipeline::finish(&mut draft, &mut ctx).map_err(|r| fail(exit_for(&r), format!("refused: {r}")))?;
     let mut body = Vec::with_capacity(text.len() + 256);
     let mut env = pipeline::commit(draft, &mut body)
         .map_err(|e| fail(SysExit::IoErr, format!("building the message: {e}")))?;

@@ -20,9 +20,13 @@
 //! 2. **submission fixes** (RFC 6409 8): mail from an authenticated client
 //!    gets the Date: and Message-ID: it lacks; mail from `sendmail` gets From:,
 //!    Date: and Message-ID:.
-//! 3. **milters** (issue 19): each milter's end of message; its header and body
-//!    edits apply to the draft, its refusal is the reply. Not yet built: the
-//!    milter branch adds it here.
+//! 3. **milters** (issue 19, [`milters`]): each milter's end of message; its
+//!    header, body and envelope edits apply to the draft, its refusal is the
+//!    reply, a discard or quarantine is left in [`milters::Run::result`] for
+//!    the caller. The milters of SMTP mail are the session's (`milters`), lent
+//!    in [`Context::milters`]; mail from `sendmail` meets `non_smtp_milters`
+//!    at pickup ([`picked_up`]). A discarded message goes through no further
+//!    stage.
 //! 4. **authentication checks** (issue 20): SPF, DKIM and DMARC results as one
 //!    Authentication-Results field (and any forged one removed). Not yet built.
 //! 5. **DKIM signing** (issue 20): the DKIM-Signature put on top, over the
@@ -34,6 +38,9 @@
 //! handed to a milter. The spool knows nothing of this: it gets bytes.
 
 pub mod body;
+pub mod milters;
+
+pub use milters::Fate;
 
 use std::io;
 
@@ -68,14 +75,21 @@ pub enum Origin {
 pub struct Context<'a> {
     pub cfg: &'a Config,
     pub origin: Origin,
+    /// The milters of this message (stage 3), None without any.
+    pub milters: Option<milters::Run<'a>>,
 }
 
 /// Run every end-of-message stage over `draft`, in the order of the module
 /// documentation; the first refusal ends the run.
-pub fn finish(draft: &mut Draft, ctx: &Context<'_>) -> Result<(), Reply> {
+pub fn finish(draft: &mut Draft, ctx: &mut Context<'_>) -> Result<(), Reply> {
     hygiene(draft, ctx);
     submission_fixes(draft, ctx);
-    // Stage 3, milters: the milter branch's end-of-message conversation.
+    if let Some(run) = ctx.milters.as_mut() {
+        milters::stage(draft, run)?;
+        if run.discarded() {
+            return Ok(());
+        }
+    }
     // Stage 4, authentication checks: Authentication-Results (issue 20).
     // Stage 5, DKIM signing: a DKIM-Signature on top (issue 20).
     Ok(())
@@ -181,17 +195,23 @@ pub fn commit(draft: Draft, out: &mut dyn Store) -> io::Result<Envelope> {
 /// (LF line ends, as `sendmail` wrote it after its own stages), its trace
 /// field `received` put on top, the stages run again (hygiene is idempotent;
 /// the submission fixes were made by `sendmail`, which knew the user), and
-/// the result written into `out`. The daemon-side stages for local mail
-/// (non-SMTP milters, DKIM signing) run here; a refusal here would have to
-/// become a bounce, since `sendmail` has long exited 0: none of today's
-/// stages refuses.
+/// the result written into `out` with `env` as the milters left it. The
+/// daemon-side stages for local mail run here: `non_smtp_milters` see the
+/// message as Postfix shows them non-SMTP mail (a client `localhost` at
+/// 127.0.0.1, HELO localhost, then MAIL, each RCPT, DATA and the message).
+/// `sendmail` has long exited 0, so a refusal cannot be answered: a
+/// permanent one becomes a bounce to the sender (as Postfix's pickup makes
+/// it), a temporary one leaves the message in the maildrop; a refused RCPT
+/// is a configuration problem (Postfix: milters may not refuse recipients of
+/// non-SMTP mail) and leaves it there too.
 pub fn picked_up(
     cfg: &Config,
     spool: &crate::spool::Spool,
     received: &str,
+    env: &mut Envelope,
     message: &mut dyn io::Read,
     out: &mut dyn Store,
-) -> io::Result<()> {
+) -> io::Result<Fate> {
     let mut b = Builder::new(Body::new(Some(spool)));
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -205,17 +225,12 @@ pub fn picked_up(
     header
         .insert(0, "Received", received)
         .map_err(|e| io::Error::other(e.to_string()))?;
-    let mut draft = Draft {
+    let draft = Draft {
         header,
         body,
-        env: Envelope::new(QueueId::generate(), String::new(), 0),
+        env: env.clone(),
     };
-    let ctx = Context {
-        cfg,
-        origin: Origin::PickedUp,
-    };
-    finish(&mut draft, &ctx).map_err(|r| io::Error::other(format!("refused at pickup: {r}")))?;
-    commit(draft, out).map(|_| ())
+    milters::at_pickup(cfg, draft, env, out)
 }
 
 /// Splits the data of a message, as it arrives (LF line ends), into its header
@@ -341,18 +356,20 @@ mod tests {
         let mut d = draft(
             b"Return-Path: <forged@evil.test>\nSubject: s\nBcc: hidden@x.test\nresent-bcc: y\nContent-Length: 3\nTo: a@b\n\nbody\n",
         );
-        let ctx = Context {
+        let mut ctx = Context {
             cfg: &cfg,
             origin: Origin::Smtp { submitted: false },
+            milters: None,
         };
-        finish(&mut d, &ctx).unwrap();
+        finish(&mut d, &mut ctx).unwrap();
         assert_eq!(written(d), b"Subject: s\nTo: a@b\n\nbody\n");
         let mut d = draft(b"Subject: s\n\nbody\n");
-        let ctx = Context {
+        let mut ctx = Context {
             cfg: &cfg,
             origin: Origin::Smtp { submitted: true },
+            milters: None,
         };
-        finish(&mut d, &ctx).unwrap();
+        finish(&mut d, &mut ctx).unwrap();
         let out = String::from_utf8(written(d)).unwrap();
         assert!(out.starts_with("Date: "), "{out}");
         assert!(out.contains("\nMessage-ID: <"), "{out}");
@@ -360,11 +377,12 @@ mod tests {
         // The list is the administrator's: empty keeps everything.
         let cfg = Config::parse("message_drop_headers =\n", Path::new("t.conf")).unwrap();
         let mut d = draft(b"Return-Path: <x@y>\nBcc: z\n\nb\n");
-        let ctx = Context {
+        let mut ctx = Context {
             cfg: &cfg,
             origin: Origin::Smtp { submitted: false },
+            milters: None,
         };
-        finish(&mut d, &ctx).unwrap();
+        finish(&mut d, &mut ctx).unwrap();
         assert_eq!(written(d), b"Return-Path: <x@y>\nBcc: z\n\nb\n");
     }
 
