@@ -98,6 +98,7 @@ bench:
 	$(CARGO) build --release --bins --examples
 	tests/bench/bench.sh
 	tests/bench/auth.sh
+	tests/bench/milter.sh
 
 # The same, side by side with a private Postfix instance (installed with
 # apt-get when missing and run as root).

@@ -214,6 +214,9 @@ fn show(spool: &Spool, id: &QueueId) -> Result<String, String> {
     };
     let mut out = String::new();
     let _ = writeln!(out, "id: {id} ({state})");
+    if let Some(why) = &env.hold_reason {
+        let _ = writeln!(out, "hold reason: {why}");
+    }
     let _ = writeln!(out, "arrival: {}", clock::rfc5322(env.created));
     let _ = writeln!(out, "size: {}", env.size);
     let _ = writeln!(out, "sender: <{}>", env.sender);

@@ -59,6 +59,12 @@ pub fn reject(
     helo: Option<&str>,
 ) {
     let mut line = format!("NOQUEUE: reject: {verb} from {client}: {reply};");
+    envelope_tail(&mut line, from, to, proto, helo);
+    log::info!(target: SMTPD, "{line}");
+}
+
+/// The end of smtpd's reject lines: ` from=<a@b> to=<c@d> proto=ESMTP helo=<x>`.
+fn envelope_tail(line: &mut String, from: Option<&str>, to: Option<&str>, proto: &str, helo: Option<&str>) {
     if let Some(f) = from {
         line.push_str(&format!(" from=<{f}>"));
     }
@@ -69,7 +75,41 @@ pub fn reject(
     if let Some(h) = helo {
         line.push_str(&format!(" helo=<{h}>"));
     }
-    log::info!(target: SMTPD, "{line}");
+}
+
+/// What a milter or policy service made tern do, in Postfix's words: `ID:
+/// ACTION: STAGE from CLIENT: TEXT; from=<..> to=<..> proto=.. helo=<..>`,
+/// ACTION being `milter-reject`, `milter-discard`, `milter-hold` (a milter),
+/// `hold`, `discard`, `warn` (a policy service); NOQUEUE when the message has
+/// no queue id yet. pflogsumm counts the milter-reject lines as rejects.
+#[allow(clippy::too_many_arguments)]
+pub fn filter_action(
+    id: Option<&dyn Display>,
+    action: &str,
+    stage: &str,
+    client: &dyn Display,
+    text: &dyn Display,
+    from: Option<&str>,
+    to: Option<&str>,
+    proto: &str,
+    helo: Option<&str>,
+) {
+    let mut line = match id {
+        Some(id) => format!("{id}: {action}: {stage} from {client}: {text};"),
+        None => format!("NOQUEUE: {action}: {stage} from {client}: {text};"),
+    };
+    envelope_tail(&mut line, from, to, proto, helo);
+    // Postfix's cleanup logs the end-of-message verdicts, smtpd the others.
+    if stage == "END-OF-MESSAGE" {
+        log::info!(target: CLEANUP, "{line}");
+    } else {
+        log::info!(target: SMTPD, "{line}");
+    }
+}
+
+/// A message from the maildrop the stages refused for now: it stays there.
+pub fn pickup_deferred(drop_id: &dyn Display, why: &dyn Display) {
+    log::warn!(target: PICKUP, "{drop_id}: left in the maildrop for a later pickup: {why}");
 }
 
 /// A message accepted over SMTP, Postfix's smtpd line, which log summarizers
@@ -325,12 +365,6 @@ pub fn queue_scan_failed(why: &dyn Display) {
 
 pub fn pickup_failed(why: &dyn Display) {
     log::error!(target: PICKUP, "maildrop pickup: {why}");
-}
-
-/// One drop left in the maildrop for the next pickup (the daemon's stages
-/// refused it for now: `maildrop/NAME deferred: refused at pickup: 451 ...`).
-pub fn pickup_deferred(drop_name: &str, why: &dyn Display) {
-    log::warn!(target: PICKUP, "maildrop/{drop_name} deferred: {why}");
 }
 
 /// Delivered messages whose files could not be removed (spool::retire).

@@ -552,7 +552,7 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
         body: Body::from_vec(content.to_vec()),
         env,
     };
-    let ctx = pipeline::Context {
+    let mut ctx = pipeline::Context {
         cfg,
         origin: Origin::Local {
             from: from_addr,
@@ -560,8 +560,9 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
         },
         // Signed at pickup, by the daemon: this process holds no keys.
         auth: pipeline::Stages::default(),
+        milters: None,
     };
-    pipeline::finish(&mut draft, &ctx).map_err(|r| fail(exit_for(&r), format!("refused: {r}")))?;
+    pipeline::finish(&mut draft, &mut ctx).map_err(|r| fail(exit_for(&r), format!("refused: {r}")))?;
     let mut body = Vec::with_capacity(text.len() + 256);
     let mut env = pipeline::commit(draft, &mut body)
         .map_err(|e| fail(SysExit::IoErr, format!("building the message: {e}")))?;

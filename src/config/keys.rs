@@ -7,8 +7,9 @@
 
 use super::value::{
     account_name, address, boolean, count, delay, dkim_sign, dns_servers, header_names, hostname,
-    inet_protocols, listen, listen_list, lmtp, local_domains, log_level, mailbox, mx_port, networks,
-    next_hop, optional_address, optional_duration, origin, path, relay_auth, route, services, size,
+    inet_protocols, limit, listen, listen_list, lmtp, local_domains, log_level, macro_value, mailbox,
+    milter_action, milter_list, milter_protocol, mx_port, networks, next_hop, optional_address,
+    optional_duration, origin, path, policy_action, policy_list, relay_auth, route, services, size,
     spf_reject, spool_sync, syslog_facility, text, timeout, tls_override, tls_policy, trust_ad,
 };
 use std::path::Path;
@@ -158,6 +159,25 @@ static KEYS: &[Key] = &[
     key!("junk_command_limit", Once, Applies, session.junk_command_limit, count),
     key!("junk_command_delay", Once, Applies, session.junk_command_delay, delay),
     key!("requiretls", Once, Applies, session.requiretls, boolean),
+    // Milters and policy services: a session asks those of the configuration
+    // it started with.
+    key!("milters", Once, Applies, milter.smtp_list, milter_list),
+    key!("non_smtp_milters", Once, Applies, milter.non_smtp_list, milter_list),
+    key!("milter_default_action", Once, Applies, milter.default_action, milter_action),
+    key!("milter_protocol", Once, Applies, milter.protocol, milter_protocol),
+    key!("milter_connect_timeout", Once, Applies, milter.connect_timeout, timeout),
+    key!("milter_command_timeout", Once, Applies, milter.command_timeout, timeout),
+    key!("milter_content_timeout", Once, Applies, milter.content_timeout, timeout),
+    key!("milter_macro_daemon_name", Once, Applies, milter.macro_daemon_name, macro_value),
+    key!("milter_macro_v", Once, Applies, milter.macro_v, macro_value),
+    key!("policy_services", Once, Applies, policy.list, policy_list),
+    key!("policy_service_timeout", Once, Applies, policy.timeout, timeout),
+    key!("policy_service_default_action", Once, Applies, policy.default_action, policy_action),
+    key!("policy_service_try_limit", Once, Applies, policy.try_limit, count),
+    key!("policy_service_retry_delay", Once, Applies, policy.retry_delay, delay),
+    key!("policy_service_max_idle", Once, Applies, policy.max_idle, timeout),
+    key!("policy_service_max_ttl", Once, Applies, policy.max_ttl, timeout),
+    key!("policy_service_request_limit", Once, Applies, policy.request_limit, limit),
     // The spool.
     key!("spool", Once, Restart, spool.dir, path),
     key!("spool_sync", Once, Restart, spool.sync, spool_sync),
@@ -321,8 +341,8 @@ mod tests {
     #[test]
     fn every_path_key_is_a_checked_file_or_known_not_to_be() {
         // message_drop_headers takes header names, and "/" may be in one
-        // (RFC 5322 3.6.8 ftext); tlsrpt_organization is free text: the probe
-        // passes through both.
+        // (RFC 5322 3.6.8 ftext); tlsrpt_organization and the milter macros
+        // are free text: the probe passes through them.
         const NOT_READ_AS_USER: &[&str] = &[
             "spool",
             "pid_file",
@@ -331,6 +351,8 @@ mod tests {
             "log_file",
             "message_drop_headers",
             "tlsrpt_organization",
+            "milter_macro_daemon_name",
+            "milter_macro_v",
         ];
         let probe = "/tern-probe/dir/file";
         let mut files = Vec::new();
@@ -414,6 +436,23 @@ mod tests {
             ("junk_command_limit", "3"),
             ("junk_command_delay", "7"),
             ("requiretls", "no"),
+            ("milters", "inet:127.0.0.1:8891"),
+            ("non_smtp_milters", "unix:/run/m.sock"),
+            ("milter_default_action", "accept"),
+            ("milter_protocol", "4"),
+            ("milter_connect_timeout", "7"),
+            ("milter_command_timeout", "7"),
+            ("milter_content_timeout", "7"),
+            ("milter_macro_daemon_name", "mx-in"),
+            ("milter_macro_v", "Postfix 3.7"),
+            ("policy_services", "inet:127.0.0.1:10023"),
+            ("policy_service_timeout", "7"),
+            ("policy_service_default_action", "DUNNO"),
+            ("policy_service_try_limit", "3"),
+            ("policy_service_retry_delay", "7"),
+            ("policy_service_max_idle", "7"),
+            ("policy_service_max_ttl", "7"),
+            ("policy_service_request_limit", "7"),
             ("spool", "/x"),
             ("spool_sync", "fsync"),
             ("local_domains", "x.test"),

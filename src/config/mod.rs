@@ -92,6 +92,8 @@ pub struct Config {
     /// Each key set in the file, with its line, in file order (for errors
     /// found after parsing, such as a `dkim_sign` key that does not load).
     lines: Vec<(&'static str, usize)>,
+    pub milter: MilterSettings,
+    pub policy: PolicySettings,
 }
 
 /// Where the daemon listens, and how many sessions it serves.
@@ -361,6 +363,55 @@ pub struct DaemonSettings {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+/// Milters (the Sendmail milter protocol): which, and the defaults each
+/// starts from. A session takes the lists of the configuration it started with.
+#[derive(Debug, Clone)]
+pub struct MilterSettings {
+    /// `milters` as written: the milters of SMTP sessions.
+    pub smtp_list: String,
+    /// `non_smtp_milters` as written: the milters of mail from sendmail (at pickup).
+    pub non_smtp_list: String,
+    /// `milter_default_action`: a milter down, silent or confused means this.
+    pub default_action: crate::milter::DefaultAction,
+    /// `milter_protocol`: the version offered, and no_header_reply.
+    pub protocol: crate::milter::ProtocolSetting,
+    /// `milter_connect_timeout`, `milter_command_timeout`, `milter_content_timeout`.
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub content_timeout: Duration,
+    /// `milter_macro_daemon_name` (`{daemon_name}`); None = the hostname.
+    pub macro_daemon_name: Option<String>,
+    /// `milter_macro_v` (`v`); None = `tern VERSION`.
+    pub macro_v: Option<String>,
+    /// The lists above as specs, each with the defaults above and its own
+    /// settings; built when the file has been read ([`Config::parse`]).
+    pub smtp: Vec<crate::milter::MilterSpec>,
+    pub non_smtp: Vec<crate::milter::MilterSpec>,
+}
+
+/// Policy services (Postfix's SMTP access policy delegation).
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    /// `policy_services` as written.
+    pub list: String,
+    /// `policy_service_timeout`: connecting, writing, each answer.
+    pub timeout: Duration,
+    /// `policy_service_default_action`: the answer of a service that failed.
+    pub default_action: String,
+    /// `policy_service_try_limit`: attempts per request.
+    pub try_limit: u32,
+    /// `policy_service_retry_delay`: the pause between attempts.
+    pub retry_delay: Duration,
+    /// `policy_service_max_idle`, `policy_service_max_ttl`: when a kept
+    /// connection is closed before the next request.
+    pub max_idle: Duration,
+    pub max_ttl: Duration,
+    /// `policy_service_request_limit`: requests per connection, 0 = no limit.
+    pub request_limit: u32,
+    /// The list as specs (built as the milters are).
+    pub services: Vec<crate::policy_service::PolicySpec>,
+}
+
 /// A value a SIGHUP may replace (the configuration, the tables, the session
 /// context): readers take an `Arc` snapshot and keep it as long as they need
 /// a consistent view, so a reload never changes anything under a session or
@@ -514,6 +565,30 @@ impl Default for Config {
                 metrics_listen: None,
             },
             lines: Vec::new(),
+            milter: MilterSettings {
+                smtp_list: String::new(),
+                non_smtp_list: String::new(),
+                default_action: crate::milter::DefaultAction::Tempfail,
+                protocol: crate::milter::ProtocolSetting::default(),
+                connect_timeout: Duration::from_secs(30),
+                command_timeout: Duration::from_secs(30),
+                content_timeout: Duration::from_secs(300),
+                macro_daemon_name: None,
+                macro_v: None,
+                smtp: Vec::new(),
+                non_smtp: Vec::new(),
+            },
+            policy: PolicySettings {
+                list: String::new(),
+                timeout: Duration::from_secs(100),
+                default_action: crate::policy_service::DEFAULT_ACTION.to_owned(),
+                try_limit: 2,
+                retry_delay: Duration::from_secs(1),
+                max_idle: Duration::from_secs(300),
+                max_ttl: Duration::from_secs(1000),
+                request_limit: 0,
+                services: Vec::new(),
+            },
         }
     }
 }
@@ -619,7 +694,46 @@ impl Config {
         if !seen.contains_key("local_domains") {
             c.local.domains = value::default_local_domains(&c.hostname);
         }
+        // Each milter and policy service starts from the defaults, wherever in
+        // the file they were set.
+        if let Err((key, what)) = c.build_filters() {
+            let line = seen.get(key).copied().unwrap_or(0);
+            return Err(err(line, format!("{key}: {what}")));
+        }
         Ok(c)
+    }
+
+    /// Build `milter.smtp`, `milter.non_smtp` and `policy.services` from their
+    /// lists and the default keys; on error, the list key and why.
+    pub fn build_filters(&mut self) -> Result<(), (&'static str, String)> {
+        use crate::milter::{MilterSpec, Timeouts};
+        use crate::policy_service::PolicySpec;
+        let none = crate::endpoint::Endpoint::Unix(PathBuf::new());
+        let mut m = MilterSpec::new(none.clone());
+        m.timeouts = Timeouts {
+            connect: self.milter.connect_timeout,
+            command: self.milter.command_timeout,
+            content: self.milter.content_timeout,
+        };
+        m.default_action = self.milter.default_action;
+        m.protocol = self.milter.protocol;
+        // A replacement body may be as large as a message may be.
+        m.max_body = usize::try_from(self.session.max_message_size).unwrap_or(usize::MAX);
+        self.milter.smtp = MilterSpec::parse_list(&self.milter.smtp_list, &m, &parse_duration)
+            .map_err(|e| ("milters", e))?;
+        self.milter.non_smtp = MilterSpec::parse_list(&self.milter.non_smtp_list, &m, &parse_duration)
+            .map_err(|e| ("non_smtp_milters", e))?;
+        let mut p = PolicySpec::new(none);
+        p.timeout = self.policy.timeout;
+        p.default_action.clone_from(&self.policy.default_action);
+        p.try_limit = self.policy.try_limit;
+        p.retry_delay = self.policy.retry_delay;
+        p.max_idle = self.policy.max_idle;
+        p.max_ttl = self.policy.max_ttl;
+        p.request_limit = self.policy.request_limit;
+        self.policy.services = PolicySpec::parse_list(&self.policy.list, &p, &parse_duration)
+            .map_err(|e| ("policy_services", e))?;
+        Ok(())
     }
 
     /// Make relative paths absolute against `base` (the directory ternd was

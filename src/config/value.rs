@@ -677,6 +677,65 @@ pub fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
+/// The template every milter of a list starts from (its endpoint is replaced).
+fn milter_template() -> crate::milter::MilterSpec {
+    crate::milter::MilterSpec::new(Endpoint::Unix(PathBuf::new()))
+}
+
+/// `milters`, `non_smtp_milters`: checked here (endpoints and per-milter
+/// settings), kept as written; the specs are built once the whole file is
+/// read, since the defaults they start from may come later in it.
+pub(super) fn milter_list(v: &str) -> Result<String, String> {
+    crate::milter::MilterSpec::parse_list(v, &milter_template(), &parse_duration)?;
+    Ok(v.to_owned())
+}
+
+/// The same for `policy_services`.
+pub(super) fn policy_list(v: &str) -> Result<String, String> {
+    let template = crate::policy_service::PolicySpec::new(Endpoint::Unix(PathBuf::new()));
+    for spec in crate::policy_service::PolicySpec::parse_list(v, &template, &parse_duration)? {
+        policy_action(&spec.default_action)?;
+    }
+    Ok(v.to_owned())
+}
+
+pub(super) fn milter_action(v: &str) -> Result<crate::milter::DefaultAction, String> {
+    crate::milter::DefaultAction::parse(nonempty(v)?)
+}
+
+pub(super) fn milter_protocol(v: &str) -> Result<crate::milter::ProtocolSetting, String> {
+    crate::milter::ProtocolSetting::parse(nonempty(v)?)
+}
+
+/// A policy service's answer as a default: any action of an access(5) table
+/// tern carries out (OK, DUNNO, REJECT, DEFER, 4NN/5NN text...).
+pub(super) fn policy_action(v: &str) -> Result<String, String> {
+    use crate::policy_service::PolicyAction;
+    match PolicyAction::parse(nonempty(v)?) {
+        PolicyAction::Other(_)
+        | PolicyAction::Filter(_)
+        | PolicyAction::Redirect(_)
+        | PolicyAction::Bcc(_) => Err(format!(
+            "{v:?}: not an action tern carries out (use e.g. DUNNO, DEFER text, 451 4.3.5 text)"
+        )),
+        _ => Ok(v.to_owned()),
+    }
+}
+
+/// A number where 0 means "no limit".
+pub(super) fn limit(v: &str) -> Result<u32, String> {
+    let v = nonempty(v)?;
+    if !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("bad number {v:?} (use a whole number, 0 for no limit)"));
+    }
+    v.parse().map_err(|_| format!("number {v:?} is too large"))
+}
+
+/// A macro value: any text, empty for tern's own default.
+pub(super) fn macro_value(v: &str) -> Result<Option<String>, String> {
+    Ok((!v.is_empty()).then(|| v.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -466,6 +466,16 @@ pub fn too_big(size: u64, limit: u64) -> Outcome {
     )
 }
 
+// ---- Before the queue ----------------------------------------------------------
+
+/// A message from `sendmail` that a non-SMTP milter refused for good at its
+/// pickup (there is no client to answer: its sender gets a bounce); the
+/// milter's reply is the diagnostic.
+pub fn refused_by_milter(status: Status, reply: &str) -> Outcome {
+    let status = if status.0 == 5 { status } else { Status(5, 7, 1) };
+    Outcome::permanent(Stage::Queue, status, format!("refused by a mail filter: {reply}"))
+}
+
 // ---- Routing and DNS ---------------------------------------------------------
 
 /// RFC 7505 4.1: a null MX fails at once, reported with the reply the RFC

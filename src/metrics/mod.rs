@@ -105,6 +105,10 @@ label! {
         SpfFail = "spf_fail",
         /// `dmarc_reject = yes` (550 5.7.1 after DATA).
         DmarcReject = "dmarc_reject",
+        /// A milter's refusal (its own reply, or its failure's default action).
+        Milter = "milter",
+        /// A policy service's refusal (greylisting, SPF, rate limits).
+        PolicyService = "policy_service",
         /// Syntax, sequence, unknown commands and parameters (X.5.X).
         Protocol = "protocol",
         Other = "other",
@@ -338,6 +342,12 @@ impl Drop for SessionMeter {
 /// A command refused with `r` (logged as `NOQUEUE: reject`).
 pub fn rejected(r: &Reply) {
     REJECTS.inc(reject_reason(r));
+}
+
+/// A command or message refused by a milter or a policy service: their
+/// replies are their own words, not the catalog's, so the session says who.
+pub fn filter_rejected(reason: Reject) {
+    REJECTS.inc(reason);
 }
 
 /// A message taken from the maildrop into the queue.

@@ -3,10 +3,53 @@
 //! let it go on; at the end of a message each milter sees the message as the
 //! milters before it left it, because their modifications are applied in between.
 
-use super::client::{Milter, Verdict};
+use std::io;
+
+use super::client::{Milter, Refusal, Verdict};
 use super::edit::{self, EnvelopeEdit, Message};
 use super::macros::{ConnectInfo, Macros};
+use super::protocol as p;
 use super::spec::MilterSpec;
+use crate::smtp::reply::{self, Reply};
+
+/// A message body the chain reads in pieces (so that a large one is never
+/// held in memory for the milters) and that a milter may replace.
+pub trait Body {
+    /// Every octet, in order, LF line ends (the spool's form).
+    fn pieces(&mut self, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()>;
+    /// A milter replaced the body with this (LF line ends).
+    fn replace(&mut self, body: Vec<u8>);
+}
+
+impl Body for Vec<u8> {
+    fn pieces(&mut self, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        f(self)
+    }
+
+    fn replace(&mut self, body: Vec<u8>) {
+        *self = body;
+    }
+}
+
+/// The SMTP reply a verdict means, from the catalog (smtp/reply.rs) or the
+/// milter's own; None for Continue, Accept and Discard, which refuse nothing.
+pub fn reply(v: &Verdict) -> Option<Reply> {
+    let refusal = |r: &Refusal, permanent: bool| match r {
+        Refusal::Custom(t) => reply::from_filter(t.code, t.esc, t.lines.clone()),
+        Refusal::Plain if permanent => reply::milter_rejected(),
+        Refusal::Plain => reply::milter_tempfail(),
+        Refusal::Unavailable if permanent => reply::milter_unavailable(),
+        Refusal::Unavailable => reply::milter_tempfail(),
+        Refusal::Misconfigured => reply::milter_misconfigured(),
+        Refusal::TooBig => reply::size_exceeded(),
+    };
+    match v {
+        Verdict::Continue | Verdict::Accept | Verdict::Discard => None,
+        Verdict::Reject(r) => Some(refusal(r, true)),
+        Verdict::Tempfail(r) => Some(refusal(r, false)),
+        Verdict::Shutdown => Some(reply::milter_shutdown()),
+    }
+}
 
 /// The milters of one SMTP session.
 #[derive(Debug, Default)]
@@ -25,6 +68,18 @@ pub struct MessageOutcome {
     pub modified: bool,
     /// Modifications that could not be applied (logged by the caller).
     pub warnings: Vec<String>,
+}
+
+impl Default for MessageOutcome {
+    /// Nothing happened yet: go on, unmodified.
+    fn default() -> MessageOutcome {
+        MessageOutcome {
+            verdict: Verdict::Continue,
+            quarantine: None,
+            modified: false,
+            warnings: Vec::new(),
+        }
+    }
 }
 
 impl Chain {
@@ -106,12 +161,7 @@ impl Chain {
     /// The message's content, milter by milter; each one's modifications are
     /// applied to `msg` and `env` before the next sees it.
     pub fn message(&mut self, msg: &mut Message, env: &mut EnvelopeEdit, macros: &Macros) -> MessageOutcome {
-        let mut out = MessageOutcome {
-            verdict: Verdict::Continue,
-            quarantine: None,
-            modified: false,
-            warnings: Vec::new(),
-        };
+        let mut out = MessageOutcome::default();
         for m in &mut self.milters {
             let eom = m.message(msg, macros);
             if !eom.modifications.is_empty() {
@@ -129,6 +179,82 @@ impl Chain {
             }
         }
         out
+    }
+
+    /// The message's content, milter by milter, as [`Chain::message`] sends
+    /// it, but with the header section in `head` (its body empty) and the
+    /// body read from `body` in pieces: header and envelope changes are
+    /// applied to `head` and `env`, a replaced body goes into `body`, each
+    /// before the next milter sees the message. An error reading the body
+    /// is returned as such (the caller answers it as a local error).
+    pub fn message_streamed(
+        &mut self,
+        head: &mut Message,
+        env: &mut EnvelopeEdit,
+        body: &mut dyn Body,
+        macros: &Macros,
+    ) -> io::Result<MessageOutcome> {
+        let mut out = MessageOutcome::default();
+        for m in &mut self.milters {
+            let steps = m.negotiated().map_or(0, |n| n.steps);
+            if steps & p::SMFIP_NOHDRS == 0 {
+                for f in head.fields.iter().filter(|f| !f.hidden) {
+                    if !m.header(f.label(), &f.value, macros).is_go_on() {
+                        break;
+                    }
+                }
+            }
+            if steps & p::SMFIP_NOEOH == 0 {
+                m.eoh(macros);
+            }
+            if steps & p::SMFIP_NOBODY == 0 {
+                // CRLF line ends on the wire (milter8_body()), piece by piece;
+                // a last line without its end gets one.
+                let mut last = None;
+                let mut stop = false;
+                let mut wire = Vec::new();
+                body.pieces(&mut |piece| {
+                    if stop || piece.is_empty() {
+                        return Ok(());
+                    }
+                    wire.clear();
+                    for &b in piece {
+                        if b == b'\n' {
+                            wire.push(b'\r');
+                        }
+                        wire.push(b);
+                    }
+                    last = piece.last().copied();
+                    stop = m.body(&wire, macros) != Verdict::Continue;
+                    Ok(())
+                })?;
+                if !stop && last.is_some_and(|b| b != b'\n') {
+                    m.body(b"\r\n", macros);
+                }
+            }
+            let eom = m.eom(macros);
+            if !eom.modifications.is_empty() {
+                out.modified = true;
+                for w in edit::apply(head, env, &eom.modifications) {
+                    out.warnings.push(format!("milter {}: {w}", m.name()));
+                }
+                if let Some(new) = eom.modifications.iter().rev().find_map(|x| match x {
+                    edit::Modification::ReplaceBody(b) => Some(b),
+                    _ => None,
+                }) {
+                    body.replace(new.clone());
+                    head.body.clear();
+                }
+            }
+            if out.quarantine.is_none() {
+                out.quarantine = eom.quarantine;
+            }
+            if !eom.verdict.is_go_on() {
+                out.verdict = eom.verdict;
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// The transaction ended (RSET, new MAIL, after the end of a message, or

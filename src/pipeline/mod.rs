@@ -20,13 +20,17 @@
 //! 2. **submission fixes** (RFC 6409 8): mail from an authenticated client
 //!    gets the Date: and Message-ID: it lacks; mail from `sendmail` gets From:,
 //!    Date: and Message-ID:.
-//! 3. **milters** (issue 19): each milter's end of message; its header and body
-//!    edits apply to the draft, its refusal is the reply. Not yet built: the
-//!    milter branch adds it here.
+//! 3. **milters** (issue 19, [`milters`]): each milter's end of message; its
+//!    header, body and envelope edits apply to the draft, its refusal is the
+//!    reply, a discard or quarantine is left in [`milters::Run::result`] for
+//!    the caller. The milters of SMTP mail are the session's (`milters`), lent
+//!    in [`Context::milters`]; mail from `sendmail` meets `non_smtp_milters`
+//!    at pickup ([`picked_up`]). A discarded message goes through no further
+//!    stage.
 //! 4. **authentication checks** (issue 20, [`auth`]): mail from outside loses
 //!    the Authentication-Results fields that claim our host name, and, checked,
-//!    gets SPF, DKIM and DMARC results as one Authentication-Results field on
-//!    top; a DMARC (or SPF) failure the policy rejects is the refusal.
+//!    gets SPF, DKIM and DMARC results as one Authentication-Results field under
+//!    our Received:; a DMARC (or SPF) failure the policy rejects is the refusal.
 //! 5. **DKIM signing** (issue 20, [`auth`]): mail from inside gets its
 //!    DKIM-Signature fields on top, over the final header and body; a signing
 //!    failure is a temporary refusal, never an unsigned message.
@@ -37,6 +41,9 @@
 
 pub mod auth;
 pub mod body;
+pub mod milters;
+
+pub use milters::Fate;
 
 use std::io;
 
@@ -74,14 +81,21 @@ pub struct Context<'a> {
     pub origin: Origin,
     /// Stages 4 and 5: what mail authentication does with this message.
     pub auth: Stages<'a>,
+    /// The milters of this message (stage 3), None without any.
+    pub milters: Option<milters::Run<'a>>,
 }
 
 /// Run every end-of-message stage over `draft`, in the order of the module
 /// documentation; the first refusal ends the run.
-pub fn finish(draft: &mut Draft, ctx: &Context<'_>) -> Result<(), Reply> {
+pub fn finish(draft: &mut Draft, ctx: &mut Context<'_>) -> Result<(), Reply> {
     hygiene(draft, ctx);
     submission_fixes(draft, ctx);
-    // Stage 3, milters: the milter branch's end-of-message conversation.
+    if let Some(run) = ctx.milters.as_mut() {
+        milters::stage(draft, run)?;
+        if run.discarded() {
+            return Ok(());
+        }
+    }
     auth::check(draft, ctx)?;
     auth::sign(draft, ctx)?;
     Ok(())
@@ -195,19 +209,26 @@ fn head_bytes(header: &Header, body: &Body) -> Vec<u8> {
 /// (LF line ends, as `sendmail` wrote it after its own stages), its trace
 /// field `received` put on top, the stages run again (hygiene is idempotent;
 /// the submission fixes were made by `sendmail`, which knew the user), and
-/// the result written into `out`. The daemon-side stages for local mail
-/// (non-SMTP milters, DKIM signing with `auth`'s keys) run here. A refusal
-/// is an error: the drop stays in the maildrop for the next pickup (a DKIM
-/// key that does not load defers the mail, never sends it unsigned).
+/// the result written into `out` with `env` as the milters left it. The
+/// daemon-side stages for local mail run here: `non_smtp_milters` see the
+/// message as Postfix shows them non-SMTP mail (a client `localhost` at
+/// 127.0.0.1, HELO localhost, then MAIL, each RCPT, DATA and the message),
+/// and it is DKIM-signed with `auth`'s keys.
+/// `sendmail` has long exited 0, so a refusal cannot be answered: a
+/// permanent one becomes a bounce to the sender (as Postfix's pickup makes
+/// it), a temporary one (a DKIM key that does not load: never sent
+/// unsigned) leaves the message in the maildrop; a refused RCPT
+/// is a configuration problem (Postfix: milters may not refuse recipients of
+/// non-SMTP mail) and leaves it there too.
 pub fn picked_up(
     cfg: &Config,
     auth: &MailAuth,
     spool: &crate::spool::Spool,
-    id: &QueueId,
     received: &str,
+    env: &mut Envelope,
     message: &mut dyn io::Read,
     out: &mut dyn Store,
-) -> io::Result<()> {
+) -> io::Result<Fate> {
     let mut b = Builder::new(Body::new(Some(spool)));
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -221,18 +242,12 @@ pub fn picked_up(
     header
         .insert(0, "Received", received)
         .map_err(|e| io::Error::other(e.to_string()))?;
-    let mut draft = Draft {
+    let draft = Draft {
         header,
         body,
-        env: Envelope::new(id.clone(), String::new(), 0),
+        env: env.clone(),
     };
-    let ctx = Context {
-        cfg,
-        origin: Origin::PickedUp,
-        auth: Stages::local(auth),
-    };
-    finish(&mut draft, &ctx).map_err(|r| io::Error::other(format!("refused at pickup: {r}")))?;
-    commit(draft, out).map(|_| ())
+    milters::at_pickup(cfg, Stages::local(auth), draft, env, out)
 }
 
 /// Splits the data of a message, as it arrives (LF line ends), into its header
@@ -360,20 +375,22 @@ mod tests {
         let mut d = draft(
             b"Return-Path: <forged@evil.test>\nSubject: s\nBcc: hidden@x.test\nresent-bcc: y\nContent-Length: 3\nTo: a@b\n\nbody\n",
         );
-        let ctx = Context {
+        let mut ctx = Context {
             cfg: &cfg,
             origin: Origin::Smtp { submitted: false },
+            milters: None,
             auth: Stages::default(),
         };
-        finish(&mut d, &ctx).unwrap();
+        finish(&mut d, &mut ctx).unwrap();
         assert_eq!(written(d), b"Subject: s\nTo: a@b\n\nbody\n");
         let mut d = draft(b"Subject: s\n\nbody\n");
-        let ctx = Context {
+        let mut ctx = Context {
             cfg: &cfg,
             origin: Origin::Smtp { submitted: true },
+            milters: None,
             auth: Stages::default(),
         };
-        finish(&mut d, &ctx).unwrap();
+        finish(&mut d, &mut ctx).unwrap();
         let out = String::from_utf8(written(d)).unwrap();
         assert!(out.starts_with("Date: "), "{out}");
         assert!(out.contains("\nMessage-ID: <"), "{out}");
@@ -381,12 +398,13 @@ mod tests {
         // The list is the administrator's: empty keeps everything.
         let cfg = Config::parse("message_drop_headers =\n", Path::new("t.conf")).unwrap();
         let mut d = draft(b"Return-Path: <x@y>\nBcc: z\n\nb\n");
-        let ctx = Context {
+        let mut ctx = Context {
             cfg: &cfg,
             origin: Origin::Smtp { submitted: false },
+            milters: None,
             auth: Stages::default(),
         };
-        finish(&mut d, &ctx).unwrap();
+        finish(&mut d, &mut ctx).unwrap();
         assert_eq!(written(d), b"Return-Path: <x@y>\nBcc: z\n\nb\n");
     }
 

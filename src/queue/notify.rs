@@ -62,8 +62,57 @@ pub(super) fn send(
     } else {
         env.sender.clone()
     };
-    let now = clock::now();
     let original = read_original(spool, &env.id);
+    report(cfg, spool, signers, env, lines, will_retry_until, &to, &original).map(Some)
+}
+
+/// A message refused for good by the daemon's stages at its pickup from the
+/// maildrop (a non-SMTP milter's reject): it was never queued, so the bounce
+/// to its sender quotes `original` and names every recipient. None when no
+/// notice is owed (the null sender, NOTIFY=NEVER).
+pub(super) fn refused_at_pickup(
+    cfg: &Config,
+    spool: &Spool,
+    signers: &Signers,
+    env: &Envelope,
+    outcome: &Outcome,
+    original: &[u8],
+) -> Result<Option<QueueId>, SpoolError> {
+    let lines: Vec<Line<'_>> = env
+        .recipients
+        .iter()
+        .filter(|r| wants(r, Action::Failed))
+        .map(|rcpt| Line {
+            rcpt,
+            action: Action::Failed,
+            outcome,
+            relay: None,
+        })
+        .collect();
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    if env.sender.is_empty() {
+        maillog::notice_dropped(&env.id);
+        return Ok(None);
+    }
+    report(cfg, spool, signers, env, &lines, None, &env.sender, original).map(Some)
+}
+
+/// Build the report for `lines` (the message `original` returned as the
+/// sender asked) and queue it to `to`.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    cfg: &Config,
+    spool: &Spool,
+    signers: &Signers,
+    env: &Envelope,
+    lines: &[Line<'_>],
+    will_retry_until: Option<u64>,
+    to: &str,
+    original: &[u8],
+) -> Result<QueueId, SpoolError> {
+    let now = clock::now();
     let ret = match (lines.first().map(|l| l.action), env.ret) {
         // RFC 8689 5: a REQUIRETLS message is returned as if RET=HDRS.
         _ if env.requiretls => ReturnContent::Headers,
@@ -96,14 +145,13 @@ pub(super) fn send(
         sender: &env.sender,
         recipients,
         return_content: ret,
-        original: &original,
+        original,
         max_return_size: cfg.session.max_message_size / 2,
     };
     let body = dsn::build(&report);
     // RFC 8689 5: the notice about a REQUIRETLS message carries its header
     // and so travels with REQUIRETLS too.
-    let id = enqueue_notice(spool, signers, &to, &body, env.requiretls)?;
-    Ok(Some(id))
+    enqueue_notice(spool, signers, to, &body, env.requiretls)
 }
 
 fn read_original(spool: &Spool, id: &QueueId) -> Vec<u8> {

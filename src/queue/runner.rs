@@ -24,10 +24,12 @@ use crate::maillog;
 use crate::pipeline::{self, MailAuth};
 use crate::queue::agenda::{Agenda, Job, RESCAN};
 use crate::queue::attempt::{self, After};
+use crate::queue::notify;
 use crate::queue::reports;
 use crate::queue::schedule::Schedule;
 use crate::queue::shared::Shared;
-use crate::spool::{QueueId, Retired, Spool};
+use crate::spool::maildrop::Pickup;
+use crate::spool::{Envelope, QueueId, Retired, Spool};
 use crate::tables::Tables;
 use crate::tlspolicy::outbound::{Outbound, Resolvers, PROBE_INTERVAL};
 
@@ -323,13 +325,17 @@ impl Runner {
     /// user, could not do (it holds no keys, talks to no milter) belongs here.
     fn pickup(&mut self) {
         let cfg = self.shared.cfg.get();
-        let mailauth = self.shared.mailauth.get();
-        let spool = &self.shared.spool;
-        let write =
-            |id: &QueueId, uid: u32, message: &mut dyn std::io::Read, out: &mut crate::spool::Incoming| {
-                let received = received_value(&cfg.hostname, id, uid);
-                pipeline::picked_up(&cfg, &mailauth, spool, id, &received, message, out)
-            };
+        let shared = &self.shared;
+        let mailauth = shared.mailauth.get();
+        let write = |id: &QueueId,
+                     uid: u32,
+                     env: &mut Envelope,
+                     message: &mut dyn std::io::Read,
+                     out: &mut crate::spool::Incoming| {
+            let received = received_value(&cfg.hostname, id, uid);
+            let fate = pipeline::picked_up(&cfg, &mailauth, &shared.spool, &received, env, message, out)?;
+            Ok(picked_up_fate(shared, &cfg, id, env, fate))
+        };
         match self.shared.spool.pickup_with(&write) {
             Ok(ids) => {
                 let now = clock::now();
@@ -404,6 +410,80 @@ fn received_value(host: &str, id: &QueueId, uid: u32) -> String {
         "by {host} (tern, from userid {uid})\n\tid {id}; {}",
         clock::rfc5322(clock::now())
     )
+}
+
+/// What the pickup does with a message after the daemon's stages (`Fate`),
+/// logged as Postfix's cleanup logs non-SMTP milters' verdicts. A permanent
+/// refusal becomes a bounce to the sender, queued before the drop goes; a
+/// bounce that cannot be queued leaves the drop for the next pickup.
+fn picked_up_fate(
+    shared: &Shared,
+    cfg: &Config,
+    id: &QueueId,
+    env: &Envelope,
+    fate: pipeline::Fate,
+) -> Pickup {
+    use pipeline::Fate;
+    let client = "localhost[127.0.0.1]";
+    let to = env.recipients.first().map(|r| r.addr.as_str());
+    let log = |action: &str, text: &dyn std::fmt::Display| {
+        maillog::filter_action(
+            Some(id),
+            action,
+            "END-OF-MESSAGE",
+            &client,
+            text,
+            Some(&env.sender),
+            to,
+            "local",
+            None,
+        );
+    };
+    match fate {
+        Fate::Queue => Pickup::Queue,
+        Fate::Hold(reason) => {
+            log(
+                "milter-hold",
+                &format_args!("milter triggers HOLD action: {reason}"),
+            );
+            Pickup::Hold
+        }
+        Fate::Discard(why) => {
+            log("milter-discard", &why);
+            Pickup::Done
+        }
+        Fate::Later(reply) => {
+            log("milter-reject", &reply);
+            maillog::pickup_deferred(id, &reply);
+            Pickup::Later
+        }
+        Fate::Refused { reply, original } => {
+            log("milter-reject", &reply);
+            let why = crate::deliver::outcome::refused_by_milter(
+                reply.esc.unwrap_or(crate::smtp::status::Status(5, 7, 1)),
+                &reply.to_string(),
+            );
+            match notify::refused_at_pickup(
+                cfg,
+                &shared.spool,
+                &shared.mailauth.get().signers,
+                env,
+                &why,
+                &original,
+            ) {
+                Ok(Some(nid)) => {
+                    maillog::bounce_queued(id, &nid);
+                    shared.announce(nid);
+                    Pickup::Done
+                }
+                Ok(None) => Pickup::Done,
+                Err(e) => {
+                    maillog::bounce_failed(id, &e);
+                    Pickup::Later
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

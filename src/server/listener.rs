@@ -453,7 +453,8 @@ fn accept_loop(
             }
         };
         let ip = canonical_ip(addr.ip());
-        let peer = Peer::remote(ip);
+        let mut peer = Peer::remote(ip);
+        peer.port = Some(addr.port());
         // Behind a proxy, its own address is not the client's: the per-address
         // limit waits for the PROXY header (see worker).
         let proxied = behind_proxy(&ctx.cfg, service)
@@ -512,6 +513,8 @@ fn worker(live: &Live<Context>, rx: &Receiver<Job>) {
                 }
             }
         }
+        let mut peer = peer;
+        peer.server = peer.server.or_else(|| stream.local_addr().ok());
         let _ = stream.set_nodelay(true);
         let spare = stream.try_clone();
         if let Ok(s) = stream.try_clone() {
@@ -650,8 +653,10 @@ fn proxied_peer(ctx: &Context, service: Service, stream: &mut TcpStream, peer: P
     }
     let _ = stream.set_read_timeout(Some(cfg.session.greeting_timeout));
     match proxy::read_header(stream) {
-        Ok(proxy::Header::Proxied { src, .. }) => {
-            let client = Peer::remote(canonical_ip(src.ip()));
+        Ok(proxy::Header::Proxied { src, dst }) => {
+            let mut client = Peer::remote(canonical_ip(src.ip()));
+            client.port = Some(src.port());
+            client.server = Some(dst);
             maillog::proxied(&peer, &client);
             Some(client)
         }

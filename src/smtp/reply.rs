@@ -522,6 +522,86 @@ pub fn harvest_limit() -> Reply {
     .closing()
 }
 
+// ---- Milters and policy services -----------------------------------------
+// Postfix's words for the refusals it makes on a milter's behalf (milter8.c,
+// smtpd.c), so that clients and log readers see what they know.
+
+/// A milter answered SMFIR_REJECT.
+pub fn milter_rejected() -> Reply {
+    Reply::new(550, esc(5, 7, 1), "Command rejected")
+}
+
+/// A milter answered SMFIR_TEMPFAIL, or one that failed and
+/// `milter_default_action = tempfail`.
+pub fn milter_tempfail() -> Reply {
+    Reply::new(451, esc(4, 7, 1), "Service unavailable - try again later")
+}
+
+/// A milter that failed, with `milter_default_action = reject`.
+pub fn milter_unavailable() -> Reply {
+    Reply::new(550, esc(5, 5, 0), "Service unavailable")
+}
+
+/// A milter asked for something tern cannot carry out (a malformed reply, a
+/// header without a name): temporary, the administrator has to look.
+pub fn milter_misconfigured() -> Reply {
+    Reply::new(
+        451,
+        esc(4, 3, 5),
+        "Server configuration problem - try again later",
+    )
+}
+
+/// A milter answered SMFIR_SHUTDOWN, or failed with
+/// `milter_default_action = shutdown`.
+pub fn milter_shutdown() -> Reply {
+    Reply::new(421, esc(4, 7, 0), "Server closing connection").closing()
+}
+
+/// The greeting when a milter or policy service refused the client at
+/// connection time (RFC 5321 3.1: 554 instead of 220, then the client
+/// should QUIT). No enhanced code in a greeting (RFC 2034 3).
+pub fn not_accepting(hostname: &str) -> Reply {
+    Reply::new(554, None, format!("{hostname} ESMTP not accepting connections"))
+}
+
+/// The greeting when a milter asked to close the connection at once.
+pub fn unavailable_greeting(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        None,
+        format!("{hostname} Service unavailable - try again later"),
+    )
+    .closing()
+}
+
+/// Every command but QUIT after a 554 greeting (RFC 5321 3.1: the server
+/// SHOULD answer them 503; Postfix's text).
+pub fn access_denied(client: &str) -> Reply {
+    Reply::new(503, esc(5, 7, 0), format!("Error: access denied for {client}"))
+}
+
+/// A milter's own reply (SMFIR_REPLYCODE, already checked: 4xx or 5xx, the
+/// same code on each line) or a policy service's refusal, passed on as
+/// given; an enhanced code of the reply's class (X.7.1) when it has none.
+/// A 421 closes the connection, as it says it does.
+pub fn from_filter(code: u16, status: Option<Status>, lines: Vec<String>) -> Reply {
+    let class = u8::try_from(code / 100).unwrap_or(4);
+    let mut r = Reply {
+        code,
+        esc: status.or(esc(class, 7, 1)),
+        lines: lines.into_iter().map(Cow::Owned).collect(),
+        close: false,
+    };
+    if r.lines.is_empty() {
+        r.lines.push(Cow::Borrowed("Command rejected"));
+    }
+    if code == 421 {
+        r.close = true;
+    }
+    r
+}
+
 // ---- End of data -----------------------------------------------------------
 
 /// A bare CR or LF in the data (the SMTP smuggling family; RFC 5321 2.3.8).

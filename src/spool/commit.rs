@@ -55,7 +55,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use super::{sync_dir, QueueId, SpoolError, SyncMode, ENV, MSG};
+use super::{sync_dir, QueueId, SpoolError, SyncMode, ENV, HOLD, MSG};
 use crate::sys;
 use std::os::fd::AsRawFd;
 
@@ -71,6 +71,9 @@ pub(super) struct Pending {
     pub(super) id: QueueId,
     /// tmp/ID.env
     pub(super) tmp_env: PathBuf,
+    /// Committed into hold/ instead of env/: queued on hold from the start
+    /// (a milter's quarantine), never seen by the queue runner until released.
+    pub(super) held: bool,
 }
 
 /// The group commit of one spool, shared by its clones.
@@ -212,6 +215,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(super) struct Dirs {
     msg: PathBuf,
     env: PathBuf,
+    hold: PathBuf,
     msg_fd: Option<File>,
     env_fd: Option<File>,
     /// When a slow syncfs was last logged.
@@ -227,7 +231,14 @@ impl Dirs {
             last_slow_warning: Mutex::new(None),
             msg,
             env,
+            hold: root.join(HOLD),
         }
+    }
+
+    /// Where a message's envelope is committed: env/, or hold/.
+    fn dest(&self, p: &Pending) -> PathBuf {
+        let dir = if p.held { &self.hold } else { &self.env };
+        dir.join(p.id.as_str())
     }
 
     fn sync(fd: Option<&File>, path: &Path) -> Result<(), SpoolError> {
@@ -307,21 +318,32 @@ pub(super) fn commit_batch(dirs: &Dirs, mode: SyncMode, batch: &[&Pending]) -> V
             }
         }
     }
-    // The rename is each message's commit point: atomic, env/ID absent or complete.
+    // The rename is each message's commit point: atomic, env/ID (or hold/ID)
+    // absent or complete.
     for ((p, done), r) in batch.iter().zip(renamed.iter_mut()).zip(results.iter_mut()) {
         if r.is_err() {
             continue;
         }
-        let env = dirs.env.join(p.id.as_str());
-        match fs::rename(&p.tmp_env, &env) {
+        match fs::rename(&p.tmp_env, dirs.dest(p)) {
             Ok(()) => *done = true,
             Err(e) => *r = Err(SpoolError::from_io("rename", &p.tmp_env, e)),
         }
     }
-    if renamed.contains(&true) {
-        if let Err(e) = Dirs::sync(dirs.env_fd.as_ref(), &dirs.env) {
-            for (done, r) in renamed.iter().zip(results.iter_mut()) {
-                if *done {
+    // One fsync per directory that got a name: env/, and hold/ for the few
+    // messages committed on hold.
+    for held in [false, true] {
+        let mine = |p: &&Pending| p.held == held;
+        if !batch.iter().zip(renamed.iter()).any(|(p, d)| *d && mine(p)) {
+            continue;
+        }
+        let synced = if held {
+            sync_dir(&dirs.hold)
+        } else {
+            Dirs::sync(dirs.env_fd.as_ref(), &dirs.env)
+        };
+        if let Err(e) = synced {
+            for ((p, done), r) in batch.iter().zip(renamed.iter()).zip(results.iter_mut()) {
+                if *done && mine(p) {
                     *r = Err(e.duplicate());
                 }
             }
@@ -337,7 +359,7 @@ pub(super) fn commit_batch(dirs: &Dirs, mode: SyncMode, batch: &[&Pending]) -> V
         }
         let _ = fs::remove_file(&p.tmp_env);
         if *done {
-            let _ = fs::remove_file(dirs.env.join(p.id.as_str()));
+            let _ = fs::remove_file(dirs.dest(p));
             unrenamed = true;
         }
         let _ = fs::remove_file(dirs.msg.join(p.id.as_str()));
@@ -372,6 +394,7 @@ mod tests {
         let p = Pending {
             tmp_env: s.root().join(TMP).join(format!("{id}.env")),
             id,
+            held: false,
         };
         let mut env = Envelope::new(p.id.clone(), "a@example.org".into(), 1_700_000_000);
         env.recipients.push(Recipient::new("b@example.net".into()));
@@ -537,6 +560,7 @@ mod tests {
         Pending {
             id: QueueId::generate(),
             tmp_env: PathBuf::from(who),
+            held: false,
         }
     }
 

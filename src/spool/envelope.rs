@@ -58,6 +58,10 @@ pub struct Envelope {
     pub auth: Option<String>,
     /// The sender has been sent the one delay notice (RFC 3464 "delayed").
     pub delay_warned: bool,
+    /// Why the message was put on hold when it was queued (a milter's
+    /// quarantine, a policy service's HOLD), for `ternctl show`; kept
+    /// after a release as a record of it.
+    pub hold_reason: Option<String>,
     /// `MAIL FROM:<...> REQUIRETLS` (RFC 8689): relay only over TLS that DANE
     /// or MTA-STS authenticates, to servers that offer REQUIRETLS. Written as
     /// `requiretls: yes` only when set, so envelopes without it read as
@@ -207,6 +211,7 @@ impl Envelope {
             envid: None,
             auth: None,
             delay_warned: false,
+            hold_reason: None,
             requiretls: false,
             recipients: Vec::new(),
         }
@@ -250,6 +255,9 @@ impl Envelope {
         if self.delay_warned {
             line("warned", "yes");
         }
+        if let Some(v) = &self.hold_reason {
+            line("hold-reason", &xtext::encode(v));
+        }
         if self.requiretls {
             line("requiretls", "yes");
         }
@@ -291,6 +299,7 @@ impl Envelope {
         let mut envid = None;
         let mut auth = None;
         let mut warned = None;
+        let mut hold_reason = None;
         let mut requiretls = None;
         let mut recipients = Vec::new();
 
@@ -372,6 +381,7 @@ impl Envelope {
                     }
                     set(&mut warned, true, key, n)?;
                 }
+                "hold-reason" => set(&mut hold_reason, text_value()?, key, n)?,
                 "requiretls" => {
                     if value != "yes" {
                         return Err(err(format!("requiretls: expected yes, got {}", quote(value))));
@@ -413,6 +423,7 @@ impl Envelope {
             envid,
             auth,
             delay_warned: warned.unwrap_or(false),
+            hold_reason,
             requiretls: requiretls.unwrap_or(false),
             recipients,
         })
@@ -508,6 +519,7 @@ mod tests {
         e.envid = Some("QQ314159".into());
         e.auth = Some("alice".into());
         e.delay_warned = true;
+        e.hold_reason = Some("milter quarantine: looks odd".into());
         e.requiretls = true;
         e.recipients.push(Recipient::new("bob@example.net".into()));
         e.recipients.push(Recipient {
@@ -540,6 +552,10 @@ mod tests {
         assert!(t.contains("\nret: hdrs\n"));
         assert!(t.contains("\nrequiretls: yes\n"));
         assert!(t.contains("\nrcpt: bob@example.net status=pending attempts=0\n"));
+        assert!(
+            t.contains("\nhold-reason: milter+20quarantine:+20looks+20odd\n"),
+            "{t}"
+        );
         assert!(t.contains(
             "\nrcpt: \"carol+20smith\"@example.com status=deferred attempts=3 next=1732371000 \
              orcpt=rfc822;carol+2Bx@example.com notify=SUCCESS,FAILURE last=451+204.7.1+20try+20later\n"
@@ -555,6 +571,7 @@ mod tests {
             "ret:",
             "envid:",
             "auth:",
+            "hold-reason:",
             "requiretls:",
             "next=",
             "orcpt=",

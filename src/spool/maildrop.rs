@@ -302,8 +302,26 @@ fn read_drop(path: &Path) -> Result<Dropped, SpoolError> {
 }
 
 /// How [`Spool::pickup_with`] writes a drop's message into its queue file:
-/// `(new_id, uid, message, out)`.
-pub type WriteDrop<'a> = dyn Fn(&QueueId, u32, &mut dyn Read, &mut super::Incoming) -> io::Result<()> + 'a;
+/// `(new_id, uid, envelope, message, out)`, returning what becomes of it. The
+/// envelope (its id already the new one) may be changed: it is the one queued.
+pub type WriteDrop<'a> =
+    dyn Fn(&QueueId, u32, &mut Envelope, &mut dyn Read, &mut super::Incoming) -> io::Result<Pickup> + 'a;
+
+/// What becomes of a drop once [`WriteDrop`] has written its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pickup {
+    /// Queue it.
+    Queue,
+    /// Queue it on hold (`Incoming::commit_held`; the envelope's `hold_reason`
+    /// says why): it waits for `ternctl release`.
+    Hold,
+    /// Queue nothing and remove the drop: the writer has dealt with the
+    /// message for good (discarded it, or queued a bounce for it).
+    Done,
+    /// Queue nothing and leave the drop for a later pickup (a temporary
+    /// refusal by the daemon's stages).
+    Later,
+}
 
 /// A file waiting in the maildrop, as `mailq` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,15 +387,16 @@ impl Spool {
     ///
     /// Only one pickup may run at a time (the daemon's queue runner is the only caller).
     pub fn pickup(&self, received: &dyn Fn(&QueueId, u32) -> String) -> Result<Vec<QueueId>, SpoolError> {
-        self.pickup_with(&|id, uid, message, out| {
+        self.pickup_with(&|id, uid, _env, message, out| {
             out.write_all(received(id, uid).as_bytes())?;
-            io::copy(message, out).map(|_| ())
+            io::copy(message, out).map(|_| Pickup::Queue)
         })
     }
 
-    /// [`Spool::pickup`], with `write(new_id, uid, message, out)` writing the
-    /// message to be queued into `out` from the drop's `message` (the
-    /// daemon's message path runs its stages there).
+    /// [`Spool::pickup`], with `write(new_id, uid, env, message, out)` writing
+    /// the message to be queued into `out` from the drop's `message` (the
+    /// daemon's message path runs its stages there) and saying what becomes
+    /// of it ([`Pickup`]). Returns the ids queued (not those put on hold).
     pub fn pickup_with(&self, write: &WriteDrop<'_>) -> Result<Vec<QueueId>, SpoolError> {
         let drop_dir = dir(&self.root);
         let mut names: Vec<(String, PathBuf)> = Vec::new();
@@ -434,22 +453,27 @@ impl Spool {
             };
             let mut inc = self.begin()?;
             let id = inc.id().clone();
-            if let Err(e) = write(&id, d.uid, &mut d.reader, &mut inc) {
-                // The queue file goes (dropping it removes it), the drop stays
-                // for the next pickup; the others go on (a message the daemon's
-                // stages refuse for now, such as one whose DKIM key does not
-                // load, must not hold up the rest).
-                crate::maillog::pickup_deferred(&name, &e);
-                continue;
-            }
             d.env.id = id.clone();
+            let fate = write(&id, d.uid, &mut d.env, &mut d.reader, &mut inc)
+                .map_err(|e| SpoolError::from_io("copy", &path, e))?;
             d.env.size = inc.bytes_written();
-            inc.commit(&d.env)?;
+            match fate {
+                Pickup::Queue => inc.commit(&d.env)?,
+                Pickup::Hold => inc.commit_held(&d.env)?,
+                Pickup::Later => continue,
+                Pickup::Done => {
+                    drop(inc);
+                    fs::remove_file(&path).map_err(|e| SpoolError::from_io("remove", &path, e))?;
+                    continue;
+                }
+            }
             fs::remove_file(&path).map_err(|e| SpoolError::from_io("remove", &path, e))?;
             crate::maillog::picked_up(&id, d.uid, &d.env.sender, &name);
             self.log_queued(&d.env);
             crate::metrics::picked_up();
-            queued.push(id);
+            if fate == Pickup::Queue {
+                queued.push(id);
+            }
         }
         if !queued.is_empty() {
             // Best effort: a lost removal only means a duplicate, never a loss.

@@ -857,7 +857,20 @@ impl Incoming {
     ///
     /// So with `Syncfs` a batch of messages costs two device flushes however many it
     /// holds; with `Fsync` each message costs two file fsyncs of its own as well.
-    pub fn commit(mut self, env: &Envelope) -> Result<(), SpoolError> {
+    pub fn commit(self, env: &Envelope) -> Result<(), SpoolError> {
+        self.commit_to(env, false)
+    }
+
+    /// [`Incoming::commit`], but into hold/ rather than env/: the message is
+    /// queued on hold from its first moment (a milter's quarantine, a policy
+    /// service's HOLD), with no window in which the queue runner could take it
+    /// as a commit followed by [`Spool::hold`] would leave. `ternctl release`
+    /// queues it. The envelope's `hold_reason` says why.
+    pub fn commit_held(self, env: &Envelope) -> Result<(), SpoolError> {
+        self.commit_to(env, true)
+    }
+
+    fn commit_to(mut self, env: &Envelope, held: bool) -> Result<(), SpoolError> {
         if env.id != self.id {
             return Err(SpoolError::other(
                 "commit",
@@ -907,6 +920,7 @@ impl Incoming {
         let pending = commit::Pending {
             id: self.id.clone(),
             tmp_env,
+            held,
         };
         // The committer removes msg/ID and tmp/ID.env again when it fails.
         self.spool

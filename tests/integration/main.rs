@@ -17,6 +17,7 @@ mod dialogs;
 mod duplicates;
 mod envelope_syntax;
 mod faults;
+mod filters;
 mod idn;
 mod inetd;
 mod install;

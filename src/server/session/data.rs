@@ -10,7 +10,7 @@
 
 use std::io::{self, Write};
 
-use super::{is_timeout, Door, Hangup, Session, Transaction, MIN_FREE_PERCENT};
+use super::{filters, is_timeout, Door, Hangup, Session, Transaction, MIN_FREE_PERCENT};
 use crate::clock;
 use crate::maillog;
 use crate::pipeline::{self, Body, Builder, Draft, Origin, Stages, Store};
@@ -39,6 +39,15 @@ impl Sink {
     fn commit(self, env: &Envelope) -> Result<(), SpoolError> {
         match self {
             Sink::Queue(i) => i.commit(env),
+            Sink::Maildrop(p) => p.commit(env),
+        }
+    }
+
+    /// Commit on hold: into the queue's hold/ (the maildrop has no hold; its
+    /// sessions have no milters or policy services to ask for one).
+    fn commit_held(self, env: &Envelope) -> Result<(), SpoolError> {
+        match self {
+            Sink::Queue(i) => i.commit_held(env),
             Sink::Maildrop(p) => p.commit(env),
         }
     }
@@ -103,6 +112,12 @@ impl Session<'_> {
             Ok(rx) => rx,
             Err(r) => return Ok(r),
         };
+        // Stage hook (DATA): policy services and milters, before the 354.
+        if let Some(r) = self.filters_data(rx.sink.id()) {
+            self.tx = None;
+            self.filters_abort();
+            return Ok(r);
+        }
         let rx = self.receive(rx)?;
         // The transaction ends here whatever the outcome (RFC 5321 4.1.1.4).
         let Some(tx) = self.tx.take() else {
@@ -119,11 +134,18 @@ impl Session<'_> {
         let mut refusal = self.check_data().err();
         if refusal.is_none() && self.tx.as_ref().is_some_and(|t| t.chunks.is_none()) {
             match self.start_message(DataReader::chunked(self.cfg.session.max_message_size)) {
-                Ok(rx) => {
-                    if let Some(tx) = self.tx.as_mut() {
-                        tx.chunks = Some(Box::new(rx));
+                // Stage hook (DATA), at the first chunk.
+                Ok(rx) => match self.filters_data(rx.sink.id()) {
+                    Some(r) => {
+                        self.filters_abort();
+                        refusal = Some(r);
                     }
-                }
+                    None => {
+                        if let Some(tx) = self.tx.as_mut() {
+                            tx.chunks = Some(Box::new(rx));
+                        }
+                    }
+                },
                 Err(r) => refusal = Some(r),
             }
         }
@@ -243,8 +265,15 @@ impl Session<'_> {
     }
 
     /// The finished message: refuse it, or build its draft and envelope, run
-    /// the pipeline's stages over it and commit what they leave.
+    /// the pipeline's stages over it and commit what they leave. The
+    /// transaction is over for the milters too, whatever the outcome.
     fn end_of_message(&mut self, tx: &Transaction, rx: Receiving) -> Reply {
+        let r = self.message_fate(tx, rx);
+        self.filters_abort();
+        r
+    }
+
+    fn message_fate(&mut self, tx: &Transaction, rx: Receiving) -> Reply {
         let Receiving {
             mut sink,
             reader,
@@ -285,27 +314,92 @@ impl Session<'_> {
             Door::Queue => Stages::smtp(&self.ctx.mailauth, self.trusted(), tx.spf.as_ref()),
             Door::Maildrop => Stages::default(),
         };
-        let ctx = pipeline::Context {
+        // Stage hook (end of data): policy services' END-OF-MESSAGE, then
+        // what they asked for earlier (PREPEND, DISCARD), then the milters
+        // as the pipeline's stage 3.
+        if let Some(r) = self.filters_end_of_data(&id, &draft) {
+            return r;
+        }
+        for (i, h) in self.filters.tx.prepend.iter().enumerate() {
+            if let Some((name, value)) = h.split_once(':') {
+                // Below tern's own Received:, in the order they were asked for.
+                let _ = draft.header.insert(1 + i, name.trim(), value.trim_start());
+            }
+        }
+        let first = tx.rcpts.first().map(|(r, _)| r.to_string());
+        if let Some((by, why)) = self.filters.tx.discard.clone() {
+            let action = if by == filters::By::Milter {
+                "milter-discard"
+            } else {
+                "discard"
+            };
+            self.log_filter_action(&id, action, &why, &draft.env.sender, first.as_deref());
+            // Postfix answers a discarded message as a queued one.
+            return reply::queued(id.as_str());
+        }
+        let mut ctx = pipeline::Context {
             cfg: self.cfg,
             origin: Origin::Smtp {
                 submitted: self.user.is_some(),
             },
             auth,
+            milters: self.filters.run(),
         };
-        if let Err(r) = pipeline::finish(&mut draft, &ctx) {
+        let finished = pipeline::finish(&mut draft, &mut ctx);
+        let (refused, discarded, quarantine) = match &ctx.milters {
+            Some(run) => (
+                run.refused(),
+                run.discarded(),
+                run.quarantine().map(str::to_owned),
+            ),
+            None => (false, false, None),
+        };
+        drop(ctx);
+        if let Err(r) = finished {
+            if refused {
+                self.filters_refused_message(&id, first);
+            }
             return r;
+        }
+        if discarded {
+            let why = "milter triggers DISCARD action";
+            self.log_filter_action(&id, "milter-discard", why, &draft.env.sender, first.as_deref());
+            return reply::queued(id.as_str());
+        }
+        // A milter's quarantine, or a policy service's HOLD: queued on hold.
+        let hold = match (quarantine, self.filters.tx.hold.clone()) {
+            (Some(q), _) => Some((
+                "milter-hold",
+                format!("milter triggers HOLD action: {q}"),
+                format!("milter quarantine: {q}"),
+            )),
+            (None, Some(h)) => Some(("hold", h.clone(), format!("policy service: {h}"))),
+            (None, None) => None,
+        };
+        if let Some((_, _, reason)) = &hold {
+            draft.env.hold_reason = Some(reason.clone());
         }
         let env = match pipeline::commit(draft, &mut sink) {
             Ok(env) => env,
             Err(e) => return write_failed(&id, &e),
         };
-        if let Err(e) = sink.commit(&env) {
+        let committed = if hold.is_some() {
+            sink.commit_held(&env)
+        } else {
+            sink.commit(&env)
+        };
+        if let Err(e) = committed {
             log::error!("{id}: {e}");
             return spool_reply(&e);
         }
         maillog::client(&id, self.peer, self.sasl());
         self.ctx.spool.log_queued(&env);
         self.meter.accepted();
+        if let Some((action, text, _)) = &hold {
+            self.log_filter_action(&id, action, text, &env.sender, first.as_deref());
+            // On hold: nothing for the queue runner until `ternctl release`.
+            return reply::queued(id.as_str());
+        }
         if let Some(q) = &self.ctx.queued {
             let _ = q.try_send(id.clone());
         }

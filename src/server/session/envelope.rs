@@ -59,6 +59,10 @@ impl Session<'_> {
         } else {
             reply::helo(&self.cfg.hostname)
         };
+        // Stage hook (HELO): a milter or policy service may refuse the name.
+        if let Some(refusal) = self.filters_helo(&name, extended) {
+            return refusal;
+        }
         self.helo = Some(name);
         r
     }
@@ -77,7 +81,10 @@ impl Session<'_> {
         if let Err(r) = self.check_mail(&from, &params) {
             return r;
         }
-        // Stage hook (MAIL): outside checks of the sender go here.
+        // Stage hook (MAIL): policy services, then milters (filters.rs).
+        if let Some(r) = self.filters_mail(&from, &params) {
+            return r;
+        }
         self.tx = Some(Transaction::new(from, params));
         reply::sender_ok()
     }
@@ -167,12 +174,17 @@ impl Session<'_> {
             }
         }
         if let Err(refusal) = self.ctx.policy.check_recipient(self.cfg, self.client(), &to) {
-            return self.refused_recipient(&refusal);
+            let r = self.refused_recipient(&refusal);
+            self.filters_rcpt_refused(&to, &params, &r);
+            return r;
         }
         if let Err(r) = self.check_spf() {
             return r;
         }
-        // Stage hook (RCPT): a policy service and milters' RCPT go here.
+        // Stage hook (RCPT): policy services, then milters (filters.rs).
+        if let Some(r) = self.filters_rcpt(&to, &params) {
+            return r;
+        }
         let Some(tx) = self.tx.as_mut() else {
             return reply::need_mail();
         };

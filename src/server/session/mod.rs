@@ -41,6 +41,7 @@ use crate::tls::{self, TlsInfo};
 mod auth;
 mod data;
 mod envelope;
+mod filters;
 mod starttls;
 #[cfg(test)]
 mod tests;
@@ -166,6 +167,10 @@ pub struct Peer {
     pub ip: Option<IpAddr>,
     /// Reverse-DNS name or "unknown"; "localhost" for local submission.
     pub name: String,
+    /// The client's port, when known (for milters and policy services).
+    pub port: Option<u16>,
+    /// The address and port the client connected to, when known.
+    pub server: Option<std::net::SocketAddr>,
 }
 
 impl Peer {
@@ -173,6 +178,8 @@ impl Peer {
         Peer {
             ip: Some(ip),
             name: "unknown".to_owned(),
+            port: None,
+            server: None,
         }
     }
 
@@ -180,6 +187,8 @@ impl Peer {
         Peer {
             ip: None,
             name: "localhost".to_owned(),
+            port: None,
+            server: None,
         }
     }
 }
@@ -261,6 +270,8 @@ struct Session<'a> {
     queued: Vec<QueueId>,
     /// Counts the session and how it ends (metrics).
     meter: metrics::SessionMeter,
+    /// Milters and policy services (filters.rs).
+    filters: filters::Filters,
 }
 
 /// Run one session to its end. Never panics on client input; I/O errors end
@@ -288,6 +299,7 @@ pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) ->
         last: "CONNECT".to_owned(),
         queued: Vec::new(),
         meter: metrics::session(service.into()),
+        filters: filters::Filters::new(&ctx.cfg, ctx.door == Door::Maildrop),
     };
     let _ = s.io.set_timeout(s.cfg.session.greeting_timeout);
     s.io.set_stop_flag(Arc::clone(&ctx.shutdown));
@@ -297,6 +309,7 @@ pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) ->
         let _ = s.serve();
     }
     let _ = s.io.flush();
+    s.filters.quit();
     maillog::disconnect(peer, s.commands, s.errors);
     Report { queued: s.queued }
 }
@@ -315,7 +328,11 @@ impl Session<'_> {
             maillog::reject(self.peer, "CONNECT", &r, None, None, &self.proto(), None);
             return self.send(r);
         }
-        self.send(reply::greeting(&self.cfg.hostname))?;
+        // Milters and policy services may refuse the client at once.
+        match self.filters_connect() {
+            Some(r) => self.send(r)?,
+            None => self.send(reply::greeting(&self.cfg.hostname))?,
+        }
         loop {
             if self.ctx.shutdown.load(Ordering::Relaxed) {
                 return self.send(reply::shutting_down());
@@ -337,7 +354,7 @@ impl Session<'_> {
             let _ = self.io.set_timeout(self.cfg.session.command_timeout);
             // The sender as it was before the command, so a refused DATA
             // (which ends the transaction) is still logged with it.
-            let from = self.tx.as_ref().map(|t| t.from.to_string());
+            let mut from = self.tx.as_ref().map(|t| t.from.to_string());
             let mut junk = false;
             let (verb, reply, to) = match line {
                 Line::Eof => return Err(Hangup),
@@ -355,6 +372,11 @@ impl Session<'_> {
                         Ok(cmd) => {
                             let to = match &cmd {
                                 Command::Rcpt(to, _) => Some(to.to_string()),
+                                // A filter's refusal of MAIL names the sender (Postfix).
+                                Command::Mail(f, _) if from.is_none() && self.filters.any() => {
+                                    from = Some(f.to_string());
+                                    None
+                                }
                                 _ => None,
                             };
                             junk = self.is_junk(&cmd);
@@ -369,6 +391,10 @@ impl Session<'_> {
                                 Some(r) => (verb, r, to),
                                 None => continue,
                             }
+                        }
+                        // A milter may refuse an unknown command with its own words.
+                        Err(r) if r == reply::unknown_command() => {
+                            (verb, self.filters_unknown(&text).unwrap_or(r), None)
                         }
                         Err(r) => (verb, r, None),
                     }
@@ -385,17 +411,24 @@ impl Session<'_> {
                 let _ = self.io.flush();
                 std::thread::sleep(self.cfg.session.junk_command_delay);
             }
+            let by_filter = self.filters.take_refused();
             if !reply.is_positive() {
-                maillog::reject(
-                    self.peer,
-                    &verb,
-                    &reply,
-                    from.as_deref(),
-                    to.as_deref(),
-                    &self.proto(),
-                    self.helo.as_deref(),
-                );
-                metrics::rejected(&reply);
+                if let Some(f) = by_filter {
+                    let stage = f.stage.unwrap_or(&verb);
+                    let to = f.to.as_deref().or(to.as_deref());
+                    self.log_refusal(f.by, stage, &reply, f.id.as_ref(), from.as_deref(), to);
+                } else {
+                    maillog::reject(
+                        self.peer,
+                        &verb,
+                        &reply,
+                        from.as_deref(),
+                        to.as_deref(),
+                        &self.proto(),
+                        self.helo.as_deref(),
+                    );
+                    metrics::rejected(&reply);
+                }
             }
             // Counted before it is sent: a closing reply ends the session.
             let bad = is_bad_command(&reply) || over;
@@ -485,6 +518,9 @@ impl Session<'_> {
 
     /// The reply to `cmd`; None when the command was answered already (STARTTLS).
     fn handle(&mut self, cmd: Command) -> Result<Option<Reply>, Hangup> {
+        if let Some(r) = self.filters_gate(&cmd) {
+            return Ok(Some(r));
+        }
         Ok(Some(match cmd {
             Command::Ehlo(name) => self.ehlo(name, true),
             Command::Helo(name) => self.ehlo(name, false),
@@ -494,6 +530,7 @@ impl Session<'_> {
             Command::Bdat { size, last } => self.bdat(size, last)?,
             Command::Rset => {
                 self.tx = None;
+                self.filters_abort();
                 reply::reset_ok()
             }
             Command::Noop => reply::noop_ok(),

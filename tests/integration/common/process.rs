@@ -83,6 +83,9 @@ pub struct PeerProcess {
     /// Pid files of processes that left our process group (a daemon that
     /// calls setsid, as Postfix's master does): their groups are stopped too.
     pid_files: Vec<PathBuf>,
+    /// Each pid file's process as seen while the peer ran: (pid, start
+    /// time). A pid is signalled only while it is still that process.
+    seen: Mutex<Vec<(libc::pid_t, u64)>>,
     stopped: bool,
 }
 
@@ -127,6 +130,7 @@ impl PeerProcess {
             output,
             logs,
             pid_files: Vec::new(),
+            seen: Mutex::new(Vec::new()),
             stopped: false,
         })
     }
@@ -157,9 +161,10 @@ impl PeerProcess {
         let deadline = Instant::now() + timeout;
         loop {
             if ready() {
+                self.remember_pid_files();
                 return Ok(());
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.exit_status() {
                 // Let the reader threads catch the last lines.
                 std::thread::sleep(Duration::from_millis(50));
                 return Err(format!(
@@ -181,7 +186,54 @@ impl PeerProcess {
 
     /// True while the main process runs.
     pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        !self.exited()
+    }
+
+    /// True when the main process has exited, without reaping it: while it
+    /// is an unreaped zombie its pid, which is also its process group's id,
+    /// cannot be reused, so signalling the group can never reach another
+    /// program's processes (other agents' test peers and shells run here).
+    fn exited(&self) -> bool {
+        self.exit_status().is_some()
+    }
+
+    /// How the main process ended, if it has, without reaping it.
+    fn exit_status(&self) -> Option<String> {
+        let pid: libc::id_t = self.child.id();
+        // SAFETY: waitid(2) writes only into `info`, a zeroed siginfo_t we own.
+        #[allow(unsafe_code)]
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let r = libc::waitid(
+                libc::P_PID,
+                pid,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            );
+            if r == -1 {
+                // ECHILD: reaped already (only stop() reaps).
+                return Some("reaped".to_owned());
+            }
+            // si_pid 0: still running.
+            (info.si_pid() != 0).then(|| match info.si_code {
+                libc::CLD_EXITED => format!("exit status {}", info.si_status()),
+                _ => format!("signal {}", info.si_status()),
+            })
+        }
+    }
+
+    /// Record each pid file's process while the peer is known to run.
+    fn remember_pid_files(&self) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for f in &self.pid_files {
+            if let Some(pid) = read_pid(f) {
+                if let Some(start) = start_time(pid) {
+                    if !seen.iter().any(|&(p, _)| p == pid) {
+                        seen.push((pid, start));
+                    }
+                }
+            }
+        }
     }
 
     /// Everything the peer printed so far, one line each.
@@ -234,14 +286,16 @@ impl PeerProcess {
     /// the pid files.
     fn groups(&self) -> Vec<libc::pid_t> {
         let mut g: Vec<libc::pid_t> = libc::pid_t::try_from(self.child.id()).into_iter().collect();
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         for f in &self.pid_files {
-            if let Some(pid) = std::fs::read_to_string(f)
-                .ok()
-                .and_then(|t| t.trim().parse::<libc::pid_t>().ok())
-            {
-                if pid > 1 && !g.contains(&pid) {
-                    g.push(pid);
-                }
+            let Some(pid) = read_pid(f) else { continue };
+            // A pid file's process that has exited may have its pid reused by
+            // anyone: signal it only while it is the process seen running.
+            let same = seen
+                .iter()
+                .any(|&(p, start)| p == pid && start_time(pid) == Some(start));
+            if same && !g.contains(&pid) {
+                g.push(pid);
             }
         }
         g
@@ -267,11 +321,12 @@ impl PeerProcess {
             return;
         }
         self.stopped = true;
+        self.remember_pid_files();
         let groups = self.groups();
         self.signal(libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
-            let child_done = matches!(self.child.try_wait(), Ok(Some(_)));
+            let child_done = self.exited();
             // A leader that is not our child: gone when /proc has no entry
             // (or only a zombie's, which its parent will reap).
             let others_done = groups.iter().skip(1).all(|p| {
@@ -289,6 +344,7 @@ impl PeerProcess {
             std::thread::sleep(Duration::from_millis(10));
         }
         // Whatever is left of the groups (children that outlive their master).
+        // The child is not reaped yet, so its group id is still ours.
         for pgid in &groups {
             // SAFETY: as in signal().
             #[allow(unsafe_code)]
@@ -428,4 +484,27 @@ impl Service {
     pub fn process(&self) -> &PeerProcess {
         &self.proc
     }
+}
+
+/// A pid from a pid file (pids 0 and 1 never).
+fn read_pid(f: &Path) -> Option<libc::pid_t> {
+    let pid = std::fs::read_to_string(f)
+        .ok()?
+        .trim()
+        .parse::<libc::pid_t>()
+        .ok()?;
+    (pid > 1).then_some(pid)
+}
+
+/// A live (not zombie) process's start time in clock ticks since boot
+/// (/proc/PID/stat field 22): with the pid, it names one process.
+fn start_time(pid: libc::pid_t) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces and parentheses.
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if rest.first() == Some(&"Z") {
+        return None;
+    }
+    // rest[0] is field 3 (state), so field 22 is rest[19].
+    rest.get(19)?.parse().ok()
 }
