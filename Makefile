@@ -123,7 +123,7 @@ clippy:
 # tests/fuzz/artifacts/TARGET/.
 FUZZ_SECONDS    ?= 60
 FUZZ_CI_SECONDS ?= 10
-FUZZ_TARGETS    ?= command address dot envelope maildrop config aliases dsn reply proxy sasl cmdline session message
+FUZZ_TARGETS    ?= command address dot envelope maildrop config aliases dsn reply proxy sasl cmdline session message milter policy
 FUZZ            := $(CARGO) fuzz
 FUZZ_OPTS       := --fuzz-dir tests/fuzz -s none
 
@@ -141,7 +141,7 @@ fuzz: fuzz-build
 		else tail -40 $$log; echo "fuzz: $$t FAILED; the input is in tests/fuzz/artifacts/$$t/"; exit 1; fi; \
 	done
 
-# What CI runs: every target briefly (14 targets x FUZZ_CI_SECONDS, plus the build).
+# What CI runs: every target briefly (16 targets x FUZZ_CI_SECONDS, plus the build).
 fuzz-ci:
 	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_CI_SECONDS)
 

@@ -148,6 +148,45 @@ impl Aliases {
         self.map.is_empty()
     }
 
+    /// Every `:include:` file the aliases name, and those the included files
+    /// name in turn (read with `read`; one that cannot be read is listed but
+    /// not looked into), each once, in the order met, at most MAX_DEPTH deep:
+    /// the files delivery will read (issue 17: checked before they are needed).
+    pub fn include_files(&self, read: &dyn Fn(&Path) -> io::Result<String>) -> Vec<PathBuf> {
+        let mut names: Vec<&String> = self.map.keys().collect();
+        names.sort();
+        let mut found: Vec<PathBuf> = Vec::new();
+        let mut level: Vec<PathBuf> = names
+            .into_iter()
+            .filter_map(|n| self.map.get(n))
+            .flatten()
+            .filter_map(|t| include_path(t))
+            .collect();
+        for _ in 0..MAX_DEPTH {
+            let mut next = Vec::new();
+            for p in level {
+                if found.contains(&p) {
+                    continue;
+                }
+                if let Ok(text) = read(&p) {
+                    next.extend(
+                        text.lines()
+                            .map(str::trim)
+                            .filter(|l| !l.starts_with('#'))
+                            .flat_map(split_targets)
+                            .filter_map(|t| include_path(&t)),
+                    );
+                }
+                found.push(p);
+            }
+            if next.is_empty() {
+                break;
+            }
+            level = next;
+        }
+        found
+    }
+
     /// Read and parse an aliases file.
     pub fn load(path: &Path) -> io::Result<(Aliases, Vec<AliasError>)> {
         std::fs::read_to_string(path).map(|text| Aliases::parse(&text))
@@ -389,6 +428,13 @@ impl Expander<'_> {
     }
 }
 
+/// The file of an `:include:` target (absolute paths only, as expansion takes).
+fn include_path(raw: &str) -> Option<PathBuf> {
+    let rest = strip_prefix_ignore_case(unquote(raw.trim()), ":include:")?;
+    let path = Path::new(unquote(rest.trim()));
+    path.is_absolute().then(|| path.to_path_buf())
+}
+
 /// `"x"` → `x`; anything else unchanged (`"a b"@host` keeps its quotes).
 fn unquote(s: &str) -> &str {
     s.strip_prefix('"').and_then(|r| r.strip_suffix('"')).unwrap_or(s)
@@ -435,6 +481,24 @@ fn push_target(out: &mut Vec<String>, t: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn include_files_are_found_through_includes() {
+        let (a, _) = Aliases::parse(
+            "list: :include:/etc/mail/one, bob\nother: \":INCLUDE: /etc/mail/two\"\nbad: :include:relative\nagain: :include:/etc/mail/one\n",
+        );
+        let read = |p: &Path| match p.to_str() {
+            Some("/etc/mail/one") => Ok("# comment\nalice, :include:/etc/mail/three\n".to_owned()),
+            Some("/etc/mail/three") => Ok(":include:/etc/mail/one\n".to_owned()),
+            _ => Err(io::Error::from(io::ErrorKind::PermissionDenied)),
+        };
+        let found = a.include_files(&read);
+        assert_eq!(
+            found,
+            ["/etc/mail/one", "/etc/mail/two", "/etc/mail/three"].map(PathBuf::from)
+        );
+        assert!(Aliases::default().include_files(&read).is_empty());
+    }
 
     #[test]
     fn parses_entries_continuations_and_comments() {

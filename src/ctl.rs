@@ -1,6 +1,6 @@
 //! ternctl(8) and mailq: look at and manage the queue.
 //!
-//! `ternctl [-f FILE] queue | show ID | flush | delete ID|ALL | hold ID | release ID | stats`
+//! `ternctl [-f FILE] queue | show ID | flush | delete ID|ALL | hold ID | release ID | stats | tlsrpt send`
 //!
 //! Everything works on the spool through `spool::Spool` (the only code that writes
 //! it); the running daemon is told over the control socket where it must act at
@@ -13,6 +13,7 @@ use std::io::Read;
 use crate::clock;
 use crate::config::{self, Config};
 use crate::control::{self, Request, Response};
+use crate::maillog;
 use crate::message;
 use crate::spool::listing::{self, mailq};
 use crate::spool::{Place, QueueId, RcptStatus, Spool, SpoolError};
@@ -22,7 +23,7 @@ use crate::sysexits::SysExit;
 const MAX_HEADERS: u64 = 256 * 1024;
 
 const USAGE: &str =
-    "usage: ternctl [-f file] queue | show ID | flush | delete ID|ALL | hold ID | release ID | stats";
+    "usage: ternctl [-f file] queue | show ID | flush | delete ID|ALL | hold ID | release ID | stats | tlsrpt send";
 
 /// The program; returns the exit status: EX_USAGE or EX_CONFIG (sysexits.h), else
 /// 1 for any other failure (a bad queue id, say).
@@ -44,6 +45,7 @@ pub fn main(args: &[String]) -> u8 {
     let verb = match words.as_slice() {
         ["queue"] | ["flush"] | ["stats"] => Verb::Plain(words.first().copied().unwrap_or("")),
         [v @ ("show" | "delete" | "hold" | "release"), arg] => Verb::WithId(v, arg),
+        ["tlsrpt", "send"] => Verb::Plain("tlsrpt"),
         _ => {
             eprintln!("ternctl: {USAGE}");
             return SysExit::Usage.code();
@@ -56,6 +58,12 @@ pub fn main(args: &[String]) -> u8 {
             return SysExit::Config.code();
         }
     };
+    // hold, release, delete and flush are in the mail log, with the queue id.
+    crate::logging::for_tool(
+        "ternctl",
+        cfg.daemon.log_file.as_deref(),
+        cfg.daemon.syslog_facility,
+    );
     let spool = match Spool::open(&cfg.spool.dir) {
         Ok(s) => s,
         Err(e) => {
@@ -66,6 +74,7 @@ pub fn main(args: &[String]) -> u8 {
     let result = match verb {
         Verb::Plain("queue") => mailq(&spool).map(|t| print!("{t}")).map_err(|e| e.to_string()),
         Verb::Plain("flush") => flush(&cfg, &spool),
+        Verb::Plain("tlsrpt") => tlsrpt_send(&cfg),
         Verb::Plain(_) => stats(&spool).map(|t| print!("{t}")).map_err(|e| e.to_string()),
         Verb::WithId("delete", "ALL") => delete_all(&spool),
         Verb::WithId(v, arg) => match QueueId::parse(arg) {
@@ -95,6 +104,7 @@ enum Verb<'a> {
 fn flush(cfg: &Config, spool: &Spool) -> Result<(), String> {
     match control::request(&cfg.spool.dir, &Request::Flush) {
         Ok(Response::Ok) => {
+            maillog::flush_requested();
             println!("ternctl: ternd is retrying all deferred mail now");
             Ok(())
         }
@@ -115,12 +125,26 @@ fn flush(cfg: &Config, spool: &Spool) -> Result<(), String> {
                 }
                 if changed {
                     spool.update(&env).map_err(|e| e.to_string())?;
+                    maillog::marked_due(&id);
                     n += 1;
                 }
             }
             println!("ternctl: ternd is not running; {n} deferred messages marked due, sent when it starts");
             Ok(())
         }
+    }
+}
+
+/// `ternctl tlsrpt send`: have ternd send the TLS reports (RFC 8460) of
+/// the days that are over now, rather than after midnight UTC.
+fn tlsrpt_send(cfg: &Config) -> Result<(), String> {
+    match control::request(&cfg.spool.dir, &Request::TlsRpt) {
+        Ok(Response::Ok) => {
+            println!("ternctl: ternd is sending the TLS reports that are due");
+            Ok(())
+        }
+        Ok(r) => Err(format!("ternd: {r}")),
+        Err(e) => Err(format!("ternd is not running ({e}); reports go when it runs")),
     }
 }
 
@@ -132,6 +156,7 @@ fn delete(spool: &Spool, id: &QueueId) -> Result<(), String> {
         Some(Place::Held) => spool.remove_held(id).map_err(|e| e.to_string())?,
         None => return Err(format!("no such message: {id}")),
     }
+    maillog::deleted(id);
     println!("{id}: deleted");
     Ok(())
 }
@@ -155,6 +180,7 @@ fn hold(spool: &Spool, id: &QueueId) -> Result<(), String> {
         Some(Place::Held) => return Err(format!("{id} is already held")),
         None => return Err(format!("no such message: {id}")),
     }
+    maillog::held(id);
     println!("{id}: held");
     Ok(())
 }
@@ -167,6 +193,7 @@ fn release(cfg: &Config, spool: &Spool, id: &QueueId) -> Result<(), String> {
     }
     // Down is fine: the daemon lists env/ when it starts.
     control::wake(&cfg.spool.dir, std::slice::from_ref(id));
+    maillog::released(id);
     println!("{id}: released");
     Ok(())
 }
@@ -204,6 +231,10 @@ fn show(spool: &Spool, id: &QueueId) -> Result<String, String> {
     let _ = writeln!(out, "protocol: {}", env.protocol);
     if let Some(e) = &env.envid {
         let _ = writeln!(out, "envid: {e}");
+    }
+    if env.requiretls {
+        // RFC 8689: relayed only over authenticated TLS to REQUIRETLS servers.
+        let _ = writeln!(out, "requiretls: yes");
     }
     let _ = writeln!(out, "recipients:");
     for r in &env.recipients {

@@ -1,26 +1,39 @@
 //! The mail log: one function per mail event, one line each, keyed by queue
-//! id where there is one, in a form close to Postfix's so that administrators'
-//! grep habits and log summarizers carry over. The format is documented in
-//! ternd(8); change it only with the man page.
+//! id where there is one, in Postfix's form so that administrators' grep
+//! habits and log summarizers (pflogsumm) carry over. Each event is logged
+//! under the Postfix component that logs it there (see `logging`): `smtpd`
+//! for the SMTP server, `pickup` for mail from sendmail, `cleanup` for the
+//! Message-ID, `qmgr` for the queue, `local` and `smtp` for deliveries,
+//! `bounce` for notices. The format is documented in ternd(8); change it
+//! only with the man page.
 
 use std::fmt::Display;
 use std::net::IpAddr;
 
+// The components, as log targets (`logging::COMPONENT`).
+const SMTPD: &str = "mail/smtpd";
+const PICKUP: &str = "mail/pickup";
+const CLEANUP: &str = "mail/cleanup";
+const QMGR: &str = "mail/qmgr";
+const LOCAL: &str = "mail/local";
+const SMTP: &str = "mail/smtp";
+const BOUNCE: &str = "mail/bounce";
+
 /// `connect from unknown[192.0.2.1]`
 pub fn connect(client: &dyn Display) {
-    log::info!("connect from {client}");
+    log::info!(target: SMTPD, "connect from {client}");
 }
 
 /// `disconnect from unknown[192.0.2.1] commands=5 errors=0`
 pub fn disconnect(client: &dyn Display, commands: u32, errors: u32) {
-    log::info!("disconnect from {client} commands={commands} errors={errors}");
+    log::info!(target: SMTPD, "disconnect from {client} commands={commands} errors={errors}");
 }
 
 /// A client that went silent: `timeout after RCPT from unknown[192.0.2.1]`, with
 /// `(stress mode)` when it was cut short because the session pool was busy.
 pub fn timeout(client: &dyn Display, after: &str, stress: bool) {
     let why = if stress { " (stress mode)" } else { "" };
-    log::info!("timeout after {after} from {client}{why}");
+    log::info!(target: SMTPD, "timeout after {after} from {client}{why}");
 }
 
 /// A refused command: `NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 550 5.1.1 ...; from=<a@b> to=<c@d> proto=ESMTP helo=<x>`
@@ -44,65 +57,92 @@ pub fn reject(
     if let Some(h) = helo {
         line.push_str(&format!(" helo=<{h}>"));
     }
-    log::info!("{line}");
+    log::info!(target: SMTPD, "{line}");
 }
 
-/// A message is on disk: `ID: from=<a@b>, size=1234, nrcpt=2, client=unknown[192.0.2.1]`
-pub fn queued(id: &dyn Display, from: &str, size: u64, nrcpt: usize, client: &dyn Display) {
-    log::info!("{id}: from=<{from}>, size={size}, nrcpt={nrcpt}, client={client}");
+/// A message accepted over SMTP, Postfix's smtpd line, which log summarizers
+/// count as received: `ID: client=unknown[192.0.2.1]`, with
+/// `, sasl_method=PLAIN, sasl_username=alice` after an AUTH.
+pub fn client(id: &dyn Display, client: &dyn Display, sasl: Option<(&str, &str)>) {
+    match sasl {
+        Some((method, user)) => {
+            let user = printable(user);
+            log::info!(target: SMTPD, "{id}: client={client}, sasl_method={method}, sasl_username={user}");
+        }
+        None => log::info!(target: SMTPD, "{id}: client={client}"),
+    }
+}
+
+/// A message picked up from sendmail's maildrop, Postfix's pickup line (also
+/// counted as received): `ID: uid=1000 from=<alice@example.org> (maildrop NAME)`.
+pub fn picked_up(id: &dyn Display, uid: u32, from: &str, drop_name: &str) {
+    log::info!(target: PICKUP, "{id}: uid={uid} from=<{from}> (maildrop {drop_name})");
+}
+
+/// A message is on disk, from whatever door (SMTP, sendmail, a notice, a
+/// forwarded copy): Postfix's cleanup line `ID: message-id=<x@y>` (`<>` when
+/// it has none), then its qmgr line `ID: from=<a@b>, size=1234, nrcpt=2 (queue active)`.
+pub fn queued(id: &dyn Display, message_id: Option<&str>, from: &str, size: u64, nrcpt: usize) {
+    let mid = printable(message_id.unwrap_or("<>"));
+    log::info!(target: CLEANUP, "{id}: message-id={mid}");
+    log::info!(target: QMGR, "{id}: from=<{from}>, size={size}, nrcpt={nrcpt} (queue active)");
+}
+
+/// What a client or a message header said, fit for one log line: controls
+/// become `?` (a header value may hold anything).
+fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 /// A connection refused before any session: `reject: connect from unknown[192.0.2.1]: 421 4.3.2 ...`
 pub fn refuse_connection(client: &dyn Display, reply: &dyn Display) {
-    log::warn!("reject: connect from {client}: {reply}");
+    log::warn!(target: SMTPD, "reject: connect from {client}: {reply}");
 }
 
 /// `STARTTLS from unknown[192.0.2.1] on smtp: TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384`
 pub fn tls_established(client: &dyn Display, service: &dyn Display, tls: &dyn Display) {
-    log::info!("TLS established from {client} on {service}: {tls}");
+    log::info!(target: SMTPD, "TLS established from {client} on {service}: {tls}");
 }
 
 /// A failed handshake ends that session only.
 pub fn tls_failed(client: &dyn Display, service: &dyn Display, why: &dyn Display) {
-    log::warn!("TLS handshake failed from {client} on {service}: {why}");
+    log::warn!(target: SMTPD, "TLS handshake failed from {client} on {service}: {why}");
 }
 
 /// `auth ok from unknown[192.0.2.1]: mechanism=PLAIN user=<alice>`
 pub fn auth_ok(client: &dyn Display, mechanism: &str, user: &str) {
-    log::info!("auth ok from {client}: mechanism={mechanism} user=<{user}>");
+    log::info!(target: SMTPD, "auth ok from {client}: mechanism={mechanism} user=<{user}>");
 }
 
 /// Every failed AUTH, with the client address, for fail2ban-style tools:
 /// `auth failed from unknown[192.0.2.1]: mechanism=PLAIN user=<alice>`
 pub fn auth_failed(client: &dyn Display, mechanism: &str, user: &str) {
-    let user: String = user
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    log::warn!("auth failed from {client}: mechanism={mechanism} user=<{user}>");
+    let user = printable(user);
+    log::warn!(target: SMTPD, "auth failed from {client}: mechanism={mechanism} user=<{user}>");
 }
 
 /// A client dropped for asking after too many unknown recipients.
 pub fn harvest(client: &dyn Display, unknown: u32) {
-    log::warn!("harvest: dropped {client} after {unknown} unknown recipients");
+    log::warn!(target: SMTPD, "harvest: dropped {client} after {unknown} unknown recipients");
 }
 
 /// `proxy unknown[192.0.2.10]: client unknown[203.0.113.5]`
 pub fn proxied(proxy: &dyn Display, client: &dyn Display) {
-    log::info!("proxy {proxy}: client {client}");
+    log::info!(target: SMTPD, "proxy {proxy}: client {client}");
 }
 
 /// A connection on a PROXY listener that was closed before any SMTP.
 pub fn proxy_refused(client: &dyn Display, why: &dyn Display) {
-    log::warn!("proxy: refused connection from {client}: {why}");
+    log::warn!(target: SMTPD, "proxy: refused connection from {client}: {why}");
 }
 
 // ---- The queue and delivery ----------------------------------------------------
 
 /// What became of one recipient in one attempt, Postfix's line:
-/// `ID: to=<rcpt>, relay=mx.host[ip]:port, delay=S, delays=a/b/c/d, tls=TLSv1.3, dsn=X.Y.Z, status=sent (detail)`;
-/// `tls=` only when the hop was encrypted. `status` is sent, deferred,
-/// bounced or expired.
+/// `ID: to=<rcpt>, relay=mx.host[ip]:port, delay=S, delays=a/b/c/d, tls=TLSv1.3 policy=dane verified=yes, dsn=X.Y.Z, status=sent (detail)`;
+/// `tls=` only when the hop was encrypted; `policy=` (with `mode=` for
+/// MTA-STS and `verified=` when encrypted) for remote attempts that chose
+/// a TLS policy. `status` is sent, deferred, bounced or expired.
 #[allow(clippy::too_many_arguments)]
 pub fn delivery(
     id: &dyn Display,
@@ -111,113 +151,235 @@ pub fn delivery(
     delay: u64,
     delays: &dyn Display,
     tls: Option<&str>,
+    policy: Option<&dyn Display>,
     dsn: &dyn Display,
     status: &str,
     detail: &str,
 ) {
-    let tls = tls.map(|t| format!(", tls={t}")).unwrap_or_default();
+    let tls = match (tls, policy) {
+        (Some(t), Some(p)) => format!(", tls={t} {p}"),
+        (Some(t), None) => format!(", tls={t}"),
+        (None, Some(p)) => format!(", {p}"),
+        (None, None) => String::new(),
+    };
+    let agent = if relay == "local" { LOCAL } else { SMTP };
     log::info!(
+        target: agent,
         "{id}: to=<{rcpt}>, relay={relay}, delay={delay}, delays={delays}{tls}, dsn={dsn}, status={status} ({detail})"
     );
 }
 
 /// One address of a remote walk that did not take the message; the walk
-/// goes on: `ID: mx.host[ip]:port: connect: Connection refused`.
+/// goes on: `ID: connect to mx.host[ip]:port: Connection refused`, or
+/// `ID: mx.host[ip]:port: DETAIL` when the detail does not name the host.
 pub fn host_failed(id: &dyn Display, relay: &str, detail: &str) {
-    log::info!("{id}: {relay}: {detail}");
+    if detail.contains(relay) {
+        log::info!(target: SMTP, "{id}: {detail}");
+    } else {
+        log::info!(target: SMTP, "{id}: {relay}: {detail}");
+    }
 }
 
 /// Opportunistic TLS failed and the host is tried again in plaintext.
 pub fn tls_fallback(id: &dyn Display, host: &str, ip: IpAddr, why: &str) {
-    log::info!("{id}: {host}[{ip}]: TLS failed ({why}), retrying without");
+    log::info!(target: SMTP, "{id}: {host}[{ip}]: TLS failed ({why}), retrying without");
 }
 
 /// A connection kept from an earlier message carried this one.
 pub fn connection_reused(id: &dyn Display, host: &str, ip: IpAddr) {
-    log::debug!("{id}: reused the connection to {host}[{ip}]");
+    log::debug!(target: SMTP, "{id}: reused the connection to {host}[{ip}]");
+}
+
+/// A kept LMTP connection carried this message: `relay` as in `relay=`.
+pub fn connection_reused_to(id: &dyn Display, relay: &str) {
+    log::debug!("{id}: reused the connection to {relay}");
 }
 
 /// A bounce (RFC 3464 action failed) was queued as `notice`.
 pub fn bounce_queued(id: &dyn Display, notice: &dyn Display) {
-    log::info!("{id}: sender non-delivery notification: {notice}");
+    log::info!(target: BOUNCE, "{id}: sender non-delivery notification: {notice}");
 }
 
 /// A success notice (RFC 3461 NOTIFY=SUCCESS) was queued as `notice`.
 pub fn success_notice_queued(id: &dyn Display, notice: &dyn Display) {
-    log::info!("{id}: sender delivery status notification: {notice}");
+    log::info!(target: BOUNCE, "{id}: sender delivery status notification: {notice}");
 }
 
 /// The one delay notice was queued as `notice`.
 pub fn delay_notice_queued(id: &dyn Display, notice: &dyn Display) {
-    log::info!("{id}: sender delay notification: {notice}");
+    log::info!(target: BOUNCE, "{id}: sender delay notification: {notice}");
 }
 
 /// A notice owed for a message from the null sender: never sent.
 pub fn notice_dropped(id: &dyn Display) {
-    log::warn!("{id}: undeliverable notification dropped (null sender)");
+    log::warn!(target: BOUNCE, "{id}: undeliverable notification dropped (null sender)");
 }
 
 /// The bounce could not be queued: the failed recipients are tried again.
 pub fn bounce_failed(id: &dyn Display, why: &dyn Display) {
-    log::error!("{id}: cannot queue the bounce, will retry: {why}");
+    log::error!(target: BOUNCE, "{id}: cannot queue the bounce, will retry: {why}");
 }
 
 pub fn success_notice_failed(id: &dyn Display, why: &dyn Display) {
-    log::error!("{id}: cannot queue the success notice: {why}");
+    log::error!(target: BOUNCE, "{id}: cannot queue the success notice: {why}");
 }
 
 pub fn delay_notice_failed(id: &dyn Display, why: &dyn Display) {
-    log::error!("{id}: cannot queue the delay notice: {why}");
+    log::error!(target: BOUNCE, "{id}: cannot queue the delay notice: {why}");
 }
 
 /// Every recipient is final: the message left the queue.
 pub fn removed(id: &dyn Display) {
-    log::info!("{id}: removed");
+    log::info!(target: QMGR, "{id}: removed");
 }
 
 pub fn remove_failed(id: &dyn Display, why: &dyn Display) {
-    log::error!("{id}: cannot remove: {why}");
+    log::error!(target: QMGR, "{id}: cannot remove: {why}");
 }
 
 /// What an attempt learnt could not be written; the spool is read again.
 pub fn state_not_recorded(id: &dyn Display, why: &dyn Display) {
-    log::error!("{id}: cannot record delivery state: {why}");
+    log::error!(target: QMGR, "{id}: cannot record delivery state: {why}");
 }
 
 /// A message the runner found gone, held or locked when its turn came.
 pub fn not_delivered_now(id: &dyn Display, why: &dyn Display) {
-    log::debug!("{id}: not delivered now: {why}");
+    log::debug!(target: QMGR, "{id}: not delivered now: {why}");
 }
 
 /// A queued message whose envelope cannot be read.
 pub fn unreadable(id: &dyn Display, why: &dyn Display) {
-    log::warn!("{id}: {why}");
+    log::warn!(target: QMGR, "{id}: {why}");
 }
 
 /// The queue runner started with this many messages to look at.
 pub fn queue_scheduled(count: usize) {
-    log::info!("queue: {count} messages scheduled");
+    log::info!(target: QMGR, "queue: {count} messages scheduled");
+}
+
+/// One message a flush makes due now (`sendmail -q`, `ternctl flush`).
+pub fn flushed(id: &dyn Display) {
+    log::info!(target: QMGR, "{id}: flushed");
 }
 
 /// `ternctl flush`.
 pub fn flush() {
-    log::info!("flush: trying all deferred mail now");
+    log::info!(target: QMGR, "flush: trying all deferred mail now");
 }
 
 pub fn queue_scan_failed(why: &dyn Display) {
-    log::error!("queue scan: {why}");
+    log::error!(target: QMGR, "queue scan: {why}");
 }
 
 pub fn pickup_failed(why: &dyn Display) {
-    log::error!("maildrop pickup: {why}");
+    log::error!(target: PICKUP, "maildrop pickup: {why}");
 }
 
 /// Delivered messages whose files could not be removed (spool::retire).
 pub fn reap_failed(why: &dyn Display) {
-    log::error!("removing delivered messages: {why}");
+    log::error!(target: QMGR, "removing delivered messages: {why}");
 }
 
 /// Without a resolver remote mail waits rather than bounces; this says why.
 pub fn resolver_unavailable(why: &dyn Display) {
     log::error!("DNS resolver unavailable: {why}");
+}
+
+// ---- ternctl ---------------------------------------------------------------
+// Logged by ternctl itself (its own program name, no component), with
+// Postfix's postsuper words, so that a message's history in the log shows who
+// held, released or removed it.
+
+/// `ternctl hold ID`.
+pub fn held(id: &dyn Display) {
+    log::info!("{id}: placed on hold");
+}
+
+/// `ternctl release ID`.
+pub fn released(id: &dyn Display) {
+    log::info!("{id}: released from hold");
+}
+
+/// `ternctl delete ID`.
+pub fn deleted(id: &dyn Display) {
+    log::info!("{id}: removed");
+}
+
+/// `ternctl flush` with the daemon down: the message is due when it starts.
+pub fn marked_due(id: &dyn Display) {
+    log::info!("{id}: flushed (ternd is not running: due when it starts)");
+}
+
+/// `ternctl flush` handed to the running daemon (which logs each message).
+pub fn flush_requested() {
+    log::info!("flush: requested");
+}
+
+// ---- Outbound TLS policy (DNSSEC, MTA-STS, TLS-RPT) ---------------------------
+
+/// The probe found the resolvers validating: DANE can be used.
+/// `dnssec: resolvers 127.0.0.1:53 validate (AD on the root's NS): DANE on`
+pub fn dnssec_validating(resolvers: &str) {
+    log::info!("dnssec: resolvers {resolvers} validate (AD on the root's NS): DANE on");
+}
+
+/// The probe's answer was not validated: no DNSSEC-based policy applies.
+pub fn dnssec_not_validating(resolvers: &str, status: &str) {
+    log::warn!(
+        "dnssec: resolvers {resolvers} do not validate (the root's NS came back {status}, \
+         without AD): DANE off, answers count as insecure"
+    );
+}
+
+/// `dnssec_trust_ad` does not let tern believe these resolvers.
+pub fn dnssec_untrusted(resolvers: &str) {
+    log::info!(
+        "dnssec: the AD bit of resolvers {resolvers} is not trusted (not on loopback, or \
+         dnssec_trust_ad = no): DANE off"
+    );
+}
+
+/// An MTA-STS policy was fetched (new id, or a refresh).
+pub fn sts_fetched(domain: &str, id: &str, mode: &str, max_age: u64) {
+    log::info!("mta-sts: {domain}: policy id={id} mode={mode} max_age={max_age} fetched");
+}
+
+/// An MTA-STS policy could not be fetched; a cached one may stand in.
+pub fn sts_fetch_failed(domain: &str, why: &dyn Display, cached: bool) {
+    let then = if cached {
+        "the cached policy stays in force"
+    } else {
+        "no policy"
+    };
+    log::warn!("mta-sts: {domain}: {why}: {then}");
+}
+
+pub fn sts_cache_unusable(why: &dyn Display) {
+    log::error!("mta-sts: policy cache unusable, policies are not kept: {why}");
+}
+
+pub fn sts_fetcher_unusable(why: &dyn Display) {
+    log::error!("mta-sts: cannot fetch policies: {why}");
+}
+
+pub fn tlsrpt_store_unusable(why: &dyn Display) {
+    log::error!("tlsrpt: results directory unusable, no reports: {why}");
+}
+
+pub fn tlsrpt_record_failed(why: &dyn Display) {
+    log::warn!("tlsrpt: cannot record a result: {why}");
+}
+
+/// A daily TLS report was queued for `domain`'s `rua` addresses.
+pub fn tlsrpt_queued(day: &str, domain: &str, to: &str, id: &dyn Display) {
+    log::info!("tlsrpt: report for {domain} ({day}) to {to} queued as {id}");
+}
+
+/// A domain with results but no (mailto) `_smtp._tls` record: no report.
+pub fn tlsrpt_no_record(day: &str, domain: &str) {
+    log::debug!("tlsrpt: no report for {domain} ({day}): no _smtp._tls record with a mailto rua");
+}
+
+pub fn tlsrpt_failed(day: &str, why: &dyn Display) {
+    log::error!("tlsrpt: reports for {day} not sent, will retry: {why}");
 }

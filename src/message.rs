@@ -38,29 +38,54 @@ impl End {
 /// `data` is all header so far (more may come: a last line without its line end
 /// is not judged).
 pub fn find_end(data: &[u8]) -> Option<End> {
-    let mut pos = 0;
-    let mut in_field = false;
-    while let Some(rest) = data.get(pos..).filter(|r| !r.is_empty()) {
-        let lf = rest.iter().position(|&b| b == b'\n')?;
-        let line = rest.get(..=lf).unwrap_or_default();
-        match classify(line, in_field) {
-            Line::Empty => {
-                return Some(End {
-                    header_len: pos,
-                    body_start: pos + line.len(),
-                })
+    EndScanner::default().scan(data)
+}
+
+/// [`find_end`] over data that keeps growing (a message as it arrives): each
+/// call looks only at what the calls before it have not, so finding the end
+/// of a header that comes in small pieces costs its length, not its square.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndScanner {
+    /// Where the first line not yet judged starts.
+    pos: usize,
+    /// How far that line has been searched for its LF.
+    searched: usize,
+    /// A field is open above `pos`.
+    in_field: bool,
+}
+
+impl EndScanner {
+    /// The end of the header section, if `data` (the same data as before,
+    /// with more after it) holds it now.
+    pub fn scan(&mut self, data: &[u8]) -> Option<End> {
+        loop {
+            let from = self.searched.max(self.pos);
+            let tail = data.get(from..).filter(|r| !r.is_empty())?;
+            let Some(lf) = tail.iter().position(|&b| b == b'\n') else {
+                self.searched = data.len();
+                return None;
+            };
+            let end = from + lf + 1;
+            let line = data.get(self.pos..end).unwrap_or_default();
+            match classify(line, self.in_field) {
+                Line::Empty => {
+                    return Some(End {
+                        header_len: self.pos,
+                        body_start: end,
+                    })
+                }
+                Line::Other => {
+                    return Some(End {
+                        header_len: self.pos,
+                        body_start: self.pos,
+                    })
+                }
+                Line::Field | Line::Continuation => self.in_field = true,
             }
-            Line::Other => {
-                return Some(End {
-                    header_len: pos,
-                    body_start: pos,
-                })
-            }
-            Line::Field | Line::Continuation => in_field = true,
+            self.pos = end;
+            self.searched = end;
         }
-        pos += line.len();
     }
-    None
 }
 
 /// A whole message's header fields and body. Without an end, all of it is header
@@ -339,6 +364,11 @@ impl Header {
         self.fields.is_empty()
     }
 
+    /// Whether an empty line ended the section as it was parsed.
+    pub fn has_empty_line(&self) -> bool {
+        !self.empty_line.is_empty()
+    }
+
     /// Remove every field called `name`; how many there were.
     pub fn remove(&mut self, name: &str) -> usize {
         let before = self.fields.len();
@@ -586,6 +616,15 @@ mod tests {
             assert_eq!(body2, body, "{m:?}");
             let count = fields(head).count();
             assert_eq!(h2.fields().count(), count, "{m:?}");
+            // Scanning as the data grows finds what scanning it whole finds.
+            let mut scanner = EndScanner::default();
+            for cut in 0..=m.len() {
+                let found = scanner.scan(&m[..cut]);
+                assert_eq!(found, find_end(&m[..cut]), "{m:?} cut at {cut}");
+                if found.is_some() {
+                    break;
+                }
+            }
             // The end does not move as more data comes.
             for cut in 0..m.len() {
                 if let Some(e) = find_end(&m[..cut]) {

@@ -23,6 +23,9 @@ use crate::clock;
 use crate::config::{self, Config};
 use crate::control::{self, Request, Response};
 use crate::message::Header;
+#[cfg(test)]
+use crate::pipeline::add_missing;
+use crate::pipeline::{self, Body, Draft, Origin};
 use crate::server::session::{self, Peer};
 use crate::smtp::address::Mailbox;
 use crate::smtp::notify::Notify;
@@ -49,7 +52,7 @@ fn fail(exit: SysExit, message: impl Into<String>) -> Failure {
 /// What the command line asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Options {
-    /// The -b mode letter: 'm' (deliver), 's', 'p', 'i', 'd'.
+    /// The -b mode letter: 'm' (deliver), 's', 'p', 'i', 'd', 'v'.
     pub mode: char,
     /// -q: process the queue now.
     pub queue_run: bool,
@@ -69,10 +72,13 @@ pub struct Options {
     pub ret: Option<DsnRet>,
     /// -V.
     pub envid: Option<String>,
+    /// -O RequireTLS=yes: RFC 8689 REQUIRETLS for the message.
+    pub requiretls: bool,
     /// -C, else $TERN_CONFIG, else the default.
     pub config: PathBuf,
     pub recipients: Vec<String>,
-    /// Legacy options accepted and ignored; each gets a warning.
+    /// Options of other sendmails accepted and ignored; each gets a warning
+    /// with -v (mail programs pass them all the time: silent otherwise).
     pub ignored: Vec<String>,
 }
 
@@ -81,12 +87,13 @@ fn options() -> getopts::Options {
     o.optopt(
         "b",
         "",
-        "mode: m deliver (default), s SMTP on stdin, p list the queue, i aliases, d daemon",
+        "mode: m deliver (default), s SMTP on stdin, p list the queue, i aliases, d daemon, v verify",
         "MODE",
     );
+    o.optflag("I", "", "check the aliases file (newaliases, -bi)");
     o.optflagopt("q", "", "process the queue now", "INTERVAL");
-    o.optflag("t", "", "recipients from To:, Cc: and Bcc: too");
-    o.optflag("i", "", "a lone '.' line does not end the message");
+    o.optflagmulti("t", "", "recipients from To:, Cc: and Bcc: too");
+    o.optflagmulti("i", "", "a lone '.' line does not end the message");
     o.optopt("f", "", "envelope sender", "ADDR");
     o.optopt("r", "", "envelope sender (obsolete -f)", "ADDR");
     o.optopt("F", "", "full name for an added From:", "NAME");
@@ -95,23 +102,30 @@ fn options() -> getopts::Options {
     o.optopt("R", "", "DSN return: full or hdrs", "RET");
     o.optopt("V", "", "DSN envelope id", "ENVID");
     o.optopt("C", "", "configuration file", "FILE");
-    // Legacy options, accepted and ignored (Postfix does the same).
+    // Options of Sendmail's and Postfix's sendmail that mail programs pass
+    // (mutt -oem -oi, mail(1) -odb, cron -ODeliveryMode=b, -Am/-Ac): accepted
+    // and ignored, as Postfix does (Postfix's getopt string, sendmail.c).
     o.optmulti("o", "", "legacy option (-oi is -i)", "OPT");
-    o.optopt(
-        "B",
+    o.optopt("B", "", "body type: 7BIT or 8BITMIME", "TYPE");
+    // Repeating one of these is no mistake either (-Am -Ac).
+    o.optmulti("h", "", "hop count (ignored)", "N");
+    o.optmulti("L", "", "syslog label (ignored)", "LABEL");
+    o.optmulti(
+        "O",
         "",
-        "body type (ignored: 8-bit content is always kept)",
-        "TYPE",
+        "RequireTLS=yes|no, or a legacy option (ignored)",
+        "OPT=VALUE",
     );
-    o.optopt("h", "", "hop count (ignored)", "N");
-    o.optopt("L", "", "syslog label (ignored)", "LABEL");
-    o.optopt("O", "", "legacy option (ignored)", "OPT");
-    o.optopt("X", "", "log file (ignored)", "FILE");
-    o.optflag("n", "", "no aliasing (ignored)");
-    o.optflag("m", "", "send to me too (ignored)");
-    o.optflag("U", "", "initial user submission (ignored)");
-    o.optflag("G", "", "gateway submission (ignored)");
-    o.optflag("A", "", "ignored");
+    o.optmulti("X", "", "log file (ignored)", "FILE");
+    o.optmulti("A", "", "which configuration, c or m (ignored)", "FILE");
+    o.optmulti("e", "", "error reporting mode (ignored)", "MODE");
+    o.optmulti("p", "", "protocol (ignored)", "PROTO");
+    o.optflagmulti("n", "", "no aliasing (ignored)");
+    o.optflagmulti("m", "", "send to me too (ignored)");
+    o.optflagmulti("U", "", "initial user submission (ignored)");
+    o.optflagmulti("G", "", "gateway submission (ignored)");
+    o.optflagmulti("c", "", "ignored");
+    o.optflagmulti("x", "", "ignored");
     o
 }
 
@@ -130,9 +144,12 @@ pub fn parse_args(name: &str, args: &[String], env_config: Option<String>) -> Re
         "newaliases" => o.mode = 'i',
         _ => {}
     }
+    if m.opt_present("I") {
+        o.mode = 'i';
+    }
     if let Some(b) = m.opt_str("b") {
         o.mode = match b.as_str() {
-            "m" | "s" | "p" | "i" | "d" => b.chars().next().unwrap_or('m'),
+            "m" | "s" | "p" | "i" | "d" | "v" => b.chars().next().unwrap_or('m'),
             _ => return Err(fail(SysExit::Usage, format!("unsupported mode -b{b}"))),
         };
     }
@@ -146,12 +163,30 @@ pub fn parse_args(name: &str, args: &[String], env_config: Option<String>) -> Re
             o.ignored.push(format!("-o{opt}"));
         }
     }
-    for (flag, _) in [("B", ()), ("h", ()), ("L", ()), ("O", ()), ("X", ())] {
-        if let Some(v) = m.opt_str(flag) {
+    // RFC 6152: the body type is read from the content anyway; only a value
+    // that is neither is a mistake (Postfix refuses it too).
+    if let Some(b) = m.opt_str("B") {
+        if !b.eq_ignore_ascii_case("8BITMIME") && !b.eq_ignore_ascii_case("7BIT") {
+            return Err(fail(SysExit::Usage, format!("-B {b}: expected 8BITMIME or 7BIT")));
+        }
+    }
+    for opt in m.opt_strs("O") {
+        // sendmail's long options: `-O Name=value`, names without case.
+        match opt.split_once('=') {
+            Some((k, v)) if k.trim().eq_ignore_ascii_case("RequireTLS") => {
+                o.requiretls = config::parse_bool(v.trim()).ok_or_else(|| {
+                    fail(SysExit::Usage, format!("-O {opt}: expected RequireTLS=yes or no"))
+                })?;
+            }
+            _ => o.ignored.push(format!("-O{opt}")),
+        }
+    }
+    for flag in ["h", "L", "X", "A", "e", "p"] {
+        for v in m.opt_strs(flag) {
             o.ignored.push(format!("-{flag}{v}"));
         }
     }
-    for flag in ["n", "m", "U", "G", "A"] {
+    for flag in ["n", "m", "U", "G", "c", "x"] {
         if m.opt_present(flag) {
             o.ignored.push(format!("-{flag}"));
         }
@@ -213,8 +248,10 @@ fn run(name: &str, args: &[String]) -> Result<(), Failure> {
     let env_config = std::env::var("TERN_CONFIG").ok();
     let o = parse_args(name, args, env_config)?;
     keep_privilege_only_if_needed(&o)?;
-    for i in &o.ignored {
-        eprintln!("sendmail: warning: option {i} is ignored");
+    if o.verbose {
+        for i in &o.ignored {
+            eprintln!("sendmail: warning: option {i} is ignored");
+        }
     }
     let cfg = Config::load(&o.config).map_err(|e| fail(SysExit::Config, e.to_string()))?;
     if o.queue_run {
@@ -238,6 +275,7 @@ fn run(name: &str, args: &[String]) -> Result<(), Failure> {
         }
         'i' => newaliases(&cfg),
         'd' => start_daemon(&cfg),
+        'v' => verify(&o, &cfg),
         _ => submit(&o, &cfg, &mut io::stdin().lock()),
     }
 }
@@ -303,13 +341,69 @@ fn newaliases(cfg: &Config) -> Result<(), Failure> {
         eprintln!("newaliases: {}:{}: {}", path.display(), e.line, e.what);
     }
     println!("newaliases: {}: {} aliases", path.display(), aliases.len());
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(fail(
+    match errors.len() {
+        0 => Ok(()),
+        n => Err(fail(
             SysExit::DataErr,
-            format!("{} errors in {}", errors.len(), path.display()),
-        ))
+            format!("{n} error{} in {}", if n == 1 { "" } else { "s" }, path.display()),
+        )),
+    }
+}
+
+/// -bv: say for each recipient what delivery would do (its mailbox, what its
+/// alias expands to, where its domain's mail goes, or the error), in
+/// Sendmail's `ADDRESS... deliverable: ...` form; nothing is queued or sent.
+/// Exits 0 when all are deliverable, else EX_NOUSER for an unknown user,
+/// EX_UNAVAILABLE for another permanent error, EX_TEMPFAIL for a temporary one.
+fn verify(o: &Options, cfg: &Config) -> Result<(), Failure> {
+    use crate::deliver::{dns, verify};
+    let origin = cfg.origin();
+    let mut rcpts = Vec::new();
+    for arg in &o.recipients {
+        for a in address_list(arg) {
+            rcpts.push(qualify(&a, &origin).unwrap_or(a));
+        }
+    }
+    if rcpts.is_empty() {
+        return Err(fail(SysExit::Usage, "no recipients"));
+    }
+    for p in cfg.local.aliases.iter().chain(&cfg.local.users) {
+        if let Err(e) = std::fs::File::open(p) {
+            eprintln!("sendmail: warning: cannot read {}: {e}", p.display());
+        }
+    }
+    let tables = crate::tables::Tables::new(cfg);
+    let resolver: Box<dyn dns::Resolver> =
+        match dns::Hickory::new(&cfg.remote.dns_servers, cfg.remote.dns_timeout) {
+            Ok(r) => Box::new(r),
+            Err(e) => Box::new(dns::Broken(e.to_string())),
+        };
+    let mut worst: Option<SysExit> = None;
+    for r in &rcpts {
+        for line in verify::verify(cfg, &tables, resolver.as_ref(), r) {
+            let indent = "    ".repeat(line.depth);
+            match &line.verdict {
+                Ok(how) => println!("{indent}{}... deliverable: {how}", line.what),
+                Err(e) => {
+                    let (word, exit) = if e.is_temporary() {
+                        ("deferred", SysExit::TempFail)
+                    } else if e.status().subject() == 1 {
+                        ("undeliverable", SysExit::NoUser)
+                    } else {
+                        ("undeliverable", SysExit::Unavailable)
+                    };
+                    println!("{indent}{}... {word}: {} {}", line.what, e.status(), e.detail());
+                    // A permanent failure outranks a temporary one.
+                    if worst.is_none() || worst == Some(SysExit::TempFail) {
+                        worst = Some(exit);
+                    }
+                }
+            }
+        }
+    }
+    match worst {
+        None => Ok(()),
+        Some(exit) => Err(fail(exit, "some addresses are not deliverable")),
     }
 }
 
@@ -368,7 +462,10 @@ fn invoking_user() -> Result<User, Failure> {
 /// -bm: read, fix up, drop into the maildrop, poke the daemon.
 fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Failure> {
     let user = invoking_user()?;
-    let host = &cfg.hostname;
+    // Bare user names (the sender's own too) get the origin domain, as
+    // Postfix's myorigin: /etc/mailname on Debian.
+    let origin = cfg.origin();
+    let host = &origin;
     let own = format!("{}@{host}", user.name);
     let sender = match &o.sender {
         None => own.clone(),
@@ -390,6 +487,14 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
         }
     }
     let mut text = read_message(input, o.ignore_dots, cfg.session.max_message_size)?;
+    // Issue 16: RFC 5322 text excludes NUL, and a next hop that drops it could
+    // read a smuggled end of data; refused like SMTP refuses it (550 5.6.0).
+    if text.contains(&0) {
+        return Err(fail(
+            SysExit::DataErr,
+            "message contains a NUL character, refused (RFC 5322 text excludes it)",
+        ));
+    }
     // An mbox "From " line in front (mail(1) pipelines, resent mailboxes) is not a
     // header field; sendmail drops it, and so do we.
     if text.starts_with(b"From ") {
@@ -399,7 +504,7 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
             .map_or(text.len(), |i| i + 1);
         text.drain(..end);
     }
-    let (mut head, content) = Header::parse(&text);
+    let (head, content) = Header::parse(&text);
     if o.extract {
         for name in ["to", "cc", "bcc"] {
             for value in head.fields().filter(|f| f.is(name)).map(|f| f.value()) {
@@ -414,13 +519,44 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
     if rcpts.is_empty() {
         return Err(fail(SysExit::Usage, "no recipients"));
     }
-    // RFC 5322 section 3.6.3: Bcc: recipients must not be shown to the others; like
-    // Postfix's cleanup, drop the field whatever the flags.
-    head.remove("bcc");
     let from_addr = if sender.is_empty() { own } else { sender.clone() };
     let name = o.full_name.clone().unwrap_or(user.gecos);
-    add_missing(&mut head, &from_addr, &name, host);
-    let body = head.to_message(content);
+
+    let mut env = Envelope::new(QueueId::generate(), sender, clock::now());
+    env.protocol = "local".to_owned();
+    env.client_name = Some("localhost".to_owned());
+    env.smtputf8 = !env.sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii());
+    env.ret = o.ret;
+    env.envid = o.envid.clone();
+    env.requiretls = o.requiretls;
+    env.recipients = rcpts
+        .iter()
+        .map(|r| {
+            let mut rc = Recipient::new(r.clone());
+            rc.notify = o.notify;
+            rc
+        })
+        .collect();
+    // The same stages as mail from SMTP (src/pipeline): the fields that must
+    // not travel go (Bcc: among them, RFC 5322 section 3.6.3, whatever the
+    // flags), the missing From:, Date: and Message-ID: come.
+    let mut draft = Draft {
+        header: head,
+        body: Body::from_vec(content.to_vec()),
+        env,
+    };
+    let ctx = pipeline::Context {
+        cfg,
+        origin: Origin::Local {
+            from: from_addr,
+            name,
+        },
+    };
+    pipeline::finish(&mut draft, &ctx).map_err(|r| fail(exit_for(&r), format!("refused: {r}")))?;
+    let mut body = Vec::with_capacity(text.len() + 256);
+    let mut env = pipeline::commit(draft, &mut body)
+        .map_err(|e| fail(SysExit::IoErr, format!("building the message: {e}")))?;
+    drop(text);
     if body.len() as u64 > cfg.session.max_message_size {
         return Err(fail(
             SysExit::DataErr,
@@ -430,28 +566,12 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
             ),
         ));
     }
-
-    let mut env = Envelope::new(QueueId::generate(), sender, clock::now());
-    env.protocol = "local".to_owned();
-    env.client_name = Some("localhost".to_owned());
     // RFC 6152: an 8-bit body is kept as given and marked so delivery can tell.
     env.body = if body.iter().any(|&b| b >= 0x80) {
         BodyType::EightBitMime
     } else {
         BodyType::SevenBit
     };
-    env.smtputf8 = !env.sender.is_ascii() || rcpts.iter().any(|r| !r.is_ascii());
-    env.size = body.len() as u64;
-    env.ret = o.ret;
-    env.envid = o.envid.clone();
-    env.recipients = rcpts
-        .iter()
-        .map(|r| {
-            let mut rc = Recipient::new(r.clone());
-            rc.notify = o.notify;
-            rc
-        })
-        .collect();
 
     // First use (say, cron mails before ternd ever ran): create the spool when we may.
     if !maildrop::dir(&cfg.spool.dir).is_dir() {
@@ -482,8 +602,9 @@ fn push_unique(v: &mut Vec<String>, a: String) {
     }
 }
 
-/// A mailbox as written on a command line or in a header: `user` gets `@HOST`
-/// (sendmail's habit); the result must parse as an RFC 5321 mailbox.
+/// A mailbox as written on a command line or in a header: `user` gets `@ORIGIN`
+/// (sendmail's habit, Postfix's myorigin); the result must parse as an RFC
+/// 5321 mailbox.
 fn qualify(addr: &str, host: &str) -> Option<String> {
     let a = addr.trim();
     let full = if a.contains('@') {
@@ -611,42 +732,12 @@ fn read_message(input: &mut dyn BufRead, ignore_dots: bool, max: u64) -> Result<
     Ok(out)
 }
 
-/// RFC 6409 section 8.1, 8.2, 8.3: a submission server may add From:, Date: and
-/// Message-ID: (RFC 5322 section 3.6 requires the first two), after the fields
-/// the message has.
-fn add_missing(h: &mut Header, from: &str, name: &str, host: &str) {
-    if !h.has("from") {
-        let phrase = display_name(name);
-        let f = if phrase.is_empty() {
-            from.to_owned()
-        } else {
-            format!("{phrase} <{from}>")
-        };
-        let _ = h.append("From", &f);
-    }
-    if !h.has("date") {
-        let _ = h.append("Date", &clock::rfc5322(clock::now()));
-    }
-    if !h.has("message-id") {
-        let _ = h.append("Message-ID", &format!("<{}@{host}>", QueueId::generate()));
-    }
-}
-
-/// A full name as an RFC 5322 phrase: control characters dropped (a newline in -F
-/// must never start a new header field), quoted when it holds specials.
-fn display_name(name: &str) -> String {
-    let clean: String = name.chars().filter(|c| !c.is_control()).collect();
-    let clean = clean.trim();
-    if clean.is_empty() {
-        return String::new();
-    }
-    let plain = clean
-        .chars()
-        .all(|c| c.is_alphanumeric() || c == ' ' || "!#$%&'*+-/=?^_`{|}~".contains(c));
-    if plain {
-        clean.to_owned()
+/// The exit code for a stage's refusal: 4xx is worth retrying, 5xx is not.
+fn exit_for(r: &crate::smtp::reply::Reply) -> SysExit {
+    if r.code >= 500 {
+        SysExit::DataErr
     } else {
-        format!("\"{}\"", clean.replace('\\', "\\\\").replace('"', "\\\""))
+        SysExit::TempFail
     }
 }
 
@@ -691,8 +782,26 @@ mod tests {
             Some("/c".into()),
         )
         .unwrap();
-        assert_eq!(o.ignored.len(), 3);
+        // -B8BITMIME is understood (the body type is read from the content).
+        assert_eq!(o.ignored, vec!["-odb".to_owned(), "-oem".to_owned()]);
         assert_eq!(o.config, PathBuf::from("/c"));
+        let o = parse_args(
+            "sendmail",
+            &args(&["-Ac", "-Am", "-ODeliveryMode=b", "-odi", "-oi", "-c", "-x", "y"]),
+            None,
+        )
+        .unwrap();
+        assert!(o.ignore_dots);
+        assert_eq!(
+            o.ignored,
+            ["-odi", "-ODeliveryMode=b", "-Ac", "-Am", "-c", "-x"].map(str::to_owned)
+        );
+        assert_eq!(o.recipients, vec!["y".to_owned()]);
+        assert_eq!(parse_args("sendmail", &args(&["-I"]), None).unwrap().mode, 'i');
+        assert_eq!(
+            parse_args("sendmail", &args(&["-bv", "a"]), None).unwrap().mode,
+            'v'
+        );
         let o = parse_args(
             "sendmail",
             &args(&["-N", "success,Failure", "-R", "hdrs", "-V", "abc"]),
@@ -704,12 +813,26 @@ mod tests {
             Some("SUCCESS,FAILURE")
         );
         assert_eq!(o.ret, Some(DsnRet::Hdrs));
+        assert!(!o.requiretls);
+        // RFC 8689 for a submission; other -O options are ignored.
+        let o = parse_args(
+            "sendmail",
+            &args(&["-O", "RequireTLS=yes", "-ODeliveryMode=b", "x"]),
+            None,
+        )
+        .unwrap();
+        assert!(o.requiretls);
+        assert_eq!(o.ignored, vec!["-ODeliveryMode=b".to_owned()]);
+        let o = parse_args("sendmail", &args(&["-Orequiretls=no", "x"]), None).unwrap();
+        assert!(!o.requiretls);
         for bad in [
+            &["-O", "RequireTLS=maybe"][..],
             &["-Z"][..],
             &["-bz"],
             &["-N", "never,success"],
             &["-R", "x"],
             &["-f"],
+            &["-B", "9BIT"],
         ] {
             assert_eq!(
                 parse_args("sendmail", &args(bad), None).unwrap_err().exit,

@@ -24,6 +24,10 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some(local::CHILD_FLAG) {
         return local::child_main(args.get(1..).unwrap_or_default());
     }
+    // Start-up asking, as the daemon's account, which files it can read.
+    if args.first().map(String::as_str) == Some(daemon::CHECK_FLAG) {
+        return daemon::check_readable_main(args.get(1..).unwrap_or_default());
+    }
     let mut opts = getopts::Options::new();
     opts.optopt("f", "", "configuration file", "FILE");
     opts.optflag("d", "", "stay in the foreground, log to stderr");
@@ -64,17 +68,48 @@ fn main() -> ExitCode {
         }
     };
     if check_only {
+        // The files must be readable by the account the daemon will run as
+        // (when that account exists; start-up names a missing one).
+        let account = daemon::account(&cfg).ok().flatten();
+        if let Err(f) = daemon::check_files(&cfg, account.as_ref()) {
+            f.report();
+            return ExitCode::from(1);
+        }
         println!("ternd: configuration OK: {}", origin.path.display());
         return ExitCode::SUCCESS;
     }
     let level = logging::level(cfg.daemon.log_level, origin.verbose);
     let foreground = m.opt_present("d");
-    if foreground {
+    let inetd = m.opt_present("i");
+    if let Some(path) = &cfg.daemon.log_file {
+        // Opened now, as root if we are: the daemon keeps the file open. One
+        // it creates is given to the account it runs as, so that a SIGHUP
+        // after rotation can open the new one.
+        match logging::to_file("ternd", path, foreground, level) {
+            Ok(true) => {
+                if let Ok(Some(pw)) = daemon::account(&cfg) {
+                    let _ = std::os::unix::fs::chown(path, Some(pw.uid), Some(pw.gid));
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                eprintln!("ternd: log_file {}: {e}", path.display());
+                return ExitCode::from(SysExit::CantCreat);
+            }
+        }
+    } else if foreground {
         logging::to_stderr("ternd", level);
     } else {
         logging::to_syslog("ternd", cfg.daemon.syslog_facility, level);
+        if let (false, Err(e)) = (inetd, logging::syslog_reachable()) {
+            eprintln!(
+                "ternd: warning: cannot reach syslog (/dev/log: {e}): the log of the detached daemon \
+                 is lost; set log_file = PATH in {} or start a syslog daemon",
+                origin.path.display()
+            );
+        }
     }
-    if m.opt_present("i") {
+    if inetd {
         daemon::inetd(cfg, tls)
     } else {
         daemon::run(cfg, tls, origin, foreground)

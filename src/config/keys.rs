@@ -1,13 +1,18 @@
 //! The key table: every key tern.conf knows, in one place, with how often it
 //! may appear, how its value is parsed and stored, and what a SIGHUP does
-//! when it changes. Adding a key is one row here plus its field in
+//! when it changes, and which keys name files the daemon reads once it has
+//! dropped root (`file` rows: checked at start, by `ternd -n` and on reload).
+//! Adding a key is one row here plus its field in
 //! [`Config`](super::Config), its entry in man/tern.conf.5 and etc/tern.conf.
 
 use super::value::{
-    account_name, boolean, count, delay, dns_servers, hostname, inet_protocols, listen, listen_list,
-    local_domains, log_level, mailbox, mx_port, networks, next_hop, optional_address, optional_duration,
-    path, relay_auth, route, services, size, spool_sync, syslog_facility, timeout, tls_policy,
+    account_name, address, boolean, count, delay, dns_servers, header_names, hostname, inet_protocols,
+    listen, listen_list, lmtp, local_domains, log_level, mailbox, mx_port, networks, next_hop,
+    optional_address, optional_duration, origin, path, relay_auth, route, services, size, spool_sync,
+    syslog_facility, text, timeout, tls_override, tls_policy, trust_ad,
 };
+use std::path::Path;
+
 use super::Config;
 
 /// How often a key may appear in one file.
@@ -57,13 +62,25 @@ pub(super) struct Key {
     pub(super) set: Setter,
     /// Whether two configurations hold the same value for this key.
     same: fn(&Config, &Config) -> bool,
+    /// Give this key the value it has in another configuration.
+    keep: fn(&mut Config, &Config),
+    /// For a file the daemon reads after dropping root: its path, if set.
+    file: Option<fn(&Config) -> Option<&Path>>,
 }
 
 /// A row: `key!(NAME, TIMES, RELOAD, FIELD.PATH, PARSER)` stores what
 /// `PARSER` makes of the value in the field; `Some(PARSER)` wraps it for an
-/// optional field, `push(PARSER)` appends it to a list. The field path also
-/// gives the comparison a reload uses to see whether the key changed.
+/// optional field, `push(PARSER)` appends it to a list, and `file` is an
+/// optional path to a file the daemon reads as its `user` (so it must be
+/// readable by that account). The field path also gives the comparison a
+/// reload uses to see whether the key changed.
 macro_rules! key {
+    ($name:literal, $times:ident, $reload:ident, $($field:ident).+, file) => {
+        Key {
+            file: Some(|c| c.$($field).+.as_deref()),
+            ..key!($name, $times, $reload, $($field).+, Some(path))
+        }
+    };
     ($name:literal, $times:ident, $reload:ident, $($field:ident).+, Some($parse:expr)) => {
         key!($name, $times, $reload, $($field).+, |v| $parse(v).map(Some))
     };
@@ -74,6 +91,8 @@ macro_rules! key {
             reload: Reload::$reload,
             set: |c, v| $parse(v).map(|x| c.$($field).+.push(x)),
             same: |a, b| a.$($field).+ == b.$($field).+,
+            keep: |new, old| new.$($field).+.clone_from(&old.$($field).+),
+            file: None,
         }
     };
     ($name:literal, $times:ident, $reload:ident, $($field:ident).+, $parse:expr) => {
@@ -83,6 +102,8 @@ macro_rules! key {
             reload: Reload::$reload,
             set: |c, v| $parse(v).map(|x| c.$($field).+ = x),
             same: |a, b| a.$($field).+ == b.$($field).+,
+            keep: |new, old| new.$($field).+.clone_from(&old.$($field).+),
+            file: None,
         }
     };
 }
@@ -92,6 +113,7 @@ macro_rules! key {
 static KEYS: &[Key] = &[
     // Identity and listeners.
     key!("hostname", Once, Applies, hostname, hostname),
+    key!("origin", Once, Applies, origin, origin),
     key!("listen", Once, Applies, listen.smtp, listen),
     key!("submission", Once, Applies, listen.submission, listen_list),
     key!("smtps", Once, Applies, listen.smtps, listen_list),
@@ -99,16 +121,19 @@ static KEYS: &[Key] = &[
     key!("proxy_from", Once, Applies, listen.proxy_from, networks),
     key!("max_sessions", Once, Restart, listen.max_sessions, count),
     key!("max_sessions_per_ip", Once, Restart, listen.max_sessions_per_ip, count),
+    key!("refuse_mail", Once, Applies, listen.refuse_mail, services),
     // Server TLS and AUTH.
-    key!("tls_cert", Once, Applies, tls.cert, Some(path)),
-    key!("tls_key", Once, Applies, tls.key, Some(path)),
-    key!("auth_users", Once, Applies, auth.users, Some(path)),
-    key!("sender_map", Once, Applies, auth.sender_map, Some(path)),
+    key!("tls_cert", Once, Applies, tls.cert, file),
+    key!("tls_key", Once, Applies, tls.key, file),
+    key!("auth_users", Once, Applies, auth.users, file),
+    key!("sender_map", Once, Applies, auth.sender_map, file),
     key!("auth_failure_delay", Once, Applies, auth.failure_delay, delay),
     // What a session accepts, and its limits.
     key!("relay_networks", Once, Applies, session.relay_networks, networks),
     key!("max_message_size", Once, Applies, session.max_message_size, size),
     key!("max_recipients", Once, Applies, session.max_recipients, count),
+    key!("max_transactions", Once, Applies, session.max_transactions, count),
+    key!("message_drop_headers", Once, Applies, session.drop_headers, header_names),
     key!("max_errors", Once, Applies, session.max_errors, count),
     key!("max_received", Once, Applies, session.max_received, count),
     key!("greeting_timeout", Once, Applies, session.greeting_timeout, timeout),
@@ -120,16 +145,19 @@ static KEYS: &[Key] = &[
     key!("harvest_limit", Once, Applies, session.harvest_limit, count),
     key!("expn", Once, Applies, session.expn, boolean),
     key!("vrfy", Once, Applies, session.vrfy, boolean),
+    key!("requiretls", Once, Applies, session.requiretls, boolean),
     // The spool.
     key!("spool", Once, Restart, spool.dir, path),
     key!("spool_sync", Once, Restart, spool.sync, spool_sync),
     // Local delivery.
     key!("local_domains", Once, Applies, local.domains, local_domains),
-    key!("local_users", Once, Applies, local.users, Some(path)),
-    key!("aliases", Once, Applies, local.aliases, Some(path)),
+    key!("local_users", Once, Applies, local.users, file),
+    key!("aliases", Once, Applies, local.aliases, file),
     // The delivery helper recomputes mailboxes with the template it started with.
     key!("mailbox", Once, RestartWithHelper, local.mailbox, mailbox),
     key!("pipe_timeout", Once, Applies, local.pipe_timeout, timeout),
+    // Delivered by the queue runner itself, never by the root helper.
+    key!("mailbox_transport", Once, Applies, local.mailbox_transport, Some(lmtp)),
     // The queue.
     key!("retry_initial", Once, Applies, queue.retry_initial, timeout),
     key!("retry_max", Once, Applies, queue.retry_max, timeout),
@@ -145,7 +173,7 @@ static KEYS: &[Key] = &[
     key!("relay_host", Once, Applies, remote.relay_host, Some(next_hop)),
     key!("relay_auth", Once, Applies, remote.relay_auth, Some(relay_auth)),
     key!("smtp_tls", Once, Applies, remote.tls, tls_policy),
-    key!("tls_ca_file", Once, Applies, remote.tls_ca_file, Some(path)),
+    key!("tls_ca_file", Once, Applies, remote.tls_ca_file, file),
     key!("inet_protocols", Once, Applies, remote.inet_protocols, inet_protocols),
     key!("mx_port", Once, Applies, remote.mx_port, mx_port),
     key!("smtp_connect_timeout", Once, Applies, remote.connect_timeout, timeout),
@@ -155,12 +183,26 @@ static KEYS: &[Key] = &[
     key!("smtp_data_done_timeout", Once, Applies, remote.data_done_timeout, timeout),
     key!("smtp_connection_cache_time", Once, Applies, remote.connection_cache_time, optional_duration),
     key!("max_connections_per_domain", Once, Applies, remote.max_connections_per_domain, count),
+    // Outbound TLS policy: DANE, MTA-STS, overrides, REQUIRETLS's header.
+    key!("smtp_dane", Once, Applies, outbound.dane, boolean),
+    // The resolver is made once, at start (as for dns_servers).
+    key!("dnssec_trust_ad", Once, Restart, outbound.dnssec_trust_ad, trust_ad),
+    key!("mta_sts", Once, Applies, outbound.mta_sts, boolean),
+    key!("tls_policy", Repeatable, Applies, outbound.policies, push(tls_override)),
+    key!("tls_required_header", Once, Applies, outbound.tls_required_header, boolean),
+    key!("testing__mta_sts_port", Once, Applies, outbound.mta_sts_port, mx_port),
+    // TLS reporting (RFC 8460).
+    key!("tlsrpt_from", Once, Applies, tlsrpt.from, Some(address)),
+    key!("tlsrpt_organization", Once, Applies, tlsrpt.organization, Some(text)),
+    key!("tlsrpt_submitter", Once, Applies, tlsrpt.submitter, Some(hostname)),
     // The daemon.
     key!("pid_file", Once, Restart, daemon.pid_file, path),
     key!("shutdown_grace", Once, Applies, daemon.shutdown_grace, timeout),
     key!("user", Once, Restart, daemon.user, account_name),
     key!("log_level", Once, Applies, daemon.log_level, log_level),
     key!("syslog_facility", Once, Restart, daemon.syslog_facility, syslog_facility),
+    // Opened before root is dropped; a SIGHUP reopens the same path (rotation).
+    key!("log_file", Once, Restart, daemon.log_file, Some(path)),
     key!("metrics_listen", Once, Restart, daemon.metrics_listen, optional_address),
 ];
 
@@ -172,6 +214,26 @@ pub(super) fn find(name: &str) -> Option<&'static Key> {
 /// Every key and what a reload does with it, in table order.
 pub fn all() -> impl Iterator<Item = (&'static str, Reload)> {
     KEYS.iter().map(|k| (k.name, k.reload))
+}
+
+/// The files a daemon reads after dropping root, as `cfg` names them, each
+/// with its key, in table order.
+pub fn files(cfg: &Config) -> Vec<(&'static str, &Path)> {
+    KEYS.iter()
+        .filter_map(|k| Some((k.name, (k.file?)(cfg)?)))
+        .collect()
+}
+
+/// Give key `name` in `new` the value it has in `old` (a reload keeping a
+/// file it cannot read). False when there is no such key.
+pub fn keep(name: &str, new: &mut Config, old: &Config) -> bool {
+    match find(name) {
+        Some(k) => {
+            (k.keep)(new, old);
+            true
+        }
+        None => false,
+    }
 }
 
 /// The keys whose values differ between `old` and `new`, with what a reload
@@ -227,6 +289,59 @@ mod tests {
         assert!(changed(&p("data_timeout = 1m"), &p("data_timeout = 60")).is_empty());
     }
 
+    /// Every key whose value is a path that ends up in the configuration is
+    /// a file the daemon reads as its `user` (checked at start, -n and reload),
+    /// except these few the daemon writes or opens before it drops root; so a
+    /// key added later is checked without anyone remembering to.
+    #[test]
+    fn every_path_key_is_a_checked_file_or_known_not_to_be() {
+        // message_drop_headers takes header names, and "/" may be in one
+        // (RFC 5322 3.6.8 ftext); tlsrpt_organization is free text: the probe
+        // passes through both.
+        const NOT_READ_AS_USER: &[&str] = &[
+            "spool",
+            "pid_file",
+            "mailbox",
+            "origin",
+            "log_file",
+            "message_drop_headers",
+            "tlsrpt_organization",
+        ];
+        let probe = "/tern-probe/dir/file";
+        let mut files = Vec::new();
+        for (name, _) in all() {
+            let mut c = p("");
+            let k = find(name).unwrap();
+            if (k.set)(&mut c, probe).is_err() || !format!("{c:?}").contains(probe) {
+                continue;
+            }
+            if !NOT_READ_AS_USER.contains(&name) {
+                assert!(
+                    super::files(&c).contains(&(name, Path::new(probe))),
+                    "{name} takes a path: mark it `file` in the key table, or list it here"
+                );
+                files.push(name);
+            }
+        }
+        assert_eq!(
+            files,
+            [
+                "tls_cert",
+                "tls_key",
+                "auth_users",
+                "sender_map",
+                "local_users",
+                "aliases",
+                "tls_ca_file"
+            ]
+        );
+        // keep copies a value back.
+        let mut new = p("aliases = /new\n");
+        assert!(keep("aliases", &mut new, &p("aliases = /old\n")));
+        assert_eq!(new.local.aliases.as_deref(), Some(Path::new("/old")));
+        assert!(!keep("no_such_key", &mut new, &p("")));
+    }
+
     /// Every key's setter must reach the field its comparison reads: a
     /// value that parses differently from the default must show as changed.
     #[test]
@@ -234,6 +349,7 @@ mod tests {
         let base = p("");
         let samples: &[(&str, &str)] = &[
             ("hostname", "other.example"),
+            ("origin", "example.org"),
             ("listen", "127.0.0.1:2"),
             ("submission", "127.0.0.1:3"),
             ("smtps", "127.0.0.1:4"),
@@ -241,6 +357,7 @@ mod tests {
             ("proxy_from", "10.0.0.1"),
             ("max_sessions", "3"),
             ("max_sessions_per_ip", "3"),
+            ("refuse_mail", "smtp"),
             ("tls_cert", "/c"),
             ("tls_key", "/k"),
             ("auth_users", "/u"),
@@ -249,6 +366,8 @@ mod tests {
             ("relay_networks", "10.0.0.0/8"),
             ("max_message_size", "1k"),
             ("max_recipients", "3"),
+            ("max_transactions", "3"),
+            ("message_drop_headers", "x-secret"),
             ("max_errors", "3"),
             ("max_received", "3"),
             ("greeting_timeout", "7"),
@@ -260,6 +379,7 @@ mod tests {
             ("harvest_limit", "3"),
             ("expn", "yes"),
             ("vrfy", "yes"),
+            ("requiretls", "no"),
             ("spool", "/x"),
             ("spool_sync", "fsync"),
             ("local_domains", "x.test"),
@@ -267,6 +387,7 @@ mod tests {
             ("aliases", "/a"),
             ("mailbox", "/m/%u"),
             ("pipe_timeout", "7"),
+            ("mailbox_transport", "lmtp:unix:/run/lmtp"),
             ("retry_initial", "7"),
             ("retry_max", "7"),
             ("queue_lifetime", "7"),
@@ -290,11 +411,21 @@ mod tests {
             ("smtp_data_done_timeout", "7"),
             ("smtp_connection_cache_time", "0"),
             ("max_connections_per_domain", "3"),
+            ("smtp_dane", "no"),
+            ("dnssec_trust_ad", "yes"),
+            ("mta_sts", "no"),
+            ("tls_policy", "example.org verify"),
+            ("tls_required_header", "no"),
+            ("testing__mta_sts_port", "8443"),
+            ("tlsrpt_from", "tlsrpt@example.org"),
+            ("tlsrpt_organization", "Example"),
+            ("tlsrpt_submitter", "mx.example.org"),
             ("pid_file", "/p"),
             ("shutdown_grace", "7"),
             ("user", "other"),
             ("log_level", "debug"),
             ("syslog_facility", "local1"),
+            ("log_file", "/var/log/tern.log"),
             ("metrics_listen", "127.0.0.1:9125"),
         ];
         assert_eq!(samples.len(), all().count(), "a key without a sample");

@@ -32,11 +32,15 @@ mod value;
 mod tests;
 
 pub use keys::Reload;
-pub use types::{Cidr, Family, NextHop, SyncMode, TlsPolicy};
+pub use types::{Cidr, Family, Lmtp, NextHop, Origin, Route, SyncMode, TlsOverride, TlsPolicy, TrustAd};
 pub use value::{parse_bool, parse_duration, parse_size};
 
 /// Where `ternd` looks for its configuration unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/tern/tern.conf";
+
+/// The aliases file used without an `aliases` key, when it is present in the
+/// configuration file's directory.
+pub const DEFAULT_ALIASES: &str = "aliases";
 
 /// A configuration problem, located as precisely as we can.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +71,8 @@ pub struct Config {
     pub path: PathBuf,
     /// Our name in the greeting, EHLO reply and Received: headers.
     pub hostname: String,
+    /// `origin`: the domain bare user names get; see [`Config::origin`].
+    pub origin: Origin,
     pub listen: Listeners,
     pub tls: ServerTls,
     pub auth: SmtpAuth,
@@ -75,6 +81,8 @@ pub struct Config {
     pub local: LocalDelivery,
     pub queue: QueueSettings,
     pub remote: RemoteDelivery,
+    pub outbound: OutboundTls,
+    pub tlsrpt: TlsReports,
     pub daemon: DaemonSettings,
 }
 
@@ -94,6 +102,9 @@ pub struct Listeners {
     pub proxy_from: Vec<Cidr>,
     pub max_sessions: usize,
     pub max_sessions_per_ip: usize,
+    /// `refuse_mail`: services whose listeners accept no mail at all: they
+    /// answer `521 5.3.2` at connection opening and close (RFC 7504 3).
+    pub refuse_mail: Vec<String>,
 }
 
 /// The server's certificate (STARTTLS and smtps).
@@ -125,6 +136,11 @@ pub struct SessionLimits {
     /// Bytes; never 0.
     pub max_message_size: u64,
     pub max_recipients: usize,
+    /// `max_transactions`: MAIL commands one session may give (RFC 9422 MAILMAX).
+    pub max_transactions: usize,
+    /// `message_drop_headers`: header fields removed from every message on its
+    /// way into the queue (Postfix's message_drop_headers), lower case.
+    pub drop_headers: Vec<String>,
     /// Bad commands before 421 and close.
     pub max_errors: u32,
     /// Received: headers before 554 5.4.6 (mail loop).
@@ -149,6 +165,8 @@ pub struct SessionLimits {
     /// VRFY says whether a local recipient exists (Postfix's default); off,
     /// it answers 252 for everyone.
     pub vrfy: bool,
+    /// Offer REQUIRETLS (RFC 8689) on TLS sessions and accept it on MAIL.
+    pub requiretls: bool,
 }
 
 /// The queue's directory and how it commits.
@@ -173,6 +191,9 @@ pub struct LocalDelivery {
     pub mailbox: String,
     /// How long a pipe (`|command`) delivery may run.
     pub pipe_timeout: Duration,
+    /// `mailbox_transport`: the LMTP server that takes users' mail instead of
+    /// the `mailbox` (aliases are expanded first); None = tern writes it.
+    pub mailbox_transport: Option<Lmtp>,
 }
 
 /// The queue runner: retries, expiry, notices.
@@ -202,8 +223,9 @@ pub struct RemoteDelivery {
     pub dns_servers: Vec<SocketAddr>,
     /// How long one DNS query may take.
     pub dns_timeout: Duration,
-    /// `route = DOMAIN HOP`: fixed next hops per recipient domain, first match wins.
-    pub routes: Vec<(String, NextHop)>,
+    /// `route = DOMAIN HOP`: fixed next hops per recipient domain (SMTP or
+    /// LMTP), first match wins.
+    pub routes: Vec<(String, Route)>,
     /// The smarthost for every domain without a route; None = MX lookup.
     pub relay_host: Option<NextHop>,
     /// user and password for AUTH to the relay_host.
@@ -232,6 +254,52 @@ pub struct RemoteDelivery {
     pub max_connections_per_domain: usize,
 }
 
+/// Outbound TLS policy beyond `smtp_tls` (issue 18): DANE, MTA-STS,
+/// per-domain overrides, REQUIRETLS's header.
+#[derive(Debug, Clone)]
+pub struct OutboundTls {
+    /// `smtp_dane`: use DANE (RFC 7672) when validated DNS is available.
+    pub dane: bool,
+    /// `dnssec_trust_ad`: whose AD bit is believed.
+    pub dnssec_trust_ad: TrustAd,
+    /// `mta_sts`: use MTA-STS (RFC 8461).
+    pub mta_sts: bool,
+    /// `tls_policy = DOMAIN LEVEL`: overrides, first match wins; a domain
+    /// with a leading dot matches its subdomains.
+    pub policies: Vec<(String, TlsOverride)>,
+    /// `tls_required_header`: honour `TLS-Required: No` (RFC 8689 3).
+    pub tls_required_header: bool,
+    /// `testing__mta_sts_port`: the port MTA-STS policies are fetched
+    /// from; 443 in real life. ONLY FOR TESTING.
+    pub mta_sts_port: u16,
+}
+
+impl OutboundTls {
+    /// The `tls_policy` override for mail to `domain`, if any: an exact
+    /// match, or a `.parent` entry for a subdomain; first listed wins.
+    pub fn policy_for(&self, domain: &str) -> Option<TlsOverride> {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.policies
+            .iter()
+            .find(|(p, _)| match p.strip_prefix('.') {
+                Some(parent) => d.ends_with(p.as_str()) && d.len() > parent.len() + 1,
+                None => *p == d,
+            })
+            .map(|(_, o)| *o)
+    }
+}
+
+/// SMTP TLS reporting (RFC 8460): off unless `tlsrpt_from` is set.
+#[derive(Debug, Clone, Default)]
+pub struct TlsReports {
+    /// `tlsrpt_from`: the reports' sender and contact address.
+    pub from: Option<String>,
+    /// `tlsrpt_organization`: the reports' organization-name; None = hostname.
+    pub organization: Option<String>,
+    /// `tlsrpt_submitter`: TLS-Report-Submitter; None = hostname.
+    pub submitter: Option<String>,
+}
+
 /// The daemon process itself.
 #[derive(Debug, Clone)]
 pub struct DaemonSettings {
@@ -245,6 +313,9 @@ pub struct DaemonSettings {
     pub log_level: log::LevelFilter,
     /// The syslog facility of a detached daemon, as its RFC 5424 number.
     pub syslog_facility: u8,
+    /// `log_file`: write the log to this file instead of syslog (systems
+    /// without one); None = syslog.
+    pub log_file: Option<PathBuf>,
     /// `metrics_listen`: where Prometheus metrics are served over HTTP; None = nowhere.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -284,6 +355,7 @@ impl Default for Config {
         Config {
             path: PathBuf::from(DEFAULT_PATH),
             hostname,
+            origin: Origin::Default,
             listen: Listeners {
                 smtp: vec![
                     SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 25),
@@ -295,6 +367,7 @@ impl Default for Config {
                 proxy_from: Vec::new(),
                 max_sessions: 100,
                 max_sessions_per_ip: 20,
+                refuse_mail: Vec::new(),
             },
             tls: ServerTls::default(),
             auth: SmtpAuth {
@@ -309,6 +382,14 @@ impl Default for Config {
                 ],
                 max_message_size: 35 * 1024 * 1024,
                 max_recipients: 100,
+                // Exim's smtp_accept_max_per_connection.
+                max_transactions: 1000,
+                // RFC 5321 4.4 (Return-Path is added at final delivery only),
+                // RFC 5322 3.6.3 (Bcc), RFC 2076 (Content-Length is not for transport).
+                drop_headers: ["bcc", "content-length", "resent-bcc", "return-path"]
+                    .iter()
+                    .map(|h| (*h).to_owned())
+                    .collect(),
                 max_errors: 10,
                 max_received: 50,
                 greeting_timeout: Duration::from_secs(300),
@@ -320,6 +401,7 @@ impl Default for Config {
                 harvest_limit: 20,
                 expn: false,
                 vrfy: false,
+                requiretls: true,
             },
             spool: SpoolSettings {
                 dir: PathBuf::from("/var/spool/tern"),
@@ -331,6 +413,7 @@ impl Default for Config {
                 aliases: None,
                 mailbox: "/var/mail/%u".to_owned(),
                 pipe_timeout: Duration::from_secs(600),
+                mailbox_transport: None,
             },
             queue: QueueSettings {
                 retry_initial: Duration::from_secs(300),
@@ -359,12 +442,22 @@ impl Default for Config {
                 connection_cache_time: Some(Duration::from_secs(2)),
                 max_connections_per_domain: 20,
             },
+            outbound: OutboundTls {
+                dane: true,
+                dnssec_trust_ad: TrustAd::Auto,
+                mta_sts: true,
+                policies: Vec::new(),
+                tls_required_header: true,
+                mta_sts_port: 443,
+            },
+            tlsrpt: TlsReports::default(),
             daemon: DaemonSettings {
                 pid_file: PathBuf::from("/var/run/ternd.pid"),
                 shutdown_grace: Duration::from_secs(30),
                 user: "tern".to_owned(),
                 log_level: log::LevelFilter::Info,
                 syslog_facility: 2,
+                log_file: None,
                 metrics_listen: None,
             },
         }
@@ -372,14 +465,23 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Read and parse `path`.
+    /// Read and parse `path`. Without an `aliases` key, the aliases file
+    /// beside it (`/etc/tern/aliases`, where `make install` puts it) is used
+    /// when there is one.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.display().to_string(),
             line: 0,
             what: format!("cannot read: {e}"),
         })?;
-        Config::parse(&text, path)
+        let mut c = Config::parse(&text, path)?;
+        if c.local.aliases.is_none() {
+            let beside = path.parent().unwrap_or(Path::new("")).join(DEFAULT_ALIASES);
+            if beside.is_file() {
+                c.local.aliases = Some(beside);
+            }
+        }
+        Ok(c)
     }
 
     /// Parse `text`; `path` is recorded in the result and shown, as given, in errors.
@@ -484,6 +586,7 @@ impl Config {
             &mut self.auth.users,
             &mut self.auth.sender_map,
             &mut self.remote.tls_ca_file,
+            &mut self.daemon.log_file,
         ]
         .into_iter()
         .flatten()
@@ -494,6 +597,30 @@ impl Config {
         if !mailbox.starts_with('/') && !mailbox.starts_with('~') {
             *mailbox = base.join(&*mailbox).display().to_string();
         }
+    }
+}
+
+/// Debian's name of the mail domain (mailname(5)), which its MTAs use for
+/// bare user names when it is present.
+pub const MAILNAME: &str = "/etc/mailname";
+
+impl Config {
+    /// The domain a bare user name gets (`sendmail carol`, `To: carol` with
+    /// `-t`, `RCPT TO:<carol>` under `sendmail -bs`), Postfix's `myorigin`:
+    /// the `origin` domain, or the first line of the file it names; unset,
+    /// that of /etc/mailname when present, as on Debian; else `hostname`
+    /// (also when the file holds no valid domain).
+    pub fn origin(&self) -> String {
+        let file = match &self.origin {
+            Origin::Domain(d) => return d.clone(),
+            Origin::File(p) => p.as_path(),
+            Origin::Default => Path::new(MAILNAME),
+        };
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| t.lines().next().map(|l| l.trim().to_ascii_lowercase()))
+            .filter(|d| value::check_domain(d).is_ok())
+            .unwrap_or_else(|| self.hostname.to_ascii_lowercase())
     }
 }
 
@@ -513,14 +640,31 @@ impl SessionLimits {
 }
 
 impl RemoteDelivery {
-    /// The configured next hop for a recipient domain: its route, else the
-    /// relay_host, else None (MX lookup).
-    pub fn next_hop(&self, domain: &str) -> Option<&NextHop> {
+    /// The route of a recipient domain, if it has one.
+    fn route(&self, domain: &str) -> Option<&Route> {
         let d = domain.strip_suffix('.').unwrap_or(domain);
         self.routes
             .iter()
             .find(|(r, _)| r.eq_ignore_ascii_case(d))
             .map(|(_, h)| h)
-            .or(self.relay_host.as_ref())
+    }
+
+    /// The configured SMTP next hop for a recipient domain: its route, else
+    /// the relay_host, else None (MX lookup). None too for a domain routed to
+    /// LMTP, which SMTP never sees (see [`RemoteDelivery::lmtp_route`]).
+    pub fn next_hop(&self, domain: &str) -> Option<&NextHop> {
+        match self.route(domain) {
+            Some(Route::Smtp(h)) => Some(h),
+            Some(Route::Lmtp(_)) => None,
+            None => self.relay_host.as_ref(),
+        }
+    }
+
+    /// The LMTP server a route sends the domain's mail to, if it does.
+    pub fn lmtp_route(&self, domain: &str) -> Option<&Lmtp> {
+        match self.route(domain) {
+            Some(Route::Lmtp(l)) => Some(l),
+            _ => None,
+        }
     }
 }

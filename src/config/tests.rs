@@ -318,6 +318,67 @@ fn load() {
     );
 }
 
+/// Issue 17, 5: the aliases file `make install` puts beside tern.conf is used
+/// without an `aliases` key; a key says otherwise.
+#[test]
+fn aliases_beside_the_configuration_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("tern.conf");
+    std::fs::write(&f, "").unwrap();
+    assert_eq!(Config::load(&f).unwrap().local.aliases, None);
+    std::fs::write(dir.path().join("aliases"), "root: alice\n").unwrap();
+    assert_eq!(
+        Config::load(&f).unwrap().local.aliases,
+        Some(dir.path().join("aliases"))
+    );
+    std::fs::write(&f, "aliases = /etc/aliases\n").unwrap();
+    assert_eq!(
+        Config::load(&f).unwrap().local.aliases,
+        Some(PathBuf::from("/etc/aliases"))
+    );
+    // Parsing alone (no file) never looks around.
+    assert_eq!(p("").unwrap().local.aliases, None);
+}
+
+/// Issue 17, 5: the domain bare user names get (Postfix's myorigin).
+#[test]
+fn origin_domain_file_or_mailname() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = p("hostname = mx.Example.ORG\norigin = Example.org\n").unwrap();
+    assert_eq!(c.origin, Origin::Domain("example.org".into()));
+    assert_eq!(c.origin(), "example.org");
+    let name = dir.path().join("mailname");
+    std::fs::write(&name, "lists.example.net\nignored\n").unwrap();
+    let c = p(&format!(
+        "hostname = mx.example.org\norigin = {}\n",
+        name.display()
+    ))
+    .unwrap();
+    assert_eq!(c.origin(), "lists.example.net");
+    // Unreadable or not a domain: the host name.
+    std::fs::write(&name, "not a domain\n").unwrap();
+    assert_eq!(c.origin(), "mx.example.org");
+    let c = p(&format!(
+        "hostname = mx.example.org\norigin = {}/none\n",
+        dir.path().display()
+    ))
+    .unwrap();
+    assert_eq!(c.origin(), "mx.example.org");
+    // Unset: /etc/mailname when there is one (Debian), else the host name.
+    let c = p("hostname = mx.example.org\n").unwrap();
+    assert_eq!(c.origin, Origin::Default);
+    let want = std::fs::read_to_string(MAILNAME)
+        .ok()
+        .and_then(|t| t.lines().next().map(|l| l.trim().to_ascii_lowercase()))
+        .unwrap_or_else(|| "mx.example.org".into());
+    assert_eq!(c.origin(), want);
+    assert!(
+        perr("origin = a b\n").contains(":1: origin: bad domain"),
+        "{}",
+        perr("origin = a b\n")
+    );
+}
+
 #[test]
 fn may_relay() {
     let c = Config::default();
@@ -503,6 +564,67 @@ fn routes_and_relay_host() {
 }
 
 #[test]
+fn lmtp_servers_for_mailboxes_and_routes() {
+    let unix = |p: &str| Lmtp {
+        addr: crate::endpoint::Endpoint::Unix(PathBuf::from(p)),
+        tls: None,
+    };
+    let inet = |h: &str, port: u16, tls: Option<TlsPolicy>| Lmtp {
+        addr: crate::endpoint::Endpoint::Inet { host: h.into(), port },
+        tls,
+    };
+    let c = p("mailbox_transport = lmtp:unix:/run/dovecot/lmtp").unwrap();
+    assert_eq!(c.local.mailbox_transport, Some(unix("/run/dovecot/lmtp")));
+    assert_eq!(p("").unwrap().local.mailbox_transport, None);
+    for (v, want) in [
+        ("LMTP:[127.0.0.1]:2424", inet("127.0.0.1", 2424, None)),
+        (
+            "lmtp:[::1]:24 tls=verify",
+            inet("::1", 24, Some(TlsPolicy::Verify)),
+        ),
+        ("lmtp:[Store.Example.org]", inet("store.example.org", 24, None)),
+        ("lmtp:store.test:2003", inet("store.test", 2003, None)),
+        ("lmtp:127.0.0.1:24", inet("127.0.0.1", 24, None)),
+        ("lmtp:inet:store.test", inet("store.test", 24, None)),
+    ] {
+        let c = p(&format!("mailbox_transport = {v}")).unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(c.local.mailbox_transport, Some(want), "{v}");
+    }
+    // A route may name an LMTP server: SMTP then has no next hop for the
+    // domain (not even the relay host).
+    let c = p("route = store.test lmtp:unix:/s\nroute = b.test [10.0.0.1]:2525\nrelay_host = [smart.test]")
+        .unwrap();
+    assert_eq!(c.remote.lmtp_route("Store.test."), Some(&unix("/s")));
+    assert_eq!(c.remote.next_hop("store.test"), None);
+    assert_eq!(c.remote.lmtp_route("b.test"), None);
+    assert_eq!(c.remote.next_hop("b.test").map(|h| h.port), Some(2525));
+    assert_eq!(c.remote.lmtp_route("other.test"), None);
+    assert_eq!(
+        c.remote.next_hop("other.test").map(|h| h.host.as_str()),
+        Some("smart.test")
+    );
+    for bad in [
+        "mailbox_transport = /run/dovecot/lmtp",
+        "mailbox_transport = lmtp:",
+        "mailbox_transport = lmtp:unix:run/lmtp",
+        "mailbox_transport = lmtp:unix:/run/lmtp tls=may",
+        "mailbox_transport = lmtp:[127.0.0.1]:25",
+        "mailbox_transport = lmtp:[127.0.0.1]:0",
+        "mailbox_transport = lmtp:::1:24",
+        "mailbox_transport = lmtp:[x.test]:24 tls=maybe",
+        "mailbox_transport = lmtp:[x.test]:24 smtps",
+        "mailbox_transport = lmtp:bad_host:24",
+        "route = store.test lmtp:[127.0.0.1",
+    ] {
+        assert!(p(bad).is_err(), "{bad}");
+    }
+    let e = p("mailbox_transport = lmtp:[127.0.0.1]:25")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("RFC 2033"), "{e}");
+}
+
+#[test]
 fn spool_sync_values() {
     assert_eq!(p("").unwrap().spool.sync, SyncMode::Fsync);
     assert_eq!(p("spool_sync = fsync").unwrap().spool.sync, SyncMode::Fsync);
@@ -551,6 +673,52 @@ fn daemon_user_and_log_keys() {
         "syslog_facility = kern",
     ] {
         assert!(Config::parse(bad, Path::new("t")).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn outbound_tls_keys() {
+    let c = p(
+        "tls_policy = example.org verify\ntls_policy = .corp.test DANE\ntls_policy = Plain.Test. none\n\
+               dnssec_trust_ad = yes\nsmtp_dane = no\ntlsrpt_from = tlsrpt@example.org\n",
+    )
+    .unwrap();
+    let o = &c.outbound;
+    assert_eq!(
+        o.policy_for("example.org"),
+        Some(TlsOverride::Fixed(TlsPolicy::Verify))
+    );
+    assert_eq!(
+        o.policy_for("EXAMPLE.org."),
+        Some(TlsOverride::Fixed(TlsPolicy::Verify))
+    );
+    // Only the named domain, not its subdomains...
+    assert_eq!(o.policy_for("mx.example.org"), None);
+    // ...unless written with a leading dot, which is for subdomains only.
+    assert_eq!(o.policy_for("a.corp.test"), Some(TlsOverride::Dane));
+    assert_eq!(o.policy_for("a.b.corp.test"), Some(TlsOverride::Dane));
+    assert_eq!(o.policy_for("corp.test"), None);
+    assert_eq!(
+        o.policy_for("plain.test"),
+        Some(TlsOverride::Fixed(TlsPolicy::None))
+    );
+    assert_eq!(o.dnssec_trust_ad, TrustAd::Yes);
+    assert!(!o.dane && o.mta_sts && o.tls_required_header);
+    assert_eq!(c.tlsrpt.from.as_deref(), Some("tlsrpt@example.org"));
+    let d = Config::default();
+    assert!(d.outbound.dane && d.session.requiretls && d.tlsrpt.from.is_none());
+    assert_eq!(d.outbound.dnssec_trust_ad, TrustAd::Auto);
+    assert_eq!(d.outbound.mta_sts_port, 443);
+    for bad in [
+        "tls_policy = example.org",
+        "tls_policy = example.org sometimes",
+        "tls_policy = bad_domain! verify",
+        "dnssec_trust_ad = maybe",
+        "tlsrpt_from = nobody",
+        "tlsrpt_from = a b@example.org",
+        "testing__mta_sts_port = 0",
+    ] {
+        assert!(p(bad).is_err(), "{bad}");
     }
 }
 

@@ -91,6 +91,24 @@ pub struct NextHop {
     pub implicit_tls: bool,
 }
 
+/// Where a `route` sends a domain's mail: an SMTP next hop, or an LMTP server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Smtp(NextHop),
+    Lmtp(Lmtp),
+}
+
+/// An LMTP server (RFC 2033) that takes mail for its mailboxes: the value of
+/// `mailbox_transport` and of a route written `lmtp:...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lmtp {
+    /// `unix:/path`, or `inet:` a host name or address and a port: a name
+    /// has its addresses looked up, never its MX records (LMTP has no MX).
+    pub addr: crate::endpoint::Endpoint,
+    /// `tls=POLICY` after a TCP server (None: `smtp_tls`); a socket has none.
+    pub tls: Option<TlsPolicy>,
+}
+
 /// The outbound TLS policy of a route, weakest first (`smtp_tls`, `tls=` of a
 /// next hop; Postfix's smtp_tls_security_level).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -116,6 +134,38 @@ impl TlsPolicy {
     pub fn allows_plaintext(self) -> bool {
         matches!(self, TlsPolicy::None | TlsPolicy::May)
     }
+}
+
+/// A per-domain outbound TLS override (`tls_policy = DOMAIN LEVEL`,
+/// Postfix's smtp_tls_policy_maps); `tlspolicy::policy` knows it as
+/// `Override`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsOverride {
+    /// Use DANE for this domain even when `smtp_dane = no`; without usable
+    /// TLSA the normal order goes on (MTA-STS, then `smtp_tls`).
+    Dane,
+    /// This level and nothing else: DANE and MTA-STS are not consulted
+    /// (the administrator knows this destination).
+    Fixed(TlsPolicy),
+}
+
+impl TlsOverride {
+    /// `dane`, `verify`, `encrypt`, `may` or `none`.
+    pub fn parse(s: &str) -> Option<TlsOverride> {
+        if s.eq_ignore_ascii_case("dane") {
+            return Some(TlsOverride::Dane);
+        }
+        TlsPolicy::parse(s).map(TlsOverride::Fixed)
+    }
+}
+
+/// Whose DNSSEC validation tern believes (`dnssec_trust_ad`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrustAd {
+    /// Only when every resolver in use is on loopback (a local validator).
+    Auto,
+    Yes,
+    No,
 }
 
 /// Which address families delivery uses (`inet_protocols`).
@@ -216,6 +266,20 @@ mod tests {
     }
 
     #[test]
+    fn tls_overrides() {
+        assert_eq!(TlsOverride::parse("DANE"), Some(TlsOverride::Dane));
+        assert_eq!(
+            TlsOverride::parse("verify"),
+            Some(TlsOverride::Fixed(TlsPolicy::Verify))
+        );
+        assert_eq!(
+            TlsOverride::parse("none"),
+            Some(TlsOverride::Fixed(TlsPolicy::None))
+        );
+        assert_eq!(TlsOverride::parse("dane-only"), None);
+    }
+
+    #[test]
     fn tls_policies() {
         assert_eq!(TlsPolicy::parse("VERIFY"), Some(TlsPolicy::Verify));
         assert_eq!(TlsPolicy::parse("sometimes"), None);
@@ -223,4 +287,16 @@ mod tests {
         assert!(!TlsPolicy::Encrypt.allows_plaintext());
         assert!(TlsPolicy::None < TlsPolicy::May && TlsPolicy::Encrypt < TlsPolicy::Verify);
     }
+}
+
+/// `origin`: the domain a bare user name gets (Postfix's `myorigin`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// Unset: /etc/mailname when present (Debian's MTAs read it), else `hostname`.
+    #[default]
+    Default,
+    /// A domain, as written.
+    Domain(String),
+    /// A file whose first line is the domain (`origin = /etc/mailname`).
+    File(std::path::PathBuf),
 }

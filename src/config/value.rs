@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::types::{Cidr, Family, NextHop, SyncMode, TlsPolicy};
+use super::types::{Cidr, Family, Lmtp, NextHop, Origin, Route, SyncMode, TlsOverride, TlsPolicy, TrustAd};
+use crate::endpoint::Endpoint;
 
 /// An account name for `user`: what useradd accepts, checked here so a typo
 /// is a config error rather than a failed lookup at start.
@@ -93,6 +94,16 @@ pub(super) fn path(v: &str) -> Result<PathBuf, String> {
 pub(super) fn hostname(v: &str) -> Result<String, String> {
     check_domain(nonempty(v)?).map_err(|why| format!("bad domain {v:?}: {why}"))?;
     Ok(v.to_owned())
+}
+
+/// `origin`: a domain, or an absolute path to a file that holds one.
+pub(super) fn origin(v: &str) -> Result<Origin, String> {
+    let v = nonempty(v)?;
+    if v.starts_with('/') {
+        return Ok(Origin::File(PathBuf::from(v)));
+    }
+    check_domain(v).map_err(|why| format!("bad domain {v:?}: {why}"))?;
+    Ok(Origin::Domain(v.to_ascii_lowercase()))
 }
 
 /// `mx_port`: a port number other than 0.
@@ -231,6 +242,20 @@ pub(super) fn dns_servers(v: &str) -> Result<Vec<SocketAddr>, String> {
 }
 
 /// Listener kinds, for `proxy_protocol`.
+/// `message_drop_headers`: header field names (RFC 5322 3.6.8: printable ASCII
+/// but the colon), separated by spaces or commas; lower-cased. An empty value
+/// drops nothing.
+pub(super) fn header_names(v: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for item in items(v) {
+        if !item.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
+            return Err(format!("{item:?} is not a header field name"));
+        }
+        push_unique(&mut out, item.to_ascii_lowercase());
+    }
+    Ok(out)
+}
+
 pub(super) fn services(v: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for item in items(v) {
@@ -248,6 +273,54 @@ pub(super) fn services(v: &str) -> Result<Vec<String>, String> {
 pub(super) fn tls_policy(v: &str) -> Result<TlsPolicy, String> {
     TlsPolicy::parse(nonempty(v)?)
         .ok_or_else(|| format!("bad TLS policy {v:?} (use none, may, encrypt or verify)"))
+}
+
+/// `tls_policy = DOMAIN LEVEL`: a domain, or `.domain` for its subdomains
+/// (Postfix's parent_domain_matches_subdomains), and a level.
+pub(super) fn tls_override(v: &str) -> Result<(String, TlsOverride), String> {
+    let v = nonempty(v)?;
+    let (domain, level) = v
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| format!("bad tls_policy {v:?} (use DOMAIN dane|verify|encrypt|may|none)"))?;
+    let level = level.trim();
+    let o = TlsOverride::parse(level)
+        .ok_or_else(|| format!("bad TLS level {level:?} (use dane, verify, encrypt, may or none)"))?;
+    let d = domain.strip_suffix('.').unwrap_or(domain);
+    let bare = d.strip_prefix('.').unwrap_or(d);
+    check_domain(bare).map_err(|why| format!("bad domain {domain:?}: {why}"))?;
+    Ok((d.to_ascii_lowercase(), o))
+}
+
+/// `dnssec_trust_ad`: auto, yes or no.
+pub(super) fn trust_ad(v: &str) -> Result<TrustAd, String> {
+    match nonempty(v)?.to_ascii_lowercase().as_str() {
+        "auto" => Ok(TrustAd::Auto),
+        "yes" => Ok(TrustAd::Yes),
+        "no" => Ok(TrustAd::No),
+        _ => Err(format!("bad value {v:?} (use auto, yes or no)")),
+    }
+}
+
+/// A mail address for reports to come from (`tlsrpt_from`): local@domain.
+pub(super) fn address(v: &str) -> Result<String, String> {
+    let v = nonempty(v)?;
+    let (local, domain) = v
+        .rsplit_once('@')
+        .ok_or_else(|| format!("bad address {v:?} (use local@domain)"))?;
+    if local.is_empty()
+        || local
+            .bytes()
+            .any(|b| b <= b' ' || b == b'<' || b == b'>' || b >= 0x7f)
+    {
+        return Err(format!("bad address {v:?} (use local@domain)"));
+    }
+    check_domain(domain).map_err(|why| format!("bad domain in {v:?}: {why}"))?;
+    Ok(v.to_owned())
+}
+
+/// Free text on one line (`tlsrpt_organization`).
+pub(super) fn text(v: &str) -> Result<String, String> {
+    Ok(nonempty(v)?.to_owned())
 }
 
 pub(super) fn spool_sync(v: &str) -> Result<SyncMode, String> {
@@ -318,15 +391,104 @@ pub(super) fn next_hop(v: &str) -> Result<NextHop, String> {
     })
 }
 
-/// `DOMAIN NEXTHOP [tls=POLICY]`.
-pub(super) fn route(v: &str) -> Result<(String, NextHop), String> {
+/// `DOMAIN NEXTHOP [tls=POLICY]`, or `DOMAIN lmtp:...` (see [`lmtp`]).
+pub(super) fn route(v: &str) -> Result<(String, Route), String> {
     let v = nonempty(v)?;
     let (domain, hop) = v
         .split_once(char::is_whitespace)
         .ok_or_else(|| format!("bad route {v:?} (use DOMAIN [host]:port)"))?;
     let d = domain.strip_suffix('.').unwrap_or(domain);
     check_domain(d).map_err(|why| format!("bad domain {domain:?}: {why}"))?;
-    Ok((d.to_ascii_lowercase(), next_hop(hop.trim())?))
+    let hop = hop.trim();
+    let route = if has_prefix(hop, "lmtp:") {
+        Route::Lmtp(lmtp(hop)?)
+    } else {
+        Route::Smtp(next_hop(hop)?)
+    };
+    Ok((d.to_ascii_lowercase(), route))
+}
+
+/// Whether `s` starts with `prefix`, in any case.
+fn has_prefix(s: &str, prefix: &str) -> bool {
+    s.get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+}
+
+/// The port of an LMTP server written without one: 24, "any private mail
+/// system" in IANA's registry, as Postfix's lmtp_tcp_port.
+const LMTP_PORT: u16 = 24;
+
+/// An LMTP server: `lmtp:unix:/path`, or `lmtp:[host]:port`, `lmtp:[host]`,
+/// `lmtp:host:port`, `lmtp:host` (`inet:` may come first, as in Postfix),
+/// then an optional `tls=POLICY` for TCP.
+pub(super) fn lmtp(v: &str) -> Result<Lmtp, String> {
+    let mut words = nonempty(v)?.split_whitespace();
+    let target = words.next().ok_or("missing value")?;
+    let usage =
+        || format!("bad LMTP server {target:?} (use lmtp:unix:/path, lmtp:[host]:port or lmtp:host:port)");
+    if !has_prefix(target, "lmtp:") {
+        return Err(usage());
+    }
+    let rest = target.get(5..).unwrap_or_default();
+    let mut tls = None;
+    for w in words {
+        match w.split_once('=') {
+            Some((k, p)) if k.eq_ignore_ascii_case("tls") => tls = Some(tls_policy(p)?),
+            _ => {
+                return Err(format!(
+                    "unexpected {w:?} after the LMTP server (only tls=POLICY may follow)"
+                ))
+            }
+        }
+    }
+    if has_prefix(rest, "unix:") {
+        let path = rest.get(5..).unwrap_or_default();
+        if !path.starts_with('/') {
+            return Err(format!("{target:?}: the socket needs an absolute path"));
+        }
+        if tls.is_some() {
+            return Err(format!("{target:?}: tls= is for TCP servers, not sockets"));
+        }
+        return Ok(Lmtp {
+            addr: Endpoint::Unix(PathBuf::from(path)),
+            tls,
+        });
+    }
+    let rest = if has_prefix(rest, "inet:") {
+        rest.get(5..).unwrap_or_default()
+    } else {
+        rest
+    };
+    let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+        let (host, after) = inner.split_once(']').ok_or_else(usage)?;
+        let port = match after {
+            "" => LMTP_PORT,
+            p => port_number(p.strip_prefix(':').ok_or_else(usage)?).ok_or_else(usage)?,
+        };
+        (host, port)
+    } else {
+        match rest.split_once(':') {
+            Some((h, p)) => (h, port_number(p).ok_or_else(usage)?),
+            None => (rest, LMTP_PORT),
+        }
+    };
+    if port == 0 {
+        return Err(usage());
+    }
+    // RFC 2033 1: LMTP "MUST NOT be used on TCP port 25".
+    if port == 25 {
+        return Err(format!("{target:?}: LMTP must not be used on port 25 (RFC 2033)"));
+    }
+    if host.parse::<IpAddr>().is_err() {
+        check_domain(host).map_err(|why| format!("bad host {host:?}: {why}"))?;
+    }
+    Ok(Lmtp {
+        addr: Endpoint::Inet {
+            host: host.to_ascii_lowercase(),
+            port,
+        },
+        tls,
+    })
 }
 
 /// `user:password`; the password may contain colons.

@@ -101,6 +101,7 @@ fn respond(req: Request, runner: &Sender<Control>, spool: &Spool) -> Response {
         Request::Pickup => Control::Pickup,
         Request::Flush => Control::Flush,
         Request::Wake(id) => Control::Wake(id),
+        Request::TlsRpt => Control::TlsRpt,
     };
     log::info!("control: {}", Request::from(order.clone()).encode().trim_end());
     match runner.send(order) {
@@ -115,6 +116,7 @@ impl From<Control> for Request {
             Control::Pickup => Request::Pickup,
             Control::Flush => Request::Flush,
             Control::Wake(id) => Request::Wake(id),
+            Control::TlsRpt => Request::TlsRpt,
         }
     }
 }

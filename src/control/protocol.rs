@@ -7,6 +7,7 @@
 //! pickup       → ok         queue what waits in the maildrop now
 //! flush        → ok         try every deferred recipient now
 //! wake ID      → ok         look at message ID now
+//! tlsrpt       → ok         send the TLS reports (RFC 8460) due now
 //! mailq        → the queue listing (many lines), then the connection closes
 //! (other)      → error: unknown command
 //! ```
@@ -27,6 +28,8 @@ pub enum Request {
     Wake(QueueId),
     /// The queue listing (`mailq` for users who may not read the spool).
     Mailq,
+    /// Send the daily TLS reports that are due now (`ternctl tlsrpt send`).
+    TlsRpt,
 }
 
 impl Request {
@@ -37,6 +40,7 @@ impl Request {
             Request::Flush => "flush\n".to_owned(),
             Request::Wake(id) => format!("wake {id}\n"),
             Request::Mailq => "mailq\n".to_owned(),
+            Request::TlsRpt => "tlsrpt\n".to_owned(),
         }
     }
 
@@ -48,6 +52,7 @@ impl Request {
             (Some("pickup"), None, _) => Request::Pickup,
             (Some("flush"), None, _) => Request::Flush,
             (Some("mailq"), None, _) => Request::Mailq,
+            (Some("tlsrpt"), None, _) => Request::TlsRpt,
             (Some("wake"), Some(id), None) => match QueueId::parse(id) {
                 Some(id) => Request::Wake(id),
                 None => return Err(format!("not a queue id: {id}")),
@@ -115,6 +120,7 @@ mod tests {
             Request::Pickup,
             Request::Flush,
             Request::Mailq,
+            Request::TlsRpt,
             Request::Wake(id.clone()),
         ] {
             let line = req.encode();

@@ -9,7 +9,8 @@
 //! - `reload.rs`: SIGHUP, what the key table says a reload may change;
 //! - `stop.rs`: SIGTERM, a graceful stop within `shutdown_grace`;
 //! - `inetd.rs`: `ternd -i`;
-//! - `pidfile.rs`: the locked pid files.
+//! - `pidfile.rs`: the locked pid files;
+//! - `readable.rs`: can the account the daemon runs as read its files?
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use crate::tls;
 
 mod inetd;
 mod pidfile;
+mod readable;
 mod reload;
 mod start;
 mod stop;
@@ -30,6 +32,7 @@ mod tests;
 
 pub use inetd::inetd;
 pub use pidfile::PidFile;
+pub use readable::{child_main as check_readable_main, CHECK_FLAG};
 pub use reload::Reloaded;
 pub use start::{account, prepare, run, Daemon, Prepared};
 pub use stop::Stopped;
@@ -61,12 +64,28 @@ impl Failure {
         }
     }
 
-    /// Print and log the failure; return its exit status.
+    /// Print and log the failure, each of its lines; return its exit status.
     pub fn report(&self) -> SysExit {
-        eprintln!("ternd: {}", self.what);
-        log::error!("{}", self.what);
+        for line in self.what.lines() {
+            eprintln!("ternd: {line}");
+            log::error!("{line}");
+        }
         self.code
     }
+}
+
+/// Start-up and `ternd -n`: every file the daemon reads once it runs as
+/// `account` (the account a root ternd becomes; None: this process's own)
+/// must be readable by it. The failure has one line per file that is not,
+/// naming the file, the account and the fix.
+pub fn check_files(cfg: &Config, account: Option<&sys::Passwd>) -> Result<(), Failure> {
+    let bad = readable::unreadable(cfg, account)
+        .map_err(|e| Failure::new(SysExit::OsErr, format!("cannot check the configured files: {e}")))?;
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = bad.iter().map(ToString::to_string).collect();
+    Err(Failure::new(SysExit::Config, lines.join("\n")))
 }
 
 /// Read the configuration at `path`, resolve its relative paths against

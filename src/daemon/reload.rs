@@ -6,12 +6,14 @@
 //! (unchanged ones reload themselves when their files change), certificates
 //! are loaded again, listening addresses are rebound, and the keys the key
 //! table marks as fixed at start (`config::Reload`) are logged as waiting for
-//! a restart.
+//! a restart. A new file the daemon's account cannot read is not taken: the
+//! key keeps the file it had, and the log says why (see `readable.rs`).
 
 use std::sync::Arc;
 
+use super::readable::{self, Source};
 use super::start::{services, Daemon};
-use crate::config::{self, Config};
+use crate::config::{self, keys, Config};
 use crate::deliver::local::helper;
 use crate::logging;
 use crate::server::session::Context;
@@ -27,6 +29,8 @@ pub struct Reloaded {
     pub need_restart: Vec<&'static str>,
     /// The new certificate did not load and the one in use was kept.
     pub kept_certificate: bool,
+    /// File keys whose new file this daemon cannot read: they keep the old one.
+    pub kept_files: Vec<&'static str>,
 }
 
 impl Daemon {
@@ -41,6 +45,7 @@ impl Daemon {
         })?;
         cfg.resolve_relative(&self.origin.cwd);
         let old = self.live.get();
+        let kept_files = keep_unreadable(&old.cfg, &mut cfg);
         let mut kept_certificate = false;
         let tls = match tls::Source::new(&cfg) {
             Ok(t) => t.map(Arc::new),
@@ -68,6 +73,10 @@ impl Daemon {
                 applied.push(key);
             }
         }
+        // The log file by its name again: logrotate may have moved it.
+        if let Err(e) = logging::reopen() {
+            log::warn!("SIGHUP: cannot reopen the log file: {e}; logging on to the one open");
+        }
         if old.cfg.daemon.log_level != cfg.daemon.log_level {
             logging::set_level(logging::level(cfg.daemon.log_level, self.origin.verbose));
             log::info!("SIGHUP: log_level is now {}", cfg.daemon.log_level);
@@ -91,6 +100,40 @@ impl Daemon {
             applied,
             need_restart,
             kept_certificate,
+            kept_files,
         })
     }
+}
+
+/// The files of `new` this daemon, running as its `user`, cannot read: a key
+/// whose file changed keeps the one `old` had, logged as an error with the
+/// fix; a file that did not change is logged as a warning, and what was last
+/// read of it stays in use (the tables keep their last good copy). The
+/// certificate and its key are `reload`'s own: a new pair that does not load
+/// fails the reload, an unchanged one keeps the certificate in use. Returns
+/// the keys kept.
+fn keep_unreadable(old: &Config, new: &mut Config) -> Vec<&'static str> {
+    let bad = match readable::unreadable(new, None) {
+        Ok(b) => b,
+        Err(e) => {
+            log::warn!("SIGHUP: cannot check the configured files: {e}");
+            return Vec::new();
+        }
+    };
+    let changed: Vec<&'static str> = keys::changed(old, new).into_iter().map(|(k, _)| k).collect();
+    let mut kept = Vec::new();
+    for u in &bad {
+        match u.source {
+            Source::Key("tls_cert" | "tls_key") => {}
+            Source::Key(k) if changed.contains(&k) => {
+                log::error!("SIGHUP: {u}; keeping the {k} in use");
+                kept.push(k);
+            }
+            _ => log::warn!("SIGHUP: {u}; keeping what was last read of it"),
+        }
+    }
+    for k in &kept {
+        keys::keep(k, new, old);
+    }
+    kept
 }

@@ -1,6 +1,7 @@
 //! Start-up, in the order that keeps failures visible and root short-lived:
 //!
-//! 1. [`account`]: the account a root ternd becomes;
+//! 1. [`account`]: the account a root ternd becomes, and whether it can
+//!    read every file the daemon needs (`check_files`);
 //! 2. [`prepare`]: open and check the spool, lock it, recover it, bind the
 //!    listening sockets (ports below 1024 need root) and `metrics_listen`;
 //! 3. detach (unless `-d`), only now that everything that can fail has been
@@ -307,6 +308,7 @@ fn start(
     foreground: bool,
 ) -> Result<(Daemon, crossbeam_channel::Receiver<Event>), Failure> {
     let become_user = account(&cfg)?;
+    super::check_files(&cfg, become_user.as_ref())?;
     let mut prepared = prepare(cfg, tls, become_user)?;
     let (mut pid_file, mut detached) = if foreground {
         (None, None)

@@ -137,6 +137,7 @@ fn reload_applies_what_it_may_and_names_what_needs_a_restart() {
             applied: vec!["hostname", "max_errors"],
             need_restart: vec!["spool_sync", "delivery_threads"],
             kept_certificate: false,
+            kept_files: vec![],
         }
     );
     // New sessions use the new configuration ...

@@ -94,8 +94,17 @@ pub struct Extensions {
     pub smtputf8: bool,
     pub dsn: bool,
     pub starttls: bool,
+    /// RFC 8689: the server takes `MAIL FROM:<...> REQUIRETLS`.
+    pub requiretls: bool,
     /// AUTH mechanisms, uppercased.
     pub auth: Vec<String>,
+    /// RFC 3030: BDAT.
+    pub chunking: bool,
+    pub binarymime: bool,
+    /// RFC 9422 LIMITS: RCPT commands per transaction, and transactions per
+    /// session, the server takes (None: not said; a value of 0 is ignored).
+    pub rcptmax: Option<usize>,
+    pub mailmax: Option<usize>,
 }
 
 impl Extensions {
@@ -112,7 +121,24 @@ impl Extensions {
                 "SMTPUTF8" => e.smtputf8 = true,
                 "DSN" => e.dsn = true,
                 "STARTTLS" => e.starttls = true,
+                "REQUIRETLS" => e.requiretls = true,
                 "AUTH" => e.auth = words.map(|w| w.to_ascii_uppercase()).collect(),
+                "CHUNKING" => e.chunking = true,
+                "BINARYMIME" => e.binarymime = true,
+                "LIMITS" => {
+                    // RFC 9422 3: limit = name "=" value; unknown names are ignored.
+                    for w in words {
+                        let Some((name, value)) = w.split_once('=') else {
+                            continue;
+                        };
+                        let n = value.parse::<usize>().ok().filter(|&n| n > 0);
+                        match name.to_ascii_uppercase().as_str() {
+                            "RCPTMAX" => e.rcptmax = n,
+                            "MAILMAX" => e.mailmax = n,
+                            _ => {}
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -134,6 +160,8 @@ pub struct Envelope {
 /// An SMTP client connection.
 pub struct Client<S> {
     stream: S,
+    /// Mail transactions begun on this connection (RFC 9422 MAILMAX).
+    transactions: usize,
     buf: Vec<u8>,
     start: usize,
     /// The most time one whole reply may take; None = only the socket's
@@ -149,6 +177,7 @@ impl<S: Read + Write + Timed> Client<S> {
     pub fn new(stream: S) -> Client<S> {
         Client {
             stream,
+            transactions: 0,
             buf: Vec::with_capacity(4096),
             start: 0,
             limit: None,
@@ -178,6 +207,16 @@ impl<S: Read + Write + Timed> Client<S> {
 
     pub fn stream(&self) -> &S {
         &self.stream
+    }
+
+    /// Mail transactions begun on this connection.
+    pub fn transactions(&self) -> usize {
+        self.transactions
+    }
+
+    /// Count one more mail transaction begun.
+    pub fn count_transaction(&mut self) {
+        self.transactions += 1;
     }
 
     /// Give back the stream, for STARTTLS. Fails if the server sent bytes
@@ -303,6 +342,29 @@ impl<S: Read + Write + Timed> Client<S> {
         rcpts: &[String],
         pipelining: bool,
     ) -> io::Result<Envelope> {
+        self.envelope_then(rset, mail, rcpts, pipelining, true)
+    }
+
+    /// MAIL and each RCPT as [`Client::envelope`], without DATA: the message
+    /// goes by BDAT (RFC 3030), once the recipients' replies are in.
+    pub fn envelope_only(
+        &mut self,
+        rset: bool,
+        mail: &str,
+        rcpts: &[String],
+        pipelining: bool,
+    ) -> io::Result<Envelope> {
+        self.envelope_then(rset, mail, rcpts, pipelining, false)
+    }
+
+    fn envelope_then(
+        &mut self,
+        rset: bool,
+        mail: &str,
+        rcpts: &[String],
+        pipelining: bool,
+        data: bool,
+    ) -> io::Result<Envelope> {
         if pipelining {
             let mut out = String::new();
             if rset {
@@ -314,13 +376,23 @@ impl<S: Read + Write + Timed> Client<S> {
                 out.push_str(r);
                 out.push_str("\r\n");
             }
-            out.push_str("DATA\r\n");
+            if data {
+                out.push_str("DATA\r\n");
+            }
             self.send(out.as_bytes())?;
             let rset = if rset { Some(self.reply()?) } else { None };
             let mail = self.reply()?;
             let mut replies = Vec::with_capacity(rcpts.len());
             for _ in rcpts {
                 replies.push(self.reply()?);
+            }
+            if !data {
+                return Ok(Envelope {
+                    rset,
+                    mail,
+                    rcpts: replies,
+                    data: None,
+                });
             }
             let data = self.reply()?;
             let accepted = mail.is_positive() && replies.iter().any(Reply::is_positive);
@@ -357,7 +429,7 @@ impl<S: Read + Write + Timed> Client<S> {
         for r in rcpts {
             replies.push(self.command(r)?);
         }
-        let data = if replies.iter().any(Reply::is_positive) {
+        let data = if data && replies.iter().any(Reply::is_positive) {
             Some(self.command("DATA")?)
         } else {
             None
@@ -456,6 +528,10 @@ mod tests {
         assert!(e.pipelining && e.eightbitmime && e.dsn && !e.starttls && !e.smtputf8);
         assert_eq!(e.size, Some(1000));
         assert_eq!(e.auth, vec!["PLAIN", "LOGIN"]);
+        assert!(!e.requiretls);
+        let mut c = client("250-mx.test\r\n250-requiretls\r\n250 STARTTLS\r\n");
+        let e = Extensions::parse(&c.reply().unwrap());
+        assert!(e.requiretls && e.starttls);
     }
 
     #[test]

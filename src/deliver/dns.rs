@@ -1,33 +1,31 @@
 //! DNS for remote delivery: MX and address lookups behind a small blocking
 //! trait, so the rest of tern (and its tests) never sees an async type.
 //!
-//! hickory-resolver 0.25 has no synchronous resolver any more (hickory-dns
-//! PR #2515), so [`Hickory`] keeps one current-thread tokio runtime of its own
-//! and `block_on`s each lookup. Several delivery threads may call it at once:
-//! a current-thread runtime lets one of them drive the I/O while the others
-//! wait for their turn, which is fine for the handful of queries a delivery
-//! makes.
+//! hickory-resolver has no synchronous resolver any more (hickory-dns PR
+//! #2515, in 0.25), so tern keeps one current-thread tokio runtime
+//! ([`runtime`]) for it and `block_on`s each lookup; `mailauth::dns` shares
+//! the runtime and the settings ([`resolver_settings`]), so that tern has
+//! one resolver stack (hickory 0.26) configured in one place.
+//!
+//! The DNSSEC-aware lookups (`*_secured`, TLSA, TXT, the probe) follow
+//! Postfix's model: tern does not validate, it believes the AD bit of
+//! resolvers it is told to trust (see [`Hickory::trust_ad`]).
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
-use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::NetError;
+use hickory_resolver::proto::op::{Edns, Message, MessageType, Query, ResponseCode};
 use hickory_resolver::proto::rr::rdata::opt::EdnsOption;
-use hickory_resolver::proto::rr::rdata::TXT;
+use hickory_resolver::proto::rr::rdata::{MX, TXT};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
-use hickory_resolver::proto::runtime::{TokioRuntimeProvider, TokioTime};
-use hickory_resolver::proto::tcp::TcpClientStream;
-use hickory_resolver::proto::udp::UdpClientStream;
-use hickory_resolver::proto::xfer::Protocol;
-use hickory_resolver::proto::xfer::{
-    DnsExchange, DnsHandle, DnsMultiplexer, DnsRequest, DnsRequestOptions, DnsResponse, FirstAnswer,
-};
-use hickory_resolver::proto::ProtoError;
-use hickory_resolver::proto::ProtoErrorKind;
-use hickory_resolver::{ResolveError, TokioResolver};
+use hickory_resolver::TokioResolver;
+use ring::rand::{SecureRandom, SystemRandom};
 
 /// What the MX lookup of a domain said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,53 +188,108 @@ pub struct TlsaRecord {
     pub data: Vec<u8>,
 }
 
-/// hickory-resolver with its private runtime.
+/// The one tokio runtime tern keeps: current-thread, private to the DNS
+/// code (delivery's [`Hickory`] and the SPF/DKIM/DMARC resolver of
+/// `mailauth::dns`). Callers `block_on` their lookups from any thread: a
+/// current-thread runtime lets one of them drive the I/O while the others
+/// poll their own futures and wait for their turn, which suits the handful
+/// of queries a delivery or a message needs.
+pub fn runtime() -> std::io::Result<Arc<tokio::runtime::Runtime>> {
+    static RT: OnceLock<Arc<tokio::runtime::Runtime>> = OnceLock::new();
+    if let Some(rt) = RT.get() {
+        return Ok(Arc::clone(rt));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Two first callers at once: the loser's runtime is dropped unused.
+    Ok(Arc::clone(RT.get_or_init(|| Arc::new(rt))))
+}
+
+/// The resolver settings every lookup of tern's uses: `servers`
+/// (`dns_servers`, UDP and TCP each) or /etc/resolv.conf when empty; one
+/// attempt per server within `timeout` (`dns_timeout`); names taken as
+/// fully qualified (RFC 5321 5.1: an MX host is never searched under the
+/// local domain); EDNS0, with TCP when an answer is truncated (DKIM keys
+/// and SPF records are often longer than 512 octets).
+pub fn resolver_settings(
+    servers: &[SocketAddr],
+    timeout: Duration,
+) -> std::io::Result<(ResolverConfig, ResolverOpts)> {
+    let (config, mut opts) = if servers.is_empty() {
+        hickory_resolver::system_conf::read_system_conf()
+            .map_err(|e| std::io::Error::other(format!("resolv.conf: {e}")))?
+    } else {
+        let mut c = ResolverConfig::default();
+        for s in servers {
+            let mut ns = NameServerConfig::udp_and_tcp(s.ip());
+            for conn in &mut ns.connections {
+                conn.port = s.port();
+            }
+            c.add_name_server(ns);
+        }
+        (c, ResolverOpts::default())
+    };
+    opts.timeout = timeout;
+    opts.attempts = 1;
+    opts.ndots = 0;
+    opts.edns0 = true;
+    opts.try_tcp_on_error = true;
+    Ok((config, opts))
+}
+
+/// The socket addresses of a resolver configuration's name servers, in
+/// order, each once.
+fn server_addrs(config: &ResolverConfig) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for ns in config.name_servers() {
+        for conn in &ns.connections {
+            let a = SocketAddr::new(ns.ip, conn.port);
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+/// hickory-resolver on the shared runtime.
 pub struct Hickory {
-    rt: tokio::runtime::Runtime,
+    rt: Arc<tokio::runtime::Runtime>,
     resolver: TokioResolver,
     /// The resolvers in use, for the DNSSEC-aware queries.
     servers: Vec<SocketAddr>,
     timeout: Duration,
     /// Whether their AD bit is believed ([`Hickory::trust_ad`]).
     trust_ad: bool,
+    /// The last [`Resolver::dnssec_probe`] found them validating. Until
+    /// then, and whenever it does not, lookups go the plain way (hickory's
+    /// resolver, /etc/hosts included) and every status is Indeterminate:
+    /// a resolver that does not validate gives nothing to believe.
+    validating: AtomicBool,
 }
 
 impl Hickory {
     /// Use `servers` when given (UDP and TCP each), else /etc/resolv.conf.
     pub fn new(servers: &[SocketAddr], timeout: Duration) -> std::io::Result<Hickory> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let (config, mut opts) = if servers.is_empty() {
-            hickory_resolver::system_conf::read_system_conf()
-                .map_err(|e| std::io::Error::other(format!("resolv.conf: {e}")))?
-        } else {
-            let mut c = ResolverConfig::new();
-            for s in servers {
-                c.add_name_server(NameServerConfig::new(*s, Protocol::Udp));
-                c.add_name_server(NameServerConfig::new(*s, Protocol::Tcp));
-            }
-            (c, ResolverOpts::default())
+        let rt = runtime()?;
+        let (config, opts) = resolver_settings(servers, timeout)?;
+        let ad_servers = server_addrs(&config);
+        let resolver = {
+            // hickory may spawn on the runtime while it builds.
+            let _guard = rt.enter();
+            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+                .with_options(opts)
+                .build()
+                .map_err(|e| std::io::Error::other(format!("DNS resolver: {e}")))?
         };
-        opts.timeout = timeout;
-        opts.attempts = 1;
-        // MX hosts must not be searched under the local domain (RFC 5321 5.1).
-        opts.ndots = 0;
-        let mut ad_servers: Vec<SocketAddr> = Vec::new();
-        for ns in config.name_servers() {
-            if !ad_servers.contains(&ns.socket_addr) {
-                ad_servers.push(ns.socket_addr);
-            }
-        }
-        let resolver = TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
-            .with_options(opts)
-            .build();
         Ok(Hickory {
             rt,
             resolver,
             servers: ad_servers,
             timeout,
             trust_ad: false,
+            validating: AtomicBool::new(false),
         })
     }
 
@@ -253,6 +306,25 @@ impl Hickory {
     /// resolvers are trusted by default" rule).
     pub fn servers(&self) -> &[SocketAddr] {
         &self.servers
+    }
+
+    /// Whether the AD bit of the resolvers is believed.
+    pub fn trusts_ad(&self) -> bool {
+        self.trust_ad
+    }
+
+    /// The DNSSEC-aware lookups apply: the resolvers are trusted and the
+    /// last probe found them validating.
+    fn ad_path(&self) -> bool {
+        self.trust_ad && self.validating.load(Ordering::Relaxed)
+    }
+
+    /// The records of one lookup, or how it failed.
+    fn lookup(&self, name: &str, rtype: RecordType) -> Result<Vec<RData>, Failure> {
+        match self.rt.block_on(self.resolver.lookup(fqdn(name), rtype)) {
+            Ok(l) => Ok(l.answers().iter().map(|r| r.data.clone()).collect()),
+            Err(e) => Err(classify(&e)),
+        }
     }
 }
 
@@ -272,65 +344,67 @@ enum Failure {
     Temporary(String),
 }
 
-fn classify(e: &ResolveError) -> Failure {
-    if let Some(p) = e.proto() {
-        if let ProtoErrorKind::NoRecordsFound { response_code, .. } = p.kind() {
-            return match *response_code {
-                ResponseCode::NXDomain => Failure::NxDomain,
-                ResponseCode::NoError => Failure::NoRecords,
-                other => Failure::Temporary(format!("{other}")),
-            };
-        }
+fn classify(e: &NetError) -> Failure {
+    if e.is_nx_domain() {
+        Failure::NxDomain
+    } else if e.is_no_records_found() {
+        Failure::NoRecords
+    } else {
+        Failure::Temporary(e.to_string())
     }
-    Failure::Temporary(e.to_string())
+}
+
+/// An MX record's exchange without the trailing dot.
+fn exchange(mx: &MX) -> String {
+    let host = mx.exchange.to_ascii();
+    host.strip_suffix('.').unwrap_or(&host).to_owned()
+}
+
+fn txt_text(t: &TXT) -> String {
+    let bytes: Vec<u8> = t.txt_data.iter().flat_map(|p| p.iter().copied()).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 impl Resolver for Hickory {
     fn mx(&self, domain: &str) -> Result<Mx, DnsError> {
-        let r = self.rt.block_on(self.resolver.mx_lookup(fqdn(domain)));
-        match r {
-            Ok(l) => {
-                let hosts: Vec<(u16, String)> = l
+        match self.lookup(domain, RecordType::MX) {
+            Ok(data) => {
+                let hosts = data
                     .iter()
-                    .map(|mx| {
-                        let host = mx.exchange().to_ascii();
-                        let host = host.strip_suffix('.').unwrap_or(&host).to_owned();
-                        (mx.preference(), host)
+                    .filter_map(|d| match d {
+                        RData::MX(mx) => Some((mx.preference, exchange(mx))),
+                        _ => None,
                     })
                     .collect();
                 Ok(mx_from(hosts))
             }
-            Err(e) => match classify(&e) {
-                Failure::NxDomain => Err(DnsError::NxDomain),
-                Failure::NoRecords => Ok(Mx::Implicit),
-                Failure::Temporary(why) => Err(DnsError::Temporary(why)),
-            },
+            Err(Failure::NxDomain) => Err(DnsError::NxDomain),
+            Err(Failure::NoRecords) => Ok(Mx::Implicit),
+            Err(Failure::Temporary(why)) => Err(DnsError::Temporary(why)),
         }
     }
 
     fn addrs(&self, host: &str, family: Family) -> Result<Vec<IpAddr>, DnsError> {
-        let name = fqdn(host);
         let mut out = Vec::new();
         let mut nx = 0;
         let mut temp = None;
+        let mut types = Vec::new();
         if family != Family::Ipv4 {
-            match self.rt.block_on(self.resolver.ipv6_lookup(name.as_str())) {
-                Ok(l) => out.extend(l.iter().map(|a| IpAddr::V6(a.0))),
-                Err(e) => match classify(&e) {
-                    Failure::NxDomain => nx += 1,
-                    Failure::NoRecords => {}
-                    Failure::Temporary(why) => temp = Some(why),
-                },
-            }
+            types.push(RecordType::AAAA);
         }
         if family != Family::Ipv6 {
-            match self.rt.block_on(self.resolver.ipv4_lookup(name.as_str())) {
-                Ok(l) => out.extend(l.iter().map(|a| IpAddr::V4(a.0))),
-                Err(e) => match classify(&e) {
-                    Failure::NxDomain => nx += 1,
-                    Failure::NoRecords => {}
-                    Failure::Temporary(why) => temp = Some(why),
-                },
+            types.push(RecordType::A);
+        }
+        for t in types {
+            match self.lookup(host, t) {
+                Ok(data) => out.extend(data.iter().filter_map(|d| match d {
+                    RData::A(v4) => Some(IpAddr::V4(v4.0)),
+                    RData::AAAA(v6) => Some(IpAddr::V6(v6.0)),
+                    _ => None,
+                })),
+                Err(Failure::NxDomain) => nx += 1,
+                Err(Failure::NoRecords) => {}
+                Err(Failure::Temporary(why)) => temp = Some(why),
             }
         }
         if !out.is_empty() {
@@ -346,7 +420,7 @@ impl Resolver for Hickory {
     }
 
     fn mx_secured(&self, domain: &str) -> Result<Secured<Mx>, DnsError> {
-        if !self.trust_ad {
+        if !self.ad_path() {
             return self.mx(domain).map(Secured::indeterminate);
         }
         let a = self.ask_ad(domain, RecordType::MX)?;
@@ -356,14 +430,8 @@ impl Resolver for Hickory {
         }
         let hosts = a
             .records()
-            .filter_map(|r| match r.data() {
-                RData::MX(mx) => {
-                    let host = mx.exchange().to_ascii();
-                    Some((
-                        mx.preference(),
-                        host.strip_suffix('.').unwrap_or(&host).to_owned(),
-                    ))
-                }
+            .filter_map(|r| match &r.data {
+                RData::MX(mx) => Some((mx.preference, exchange(mx))),
                 _ => None,
             })
             .collect();
@@ -375,7 +443,7 @@ impl Resolver for Hickory {
     }
 
     fn addrs_secured(&self, host: &str, family: Family) -> Result<Secured<Vec<IpAddr>>, DnsError> {
-        if !self.trust_ad {
+        if !self.ad_path() {
             return self.addrs(host, family).map(Secured::indeterminate);
         }
         let mut types = Vec::new();
@@ -396,7 +464,7 @@ impl Resolver for Hickory {
                 nx += 1;
             }
             canonical = canonical.or_else(|| a.canonical.clone());
-            out.extend(a.records().filter_map(|r| match r.data() {
+            out.extend(a.records().filter_map(|r| match &r.data {
                 RData::A(v4) => Some(IpAddr::V4(v4.0)),
                 RData::AAAA(v6) => Some(IpAddr::V6(v6.0)),
                 _ => None,
@@ -413,7 +481,7 @@ impl Resolver for Hickory {
     }
 
     fn tlsa(&self, host: &str, port: u16) -> Result<Secured<Vec<TlsaRecord>>, DnsError> {
-        if !self.trust_ad {
+        if !self.ad_path() {
             // Without validation a TLSA answer is worthless (RFC 7672 2.2):
             // do not even ask.
             return Ok(Secured::indeterminate(Vec::new()));
@@ -421,31 +489,32 @@ impl Resolver for Hickory {
         let name = format!("_{port}._tcp.{}", host.trim_end_matches('.'));
         self.ask_records(&name, RecordType::TLSA, |d| match d {
             RData::TLSA(t) => Some(TlsaRecord {
-                usage: t.cert_usage().into(),
-                selector: t.selector().into(),
-                matching: t.matching().into(),
-                data: t.cert_data().to_vec(),
+                usage: t.cert_usage.into(),
+                selector: t.selector.into(),
+                matching: t.matching.into(),
+                data: t.cert_data.clone(),
             }),
             _ => None,
         })
     }
 
     fn txt(&self, name: &str) -> Result<Secured<Vec<String>>, DnsError> {
-        let join = |t: &TXT| {
-            let bytes: Vec<u8> = t.txt_data().iter().flat_map(|p| p.iter().copied()).collect();
-            String::from_utf8_lossy(&bytes).into_owned()
-        };
-        if !self.trust_ad {
-            return match self.rt.block_on(self.resolver.txt_lookup(fqdn(name))) {
-                Ok(l) => Ok(Secured::indeterminate(l.iter().map(join).collect())),
-                Err(e) => match classify(&e) {
-                    Failure::NxDomain | Failure::NoRecords => Ok(Secured::indeterminate(Vec::new())),
-                    Failure::Temporary(why) => Err(DnsError::Temporary(why)),
-                },
+        if !self.ad_path() {
+            return match self.lookup(name, RecordType::TXT) {
+                Ok(data) => Ok(Secured::indeterminate(
+                    data.iter()
+                        .filter_map(|d| match d {
+                            RData::TXT(t) => Some(txt_text(t)),
+                            _ => None,
+                        })
+                        .collect(),
+                )),
+                Err(Failure::NxDomain | Failure::NoRecords) => Ok(Secured::indeterminate(Vec::new())),
+                Err(Failure::Temporary(why)) => Err(DnsError::Temporary(why)),
             };
         }
         self.ask_records(name, RecordType::TXT, |d| match d {
-            RData::TXT(t) => Some(join(t)),
+            RData::TXT(t) => Some(txt_text(t)),
             _ => None,
         })
     }
@@ -454,11 +523,14 @@ impl Resolver for Hickory {
         if !self.trust_ad {
             return Security::Indeterminate;
         }
-        match self.ask_ad(".", RecordType::NS) {
+        let verdict = match self.ask_ad(".", RecordType::NS) {
             Ok(a) if a.bogus => Security::Bogus,
             Ok(a) => a.security().unwrap_or(Security::Indeterminate),
             Err(_) => Security::Indeterminate,
-        }
+        };
+        self.validating
+            .store(verdict == Security::Secure, Ordering::Relaxed);
+        verdict
     }
 }
 
@@ -520,7 +592,7 @@ impl Hickory {
             });
         }
         Ok(Secured {
-            value: a.records().filter_map(|r| pick(r.data())).collect(),
+            value: a.records().filter_map(|r| pick(&r.data)).collect(),
             security: a.security()?,
             canonical: a.canonical.clone(),
         })
@@ -530,15 +602,15 @@ impl Hickory {
     /// 5.7), over UDP and again over TCP when the answer is truncated. A
     /// timeout, a refusal or a SERVFAIL that is not a validation failure
     /// moves on to the next resolver; a validation failure is final (each
-    /// validator would say the same).
+    /// validator would say the same). These queries go around hickory's
+    /// resolver, whose answers keep neither the AD bit nor the extended
+    /// error; they are plain blocking exchanges (no cache: the validating
+    /// resolver has one).
     fn ask_ad(&self, name: &str, rtype: RecordType) -> Result<AdAnswer, DnsError> {
         let qname = Name::from_ascii(fqdn(name)).map_err(|e| DnsError::Temporary(format!("{name}: {e}")))?;
         let mut last = DnsError::Temporary("no DNS servers".to_owned());
         for server in &self.servers {
-            match self
-                .rt
-                .block_on(ask_one(*server, qname.clone(), rtype, self.timeout))
-            {
+            match exchange_ad(*server, &qname, rtype, self.timeout) {
                 Ok(resp) => {
                     let a = read_answer(&resp, &qname, rtype);
                     if a.bogus || matches!(a.rcode, ResponseCode::NoError | ResponseCode::NXDomain) {
@@ -553,53 +625,92 @@ impl Hickory {
     }
 }
 
-/// One query to one server; TCP when the UDP answer is truncated.
-async fn ask_one(
+/// One query to one server, blocking: UDP from a fresh socket (a random
+/// source port from the kernel, a random id), answered only by that server
+/// (a connected socket) with the same id and question; TCP when the answer
+/// is truncated. `timeout` bounds each transport's wait.
+fn exchange_ad(
     server: SocketAddr,
-    qname: Name,
+    qname: &Name,
     rtype: RecordType,
     timeout: Duration,
-) -> Result<DnsResponse, ProtoError> {
-    let request = || {
-        let mut m = Message::new();
-        m.add_query(Query::query(qname.clone(), rtype))
-            .set_message_type(MessageType::Query)
-            .set_op_code(OpCode::Query)
-            .set_recursion_desired(true)
-            .set_authentic_data(true);
-        m.extensions_mut()
-            .get_or_insert_with(Edns::new)
-            .set_max_payload(1232)
-            .set_version(0)
-            .set_dnssec_ok(true);
-        DnsRequest::new(m, DnsRequestOptions::default())
+) -> io::Result<Message> {
+    let mut idb = [0u8; 2];
+    SystemRandom::new()
+        .fill(&mut idb)
+        .map_err(|_| io::Error::other("no random id"))?;
+    let id = u16::from_be_bytes(idb);
+    let mut m = Message::query();
+    m.metadata.id = id;
+    m.metadata.recursion_desired = true;
+    m.metadata.authentic_data = true;
+    m.add_query(Query::query(qname.clone(), rtype));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232).set_version(0).set_dnssec_ok(true);
+    m.set_edns(edns);
+    let query = m.to_vec().map_err(io::Error::other)?;
+    let matches = |a: &Message| {
+        a.metadata.id == id
+            && a.metadata.message_type == MessageType::Response
+            && a.queries
+                .first()
+                .is_some_and(|q| q.query_type == rtype && q.name == *qname)
     };
-    let provider = TokioRuntimeProvider::default();
-    let udp = UdpClientStream::builder(server, provider.clone())
-        .with_timeout(Some(timeout))
-        .build();
-    let (exchange, bg) = DnsExchange::connect::<_, _, TokioTime>(udp).await?;
-    let task = tokio::spawn(bg);
-    let resp = exchange.send(request()).first_answer().await;
-    task.abort();
-    let resp = resp?;
-    if !resp.truncated() {
-        return Ok(resp);
+    let local: SocketAddr = if server.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    };
+    let sock = UdpSocket::bind(local)?;
+    sock.connect(server)?;
+    sock.send(&query)?;
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; 65535];
+    let answer = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer"));
+        }
+        sock.set_read_timeout(Some(left))?;
+        let n = sock.recv(&mut buf)?;
+        // A stray or forged datagram is ignored, not an error.
+        let Ok(a) = Message::from_vec(buf.get(..n).unwrap_or_default()) else {
+            continue;
+        };
+        if matches(&a) {
+            break a;
+        }
+    };
+    if !answer.metadata.truncation {
+        return Ok(answer);
     }
-    let (tcp, handle) = TcpClientStream::new(server, None, Some(timeout), provider);
-    let mux = DnsMultiplexer::with_timeout(tcp, handle, timeout, None);
-    let (exchange, bg) = DnsExchange::connect::<_, _, TokioTime>(mux).await?;
-    let task = tokio::spawn(bg);
-    let resp = exchange.send(request()).first_answer().await;
-    task.abort();
-    resp
+    let mut tcp = TcpStream::connect_timeout(&server, timeout)?;
+    tcp.set_read_timeout(Some(timeout))?;
+    tcp.set_write_timeout(Some(timeout))?;
+    let len = u16::try_from(query.len()).map_err(io::Error::other)?;
+    let mut framed = len.to_be_bytes().to_vec();
+    framed.extend_from_slice(&query);
+    tcp.write_all(&framed)?;
+    let mut l = [0u8; 2];
+    tcp.read_exact(&mut l)?;
+    let mut body = vec![0u8; usize::from(u16::from_be_bytes(l))];
+    tcp.read_exact(&mut body)?;
+    let a =
+        Message::from_vec(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    if !matches(&a) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "answer to another query",
+        ));
+    }
+    Ok(a)
 }
 
 /// The records of `rtype` at the end of the CNAME chain from `qname`, the
 /// AD bit and the extended error of a response.
 fn read_answer(resp: &Message, qname: &Name, rtype: RecordType) -> AdAnswer {
-    let ede = resp.extensions().as_ref().and_then(|e| {
-        e.options().as_ref().iter().find_map(|(code, opt)| match opt {
+    let ede = resp.edns.as_ref().and_then(|e| {
+        e.options().options.iter().find_map(|(code, opt)| match opt {
             // RFC 8914 2: option 15, INFO-CODE in the first two octets.
             EdnsOption::Unknown(15, data) if u16::from(*code) == 15 => {
                 let hi = *data.first()?;
@@ -609,15 +720,15 @@ fn read_answer(resp: &Message, qname: &Name, rtype: RecordType) -> AdAnswer {
             _ => None,
         })
     });
-    let rcode = resp.response_code();
+    let rcode = resp.metadata.response_code;
     let bogus = rcode == ResponseCode::ServFail && ede.is_some_and(ede_is_dnssec_failure);
     // Follow CNAMEs within the answer (a resolver sends the whole chain),
     // at most a few links.
     let mut name = qname.clone();
     let mut canonical = None;
     for _ in 0..8 {
-        let next = resp.answers().iter().find_map(|r| match r.data() {
-            RData::CNAME(c) if r.name() == &name && rtype != RecordType::CNAME => Some(c.0.clone()),
+        let next = resp.answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(c) if r.name == name && rtype != RecordType::CNAME => Some(c.0.clone()),
             _ => None,
         });
         match next {
@@ -630,14 +741,14 @@ fn read_answer(resp: &Message, qname: &Name, rtype: RecordType) -> AdAnswer {
         }
     }
     let found = resp
-        .answers()
+        .answers
         .iter()
-        .filter(|r| r.record_type() == rtype && r.name() == &name)
+        .filter(|r| r.record_type() == rtype && r.name == name)
         .cloned()
         .collect();
     AdAnswer {
         rcode,
-        ad: resp.authentic_data(),
+        ad: resp.metadata.authentic_data,
         bogus,
         found,
         canonical,
@@ -851,23 +962,20 @@ mod tests {
 
         fn respond(query: &[u8], udp: bool) -> Vec<u8> {
             let q = Message::from_vec(query).unwrap();
-            let first = q.queries().first().unwrap();
-            let key = format!("{} {}", first.name(), first.query_type());
+            let first = q.queries.first().unwrap();
+            let key = format!("{} {}", first.name, first.query_type);
             let (rcode, ad, ede, answers, trunc) = answer(&key);
             // RFC 6840 5.8: AD only for a client that asked with AD or DO.
-            let asked = q.authentic_data() || q.extensions().as_ref().is_some_and(|e| e.flags().dnssec_ok);
+            let asked = q.metadata.authentic_data || q.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
             let ad = ad && asked;
-            let mut m = Message::new();
-            m.set_id(q.id())
-                .set_message_type(MessageType::Response)
-                .set_op_code(q.op_code())
-                .set_recursion_desired(true)
-                .set_recursion_available(true)
-                .set_response_code(rcode)
-                .set_authentic_data(ad);
+            let mut m = Message::new(q.metadata.id, MessageType::Response, q.metadata.op_code);
+            m.metadata.recursion_desired = true;
+            m.metadata.recursion_available = true;
+            m.metadata.response_code = rcode;
+            m.metadata.authentic_data = ad;
             m.add_query(first.clone());
             if udp && trunc {
-                m.set_truncated(true);
+                m.metadata.truncation = true;
             } else {
                 m.insert_answers(answers);
             }
@@ -908,9 +1016,11 @@ mod tests {
     }
 
     fn validating() -> Hickory {
-        Hickory::new(&[stub::start()], Duration::from_secs(3))
+        let r = Hickory::new(&[stub::start()], Duration::from_secs(3))
             .unwrap()
-            .trust_ad(true)
+            .trust_ad(true);
+        assert_eq!(r.dnssec_probe(), Security::Secure);
+        r
     }
 
     #[test]
@@ -984,6 +1094,13 @@ mod tests {
         let t = r.tlsa("mx.secure", 25).unwrap();
         assert_eq!((t.value.len(), t.security), (0, Security::Indeterminate));
         assert_eq!(r.mx_secured("secure").unwrap().security, Security::Indeterminate);
+        // Trusted, but not yet found validating: still the plain way.
+        let r = Hickory::new(&[stub::start()], Duration::from_secs(3))
+            .unwrap()
+            .trust_ad(true);
+        assert_eq!(r.mx_secured("secure").unwrap().security, Security::Indeterminate);
+        assert_eq!(r.dnssec_probe(), Security::Secure);
+        assert_eq!(r.mx_secured("secure").unwrap().security, Security::Secure);
     }
 
     #[test]

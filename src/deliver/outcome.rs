@@ -252,9 +252,29 @@ pub fn greeting_refused(r: &Reply) -> Outcome {
     .with_reply(r.clone())
 }
 
+/// RFC 7504 3: a 521 greeting: this host accepts no mail at all. Permanent for
+/// the host (remote delivery remembers it and never tries the host again
+/// while it runs; another MX may still take the message).
+pub fn refuses_all_mail(r: &Reply) -> Outcome {
+    let status = Some(r.status()).filter(|s| s.0 == 5 && *s != Status(5, 0, 0));
+    Outcome::permanent(
+        Stage::Greeting,
+        status.unwrap_or(Status(5, 3, 2)),
+        format!("host accepts no mail: {}", r.one_line()),
+    )
+    .with_reply(r.clone())
+}
+
 /// EHLO answered with other than 250 or 5xx; its own status, never a bounce.
 pub fn ehlo_refused(r: &Reply) -> Outcome {
     Outcome::temporary(Stage::Hello, r.status(), format!("EHLO: {}", r.one_line())).with_reply(r.clone())
+}
+
+/// LHLO (RFC 2033 4.1) answered with other than 250: an LMTP server that
+/// will not talk to us, or no LMTP server at all, is our configuration's
+/// problem, so defer.
+pub fn lhlo_refused(r: &Reply) -> Outcome {
+    Outcome::temporary(Stage::Hello, Status(4, 4, 0), format!("LHLO: {}", r.one_line())).with_reply(r.clone())
 }
 
 /// HELO refused after EHLO was.
@@ -293,6 +313,19 @@ pub fn auth_no_mechanism() -> Outcome {
 
 // ---- The connection ----------------------------------------------------------
 
+/// An I/O error in Postfix's words: the system's message (strerror) without
+/// the ` (os error 111)` std puts after it, which mailq and the log show to
+/// people who know `Connection refused`, not errno numbers.
+pub fn io_text(e: &io::Error) -> String {
+    let text = e.to_string();
+    let Some(code) = e.raw_os_error() else {
+        return text;
+    };
+    let suffix = format!(" (os error {code})");
+    text.strip_suffix(&suffix)
+        .map_or_else(|| text.clone(), str::to_owned)
+}
+
 /// An I/O error talking to a server: a timeout is 4.4.2 (bad connection),
 /// anything else 4.4.1 (no answer from host).
 pub fn network(stage: Stage, what: &str, e: &io::Error) -> Outcome {
@@ -301,7 +334,18 @@ pub fn network(stage: Stage, what: &str, e: &io::Error) -> Outcome {
     } else {
         Status(4, 4, 1)
     };
-    Outcome::temporary(stage, status, format!("{what}: {e}"))
+    Outcome::temporary(stage, status, format!("{what}: {}", io_text(e)))
+}
+
+/// The TCP connection to `host` at `addr` failed, in Postfix's words, which
+/// mailq shows and log tools (pflogsumm) take apart:
+/// `connect to mx.example.org[192.0.2.1]:25: Connection refused`.
+pub fn connect_failed(host: &str, addr: std::net::SocketAddr, e: &io::Error) -> Outcome {
+    network(
+        Stage::Connect,
+        &format!("connect to {host}[{}]:{}", addr.ip(), addr.port()),
+        e,
+    )
 }
 
 /// The TLS handshake failed (with `host` named when the policy insists).
@@ -315,6 +359,35 @@ pub fn tls_required(host: &str) -> Outcome {
         Stage::Tls,
         Status(4, 7, 4),
         format!("TLS is required for {host} but not offered"),
+    )
+}
+
+/// The outbound TLS policy (DANE, MTA-STS, REQUIRETLS) rules a host out
+/// before any connection: bogus TLSA records, an MX the enforced MTA-STS
+/// policy does not list, a host REQUIRETLS cannot use (`why` names it).
+/// The walk goes on.
+pub fn tls_policy_refused(why: &str) -> Outcome {
+    Outcome::temporary(Stage::Tls, Status(4, 7, 5), why)
+}
+
+/// RFC 8689 4.1: the host was reached over authenticated TLS but does not
+/// offer REQUIRETLS, so the message may not go to it.
+pub fn requiretls_not_offered(host: &str) -> Outcome {
+    Outcome::temporary(
+        Stage::Tls,
+        Status(4, 7, 10),
+        format!("{host} does not offer REQUIRETLS"),
+    )
+}
+
+/// RFC 8689 4.1, 5: a REQUIRETLS message that no host of the destination
+/// can take as the extension requires: returned with 5.7.10 ("REQUIRETLS
+/// support required"), with the last host's reason.
+pub fn requiretls_failed(last: &Outcome) -> Outcome {
+    Outcome::permanent(
+        Stage::Tls,
+        Status(5, 7, 10),
+        format!("no next hop qualifies for REQUIRETLS: {}", last.detail()),
     )
 }
 
@@ -350,6 +423,37 @@ pub fn needs_smtputf8() -> Outcome {
         Stage::Mail,
         Status(5, 6, 7),
         "the message needs SMTPUTF8, which the receiving server does not support",
+    )
+}
+
+/// RFC 3030 4: a BINARYMIME message to a server that does not offer
+/// BINARYMIME and CHUNKING; it cannot be converted here.
+pub fn needs_binarymime() -> Outcome {
+    Outcome::permanent(
+        Stage::Mail,
+        Status(5, 6, 3),
+        "the message is BINARYMIME, which the receiving server does not support",
+    )
+}
+
+/// A NUL in the queued message: tern refuses NUL on the way in (issue 16),
+/// so this message came from elsewhere (an older version); it is never sent,
+/// since a next hop that drops NULs could read a smuggled end of data.
+pub fn contains_nul() -> Outcome {
+    Outcome::permanent(
+        Stage::Data,
+        Status(5, 6, 0),
+        "the message contains NUL characters, which are never sent",
+    )
+}
+
+/// RFC 9422 MAILMAX: the connection has carried as many transactions as the
+/// server allows; these recipients wait for the next attempt on a new one.
+pub fn mailmax_reached(max: usize) -> Outcome {
+    Outcome::temporary(
+        Stage::Mail,
+        Status(4, 5, 3),
+        format!("the server's limit of {max} transactions per connection was reached"),
     )
 }
 
@@ -522,7 +626,7 @@ pub fn mailbox_io(what: &str, e: &io::Error) -> Outcome {
     if crate::sys::is_no_space(e) {
         return mailbox_full(what, e);
     }
-    mailbox_unavailable(format!("{what}: {e}"))
+    mailbox_unavailable(format!("{what}: {}", io_text(e)))
 }
 
 /// An I/O error elsewhere: 4.2.2 for a full disk or quota, else 4.3.0.
@@ -530,25 +634,25 @@ pub fn local_io(what: &str, e: &io::Error) -> Outcome {
     if crate::sys::is_no_space(e) {
         return mailbox_full(what, e);
     }
-    local_error(format!("{what}: {e}"))
+    local_error(format!("{what}: {}", io_text(e)))
 }
 
 fn mailbox_full(what: &str, e: &io::Error) -> Outcome {
     Outcome::temporary(
         Stage::Local,
         Status(4, 2, 2),
-        format!("mailbox full: {what}: {e}"),
+        format!("mailbox full: {what}: {}", io_text(e)),
     )
 }
 
 /// The spool's copy could not be read.
 pub fn cannot_read_message(e: &io::Error) -> Outcome {
-    local_error(format!("cannot read message: {e}"))
+    local_error(format!("cannot read message: {}", io_text(e)))
 }
 
 /// The spool's file could not be opened.
 pub fn cannot_open_message(path: &Path, e: &io::Error) -> Outcome {
-    local_error(format!("cannot open message {}: {e}", path.display()))
+    local_error(format!("cannot open message {}: {}", path.display(), io_text(e)))
 }
 
 /// A local copy written: `delivered to maildir`, `delivered to command`...
@@ -563,7 +667,7 @@ pub fn spool_unreadable(path: &Path, e: &io::Error) -> Outcome {
     Outcome::temporary(
         Stage::Queue,
         Status(4, 3, 0),
-        format!("read {}: {e}", path.display()),
+        format!("read {}: {}", path.display(), io_text(e)),
     )
 }
 
@@ -602,6 +706,29 @@ pub fn expired(last: &Outcome) -> Outcome {
 
 // ---- The attempt as the queue records it ---------------------------------------
 
+/// The outbound TLS policy that applied to a remote attempt, for the log
+/// line: `policy=dane verified=yes`, `policy=mta-sts mode=enforce
+/// verified=no`, `policy=may` (issue 18).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsNote {
+    /// `policy=NAME` and, for MTA-STS, ` mode=MODE`.
+    pub policy: String,
+    /// Whether the certificate was authenticated (DANE or PKIX); None when
+    /// the session was not encrypted.
+    pub verified: Option<bool>,
+}
+
+impl fmt::Display for TlsNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.policy)?;
+        match self.verified {
+            Some(true) => f.write_str(" verified=yes"),
+            Some(false) => f.write_str(" verified=no"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// One recipient's attempt as the queue records and logs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempted {
@@ -609,6 +736,9 @@ pub struct Attempted {
     pub relay: String,
     /// "TLSv1.3" when the hop was encrypted.
     pub tls: Option<&'static str>,
+    /// The outbound TLS policy that applied (remote attempts that got as
+    /// far as choosing one).
+    pub policy: Option<TlsNote>,
     pub outcome: Outcome,
     /// What success notice we owe if the sender asked for one (RFC 3461):
     /// none when the next hop took over the DSN request.
@@ -634,6 +764,22 @@ pub struct Timing {
     pub transmit: Duration,
 }
 
+impl Timing {
+    /// A connection's delivery that began at `began`, waited `waited` for a
+    /// slot and began its transaction at `tx_start` (None: it never did):
+    /// setup until then, transmission from then until now.
+    pub fn measured(began: Instant, waited: Duration, tx_start: Option<Instant>) -> Timing {
+        let now = Instant::now();
+        let setup_end = tx_start.unwrap_or(now);
+        Timing {
+            began: Some(began),
+            waited,
+            setup: setup_end.saturating_duration_since(began).saturating_sub(waited),
+            transmit: now.saturating_duration_since(setup_end),
+        }
+    }
+}
+
 /// Who reports success to a sender who asked for NOTIFY=SUCCESS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Success {
@@ -650,10 +796,31 @@ impl Attempted {
         Attempted {
             relay: relay.to_owned(),
             tls: None,
+            policy: None,
             outcome,
             success: Success::Delivered,
             timing: Timing::default(),
         }
+    }
+
+    /// One attempt per recipient, from the results of one host at `relay`.
+    pub fn each(
+        results: Vec<(Outcome, Success)>,
+        relay: &str,
+        tls: Option<&'static str>,
+        timing: Timing,
+    ) -> Vec<Attempted> {
+        results
+            .into_iter()
+            .map(|(outcome, success)| Attempted {
+                relay: relay.to_owned(),
+                tls,
+                policy: None,
+                outcome,
+                success,
+                timing,
+            })
+            .collect()
     }
 
     /// The same attempt with its timing.
@@ -739,6 +906,20 @@ mod tests {
         let o = network(Stage::Connect, "connect", &refused);
         assert_eq!(o.status(), Status(4, 4, 1));
         assert_eq!(o.detail(), "connect: refused");
+        let refused = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        let o = connect_failed("mx.example.org", "192.0.2.1:25".parse().unwrap(), &refused);
+        assert_eq!(o.status(), Status(4, 4, 1));
+        assert_eq!(
+            o.detail(),
+            "connect to mx.example.org[192.0.2.1]:25: Connection refused"
+        );
+        let v6 = connect_failed("mx.example.org", "[2001:db8::1]:25".parse().unwrap(), &refused);
+        assert_eq!(
+            v6.detail(),
+            "connect to mx.example.org[2001:db8::1]:25: Connection refused"
+        );
+        // Errors that are not the system's keep their words.
+        assert_eq!(io_text(&io::Error::other("odd")), "odd");
     }
 
     #[test]

@@ -3,10 +3,13 @@
 //! One pool per queue runner, shared by its delivery threads.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::config::RemoteDelivery;
 use crate::deliver::client::{Client, Extensions};
+use crate::deliver::outcome::Outcome;
 use crate::deliver::tls_client::Stream;
 
 /// Connections kept open between messages, and the count of deliveries in
@@ -16,7 +19,14 @@ pub struct Pool {
     idle: Mutex<HashMap<String, Vec<Idle>>>,
     active: Mutex<HashMap<String, usize>>,
     freed: Condvar,
+    /// Addresses that greeted with 521 (RFC 7504: no mail, ever), with when
+    /// and what they said: not connected to again for [`NO_MAIL_MEMORY`].
+    no_mail: Mutex<HashMap<SocketAddr, (Instant, Outcome)>>,
 }
+
+/// How long a 521 greeting is remembered. RFC 7504 says such a host never
+/// accepts mail; a day lets an administrator who changes that be heard.
+pub const NO_MAIL_MEMORY: Duration = Duration::from_secs(24 * 3600);
 
 /// A connection between transactions: greeted, encrypted and authenticated
 /// as it was for its last message.
@@ -24,7 +34,22 @@ pub struct Idle {
     pub client: Client<Stream>,
     pub ext: Extensions,
     pub tls: Option<&'static str>,
+    /// The certificate was authenticated (DANE or PKIX) when it was opened.
+    pub verified: bool,
     pub since: Instant,
+}
+
+impl Idle {
+    /// A connection done with its transaction just now.
+    pub fn new(client: Client<Stream>, ext: Extensions, tls: Option<&'static str>) -> Idle {
+        Idle {
+            client,
+            ext,
+            tls,
+            verified: false,
+            since: Instant::now(),
+        }
+    }
 }
 
 /// At most this many idle connections per host, address and policy.
@@ -56,6 +81,31 @@ impl Pool {
         None
     }
 
+    /// A connection kept under `key`, when connections are kept at all
+    /// (`smtp_connection_cache_time`), its replies bounded by the command
+    /// timeout. The caller starts with RSET: one closed meanwhile is dropped.
+    pub fn reuse(&self, key: &str, remote: &RemoteDelivery) -> Option<Idle> {
+        let mut idle = self.take(key, remote.connection_cache_time?)?;
+        set_timeout(&mut idle.client, remote.command_timeout);
+        Some(idle)
+    }
+
+    /// Done with `conn` after a transaction: kept under `key` for the next
+    /// message when it may carry another (`reusable`) and connections are
+    /// kept, else closed with QUIT if it still can say it.
+    pub fn release(&self, key: String, conn: Idle, reusable: bool, remote: &RemoteDelivery) {
+        if !reusable {
+            return;
+        }
+        if remote.connection_cache_time.is_some() {
+            self.put(key, conn);
+        } else {
+            let mut c = conn.client;
+            set_timeout(&mut c, remote.command_timeout);
+            quit(&mut c);
+        }
+    }
+
     /// Keep `conn` for the next message to the same `key`.
     pub fn put(&self, key: String, conn: Idle) {
         let mut idle = lock(&self.idle);
@@ -67,6 +117,21 @@ impl Pool {
             let mut c = conn.client;
             quit(&mut c);
         }
+    }
+
+    /// Remember that `addr` greeted with 521 (the outcome says so).
+    pub fn refuses_mail(&self, addr: SocketAddr, o: &Outcome) {
+        let mut m = lock(&self.no_mail);
+        m.retain(|_, (at, _)| at.elapsed() < NO_MAIL_MEMORY);
+        m.insert(addr, (Instant::now(), o.clone()));
+    }
+
+    /// What `addr` said when it greeted with 521, if it did lately.
+    pub fn refused_mail(&self, addr: SocketAddr) -> Option<Outcome> {
+        let m = lock(&self.no_mail);
+        m.get(&addr)
+            .filter(|(at, _)| at.elapsed() < NO_MAIL_MEMORY)
+            .map(|(_, o)| o.clone())
     }
 
     /// Close connections idle longer than `max_age` (the runner calls this

@@ -10,6 +10,12 @@
 //! the recipients, its answers are final for this attempt: 2xx sent, 4xx
 //! deferred, 5xx bounced. A connection lost after the body went out defers
 //! everyone who was accepted.
+//!
+//! The TLS of each hop is decided by `secure` (DANE, MTA-STS, the
+//! configured level, REQUIRETLS; issue 18): a host the decision rules out
+//! is skipped, one whose TLS fails where it is required is left for the
+//! next, and a REQUIRETLS message that no host could take for those
+//! reasons is returned with 5.7.10 (RFC 8689 4.1).
 
 use std::cell::Cell;
 use std::io;
@@ -18,22 +24,29 @@ use std::time::{Duration, Instant};
 
 use base64::prelude::{Engine as _, BASE64_STANDARD};
 
-use crate::config::{Config, TlsPolicy};
-use crate::deliver::client::{self, Client, Extensions};
-use crate::deliver::dns::Resolver;
-use crate::deliver::outcome::{self, Attempted, Outcome, Stage, Success, Timing};
+use crate::config::Config;
+use crate::deliver::client::{Client, Extensions};
+use crate::deliver::dns::{Resolver, Security};
+use crate::deliver::outcome::{self, Attempted, Outcome, Stage, Success, Timing, TlsNote};
 use crate::deliver::pool::{quit, set_timeout, Idle, Pool};
 use crate::deliver::route::{self, Addresses, Hop};
+use crate::deliver::secure::{self, Destination, HopTls, Start};
 use crate::deliver::tls_client::{self, Stream};
-use crate::deliver::transaction::{self, HostResult, Message, Timeouts};
+use crate::deliver::transaction::{self, HostResult, Message, Protocol, Timeouts};
 use crate::maillog;
 use crate::spool::{Envelope, Recipient};
+use crate::tlspolicy::outbound::Outbound;
+use crate::tlspolicy::policy::{Action, Failure};
+use crate::tlspolicy::tlsrpt::ResultType;
 
 /// Deliver `rcpts` (all in `domain`) of one message: one result per
-/// recipient, in order.
+/// recipient, in order. `outbound` is the daemon's TLS policy state (the
+/// DNSSEC probe, MTA-STS policies, TLS-RPT).
+#[allow(clippy::too_many_arguments)]
 pub fn deliver(
     cfg: &Config,
     resolver: &dyn Resolver,
+    outbound: &Outbound,
     pool: &Pool,
     env: &Envelope,
     message: &[u8],
@@ -57,29 +70,52 @@ pub fn deliver(
             transmit: now.saturating_duration_since(setup_end),
         }
     };
-    let all = |relay: &str, outcome: Outcome| -> Vec<Attempted> {
-        let timing = timing();
-        rcpts
-            .iter()
-            .map(|_| Attempted {
-                relay: relay.to_owned(),
-                tls: None,
-                outcome: outcome.clone(),
-                success: Success::Relayed,
-                timing,
-            })
-            .collect()
-    };
-    // The one lookup the plan needs (I/O here), then the plan (pure).
-    let mx = route::mx_query(cfg, domain).map(|name| resolver.mx(name));
+    let all =
+        |relay: &str, outcome: Outcome, tls: Option<(Option<&'static str>, TlsNote)>| -> Vec<Attempted> {
+            let timing = timing();
+            let (version, policy) = match tls {
+                Some((v, p)) => (v, Some(p)),
+                None => (None, None),
+            };
+            rcpts
+                .iter()
+                .map(|_| Attempted {
+                    relay: relay.to_owned(),
+                    tls: version,
+                    policy: policy.clone(),
+                    outcome: outcome.clone(),
+                    success: Success::Relayed,
+                    timing,
+                })
+                .collect()
+        };
+    // The one lookup the plan needs (I/O here), then the plan (pure). The
+    // MX answer's DNSSEC status decides whether DANE may apply (RFC 7672
+    // 2.2.1) and whether REQUIRETLS may use the hosts (RFC 8689 4.1); it
+    // is known only once the resolvers were probed (the first delivery
+    // after start-up may be the one to ask).
+    outbound.dnssec_usable();
+    let mx = route::mx_query(cfg, domain).map(|name| resolver.mx_secured(name));
     let plan = match route::plan(cfg, domain, mx.as_ref(), mx_noise(env)) {
         Ok(p) => p,
-        Err(o) => return all("none", o),
+        Err(o) => return all("none", o, None),
     };
     let entering = Instant::now();
     let _slot = pool.enter(&plan.slot, cfg.remote.max_connections_per_domain);
     waited.set(entering.elapsed());
-    let wire = client::wire_body(message);
+    let dest = Destination::new(
+        cfg,
+        outbound,
+        domain,
+        plan.hops.first(),
+        plan.configured,
+        env,
+        message,
+    );
+    let wire = match transaction::wire(message) {
+        Ok(w) => w,
+        Err(o) => return all("none", o, None),
+    };
     let job = Job {
         cfg,
         env,
@@ -88,54 +124,94 @@ pub fn deliver(
         smarthost: plan.smarthost,
         pool,
         tx_start: &tx_start,
+        dest: &dest,
     };
     let mut last = outcome::no_usable_host(domain);
     let mut last_relay = "none".to_owned();
+    let mut last_note = None;
+    // RFC 8689 4.1, 5: a REQUIRETLS message that every host refused for
+    // the extension's own reasons is returned (5.7.10); any other failure
+    // on the way (DNS, a connection, a 4xx) leaves it to a later attempt.
+    let mut only_requiretls_failures = env.requiretls;
+    let mut tried = false;
     for hop in &plan.hops {
-        let answer = hop.ip.is_none().then(|| resolver.addrs(&hop.host, hop.family));
-        let addrs = match route::addresses(hop, answer) {
+        let answer = hop
+            .ip
+            .is_none()
+            .then(|| resolver.addrs_secured(&hop.host, hop.family));
+        let (addr_security, canonical) = match &answer {
+            Some(Ok(s)) => (s.security, s.canonical.clone()),
+            _ => (Security::Indeterminate, None),
+        };
+        let addrs = match route::addresses(hop, answer.map(|r| r.map(|s| s.value))) {
             Addresses::Use(a) => a,
             Addresses::Skip(o) => {
+                only_requiretls_failures = false;
                 last = o;
                 continue;
             }
-            Addresses::Fail(o) => return all("none", o),
+            Addresses::Fail(o) => return all("none", o, None),
         };
+        let tls = dest.hop(resolver, hop, addr_security, canonical.as_deref());
+        if let Action::Skip { why, result } = &tls.decision.action {
+            // Ruled out by the policy before any connection (RFC 7672 2.2,
+            // RFC 8461 5.1, RFC 8689 4.1): the next MX may do.
+            dest.record(&tls, result.map(|r| (r, Some(why.clone()))));
+            let o = outcome::tls_policy_refused(why);
+            maillog::host_failed(&env.id, &hop.host, o.detail());
+            if tls.failure() != Failure::RequireTls {
+                only_requiretls_failures = false;
+            }
+            tried = true;
+            last = o;
+            last_relay = hop.host.clone();
+            last_note = Some((None, tls.note(false, false)));
+            continue;
+        }
         for addr in addrs {
             let relay = format!("{}[{}]:{}", hop.host, addr.ip(), addr.port());
             // RFC 5321 5.1: an MX whose address is one we listen on is us
             // under another name; it and every worse MX are skipped.
             if !plan.configured && route::is_myself(cfg, addr) {
                 if last_relay == "none" {
-                    return all("none", outcome::loops_to_myself(domain, Some(&relay)));
+                    return all("none", outcome::loops_to_myself(domain, Some(&relay)), None);
                 }
-                return all(&last_relay, last);
+                return all(&last_relay, last, last_note);
             }
             // A transaction with an earlier host that failed was setup time.
             tx_start.set(None);
-            match job.try_host(hop, addr) {
-                Tried::Done(results, tls) => {
+            match job.try_host(hop, addr, &tls) {
+                Tried::Done(results, version, note) => {
                     let timing = timing();
                     return results
                         .into_iter()
                         .map(|(outcome, success)| Attempted {
                             relay: relay.clone(),
-                            tls,
+                            tls: version,
+                            policy: Some(note.clone()),
                             outcome,
                             success,
                             timing,
                         })
                         .collect();
                 }
-                Tried::Next(o) => {
+                Tried::Next(o, why, version, note) => {
                     maillog::host_failed(&env.id, &relay, o.detail());
+                    if why != Why::Policy || tls.failure() != Failure::RequireTls {
+                        only_requiretls_failures = false;
+                    }
+                    tried = true;
                     last = o;
                     last_relay = relay;
+                    last_note = Some((version, note));
                 }
             }
         }
     }
-    all(&last_relay, last)
+    if only_requiretls_failures && tried {
+        last = outcome::requiretls_failed(&last);
+    }
+    all(&last_relay, last, last_note)
 }
 
 /// Shuffles MX hosts of equal preference the same way for every attempt
@@ -147,20 +223,21 @@ fn mx_noise(env: &Envelope) -> u64 {
         .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
 }
 
-/// What one address did: took the transaction (with the TLS version of the
-/// connection), or not.
-enum Tried {
-    Done(Vec<(Outcome, Success)>, Option<&'static str>),
-    Next(Outcome),
+/// Why an address did not take the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// The TLS policy: no STARTTLS where it is required, a failed
+    /// handshake or certificate check, no REQUIRETLS.
+    Policy,
+    /// Anything else: the connection, the greeting, a 4xx to MAIL.
+    Other,
 }
 
-impl Tried {
-    fn from(r: HostResult, tls: Option<&'static str>) -> Tried {
-        match r {
-            HostResult::Done(v) => Tried::Done(v, tls),
-            HostResult::Next(o) => Tried::Next(o),
-        }
-    }
+/// What one address did: took the transaction, or not; with the TLS
+/// version of the connection (if it got that far) and what the policy said.
+enum Tried {
+    Done(Vec<(Outcome, Success)>, Option<&'static str>, TlsNote),
+    Next(Outcome, Why, Option<&'static str>, TlsNote),
 }
 
 /// One delivery: the message, its recipients, and where connections go.
@@ -174,10 +251,27 @@ struct Job<'a> {
     pool: &'a Pool,
     /// When the current host's transaction (MAIL FROM) began, for delays=.
     tx_start: &'a Cell<Option<Instant>>,
+    /// The destination's TLS policy inputs, and its TLS-RPT record.
+    dest: &'a Destination<'a>,
 }
 
-/// A TLS failure: under `may` the host is tried again in plaintext.
-struct Tls(String);
+/// A failed TLS handshake: why, and the TLS error when there was one.
+struct TlsFail(String, Option<rustls::Error>);
+
+impl TlsFail {
+    fn of(e: &io::Error) -> TlsFail {
+        TlsFail(tls_client::describe(e), tls_client::tls_error(e).cloned())
+    }
+
+    /// The TLS-RPT result type (RFC 8460 4.3.1).
+    fn result(&self) -> (ResultType, Option<String>) {
+        let rt = self
+            .1
+            .as_ref()
+            .map_or(ResultType::ValidationFailure, secure::result_of);
+        (rt, Some(self.0.clone()))
+    }
+}
 
 impl Job<'_> {
     fn timeouts(&self) -> Timeouts {
@@ -194,32 +288,57 @@ impl Job<'_> {
         ext: &Extensions,
         rset: bool,
     ) -> Option<(HostResult, bool)> {
-        transaction::run(c, ext, &self.msg, self.rcpts, &self.timeouts(), rset)
+        transaction::run(
+            Protocol::Smtp,
+            c,
+            ext,
+            &self.msg,
+            self.rcpts,
+            &self.timeouts(),
+            rset,
+        )
     }
 
-    /// Try one address; a TLS failure under `may` retries it in plaintext.
-    fn try_host(&self, hop: &Hop, addr: SocketAddr) -> Tried {
+    /// Try one address; a failed handshake where TLS is only opportunistic
+    /// retries it in plaintext.
+    fn try_host(&self, hop: &Hop, addr: SocketAddr, tls: &HopTls) -> Tried {
         let host = &hop.host;
-        match self.session(hop, addr, hop.tls) {
+        match self.session(hop, addr, tls, false) {
             // With implicit TLS there is no plaintext to fall back to.
-            Err(Tls(why)) if hop.tls == TlsPolicy::May && !hop.implicit_tls => {
-                maillog::tls_fallback(&self.env.id, host, addr.ip(), &why);
-                match self.session(hop, addr, TlsPolicy::None) {
+            Err(f) if tls.start() == Start::IfOffered && !hop.implicit_tls => {
+                self.dest.record(tls, Some(f.result()));
+                maillog::tls_fallback(&self.env.id, host, addr.ip(), &f.0);
+                match self.session(hop, addr, tls, true) {
                     Ok(r) => r,
-                    Err(Tls(why)) => Tried::Next(outcome::tls_failed(why)),
+                    Err(f) => Tried::Next(
+                        outcome::tls_failed(f.0),
+                        Why::Policy,
+                        None,
+                        tls.note(false, false),
+                    ),
                 }
             }
-            Err(Tls(why)) => Tried::Next(outcome::tls_failed(format!("TLS with {host}: {why}"))),
+            Err(f) => {
+                self.dest.record(tls, Some(f.result()));
+                Tried::Next(
+                    outcome::tls_failed(format!("TLS with {host}: {}", f.0)),
+                    Why::Policy,
+                    None,
+                    tls.note(false, false),
+                )
+            }
             Ok(r) => r,
         }
     }
 
     /// One connection: greeting, EHLO, STARTTLS, AUTH, the transaction.
     /// A connection kept from an earlier message to the same host, address
-    /// and policy is used instead when it still answers RSET.
-    fn session(&self, hop: &Hop, addr: SocketAddr, policy: TlsPolicy) -> Result<Tried, Tls> {
+    /// and TLS decision is used instead when it still answers RSET.
+    /// `plain`: no STARTTLS (the retry after a failed opportunistic one).
+    fn session(&self, hop: &Hop, addr: SocketAddr, tls: &HopTls, plain: bool) -> Result<Tried, TlsFail> {
         let (cfg, host) = (self.cfg, hop.host.as_str());
-        let key = format!("{host} {addr} {policy:?} {}", self.smarthost);
+        let tls_key = if plain { "plain".to_owned() } else { tls.pool_key() };
+        let key = format!("{host} {addr} {tls_key} {}", self.smarthost);
         if let Some(max_age) = cfg.remote.connection_cache_time {
             if let Some(mut idle) = self.pool.take(&key, max_age) {
                 set_timeout(&mut idle.client, cfg.remote.command_timeout);
@@ -229,29 +348,35 @@ impl Job<'_> {
                 self.tx_start.set(Some(Instant::now()));
                 if let Some((result, reusable)) = self.transaction(&mut idle.client, &idle.ext, true) {
                     maillog::connection_reused(&self.env.id, host, addr.ip());
-                    let tls = idle.tls;
-                    self.finish(key, idle.client, idle.ext, tls, reusable);
-                    return Ok(Tried::from(result, tls));
+                    let (version, verified) = (idle.tls, idle.verified);
+                    self.finish(key, idle.client, idle.ext, version, verified, reusable);
+                    let note = tls.note(version.is_some(), verified);
+                    return Ok(tried(result, version, note));
                 }
             }
         }
-        let next = |o: Outcome| Ok(Tried::Next(o));
+        let next = |o: Outcome| Ok(Tried::Next(o, Why::Other, None, tls.note(false, false)));
+        // RFC 7504: a host that said it accepts no mail is not asked again.
+        if let Some(o) = self.pool.refused_mail(addr) {
+            return next(o);
+        }
         let tcp = match TcpStream::connect_timeout(&addr, cfg.remote.connect_timeout) {
             Ok(s) => s,
-            Err(e) => return next(outcome::network(Stage::Connect, "connect", &e)),
+            Err(e) => return next(outcome::connect_failed(host, addr, &e)),
         };
         let _ = tcp.set_nodelay(true);
         if let Err(e) = timeouts(&tcp, cfg.remote.helo_timeout) {
             return next(outcome::network(Stage::Connect, "socket", &e));
         }
-        let tls_config = || tls_client::config(policy, cfg.remote.tls_ca_file.as_deref());
+        let ca = cfg.remote.tls_ca_file.as_deref();
         // Port 465 or `smtps`: TLS from the first byte (RFC 8314 3.3),
         // whatever the policy says: such a port speaks nothing else.
         let mut stream = Stream::Plain(tcp);
+        let mut observed = None;
         if hop.implicit_tls {
-            let c = tls_client::config(policy.max(TlsPolicy::May), cfg.remote.tls_ca_file.as_deref())
-                .map_err(|e| Tls(e.to_string()))?;
-            stream = stream.upgrade(c, host).map_err(|e| Tls(e.to_string()))?;
+            let (c, o) = tls.client_config(ca).map_err(|e| TlsFail::of(&e))?;
+            stream = stream.upgrade(c, &tls.sni).map_err(|e| TlsFail::of(&e))?;
+            observed = o;
         }
         let mut c = Client::new(stream);
         c.set_reply_limit(cfg.remote.helo_timeout);
@@ -259,6 +384,11 @@ impl Job<'_> {
             Ok(r) => r,
             Err(e) => return next(outcome::network(Stage::Greeting, "greeting", &e)),
         };
+        if greeting.code == 521 {
+            let o = outcome::refuses_all_mail(&greeting);
+            self.pool.refuses_mail(addr, &o);
+            return next(o);
+        }
         if greeting.code != 220 {
             return next(outcome::greeting_refused(&greeting));
         }
@@ -266,17 +396,21 @@ impl Job<'_> {
             Ok(e) => e,
             Err(o) => return next(o),
         };
+        let start = if plain { Start::Never } else { tls.start() };
         let tls_active = matches!(c.stream(), Stream::Tls(_));
-        if !tls_active && policy != TlsPolicy::None && ext.starttls {
+        if !tls_active && start != Start::Never && ext.starttls {
             match c.command("STARTTLS") {
                 Ok(r) if r.code == 220 => {}
-                Ok(r) => return Err(Tls(format!("STARTTLS refused: {}", r.one_line()))),
+                Ok(r) => return Err(TlsFail(format!("STARTTLS refused: {}", r.one_line()), None)),
                 Err(e) => return next(outcome::network(Stage::Tls, "STARTTLS", &e)),
             }
-            let plain = c.into_stream().map_err(|e| Tls(e.to_string()))?;
-            let cfg_tls = tls_config().map_err(|e| Tls(e.to_string()))?;
-            let tls = plain.upgrade(cfg_tls, host).map_err(|e| Tls(e.to_string()))?;
-            c = Client::new(tls);
+            let plain_stream = c.into_stream().map_err(|e| TlsFail::of(&e))?;
+            let (config, o) = tls.client_config(ca).map_err(|e| TlsFail::of(&e))?;
+            let encrypted = plain_stream
+                .upgrade(config, &tls.sni)
+                .map_err(|e| TlsFail::of(&e))?;
+            observed = o;
+            c = Client::new(encrypted);
             c.set_reply_limit(cfg.remote.helo_timeout);
             // RFC 3207 4.2: forget everything learnt before TLS.
             ext = match self.hello(&mut c) {
@@ -284,17 +418,55 @@ impl Job<'_> {
                 Err(o) => return next(o),
             };
         }
-        let tls = c.stream().tls_version();
-        if tls.is_none() && !policy.allows_plaintext() {
-            return next(outcome::tls_required(host));
+        let version = c.stream().tls_version();
+        if version.is_none() && start == Start::Required {
+            // RFC 7672 2.2, RFC 8461 5: TLS is mandatory here.
+            self.dest
+                .record(tls, Some((ResultType::StarttlsNotSupported, None)));
+            return Ok(Tried::Next(
+                outcome::tls_required(host),
+                Why::Policy,
+                None,
+                tls.note(false, false),
+            ));
+        }
+        // A check that was only watched (MTA-STS testing, TLS-Required: No)
+        // is reported, and the message goes on.
+        let watched = observed.as_ref().and_then(|o| o.failure());
+        let verified = version.is_some() && tls.checks() && watched.is_none();
+        let note = tls.note(version.is_some(), verified);
+        match (&watched, version) {
+            (Some(e), _) => self.dest.record(
+                tls,
+                Some((
+                    secure::result_of(e),
+                    Some(tls_client::describe(&io::Error::other(e.clone()))),
+                )),
+            ),
+            (None, Some(_)) => self.dest.record(tls, None),
+            // Plaintext where TLS was wanted but not offered.
+            (None, None) if start == Start::IfOffered && !plain => self
+                .dest
+                .record(tls, Some((ResultType::StarttlsNotSupported, None))),
+            (None, None) => {}
+        }
+        // RFC 8689 4.1: only to a server that offers REQUIRETLS.
+        if tls.requiretls() && !ext.requiretls {
+            quit(&mut c);
+            return Ok(Tried::Next(
+                outcome::requiretls_not_offered(host),
+                Why::Policy,
+                version,
+                note,
+            ));
         }
         if self.smarthost {
             if let Some((user, pass)) = &cfg.remote.relay_auth {
-                if tls.is_none() {
-                    return next(outcome::auth_needs_tls(host));
+                if version.is_none() {
+                    return Ok(Tried::Next(outcome::auth_needs_tls(host), Why::Other, None, note));
                 }
                 if let Err(o) = auth(&mut c, &ext, user, pass) {
-                    return next(o);
+                    return Ok(Tried::Next(o, Why::Other, version, note));
                 }
             }
         }
@@ -302,8 +474,8 @@ impl Job<'_> {
         let (result, reusable) = self
             .transaction(&mut c, &ext, false)
             .unwrap_or_else(|| (HostResult::Next(outcome::rset_refused()), false));
-        self.finish(key, c, ext, tls, reusable);
-        Ok(Tried::from(result, tls))
+        self.finish(key, c, ext, version, verified, reusable);
+        Ok(tried(result, version, note))
     }
 
     /// Keep the connection for the next message, or say QUIT.
@@ -313,6 +485,7 @@ impl Job<'_> {
         mut c: Client<Stream>,
         ext: Extensions,
         tls: Option<&'static str>,
+        verified: bool,
         reusable: bool,
     ) {
         if reusable && self.cfg.remote.connection_cache_time.is_some() {
@@ -322,6 +495,7 @@ impl Job<'_> {
                     client: c,
                     ext,
                     tls,
+                    verified,
                     since: Instant::now(),
                 },
             );
@@ -351,6 +525,14 @@ impl Job<'_> {
         } else {
             Err(outcome::helo_refused(&r))
         }
+    }
+}
+
+/// What a transaction on one connection means for the walk.
+fn tried(r: HostResult, tls: Option<&'static str>, note: TlsNote) -> Tried {
+    match r {
+        HostResult::Done(v) => Tried::Done(v, tls, note),
+        HostResult::Next(o) => Tried::Next(o, Why::Other, tls, note),
     }
 }
 

@@ -11,13 +11,16 @@
 //! that names this host keeps only the hosts more preferred than us; an MX
 //! whose address is one we listen on is us under another name.
 //!
-//! Each hop carries its TLS policy: today the configured one (the route's
-//! `tls=`, else `smtp_tls`); DANE and MTA-STS will decide it per hop here.
+//! Each hop carries what the TLS policy decision (`tlspolicy::policy`)
+//! needs from routing: the configured level (the route's `tls=`, else
+//! `smtp_tls`), whether the route fixed it, and whether the host name came
+//! from validated DNS (RFC 7672 2.2.1). `remote` adds the address answer,
+//! the TLSA records and the MTA-STS policy, and asks for the decision.
 
 use std::net::{IpAddr, SocketAddr};
 
 use crate::config::{Config, Family, NextHop, TlsPolicy};
-use crate::deliver::dns::{self, DnsError, Mx};
+use crate::deliver::dns::{self, DnsError, Mx, Secured, Security};
 use crate::deliver::outcome::{self, Outcome};
 
 /// One host to try, in order.
@@ -31,8 +34,16 @@ pub struct Hop {
     pub port: u16,
     /// The address families to look up (`inet_protocols`).
     pub family: Family,
-    /// The TLS policy for this hop.
+    /// The configured TLS level for this hop: the route's `tls=`, else
+    /// `smtp_tls`.
     pub tls: TlsPolicy,
+    /// The route (or relay host) said `tls=` itself: that level and
+    /// nothing else applies, as a `tls_policy` override would.
+    pub tls_fixed: bool,
+    /// How the host name was learnt (RFC 7672 2.2.1): the MX answer's
+    /// DNSSEC status, or Secure for a name (or address) the configuration
+    /// gave.
+    pub mx_security: Security,
     /// TLS from the first byte (RFC 8314 3.3): port 465 or `smtps`.
     pub implicit_tls: bool,
     /// The domain itself standing in for a missing MX (RFC 5321 5.1): if it
@@ -67,26 +78,33 @@ pub fn mx_query<'a>(cfg: &'a Config, domain: &'a str) -> Option<&'a str> {
 }
 
 /// The ordered hops for `domain`, given the answer to the MX query that
-/// [`mx_query`] named (None when it named none). `noise` shuffles MX hosts
-/// of equal preference. Err is the outcome for every recipient when there
-/// is nowhere to go.
+/// [`mx_query`] named (None when it named none), with its DNSSEC status.
+/// `noise` shuffles MX hosts of equal preference. Err is the outcome for
+/// every recipient when there is nowhere to go.
 pub fn plan(
     cfg: &Config,
     domain: &str,
-    mx: Option<&Result<Mx, DnsError>>,
+    mx: Option<&Result<Secured<Mx>, DnsError>>,
     noise: u64,
 ) -> Result<Plan, Outcome> {
     let configured = cfg.remote.next_hop(domain);
     let smarthost = configured.is_some() && configured == cfg.remote.relay_host.as_ref();
+    // Names from the configuration need no DNS to be trusted.
+    let mx_security = match mx {
+        Some(Ok(s)) => s.security,
+        _ => Security::Secure,
+    };
+    let mx = mx.map(|r| r.as_ref().map(|s| s.value.clone()).map_err(Clone::clone));
+    let mx = mx.as_ref();
     let hop = |host: String, ip: Option<IpAddr>, implicit_mx: bool| {
-        let (port, tls, implicit_tls) = match configured {
+        let (port, tls, tls_fixed, implicit_tls) = match configured {
             Some(NextHop {
                 port,
                 tls,
                 implicit_tls,
                 ..
-            }) => (*port, tls.unwrap_or(cfg.remote.tls), *implicit_tls),
-            None => (cfg.remote.mx_port, cfg.remote.tls, false),
+            }) => (*port, tls.unwrap_or(cfg.remote.tls), tls.is_some(), *implicit_tls),
+            None => (cfg.remote.mx_port, cfg.remote.tls, false, false),
         };
         Hop {
             host,
@@ -94,6 +112,8 @@ pub fn plan(
             port,
             family: cfg.remote.inet_protocols,
             tls,
+            tls_fixed,
+            mx_security,
             implicit_tls,
             implicit_mx,
         }
@@ -219,6 +239,11 @@ mod tests {
         Ok(Mx::Hosts(h.iter().map(|(p, n)| (*p, (*n).to_owned())).collect()))
     }
 
+    /// An answer from a resolver that says nothing of DNSSEC.
+    fn sec(mx: Option<Result<Mx, DnsError>>) -> Option<Result<Secured<Mx>, DnsError>> {
+        mx.map(|r| r.map(Secured::indeterminate))
+    }
+
     /// A failed plan: its verdict, status and detail.
     type Failed<S> = (Verdict, Status, S);
 
@@ -230,7 +255,7 @@ mod tests {
     ) -> Result<Vec<String>, Failed<String>> {
         let asked = mx_query(cfg, domain);
         assert_eq!(asked.is_some(), mx.is_some(), "{domain}: MX query {asked:?}");
-        plan(cfg, domain, mx.as_ref(), 7)
+        plan(cfg, domain, sec(mx).as_ref(), 7)
             .map(|p| p.hops.iter().map(|h| format!("{}:{}", h.host, h.port)).collect())
             .map_err(|o| (o.verdict(), o.status(), o.detail().to_owned()))
     }
@@ -345,13 +370,14 @@ mod tests {
     #[test]
     fn equal_preferences_are_shuffled_by_the_noise() {
         let cfg = config("");
-        let mx = hosts(&[
+        let mx = sec(Some(hosts(&[
             (10, "a.test"),
             (10, "b.test"),
             (10, "c.test"),
             (10, "d.test"),
             (5, "first.test"),
-        ]);
+        ])))
+        .expect("answer");
         let orders: std::collections::HashSet<Vec<String>> = (0..20)
             .map(|n| {
                 let p = plan(&cfg, "x.test", Some(&mx), n).expect("plan");
@@ -397,7 +423,7 @@ mod tests {
             (TlsPolicy::Verify, true, 465, Family::Ipv4)
         );
         assert_eq!(hop("n.test").tls, TlsPolicy::None);
-        let mx = Ok(Mx::Implicit);
+        let mx = Ok(Secured::indeterminate(Mx::Implicit));
         let d = plan(&cfg, "d.test", Some(&mx), 0).expect("plan").hops.remove(0);
         assert_eq!(
             (d.tls, d.implicit_tls, d.port, d.implicit_mx),
@@ -408,9 +434,9 @@ mod tests {
     #[test]
     fn address_answers() {
         let cfg = config("");
-        let mx = hosts(&[(10, "a.test")]);
+        let mx = hosts(&[(10, "a.test")]).map(Secured::indeterminate);
         let named = plan(&cfg, "x.test", Some(&mx), 0).expect("plan").hops.remove(0);
-        let implicit_mx = Ok(Mx::Implicit);
+        let implicit_mx = Ok(Secured::indeterminate(Mx::Implicit));
         let implicit = plan(&cfg, "bare.test", Some(&implicit_mx), 0)
             .expect("plan")
             .hops

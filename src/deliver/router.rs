@@ -1,24 +1,31 @@
 //! Which agent delivers a recipient. A recipient in a local domain goes
 //! through the aliases to mailboxes, files and pipes; an alias that points
 //! elsewhere makes a forwarded copy in the queue; any other domain goes to
-//! remote delivery.
+//! remote delivery, or to an LMTP server when a route names one.
+//!
+//! With `mailbox_transport`, the users the aliases yield (the recipient
+//! itself when it is no alias) go to that LMTP server in one transaction
+//! instead of their `mailbox`, as Postfix's local(8) hands the final
+//! mailbox to its mailbox_transport: aliases, `:include:` files, files and
+//! commands are still ours, and the server decides which users exist.
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::path::Path;
 
 use crate::aliases::{ExpandError, Target as AliasTarget};
 use crate::clock;
-use crate::config::Config;
+use crate::config::{Config, Lmtp};
 use crate::deliver::dns::Resolver;
 use crate::deliver::local::{self, Job, Target};
-use crate::deliver::outcome::{self, Attempted, Outcome, Timing, Verdict};
-use crate::deliver::{pool, remote};
-use crate::maillog;
+use crate::deliver::outcome::{self, Attempted, Outcome, Success, Timing, Verdict};
+use crate::deliver::{lmtp, pool, remote};
 use crate::message;
 use crate::smtp::address::{Domain, Mailbox};
 use crate::spool::{Envelope, QueueId, Recipient, Spool};
 use crate::sys::{self, Passwd};
 use crate::tables::Tables;
+use crate::tlspolicy::outbound::Outbound;
 
 /// What delivery needs besides the recipient.
 pub struct Context<'a> {
@@ -32,6 +39,8 @@ pub struct Context<'a> {
     /// read from the spool when needed).
     pub message: Option<&'a [u8]>,
     pub resolver: &'a dyn Resolver,
+    /// The outbound TLS policy's state (DNSSEC probe, MTA-STS, TLS-RPT).
+    pub outbound: &'a Outbound,
     /// Open connections and per-destination counts for remote delivery.
     pub pool: &'a pool::Pool,
     /// Tell the queue runner about a message queued here (a forwarded copy).
@@ -50,23 +59,42 @@ pub fn remote_domain(cfg: &Config, rcpt: &Recipient) -> Option<String> {
     }
 }
 
-/// Deliver the recipients of one remote domain in one transaction.
+/// Deliver the recipients of one remote domain in one transaction: to the
+/// LMTP server its route names, else by SMTP.
 pub fn deliver_remote(ctx: &Context<'_>, domain: &str, rcpts: &[&Recipient]) -> Vec<Attempted> {
-    if let Some(message) = ctx.message {
-        return remote::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, message, domain, rcpts);
-    }
-    let path = ctx.spool.message_path(&ctx.env.id);
-    let message = match std::fs::read(&path) {
+    let message = match message(ctx) {
         Ok(m) => m,
-        Err(e) => {
-            let o = outcome::spool_unreadable(&path, &e);
+        Err(o) => {
             return rcpts
                 .iter()
                 .map(|_| Attempted::local("none", o.clone()))
-                .collect();
+                .collect()
         }
     };
-    remote::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, &message, domain, rcpts)
+    match ctx.cfg.remote.lmtp_route(domain) {
+        Some(server) => lmtp::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, &message, server, rcpts),
+        None => remote::deliver(
+            ctx.cfg,
+            ctx.resolver,
+            ctx.outbound,
+            ctx.pool,
+            ctx.env,
+            &message,
+            domain,
+            rcpts,
+        ),
+    }
+}
+
+/// The whole message: as the caller read it, else from the spool.
+fn message<'a>(ctx: &Context<'a>) -> Result<Cow<'a, [u8]>, Outcome> {
+    if let Some(m) = ctx.message {
+        return Ok(Cow::Borrowed(m));
+    }
+    let path = ctx.spool.message_path(&ctx.env.id);
+    std::fs::read(&path)
+        .map(Cow::Owned)
+        .map_err(|e| outcome::spool_unreadable(&path, &e))
 }
 
 /// Deliver one recipient: locally, or alone in a remote transaction.
@@ -82,13 +110,16 @@ pub fn deliver(ctx: &Context<'_>, rcpt: &Recipient) -> Attempted {
             .unwrap_or_else(|| Attempted::local("none", outcome::no_route_result()));
     }
     let began = std::time::Instant::now();
-    let outcome = deliver_local(ctx, rcpt, &mbox);
-    // Local delivery has no connection to set up: all of it is transmission.
-    Attempted::local("local", outcome).timed(Timing {
-        began: Some(began),
-        transmit: began.elapsed(),
-        ..Timing::default()
-    })
+    match deliver_local(ctx, rcpt, &mbox) {
+        // The mailboxes went to the LMTP server: the log names it.
+        (outcome, Some(via)) => Attempted { outcome, ..via },
+        // Local delivery has no connection to set up: all of it is transmission.
+        (outcome, None) => Attempted::local("local", outcome).timed(Timing {
+            began: Some(began),
+            transmit: began.elapsed(),
+            ..Timing::default()
+        }),
+    }
 }
 
 /// RFC 5321 6.3-style loop check with Delivered-To (as Postfix and qmail do):
@@ -97,27 +128,23 @@ fn has_delivered_to(headers: &[u8], rcpt: &str) -> bool {
     message::fields(headers).any(|f| f.is("Delivered-To") && f.value().eq_ignore_ascii_case(rcpt))
 }
 
-fn deliver_local(ctx: &Context<'_>, rcpt: &Recipient, mbox: &Mailbox) -> Outcome {
+/// The recipient's outcome, and the LMTP attempt when `mailbox_transport`
+/// took its mailboxes (for the log's relay= and the success notice).
+fn deliver_local(ctx: &Context<'_>, rcpt: &Recipient, mbox: &Mailbox) -> (Outcome, Option<Attempted>) {
     if has_delivered_to(ctx.headers, &rcpt.addr) {
-        return outcome::forwarding_loop(&rcpt.addr);
+        return (outcome::forwarding_loop(&rcpt.addr), None);
     }
-    let local = mbox.local().to_lowercase();
-    let aliases = ctx.tables.aliases();
-    let is_local = |d: &str| ctx.cfg.local.is_local_domain(d);
-    let read_include = |p: &Path| read_include(p);
-    let mut targets = match aliases.expand(&local, &is_local, &read_include) {
+    let targets = match expand(ctx.cfg, ctx.tables, mbox) {
         Ok(t) => t,
-        Err(e @ ExpandError::Include(_)) => return outcome::include_failed(&e),
-        Err(e) => return outcome::alias_failed(&e),
+        Err(o) => return (o, None),
     };
-    // RFC 5321 4.5.1: postmaster must reach someone even without an alias.
-    if local == "postmaster" && targets == [AliasTarget::User("postmaster".to_owned())] {
-        targets = vec![AliasTarget::User("root".to_owned())];
-    }
+    let transport = ctx.cfg.local.mailbox_transport.as_ref();
     let mut remote = Vec::new();
+    let mut mailboxes = Vec::new();
     let mut results = Vec::new();
     for t in targets {
         match t {
+            AliasTarget::User(name) if transport.is_some() => mailboxes.push(name),
             AliasTarget::User(name) => results.push(deliver_user(ctx, rcpt, &name)),
             AliasTarget::File(path) => results.push(deliver_as_alias_owner(ctx, rcpt, Target::Mbox(path))),
             AliasTarget::Pipe(cmd) => results.push(deliver_as_alias_owner(ctx, rcpt, Target::Pipe(cmd))),
@@ -127,7 +154,84 @@ fn deliver_local(ctx: &Context<'_>, rcpt: &Recipient, mbox: &Mailbox) -> Outcome
     if !remote.is_empty() {
         results.push(forward(ctx, rcpt, &remote));
     }
-    combine(results)
+    let mut via = None;
+    if let (Some(server), false) = (transport, mailboxes.is_empty()) {
+        let alone = results.is_empty();
+        let (o, mut attempt) = deliver_mailboxes(ctx, server, rcpt, mbox, &mailboxes);
+        // Besides files, commands or forwarding, the notice is ours to send.
+        if !alone {
+            attempt.success = Success::Delivered;
+        }
+        results.push(o);
+        via = Some(attempt);
+    }
+    (combine(results), via)
+}
+
+/// The `users` of recipient `rcpt` to the LMTP server, in one transaction:
+/// their outcome together (see [`combine`]), and the attempt as the log
+/// shows it.
+fn deliver_mailboxes(
+    ctx: &Context<'_>,
+    server: &Lmtp,
+    rcpt: &Recipient,
+    mbox: &Mailbox,
+    users: &[String],
+) -> (Outcome, Attempted) {
+    let message = match message(ctx) {
+        Ok(m) => m,
+        Err(o) => return (o.clone(), Attempted::local("none", o)),
+    };
+    let lmtp_rcpts: Vec<Recipient> = users.iter().map(|u| mailbox_recipient(rcpt, mbox, u)).collect();
+    let refs: Vec<&Recipient> = lmtp_rcpts.iter().collect();
+    let attempts = lmtp::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, &message, server, &refs);
+    let outcome = combine(attempts.iter().map(|a| a.outcome.clone()).collect());
+    match attempts.into_iter().next() {
+        Some(first) => (outcome, first),
+        None => {
+            let o = outcome::no_route_result();
+            (o.clone(), Attempted::local("none", o))
+        }
+    }
+}
+
+/// The LMTP recipient for `user`'s mailbox: the recipient itself when it is
+/// the user's own address, else the user at the recipient's domain, with
+/// the recipient as ORCPT unless the sender gave one (RFC 3461 4.2 lets a
+/// relaying MTA add it; an LMTP server offering DSN can then tell which
+/// address the mail was sent to).
+fn mailbox_recipient(rcpt: &Recipient, mbox: &Mailbox, user: &str) -> Recipient {
+    let addr = if user.eq_ignore_ascii_case(mbox.local()) {
+        rcpt.addr.clone()
+    } else {
+        format!("{user}@{}", mbox.domain())
+    };
+    let mut r = Recipient::new(addr);
+    r.notify = rcpt.notify;
+    r.orcpt = rcpt
+        .orcpt
+        .clone()
+        .or_else(|| Some(format!("rfc822;{}", rcpt.addr)));
+    r
+}
+
+/// What the aliases make of local address `mbox`: its final targets, the user
+/// of the same name when it is no alias; Err is the outcome when expansion fails.
+pub fn expand(cfg: &Config, tables: &Tables, mbox: &Mailbox) -> Result<Vec<AliasTarget>, Outcome> {
+    let local = mbox.local().to_lowercase();
+    let aliases = tables.aliases();
+    let is_local = |d: &str| cfg.local.is_local_domain(d);
+    let read_include = |p: &Path| read_include(p);
+    let mut targets = match aliases.expand(&local, &is_local, &read_include) {
+        Ok(t) => t,
+        Err(e @ ExpandError::Include(_)) => return Err(outcome::include_failed(&e)),
+        Err(e) => return Err(outcome::alias_failed(&e)),
+    };
+    // RFC 5321 4.5.1: postmaster must reach someone even without an alias.
+    if local == "postmaster" && targets == [AliasTarget::User("postmaster".to_owned())] {
+        targets = vec![AliasTarget::User("root".to_owned())];
+    }
+    Ok(targets)
 }
 
 /// An :include: file names commands and files run as the aliases owner, so
@@ -152,7 +256,14 @@ fn read_include(p: &Path) -> std::io::Result<String> {
 
 /// One outcome for all of a recipient's targets: any temporary failure
 /// means try again; otherwise any permanent failure bounces.
-fn combine(results: Vec<Outcome>) -> Outcome {
+fn combine(mut results: Vec<Outcome>) -> Outcome {
+    // A single target's outcome is the recipient's as it is (with the
+    // server's reply, when one decided it).
+    if results.len() == 1 {
+        if let Some(only) = results.pop() {
+            return only;
+        }
+    }
     let mut delivered = Vec::new();
     let mut permanent = None;
     for r in results {
@@ -179,6 +290,7 @@ fn job(ctx: &Context<'_>, rcpt: &Recipient, target: Target, user: Option<Passwd>
         sender: ctx.env.sender.clone(),
         recipient: rcpt.addr.clone(),
         user,
+        mailbox: false,
         message: ctx.spool.message_path(&ctx.env.id),
         hostname: ctx.cfg.hostname.clone(),
         pipe_timeout: ctx.cfg.local.pipe_timeout,
@@ -186,8 +298,21 @@ fn job(ctx: &Context<'_>, rcpt: &Recipient, target: Target, user: Option<Passwd>
 }
 
 fn deliver_user(ctx: &Context<'_>, rcpt: &Recipient, name: &str) -> Outcome {
-    if name != "root" && !ctx.tables.user_exists(name) {
-        return outcome::unknown_user(name);
+    let (target, user) = match user_mailbox(ctx.cfg, ctx.tables, name) {
+        Ok(m) => m,
+        Err(o) => return o,
+    };
+    let mut j = job(ctx, rcpt, target, user);
+    j.mailbox = true;
+    local::deliver(&j)
+}
+
+/// The mailbox of local user `name`, and the account it is written as (None:
+/// as ternd's own user, for a `local_users` user without a system account).
+/// Err when there is no such user, or the template needs a home they lack.
+pub fn user_mailbox(cfg: &Config, tables: &Tables, name: &str) -> Result<(Target, Option<Passwd>), Outcome> {
+    if name != "root" && !tables.user_exists(name) {
+        return Err(outcome::unknown_user(name));
     }
     let account = sys::getpwnam(name).or_else(|| sys::getpwnam(&name.to_lowercase()));
     let (pw, user) = match account {
@@ -204,32 +329,35 @@ fn deliver_user(ctx: &Context<'_>, rcpt: &Recipient, name: &str) -> Outcome {
                 shell: String::new(),
                 gecos: String::new(),
             };
-            if ctx.cfg.local.mailbox.starts_with('~') {
-                return outcome::no_home(name, &ctx.cfg.local.mailbox);
+            if cfg.local.mailbox.starts_with('~') {
+                return Err(outcome::no_home(name, &cfg.local.mailbox));
             }
             (pseudo, None)
         }
     };
-    let target = local::mailbox_target(&ctx.cfg.local.mailbox, &pw);
-    local::deliver(&job(ctx, rcpt, target, user))
+    Ok((local::mailbox_target(&cfg.local.mailbox, &pw), user))
 }
 
 /// Files and commands named in the aliases file run as the file's owner, or
 /// as `nobody` when root owns it (Postfix's default_privs): never as root.
 fn deliver_as_alias_owner(ctx: &Context<'_>, rcpt: &Recipient, target: Target) -> Outcome {
-    let owner = ctx
-        .tables
-        .aliases_path()
-        .and_then(|p| std::fs::metadata(p).ok())
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
-    let account = match owner {
-        Some(uid) if uid != 0 => sys::getpwuid(uid),
-        _ => sys::getpwnam("nobody"),
-    };
-    let Some(pw) = account else {
+    let Some(pw) = alias_account(ctx.tables) else {
         return outcome::no_alias_account();
     };
     local::deliver(&job(ctx, rcpt, target, Some(pw)))
+}
+
+/// The account files and commands of the aliases file run as (see
+/// `deliver_as_alias_owner`).
+pub fn alias_account(tables: &Tables) -> Option<Passwd> {
+    let owner = tables
+        .aliases_path()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    match owner {
+        Some(uid) if uid != 0 => sys::getpwuid(uid),
+        _ => sys::getpwnam("nobody"),
+    }
 }
 
 /// An alias pointing to other domains: queue a copy for those addresses,
@@ -251,6 +379,8 @@ fn forward(ctx: &Context<'_>, rcpt: &Recipient, to: &[String]) -> Outcome {
         env.protocol = "local".to_owned();
         env.body = ctx.env.body;
         env.smtputf8 = ctx.env.smtputf8;
+        // RFC 8689 4: the sender's demand follows the message wherever it goes.
+        env.requiretls = ctx.env.requiretls;
         env.ret = ctx.env.ret;
         env.envid = ctx.env.envid.clone();
         env.size = incoming.bytes_written();
@@ -263,7 +393,7 @@ fn forward(ctx: &Context<'_>, rcpt: &Recipient, to: &[String]) -> Outcome {
             })
             .collect();
         incoming.commit(&env).map_err(|e| e.to_string())?;
-        maillog::queued(&id, &env.sender, env.size, env.recipients.len(), &"local");
+        ctx.spool.log_queued(&env);
         Ok(id)
     })();
     match result {

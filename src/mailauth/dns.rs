@@ -1,12 +1,13 @@
-//! DNS for the SPF, DKIM and DMARC checks: mail-auth's resolver (its own
-//! hickory-resolver 0.26) on a private current-thread tokio runtime, with
-//! record caches that keep each answer for its TTL.
+//! DNS for the SPF, DKIM and DMARC checks: mail-auth's resolver (hickory-
+//! resolver 0.26, the same as delivery's) on tern's one current-thread
+//! tokio runtime (`deliver::dns::runtime`), with record caches that keep
+//! each answer for its TTL.
 //!
 //! As in deliver/dns.rs, nothing async leaks out: callers hand a future to
 //! `Dns::run`, which `block_on`s it with a deadline. Several session
-//! threads may call it at once; a current-thread runtime lets one of them
-//! drive the I/O while the others wait their turn, which suits the handful
-//! of small queries one message needs.
+//! threads (and delivery threads) may call it at once; a current-thread
+//! runtime lets one of them drive the I/O while the others wait their
+//! turn, which suits the handful of small queries one message needs.
 //!
 //! `servers` is `dns_servers` from the config: the same name servers as
 //! delivery (tests point both at a server on loopback); empty means
@@ -17,10 +18,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mail_auth::hickory_resolver::config::{NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
+use mail_auth::hickory_resolver::config::ResolveHosts;
 use mail_auth::{MessageAuthenticator, Parameters, RecordSet, ResolverCache, Txt, MX};
 
 /// Entries per cache; when a cache is full, expired entries go, and if
@@ -127,9 +128,10 @@ impl Caches {
     }
 }
 
-/// The resolver, its runtime and its caches.
+/// The resolver, the runtime it runs on and its caches.
 pub struct Dns {
-    rt: tokio::runtime::Runtime,
+    /// Shared with delivery (`deliver::dns::runtime`).
+    rt: Arc<tokio::runtime::Runtime>,
     pub(crate) auth: MessageAuthenticator,
     pub(crate) caches: Caches,
 }
@@ -137,33 +139,11 @@ pub struct Dns {
 impl Dns {
     /// `servers`: `dns_servers` (UDP and TCP each), or /etc/resolv.conf when
     /// empty. `timeout`: per query (`dns_timeout`), one attempt per server.
+    /// The settings are delivery's (`deliver::dns::resolver_settings`).
     pub fn new(servers: &[SocketAddr], timeout: Duration) -> std::io::Result<Dns> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let (config, mut opts) = if servers.is_empty() {
-            mail_auth::hickory_resolver::system_conf::read_system_conf()
-                .map_err(|e| std::io::Error::other(format!("resolv.conf: {e}")))?
-        } else {
-            let mut c = ResolverConfig::default();
-            for s in servers {
-                let mut ns = NameServerConfig::udp_and_tcp(s.ip());
-                for conn in &mut ns.connections {
-                    conn.port = s.port();
-                }
-                c.add_name_server(ns);
-            }
-            (c, ResolverOpts::default())
-        };
-        opts.timeout = timeout;
-        opts.attempts = 1;
-        // DKIM keys (an RSA-2048 record is about 400 octets) and SPF
-        // records exceed 512 octets often: ask for EDNS0 payloads, with TCP
-        // as the fallback for truncated answers.
-        opts.edns0 = true;
-        opts.try_tcp_on_error = true;
+        let rt = crate::deliver::dns::runtime()?;
+        let (config, mut opts) = crate::deliver::dns::resolver_settings(servers, timeout)?;
         // The names looked up are fully qualified and never in /etc/hosts.
-        opts.ndots = 0;
         opts.use_hosts_file = ResolveHosts::Never;
         let auth = {
             // hickory may spawn on the runtime while it builds.

@@ -69,18 +69,15 @@ impl Zone {
     }
 
     fn answer(&self, query: &Message) -> Option<Message> {
-        let q = query.queries().first()?;
-        let name = norm(&q.name().to_ascii());
+        let q = query.queries.first()?;
+        let name = norm(&q.name.to_ascii());
         if self.blackhole.contains(&name) {
             return None;
         }
-        let mut m = Message::new();
-        m.set_id(query.id())
-            .set_message_type(MessageType::Response)
-            .set_op_code(query.op_code())
-            .set_recursion_desired(query.recursion_desired())
-            .set_recursion_available(true)
-            .set_authoritative(true);
+        let mut m = Message::new(query.metadata.id, MessageType::Response, query.metadata.op_code);
+        m.metadata.recursion_desired = query.metadata.recursion_desired;
+        m.metadata.recursion_available = true;
+        m.metadata.authoritative = true;
         m.add_query(q.clone());
         // RFC 2308 3: a negative answer carries the zone's SOA, whose TTL
         // lets resolvers cache it.
@@ -98,12 +95,12 @@ impl Zone {
             )),
         );
         if !self.exists(&name) {
-            m.set_response_code(ResponseCode::NXDomain);
-            m.add_name_server(soa);
+            m.metadata.response_code = ResponseCode::NXDomain;
+            m.add_authority(soa);
             return Some(m);
         }
-        let owner = q.name().clone();
-        match q.query_type() {
+        let owner = q.name.clone();
+        match q.query_type {
             RecordType::TXT => {
                 for t in self.txt.get(&name).into_iter().flatten() {
                     // RFC 1035 3.3.14: character-strings of at most 255 octets.
@@ -121,7 +118,7 @@ impl Zone {
             }
             RecordType::A | RecordType::AAAA => {
                 for ip in self.addrs.get(&name).into_iter().flatten() {
-                    let rdata = match (ip, q.query_type()) {
+                    let rdata = match (ip, q.query_type) {
                         (IpAddr::V4(v4), RecordType::A) => RData::A(A(*v4)),
                         (IpAddr::V6(v6), RecordType::AAAA) => RData::AAAA(AAAA(*v6)),
                         _ => continue,
@@ -141,8 +138,8 @@ impl Zone {
             }
             _ => {}
         }
-        if m.answers().is_empty() {
-            m.add_name_server(soa);
+        if m.answers.is_empty() {
+            m.add_authority(soa);
         }
         Some(m)
     }
@@ -185,7 +182,7 @@ impl TestDns {
                     };
                     if let Some(out) = zone.answer(&query) {
                         if std::env::var_os("TESTDNS_LOG").is_some() {
-                            eprintln!("testdns: {:?}", query.queries());
+                            eprintln!("testdns: {:?}", query.queries);
                         }
                         queries.fetch_add(1, Ordering::Relaxed);
                         let _ = udp.send_to(&out.to_vec().unwrap(), from);

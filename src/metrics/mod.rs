@@ -120,6 +120,8 @@ label! {
         Local = "local",
         /// SMTP to a remote host (MX, route or relay_host).
         Smtp = "smtp",
+        /// LMTP to a mailbox server (mailbox_transport, or a route).
+        Lmtp = "lmtp",
     }
 }
 
@@ -446,6 +448,7 @@ fn reject_table() -> &'static [(Reply, By, Reject)] {
             (reply::relay_denied(""), By::Code, Reject::RelayDenied),
             (reply::sender_not_owned(""), By::Code, Reject::SenderNotOwned),
             (reply::tls_required(), By::Whole, Reject::TlsRequired),
+            (reply::requiretls_needs_tls(), By::Code, Reject::TlsRequired),
             (reply::auth_needs_tls(), By::Code, Reject::TlsRequired),
             (reply::auth_required(), By::Whole, Reject::AuthRequired),
             (reply::auth_failed(), By::Code, Reject::AuthFailed),

@@ -103,15 +103,18 @@ impl Agenda {
     }
 
     /// `ternctl flush`: every known message now, deferred recipients included.
-    pub(super) fn flush(&mut self, now: u64) {
-        let ids: Vec<QueueId> = self.when.keys().chain(self.busy.iter()).cloned().collect();
-        for id in ids {
+    /// Returns them, in id order.
+    pub(super) fn flush(&mut self, now: u64) -> Vec<QueueId> {
+        let mut ids: Vec<QueueId> = self.when.keys().chain(self.busy.iter()).cloned().collect();
+        ids.sort();
+        for id in &ids {
             self.forced.insert(id.clone());
-            if let Some(old) = self.when.remove(&id) {
+            if let Some(old) = self.when.remove(id) {
                 self.due.remove(&(old, id.clone()));
             }
-            self.schedule(id, now);
+            self.schedule(id.clone(), now);
         }
+        ids
     }
 
     /// How long the runner may sleep: until the next message is due, the
@@ -278,7 +281,9 @@ mod tests {
         a.schedule(x.clone(), 5000);
         a.schedule(y.clone(), 0);
         assert_eq!(a.next_job(0, 2), Some((y.clone(), false)));
-        a.flush(100);
+        let mut both = vec![x.clone(), y.clone()];
+        both.sort();
+        assert_eq!(a.flush(100), both);
         // The scheduled one is due now and forced; the busy one is woken.
         assert_eq!(a.next_job(100, 2), Some((x.clone(), true)));
         assert_eq!(a.finished(&y, After::At(9000), 100), None);

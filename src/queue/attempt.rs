@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::clock;
 use crate::config::Config;
-use crate::deliver::outcome::{self, Attempted, Outcome, Success, Timing, Verdict};
+use crate::deliver::outcome::{self, Attempted, Outcome, Success, Timing, TlsNote, Verdict};
 use crate::deliver::router::{self, Context};
 use crate::dsn::Action;
 use crate::maillog;
@@ -152,11 +152,22 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
         let Attempted {
             relay,
             tls,
+            policy,
             outcome,
             success,
             timing,
         } = attempted;
+        let tls = Tls {
+            version: tls,
+            policy: policy.as_ref(),
+        };
         let delays = Delays::of(&env, attempt_wall, attempt_began, &timing);
+        // An LMTP server (a route, or mailbox_transport) names itself in relay=.
+        let transport = if relay.starts_with("lmtp/") {
+            Transport::Lmtp
+        } else {
+            transport
+        };
         let relay = relay.as_str();
         let noise = noise(id, idx);
         let Some(slot) = env.recipients.get_mut(idx) else {
@@ -196,7 +207,16 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
             }
             Verdict::Temporary => {
                 slot.status = RcptStatus::Deferred;
-                slot.next_attempt = Some(sched.next_attempt(slot.attempts, now, noise));
+                match flushed_early(&rcpt, now) {
+                    // A flush tried it before its time: that try does not count
+                    // toward the back-off and the planned retry stays, so ten
+                    // flushes do not push it hours out.
+                    Some(planned) => {
+                        slot.attempts = rcpt.attempts;
+                        slot.next_attempt = Some(planned);
+                    }
+                    None => slot.next_attempt = Some(sched.next_attempt(slot.attempts, now, noise)),
+                }
                 log_attempt(&env, &rcpt, transport, relay, tls, &delays, &outcome, "deferred");
             }
             Verdict::Permanent => {
@@ -335,6 +355,7 @@ fn context<'a>(
         headers,
         message,
         resolver: shared.resolver.as_ref(),
+        outbound: &shared.outbound,
         pool: &shared.pool,
         queued,
     }
@@ -395,9 +416,11 @@ fn last_outcome(r: &Recipient) -> Outcome {
 }
 
 /// The Remote-MTA of a DSN (RFC 3464 2.3.5): the host name of
-/// `host[ip]:port`, without the address and port the log shows.
+/// `host[ip]:port` (or LMTP's `lmtp/host[...]`), without the address and
+/// port the log shows.
 fn remote_relay(relay: &str) -> Option<&str> {
     let host = relay.split('[').next().unwrap_or(relay);
+    let host = host.strip_prefix("lmtp/").unwrap_or(host);
     (relay != "local" && relay != "none" && !host.is_empty()).then_some(host)
 }
 
@@ -439,6 +462,14 @@ impl std::fmt::Display for Delays {
     }
 }
 
+/// What an attempt's connection was: its TLS version and the policy that
+/// applied, for the log line.
+#[derive(Clone, Copy)]
+struct Tls<'a> {
+    version: Option<&'a str>,
+    policy: Option<&'a TlsNote>,
+}
+
 /// The delivery log line (see `maillog::delivery`), and its count in the metrics.
 #[allow(clippy::too_many_arguments)]
 fn log_attempt(
@@ -446,7 +477,7 @@ fn log_attempt(
     rcpt: &Recipient,
     transport: Transport,
     relay: &str,
-    tls: Option<&str>,
+    tls: Tls<'_>,
     delays: &Delays,
     o: &Outcome,
     status: &str,
@@ -464,7 +495,8 @@ fn log_attempt(
         relay,
         delay,
         delays,
-        tls,
+        tls.version,
+        tls.policy.map(|p| p as &dyn std::fmt::Display),
         &o.status(),
         status,
         o.detail(),
@@ -488,6 +520,13 @@ fn read_message(file: &std::fs::File, whole: bool) -> (Option<Vec<u8>>, Vec<u8>)
     headers.shrink_to_fit();
     let message = (whole && ok).then_some(buf);
     (message, headers)
+}
+
+/// When a recipient tried now was planned to be retried, if that was still to
+/// come: it was tried early, by a flush (`sendmail -q`, `ternctl flush`).
+fn flushed_early(before: &Recipient, now: u64) -> Option<u64> {
+    let planned = before.next_attempt?;
+    (before.status == RcptStatus::Deferred && planned > now).then_some(planned)
 }
 
 /// Jitter source for the retry schedule: differs per message, recipient and moment.
@@ -522,11 +561,25 @@ mod tests {
     }
 
     #[test]
+    fn only_a_flush_before_the_planned_retry_is_early() {
+        let mut r = Recipient::new("a@x.test".to_owned());
+        assert_eq!(flushed_early(&r, 100), None, "never tried");
+        r.status = RcptStatus::Deferred;
+        r.next_attempt = Some(500);
+        assert_eq!(flushed_early(&r, 100), Some(500), "flushed");
+        assert_eq!(flushed_early(&r, 500), None, "due");
+        assert_eq!(flushed_early(&r, 600), None, "late");
+        r.next_attempt = None;
+        assert_eq!(flushed_early(&r, 100), None);
+    }
+
+    #[test]
     fn remote_mta_is_the_host_name() {
         assert_eq!(
             remote_relay("mx.example.org[192.0.2.1]:25"),
             Some("mx.example.org")
         );
+        assert_eq!(remote_relay("lmtp/mx.test[/run/dovecot/lmtp]"), Some("mx.test"));
         assert_eq!(remote_relay("local"), None);
         assert_eq!(remote_relay("none"), None);
     }

@@ -4,15 +4,17 @@
 //!
 //! Lowest first: `schedule` (retry, expiry and due-time arithmetic),
 //! `shared` (what the runner and its workers share), `notify` (the DSNs),
-//! `attempt` (one delivery run over one message), `agenda` (the runner's
-//! bookkeeping), `runner` (the thread, its workers and its wake-ups),
-//! `gauges` (the queue's size for the metrics, from the spool and the
-//! runner). Each calls only those before it.
+//! `reports` (the daily TLS reports, RFC 8460), `attempt` (one delivery run
+//! over one message), `agenda` (the runner's bookkeeping), `runner` (the
+//! thread, its workers and its wake-ups), `gauges` (the queue's size for
+//! the metrics, from the spool and the runner). Each calls only those
+//! before it.
 
 mod agenda;
 mod attempt;
 pub mod gauges;
 mod notify;
+mod reports;
 pub mod runner;
 pub mod schedule;
 mod shared;

@@ -62,6 +62,8 @@ pub(super) fn send(
     let now = clock::now();
     let original = read_original(spool, &env.id);
     let ret = match (lines.first().map(|l| l.action), env.ret) {
+        // RFC 8689 5: a REQUIRETLS message is returned as if RET=HDRS.
+        _ if env.requiretls => ReturnContent::Headers,
         (Some(Action::Failed), Some(DsnRet::Hdrs)) => ReturnContent::Headers,
         (Some(Action::Failed), _) => ReturnContent::Full,
         _ => ReturnContent::Headers,
@@ -95,7 +97,9 @@ pub(super) fn send(
         max_return_size: cfg.session.max_message_size / 2,
     };
     let body = dsn::build(&report);
-    let id = enqueue_notice(spool, &to, &body)?;
+    // RFC 8689 5: the notice about a REQUIRETLS message carries its header
+    // and so travels with REQUIRETLS too.
+    let id = enqueue_notice(spool, &to, &body, env.requiretls)?;
     Ok(Some(id))
 }
 
@@ -108,7 +112,7 @@ fn read_original(spool: &Spool, id: &QueueId) -> Vec<u8> {
 }
 
 /// Queue a locally generated message from the null sender to `to`.
-fn enqueue_notice(spool: &Spool, to: &str, body: &[u8]) -> Result<QueueId, SpoolError> {
+fn enqueue_notice(spool: &Spool, to: &str, body: &[u8], requiretls: bool) -> Result<QueueId, SpoolError> {
     let mut incoming = spool.begin()?;
     let id = incoming.id().clone();
     incoming.append(body)?;
@@ -120,10 +124,11 @@ fn enqueue_notice(spool: &Spool, to: &str, body: &[u8]) -> Result<QueueId, Spool
         BodyType::EightBitMime
     };
     env.smtputf8 = !to.is_ascii();
+    env.requiretls = requiretls;
     env.size = incoming.bytes_written();
     env.recipients = vec![Recipient::new(to.to_owned())];
     incoming.commit(&env)?;
-    maillog::queued(&id, &env.sender, env.size, env.recipients.len(), &"local");
+    spool.log_queued(&env);
     Ok(id)
 }
 
@@ -279,6 +284,33 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("Remote-MTA"), "{text}");
+    }
+
+    #[test]
+    fn a_requiretls_message_is_returned_headers_only_with_requiretls() {
+        // RFC 8689 5: as if RET=HDRS (RET=FULL disregarded), and the notice
+        // is itself sent with REQUIRETLS.
+        let mut f = fixture("alice@example.org", "");
+        f.env.ret = Some(DsnRet::Full);
+        f.env.requiretls = true;
+        let failed = outcome::requiretls_failed(&outcome::requiretls_not_offered("mx.far.test"));
+        let lines = [line(&f.env.recipients[0], Action::Failed, &failed, None)];
+        let id = send(&f.cfg, &f.spool, &f.env, &lines, None)
+            .expect("send")
+            .expect("queued");
+        let (env, text) = notice(&f, &id);
+        assert!(env.requiretls, "the notice travels with REQUIRETLS");
+        assert!(text.contains("Subject: the original"), "{text}");
+        assert!(!text.contains("the original body"), "{text}");
+        assert!(text.contains("Status: 5.7.10"), "{text}");
+        // Without REQUIRETLS, RET=FULL returns the body as before.
+        f.env.requiretls = false;
+        let id = send(&f.cfg, &f.spool, &f.env, &lines, None)
+            .expect("send")
+            .expect("queued");
+        let (env, text) = notice(&f, &id);
+        assert!(!env.requiretls);
+        assert!(text.contains("the original body"), "{text}");
     }
 
     #[test]

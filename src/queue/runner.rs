@@ -17,16 +17,19 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 
 use crate::clock;
-use crate::config::{Config, Live};
+use crate::config::{Config, Live, TrustAd};
 use crate::deliver::dns::{self, Resolver};
 use crate::deliver::pool::Pool;
 use crate::maillog;
+use crate::pipeline;
 use crate::queue::agenda::{Agenda, Job, RESCAN};
 use crate::queue::attempt::{self, After};
+use crate::queue::reports;
 use crate::queue::schedule::Schedule;
 use crate::queue::shared::Shared;
 use crate::spool::{QueueId, Retired, Spool};
 use crate::tables::Tables;
+use crate::tlspolicy::outbound::{Outbound, Resolvers, PROBE_INTERVAL};
 
 /// Orders from outside the daemon, through the control socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +40,8 @@ pub enum Control {
     Flush,
     /// Look at this message now (`ternctl release`, a `sendmail -bs` submission).
     Wake(QueueId),
+    /// Send the TLS reports (RFC 8460) due now (`ternctl tlsrpt send`).
+    TlsRpt,
 }
 
 /// The ways into a running queue runner.
@@ -84,16 +89,8 @@ pub fn start(
     stopping: Arc<AtomicBool>,
 ) -> io::Result<Handle> {
     let (wake_tx, wake_rx) = crossbeam_channel::unbounded::<QueueId>();
-    // Without a usable resolver (no resolv.conf), remote mail waits rather
-    // than bounces, and the log says why.
-    let resolver: Arc<dyn Resolver> = match dns::Hickory::new(&cfg.remote.dns_servers, cfg.remote.dns_timeout)
-    {
-        Ok(r) => Arc::new(r),
-        Err(e) => {
-            maillog::resolver_unavailable(&e);
-            Arc::new(dns::Broken(e.to_string()))
-        }
-    };
+    let (resolver, resolvers) = resolver(&cfg);
+    let outbound = Arc::new(Outbound::new(&cfg.spool.dir, Arc::clone(&resolver), resolvers));
     let (control_tx, control_rx) = crossbeam_channel::unbounded::<Control>();
     let (asks_tx, asks_rx) = crossbeam_channel::unbounded::<Sender<Vec<QueueId>>>();
     let shared = Arc::new(Shared {
@@ -102,6 +99,7 @@ pub fn start(
         tables: Live::new(tables),
         wake: wake_tx.clone(),
         resolver,
+        outbound,
         pool: Pool::new(),
         stopping,
         in_flight: AtomicUsize::new(0),
@@ -117,6 +115,18 @@ pub fn start(
                 shared.pool.purge(max_age);
             })?;
     }
+    // RFC 7672 needs validated DNS: ask the resolvers now and hourly
+    // whether they validate (the log says when that changes).
+    {
+        let shared = Arc::clone(&shared);
+        thread::Builder::new()
+            .name("dnssec-probe".to_owned())
+            .spawn(move || loop {
+                shared.outbound.probe();
+                thread::sleep(PROBE_INTERVAL);
+            })?;
+    }
+    let tlsrpt_tx = start_reports(&shared)?;
     let threads = if shared.cfg.get().queue.only {
         0
     } else {
@@ -150,7 +160,7 @@ pub fn start(
         .spawn(move || {
             // Kept so that `done` stays connected even with no worker (queue_only).
             let _done_tx = done_tx;
-            let mut r = Runner::new(runner_shared, threads);
+            let mut r = Runner::new(runner_shared, threads, tlsrpt_tx);
             r.run(&wake_rx, &control_rx, &asks_rx, &done_rx, &job_tx);
         })?;
     Ok(Handle {
@@ -161,19 +171,78 @@ pub fn start(
     })
 }
 
+/// The resolver delivery uses, and whether its AD bit is believed
+/// (`dnssec_trust_ad`: by default only when every resolver is on loopback,
+/// a local validator such as unbound, since the path to any other can be
+/// tampered with). Without a usable resolver (no resolv.conf), remote mail
+/// waits rather than bounces, and the log says why.
+fn resolver(cfg: &Config) -> (Arc<dyn Resolver>, Resolvers) {
+    match dns::Hickory::new(&cfg.remote.dns_servers, cfg.remote.dns_timeout) {
+        Ok(r) => {
+            let servers = r.servers().to_vec();
+            let trusted = match cfg.outbound.dnssec_trust_ad {
+                TrustAd::Yes => !servers.is_empty(),
+                TrustAd::No => false,
+                TrustAd::Auto => !servers.is_empty() && servers.iter().all(|s| s.ip().is_loopback()),
+            };
+            (Arc::new(r.trust_ad(trusted)), Resolvers { servers, trusted })
+        }
+        Err(e) => {
+            maillog::resolver_unavailable(&e);
+            let r = Resolvers {
+                servers: Vec::new(),
+                trusted: false,
+            };
+            (Arc::new(dns::Broken(e.to_string())), r)
+        }
+    }
+}
+
+/// The thread that sends the daily TLS reports (`reports`): after 00:00
+/// UTC, a while after start-up, and when told through the returned channel.
+fn start_reports(shared: &Arc<Shared>) -> io::Result<Sender<()>> {
+    let (tx, rx) = crossbeam_channel::unbounded::<()>();
+    let shared = Arc::clone(shared);
+    // Differs per host (RFC 8460 4.1: spread the reports over time).
+    let jitter = shared
+        .cfg
+        .get()
+        .hostname
+        .bytes()
+        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    thread::Builder::new().name("tlsrpt".to_owned()).spawn(move || {
+        let mut wait = reports::FIRST_RUN;
+        loop {
+            match rx.recv_timeout(wait) {
+                Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+            let cfg = shared.cfg.get();
+            for id in reports::send_due(&cfg, &shared.spool, &shared.outbound, clock::now()) {
+                shared.announce(id);
+            }
+            wait = reports::until_next_run(clock::now(), jitter);
+        }
+    })?;
+    Ok(tx)
+}
+
 /// The runner thread's state: the agenda, and the way to the spool.
 struct Runner {
     shared: Arc<Shared>,
     threads: usize,
     agenda: Agenda,
+    /// Wakes the TLS report thread (`ternctl tlsrpt send`).
+    tlsrpt: Sender<()>,
 }
 
 impl Runner {
-    fn new(shared: Arc<Shared>, threads: usize) -> Runner {
+    fn new(shared: Arc<Shared>, threads: usize, tlsrpt: Sender<()>) -> Runner {
         Runner {
             shared,
             threads,
             agenda: Agenda::default(),
+            tlsrpt,
         }
     }
 
@@ -232,16 +301,28 @@ impl Runner {
             Control::Flush => {
                 maillog::flush();
                 self.rescan();
-                self.agenda.flush(clock::now());
+                for id in self.agenda.flush(clock::now()) {
+                    maillog::flushed(&id);
+                }
+            }
+            Control::TlsRpt => {
+                let _ = self.tlsrpt.send(());
             }
         }
     }
 
-    /// Queue what waits in the maildrop, and schedule it at once.
+    /// Queue what waits in the maildrop, and schedule it at once. Each
+    /// message goes through the message path's stages again here, in the
+    /// daemon (crate::pipeline): what the sendmail program, running as its
+    /// user, could not do (it holds no keys, talks to no milter) belongs here.
     fn pickup(&mut self) {
-        let host = self.shared.cfg.get().hostname.clone();
-        let received = move |id: &QueueId, uid: u32| received_header(&host, id, uid);
-        match self.shared.spool.pickup(&received) {
+        let cfg = self.shared.cfg.get();
+        let spool = &self.shared.spool;
+        let write =
+            |id: &QueueId, uid: u32, message: &mut dyn std::io::Read, out: &mut crate::spool::Incoming| {
+                pipeline::picked_up(&cfg, spool, &received_value(&cfg.hostname, id, uid), message, out)
+            };
+        match self.shared.spool.pickup_with(&write) {
             Ok(ids) => {
                 let now = clock::now();
                 for id in ids {
@@ -306,8 +387,13 @@ impl Runner {
 /// of the submitting user stands in a comment, so a forged sender address can
 /// still be traced to its account. LF line ends, as the spool stores them.
 pub fn received_header(host: &str, id: &QueueId, uid: u32) -> String {
+    format!("Received: {}\n", received_value(host, id, uid))
+}
+
+/// [`received_header`]'s value, after `Received: `.
+fn received_value(host: &str, id: &QueueId, uid: u32) -> String {
     format!(
-        "Received: by {host} (tern, from userid {uid})\n\tid {id}; {}\n",
+        "by {host} (tern, from userid {uid})\n\tid {id}; {}",
         clock::rfc5322(clock::now())
     )
 }
@@ -337,12 +423,19 @@ mod tests {
         let spool = Spool::open(&cfg.spool.dir).expect("spool");
         let (wake, _) = crossbeam_channel::unbounded();
         let tables = Arc::new(Tables::new(&cfg));
+        let resolver: Arc<dyn Resolver> = Arc::new(dns::Broken("no DNS in unit tests".to_owned()));
+        let resolvers = Resolvers {
+            servers: Vec::new(),
+            trusted: false,
+        };
+        let outbound = Arc::new(Outbound::new(&cfg.spool.dir, Arc::clone(&resolver), resolvers));
         Arc::new(Shared {
             cfg: Live::new(Arc::new(cfg)),
             spool: Arc::new(spool),
             tables: Live::new(tables),
             wake,
-            resolver: Arc::new(dns::Broken("no DNS in unit tests".to_owned())),
+            resolver,
+            outbound,
             pool: Pool::new(),
             stopping: Arc::new(AtomicBool::new(false)),
             in_flight: AtomicUsize::new(0),
@@ -380,7 +473,7 @@ mod tests {
         let later = clock::now() + 3600;
         let now_id = queue(&sh.spool, "alice@example.test", None);
         let later_id = queue(&sh.spool, "bob@example.test", Some(later));
-        let mut r = Runner::new(Arc::clone(&sh), 4);
+        let mut r = Runner::new(Arc::clone(&sh), 4, crossbeam_channel::unbounded().0);
         r.rescan();
         assert_eq!(r.agenda.len(), 2);
         // Only the pending one is due; the dispatch counts it in flight.
@@ -400,7 +493,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let sh = shared(config(dir.path(), ""));
         queue(&sh.spool, "alice@example.test", None);
-        let mut r = Runner::new(Arc::clone(&sh), 4);
+        let mut r = Runner::new(Arc::clone(&sh), 4, crossbeam_channel::unbounded().0);
         r.rescan();
         sh.stopping.store(true, Ordering::SeqCst);
         assert!(jobs(&mut r).is_empty());
@@ -415,7 +508,7 @@ mod tests {
         let sh = shared(config(dir.path(), ""));
         let later = clock::now() + 3600;
         let id = queue(&sh.spool, "bob@example.test", Some(later));
-        let mut r = Runner::new(Arc::clone(&sh), 1);
+        let mut r = Runner::new(Arc::clone(&sh), 1, crossbeam_channel::unbounded().0);
         r.control(Control::Wake(id.clone()));
         assert_eq!(jobs(&mut r), vec![(id.clone(), false)]);
         // The attempt could not write its state: the envelope says an hour.

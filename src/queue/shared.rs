@@ -1,6 +1,6 @@
 //! What the queue runner and its delivery workers share: the live
 //! configuration and tables, the spool, the resolver and connection pool for
-//! remote delivery, and the counters the daemon reads when it stops. The
+//! remote delivery and its TLS policy state, and the counters the daemon reads when it stops. The
 //! runner makes one at start-up; each attempt reads it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -13,6 +13,7 @@ use crate::deliver::dns::Resolver;
 use crate::deliver::pool::Pool;
 use crate::spool::{QueueId, Retired, Spool};
 use crate::tables::Tables;
+use crate::tlspolicy::outbound::Outbound;
 
 pub(super) struct Shared {
     /// Swapped by a reload; each attempt takes the current one.
@@ -23,6 +24,8 @@ pub(super) struct Shared {
     pub(super) wake: Sender<QueueId>,
     /// DNS for remote delivery.
     pub(super) resolver: Arc<dyn Resolver>,
+    /// The outbound TLS policy's state: DNSSEC probe, MTA-STS, TLS-RPT.
+    pub(super) outbound: Arc<Outbound>,
     /// Connections kept between remote deliveries, and per-destination limits.
     pub(super) pool: Pool,
     /// Set when the daemon stops: no new deliveries start.

@@ -37,6 +37,8 @@ pub struct MailParams {
     pub envid: Option<String>,
     /// RFC 4954 AUTH= (decoded from xtext; `<>` kept as is).
     pub auth: Option<String>,
+    /// RFC 8689 REQUIRETLS.
+    pub requiretls: bool,
 }
 
 /// The ESMTP parameters of RCPT TO that tern knows (RFC 3461 4.1, 4.2).
@@ -55,6 +57,11 @@ pub enum Command {
     Mail(ReversePath, MailParams),
     Rcpt(ForwardPath, RcptParams),
     Data,
+    /// RFC 3030 2: `BDAT chunk-size [LAST]`.
+    Bdat {
+        size: u64,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
@@ -82,6 +89,7 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         "MAIL" => parse_mail(arg),
         "RCPT" => parse_rcpt(arg),
         "DATA" => no_arg(arg, Command::Data),
+        "BDAT" => parse_bdat(arg),
         "RSET" => no_arg(arg, Command::Rset),
         // RFC 5321 4.1.1.9: NOOP may carry a string, which is ignored.
         "NOOP" => Ok(Command::Noop),
@@ -94,6 +102,26 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         "GET" | "POST" | "HEAD" | "PUT" | "CONNECT" | "OPTIONS" => Ok(Command::Http),
         _ => Err(reply::unknown_command()),
     }
+}
+
+/// RFC 3030 2: bdat-cmd = "BDAT" SP chunk-size [ SP end-marker ] CR LF,
+/// chunk-size = 1*DIGIT, end-marker = "LAST".
+fn parse_bdat(arg: &str) -> Result<Command, Reply> {
+    let mut words = arg.split(' ');
+    let size = words
+        .next()
+        .filter(|n| !n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(reply::bdat_syntax)?;
+    let last = match words.next() {
+        None => false,
+        Some(w) if w.eq_ignore_ascii_case("LAST") => true,
+        Some(_) => return Err(reply::bdat_syntax()),
+    };
+    if words.next().is_some() {
+        return Err(reply::bdat_syntax());
+    }
+    Ok(Command::Bdat { size, last })
 }
 
 fn no_arg(arg: &str, cmd: Command) -> Result<Command, Reply> {
@@ -164,6 +192,13 @@ fn parse_mail(arg: &str) -> Result<Command, Reply> {
                     return Err(reply::bad_parameter());
                 }
                 std::mem::replace(&mut p.smtputf8, true)
+            }
+            // RFC 8689 4: a keyword without a value.
+            "REQUIRETLS" => {
+                if value.is_some() {
+                    return Err(reply::bad_parameter());
+                }
+                std::mem::replace(&mut p.requiretls, true)
             }
             "RET" => {
                 let r = match value.map(str::to_ascii_uppercase).as_deref() {
@@ -302,6 +337,8 @@ mod tests {
             (b"MAIL FROM:<a@b> SIZE=x", 0),
             (b"MAIL FROM:<a@b> BODY=9BIT", 501),
             (b"MAIL FROM:<a@b> SMTPUTF8=yes", 501),
+            (b"MAIL FROM:<a@b> REQUIRETLS=yes", 501),
+            (b"MAIL FROM:<a@b> REQUIRETLS REQUIRETLS", 501),
             (b"MAIL FROM:<a@b> SIZE=1 SIZE=2", 501),
             (b"MAIL FROM:<a@b> =x", 501),
             // xtext (RFC 3461 4): upper case hex only, no raw '+'.
@@ -333,6 +370,11 @@ mod tests {
         assert!(p.smtputf8);
         assert_eq!(p.ret, Some(Ret::Hdrs));
         assert_eq!(p.envid.as_deref(), Some("x+y"));
+        assert!(!p.requiretls);
+        let Ok(Command::Mail(_, p)) = parse(b"MAIL FROM:<a@b.example> requiretls") else {
+            panic!("parse failed");
+        };
+        assert!(p.requiretls);
     }
 
     #[test]

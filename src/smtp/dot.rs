@@ -17,6 +17,11 @@
 //! Once an error is recorded `out` holds a partial prefix of the message that the
 //! caller must discard; the reader only keeps scanning for the terminator so that
 //! the session stays in step with the client.
+//!
+//! The same reader serves BDAT (RFC 3030) in [`DataReader::chunked`] mode: there
+//! is no dot and no terminator (the chunk sizes say where the data ends), but
+//! every line rule of a 7BIT or 8BITMIME body holds the same: CRLF only, at most
+//! 1000 octets a line, no NUL, the size limit, the Received: count.
 
 /// Why a message was refused; sticky once set. The session maps these to replies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +32,9 @@ pub enum DataError {
     BareNewline,
     /// A line longer than 1000 octets including its CRLF (RFC 5321 4.5.3.1.6).
     LineTooLong,
+    /// A NUL octet: RFC 5322 2.3 text and RFC 6152 8-bit data both exclude it, and
+    /// a next hop that drops NULs would see `CRLF.CRLF` in `CRLF NUL . CRLF`.
+    Nul,
 }
 
 /// Result of one feed call.
@@ -78,6 +86,8 @@ pub struct DataReader {
     rmatch: u8,
     received: u32,
     saw_8bit: bool,
+    /// BDAT: no dot-stuffing and no terminator.
+    chunked: bool,
 }
 
 /// The run of input bytes waiting to be appended to `out`, so that output is written with
@@ -122,7 +132,28 @@ impl DataReader {
             rmatch: 0,
             received: 0,
             saw_8bit: false,
+            chunked: false,
         }
+    }
+
+    /// A reader for the chunks of BDAT (RFC 3030 2): the same limits and line
+    /// rules, but a leading dot is content and nothing in the data ends it; the
+    /// caller feeds exactly the octets each chunk announced, then calls
+    /// [`DataReader::finish`] after the LAST one.
+    pub fn chunked(max_size: u64) -> DataReader {
+        DataReader {
+            chunked: true,
+            ..DataReader::new(max_size)
+        }
+    }
+
+    /// The end of a chunked message: a CR left waiting for its LF is bare.
+    /// (A last line without a line end is kept as it is, as Postfix keeps it.)
+    pub fn finish(&mut self) {
+        if self.state == State::Cr {
+            self.fail(DataError::BareNewline);
+        }
+        self.state = State::Done;
     }
 
     /// Consume bytes; append the message (dot-unstuffed, each CRLF written as a single LF,
@@ -194,9 +225,10 @@ impl DataReader {
     /// no CR or LF that crosses no limit, and return its length. Every octet in it does
     /// exactly what `step` would do with it, so chunking never changes the result.
     fn plain_run(&mut self, rest: &[u8]) -> usize {
+        // A NUL also ends the run: `step` records it at its own place.
         let run = rest
             .iter()
-            .position(|&c| c == b'\r' || c == b'\n')
+            .position(|&c| c == b'\r' || c == b'\n' || c == 0)
             .unwrap_or(rest.len());
         let n = if self.error.is_some() {
             run
@@ -221,7 +253,7 @@ impl DataReader {
     fn step(&mut self, b: u8, i: usize, sink: &mut Sink<'_>) -> bool {
         match self.state {
             State::LineStart => {
-                if b == b'.' {
+                if b == b'.' && !self.chunked {
                     // Not counted yet: it is either stuffing or part of the terminator.
                     self.state = State::Dot;
                 } else {
@@ -300,6 +332,9 @@ impl DataReader {
         self.line_len = self.line_len.saturating_add(1);
         if b > 0x7f {
             self.saw_8bit = true;
+        }
+        if b == 0 {
+            self.fail(DataError::Nul);
         }
         // RFC 1870: refuse a message larger than the advertised SIZE.
         if self.size > self.max_size {
@@ -749,6 +784,69 @@ mod tests {
         assert!(check(1, b"abc\xff\r\n.\r\n").eight_bit);
         // Not counted past the terminator.
         assert!(!check(u64::MAX, b".\r\n\xff").eight_bit);
+    }
+
+    /// Issue 16 item 3: a NUL anywhere voids the message, in a fast run or alone,
+    /// and the reader still finds the real end of the data.
+    #[test]
+    fn nul_is_refused_and_the_end_still_found() {
+        for input in [
+            &b"a\x00b\r\n.\r\n"[..],
+            b"\r\n\x00.\r\n.\r\n",
+            b"\x00\r\n.\r\n",
+            b"Subject: x\r\n\r\nlong line with a nul \x00 in the middle\r\n.\r\n",
+        ] {
+            let o = check(u64::MAX, input);
+            assert_eq!(o.error, Some(DataError::Nul), "{input:?}");
+            assert!(o.done, "{input:?}");
+            assert_eq!(o.consumed, input.len(), "{input:?}");
+        }
+        assert_eq!(check(u64::MAX, b"no nul\r\n.\r\n").error, None);
+    }
+
+    /// BDAT: a leading dot is content, `CRLF.CRLF` ends nothing, the line rules
+    /// and NUL still hold, and a CR left at the very end is bare.
+    #[test]
+    fn chunked_mode() {
+        let run = |chunks: &[&[u8]]| {
+            let mut r = DataReader::chunked(2000);
+            let mut out = Vec::new();
+            for c in chunks {
+                let fed = r.feed(c, &mut out);
+                assert_eq!(
+                    fed,
+                    Fed {
+                        consumed: c.len(),
+                        done: false
+                    }
+                );
+            }
+            r.finish();
+            (out, r.error())
+        };
+        assert_eq!(
+            run(&[b"A: 1\r\n\r\n.\r\n..x\r", b"\n.\r\nend\r\n"]),
+            (b"A: 1\n\n.\n..x\n.\nend\n".to_vec(), None)
+        );
+        assert_eq!(run(&[b"no line end"]), (b"no line end".to_vec(), None));
+        assert_eq!(run(&[b"bare\nlf\r\n"]).1, Some(DataError::BareNewline));
+        assert_eq!(run(&[b"cr at the end\r"]).1, Some(DataError::BareNewline));
+        assert_eq!(run(&[b"x\x00\r\n"]).1, Some(DataError::Nul));
+        assert_eq!(run(&[&[b'x'; 1001][..], b"\r\n"]).1, Some(DataError::LineTooLong));
+        let big: &[&[u8]] = &[
+            &[b'x'; 900][..],
+            b"\r\n",
+            &[b'y'; 900][..],
+            b"\r\n",
+            &[b'z'; 900][..],
+        ];
+        assert_eq!(run(big).1, Some(DataError::TooBig));
+        let mut r = DataReader::chunked(1000);
+        r.feed(
+            b"Received: a\r\nreceived : b\r\n\r\nReceived: c\r\n",
+            &mut Vec::new(),
+        );
+        assert_eq!(r.received_count(), 2);
     }
 
     #[test]

@@ -104,6 +104,25 @@ pub fn bye() -> Reply {
     Reply::new(221, esc(2, 0, 0), "Bye").closing()
 }
 
+/// RFC 7504 3: this host accepts no mail at all (a listener in `refuse_mail`):
+/// the answer at connection opening, instead of the 220, then the connection
+/// closes (the RFC prefers that to answering each command with 521).
+pub fn does_not_accept_mail(hostname: &str) -> Reply {
+    Reply::new(521, esc(5, 3, 2), format!("{hostname} does not accept mail")).closing()
+}
+
+/// RFC 9422 MAILMAX (`max_transactions`): the client has had as many MAIL
+/// commands as one session allows; it may go on in a new session (Exim answers
+/// its `smtp_accept_max_per_connection` so).
+pub fn too_many_transactions() -> Reply {
+    Reply::new(
+        421,
+        esc(4, 7, 0),
+        "Too many mail transactions in one session, closing connection",
+    )
+    .closing()
+}
+
 /// All session threads are busy (the issue's choice of X.3.2: system not accepting messages).
 pub fn too_busy() -> Reply {
     Reply::new(421, esc(4, 3, 2), "Too many connections, try again later").closing()
@@ -217,7 +236,7 @@ pub fn expn_unknown() -> Reply {
 pub fn help() -> Reply {
     let mut r = Reply::new(214, esc(2, 0, 0), "");
     r.lines = vec![
-        Cow::Borrowed("Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA RSET NOOP QUIT VRFY EXPN HELP"),
+        Cow::Borrowed("Commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY EXPN HELP"),
         Cow::Borrowed("See ternd(8); send reports to postmaster"),
     ];
     r
@@ -226,6 +245,23 @@ pub fn help() -> Reply {
 /// The go-ahead for DATA (RFC 5321 4.1.1.4).
 pub fn start_data() -> Reply {
     Reply::new(354, None, "End data with <CR><LF>.<CR><LF>")
+}
+
+/// RFC 3030 2: a chunk that is not the last one was read (nothing is on disk yet).
+pub fn chunk_received(octets: u64) -> Reply {
+    Reply::new(250, esc(2, 0, 0), format!("{octets} octets received"))
+}
+
+/// RFC 3030 2: BDAT's argument does not parse. The chunk's length is unknown, so
+/// what follows cannot be told from commands: the session ends (as Postfix does).
+pub fn bdat_syntax() -> Reply {
+    Reply::new(501, esc(5, 5, 4), "Syntax: BDAT chunk-size [LAST]").closing()
+}
+
+/// RFC 3030 2: DATA in a transaction that BDAT started (or BDAT with no
+/// transaction open); the chunk itself was read and thrown away.
+pub fn data_after_bdat() -> Reply {
+    Reply::new(503, esc(5, 5, 1), "Error: DATA in a BDAT transaction")
 }
 
 /// The message is on disk: only ever sent after the spool's commit returned.
@@ -353,6 +389,11 @@ pub fn tls_required() -> Reply {
     Reply::new(530, esc(5, 7, 0), "Must issue a STARTTLS command first")
 }
 
+/// RFC 8689 4.1: REQUIRETLS asked for on a session without TLS.
+pub fn requiretls_needs_tls() -> Reply {
+    Reply::new(530, esc(5, 7, 10), "REQUIRETLS needs a TLS session")
+}
+
 // ---- AUTH (RFC 4954) -------------------------------------------------------
 
 /// RFC 4954 6: a submission listener needs AUTH before MAIL.
@@ -434,6 +475,12 @@ pub fn harvest_limit() -> Reply {
 /// A bare CR or LF in the data (the SMTP smuggling family; RFC 5321 2.3.8).
 pub fn bare_newline() -> Reply {
     Reply::new(550, esc(5, 6, 0), "Message contains bare CR or LF, refused")
+}
+
+/// A NUL octet in the data (issue 16: RFC 5322 text and RFC 6152 8-bit data
+/// exclude it; a next hop that drops NULs would see a smuggled end of data).
+pub fn nul_in_data() -> Reply {
+    Reply::new(550, esc(5, 6, 0), "Message contains NUL characters, refused")
 }
 
 /// A text line over 1000 octets (RFC 5321 4.5.3.1.6).

@@ -58,6 +58,11 @@ pub struct Envelope {
     pub auth: Option<String>,
     /// The sender has been sent the one delay notice (RFC 3464 "delayed").
     pub delay_warned: bool,
+    /// `MAIL FROM:<...> REQUIRETLS` (RFC 8689): relay only over TLS that DANE
+    /// or MTA-STS authenticates, to servers that offer REQUIRETLS. Written as
+    /// `requiretls: yes` only when set, so envelopes without it read as
+    /// before.
+    pub requiretls: bool,
     pub recipients: Vec<Recipient>,
 }
 
@@ -202,6 +207,7 @@ impl Envelope {
             envid: None,
             auth: None,
             delay_warned: false,
+            requiretls: false,
             recipients: Vec::new(),
         }
     }
@@ -244,6 +250,9 @@ impl Envelope {
         if self.delay_warned {
             line("warned", "yes");
         }
+        if self.requiretls {
+            line("requiretls", "yes");
+        }
         for r in &self.recipients {
             let mut v = format!(
                 "{} status={} attempts={}",
@@ -282,6 +291,7 @@ impl Envelope {
         let mut envid = None;
         let mut auth = None;
         let mut warned = None;
+        let mut requiretls = None;
         let mut recipients = Vec::new();
 
         for (i, raw) in text.split('\n').enumerate() {
@@ -362,6 +372,12 @@ impl Envelope {
                     }
                     set(&mut warned, true, key, n)?;
                 }
+                "requiretls" => {
+                    if value != "yes" {
+                        return Err(err(format!("requiretls: expected yes, got {}", quote(value))));
+                    }
+                    set(&mut requiretls, true, key, n)?;
+                }
                 "rcpt" => recipients.push(parse_rcpt(value).map_err(|e| err(format!("rcpt: {e}")))?),
                 _ => {
                     return Err(err(format!(
@@ -397,6 +413,7 @@ impl Envelope {
             envid,
             auth,
             delay_warned: warned.unwrap_or(false),
+            requiretls: requiretls.unwrap_or(false),
             recipients,
         })
     }
@@ -491,6 +508,7 @@ mod tests {
         e.envid = Some("QQ314159".into());
         e.auth = Some("alice".into());
         e.delay_warned = true;
+        e.requiretls = true;
         e.recipients.push(Recipient::new("bob@example.net".into()));
         e.recipients.push(Recipient {
             addr: "\"carol smith\"@example.com".into(),
@@ -520,6 +538,7 @@ mod tests {
         assert!(t.contains("\nbody: 8bitmime\n"));
         assert!(t.contains("\nsmtputf8: yes\n"));
         assert!(t.contains("\nret: hdrs\n"));
+        assert!(t.contains("\nrequiretls: yes\n"));
         assert!(t.contains("\nrcpt: bob@example.net status=pending attempts=0\n"));
         assert!(t.contains(
             "\nrcpt: \"carol+20smith\"@example.com status=deferred attempts=3 next=1732371000 \
@@ -536,6 +555,7 @@ mod tests {
             "ret:",
             "envid:",
             "auth:",
+            "requiretls:",
             "next=",
             "orcpt=",
             "last=",
@@ -628,6 +648,7 @@ mod tests {
         e.envid = r.opt_string();
         e.auth = r.opt_string();
         e.delay_warned = r.next().is_multiple_of(2);
+        e.requiretls = r.next().is_multiple_of(2);
         for _ in 0..=r.below(4) {
             e.recipients.push(Recipient {
                 addr: r.odd_string(),
@@ -724,6 +745,14 @@ mod tests {
         assert!(parse_err(&format!("{ok}smtputf8: maybe\n")).contains("smtputf8"));
         assert!(parse_err(&format!("{ok}client-addr: 999.1.1.1\n")).contains("bad client address"));
         assert!(parse_err(&format!("{ok}ret: some\n")).contains("bad ret"));
+        assert!(parse_err(&format!("{ok}requiretls: no\n")).contains("requiretls: expected yes"));
+        // An envelope written before REQUIRETLS existed reads as without it.
+        assert!(!Envelope::parse(ok).unwrap().requiretls);
+        assert!(
+            Envelope::parse(&format!("{ok}requiretls: yes\n"))
+                .unwrap()
+                .requiretls
+        );
         assert!(parse_err("").contains("empty envelope"));
         assert!(parse_err("\n\n").contains("empty envelope"));
         // A huge garbage value is cut short in the message.

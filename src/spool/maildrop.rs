@@ -301,6 +301,10 @@ fn read_drop(path: &Path) -> Result<Dropped, SpoolError> {
     })
 }
 
+/// How [`Spool::pickup_with`] writes a drop's message into its queue file:
+/// `(new_id, uid, message, out)`.
+pub type WriteDrop<'a> = dyn Fn(&QueueId, u32, &mut dyn Read, &mut super::Incoming) -> io::Result<()> + 'a;
+
 /// A file waiting in the maildrop, as `mailq` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Waiting {
@@ -365,6 +369,16 @@ impl Spool {
     ///
     /// Only one pickup may run at a time (the daemon's queue runner is the only caller).
     pub fn pickup(&self, received: &dyn Fn(&QueueId, u32) -> String) -> Result<Vec<QueueId>, SpoolError> {
+        self.pickup_with(&|id, uid, message, out| {
+            out.write_all(received(id, uid).as_bytes())?;
+            io::copy(message, out).map(|_| ())
+        })
+    }
+
+    /// [`Spool::pickup`], with `write(new_id, uid, message, out)` writing the
+    /// message to be queued into `out` from the drop's `message` (the
+    /// daemon's message path runs its stages there).
+    pub fn pickup_with(&self, write: &WriteDrop<'_>) -> Result<Vec<QueueId>, SpoolError> {
         let drop_dir = dir(&self.root);
         let mut names: Vec<(String, PathBuf)> = Vec::new();
         for entry in read_dir(&drop_dir)? {
@@ -420,13 +434,13 @@ impl Spool {
             };
             let mut inc = self.begin()?;
             let id = inc.id().clone();
-            inc.append(received(&id, d.uid).as_bytes())?;
-            io::copy(&mut d.reader, &mut inc).map_err(|e| SpoolError::from_io("copy", &path, e))?;
+            write(&id, d.uid, &mut d.reader, &mut inc).map_err(|e| SpoolError::from_io("copy", &path, e))?;
             d.env.id = id.clone();
             d.env.size = inc.bytes_written();
             inc.commit(&d.env)?;
             fs::remove_file(&path).map_err(|e| SpoolError::from_io("remove", &path, e))?;
-            log::info!("{id}: picked up maildrop/{name} from uid {}", d.uid);
+            crate::maillog::picked_up(&id, d.uid, &d.env.sender, &name);
+            self.log_queued(&d.env);
             crate::metrics::picked_up();
             queued.push(id);
         }

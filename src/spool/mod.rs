@@ -408,6 +408,22 @@ impl Spool {
         Err(SpoolError::other("create", &msg_dir, "no unused queue id found"))
     }
 
+    /// A file with no name in tmp/, for a message body too large to hold in
+    /// memory until its commit: nothing of it outlives the process, even a
+    /// crash (the name is removed at once; `recover` removes one a crash left
+    /// in between).
+    pub fn spill_file(&self) -> io::Result<File> {
+        let path = self.dir(TMP).join(format!(".spill-{}", QueueId::generate()));
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        fs::remove_file(&path)?;
+        Ok(f)
+    }
+
     /// Ids of committed messages (env/), sorted (so oldest first). Names that are not
     /// queue ids are ignored.
     pub fn list(&self) -> Result<Vec<QueueId>, SpoolError> {
@@ -451,6 +467,33 @@ impl Spool {
     /// msg/ID: the message body. Open it read-only; it is never modified.
     pub fn message_path(&self, id: &QueueId) -> PathBuf {
         self.file(MSG, id)
+    }
+
+    /// The mail log's lines for a message just committed (`maillog::queued`):
+    /// its Message-ID, read back from msg/ID, and its envelope's sender, size
+    /// and recipient count. Every door into the queue logs this way.
+    pub fn log_queued(&self, env: &Envelope) {
+        let message_id = self.message_id(&env.id);
+        crate::maillog::queued(
+            &env.id,
+            message_id.as_deref(),
+            &env.sender,
+            env.size,
+            env.recipients.len(),
+        );
+    }
+
+    /// The Message-ID field of a queued message, for the mail log (read from
+    /// the first 64 KiB of msg/ID; None when it has none or cannot be read).
+    pub fn message_id(&self, id: &QueueId) -> Option<String> {
+        use std::io::Read;
+        let mut head = Vec::new();
+        std::fs::File::open(self.message_path(id))
+            .ok()?
+            .take(64 * 1024)
+            .read_to_end(&mut head)
+            .ok()?;
+        crate::message::get(&head, "Message-ID").map(|f| f.value())
     }
 
     /// Replace env/ID atomically (tmp + fsync + rename); for the queue runner. The new
@@ -778,6 +821,23 @@ impl Incoming {
     /// Body bytes accepted so far.
     pub fn bytes_written(&self) -> u64 {
         self.written
+    }
+
+    /// Append the rest of `src`, file to file in the kernel (copy_file_range
+    /// where the filesystem has it); how many octets.
+    pub fn append_file(&mut self, src: &mut File) -> io::Result<u64> {
+        let out = self.writer()?;
+        if let Err(e) = out.flush() {
+            return Err(self.fail(e));
+        }
+        let out = self.writer()?;
+        match io::copy(src, out.get_mut()) {
+            Ok(n) => {
+                self.written += n;
+                Ok(n)
+            }
+            Err(e) => Err(self.fail(e)),
+        }
     }
 
     /// Make the message durable with this envelope (`env.id` must equal `self.id()`; the

@@ -8,12 +8,15 @@
 //! - [`tlsrpt`]: the per-domain results and the daily report (RFC 8460).
 //! - [`policy`]: the pure decision for one hop, DANE over MTA-STS over the
 //!   configured level, with REQUIRETLS and `TLS-Required: No` (RFC 8689).
+//! - [`outbound`]: the daemon's state: the DNSSEC probe, MTA-STS discovery
+//!   with its cache and fetcher, the TLS-RPT record.
 //!
 //! The DNSSEC status these rely on comes from `deliver::dns` (Postfix's
 //! model: the AD bit of a trusted validating resolver).
 
 pub mod dane;
 pub mod mtasts;
+pub mod outbound;
 pub mod policy;
 pub mod tlsrpt;
 

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::tlsrpt::ResultType;
 use crate::deliver::dns::{DnsError, Secured};
 
 /// RFC 8461 3.2: max_age is at most 31557600 seconds (about a year).
@@ -280,12 +281,17 @@ pub enum FetchError {
 
 impl FetchError {
     /// The RFC 8460 4.3.2.2 result type.
-    pub fn result_type(&self) -> &'static str {
+    pub fn result(&self) -> ResultType {
         match self {
-            FetchError::WebPki(_) => "sts-webpki-invalid",
-            FetchError::Invalid(_) => "sts-policy-invalid",
-            FetchError::Fetch(_) => "sts-policy-fetch-error",
+            FetchError::WebPki(_) => ResultType::StsWebpkiInvalid,
+            FetchError::Invalid(_) => ResultType::StsPolicyInvalid,
+            FetchError::Fetch(_) => ResultType::StsPolicyFetchError,
         }
+    }
+
+    /// The result type as the report spells it.
+    pub fn result_type(&self) -> &'static str {
+        self.result().as_str()
     }
 }
 

@@ -14,34 +14,16 @@
 //! says so) and the MTA-STS policy, asks [`decide`], and enforces the
 //! answer; the answer also says what TLS-RPT counts the session against.
 
+use crate::config::TlsPolicy as Level;
 use crate::deliver::dns::{DnsError, Secured, Security, TlsaRecord};
-use crate::deliver::tls_client::Policy as Level;
 
 use super::dane::{usable_set, Tlsa};
 use super::mtasts::{self, Mode};
 use super::tlsrpt::{PolicyType, ResultType};
 
 /// A per-domain override (`tls_policy = DOMAIN LEVEL`, Postfix's
-/// smtp_tls_policy_maps).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Override {
-    /// Use DANE for this domain even when `smtp_dane = no`; without usable
-    /// TLSA the normal order goes on (MTA-STS, then `smtp_tls`).
-    Dane,
-    /// This level and nothing else: DANE and MTA-STS are not consulted
-    /// (the administrator knows this destination).
-    Fixed(Level),
-}
-
-impl Override {
-    /// `dane`, `verify`, `encrypt`, `may` or `none`.
-    pub fn parse(s: &str) -> Option<Override> {
-        if s.eq_ignore_ascii_case("dane") {
-            return Some(Override::Dane);
-        }
-        Level::parse(s).map(Override::Fixed)
-    }
-}
+/// smtp_tls_policy_maps), defined with the configuration that holds it.
+pub use crate::config::TlsOverride as Override;
 
 /// The configuration that bears on the decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -404,7 +386,7 @@ fn require_tls(mut d: Decision, settings: &Settings, hop: &Hop<'_>) -> Decision 
     if hop.mx_security != Security::Secure && !sts_enforced {
         d.action = Action::Skip {
             why: format!(
-                "REQUIRETLS: {} was found neither through DNSSEC nor in an enforced MTA-STS policy",
+                "{} was found neither through DNSSEC nor in an enforced MTA-STS policy",
                 hop.mx_host
             ),
             result: None,
@@ -413,7 +395,7 @@ fn require_tls(mut d: Decision, settings: &Settings, hop: &Hop<'_>) -> Decision 
     }
     if settings.domain_override == Some(Override::Fixed(Level::None)) {
         d.action = Action::Skip {
-            why: format!("REQUIRETLS: tls_policy for {} is none", hop.domain),
+            why: format!("tls_policy for {} is none", hop.domain),
             result: None,
         };
         return d;
@@ -1136,13 +1118,5 @@ mod tests {
             decide(&s, &hop, &Demands::default()).report_strings,
             vec![format!("1 1 1 {}", "ab".repeat(32))]
         );
-    }
-
-    #[test]
-    fn overrides_parse() {
-        assert_eq!(Override::parse("DANE"), Some(Override::Dane));
-        assert_eq!(Override::parse("verify"), Some(Override::Fixed(Level::Verify)));
-        assert_eq!(Override::parse("none"), Some(Override::Fixed(Level::None)));
-        assert_eq!(Override::parse("dane-only"), None);
     }
 }

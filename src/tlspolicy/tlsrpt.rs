@@ -468,12 +468,19 @@ pub fn report_mail(
     Ok(m.into_bytes())
 }
 
-/// The report's start as seconds: its id begins with the day.
+/// The report's start as seconds: its date range begins with the day.
 fn report_start(report: &Report) -> u64 {
-    let day = report.date_range.start_datetime.get(..10).unwrap_or("");
+    day_start_of(report.date_range.start_datetime.get(..10).unwrap_or("")).unwrap_or(0)
+}
+
+/// The first second of the UTC day `YYYY-MM-DD` (a [`Store`] file name).
+pub fn day_start_of(day: &str) -> Option<u64> {
+    if !is_day(day) {
+        return None;
+    }
     let mut parts = day.split('-').filter_map(|p| p.parse::<i64>().ok());
     let (Some(y), Some(m), Some(d)) = (parts.next(), parts.next(), parts.next()) else {
-        return 0;
+        return None;
     };
     // Days from civil (Howard Hinnant), the inverse of clock's conversion.
     let y = if m <= 2 { y - 1 } else { y };
@@ -483,7 +490,7 @@ fn report_start(report: &Report) -> u64 {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400).unwrap_or(0)
+    u64::try_from(days * 86_400).ok()
 }
 
 /// The `_smtp._tls.DOMAIN` TXT record (RFC 8460 3).

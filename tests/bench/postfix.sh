@@ -38,6 +38,8 @@
 #   connections per destination (Postfix default_destination_concurrency_limit,
 #   tern max_connections_per_domain).
 #
+# POSTFIX_MAIN_EXTRA (environment): main.cf lines added after the mode's own.
+#
 # Written against Debian 12's postfix 3.7; needs bash and coreutils, nothing else.
 set -euo pipefail
 # What we create must be readable by Postfix's unprivileged daemons, whatever
@@ -451,6 +453,11 @@ virtual_transport = virtual
 EOF
                 ;;
         esac
+        # Extra main.cf lines from the caller (chunking.sh raises
+        # message_size_limit for its 10 MiB load); written last, they win.
+        if [ -n "${POSTFIX_MAIN_EXTRA:-}" ]; then
+            printf '\n# From POSTFIX_MAIN_EXTRA.\n%s\n' "$POSTFIX_MAIN_EXTRA"
+        fi
     } > "$w/etc/main.cf"
 }
 

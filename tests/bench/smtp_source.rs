@@ -1,7 +1,10 @@
 //! smtp-source: an SMTP load generator, in the spirit of Postfix's smtp-source(1).
 //!
 //! `smtp-source [-c SESSIONS] [-m MESSAGES] [-s SIZE] [-r MSGS_PER_CONN] [-f FROM]
-//! [-t TO]... [-P] [-w SECS] HOST:PORT`
+//! [-t TO]... [-P] [-B] [-w SECS] HOST:PORT`
+//!
+//! `-B` sends each message as one `BDAT n LAST` chunk (RFC 3030) instead of
+//! DATA when the server offers CHUNKING.
 //! `smtp-source --idle [-c SESSIONS] [-w SECS] HOST:PORT`
 //!
 //! SESSIONS client threads share MESSAGES between them. Each opens a connection,
@@ -62,6 +65,7 @@ struct Config {
     from: String,
     to: Vec<String>,
     pipelining: bool,
+    bdat: bool,
     wait: Duration,
     idle: bool,
 }
@@ -71,12 +75,16 @@ struct Shared {
     cfg: Config,
     /// The message body, already dot-stuffed, ending in CRLF (or empty).
     body: Vec<u8>,
+    /// The same, not dot-stuffed (for BDAT).
+    raw_body: Vec<u8>,
     /// `MAIL FROM:<..>\r\n`.
     mail_cmd: Vec<u8>,
     /// One `RCPT TO:<..>\r\n` per recipient.
     rcpt_cmds: Vec<Vec<u8>>,
     /// MAIL, every RCPT and DATA in one buffer, for PIPELINING.
     pipelined_cmds: Vec<u8>,
+    /// MAIL and every RCPT, for PIPELINING with BDAT.
+    envelope_cmds: Vec<u8>,
     /// `From:` and `To:` header lines.
     addr_headers: String,
     seq: AtomicU64,
@@ -153,6 +161,11 @@ fn main() -> ExitCode {
     );
     opts.optflag("P", "", "use PIPELINING when the server offers it");
     opts.optflag(
+        "B",
+        "",
+        "use BDAT (CHUNKING) instead of DATA when the server offers it",
+    );
+    opts.optflag(
         "",
         "idle",
         "open SESSIONS connections, EHLO, and hold them idle until -w runs out",
@@ -228,6 +241,7 @@ fn config(m: &getopts::Matches) -> Result<Config, String> {
         from,
         to,
         pipelining: m.opt_present("P"),
+        bdat: m.opt_present("B"),
         wait: Duration::from_secs(secs),
         idle: m.opt_present("idle"),
     })
@@ -335,6 +349,7 @@ fn run(cfg: Config) -> ExitCode {
     for r in &rcpt_cmds {
         pipelined_cmds.extend_from_slice(r);
     }
+    let envelope_cmds = pipelined_cmds.clone();
     pipelined_cmds.extend_from_slice(b"DATA\r\n");
     let to_list: Vec<String> = cfg.to.iter().map(|t| format!("<{t}>")).collect();
     let addr_headers = format!("From: <{}>\r\nTo: {}\r\n", cfg.from, to_list.join(",\r\n "));
@@ -342,6 +357,8 @@ fn run(cfg: Config) -> ExitCode {
     let started = Instant::now();
     let sh = Arc::new(Shared {
         body: dot_stuff(&make_body(cfg.size)),
+        raw_body: make_body(cfg.size),
+        envelope_cmds,
         mail_cmd,
         rcpt_cmds,
         pipelined_cmds,
@@ -560,6 +577,8 @@ struct Client {
     start: usize,
     end: usize,
     pipelining: bool,
+    /// BDAT instead of DATA (-B, and the server offers CHUNKING).
+    chunking: bool,
 }
 
 impl Client {
@@ -589,6 +608,7 @@ impl Client {
             start: 0,
             end: 0,
             pipelining: false,
+            chunking: false,
         };
         let greeting = c.read_reply("greeting")?;
         expect(&greeting, 2, "greeting")?;
@@ -596,6 +616,7 @@ impl Client {
         let ehlo = c.read_reply("EHLO")?;
         if ehlo.class() == 2 {
             c.pipelining = sh.cfg.pipelining && ehlo.has_keyword("PIPELINING");
+            c.chunking = sh.cfg.bdat && ehlo.has_keyword("CHUNKING");
         } else {
             c.write(format!("HELO {HELO_NAME}\r\n").as_bytes(), "HELO")?;
             let helo = c.read_reply("HELO")?;
@@ -606,6 +627,9 @@ impl Client {
 
     /// One transaction: MAIL, RCPT..., DATA, the message, and its 250.
     fn send_message(&mut self, sh: &Shared, msg: &mut Vec<u8>) -> Result<(), Failure> {
+        if self.chunking {
+            return self.send_chunked(sh, msg);
+        }
         if self.pipelining {
             self.write(&sh.pipelined_cmds, "MAIL/RCPT/DATA")?;
             let r = self.read_reply("MAIL")?;
@@ -628,6 +652,41 @@ impl Client {
         let r = self.read_reply("DATA")?;
         expect(&r, 3, "DATA")?;
 
+        self.message_into(sh, msg, &sh.body);
+        msg.extend_from_slice(b".\r\n");
+        self.write(msg, "message")?;
+        let r = self.read_reply("end of data")?;
+        expect(&r, 2, "end of data")
+    }
+
+    /// MAIL, RCPT..., then the message as one `BDAT n LAST` chunk (RFC 3030).
+    fn send_chunked(&mut self, sh: &Shared, msg: &mut Vec<u8>) -> Result<(), Failure> {
+        if self.pipelining {
+            self.write(&sh.envelope_cmds, "MAIL/RCPT")?;
+        } else {
+            self.write(&sh.mail_cmd, "MAIL")?;
+        }
+        let r = self.read_reply("MAIL")?;
+        expect(&r, 2, "MAIL")?;
+        for (cmd, to) in sh.rcpt_cmds.iter().zip(&sh.cfg.to) {
+            if !self.pipelining {
+                self.write(cmd, "RCPT")?;
+            }
+            let r = self.read_reply("RCPT")?;
+            expect(&r, 2, &format!("RCPT TO:<{to}>"))?;
+        }
+        let mut data = Vec::new();
+        self.message_into(sh, &mut data, &sh.raw_body);
+        msg.clear();
+        msg.extend_from_slice(format!("BDAT {} LAST\r\n", data.len()).as_bytes());
+        msg.extend_from_slice(&data);
+        self.write(msg, "BDAT")?;
+        let r = self.read_reply("BDAT LAST")?;
+        expect(&r, 2, "BDAT LAST")
+    }
+
+    /// The header section of the next message, then `body`, into `msg`.
+    fn message_into(&self, sh: &Shared, msg: &mut Vec<u8>, body: &[u8]) {
         let seq = sh.seq.fetch_add(1, Ordering::Relaxed);
         msg.clear();
         msg.extend_from_slice(sh.addr_headers.as_bytes());
@@ -639,11 +698,7 @@ impl Client {
             sh.msgid_tag
         );
         msg.extend_from_slice(headers.as_bytes());
-        msg.extend_from_slice(&sh.body);
-        msg.extend_from_slice(b".\r\n");
-        self.write(msg, "message")?;
-        let r = self.read_reply("end of data")?;
-        expect(&r, 2, "end of data")
+        msg.extend_from_slice(body);
     }
 
     fn write(&mut self, data: &[u8], what: &str) -> Result<(), Failure> {

@@ -18,7 +18,14 @@ fn submit(t: &Tern, to: &[&str], body: &str) -> String {
     r.queue_id()
 }
 
-const HEADER: &str = "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n";
+/// Postfix's mailq heading for long queue ids (tern's are 16 characters), as
+/// postqueue -p prints it (Postfix 3.7, enable_long_queue_ids = yes).
+const HEADER: &str = "----Queue ID----- --Size-- ---Arrival Time---- --Sender/Recipient------\n";
+
+/// Postfix's reason line: in parentheses, right-aligned to end in column 78.
+fn reason_line(why: &str) -> String {
+    format!("{}({why})\n", " ".repeat(76 - why.len()))
+}
 
 #[test]
 fn mailq_empty_and_busy() {
@@ -66,18 +73,18 @@ fn mailq_empty_and_busy() {
             .take(19)
             .collect::<String>()
     };
-    let indent = " ".repeat(41);
+    let indent = " ".repeat(47);
     let want = format!(
         "{HEADER}\
-         {a}* {:>8} {}  sender@example.test\n\
+         {a}* {:>8} {} sender@example.test\n\
          {indent}alice@example.test\n\
          {indent}bob@example.test\n\
          \n\
-         {b}  {:>8} {}  sender@example.test\n\
-         (4.2.2 mailbox full)\n\
+         {b}  {:>8} {} sender@example.test\n\
+         {}\
          {indent}carol@example.test\n\
          \n\
-         {c}! {:>8} {}  sender@example.test\n\
+         {c}! {:>8} {} sender@example.test\n\
          {indent}alice@example.test\n\
          \n\
          -- {} Kbytes in 3 Requests.\n",
@@ -85,9 +92,10 @@ fn mailq_empty_and_busy() {
         arrival(&a),
         sizes[1],
         arrival(&b),
+        reason_line("mailbox full"),
         sizes[2],
         arrival(&c),
-        (sizes.iter().sum::<u64>()).div_ceil(1024),
+        sizes.iter().sum::<u64>() / 1024,
     );
     assert_eq!(text, want);
     // sendmail -bp is the same listing.
@@ -314,7 +322,111 @@ fn mailq_for_an_unprivileged_user_asks_the_daemon() {
         "{text} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.starts_with("-Queue ID-"), "{text}");
+    assert!(text.starts_with(HEADER), "{text}");
     assert!(text.contains(&id), "{text}");
     assert!(text.contains("alice@example.test"), "{text}");
+}
+
+/// Issue 17, 7: a connect failure is listed as Postfix lists it, naming the
+/// host and the address, under the message in its own right-aligned line.
+#[test]
+fn mailq_names_the_host_that_refused_the_connection() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let t = Setup::new()
+        .deliver()
+        .set("route", &format!("far.test [127.0.0.1]:{port}"))
+        .set("retry_initial", "1h")
+        .start();
+    let id = submit(&t, &["bob@far.test", "carol@far.test"], &message("refused"));
+    let reason = format!("connect to 127.0.0.1[127.0.0.1]:{port}: Connection refused");
+    assert!(
+        t.wait_log(&format!(
+            "{id}: to=<carol@far.test>, relay=127.0.0.1[127.0.0.1]:{port}"
+        )),
+        "{}",
+        t.log_text()
+    );
+    assert!(
+        t.log_text().contains(&format!("status=deferred ({reason})")),
+        "{}",
+        t.log_text()
+    );
+    let spool = t.spool();
+    let qid = QueueId::parse(&id).unwrap();
+    // The log line comes just before the attempt records the state.
+    assert!(wait_until(5, || spool.load(&qid).is_ok_and(|e| e
+        .recipients
+        .iter()
+        .all(|r| r.status == RcptStatus::Deferred))));
+    let env = spool.load(&qid).unwrap();
+    let when: String = tern::clock::asctime(env.created).chars().take(19).collect();
+    let indent = " ".repeat(47);
+    let want = format!(
+        "{HEADER}\
+         {id}  {:>8} {when} sender@example.test\n\
+         {}\
+         {indent}bob@far.test\n\
+         {indent}carol@far.test\n\
+         \n\
+         -- {} Kbytes in 1 Request.\n",
+        env.size,
+        reason_line(&reason),
+        env.size / 1024,
+    );
+    assert_eq!(t.setup.sendmail_as("mailq", &[]).stdout, want);
+    assert_eq!(t.setup.ternctl(&["queue"]).stdout, want);
+}
+
+/// Issue 17, 7: a flush (sendmail -q, ternctl flush) tries deferred mail at
+/// once, but an early try that fails again leaves the back-off as it was:
+/// ten flushes used to push the next retry to retry_max.
+#[test]
+fn flush_tries_now_without_doubling_the_backoff() {
+    let setup = Setup::new().deliver();
+    let t = setup
+        .aliases("flaky: \"|exit 75\"\n")
+        .set("retry_initial", "1h")
+        .set("retry_max", "16h")
+        .start();
+    let id = submit(&t, &["flaky@example.test"], &message("flaky"));
+    let qid = QueueId::parse(&id).unwrap();
+    let spool = t.spool();
+    let tries = || {
+        t.log_text()
+            .matches(&format!("{id}: to=<flaky@example.test>, relay=local"))
+            .count()
+    };
+    // The state is written just after the log line: wait for both.
+    let settled = |n: usize| {
+        wait_until(10, || {
+            tries() == n
+                && !spool.is_locked(&qid)
+                && spool
+                    .load(&qid)
+                    .is_ok_and(|e| e.recipients[0].status == RcptStatus::Deferred)
+        })
+    };
+    assert!(settled(1), "{}", t.log_text());
+    let first = spool.load(&qid).unwrap().recipients[0].clone();
+    assert_eq!(first.attempts, 1);
+    let planned = first.next_attempt.unwrap();
+    // About an hour away (the back-off after one failure, jitter included).
+    assert!(planned >= tern::clock::now() + 3000, "{planned}");
+    for n in 0..10 {
+        let r = if n % 2 == 0 {
+            t.setup.ternctl(&["flush"])
+        } else {
+            t.setup.sendmail(&["-q"], b"")
+        };
+        assert_eq!(r.code, 0, "{r:?}");
+        assert!(settled(n + 2), "flush {n}: {}", t.log_text());
+    }
+    let after = spool.load(&qid).unwrap().recipients[0].clone();
+    assert_eq!(after.attempts, 1, "flushes counted as attempts");
+    assert_eq!(after.next_attempt, Some(planned), "flushes moved the retry");
 }

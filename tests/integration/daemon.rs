@@ -32,19 +32,24 @@ impl Drop for Stop {
 
 /// Start ternd detached on `conf` and return its pid.
 fn start_detached(conf: &std::path::Path, pid_path: &std::path::Path) -> u32 {
+    start_detached_saying(conf, pid_path).0
+}
+
+/// Start ternd detached on `conf`; its pid, and what it said on stderr
+/// before it detached.
+fn start_detached_saying(conf: &std::path::Path, pid_path: &std::path::Path) -> (u32, String) {
     let out = Command::new(TERND)
         .arg("-f")
         .arg(conf)
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read_to_string(pid_path).unwrap().trim().parse().unwrap()
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    (
+        std::fs::read_to_string(pid_path).unwrap().trim().parse().unwrap(),
+        err,
+    )
 }
 
 /// The Uid: or Gid: line of /proc/PID/status: real, effective, saved, fs.
@@ -463,4 +468,55 @@ fn sighup_applies_a_new_log_level_at_once() {
     );
     let log = t.log_text();
     assert_eq!(log.matches("SIGHUP: configuration reloaded").count(), 1, "{log}");
+}
+
+/// Issue 17, 6: a detached ternd that cannot reach syslog says so when it
+/// starts (its log would be lost); with `log_file` it logs there instead, as
+/// syslog would, and says nothing.
+#[test]
+fn detached_without_syslog_warns_and_log_file_takes_its_place() {
+    // What this machine offers decides what to expect.
+    let reachable = std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|s| s.connect("/dev/log"))
+        .is_ok();
+    let run = |log_file: Option<&std::path::Path>| {
+        let setup = Setup::new().set("listen", &format!("127.0.0.1:{}", free_port()));
+        let pid_path = setup.path().join("ternd.pid");
+        let mut setup = setup.set("pid_file", &pid_path.display().to_string());
+        if let Some(p) = log_file {
+            setup = setup.set("log_file", &p.display().to_string());
+        }
+        let conf = setup.write_config();
+        let (pid, err) = start_detached_saying(&conf, &pid_path);
+        let _stop = Stop(pid);
+        tern::sys::send_signal(pid, libc::SIGTERM).unwrap();
+        assert!(wait_until(10, || !pid_alive(pid)), "ternd did not stop");
+        (setup, err)
+    };
+    let (_setup, err) = run(None);
+    let warned = err.contains("ternd: warning: cannot reach syslog (/dev/log: ");
+    assert_eq!(warned, !reachable, "{err}");
+    if warned {
+        assert!(err.contains("set log_file = PATH in "), "{err}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("tern.log");
+    let (_setup, err) = run(Some(&log));
+    assert_eq!(err, "");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let host = tern::sys::hostname().unwrap();
+    let host = host.split('.').next().unwrap().to_owned();
+    let started = text
+        .lines()
+        .find(|l| l.contains("ternd started, pid"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(started.contains(&format!("Z {host} ternd[")), "{started}");
+    assert!(text.contains("]: stopped"), "{text}");
+    // Created for the account the daemon runs as, 0640.
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(&log).unwrap();
+    assert_eq!(m.mode() & 0o777, 0o640);
+    if let Some(account) = daemon_account() {
+        assert_eq!(m.uid(), account.uid);
+    }
 }

@@ -5,20 +5,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{message, wait_files, wait_until, Setup, Tern};
+use crate::common::{message, submit, wait_files, wait_until, Setup, Tern};
 
 fn read(p: &std::path::Path) -> String {
     String::from_utf8(std::fs::read(p).expect("read")).expect("utf8")
-}
-
-/// Send one message over SMTP; returns its queue id.
-fn submit(t: &Tern, from: &str, to: &[&str], body: &str) -> String {
-    let mut c = t.connect();
-    c.hello();
-    let r = c.send_mail(from, to, body);
-    assert_eq!(r.code, 250, "{r:?}");
-    c.cmd("QUIT");
-    r.queue_id()
 }
 
 /// Messages in a user's Maildir new/, waiting for at least `n`.

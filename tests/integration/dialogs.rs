@@ -19,6 +19,8 @@ fn greeting_and_ehlo_extensions() {
             "250-ENHANCEDSTATUSCODES",
             "250-SMTPUTF8",
             "250-DSN",
+            "250-CHUNKING",
+            "250-LIMITS RCPTMAX=100 MAILMAX=1000",
             "250 HELP",
         ]
     );
@@ -214,8 +216,26 @@ fn received_header_and_body_are_stored() {
     assert_eq!(env.helo.as_deref(), Some("client.test"));
     assert_eq!(env.client_addr, Some("127.0.0.1".parse().unwrap()));
     assert_eq!(env.size, body.len() as u64);
-    assert!(t.wait_log(&format!("{id}: from=<a@example.test>, size=")));
-    assert!(t.log_text().contains(", nrcpt=1, client=unknown[127.0.0.1]"));
+    // Postfix's three lines: smtpd's client=, cleanup's message-id=, qmgr's from=.
+    let pid = t.child.id();
+    let qmgr = format!(
+        "ternd/qmgr[{pid}]: INFO: {id}: from=<a@example.test>, size={}, nrcpt=1 (queue active)",
+        body.len()
+    );
+    assert!(t.wait_log(&qmgr), "{}", t.log_text());
+    let lines = t.log.lock().unwrap().clone();
+    let has = |want: &str| lines.iter().any(|l| l.ends_with(want));
+    assert!(
+        has(&format!(
+            "ternd/smtpd[{pid}]: INFO: {id}: client=unknown[127.0.0.1]"
+        )),
+        "{lines:?}"
+    );
+    // The message has no Message-ID (plain SMTP gets none added).
+    assert!(
+        has(&format!("ternd/cleanup[{pid}]: INFO: {id}: message-id=<>")),
+        "{lines:?}"
+    );
 }
 
 #[test]

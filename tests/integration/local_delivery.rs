@@ -24,6 +24,7 @@ fn job(dir: &Path, target: Target) -> Job {
         sender: "alice@example.org".to_owned(),
         recipient: "bob@example.test".to_owned(),
         user: None,
+        mailbox: false,
         message,
         hostname: "mx.test".to_owned(),
         pipe_timeout: Duration::from_secs(10),
@@ -171,11 +172,9 @@ fn child_runs_as_the_user_without_groups() {
     // A root-owned 0755 spool directory: root pre-creates the mbox for the user,
     // the user cannot make a dotlock there and relies on the fcntl lock.
     let mbox = dir.path().join("nobody");
-    let o = deliver_in_child(
-        &job(dir.path(), Target::Mbox(mbox.clone())),
-        &user,
-        Path::new(TERND),
-    );
+    let mut own = job(dir.path(), Target::Mbox(mbox.clone()));
+    own.mailbox = true;
+    let o = deliver_in_child(&own, &user, Path::new(TERND));
     assert_eq!(o, delivered("delivered to mbox"));
     let meta = fs::metadata(&mbox).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o777), (nobody.uid, 0o600));
@@ -188,4 +187,202 @@ fn child_runs_as_the_user_without_groups() {
     );
     assert_eq!(o.status(), Status(4, 2, 0), "{o:?}");
     assert!(o.detail().contains("Permission denied"), "{o:?}");
+}
+
+/// Debian's mail spool: a directory root:mail 2775 (in a root-owned 0755
+/// temporary directory, so that the user can reach it), and the account mail
+/// goes to (nobody). None, with the reason given, where that cannot be made.
+fn debian_mail_spool() -> Option<(tempfile::TempDir, std::path::PathBuf, sys::Passwd, u32)> {
+    if !crate::common::skip::root_for("a root:mail 2775 mail spool") {
+        return None;
+    }
+    let (Some(nobody), Some(mail)) = (sys::getpwnam("nobody"), sys::group_id("mail")) else {
+        crate::common::skip::skip("no nobody account or mail group");
+        return None;
+    };
+    let base = tempfile::tempdir().unwrap();
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let spool = base.path().join("mail");
+    fs::create_dir(&spool).unwrap();
+    std::os::unix::fs::chown(&spool, Some(0), Some(mail)).unwrap();
+    fs::set_permissions(&spool, fs::Permissions::from_mode(0o2775)).unwrap();
+    Some((base, spool, nobody, mail))
+}
+
+/// Owner, group and permission bits.
+fn owner_group_mode(p: &Path) -> (u32, u32, u32) {
+    let m = fs::symlink_metadata(p).unwrap();
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+/// Issue 17, 1: the user's own mbox in /var/mail as Debian lays it out, through
+/// the delivery child a root ternd runs: created for a user without one
+/// (theirs, group mail, 0600, as Postfix's local(8) leaves it), appended to when
+/// it exists, never through a symlink or a second hard link, and with the
+/// dotlock mail readers take honoured (the child may create it: it has group mail).
+#[test]
+fn own_mailbox_in_a_root_mail_2775_spool() {
+    let Some((base, spool, nobody, mail)) = debian_mail_spool() else {
+        return;
+    };
+    let mbox = spool.join(&nobody.name);
+    let own = |dir: &Path| {
+        let mut j = job(dir, Target::Mbox(mbox.clone()));
+        j.mailbox = true;
+        j
+    };
+    let msgs = base.path().join("msgs");
+    fs::create_dir(&msgs).unwrap();
+
+    // No mailbox yet: created for the user.
+    let o = deliver_in_child(&own(&msgs), &nobody, Path::new(TERND));
+    assert_eq!(o, delivered("delivered to mbox"));
+    assert_eq!(owner_group_mode(&mbox), (nobody.uid, mail, 0o600));
+    let first = fs::read_to_string(&mbox).unwrap();
+    assert!(first.starts_with("From alice@example.org "), "{first}");
+    assert!(!spool.join(format!("{}.lock", nobody.name)).exists());
+
+    // It exists: appended to, owner and mode kept.
+    let o = deliver_in_child(&own(&msgs), &nobody, Path::new(TERND));
+    assert_eq!(o, delivered("delivered to mbox"));
+    assert_eq!(owner_group_mode(&mbox), (nobody.uid, mail, 0o600));
+    let second = fs::read_to_string(&mbox).unwrap();
+    assert!(second.starts_with(&first), "{second}");
+    assert_eq!(second.matches("From alice@example.org ").count(), 2, "{second}");
+
+    // A dotlock a mail reader holds is waited for.
+    let lock = spool.join(format!("{}.lock", nobody.name));
+    fs::write(&lock, b"").unwrap();
+    let started = std::time::Instant::now();
+    let remover = {
+        let lock = lock.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(600));
+            fs::remove_file(&lock).unwrap();
+        })
+    };
+    let o = deliver_in_child(&own(&msgs), &nobody, Path::new(TERND));
+    remover.join().unwrap();
+    assert_eq!(o, delivered("delivered to mbox"));
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "delivered while the dotlock was held"
+    );
+    assert_eq!(
+        fs::read_to_string(&mbox)
+            .unwrap()
+            .matches("From alice@example.org ")
+            .count(),
+        3
+    );
+
+    // A hostile symlink in its place: refused, its target untouched and not created.
+    fs::remove_file(&mbox).unwrap();
+    let victim = base.path().join("victim");
+    fs::write(&victim, b"precious\n").unwrap();
+    std::os::unix::fs::chown(&victim, Some(nobody.uid), None).unwrap();
+    std::os::unix::fs::symlink(&victim, &mbox).unwrap();
+    let o = deliver_in_child(&own(&msgs), &nobody, Path::new(TERND));
+    assert_eq!(
+        o,
+        temporary(
+            Status(4, 2, 0),
+            format!("mailbox {} is a symlink, refusing", mbox.display())
+        )
+    );
+    assert_eq!(fs::read(&victim).unwrap(), b"precious\n");
+    fs::remove_file(&mbox).unwrap();
+    let planted = base.path().join("planted");
+    std::os::unix::fs::symlink(&planted, &mbox).unwrap();
+    let o = deliver_in_child(&own(&msgs), &nobody, Path::new(TERND));
+    assert!(o.detail().ends_with("is a symlink, refusing"), "{o:?}");
+    assert!(!planted.exists());
+
+    // A hard link to one of the user's files in its place: refused.
+    fs::remove_file(&mbox).unwrap();
+    fs::hard_link(&victim, &mbox).unwrap();
+    let o = deliver_in_child(&own(&msgs), &nobody, Path::new(TERND));
+    assert_eq!(
+        o,
+        temporary(
+            Status(4, 2, 0),
+            format!("mailbox {} has 2 hard links, refusing", mbox.display())
+        )
+    );
+    assert_eq!(fs::read(&victim).unwrap(), b"precious\n");
+
+    // A file an alias names gets no group mail: nobody cannot create it there.
+    let aliased = job(&msgs, Target::Mbox(spool.join("list")));
+    let o = deliver_in_child(&aliased, &nobody, Path::new(TERND));
+    assert!(o.detail().contains("Permission denied"), "{o:?}");
+    assert!(!spool.join("list").exists());
+}
+
+/// The same through a whole daemon that dropped root: its root delivery
+/// helper recomputes the mailbox, and the child it starts creates it.
+#[test]
+fn daemon_creates_mailboxes_in_a_root_mail_2775_spool() {
+    let Some((base, spool, nobody, mail)) = debian_mail_spool() else {
+        return;
+    };
+    let users = base.path().join("users");
+    fs::write(&users, format!("{}\n", nobody.name)).unwrap();
+    let t = crate::common::Setup::new()
+        .deliver()
+        .set("local_users", users.to_str().unwrap())
+        .set("mailbox", &format!("{}/%u", spool.display()))
+        .start();
+    let rcpt = format!("{}@example.test", nobody.name);
+    let send = |subject: &str| {
+        let mut c = t.connect();
+        c.hello();
+        let r = c.send_mail("alice@example.test", &[&rcpt], &crate::common::message(subject));
+        assert_eq!(r.code, 250, "{r:?}");
+        r.queue_id()
+    };
+    let mbox = spool.join(&nobody.name);
+    let id = send("first");
+    assert!(
+        t.wait_log(&format!("{id}: to=<{rcpt}>, relay=local")),
+        "{}",
+        t.log_text()
+    );
+    assert!(
+        t.log_text().contains("status=sent (delivered to mbox)"),
+        "{}",
+        t.log_text()
+    );
+    assert_eq!(owner_group_mode(&mbox), (nobody.uid, mail, 0o600));
+    assert!(fs::read_to_string(&mbox).unwrap().contains("Subject: first"));
+
+    let id = send("second");
+    assert!(
+        t.wait_log(&format!("{id}: to=<{rcpt}>, relay=local")),
+        "{}",
+        t.log_text()
+    );
+    let text = fs::read_to_string(&mbox).unwrap();
+    assert!(
+        text.contains("Subject: first") && text.contains("Subject: second"),
+        "{text}"
+    );
+
+    // A symlink planted in its place: the mail waits, the target is untouched.
+    fs::remove_file(&mbox).unwrap();
+    let victim = base.path().join("victim");
+    fs::write(&victim, b"precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, &mbox).unwrap();
+    let id = send("third");
+    let want = format!("{id}: to=<{rcpt}>, relay=local");
+    assert!(t.wait_log(&want), "{}", t.log_text());
+    let log = t.log_text();
+    let line = log.lines().find(|l| l.contains(&want)).unwrap();
+    assert!(
+        line.contains(&format!(
+            "status=deferred (mailbox {} is a symlink, refusing)",
+            mbox.display()
+        )),
+        "{line}"
+    );
+    assert_eq!(fs::read(&victim).unwrap(), b"precious\n");
 }

@@ -4,6 +4,7 @@
 #[macro_use]
 mod common;
 
+mod chunking;
 mod clients;
 mod config;
 mod crash;
@@ -15,18 +16,25 @@ mod faults;
 mod inetd;
 mod install;
 mod limits;
+mod lmtp;
 mod local_delivery;
+mod maillog;
 mod manpages;
+mod message_path;
 mod metrics;
+mod milter;
 mod outbound;
 mod peers;
+mod policy_service;
 mod pool;
 mod proxy;
 mod recipients;
 mod relay;
+mod secrets;
 mod sendmail;
 mod slowloris;
 mod smuggling;
 mod spool;
 mod submission;
 mod tls;
+mod tlspolicy;

@@ -36,7 +36,7 @@ fn scrape_text(addr: SocketAddr) -> String {
     body.to_owned()
 }
 
-fn scrape(addr: SocketAddr) -> Scrape {
+pub(crate) fn scrape(addr: SocketAddr) -> Scrape {
     scrape_text(addr)
         .lines()
         .filter(|l| !l.starts_with('#'))

@@ -17,7 +17,7 @@ const HEADERS: [(&str, &str); 5] = [
 ];
 
 fn has(m: &hickory_proto::op::Message, t: RecordType) -> bool {
-    m.answers().iter().any(|r| r.record_type() == t)
+    m.answers.iter().any(|r| r.record_type() == t)
 }
 
 /// nsd serves the signed root and zones with RRSIGs; unbound, anchored on the
@@ -78,31 +78,39 @@ fn dnssec_nsd_signs_and_unbound_validates() {
         ("_mta-sts.example.test", RecordType::TXT),
     ] {
         let m = query(r, name, t).unwrap();
-        assert_eq!(m.response_code(), ResponseCode::NoError, "{name} {t}: {m:?}");
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NoError,
+            "{name} {t}: {m:?}"
+        );
         assert!(has(&m, t), "{name} {t}: {m:?}");
-        assert!(m.authentic_data(), "{name} {t} validated (AD): {m:?}");
+        assert!(m.metadata.authentic_data, "{name} {t} validated (AD): {m:?}");
     }
     let nx = query(r, "nothing.example.test", RecordType::A).unwrap();
-    assert_eq!(nx.response_code(), ResponseCode::NXDomain, "{nx:?}");
-    assert!(nx.authentic_data(), "a proven NXDOMAIN is secure: {nx:?}");
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain, "{nx:?}");
+    assert!(nx.metadata.authentic_data, "a proven NXDOMAIN is secure: {nx:?}");
 
     let plain = query(r, "plain.test", RecordType::MX).unwrap();
     assert!(
-        has(&plain, RecordType::MX) && !plain.authentic_data(),
+        has(&plain, RecordType::MX) && !plain.metadata.authentic_data,
         "insecure: {plain:?}"
     );
 
     let bad = query(r, "bad.test", RecordType::MX).unwrap();
-    assert_eq!(bad.response_code(), ResponseCode::ServFail, "bogus: {bad:?}");
+    assert_eq!(
+        bad.metadata.response_code,
+        ResponseCode::ServFail,
+        "bogus: {bad:?}"
+    );
     let tampered = query(r, "_25._tcp.mx2.example.test", RecordType::TLSA).unwrap();
     assert_eq!(
-        tampered.response_code(),
+        tampered.metadata.response_code,
         ResponseCode::ServFail,
         "bogus TLSA: {tampered:?}"
     );
     let good = query(r, "mx2.example.test", RecordType::A).unwrap();
     assert!(
-        good.authentic_data(),
+        good.metadata.authentic_data,
         "the rest of the zone is still secure: {good:?}"
     );
     assert!(
@@ -127,10 +135,10 @@ fn dnssec_reload_serves_new_records() {
     };
     let txt = |dns: &SignedZones| {
         let m = query(dns.resolver_addr(), "_mta-sts.example.test", RecordType::TXT).unwrap();
-        assert!(m.authentic_data(), "{m:?}");
-        m.answers()
+        assert!(m.metadata.authentic_data, "{m:?}");
+        m.answers
             .iter()
-            .map(|r| r.data().to_string())
+            .map(|r| r.data.to_string())
             .collect::<Vec<_>>()
             .join(" ")
     };

@@ -206,11 +206,177 @@ fn exit_codes() {
     assert!(out.stderr.contains("cannot read"), "{out:?}");
     // Nothing was queued by any of them.
     assert!(names(&setup.path().join("spool/maildrop")).is_empty());
-    // Legacy options are accepted with a warning; an empty message is valid.
+    // Legacy options are accepted, silently (a warning with -v); an empty
+    // message is valid.
     let out = setup.sendmail(&["-odb", "-B8BITMIME", "alice"], b"");
     assert_eq!(out.code, 0, "{out:?}");
-    assert!(out.stderr.contains("warning: option -odb is ignored"), "{out:?}");
+    assert_eq!(out.stderr, "", "{out:?}");
     assert_eq!(names(&setup.path().join("spool/maildrop")).len(), 1);
+    let out = setup.sendmail(&["-v", "-odb", "-B8BITMIME", "alice"], b"");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("warning: option -odb is ignored"), "{out:?}");
+    let out = setup.sendmail(&["-B", "9BIT", "alice"], b"");
+    assert_eq!(out.code, 64, "{out:?}");
+    assert!(
+        out.stderr.contains("-B 9BIT: expected 8BITMIME or 7BIT"),
+        "{out:?}"
+    );
+}
+
+/// Issue 17, 5: what cron, mutt and mail(1) pass is taken without a word.
+#[test]
+fn mail_programs_options_are_accepted_silently() {
+    let setup = Setup::new();
+    for args in [
+        &["-oi", "-oem", "-odb", "-B8BITMIME", "-Ac", "alice@example.test"][..],
+        &["-odi", "-Am", "-ODeliveryMode=b", "-i", "--", "bob@example.test"],
+        &["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "alice@example.test"],
+        &["-oi", "-f", "root", "-t"],
+        &[
+            "-c",
+            "-x",
+            "-e",
+            "m",
+            "-p",
+            "local",
+            "-om",
+            "-oQ/var/spool",
+            "alice@example.test",
+        ],
+    ] {
+        let out = setup.sendmail(
+            args,
+            b"To: alice@example.test
+Subject: cron
+
+out
+",
+        );
+        assert_eq!((out.code, out.stderr.as_str()), (0, ""), "{args:?}: {out:?}");
+    }
+    assert_eq!(names(&setup.path().join("spool/maildrop")).len(), 5);
+    let out = setup.sendmail(
+        &["-v", "-Am", "-ODeliveryMode=b", "alice@example.test"],
+        b"x
+",
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    for o in ["-Am", "-ODeliveryMode=b"] {
+        assert!(
+            out.stderr.contains(&format!("warning: option {o} is ignored")),
+            "{out:?}"
+        );
+    }
+}
+
+/// Issue 17, 5: a bare user name gets the origin domain (`origin`, else
+/// /etc/mailname, else hostname) on the command line, with -t and under -bs;
+/// so does the sender's own name.
+#[test]
+fn bare_names_get_the_origin_domain() {
+    let t = Setup::new().set("origin", "example.test").start();
+    let user = user();
+    assert_eq!(
+        t.setup
+            .sendmail(
+                &["carol"],
+                b"Subject: one
+
+x
+"
+            )
+            .code,
+        0
+    );
+    assert_eq!(
+        t.setup
+            .sendmail(
+                &["-t"],
+                b"To: Bob <bob>, carol
+Subject: two
+
+x
+"
+            )
+            .code,
+        0
+    );
+    let out = t.setup.sendmail(
+        &["-bs"],
+        b"HELO l\r\nMAIL FROM:<root>\r\nRCPT TO:<alice>\r\nRCPT TO:<postmaster>\r\nDATA\r\nSubject: three\r\n\r\nx\r\n.\r\nQUIT\r\n",
+    );
+    assert!(out.stdout.contains("\r\n250 2.0.0 Ok: queued as "), "{out:?}");
+    let mut seen = Vec::new();
+    assert!(
+        crate::common::wait_until(10, || {
+            seen = t.queued();
+            seen.len() == 3
+        }),
+        "{}",
+        t.log_text()
+    );
+    let mut got: Vec<(String, Vec<String>)> = seen
+        .iter()
+        .map(|(e, _)| {
+            (
+                e.sender.clone(),
+                e.recipients.iter().map(|r| r.addr.clone()).collect(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (
+            format!("{user}@example.test"),
+            vec!["carol@example.test".to_owned()],
+        ),
+        (
+            format!("{user}@example.test"),
+            vec!["bob@example.test".to_owned(), "carol@example.test".to_owned()],
+        ),
+        (
+            "root@example.test".to_owned(),
+            vec![
+                "alice@example.test".to_owned(),
+                "postmaster@example.test".to_owned(),
+            ],
+        ),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+}
+
+/// Issue 17, 5: -bv says what delivery would do and sends nothing.
+#[test]
+fn bv_says_what_delivery_would_do() {
+    let setup = Setup::new()
+        .set("origin", "example.test")
+        .set("route", "far.test [127.0.0.1]:2")
+        .aliases("team: alice, Carol@example.test, friend@far.test\n");
+    let mail = setup.path().join("mail");
+    let out = setup.sendmail(&["-bv", "alice", "team@example.test", "x@far.test"], b"");
+    assert_eq!(out.code, 0, "{out:?}");
+    let want = format!(
+        "alice@example.test... deliverable: local user alice (no system account), maildir {m}/alice/\n\
+         team@example.test... deliverable: alias, 3 targets\n\
+         \x20   alice... deliverable: local user alice (no system account), maildir {m}/alice/\n\
+         \x20   carol... deliverable: local user carol (no system account), maildir {m}/carol/\n\
+         \x20   friend@far.test... deliverable: forwarded, SMTP via route: [127.0.0.1]:2\n\
+         x@far.test... deliverable: SMTP via route: [127.0.0.1]:2\n",
+        m = mail.display()
+    );
+    assert_eq!(out.stdout, want);
+    let out = setup.sendmail(&["-bv", "dave", "alice"], b"");
+    assert_eq!(out.code, 67, "{out:?}");
+    assert!(
+        out.stdout
+            .starts_with("dave@example.test... undeliverable: 5.1.1 unknown user: \"dave\"\n"),
+        "{out:?}"
+    );
+    assert_eq!(setup.sendmail(&["-bv"], b"").code, 64);
+    // Nothing was queued or dropped, nothing delivered.
+    assert!(names(&setup.path().join("spool/maildrop")).is_empty());
+    assert!(!mail.exists());
 }
 
 #[test]
@@ -221,10 +387,53 @@ fn newaliases_checks_the_aliases_file() {
     assert!(out.stdout.contains(": 2 aliases"), "{out:?}");
     let out = setup.sendmail(&["-bi"], b"");
     assert_eq!(out.code, 0, "{out:?}");
+    // -I is newaliases too (Sendmail's and Postfix's).
+    let out = setup.sendmail(&["-I"], b"");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains(": 2 aliases"), "{out:?}");
     let setup = setup.aliases("good: alice\nthis line is bad\n");
     let out = setup.sendmail_as("newaliases", &[]);
     assert_eq!(out.code, 65, "{out:?}");
     assert!(out.stderr.contains(":2: "), "{out:?}");
+    // One error is "1 error".
+    assert!(
+        out.stderr.ends_with(&format!(
+            "newaliases: 1 error in {}\n",
+            setup.path().join("aliases").display()
+        )),
+        "{out:?}"
+    );
+    let setup = setup.aliases("bad one\nbad two\n");
+    let out = setup.sendmail_as("newaliases", &[]);
+    assert!(out.stderr.contains("newaliases: 2 errors in "), "{out:?}");
+}
+
+/// Issue 17, 5: the aliases file installed beside tern.conf is used without
+/// an `aliases` key.
+#[test]
+fn newaliases_finds_the_installed_aliases_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("tern.conf");
+    std::fs::write(&conf, format!("spool = {}\n", dir.path().join("spool").display())).unwrap();
+    let run = || {
+        let link = dir.path().join("newaliases");
+        if !link.exists() {
+            std::os::unix::fs::symlink(crate::common::SENDMAIL, &link).unwrap();
+        }
+        crate::common::run_program(&link, &["-C", conf.to_str().unwrap()], b"")
+    };
+    let out = run();
+    assert_eq!(out.stdout, "newaliases: no aliases file configured\n", "{out:?}");
+    std::fs::write(dir.path().join("aliases"), "root: alice\npostmaster: root\n").unwrap();
+    let out = run();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout,
+        format!(
+            "newaliases: {}: 2 aliases\n",
+            dir.path().join("aliases").display()
+        )
+    );
 }
 
 /// Unmounts on drop, so a failing test never leaves a mount behind.
@@ -421,8 +630,10 @@ fn bs_as_an_unprivileged_user_queues_through_the_maildrop() {
         "{m}"
     );
     assert!(
-        t.log_text()
-            .contains(&format!("picked up maildrop/{queued} from uid {}", nobody.uid)),
+        t.log_text().contains(&format!(
+            ": uid={} from=<n@example.test> (maildrop {queued})",
+            nobody.uid
+        )),
         "{}",
         t.log_text()
     );

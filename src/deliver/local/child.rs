@@ -1,7 +1,8 @@
 //! The delivery child: when ternd runs as root (or is the root helper) and a
 //! copy is for a user, ternd re-executes itself as `ternd --local-delivery
-//! ARGS` running as that user (uid, gid, no supplementary groups), with the
-//! spool file as stdin. The child writes the copy with the same code as the
+//! ARGS` running as that user (uid, gid, no supplementary groups; for their
+//! own mbox in a group-writable mail spool, that spool's group instead: see
+//! `mailspool`), with the spool file as stdin. The child writes the copy with the same code as the
 //! daemon ([`super::write`]) and reports one line `STATUS detail` on stderr and
 //! a sysexits code; this module is both sides of that protocol.
 
@@ -14,7 +15,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use super::job::{Job, Target};
-use super::mbox::{precreate_mbox, LOCK_WAIT};
+use super::mailspool::{self, Access};
+use super::mbox::LOCK_WAIT;
 use super::pipe::{first_line, one_line, spawn_captured, supervise, with_output, Exit, Ran, SAFE_PATH};
 use super::write::{deliver_here, Delivery};
 use crate::deliver::outcome::{self, Outcome, Stage, Verdict};
@@ -33,7 +35,7 @@ const CHILD_GRACE: Duration = Duration::from_secs(60);
 
 /// The running ternd. On Linux /proc/self/exe names the running image even after a
 /// package upgrade replaced the file, so the child always speaks its parent's protocol.
-pub(super) fn own_executable() -> io::Result<PathBuf> {
+pub fn own_executable() -> io::Result<PathBuf> {
     let proc_exe = Path::new("/proc/self/exe");
     if cfg!(any(target_os = "linux", target_os = "android")) && proc_exe.exists() {
         return Ok(proc_exe.to_owned());
@@ -46,19 +48,18 @@ pub(super) fn own_executable() -> io::Result<PathBuf> {
 /// The child's stderr line `STATUS detail` and exit code become the outcome; anything
 /// unexpected from the child (no status line, a crash, a usage error) is temporary.
 pub fn deliver_in_child(job: &Job, user: &Passwd, program: &Path) -> Outcome {
-    spawn_child(job, user, program, true, None)
+    spawn_child(job, user, program, None)
 }
 
-/// The delivery helper's entry: deliver `job` as its user in a child. A missing
-/// mbox is pre-created only when `precreate` (the helper checked that the path is
-/// the user's own mailbox). The message must be a file of the unprivileged daemon's,
-/// `owner` (see `open_message`).
-pub(super) fn deliver_as_user(job: &Job, precreate: bool, owner: u32) -> Outcome {
+/// The delivery helper's entry: deliver `job` as its user in a child (the helper
+/// decided whether it is the user's own mailbox, `job.mailbox`). The message must
+/// be a file of the unprivileged daemon's, `owner` (see `open_message`).
+pub(super) fn deliver_as_user(job: &Job, owner: u32) -> Outcome {
     let Some(user) = &job.user else {
         return outcome::local_error("local delivery without a user");
     };
     match own_executable() {
-        Ok(program) => spawn_child(job, user, &program, precreate, Some(owner)),
+        Ok(program) => spawn_child(job, user, &program, Some(owner)),
         Err(e) => outcome::local_error(format!("cannot find ternd's executable: {e}")),
     }
 }
@@ -84,9 +85,16 @@ fn open_message(path: &Path, owner: Option<u32>) -> io::Result<File> {
     Ok(f)
 }
 
-fn spawn_child(job: &Job, user: &Passwd, program: &Path, precreate: bool, owner: Option<u32>) -> Outcome {
-    if let (Target::Mbox(path), true) = (&job.target, precreate) {
-        precreate_mbox(path, user);
+fn spawn_child(job: &Job, user: &Passwd, program: &Path, owner: Option<u32>) -> Outcome {
+    // A user's own mbox missing from the mail spool: the child gets the spool's
+    // group, or root creates the file, as Postfix's local(8) decides (mailspool).
+    let mut gid = user.gid;
+    if let (Target::Mbox(path), true) = (&job.target, job.mailbox) {
+        match mailspool::access(path, user) {
+            Access::User => {}
+            Access::Group(g) => gid = g,
+            Access::RootCreates => mailspool::precreate(path, user),
+        }
     }
     let args = match child_args(job, user) {
         Ok(a) => a,
@@ -105,7 +113,7 @@ fn spawn_child(job: &Job, user: &Passwd, program: &Path, precreate: bool, owner:
         .env("PATH", SAFE_PATH)
         .current_dir("/")
         .uid(user.uid)
-        .gid(user.gid)
+        .gid(gid)
         .stdin(Stdio::from(message));
     let (child, output) = match spawn_captured(&mut cmd) {
         Ok(x) => x,

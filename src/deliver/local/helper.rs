@@ -16,8 +16,9 @@
 //! - the user is looked up again (getpwnam), and never runs anything as root:
 //!   the only root delivery allowed is root's own mailbox, recomputed from the
 //!   `mailbox` template, as the daemon would do when it runs as root;
-//! - a missing mbox is pre-created for the user only when the target is that
-//!   user's mailbox by the same recomputation, never for an arbitrary path.
+//! - a missing mbox in the mail spool is created with more than the user's
+//!   rights (see `mailspool`) only when the target is that user's mailbox by
+//!   the same recomputation, never for an arbitrary path.
 //!
 //! The delivery itself is the existing re-executed child (`ternd
 //! --local-delivery`), spawned by the helper with the user's uid and gid.
@@ -189,8 +190,9 @@ fn decode_reply(line: &str) -> Result<(u64, Outcome), String> {
 }
 
 /// Check a request against the policy and turn it into a job for the child,
-/// plus whether a missing mbox may be pre-created. Err is the refusal.
-pub fn validate(req: &Request, policy: &Policy) -> Result<(Job, bool), Outcome> {
+/// marked as the user's own mailbox only when it is by the helper's own
+/// recomputation. Err is the refusal.
+pub fn validate(req: &Request, policy: &Policy) -> Result<Job, Outcome> {
     let refuse = |why: String| outcome::local_error(format!("delivery helper refused: {why}"));
     // Only a well-formed queue id names a file, and only in msg/.
     let id = QueueId::parse(&req.message).ok_or_else(|| refuse(format!("bad queue id {:?}", req.message)))?;
@@ -206,11 +208,12 @@ pub fn validate(req: &Request, policy: &Policy) -> Result<(Job, bool), Outcome> 
         sender: req.sender.clone(),
         recipient: req.recipient.clone(),
         user: Some(pw),
+        mailbox: is_mailbox,
         message,
         hostname: req.hostname.clone(),
         pipe_timeout: req.pipe_timeout,
     };
-    Ok((job, is_mailbox))
+    Ok(job)
 }
 
 /// The helper's main loop, in the forked root process: read requests until the
@@ -253,7 +256,7 @@ pub fn serve(sock: UnixStream, policy: Policy) -> ! {
             .name("helper".to_owned())
             .spawn(move || {
                 let outcome = match validate(&req, &policy) {
-                    Ok((job, precreate)) => child::deliver_as_user(&job, precreate, policy.owner),
+                    Ok(job) => child::deliver_as_user(&job, policy.owner),
                     Err(o) => {
                         log::warn!("{}", o.detail());
                         o
@@ -436,8 +439,8 @@ mod tests {
         };
         // Root's own mailbox: allowed, pre-created, message from msg/.
         let r = request(Target::Mbox(PathBuf::from("/var/mail/root")), "root");
-        let (job, precreate) = validate(&r, &policy).expect("root mailbox");
-        assert!(precreate);
+        let job = validate(&r, &policy).expect("root mailbox");
+        assert!(job.mailbox);
         assert_eq!(job.message, PathBuf::from("/spool/msg/0123456789ABCDEF"));
         assert_eq!(job.user.map(|u| u.uid), Some(0));
         // Anything else as root is refused.
@@ -458,9 +461,12 @@ mod tests {
         // Another user: runs as them; a path that is not their mailbox is not pre-created.
         if sys::getpwnam("nobody").is_some() {
             let r = request(Target::Mbox(PathBuf::from("/etc/x")), "nobody");
-            let (job, precreate) = validate(&r, &policy).expect("nobody");
-            assert!(!precreate);
+            let job = validate(&r, &policy).expect("nobody");
+            assert!(!job.mailbox);
             assert_ne!(job.user.map(|u| u.uid), Some(0));
+            // Their own mailbox is.
+            let r = request(Target::Mbox(PathBuf::from("/var/mail/nobody")), "nobody");
+            assert!(validate(&r, &policy).expect("nobody").mailbox);
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::sys::Passwd;
 pub enum Target {
     /// A Maildir directory (tmp/ new/ cur/ created if missing, mode 0700).
     Maildir(PathBuf),
-    /// An mbox file (created mode 0600 if missing).
+    /// An mbox file (created mode 0600 if missing; see `mailspool`).
     Mbox(PathBuf),
     /// A shell command line, run with /bin/sh -c.
     Pipe(String),
@@ -29,6 +29,11 @@ pub struct Job {
     pub recipient: String,
     /// Run as this user when ternd is root; None = as ternd's own user.
     pub user: Option<Passwd>,
+    /// The target is the user's own mailbox, made from the `mailbox` template
+    /// (not a file or command an alias names): only then may a missing mbox in
+    /// the mail spool be created with more than the user's rights (see
+    /// `mailspool`).
+    pub mailbox: bool,
     /// The spool's msg/ID file (read-only).
     pub message: PathBuf,
     /// For Maildir unique names.

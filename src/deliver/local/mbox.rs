@@ -1,21 +1,21 @@
 //! mbox delivery, as mutt, mailx and Dovecot read it: both locks readers use
 //! (a dotlock and an fcntl lock), the From_ separator and mboxrd quoting, and
 //! a failed append truncated back so a half-written entry never corrupts the
-//! mailbox. Root pre-creates a missing mbox for the user where only root
-//! could (see [`precreate_mbox`]).
+//! mailbox. Who creates a missing mailbox in the mail spool is
+//! [`super::mailspool`]'s question.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::copy::{copy_message, CopyError, COPY_BUF};
 use crate::clock;
 use crate::deliver::outcome::{self, Outcome};
-use crate::sys::{self, Passwd};
+use crate::sys;
 
 /// How long to wait for each of the two mbox locks.
 pub(super) const LOCK_WAIT: Duration = Duration::from_secs(10);
@@ -23,51 +23,6 @@ const LOCK_RETRY: Duration = Duration::from_millis(100);
 /// A dotlock older than this was left by a crashed writer (mutt and procmail use
 /// the same five minutes).
 const STALE_LOCK: Duration = Duration::from_secs(300);
-
-/// Root pre-creates a missing mbox for the user (owned by them, mode 0600) in a
-/// directory the user may not create files in — /var/mail is root:mail 2775 on
-/// Debian — as Postfix's local(8) does. Only where no one but root can redirect
-/// the path (see `root_controlled`), and with O_EXCL|O_NOFOLLOW, so a planted
-/// name is never followed. Errors are left for the child to report.
-pub(super) fn precreate_mbox(path: &Path, user: &Passwd) {
-    if sys::uids().1 != 0 || path == Path::new("/dev/null") {
-        return;
-    }
-    let Some(dir) = path.parent() else { return };
-    if !root_controlled(dir) {
-        return;
-    }
-    let created = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path);
-    if let Ok(f) = created {
-        if std::os::unix::fs::fchown(&f, Some(user.uid), Some(user.gid)).is_err() {
-            let _ = fs::remove_file(path);
-        }
-    }
-}
-
-/// Whether only root can change what `dir` names: an absolute path without `..`
-/// whose every directory is a real directory owned by root, and whose ancestors
-/// are not writable by group or others unless sticky (where only an entry's owner,
-/// root, may rename it). `dir` itself may be writable: the file is made with O_EXCL.
-fn root_controlled(dir: &Path) -> bool {
-    if !dir.is_absolute() || dir.components().any(|c| c == Component::ParentDir) {
-        return false;
-    }
-    dir.ancestors()
-        .enumerate()
-        .all(|(i, a)| match fs::symlink_metadata(a) {
-            Ok(m) => {
-                let open = m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0;
-                m.file_type().is_dir() && m.uid() == 0 && (i == 0 || !open)
-            }
-            Err(_) => false,
-        })
-}
 
 pub(super) struct MboxOptions<'a> {
     /// The envelope sender, for the From_ line.
@@ -123,27 +78,42 @@ fn truncate_back(file: &File, size: u64) -> io::Result<()> {
     file.sync_all()
 }
 
-/// Open for appending, creating it 0600, without following a symlink (an attacker
-/// with write access to /var/mail could plant one to a file of the user's), and
-/// only a regular file with one link that this process or the user owns.
+/// Open the mailbox for appending the way Postfix's safe_open does: an existing
+/// file without O_CREAT, a missing one created 0600 with O_CREAT|O_EXCL, both
+/// with O_NOFOLLOW, so no symlink is ever followed and nothing is created
+/// anywhere but at `path` (an attacker who may write the spool directory could
+/// plant a link to a file of the user's). What O_NOFOLLOW cannot see is
+/// checked on the open file: a regular file (not a device or FIFO), with one
+/// link (a hard link to someone else's file), that this process or the user owns.
 fn open_mbox(path: &Path, owner: Option<u32>) -> Result<File, Outcome> {
     let refuse =
         |why: String| outcome::mailbox_unavailable(format!("mailbox {} {why}, refusing", path.display()));
+    let failed = |e: io::Error| match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => refuse("is a symlink".to_owned()),
+        Ok(m) if !m.file_type().is_file() => refuse("is not a regular file".to_owned()),
+        _ => outcome::mailbox_io(&format!("cannot open mailbox {}", path.display()), &e),
+    };
     // O_NONBLOCK: opening a planted FIFO must not hang; regular files ignore it.
-    let opened = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path);
-    let file = match opened {
-        Ok(f) => f,
-        Err(e) => {
-            return Err(match fs::symlink_metadata(path) {
-                Ok(m) if m.file_type().is_symlink() => refuse("is a symlink".to_owned()),
-                Ok(m) if !m.file_type().is_file() => refuse("is not a regular file".to_owned()),
-                _ => outcome::mailbox_io(&format!("cannot open mailbox {}", path.display()), &e),
-            })
+    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    let mut tries = 0;
+    let file = loop {
+        tries += 1;
+        match OpenOptions::new().append(true).custom_flags(flags).open(path) {
+            Ok(f) => break f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(failed(e)),
+        }
+        let created = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(flags)
+            .open(path);
+        match created {
+            Ok(f) => break f,
+            // Made by someone else between the two opens: open that one (twice at most).
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 3 => {}
+            Err(e) => return Err(failed(e)),
         }
     };
     let meta = file
@@ -401,7 +371,6 @@ mod tests {
         delivered, delivery, here, job, mode, temporary, FailingReader, Trickle, BODY, MAILBOX_UNAVAILABLE,
         PREFIX, SYSTEM_ERROR,
     };
-    use std::os::unix::fs::PermissionsExt;
     use std::process::Command;
 
     fn quote(input: &[u8]) -> Vec<u8> {
@@ -656,25 +625,5 @@ mod tests {
         let mut d = delivery(Target::Mbox(mbox), dir.path());
         d.owner = Some(12345);
         assert_eq!(here(&d, BODY), delivered("delivered to mbox"));
-    }
-
-    #[test]
-    fn root_controlled_directories() {
-        assert!(!root_controlled(Path::new("relative")));
-        assert!(!root_controlled(Path::new("/var/../tmp")));
-        let dir = tempfile::tempdir().expect("tempdir");
-        let open = dir.path().join("open");
-        fs::create_dir(&open).expect("mkdir");
-        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).expect("chmod");
-        fs::create_dir(open.join("sub")).expect("mkdir");
-        // A world-writable, non-sticky ancestor lets anyone swap `sub`.
-        assert!(!root_controlled(&open.join("sub")));
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink(&open, &link).expect("symlink");
-        assert!(!root_controlled(&link));
-        assert!(!root_controlled(&dir.path().join("missing")));
-        if fs::metadata("/").is_ok_and(|m| m.uid() == 0) {
-            assert!(root_controlled(Path::new("/")));
-        }
     }
 }

@@ -20,7 +20,8 @@
 //! The rooms: [`job`] says what a delivery is; this module chooses the
 //! privilege path; [`helper`] (a daemon that dropped root asks a root process),
 //! [`child`] (the re-executed delivery child) and [`write`] (in this process)
-//! are the three paths; [`maildir`], [`mbox`] and [`pipe`] write the copy.
+//! are the three paths; [`maildir`], [`mbox`] and [`pipe`] write the copy;
+//! [`mailspool`] says who may create a missing mailbox in /var/mail.
 
 use std::fs::File;
 
@@ -32,13 +33,14 @@ mod copy;
 pub mod helper;
 mod job;
 mod maildir;
+mod mailspool;
 mod mbox;
 mod pipe;
 #[cfg(test)]
 mod testutil;
 mod write;
 
-pub use child::{child_main, deliver_in_child, CHILD_FLAG};
+pub use child::{child_main, deliver_in_child, own_executable, CHILD_FLAG};
 pub use job::{mailbox_target, Job, Target};
 
 use write::{deliver_here, Delivery};

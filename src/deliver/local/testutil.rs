@@ -51,6 +51,7 @@ pub(super) fn job(dir: &Path, target: Target, body: &[u8]) -> Job {
         sender: "alice@example.org".to_owned(),
         recipient: "bob@example.test".to_owned(),
         user: None,
+        mailbox: false,
         message,
         hostname: "mx.test".to_owned(),
         pipe_timeout: Duration::from_secs(10),

@@ -11,6 +11,11 @@ use crate::smtp::reply::{self, Reply};
 const MAX_AUTH_FAILURES: u32 = 3;
 
 impl Session<'_> {
+    /// The SASL mechanism and user of an authenticated session, for the log.
+    pub(super) fn sasl(&self) -> Option<(&str, &str)> {
+        Some((self.sasl_method?, self.user.as_deref()?))
+    }
+
     /// Whether AUTH is offered now: configured, and only inside TLS.
     pub(super) fn auth_offered(&self) -> bool {
         self.ctx.auth.enabled() && self.tls.is_some()
@@ -65,6 +70,7 @@ impl Session<'_> {
             maillog::auth_ok(self.peer, mech.name(), &user);
             self.meter.auth(true);
             self.user = Some(user);
+            self.sasl_method = Some(mech.name());
             return Ok(reply::auth_ok());
         }
         self.auth_failures += 1;

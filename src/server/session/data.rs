@@ -1,23 +1,23 @@
-//! DATA (RFC 5321 4.1.1.4): the message, and the one reply that says
-//! whether it is queued. 250 is sent only after the spool's commit.
+//! DATA (RFC 5321 4.1.1.4) and BDAT (RFC 3030): the message, and the one
+//! reply that says whether it is queued. 250 is sent only after the spool's
+//! commit.
 //!
-//! Two stages: `receive` streams the body into the spool as it arrives (the
-//! Received: field first; for submitted mail the header section is held back
-//! to add what the client left out), and `end_of_message` judges the
-//! finished message and commits it. Whatever must see the whole message
-//! before it is queued (milters' end of message, DKIM signing) belongs in
-//! `end_of_message`, between the envelope being built and the commit.
+//! Both commands read the data through the same checks (`smtp::dot`: size,
+//! CRLF only, line length, NUL, Received: count) into a `pipeline::Builder`;
+//! at the end of the message (the final dot, or the LAST chunk)
+//! `end_of_message` refuses it, or builds the draft and its envelope, runs the
+//! pipeline's stages (`pipeline::finish`) and commits what they leave.
 
 use std::io::{self, Write};
 
 use super::{is_timeout, Door, Hangup, Session, Transaction, MIN_FREE_PERCENT};
 use crate::clock;
 use crate::maillog;
-use crate::message::{self, Header};
+use crate::pipeline::{self, Body, Builder, Draft, Origin, Store};
 use crate::server::conn;
 use crate::smtp::address::ForwardPath;
-use crate::smtp::command::{self, Body};
-use crate::smtp::dot::{DataError, DataReader};
+use crate::smtp::command::{self, Body as BodyParam};
+use crate::smtp::dot::{DataError, DataReader, Fed};
 use crate::smtp::reply::{self, Reply};
 use crate::spool::{self, maildrop, Envelope, QueueId, SpoolError};
 use crate::sys;
@@ -33,13 +33,6 @@ impl Sink {
         match self {
             Sink::Queue(i) => i.id(),
             Sink::Maildrop(p) => p.id(),
-        }
-    }
-
-    fn bytes_written(&self) -> u64 {
-        match self {
-            Sink::Queue(i) => i.bytes_written(),
-            Sink::Maildrop(p) => p.bytes_written(),
         }
     }
 
@@ -67,12 +60,35 @@ impl Write for Sink {
     }
 }
 
-/// What `receive` read: the message in its sink, and how reading went.
-struct Received {
+impl Store for Sink {
+    fn append_file(&mut self, src: &mut std::fs::File) -> io::Result<u64> {
+        match self {
+            Sink::Queue(i) => i.append_file(src),
+            Sink::Maildrop(p) => Store::append_file(p, src),
+        }
+    }
+}
+
+/// A message being received: where it goes, the checks on its data, and the
+/// data so far.
+pub(super) struct Receiving {
     sink: Sink,
     reader: DataReader,
-    /// The first failed write to the sink; the rest of the data was still read.
+    builder: Builder,
+    /// The first failed write of the data; the rest of it was still read.
     write_err: Option<io::Error>,
+}
+
+impl Receiving {
+    /// Check and keep one piece of the data.
+    fn feed(&mut self, input: &[u8], chunk: &mut Vec<u8>) -> Fed {
+        let fed = self.reader.feed(input, chunk);
+        if self.write_err.is_none() && !chunk.is_empty() && self.reader.error().is_none() {
+            self.write_err = self.builder.push(chunk).err();
+        }
+        chunk.clear();
+        fed
+    }
 }
 
 impl Session<'_> {
@@ -80,27 +96,94 @@ impl Session<'_> {
         if let Err(r) = self.check_data() {
             return Ok(r);
         }
-        let mut sink = match self.ctx.door {
-            Door::Queue => match self.ctx.spool.begin() {
-                Ok(i) => Sink::Queue(i),
-                Err(e) => return Ok(spool_reply(&e)),
-            },
-            Door::Maildrop => Sink::Maildrop(maildrop::Pending::new(self.ctx.spool.root())),
+        if self.tx.as_ref().is_some_and(|t| t.chunks.is_some()) {
+            return Ok(reply::data_after_bdat());
+        }
+        let rx = match self.start_message(DataReader::new(self.cfg.session.max_message_size)) {
+            Ok(rx) => rx,
+            Err(r) => return Ok(r),
         };
-        let trace = match self.tx.as_ref() {
-            Some(tx) => self.received_header(sink.id(), tx),
-            None => return Ok(reply::need_mail()),
-        };
-        let write_err = sink.write_all(trace.as_bytes()).err();
-        let received = self.receive(sink, write_err)?;
+        let rx = self.receive(rx)?;
         // The transaction ends here whatever the outcome (RFC 5321 4.1.1.4).
         let Some(tx) = self.tx.take() else {
             return Ok(reply::need_mail());
         };
-        Ok(self.end_of_message(&tx, received))
+        Ok(self.end_of_message(&tx, rx))
     }
 
-    /// The reasons to refuse DATA before the 354.
+    /// RFC 3030 2: one chunk of `size` octets, the last one with `last`. The
+    /// chunk is read whatever the answer, since the client sent it without
+    /// waiting (a refused BDAT's data is thrown away). A chunk that is not the
+    /// last is answered as read; the LAST one with the message's fate.
+    pub(super) fn bdat(&mut self, size: u64, last: bool) -> Result<Reply, Hangup> {
+        let mut refusal = self.check_data().err();
+        if refusal.is_none() && self.tx.as_ref().is_some_and(|t| t.chunks.is_none()) {
+            match self.start_message(DataReader::chunked(self.cfg.session.max_message_size)) {
+                Ok(rx) => {
+                    if let Some(tx) = self.tx.as_mut() {
+                        tx.chunks = Some(Box::new(rx));
+                    }
+                }
+                Err(r) => refusal = Some(r),
+            }
+        }
+        if refusal.is_some() {
+            // A transaction that cannot go on ends (later chunks get 503).
+            if self.tx.as_ref().is_some_and(|t| !t.rcpts.is_empty()) {
+                self.tx = None;
+            }
+        }
+        let _ = self.io.set_timeout(self.cfg.session.data_timeout);
+        let mut chunk = Vec::with_capacity(64 * 1024);
+        let mut left = size;
+        loop {
+            let avail = self.io.buffered();
+            let take = usize::try_from(left).unwrap_or(usize::MAX).min(avail.len());
+            let piece = avail.get(..take).unwrap_or_default();
+            let used = match self.tx.as_mut().and_then(|t| t.chunks.as_mut()) {
+                Some(rx) if refusal.is_none() => rx.feed(piece, &mut chunk).consumed,
+                _ => take,
+            };
+            self.io.consume(used);
+            left -= used as u64;
+            if left == 0 {
+                break;
+            }
+            self.fill_data()?;
+        }
+        let _ = self.io.set_timeout(self.cfg.session.command_timeout);
+        if let Some(r) = refusal {
+            return Ok(r);
+        }
+        if !last {
+            return Ok(reply::chunk_received(size));
+        }
+        let Some(mut tx) = self.tx.take() else {
+            return Ok(reply::need_mail());
+        };
+        let Some(mut rx) = tx.chunks.take() else {
+            return Ok(reply::need_mail());
+        };
+        rx.reader.finish();
+        Ok(self.end_of_message(&tx, *rx))
+    }
+
+    /// More data from the client, or the end of the session.
+    fn fill_data(&mut self) -> Result<(), Hangup> {
+        match self.io.fill() {
+            Ok(0) => Err(Hangup),
+            Ok(_) => Ok(()),
+            Err(e) if is_timeout(&e) => {
+                // Postfix's name for the wait inside DATA.
+                maillog::timeout(self.peer, "END-OF-MESSAGE", conn::is_stress_timeout(&e));
+                self.send(reply::timeout())?;
+                Err(Hangup)
+            }
+            Err(_) => Err(Hangup),
+        }
+    }
+
+    /// The reasons to refuse DATA before the 354 (or a BDAT chunk).
     fn check_data(&self) -> Result<(), Reply> {
         let Some(tx) = self.tx.as_ref() else {
             return Err(reply::need_mail());
@@ -108,102 +191,113 @@ impl Session<'_> {
         if tx.rcpts.is_empty() {
             return Err(reply::need_rcpt());
         }
-        if !self
-            .ctx
-            .spool
-            .has_room(tx.params.size.unwrap_or(0), MIN_FREE_PERCENT)
+        if tx.chunks.is_none()
+            && !self
+                .ctx
+                .spool
+                .has_room(tx.params.size.unwrap_or(0), MIN_FREE_PERCENT)
         {
             return Err(reply::no_space());
         }
         Ok(())
     }
 
-    /// Send 354 and read the message to its final dot into `sink`, which
-    /// already holds the Received: field (`write_err`: writing it failed).
-    fn receive(&mut self, mut sink: Sink, mut write_err: Option<io::Error>) -> Result<Received, Hangup> {
-        self.send(reply::start_data())?;
-        let _ = self.io.set_timeout(self.cfg.session.data_timeout);
-        let mut reader = DataReader::new(self.cfg.session.max_message_size);
-        let mut chunk = Vec::with_capacity(64 * 1024);
-        // Submitted mail: hold the header section back until it is complete,
-        // to add what the client left out (RFC 6409 8.2, 8.3).
-        let mut header: Option<Vec<u8>> = self.user.is_some().then(Vec::new);
-        loop {
-            let fed = reader.feed(self.io.buffered(), &mut chunk);
-            self.io.consume(fed.consumed);
-            if let Some(h) = header.as_mut() {
-                h.append(&mut chunk);
-                if fed.done || header_complete(h) {
-                    let out = submission_fixes(h, sink.id(), &self.cfg.hostname);
-                    header = None;
-                    if write_err.is_none() {
-                        write_err = sink.write_all(&out).err();
-                    }
-                }
-            }
-            if write_err.is_none() && !chunk.is_empty() {
-                write_err = sink.write_all(&chunk).err();
-            }
-            chunk.clear();
-            if fed.done {
-                break;
-            }
-            match self.io.fill() {
-                Ok(0) => return Err(Hangup),
-                Ok(_) => {}
-                Err(e) if is_timeout(&e) => {
-                    // Postfix's name for the wait inside DATA.
-                    maillog::timeout(self.peer, "END-OF-MESSAGE", conn::is_stress_timeout(&e));
-                    self.send(reply::timeout())?;
-                    return Err(Hangup);
-                }
-                Err(_) => return Err(Hangup),
-            }
-        }
-        let _ = self.io.set_timeout(self.cfg.session.command_timeout);
-        Ok(Received {
+    /// A new message: its queue id and file (or maildrop drop), the checks
+    /// its data goes through, and where its data is kept.
+    fn start_message(&self, reader: DataReader) -> Result<Receiving, Reply> {
+        let (sink, spill) = match self.ctx.door {
+            Door::Queue => match self.ctx.spool.begin() {
+                Ok(i) => (Sink::Queue(i), Some(&*self.ctx.spool)),
+                Err(e) => return Err(spool_reply(&e)),
+            },
+            // The maildrop's user may not write the spool's tmp/: in memory,
+            // bounded by max_message_size as the reader is.
+            Door::Maildrop => (
+                Sink::Maildrop(maildrop::Pending::new(self.ctx.spool.root())),
+                None,
+            ),
+        };
+        Ok(Receiving {
             sink,
             reader,
-            write_err,
+            builder: Builder::new(Body::new(spill)),
+            write_err: None,
         })
     }
 
-    /// The finished message: refuse it, or build its envelope and commit it.
-    fn end_of_message(&mut self, tx: &Transaction, received: Received) -> Reply {
-        let Received {
-            sink,
+    /// Send 354 and read the message to its final dot.
+    fn receive(&mut self, mut rx: Receiving) -> Result<Receiving, Hangup> {
+        self.send(reply::start_data())?;
+        let _ = self.io.set_timeout(self.cfg.session.data_timeout);
+        let mut chunk = Vec::with_capacity(64 * 1024);
+        loop {
+            let fed = rx.feed(self.io.buffered(), &mut chunk);
+            self.io.consume(fed.consumed);
+            if fed.done {
+                break;
+            }
+            self.fill_data()?;
+        }
+        let _ = self.io.set_timeout(self.cfg.session.command_timeout);
+        Ok(rx)
+    }
+
+    /// The finished message: refuse it, or build its draft and envelope, run
+    /// the pipeline's stages over it and commit what they leave.
+    fn end_of_message(&mut self, tx: &Transaction, rx: Receiving) -> Reply {
+        let Receiving {
+            mut sink,
             reader,
+            builder,
             write_err,
-        } = received;
+        } = rx;
         let id = sink.id().clone();
         let refusal = match reader.error() {
             Some(DataError::TooBig) => Some(reply::size_exceeded()),
             Some(DataError::BareNewline) => Some(reply::bare_newline()),
             Some(DataError::LineTooLong) => Some(reply::data_line_too_long()),
+            Some(DataError::Nul) => Some(reply::nul_in_data()),
             None if reader.received_count() > self.cfg.session.max_received => Some(reply::mail_loop()),
             None => None,
         };
         if let Some(r) = refusal {
-            // Dropping `sink` removes its temporary file: nothing is queued.
+            // Dropping `sink` removes its file: nothing is queued.
             return r;
         }
-        if let Some(e) = write_err {
-            log::error!("{id}: cannot write to the spool: {e}");
-            return if sys::is_no_space(&e) {
-                reply::no_space()
-            } else {
-                reply::local_error()
-            };
+        let built = match write_err {
+            Some(e) => Err(e),
+            None => builder.finish(),
+        };
+        let (mut header, body) = match built {
+            Ok(hb) => hb,
+            Err(e) => return write_failed(&id, &e),
+        };
+        // RFC 5321 4.4: the trace field goes on top, before any stage looks.
+        let _ = header.insert(0, "Received", &self.received_header(&id, tx));
+        let mut draft = Draft {
+            header,
+            body,
+            env: self.envelope(&id, tx, reader.saw_8bit()),
+        };
+        let ctx = pipeline::Context {
+            cfg: self.cfg,
+            origin: Origin::Smtp {
+                submitted: self.user.is_some(),
+            },
+        };
+        if let Err(r) = pipeline::finish(&mut draft, &ctx) {
+            return r;
         }
-        let env = self.envelope(&id, tx, sink.bytes_written(), reader.saw_8bit());
-        // Stage hook (end of message): checks and transforms of the finished
-        // message (milters, DKIM signing) go here, with `env` and the message
-        // in `sink`; a refusal returns its reply and drops the sink.
+        let env = match pipeline::commit(draft, &mut sink) {
+            Ok(env) => env,
+            Err(e) => return write_failed(&id, &e),
+        };
         if let Err(e) = sink.commit(&env) {
             log::error!("{id}: {e}");
             return spool_reply(&e);
         }
-        maillog::queued(&id, &env.sender, env.size, env.recipients.len(), self.peer);
+        maillog::client(&id, self.peer, self.sasl());
+        self.ctx.spool.log_queued(&env);
         self.meter.accepted();
         if let Some(q) = &self.ctx.queued {
             let _ = q.try_send(id.clone());
@@ -213,7 +307,8 @@ impl Session<'_> {
         r
     }
 
-    /// RFC 5321 4.4 trace field, with LF line ends as the spool stores them.
+    /// RFC 5321 4.4 trace field's value (after `Received:`), folded with LF
+    /// line ends as the spool stores them.
     fn received_header(&self, id: &QueueId, tx: &Transaction) -> String {
         let helo = self.helo.as_deref().unwrap_or("unknown");
         let from = match self.peer.ip {
@@ -231,7 +326,7 @@ impl Session<'_> {
             None => String::new(),
         };
         let mut h = format!(
-            "Received: from {from}{using}\n\tby {} (tern) with {proto} id {id}",
+            "from {from}{using}\n\tby {} (tern) with {proto} id {id}",
             self.cfg.hostname
         );
         // Name the recipient only when there is one, as Postfix does, so that
@@ -239,26 +334,27 @@ impl Session<'_> {
         if let [(rcpt, _)] = tx.rcpts.as_slice() {
             h.push_str(&format!("\n\tfor <{rcpt}>"));
         }
-        h.push_str(&format!("; {}\n", clock::rfc5322(clock::now())));
+        h.push_str(&format!("; {}", clock::rfc5322(clock::now())));
         h
     }
 
-    fn envelope(&self, id: &QueueId, tx: &Transaction, size: u64, saw_8bit: bool) -> Envelope {
+    /// The envelope to queue the message with (its size is set at the commit).
+    fn envelope(&self, id: &QueueId, tx: &Transaction, saw_8bit: bool) -> Envelope {
         let mut env = Envelope::new(id.clone(), tx.from.to_string(), clock::now());
         env.helo = self.helo.clone();
         env.client_addr = self.peer.ip;
         env.client_name = Some(self.peer.name.clone());
         env.protocol = self.proto();
         env.body = match tx.params.body {
-            Some(Body::EightBitMime) => spool::BodyType::EightBitMime,
-            Some(Body::BinaryMime) => spool::BodyType::Binary,
+            Some(BodyParam::EightBitMime) => spool::BodyType::EightBitMime,
+            Some(BodyParam::BinaryMime) => spool::BodyType::Binary,
             // An undeclared 8-bit body is kept as sent and marked so that
             // delivery can downgrade or refuse it knowingly.
-            Some(Body::SevenBit) | None if saw_8bit => spool::BodyType::EightBitMime,
-            Some(Body::SevenBit) | None => spool::BodyType::SevenBit,
+            Some(BodyParam::SevenBit) | None if saw_8bit => spool::BodyType::EightBitMime,
+            Some(BodyParam::SevenBit) | None => spool::BodyType::SevenBit,
         };
         env.smtputf8 = tx.params.smtputf8;
-        env.size = size;
+        env.requiretls = tx.params.requiretls;
         env.ret = tx.params.ret.map(|r| match r {
             command::Ret::Full => spool::DsnRet::Full,
             command::Ret::Hdrs => spool::DsnRet::Hdrs,
@@ -286,35 +382,14 @@ impl Session<'_> {
     }
 }
 
-/// Headers held back for submission fixes beyond this are written as they are.
-const MAX_HELD_HEADER: usize = 256 * 1024;
-
-/// Whether `h` (LF line ends, as the DATA reader gives them) holds the whole
-/// header section: its end is in it, or it grew too large to hold.
-fn header_complete(h: &[u8]) -> bool {
-    h.len() > MAX_HELD_HEADER || message::find_end(h).is_some()
-}
-
-/// The held start of a submitted message with the Date: and Message-ID: fields
-/// it lacks put in front (RFC 6409 8.2 and 8.3). A last line without its line
-/// end (the hold grew too large mid-line) is passed on as it is.
-fn submission_fixes(h: &[u8], id: &QueueId, hostname: &str) -> Vec<u8> {
-    let complete = match message::find_end(h) {
-        Some(_) => h.len(),
-        None => h.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1),
-    };
-    let (lines, cut) = h.split_at_checked(complete).unwrap_or((h, &[]));
-    let (mut head, body) = Header::parse(lines);
-    let mut at = 0;
-    if !head.has("Date") && head.insert(at, "Date", &clock::rfc5322(clock::now())).is_ok() {
-        at += 1;
+/// A failed write of the message into its file: a full disk is 452, else 451.
+fn write_failed(id: &QueueId, e: &io::Error) -> Reply {
+    log::error!("{id}: cannot write to the spool: {e}");
+    if sys::is_no_space(e) {
+        reply::no_space()
+    } else {
+        reply::local_error()
     }
-    if !head.has("Message-ID") {
-        let _ = head.insert(at, "Message-ID", &format!("<{id}@{hostname}>"));
-    }
-    let mut out = head.to_message(body);
-    out.extend_from_slice(cut);
-    out
 }
 
 /// RFC 3463: a full disk is X.3.1 (452); anything else the client retries (451).

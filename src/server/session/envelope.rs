@@ -36,11 +36,23 @@ impl Session<'_> {
             if self.auth_offered() {
                 exts.push(format!("AUTH {}", auth::MECHANISMS));
             }
+            // RFC 8689 4: REQUIRETLS only on a TLS session.
+            if self.requiretls_offered() {
+                exts.push("REQUIRETLS".to_owned());
+            }
             exts.extend(
-                ["ENHANCEDSTATUSCODES", "SMTPUTF8", "DSN", "HELP"]
+                ["ENHANCEDSTATUSCODES", "SMTPUTF8", "DSN", "CHUNKING"]
                     .iter()
                     .map(|e| (*e).to_owned()),
             );
+            // RFC 9422: the limits this session applies (BINARYMIME is not
+            // offered: the spool keeps messages with LF line ends, and the
+            // local mailboxes and most next hops could not carry binary).
+            exts.push(format!(
+                "LIMITS RCPTMAX={} MAILMAX={}",
+                self.cfg.session.max_recipients, self.cfg.session.max_transactions
+            ));
+            exts.push("HELP".to_owned());
             reply::ehlo(&self.cfg.hostname, &name, &exts)
         } else {
             reply::helo(&self.cfg.hostname)
@@ -49,7 +61,17 @@ impl Session<'_> {
         r
     }
 
+    /// RFC 8689 4: REQUIRETLS is offered on TLS sessions, when enabled.
+    fn requiretls_offered(&self) -> bool {
+        self.tls.is_some() && self.cfg.session.requiretls
+    }
+
     pub(super) fn mail(&mut self, from: ReversePath, params: MailParams) -> Reply {
+        // RFC 9422 MAILMAX: every MAIL counts, accepted or not (as Exim counts).
+        self.mails += 1;
+        if self.mails > self.cfg.session.max_transactions {
+            return reply::too_many_transactions();
+        }
         if let Err(r) = self.check_mail(&from, &params) {
             return r;
         }
@@ -58,6 +80,7 @@ impl Session<'_> {
             from,
             params,
             rcpts: Vec::new(),
+            chunks: None,
         });
         reply::sender_ok()
     }
@@ -95,6 +118,14 @@ impl Session<'_> {
         // RFC 4954 5: AUTH= is valid only where AUTH is offered; its value is
         // not trusted (tern records who authenticated on this session itself).
         if params.auth.is_some() && !self.auth_offered() {
+            return Err(reply::unknown_parameter());
+        }
+        // RFC 8689 4: REQUIRETLS where it is offered; on a session
+        // without TLS (where it is not) it is refused as the RFC says.
+        if params.requiretls && self.tls.is_none() && self.cfg.session.requiretls {
+            return Err(reply::requiretls_needs_tls());
+        }
+        if params.requiretls && !self.requiretls_offered() {
             return Err(reply::unknown_parameter());
         }
         if params.body == Some(Body::BinaryMime) {

@@ -7,7 +7,8 @@
 //!
 //! - `mod.rs`: the command loop (read, dispatch, reply, count errors);
 //! - `envelope.rs`: EHLO/HELO, MAIL, RCPT, VRFY, EXPN;
-//! - `data.rs`: DATA, from the 354 to the commit;
+//! - `data.rs`: DATA and BDAT, from the first octet to the commit (through
+//!   `crate::pipeline`);
 //! - `starttls.rs`, `auth.rs`: STARTTLS and AUTH.
 //!
 //! Each stage has one method, with a marked place ("Stage hook") where
@@ -188,6 +189,8 @@ struct Transaction {
     from: ReversePath,
     params: MailParams,
     rcpts: Vec<(ForwardPath, RcptParams)>,
+    /// The message BDAT is receiving, from the first chunk to the LAST.
+    chunks: Option<Box<data::Receiving>>,
 }
 
 struct Session<'a> {
@@ -202,12 +205,16 @@ struct Session<'a> {
     tls: Option<TlsInfo>,
     /// The authenticated user name.
     user: Option<String>,
+    /// The SASL mechanism `user` authenticated with, for the log.
+    sasl_method: Option<&'static str>,
     auth_failures: u32,
     /// RCPTs (and VRFYs) refused as unknown users (directory-harvest defence).
     unknown_rcpts: u32,
     tx: Option<Transaction>,
     errors: u32,
     commands: u32,
+    /// MAIL commands so far (RFC 9422 MAILMAX, `max_transactions`).
+    mails: usize,
     /// The verb of the last command (CONNECT before any, END-OF-MESSAGE in
     /// DATA), for the log line of a timeout, as Postfix's `timeout after X`.
     last: String,
@@ -231,11 +238,13 @@ pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) ->
         esmtp: false,
         tls: None,
         user: None,
+        sasl_method: None,
         auth_failures: 0,
         unknown_rcpts: 0,
         tx: None,
         errors: 0,
         commands: 0,
+        mails: 0,
         last: "CONNECT".to_owned(),
         queued: Vec::new(),
         meter: metrics::session(service.into()),
@@ -254,6 +263,18 @@ pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) ->
 
 impl Session<'_> {
     fn serve(&mut self) -> Result<(), Hangup> {
+        // RFC 7504 3: a listener that accepts no mail says so instead of 220.
+        if self
+            .cfg
+            .listen
+            .refuse_mail
+            .iter()
+            .any(|s| *s == self.service.to_string())
+        {
+            let r = reply::does_not_accept_mail(&self.cfg.hostname);
+            maillog::reject(self.peer, "CONNECT", &r, None, None, &self.proto(), None);
+            return self.send(r);
+        }
         self.send(reply::greeting(&self.cfg.hostname))?;
         loop {
             if self.ctx.shutdown.load(Ordering::Relaxed) {
@@ -276,9 +297,14 @@ impl Session<'_> {
             let (verb, reply, to) = match line {
                 Line::Eof => return Err(Hangup),
                 Line::TooLong => ("line".to_owned(), reply::line_too_long(), None),
-                Line::Text(text) => {
+                Line::Text(mut text) => {
                     let verb = verb_of(&text);
                     self.last.clone_from(&verb);
+                    if self.ctx.door == Door::Maildrop {
+                        if let Some(t) = with_origin(&text, || self.cfg.origin()) {
+                            text = t;
+                        }
+                    }
                     match command::parse(&text) {
                         Ok(cmd) => {
                             let to = match &cmd {
@@ -357,6 +383,7 @@ impl Session<'_> {
             Command::Mail(from, params) => self.mail(from, params),
             Command::Rcpt(to, params) => self.rcpt(to, params),
             Command::Data => self.data()?,
+            Command::Bdat { size, last } => self.bdat(size, last)?,
             Command::Rset => {
                 self.tx = None;
                 reply::reset_ok()
@@ -383,6 +410,31 @@ fn verb_of(line: &[u8]) -> String {
     let end = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
     let verb = line.get(..end.min(16)).unwrap_or_default();
     String::from_utf8_lossy(verb).to_ascii_uppercase()
+}
+
+/// `sendmail -bs`: `MAIL FROM:<carol>` and `RCPT TO:<carol>` may name a local
+/// user without a domain, as sendmail's arguments may; as Postfix's smtpd run
+/// by sendmail -bs does (myorigin), the address gets the origin domain. Any
+/// other line, and `<>`, `<postmaster>` or an address with `@`, is left alone.
+fn with_origin(line: &[u8], origin: impl FnOnce() -> String) -> Option<Vec<u8>> {
+    let prefix = [&b"MAIL FROM:"[..], b"RCPT TO:"]
+        .into_iter()
+        .find(|p| line.get(..p.len()).is_some_and(|l| l.eq_ignore_ascii_case(p)))?;
+    let rest = line.get(prefix.len()..)?;
+    let spaces = rest.iter().take_while(|&&b| b == b' ').count();
+    let path = rest.get(spaces..)?.strip_prefix(b"<")?;
+    let close = path.iter().position(|&b| b == b'>')?;
+    let (name, tail) = path.split_at(close);
+    let plain = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(b);
+    if name.is_empty() || name.eq_ignore_ascii_case(b"postmaster") || !name.iter().all(plain) {
+        return None;
+    }
+    let mut out = line.get(..prefix.len() + spaces + 1)?.to_vec();
+    out.extend_from_slice(name);
+    out.push(b'@');
+    out.extend_from_slice(origin().as_bytes());
+    out.extend_from_slice(tail);
+    Some(out)
 }
 
 fn is_timeout(e: &io::Error) -> bool {

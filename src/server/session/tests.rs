@@ -136,6 +136,8 @@ fn ehlo_and_helo() {
         "ENHANCEDSTATUSCODES",
         "SMTPUTF8",
         "DSN",
+        "CHUNKING",
+        "LIMITS RCPTMAX=100 MAILMAX=1000",
         "HELP",
     ]
     .iter()
@@ -162,6 +164,27 @@ fn ehlo_and_helo() {
     assert_eq!(
         got.get(got.len() - 2..),
         Some(&wire([reply::size_exceeded(), reply::sender_ok()])[..])
+    );
+}
+
+/// RFC 8689 4: REQUIRETLS is neither offered (the EHLO list above) nor
+/// taken without TLS; turned off, it is an unknown parameter.
+#[test]
+fn requiretls_without_tls() {
+    let s = server("");
+    let got = s.talk(&["EHLO c", "MAIL FROM:<a@x.test> REQUIRETLS", "QUIT"]);
+    assert_eq!(
+        got.get(got.len() - 2..),
+        Some(&wire([reply::requiretls_needs_tls(), reply::bye()])[..])
+    );
+    assert!(reply::requiretls_needs_tls()
+        .to_string()
+        .starts_with("530 5.7.10 "));
+    let s = server("requiretls = no");
+    let got = s.talk(&["EHLO c", "MAIL FROM:<a@x.test> REQUIRETLS", "QUIT"]);
+    assert_eq!(
+        got.get(got.len() - 2..),
+        Some(&wire([reply::unknown_parameter(), reply::bye()])[..])
     );
 }
 
@@ -437,4 +460,36 @@ fn a_refused_message_is_not_queued() {
     assert!(report.queued.is_empty());
     assert!(s.ctx.spool.list().unwrap().is_empty());
     assert!(s.woken.try_recv().is_err());
+}
+
+/// Issue 17, 5: under `sendmail -bs` a bare user name gets the origin domain.
+#[test]
+fn bare_names_get_the_origin_under_sendmail_bs() {
+    let o = || "example.org".to_owned();
+    let q = |l: &str| super::with_origin(l.as_bytes(), o).map(|v| String::from_utf8(v).unwrap());
+    assert_eq!(
+        q("RCPT TO:<carol>").as_deref(),
+        Some("RCPT TO:<carol@example.org>")
+    );
+    assert_eq!(
+        q("rcpt to: <carol.x> NOTIFY=NEVER").as_deref(),
+        Some("rcpt to: <carol.x@example.org> NOTIFY=NEVER")
+    );
+    assert_eq!(
+        q("MAIL FROM:<root> SIZE=10").as_deref(),
+        Some("MAIL FROM:<root@example.org> SIZE=10")
+    );
+    for left in [
+        "RCPT TO:<carol@example.net>",
+        "RCPT TO:<postmaster>",
+        "RCPT TO:<Postmaster>",
+        "MAIL FROM:<>",
+        "RCPT TO:<\"odd name\">",
+        "RCPT TO:carol",
+        "RCPT TO:<carol",
+        "NOOP <carol>",
+        "RCPT",
+    ] {
+        assert_eq!(q(left), None, "{left}");
+    }
 }

@@ -65,29 +65,26 @@ impl Zone {
     }
 
     fn answer(&self, query: &Message) -> Message {
-        let mut m = Message::new();
-        m.set_id(query.id())
-            .set_message_type(MessageType::Response)
-            .set_op_code(query.op_code())
-            .set_recursion_desired(query.recursion_desired())
-            .set_recursion_available(true)
-            .set_authoritative(true);
-        let Some(q) = query.queries().first() else {
-            m.set_response_code(ResponseCode::FormErr);
+        let mut m = Message::new(query.metadata.id, MessageType::Response, query.metadata.op_code);
+        m.metadata.recursion_desired = query.metadata.recursion_desired;
+        m.metadata.recursion_available = true;
+        m.metadata.authoritative = true;
+        let Some(q) = query.queries.first() else {
+            m.metadata.response_code = ResponseCode::FormErr;
             return m;
         };
         m.add_query(q.clone());
-        let name = norm(&q.name().to_ascii());
+        let name = norm(&q.name.to_ascii());
         if self.all_servfail || self.servfail.contains(&name) {
-            m.set_response_code(ResponseCode::ServFail);
+            m.metadata.response_code = ResponseCode::ServFail;
             return m;
         }
         if !self.exists.contains(&name) {
-            m.set_response_code(ResponseCode::NXDomain);
+            m.metadata.response_code = ResponseCode::NXDomain;
             return m;
         }
-        let owner = q.name().clone();
-        match q.query_type() {
+        let owner = q.name.clone();
+        match q.query_type {
             RecordType::MX => {
                 for (pref, host) in self.mx.get(&name).into_iter().flatten() {
                     let exchange = if host == "." {
@@ -104,7 +101,7 @@ impl Zone {
             }
             RecordType::A | RecordType::AAAA => {
                 for ip in self.addrs.get(&name).into_iter().flatten() {
-                    let rdata = match (ip, q.query_type()) {
+                    let rdata = match (ip, q.query_type) {
                         (IpAddr::V4(v4), RecordType::A) => RData::A(A(*v4)),
                         (IpAddr::V6(v6), RecordType::AAAA) => RData::AAAA(AAAA(*v6)),
                         _ => continue,

@@ -465,7 +465,7 @@ impl SignedZones {
             .map(|t| format!("  local-zone: \"{t}.\" nodefault\n"))
             .collect();
         let conf = format!(
-            "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-ip6: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  logfile: \"\"\n  use-syslog: no\n  log-time-ascii: yes\n  verbosity: 1\n  val-log-level: 2\n  num-threads: 1\n  so-reuseport: no\n  outgoing-range: 64\n  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n  module-config: \"validator iterator\"\n  trust-anchor-file: \"{d}/root.key\"\n  root-hints: \"\"\n  qname-minimisation: no\n  cache-max-ttl: 0\n  cache-max-negative-ttl: 0\n  val-bogus-ttl: 0\n{nodefault}forward-zone:\n  name: \".\"\n  forward-addr: {nsd}\nremote-control:\n  control-enable: no\n",
+            "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-ip6: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  logfile: \"\"\n  use-syslog: no\n  log-time-ascii: yes\n  verbosity: 1\n  val-log-level: 2\n  num-threads: 1\n  so-reuseport: no\n  outgoing-range: 64\n  do-not-query-localhost: no\n  access-control: 127.0.0.0/8 allow\n  module-config: \"validator iterator\"\n  trust-anchor-file: \"{d}/root.key\"\n  root-hints: \"\"\n  qname-minimisation: no\n  cache-max-ttl: 0\n  cache-max-negative-ttl: 0\n  val-bogus-ttl: 0\n  ede: yes\n{nodefault}forward-zone:\n  name: \".\"\n  forward-addr: {nsd}\nremote-control:\n  control-enable: no\n",
             d = d.display(),
             nsd = format_args!("{}@{}", self.nsd_addr.ip(), self.nsd_addr.port()),
         );
@@ -548,13 +548,13 @@ impl SignedZones {
 /// The server answers for `.` (a start-up probe: a short time-out).
 fn answers_root_soa(server: SocketAddr) -> bool {
     query_within(server, ".", RecordType::SOA, Duration::from_millis(200))
-        .is_ok_and(|m| !m.answers().is_empty())
+        .is_ok_and(|m| !m.answers.is_empty())
 }
 
 fn soa_serial(server: SocketAddr, zone: &str) -> Option<u32> {
     let m = query(server, zone, RecordType::SOA).ok()?;
-    m.answers().iter().find_map(|r| match r.data() {
-        hickory_proto::rr::RData::SOA(s) => Some(s.serial()),
+    m.answers.iter().find_map(|r| match &r.data {
+        hickory_proto::rr::RData::SOA(s) => Some(s.serial),
         _ => None,
     })
 }
@@ -572,17 +572,14 @@ pub fn query_within(
     rtype: RecordType,
     timeout: Duration,
 ) -> Result<Message, String> {
-    let mut m = Message::new();
     let id: u16 = (std::process::id() as u16)
         ^ (std::time::SystemTime::UNIX_EPOCH
             .elapsed()
             .map(|d| d.subsec_nanos())
             .unwrap_or(0) as u16);
-    m.set_id(id)
-        .set_message_type(MessageType::Query)
-        .set_op_code(OpCode::Query)
-        .set_recursion_desired(true)
-        .set_authentic_data(true);
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.metadata.authentic_data = true;
     let name = Name::from_ascii(fqdn(name)).map_err(|e| e.to_string())?;
     m.add_query(Query::query(name, rtype));
     let mut edns = Edns::new();
@@ -600,11 +597,11 @@ pub fn query_within(
             .recv(&mut buf)
             .map_err(|e| format!("no answer from {server}: {e}"))?;
         let a = Message::from_vec(&buf[..n]).map_err(|e| e.to_string())?;
-        if a.id() == id {
+        if a.metadata.id == id {
             break a;
         }
     };
-    if !answer.truncated() {
+    if !answer.metadata.truncation {
         return Ok(answer);
     }
     query_tcp(server, &bytes, id)
@@ -624,7 +621,7 @@ fn query_tcp(server: SocketAddr, bytes: &[u8], id: u16) -> Result<Message, Strin
     let mut buf = vec![0u8; usize::from(u16::from_be_bytes(l))];
     s.read_exact(&mut buf).map_err(|e| e.to_string())?;
     let a = Message::from_vec(&buf).map_err(|e| e.to_string())?;
-    if a.id() != id {
+    if a.metadata.id != id {
         return Err("TCP answer with another id".to_owned());
     }
     Ok(a)

@@ -10,6 +10,11 @@
 //! Facts from issue 19: Dovecot must start as root and refuses to deliver as
 //! uid 0, so mail is written as the tests' unprivileged account.
 //!
+//! User names are looked up without their domain (`auth_username_format =
+//! %Ln`, as Debian's configuration suggests for an MTA that passes
+//! `user@domain`): `alice@any.test` is alice. With `.tls()` the LMTP
+//! listener offers STARTTLS with a certificate from a fresh test CA.
+//!
 //! ```ignore
 //! let Some(dovecot) = Dovecot::builder().user("alice").user_quota("bob", "1K").start() else { return };
 //! dovecot.lmtp_addr();              // lmtp:[127.0.0.1]:port
@@ -30,6 +35,7 @@ use super::skip;
 pub struct DovecotBuilder {
     users: Vec<(String, Option<String>)>,
     quota_tempfail: bool,
+    tls: bool,
 }
 
 impl DovecotBuilder {
@@ -52,6 +58,13 @@ impl DovecotBuilder {
         self
     }
 
+    /// Offer STARTTLS on LMTP (`ssl = yes`) with a certificate for
+    /// localhost and 127.0.0.1 signed by a fresh CA (`Dovecot::ca_pem`).
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// None when Dovecot is missing or the tests do not run as root (skip
     /// recorded; a failure under CI).
     pub fn start(self) -> Option<Dovecot> {
@@ -71,6 +84,7 @@ pub struct Dovecot {
     uid: u32,
     gid: u32,
     users: Vec<(String, Option<String>)>,
+    ca_pem: Option<String>,
 }
 
 impl Dovecot {
@@ -78,6 +92,7 @@ impl Dovecot {
         DovecotBuilder {
             users: Vec::new(),
             quota_tempfail: true,
+            tls: false,
         }
     }
 
@@ -99,11 +114,23 @@ impl Dovecot {
         std::os::unix::fs::chown(&mail, Some(uid), Some(gid)).map_err(|e| e.to_string())?;
         std::fs::write(d.join("passwd"), passwd_text(&d, uid, gid, &b.users)).map_err(|e| e.to_string())?;
         let port = process::free_port();
+        let (ssl, ca_pem) = if b.tls {
+            let certs = super::make_certs_for(&["localhost", "127.0.0.1"]);
+            std::fs::write(d.join("cert.pem"), &certs.chain_pem).map_err(|e| e.to_string())?;
+            std::fs::write(d.join("key.pem"), &certs.key_pem).map_err(|e| e.to_string())?;
+            let ssl = format!(
+                "ssl = yes\nssl_cert = <{d}/cert.pem\nssl_key = <{d}/key.pem\n",
+                d = d.display()
+            );
+            (ssl, Some(certs.ca_pem))
+        } else {
+            ("ssl = no\n".to_owned(), None)
+        };
         let conf = format!(
             "# Private Dovecot for tern's tests.\n\
              base_dir = {d}/run\nstate_dir = {d}/state\nlog_path = {d}/dovecot.log\ninfo_log_path = {d}/dovecot.log\n\
-             protocols = lmtp\nlisten = 127.0.0.1\nssl = no\n\
-             first_valid_uid = 1\nfirst_valid_gid = 1\n\
+             protocols = lmtp\nlisten = 127.0.0.1\n{ssl}\
+             first_valid_uid = 1\nfirst_valid_gid = 1\nauth_username_format = %Ln\n\
              mail_location = maildir:~/Maildir\nmail_plugins = quota\n\
              recipient_delimiter = +\nlmtp_save_to_detail_mailbox = no\n\
              passdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}\n\
@@ -128,6 +155,7 @@ impl Dovecot {
             uid,
             gid,
             users: b.users.clone(),
+            ca_pem,
         })
     }
 
@@ -200,6 +228,20 @@ impl Dovecot {
             "Dovecot did not take {user}'s new quota {want:?}:\n{}",
             self.proc.tail()
         );
+    }
+
+    /// The CA that signed the LMTP certificate (with `.tls()`).
+    pub fn ca_pem(&self) -> &str {
+        self.ca_pem.as_deref().expect("Dovecot started with .tls()")
+    }
+
+    /// How many LMTP connections went past Dovecot's greeting: its log's
+    /// `Connect from` lines (`127.0.0.1` for TCP, `local` for the socket)
+    /// less those closed at the greeting, as the start-up probe's is.
+    pub fn connections(&self) -> usize {
+        let log = self.log();
+        let count = |s: &str| log.lines().filter(|l| l.contains(s)).count();
+        count(": Connect from ").saturating_sub(count("(state=GREETING)"))
     }
 
     /// Dovecot's log (deliveries, quota refusals).

@@ -213,6 +213,8 @@ impl Setup {
         let mut keys = BTreeMap::new();
         for (k, v) in [
             ("hostname", "mx.test".to_owned()),
+            // Not the machine's /etc/mailname: bare names get mx.test, as before.
+            ("origin", "mx.test".to_owned()),
             ("listen", "127.0.0.1:0".to_owned()),
             ("spool", p.join("spool").display().to_string()),
             ("local_domains", "example.test localhost".to_owned()),
@@ -648,6 +650,12 @@ impl Client {
         self.send_raw(format!("{line}\r\n").as_bytes());
     }
 
+    /// `send` for a server that may be gone (killed on purpose): false when
+    /// the write failed.
+    pub fn try_send(&mut self, line: &str) -> bool {
+        self.stream.write_all(format!("{line}\r\n").as_bytes()).is_ok()
+    }
+
     /// Read one (possibly multi-line) reply; panics on EOF or timeout.
     pub fn reply(&mut self) -> Reply {
         self.try_reply().expect("reply expected")
@@ -829,6 +837,16 @@ pub fn b64(data: &[u8]) -> String {
 }
 
 /// A small message with CRLF line ends.
+/// Send one message to `t` over SMTP and say QUIT; returns its queue id.
+pub fn submit(t: &Tern, from: &str, to: &[&str], body: &str) -> String {
+    let mut c = t.connect();
+    c.hello();
+    let r = c.send_mail(from, to, body);
+    assert_eq!(r.code, 250, "{r:?}");
+    c.cmd("QUIT");
+    r.queue_id()
+}
+
 pub fn message(subject: &str) -> String {
     format!("From: a@example.test\r\nTo: b@example.test\r\nSubject: {subject}\r\n\r\nHello.\r\n")
 }
@@ -901,8 +919,7 @@ pub fn submit_until_stopped(
         if c.try_reply().is_none() {
             return;
         }
-        c.send("EHLO crash.test");
-        if c.try_reply().is_none() {
+        if !c.try_send("EHLO crash.test") || c.try_reply().is_none() {
             return;
         }
         for _ in 0..per_conn {
@@ -911,18 +928,20 @@ pub fn submit_until_stopped(
             // Sizes vary so kills land in every phase of a write.
             let filler = "the quick brown fox jumps over the lazy dog\r\n".repeat((n * 37 + who * 11) % 400);
             let body = format!("Subject: {token}\r\n\r\n{filler}END {token}\r\n.\r\n");
-            c.send("MAIL FROM:<a@example.test>");
-            c.send(&format!("RCPT TO:<{rcpt}>"));
-            c.send("DATA");
-            if !(0..3).all(|_| c.try_reply().is_some_and(|r| r.code < 400)) {
+            let sent = c.try_send("MAIL FROM:<a@example.test>")
+                && c.try_send(&format!("RCPT TO:<{rcpt}>"))
+                && c.try_send("DATA");
+            if !sent || !(0..3).all(|_| c.try_reply().is_some_and(|r| r.code < 400)) {
                 return;
             }
-            c.send_raw(body.as_bytes());
+            if c.stream.write_all(body.as_bytes()).is_err() {
+                return;
+            }
             match c.try_reply() {
                 Some(r) if r.code == 250 => acked.lock().unwrap().push((token, r.queue_id())),
                 _ => return,
             }
         }
-        c.send("QUIT");
+        let _ = c.try_send("QUIT");
     }
 }

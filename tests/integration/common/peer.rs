@@ -1,11 +1,14 @@
-//! A scripted SMTP peer on 127.0.0.1 for remote-delivery tests: it answers
+//! A scripted SMTP peer on loopback for remote-delivery tests: it answers
 //! each recipient by a rule, can refuse EHLO, drop the connection in the
 //! middle of DATA, offer STARTTLS (or speak TLS from the start) with an
-//! rcgen self-signed certificate, and require AUTH. It records every
-//! command line and every message it accepted.
+//! rcgen certificate (self-signed, or from a [`TestCa`]: good, wrong-name,
+//! expired), offer REQUIRETLS (RFC 8689) inside TLS, and require AUTH. It
+//! records every command line, every message it accepted, and the SNI of
+//! each TLS session. [`on_one_port`] starts several on 127.0.0.1,
+//! 127.0.0.2, ... with the same port, for MX hosts reached on `mx_port`.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,17 +26,58 @@ pub fn self_signed(names: &[&str]) -> Cert {
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     let ck = rcgen::generate_simple_self_signed(names).expect("rcgen");
     let der = CertificateDer::from(ck.cert.der().to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+    Cert {
+        config: server_config(vec![der], &ck.signing_key),
+        pem: ck.cert.pem(),
+    }
+}
+
+fn server_config(chain: Vec<CertificateDer<'static>>, key: &rcgen::KeyPair) -> Arc<ServerConfig> {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_no_client_auth()
-        .with_single_cert(vec![der], key)
+        .with_single_cert(chain, key)
         .expect("server config");
-    Cert {
-        config: Arc::new(config),
-        pem: ck.cert.pem(),
+    Arc::new(config)
+}
+
+/// A test CA (rcgen) whose leaves the peers present: trust it with
+/// `tls_ca_file` (`pem`).
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    pub pem: String,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, "tern peer CA");
+        let issuer = CertifiedIssuer::self_signed(p, KeyPair::generate().expect("key")).expect("ca");
+        let pem = issuer.pem();
+        TestCa { issuer, pem }
+    }
+
+    /// A certificate for `names` signed by this CA; one that expired in
+    /// 2002 when `expired`.
+    pub fn leaf(&self, names: &[&str], expired: bool) -> Cert {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut p = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("leaf params");
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2001, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2002, 1, 1);
+        }
+        let leaf = p.signed_by(&key, &self.issuer).expect("leaf");
+        let der = CertificateDer::from(leaf.der().to_vec());
+        Cert {
+            config: server_config(vec![der], &key),
+            pem: leaf.pem(),
+        }
     }
 }
 
@@ -61,6 +105,8 @@ pub struct Script {
     pub max_rcpts: Option<usize>,
     /// Say 220 to STARTTLS, then send garbage instead of a handshake.
     pub broken_tls: bool,
+    /// Offer REQUIRETLS (RFC 8689) in the EHLO reply of TLS sessions.
+    pub requiretls: bool,
 }
 
 impl Default for Script {
@@ -79,6 +125,7 @@ impl Default for Script {
             auth: None,
             max_rcpts: None,
             broken_tls: false,
+            requiretls: false,
         }
     }
 }
@@ -92,6 +139,8 @@ pub struct Seen {
     pub messages: Vec<(String, Vec<String>, Vec<u8>)>,
     /// Whether each session ended up encrypted.
     pub tls: Vec<bool>,
+    /// The SNI of each TLS session, in order.
+    pub sni: Vec<Option<String>>,
 }
 
 pub struct Peer {
@@ -101,9 +150,39 @@ pub struct Peer {
     stop: Arc<AtomicBool>,
 }
 
+/// Peers on 127.0.0.1, 127.0.0.2, ... (one per script, in order) that all
+/// listen on the same port, the port returned: MX hosts at those addresses
+/// are reached on `mx_port`.
+pub fn on_one_port(scripts: Vec<Script>) -> (u16, Vec<Peer>) {
+    for _ in 0..50 {
+        let first = TcpListener::bind("127.0.0.1:0").expect("bind peer");
+        let port = first.local_addr().expect("addr").port();
+        let mut listeners = vec![first];
+        for i in 1..scripts.len() {
+            let ip = IpAddr::from([127, 0, 0, (i + 1) as u8]);
+            match TcpListener::bind(SocketAddr::new(ip, port)) {
+                Ok(l) => listeners.push(l),
+                Err(_) => break,
+            }
+        }
+        if listeners.len() == scripts.len() {
+            let peers = listeners
+                .into_iter()
+                .zip(scripts)
+                .map(|(l, s)| Peer::serve(l, s))
+                .collect();
+            return (port, peers);
+        }
+    }
+    panic!("no port free on every address");
+}
+
 impl Peer {
     pub fn start(script: Script) -> Peer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind peer");
+        Peer::serve(TcpListener::bind("127.0.0.1:0").expect("bind peer"), script)
+    }
+
+    fn serve(listener: TcpListener, script: Script) -> Peer {
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Seen::default()));
@@ -151,6 +230,10 @@ impl Peer {
     pub fn tls(&self) -> Vec<bool> {
         self.seen.lock().unwrap().tls.clone()
     }
+
+    pub fn sni(&self) -> Vec<Option<String>> {
+        self.seen.lock().unwrap().sni.clone()
+    }
 }
 
 impl Drop for Peer {
@@ -188,12 +271,16 @@ impl Write for Conn {
     }
 }
 
-fn tls_accept(tcp: TcpStream, cfg: &Arc<ServerConfig>) -> io::Result<Conn> {
+fn tls_accept(tcp: TcpStream, cfg: &Arc<ServerConfig>, seen: &Mutex<Seen>) -> io::Result<Conn> {
     let mut conn = ServerConnection::new(Arc::clone(cfg)).map_err(io::Error::other)?;
     let mut tcp = tcp;
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp)?;
     }
+    seen.lock()
+        .unwrap()
+        .sni
+        .push(conn.server_name().map(str::to_owned));
     Ok(Conn::Tls(Box::new(StreamOwned::new(conn, tcp))))
 }
 
@@ -214,7 +301,7 @@ fn serve(tcp: TcpStream, script: &Script, seen: &Mutex<Seen>) -> io::Result<()> 
     let mut conn = match &script.implicit_tls {
         Some(cfg) => {
             seen.lock().unwrap().tls[idx] = true;
-            tls_accept(tcp, cfg)?
+            tls_accept(tcp, cfg, seen)?
         }
         None => Conn::Plain(tcp),
     };
@@ -267,6 +354,9 @@ fn serve(tcp: TcpStream, script: &Script, seen: &Mutex<Seen>) -> io::Result<()> 
             if script.auth.is_some() && tls_now {
                 ext.push("AUTH PLAIN LOGIN".into());
             }
+            if script.requiretls && tls_now {
+                ext.push("REQUIRETLS".into());
+            }
             let n = ext.len();
             let mut out = String::new();
             for (i, e) in ext.iter().enumerate() {
@@ -288,7 +378,7 @@ fn serve(tcp: TcpStream, script: &Script, seen: &Mutex<Seen>) -> io::Result<()> 
             let Conn::Plain(tcp) = reader.into_inner() else {
                 return Ok(());
             };
-            conn = tls_accept(tcp, cfg)?;
+            conn = tls_accept(tcp, cfg, seen)?;
             seen.lock().unwrap().tls[idx] = true;
             reader = BufReader::new(conn);
         } else if upper.starts_with("AUTH PLAIN") {

@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Large messages, DATA against BDAT (RFC 3030), tern against Postfix (issue 21
+# item 4). A benchmark, not a test: it prints figures and fails only when a
+# load broke (an error, a message not accepted).
+#
+#   tests/bench/chunking.sh            (after: cargo build --release --bins --examples)
+#
+# For each size in CHUNK_SIZES (default 1M 10M) and each server (ternd with
+# queue_only = yes, and a private Postfix in accept mode through postfix.sh
+# when it can run: root and the postfix package), smtp-source sends
+# CHUNK_MESSAGES_<size> messages from CHUNK_SESSIONS (10) sessions, one per
+# connection, with PIPELINING, once by DATA and once by BDAT (-B). The four
+# loads of a size run in interleaved rounds (tern DATA, tern BDAT, Postfix
+# DATA, Postfix BDAT, then again), CHUNK_ROUNDS (3) of them, each on a fresh
+# server and an empty spool; the table gives per load the median rate in
+# messages/s and MB/s, with the lowest and highest round, and the median of
+# the per-round ratios tern/Postfix and BDAT/DATA.
+#
+# Both servers store and fsync every message before their 250: tern with its
+# default spool_sync, Postfix's cleanup with one fsync per file. Postfix's
+# message_size_limit is raised to 100 MB (its default, 10240000, is below a
+# 10 MiB message with headers); tern's max_message_size likewise.
+# Postfix 3.7's smtpd offers CHUNKING; its SMTP client never sends BDAT.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+B=${BENCH_BIN:-$root/target/release}
+X=$B/examples
+SIZES=${CHUNK_SIZES:-1M 10M}
+SESSIONS=${CHUNK_SESSIONS:-10}
+ROUNDS=${CHUNK_ROUNDS:-3}
+TIMEOUT=${CHUNK_TIMEOUT:-600}
+TERN_USER=${BENCH_TERN_USER:-nobody}
+PARENT=${BENCH_DIR:-$root/target}
+
+for p in "$B/ternd" "$X/smtp-source"; do
+    [ -x "$p" ] || { echo "chunking: $p missing; run: cargo build --release --bins --examples" >&2; exit 2; }
+done
+mkdir -p "$PARENT" || exit 2
+D=$(mktemp -d "$(cd "$PARENT" && pwd)/chunking.XXXXXX") || exit 2
+chmod 755 "$D"
+BROKE=0
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    for w in "$D"/pf-*; do [ -d "$w" ] && "$here/postfix.sh" stop "$w" >/dev/null 2>&1; done
+    [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$D"
+}
+trap cleanup EXIT
+
+messages_for() {
+    case $1 in
+        1M) echo "${CHUNK_MESSAGES_1M:-200}" ;;
+        10M) echo "${CHUNK_MESSAGES_10M:-30}" ;;
+        *) echo "${CHUNK_MESSAGES:-50}" ;;
+    esac
+}
+
+bytes_of() {
+    case $1 in
+        *K) echo $(( ${1%K} * 1024 )) ;;
+        *M) echo $(( ${1%M} * 1024 * 1024 )) ;;
+        *) echo "$1" ;;
+    esac
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_for() {
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do eval "$1" && return 0; sleep 0.1; done
+    return 1
+}
+
+# start_tern NAME: ternd accepting into D/NAME/spool; sets ADDR and PID.
+start_tern() {
+    local dir=$D/$1
+    mkdir -p "$dir"
+    {
+        echo "hostname = bench.test"
+        echo "listen = 127.0.0.1:0"
+        echo "spool = $dir/spool"
+        echo "relay_networks = 127.0.0.0/8"
+        echo "dns_servers = 127.0.0.1:9"
+        echo "queue_only = yes"
+        echo "max_message_size = 100M"
+        echo "max_sessions = 100"
+        echo "max_sessions_per_ip = 100"
+        [ "$(id -u)" = 0 ] && echo "user = $TERN_USER"
+    } >"$dir/tern.conf"
+    "$B/ternd" -d -f "$dir/tern.conf" 2>"$dir/ternd.log" </dev/null &
+    PID=$!
+    PIDS+=("$PID")
+    wait_for "grep -qs 'listening on' '$dir/ternd.log'" 20 || { echo "ternd did not start" >&2; return 1; }
+    ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$dir/ternd.log" | head -1)
+}
+
+start_postfix() {
+    local w=$D/pf-$1 port
+    port=$(free_port)
+    POSTFIX_MAIN_EXTRA="message_size_limit = 104857600" \
+        "$here/postfix.sh" start "$w" accept "$port" >/dev/null || return 1
+    ADDR=127.0.0.1:$port
+}
+
+# run_load NAME SIZE MESSAGES FLAGS: one smtp-source load against ADDR; prints msgs/s.
+run_load() {
+    local out=$D/$1.src
+    "$X/smtp-source" -P $4 -c "$SESSIONS" -m "$3" -s "$2" -r 1 -w "$TIMEOUT" \
+        -t alice@example.test "$ADDR" >"$out" 2>"$out.err" </dev/null
+    local rc=$? ok
+    ok=$(sed -n 's/^RESULT.* messages=\([0-9]*\).*/\1/p' "$out")
+    if [ $rc -ne 0 ] || [ "$ok" != "$3" ]; then
+        echo "chunking: $1 broke: exit $rc, $ok of $3: $(head -2 "$out.err" | tr '\n' ' ')" >&2
+        BROKE=1
+        echo 0
+        return
+    fi
+    sed -n 's/^RESULT.* msgs_per_sec=\([0-9.]*\).*/\1/p' "$out"
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+minmax() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", lo, hi }'; }
+
+have_postfix=0
+if "$here/postfix.sh" available >/dev/null 2>&1; then have_postfix=1; fi
+echo "chunking: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); spool $(df -T "$D" | awk 'NR == 2 { print $2 " on " $1 }'); $SESSIONS sessions, $ROUNDS rounds; postfix: $([ $have_postfix = 1 ] && echo yes || echo 'no (skipped)')"
+
+declare -A R
+for size in $SIZES; do
+    n=$(messages_for "$size")
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for server in tern postfix; do
+            [ "$server" = postfix ] && [ $have_postfix = 0 ] && continue
+            for mode in data bdat; do
+                flags=""; [ "$mode" = bdat ] && flags=-B
+                name="$size-$server-$mode-$r"
+                if [ "$server" = tern ]; then
+                    start_tern "$name" || { BROKE=1; continue; }
+                    rate=$(run_load "$name" "$size" "$n" "$flags")
+                    kill "$PID"; wait "$PID" 2>/dev/null
+                else
+                    start_postfix "$name" || { echo "chunking: postfix did not start" >&2; BROKE=1; continue; }
+                    rate=$(run_load "$name" "$size" "$n" "$flags")
+                    "$here/postfix.sh" stop "$D/pf-$name" >/dev/null 2>&1
+                fi
+                R[$size.$server.$mode]+="$rate "
+                rm -rf "${D:?}/$name" "${D:?}/pf-$name"
+                echo "  round $r $size $server $mode: $rate msgs/s"
+            done
+        done
+    done
+done
+
+echo
+printf '%-6s %-8s %-5s %12s %16s %10s\n' size server mode "msgs/s med" "(min-max)" "MB/s med"
+for size in $SIZES; do
+    mb=$(bytes_of "$size")
+    for server in tern postfix; do
+        for mode in data bdat; do
+            v=${R[$size.$server.$mode]:-}
+            [ -z "$v" ] && continue
+            med=$(echo $v | tr ' ' '\n' | median)
+            printf '%-6s %-8s %-5s %12.2f %16s %10.1f\n' "$size" "$server" "$mode" "$med" \
+                "($(echo $v | tr ' ' '\n' | minmax))" "$(awk -v m="$med" -v b="$mb" 'BEGIN { print m * b / 1048576 }')"
+        done
+    done
+    # Per-round ratios: round i of one load against round i of the other.
+    ratio() {
+        local a=(${R[$1]:-}) b=(${R[$2]:-}) i out=""
+        for ((i = 0; i < ${#a[@]} && i < ${#b[@]}; i++)); do
+            out+="$(awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { if (y > 0) printf "%.3f", x / y; else print 0 }') "
+        done
+        [ -n "$out" ] && printf '  %-28s median %s (%s)\n' "$3" "$(echo $out | tr ' ' '\n' | median)" "$(echo $out | tr ' ' '\n' | minmax)"
+    }
+    ratio "$size.tern.bdat" "$size.tern.data" "$size tern BDAT/DATA"
+    ratio "$size.postfix.bdat" "$size.postfix.data" "$size postfix BDAT/DATA"
+    ratio "$size.tern.data" "$size.postfix.data" "$size DATA tern/postfix"
+    ratio "$size.tern.bdat" "$size.postfix.bdat" "$size BDAT tern/postfix"
+done
+exit $BROKE
