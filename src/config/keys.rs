@@ -381,7 +381,7 @@ mod tests {
             ("vrfy", "yes"),
             ("requiretls", "no"),
             ("spool", "/x"),
-            ("spool_sync", "fsync"),
+            ("spool_sync", "syncfs"),
             ("local_domains", "x.test"),
             ("local_users", "/u"),
             ("aliases", "/a"),
