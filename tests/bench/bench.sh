@@ -18,6 +18,8 @@
 #   + ternd's peak RSS and CPU seconds per 1,000 messages for each load
 #   + the same loads against a private Postfix (BENCH_POSTFIX=1, tests/bench/postfix.sh)
 #   + queue-scale.sh, when present (BENCH_QUEUE=0 skips it)
+#   7. BENCH_SCRIPTS, one after the other (the Makefile: tests/bench/chunking.sh,
+#      DATA against BDAT with 1 and 10 MiB messages, tern against Postfix)
 #
 # Every load that is compared with another runs in BENCH_ROUNDS rounds (3 with
 # Postfix, else 1), the two sides taking turns (tern, Postfix, tern, Postfix...;
@@ -58,6 +60,8 @@ LOCAL_USER=${BENCH_LOCAL_USER:-ternbench}
 TERN_USER=${BENCH_TERN_USER:-nobody}
 POSTFIX=${BENCH_POSTFIX:-0}
 QUEUE=${BENCH_QUEUE:-1}
+# Further benchmark scripts, run after the loads here (the Makefile's list).
+SCRIPTS=${BENCH_SCRIPTS-}
 KEEP=${BENCH_KEEP:-0}
 PARENT=${BENCH_DIR:-$TARGET}
 # Rounds of every load that is compared with another (tern with Postfix, with
@@ -635,6 +639,29 @@ elif [ "$QUEUE" != 0 ]; then
     NOTES+=("tests/bench/queue-scale.sh not found: queue-scale target not measured")
 fi
 
+# ---- 7. further scripts -------------------------------------------------------
+# BENCH_SCRIPTS (the Makefile's list; tests/bench/chunking.sh by default): each
+# runs after the loads above, on its own, with this run's settings in its
+# environment (BENCH_ROUNDS, BENCH_POSTFIX = whether Postfix runs here,
+# BENCH_DIR = this run's directory, BENCH_BIN). Its standard output is its
+# table, whose last line is `BENCH key=value...`: the table is printed after
+# ours and the keys join our BENCH line. Exit 1: a load broke; 2: it cannot run.
+SCRIPT_OUT=()
+for script in $SCRIPTS; do
+    name=$(basename "$script" .sh)
+    if [ ! -x "$script" ]; then
+        broke "$script (BENCH_SCRIPTS) not found or not executable"
+        continue
+    fi
+    log "$name: $script"
+    BENCH_ROUNDS=$ROUNDS BENCH_POSTFIX=$PF BENCH_DIR=$D BENCH_BIN=$B BENCH_KEEP=$KEEP \
+        "$script" >"$D/script-$name.out" 2> >(sed -u "s/^/bench: $name: /" >&2) </dev/null
+    rc=$?
+    SCRIPT_OUT+=("$D/script-$name.out")
+    [ $rc = 0 ] || broke "$script exited $rc: $(grep -v '^BENCH ' "$D/script-$name.out" | tail -2 | tr '\n' ' ')"
+    grep -q '^BENCH ' "$D/script-$name.out" || broke "$script printed no BENCH line"
+done
+
 # ---- the table ----------------------------------------------------------------
 # verdict VALUE OP LIMIT: met / NOT met / n/a.
 verdict() {
@@ -652,10 +679,38 @@ count_verdict() {
     n/a) NA=$((NA + 1)) ;;
     esac
 }
+# Every row of the tables also puts its figures on the BENCH line (ROWK), under a
+# key made from its label: "accept, 10 sess, msg/s" is accept_10s (tern's
+# figure), accept_10s_ceil, _x_ceil, _pf, _x_pf, _x_pf_spread and _met (yes or
+# no, when it has a target). A label that begins with spaces continues the row
+# above it: its key is that row's key and its own.
+ROWK=()
+LASTKEY=
+slug() {
+    printf '%s' "$1" | tr 'A-Z' 'a-z' |
+        sed -e 's/^cpu s \/ 1000 msgs/cpu_per_1000/; s/\.\.\.//g; s/ sess\b/s/g; s/ thr\b/t/g; s/, \(msg\|files\)\/s//g; s/, ms$//; s/ \/ /_x_/g' \
+            -e 's/[^a-z0-9]\{1,\}/_/g; s/^_//; s/_$//'
+}
+# bench_keys KEY NAME=VALUE...: KEY_NAME=VALUE for each non-empty VALUE (NAME
+# empty: KEY=VALUE), onto the BENCH line.
+bench_keys() {
+    local k=$1 kv n val
+    shift
+    for kv in "$@"; do
+        n=${kv%%=*} val=${kv#*=}
+        val=${val// /}
+        [ -n "$val" ] || continue
+        ROWK+=("$k${n:+_$n}=$val")
+    done
+}
 #   row LABEL TERN CEILING XCEIL POSTFIX TERN/PF SPREAD TARGET RESULT
 row() {
     printf "$FMT" "$1" "${2:--}" "${3:-}" "${4:-}" "${5:-}" "${6:-}" "${7:-}" "${8:-}" "${9:-}"
     count_verdict "${9:-}"
+    local key met=
+    if [[ $1 == " "* ]]; then key=${LASTKEY}_$(slug "$1"); else key=$(slug "$1") LASTKEY=$(slug "$1"); fi
+    case ${9:-} in met) met=yes ;; "NOT met") met=no ;; esac
+    bench_keys "$key" "=${2:-}" "ceil=${3:-}" "x_ceil=${4:-}" "pf=${5:-}" "x_pf=${6:-}" "x_pf_spread=${7:-}" "met=$met"
 }
 # pfcol KEY FIELD: Postfix's median (PFV), the median of the per-round
 # tern/Postfix ratios (RP) and their spread (SP, "min-max").
@@ -800,7 +855,9 @@ if [ "$NEIGHBOUR" = 1 ]; then
             ratio_rounds "nb.$w.1.$s" "nb.$w.0.$s" rate
             printf "$NFMT" "accept, $s sess, $([ "$w" = pf ] && echo postfix || echo "$w")" "$(v nb.$w.0.$s.rate)" "$(v nb.$w.1.$s.rate)" \
                 "$RS_MED" "$RS_SPREAD" "$(v nb.$w.0.$s.p50)" "$(v nb.$w.1.$s.p50)" "$(v nb.$w.0.$s.p99)" "$(v nb.$w.1.$s.p99)"
-            NBK+=("nb${s}_${w}_x_quiet=$RS_MED")
+            NBK+=("nb${s}_${w}_x_quiet=$RS_MED" "nb${s}_${w}_x_quiet_spread=$RS_SPREAD")
+            bench_keys "nb${s}_${w}" "quiet=$(v nb.$w.0.$s.rate)" "busy=$(v nb.$w.1.$s.rate)" \
+                "p50_quiet=$(v nb.$w.0.$s.p50)" "p50_busy=$(v nb.$w.1.$s.p50)" "p99_quiet=$(v nb.$w.0.$s.p99)" "p99_busy=$(v nb.$w.1.$s.p99)"
         done
     done
     # Ratios between variants in the same round, quiet and busy.
@@ -822,7 +879,7 @@ if [ "$NEIGHBOUR" = 1 ]; then
     printf '%s\n' "--------------------------------------------------------------------------------------------------"
     for s in $NB_SESSIONS; do
         nbratio "syncfs / fsync, $s sess, msg/s" syncfs fsync rate "$s"
-        NBK+=("q${s}_syncfs_x_fsync=$NBRQ" "nb${s}_syncfs_x_fsync=$NBRB")
+        NBK+=("q${s}_syncfs_x_fsync=$NBRQ" "q${s}_syncfs_x_fsync_spread=$NBRQS" "nb${s}_syncfs_x_fsync=$NBRB" "nb${s}_syncfs_x_fsync_spread=$NBRBS")
         [ $PF = 1 ] || continue
         for w in fsync syncfs; do
             tgt=()
@@ -831,15 +888,18 @@ if [ "$NEIGHBOUR" = 1 ]; then
             fi
             nbratio "$w / postfix, $s sess, msg/s" "$w" pf rate "$s" "${tgt[@]}"
             NBK+=("q${s}_${w}_x_pf=$NBRQ" "q${s}_${w}_x_pf_spread=$NBRQS" "nb${s}_${w}_x_pf=$NBRB" "nb${s}_${w}_x_pf_spread=$NBRBS")
-            if [ "$s" = "$(echo "$NB_SESSIONS" | awk '{ print $1 }')" ]; then
-                tgt=()
-                [ "$w" = "$DEFAULT_SYNC" ] && [ "$s" = 1 ] && tgt=("<=" 1)
-                nbratio "$w / postfix, $s sess, p99" "$w" pf p99 "$s" "${tgt[@]}"
-                NBK+=("nb${s}_${w}_p99_x_pf=$NBRB" "nb${s}_${w}_p99_x_pf_spread=$NBRBS")
-            fi
+            tgt=()
+            [ "$w" = "$DEFAULT_SYNC" ] && [ "$s" = 1 ] && tgt=("<=" 1)
+            nbratio "$w / postfix, $s sess, p99" "$w" pf p99 "$s" "${tgt[@]}"
+            NBK+=("q${s}_${w}_p99_x_pf=$NBRQ" "q${s}_${w}_p99_x_pf_spread=$NBRQS" "nb${s}_${w}_p99_x_pf=$NBRB" "nb${s}_${w}_p99_x_pf_spread=$NBRBS")
         done
     done
 fi
+for out in "${SCRIPT_OUT[@]}"; do
+    echo
+    grep -v '^BENCH ' "$out"
+    for kv in $(sed -n 's/^BENCH //p' "$out" | tail -1); do ROWK+=("$kv"); done
+done
 echo
 echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null) (at the start: $LOAD0); on a busy machine every figure is noisy."
 for n in "${NOTES[@]}"; do echo "note: $n"; done
@@ -855,7 +915,7 @@ echo "BENCH messages=$MESSAGES size=$SIZE rounds=$ROUNDS accept10_x_ceil=$(ratio
     "durable10_x_ceil=$dur10 relay10_x_ceil=$relay10" \
     "accept10_x_durable=$(ratio "$(v accept.10.rate)" "$(v dur.10.rate)") e2e10_x_relay=$(ratio "$(v e2e.10.rate)" "$(v relay.10.rate)")" \
     "rss_busy_mib=$rss_busy_mib idle_kib=$(v idle.per) queue_ratio=$(v queue.ratio)" \
-    "${NBK[@]}" \
+    "${NBK[@]}" "${ROWK[@]}" \
     "met=$MET not_met=$NOT_MET na=$NA broken=${#BROKEN[@]}"
 if [ ${#BROKEN[@]} -gt 0 ]; then
     echo "BROKEN loads (exit 1):"
