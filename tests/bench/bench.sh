@@ -892,6 +892,8 @@ if [ "$NEIGHBOUR" = 1 ]; then
             [ "$w" = "$DEFAULT_SYNC" ] && [ "$s" = 1 ] && tgt=("<=" 1)
             nbratio "$w / postfix, $s sess, p99" "$w" pf p99 "$s" "${tgt[@]}"
             NBK+=("q${s}_${w}_p99_x_pf=$NBRQ" "q${s}_${w}_p99_x_pf_spread=$NBRQS" "nb${s}_${w}_p99_x_pf=$NBRB" "nb${s}_${w}_p99_x_pf_spread=$NBRBS")
+            nbratio "$w / postfix, $s sess, p50" "$w" pf p50 "$s"
+            NBK+=("q${s}_${w}_p50_x_pf=$NBRQ" "q${s}_${w}_p50_x_pf_spread=$NBRQS" "nb${s}_${w}_p50_x_pf=$NBRB" "nb${s}_${w}_p50_x_pf_spread=$NBRBS")
         done
     done
 fi
