@@ -109,6 +109,28 @@ pub fn parse_list(list: &str) -> Result<Vec<ListEntry>, String> {
     Ok(out)
 }
 
+/// The services of a list (see [`parse_list`]) as the caller's settings
+/// (`MilterSpec`, `PolicySpec`): each starts as a copy of `defaults`, gets its
+/// endpoint from `place`, then `set(spec, name, value)` applies each of its own
+/// settings in order (an error names the setting).
+pub fn parse_specs<T: Clone>(
+    list: &str,
+    defaults: &T,
+    place: impl Fn(&mut T, Endpoint),
+    mut set: impl FnMut(&mut T, &str, &str) -> Result<(), String>,
+) -> Result<Vec<T>, String> {
+    let mut out = Vec::new();
+    for entry in parse_list(list)? {
+        let mut spec = defaults.clone();
+        place(&mut spec, entry.endpoint);
+        for (k, v) in &entry.settings {
+            set(&mut spec, k, v)?;
+        }
+        out.push(spec);
+    }
+    Ok(out)
+}
+
 fn parse_inet(rest: &str) -> Option<Endpoint> {
     // Sendmail's and libmilter's own form: port@host.
     if let Some((port, host)) = rest.split_once('@') {

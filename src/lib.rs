@@ -49,5 +49,7 @@ pub mod spool;
 pub mod sys;
 pub mod sysexits;
 pub mod tables;
+#[cfg(test)]
+pub(crate) mod testskip;
 pub mod tls;
 pub mod tlspolicy;

@@ -36,6 +36,18 @@ pub fn timeout(client: &dyn Display, after: &str, stress: bool) {
     log::info!(target: SMTPD, "timeout after {after} from {client}{why}");
 }
 
+/// A session went past `junk_command_limit`: its junk commands are answered
+/// late from now on. `junk: unknown[192.0.2.1] after 101 commands that move no mail`
+pub fn junk_limit(client: &dyn Display, n: u32) {
+    log::warn!(target: SMTPD, "junk: {client} after {n} commands that move no mail; slowing down");
+}
+
+/// A full pool closed this session, which sent no mail, for a new client:
+/// `evicted: unknown[192.0.2.1] after NOOP: no mail, closed for a new client`
+pub fn evicted(client: &dyn Display, after: &str) {
+    log::info!(target: SMTPD, "evicted: {client} after {after}: no mail, closed to make room for a new client");
+}
+
 /// A refused command: `NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 550 5.1.1 ...; from=<a@b> to=<c@d> proto=ESMTP helo=<x>`
 pub fn reject(
     client: &dyn Display,
@@ -79,6 +91,19 @@ pub fn picked_up(id: &dyn Display, uid: u32, from: &str, drop_name: &str) {
     log::info!(target: PICKUP, "{id}: uid={uid} from=<{from}> (maildrop {drop_name})");
 }
 
+/// A recipient named again in one transaction, logged once per mailbox: it
+/// is answered 250 and delivered once, with the first RCPT's DSN parameters.
+/// `NOQUEUE: duplicate: RCPT from unknown[192.0.2.1]: <c@d>: duplicate
+/// recipient, delivered once; from=<a@b> to=<c@d> proto=ESMTP helo=<x>`
+pub fn duplicate_recipient(client: &dyn Display, from: &str, to: &str, proto: &str, helo: Option<&str>) {
+    let helo = helo.map(|h| format!(" helo=<{h}>")).unwrap_or_default();
+    log::info!(
+        target: SMTPD,
+        "NOQUEUE: duplicate: RCPT from {client}: <{to}>: duplicate recipient, delivered once; \
+         from=<{from}> to=<{to}> proto={proto}{helo}"
+    );
+}
+
 /// A message is on disk, from whatever door (SMTP, sendmail, a notice, a
 /// forwarded copy): Postfix's cleanup line `ID: message-id=<x@y>` (`<>` when
 /// it has none), then its qmgr line `ID: from=<a@b>, size=1234, nrcpt=2 (queue active)`.
@@ -89,8 +114,9 @@ pub fn queued(id: &dyn Display, message_id: Option<&str>, from: &str, size: u64,
 }
 
 /// What a client or a message header said, fit for one log line: controls
-/// become `?` (a header value may hold anything).
-fn printable(s: &str) -> String {
+/// become `?` (a header value may hold anything), so that it cannot forge a
+/// log line.
+pub fn printable(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
@@ -119,6 +145,14 @@ pub fn auth_ok(client: &dyn Display, mechanism: &str, user: &str) {
 pub fn auth_failed(client: &dyn Display, mechanism: &str, user: &str) {
     let user = printable(user);
     log::warn!(target: SMTPD, "auth failed from {client}: mechanism={mechanism} user=<{user}>");
+}
+
+/// AUTH refused before any password check (server::auth_guard), with the
+/// address, for fail2ban-style tools: `auth refused from unknown[192.0.2.1]:
+/// too many failures from this address, for 412s more` or `...: account
+/// <alice> under attack, next check in 37s`.
+pub fn auth_refused(client: &dyn Display, why: &dyn Display) {
+    log::warn!(target: SMTPD, "auth refused from {client}: {why}");
 }
 
 /// A client dropped for asking after too many unknown recipients.

@@ -33,7 +33,7 @@ use crate::spool::{
     self, listing, maildrop, BodyType, DsnRet, Envelope, QueueId, Recipient, Spool, SpoolError,
 };
 use crate::sys;
-pub use crate::sysexits::SysExit;
+use crate::sysexits::SysExit;
 
 /// A failure: the exit code and the line for stderr.
 #[derive(Debug)]

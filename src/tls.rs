@@ -190,12 +190,7 @@ mod tests {
     /// RSA (PKCS#1 and PKCS#8) and ECDSA (SEC1) keys as openssl writes them.
     #[test]
     fn openssl_key_formats() {
-        if std::process::Command::new("openssl")
-            .arg("version")
-            .output()
-            .is_err()
-        {
-            eprintln!("skipped: openssl missing");
+        if !crate::testskip::tool("openssl", &["version"], "openssl") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -128,6 +128,8 @@ static KEYS: &[Key] = &[
     key!("auth_users", Once, Applies, auth.users, file),
     key!("sender_map", Once, Applies, auth.sender_map, file),
     key!("auth_failure_delay", Once, Applies, auth.failure_delay, delay),
+    key!("auth_failure_limit", Once, Applies, auth.failure_limit, count),
+    key!("auth_failure_window", Once, Applies, auth.failure_window, timeout),
     // What a session accepts, and its limits.
     key!("relay_networks", Once, Applies, session.relay_networks, networks),
     key!("max_message_size", Once, Applies, session.max_message_size, size),
@@ -145,6 +147,9 @@ static KEYS: &[Key] = &[
     key!("harvest_limit", Once, Applies, session.harvest_limit, count),
     key!("expn", Once, Applies, session.expn, boolean),
     key!("vrfy", Once, Applies, session.vrfy, boolean),
+    key!("strict_rfc821_envelopes", Once, Applies, session.strict_rfc821_envelopes, boolean),
+    key!("junk_command_limit", Once, Applies, session.junk_command_limit, count),
+    key!("junk_command_delay", Once, Applies, session.junk_command_delay, delay),
     key!("requiretls", Once, Applies, session.requiretls, boolean),
     // The spool.
     key!("spool", Once, Restart, spool.dir, path),
@@ -261,7 +266,10 @@ mod tests {
         for (name, _) in all() {
             assert!(seen.insert(name), "{name} twice");
             assert!(
-                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                name.starts_with(|c: char| c.is_ascii_lowercase())
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
                 "{name}"
             );
             assert!(find(name).is_some());
@@ -363,6 +371,8 @@ mod tests {
             ("auth_users", "/u"),
             ("sender_map", "/s"),
             ("auth_failure_delay", "7"),
+            ("auth_failure_limit", "3"),
+            ("auth_failure_window", "7"),
             ("relay_networks", "10.0.0.0/8"),
             ("max_message_size", "1k"),
             ("max_recipients", "3"),
@@ -379,6 +389,9 @@ mod tests {
             ("harvest_limit", "3"),
             ("expn", "yes"),
             ("vrfy", "yes"),
+            ("strict_rfc821_envelopes", "no"),
+            ("junk_command_limit", "3"),
+            ("junk_command_delay", "7"),
             ("requiretls", "no"),
             ("spool", "/x"),
             ("spool_sync", "syncfs"),

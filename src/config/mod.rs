@@ -22,6 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::smtp::address::domain_key;
 use crate::sys;
 
 pub mod keys;
@@ -126,6 +127,12 @@ pub struct SmtpAuth {
     pub sender_map: Option<PathBuf>,
     /// `auth_failure_delay`: pause before answering a failed AUTH (slows password guessing).
     pub failure_delay: Duration,
+    /// `auth_failure_limit`: failed AUTH attempts from one address, or for one
+    /// account, within `failure_window` before the address is refused AUTH
+    /// and the account's checks are spaced out (server::auth_guard).
+    pub failure_limit: u32,
+    /// `auth_failure_window`: how long failures are remembered.
+    pub failure_window: Duration,
 }
 
 /// What one SMTP session accepts, and how long it waits.
@@ -165,6 +172,15 @@ pub struct SessionLimits {
     /// VRFY says whether a local recipient exists (Postfix's default); off,
     /// it answers 252 for everyone.
     pub vrfy: bool,
+    /// `junk_command_limit`: NOOP, RSET, VRFY, EXPN, HELP and repeated
+    /// EHLO/HELO a session may send (since its last message) before each
+    /// further one is answered late and counts as an error.
+    pub junk_command_limit: u32,
+    /// `junk_command_delay`: the pause before answering each junk command past the limit.
+    pub junk_command_delay: Duration,
+    /// `strict_rfc821_envelopes`: MAIL FROM and RCPT TO paths must be in
+    /// angle brackets (RFC 5321 4.1.2); off, a bare address is taken too.
+    pub strict_rfc821_envelopes: bool,
     /// Offer REQUIRETLS (RFC 8689) on TLS sessions and accept it on MAIL.
     pub requiretls: bool,
 }
@@ -374,6 +390,8 @@ impl Default for Config {
                 users: None,
                 sender_map: None,
                 failure_delay: Duration::from_secs(2),
+                failure_limit: 10,
+                failure_window: Duration::from_secs(600),
             },
             session: SessionLimits {
                 relay_networks: vec![
@@ -401,6 +419,9 @@ impl Default for Config {
                 harvest_limit: 20,
                 expn: false,
                 vrfy: false,
+                strict_rfc821_envelopes: true,
+                junk_command_limit: 100,
+                junk_command_delay: Duration::from_secs(1),
                 requiretls: true,
             },
             spool: SpoolSettings {
@@ -625,10 +646,11 @@ impl Config {
 }
 
 impl LocalDelivery {
-    /// Whether mail for `domain` is delivered here (case-insensitive, trailing dot ignored).
+    /// Whether mail for `domain` is delivered here (case-insensitive,
+    /// trailing dot ignored, a UTF-8 name the same as its `xn--` form).
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        let d = domain.strip_suffix('.').unwrap_or(domain);
-        self.domains.iter().any(|l| l.eq_ignore_ascii_case(d))
+        // `domains` holds A-labels, lowercased.
+        domain_key(domain).is_some_and(|d| self.domains.contains(&d))
     }
 }
 
@@ -642,10 +664,11 @@ impl SessionLimits {
 impl RemoteDelivery {
     /// The route of a recipient domain, if it has one.
     fn route(&self, domain: &str) -> Option<&Route> {
-        let d = domain.strip_suffix('.').unwrap_or(domain);
+        // Route domains are kept as A-labels, lowercased.
+        let d = domain_key(domain);
         self.routes
             .iter()
-            .find(|(r, _)| r.eq_ignore_ascii_case(d))
+            .find(|(r, _)| d.as_deref() == Some(r.as_str()))
             .map(|(_, h)| h)
     }
 

@@ -405,6 +405,42 @@ fn is_local_domain() {
     }
 }
 
+/// A UTF-8 domain and its A-label are one domain for local_domains and
+/// route, whichever form the file and the address use (RFC 5890).
+#[test]
+fn internationalized_domains_in_either_form() {
+    let c = p("local_domains = bücher.test xn--caf-dma.test\n\
+               route = Straße.example [127.0.0.1]:2525\n\
+               route = xn--nave-6pa.example [127.0.0.1]:2526\n\
+               relay_host = mx.bücher.example")
+    .unwrap();
+    assert_eq!(c.local.domains, vec!["xn--bcher-kva.test", "xn--caf-dma.test"]);
+    for d in [
+        "bücher.test",
+        "BÜCHER.test.",
+        "xn--bcher-kva.test",
+        "café.test",
+        "XN--CAF-DMA.test",
+    ] {
+        assert!(c.local.is_local_domain(d), "{d}");
+    }
+    for d in ["bucher.test", "cafe.test", "exämple.test", "xn--zz.test"] {
+        assert!(!c.local.is_local_domain(d), "{d}");
+    }
+    let port = |d: &str| c.remote.next_hop(d).map(|h| h.port);
+    assert_eq!(port("straße.example"), Some(2525));
+    assert_eq!(port("xn--strae-oqa.example"), Some(2525));
+    assert_eq!(port("naïve.example"), Some(2526));
+    assert_eq!(port("NAÏVE.example."), Some(2526));
+    // Anything else takes the relay_host, looked up by its A-labels.
+    assert_eq!(
+        c.remote.next_hop("other.example").map(|h| h.host.as_str()),
+        Some("mx.xn--bcher-kva.example")
+    );
+    assert!(perr("local_domains = xn--zz.test").contains("bad domain"));
+    assert!(perr("local_domains = ｅxample.test").contains("bad domain"));
+}
+
 /// Each tests/configs/bad/NAME.conf must fail with a message starting with NAME.err.
 #[test]
 fn bad_config_files() {

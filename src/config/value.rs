@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::types::{Cidr, Family, Lmtp, NextHop, Origin, Route, SyncMode, TlsOverride, TlsPolicy, TrustAd};
 use crate::endpoint::Endpoint;
+use crate::smtp::address::domain_key;
 
 /// An account name for `user`: what useradd accepts, checked here so a typo
 /// is a config error rather than a failed lookup at start.
@@ -157,12 +158,29 @@ pub(super) fn default_local_domains(hostname: &str) -> Vec<String> {
 pub(super) fn local_domains(v: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for item in items(v) {
-        // A fully qualified "example.org." is the same domain as "example.org".
-        let d = item.strip_suffix('.').unwrap_or(item);
-        check_domain(d).map_err(|why| format!("bad domain {item:?}: {why}"))?;
-        push_unique(&mut out, d.to_ascii_lowercase());
+        push_unique(&mut out, ascii_domain(item)?);
     }
     Ok(out)
+}
+
+/// A domain name as it is kept for comparisons: lower case, A-labels for
+/// a UTF-8 name (RFC 5890; `bücher.example` is kept as
+/// `xn--bcher-kva.example`), no trailing dot (a fully qualified
+/// "example.org." is the same domain as "example.org").
+fn ascii_domain(item: &str) -> Result<String, String> {
+    let d =
+        domain_key(item).ok_or_else(|| format!("bad domain {item:?}: not a valid internationalized name"))?;
+    check_domain(&d).map_err(|why| format!("bad domain {item:?}: {why}"))?;
+    Ok(d)
+}
+
+/// A next hop's host name as it is looked up: A-labels for a UTF-8 name,
+/// lower case.
+fn host_name(host: &str) -> Result<String, String> {
+    let ascii =
+        domain_key(host).ok_or_else(|| format!("bad host {host:?}: not a valid internationalized name"))?;
+    check_domain(&ascii).map_err(|why| format!("bad host {host:?}: {why}"))?;
+    Ok(ascii)
 }
 
 pub(super) fn listen(v: &str) -> Result<Vec<SocketAddr>, String> {
@@ -377,13 +395,15 @@ pub(super) fn next_hop(v: &str) -> Result<NextHop, String> {
     if port == 0 {
         return Err(bad());
     }
-    if host.parse::<IpAddr>().is_err() {
-        check_domain(host).map_err(|why| format!("bad host {host:?}: {why}"))?;
+    let host = if host.parse::<IpAddr>().is_err() {
+        host_name(host)?
     } else if mx {
         return Err(format!("{target:?}: an address needs brackets, as in [{host}]"));
-    }
+    } else {
+        host.to_ascii_lowercase()
+    };
     Ok(NextHop {
-        host: host.to_ascii_lowercase(),
+        host,
         port,
         mx,
         tls,
@@ -397,15 +417,13 @@ pub(super) fn route(v: &str) -> Result<(String, Route), String> {
     let (domain, hop) = v
         .split_once(char::is_whitespace)
         .ok_or_else(|| format!("bad route {v:?} (use DOMAIN [host]:port)"))?;
-    let d = domain.strip_suffix('.').unwrap_or(domain);
-    check_domain(d).map_err(|why| format!("bad domain {domain:?}: {why}"))?;
     let hop = hop.trim();
     let route = if has_prefix(hop, "lmtp:") {
         Route::Lmtp(lmtp(hop)?)
     } else {
         Route::Smtp(next_hop(hop)?)
     };
-    Ok((d.to_ascii_lowercase(), route))
+    Ok((ascii_domain(domain)?, route))
 }
 
 /// Whether `s` starts with `prefix`, in any case.
@@ -479,14 +497,12 @@ pub(super) fn lmtp(v: &str) -> Result<Lmtp, String> {
     if port == 25 {
         return Err(format!("{target:?}: LMTP must not be used on port 25 (RFC 2033)"));
     }
-    if host.parse::<IpAddr>().is_err() {
-        check_domain(host).map_err(|why| format!("bad host {host:?}: {why}"))?;
-    }
+    let host = match host.parse::<IpAddr>() {
+        Ok(_) => host.to_ascii_lowercase(),
+        Err(_) => host_name(host)?,
+    };
     Ok(Lmtp {
-        addr: Endpoint::Inet {
-            host: host.to_ascii_lowercase(),
-            port,
-        },
+        addr: Endpoint::Inet { host, port },
         tls,
     })
 }

@@ -93,6 +93,8 @@ impl Daemon {
         self.runner.reconfigure(Arc::clone(&cfg), Arc::clone(&tables));
         let mut ctx = Context::new(Arc::clone(&cfg), Arc::clone(&old.spool), tables, tls);
         ctx.shutdown = Arc::clone(&old.shutdown);
+        // What guessers did before the reload still counts.
+        ctx.auth_guard = Arc::clone(&old.auth_guard);
         ctx.queued = old.queued.clone();
         self.live.set(Arc::new(ctx));
         log::info!("SIGHUP: configuration reloaded from {}", path.display());

@@ -25,13 +25,14 @@ use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, Lmtp, TlsPolicy};
 use crate::deliver::client::{self, Client, Extensions};
 use crate::deliver::dns::{Resolver, Security};
 use crate::deliver::outcome::{self, Attempted, Outcome, Stage, Success, Timing};
-use crate::deliver::pool::{Idle, Pool};
+use crate::deliver::pool::{Farewell, Idle, Pool};
 use crate::deliver::route::{self, Addresses, Hop};
 use crate::deliver::tls_client::{self, StartTlsError, Stream};
 use crate::deliver::transaction::{self, HostResult, Message, Protocol, Timeouts};
@@ -40,16 +41,17 @@ use crate::maillog;
 use crate::spool::{Envelope, Recipient};
 
 /// Deliver `rcpts` of one message to `server` in one transaction: one
-/// result per recipient, in order.
+/// result per recipient, in order, and the connection, to be let go once
+/// the caller has recorded the results (see [`Farewell`]).
 pub fn deliver(
     cfg: &Config,
     resolver: &dyn Resolver,
-    pool: &Pool,
+    pool: &Arc<Pool>,
     env: &Envelope,
     message: &[u8],
     server: &Lmtp,
     rcpts: &[&Recipient],
-) -> Vec<Attempted> {
+) -> (Vec<Attempted>, Farewell) {
     let began = Instant::now();
     // One destination for max_connections_per_domain, like a route's host.
     let _slot = pool.enter(
@@ -60,7 +62,8 @@ pub fn deliver(
     let tx_start: Cell<Option<Instant>> = Cell::new(None);
     let timing = || Timing::measured(began, waited, tx_start.get());
     let all = |relay: &str, o: Outcome| {
-        Attempted::each(vec![(o, Success::Delivered); rcpts.len()], relay, None, timing())
+        let results = vec![(o, Success::Delivered); rcpts.len()];
+        (Attempted::each(results, relay, None, timing()), Farewell::none())
     };
     let dests = match destinations(cfg, resolver, server) {
         Ok(e) => e,
@@ -83,8 +86,11 @@ pub fn deliver(
         // A transaction with an earlier address that failed was setup time.
         tx_start.set(None);
         match job.try_dest(ep) {
-            (HostResult::Done(results), tls) => return Attempted::each(results, &relay, tls, timing()),
-            (HostResult::Next(o), _) => {
+            (HostResult::Done(results), tls, farewell) => {
+                return (Attempted::each(results, &relay, tls, timing()), farewell)
+            }
+            // Nothing to record: the connection goes at once.
+            (HostResult::Next(o), _, _farewell) => {
                 maillog::host_failed(&env.id, &relay, o.detail());
                 last = o;
                 last_relay = relay;
@@ -162,7 +168,7 @@ struct Job<'a> {
     env: &'a Envelope,
     msg: Message<'a>,
     rcpts: &'a [&'a Recipient],
-    pool: &'a Pool,
+    pool: &'a Arc<Pool>,
     /// The TLS policy for TCP servers.
     policy: TlsPolicy,
     /// When the transaction (MAIL FROM) began, for delays=.
@@ -172,8 +178,9 @@ struct Job<'a> {
 /// A TLS failure: under `may` the address is tried again in plaintext.
 struct Tls(String);
 
-/// What one endpoint did with the message, and the TLS version it spoke.
-type Tried = (HostResult, Option<&'static str>);
+/// What one endpoint did with the message, the TLS version it spoke, and
+/// the connection to let go.
+type Tried = (HostResult, Option<&'static str>, Farewell);
 
 impl Job<'_> {
     /// Try one endpoint; a TLS failure under `may` tries it in plaintext.
@@ -186,12 +193,14 @@ impl Job<'_> {
             (Ok(t), _) => t,
             (Err(Tls(why)), Dest::Inet { host, addr }) if policy == TlsPolicy::May => {
                 maillog::tls_fallback(&self.env.id, host, addr.ip(), &why);
-                self.session(ep, TlsPolicy::None)
-                    .unwrap_or_else(|Tls(why)| (HostResult::Next(outcome::tls_failed(why)), None))
+                self.session(ep, TlsPolicy::None).unwrap_or_else(|Tls(why)| {
+                    (HostResult::Next(outcome::tls_failed(why)), None, Farewell::none())
+                })
             }
             (Err(Tls(why)), _) => (
                 HostResult::Next(outcome::tls_failed(format!("TLS with {}: {why}", ep.name()))),
                 None,
+                Farewell::none(),
             ),
         }
     }
@@ -225,11 +234,11 @@ impl Job<'_> {
             if let Some((result, reusable)) = self.transaction(&mut idle.client, &idle.ext, true) {
                 maillog::connection_reused_to(&self.env.id, &ep.relay(&cfg.hostname));
                 let tls = idle.tls;
-                self.pool.release(key, idle, reusable, &cfg.remote);
-                return Ok((result, tls));
+                let farewell = self.pool.release(key, idle, reusable, &cfg.remote);
+                return Ok((result, tls, farewell));
             }
         }
-        let next = |o: Outcome| Ok((HostResult::Next(o), None));
+        let next = |o: Outcome| Ok((HostResult::Next(o), None, Farewell::none()));
         let stream = match connect(ep, cfg.remote.connect_timeout) {
             Ok(s) => s,
             Err(e) => return next(outcome::network(Stage::Connect, "connect", &e)),
@@ -276,9 +285,10 @@ impl Job<'_> {
         let (result, reusable) = self
             .transaction(&mut c, &ext, false)
             .unwrap_or_else(|| (HostResult::Next(outcome::rset_refused()), false));
-        self.pool
+        let farewell = self
+            .pool
             .release(key, Idle::new(c, ext, tls), reusable, &cfg.remote);
-        Ok((result, tls))
+        Ok((result, tls, farewell))
     }
 }
 
@@ -444,7 +454,7 @@ mod tests {
         env
     }
 
-    fn run(cfg: &Config, pool: &Pool, server: &Lmtp, env: &Envelope) -> Vec<Attempted> {
+    fn run(cfg: &Config, pool: &Arc<Pool>, server: &Lmtp, env: &Envelope) -> Vec<Attempted> {
         let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
         deliver(
             cfg,
@@ -455,6 +465,7 @@ mod tests {
             server,
             &rcpts,
         )
+        .0
     }
 
     fn unix(path: &Path) -> Lmtp {
@@ -468,7 +479,7 @@ mod tests {
     fn each_recipient_has_its_own_result_and_the_connection_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let (path, seen) = unix_server(dir.path(), None);
-        let (cfg, pool) = (config(), Pool::new());
+        let (cfg, pool) = (config(), Arc::new(Pool::new()));
         let env = envelope(&["alice@store.test", "nobody@store.test", "full@store.test"]);
         let got = run(&cfg, &pool, &unix(&path), &env);
         let relay = format!("lmtp/mx.test[{}]", path.display());
@@ -544,7 +555,7 @@ mod tests {
         cfg.remote.data_done_timeout = Duration::from_millis(500);
         let env = envelope(&["alice@store.test", "stall@store.test", "bob@store.test"]);
         let began = Instant::now();
-        let got = run(&cfg, &Pool::new(), &unix(&path), &env);
+        let got = run(&cfg, &Arc::new(Pool::new()), &unix(&path), &env);
         assert!(began.elapsed() < Duration::from_secs(4), "{:?}", began.elapsed());
         // alice was answered before the server went quiet: delivered.
         assert!(got[0].outcome.is_delivered(), "{got:?}");
@@ -574,7 +585,12 @@ mod tests {
             },
             tls: None,
         };
-        let got = run(&cfg, &Pool::new(), &server, &envelope(&["alice@store.test"]));
+        let got = run(
+            &cfg,
+            &Arc::new(Pool::new()),
+            &server,
+            &envelope(&["alice@store.test"]),
+        );
         assert_eq!(got[0].relay, format!("lmtp/127.0.0.1[127.0.0.1]:{port}"));
         assert!(got[0].outcome.is_delivered(), "{got:?}");
         // STARTTLS was not offered and smtp_tls = may: plaintext.
@@ -606,7 +622,7 @@ mod tests {
             }
         });
         let env = envelope(&["alice@store.test", "bob@store.test"]);
-        let got = run(&config(), &Pool::new(), &unix(&path), &env);
+        let got = run(&config(), &Arc::new(Pool::new()), &unix(&path), &env);
         assert_eq!(got.len(), 2);
         for a in &got {
             let o = &a.outcome;
@@ -621,7 +637,7 @@ mod tests {
         let gone = dir.path().join("gone");
         let got = run(
             &config(),
-            &Pool::new(),
+            &Arc::new(Pool::new()),
             &unix(&gone),
             &envelope(&["alice@store.test"]),
         );
@@ -643,7 +659,12 @@ mod tests {
             },
             tls: None,
         };
-        let got = run(&config(), &Pool::new(), &server, &envelope(&["alice@store.test"]));
+        let got = run(
+            &config(),
+            &Arc::new(Pool::new()),
+            &server,
+            &envelope(&["alice@store.test"]),
+        );
         let o = &got[0].outcome;
         assert_eq!((o.verdict(), o.stage()), (Verdict::Temporary, Stage::Dns));
         assert_eq!(got[0].relay, "none");

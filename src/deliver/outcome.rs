@@ -689,6 +689,27 @@ pub fn cannot_forward(why: &str) -> Outcome {
     )
 }
 
+/// A final target (mailbox, file, command, remote address) this message
+/// already reached in this run through recipient `first`: no second copy is
+/// made, and this recipient has the result the first one had (issue 16:
+/// duplicates delivered once). Its detail names the first recipient.
+pub fn duplicate_of(first: &str, result: &Outcome) -> Outcome {
+    let mut o = result.clone();
+    o.detail = format!("duplicate of <{first}>: {}", result.detail);
+    o
+}
+
+/// An alias target in another domain that is itself a recipient of the
+/// message: it gets its copy as that recipient, not a second one.
+pub fn also_a_recipient(addr: &str) -> Outcome {
+    Outcome::new(
+        Verdict::Delivered,
+        Stage::Queue,
+        DELIVERED,
+        format!("duplicate of <{addr}>, a recipient of this message"),
+    )
+}
+
 /// A recipient that got no result from the router (cannot happen; defer).
 pub fn no_route_result() -> Outcome {
     Outcome::temporary(Stage::Queue, Status(4, 3, 0), "no result")

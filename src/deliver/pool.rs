@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::config::RemoteDelivery;
@@ -92,18 +92,24 @@ impl Pool {
 
     /// Done with `conn` after a transaction: kept under `key` for the next
     /// message when it may carry another (`reusable`) and connections are
-    /// kept, else closed with QUIT if it still can say it.
-    pub fn release(&self, key: String, conn: Idle, reusable: bool, remote: &RemoteDelivery) {
-        if !reusable {
-            return;
-        }
-        if remote.connection_cache_time.is_some() {
-            self.put(key, conn);
-        } else {
-            let mut c = conn.client;
-            set_timeout(&mut c, remote.command_timeout);
-            quit(&mut c);
-        }
+    /// kept, else closed with QUIT if it still can say it. Not at once, but
+    /// when the returned [`Farewell`] is dropped: after the caller has
+    /// recorded the transaction's results.
+    pub fn release(
+        self: &Arc<Pool>,
+        key: String,
+        conn: Idle,
+        reusable: bool,
+        remote: &RemoteDelivery,
+    ) -> Farewell {
+        Farewell(Some(Box::new(Parting {
+            pool: Arc::clone(self),
+            key,
+            conn,
+            reusable,
+            cache: remote.connection_cache_time.is_some(),
+            command_timeout: remote.command_timeout,
+        })))
     }
 
     /// Keep `conn` for the next message to the same `key`.
@@ -173,6 +179,55 @@ impl Pool {
     }
 }
 
+/// A connection whose transaction is over, let go when this is dropped:
+/// kept in the pool for the next message, or sent QUIT (RFC 5321
+/// 4.1.1.10), whose answer a slow server may take its time over. SMTP and
+/// LMTP delivery hand it back with their results, and the queue drops it
+/// only once those are recorded (issue 16): a crash meanwhile then repeats
+/// nothing the server had answered before the record.
+#[must_use = "dropping a Farewell lets its connection go: drop it after recording the results"]
+#[derive(Default)]
+pub struct Farewell(Option<Box<Parting>>);
+
+struct Parting {
+    pool: Arc<Pool>,
+    key: String,
+    conn: Idle,
+    reusable: bool,
+    /// Connections are kept (`smtp_connection_cache_time`), else QUIT.
+    cache: bool,
+    /// `smtp_command_timeout`, for the QUIT.
+    command_timeout: Duration,
+}
+
+impl Farewell {
+    /// No connection to let go.
+    pub fn none() -> Farewell {
+        Farewell(None)
+    }
+}
+
+impl Drop for Farewell {
+    fn drop(&mut self) {
+        let Some(p) = self.0.take() else {
+            return;
+        };
+        if !p.reusable {
+            return;
+        }
+        if p.cache {
+            // Idle from now: the cache time counts from its last message.
+            let mut conn = p.conn;
+            conn.since = Instant::now();
+            p.pool.put(p.key, conn);
+        } else {
+            let mut c = p.conn.client;
+            set_timeout(&mut c, p.command_timeout);
+            quit(&mut c);
+        }
+    }
+}
+
 /// One delivery in progress to a destination.
 pub struct Slot<'a> {
     pool: &'a Pool,
@@ -232,5 +287,24 @@ mod tests {
         }
         assert_eq!(most.load(Ordering::SeqCst), 2);
         assert!(lock(&pool.active).is_empty());
+    }
+
+    #[test]
+    fn a_farewell_keeps_the_connection_only_when_dropped_and_idle_from_then() {
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let client = Client::new(Stream::Unix(ours));
+        let mut remote = crate::config::Config::default().remote;
+        remote.connection_cache_time = Some(Duration::from_millis(200));
+        let pool = Arc::new(Pool::new());
+        // Used long ago: its idle time must count from the farewell.
+        let conn = Idle {
+            since: Instant::now() - Duration::from_secs(60),
+            ..Idle::new(client, Extensions::default(), None)
+        };
+        let farewell = pool.release("k".to_owned(), conn, true, &remote);
+        // Not in the pool while the caller records the results.
+        assert!(pool.take("k", Duration::from_secs(3600)).is_none());
+        drop(farewell);
+        assert!(pool.reuse("k", &remote).is_some(), "kept, and fresh");
     }
 }

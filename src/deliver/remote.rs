@@ -20,6 +20,7 @@
 use std::cell::Cell;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::prelude::{Engine as _, BASE64_STANDARD};
@@ -28,7 +29,7 @@ use crate::config::Config;
 use crate::deliver::client::{Client, Extensions};
 use crate::deliver::dns::{Resolver, Security};
 use crate::deliver::outcome::{self, Attempted, Outcome, Stage, Success, Timing, TlsNote};
-use crate::deliver::pool::{quit, set_timeout, Idle, Pool};
+use crate::deliver::pool::{quit, set_timeout, Farewell, Idle, Pool};
 use crate::deliver::route::{self, Addresses, Hop};
 use crate::deliver::secure::{self, Destination, HopTls, Start};
 use crate::deliver::tls_client::{self, Stream};
@@ -40,19 +41,21 @@ use crate::tlspolicy::policy::{Action, Failure};
 use crate::tlspolicy::tlsrpt::ResultType;
 
 /// Deliver `rcpts` (all in `domain`) of one message: one result per
-/// recipient, in order. `outbound` is the daemon's TLS policy state (the
-/// DNSSEC probe, MTA-STS policies, TLS-RPT).
+/// recipient, in order, and the connection that took them, to be let go
+/// (kept for the next message, or QUIT) once the caller has recorded the
+/// results (see [`Farewell`]). `outbound` is the daemon's TLS policy state
+/// (the DNSSEC probe, MTA-STS policies, TLS-RPT).
 #[allow(clippy::too_many_arguments)]
 pub fn deliver(
     cfg: &Config,
     resolver: &dyn Resolver,
     outbound: &Outbound,
-    pool: &Pool,
+    pool: &Arc<Pool>,
     env: &Envelope,
     message: &[u8],
     domain: &str,
     rcpts: &[&Recipient],
-) -> Vec<Attempted> {
+) -> (Vec<Attempted>, Farewell) {
     // For delays=: setup runs from here to the start of the transaction
     // (less any wait for a slot), transmission from there to the end.
     let began = Instant::now();
@@ -70,25 +73,29 @@ pub fn deliver(
             transmit: now.saturating_duration_since(setup_end),
         }
     };
-    let all =
-        |relay: &str, outcome: Outcome, tls: Option<(Option<&'static str>, TlsNote)>| -> Vec<Attempted> {
-            let timing = timing();
-            let (version, policy) = match tls {
-                Some((v, p)) => (v, Some(p)),
-                None => (None, None),
-            };
-            rcpts
-                .iter()
-                .map(|_| Attempted {
-                    relay: relay.to_owned(),
-                    tls: version,
-                    policy: policy.clone(),
-                    outcome: outcome.clone(),
-                    success: Success::Relayed,
-                    timing,
-                })
-                .collect()
+    // The same outcome for every recipient, and no connection to let go.
+    let all = |relay: &str,
+               outcome: Outcome,
+               tls: Option<(Option<&'static str>, TlsNote)>|
+     -> (Vec<Attempted>, Farewell) {
+        let timing = timing();
+        let (version, policy) = match tls {
+            Some((v, p)) => (v, Some(p)),
+            None => (None, None),
         };
+        let results = rcpts
+            .iter()
+            .map(|_| Attempted {
+                relay: relay.to_owned(),
+                tls: version,
+                policy: policy.clone(),
+                outcome: outcome.clone(),
+                success: Success::Relayed,
+                timing,
+            })
+            .collect();
+        (results, Farewell::none())
+    };
     // The one lookup the plan needs (I/O here), then the plan (pure). The
     // MX answer's DNSSEC status decides whether DANE may apply (RFC 7672
     // 2.2.1) and whether REQUIRETLS may use the hosts (RFC 8689 4.1); it
@@ -181,9 +188,9 @@ pub fn deliver(
             // A transaction with an earlier host that failed was setup time.
             tx_start.set(None);
             match job.try_host(hop, addr, &tls) {
-                Tried::Done(results, version, note) => {
+                Tried::Done(results, version, note, farewell) => {
                     let timing = timing();
-                    return results
+                    let results = results
                         .into_iter()
                         .map(|(outcome, success)| Attempted {
                             relay: relay.clone(),
@@ -194,6 +201,7 @@ pub fn deliver(
                             timing,
                         })
                         .collect();
+                    return (results, farewell);
                 }
                 Tried::Next(o, why, version, note) => {
                     maillog::host_failed(&env.id, &relay, o.detail());
@@ -233,10 +241,11 @@ enum Why {
     Other,
 }
 
-/// What one address did: took the transaction, or not; with the TLS
-/// version of the connection (if it got that far) and what the policy said.
+/// What one address did: took the transaction (and the connection to let
+/// go once the results are recorded), or not; with the TLS version of the
+/// connection (if it got that far) and what the policy said.
 enum Tried {
-    Done(Vec<(Outcome, Success)>, Option<&'static str>, TlsNote),
+    Done(Vec<(Outcome, Success)>, Option<&'static str>, TlsNote, Farewell),
     Next(Outcome, Why, Option<&'static str>, TlsNote),
 }
 
@@ -248,7 +257,7 @@ struct Job<'a> {
     rcpts: &'a [&'a Recipient],
     /// The hop is the relay host: AUTH with `relay_auth`.
     smarthost: bool,
-    pool: &'a Pool,
+    pool: &'a Arc<Pool>,
     /// When the current host's transaction (MAIL FROM) began, for delays=.
     tx_start: &'a Cell<Option<Instant>>,
     /// The destination's TLS policy inputs, and its TLS-RPT record.
@@ -349,9 +358,9 @@ impl Job<'_> {
                 if let Some((result, reusable)) = self.transaction(&mut idle.client, &idle.ext, true) {
                     maillog::connection_reused(&self.env.id, host, addr.ip());
                     let (version, verified) = (idle.tls, idle.verified);
-                    self.finish(key, idle.client, idle.ext, version, verified, reusable);
+                    let farewell = self.pool.release(key, idle, reusable, &cfg.remote);
                     let note = tls.note(version.is_some(), verified);
-                    return Ok(tried(result, version, note));
+                    return Ok(tried(result, version, note, farewell));
                 }
             }
         }
@@ -474,35 +483,12 @@ impl Job<'_> {
         let (result, reusable) = self
             .transaction(&mut c, &ext, false)
             .unwrap_or_else(|| (HostResult::Next(outcome::rset_refused()), false));
-        self.finish(key, c, ext, version, verified, reusable);
-        Ok(tried(result, version, note))
-    }
-
-    /// Keep the connection for the next message, or say QUIT.
-    fn finish(
-        &self,
-        key: String,
-        mut c: Client<Stream>,
-        ext: Extensions,
-        tls: Option<&'static str>,
-        verified: bool,
-        reusable: bool,
-    ) {
-        if reusable && self.cfg.remote.connection_cache_time.is_some() {
-            self.pool.put(
-                key,
-                Idle {
-                    client: c,
-                    ext,
-                    tls,
-                    verified,
-                    since: Instant::now(),
-                },
-            );
-        } else if reusable {
-            set_timeout(&mut c, self.cfg.remote.command_timeout);
-            quit(&mut c);
-        }
+        let conn = Idle {
+            verified,
+            ..Idle::new(c, ext, version)
+        };
+        let farewell = self.pool.release(key, conn, reusable, &cfg.remote);
+        Ok(tried(result, version, note, farewell))
     }
 
     /// EHLO, or HELO when EHLO is refused (RFC 5321 4.1.4).
@@ -528,11 +514,16 @@ impl Job<'_> {
     }
 }
 
-/// What a transaction on one connection means for the walk.
-fn tried(r: HostResult, tls: Option<&'static str>, note: TlsNote) -> Tried {
+/// What a transaction on one connection means for the walk. The
+/// connection is let go at once unless the server took the message (then
+/// the caller records first).
+fn tried(r: HostResult, tls: Option<&'static str>, note: TlsNote, farewell: Farewell) -> Tried {
     match r {
-        HostResult::Done(v) => Tried::Done(v, tls, note),
-        HostResult::Next(o) => Tried::Next(o, Why::Other, tls, note),
+        HostResult::Done(v) => Tried::Done(v, tls, note, farewell),
+        HostResult::Next(o) => {
+            drop(farewell);
+            Tried::Next(o, Why::Other, tls, note)
+        }
     }
 }
 

@@ -10,8 +10,11 @@
 //! commands are still ours, and the server decides which users exist.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::aliases::{ExpandError, Target as AliasTarget};
 use crate::clock;
@@ -19,13 +22,77 @@ use crate::config::{Config, Lmtp};
 use crate::deliver::dns::Resolver;
 use crate::deliver::local::{self, Job, Target};
 use crate::deliver::outcome::{self, Attempted, Outcome, Success, Timing, Verdict};
-use crate::deliver::{lmtp, pool, remote};
+use crate::deliver::pool::{Farewell, Pool};
+use crate::deliver::{lmtp, remote};
 use crate::message;
-use crate::smtp::address::{Domain, Mailbox};
+use crate::smtp::address::{domain_key, Domain, Mailbox};
 use crate::spool::{Envelope, QueueId, Recipient, Spool};
 use crate::sys::{self, Passwd};
 use crate::tables::Tables;
 use crate::tlspolicy::outbound::Outbound;
+
+/// The final targets (mailboxes, files, commands, remote addresses) one
+/// message has reached in one delivery run, each with the recipient that
+/// reached it first and its outcome, so that a target named again through
+/// another recipient (`team: alice, bob` and `alice`) gets no second copy,
+/// and that recipient the first one's result. Remote recipients of the
+/// message itself are targets too: an alias pointing at one forwards nothing.
+pub struct Targets {
+    reached: RefCell<HashMap<String, (String, Outcome)>>,
+    /// `Mailbox::identity` of each recipient of the message in another domain.
+    recipients: HashSet<String>,
+}
+
+impl Targets {
+    /// No target reached yet, for a run over `env`.
+    pub fn new(cfg: &Config, env: &Envelope) -> Targets {
+        let recipients = env
+            .recipients
+            .iter()
+            .filter_map(|r| Mailbox::parse(&r.addr).ok())
+            .filter(|m| !policy_local(cfg, m))
+            .map(|m| m.identity(false))
+            .collect();
+        Targets {
+            reached: RefCell::new(HashMap::new()),
+            recipients,
+        }
+    }
+
+    /// Who reached `key` first in this run, and how it went.
+    fn get(&self, key: &str) -> Option<(String, Outcome)> {
+        self.reached.borrow().get(key).cloned()
+    }
+
+    fn insert(&self, key: String, rcpt: &str, o: &Outcome) {
+        self.reached
+            .borrow_mut()
+            .entry(key)
+            .or_insert_with(|| (rcpt.to_owned(), o.clone()));
+    }
+}
+
+/// Whether `m` is in a local domain (address literals never are).
+fn policy_local(cfg: &Config, m: &Mailbox) -> bool {
+    matches!(m.domain(), Domain::Name(d) if cfg.local.is_local_domain(d))
+}
+
+/// What makes two alias targets the same place: a user's mailbox, a file, a
+/// command, or a remote mailbox (`Mailbox::identity`).
+fn target_key(t: &AliasTarget) -> String {
+    match t {
+        AliasTarget::User(name) => format!("user {name}"),
+        AliasTarget::File(path) => format!("file {}", path.display()),
+        AliasTarget::Pipe(cmd) => format!("pipe {cmd}"),
+        AliasTarget::Remote(addr) => format!("smtp {}", remote_identity(addr)),
+    }
+}
+
+/// `Mailbox::identity` of a remote alias target, or the address as written
+/// when it does not parse.
+fn remote_identity(addr: &str) -> String {
+    Mailbox::parse(addr).map_or_else(|_| addr.to_owned(), |m| m.identity(false))
+}
 
 /// What delivery needs besides the recipient.
 pub struct Context<'a> {
@@ -42,33 +109,40 @@ pub struct Context<'a> {
     /// The outbound TLS policy's state (DNSSEC probe, MTA-STS, TLS-RPT).
     pub outbound: &'a Outbound,
     /// Open connections and per-destination counts for remote delivery.
-    pub pool: &'a pool::Pool,
+    pub pool: &'a Arc<Pool>,
     /// Tell the queue runner about a message queued here (a forwarded copy).
     pub queued: &'a dyn Fn(QueueId),
+    /// The targets this message reached so far in this run.
+    pub targets: &'a Targets,
 }
 
-/// The recipient's domain, lowercased, when it is delivered by SMTP; None
-/// for local domains and unparsable addresses (which `deliver` handles).
+/// The recipient's domain when it is delivered by SMTP or an LMTP route:
+/// lowercased, a UTF-8 name as its A-labels (what DNS and `route` know it
+/// by, so both forms go in one transaction); None for local domains and
+/// unparsable addresses (which `deliver` handles).
 pub fn remote_domain(cfg: &Config, rcpt: &Recipient) -> Option<String> {
     let mbox = Mailbox::parse(&rcpt.addr).ok()?;
     match mbox.domain() {
         Domain::Name(d) if cfg.local.is_local_domain(d) => None,
-        Domain::Name(d) => Some(d.to_lowercase()),
+        Domain::Name(d) => Some(domain_key(d).unwrap_or_else(|| d.to_lowercase())),
         // An address literal, `[192.0.2.1]`: delivered to that address.
         other => Some(other.to_string()),
     }
 }
 
 /// Deliver the recipients of one remote domain in one transaction: to the
-/// LMTP server its route names, else by SMTP.
-pub fn deliver_remote(ctx: &Context<'_>, domain: &str, rcpts: &[&Recipient]) -> Vec<Attempted> {
+/// LMTP server its route names, else by SMTP. The connection is let go when
+/// the returned `Farewell` is dropped: after the caller has recorded the
+/// results.
+pub fn deliver_remote(ctx: &Context<'_>, domain: &str, rcpts: &[&Recipient]) -> (Vec<Attempted>, Farewell) {
     let message = match message(ctx) {
         Ok(m) => m,
         Err(o) => {
-            return rcpts
+            let results = rcpts
                 .iter()
                 .map(|_| Attempted::local("none", o.clone()))
-                .collect()
+                .collect();
+            return (results, Farewell::none());
         }
     };
     match ctx.cfg.remote.lmtp_route(domain) {
@@ -97,28 +171,38 @@ fn message<'a>(ctx: &Context<'a>) -> Result<Cow<'a, [u8]>, Outcome> {
         .map_err(|e| outcome::spool_unreadable(&path, &e))
 }
 
-/// Deliver one recipient: locally, or alone in a remote transaction.
-pub fn deliver(ctx: &Context<'_>, rcpt: &Recipient) -> Attempted {
+/// Deliver one recipient: locally, or alone in a remote transaction. The
+/// connection an LMTP server or a next hop took it over is let go when the
+/// returned `Farewell` is dropped: after the caller has recorded the result.
+pub fn deliver(ctx: &Context<'_>, rcpt: &Recipient) -> (Attempted, Farewell) {
     let mbox = match Mailbox::parse(&rcpt.addr) {
         Ok(m) => m,
-        Err(_) => return Attempted::local("none", outcome::bad_recipient_syntax(&rcpt.addr)),
+        Err(_) => {
+            let a = Attempted::local("none", outcome::bad_recipient_syntax(&rcpt.addr));
+            return (a, Farewell::none());
+        }
     };
     if let Some(domain) = remote_domain(ctx.cfg, rcpt) {
-        let mut r = deliver_remote(ctx, &domain, &[rcpt]);
-        return r
+        let (mut r, farewell) = deliver_remote(ctx, &domain, &[rcpt]);
+        let a = r
             .pop()
             .unwrap_or_else(|| Attempted::local("none", outcome::no_route_result()));
+        return (a, farewell);
     }
     let began = std::time::Instant::now();
-    match deliver_local(ctx, rcpt, &mbox) {
+    let (outcome, via) = deliver_local(ctx, rcpt, &mbox);
+    match via {
         // The mailboxes went to the LMTP server: the log names it.
-        (outcome, Some(via)) => Attempted { outcome, ..via },
+        Some((via, farewell)) => (Attempted { outcome, ..via }, farewell),
         // Local delivery has no connection to set up: all of it is transmission.
-        (outcome, None) => Attempted::local("local", outcome).timed(Timing {
-            began: Some(began),
-            transmit: began.elapsed(),
-            ..Timing::default()
-        }),
+        None => {
+            let a = Attempted::local("local", outcome).timed(Timing {
+                began: Some(began),
+                transmit: began.elapsed(),
+                ..Timing::default()
+            });
+            (a, Farewell::none())
+        }
     }
 }
 
@@ -128,9 +212,14 @@ fn has_delivered_to(headers: &[u8], rcpt: &str) -> bool {
     message::fields(headers).any(|f| f.is("Delivered-To") && f.value().eq_ignore_ascii_case(rcpt))
 }
 
-/// The recipient's outcome, and the LMTP attempt when `mailbox_transport`
-/// took its mailboxes (for the log's relay= and the success notice).
-fn deliver_local(ctx: &Context<'_>, rcpt: &Recipient, mbox: &Mailbox) -> (Outcome, Option<Attempted>) {
+/// The recipient's outcome, and the LMTP attempt (with its connection)
+/// when `mailbox_transport` took its mailboxes (for the log's relay= and
+/// the success notice).
+fn deliver_local(
+    ctx: &Context<'_>,
+    rcpt: &Recipient,
+    mbox: &Mailbox,
+) -> (Outcome, Option<(Attempted, Farewell)>) {
     if has_delivered_to(ctx.headers, &rcpt.addr) {
         return (outcome::forwarding_loop(&rcpt.addr), None);
     }
@@ -143,56 +232,92 @@ fn deliver_local(ctx: &Context<'_>, rcpt: &Recipient, mbox: &Mailbox) -> (Outcom
     let mut mailboxes = Vec::new();
     let mut results = Vec::new();
     for t in targets {
-        match t {
-            AliasTarget::User(name) if transport.is_some() => mailboxes.push(name),
-            AliasTarget::User(name) => results.push(deliver_user(ctx, rcpt, &name)),
-            AliasTarget::File(path) => results.push(deliver_as_alias_owner(ctx, rcpt, Target::Mbox(path))),
-            AliasTarget::Pipe(cmd) => results.push(deliver_as_alias_owner(ctx, rcpt, Target::Pipe(cmd))),
-            AliasTarget::Remote(addr) => remote.push(addr),
+        // Each target once per message: one reached before (through another
+        // recipient) gives its result again instead of a second copy.
+        let key = target_key(&t);
+        if let Some((first, o)) = ctx.targets.get(&key) {
+            results.push(outcome::duplicate_of(&first, &o));
+            continue;
         }
+        let o = match t {
+            AliasTarget::User(name) if transport.is_some() => {
+                mailboxes.push((key, name));
+                continue;
+            }
+            AliasTarget::User(name) => deliver_user(ctx, rcpt, &name),
+            AliasTarget::File(path) => deliver_as_alias_owner(ctx, rcpt, Target::Mbox(path)),
+            AliasTarget::Pipe(cmd) => deliver_as_alias_owner(ctx, rcpt, Target::Pipe(cmd)),
+            AliasTarget::Remote(addr) => {
+                let id = remote_identity(&addr);
+                if ctx.targets.recipients.contains(&id) {
+                    results.push(outcome::also_a_recipient(&addr));
+                } else {
+                    remote.push((key, addr));
+                }
+                continue;
+            }
+        };
+        ctx.targets.insert(key, &rcpt.addr, &o);
+        results.push(o);
     }
     if !remote.is_empty() {
-        results.push(forward(ctx, rcpt, &remote));
+        let addrs: Vec<String> = remote.iter().map(|(_, a)| a.clone()).collect();
+        let o = forward(ctx, rcpt, &addrs);
+        for (key, _) in remote {
+            ctx.targets.insert(key, &rcpt.addr, &o);
+        }
+        results.push(o);
     }
     let mut via = None;
     if let (Some(server), false) = (transport, mailboxes.is_empty()) {
         let alone = results.is_empty();
-        let (o, mut attempt) = deliver_mailboxes(ctx, server, rcpt, mbox, &mailboxes);
+        let users: Vec<String> = mailboxes.iter().map(|(_, u)| u.clone()).collect();
+        let (attempts, farewell) = deliver_mailboxes(ctx, server, rcpt, mbox, &users);
+        for ((key, _), a) in mailboxes.into_iter().zip(&attempts) {
+            ctx.targets.insert(key, &rcpt.addr, &a.outcome);
+        }
+        let (o, mut attempt) = match attempts.first() {
+            Some(first) => (
+                combine(attempts.iter().map(|a| a.outcome.clone()).collect()),
+                first.clone(),
+            ),
+            None => {
+                let o = outcome::no_route_result();
+                (o.clone(), Attempted::local("none", o))
+            }
+        };
         // Besides files, commands or forwarding, the notice is ours to send.
         if !alone {
             attempt.success = Success::Delivered;
         }
         results.push(o);
-        via = Some(attempt);
+        via = Some((attempt, farewell));
     }
     (combine(results), via)
 }
 
 /// The `users` of recipient `rcpt` to the LMTP server, in one transaction:
-/// their outcome together (see [`combine`]), and the attempt as the log
-/// shows it.
+/// one attempt per user, in order, and the connection to let go.
 fn deliver_mailboxes(
     ctx: &Context<'_>,
     server: &Lmtp,
     rcpt: &Recipient,
     mbox: &Mailbox,
     users: &[String],
-) -> (Outcome, Attempted) {
+) -> (Vec<Attempted>, Farewell) {
     let message = match message(ctx) {
         Ok(m) => m,
-        Err(o) => return (o.clone(), Attempted::local("none", o)),
+        Err(o) => {
+            let failed = users
+                .iter()
+                .map(|_| Attempted::local("none", o.clone()))
+                .collect();
+            return (failed, Farewell::none());
+        }
     };
     let lmtp_rcpts: Vec<Recipient> = users.iter().map(|u| mailbox_recipient(rcpt, mbox, u)).collect();
     let refs: Vec<&Recipient> = lmtp_rcpts.iter().collect();
-    let attempts = lmtp::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, &message, server, &refs);
-    let outcome = combine(attempts.iter().map(|a| a.outcome.clone()).collect());
-    match attempts.into_iter().next() {
-        Some(first) => (outcome, first),
-        None => {
-            let o = outcome::no_route_result();
-            (o.clone(), Attempted::local("none", o))
-        }
-    }
+    lmtp::deliver(ctx.cfg, ctx.resolver, ctx.pool, ctx.env, &message, server, &refs)
 }
 
 /// The LMTP recipient for `user`'s mailbox: the recipient itself when it is

@@ -15,7 +15,7 @@ use rustls::client::danger::ServerCertVerifier;
 use rustls::ClientConfig;
 
 use crate::clock;
-use crate::config::{Config, TlsPolicy};
+use crate::config::{Config, TlsOverride, TlsPolicy};
 use crate::deliver::dns::{DnsError, Resolver, Secured, Security, TlsaRecord};
 use crate::deliver::outcome::TlsNote;
 use crate::deliver::route::Hop;
@@ -25,7 +25,7 @@ use crate::spool::Envelope;
 use crate::tlspolicy::dane::{DaneVerifier, Tlsa};
 use crate::tlspolicy::mtasts::Policy as StsPolicy;
 use crate::tlspolicy::outbound::Outbound;
-use crate::tlspolicy::policy::{self, Action, Decision, Demands, Failure, Override, Settings, Tls};
+use crate::tlspolicy::policy::{self, Action, Decision, Demands, Failure, Settings, Tls};
 use crate::tlspolicy::tlsrpt::{self, Event, PolicyDetails, ResultType};
 
 /// What is the same for every hop of one destination.
@@ -58,10 +58,10 @@ impl<'a> Destination<'a> {
     ) -> Destination<'a> {
         let level = first.map_or(cfg.remote.tls, |h| h.tls);
         let domain_override = match first {
-            Some(h) if h.tls_fixed => Some(Override::Fixed(h.tls)),
+            Some(h) if h.tls_fixed => Some(TlsOverride::Fixed(h.tls)),
             _ => cfg.outbound.policy_for(domain),
         };
-        let fixed = matches!(domain_override, Some(Override::Fixed(_)));
+        let fixed = matches!(domain_override, Some(TlsOverride::Fixed(_)));
         // RFC 7672 2.2: only validated answers count; without a validating
         // resolver DANE is off (the probe's log line says why), even for a
         // domain whose override asks for it.
@@ -70,7 +70,7 @@ impl<'a> Destination<'a> {
             level,
             dane: cfg.outbound.dane && validated,
             domain_override: match domain_override {
-                Some(Override::Dane) if !validated => None,
+                Some(TlsOverride::Dane) if !validated => None,
                 o => o,
             },
         };

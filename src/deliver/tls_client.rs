@@ -26,8 +26,7 @@ use rustls::{
     ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme, StreamOwned,
 };
 
-/// The outbound TLS policy, defined with the configuration that holds it.
-pub use crate::config::TlsPolicy as Policy;
+use crate::config::TlsPolicy;
 
 /// A connection to the next hop: plain, or TLS over it; or a local LMTP
 /// server's UNIX-domain socket (never encrypted: it does not leave the host).
@@ -161,12 +160,12 @@ fn server_name(host: &str) -> io::Result<ServerName<'static>> {
 
 /// The rustls config for a policy. `verify` uses `ca_file` when given, else the
 /// system's CA store.
-pub fn config(policy: Policy, ca_file: Option<&Path>) -> io::Result<Arc<ClientConfig>> {
+pub fn config(policy: TlsPolicy, ca_file: Option<&Path>) -> io::Result<Arc<ClientConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?;
-    let cfg = if policy == Policy::Verify {
+    let cfg = if policy == TlsPolicy::Verify {
         builder
             .with_root_certificates(roots(ca_file)?)
             .with_no_client_auth()
@@ -392,10 +391,10 @@ mod tests {
 
     #[test]
     fn configs_build() {
-        for p in [Policy::May, Policy::Encrypt, Policy::Verify] {
+        for p in [TlsPolicy::May, TlsPolicy::Encrypt, TlsPolicy::Verify] {
             assert!(config(p, None).is_ok());
         }
-        assert!(config(Policy::Verify, Some(Path::new("/nonexistent/ca.pem"))).is_err());
+        assert!(config(TlsPolicy::Verify, Some(Path::new("/nonexistent/ca.pem"))).is_err());
     }
 
     #[test]

@@ -159,8 +159,6 @@ impl SigningKey for SharedKey {
 pub(crate) mod tests {
     use super::*;
 
-    pub(crate) use super::super::testkeys::base64;
-
     pub(crate) fn openssl_key(kind: KeyKind, pkcs1: bool) -> (String, String) {
         super::super::testkeys::openssl_key(kind == KeyKind::Ed25519, pkcs1)
     }

@@ -17,24 +17,9 @@ const ME: &str = "mx.test.example";
 
 /// The interpreter that has dkimpy: Debian's /usr/bin/python3 (a python3
 /// earlier on PATH, pyenv's for one, may lack Debian's modules). Missing:
-/// the test says so, and fails under CI, whose .ci/run installs it.
+/// a visible skip (crate::testskip), a failure under CI, whose .ci/run installs it.
 fn dkimpy() -> Option<&'static str> {
-    for py in ["/usr/bin/python3", "python3"] {
-        let ok = std::process::Command::new(py)
-            .args(["-c", "import dkim, nacl"])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(py);
-        }
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "python3-dkim (dkimpy) is missing: .ci/run must install it"
-    );
-    eprintln!("skipped: python3-dkim missing (apt-get install python3-dkim)");
-    None
+    crate::testskip::python("dkim, nacl", "python3-dkim")
 }
 
 /// Runs a Python script with dkimpy; returns its stdout.
@@ -256,17 +241,10 @@ fn dkimpy_verifies_our_rsa_and_ed25519_signatures() {
 /// OpenDKIM (Debian's opendkim, the milter) in its test mode, `-t FILE`,
 /// with the public keys from a file (`TestPublicKeys`) instead of DNS. Its
 /// opendkim-testmsg has no such hook and always asks live DNS.
+/// Missing: a visible skip, a failure under CI.
 fn opendkim() -> Option<&'static str> {
     let bin = "/usr/sbin/opendkim";
-    if Path::new(bin).exists() {
-        return Some(bin);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "opendkim is missing: .ci/run must install it"
-    );
-    eprintln!("skipped: opendkim missing (apt-get install opendkim)");
-    None
+    crate::testskip::file(bin, "opendkim").then_some(bin)
 }
 
 /// OpenDKIM's verdict on `message` (one line per signature it reports).
@@ -802,7 +780,7 @@ fn mail_signed_by_dkimpy_verifies() {
         .unwrap()
         .stdout;
     let seed = k.dir.path().join("ed.seed");
-    std::fs::write(&seed, keys::tests::base64(&der[der.len() - 32..])).unwrap();
+    std::fs::write(&seed, testkeys::base64(&der[der.len() - 32..])).unwrap();
 
     let dns = TestDns::start(dkim_zone(&k, "v=DMARC1; p=reject"));
     let c = checker(&dns, Duration::from_secs(5));

@@ -64,8 +64,10 @@ label! {
         ErrorLimit = "error_limit",
         /// Too many unknown recipients (`harvest_limit`).
         HarvestLimit = "harvest_limit",
-        /// Too many failed AUTH attempts.
+        /// Too many failed AUTH attempts (in the session, or from the address).
         AuthLimit = "auth_limit",
+        /// Closed by a full pool to make room for a new client: it sent no mail.
+        Evicted = "evicted",
         /// An HTTP request sent to the SMTP port.
         HttpProbe = "http_probe",
         /// The TLS handshake failed (smtps, or after STARTTLS).
@@ -88,6 +90,9 @@ label! {
         TlsRequired = "tls_required",
         AuthRequired = "auth_required",
         AuthFailed = "auth_failed",
+        /// AUTH refused unchecked by the guard across sessions
+        /// (server::auth_guard): the address or the account failed too often.
+        AuthThrottled = "auth_throttled",
         TooBig = "message_too_big",
         TooManyRecipients = "too_many_recipients",
         NoSpace = "insufficient_storage",
@@ -452,12 +457,16 @@ fn reject_table() -> &'static [(Reply, By, Reject)] {
             (reply::auth_needs_tls(), By::Code, Reject::TlsRequired),
             (reply::auth_required(), By::Whole, Reject::AuthRequired),
             (reply::auth_failed(), By::Code, Reject::AuthFailed),
+            (reply::auth_address_blocked(), By::Whole, Reject::AuthThrottled),
+            (reply::auth_account_throttled(), By::Code, Reject::AuthThrottled),
             (reply::size_exceeded(), By::Code, Reject::TooBig),
             (reply::too_many_recipients(), By::Code, Reject::TooManyRecipients),
             (reply::no_space(), By::Code, Reject::NoSpace),
             (reply::local_error(), By::Code, Reject::LocalError),
             (reply::mail_loop(), By::Code, Reject::MailLoop),
             (reply::bare_newline(), By::Code, Reject::BadData),
+            (reply::bare_newline_command(true), By::Code, Reject::BadData),
+            (reply::path_needs_brackets(""), By::Code, Reject::Protocol),
             (reply::need_smtputf8(), By::Code, Reject::Smtputf8Required),
             (reply::harvest_limit(), By::Whole, Reject::HarvestLimit),
             (reply::http_probe(), By::Whole, Reject::Protocol),
@@ -488,6 +497,9 @@ fn end_table() -> &'static [(Reply, By, End)] {
             (reply::too_many_errors(), By::Whole, End::ErrorLimit),
             (reply::harvest_limit(), By::Whole, End::HarvestLimit),
             (reply::auth_failed(), By::Code, End::AuthLimit),
+            (reply::auth_address_blocked(), By::Whole, End::AuthLimit),
+            (reply::auth_account_throttled(), By::Code, End::AuthLimit),
+            (reply::evicted(), By::Whole, End::Evicted),
             (reply::http_probe(), By::Whole, End::HttpProbe),
             (reply::internal_error(), By::Whole, End::InternalError),
         ]

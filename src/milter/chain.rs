@@ -3,8 +3,10 @@
 //! let it go on; at the end of a message each milter sees the message as the
 //! milters before it left it, because their modifications are applied in between.
 
-use super::client::{ConnectInfo, Macros, Milter, MilterSpec, Verdict};
+use super::client::{Milter, Verdict};
 use super::edit::{self, EnvelopeEdit, Message};
+use super::macros::{ConnectInfo, Macros};
+use super::spec::MilterSpec;
 
 /// The milters of one SMTP session.
 #[derive(Debug, Default)]

@@ -2,15 +2,19 @@
 //! due, record each outcome in the spool as soon as it is known, then send
 //! the notices owed and remove the message once every recipient is final.
 //!
-//! Crash safety: what is known is written to the spool before the next
-//! delivery starts (remote recipients of one domain go in one transaction,
-//! local ones one by one), so a crash repeats at most the delivery in flight.
-//! A permanent failure is written only after its bounce is queued, so a crash
-//! in between repeats the attempt (and the bounce) rather than losing it.
-//! When every recipient is final at the end, the state is not written at
-//! all: the message is retired at once. None of these writes needs to be
-//! durable at once: losing one only repeats work (src/spool/README.md,
-//! "Delivery state").
+//! Crash safety (issue 16): a delivery a server or a mailbox has taken is
+//! recorded right after that answer, before anything else (the log line,
+//! the QUIT or the next delivery), and each delivery is recorded on its own:
+//! the recipients of one domain (one transaction) together, local ones one
+//! by one, so no delivery waits for another to be saved and a crash repeats
+//! at most the deliveries whose answer had just come. The record is the
+//! removal of env/ID when every recipient is done, else a new env/ID. A
+//! success notice owed (RFC 3461 NOTIFY=SUCCESS) is queued just before its
+//! record, as Postfix does, so a crash repeats it rather than loses it.
+//! A permanent failure is written only after its bounce is queued, so a
+//! crash in between repeats the attempt (and the bounce) rather than losing
+//! it. None of these writes needs to be durable at once: losing one only
+//! repeats work (src/spool/README.md, "Delivery state").
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -19,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::clock;
 use crate::config::Config;
 use crate::deliver::outcome::{self, Attempted, Outcome, Success, Timing, TlsNote, Verdict};
-use crate::deliver::router::{self, Context};
+use crate::deliver::router::{self, Context, Targets};
 use crate::dsn::Action;
 use crate::maillog;
 use crate::message;
@@ -27,6 +31,7 @@ use crate::metrics::{self, Transport};
 use crate::queue::notify::{self, Line};
 use crate::queue::schedule::Schedule;
 use crate::queue::shared::Shared;
+use crate::smtp::address::Mailbox;
 use crate::spool::{Envelope, QueueId, RcptStatus, Recipient, Spool};
 use crate::tables::Tables;
 
@@ -74,11 +79,6 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
     let tables = shared.tables.get();
     let sched = Schedule::from_config(&cfg);
     let now = clock::now();
-    let mut failed: Vec<(usize, Outcome, String)> = Vec::new();
-    let mut delivered: Vec<(usize, Outcome, String, Action)> = Vec::new();
-    // The envelope in memory differs from the one on disk.
-    let mut dirty = false;
-
     let is_due = |r: &Recipient| match r.status {
         RcptStatus::Pending => true,
         RcptStatus::Deferred => force || r.next_attempt.is_none_or(|t| t <= now),
@@ -93,138 +93,93 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
         .any(|r| is_due(r) && router::remote_domain(&cfg, r).is_some());
     let (message, headers) = read_message(lock.file(), remote_due);
     let message = message.as_deref();
+    // What this message reached in this run: each final target once.
+    let targets = Targets::new(&cfg, &env);
+    let inputs = Inputs {
+        shared,
+        cfg: &cfg,
+        tables: &tables,
+        headers: &headers,
+        message,
+        queued: &queued,
+        targets: &targets,
+    };
+    let mut run = Run {
+        shared,
+        cfg: &cfg,
+        sched: &sched,
+        now,
+        attempt_wall,
+        attempt_began,
+        loaded: env.recipients.clone(),
+        failed: Vec::new(),
+        dirty: false,
+        retired: false,
+    };
+
     // Remote recipients go in one transaction per domain (RFC 5321 5.1's
-    // "same destination"): deliver those first, then record them in order.
-    let mut remote: HashMap<usize, Attempted> = HashMap::new();
-    {
-        let ctx = context(shared, &cfg, &tables, &env, &headers, message, &queued);
-        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
-        for (idx, r) in env.recipients.iter().enumerate() {
-            if !is_due(r) {
-                continue;
-            }
-            let Some(domain) = router::remote_domain(&cfg, r) else {
+    // "same destination"), each transaction recorded as soon as its server
+    // has answered, and its connection let go only then.
+    for group in remote_groups(&cfg, &env, &is_due) {
+        let (results, farewell) = {
+            let ctx = inputs.context(&env);
+            let rcpts: Vec<&Recipient> = group.idxs.iter().filter_map(|i| env.recipients.get(*i)).collect();
+            router::deliver_remote(&ctx, &group.domain, &rcpts)
+        };
+        let mut unit = Unit::default();
+        let mut firsts: HashMap<usize, Attempted> = HashMap::new();
+        for (idx, a) in group.idxs.iter().copied().zip(results) {
+            firsts.insert(idx, a.clone());
+            run.apply(&mut env, &mut unit, idx, Transport::Smtp, a);
+        }
+        // The same mailbox named twice in the envelope: one RCPT, one result.
+        for (dup, first) in group.dups {
+            let (Some(a), Some(addr)) = (
+                firsts.get(&first),
+                env.recipients.get(first).map(|r| r.addr.clone()),
+            ) else {
                 continue;
             };
-            match groups.iter_mut().find(|(d, _)| *d == domain) {
-                Some((_, v)) => v.push(idx),
-                None => groups.push((domain, vec![idx])),
-            }
+            let mut a = a.clone();
+            a.outcome = outcome::duplicate_of(&addr, &a.outcome);
+            run.apply(&mut env, &mut unit, dup, Transport::Smtp, a);
         }
-        for (domain, idxs) in groups {
-            let rcpts: Vec<&Recipient> = idxs.iter().filter_map(|i| env.recipients.get(*i)).collect();
-            let results = router::deliver_remote(&ctx, &domain, &rcpts);
-            for (i, a) in idxs.into_iter().zip(results) {
-                remote.insert(i, a);
-            }
+        let recorded = run.commit(&mut env, &unit);
+        run.log(&env, &unit);
+        drop(farewell);
+        if let Err(after) = recorded {
+            return after;
         }
     }
 
+    // Local recipients one by one, each recorded before the next begins.
     for idx in 0..env.recipients.len() {
         let Some(rcpt) = env.recipients.get(idx).cloned() else {
             continue;
         };
-        if !is_due(&rcpt) {
+        if !is_due(&rcpt) || router::remote_domain(&cfg, &rcpt).is_some() {
             continue;
         }
-        let transport = if remote.contains_key(&idx) {
-            Transport::Smtp
-        } else {
-            Transport::Local
+        let (attempted, farewell) = {
+            let ctx = inputs.context(&env);
+            router::deliver(&ctx, &rcpt)
         };
-        let attempted = match remote.remove(&idx) {
-            Some(a) => a,
-            None if router::remote_domain(&cfg, &rcpt).is_some() => continue,
-            None => {
-                // What is known goes to disk before the next delivery starts,
-                // so a crash repeats at most that one.
-                if dirty {
-                    if let Err(e) = spool.update(&env) {
-                        maillog::state_not_recorded(id, &e);
-                        return After::Reload;
-                    }
-                    dirty = false;
-                }
-                let ctx = context(shared, &cfg, &tables, &env, &headers, message, &queued);
-                router::deliver(&ctx, &rcpt)
-            }
-        };
-        let Attempted {
-            relay,
-            tls,
-            policy,
-            outcome,
-            success,
-            timing,
-        } = attempted;
-        let tls = Tls {
-            version: tls,
-            policy: policy.as_ref(),
-        };
-        let delays = Delays::of(&env, attempt_wall, attempt_began, &timing);
-        // An LMTP server (a route, or mailbox_transport) names itself in relay=.
-        let transport = if relay.starts_with("lmtp/") {
-            Transport::Lmtp
-        } else {
-            transport
-        };
-        let relay = relay.as_str();
-        let noise = noise(id, idx);
-        let Some(slot) = env.recipients.get_mut(idx) else {
-            continue;
-        };
-        slot.attempts = slot.attempts.saturating_add(1);
-        slot.last_reply = Some(outcome.record());
-        dirty = true;
-        match outcome.verdict() {
-            Verdict::Delivered => {
-                slot.status = RcptStatus::Sent;
-                slot.next_attempt = None;
-                log_attempt(&env, &rcpt, transport, relay, tls, &delays, &outcome, "sent");
-                let action = match success {
-                    Success::Delivered => Some(Action::Delivered),
-                    Success::Relayed => Some(Action::Relayed),
-                    // RFC 3461 5.2.2: the next hop took the NOTIFY over.
-                    Success::PassedOn => None,
-                };
-                if let Some(action) = action {
-                    delivered.push((idx, outcome, relay.to_owned(), action));
-                }
-            }
-            Verdict::Temporary if sched.expired(env.created, now) => {
-                let final_outcome = outcome::expired(&outcome);
-                log_attempt(
-                    &env,
-                    &rcpt,
-                    transport,
-                    relay,
-                    tls,
-                    &delays,
-                    &final_outcome,
-                    "expired",
-                );
-                failed.push((idx, final_outcome, relay.to_owned()));
-            }
-            Verdict::Temporary => {
-                slot.status = RcptStatus::Deferred;
-                match flushed_early(&rcpt, now) {
-                    // A flush tried it before its time: that try does not count
-                    // toward the back-off and the planned retry stays, so ten
-                    // flushes do not push it hours out.
-                    Some(planned) => {
-                        slot.attempts = rcpt.attempts;
-                        slot.next_attempt = Some(planned);
-                    }
-                    None => slot.next_attempt = Some(sched.next_attempt(slot.attempts, now, noise)),
-                }
-                log_attempt(&env, &rcpt, transport, relay, tls, &delays, &outcome, "deferred");
-            }
-            Verdict::Permanent => {
-                log_attempt(&env, &rcpt, transport, relay, tls, &delays, &outcome, "bounced");
-                failed.push((idx, outcome, relay.to_owned()));
-            }
+        let mut unit = Unit::default();
+        run.apply(&mut env, &mut unit, idx, Transport::Local, attempted);
+        let recorded = run.commit(&mut env, &unit);
+        run.log(&env, &unit);
+        // A mailbox_transport connection goes once the delivery is recorded.
+        drop(farewell);
+        if let Err(after) = recorded {
+            return after;
         }
     }
+    if run.retired {
+        // Every recipient was delivered, and the message is gone already.
+        return After::Gone;
+    }
+    let Run { failed, dirty, .. } = run;
+    let mut dirty = dirty;
 
     // Failures: one report for all that failed in this run, then record them.
     if !failed.is_empty() {
@@ -259,28 +214,7 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
                 r.next_attempt = None;
             }
         }
-    }
-
-    // Success notices for those who asked (RFC 3461 NOTIFY=SUCCESS).
-    let owed: Vec<Line<'_>> = delivered
-        .iter()
-        .filter_map(|(idx, o, relay, action)| {
-            let r = env.recipients.get(*idx)?;
-            notify::wants(r, *action).then_some(Line {
-                rcpt: r,
-                action: *action,
-                outcome: o,
-                relay: remote_relay(relay),
-            })
-        })
-        .collect();
-    match notify::send(&cfg, spool, &env, &owed, None) {
-        Ok(Some(nid)) => {
-            maillog::success_notice_queued(id, &nid);
-            shared.announce(nid);
-        }
-        Ok(None) => {}
-        Err(e) => maillog::success_notice_failed(id, &e),
+        dirty = true;
     }
 
     dirty |= warn_if_due(shared, &cfg, &mut env, &sched, now);
@@ -298,6 +232,275 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
         },
         Conclusion::Save => save(spool, &env, &sched),
         Conclusion::Keep => After::At(sched.due(&env)),
+    }
+}
+
+/// The remote recipients due in one transaction: those of one domain, each
+/// mailbox once (`dups`: a later recipient naming the same mailbox, and the
+/// one it takes the result of).
+#[derive(Debug, PartialEq, Eq)]
+struct Group {
+    domain: String,
+    idxs: Vec<usize>,
+    dups: Vec<(usize, usize)>,
+}
+
+fn remote_groups(cfg: &Config, env: &Envelope, is_due: &dyn Fn(&Recipient) -> bool) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut mailboxes: HashMap<String, usize> = HashMap::new();
+    for (idx, r) in env.recipients.iter().enumerate() {
+        if !is_due(r) {
+            continue;
+        }
+        let Some(domain) = router::remote_domain(cfg, r) else {
+            continue;
+        };
+        let g = match groups.iter().position(|g| g.domain == domain) {
+            Some(i) => i,
+            None => {
+                groups.push(Group {
+                    domain,
+                    idxs: Vec::new(),
+                    dups: Vec::new(),
+                });
+                groups.len() - 1
+            }
+        };
+        let Some(group) = groups.get_mut(g) else {
+            continue;
+        };
+        let mailbox = Mailbox::parse(&r.addr).map_or_else(|_| r.addr.clone(), |m| m.identity(false));
+        match mailboxes.get(&mailbox) {
+            Some(&first) => group.dups.push((idx, first)),
+            None => {
+                mailboxes.insert(mailbox, idx);
+                group.idxs.push(idx);
+            }
+        }
+    }
+    groups
+}
+
+/// The state of one run between its deliveries.
+struct Run<'a> {
+    shared: &'a Shared,
+    cfg: &'a Config,
+    sched: &'a Schedule,
+    now: u64,
+    attempt_wall: u64,
+    attempt_began: Instant,
+    /// The recipients as the run found them on disk.
+    loaded: Vec<Recipient>,
+    /// Permanent failures (and expiries) of this run, written once bounced.
+    failed: Vec<(usize, Outcome, String)>,
+    /// The envelope in memory differs from the one on disk.
+    dirty: bool,
+    /// Every recipient was delivered and the message left the queue.
+    retired: bool,
+}
+
+/// What one delivery (a transaction, or one local recipient) produced:
+/// the deliveries to record, and the log lines to write once recorded.
+#[derive(Default)]
+struct Unit {
+    /// Delivered: (recipient, outcome, relay, the success notice's action).
+    delivered: Vec<(usize, Outcome, String, Option<Action>)>,
+    logs: Vec<Logged>,
+}
+
+/// A delivery log line, written after the record (see `maillog::delivery`).
+struct Logged {
+    rcpt: Recipient,
+    transport: Transport,
+    relay: String,
+    tls: Option<&'static str>,
+    policy: Option<TlsNote>,
+    delays: Delays,
+    outcome: Outcome,
+    status: &'static str,
+}
+
+impl Run<'_> {
+    /// The log lines of a recorded unit, then the removal if it ended the message.
+    fn log(&self, env: &Envelope, unit: &Unit) {
+        for l in &unit.logs {
+            let tls = Tls {
+                version: l.tls,
+                policy: l.policy.as_ref(),
+            };
+            log_attempt(
+                env,
+                &l.rcpt,
+                l.transport,
+                &l.relay,
+                tls,
+                &l.delays,
+                &l.outcome,
+                l.status,
+            );
+        }
+        if self.retired {
+            maillog::removed(&env.id);
+        }
+    }
+
+    /// Take recipient `idx`'s result into the envelope in memory;
+    /// `transport` is how it went (for the metrics) unless an LMTP server
+    /// names itself in relay=.
+    fn apply(
+        &mut self,
+        env: &mut Envelope,
+        unit: &mut Unit,
+        idx: usize,
+        transport: Transport,
+        attempted: Attempted,
+    ) {
+        let Attempted {
+            relay,
+            tls,
+            policy,
+            outcome,
+            success,
+            timing,
+        } = attempted;
+        let delays = Delays::of(env, self.attempt_wall, self.attempt_began, &timing);
+        // An LMTP server (a route, or mailbox_transport) names itself in relay=.
+        let transport = if relay.starts_with("lmtp/") {
+            Transport::Lmtp
+        } else {
+            transport
+        };
+        let noise = noise(&env.id, idx);
+        let Some(slot) = env.recipients.get_mut(idx) else {
+            return;
+        };
+        let rcpt = slot.clone();
+        slot.attempts = slot.attempts.saturating_add(1);
+        slot.last_reply = Some(outcome.record());
+        self.dirty = true;
+        let status = match outcome.verdict() {
+            Verdict::Delivered => {
+                slot.status = RcptStatus::Sent;
+                slot.next_attempt = None;
+                let action = match success {
+                    Success::Delivered => Some(Action::Delivered),
+                    Success::Relayed => Some(Action::Relayed),
+                    // RFC 3461 5.2.2: the next hop took the NOTIFY over.
+                    Success::PassedOn => None,
+                };
+                unit.delivered.push((idx, outcome.clone(), relay.clone(), action));
+                "sent"
+            }
+            Verdict::Temporary if self.sched.expired(env.created, self.now) => {
+                let final_outcome = outcome::expired(&outcome);
+                unit.logs.push(Logged {
+                    rcpt,
+                    transport,
+                    relay: relay.clone(),
+                    tls,
+                    policy,
+                    delays,
+                    outcome: final_outcome.clone(),
+                    status: "expired",
+                });
+                self.failed.push((idx, final_outcome, relay));
+                return;
+            }
+            Verdict::Temporary => {
+                slot.status = RcptStatus::Deferred;
+                match flushed_early(&rcpt, self.now) {
+                    // A flush tried it before its time: that try does not count
+                    // toward the back-off and the planned retry stays, so ten
+                    // flushes do not push it hours out.
+                    Some(planned) => {
+                        slot.attempts = rcpt.attempts;
+                        slot.next_attempt = Some(planned);
+                    }
+                    None => slot.next_attempt = Some(self.sched.next_attempt(slot.attempts, self.now, noise)),
+                }
+                "deferred"
+            }
+            Verdict::Permanent => {
+                self.failed.push((idx, outcome.clone(), relay.clone()));
+                "bounced"
+            }
+        };
+        unit.logs.push(Logged {
+            rcpt,
+            transport,
+            relay,
+            tls,
+            policy,
+            delays,
+            outcome,
+            status,
+        });
+    }
+
+    /// Record what `unit` delivered, at once: the success notices it owes
+    /// first, then the message's removal when every recipient is now
+    /// delivered, else its new state. Nothing to do when nothing was
+    /// delivered (a deferral lost in a crash only comes early). Err: stop
+    /// the run and answer this.
+    fn commit(&mut self, env: &mut Envelope, unit: &Unit) -> Result<(), After> {
+        if unit.delivered.is_empty() {
+            return Ok(());
+        }
+        let spool = &self.shared.spool;
+        let owed: Vec<Line<'_>> = unit
+            .delivered
+            .iter()
+            .filter_map(|(idx, o, relay, action)| {
+                let r = env.recipients.get(*idx)?;
+                let action = (*action)?;
+                notify::wants(r, action).then_some(Line {
+                    rcpt: r,
+                    action,
+                    outcome: o,
+                    relay: remote_relay(relay),
+                })
+            })
+            .collect();
+        match notify::send(self.cfg, spool, env, &owed, None) {
+            Ok(Some(nid)) => {
+                maillog::success_notice_queued(&env.id, &nid);
+                self.shared.announce(nid);
+            }
+            Ok(None) => {}
+            Err(e) => maillog::success_notice_failed(&env.id, &e),
+        }
+        if env.recipients.iter().all(|r| r.status == RcptStatus::Sent) {
+            return match spool.retire(&env.id, &self.shared.retired) {
+                Ok(()) => {
+                    self.retired = true;
+                    self.dirty = false;
+                    Ok(())
+                }
+                Err(e) => {
+                    maillog::remove_failed(&env.id, &e);
+                    Err(After::Reload)
+                }
+            };
+        }
+        // A failure is not on disk until its bounce is queued (at the end of
+        // the run): until then its recipient is recorded as it was found.
+        let mut record = env.clone();
+        for (idx, ..) in &self.failed {
+            if let (Some(slot), Some(was)) = (record.recipients.get_mut(*idx), self.loaded.get(*idx)) {
+                slot.clone_from(was);
+            }
+        }
+        match spool.update(&record) {
+            Ok(()) => {
+                // Still differs from the disk when a failure waits.
+                self.dirty = !self.failed.is_empty();
+                Ok(())
+            }
+            Err(e) => {
+                maillog::state_not_recorded(&env.id, &e);
+                Err(After::Reload)
+            }
+        }
     }
 }
 
@@ -337,27 +540,34 @@ fn save(spool: &Spool, env: &Envelope, sched: &Schedule) -> After {
     }
 }
 
-/// What the router needs for one recipient of `env`.
-fn context<'a>(
+/// What the router needs for the recipients of one message, but the
+/// envelope (which the run changes between deliveries).
+struct Inputs<'a> {
     shared: &'a Shared,
     cfg: &'a Config,
     tables: &'a Tables,
-    env: &'a Envelope,
     headers: &'a [u8],
     message: Option<&'a [u8]>,
     queued: &'a dyn Fn(QueueId),
-) -> Context<'a> {
-    Context {
-        cfg,
-        tables,
-        spool: &shared.spool,
-        env,
-        headers,
-        message,
-        resolver: shared.resolver.as_ref(),
-        outbound: &shared.outbound,
-        pool: &shared.pool,
-        queued,
+    targets: &'a Targets,
+}
+
+impl<'a> Inputs<'a> {
+    /// The router's context for a delivery of `env` as it stands now.
+    fn context(&self, env: &'a Envelope) -> Context<'a> {
+        Context {
+            cfg: self.cfg,
+            tables: self.tables,
+            spool: &self.shared.spool,
+            env,
+            headers: self.headers,
+            message: self.message,
+            resolver: self.shared.resolver.as_ref(),
+            outbound: &self.shared.outbound,
+            pool: &self.shared.pool,
+            queued: self.queued,
+            targets: self.targets,
+        }
     }
 }
 
@@ -558,6 +768,40 @@ mod tests {
         env.recipients[1].status = RcptStatus::Failed;
         assert_eq!(conclude(&env, true), Conclusion::Retire);
         assert_eq!(conclude(&env, false), Conclusion::Retire);
+    }
+
+    /// An envelope that names one remote mailbox twice (whatever wrote it)
+    /// sends it one RCPT; the second takes the first's result.
+    #[test]
+    fn remote_recipients_group_by_domain_each_mailbox_once() {
+        let cfg = Config::parse("local_domains = example.test", std::path::Path::new("t")).unwrap();
+        let mut env = Envelope::new(QueueId::generate(), String::new(), 100);
+        for a in [
+            "x@peer.test",
+            "alice@example.test",
+            "y@other.test",
+            "x@PEER.test",
+            "X@peer.test",
+            "x@xn--bcher-kva.test",
+            "x@bücher.test",
+        ] {
+            env.recipients.push(Recipient::new(a.to_owned()));
+        }
+        env.recipients[4].status = RcptStatus::Sent;
+        let groups = remote_groups(&cfg, &env, &|r: &Recipient| r.status == RcptStatus::Pending);
+        let group = |domain: &str, idxs: Vec<usize>, dups: Vec<(usize, usize)>| Group {
+            domain: domain.to_owned(),
+            idxs,
+            dups,
+        };
+        assert_eq!(
+            groups,
+            vec![
+                group("peer.test", vec![0], vec![(3, 0)]),
+                group("other.test", vec![2], vec![]),
+                group("xn--bcher-kva.test", vec![5], vec![(6, 5)]),
+            ]
+        );
     }
 
     #[test]

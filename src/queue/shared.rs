@@ -27,7 +27,7 @@ pub(super) struct Shared {
     /// The outbound TLS policy's state: DNSSEC probe, MTA-STS, TLS-RPT.
     pub(super) outbound: Arc<Outbound>,
     /// Connections kept between remote deliveries, and per-destination limits.
-    pub(super) pool: Pool,
+    pub(super) pool: Arc<Pool>,
     /// Set when the daemon stops: no new deliveries start.
     pub(super) stopping: Arc<AtomicBool>,
     /// Deliveries in progress.

@@ -11,7 +11,7 @@ use base64::prelude::{Engine as _, BASE64_STANDARD};
 use sha_crypt::{PasswordVerifier, ShaCrypt};
 
 use crate::config::Config;
-use crate::smtp::address::{Domain, Mailbox};
+use crate::smtp::address::{domain_key, Domain, Mailbox};
 use crate::tables::Cached;
 
 /// The mechanisms offered, in the order of the EHLO line.
@@ -233,16 +233,21 @@ impl Auth {
     pub fn may_send_as(&self, cfg: &Config, user: &str, from: &Mailbox) -> bool {
         let local = from.local().to_lowercase();
         let domain = match from.domain() {
-            Domain::Name(n) => n.strip_suffix('.').unwrap_or(n).to_lowercase(),
+            // A UTF-8 domain as its A-labels, as `sender_map` entries are compared.
+            Domain::Name(n) => {
+                domain_key(n).unwrap_or_else(|| n.strip_suffix('.').unwrap_or(n).to_lowercase())
+            }
             // An address literal is nobody's address.
             Domain::Literal(_) | Domain::General(_) => return false,
         };
         let map = self.senders.as_ref().and_then(Cached::get);
         if let Some(list) = map.as_ref().and_then(|m| m.get(user)) {
-            let addr = format!("{local}@{domain}");
+            let same_domain = |d: &str| domain_key(d).is_some_and(|d| d == domain);
             return list.iter().any(|allowed| match allowed.strip_prefix('@') {
-                Some(d) => d.strip_suffix('.').unwrap_or(d) == domain,
-                None => *allowed == addr,
+                Some(d) => same_domain(d),
+                None => allowed
+                    .rsplit_once('@')
+                    .is_some_and(|(l, d)| l == local && same_domain(d)),
             });
         }
         local == user.to_lowercase() && cfg.local.is_local_domain(&domain)

@@ -21,6 +21,19 @@ pub trait Conn: Read + Write + Send {
     fn set_read_wait(&mut self, t: Duration) -> io::Result<()> {
         self.set_timeout(t)
     }
+
+    /// Where the session stands, after each command: a pooled connection
+    /// uses it to choose whom to close when the pool is full.
+    fn report(&mut self, _standing: Standing) {}
+}
+
+/// What a session tells its connection about itself (see [`Conn::report`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Standing {
+    /// A mail transaction is open (MAIL accepted, not yet ended).
+    pub in_transaction: bool,
+    /// It sent more junk commands than `junk_command_limit`.
+    pub junk: bool,
 }
 
 impl Conn for TcpStream {
@@ -242,8 +255,21 @@ pub enum Line {
     Text(Vec<u8>),
     /// Over the limit; the whole line was read and thrown away.
     TooLong,
+    /// A CR or LF that is not part of a CRLF (RFC 5321 2.3.8): client and
+    /// server no longer agree where lines end, so nothing of the line may be
+    /// acted on. What follows it in the buffer is left unread.
+    Bare(Bare),
     /// The client closed the connection.
     Eof,
+}
+
+/// Which lone line-end character a line held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bare {
+    /// An LF without a CR before it.
+    Lf,
+    /// A CR without an LF after it.
+    Cr,
 }
 
 /// Buffered input and output over a `Conn`.
@@ -284,6 +310,19 @@ pub fn is_stress_timeout(e: &io::Error) -> bool {
 }
 
 const STRESS: &str = "idle too long while the server is busy";
+
+/// The error a pooled connection's read returns when the pool closed the
+/// session to make room for a new client (src/server/listener.rs).
+pub fn evicted() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, EVICTED)
+}
+
+/// Whether `e` is [`evicted`]'s error.
+pub fn is_evicted(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::ConnectionAborted && e.get_ref().is_some_and(|m| m.to_string() == EVICTED)
+}
+
+const EVICTED: &str = "closed to make room for another client";
 
 const BUF_SIZE: usize = 16 * 1024;
 
@@ -354,6 +393,11 @@ impl Io {
             // needs it again, and `fill` restores the full timeout if it reads.
             return r;
         }
+    }
+
+    /// Tell the connection where the session stands (see [`Conn::report`]).
+    pub fn report(&mut self, standing: Standing) {
+        self.conn.report(standing);
     }
 
     /// Queue bytes for the client; sent at the next flush.
@@ -440,30 +484,70 @@ impl Io {
         }
     }
 
-    /// Read one line ending in LF (a CR before it is removed). Lines longer
-    /// than `max` octets including the line end are read to their end and
-    /// reported as `TooLong` (RFC 5321 4.5.3.1.4 for commands).
+    /// Read one line ending in CRLF, without it. RFC 5321 2.3.8 and 4.1.1:
+    /// CRLF and nothing else ends a line, so a lone LF or a lone CR makes the
+    /// line `Bare`: it is reported as soon as it is seen (an LF at once; a CR
+    /// when the byte after it is not LF), never waited out, so a client
+    /// that ends lines with LF only gets its answer instead of a timeout.
+    /// Lines longer than `max` octets including the line end are read to
+    /// their end and reported as `TooLong` (RFC 5321 4.5.3.1.4 for
+    /// commands), or as `Bare` when a lone CR or LF was in them.
     pub fn read_line(&mut self, max: usize) -> io::Result<Line> {
         let mut discarding = false;
         loop {
             let avail = self.buffered();
-            if let Some(pos) = avail.iter().position(|&b| b == b'\n') {
-                let too_long = discarding || pos + 1 > max;
-                let line = avail.get(..pos).unwrap_or_default();
-                let line = line.strip_suffix(b"\r").unwrap_or(line).to_vec();
-                self.consume(pos + 1);
-                return Ok(if too_long { Line::TooLong } else { Line::Text(line) });
+            match scan_line(avail) {
+                Scan::Bare(kind) => {
+                    // The session ends on this, so what comes after does not matter.
+                    let n = avail.len();
+                    self.consume(n);
+                    return Ok(Line::Bare(kind));
+                }
+                Scan::Line(pos) => {
+                    let line = avail.get(..pos).unwrap_or_default();
+                    let too_long = discarding || pos + 2 > max;
+                    let line = if too_long { Vec::new() } else { line.to_vec() };
+                    self.consume(pos + 2);
+                    return Ok(if too_long { Line::TooLong } else { Line::Text(line) });
+                }
+                Scan::Partial => {}
             }
             if avail.len() >= max {
-                // No line end within the limit: drop what we have and keep reading.
+                // No line end within the limit (nor a lone CR or LF: those end
+                // the scan): drop what we have and keep reading, but keep a
+                // final CR, which may be half of the CRLF.
                 discarding = true;
-                let n = avail.len();
+                let keep = usize::from(avail.last() == Some(&b'\r'));
+                let n = avail.len() - keep;
                 self.consume(n);
             }
             if self.fill_or_stop()? == 0 {
                 return Ok(Line::Eof);
             }
         }
+    }
+}
+
+/// Where the first line of `buf` ends, by RFC 5321's rule.
+#[derive(Debug, PartialEq, Eq)]
+enum Scan {
+    /// A CRLF at this offset ends a clean line.
+    Line(usize),
+    /// A lone CR or LF.
+    Bare(Bare),
+    /// No line end yet (a final CR may still be followed by its LF).
+    Partial,
+}
+
+fn scan_line(buf: &[u8]) -> Scan {
+    let Some(i) = buf.iter().position(|&b| b == b'\r' || b == b'\n') else {
+        return Scan::Partial;
+    };
+    match (buf.get(i), buf.get(i + 1)) {
+        (Some(b'\n'), _) => Scan::Bare(Bare::Lf),
+        (_, Some(b'\n')) => Scan::Line(i),
+        (_, Some(_)) => Scan::Bare(Bare::Cr),
+        _ => Scan::Partial,
     }
 }
 
@@ -504,13 +588,47 @@ mod tests {
     #[test]
     fn lines_and_limits() -> io::Result<()> {
         let long = "x".repeat(600);
-        let input = format!("HELO a\r\nNOOP\n{long}\r\nQUIT\r\n");
+        let input = format!("HELO a\r\nNOOP\r\n{long}\r\nQUIT\r\n");
         let mut io = io_for(input.as_bytes());
         assert_eq!(io.read_line(512)?, Line::Text(b"HELO a".to_vec()));
         assert_eq!(io.read_line(512)?, Line::Text(b"NOOP".to_vec()));
         assert_eq!(io.read_line(512)?, Line::TooLong);
         assert_eq!(io.read_line(512)?, Line::Text(b"QUIT".to_vec()));
         assert_eq!(io.read_line(512)?, Line::Eof);
+        Ok(())
+    }
+
+    /// RFC 5321 2.3.8: only CRLF ends a line; a lone LF or CR anywhere in a
+    /// line (short or overlong) makes it one bad line, whatever follows.
+    #[test]
+    fn lone_cr_or_lf_is_a_bare_line() -> io::Result<()> {
+        let long = "x".repeat(600);
+        for (input, want) in [
+            (
+                "MAIL FROM:<c@example.org>\nRCPT TO:<b@example.test>\r\n".to_owned(),
+                Bare::Lf,
+            ),
+            ("EHLO a\nMAIL FROM:<x@y>\r\n".to_owned(), Bare::Lf),
+            ("NOOP\n".to_owned(), Bare::Lf),
+            ("\n".to_owned(), Bare::Lf),
+            ("NOOP\rRSET\r\n".to_owned(), Bare::Cr),
+            ("NOOP\r\r\n".to_owned(), Bare::Cr),
+            (format!("{long}\nRCPT TO:<b@example.test>\r\n"), Bare::Lf),
+            (format!("{long}\rRCPT TO:<b@example.test>\r\n"), Bare::Cr),
+        ] {
+            let mut io = io_for(format!("NOOP\r\n{input}").as_bytes());
+            assert_eq!(io.read_line(512)?, Line::Text(b"NOOP".to_vec()));
+            assert_eq!(io.read_line(512)?, Line::Bare(want), "{input:?}");
+        }
+        // A lone CR is known by the byte after it, not waited out to a timeout.
+        let (conn, _) = Memory::new(["NOOP\rX"]);
+        let mut io = Io::new(Box::new(conn.then_idle()));
+        assert_eq!(io.read_line(512)?, Line::Bare(Bare::Cr));
+        // A CRLF split between reads, even at the end of an overlong line, is a line end.
+        let (conn, _) = Memory::new([format!("{long}\r"), "\nNOOP\r".to_owned(), "\n".to_owned()]);
+        let mut io = Io::new(Box::new(conn));
+        assert_eq!(io.read_line(512)?, Line::TooLong);
+        assert_eq!(io.read_line(512)?, Line::Text(b"NOOP".to_vec()));
         Ok(())
     }
 

@@ -13,13 +13,21 @@
 //! session gets no second one. The last quarter of the pool is thus kept
 //! for addresses not yet connected, and idle holders are shed within
 //! seconds. Postfix's stress mode shortens its timeouts the same way.
+//!
+//! A client that is not silent but sends no mail (a NOOP every few seconds)
+//! is not shed by that. So when the pool is full, a new client is not
+//! turned away while some session has sent more junk commands than
+//! `junk_command_limit`, or has had no mail transaction open for
+//! `stress_timeout`: the worst of them (junk first, then the longest
+//! without mail) is closed with 421, and its slot goes to the newcomer.
+//! Sessions that move mail are never closed this way.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -28,7 +36,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::config::{Config, Live};
 use crate::maillog;
 use crate::metrics;
-use crate::server::conn::{self, Conn};
+use crate::server::conn::{self, Conn, Standing};
 use crate::server::proxy;
 use crate::server::session::{self, Context, Peer, Service};
 use crate::smtp::reply::{self, Reply};
@@ -37,11 +45,72 @@ use crate::smtp::reply::{self, Reply};
 /// cheap (the pool may be large). Buffers live on the heap.
 const SESSION_STACK: usize = 256 * 1024;
 
-/// Counts of sessions in use, overall and per client address.
+/// Counts of sessions in use, overall and per client address, and each
+/// session's standing.
 struct Slots {
     max: usize,
     max_per_ip: usize,
-    inner: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Slots held, those of sessions being closed included.
+    busy: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    /// Every session holding a slot.
+    held: Vec<Arc<Held>>,
+    /// Sessions told to close (evicted) that still hold their slot.
+    evicting: usize,
+}
+
+/// One session's standing, shared by its slot and its connection.
+struct Held {
+    since: Instant,
+    /// Milliseconds after `since` from which the session has had no mail
+    /// transaction open; `IN_TRANSACTION` while it has one.
+    idle_from: AtomicU64,
+    /// Past `junk_command_limit`.
+    junk: AtomicBool,
+    /// Closed to make room: its reads fail from now on.
+    evicted: AtomicBool,
+    /// The socket, to wake the session's read when it is evicted.
+    stream: OnceLock<TcpStream>,
+}
+
+const IN_TRANSACTION: u64 = u64::MAX;
+
+impl Held {
+    fn new() -> Held {
+        Held {
+            since: Instant::now(),
+            idle_from: AtomicU64::new(0),
+            junk: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
+            stream: OnceLock::new(),
+        }
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    fn report(&self, s: Standing) {
+        if s.in_transaction {
+            self.idle_from.store(IN_TRANSACTION, Ordering::Relaxed);
+        } else if self.idle_from.load(Ordering::Relaxed) == IN_TRANSACTION {
+            self.idle_from.store(self.millis(), Ordering::Relaxed);
+        }
+        self.junk.store(s.junk, Ordering::Relaxed);
+    }
+
+    /// How long it has been without a mail transaction; None while in one.
+    fn without_mail(&self) -> Option<Duration> {
+        match self.idle_from.load(Ordering::Relaxed) {
+            IN_TRANSACTION => None,
+            from => Some(Duration::from_millis(self.millis().saturating_sub(from))),
+        }
+    }
 }
 
 /// Whether `busy` of `max` slots in use is stress: more than three quarters.
@@ -65,6 +134,7 @@ pub struct Slot {
     /// The address counted against `max_sessions_per_ip`; None for a
     /// connection from a trusted proxy until its PROXY header names the client.
     ip: Option<IpAddr>,
+    held: Arc<Held>,
 }
 
 fn release(per_ip: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
@@ -79,9 +149,15 @@ fn release(per_ip: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut g = self.slots.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.0 = g.0.saturating_sub(1);
+        g.busy = g.busy.saturating_sub(1);
         if let Some(ip) = self.ip {
-            release(&mut g.1, ip);
+            release(&mut g.per_ip, ip);
+        }
+        if self.held.evicted.load(Ordering::Relaxed) {
+            g.evicting = g.evicting.saturating_sub(1);
+        }
+        if let Some(i) = g.held.iter().position(|h| Arc::ptr_eq(h, &self.held)) {
+            g.held.swap_remove(i);
         }
     }
 }
@@ -90,53 +166,102 @@ impl Slot {
     /// Count this session against `ip` instead: the client a proxy named.
     fn rebind(&mut self, ip: IpAddr) -> Result<(), Reply> {
         let mut g = self.slots.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let per_ip = g.1.get(&ip).copied().unwrap_or(0);
-        // This session is already counted in g.0.
-        let others = g.0.saturating_sub(1);
+        let per_ip = g.per_ip.get(&ip).copied().unwrap_or(0);
+        // This session is already counted in g.busy.
+        let others = g.busy.saturating_sub(1);
         if per_ip >= per_ip_limit(others, self.slots.max, self.slots.max_per_ip) {
             return Err(reply::too_many_from_ip());
         }
         if let Some(old) = self.ip {
-            release(&mut g.1, old);
+            release(&mut g.per_ip, old);
         }
-        g.1.insert(ip, per_ip + 1);
+        g.per_ip.insert(ip, per_ip + 1);
         self.ip = Some(ip);
         Ok(())
     }
 }
 
 impl Slots {
-    fn under_stress(&self) -> bool {
-        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        stressed(g.0, self.max)
+    fn new(max: usize, max_per_ip: usize) -> Slots {
+        Slots {
+            max,
+            max_per_ip,
+            inner: Mutex::new(Inner::default()),
+        }
     }
 
-    /// A slot, counted against `ip` when given.
-    fn take(self: &Arc<Slots>, ip: Option<IpAddr>) -> Result<Slot, Reply> {
+    fn under_stress(&self) -> bool {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        stressed(g.busy, self.max)
+    }
+
+    /// A slot, counted against `ip` when given. When the pool is full, a
+    /// session that sends no mail (see the module comment) is closed to
+    /// make room; `idle_after` is `stress_timeout`.
+    fn take(self: &Arc<Slots>, ip: Option<IpAddr>, idle_after: Duration) -> Result<Slot, Reply> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if g.0 >= self.max {
+        // Sessions already told to close are on their way out.
+        let full = g.busy.saturating_sub(g.evicting) >= self.max;
+        if let Some(ip) = ip {
+            let per_ip = g.per_ip.get(&ip).copied().unwrap_or(0);
+            if per_ip >= per_ip_limit(g.busy, self.max, self.max_per_ip) {
+                return Err(if full {
+                    reply::too_busy()
+                } else {
+                    reply::too_many_from_ip()
+                });
+            }
+        }
+        if full && !evict(&mut g, idle_after) {
             return Err(reply::too_busy());
         }
         if let Some(ip) = ip {
-            let per_ip = g.1.get(&ip).copied().unwrap_or(0);
-            if per_ip >= per_ip_limit(g.0, self.max, self.max_per_ip) {
-                return Err(reply::too_many_from_ip());
-            }
-            g.1.insert(ip, per_ip + 1);
+            *g.per_ip.entry(ip).or_insert(0) += 1;
         }
-        if !stressed(g.0, self.max) && stressed(g.0 + 1, self.max) {
+        if !stressed(g.busy, self.max) && stressed(g.busy + 1, self.max) {
             log::warn!(
                 "{} of {} sessions in use: stress mode (idle clients cut short, one session per address)",
-                g.0 + 1,
+                g.busy + 1,
                 self.max
             );
         }
-        g.0 += 1;
+        g.busy += 1;
+        let held = Arc::new(Held::new());
+        g.held.push(Arc::clone(&held));
         Ok(Slot {
             slots: Arc::clone(self),
             ip,
+            held,
         })
     }
+}
+
+/// Close the session that most deserves it to make room: one past the junk
+/// command limit, else the one longest without a mail transaction, if that
+/// is at least `idle_after`. False when every session moves mail.
+fn evict(g: &mut Inner, idle_after: Duration) -> bool {
+    let candidate = g
+        .held
+        .iter()
+        .filter(|h| !h.evicted.load(Ordering::Relaxed) && h.stream.get().is_some())
+        .filter_map(|h| {
+            let quiet = h.without_mail()?;
+            let junk = h.junk.load(Ordering::Relaxed);
+            (junk || quiet >= idle_after).then_some((junk, quiet, h))
+        })
+        .max_by_key(|(junk, quiet, _)| (*junk, *quiet))
+        .map(|(_, _, h)| Arc::clone(h));
+    let Some(h) = candidate else {
+        return false;
+    };
+    h.evicted.store(true, Ordering::Relaxed);
+    g.evicting += 1;
+    // Wakes the session's read, which then fails (Guarded::read): it says
+    // 421 and ends, freeing its slot.
+    if let Some(s) = h.stream.get() {
+        let _ = s.shutdown(std::net::Shutdown::Read);
+    }
+    true
 }
 
 struct Job {
@@ -182,7 +307,7 @@ pub struct Server {
 impl Server {
     /// Sessions in progress.
     pub fn active(&self) -> usize {
-        self.slots.inner.lock().unwrap_or_else(|e| e.into_inner()).0
+        self.slots.inner.lock().unwrap_or_else(|e| e.into_inner()).busy
     }
 
     /// The addresses accepted on now, by service, as bound (port 0 resolved).
@@ -275,11 +400,7 @@ pub fn serve(
     // The pool is sized once: a reload that changes these logs that it
     // needs a restart.
     let max = first.cfg.listen.max_sessions;
-    let slots = Arc::new(Slots {
-        max,
-        max_per_ip: first.cfg.listen.max_sessions_per_ip,
-        inner: Mutex::new((0, HashMap::new())),
-    });
+    let slots = Arc::new(Slots::new(max, first.cfg.listen.max_sessions_per_ip));
     // Capacity max: a job is only sent while it holds one of `max` slots, so
     // the send below never blocks.
     let (tx, rx) = crossbeam_channel::bounded::<Job>(max);
@@ -338,7 +459,7 @@ fn accept_loop(
         let proxied = behind_proxy(&ctx.cfg, service)
             && ctx.cfg.listen.proxy_from.iter().any(|n| n.contains(addr.ip()));
         let per_ip = if proxied { None } else { Some(ip) };
-        match slots.take(per_ip) {
+        match slots.take(per_ip, ctx.cfg.session.stress_timeout) {
             Ok(slot) => {
                 if let Err(e) = tx.try_send(Job {
                     stream,
@@ -393,9 +514,13 @@ fn worker(live: &Live<Context>, rx: &Receiver<Job>) {
         }
         let _ = stream.set_nodelay(true);
         let spare = stream.try_clone();
+        if let Ok(s) = stream.try_clone() {
+            let _ = slot.held.stream.set(s);
+        }
         let conn = Guarded {
             tcp: stream,
             slots: Arc::clone(&slot.slots),
+            held: Arc::clone(&slot.held),
             stress_timeout: ctx.cfg.session.stress_timeout,
             timeout: ctx.cfg.session.greeting_timeout,
             last: Instant::now(),
@@ -421,6 +546,8 @@ fn worker(live: &Live<Context>, rx: &Receiver<Job>) {
 struct Guarded {
     tcp: TcpStream,
     slots: Arc<Slots>,
+    /// The session's standing in the pool.
+    held: Arc<Held>,
     stress_timeout: Duration,
     /// The read timeout the session asked for.
     timeout: Duration,
@@ -444,6 +571,9 @@ impl Guarded {
 
 impl Read for Guarded {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.held.evicted.load(Ordering::Relaxed) {
+            return Err(conn::evicted());
+        }
         if self.slots.under_stress() {
             let left = self.stress_timeout.saturating_sub(self.last.elapsed());
             if left.is_zero() {
@@ -456,6 +586,9 @@ impl Read for Guarded {
         let n = self.tcp.read(buf)?;
         if n > 0 {
             self.last = Instant::now();
+        } else if self.held.evicted.load(Ordering::Relaxed) {
+            // Not the client's end of stream: ours (see `evict`).
+            return Err(conn::evicted());
         }
         Ok(n)
     }
@@ -486,6 +619,10 @@ impl Conn for Guarded {
     fn set_read_wait(&mut self, t: Duration) -> io::Result<()> {
         self.timeout = t;
         Ok(())
+    }
+
+    fn report(&mut self, standing: Standing) {
+        self.held.report(standing);
     }
 }
 
@@ -550,28 +687,77 @@ mod tests {
         assert_eq!(per_ip_limit(80, 100, 20), 1);
     }
 
+    const IDLE: Duration = Duration::from_secs(3600);
+
+    /// A connected loopback socket for a slot, as the worker gives it.
+    fn connect(held: &Held, listener: &std::net::TcpListener) -> TcpStream {
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        held.stream.set(server).unwrap();
+        client
+    }
+
+    #[test]
+    fn a_full_pool_closes_a_session_that_sends_no_mail() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let slots = Arc::new(Slots::new(2, 2));
+        let ip: IpAddr = [127, 0, 0, 2].into();
+        let a = slots.take(Some(ip), IDLE).unwrap();
+        let b = slots.take(Some(ip), IDLE).unwrap();
+        let _clients = (connect(&a.held, &l), connect(&b.held, &l));
+        // Nobody idle long enough, nobody junk: the newcomer is refused.
+        assert_eq!(slots.take(Some(ip), IDLE).err().map(|r| r.code), Some(421));
+        // b sends mail; a has been without for long enough (here: any time).
+        b.held.report(Standing {
+            in_transaction: true,
+            junk: false,
+        });
+        let c = slots.take(Some([127, 0, 0, 3].into()), Duration::ZERO).unwrap();
+        assert!(a.held.evicted.load(Ordering::Relaxed));
+        assert!(!b.held.evicted.load(Ordering::Relaxed));
+        // a still holds its slot until its session ends; no second eviction meanwhile.
+        assert!(slots.take(Some([127, 0, 0, 4].into()), Duration::ZERO).is_err());
+        drop(a);
+        {
+            let g = slots.inner.lock().unwrap();
+            assert_eq!((g.busy, g.evicting, g.held.len()), (2, 0, 2));
+        }
+        // Past the junk limit comes first, whatever the time.
+        c.held.report(Standing {
+            in_transaction: false,
+            junk: true,
+        });
+        let _c_client = connect(&c.held, &l);
+        b.held.report(Standing {
+            in_transaction: false,
+            junk: false,
+        });
+        let _d = slots.take(Some([127, 0, 0, 5].into()), IDLE).unwrap();
+        assert!(c.held.evicted.load(Ordering::Relaxed));
+        assert!(!b.held.evicted.load(Ordering::Relaxed));
+    }
+
     #[test]
     fn stressed_pool_keeps_room_for_new_addresses() {
-        let slots = Arc::new(Slots {
-            max: 8,
-            max_per_ip: 4,
-            inner: Mutex::new((0, HashMap::new())),
-        });
+        let slots = Arc::new(Slots::new(8, 4));
         let a: IpAddr = [127, 0, 0, 2].into();
         let b: IpAddr = [127, 0, 0, 3].into();
         let c: IpAddr = [127, 0, 0, 9].into();
         let mut held = Vec::new();
         for ip in [a, a, a, a, b, b] {
-            held.push(slots.take(Some(ip)).expect("slot"));
+            held.push(slots.take(Some(ip), IDLE).expect("slot"));
         }
         // 6 of 8 in use (75%): b may still have a third.
-        held.push(slots.take(Some(b)).expect("slot"));
+        held.push(slots.take(Some(b), IDLE).expect("slot"));
         // 7 of 8: stressed; b and a are refused, a new address is not.
-        assert!(slots.take(Some(b)).is_err());
-        assert!(slots.take(Some(a)).is_err());
-        held.push(slots.take(Some(c)).expect("new address"));
-        assert!(slots.take(Some([127, 0, 0, 10].into())).is_err(), "pool full");
+        assert!(slots.take(Some(b), IDLE).is_err());
+        assert!(slots.take(Some(a), IDLE).is_err());
+        held.push(slots.take(Some(c), IDLE).expect("new address"));
+        assert!(
+            slots.take(Some([127, 0, 0, 10].into()), IDLE).is_err(),
+            "pool full"
+        );
         held.clear();
-        assert!(slots.take(Some(a)).is_ok());
+        assert!(slots.take(Some(a), IDLE).is_ok());
     }
 }

@@ -2,6 +2,7 @@
 //! the policy it consults.
 
 pub mod auth;
+pub mod auth_guard;
 pub mod conn;
 pub mod listener;
 pub mod policy;

@@ -15,6 +15,20 @@ const MAX_PATH: usize = 256;
 pub enum AddrError {
     Syntax,
     TooLong,
+    /// A path without its angle brackets, under [`PathSyntax::Strict`].
+    NoBrackets,
+}
+
+/// How MAIL FROM and RCPT TO paths are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PathSyntax {
+    /// RFC 5321 4.1.2: `Reverse-path = Path / "<>"`, `Path = "<" ... ">"`:
+    /// the brackets are required.
+    #[default]
+    Strict,
+    /// A bare `user@domain` is taken too, for old clients (tern.conf
+    /// `strict_rfc821_envelopes = no`; Postfix's default).
+    Lenient,
 }
 
 /// The part right of the `@`.
@@ -77,6 +91,59 @@ impl fmt::Display for Domain {
             Domain::General(g) => write!(f, "[{g}]"),
         }
     }
+}
+
+/// The form of a domain name to compare by: A-labels (RFC 5890: a UTF-8 label
+/// becomes its `xn--` form), lower case, without a trailing dot; so
+/// `Bücher.example.` and `xn--bcher-kva.example` are one name. None when a
+/// label is not a valid IDNA label, which then matches nothing configured.
+///
+/// Only the case of a label may differ: a label that IDNA's lookup mapping
+/// would change otherwise (fullwidth letters, or an ideographic full stop
+/// turned into a second label) is a different name, so a look-alike of a
+/// local domain never counts as local.
+pub fn domain_key(name: &str) -> Option<String> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let mut key = String::with_capacity(name.len());
+    for (i, label) in name.split('.').enumerate() {
+        if i > 0 {
+            key.push('.');
+        }
+        key.push_str(&label_key(label)?);
+    }
+    Some(key)
+}
+
+/// One label of [`domain_key`]: one IDNA round trip (UTS 46, through the
+/// `idna` crate) must give the label back.
+fn label_key(label: &str) -> Option<String> {
+    let lower = label.to_lowercase();
+    let a_label = lower.starts_with("xn--");
+    if lower.is_ascii() && !a_label {
+        return Some(lower);
+    }
+    let ascii = if lower.is_ascii() {
+        lower.clone()
+    } else {
+        idna::domain_to_ascii(&lower).ok()?
+    };
+    if ascii.contains('.') {
+        return None;
+    }
+    let (unicode, checked) = idna::domain_to_unicode(&ascii);
+    checked.ok()?;
+    let same = if lower.is_ascii() {
+        // An A-label: the one its U-label encodes to (punycode has one form).
+        idna::domain_to_ascii(&unicode).ok()? == ascii
+    } else {
+        unicode == lower
+    };
+    same.then_some(ascii)
+}
+
+/// Whether two domain names are the same name (see [`domain_key`]).
+pub fn same_domain(a: &str, b: &str) -> bool {
+    domain_key(a).is_some_and(|k| Some(k) == domain_key(b))
 }
 
 /// RFC 5321: sub-domain = Let-dig [Ldh-str]; RFC 6531 adds U-labels, which we
@@ -149,6 +216,24 @@ impl Mailbox {
         } else {
             Err(AddrError::Syntax)
         }
+    }
+
+    /// The mailbox this address names, for finding duplicates within one
+    /// message: the local part as decoded (so `"alice"` and `alice` agree),
+    /// lowercased when `fold_local` (a local domain, whose users are matched
+    /// without regard to case; elsewhere RFC 5321 2.4 leaves the case to the
+    /// receiver), `@`, and the domain by [`domain_key`].
+    pub fn identity(&self, fold_local: bool) -> String {
+        let local = if fold_local {
+            self.local.to_lowercase()
+        } else {
+            self.local.clone()
+        };
+        let domain = match &self.domain {
+            Domain::Name(n) => domain_key(n).unwrap_or_else(|| n.to_lowercase()),
+            other => other.to_string(),
+        };
+        format!("{local}@{domain}")
     }
 
     /// Whether the local part contains the old routing characters (`%`, `!`,
@@ -287,10 +372,13 @@ impl fmt::Display for ForwardPath {
     }
 }
 
-/// Split `<path> params` into the path's inside and the rest; also accepts a
-/// path without brackets, as Postfix does by default for old clients.
-fn split_path(s: &str) -> Result<(&str, &str), AddrError> {
+/// Split `<path> params` into the path's inside and the rest; under
+/// [`PathSyntax::Lenient`] a path without brackets too.
+fn split_path(s: &str, syntax: PathSyntax) -> Result<(&str, &str), AddrError> {
     let Some(inner) = s.strip_prefix('<') else {
+        if syntax == PathSyntax::Strict {
+            return Err(AddrError::NoBrackets);
+        }
         let end = s.find(' ').unwrap_or(s.len());
         let (p, r) = s.split_at(end);
         return if p.is_empty() || p.contains('>') {
@@ -340,8 +428,8 @@ fn strip_source_route(p: &str) -> Result<&str, AddrError> {
 }
 
 /// Parse a MAIL FROM argument: returns the path and the parameter text after it.
-pub fn parse_reverse_path(s: &str) -> Result<(ReversePath, &str), AddrError> {
-    let (inner, rest) = split_path(s)?;
+pub fn parse_reverse_path(s: &str, syntax: PathSyntax) -> Result<(ReversePath, &str), AddrError> {
+    let (inner, rest) = split_path(s, syntax)?;
     if inner.is_empty() {
         return if s.starts_with('<') {
             Ok((ReversePath::Null, rest))
@@ -354,8 +442,8 @@ pub fn parse_reverse_path(s: &str) -> Result<(ReversePath, &str), AddrError> {
 }
 
 /// Parse a RCPT TO argument: returns the path and the parameter text after it.
-pub fn parse_forward_path(s: &str) -> Result<(ForwardPath, &str), AddrError> {
-    let (inner, rest) = split_path(s)?;
+pub fn parse_forward_path(s: &str, syntax: PathSyntax) -> Result<(ForwardPath, &str), AddrError> {
+    let (inner, rest) = split_path(s, syntax)?;
     if inner.eq_ignore_ascii_case("postmaster") {
         return Ok((ForwardPath::Postmaster, rest));
     }
@@ -368,11 +456,59 @@ mod tests {
     use super::*;
 
     fn rp(s: &str) -> Result<String, AddrError> {
-        parse_reverse_path(s).map(|(p, rest)| format!("{p}|{rest}"))
+        parse_reverse_path(s, PathSyntax::Lenient).map(|(p, rest)| format!("{p}|{rest}"))
     }
 
     fn fp(s: &str) -> Result<String, AddrError> {
-        parse_forward_path(s).map(|(p, rest)| format!("{p}|{rest}"))
+        parse_forward_path(s, PathSyntax::Lenient).map(|(p, rest)| format!("{p}|{rest}"))
+    }
+
+    /// RFC 5321 4.1.2: brackets required unless leniency is asked for; with
+    /// them, both syntaxes read a path the same way.
+    #[test]
+    fn strict_paths_need_brackets() {
+        use PathSyntax::{Lenient, Strict};
+        for bare in [
+            "a@b.example",
+            "a@b.example SIZE=10",
+            "postmaster",
+            "Postmaster NOTIFY=NEVER",
+        ] {
+            assert_eq!(
+                parse_reverse_path(bare, Strict).err(),
+                Some(AddrError::NoBrackets),
+                "{bare}"
+            );
+            assert_eq!(
+                parse_forward_path(bare, Strict).err(),
+                Some(AddrError::NoBrackets),
+                "{bare}"
+            );
+        }
+        assert_eq!(
+            parse_forward_path("a@b.example SIZE=10", Lenient).map(|(p, r)| format!("{p}|{r}")),
+            Ok("a@b.example| SIZE=10".to_owned())
+        );
+        assert!(parse_reverse_path("", Lenient).is_err());
+        for bracketed in [
+            "<a@b.example>",
+            "<> SIZE=1",
+            "<Postmaster>",
+            "<\"a b\"@c.example> X=1",
+        ] {
+            if bracketed.starts_with("<>") {
+                assert_eq!(
+                    parse_reverse_path(bracketed, Strict),
+                    parse_reverse_path(bracketed, Lenient)
+                );
+            } else {
+                assert_eq!(
+                    parse_forward_path(bracketed, Strict),
+                    parse_forward_path(bracketed, Lenient)
+                );
+                assert!(parse_forward_path(bracketed, Strict).is_ok(), "{bracketed}");
+            }
+        }
     }
 
     #[test]
@@ -464,7 +600,10 @@ mod tests {
             "a".repeat(60),
             ["c".repeat(60), "c".repeat(60), "c".repeat(60), "c".repeat(60)].join(".")
         );
-        assert_eq!(parse_reverse_path(&path).err(), Some(AddrError::TooLong));
+        assert_eq!(
+            parse_reverse_path(&path, PathSyntax::Strict).err(),
+            Some(AddrError::TooLong)
+        );
     }
 
     #[test]
@@ -478,6 +617,51 @@ mod tests {
         assert!(!Mailbox::parse("a.b@x.example")
             .map(|m| m.has_routing_chars())
             .unwrap_or(true));
+    }
+
+    /// RFC 5890: a U-label and its A-label are one domain name, in any case;
+    /// look-alikes that only IDNA's mapping would fold are not.
+    #[test]
+    fn idn_domain_keys() {
+        for (a, b) in [
+            ("bücher.test", "xn--bcher-kva.test"),
+            ("BÜCHER.Test.", "XN--BCHER-KVA.test"),
+            ("café.example", "xn--caf-dma.example"),
+            ("例子.广告", "xn--fsqu00a.xn--4rr70v"),
+            ("Example.TEST", "example.test."),
+        ] {
+            assert!(same_domain(a, b), "{a} = {b}");
+            assert!(same_domain(b, a), "{b} = {a}");
+            assert_eq!(domain_key(a), domain_key(b));
+        }
+        assert_eq!(domain_key("bücher.test").as_deref(), Some("xn--bcher-kva.test"));
+        for (a, b) in [
+            ("exämple.test", "example.test"),
+            ("example\u{3002}test", "example.test"),
+            ("\u{ff45}xample.test", "example.test"),
+            ("bucher.test", "xn--bcher-kva.test"),
+        ] {
+            assert!(!same_domain(a, b), "{a} != {b}");
+        }
+        // Not valid IDNA: no key, so it matches nothing.
+        for bad in ["xn--zz.test", "a\u{3002}b.test", "\u{ff45}xample.test"] {
+            assert_eq!(domain_key(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn mailbox_identity_for_duplicates() {
+        let id = |s: &str, fold| Mailbox::parse(s).unwrap().identity(fold);
+        assert_eq!(
+            id("alice@example.test", true),
+            id("\"alice\"@Example.TEST.", true)
+        );
+        assert_eq!(id("ALICE@example.test", true), "alice@example.test");
+        assert_eq!(id("u@bücher.test", false), id("u@XN--BCHER-KVA.test", false));
+        // Elsewhere the local part keeps its case.
+        assert_ne!(id("Bob@remote.test", false), id("bob@remote.test", false));
+        assert_eq!(id("Bob@REMOTE.test", false), "Bob@remote.test");
+        assert_eq!(id("\"a b\"@[192.0.2.1]", false), "a b@[192.0.2.1]");
     }
 
     #[test]

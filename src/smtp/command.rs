@@ -1,7 +1,7 @@
 //! The SMTP command parser: one line in (without its CRLF), a `Command` out,
 //! or the reply that explains why not. No I/O, no policy, no session state.
 
-use super::address::{self, AddrError, ForwardPath, ReversePath};
+use super::address::{self, AddrError, ForwardPath, PathSyntax, ReversePath};
 use super::notify::Notify;
 use super::reply::{self, Reply};
 use super::xtext;
@@ -74,8 +74,13 @@ pub enum Command {
     Http,
 }
 
-/// Parse one command line (CRLF already removed).
+/// Parse one command line (CRLF already removed), by RFC 5321's grammar.
 pub fn parse(line: &[u8]) -> Result<Command, Reply> {
+    parse_with(line, PathSyntax::Strict)
+}
+
+/// Parse one command line, reading MAIL and RCPT paths by `paths`.
+pub fn parse_with(line: &[u8], paths: PathSyntax) -> Result<Command, Reply> {
     // RFC 6531 allows UTF-8 in commands; anything else is not a command.
     let line = std::str::from_utf8(line).map_err(|_| reply::unknown_command())?;
     let (verb, arg) = match line.split_once(' ') {
@@ -86,8 +91,8 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
     match upper.as_str() {
         "EHLO" => Ok(Command::Ehlo(hello_arg(arg)?)),
         "HELO" => Ok(Command::Helo(hello_arg(arg)?)),
-        "MAIL" => parse_mail(arg),
-        "RCPT" => parse_rcpt(arg),
+        "MAIL" => parse_mail(arg, paths),
+        "RCPT" => parse_rcpt(arg, paths),
         "DATA" => no_arg(arg, Command::Data),
         "BDAT" => parse_bdat(arg),
         "RSET" => no_arg(arg, Command::Rset),
@@ -165,9 +170,9 @@ fn strip_keyword<'a>(arg: &'a str, kw: &str) -> Option<&'a str> {
     Some(arg.get(kw.len()..)?.trim_start_matches(' '))
 }
 
-fn parse_mail(arg: &str) -> Result<Command, Reply> {
+fn parse_mail(arg: &str, paths: PathSyntax) -> Result<Command, Reply> {
     let rest = strip_keyword(arg, "FROM:").ok_or_else(|| reply::syntax("Syntax: MAIL FROM:<address>"))?;
-    let (path, params) = address::parse_reverse_path(rest).map_err(|e| addr_reply(e, true))?;
+    let (path, params) = address::parse_reverse_path(rest, paths).map_err(|e| addr_reply(e, true))?;
     let mut p = MailParams::default();
     for (key, value) in split_params(params)? {
         let dup = match key.as_str() {
@@ -231,9 +236,9 @@ fn parse_mail(arg: &str) -> Result<Command, Reply> {
     Ok(Command::Mail(path, p))
 }
 
-fn parse_rcpt(arg: &str) -> Result<Command, Reply> {
+fn parse_rcpt(arg: &str, paths: PathSyntax) -> Result<Command, Reply> {
     let rest = strip_keyword(arg, "TO:").ok_or_else(|| reply::syntax("Syntax: RCPT TO:<address>"))?;
-    let (path, params) = address::parse_forward_path(rest).map_err(|e| addr_reply(e, false))?;
+    let (path, params) = address::parse_forward_path(rest, paths).map_err(|e| addr_reply(e, false))?;
     let mut p = RcptParams::default();
     for (key, value) in split_params(params)? {
         let dup = match key.as_str() {
@@ -263,6 +268,8 @@ fn parse_rcpt(arg: &str) -> Result<Command, Reply> {
 
 fn addr_reply(e: AddrError, sender: bool) -> Reply {
     match (e, sender) {
+        (AddrError::NoBrackets, true) => reply::path_needs_brackets("Syntax: MAIL FROM:<address>"),
+        (AddrError::NoBrackets, false) => reply::path_needs_brackets("Syntax: RCPT TO:<address>"),
         (_, true) => reply::bad_sender_syntax(),
         (_, false) => reply::bad_recipient_syntax(),
     }
@@ -375,6 +382,26 @@ mod tests {
             panic!("parse failed");
         };
         assert!(p.requiretls);
+    }
+
+    #[test]
+    fn paths_need_brackets_unless_lenient() {
+        for line in [
+            &b"MAIL FROM:alice@example.test"[..],
+            b"RCPT TO:bob@example.test",
+            b"RCPT TO:postmaster",
+        ] {
+            let r = parse(line).unwrap_err();
+            assert_eq!((r.code, r.esc), (501, reply::path_needs_brackets("").esc));
+            assert!(parse_with(line, PathSyntax::Lenient).is_ok());
+        }
+        assert_eq!(
+            parse_with(b"MAIL FROM:a@b.example SIZE=5", PathSyntax::Lenient).map(|c| match c {
+                Command::Mail(p, params) => (p.to_string(), params.size),
+                _ => (String::new(), None),
+            }),
+            Ok(("a@b.example".to_owned(), Some(5)))
+        );
     }
 
     #[test]

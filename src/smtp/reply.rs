@@ -143,6 +143,17 @@ pub fn timeout() -> Reply {
     Reply::new(421, esc(4, 4, 2), "Timeout exceeded, closing connection").closing()
 }
 
+/// The pool is full and this session, which has sent no mail for a while
+/// (or only junk commands), is closed to make room for a new client.
+pub fn evicted() -> Reply {
+    Reply::new(
+        421,
+        esc(4, 3, 2),
+        "Server busy, closing a session that sends no mail",
+    )
+    .closing()
+}
+
 /// Too many bad commands in one session.
 pub fn too_many_errors() -> Reply {
     Reply::new(421, esc(4, 7, 0), "Too many errors, closing connection").closing()
@@ -281,6 +292,20 @@ pub fn line_too_long() -> Reply {
     Reply::new(500, esc(5, 5, 2), "Error: line too long")
 }
 
+/// A command line with a CR or LF that is not part of a CRLF (RFC 5321
+/// 2.3.8, 4.1.1): nothing of it is executed, and the session is closed, as
+/// Postfix does with `smtpd_forbid_bare_newline = reject`, since client and
+/// server no longer agree where the next command starts. 5xx, so that the
+/// client does not retry the same bytes.
+pub fn bare_newline_command(lf: bool) -> Reply {
+    let what = if lf {
+        "Error: bare <LF> received"
+    } else {
+        "Error: bare <CR> received"
+    };
+    Reply::new(550, esc(5, 5, 2), what).closing()
+}
+
 /// A recognised command this server does not implement (RFC 5321 4.2.4).
 pub fn not_implemented() -> Reply {
     Reply::new(502, esc(5, 5, 1), "Error: command not implemented")
@@ -298,6 +323,12 @@ pub fn bad_sender_syntax() -> Reply {
 
 pub fn bad_recipient_syntax() -> Reply {
     Reply::new(501, esc(5, 1, 3), "Bad recipient address syntax")
+}
+
+/// RFC 5321 4.1.2: a MAIL or RCPT path without its angle brackets, refused
+/// unless `strict_rfc821_envelopes = no`.
+pub fn path_needs_brackets(syntax: &'static str) -> Reply {
+    Reply::new(501, esc(5, 5, 4), syntax)
 }
 
 /// RFC 5321 4.1.1.11 / 4.3.2: bad sequence of commands.
@@ -422,6 +453,27 @@ pub fn auth_ok() -> Reply {
 /// RFC 4954 6: bad user name or password.
 pub fn auth_failed() -> Reply {
     Reply::new(535, esc(5, 7, 8), "Authentication credentials invalid")
+}
+
+/// AUTH from an address with too many recent failures (server::auth_guard):
+/// refused before any password is checked, and the session closed.
+pub fn auth_address_blocked() -> Reply {
+    Reply::new(
+        421,
+        esc(4, 7, 0),
+        "Too many failed authentications from your address, try again later",
+    )
+    .closing()
+}
+
+/// RFC 4954 6: 454 4.7.0, temporary authentication failure: the account is
+/// under attack and its password was checked too recently to check again.
+pub fn auth_account_throttled() -> Reply {
+    Reply::new(
+        454,
+        esc(4, 7, 0),
+        "Temporary authentication failure, try again later",
+    )
 }
 
 /// The client answered a challenge with `*` (RFC 4954 4).

@@ -47,6 +47,32 @@ impl fmt::Display for Status {
     }
 }
 
+/// A leading `class.subject.detail ` (RFC 3463) of class 2, 4 or 5, and the text
+/// after it: the enhanced status a milter's or a policy service's reply text
+/// starts with.
+pub fn split_esc(text: &[u8]) -> (Option<Status>, &[u8]) {
+    let end = text.iter().position(|&b| b == b' ').unwrap_or(text.len());
+    let (word, rest) = text.split_at(end);
+    // RFC 3463: one class digit, then one to three digits twice.
+    let shape = |w: &str| {
+        let mut parts = w.split('.');
+        let (c, s, d) = (parts.next(), parts.next(), parts.next());
+        parts.next().is_none()
+            && c.is_some_and(|c| c.len() == 1)
+            && [s, d].iter().all(|p| {
+                p.is_some_and(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+            })
+    };
+    let parsed = std::str::from_utf8(word)
+        .ok()
+        .filter(|w| shape(w))
+        .and_then(Status::parse);
+    match parsed {
+        Some(e) if matches!(e.0, 2 | 4 | 5) => (Some(e), rest.strip_prefix(b" ").unwrap_or(rest)),
+        _ => (None, text),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

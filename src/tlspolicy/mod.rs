@@ -3,8 +3,9 @@
 //! queue; `deliver` asks, the SMTP client enforces.
 //!
 //! - [`dane`]: TLSA records and the certificate verifier for them (RFC 7672).
-//! - [`mtasts`]: MTA-STS records, policies, the HTTPS fetch and the disk
-//!   cache under the spool (RFC 8461).
+//! - [`mtasts`]: MTA-STS records, policies and discovery (RFC 8461), with the
+//!   HTTPS fetch in `mtasts::fetch` and the disk cache under the spool in
+//!   `mtasts::cache`.
 //! - [`tlsrpt`]: the per-domain results and the daily report (RFC 8460).
 //! - [`policy`]: the pure decision for one hop, DANE over MTA-STS over the
 //!   configured level, with REQUIRETLS and `TLS-Required: No` (RFC 8689).

@@ -17,7 +17,9 @@ use crate::config::Config;
 use crate::deliver::dns::{Resolver, Security};
 use crate::maillog;
 
-use super::mtasts::{self, Discovery, Fetcher, Policy};
+use super::mtasts::cache::Cache;
+use super::mtasts::fetch::{Fetcher, HostResolver};
+use super::mtasts::{self, Discovery, Policy};
 use super::tlsrpt::{self, Event, PolicyDetails, PolicyType};
 
 /// How long a domain's MTA-STS discovery is reused before the TXT record
@@ -68,7 +70,7 @@ pub struct Outbound {
     probe: Mutex<Probe>,
     /// `SPOOL/mta-sts/`; None when it cannot be made (logged; MTA-STS then
     /// works from the network alone).
-    sts_cache: Option<mtasts::Cache>,
+    sts_cache: Option<Cache>,
     /// The fetcher and the (CA file, port) it was made for: a reload that
     /// changes either makes a new one.
     fetcher: Mutex<Option<(FetcherKey, Arc<Fetcher>)>>,
@@ -81,7 +83,7 @@ impl Outbound {
     /// The state for a daemon whose spool is `spool_dir`, resolving with
     /// `resolver` (described by `resolvers`).
     pub fn new(spool_dir: &Path, resolver: Arc<dyn Resolver>, resolvers: Resolvers) -> Outbound {
-        let sts_cache = match mtasts::Cache::open(&spool_dir.join("mta-sts")) {
+        let sts_cache = match Cache::open(&spool_dir.join("mta-sts")) {
             Ok(c) => Some(c),
             Err(e) => {
                 maillog::sts_cache_unusable(&e);
@@ -207,7 +209,7 @@ impl Outbound {
         }
         let resolver = Arc::clone(&self.resolver);
         let family = cfg.remote.inet_protocols;
-        let resolve: mtasts::HostResolver =
+        let resolve: HostResolver =
             Arc::new(move |host: &str| resolver.addrs(host, family).map_err(|e| e.to_string()));
         let fetcher = Fetcher::new(want.0.as_deref(), mtasts::FETCH_TIMEOUT, resolve)?;
         let fetcher = Arc::new(if want.1 == 443 {

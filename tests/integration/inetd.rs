@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 
 use crate::common::{Setup, TERND};
 
-fn run_inetd(setup: &Setup, input: &[u8], env: &[(&str, &str)]) -> (String, i32) {
+pub(crate) fn run_inetd(setup: &Setup, input: &[u8], env: &[(&str, &str)]) -> (String, i32) {
     let conf = setup.write_config();
     let mut child = Command::new(TERND)
         .args(["-i", "-d", "-f"])

@@ -4,17 +4,23 @@
 #[macro_use]
 mod common;
 
+mod auth_guard;
 mod chunking;
 mod clients;
+mod command_lines;
 mod config;
 mod crash;
 mod ctl;
 mod daemon;
 mod delivery;
 mod dialogs;
+mod duplicates;
+mod envelope_syntax;
 mod faults;
+mod idn;
 mod inetd;
 mod install;
+mod junk;
 mod limits;
 mod lmtp;
 mod local_delivery;

@@ -207,7 +207,10 @@ fn every_config_key_is_in_the_example_tern_conf() {
             let l = l.strip_prefix('#').unwrap_or(l);
             let (k, _) = l.split_once('=')?;
             let k = k.trim();
-            (!k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')).then(|| k.to_owned())
+            (k.starts_with(|c: char| c.is_ascii_lowercase())
+                && k.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
+            .then(|| k.to_owned())
         })
         .collect();
     let missing: Vec<String> = parser_keys().into_iter().filter(|k| !shown.contains(k)).collect();

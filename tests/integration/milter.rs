@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use tern::endpoint::Endpoint;
 use tern::milter::edit;
-use tern::milter::protocol::{ReplyText, SMFIP_HDR_LEADSPC};
+use tern::milter::protocol::SMFIP_HDR_LEADSPC;
+use tern::milter::reply_text::ReplyText;
 use tern::milter::{
     Chain, ConnectInfo, EnvelopeEdit, EomOutcome, Field, Macros, Message, Milter, MilterSpec, Modification,
     RcptEdit, Refusal, Verdict,

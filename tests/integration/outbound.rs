@@ -683,7 +683,8 @@ fn inet_protocols_ipv4_skips_aaaa() {
 #[test]
 fn resolver_answers_many_threads_at_once() {
     use std::sync::Arc;
-    use tern::deliver::dns::{Family, Hickory, Mx, Resolver};
+    use tern::config::Family;
+    use tern::deliver::dns::{Hickory, Mx, Resolver};
     let dns = DnsServer::start(
         Zone::new()
             .mx("many.test", 10, "mx.many.test")

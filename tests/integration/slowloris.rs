@@ -2,49 +2,12 @@
 //! keep ten honest clients out of the thread-per-connection pool.
 
 use std::io::{self, Read};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::os::fd::FromRawFd;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{message, Client, Setup};
-
-/// Connect to `dst` from `src` (bind before connect; std cannot).
-#[allow(unsafe_code)]
-fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> io::Result<TcpStream> {
-    let SocketAddr::V4(dst) = dst else {
-        return Err(io::Error::other("IPv4 only"));
-    };
-    let sockaddr = |a: SocketAddrV4| libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*a.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: plain socket calls on a descriptor we own; the sockaddr
-    // structures live across the calls; the descriptor goes to TcpStream,
-    // which closes it.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(fd);
-        let local = sockaddr(SocketAddrV4::new(src, 0));
-        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let remote = sockaddr(dst);
-        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(stream)
-    }
-}
+use crate::common::{connect_from, message, Client, Setup};
 
 /// Keep `n` connections open from `sources`, saying nothing; reopen each as
 /// soon as the server closes it. Counts the connections opened.

@@ -12,7 +12,7 @@ use super::{Session, Transaction, MIN_FREE_PERCENT};
 use crate::config::Config;
 use crate::maillog;
 use crate::server::auth;
-use crate::server::policy::Refusal;
+use crate::server::policy::{self, Refusal};
 use crate::smtp::address::{ForwardPath, Mailbox, ReversePath};
 use crate::smtp::command::{Body, MailParams, RcptParams};
 use crate::smtp::reply::{self, Reply};
@@ -76,12 +76,7 @@ impl Session<'_> {
             return r;
         }
         // Stage hook (MAIL): outside checks of the sender go here.
-        self.tx = Some(Transaction {
-            from,
-            params,
-            rcpts: Vec::new(),
-            chunks: None,
-        });
+        self.tx = Some(Transaction::new(from, params));
         reply::sender_ok()
     }
 
@@ -150,6 +145,25 @@ impl Session<'_> {
         if let Err(r) = self.check_rcpt(&to, &params) {
             return r;
         }
+        // A mailbox named again is answered as before and recorded once,
+        // with the DSN parameters of its first RCPT (as Postfix's cleanup
+        // drops duplicate recipients): one transaction, one copy.
+        let mailbox = self.mailbox_of(&to);
+        if let Some(tx) = self.tx.as_mut() {
+            if let Some(logged) = tx.mailboxes.get_mut(&mailbox) {
+                tx.accepted += 1;
+                if !std::mem::replace(logged, true) {
+                    maillog::duplicate_recipient(
+                        self.peer,
+                        &tx.from.to_string(),
+                        &to.to_string(),
+                        &self.proto(),
+                        self.helo.as_deref(),
+                    );
+                }
+                return reply::recipient_ok();
+            }
+        }
         if let Err(refusal) = self.ctx.policy.check_recipient(self.cfg, self.client(), &to) {
             return self.refused_recipient(&refusal);
         }
@@ -158,7 +172,22 @@ impl Session<'_> {
             return reply::need_mail();
         };
         tx.rcpts.push((to, params));
+        tx.mailboxes.insert(mailbox, false);
+        tx.accepted += 1;
         reply::recipient_ok()
+    }
+
+    /// The mailbox a forward path names (`Mailbox::identity`); bare
+    /// `<postmaster>` is postmaster at the first local domain, as the
+    /// envelope records it.
+    fn mailbox_of(&self, to: &ForwardPath) -> String {
+        match to {
+            ForwardPath::Postmaster => {
+                let domain = self.cfg.local.domains.first().unwrap_or(&self.cfg.hostname);
+                format!("postmaster@{}", domain.to_lowercase())
+            }
+            ForwardPath::Mailbox(m) => m.identity(policy::is_local(self.cfg, m)),
+        }
     }
 
     /// The protocol's reasons to refuse RCPT, before policy is asked.
@@ -175,7 +204,7 @@ impl Session<'_> {
         }
         // RFC 5321 4.5.3.1.8: at least 100 must be accepted; excess gets 452
         // so the client sends the rest in another transaction.
-        if tx.rcpts.len() >= self.cfg.session.max_recipients {
+        if tx.accepted >= self.cfg.session.max_recipients {
             return Err(reply::too_many_recipients());
         }
         Ok(())

@@ -15,6 +15,7 @@
 //! outside checks (milters, a policy service) and, at the end of the
 //! message, transforms (DKIM signing) belong.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::IpAddr;
@@ -25,9 +26,10 @@ use crate::config::Config;
 use crate::maillog;
 use crate::metrics;
 use crate::server::auth::Auth;
+use crate::server::auth_guard::AuthGuard;
 use crate::server::conn::{self, Conn, Io, Line};
 use crate::server::policy::{self, Policy};
-use crate::smtp::address::{ForwardPath, ReversePath};
+use crate::smtp::address::{ForwardPath, PathSyntax, ReversePath};
 use crate::smtp::command::{self, Command, MailParams, RcptParams, MAX_COMMAND_LINE};
 use crate::smtp::reply::{self, Reply};
 use crate::spool::{QueueId, Spool};
@@ -58,6 +60,8 @@ pub struct Context {
     pub tls: Option<Arc<tls::Source>>,
     /// The AUTH password file and sender map.
     pub auth: Arc<Auth>,
+    /// AUTH failures across sessions; kept by a reload.
+    pub auth_guard: Arc<AuthGuard>,
     /// Where accepted mail goes: the queue, or the maildrop.
     pub door: Door,
 }
@@ -91,6 +95,7 @@ impl Context {
             queued: None,
             tls,
             auth,
+            auth_guard: Arc::new(AuthGuard::new()),
             door: Door::Queue,
         }
     }
@@ -188,9 +193,28 @@ struct Hangup;
 struct Transaction {
     from: ReversePath,
     params: MailParams,
+    /// The recipients, each mailbox once, with the parameters of its first RCPT.
     rcpts: Vec<(ForwardPath, RcptParams)>,
+    /// The mailbox of each recipient (`Mailbox::identity`), and whether a
+    /// duplicate of it was logged yet.
+    mailboxes: HashMap<String, bool>,
+    /// RCPTs answered 250, duplicates included (`max_recipients` counts them).
+    accepted: usize,
     /// The message BDAT is receiving, from the first chunk to the LAST.
     chunks: Option<Box<data::Receiving>>,
+}
+
+impl Transaction {
+    fn new(from: ReversePath, params: MailParams) -> Transaction {
+        Transaction {
+            from,
+            params,
+            rcpts: Vec::new(),
+            mailboxes: HashMap::new(),
+            accepted: 0,
+            chunks: None,
+        }
+    }
 }
 
 struct Session<'a> {
@@ -212,6 +236,9 @@ struct Session<'a> {
     unknown_rcpts: u32,
     tx: Option<Transaction>,
     errors: u32,
+    /// Commands that move no mail (NOOP, RSET, VRFY, EXPN, HELP, a repeated
+    /// EHLO or HELO) since the session began or last queued a message.
+    junk: u32,
     commands: u32,
     /// MAIL commands so far (RFC 9422 MAILMAX, `max_transactions`).
     mails: usize,
@@ -243,6 +270,7 @@ pub fn run(ctx: &Context, peer: &Peer, service: Service, conn: Box<dyn Conn>) ->
         unknown_rcpts: 0,
         tx: None,
         errors: 0,
+        junk: 0,
         commands: 0,
         mails: 0,
         last: "CONNECT".to_owned(),
@@ -287,6 +315,10 @@ impl Session<'_> {
                     return self.send(reply::timeout());
                 }
                 Err(e) if conn::is_stopping(&e) => return self.send(reply::shutting_down()),
+                Err(e) if conn::is_evicted(&e) => {
+                    maillog::evicted(self.peer, &self.last);
+                    return self.send(reply::evicted());
+                }
                 Err(_) => return Err(Hangup),
             };
             self.commands += 1;
@@ -294,9 +326,11 @@ impl Session<'_> {
             // The sender as it was before the command, so a refused DATA
             // (which ends the transaction) is still logged with it.
             let from = self.tx.as_ref().map(|t| t.from.to_string());
+            let mut junk = false;
             let (verb, reply, to) = match line {
                 Line::Eof => return Err(Hangup),
                 Line::TooLong => ("line".to_owned(), reply::line_too_long(), None),
+                Line::Bare(bare) => ("line".to_owned(), bare_reply(bare), None),
                 Line::Text(mut text) => {
                     let verb = verb_of(&text);
                     self.last.clone_from(&verb);
@@ -305,13 +339,21 @@ impl Session<'_> {
                             text = t;
                         }
                     }
-                    match command::parse(&text) {
+                    match command::parse_with(&text, self.path_syntax()) {
                         Ok(cmd) => {
                             let to = match &cmd {
                                 Command::Rcpt(to, _) => Some(to.to_string()),
                                 _ => None,
                             };
-                            match self.handle(cmd)? {
+                            junk = self.is_junk(&cmd);
+                            let queued = self.queued.len();
+                            let r = self.handle(cmd)?;
+                            if self.queued.len() > queued {
+                                // Mail moved: the count starts over (Postfix's rule).
+                                self.junk = 0;
+                            }
+                            self.io.report(self.standing());
+                            match r {
                                 Some(r) => (verb, r, to),
                                 None => continue,
                             }
@@ -320,6 +362,17 @@ impl Session<'_> {
                     }
                 }
             };
+            // Past `junk_command_limit`, each junk command is answered late
+            // and counts as an error, so the session ends at `max_errors`
+            // (Postfix's smtpd_junk_command_limit).
+            let over = junk && self.junk_past_limit();
+            if over {
+                if self.junk == self.cfg.session.junk_command_limit.saturating_add(1) {
+                    maillog::junk_limit(self.peer, self.junk);
+                }
+                let _ = self.io.flush();
+                std::thread::sleep(self.cfg.session.junk_command_delay);
+            }
             if !reply.is_positive() {
                 maillog::reject(
                     self.peer,
@@ -332,13 +385,14 @@ impl Session<'_> {
                 );
                 metrics::rejected(&reply);
             }
-            let bad = is_bad_command(&reply);
-            self.send(reply)?;
+            // Counted before it is sent: a closing reply ends the session.
+            let bad = is_bad_command(&reply) || over;
             if bad {
                 self.errors += 1;
-                if self.errors >= self.cfg.session.max_errors {
-                    return self.send(reply::too_many_errors());
-                }
+            }
+            self.send(reply)?;
+            if bad && self.errors >= self.cfg.session.max_errors {
+                return self.send(reply::too_many_errors());
             }
         }
     }
@@ -365,6 +419,43 @@ impl Session<'_> {
             p.push('A');
         }
         p
+    }
+
+    /// Whether `cmd` is a junk command, counting it if so: one that moves no
+    /// mail, which a client holding a session open with keep-alives sends.
+    fn is_junk(&mut self, cmd: &Command) -> bool {
+        let junk = match cmd {
+            Command::Noop | Command::Rset | Command::Vrfy(_) | Command::Expn(_) | Command::Help => true,
+            // The first EHLO, and the first after STARTTLS (RFC 3207 4.2), are needed.
+            Command::Ehlo(_) | Command::Helo(_) => self.helo.is_some(),
+            _ => false,
+        };
+        if junk {
+            self.junk = self.junk.saturating_add(1);
+        }
+        junk
+    }
+
+    fn junk_past_limit(&self) -> bool {
+        self.junk > self.cfg.session.junk_command_limit
+    }
+
+    /// What the pool needs to know to choose a session to close under
+    /// stress (src/server/listener.rs): sessions that send no mail go first.
+    fn standing(&self) -> conn::Standing {
+        conn::Standing {
+            in_transaction: self.tx.is_some(),
+            junk: self.junk_past_limit(),
+        }
+    }
+
+    /// How MAIL and RCPT paths are read (`strict_rfc821_envelopes`).
+    fn path_syntax(&self) -> PathSyntax {
+        if self.cfg.session.strict_rfc821_envelopes {
+            PathSyntax::Strict
+        } else {
+            PathSyntax::Lenient
+        }
     }
 
     /// The client, for policy decisions.
@@ -398,6 +489,11 @@ impl Session<'_> {
             Command::Http => reply::http_probe(),
         }))
     }
+}
+
+/// The answer to a line with a lone CR or LF: logged, and the session closed.
+fn bare_reply(bare: conn::Bare) -> Reply {
+    reply::bare_newline_command(bare == conn::Bare::Lf)
 }
 
 /// Replies that count toward `max_errors`: protocol errors (X.5.x), not

@@ -10,7 +10,9 @@ use std::io;
 use std::time::Duration;
 use tern::endpoint::Endpoint;
 use tern::milter::edit::{self, EnvelopeEdit, Message, Modification, RcptEdit};
-use tern::milter::protocol::{self, Command, ProtocolSetting, Response};
+use tern::milter::negotiate::{self, ProtocolSetting};
+use tern::milter::protocol::{self, Command, Response};
+use tern::milter::reply_text;
 use tern::milter::{ConnectInfo, Macros, Milter, MilterSpec, Transport};
 mod common;
 
@@ -41,13 +43,13 @@ fuzz_target!(|data: &[u8]| {
                 );
             }
             if let Response::OptNeg(o) = &r {
-                let _ = protocol::negotiate(&ProtocolSetting::default(), o);
+                let _ = negotiate::negotiate(&ProtocolSetting::default(), o);
             }
         }
         let _ = Command::decode(p.cmd, p.data);
         rest = &rest[p.size..];
     }
-    if let Some(r) = protocol::parse_reply_text(data) {
+    if let Some(r) = reply_text::parse_reply_text(data) {
         assert!((400..600).contains(&r.code) && !r.lines.is_empty());
     }
 

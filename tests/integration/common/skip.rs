@@ -7,10 +7,11 @@
 //!   `target/test-skips.txt`), which `make test` and `.ci/run` print at the end,
 //! - and under `CI=true` fail the test instead: CI installs every peer
 //!   (`.ci/run`), so a skip there is a broken install step, not a pass.
+//!
+//! The library's unit tests skip the same way (src/testskip.rs).
 
 #![allow(unused_macros)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -24,52 +25,14 @@ pub fn debian_python() -> &'static str {
     }
 }
 
-/// True when running under CI (`CI=true`, as .ci/run is run).
-pub fn in_ci() -> bool {
-    matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1") | Ok("yes"))
-}
+// The recording (stderr line, skip log, failure under CI) is the library's
+// unit-test copy, one file for both.
+#[path = "../../../src/testskip/record.rs"]
+mod record;
+pub(crate) use record::skip;
 
 pub fn is_root() -> bool {
     tern::sys::uids().1 == 0
-}
-
-/// Where skips are recorded: `$TERN_SKIP_LOG` (set by `make test`), else
-/// `test-skips.txt` in the target directory.
-pub fn skip_log() -> PathBuf {
-    match std::env::var_os("TERN_SKIP_LOG") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join("test-skips.txt"),
-    }
-}
-
-/// The running test's name (libtest names each test's thread after it).
-pub fn test_name() -> String {
-    match std::thread::current().name() {
-        Some(n) if n != "main" => n.to_owned(),
-        _ => "(unnamed test)".to_owned(),
-    }
-}
-
-/// Skip the running test: the caller returns right after. Under CI this
-/// panics (the test fails) instead.
-pub fn skip(reason: &str) {
-    let test = test_name();
-    if in_ci() {
-        panic!("CI=true: {test} cannot run: {reason}; .ci/run must provide it (a skip here would hide a missing install step)");
-    }
-    let line = format!("{test}: {reason}");
-    let _ = writeln!(std::io::stderr(), "SKIP {line}");
-    let log = skip_log();
-    if let Some(dir) = log.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    // One short write in append mode: lines from parallel tests do not mix.
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&log) {
-        let _ = f.write_all(format!("{line}\n").as_bytes());
-    }
 }
 
 /// `name` as a path to run: itself when it has a slash, else the first
