@@ -3,12 +3,16 @@
 //!
 //! Each receiving thread first does its own message's part, in parallel with the
 //! others: it has written the body to msg/ID, writes tmp/ID.env and starts both
-//! files' writeback (with `SyncMode::Fsync` it also fsyncs both). It then queues the
-//! message here. Whoever finds nobody leading leads: it commits its own message and
-//! those queued while it waited for the lead (at most `MAX_BATCH` in all): it makes
-//! their bytes and their bodies' names durable at once, renames all the envelopes into
-//! env/ and fsyncs env/ once. Then it hands the lead to the oldest message still
-//! queued, if any, and gives each member of its batch its result.
+//! files' writeback. With `SyncMode::Fsync` (the default) it then makes its own
+//! message durable (`Dirs::sync_message`): fdatasync of the body and of the envelope
+//! and fsync of msg/ (the body's name), the three issued at once, two of them by the
+//! spool's sync helpers (syncpool.rs). It then queues the message here. Whoever finds
+//! nobody leading leads: it commits its own message and those queued while it waited
+//! for the lead (at most `MAX_BATCH` in all). With `SyncMode::Syncfs` it first makes
+//! their bytes and their bodies' names durable with one syncfs(2); either way it then
+//! renames all the envelopes into env/ and fsyncs env/ once. Then it hands the lead to
+//! the oldest message still queued, if any, and gives each member of its batch its
+//! result.
 //!
 //! A queued message's thread sleeps in a slot of its own and is woken exactly once:
 //! with its result, or to lead the next batch (its own message first). Nobody is woken
@@ -20,15 +24,28 @@
 //! and one unpark per message that waits.) The leader hands over the lead before it
 //! wakes its batch, so the next batch's syncs start while the sessions reply.
 //!
-//! "At once" is `syncfs(2)` with `SyncMode::Syncfs` (the default): one call writes
-//! every file of the batch, their inodes and msg/'s entries, and flushes the device
-//! cache once, where fsyncing each file costs a flush per file (on ext4 without a
-//! journal, as on the development VM, and on most disks). A batch of fifty costs two
-//! flushes, not a hundred and two: what lets acceptance pass the one-fsync-per-file
-//! durability ceiling. With `SyncMode::Fsync` it is one fsync of msg/, the files
-//! having been fsync'd by their sessions. Either way a directory fsync costs as much
-//! for fifty new names as for one, and a directory that other threads keep changing
-//! is never "already clean": one per batch instead of one per message.
+//! What a batch shares. A directory fsync costs as much for fifty new names as for
+//! one, and a directory that other threads keep changing is never "already clean":
+//! env/ is fsync'd once per batch, not once per message. The files are where the two
+//! modes differ:
+//!
+//! - `Fsync` syncs each message's own files and nothing else, so a neighbour writing
+//!   to the same filesystem costs it only the disk time it takes (issue 21: a process
+//!   rewriting a 256 MiB file took `syncfs` down to 0.12-0.3 of its quiet rate at 10
+//!   sessions, tern/README in tests/bench has the figures). The sharing comes from
+//!   issuing the syncs together: a device cache flush requested while another is in
+//!   flight waits for the next one, which serves every request queued meanwhile
+//!   (block/blk-flush.c), and on a journalling filesystem concurrent fsyncs join one
+//!   journal commit (ext4's jbd2, XFS's log force). On ext4 without a journal (the
+//!   development VM) each fsync writes its file's data, its inode's table block and,
+//!   for a new file, its directory's block and inode (`ext4_sync_parent`), then asks
+//!   for a flush. So a lone message costs two rounds of syncs (its three at once,
+//!   then env/), and many sessions sync their messages side by side while the batch
+//!   before theirs commits, each batch then costing one fsync.
+//! - `Syncfs` makes the whole batch durable with one call: every file of the batch,
+//!   their inodes and msg/'s entries, one device flush. But it writes out everything
+//!   dirty on the filesystem, another program's data as much as ours, and waits for
+//!   it: with a busy neighbour every batch waits for that neighbour's writes.
 //!
 //! Why no dedicated committer thread fed by a channel: that costs two thread switches
 //! per message even when a session is alone (measured with strace -c -f over 1000
@@ -40,12 +57,12 @@
 //! Every message of a batch keeps the order of the single-message protocol (see
 //! src/spool/README.md): its body and envelope bytes and its body's name are durable
 //! before its envelope is renamed into env/, and that rename is durable before it is
-//! reported. Errors are per message: a rename that fails fails only its message; a
-//! sync that fails fails every message whose bytes or name it was to make durable
-//! (syncfs reports any writeback error on the filesystem since the last call, so one
-//! that is not ours fails a batch too: a 451 and a retry, never a lost message).
-//! A failed message's names are removed again (envelope first), so nothing
-//! half-committed stays in msg/ or env/.
+//! reported. Errors are per message: a file sync or a rename that fails fails only its
+//! message; a sync of a directory or of the filesystem that fails fails every message
+//! whose bytes or name it was to make durable (syncfs reports any writeback error on
+//! the filesystem since the last call, so one that is not ours fails a batch too: a
+//! 451 and a retry, never a lost message). A failed message's names are removed again
+//! (envelope first), so nothing half-committed stays in msg/ or env/.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -55,6 +72,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
+use super::syncpool::{SyncPool, What};
 use super::{sync_dir, QueueId, SpoolError, SyncMode, ENV, HOLD, MSG};
 use crate::sys;
 use std::os::fd::AsRawFd;
@@ -64,8 +82,8 @@ use std::os::fd::AsRawFd;
 const MAX_BATCH: usize = 256;
 
 /// One message whose files are written: its body msg/ID, and its envelope waiting in
-/// tmp/ (both fsync'd by the session with `SyncMode::Fsync`; with `Syncfs`, the
-/// batch's syncfs makes them durable).
+/// tmp/ (synced by its session with `SyncMode::Fsync`; with `Syncfs`, the batch's
+/// syncfs makes them durable).
 #[derive(Debug)]
 pub(super) struct Pending {
     pub(super) id: QueueId,
@@ -74,6 +92,11 @@ pub(super) struct Pending {
     /// Committed into hold/ instead of env/: queued on hold from the start
     /// (a milter's quarantine), never seen by the queue runner until released.
     pub(super) held: bool,
+    /// msg/ID and tmp/ID.env, still open.
+    pub(super) files: [Arc<File>; 2],
+    /// `SyncMode::Fsync`: how its session's syncs of both files and msg/ went (None:
+    /// not done yet, the batch does them).
+    pub(super) synced: Option<Result<(), SpoolError>>,
 }
 
 /// The group commit of one spool, shared by its clones.
@@ -132,9 +155,15 @@ impl Waiter {
 impl Committer {
     /// Make `p` durable and queued; returns once it is, or with its own error (and
     /// then its msg/ID and tmp/ID.env are gone).
-    pub(super) fn commit(&self, root: &Path, mode: SyncMode, p: Pending) -> Result<(), SpoolError> {
+    pub(super) fn commit(&self, root: &Path, mode: SyncMode, mut p: Pending) -> Result<(), SpoolError> {
+        let dirs = self.dirs.get_or_init(|| Dirs::new(root));
+        if mode == SyncMode::Fsync {
+            // The message's own syncs, in this session's thread (and the pool's),
+            // alongside the other sessions' and whatever batch is being committed:
+            // the batch then has only the renames to make durable.
+            p.synced = Some(dirs.sync_message(&p));
+        }
         self.run(p, |batch| {
-            let dirs = self.dirs.get_or_init(|| Dirs::new(root));
             let _timer = crate::metrics::spool_commit();
             commit_batch(dirs, mode, batch)
         })
@@ -216,8 +245,9 @@ pub(super) struct Dirs {
     msg: PathBuf,
     env: PathBuf,
     hold: PathBuf,
-    msg_fd: Option<File>,
+    msg_fd: Option<Arc<File>>,
     env_fd: Option<File>,
+    pool: SyncPool,
     /// When a slow syncfs was last logged.
     last_slow_warning: Mutex<Option<Instant>>,
 }
@@ -226,7 +256,8 @@ impl Dirs {
     pub(super) fn new(root: &Path) -> Dirs {
         let (msg, env) = (root.join(MSG), root.join(ENV));
         Dirs {
-            msg_fd: File::open(&msg).ok(),
+            msg_fd: File::open(&msg).ok().map(Arc::new),
+            pool: SyncPool::default(),
             env_fd: File::open(&env).ok(),
             last_slow_warning: Mutex::new(None),
             msg,
@@ -248,36 +279,48 @@ impl Dirs {
         }
     }
 
-    /// Everything the batch wrote durable, msg/'s names included: syncfs on msg/'s
-    /// filesystem (the whole spool is one), or an fsync of msg/ when each session has
-    /// fsync'd its own files.
-    fn sync_batch(&self, mode: SyncMode) -> Result<(), SpoolError> {
-        match mode {
-            SyncMode::Fsync => Dirs::sync(self.msg_fd.as_ref(), &self.msg),
-            SyncMode::Syncfs => {
-                let opened;
-                let fd = match self.msg_fd.as_ref() {
-                    Some(f) => f,
-                    None => {
-                        opened =
-                            File::open(&self.msg).map_err(|e| SpoolError::from_io("open", &self.msg, e))?;
-                        &opened
-                    }
-                };
-                let started = Instant::now();
-                let r = sys::syncfs(fd.as_raw_fd()).map_err(|e| SpoolError::from_io("syncfs", &self.msg, e));
-                let took = started.elapsed();
-                if slow_syncfs_warning(took, &self.last_slow_warning) {
-                    log::warn!(
-                        "spool: syncfs took {} ms: every message waits for all data waiting to be \
-                         written on the spool's filesystem; with other busy writers there, \
-                         spool_sync = fsync keeps the wait per message",
-                        took.as_millis()
-                    );
-                }
-                r
-            }
+    /// msg/: the descriptor kept open, or a new one when opening it failed at first.
+    fn msg_dir(&self) -> Result<Arc<File>, SpoolError> {
+        match &self.msg_fd {
+            Some(f) => Ok(Arc::clone(f)),
+            None => File::open(&self.msg)
+                .map(Arc::new)
+                .map_err(|e| SpoolError::from_io("open", &self.msg, e)),
         }
+    }
+
+    /// One message's body and envelope and msg/ (its body's name) durable, the three
+    /// syncs at once.
+    fn sync_message(&self, p: &Pending) -> Result<(), SpoolError> {
+        let [body, env] = &p.files;
+        let jobs = [
+            (self.msg_dir()?, What::All),
+            (Arc::clone(body), What::Data),
+            (Arc::clone(env), What::Data),
+        ];
+        let paths = [self.msg.clone(), self.msg.join(p.id.as_str()), p.tmp_env.clone()];
+        for (r, path) in self.pool.sync_all(&jobs).into_iter().zip(paths) {
+            r.map_err(|e| SpoolError::from_io("fsync", &path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Everything the batch wrote durable, msg/'s names included, with one syncfs of
+    /// msg/'s filesystem (the whole spool is one), and whatever else is dirty there.
+    fn syncfs(&self) -> Result<(), SpoolError> {
+        let fd = self.msg_dir()?;
+        let started = Instant::now();
+        let r = sys::syncfs(fd.as_raw_fd()).map_err(|e| SpoolError::from_io("syncfs", &self.msg, e));
+        let took = started.elapsed();
+        if slow_syncfs_warning(took, &self.last_slow_warning) {
+            log::warn!(
+                "spool: syncfs took {} ms: every message waits for all data waiting to be \
+                 written on the spool's filesystem; with other busy writers there, \
+                 spool_sync = fsync syncs each message's own files only",
+                took.as_millis()
+            );
+        }
+        r
     }
 }
 
@@ -312,9 +355,14 @@ pub(super) fn commit_batch(dirs: &Dirs, mode: SyncMode, batch: &[&Pending]) -> V
 
     // The files and the bodies' names are durable before any envelope can be.
     if !batch.is_empty() {
-        if let Err(e) = dirs.sync_batch(mode) {
-            for r in results.iter_mut() {
-                *r = Err(e.duplicate());
+        match mode {
+            SyncMode::Fsync => sync_own_files(dirs, batch, &mut results),
+            SyncMode::Syncfs => {
+                if let Err(e) = dirs.syncfs() {
+                    for r in results.iter_mut() {
+                        *r = Err(e.duplicate());
+                    }
+                }
             }
         }
     }
@@ -370,6 +418,46 @@ pub(super) fn commit_batch(dirs: &Dirs, mode: SyncMode, batch: &[&Pending]) -> V
     results
 }
 
+/// With `SyncMode::Fsync`, each session has synced its own message before queueing it
+/// (`Committer::commit`): its outcome stands. A message that comes unsynced has its
+/// body and envelope synced here, with msg/, all at once; a failed file fails its own
+/// message, a failed msg/ every such message.
+fn sync_own_files(dirs: &Dirs, batch: &[&Pending], results: &mut [Result<(), SpoolError>]) {
+    let unsynced = batch.iter().filter(|p| p.synced.is_none()).count();
+    let mut synced = Vec::new().into_iter();
+    let mut dir_failed = None;
+    if unsynced > 0 {
+        match dirs.msg_dir() {
+            Ok(msg_dir) => {
+                let mut jobs: Vec<(Arc<File>, What)> = Vec::with_capacity(2 * unsynced + 1);
+                jobs.push((msg_dir, What::All));
+                for p in batch.iter().filter(|p| p.synced.is_none()) {
+                    jobs.extend(p.files.iter().map(|f| (Arc::clone(f), What::Data)));
+                }
+                synced = dirs.pool.sync_all(&jobs).into_iter();
+                if let Some(Err(e)) = synced.next() {
+                    dir_failed = Some(SpoolError::from_io("fsync", &dirs.msg, e));
+                }
+            }
+            Err(e) => dir_failed = Some(e),
+        }
+    }
+    for (p, r) in batch.iter().zip(results.iter_mut()) {
+        match &p.synced {
+            Some(Ok(())) => {}
+            Some(Err(e)) => *r = Err(e.duplicate()),
+            None => {
+                let files = [synced.next(), synced.next()];
+                if let Some(e) = &dir_failed {
+                    *r = Err(e.duplicate());
+                } else if let Some(Some(Err(e))) = files.into_iter().find(|f| matches!(f, Some(Err(_)))) {
+                    *r = Err(SpoolError::from_io("fsync", &p.tmp_env, e));
+                }
+            }
+        }
+    }
+}
+
 /// An io::Error like `e` (same errno, so `is_no_space` still answers the same).
 pub(super) fn dup_io(e: &io::Error) -> io::Error {
     match e.raw_os_error() {
@@ -391,16 +479,19 @@ mod tests {
     /// A message as Incoming::commit hands it over: msg/ID linked, tmp/ID.env written.
     fn pending(s: &Spool) -> Pending {
         let id = QueueId::generate();
-        let p = Pending {
-            tmp_env: s.root().join(TMP).join(format!("{id}.env")),
+        let tmp_env = s.root().join(TMP).join(format!("{id}.env"));
+        let mut env = Envelope::new(id.clone(), "a@example.org".into(), 1_700_000_000);
+        env.recipients.push(Recipient::new("b@example.net".into()));
+        fs::write(s.message_path(&id), format!("body of {id}\n")).unwrap();
+        fs::write(&tmp_env, env.to_text()).unwrap();
+        let open = |p: &Path| Arc::new(File::open(p).unwrap());
+        Pending {
+            files: [open(&s.message_path(&id)), open(&tmp_env)],
+            synced: None,
+            tmp_env,
             id,
             held: false,
-        };
-        let mut env = Envelope::new(p.id.clone(), "a@example.org".into(), 1_700_000_000);
-        env.recipients.push(Recipient::new("b@example.net".into()));
-        fs::write(s.message_path(&p.id), format!("body of {}\n", p.id)).unwrap();
-        fs::write(&p.tmp_env, env.to_text()).unwrap();
-        p
+        }
     }
 
     #[test]
@@ -443,6 +534,63 @@ mod tests {
             assert!(names(&s.root().join(TMP)).is_empty());
             assert_eq!(names(&s.root().join(MSG)).len(), 4);
         }
+    }
+
+    /// A file whose fdatasync fails (EINVAL: /dev/null cannot be synced).
+    fn unsyncable() -> Arc<File> {
+        Arc::new(File::open("/dev/null").unwrap())
+    }
+
+    #[test]
+    fn with_fsync_each_message_stands_or_falls_by_its_own_syncs() {
+        let d = TempDir::new().unwrap();
+        let s = Spool::open(&d.path().join("spool")).unwrap();
+        let mut batch: Vec<Pending> = (0..5).map(|_| pending(&s)).collect();
+        // 1: its session's own syncs failed.
+        batch[1].synced = Some(Err(SpoolError::other("fsync", &batch[1].tmp_env, "disk on fire")));
+        // 2: its session synced it.
+        batch[2].synced = Some(Ok(()));
+        // 3: comes unsynced and its body cannot be synced; 0 and 4 come unsynced.
+        batch[3].files[0] = unsyncable();
+        let refs: Vec<&Pending> = batch.iter().collect();
+        let results = commit_batch(&Dirs::new(s.root()), SyncMode::Fsync, &refs);
+        let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
+        assert_eq!(ok, [true, false, true, false, true]);
+        assert!(results[1]
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("disk on fire"));
+        let e = results[3].as_ref().unwrap_err();
+        assert!(e.to_string().starts_with("spool: fsync "), "{e}");
+        assert_eq!(e.io().and_then(io::Error::raw_os_error), Some(libc::EINVAL));
+        let mut good: Vec<QueueId> = [0, 2, 4].iter().map(|&i| batch[i].id.clone()).collect();
+        good.sort();
+        assert_eq!(s.list().unwrap(), good);
+        assert_eq!(names(&s.root().join(MSG)).len(), 3);
+        assert!(names(&s.root().join(TMP)).is_empty());
+    }
+
+    #[test]
+    fn with_fsync_a_session_syncs_its_own_message_before_it_queues_it() {
+        let d = TempDir::new().unwrap();
+        let s = Spool::open(&d.path().join("spool")).unwrap();
+        let c = Committer::default();
+        // Its envelope cannot be synced: refused before it ever reaches a batch, and
+        // nothing of it stays.
+        let mut bad = pending(&s);
+        bad.files[1] = unsyncable();
+        let tmp_env = bad.tmp_env.clone();
+        let e = c.commit(s.root(), SyncMode::Fsync, bad).unwrap_err();
+        assert!(e.to_string().starts_with("spool: fsync "), "{e}");
+        assert!(e.to_string().contains(&*tmp_env.to_string_lossy()), "{e}");
+        assert!(s.list().unwrap().is_empty());
+        assert!(names(&s.root().join(MSG)).is_empty());
+        assert!(names(&s.root().join(TMP)).is_empty());
+        let good = pending(&s);
+        let id = good.id.clone();
+        c.commit(s.root(), SyncMode::Fsync, good).unwrap();
+        assert_eq!(s.list().unwrap(), [id]);
     }
 
     #[test]
@@ -557,10 +705,13 @@ mod tests {
     /// A message for `Committer::run` with a stand-in commit: no files, and the path
     /// names who sent it.
     fn fake(who: String) -> Pending {
+        let null = || Arc::new(File::open("/dev/null").unwrap());
         Pending {
             id: QueueId::generate(),
             tmp_env: PathBuf::from(who),
             held: false,
+            files: [null(), null()],
+            synced: None,
         }
     }
 

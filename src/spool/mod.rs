@@ -26,6 +26,7 @@ pub mod id;
 pub mod listing;
 pub mod maildrop;
 pub mod retire;
+mod syncpool;
 
 pub use envelope::{BodyType, DsnRet, Envelope, EnvelopeError, RcptStatus, Recipient};
 pub use id::QueueId;
@@ -845,18 +846,18 @@ impl Incoming {
     ///
     /// The steps, and why (src/spool/README.md has the whole story):
     /// 1. flush msg/ID (created by `begin`) and write tmp/ID.env, and start writing both
-    ///    out. Until step 3 renames the envelope, msg/ID is an orphan that nothing reads
+    ///    out. Until step 2 renames the envelope, msg/ID is an orphan that nothing reads
     ///    and that recover removes after a crash;
-    /// 2. with `SyncMode::Fsync` only: fsync both files here, in the session's thread;
-    /// 3. hand the envelope to the spool's group commit (commit.rs), which, for every
-    ///    message waiting at that moment together, makes the bytes and the bodies' names
-    ///    durable (one syncfs, or with `Fsync` one fsync of msg/), renames each
-    ///    tmp/ID.env to env/ID (the commit point, atomic: env/ID is either absent or
-    ///    complete), and fsyncs env/ once (the renames are on disk before anyone
-    ///    reports success).
+    /// 2. hand both to the spool's group commit (commit.rs). With `SyncMode::Fsync`
+    ///    this session first makes them and msg/ID's name durable (fdatasync of each
+    ///    file and fsync of msg/, at once, alongside the other sessions); with
+    ///    `Syncfs` one syncfs does that for every message of the batch. Then the batch
+    ///    renames each tmp/ID.env to env/ID (the commit point, atomic: env/ID is either
+    ///    absent or complete) and fsyncs env/ once (the renames are on disk before
+    ///    anyone reports success).
     ///
-    /// So with `Syncfs` a batch of messages costs two device flushes however many it
-    /// holds; with `Fsync` each message costs two file fsyncs of its own as well.
+    /// So a message costs its own three syncs issued together (`Fsync`), or a share of
+    /// one syncfs of the whole filesystem (`Syncfs`), and a share of one fsync of env/.
     pub fn commit(self, env: &Envelope) -> Result<(), SpoolError> {
         self.commit_to(env, false)
     }
@@ -893,34 +894,17 @@ impl Incoming {
         let tmp_env = self.spool.dir(TMP).join(format!("{}.env", self.id));
         let env_file = write_new(&tmp_env, env.to_text().as_bytes())?;
         // Both files' blocks get allocated and their writes started now, in this
-        // thread, in parallel with the other sessions: the sync that follows (the
-        // batch's syncfs, or this thread's first fsync and its journal commit) then
-        // finds them under way.
+        // thread, in parallel with the other sessions: the syncs that follow (this
+        // session's fdatasyncs, or the batch's syncfs) then find them under way.
         sys::start_writeback(env_file.as_raw_fd());
         sys::start_writeback(file.as_raw_fd());
-        let synced = match self.spool.sync {
-            // The batch's syncfs writes both files.
-            SyncMode::Syncfs => Ok(()),
-            SyncMode::Fsync => file
-                .sync_all()
-                .map_err(|e| SpoolError::from_io("fsync", &self.tmp, e))
-                .and_then(|()| {
-                    env_file
-                        .sync_all()
-                        .map_err(|e| SpoolError::from_io("fsync", &tmp_env, e))
-                }),
-        };
-        drop(file);
-        drop(env_file);
-        if let Err(e) = synced {
-            let _ = fs::remove_file(&tmp_env);
-            return Err(e);
-        }
         self.done = true;
         let pending = commit::Pending {
             id: self.id.clone(),
             tmp_env,
             held,
+            files: [Arc::new(file), Arc::new(env_file)],
+            synced: None,
         };
         // The committer removes msg/ID and tmp/ID.env again when it fails.
         self.spool
