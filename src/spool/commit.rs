@@ -73,7 +73,8 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use super::syncpool::{SyncPool, What};
-use super::{sync_dir, QueueId, SpoolError, SyncMode, ENV, HOLD, MSG};
+use super::{sync_dir, QueueId, SpoolError, ENV, HOLD, MSG};
+use crate::config::SyncMode;
 use crate::sys;
 use std::os::fd::AsRawFd;
 
