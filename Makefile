@@ -94,11 +94,14 @@ soak:
 # and CPU; a table of ratios to the ceilings and the targets at the end. Never
 # fails on a missed target, only on a broken load. Knobs are environment or
 # make variables: make bench BENCH_MESSAGES=1000 (see tests/bench/README.md).
+# BENCH_SCRIPTS: further benchmarks bench.sh runs after its own loads, one
+# after the other, each printing its table and a last line `BENCH key=value...`
+# whose keys join bench.sh's BENCH line (the contract: tests/bench/README.md,
+# "Further scripts"). Add a script to this list; empty it to skip them all.
+BENCH_SCRIPTS ?= tests/bench/chunking.sh tests/bench/milter.sh tests/bench/auth.sh
 bench:
 	$(CARGO) build --release --bins --examples
-	tests/bench/bench.sh
-	tests/bench/auth.sh
-	tests/bench/milter.sh
+	BENCH_SCRIPTS="$(BENCH_SCRIPTS)" tests/bench/bench.sh
 
 # The same, side by side with a private Postfix instance (installed with
 # apt-get when missing and run as root).

@@ -454,7 +454,7 @@ mod tests {
             ("policy_service_max_ttl", "7"),
             ("policy_service_request_limit", "7"),
             ("spool", "/x"),
-            ("spool_sync", "fsync"),
+            ("spool_sync", "syncfs"),
             ("local_domains", "x.test"),
             ("local_users", "/u"),
             ("aliases", "/a"),

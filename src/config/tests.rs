@@ -662,7 +662,7 @@ fn lmtp_servers_for_mailboxes_and_routes() {
 
 #[test]
 fn spool_sync_values() {
-    assert_eq!(p("").unwrap().spool.sync, SyncMode::Syncfs);
+    assert_eq!(p("").unwrap().spool.sync, SyncMode::Fsync);
     assert_eq!(p("spool_sync = fsync").unwrap().spool.sync, SyncMode::Fsync);
     assert_eq!(p("spool_sync = SyncFS").unwrap().spool.sync, SyncMode::Syncfs);
     let e = p("spool_sync = fdatasync").unwrap_err().to_string();

@@ -177,21 +177,23 @@ pub enum Family {
 }
 
 /// How the spool makes a new message durable (`spool_sync`). Both give the same
-/// promise (src/spool/README.md, "The promise"); they differ in what a batch of
-/// messages committed together costs.
+/// promise (src/spool/README.md, "The promise"); they differ in what they write and
+/// wait for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMode {
-    /// One `syncfs(2)` per group-commit batch writes every message's body and
-    /// envelope at once, then one fsync of env/ makes the renames durable: two device flushes per
-    /// batch, however many messages it holds. It also writes out whatever else is
-    /// dirty on the spool's filesystem, so it suits a spool whose filesystem is not
-    /// busy with other writers.
+    /// Each session syncs its own message's body and envelope and the body's
+    /// directory, the three at once; a batch of messages committed together then
+    /// fsyncs env/ once for all their renames. Nothing else on the filesystem is
+    /// written or waited for, so another program writing there costs only the disk
+    /// time it takes (issue 21).
     #[default]
-    Syncfs,
-    /// Each session fsyncs its own message's body and envelope; the batch fsyncs
-    /// msg/ and env/ once: two fsyncs per message plus two per batch, and no
-    /// dependence on anything else written to the filesystem.
     Fsync,
+    /// One `syncfs(2)` per group-commit batch writes every message's body and
+    /// envelope at once, then one fsync of env/ makes the renames durable: two device
+    /// flushes per batch, however many messages it holds. It also writes out, and waits
+    /// for, whatever else is dirty on the spool's filesystem, so it suits only a spool
+    /// with a filesystem of its own.
+    Syncfs,
 }
 
 #[cfg(test)]

@@ -129,7 +129,7 @@ fn reload_applies_what_it_may_and_names_what_needs_a_restart() {
     let mut before = Client::connect(addr);
     assert_eq!(before.line(), "220 one.test ESMTP tern");
 
-    t.rewrite("hostname = two.test\nmax_errors = 3\nspool_sync = fsync\ndelivery_threads = 2\n");
+    t.rewrite("hostname = two.test\nmax_errors = 3\nspool_sync = syncfs\ndelivery_threads = 2\n");
     let r = d.reload().unwrap();
     assert_eq!(
         r,

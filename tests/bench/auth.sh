@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # auth.sh: what mail authentication (issue 20) costs ternd in acceptance
-# rate, run by `make bench` after bench.sh (release binaries and examples
-# already built; this script builds nothing).
+# rate; one of bench.sh's further scripts (BENCH_SCRIPTS in the Makefile,
+# tests/bench/README.md "Further scripts"): it builds nothing, takes the
+# binaries from $BENCH_BIN, puts its files under $BENCH_DIR, prints its table
+# on stdout and, last, a `BENCH auth_...` line.
 #
 # Three ternds accept smtp-source's load into their spools (queue_only):
 #   off    the client is outside (not in relay_networks), auth_check = no
@@ -11,13 +13,13 @@
 #          steady state on a real host)
 #   sign   the client is inside (relay_networks) and every message is
 #          DKIM-signed with a 2048-bit RSA key (dkim_sign)
-# in BENCH_AUTH_ROUNDS interleaved rounds (the order rotates each round),
+# in BENCH_ROUNDS interleaved rounds (the order rotates each round),
 # so that drift on a shared machine hits every load alike. Printed: each
 # round's rates, and the median and spread (min-max) of the per-round ratios
 # check/off and sign/off. A benchmark: no target, no assertion; the exit
 # status is 1 only when a load broke, 2 when a tool is missing.
 #
-# Knobs: BENCH_AUTH_ROUNDS (5), BENCH_AUTH_MESSAGES (2000), BENCH_AUTH_SESSIONS
+# Knobs: BENCH_ROUNDS (5), BENCH_AUTH_MESSAGES (2000), BENCH_AUTH_SESSIONS
 # (10), BENCH_SIZE (4K), BENCH_TERN_USER (nobody, when run as root),
 # BENCH_KEEP=1 keeps the files.
 set -uo pipefail
@@ -26,9 +28,10 @@ cd "$(dirname "$0")/../.." || exit 2
 TOP=$(pwd)
 TARGET=${CARGO_TARGET_DIR:-${TARGET_DIR:-$TOP/target}}
 case $TARGET in /*) ;; *) TARGET=$TOP/$TARGET ;; esac
-B=$TARGET/release
+B=${BENCH_BIN:-$TARGET/release}
 X=$B/examples
-ROUNDS=${BENCH_AUTH_ROUNDS:-5}
+PARENT=${BENCH_DIR:-$TARGET}
+ROUNDS=${BENCH_ROUNDS:-${BENCH_AUTH_ROUNDS:-5}}
 MESSAGES=${BENCH_AUTH_MESSAGES:-2000}
 SESSIONS=${BENCH_AUTH_SESSIONS:-10}
 SIZE=${BENCH_SIZE:-4K}
@@ -44,7 +47,8 @@ for t in "$NSD" openssl; do
     command -v "$t" >/dev/null 2>&1 || { log "$t missing (apt-get install nsd openssl)"; exit 2; }
 done
 
-D=$(mktemp -d "$TARGET/bench-auth.XXXXXX") || exit 2
+mkdir -p "$PARENT" || exit 2
+D=$(mktemp -d "$(cd "$PARENT" && pwd)/auth.XXXXXX") || exit 2
 chmod 755 "$D"
 PIDS=()
 BROKEN=0
@@ -190,20 +194,23 @@ for r in $(seq "$ROUNDS"); do
 done
 
 # summary NAME RATIO...: median and min-max.
-summary() {
-    local name=$1
-    shift
-    printf '%s\n' "$@" | sort -g | awk -v name="$name" '
+# stats RATIO...: "median min-max".
+stats() {
+    printf '%s\n' "$@" | sort -g | awk '
         { v[NR] = $1 }
         END {
             m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-            printf "%-40s median %.3f  spread %.3f-%.3f  (%d rounds)\n", name, m, v[1], v[NR], NR
+            printf "%.3f %.3f-%.3f\n", m, v[1], v[NR]
         }'
 }
+read -r CM CS <<<"$(stats "${CHECK_RATIOS[@]}")"
+read -r SM SS <<<"$(stats "${SIGN_RATIOS[@]}")"
 echo
-summary "acceptance rate, checks on / off:" "${CHECK_RATIOS[@]}"
-summary "acceptance rate, RSA-2048 signing / off:" "${SIGN_RATIOS[@]}"
-# What the checks wrote, once, for the record.
+printf '%-42s median %s  spread %s  (%d rounds)\n' "acceptance rate, checks on / off:" "$CM" "$CS" "$ROUNDS"
+printf '%-42s median %s  spread %s  (%d rounds)\n' "acceptance rate, RSA-2048 signing / off:" "$SM" "$SS" "$ROUNDS"
+# What the checks wrote, once, for the record (progress: stderr).
 id=$(ls "$D/check/spool/msg" 2>/dev/null | head -1)
-[ -n "$id" ] && grep -m1 -A4 '^Authentication-Results:' "$D/check/spool/msg/$id" | sed 's/^/  /'
+[ -n "$id" ] && grep -m1 -A4 '^Authentication-Results:' "$D/check/spool/msg/$id" | sed 's/^/  /' >&2
+# The last line (tests/bench/README.md, "Further scripts").
+echo "BENCH auth_check_x_off=$CM auth_check_x_off_spread=$CS auth_sign_x_off=$SM auth_sign_x_off_spread=$SS auth_broken=$BROKEN"
 exit $BROKEN

@@ -12,12 +12,22 @@
 #   4. end to end: smtp-source -> ternd -> smtp-sink through a `route`,
 #      timed until the sink has counted every message, 10 and 50 sessions
 #   5. local delivery: smtp-source -> ternd -> Maildir new/
-#   6. ternd's peak RSS and CPU seconds per 1,000 messages for each load
+#   6. a neighbour (issue 21): acceptance at 1/10/50 sessions with spool_sync =
+#      fsync and syncfs (and Postfix), each without and with a process rewriting
+#      a file on the same filesystem (tests/bench/neighbour.rs)
+#   + ternd's peak RSS and CPU seconds per 1,000 messages for each load
 #   + the same loads against a private Postfix (BENCH_POSTFIX=1, tests/bench/postfix.sh)
 #   + queue-scale.sh, when present (BENCH_QUEUE=0 skips it)
+#   7. BENCH_SCRIPTS, one after the other (the Makefile: tests/bench/chunking.sh,
+#      DATA against BDAT with 1 and 10 MiB messages, tern against Postfix)
 #
-# then a table of each figure, its ratio to the ceiling measured in this run,
-# the tern/Postfix ratio, and the targets of issue 9, "met" or "NOT met".
+# Every load that is compared with another runs in BENCH_ROUNDS rounds (3 with
+# Postfix, else 1), the two sides taking turns (tern, Postfix, tern, Postfix...;
+# quiet, busy, busy, quiet...), so that a moment of a shared machine weighs on
+# both alike. Then a table of each figure (the median of its rounds), its ratio
+# to the ceiling measured in this run, the median of the per-round tern/Postfix
+# ratios with their spread, and the targets of issues 9 and 21, "met" or "NOT
+# met"; and one of the neighbour loads.
 # A missed target never fails the run: it is a benchmark. The exit status is
 # 1 only when a load itself broke (errors, lost messages, a tool failed), 2
 # when the binaries are missing. Loopback only. Knobs (environment): see
@@ -39,24 +49,38 @@ MESSAGES=${BENCH_MESSAGES:-3000}
 SIZE=${BENCH_SIZE:-4K}
 PER_CONN=${BENCH_PER_CONN:-1}
 PIPELINING=${BENCH_PIPELINING:-1}
-SESSIONS=${BENCH_SESSIONS:-1 10 50}
-E2E_SESSIONS=${BENCH_E2E_SESSIONS:-10 50}
-LOCAL_SESSIONS=${BENCH_LOCAL_SESSIONS:-10}
+SESSIONS=${BENCH_SESSIONS-1 10 50}
+E2E_SESSIONS=${BENCH_E2E_SESSIONS-10 50}
+LOCAL_SESSIONS=${BENCH_LOCAL_SESSIONS-10}
 IDLE=${BENCH_IDLE:-200}
 FSYNC_FILES=${BENCH_FSYNC_FILES:-$MESSAGES}
-FSYNC_THREADS=${BENCH_FSYNC_THREADS:-1 16}
+FSYNC_THREADS=${BENCH_FSYNC_THREADS-1 16}
 TIMEOUT=${BENCH_TIMEOUT:-300}
 LOCAL_USER=${BENCH_LOCAL_USER:-ternbench}
 TERN_USER=${BENCH_TERN_USER:-nobody}
 POSTFIX=${BENCH_POSTFIX:-0}
 QUEUE=${BENCH_QUEUE:-1}
+# Further benchmark scripts, run after the loads here (the Makefile's list).
+SCRIPTS=${BENCH_SCRIPTS-}
 KEEP=${BENCH_KEEP:-0}
 PARENT=${BENCH_DIR:-$TARGET}
+# Rounds of every load that is compared with another (tern with Postfix, with
+# and without the neighbour, syncfs with fsync): 3 side by side with Postfix,
+# 1 without (the plain run stays short enough for CI).
+ROUNDS=${BENCH_ROUNDS:-$([ "$POSTFIX" = 1 ] && echo 3 || echo 1)}
+NEIGHBOUR=${BENCH_NEIGHBOUR:-1}
+NB_SESSIONS=${BENCH_NB_SESSIONS-1 10 50}
+NB_MESSAGES=${BENCH_NB_MESSAGES:-1000}
+NB_SIZE=${BENCH_NB_SIZE:-256M}
+NB_RATE=${BENCH_NB_RATE:-256}
+# tern's default spool_sync, which the neighbour targets are about: etc/tern.conf
+# shows every default as a commented-out line.
+DEFAULT_SYNC=$(sed -n 's/^#spool_sync = \([a-z]*\).*/\1/p' etc/tern.conf 2>/dev/null | head -1)
 
-for p in "$B/ternd" "$X/smtp-source" "$X/smtp-sink" "$X/fsync-ceiling"; do
+for p in "$B/ternd" "$X/smtp-source" "$X/smtp-sink" "$X/fsync-ceiling" "$X/neighbour"; do
     [ -x "$p" ] || { echo "bench: $p missing; run: cargo build --release --bins --examples" >&2; exit 2; }
 done
-for n in "$MESSAGES" "$IDLE" "$FSYNC_FILES" "$TIMEOUT"; do
+for n in "$MESSAGES" "$IDLE" "$FSYNC_FILES" "$TIMEOUT" "$ROUNDS" "$NB_MESSAGES" "$NB_RATE"; do
     case $n in '' | *[!0-9]*) echo "bench: not a number: '$n'" >&2; exit 2 ;; esac
 done
 
@@ -110,6 +134,41 @@ calc() {
     [[ $e =~ ^[[:space:]]*$op || $e =~ ${op}[[:space:]]*$ || $e =~ ${op}[[:space:]]*$op ||
         $e =~ \([[:space:]]*($op|\)) || $e =~ ${op}[[:space:]]*\) || $e =~ ^[[:space:]]*$ ]] && return 0
     awk "BEGIN { x = $1; printf \"%.${2:-1}f\", x }" 2>/dev/null
+}
+v() { printf '%s' "${R[$1]-}"; }
+# ratio A B [DECIMALS]: A/B, empty if either is missing or B is 0.
+ratio() {
+    [ -n "$1" ] && [ -n "$2" ] || return 0
+    awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN { if (b + 0 != 0) printf "%.*f", d, a / b }'
+}
+# stats_of NUMBER...: "median lowest highest" of the non-empty arguments,
+# nothing when there are none.
+stats_of() {
+    printf '%s\n' "$@" | grep . | sort -g |
+        awk '{ x[++n] = $1 } END { if (n) print (n % 2 ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2), x[1], x[n] }'
+}
+# summarize KEY: each figure of load KEY (KEY.FIELD) is the median of its
+# rounds' (KEY.rN.FIELD), empty when no round measured it.
+summarize() {
+    local f r m vals
+    for f in rate p50 p99 cp50 cpu rss; do
+        vals=()
+        for ((r = 1; r <= ROUNDS; r++)); do vals+=("${R[$1.r$r.$f]-}"); done
+        read -r m _ <<<"$(stats_of "${vals[@]}")"
+        [ -z "$m" ] && continue
+        case $f in rss) R[$1.$f]=$(calc "$m" 0) ;; rate) R[$1.$f]=$(calc "$m" 1) ;; cpu) R[$1.$f]=$(calc "$m" 2) ;; *) R[$1.$f]=$(calc "$m" 3) ;; esac
+    done
+}
+# ratio_rounds A B FIELD: A.rN.FIELD / B.rN.FIELD in each round N that has
+# both; RS_MED is their median, RS_SPREAD "lowest-highest" (both empty when no
+# round has both).
+ratio_rounds() {
+    local r vals=() med lo hi
+    for ((r = 1; r <= ROUNDS; r++)); do vals+=("$(ratio "${R[$1.r$r.$3]-}" "${R[$2.r$r.$3]-}" 4)"); done
+    read -r med lo hi <<<"$(stats_of "${vals[@]}")"
+    RS_MED=$(calc "$med" 2) RS_SPREAD=
+    [ -n "$med" ] && RS_SPREAD="$(calc "$lo" 2)-$(calc "$hi" 2)"
+    return 0
 }
 # The value of KEY in the last RESULT line of FILE.
 result() { awk -v k="$2" '/^RESULT/ { line = $0 } END { n = split(line, f, " "); for (i = 1; i <= n; i++) { split(f[i], kv, "="); if (kv[1] == k) print kv[2] } }' "$1"; }
@@ -188,14 +247,15 @@ start_ternd() {
 
 # source NAME SESSIONS ADDR RCPT: one smtp-source load; output in D/NAME.src.
 # Returns non-zero (and records the breakage) on errors.
+# LOAD_MESSAGES, when set, replaces MESSAGES.
 source_load() {
-    local name=$1 sessions=$2 addr=$3 rcpt=$4 p=
+    local name=$1 sessions=$2 addr=$3 rcpt=$4 p= n=${LOAD_MESSAGES:-$MESSAGES}
     [ "$PIPELINING" = 1 ] && p=-P
-    "$X/smtp-source" $p -c "$sessions" -m "$MESSAGES" -s "$SIZE" -r "$PER_CONN" -w "$TIMEOUT" \
+    "$X/smtp-source" $p -c "$sessions" -m "$n" -s "$SIZE" -r "$PER_CONN" -w "$TIMEOUT" \
         -t "$rcpt" "$addr" >"$D/$name.src" 2>"$D/$name.srcerr" </dev/null
     local rc=$?
-    if [ $rc -ne 0 ] || [ "$(result "$D/$name.src" messages)" != "$MESSAGES" ]; then
-        broke "$name: smtp-source exit $rc, $(result "$D/$name.src" messages) of $MESSAGES accepted: $(head -3 "$D/$name.srcerr" | tr '\n' ' ')"
+    if [ $rc -ne 0 ] || [ "$(result "$D/$name.src" messages)" != "$n" ]; then
+        broke "$name: smtp-source exit $rc, $(result "$D/$name.src" messages) of $n accepted: $(head -3 "$D/$name.srcerr" | tr '\n' ' ')"
         return 1
     fi
     log "$name: $(grep '^RESULT' "$D/$name.src")"
@@ -285,14 +345,14 @@ measure() {
     [ -n "$smp" ] && stop "$smp"
     c1=$(cpu_of "$who")
     if [ -n "$waitcmd" ]; then
-        R[$key.rate]=$(calc "$MESSAGES / ($t1 - $t0)")
+        R[$key.rate]=$(calc "${LOAD_MESSAGES:-$MESSAGES} / ($t1 - $t0)")
     else
         R[$key.rate]=$(result "$D/$name.src" msgs_per_sec)
     fi
     R[$key.p50]=$(result "$D/$name.src" p50_ms)
     R[$key.p99]=$(result "$D/$name.src" p99_ms)
     R[$key.cp50]=$(result "$D/$name.src" conn_p50_ms)
-    R[$key.cpu]=$(calc "($c1 - $c0) / $TICK / $MESSAGES * 1000" 2)
+    R[$key.cpu]=$(calc "($c1 - $c0) / $TICK / ${LOAD_MESSAGES:-$MESSAGES} * 1000" 2)
     if [ "$who" = pf ]; then
         R[$key.rss]=$(cat "$D/$name.rssmax" 2>/dev/null)
     else
@@ -301,7 +361,7 @@ measure() {
     log "$name: ${R[$key.rate]} msg/s, p50 ${R[$key.p50]} ms, ${R[$key.cpu]} CPU s per 1000, rss ${R[$key.rss]} kB"
 }
 
-echo "bench: $MESSAGES messages of $SIZE per load, $PER_CONN per connection, pipelining $([ "$PIPELINING" = 1 ] && echo on || echo off); in $D"
+echo "bench: $MESSAGES messages of $SIZE per load, $PER_CONN per connection, pipelining $([ "$PIPELINING" = 1 ] && echo on || echo off), $ROUNDS round(s) of each compared load; in $D"
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)
 echo "bench: $(nproc 2>/dev/null || echo '?') CPUs, load $LOAD0; spool filesystem: $(df -T "$D" 2>/dev/null | awk 'NR == 2 { print $2 " on " $1 }')"
 
@@ -376,7 +436,7 @@ done
 log "3. ternd accepting into its spool (queue_only = yes)"
 # Idle sessions on an instance of their own, so that the busy loads' peak
 # is not theirs. max_sessions well above IDLE keeps ternd out of stress mode.
-if start_ternd idle queue_only=yes max_sessions=$((IDLE * 2 + 10)) max_sessions_per_ip=$((IDLE * 2 + 10)); then
+if [ "$IDLE" -gt 0 ] && start_ternd idle queue_only=yes max_sessions=$((IDLE * 2 + 10)) max_sessions_per_ip=$((IDLE * 2 + 10)); then
     sleep 0.5
     r0=$(rss_kb "$TERND_PID")
     "$X/smtp-source" --idle -c "$IDLE" -w "$TIMEOUT" "$TERND_ADDR" >"$D/idle.out" 2>"$D/idle.err" </dev/null &
@@ -395,94 +455,171 @@ if start_ternd idle queue_only=yes max_sessions=$((IDLE * 2 + 10)) max_sessions_
     stop "$TERND_PID"
 fi
 
-# A fresh instance per load: an empty spool each time, and a peak RSS that is
-# this load's.
-for s in $SESSIONS; do
-    if start_ternd "accept-$s" queue_only=yes max_sessions=100 max_sessions_per_ip=100; then
-        measure "accept.$s" "accept-$s" "$s" "$TERND_ADDR" bench@example.test "$TERND_PID" ""
-        stop "$TERND_PID"
-    fi
-done
-if [ $PF = 1 ]; then
-    log "3'. Postfix accepting (no delivery)"
+# One acceptance load of ternd: a fresh instance (an empty spool each time, and
+# a peak RSS that is this load's). tern_accept KEY NAME SESSIONS [KEY=VALUE...]
+tern_accept() {
+    local key=$1 name=$2 s=$3
+    shift 3
+    start_ternd "$name" queue_only=yes max_sessions=100 max_sessions_per_ip=100 "$@" || return 1
+    measure "$key" "$name" "$s" "$TERND_ADDR" bench@example.test "$TERND_PID" ""
+    stop "$TERND_PID"
+}
+pf_accept() {
+    pf_start "$2" accept || return 1
+    measure "$1" "pf-$2" "$3" "$PF_ADDR" bench@example.test pf ""
+    pf_stop
+}
+# Rounds: ternd and Postfix take turns at each load, so that both see the same
+# moments of a shared machine; the table gives medians, and the median of the
+# per-round ratios with their spread.
+for ((r = 1; r <= ROUNDS; r++)); do
     for s in $SESSIONS; do
-        if pf_start "accept-$s" accept; then
-            measure "pf.accept.$s" "pf-accept-$s" "$s" "$PF_ADDR" bench@example.test pf ""
-            pf_stop
-        fi
+        tern_accept "accept.$s.r$r" "accept-$s-r$r" "$s"
+        [ $PF = 1 ] && pf_accept "pf.accept.$s.r$r" "accept-$s-r$r" "$s"
     done
-fi
+done
+for s in $SESSIONS; do summarize "accept.$s" && summarize "pf.accept.$s"; done
 
 # ---- 4. end to end ------------------------------------------------------------
 log "4. end to end: smtp-source -> ternd -> smtp-sink (route)"
-for s in $E2E_SESSIONS; do
-    start_sink "sink-e2e-$s" || continue
-    if start_ternd "e2e-$s" "route=example.test [127.0.0.1]:${SINK_ADDR##*:}" \
+tern_e2e() {
+    local key=$1 name=$2 s=$3
+    start_sink "sink-$name" || return 1
+    if start_ternd "$name" "route=example.test [127.0.0.1]:${SINK_ADDR##*:}" \
         local_domains=bench.test max_sessions=100 max_sessions_per_ip=100; then
-        measure "e2e.$s" "e2e-$s" "$s" "$TERND_ADDR" bench@example.test "$TERND_PID" \
-            "sink_has '$D/sink-e2e-$s.count' $MESSAGES"
+        measure "$key" "$name" "$s" "$TERND_ADDR" bench@example.test "$TERND_PID" \
+            "sink_has '$D/sink-$name.count' $MESSAGES"
         # Everything delivered exactly once: wait for the queue to drain.
-        wait_for "[ -z \"\$(ls -A '$D/e2e-$s/spool/env' 2>/dev/null)\" ]" 30 ||
-            broke "e2e-$s: queue not empty after the sink counted everything"
+        wait_for "[ -z \"\$(ls -A '$D/$name/spool/env' 2>/dev/null)\" ]" 30 ||
+            broke "$name: queue not empty after the sink counted everything"
         sleep 0.3
-        got=$(cat "$D/sink-e2e-$s.count" 2>/dev/null || echo 0)
-        [ "$got" -le "$MESSAGES" ] || broke "e2e-$s: sink counted $got of $MESSAGES sent (duplicates)"
+        got=$(cat "$D/sink-$name.count" 2>/dev/null || echo 0)
+        [ "$got" -le "$MESSAGES" ] || broke "$name: sink counted $got of $MESSAGES sent (duplicates)"
         stop "$TERND_PID"
     fi
     stop "$SINK_PID"
-done
-if [ $PF = 1 ]; then
+}
+pf_e2e() {
+    local key=$1 name=$2 s=$3
+    start_sink "sink-pf-$name" || return 1
+    if pf_start "$name" relay "${SINK_ADDR##*:}"; then
+        measure "$key" "pf-$name" "$s" "$PF_ADDR" bench@example.test pf \
+            "sink_has '$D/sink-pf-$name.count' $MESSAGES"
+        wait_for "tests/bench/postfix.sh queue-empty '$PF_DIR'" 30 ||
+            broke "pf-$name: Postfix queue not empty after the sink counted everything"
+        pf_stop
+    fi
+    stop "$SINK_PID"
+}
+for ((r = 1; r <= ROUNDS; r++)); do
     for s in $E2E_SESSIONS; do
-        start_sink "sink-pf-e2e-$s" || continue
-        if pf_start "relay-$s" relay "${SINK_ADDR##*:}"; then
-            measure "pf.e2e.$s" "pf-e2e-$s" "$s" "$PF_ADDR" bench@example.test pf \
-                "sink_has '$D/sink-pf-e2e-$s.count' $MESSAGES"
-            wait_for "tests/bench/postfix.sh queue-empty '$PF_DIR'" 30 ||
-                broke "pf-e2e-$s: Postfix queue not empty after the sink counted everything"
-            pf_stop
-        fi
-        stop "$SINK_PID"
+        tern_e2e "e2e.$s.r$r" "e2e-$s-r$r" "$s"
+        [ $PF = 1 ] && pf_e2e "pf.e2e.$s.r$r" "e2e-$s-r$r" "$s"
     done
-fi
+done
+for s in $E2E_SESSIONS; do summarize "e2e.$s" && summarize "pf.e2e.$s"; done
 
 # ---- 5. local delivery --------------------------------------------------------
 log "5. local delivery: smtp-source -> ternd -> Maildir"
-mkdir -p "$D/local-mail"
 echo "$LOCAL_USER" >"$D/local-users"
-# A recipient with a system account gets its mail written as that account
-# (as root, through ternd's delivery helper): let it into the mail directory.
-if [ "$(id -u)" = 0 ] && getent passwd "$LOCAL_USER" >/dev/null 2>&1; then
-    mkdir -p "$D/local-mail/$LOCAL_USER"
-    chown "$LOCAL_USER" "$D/local-mail/$LOCAL_USER"
-elif [ "$(id -u)" = 0 ]; then
-    # No such account: ternd, dropped to its user, delivers it itself.
-    chown "$TERN_USER" "$D/local-mail"
-fi
-for s in $LOCAL_SESSIONS; do
-    rm -rf "$D/local-mail/$LOCAL_USER/new"
-    new=$D/local-mail/$LOCAL_USER/new
-    if start_ternd "local-$s" local_domains=localhost "local_users=$D/local-users" \
-        "mailbox=$D/local-mail/%u/" max_sessions=100 max_sessions_per_ip=100; then
-        measure "local.$s" "local-$s" "$s" "$TERND_ADDR" "$LOCAL_USER@localhost" "$TERND_PID" \
-            "[ \$(count_files '$new') -ge $MESSAGES ]" 0.05
-        got=$(count_files "$new")
-        [ "$got" -le "$MESSAGES" ] || broke "local-$s: $got messages in new/ for $MESSAGES sent"
-        stop "$TERND_PID"
+# A Maildir per load: removing thousands of files would slow the loads after it
+# (ext4 without a journal, see fsync-ceiling in README.md).
+tern_local() {
+    local key=$1 name=$2 s=$3 mail=$D/$2-mail new
+    mkdir -p "$mail"
+    new=$mail/$LOCAL_USER/new
+    # A recipient with a system account gets its mail written as that account
+    # (as root, through ternd's delivery helper): let it into the mail directory.
+    if [ "$(id -u)" = 0 ] && getent passwd "$LOCAL_USER" >/dev/null 2>&1; then
+        mkdir -p "$mail/$LOCAL_USER"
+        chown "$LOCAL_USER" "$mail/$LOCAL_USER"
+    elif [ "$(id -u)" = 0 ]; then
+        # No such account: ternd, dropped to its user, delivers it itself.
+        chown "$TERN_USER" "$mail"
     fi
-    # Keep the disk use of a long run down.
-    rm -rf "$D/local-mail/$LOCAL_USER/new" "$D/local-mail/$LOCAL_USER/cur"
-done
-if [ $PF = 1 ]; then
+    start_ternd "$name" local_domains=localhost "local_users=$D/local-users" \
+        "mailbox=$mail/%u/" max_sessions=100 max_sessions_per_ip=100 || return 1
+    measure "$key" "$name" "$s" "$TERND_ADDR" "$LOCAL_USER@localhost" "$TERND_PID" \
+        "[ \$(count_files '$new') -ge $MESSAGES ]" 0.05
+    got=$(count_files "$new")
+    [ "$got" -le "$MESSAGES" ] || broke "$name: $got messages in new/ for $MESSAGES sent"
+    stop "$TERND_PID"
+}
+pf_local() {
+    pf_start "$2" local || return 1
+    if [ -z "$PF_MAILDIR" ]; then
+        broke "pf-$2: postfix.sh start printed no maildir="
+    else
+        measure "$1" "pf-$2" "$3" "$PF_ADDR" bench@localhost pf \
+            "[ \$(count_files '$PF_MAILDIR') -ge $MESSAGES ]" 0.05
+    fi
+    pf_stop
+}
+for ((r = 1; r <= ROUNDS; r++)); do
     for s in $LOCAL_SESSIONS; do
-        if pf_start "local-$s" local; then
-            if [ -z "$PF_MAILDIR" ]; then
-                broke "pf-local-$s: postfix.sh start printed no maildir="
-            else
-                measure "pf.local.$s" "pf-local-$s" "$s" "$PF_ADDR" bench@localhost pf \
-                    "[ \$(count_files '$PF_MAILDIR') -ge $MESSAGES ]" 0.05
-            fi
-            pf_stop
-        fi
+        tern_local "local.$s.r$r" "local-$s-r$r" "$s"
+        [ $PF = 1 ] && pf_local "pf.local.$s.r$r" "local-$s-r$r" "$s"
+    done
+done
+for s in $LOCAL_SESSIONS; do summarize "local.$s" && summarize "pf.local.$s"; done
+
+# ---- 6. a neighbour writing to the same filesystem -------------------------
+# Acceptance (NB_MESSAGES per load) with each spool_sync and with Postfix, each
+# without and with a neighbour process rewriting a file of NB_SIZE in D at
+# NB_RATE MiB/s (buffered, never synced). In each round every variant takes
+# its quiet and its busy load back to back, in turns (quiet first in odd
+# rounds, busy first in even ones), so that each ratio compares loads a few
+# seconds apart.
+nb_start() {
+    "$X/neighbour" -s "$NB_SIZE" -r "$NB_RATE" "$D/neighbour.data" >"$D/$1.nb" 2>&1 </dev/null &
+    NB_PID=$!
+    PIDS+=("$NB_PID")
+    if ! wait_for "grep -qs '^READY' '$D/$1.nb'" 120 0.05; then
+        broke "$1: the neighbour did not get going: $(tail -2 "$D/$1.nb" | tr '\n' ' ')"
+        stop "$NB_PID"
+        return 1
+    fi
+}
+# Its file goes with it, and with the file its dirty pages, unwritten: the next
+# load does not pay for them.
+nb_stop() {
+    stop "$NB_PID"
+    R[$2.nbrate]=$(result "$D/$1.nb" mib_per_sec)
+}
+# nb_load VARIANT BUSY KEY NAME SESSIONS: one acceptance load of ternd
+# (VARIANT = a spool_sync value) or Postfix (pf), with the neighbour if BUSY=1.
+nb_load() {
+    local v=$1 busy=$2 key=$3 name=$4 s=$5 who addr
+    if [ "$v" = pf ]; then
+        pf_start "$name" accept || return 1
+        who=pf addr=$PF_ADDR
+    else
+        start_ternd "$name" queue_only=yes max_sessions=100 max_sessions_per_ip=100 "spool_sync=$v" || return 1
+        who=$TERND_PID addr=$TERND_ADDR
+    fi
+    if [ "$busy" = 1 ] && ! nb_start "$name"; then
+        if [ "$v" = pf ]; then pf_stop; else stop "$TERND_PID"; fi
+        return 1
+    fi
+    LOAD_MESSAGES=$NB_MESSAGES measure "$key" "$name" "$s" "$addr" bench@example.test "$who" ""
+    [ "$busy" = 1 ] && nb_stop "$name" "$key"
+    if [ "$v" = pf ]; then pf_stop; else stop "$TERND_PID"; fi
+}
+if [ "$NEIGHBOUR" = 1 ]; then
+    NB_VARIANTS="fsync syncfs"
+    [ $PF = 1 ] && NB_VARIANTS="$NB_VARIANTS pf"
+    log "6. neighbour: $NB_MESSAGES messages per load, $NB_SIZE rewritten at $([ "$NB_RATE" = 0 ] && echo "full speed" || echo "$NB_RATE MiB/s") beside; $NB_VARIANTS"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for s in $NB_SESSIONS; do
+            for v in $NB_VARIANTS; do
+                for busy in $([ $((r % 2)) = 1 ] && echo 0 1 || echo 1 0); do
+                    nb_load "$v" "$busy" "nb.$v.$busy.$s.r$r" "nb-$v-$busy-$s-r$r" "$s"
+                done
+            done
+        done
+    done
+    for s in $NB_SESSIONS; do
+        for v in $NB_VARIANTS; do summarize "nb.$v.0.$s" && summarize "nb.$v.1.$s"; done
     done
 fi
 
@@ -502,13 +639,30 @@ elif [ "$QUEUE" != 0 ]; then
     NOTES+=("tests/bench/queue-scale.sh not found: queue-scale target not measured")
 fi
 
+# ---- 7. further scripts -------------------------------------------------------
+# BENCH_SCRIPTS (the Makefile's list; tests/bench/chunking.sh by default): each
+# runs after the loads above, on its own, with this run's settings in its
+# environment (BENCH_ROUNDS, BENCH_POSTFIX = whether Postfix runs here,
+# BENCH_DIR = this run's directory, BENCH_BIN). Its standard output is its
+# table, whose last line is `BENCH key=value...`: the table is printed after
+# ours and the keys join our BENCH line. Exit 1: a load broke; 2: it cannot run.
+SCRIPT_OUT=()
+for script in $SCRIPTS; do
+    name=$(basename "$script" .sh)
+    if [ ! -x "$script" ]; then
+        broke "$script (BENCH_SCRIPTS) not found or not executable"
+        continue
+    fi
+    log "$name: $script"
+    BENCH_ROUNDS=$ROUNDS BENCH_POSTFIX=$PF BENCH_DIR=$D BENCH_BIN=$B BENCH_KEEP=$KEEP \
+        "$script" >"$D/script-$name.out" 2> >(sed -u "s/^/bench: $name: /" >&2) </dev/null
+    rc=$?
+    SCRIPT_OUT+=("$D/script-$name.out")
+    [ $rc = 0 ] || broke "$script exited $rc: $(grep -v '^BENCH ' "$D/script-$name.out" | tail -2 | tr '\n' ' ')"
+    grep -q '^BENCH ' "$D/script-$name.out" || broke "$script printed no BENCH line"
+done
+
 # ---- the table ----------------------------------------------------------------
-v() { printf '%s' "${R[$1]-}"; }
-# ratio A B [DECIMALS]: A/B, empty if either is missing or B is 0.
-ratio() {
-    [ -n "$1" ] && [ -n "$2" ] || return 0
-    awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN { if (b + 0 != 0) printf "%.*f", d, a / b }'
-}
 # verdict VALUE OP LIMIT: met / NOT met / n/a.
 verdict() {
     [ -n "$1" ] || { printf 'n/a'; return; }
@@ -516,27 +670,75 @@ verdict() {
         ok = (op == ">=") ? (x + 0 >= l + 0) : (x + 0 <= l + 0)
         printf "%s", ok ? "met" : "NOT met" }'
 }
-FMT='%-36s %9s %9s %7s %9s %7s  %-14s %s\n'
+FMT='%-36s %9s %9s %7s %9s %7s %-11s %-14s %s\n'
 MET=0 NOT_MET=0 NA=0
-row() {
-    printf "$FMT" "$1" "${2:--}" "${3:-}" "${4:-}" "${5:-}" "${6:-}" "${7:-}" "${8:-}"
-    case ${8:-} in
+count_verdict() {
+    case ${1:-} in
     met) MET=$((MET + 1)) ;;
     "NOT met") NOT_MET=$((NOT_MET + 1)) ;;
     n/a) NA=$((NA + 1)) ;;
     esac
 }
-# A figure compared with a ceiling and maybe Postfix.
-#   cmp LABEL VALUE CEILING PFVALUE [TARGET_CEIL_OP LIMIT] [PF_OP LIMIT]
+# Every row of the tables also puts its figures on the BENCH line (ROWK), under a
+# key made from its label: "accept, 10 sess, msg/s" is accept_10s (tern's
+# figure), accept_10s_ceil, _x_ceil, _pf, _x_pf, _x_pf_spread and _met (yes or
+# no, when it has a target). A label that begins with spaces continues the row
+# above it: its key is that row's key and its own.
+ROWK=()
+LASTKEY=
+slug() {
+    printf '%s' "$1" | tr 'A-Z' 'a-z' |
+        sed -e 's/^cpu s \/ 1000 msgs/cpu_per_1000/; s/\.\.\.//g; s/ sess\b/s/g; s/ thr\b/t/g; s/, \(msg\|files\)\/s//g; s/, ms$//; s/ \/ /_x_/g' \
+            -e 's/[^a-z0-9]\{1,\}/_/g; s/^_//; s/_$//'
+}
+# bench_keys KEY NAME=VALUE...: KEY_NAME=VALUE for each non-empty VALUE (NAME
+# empty: KEY=VALUE), onto the BENCH line.
+bench_keys() {
+    local k=$1 kv n val
+    shift
+    for kv in "$@"; do
+        n=${kv%%=*} val=${kv#*=}
+        val=${val// /}
+        [ -n "$val" ] || continue
+        ROWK+=("$k${n:+_$n}=$val")
+    done
+}
+#   row LABEL TERN CEILING XCEIL POSTFIX TERN/PF SPREAD TARGET RESULT
+row() {
+    printf "$FMT" "$1" "${2:--}" "${3:-}" "${4:-}" "${5:-}" "${6:-}" "${7:-}" "${8:-}" "${9:-}"
+    count_verdict "${9:-}"
+    local key met=
+    if [[ $1 == " "* ]]; then key=${LASTKEY}_$(slug "$1"); else key=$(slug "$1") LASTKEY=$(slug "$1"); fi
+    case ${9:-} in met) met=yes ;; "NOT met") met=no ;; esac
+    bench_keys "$key" "=${2:-}" "ceil=${3:-}" "x_ceil=${4:-}" "pf=${5:-}" "x_pf=${6:-}" "x_pf_spread=${7:-}" "met=$met"
+}
+# pfcol KEY FIELD: Postfix's median (PFV), the median of the per-round
+# tern/Postfix ratios (RP) and their spread (SP, "min-max").
+pfcol() {
+    PFV=$(v "pf.$1.$2")
+    ratio_rounds "$1" "pf.$1" "$2"
+    RP=$RS_MED SP=$RS_SPREAD
+}
+# A figure of load KEY compared with a ceiling and maybe Postfix.
+#   cmp LABEL KEY FIELD CEILING [TARGET_CEIL_OP LIMIT] [PF_OP LIMIT]
 cmp() {
-    local label=$1 val=$2 ceil=$3 pf=$4 rc rp tgt="" res=""
-    rc=$(ratio "$val" "$ceil")
-    rp=$(ratio "$val" "$pf")
+    local label=$1 val rc tgt="" res=""
+    val=$(v "$2.$3")
+    rc=$(ratio "$val" "$4")
+    pfcol "$2" "$3"
     if [ -n "${5:-}" ]; then tgt="$5 $6 x ceil"; res=$(verdict "$rc" "$5" "$6"); fi
-    row "$label" "$val" "$ceil" "$rc" "$pf" "$rp" "$tgt" "$res"
+    row "$label" "$val" "$4" "$rc" "$PFV" "$RP" "$SP" "$tgt" "$res"
     if [ -n "${7:-}" ] && [ $PF = 1 ]; then
-        row "  ...against Postfix" " " "" "" "" "$rp" "$7 $8 x pf" "$(verdict "$rp" "$7" "$8")"
+        row "  ...against Postfix" " " "" "" "" "$RP" "$SP" "$7 $8 x pf" "$(verdict "$RP" "$7" "$8")"
     fi
+}
+# A figure of load KEY against Postfix only, in MiB when FIELD is rss.
+pfrow() {
+    local val
+    val=$(v "$2.$3")
+    pfcol "$2" "$3"
+    if [ "$3" = rss ]; then val=$(calc "$val / 1024") PFV=$(calc "$PFV / 1024"); fi
+    row "$1" "$val" "" "" "$PFV" "$RP" "$SP" "${4:-}" "${4:+$(verdict "$val" "$5" "$6")}"
 }
 
 s_first=$(echo "$SESSIONS" | awk '{ print $1 }')
@@ -545,14 +747,15 @@ rss_busy_mib=$(calc "$(v accept.50.rss) / 1024")
 loads="$(for s in $SESSIONS; do echo accept.$s; done) $(for s in $E2E_SESSIONS; do echo e2e.$s; done) $(for s in $LOCAL_SESSIONS; do echo local.$s; done)"
 
 echo
-echo "=== tern benchmark: $MESSAGES x $SIZE per load, $(nproc 2>/dev/null) CPUs, $(date -u '+%Y-%m-%d %H:%M UTC') ==="
-echo "Rates in messages (files) per second; ratios against the ceilings of this same run."
+echo "=== tern benchmark: $MESSAGES x $SIZE per load, $ROUNDS round(s), $(nproc 2>/dev/null) CPUs, $(date -u '+%Y-%m-%d %H:%M UTC') ==="
+echo "Rates in messages (files) per second; ratios against the ceilings of this same run. tern and postfix: the median"
+echo "  of the rounds; tern/pf: the median of the per-round ratios, spread: their lowest and highest."
 if [ $PF = 1 ]; then
-    echo "tern/pf: tern's figure over Postfix's (for rates higher is better; for latency, memory and CPU lower is)."
+    echo "tern/pf: tern's figure over Postfix's in the same round (for rates higher is better; for latency, memory and CPU lower is)."
     echo "Postfix memory: the peak of its processes' $([ "$PF_MEM" = pss ] && echo "PSS (shared pages split)" || echo "summed RSS (shared pages counted per process)"), sampled every 500 ms; tern's: VmHWM."
 fi
-printf "$FMT" "figure" "tern" "ceiling" "x ceil" "postfix" "tern/pf" "target" "result"
-printf '%s\n' "------------------------------------------------------------------------------------------------------------"
+printf "$FMT" "figure" "tern" "ceiling" "x ceil" "postfix" "tern/pf" "spread" "target" "result"
+printf '%s\n' "----------------------------------------------------------------------------------------------------------------------"
 for s in $SESSIONS; do
     row "protocol ceiling, $s sess, msg/s" "$(v ceil.$s.rate)"
 done
@@ -567,9 +770,9 @@ for s in $E2E_SESSIONS; do
 done
 for s in $SESSIONS; do
     if [ "$s" = 10 ]; then
-        cmp "accept, 10 sess, msg/s" "$(v accept.10.rate)" "$(v ceil.10.rate)" "$(v pf.accept.10.rate)" ">=" 0.6 ">=" 1.5
+        cmp "accept, 10 sess, msg/s" accept.10 rate "$(v ceil.10.rate)" ">=" 0.6 ">=" 1.5
     else
-        cmp "accept, $s sess, msg/s" "$(v accept.$s.rate)" "$(v ceil.$s.rate)" "$(v pf.accept.$s.rate)"
+        cmp "accept, $s sess, msg/s" "accept.$s" rate "$(v ceil.$s.rate)"
     fi
 done
 for s in $SESSIONS; do
@@ -579,42 +782,40 @@ for t in $FSYNC_THREADS; do
     [ "$t" = 1 ] && continue
     row "accept 10 sess / durability $t thr" "$(v accept.10.rate)" "$(v fsync.$t.rate)" "$(ratio "$(v accept.10.rate)" "$(v fsync.$t.rate)")"
 done
-cmp "latency p50, $s_first sess, ms" "$(v accept.$s_first.p50)" "$lat_ceil" "$(v pf.accept.$s_first.p50)" "<=" 2
-cmp "  from connect, p50, ms" "$(v accept.$s_first.cp50)" "$(calc "$(v ceil.$s_first.cp50) + $(v fsync.1.p50)" 3)" "$(v pf.accept.$s_first.cp50)"
-row "latency p99, $s_first sess, ms" "$(v accept.$s_first.p99)" "" "" "$(v pf.accept.$s_first.p99)" "$(ratio "$(v accept.$s_first.p99)" "$(v pf.accept.$s_first.p99)")"
+cmp "latency p50, $s_first sess, ms" "accept.$s_first" p50 "$lat_ceil" "<=" 2
+cmp "  from connect, p50, ms" "accept.$s_first" cp50 "$(calc "$(v ceil.$s_first.cp50) + $(v fsync.1.p50)" 3)"
+pfrow "latency p99, $s_first sess, ms" "accept.$s_first" p99
 for s in $E2E_SESSIONS; do
     if [ "$s" = 10 ]; then
-        cmp "end to end, 10 sess, msg/s" "$(v e2e.10.rate)" "$(v ceil.10.rate)" "$(v pf.e2e.10.rate)" ">=" 0.4 ">=" 1.5
+        cmp "end to end, 10 sess, msg/s" e2e.10 rate "$(v ceil.10.rate)" ">=" 0.4 ">=" 1.5
     else
-        cmp "end to end, $s sess, msg/s" "$(v e2e.$s.rate)" "$(v ceil.$s.rate)" "$(v pf.e2e.$s.rate)"
+        cmp "end to end, $s sess, msg/s" "e2e.$s" rate "$(v ceil.$s.rate)"
     fi
 done
 for s in $E2E_SESSIONS; do
     row "end to end $s sess / relay ceiling" "$(v e2e.$s.rate)" "$(v relay.$s.rate)" "$(ratio "$(v e2e.$s.rate)" "$(v relay.$s.rate)")"
 done
 for s in $LOCAL_SESSIONS; do
-    cmp "local delivery, $s sess, msg/s" "$(v local.$s.rate)" "$(v ceil.$s.rate)" "$(v pf.local.$s.rate)"
+    cmp "local delivery, $s sess, msg/s" "local.$s" rate "$(v ceil.$s.rate)"
 done
 sc=$(ratio "$(v accept.50.rate)" "$(v accept.10.rate)")
-row "scaling: accept 50 / accept 10" "$sc" "" "" "" "" ">= 1" "$(verdict "$sc" ">=" 1)"
+row "scaling: accept 50 / accept 10" "$sc" "" "" "" "" "" ">= 1" "$(verdict "$sc" ">=" 1)"
 sc=$(ratio "$(v e2e.50.rate)" "$(v e2e.10.rate)")
-[ -n "$sc" ] && row "scaling: end to end 50 / 10" "$sc" "" "" "" "" ">= 1" "$(verdict "$sc" ">=" 1)"
-pfb=$(calc "$(v pf.accept.50.rss) / 1024")
-row "RSS peak, 50 busy sessions, MiB" "$rss_busy_mib" "" "" "$pfb" "$(ratio "$rss_busy_mib" "$pfb")" "<= 64 MiB" "$(verdict "$rss_busy_mib" "<=" 64)"
-row "RSS per idle session, KiB" "$(v idle.per)" "" "" "" "" "<= 256 KiB" "$(verdict "$(v idle.per)" "<=" 256)"
+[ -n "$sc" ] && row "scaling: end to end 50 / 10" "$sc" "" "" "" "" "" ">= 1" "$(verdict "$sc" ">=" 1)"
+pfrow "RSS peak, 50 busy sessions, MiB" accept.50 rss "<= 64 MiB" "<=" 64
+row "RSS per idle session, KiB" "$(v idle.per)" "" "" "" "" "" "<= 256 KiB" "$(verdict "$(v idle.per)" "<=" 256)"
 row "RSS ternd, no session, MiB" "$(calc "$(v idle.base) / 1024")"
 for k in $loads; do
     [ "$k" = accept.50 ] && continue
     [ -n "$(v $k.rss)" ] || continue
-    pfr=$(calc "$(v pf.$k.rss) / 1024")
-    row "RSS peak, ${k/./ }, MiB" "$(calc "$(v $k.rss) / 1024")" "" "" "$pfr" "$(ratio "$(calc "$(v $k.rss) / 1024")" "$pfr")"
+    pfrow "RSS peak, ${k/./ }, MiB" "$k" rss
 done
 for k in $loads; do
     [ -n "$(v $k.cpu)" ] || continue
-    row "CPU s / 1000 msgs, ${k/./ }" "$(v $k.cpu)" "" "" "$(v pf.$k.cpu)" "$(ratio "$(v $k.cpu)" "$(v pf.$k.cpu)")"
+    pfrow "CPU s / 1000 msgs, ${k/./ }" "$k" cpu
 done
 if [ -n "$(v queue.ratio)" ]; then
-    row "queue scale: loaded/empty rate" "$(v queue.ratio)" "" "" "" "" ">= 0.8 (~1)" "$(verdict "$(v queue.ratio)" ">=" 0.8)"
+    row "queue scale: loaded/empty rate" "$(v queue.ratio)" "" "" "" "" "" ">= 0.8 (~1)" "$(verdict "$(v queue.ratio)" ">=" 0.8)"
     row "  relay rate, empty queue, msg/s" "$(v queue.empty)"
     row "  relay rate, $Q_QUEUED queued, msg/s" "$(v queue.loaded)"
 fi
@@ -635,15 +836,88 @@ fi
 if [ -n "$relay10" ] && awk -v x="$relay10" 'BEGIN { exit !(x < 0.4) }'; then
     echo "  The end-to-end target (0.4 x) is above the relay ceiling here ($relay10 x), $(ratio 0.4 "$relay10") times over; tern reaches $(ratio "$(v e2e.10.rate)" "$(v relay.10.rate)") of it."
 fi
+
+# The neighbour table: each variant quiet and busy, then the ratios within rounds.
+NBK=()    # BENCH line keys of the neighbour loads
+if [ "$NEIGHBOUR" = 1 ]; then
+    nbrates=()
+    for k in "${!R[@]}"; do [[ $k == *.nbrate ]] && nbrates+=("${R[$k]}"); done
+    read -r nbmed nbmin nbmax <<<"$(stats_of "${nbrates[@]}")"
+    NFMT='%-30s %9s %9s %7s %-11s %8s %8s %8s %8s\n'
+    echo
+    echo "=== neighbour: acceptance, $NB_MESSAGES messages per load, $ROUNDS round(s), beside a process rewriting a $NB_SIZE file in"
+    echo "    the spool's filesystem at $([ "$NB_RATE" = 0 ] && echo "full speed" || echo "$NB_RATE MiB/s") (reached: median $(calc "${nbmed:-0}" 0), $(calc "${nbmin:-0}" 0)-$(calc "${nbmax:-0}" 0) MiB/s), never syncing ==="
+    echo "quiet: without the neighbour; busy: with it. busy/quiet: the median of the per-round ratios of the rates, and their spread."
+    printf "$NFMT" "load" "quiet/s" "busy/s" "b/q" "spread" "p50 q" "p50 b" "p99 q" "p99 b"
+    printf '%s\n' "--------------------------------------------------------------------------------------------------"
+    for s in $NB_SESSIONS; do
+        for w in $NB_VARIANTS; do
+            ratio_rounds "nb.$w.1.$s" "nb.$w.0.$s" rate
+            printf "$NFMT" "accept, $s sess, $([ "$w" = pf ] && echo postfix || echo "$w")" "$(v nb.$w.0.$s.rate)" "$(v nb.$w.1.$s.rate)" \
+                "$RS_MED" "$RS_SPREAD" "$(v nb.$w.0.$s.p50)" "$(v nb.$w.1.$s.p50)" "$(v nb.$w.0.$s.p99)" "$(v nb.$w.1.$s.p99)"
+            NBK+=("nb${s}_${w}_x_quiet=$RS_MED" "nb${s}_${w}_x_quiet_spread=$RS_SPREAD")
+            bench_keys "nb${s}_${w}" "quiet=$(v nb.$w.0.$s.rate)" "busy=$(v nb.$w.1.$s.rate)" \
+                "p50_quiet=$(v nb.$w.0.$s.p50)" "p50_busy=$(v nb.$w.1.$s.p50)" "p99_quiet=$(v nb.$w.0.$s.p99)" "p99_busy=$(v nb.$w.1.$s.p99)"
+        done
+    done
+    # Ratios between variants in the same round, quiet and busy.
+    #   nbratio LABEL A B FIELD S [TARGET_OP LIMIT]: the target applies to the busy ratio.
+    RFMT='%-36s %7s %-11s %7s %-11s %-14s %s\n'
+    nbratio() {
+        local q qs b bs tgt="" res=""
+        ratio_rounds "nb.$2.0.$5" "nb.$3.0.$5" "$4"
+        q=$RS_MED qs=$RS_SPREAD
+        ratio_rounds "nb.$2.1.$5" "nb.$3.1.$5" "$4"
+        b=$RS_MED bs=$RS_SPREAD
+        if [ -n "${6:-}" ]; then tgt="$6 $7 (busy)"; res=$(verdict "$b" "$6" "$7"); count_verdict "$res"; fi
+        printf "$RFMT" "$1" "$q" "$qs" "$b" "$bs" "$tgt" "$res"
+        NBRQ=$q NBRQS=$qs NBRB=$b NBRBS=$bs
+    }
+    echo
+    echo "Ratios within each round (median, spread); targets of issue 21 for tern's default spool_sync ($DEFAULT_SYNC):"
+    printf "$RFMT" "ratio" "quiet" "spread" "busy" "spread" "target" "result"
+    printf '%s\n' "--------------------------------------------------------------------------------------------------"
+    for s in $NB_SESSIONS; do
+        nbratio "syncfs / fsync, $s sess, msg/s" syncfs fsync rate "$s"
+        NBK+=("q${s}_syncfs_x_fsync=$NBRQ" "q${s}_syncfs_x_fsync_spread=$NBRQS" "nb${s}_syncfs_x_fsync=$NBRB" "nb${s}_syncfs_x_fsync_spread=$NBRBS")
+        [ $PF = 1 ] || continue
+        for w in fsync syncfs; do
+            tgt=()
+            if [ "$w" = "$DEFAULT_SYNC" ]; then
+                case $s in 1) tgt=(">=" 1) ;; 10) tgt=(">=" 1.5) ;; esac
+            fi
+            nbratio "$w / postfix, $s sess, msg/s" "$w" pf rate "$s" "${tgt[@]}"
+            NBK+=("q${s}_${w}_x_pf=$NBRQ" "q${s}_${w}_x_pf_spread=$NBRQS" "nb${s}_${w}_x_pf=$NBRB" "nb${s}_${w}_x_pf_spread=$NBRBS")
+            tgt=()
+            [ "$w" = "$DEFAULT_SYNC" ] && [ "$s" = 1 ] && tgt=("<=" 1)
+            nbratio "$w / postfix, $s sess, p99" "$w" pf p99 "$s" "${tgt[@]}"
+            NBK+=("q${s}_${w}_p99_x_pf=$NBRQ" "q${s}_${w}_p99_x_pf_spread=$NBRQS" "nb${s}_${w}_p99_x_pf=$NBRB" "nb${s}_${w}_p99_x_pf_spread=$NBRBS")
+            nbratio "$w / postfix, $s sess, p50" "$w" pf p50 "$s"
+            NBK+=("q${s}_${w}_p50_x_pf=$NBRQ" "q${s}_${w}_p50_x_pf_spread=$NBRQS" "nb${s}_${w}_p50_x_pf=$NBRB" "nb${s}_${w}_p50_x_pf_spread=$NBRBS")
+        done
+    done
+fi
+for out in "${SCRIPT_OUT[@]}"; do
+    echo
+    grep -v '^BENCH ' "$out"
+    for kv in $(sed -n 's/^BENCH //p' "$out" | tail -1); do ROWK+=("$kv"); done
+done
+echo
 echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null) (at the start: $LOAD0); on a busy machine every figure is noisy."
 for n in "${NOTES[@]}"; do echo "note: $n"; done
-# One machine-readable line, for notes and scripts.
-echo "BENCH messages=$MESSAGES size=$SIZE accept10_x_ceil=$(ratio "$(v accept.10.rate)" "$(v ceil.10.rate)")" \
+# One machine-readable line, for notes and scripts. Ratios to Postfix are the
+# medians of the per-round ratios; *_spread their lowest-highest.
+pfcol accept.10 rate
+a10pf=$RP a10pfs=$SP
+pfcol e2e.10 rate
+e10pf=$RP e10pfs=$SP
+echo "BENCH messages=$MESSAGES size=$SIZE rounds=$ROUNDS accept10_x_ceil=$(ratio "$(v accept.10.rate)" "$(v ceil.10.rate)")" \
     "e2e10_x_ceil=$(ratio "$(v e2e.10.rate)" "$(v ceil.10.rate)") latency_x_ceil=$(ratio "$(v accept.$s_first.p50)" "$lat_ceil")" \
-    "accept10_x_pf=$(ratio "$(v accept.10.rate)" "$(v pf.accept.10.rate)") e2e10_x_pf=$(ratio "$(v e2e.10.rate)" "$(v pf.e2e.10.rate)")" \
+    "accept10_x_pf=$a10pf accept10_x_pf_spread=$a10pfs e2e10_x_pf=$e10pf e2e10_x_pf_spread=$e10pfs" \
     "durable10_x_ceil=$dur10 relay10_x_ceil=$relay10" \
     "accept10_x_durable=$(ratio "$(v accept.10.rate)" "$(v dur.10.rate)") e2e10_x_relay=$(ratio "$(v e2e.10.rate)" "$(v relay.10.rate)")" \
     "rss_busy_mib=$rss_busy_mib idle_kib=$(v idle.per) queue_ratio=$(v queue.ratio)" \
+    "${NBK[@]}" "${ROWK[@]}" \
     "met=$MET not_met=$NOT_MET na=$NA broken=${#BROKEN[@]}"
 if [ ${#BROKEN[@]} -gt 0 ]; then
     echo "BROKEN loads (exit 1):"

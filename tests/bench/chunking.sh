@@ -28,7 +28,9 @@ B=${BENCH_BIN:-$root/target/release}
 X=$B/examples
 SIZES=${CHUNK_SIZES:-1M 10M}
 SESSIONS=${CHUNK_SESSIONS:-10}
-ROUNDS=${CHUNK_ROUNDS:-3}
+# Run by bench.sh (make bench), it takes that run's rounds and its Postfix
+# setting (BENCH_POSTFIX=0: tern only).
+ROUNDS=${CHUNK_ROUNDS:-${BENCH_ROUNDS:-3}}
 TIMEOUT=${CHUNK_TIMEOUT:-600}
 TERN_USER=${BENCH_TERN_USER:-nobody}
 PARENT=${BENCH_DIR:-$root/target}
@@ -123,7 +125,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR
 minmax() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", lo, hi }'; }
 
 have_postfix=0
-if "$here/postfix.sh" available >/dev/null 2>&1; then have_postfix=1; fi
+if [ "${BENCH_POSTFIX:-1}" != 0 ] && "$here/postfix.sh" available >/dev/null 2>&1; then have_postfix=1; fi
 echo "chunking: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); spool $(df -T "$D" | awk 'NR == 2 { print $2 " on " $1 }'); $SESSIONS sessions, $ROUNDS rounds; postfix: $([ $have_postfix = 1 ] && echo yes || echo 'no (skipped)')"
 
 declare -A R
@@ -146,13 +148,19 @@ for size in $SIZES; do
                 fi
                 R[$size.$server.$mode]+="$rate "
                 rm -rf "${D:?}/$name" "${D:?}/pf-$name"
-                echo "  round $r $size $server $mode: $rate msgs/s"
+                echo "chunking: round $r $size $server $mode: $rate msgs/s" >&2
             done
         done
     done
 done
 
+# The last line: `BENCH key=value...`, a key for every row (bench.sh adds them
+# to its own BENCH line): chunk_1m_tern_data=msgs/s (median) and _spread,
+# chunk_1m_tern_bdat_x_data (median of the per-round ratios) and _spread, ...
+KEYS="chunk_sessions=$SESSIONS chunk_rounds=$ROUNDS"
 echo
+echo "=== chunking: DATA against BDAT, $SESSIONS sessions, one message per connection, $ROUNDS round(s); the median of the rounds"
+echo "    (lowest-highest); ratios: the median of the per-round ratios (lowest-highest) ==="
 printf '%-6s %-8s %-5s %12s %16s %10s\n' size server mode "msgs/s med" "(min-max)" "MB/s med"
 for size in $SIZES; do
     mb=$(bytes_of "$size")
@@ -161,8 +169,11 @@ for size in $SIZES; do
             v=${R[$size.$server.$mode]:-}
             [ -z "$v" ] && continue
             med=$(echo $v | tr ' ' '\n' | median)
+            spread=$(echo $v | tr ' ' '\n' | minmax)
             printf '%-6s %-8s %-5s %12.2f %16s %10.1f\n' "$size" "$server" "$mode" "$med" \
-                "($(echo $v | tr ' ' '\n' | minmax))" "$(awk -v m="$med" -v b="$mb" 'BEGIN { print m * b / 1048576 }')"
+                "($spread)" "$(awk -v m="$med" -v b="$mb" 'BEGIN { print m * b / 1048576 }')"
+            k=chunk_$(echo "$size" | tr 'A-Z' 'a-z')_${server}_$mode
+            KEYS+=" $k=$med ${k}_spread=$spread"
         done
     done
     # Per-round ratios: round i of one load against round i of the other.
@@ -171,11 +182,18 @@ for size in $SIZES; do
         for ((i = 0; i < ${#a[@]} && i < ${#b[@]}; i++)); do
             out+="$(awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { if (y > 0) printf "%.3f", x / y; else print 0 }') "
         done
-        [ -n "$out" ] && printf '  %-28s median %s (%s)\n' "$3" "$(echo $out | tr ' ' '\n' | median)" "$(echo $out | tr ' ' '\n' | minmax)"
+        [ -n "$out" ] || return 0
+        local med spread
+        med=$(echo $out | tr ' ' '\n' | median) spread=$(echo $out | tr ' ' '\n' | minmax)
+        printf '  %-28s median %s (%s)\n' "$3" "$med" "$spread"
+        KEYS+=" $4=$med $4_spread=$spread"
     }
-    ratio "$size.tern.bdat" "$size.tern.data" "$size tern BDAT/DATA"
-    ratio "$size.postfix.bdat" "$size.postfix.data" "$size postfix BDAT/DATA"
-    ratio "$size.tern.data" "$size.postfix.data" "$size DATA tern/postfix"
-    ratio "$size.tern.bdat" "$size.postfix.bdat" "$size BDAT tern/postfix"
+    z=chunk_$(echo "$size" | tr 'A-Z' 'a-z')
+    ratio "$size.tern.bdat" "$size.tern.data" "$size tern BDAT/DATA" "${z}_tern_bdat_x_data"
+    ratio "$size.postfix.bdat" "$size.postfix.data" "$size postfix BDAT/DATA" "${z}_pf_bdat_x_data"
+    ratio "$size.tern.data" "$size.postfix.data" "$size DATA tern/postfix" "${z}_data_x_pf"
+    ratio "$size.tern.bdat" "$size.postfix.bdat" "$size BDAT tern/postfix" "${z}_bdat_x_pf"
 done
+[ $have_postfix = 1 ] || echo "chunking: no Postfix (BENCH_POSTFIX=0, not root, or no postfix package): tern only"
+echo "BENCH $KEYS chunk_broken=$BROKE"
 exit $BROKE

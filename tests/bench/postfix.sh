@@ -182,7 +182,7 @@ cmd_stats() {
     # which may hold spaces. The master's cutime/cstime hold every child it
     # has reaped, so processes gone since the last call are not lost.
     # statm: the second field is VmRSS in pages.
-    awk -v pids="$(instance_pids "$master")" -v tck="$(getconf CLK_TCK)" \
+    awk -v pids="$(instance_pids "$master"; reader_pid "$w" || true)" -v tck="$(getconf CLK_TCK)" \
         -v pagekb="$(($(getconf PAGESIZE) / 1024))" 'BEGIN {
         n = split(pids, pid, "\n")
         for (i = 1; i <= n; i++) {
@@ -213,7 +213,7 @@ cmd_pss() {
     local w master
     w=$(workdir_arg "${1:-}")
     master=$(master_pid "$w") || die "no Postfix instance running in $w"
-    awk -v pids="$(instance_pids "$master")" 'BEGIN {
+    awk -v pids="$(instance_pids "$master"; reader_pid "$w" || true)" 'BEGIN {
         n = split(pids, pid, "\n")
         for (i = 1; i <= n; i++) {
             f = "/proc/" pid[i] "/smaps_rollup"
@@ -248,6 +248,7 @@ wait_greeting() {
 cmd_stop() {
     local w master pids p i alive
     w=$(workdir_arg "${1:-}")
+    stop_reader "$w"
     master=$(master_pid "$w") || { remove_side "$w"; return 0; }
     pids=$(instance_pids "$master")
     # "postfix stop" asks master to terminate (SIGTERM), which takes its
@@ -346,6 +347,7 @@ cmd_start() {
         cmd_stop "$w"
         die "postfix start failed: ${why#* postfix/}"
     fi
+    if [ "$mode" = accept ]; then start_qmgr_stand_in "$w" || { cmd_stop "$w"; die "no stand-in for qmgr"; }; fi
     # The master writes its pid file once it runs; the port answers a little later.
     wait_greeting "$port" 300 || { cmd_stop "$w"; die "127.0.0.1:$port does not answer 220"; }
     pid=$(master_pid "$w") || die "no master pid in $w/queue/pid/master.pid"
@@ -498,6 +500,46 @@ EOF
                 ;;
         esac
     } > "$w/etc/master.cf"
+}
+
+# Accept mode has no qmgr (it would deliver), but cleanup still tells the
+# queue manager of every message it queues, as it would for real: it writes
+# one byte to public/qmgr, a FIFO or a UNIX socket, and without one it logs
+# "warning: unable to look up public/qmgr" per message (a log line, a stat
+# and a syslog round trip that a real Postfix never pays). So the FIFO is
+# there, owned by postfix like the master's own, with a reader that discards
+# what arrives: exactly the trigger a real qmgr gets, without the delivery.
+# The reader keeps the FIFO open for writing as well (`<>`), so that it never
+# sees end of file between two writers. Its pid is in WORKDIR/qmgr-reader.pid;
+# stats and pss count it with the instance, stop ends it.
+start_qmgr_stand_in() {
+    local w=$1 fifo=$1/queue/public/qmgr pid
+    [ -d "$w/queue/public" ] || return 1
+    rm -f "$fifo"
+    mkfifo -m 622 "$fifo" && chown postfix "$fifo" || return 1
+    # No terminal, no inherited output: the caller reads our stdout to its end.
+    cat <>"$fifo" >/dev/null 2>&1 &
+    pid=$!
+    disown "$pid" 2>/dev/null || true
+    echo "$pid" > "$w/qmgr-reader.pid"
+}
+
+# The stand-in's pid, if it runs.
+reader_pid() {
+    local w=$1 pid comm=
+    [ -r "$w/qmgr-reader.pid" ] || return 1
+    read -r pid < "$w/qmgr-reader.pid" || return 1
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    # Still our cat, not a reused pid (no fork: stats runs every half second).
+    { read -r comm < "/proc/$pid/comm"; } 2>/dev/null || return 1
+    [ "$comm" = cat ] || return 1
+    printf '%s\n' "$pid"
+}
+
+stop_reader() {
+    local w=$1 pid
+    if pid=$(reader_pid "$w"); then kill "$pid" 2>/dev/null || true; fi
+    rm -f "$w/qmgr-reader.pid"
 }
 
 # The recipient's Maildir exists before the first message, so the driver can

@@ -454,7 +454,7 @@ fn sighup_applies_a_new_log_level_at_once() {
     // (a restart-only change makes that reload log a warning to wait for).
     edit_config(&t, "log_level", "warn");
     edit_config(&t, "delivery_threads", "3");
-    edit_config(&t, "spool_sync", "fsync");
+    edit_config(&t, "spool_sync", "syncfs");
     t.signal(libc::SIGHUP);
     assert!(t.wait_log("SIGHUP: delivery_threads changed"), "{}", t.log_text());
     assert!(t.wait_log("SIGHUP: spool_sync changed"), "{}", t.log_text());
