@@ -98,7 +98,7 @@ soak:
 # after the other, each printing its table and a last line `BENCH key=value...`
 # whose keys join bench.sh's BENCH line (the contract: tests/bench/README.md,
 # "Further scripts"). Add a script to this list; empty it to skip them all.
-BENCH_SCRIPTS ?= tests/bench/chunking.sh tests/bench/milter.sh
+BENCH_SCRIPTS ?= tests/bench/chunking.sh tests/bench/milter.sh tests/bench/auth.sh
 bench:
 	$(CARGO) build --release --bins --examples
 	BENCH_SCRIPTS="$(BENCH_SCRIPTS)" tests/bench/bench.sh

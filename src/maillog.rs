@@ -153,6 +153,24 @@ pub fn queued(id: &dyn Display, message_id: Option<&str>, from: &str, size: u64,
     log::info!(target: QMGR, "{id}: from=<{from}>, size={size}, nrcpt={nrcpt} (queue active)");
 }
 
+/// The checks of a message from outside (issue 20), before it is queued or
+/// refused: `ID: authentication-results=mx.example.org; spf=pass ...`, the
+/// value of the Authentication-Results field it gets.
+pub fn auth_results(id: &dyn Display, value: &str) {
+    log::info!(target: CLEANUP, "{id}: authentication-results={}", printable(value));
+}
+
+/// A message DKIM-signed before it is queued: `ID: dkim-signed d=example.org s=ed2026,rsa2026`.
+pub fn dkim_signed(id: &dyn Display, domain: &str, selectors: &[String]) {
+    log::info!(target: CLEANUP, "{id}: dkim-signed d={domain} s={}", selectors.join(","));
+}
+
+/// A message that should be signed and could not be: refused (451), or left
+/// in the maildrop for the next pickup.
+pub fn dkim_sign_failed(id: &dyn Display, why: &dyn Display) {
+    log::warn!(target: CLEANUP, "{id}: DKIM signing failed: {why}");
+}
+
 /// What a client or a message header said, fit for one log line: controls
 /// become `?` (a header value may hold anything), so that it cannot forge a
 /// log line.

@@ -377,6 +377,13 @@ impl Header {
         before - self.fields.len()
     }
 
+    /// Remove every field `drop` picks; how many there were.
+    pub fn remove_if(&mut self, mut drop: impl FnMut(&Field<'_>) -> bool) -> usize {
+        let before = self.fields.len();
+        self.fields.retain(|f| !Field::parse(f).is_some_and(|f| drop(&f)));
+        before - self.fields.len()
+    }
+
     /// Add `name: value` after the last field.
     pub fn append(&mut self, name: &str, value: &str) -> Result<(), BadName> {
         let f = self.field(name, value)?;

@@ -420,7 +420,14 @@ fn smtp_session(cfg: Config) -> Result<(), Failure> {
     }
     let root = cfg.spool.dir.clone();
     let spool = maildrop::submission_spool(&root);
-    let queued = session::run_stdio(cfg, spool, &Peer::local(), None, session::Door::Maildrop);
+    let queued = session::run_stdio(
+        cfg,
+        spool,
+        &Peer::local(),
+        None,
+        session::Door::Maildrop,
+        pipeline::MailAuth::none(),
+    );
     if !queued.is_empty() {
         // Down is fine: the daemon picks the maildrop up when it starts.
         let _ = control::request(&root, &Request::Pickup);
@@ -551,6 +558,8 @@ fn submit(o: &Options, cfg: &Config, input: &mut dyn BufRead) -> Result<(), Fail
             from: from_addr,
             name,
         },
+        // Signed at pickup, by the daemon: this process holds no keys.
+        auth: pipeline::Stages::default(),
         milters: None,
     };
     pipeline::finish(&mut draft, &mut ctx).map_err(|r| fail(exit_for(&r), format!("refused: {r}")))?;

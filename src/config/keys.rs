@@ -6,11 +6,11 @@
 //! [`Config`](super::Config), its entry in man/tern.conf.5 and etc/tern.conf.
 
 use super::value::{
-    account_name, address, boolean, count, delay, dns_servers, header_names, hostname, inet_protocols, limit,
-    listen, listen_list, lmtp, local_domains, log_level, macro_value, mailbox, milter_action, milter_list,
-    milter_protocol, mx_port, networks, next_hop, optional_address, optional_duration, origin, path,
-    policy_action, policy_list, relay_auth, route, services, size, spool_sync, syslog_facility, text,
-    timeout, tls_override, tls_policy, trust_ad,
+    account_name, address, boolean, count, delay, dkim_sign, dns_servers, header_names, hostname,
+    inet_protocols, limit, listen, listen_list, lmtp, local_domains, log_level, macro_value, mailbox,
+    milter_action, milter_list, milter_protocol, mx_port, networks, next_hop, optional_address,
+    optional_duration, origin, path, policy_action, policy_list, relay_auth, route, services, size,
+    spf_reject, spool_sync, syslog_facility, text, timeout, tls_override, tls_policy, trust_ad,
 };
 use std::path::Path;
 
@@ -65,21 +65,28 @@ pub(super) struct Key {
     same: fn(&Config, &Config) -> bool,
     /// Give this key the value it has in another configuration.
     keep: fn(&mut Config, &Config),
-    /// For a file the daemon reads after dropping root: its path, if set.
-    file: Option<fn(&Config) -> Option<&Path>>,
+    /// For files the daemon reads after dropping root: their paths, as set.
+    files: Option<fn(&Config) -> Vec<&Path>>,
 }
 
 /// A row: `key!(NAME, TIMES, RELOAD, FIELD.PATH, PARSER)` stores what
 /// `PARSER` makes of the value in the field; `Some(PARSER)` wraps it for an
 /// optional field, `push(PARSER)` appends it to a list, and `file` is an
 /// optional path to a file the daemon reads as its `user` (so it must be
-/// readable by that account). The field path also gives the comparison a
-/// reload uses to see whether the key changed.
+/// readable by that account); `files(GETTER)` after a row names such files
+/// inside its values. The field path also gives the comparison a reload uses
+/// to see whether the key changed.
 macro_rules! key {
     ($name:literal, $times:ident, $reload:ident, $($field:ident).+, file) => {
         Key {
-            file: Some(|c| c.$($field).+.as_deref()),
+            files: Some(|c| c.$($field).+.as_deref().into_iter().collect()),
             ..key!($name, $times, $reload, $($field).+, Some(path))
+        }
+    };
+    ($name:literal, $times:ident, $reload:ident, $($field:ident).+, push($parse:expr), files($files:expr)) => {
+        Key {
+            files: Some($files),
+            ..key!($name, $times, $reload, $($field).+, push($parse))
         }
     };
     ($name:literal, $times:ident, $reload:ident, $($field:ident).+, Some($parse:expr)) => {
@@ -93,7 +100,7 @@ macro_rules! key {
             set: |c, v| $parse(v).map(|x| c.$($field).+.push(x)),
             same: |a, b| a.$($field).+ == b.$($field).+,
             keep: |new, old| new.$($field).+.clone_from(&old.$($field).+),
-            file: None,
+            files: None,
         }
     };
     ($name:literal, $times:ident, $reload:ident, $($field:ident).+, $parse:expr) => {
@@ -104,7 +111,7 @@ macro_rules! key {
             set: |c, v| $parse(v).map(|x| c.$($field).+ = x),
             same: |a, b| a.$($field).+ == b.$($field).+,
             keep: |new, old| new.$($field).+.clone_from(&old.$($field).+),
-            file: None,
+            files: None,
         }
     };
 }
@@ -220,6 +227,15 @@ static KEYS: &[Key] = &[
     key!("tlsrpt_from", Once, Applies, tlsrpt.from, Some(address)),
     key!("tlsrpt_organization", Once, Applies, tlsrpt.organization, Some(text)),
     key!("tlsrpt_submitter", Once, Applies, tlsrpt.submitter, Some(hostname)),
+    // Mail authentication. Keys are read again on every reload; the checker
+    // keeps the resolver it started with (dns_servers), and is made anew
+    // when hostname or auth_timeout change.
+    key!("dkim_sign", Repeatable, Applies, mailauth.dkim_sign, push(dkim_sign),
+        files(|c| c.mailauth.dkim_sign.iter().map(|e| e.key_file.as_path()).collect())),
+    key!("auth_check", Once, Applies, mailauth.check, boolean),
+    key!("auth_timeout", Once, Applies, mailauth.timeout, timeout),
+    key!("dmarc_reject", Once, Applies, mailauth.dmarc_reject, boolean),
+    key!("spf_reject", Once, Applies, mailauth.spf_reject, spf_reject),
     // The daemon.
     key!("pid_file", Once, Restart, daemon.pid_file, path),
     key!("shutdown_grace", Once, Applies, daemon.shutdown_grace, timeout),
@@ -245,7 +261,8 @@ pub fn all() -> impl Iterator<Item = (&'static str, Reload)> {
 /// with its key, in table order.
 pub fn files(cfg: &Config) -> Vec<(&'static str, &Path)> {
     KEYS.iter()
-        .filter_map(|k| Some((k.name, (k.file?)(cfg)?)))
+        .filter_map(|k| Some((k.name, (k.files?)(cfg))))
+        .flat_map(|(name, paths)| paths.into_iter().map(move |p| (name, p)))
         .collect()
 }
 
@@ -342,7 +359,10 @@ mod tests {
         for (name, _) in all() {
             let mut c = p("");
             let k = find(name).unwrap();
-            if (k.set)(&mut c, probe).is_err() || !format!("{c:?}").contains(probe) {
+            // A path alone, or as the last word of a value (dkim_sign).
+            let set = (k.set)(&mut c, probe).is_ok()
+                || (k.set)(&mut c, &format!("example.org sel {probe}")).is_ok();
+            if !set || !format!("{c:?}").contains(probe) {
                 continue;
             }
             if !NOT_READ_AS_USER.contains(&name) {
@@ -362,7 +382,8 @@ mod tests {
                 "sender_map",
                 "local_users",
                 "aliases",
-                "tls_ca_file"
+                "tls_ca_file",
+                "dkim_sign"
             ]
         );
         // keep copies a value back.
@@ -472,6 +493,11 @@ mod tests {
             ("tlsrpt_from", "tlsrpt@example.org"),
             ("tlsrpt_organization", "Example"),
             ("tlsrpt_submitter", "mx.example.org"),
+            ("dkim_sign", "example.org sel /k.pem"),
+            ("auth_check", "no"),
+            ("auth_timeout", "7"),
+            ("dmarc_reject", "yes"),
+            ("spf_reject", "fail"),
             ("pid_file", "/p"),
             ("shutdown_grace", "7"),
             ("user", "other"),

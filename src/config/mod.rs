@@ -33,7 +33,10 @@ mod value;
 mod tests;
 
 pub use keys::Reload;
-pub use types::{Cidr, Family, Lmtp, NextHop, Origin, Route, SyncMode, TlsOverride, TlsPolicy, TrustAd};
+pub use types::{
+    Cidr, Family, KeyKind, Lmtp, NextHop, Origin, Route, SignEntry, SpfReject, SyncMode, TlsOverride,
+    TlsPolicy, TrustAd,
+};
 pub use value::{parse_bool, parse_duration, parse_size};
 
 /// Where `ternd` looks for its configuration unless told otherwise.
@@ -84,7 +87,11 @@ pub struct Config {
     pub remote: RemoteDelivery,
     pub outbound: OutboundTls,
     pub tlsrpt: TlsReports,
+    pub mailauth: MailAuth,
     pub daemon: DaemonSettings,
+    /// Each key set in the file, with its line, in file order (for errors
+    /// found after parsing, such as a `dkim_sign` key that does not load).
+    lines: Vec<(&'static str, usize)>,
     pub milter: MilterSettings,
     pub policy: PolicySettings,
 }
@@ -318,6 +325,24 @@ pub struct TlsReports {
     pub submitter: Option<String>,
 }
 
+/// Mail authentication (issue 20): DKIM signing of the mail tern sends, and
+/// SPF, DKIM and DMARC checks of the mail it receives on `listen`.
+#[derive(Debug, Clone)]
+pub struct MailAuth {
+    /// `dkim_sign`: the keys that sign, in file order.
+    pub dkim_sign: Vec<SignEntry>,
+    /// `auth_check`: check mail from untrusted clients on `listen` and add
+    /// Authentication-Results.
+    pub check: bool,
+    /// `auth_timeout`: the most the checks may take, once for SPF and once
+    /// for DKIM and DMARC.
+    pub timeout: Duration,
+    /// `dmarc_reject`: refuse a DMARC failure under `p=reject` (550 5.7.1).
+    pub dmarc_reject: bool,
+    /// `spf_reject`: refuse an SPF `fail` (550 5.7.23).
+    pub spf_reject: SpfReject,
+}
+
 /// The daemon process itself.
 #[derive(Debug, Clone)]
 pub struct DaemonSettings {
@@ -523,6 +548,13 @@ impl Default for Config {
                 mta_sts_port: 443,
             },
             tlsrpt: TlsReports::default(),
+            mailauth: MailAuth {
+                dkim_sign: Vec::new(),
+                check: true,
+                timeout: Duration::from_secs(10),
+                dmarc_reject: false,
+                spf_reject: SpfReject::None,
+            },
             daemon: DaemonSettings {
                 pid_file: PathBuf::from("/var/run/ternd.pid"),
                 shutdown_grace: Duration::from_secs(30),
@@ -532,6 +564,7 @@ impl Default for Config {
                 log_file: None,
                 metrics_listen: None,
             },
+            lines: Vec::new(),
             milter: MilterSettings {
                 smtp_list: String::new(),
                 non_smtp_list: String::new(),
@@ -625,6 +658,7 @@ impl Config {
                 seen.insert(key.to_string(), n);
             }
             (spec.set)(&mut c, value).map_err(|m| err(n, format!("{key}: {m}")))?;
+            c.lines.push((spec.name, n));
         }
 
         // A certificate without its key (or the reverse) is a mistake, not "no TLS".
@@ -728,9 +762,34 @@ impl Config {
         {
             abs(p);
         }
+        for e in &mut self.mailauth.dkim_sign {
+            abs(&mut e.key_file);
+        }
         let mailbox = &mut self.local.mailbox;
         if !mailbox.starts_with('/') && !mailbox.starts_with('~') {
             *mailbox = base.join(&*mailbox).display().to_string();
+        }
+    }
+}
+
+impl Config {
+    /// The line of the `nth` (from 0) occurrence of `key` in the file; 0
+    /// when it was not set there.
+    pub fn line_of(&self, key: &str, nth: usize) -> usize {
+        self.lines
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .nth(nth)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// `ConfigError` for a problem found after parsing with the `nth` value
+    /// of `key` (`FILE:LINE: KEY: what`).
+    pub fn error_at(&self, key: &str, nth: usize, what: impl fmt::Display) -> ConfigError {
+        ConfigError {
+            file: self.path.display().to_string(),
+            line: self.line_of(key, nth),
+            what: format!("{key}: {what}"),
         }
     }
 }

@@ -300,3 +300,126 @@ pub enum Origin {
     /// A file whose first line is the domain (`origin = /etc/mailname`).
     File(std::path::PathBuf),
 }
+
+/// The algorithm of a DKIM key, as written in `dkim_sign` (`rsa` or `ed25519`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// rsa-sha256 (RFC 6376 3.3; RFC 8301 forbids rsa-sha1 for signing).
+    Rsa,
+    /// ed25519-sha256 (RFC 8463).
+    Ed25519,
+}
+
+impl KeyKind {
+    pub fn parse(s: &str) -> Option<KeyKind> {
+        match s.to_ascii_lowercase().as_str() {
+            "rsa" => Some(KeyKind::Rsa),
+            "ed25519" => Some(KeyKind::Ed25519),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Rsa => "rsa",
+            KeyKind::Ed25519 => "ed25519",
+        }
+    }
+}
+
+/// One `dkim_sign = DOMAIN SELECTOR KEYFILE [rsa|ed25519]` entry: who signs
+/// with which key (the key itself is read by `mailauth`, see
+/// `mailauth::Signers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignEntry {
+    /// The signing domain, lower case, without a trailing dot.
+    pub domain: String,
+    pub selector: String,
+    pub key_file: std::path::PathBuf,
+    /// `None`: taken from the key file.
+    pub kind: Option<KeyKind>,
+}
+
+impl SignEntry {
+    /// Parses the value of a `dkim_sign` line; the error says what is wrong.
+    pub fn parse(value: &str) -> Result<SignEntry, String> {
+        let words: Vec<&str> = value.split_whitespace().collect();
+        let (domain, selector, file, kind) = match words.as_slice() {
+            [d, s, f] => (*d, *s, *f, None),
+            [d, s, f, k] => {
+                let kind =
+                    KeyKind::parse(k).ok_or_else(|| format!("key type must be rsa or ed25519, not {k:?}"))?;
+                (*d, *s, *f, Some(kind))
+            }
+            _ => return Err("expected DOMAIN SELECTOR KEYFILE [rsa|ed25519]".to_owned()),
+        };
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        if !is_dns_name(&domain) || !domain.contains('.') {
+            return Err(format!("{domain:?} is not a domain name"));
+        }
+        // RFC 6376 3.1: selector = sub-domain *( "." sub-domain ).
+        if !is_dns_name(selector) {
+            return Err(format!("{selector:?} is not a selector (DNS labels)"));
+        }
+        Ok(SignEntry {
+            domain,
+            selector: selector.to_owned(),
+            key_file: std::path::PathBuf::from(file),
+            kind,
+        })
+    }
+}
+
+/// ASCII DNS labels: letters, digits, hyphens inside, dots between, each
+/// label 1-63 octets (RFC 1035 2.3.1, RFC 5321 4.1.2 sub-domain).
+fn is_dns_name(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.').all(|label| {
+            let b = label.as_bytes();
+            !b.is_empty()
+                && b.len() <= 63
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+                && b.first() != Some(&b'-')
+                && b.last() != Some(&b'-')
+        })
+}
+
+/// `spf_reject`: whether an SPF `fail` refuses the mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpfReject {
+    /// Refuse when either identity (MAIL FROM or HELO) evaluates to `fail`.
+    Fail,
+    /// Never refuse on SPF; only annotate. The default.
+    #[default]
+    None,
+}
+
+#[cfg(test)]
+mod mailauth_tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn sign_entry_parse() {
+        let e = SignEntry::parse("Example.ORG. s2026 /etc/tern/k.pem ed25519").unwrap();
+        assert_eq!(e.domain, "example.org");
+        assert_eq!(e.selector, "s2026");
+        assert_eq!(e.key_file, PathBuf::from("/etc/tern/k.pem"));
+        assert_eq!(e.kind, Some(KeyKind::Ed25519));
+        assert_eq!(SignEntry::parse("example.org a.b k.pem").unwrap().kind, None);
+        for bad in [
+            "",
+            "example.org sel",
+            "example.org sel k.pem dsa",
+            "example.org sel k.pem rsa extra",
+            "exa mple.org",
+            "localhost sel k.pem",
+            "example.org -sel k.pem",
+            "example.org sel;x k.pem",
+            "bad..org sel k.pem",
+        ] {
+            assert!(SignEntry::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -6,7 +6,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::types::{Cidr, Family, Lmtp, NextHop, Origin, Route, SyncMode, TlsOverride, TlsPolicy, TrustAd};
+use super::types::{
+    Cidr, Family, Lmtp, NextHop, Origin, Route, SignEntry, SpfReject, SyncMode, TlsOverride, TlsPolicy,
+    TrustAd,
+};
 use crate::endpoint::Endpoint;
 use crate::smtp::address::domain_key;
 
@@ -339,6 +342,22 @@ pub(super) fn address(v: &str) -> Result<String, String> {
 /// Free text on one line (`tlsrpt_organization`).
 pub(super) fn text(v: &str) -> Result<String, String> {
     Ok(nonempty(v)?.to_owned())
+}
+
+/// `dkim_sign = DOMAIN SELECTOR KEYFILE [rsa|ed25519]`; the key itself is
+/// read later, by the daemon (sendmail, which reads this file too, holds no
+/// keys).
+pub(super) fn dkim_sign(v: &str) -> Result<SignEntry, String> {
+    SignEntry::parse(v)
+}
+
+/// `spf_reject = fail | none`.
+pub(super) fn spf_reject(v: &str) -> Result<SpfReject, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "fail" => Ok(SpfReject::Fail),
+        "none" => Ok(SpfReject::None),
+        _ => Err(format!("bad value {v:?} (fail or none)")),
+    }
 }
 
 pub(super) fn spool_sync(v: &str) -> Result<SyncMode, String> {

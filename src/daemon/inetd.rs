@@ -15,6 +15,7 @@ use super::start::{account, open_spool};
 use super::Failure;
 use crate::config::Config;
 use crate::control;
+use crate::pipeline::MailAuth;
 use crate::server::session::{self, Peer};
 use crate::spool;
 use crate::sys;
@@ -52,7 +53,10 @@ fn session_on_stdio(cfg: Config, tls: Option<Arc<tls::Source>>) -> Result<(), Fa
         })?;
     }
     let root = dir.clone();
-    let queued = session::run_stdio(cfg, spool, &client(), tls, session::Door::Queue);
+    // As a daemon's sessions: keys read as the account the session runs as.
+    let keys = MailAuth::load_keys(&cfg).map_err(|e| Failure::new(SysExit::Config, e))?;
+    let mailauth = MailAuth::start(&cfg, keys);
+    let queued = session::run_stdio(cfg, spool, &client(), tls, session::Door::Queue, mailauth);
     // The session only reports what it queued; the daemon, if it runs,
     // delivers at once (down, it finds the messages when it starts).
     control::wake(&root, &queued);

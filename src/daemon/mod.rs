@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::pipeline::MailAuth;
 use crate::sys;
 use crate::sysexits::SysExit;
 use crate::tls;
@@ -89,16 +90,19 @@ pub fn check_files(cfg: &Config, account: Option<&sys::Passwd>) -> Result<(), Fa
 }
 
 /// Read the configuration at `path`, resolve its relative paths against
-/// `cwd`, and load its certificate: what start-up, `ternd -n` and a reload
-/// all do first. Certificate and key problems are configuration errors,
-/// found here rather than at the first STARTTLS. The error is the line to
-/// print (FILE:LINE: why).
+/// `cwd`, load its certificate and check its DKIM keys: what start-up and
+/// `ternd -n` do first. Certificate and key problems are configuration
+/// errors, found here rather than at the first STARTTLS or the first
+/// message to sign. The error is the line to print (FILE:LINE: why).
 pub fn load(path: &Path, cwd: &Path) -> Result<(Config, Option<Arc<tls::Source>>), String> {
     let mut cfg = Config::load(path).map_err(|e| e.to_string())?;
     cfg.resolve_relative(cwd);
     let tls = tls::Source::new(&cfg)
         .map_err(|e| format!("{}: {e}", path.display()))?
         .map(Arc::new);
+    // Only checked here (perhaps as root): the daemon reads them again as
+    // the account it runs as, as a reload does (`Daemon::serve`).
+    MailAuth::load_keys(&cfg).map_err(|e| e.to_string())?;
     Ok((cfg, tls))
 }
 

@@ -90,12 +90,17 @@ impl Daemon {
         for (addrs, service) in services(&cfg) {
             self.server.rebind(service, addrs);
         }
-        self.runner.reconfigure(Arc::clone(&cfg), Arc::clone(&tables));
+        // Keys read again; a key that no longer loads makes its domain's
+        // mail wait (logged), see MailAuth::reload.
+        let mailauth = Arc::new(old.mailauth.reload(&cfg));
+        self.runner
+            .reconfigure(Arc::clone(&cfg), Arc::clone(&tables), Arc::clone(&mailauth));
         let mut ctx = Context::new(Arc::clone(&cfg), Arc::clone(&old.spool), tables, tls);
         ctx.shutdown = Arc::clone(&old.shutdown);
         // What guessers did before the reload still counts.
         ctx.auth_guard = Arc::clone(&old.auth_guard);
         ctx.queued = old.queued.clone();
+        ctx.mailauth = mailauth;
         self.live.set(Arc::new(ctx));
         log::info!("SIGHUP: configuration reloaded from {}", path.display());
         Ok(Reloaded {

@@ -23,6 +23,7 @@ use crate::config::{Config, Live};
 use crate::control;
 use crate::deliver::local::helper;
 use crate::metrics;
+use crate::pipeline::MailAuth;
 use crate::queue;
 use crate::server::listener;
 use crate::server::session::{Context, Service};
@@ -211,12 +212,23 @@ impl Daemon {
         if cfg.queue.only {
             log::info!("queue_only: mail is queued, not delivered");
         }
+        // The DKIM keys, read as the account the daemon now runs as (`load`
+        // checked them already), and the checker of incoming mail.
+        let keys = MailAuth::load_keys(&cfg).map_err(|e| Failure::new(SysExit::Config, e))?;
+        let mailauth = Arc::new(MailAuth::start(&cfg, keys));
         let mut ctx = Context::new(Arc::clone(&cfg), Arc::new(spool), Arc::clone(&tables), tls);
+        ctx.mailauth = Arc::clone(&mailauth);
         // The runner also runs with queue_only: it picks up the maildrop
         // (accepting mail) but starts no delivery worker.
         let stopping = Arc::clone(&ctx.shutdown);
-        let runner = queue::runner::start(Arc::clone(&cfg), Arc::clone(&ctx.spool), tables, stopping)
-            .map_err(|e| Failure::new(SysExit::OsErr, format!("cannot start the queue runner: {e}")))?;
+        let runner = queue::runner::start(
+            Arc::clone(&cfg),
+            Arc::clone(&ctx.spool),
+            tables,
+            mailauth,
+            stopping,
+        )
+        .map_err(|e| Failure::new(SysExit::OsErr, format!("cannot start the queue runner: {e}")))?;
         // Without the control socket mail still flows (the runner rescans the
         // spool every minute); only "at once" is lost, so this is not fatal.
         if let Err(e) = control::serve(&cfg.spool.dir, runner.control.clone()) {

@@ -15,6 +15,7 @@
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mail_auth::dkim::{Canonicalization, DkimError};
@@ -26,14 +27,8 @@ use mail_auth::{AuthenticatedMessage, DkimOutput, DkimResult, DmarcResult, SpfOu
 use super::dns::Dns;
 use super::results::{AuthResults, DkimCheck, DmarcCheck, DmarcPolicy, Outcome, SpfCheck, SpfResults};
 
-/// `spf_reject`: whether an SPF `fail` rejects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpfReject {
-    /// Reject when either identity (MAIL FROM or HELO) evaluates to `fail`.
-    Fail,
-    /// Never reject on SPF; only annotate. The default.
-    None,
-}
+/// `spf_reject`: whether an SPF `fail` rejects; a configuration type.
+pub use crate::config::SpfReject;
 
 /// The administrator's policy: what, beyond annotating, the results do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +104,8 @@ impl AuthResults {
 
 /// Runs the checks; one per daemon, shared by the session threads.
 pub struct Checker {
-    dns: Dns,
+    /// Shared with the checker a reload makes (its caches too).
+    dns: Arc<Dns>,
     authserv_id: String,
     deadline: Duration,
 }
@@ -125,10 +121,25 @@ impl Checker {
         deadline: Duration,
     ) -> std::io::Result<Checker> {
         Ok(Checker {
-            dns: Dns::new(dns_servers, dns_timeout)?,
+            dns: Arc::new(Dns::new(dns_servers, dns_timeout)?),
             authserv_id: authserv_id.to_owned(),
             deadline,
         })
+    }
+
+    /// A checker with another name or deadline (a reload changed
+    /// `hostname` or `auth_timeout`) over the same resolver and caches.
+    pub fn with(&self, authserv_id: &str, deadline: Duration) -> Checker {
+        Checker {
+            dns: Arc::clone(&self.dns),
+            authserv_id: authserv_id.to_owned(),
+            deadline,
+        }
+    }
+
+    /// The most one call may take.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
     }
 
     pub fn authserv_id(&self) -> &str {

@@ -15,31 +15,8 @@ use mail_auth::common::headers::Writable;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
-/// The algorithm of a key, as written in `dkim_sign` (`rsa` or `ed25519`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyKind {
-    /// rsa-sha256 (RFC 6376 3.3; RFC 8301 forbids rsa-sha1 for signing).
-    Rsa,
-    /// ed25519-sha256 (RFC 8463).
-    Ed25519,
-}
-
-impl KeyKind {
-    pub fn parse(s: &str) -> Option<KeyKind> {
-        match s.to_ascii_lowercase().as_str() {
-            "rsa" => Some(KeyKind::Rsa),
-            "ed25519" => Some(KeyKind::Ed25519),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyKind::Rsa => "rsa",
-            KeyKind::Ed25519 => "ed25519",
-        }
-    }
-}
+/// The algorithm of a key (`dkim_sign`'s last word); a configuration type.
+pub use crate::config::KeyKind;
 
 /// A key file that cannot be used, with the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]

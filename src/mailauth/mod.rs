@@ -35,5 +35,5 @@ mod tests;
 
 pub use check::{Checker, Policy, Rejection, SpfReject, Verdict};
 pub use keys::{Key, KeyError, KeyKind};
-pub use results::{AuthResults, DkimCheck, DmarcCheck, SpfCheck};
+pub use results::{AuthResults, DkimCheck, DmarcCheck, SpfCheck, SpfResults};
 pub use sign::{SignEntry, SignError, Signed, Signers};

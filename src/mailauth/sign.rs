@@ -25,7 +25,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
-use std::path::PathBuf;
 
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::{Canonicalization, DkimSigner, DkimSigningStream, Done};
@@ -53,61 +52,8 @@ pub const SIGNED_FIELDS: &[&str] = &[
 /// body streams; only the header section is held in memory).
 const MAX_HEADER_SECTION: usize = 1 << 20;
 
-/// One `dkim_sign = DOMAIN SELECTOR KEYFILE [rsa|ed25519]` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignEntry {
-    /// The signing domain, lower case, without a trailing dot.
-    pub domain: String,
-    pub selector: String,
-    pub key_file: PathBuf,
-    /// `None`: taken from the key file.
-    pub kind: Option<KeyKind>,
-}
-
-impl SignEntry {
-    /// Parses the value of a `dkim_sign` line; the error says what is wrong.
-    pub fn parse(value: &str) -> Result<SignEntry, String> {
-        let words: Vec<&str> = value.split_whitespace().collect();
-        let (domain, selector, file, kind) = match words.as_slice() {
-            [d, s, f] => (*d, *s, *f, None),
-            [d, s, f, k] => {
-                let kind =
-                    KeyKind::parse(k).ok_or_else(|| format!("key type must be rsa or ed25519, not {k:?}"))?;
-                (*d, *s, *f, Some(kind))
-            }
-            _ => return Err("expected DOMAIN SELECTOR KEYFILE [rsa|ed25519]".to_owned()),
-        };
-        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        if !is_dns_name(&domain) || !domain.contains('.') {
-            return Err(format!("{domain:?} is not a domain name"));
-        }
-        // RFC 6376 3.1: selector = sub-domain *( "." sub-domain ).
-        if !is_dns_name(selector) {
-            return Err(format!("{selector:?} is not a selector (DNS labels)"));
-        }
-        Ok(SignEntry {
-            domain,
-            selector: selector.to_owned(),
-            key_file: PathBuf::from(file),
-            kind,
-        })
-    }
-}
-
-/// ASCII DNS labels: letters, digits, hyphens inside, dots between, each
-/// label 1-63 octets (RFC 1035 2.3.1, RFC 5321 4.1.2 sub-domain).
-fn is_dns_name(s: &str) -> bool {
-    s.len() <= 253
-        && s.split('.').all(|label| {
-            let b = label.as_bytes();
-            !b.is_empty()
-                && b.len() <= 63
-                && b.iter()
-                    .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
-                && b.first() != Some(&b'-')
-                && b.last() != Some(&b'-')
-        })
-}
+/// One `dkim_sign` entry; a configuration type.
+pub use crate::config::SignEntry;
 
 /// Why a message could not be signed. The session answers 451 (a temporary
 /// error) rather than send the message unsigned.
@@ -119,6 +65,8 @@ pub enum SignError {
     HeaderTooLong,
     /// mail-auth (ring) could not sign.
     Crypto(String),
+    /// A key of the signing domain did not load (at the last reload).
+    Key(KeyError),
 }
 
 impl fmt::Display for SignError {
@@ -129,6 +77,7 @@ impl fmt::Display for SignError {
                 write!(f, "header section over {MAX_HEADER_SECTION} bytes")
             }
             SignError::Crypto(e) => write!(f, "DKIM signing failed: {e}"),
+            SignError::Key(e) => write!(f, "no usable DKIM key: {e}"),
         }
     }
 }
@@ -156,6 +105,9 @@ struct Signer {
 #[derive(Default)]
 pub struct Signers {
     by_domain: BTreeMap<String, Vec<Signer>>,
+    /// Domains one of whose keys did not load: their mail is refused
+    /// (temporarily) rather than signed with fewer keys or none.
+    broken: BTreeMap<String, KeyError>,
 }
 
 impl fmt::Debug for Signers {
@@ -164,6 +116,9 @@ impl fmt::Debug for Signers {
         for (d, v) in &self.by_domain {
             let sel: Vec<(&str, KeyKind)> = v.iter().map(|s| (s.selector.as_str(), s.key.kind())).collect();
             m.entry(d, &sel);
+        }
+        for (d, e) in &self.broken {
+            m.entry(d, &e.to_string());
         }
         m.finish()
     }
@@ -181,6 +136,27 @@ impl Signers {
         Ok(s)
     }
 
+    /// Reads every entry's key file, keeping going past bad ones: the
+    /// domain of a key that does not load is marked broken (its mail gets
+    /// [`SignError::Key`]), and the errors are returned, each with the
+    /// index of its entry. For a reload, where refusing to start is no
+    /// longer an option and signing with an old key the domain may have
+    /// withdrawn is worse than waiting.
+    pub fn load_lenient(entries: &[SignEntry]) -> (Signers, Vec<(usize, KeyError)>) {
+        let mut s = Signers::default();
+        let mut errors = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            match Key::load(&e.key_file, e.kind) {
+                Ok(key) => s.add(&e.domain, &e.selector, key),
+                Err(err) => {
+                    s.broken.entry(e.domain.clone()).or_insert_with(|| err.clone());
+                    errors.push((i, err));
+                }
+            }
+        }
+        (s, errors)
+    }
+
     /// Adds a key for `domain` (lower case, no trailing dot).
     pub fn add(&mut self, domain: &str, selector: &str, key: Key) {
         self.by_domain
@@ -192,17 +168,21 @@ impl Signers {
             });
     }
 
+    /// No key at all (broken ones included).
     pub fn is_empty(&self) -> bool {
-        self.by_domain.is_empty()
+        self.by_domain.is_empty() && self.broken.is_empty()
     }
 
     /// The domain that signs for author domain `from_domain`: the domain
-    /// itself or its closest parent that has a key.
+    /// itself or its closest parent that has a key (usable or not).
     pub fn signing_domain(&self, from_domain: &str) -> Option<&str> {
         let mut d = from_domain.trim_end_matches('.');
         loop {
             let lower = d.to_ascii_lowercase();
             if let Some((k, _)) = self.by_domain.get_key_value(&lower) {
+                return Some(k.as_str());
+            }
+            if let Some((k, _)) = self.broken.get_key_value(&lower) {
                 return Some(k.as_str());
             }
             d = d.split_once('.')?.1;
@@ -225,6 +205,9 @@ impl Signers {
         let Some(domain) = self.signing_domain(&from_domain) else {
             return Ok(None);
         };
+        if let Some(e) = self.broken.get(domain) {
+            return Err(SignError::Key(e.clone()));
+        }
         let signers = self.by_domain.get(domain).map(Vec::as_slice).unwrap_or_default();
 
         // h=: the present fields of the set, From: once more (oversigned).
@@ -453,29 +436,6 @@ mod tests {
         // a content line.
         assert_eq!(relaxed(&[b"x\r\n \r", b"\n\t\r", b"\n"]), b"x\r\n");
         assert_eq!(relaxed(&[b"x\r", b"\ny\r\n"]), b"x\r\r\ny\r\n");
-    }
-
-    #[test]
-    fn sign_entry_parse() {
-        let e = SignEntry::parse("Example.ORG. s2026 /etc/tern/k.pem ed25519").unwrap();
-        assert_eq!(e.domain, "example.org");
-        assert_eq!(e.selector, "s2026");
-        assert_eq!(e.key_file, PathBuf::from("/etc/tern/k.pem"));
-        assert_eq!(e.kind, Some(KeyKind::Ed25519));
-        assert_eq!(SignEntry::parse("example.org a.b k.pem").unwrap().kind, None);
-        for bad in [
-            "",
-            "example.org sel",
-            "example.org sel k.pem dsa",
-            "example.org sel k.pem rsa extra",
-            "exa mple.org",
-            "localhost sel k.pem",
-            "example.org -sel k.pem",
-            "example.org sel;x k.pem",
-            "bad..org sel k.pem",
-        ] {
-            assert!(SignEntry::parse(bad).is_err(), "{bad:?}");
-        }
     }
 
     #[test]

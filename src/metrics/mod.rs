@@ -101,6 +101,10 @@ label! {
         BadData = "bad_data",
         Smtputf8Required = "smtputf8_required",
         HarvestLimit = "harvest_limit",
+        /// `spf_reject = fail` (550 5.7.23).
+        SpfFail = "spf_fail",
+        /// `dmarc_reject = yes` (550 5.7.1 after DATA).
+        DmarcReject = "dmarc_reject",
         /// A milter's refusal (its own reply, or its failure's default action).
         Milter = "milter",
         /// A policy service's refusal (greylisting, SPF, rate limits).
@@ -479,6 +483,8 @@ fn reject_table() -> &'static [(Reply, By, Reject)] {
             (reply::path_needs_brackets(""), By::Code, Reject::Protocol),
             (reply::need_smtputf8(), By::Code, Reject::Smtputf8Required),
             (reply::harvest_limit(), By::Whole, Reject::HarvestLimit),
+            (reply::spf_failed(""), By::Code, Reject::SpfFail),
+            (reply::dmarc_rejected(""), By::Code, Reject::DmarcReject),
             (reply::http_probe(), By::Whole, Reject::Protocol),
         ]
     })

@@ -86,24 +86,36 @@ impl Body {
     }
 
     /// Every octet of the body, in order, in pieces (for a stage that reads the
-    /// whole body, such as a DKIM body hash).
+    /// whole body).
     pub fn for_each_piece(&mut self, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        if self.file.is_none() {
+            return f(&self.mem);
+        }
+        self.read_with(|r| {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = r.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                f(buf.get(..n).unwrap_or_default())?;
+            }
+        })?
+    }
+
+    /// `f` over a reader of every octet of the body, in order (for a stage
+    /// that streams the whole body, such as a DKIM signer). Appending may go
+    /// on afterwards.
+    pub fn read_with<T>(&mut self, f: impl FnOnce(&mut dyn Read) -> T) -> io::Result<T> {
         match self.file.as_mut() {
-            None => f(&self.mem),
+            None => Ok(f(&mut self.mem.as_slice())),
             Some(w) => {
                 w.flush()?;
-                let file = w.get_mut();
+                let mut file: &File = w.get_mut();
                 file.seek(SeekFrom::Start(0))?;
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    let n = file.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    f(buf.get(..n).unwrap_or_default())?;
-                }
+                let out = f(&mut file);
                 file.seek(SeekFrom::End(0))?;
-                Ok(())
+                Ok(out)
             }
         }
     }

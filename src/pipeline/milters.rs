@@ -49,6 +49,7 @@ pub enum Fate {
 /// discarded or quarantined it (the [`Fate`] says which).
 pub(super) fn at_pickup(
     cfg: &Config,
+    auth: super::Stages<'_>,
     mut draft: Draft,
     env: &mut Envelope,
     out: &mut dyn Store,
@@ -67,6 +68,7 @@ pub(super) fn at_pickup(
     let mut ctx = Context {
         cfg,
         origin: Origin::PickedUp,
+        auth,
         milters: (!chain.is_empty()).then(|| Run::new(&mut chain, &macros)),
     };
     let finished = finish(&mut draft, &mut ctx);

@@ -27,16 +27,19 @@
 //!    in [`Context::milters`]; mail from `sendmail` meets `non_smtp_milters`
 //!    at pickup ([`picked_up`]). A discarded message goes through no further
 //!    stage.
-//! 4. **authentication checks** (issue 20): SPF, DKIM and DMARC results as one
-//!    Authentication-Results field (and any forged one removed). Not yet built.
-//! 5. **DKIM signing** (issue 20): the DKIM-Signature put on top, over the
-//!    final header and body; a signing failure is a temporary refusal, never an
-//!    unsigned message. Not yet built.
+//! 4. **authentication checks** (issue 20, [`auth`]): mail from outside loses
+//!    the Authentication-Results fields that claim our host name, and, checked,
+//!    gets SPF, DKIM and DMARC results as one Authentication-Results field under
+//!    our Received:; a DMARC (or SPF) failure the policy rejects is the refusal.
+//! 5. **DKIM signing** (issue 20, [`auth`]): mail from inside gets its
+//!    DKIM-Signature fields on top, over the final header and body; a signing
+//!    failure is a temporary refusal, never an unsigned message.
 //!
 //! The session's own refusals of the data (size, bare CR or LF, NUL, line
 //! length, a mail loop) come before any stage: a refused message is never
 //! handed to a milter. The spool knows nothing of this: it gets bytes.
 
+pub mod auth;
 pub mod body;
 pub mod milters;
 
@@ -50,6 +53,7 @@ use crate::message::{self, Header};
 use crate::smtp::reply::Reply;
 use crate::spool::{Envelope, QueueId};
 
+pub use auth::{MailAuth, Stages};
 pub use body::{Body, Store};
 
 /// A message whose data is complete, on its way to the queue.
@@ -75,6 +79,8 @@ pub enum Origin {
 pub struct Context<'a> {
     pub cfg: &'a Config,
     pub origin: Origin,
+    /// Stages 4 and 5: what mail authentication does with this message.
+    pub auth: Stages<'a>,
     /// The milters of this message (stage 3), None without any.
     pub milters: Option<milters::Run<'a>>,
 }
@@ -90,8 +96,8 @@ pub fn finish(draft: &mut Draft, ctx: &mut Context<'_>) -> Result<(), Reply> {
             return Ok(());
         }
     }
-    // Stage 4, authentication checks: Authentication-Results (issue 20).
-    // Stage 5, DKIM signing: a DKIM-Signature on top (issue 20).
+    auth::check(draft, ctx)?;
+    auth::sign(draft, ctx)?;
     Ok(())
 }
 
@@ -181,31 +187,42 @@ pub fn commit(draft: Draft, out: &mut dyn Store) -> io::Result<Envelope> {
         body,
         mut env,
     } = draft;
-    let mut head = Vec::with_capacity(1024);
-    // Only whether a body follows matters to `write`.
-    let follows: &[u8] = if body.is_empty() { b"" } else { b"\n" };
-    header.write(follows, &mut head);
+    let head = head_bytes(&header, &body);
     out.write_all(&head)?;
     env.size = head.len() as u64 + body.len();
     body.write_into(out)?;
     Ok(env)
 }
 
-/// A message from the maildrop, at pickup in the daemon: read from `message`
+/// The header section as the commit writes it: the stages that read the
+/// whole message (DKIM) must see these very bytes.
+fn head_bytes(header: &Header, body: &Body) -> Vec<u8> {
+    let mut head = Vec::with_capacity(1024);
+    // Only whether a body follows matters to `write`.
+    let follows: &[u8] = if body.is_empty() { b"" } else { b"\n" };
+    header.write(follows, &mut head);
+    head
+}
+
+/// A message from the maildrop, at pickup in the daemon, to be queued as
+/// `id`: read from `message`
 /// (LF line ends, as `sendmail` wrote it after its own stages), its trace
 /// field `received` put on top, the stages run again (hygiene is idempotent;
 /// the submission fixes were made by `sendmail`, which knew the user), and
 /// the result written into `out` with `env` as the milters left it. The
 /// daemon-side stages for local mail run here: `non_smtp_milters` see the
 /// message as Postfix shows them non-SMTP mail (a client `localhost` at
-/// 127.0.0.1, HELO localhost, then MAIL, each RCPT, DATA and the message).
+/// 127.0.0.1, HELO localhost, then MAIL, each RCPT, DATA and the message),
+/// and it is DKIM-signed with `auth`'s keys.
 /// `sendmail` has long exited 0, so a refusal cannot be answered: a
 /// permanent one becomes a bounce to the sender (as Postfix's pickup makes
-/// it), a temporary one leaves the message in the maildrop; a refused RCPT
+/// it), a temporary one (a DKIM key that does not load: never sent
+/// unsigned) leaves the message in the maildrop; a refused RCPT
 /// is a configuration problem (Postfix: milters may not refuse recipients of
 /// non-SMTP mail) and leaves it there too.
 pub fn picked_up(
     cfg: &Config,
+    auth: &MailAuth,
     spool: &crate::spool::Spool,
     received: &str,
     env: &mut Envelope,
@@ -230,7 +247,7 @@ pub fn picked_up(
         body,
         env: env.clone(),
     };
-    milters::at_pickup(cfg, draft, env, out)
+    milters::at_pickup(cfg, Stages::local(auth), draft, env, out)
 }
 
 /// Splits the data of a message, as it arrives (LF line ends), into its header
@@ -301,7 +318,9 @@ mod tests {
     use super::*;
     use std::path::Path;
 
-    fn draft(message: &[u8]) -> Draft {
+    /// A draft of `message`, pushed in pieces as the data arrives (the
+    /// stages' tests use it too).
+    pub(super) fn draft(message: &[u8]) -> Draft {
         let mut b = Builder::new(Body::new(None));
         // In pieces, as the data arrives.
         for piece in message.chunks(3) {
@@ -360,6 +379,7 @@ mod tests {
             cfg: &cfg,
             origin: Origin::Smtp { submitted: false },
             milters: None,
+            auth: Stages::default(),
         };
         finish(&mut d, &mut ctx).unwrap();
         assert_eq!(written(d), b"Subject: s\nTo: a@b\n\nbody\n");
@@ -368,6 +388,7 @@ mod tests {
             cfg: &cfg,
             origin: Origin::Smtp { submitted: true },
             milters: None,
+            auth: Stages::default(),
         };
         finish(&mut d, &mut ctx).unwrap();
         let out = String::from_utf8(written(d)).unwrap();
@@ -381,6 +402,7 @@ mod tests {
             cfg: &cfg,
             origin: Origin::Smtp { submitted: false },
             milters: None,
+            auth: Stages::default(),
         };
         finish(&mut d, &mut ctx).unwrap();
         assert_eq!(written(d), b"Return-Path: <x@y>\nBcc: z\n\nb\n");

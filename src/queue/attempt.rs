@@ -195,7 +195,7 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
                 })
             })
             .collect();
-        match notify::send(&cfg, spool, &env, &owed, None) {
+        match notify::send(&cfg, spool, &shared.mailauth.get().signers, &env, &owed, None) {
             Ok(Some(nid)) => {
                 maillog::bounce_queued(id, &nid);
                 shared.announce(nid);
@@ -461,7 +461,14 @@ impl Run<'_> {
                 })
             })
             .collect();
-        match notify::send(self.cfg, spool, env, &owed, None) {
+        match notify::send(
+            self.cfg,
+            spool,
+            &self.shared.mailauth.get().signers,
+            env,
+            &owed,
+            None,
+        ) {
             Ok(Some(nid)) => {
                 maillog::success_notice_queued(&env.id, &nid);
                 self.shared.announce(nid);
@@ -601,6 +608,7 @@ fn warn_if_due(shared: &Shared, cfg: &Config, env: &mut Envelope, sched: &Schedu
     match notify::send(
         cfg,
         &shared.spool,
+        &shared.mailauth.get().signers,
         env,
         &lines,
         Some(sched.give_up_at(env.created)),

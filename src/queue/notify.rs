@@ -9,7 +9,9 @@ use crate::clock;
 use crate::config::Config;
 use crate::deliver::outcome::Outcome;
 use crate::dsn::{self, Action, RecipientReport, Report, ReturnContent};
+use crate::mailauth::Signers;
 use crate::maillog;
+use crate::pipeline;
 use crate::smtp::notify::Notify;
 use crate::spool::{BodyType, DsnRet, Envelope, QueueId, Recipient, Spool, SpoolError};
 
@@ -37,6 +39,7 @@ pub(super) struct Line<'a> {
 pub(super) fn send(
     cfg: &Config,
     spool: &Spool,
+    signers: &Signers,
     env: &Envelope,
     lines: &[Line<'_>],
     will_retry_until: Option<u64>,
@@ -60,7 +63,7 @@ pub(super) fn send(
         env.sender.clone()
     };
     let original = read_original(spool, &env.id);
-    report(cfg, spool, env, lines, will_retry_until, &to, &original).map(Some)
+    report(cfg, spool, signers, env, lines, will_retry_until, &to, &original).map(Some)
 }
 
 /// A message refused for good by the daemon's stages at its pickup from the
@@ -70,6 +73,7 @@ pub(super) fn send(
 pub(super) fn refused_at_pickup(
     cfg: &Config,
     spool: &Spool,
+    signers: &Signers,
     env: &Envelope,
     outcome: &Outcome,
     original: &[u8],
@@ -92,14 +96,16 @@ pub(super) fn refused_at_pickup(
         maillog::notice_dropped(&env.id);
         return Ok(None);
     }
-    report(cfg, spool, env, &lines, None, &env.sender, original).map(Some)
+    report(cfg, spool, signers, env, &lines, None, &env.sender, original).map(Some)
 }
 
 /// Build the report for `lines` (the message `original` returned as the
 /// sender asked) and queue it to `to`.
+#[allow(clippy::too_many_arguments)]
 fn report(
     cfg: &Config,
     spool: &Spool,
+    signers: &Signers,
     env: &Envelope,
     lines: &[Line<'_>],
     will_retry_until: Option<u64>,
@@ -145,7 +151,7 @@ fn report(
     let body = dsn::build(&report);
     // RFC 8689 5: the notice about a REQUIRETLS message carries its header
     // and so travels with REQUIRETLS too.
-    enqueue_notice(spool, to, &body, env.requiretls)
+    enqueue_notice(spool, signers, to, &body, env.requiretls)
 }
 
 fn read_original(spool: &Spool, id: &QueueId) -> Vec<u8> {
@@ -156,10 +162,25 @@ fn read_original(spool: &Spool, id: &QueueId) -> Vec<u8> {
     v
 }
 
-/// Queue a locally generated message from the null sender to `to`.
-fn enqueue_notice(spool: &Spool, to: &str, body: &[u8], requiretls: bool) -> Result<QueueId, SpoolError> {
+/// Queue a locally generated message from the null sender to `to`, DKIM-signed
+/// when its From: domain (the host name's, or a parent's) has a key. A notice
+/// that cannot be signed goes unsigned, with a warning: a bounce the sender
+/// never gets is worse than an unsigned one, which receivers judge by the
+/// null sender's SPF (the HELO name) instead.
+fn enqueue_notice(
+    spool: &Spool,
+    signers: &Signers,
+    to: &str,
+    body: &[u8],
+    requiretls: bool,
+) -> Result<QueueId, SpoolError> {
     let mut incoming = spool.begin()?;
     let id = incoming.id().clone();
+    match pipeline::auth::sign_generated(signers, &id, body) {
+        Ok(Some(fields)) => incoming.append(fields.as_bytes())?,
+        Ok(None) => {}
+        Err(e) => maillog::dkim_sign_failed(&id, &format!("{e}; the notice goes unsigned")),
+    }
     incoming.append(body)?;
     let mut env = Envelope::new(id.clone(), String::new(), clock::now());
     env.protocol = "local".to_owned();
@@ -288,7 +309,7 @@ mod tests {
             &failed,
             Some("mx.far.test"),
         )];
-        let id = send(&f.cfg, &f.spool, &f.env, &lines, None)
+        let id = send(&f.cfg, &f.spool, &Signers::default(), &f.env, &lines, None)
             .expect("send")
             .expect("queued");
         let (env, text) = notice(&f, &id);
@@ -318,7 +339,7 @@ mod tests {
         f.env.ret = Some(DsnRet::Hdrs);
         let failed = outcome::command_failed("command died with status 1".to_owned());
         let lines = [line(&f.env.recipients[1], Action::Failed, &failed, None)];
-        let id = send(&f.cfg, &f.spool, &f.env, &lines, None)
+        let id = send(&f.cfg, &f.spool, &Signers::default(), &f.env, &lines, None)
             .expect("send")
             .expect("queued");
         let (_, text) = notice(&f, &id);
@@ -340,7 +361,7 @@ mod tests {
         f.env.requiretls = true;
         let failed = outcome::requiretls_failed(&outcome::requiretls_not_offered("mx.far.test"));
         let lines = [line(&f.env.recipients[0], Action::Failed, &failed, None)];
-        let id = send(&f.cfg, &f.spool, &f.env, &lines, None)
+        let id = send(&f.cfg, &f.spool, &Signers::default(), &f.env, &lines, None)
             .expect("send")
             .expect("queued");
         let (env, text) = notice(&f, &id);
@@ -350,7 +371,7 @@ mod tests {
         assert!(text.contains("Status: 5.7.10"), "{text}");
         // Without REQUIRETLS, RET=FULL returns the body as before.
         f.env.requiretls = false;
-        let id = send(&f.cfg, &f.spool, &f.env, &lines, None)
+        let id = send(&f.cfg, &f.spool, &Signers::default(), &f.env, &lines, None)
             .expect("send")
             .expect("queued");
         let (env, text) = notice(&f, &id);
@@ -363,9 +384,16 @@ mod tests {
         let f = fixture("alice@example.org", "");
         let later = outcome::Outcome::from_record("4.4.1 connect: Connection refused");
         let lines = [line(&f.env.recipients[0], Action::Delayed, &later, None)];
-        let id = send(&f.cfg, &f.spool, &f.env, &lines, Some(1_700_432_000))
-            .expect("send")
-            .expect("queued");
+        let id = send(
+            &f.cfg,
+            &f.spool,
+            &Signers::default(),
+            &f.env,
+            &lines,
+            Some(1_700_432_000),
+        )
+        .expect("send")
+        .expect("queued");
         let (_, text) = notice(&f, &id);
         assert!(text.contains("Action: delayed"), "{text}");
         assert!(text.contains("Status: 4.4.1"), "{text}");
@@ -380,7 +408,10 @@ mod tests {
     #[test]
     fn nothing_owed_nothing_queued() {
         let f = fixture("alice@example.org", "");
-        assert_eq!(send(&f.cfg, &f.spool, &f.env, &[], None).expect("send"), None);
+        assert_eq!(
+            send(&f.cfg, &f.spool, &Signers::default(), &f.env, &[], None).expect("send"),
+            None
+        );
         assert_eq!(f.spool.list().expect("list").len(), 1);
     }
 
@@ -390,12 +421,15 @@ mod tests {
         // From <>: dropped.
         let f = fixture("", "");
         let lines = [line(&f.env.recipients[0], Action::Failed, &failed, None)];
-        assert_eq!(send(&f.cfg, &f.spool, &f.env, &lines, None).expect("send"), None);
+        assert_eq!(
+            send(&f.cfg, &f.spool, &Signers::default(), &f.env, &lines, None).expect("send"),
+            None
+        );
         assert_eq!(f.spool.list().expect("list").len(), 1);
         // double_bounce_to_postmaster: to postmaster here.
         let f = fixture("", "double_bounce_to_postmaster = yes");
         let lines = [line(&f.env.recipients[0], Action::Failed, &failed, None)];
-        let id = send(&f.cfg, &f.spool, &f.env, &lines, None)
+        let id = send(&f.cfg, &f.spool, &Signers::default(), &f.env, &lines, None)
             .expect("send")
             .expect("queued");
         assert_eq!(notice(&f, &id).0.recipients[0].addr, "postmaster@mx.test");
@@ -403,7 +437,10 @@ mod tests {
         let mut f = fixture("", "double_bounce_to_postmaster = yes");
         f.env.recipients = vec![rcpt("Postmaster@far.test", None)];
         let lines = [line(&f.env.recipients[0], Action::Failed, &failed, None)];
-        assert_eq!(send(&f.cfg, &f.spool, &f.env, &lines, None).expect("send"), None);
+        assert_eq!(
+            send(&f.cfg, &f.spool, &Signers::default(), &f.env, &lines, None).expect("send"),
+            None
+        );
     }
 
     #[test]

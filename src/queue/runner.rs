@@ -21,7 +21,7 @@ use crate::config::{Config, Live, TrustAd};
 use crate::deliver::dns::{self, Resolver};
 use crate::deliver::pool::Pool;
 use crate::maillog;
-use crate::pipeline;
+use crate::pipeline::{self, MailAuth};
 use crate::queue::agenda::{Agenda, Job, RESCAN};
 use crate::queue::attempt::{self, After};
 use crate::queue::notify;
@@ -59,10 +59,12 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// A reload: attempts that start from now on use `cfg` and `tables`.
-    pub fn reconfigure(&self, cfg: Arc<Config>, tables: Arc<Tables>) {
+    /// A reload: attempts (and pickups) that start from now on use `cfg`,
+    /// `tables` and `mailauth`.
+    pub fn reconfigure(&self, cfg: Arc<Config>, tables: Arc<Tables>, mailauth: Arc<MailAuth>) {
         self.shared.cfg.set(cfg);
         self.shared.tables.set(tables);
+        self.shared.mailauth.set(mailauth);
     }
 
     /// Deliveries in progress; the daemon waits for these before exiting.
@@ -84,10 +86,12 @@ impl Handle {
 /// sessions use to announce a queued message, and the control channel.
 /// With `queue_only` no worker runs: the runner still picks up the maildrop
 /// (that is accepting mail, not delivering it) but dispatches nothing.
+/// `mailauth` signs what it picks up and what tern sends itself.
 pub fn start(
     cfg: Arc<Config>,
     spool: Arc<Spool>,
     tables: Arc<Tables>,
+    mailauth: Arc<MailAuth>,
     stopping: Arc<AtomicBool>,
 ) -> io::Result<Handle> {
     let (wake_tx, wake_rx) = crossbeam_channel::unbounded::<QueueId>();
@@ -99,6 +103,7 @@ pub fn start(
         cfg: Live::new(cfg),
         spool,
         tables: Live::new(tables),
+        mailauth: Live::new(mailauth),
         wake: wake_tx.clone(),
         resolver,
         outbound,
@@ -220,7 +225,8 @@ fn start_reports(shared: &Arc<Shared>) -> io::Result<Sender<()>> {
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
             }
             let cfg = shared.cfg.get();
-            for id in reports::send_due(&cfg, &shared.spool, &shared.outbound, clock::now()) {
+            let signers = &shared.mailauth.get().signers;
+            for id in reports::send_due(&cfg, &shared.spool, &shared.outbound, signers, clock::now()) {
                 shared.announce(id);
             }
             wait = reports::until_next_run(clock::now(), jitter);
@@ -320,13 +326,14 @@ impl Runner {
     fn pickup(&mut self) {
         let cfg = self.shared.cfg.get();
         let shared = &self.shared;
+        let mailauth = shared.mailauth.get();
         let write = |id: &QueueId,
                      uid: u32,
                      env: &mut Envelope,
                      message: &mut dyn std::io::Read,
                      out: &mut crate::spool::Incoming| {
             let received = received_value(&cfg.hostname, id, uid);
-            let fate = pipeline::picked_up(&cfg, &shared.spool, &received, env, message, out)?;
+            let fate = pipeline::picked_up(&cfg, &mailauth, &shared.spool, &received, env, message, out)?;
             Ok(picked_up_fate(shared, &cfg, id, env, fate))
         };
         match self.shared.spool.pickup_with(&write) {
@@ -456,7 +463,14 @@ fn picked_up_fate(
                 reply.esc.unwrap_or(crate::smtp::status::Status(5, 7, 1)),
                 &reply.to_string(),
             );
-            match notify::refused_at_pickup(cfg, &shared.spool, env, &why, &original) {
+            match notify::refused_at_pickup(
+                cfg,
+                &shared.spool,
+                &shared.mailauth.get().signers,
+                env,
+                &why,
+                &original,
+            ) {
                 Ok(Some(nid)) => {
                     maillog::bounce_queued(id, &nid);
                     shared.announce(nid);
@@ -507,6 +521,7 @@ mod tests {
             cfg: Live::new(Arc::new(cfg)),
             spool: Arc::new(spool),
             tables: Live::new(tables),
+            mailauth: Live::new(Arc::new(MailAuth::none())),
             wake,
             resolver,
             outbound,
@@ -628,7 +643,15 @@ mod tests {
         let new = dir.path().join("mail/alice/new");
         // Queued while no runner ran: the start-up scan finds it.
         let first = queue(&spool, "alice@example.test", None);
-        let handle = start(Arc::new(cfg), Arc::clone(&spool), tables, Arc::clone(&stopping)).expect("start");
+        let none = Arc::new(MailAuth::none());
+        let handle = start(
+            Arc::new(cfg),
+            Arc::clone(&spool),
+            tables,
+            none,
+            Arc::clone(&stopping),
+        )
+        .expect("start");
         assert!(
             delivered(&new, 1, &spool, &first),
             "{first} not delivered at start-up"

@@ -11,6 +11,7 @@ use crossbeam_channel::Sender;
 use crate::config::{Config, Live};
 use crate::deliver::dns::Resolver;
 use crate::deliver::pool::Pool;
+use crate::pipeline::MailAuth;
 use crate::spool::{QueueId, Retired, Spool};
 use crate::tables::Tables;
 use crate::tlspolicy::outbound::Outbound;
@@ -20,6 +21,9 @@ pub(super) struct Shared {
     pub(super) cfg: Live<Config>,
     pub(super) spool: Arc<Spool>,
     pub(super) tables: Live<Tables>,
+    /// Signing keys for what the runner queues itself (pickups, notices,
+    /// reports); swapped by a reload.
+    pub(super) mailauth: Live<MailAuth>,
     /// Tell the runner about a message (new, or changed outside the runner).
     pub(super) wake: Sender<QueueId>,
     /// DNS for remote delivery.

@@ -49,6 +49,15 @@ pub struct Client {
     pub authenticated: bool,
 }
 
+impl Client {
+    /// Inside our domain: it may relay, its mail is DKIM-signed and not
+    /// checked. Local submission counts as such; so does a client that
+    /// authenticated (RFC 4954 6), and one in `relay_networks`.
+    pub fn trusted(&self, cfg: &Config) -> bool {
+        self.authenticated || self.ip.is_none_or(|ip| cfg.session.may_relay(ip))
+    }
+}
+
 pub struct Policy {
     tables: Arc<Tables>,
 }
@@ -76,9 +85,7 @@ impl Policy {
             ForwardPath::Postmaster => return Ok(()),
             ForwardPath::Mailbox(m) => m,
         };
-        // Local submission counts as trusted; so does a client that
-        // authenticated (RFC 4954 6).
-        let trusted = client.authenticated || client.ip.is_none_or(|ip| cfg.session.may_relay(ip));
+        let trusted = client.trusted(cfg);
         if is_local(cfg, mbox) {
             // user%remote@local, "user@remote"@local, remote!user@local: the
             // old routing forms (RFC 5321 3.6.1, 3.6.2). tern never routes on

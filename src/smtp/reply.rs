@@ -633,6 +633,35 @@ pub fn mail_loop() -> Reply {
     )
 }
 
+// ---- Mail authentication (issue 20) -----------------------------------------
+
+/// `spf_reject = fail`: `domain` (of the envelope sender or the HELO name)
+/// does not authorize the client. RFC 7372 3.2: X.7.23 "SPF validation
+/// failed"; at RCPT, for each recipient.
+pub fn spf_failed(domain: &str) -> Reply {
+    Reply::new(
+        550,
+        esc(5, 7, 23),
+        format!("SPF validation failed: {domain} does not authorize this host"),
+    )
+}
+
+/// `dmarc_reject = yes`: a DMARC failure of a domain publishing `p=reject`
+/// (RFC 7489 7.3 names 5.7.1 for a refusal after DATA).
+pub fn dmarc_rejected(domain: &str) -> Reply {
+    Reply::new(
+        550,
+        esc(5, 7, 1),
+        format!("Message rejected by the DMARC policy of {domain}"),
+    )
+}
+
+/// The message should be DKIM-signed and could not be (a key that did not
+/// load, a failed read): temporary, never sent unsigned.
+pub fn dkim_sign_failed() -> Reply {
+    Reply::new(451, esc(4, 3, 0), "DKIM signing failed, try again later")
+}
+
 /// BODY=BINARYMIME and the like, which need CHUNKING (RFC 3030).
 pub fn body_unsupported() -> Reply {
     Reply::new(555, esc(5, 5, 4), "Unsupported BODY type")

@@ -25,6 +25,7 @@ mod junk;
 mod limits;
 mod lmtp;
 mod local_delivery;
+mod mailauth;
 mod maillog;
 mod manpages;
 mod message_path;

@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use super::{filters, is_timeout, Door, Hangup, Session, Transaction, MIN_FREE_PERCENT};
 use crate::clock;
 use crate::maillog;
-use crate::pipeline::{self, Body, Builder, Draft, Origin, Store};
+use crate::pipeline::{self, Body, Builder, Draft, Origin, Stages, Store};
 use crate::server::conn;
 use crate::smtp::address::ForwardPath;
 use crate::smtp::command::{self, Body as BodyParam};
@@ -308,6 +308,12 @@ impl Session<'_> {
             body,
             env: self.envelope(&id, tx, reader.saw_8bit()),
         };
+        // Inside: signed (in the queue's door; the maildrop's is signed at
+        // pickup). Outside: checked, when RCPT made the SPF results.
+        let auth = match self.ctx.door {
+            Door::Queue => Stages::smtp(&self.ctx.mailauth, self.trusted(), tx.spf.as_ref()),
+            Door::Maildrop => Stages::default(),
+        };
         // Stage hook (end of data): policy services' END-OF-MESSAGE, then
         // what they asked for earlier (PREPEND, DISCARD), then the milters
         // as the pipeline's stage 3.
@@ -336,6 +342,7 @@ impl Session<'_> {
             origin: Origin::Smtp {
                 submitted: self.user.is_some(),
             },
+            auth,
             milters: self.filters.run(),
         };
         let finished = pipeline::finish(&mut draft, &mut ctx);

@@ -10,7 +10,9 @@
 
 use super::{Session, Transaction, MIN_FREE_PERCENT};
 use crate::config::Config;
+use crate::mailauth::Verdict;
 use crate::maillog;
+use crate::pipeline;
 use crate::server::auth;
 use crate::server::policy::{self, Refusal};
 use crate::smtp::address::{ForwardPath, Mailbox, ReversePath};
@@ -176,6 +178,9 @@ impl Session<'_> {
             self.filters_rcpt_refused(&to, &params, &r);
             return r;
         }
+        if let Err(r) = self.check_spf() {
+            return r;
+        }
         // Stage hook (RCPT): policy services, then milters (filters.rs).
         if let Some(r) = self.filters_rcpt(&to, &params) {
             return r;
@@ -187,6 +192,35 @@ impl Session<'_> {
         tx.mailboxes.insert(mailbox, false);
         tx.accepted += 1;
         reply::recipient_ok()
+    }
+
+    /// SPF (RFC 7208) of mail from outside, with `auth_check`: evaluated once
+    /// per transaction, when its first recipient is accepted (a transaction
+    /// that names no acceptable recipient costs no DNS), for the HELO name
+    /// and the sender (RFC 7208 2.3, 2.4). With `spf_reject = fail` a `fail`
+    /// refuses this and every later recipient (550 5.7.23); otherwise the
+    /// result waits for Authentication-Results at the end of the data. A DNS
+    /// failure or time-out is `temperror`, which never refuses.
+    fn check_spf(&mut self) -> Result<(), Reply> {
+        let trusted = self.trusted();
+        let Some(checker) = self.ctx.mailauth.checks(self.cfg, trusted) else {
+            return Ok(());
+        };
+        let (Some(ip), Some(tx)) = (self.peer.ip, self.tx.as_mut()) else {
+            return Ok(());
+        };
+        let spf = tx.spf.get_or_insert_with(|| {
+            let sender = match &tx.from {
+                ReversePath::Null => None,
+                ReversePath::Mailbox(m) => Some(m.to_string()),
+            };
+            let helo = self.helo.as_deref().unwrap_or_default();
+            checker.spf(ip.to_canonical(), helo, sender.as_deref())
+        });
+        match spf.verdict(&pipeline::auth::policy(self.cfg)) {
+            Verdict::Accept => Ok(()),
+            Verdict::Reject(r) => Err(pipeline::auth::rejection_reply(&r)),
+        }
     }
 
     /// The mailbox a forward path names (`Mailbox::identity`); bare

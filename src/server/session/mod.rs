@@ -23,8 +23,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::mailauth::SpfResults;
 use crate::maillog;
 use crate::metrics;
+use crate::pipeline::MailAuth;
 use crate::server::auth::Auth;
 use crate::server::auth_guard::AuthGuard;
 use crate::server::conn::{self, Conn, Io, Line};
@@ -65,6 +67,9 @@ pub struct Context {
     pub auth_guard: Arc<AuthGuard>,
     /// Where accepted mail goes: the queue, or the maildrop.
     pub door: Door,
+    /// DKIM keys and the SPF/DKIM/DMARC checker (none until the daemon sets
+    /// them; the maildrop door never signs: the daemon does, at pickup).
+    pub mailauth: Arc<MailAuth>,
 }
 
 /// Where a session puts what it accepts.
@@ -98,6 +103,7 @@ impl Context {
             auth,
             auth_guard: Arc::new(AuthGuard::new()),
             door: Door::Queue,
+            mailauth: Arc::new(MailAuth::none()),
         }
     }
 }
@@ -112,10 +118,12 @@ pub fn run_stdio(
     peer: &Peer,
     tls: Option<Arc<tls::Source>>,
     door: Door,
+    mailauth: MailAuth,
 ) -> Vec<QueueId> {
     let tables = Arc::new(Tables::new(&cfg));
     let mut ctx = Context::new(Arc::new(cfg), Arc::new(spool), tables, tls);
     ctx.door = door;
+    ctx.mailauth = Arc::new(mailauth);
     run(&ctx, peer, Service::Smtp, Box::new(conn::Stdio::new())).queued
 }
 
@@ -211,6 +219,9 @@ struct Transaction {
     accepted: usize,
     /// The message BDAT is receiving, from the first chunk to the LAST.
     chunks: Option<Box<data::Receiving>>,
+    /// SPF of the client, HELO and sender, checked at the first accepted
+    /// RCPT when this session's mail is checked (issue 20).
+    spf: Option<SpfResults>,
 }
 
 impl Transaction {
@@ -222,6 +233,7 @@ impl Transaction {
             mailboxes: HashMap::new(),
             accepted: 0,
             chunks: None,
+            spf: None,
         }
     }
 }
@@ -497,6 +509,11 @@ impl Session<'_> {
             ip: self.peer.ip,
             authenticated: self.user.is_some(),
         }
+    }
+
+    /// Whether the client is inside our domain (see `policy::Client::trusted`).
+    fn trusted(&self) -> bool {
+        self.client().trusted(self.cfg)
     }
 
     /// The reply to `cmd`; None when the command was answered already (STARTTLS).
