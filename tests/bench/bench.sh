@@ -36,6 +36,8 @@ set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 2
 TOP=$(pwd)
+# shellcheck source=tests/bench/lib.sh
+. tests/bench/lib.sh
 TARGET=${CARGO_TARGET_DIR:-${TARGET_DIR:-$TOP/target}}
 case $TARGET in /*) ;; *) TARGET=$TOP/$TARGET ;; esac
 B=$TARGET/release
@@ -112,13 +114,6 @@ broke() { BROKEN+=("$*"); log "BROKEN: $*"; }
 # Poll until the command $1 succeeds, at most $2 seconds, every $3 seconds
 # (default 0.01). The polls share the CPUs with the load they wait for: the
 # checks below fork as little as they can.
-wait_for() {
-    local end=$((SECONDS + $2))
-    until eval "$1"; do
-        [ "$SECONDS" -gt "$end" ] && return 1
-        sleep "${3:-0.01}"
-    done
-}
 # Whether smtp-sink's --count-file $1 has reached $2 (no fork).
 sink_has() {
     local n=0

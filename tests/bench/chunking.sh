@@ -23,6 +23,8 @@
 # Postfix 3.7's smtpd offers CHUNKING; its SMTP client never sends BDAT.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/bench/lib.sh
+. "$here/lib.sh"
 root=$(cd "$here/../.." && pwd)
 B=${BENCH_BIN:-$root/target/release}
 X=$B/examples
@@ -64,14 +66,6 @@ bytes_of() {
         *M) echo $(( ${1%M} * 1024 * 1024 )) ;;
         *) echo "$1" ;;
     esac
-}
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_for() {
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do eval "$1" && return 0; sleep 0.1; done
-    return 1
 }
 
 # start_tern NAME: ternd accepting into D/NAME/spool; sets ADDR and PID.
@@ -121,8 +115,6 @@ run_load() {
     sed -n 's/^RESULT.* msgs_per_sec=\([0-9.]*\).*/\1/p' "$out"
 }
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-minmax() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", lo, hi }'; }
 
 have_postfix=0
 if [ "${BENCH_POSTFIX:-1}" != 0 ] && "$here/postfix.sh" available >/dev/null 2>&1; then have_postfix=1; fi

@@ -22,6 +22,8 @@
 # median of the per-round ratios milter/none with their spread.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/bench/lib.sh
+. "$here/lib.sh"
 root=$(cd "$here/../.." && pwd)
 B=${BENCH_BIN:-$root/target/release}
 X=$B/examples
@@ -63,14 +65,6 @@ cleanup() {
     [ "${BENCH_KEEP:-0}" = 1 ] || rm -rf "$D"
 }
 trap cleanup EXIT
-
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_for() {
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do eval "$1" && return 0; sleep 0.1; done
-    return 1
-}
 
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -144,8 +138,6 @@ run_load() {
     sed -n 's/^RESULT.* msgs_per_sec=\([0-9.]*\).*/\1/p' "$out"
 }
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-minmax() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", lo, hi }'; }
 
 start_milter || exit 1
 echo >&2 "milter: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); spool $(df -T "$D" | awk 'NR == 2 { print $2 " on " $1 }'); milter $KIND; $MESSAGES messages of $SIZE, $SESSIONS sessions, 1 per connection, $ROUNDS rounds"

@@ -1,0 +1,21 @@
+# Shell helpers shared by the bench scripts (bench.sh, chunking.sh, milter.sh,
+# auth.sh): sourced, not run.
+
+# wait_for COND SECS [STEP]: until `eval COND` succeeds, for at most SECS
+# seconds, polling every STEP (0.01 s); fails on time-out.
+wait_for() {
+    local end=$((SECONDS + $2))
+    until eval "$1"; do
+        [ "$SECONDS" -gt "$end" ] && return 1
+        sleep "${3:-0.01}"
+    done
+}
+
+# The median of the numbers on standard input, one a line (0 when none).
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# The lowest and highest of the numbers on standard input, as LO-HI.
+minmax() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", lo, hi }'; }
+
+# A loopback TCP port free right now (the kernel's pick).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
