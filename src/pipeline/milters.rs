@@ -37,9 +37,15 @@ pub enum Fate {
     Discard(String),
     /// Refused for good: nobody can be told but the sender, by a bounce with
     /// this reply; `original` is the message as it reached the stages.
-    Refused { reply: Reply, original: Vec<u8> },
+    /// `by_milter`: a milter refused it (logged `milter-reject`), not a later
+    /// stage such as DKIM signing (logged `reject`).
+    Refused {
+        reply: Reply,
+        original: Vec<u8>,
+        by_milter: bool,
+    },
     /// Refused for now: it stays in the maildrop for a later pickup.
-    Later(Reply),
+    Later { reply: Reply, by_milter: bool },
 }
 
 /// Stage 3 and the rest of [`super::picked_up`] for a message from the
@@ -61,6 +67,7 @@ pub(super) fn at_pickup(
             Early::Refused(reply) => Fate::Refused {
                 reply,
                 original: original(draft)?,
+                by_milter: true,
             },
             other => other.into(),
         });
@@ -75,6 +82,7 @@ pub(super) fn at_pickup(
     let run = ctx.milters.take();
     let quarantine = run.as_ref().and_then(|r| r.quarantine().map(str::to_owned));
     let discarded = run.as_ref().is_some_and(Run::discarded);
+    let by_milter = run.as_ref().is_some_and(Run::refused);
     drop(run);
     chain.quit();
     if let Err(reply) = finished {
@@ -82,9 +90,10 @@ pub(super) fn at_pickup(
             Fate::Refused {
                 reply,
                 original: original(draft)?,
+                by_milter,
             }
         } else {
-            Fate::Later(reply)
+            Fate::Later { reply, by_milter }
         });
     }
     if discarded {
@@ -186,8 +195,12 @@ impl From<Early> for Fate {
             Early::Refused(reply) => Fate::Refused {
                 reply,
                 original: Vec::new(),
+                by_milter: true,
             },
-            Early::Later(r) => Fate::Later(r),
+            Early::Later(reply) => Fate::Later {
+                reply,
+                by_milter: true,
+            },
             Early::Discard(why) => Fate::Discard(why),
         }
     }

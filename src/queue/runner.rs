@@ -452,13 +452,17 @@ fn picked_up_fate(
             log("milter-discard", &why);
             Pickup::Done
         }
-        Fate::Later(reply) => {
-            log("milter-reject", &reply);
+        Fate::Later { reply, by_milter } => {
+            log(if by_milter { "milter-reject" } else { "reject" }, &reply);
             maillog::pickup_deferred(id, &reply);
             Pickup::Later
         }
-        Fate::Refused { reply, original } => {
-            log("milter-reject", &reply);
+        Fate::Refused {
+            reply,
+            original,
+            by_milter,
+        } => {
+            log(if by_milter { "milter-reject" } else { "reject" }, &reply);
             let why = crate::deliver::outcome::refused_by_milter(
                 reply.esc.unwrap_or(crate::smtp::status::Status(5, 7, 1)),
                 &reply.to_string(),

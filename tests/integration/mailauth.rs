@@ -363,6 +363,30 @@ fn keys_are_checked_by_ternd_n_and_reread_on_reload_a_bad_key_is_451_never_unsig
     let r = send(&t);
     assert_eq!(r.status(), "451 4.3.0", "{r:?}");
     assert_eq!(t.queued().len(), before);
+    // Mail from sendmail waits in the maildrop, logged as tern's own
+    // refusal (no milter is configured: never `milter-reject`).
+    let out = t.setup.sendmail(
+        &["-f", "alice@example.test", "bob@far.test"],
+        message_from("alice@example.test", "local-broken").as_bytes(),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        wait_until(10, || t
+            .log_text()
+            .lines()
+            .any(|l| l.contains(
+                ": reject: END-OF-MESSAGE from localhost[127.0.0.1]: 451 4.3.0"
+            ) && l.contains("from=<alice@example.test>"))),
+        "{}",
+        t.log_text()
+    );
+    assert!(
+        t.wait_log("left in the maildrop for a later pickup"),
+        "{}",
+        t.log_text()
+    );
+    assert!(!t.log_text().contains("milter-reject"), "{}", t.log_text());
+    assert_eq!(t.queued().len(), before);
 
     // A new key: signed with it.
     let (second, second_txt) = ed25519_key(&t.setup, "second");
