@@ -17,6 +17,7 @@ const CLEANUP: &str = "mail/cleanup";
 const QMGR: &str = "mail/qmgr";
 const LOCAL: &str = "mail/local";
 const SMTP: &str = "mail/smtp";
+const LMTP: &str = "mail/lmtp";
 const BOUNCE: &str = "mail/bounce";
 
 /// `connect from unknown[192.0.2.1]`
@@ -254,7 +255,14 @@ pub fn delivery(
         (None, Some(p)) => format!(", {p}"),
         (None, None) => String::new(),
     };
-    let agent = if relay == "local" { LOCAL } else { SMTP };
+    // Postfix's delivery agents: local, lmtp (relay=lmtp/...), smtp.
+    let agent = if relay == "local" {
+        LOCAL
+    } else if relay.starts_with("lmtp/") {
+        LMTP
+    } else {
+        SMTP
+    };
     log::info!(
         target: agent,
         "{id}: to=<{rcpt}>, relay={relay}, delay={delay}, delays={delays}{tls}, dsn={dsn}, status={status} ({detail})"

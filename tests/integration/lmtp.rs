@@ -16,8 +16,12 @@ fn attempt_line(t: &Tern, id: &str, rcpt: &str) -> String {
         .lines()
         .rev()
         .find(|l| l.contains(&needle))
+        .map(|l| {
+            // Postfix's lmtp(8) logs these: ternd/lmtp[pid], relay=lmtp/...
+            assert!(!l.contains("relay=lmtp/") || l.contains(" ternd/lmtp["), "{l}");
+            l.to_owned()
+        })
         .unwrap_or_default()
-        .to_owned()
 }
 
 /// A message larger than a 1K quota.
