@@ -816,3 +816,44 @@ fn tls_reports_are_signed_with_the_key_of_the_tlsrpt_from_domain() {
     let keys = [("r2026._domainkey.example.test", ed_txt.as_str())];
     assert_eq!(verify(stored, &keys), Ok(()));
 }
+
+#[test]
+fn bounces_are_signed_with_the_key_of_our_hostname() {
+    require_tool!("openssl");
+    require_python!("dkim");
+    let setup = Setup::new();
+    let (ed, ed_txt) = ed25519_key(&setup, "ed");
+    // The bounce's way out is closed (connection refused): it stays queued.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = dead.local_addr().expect("addr").port();
+    drop(dead);
+    let t = setup
+        .deliver()
+        .aliases("broken: \"|exit 1\"\n")
+        .set("route", &format!("far.test [127.0.0.1]:{port}"))
+        .set("dkim_sign", &format!("mx.test b2026 {}", ed.display()))
+        .start();
+    let id = crate::common::submit(
+        &t,
+        "alice@far.test",
+        &["broken@example.test"],
+        &message_from("alice@far.test", "bounce me"),
+    );
+    let mut bounce = None;
+    wait_until(15, || {
+        bounce = t.queued().into_iter().find(|(env, _)| env.sender.is_empty());
+        bounce.is_some()
+    });
+    let Some((env, stored)) = bounce else {
+        panic!("no bounce for {id}\n{}", t.log_text());
+    };
+    assert_eq!(
+        env.recipients.iter().map(|r| r.addr.as_str()).collect::<Vec<_>>(),
+        ["alice@far.test"]
+    );
+    // From: MAILER-DAEMON@mx.test, signed with mx.test's key.
+    let sigs = signatures(&stored, 1);
+    assert_eq!(tag(&sigs[0], "d"), "mx.test");
+    let keys = [("b2026._domainkey.mx.test", ed_txt.as_str())];
+    assert_eq!(verify(&stored, &keys), Ok(()));
+}
