@@ -32,8 +32,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[path = "cli.rs"]
+mod cli;
+
 const EXIT_ERRORS: u8 = 1;
-const EXIT_USAGE: u8 = 2;
 
 struct Config {
     dir: PathBuf,
@@ -55,23 +57,13 @@ fn main() -> ExitCode {
     opts.optopt("s", "", "bytes per file, K or M suffix (default 4096)", "SIZE");
     opts.optflag("k", "keep", "keep the work directory (its path is printed)");
     opts.optflag("h", "help", "show this help");
-    let m = match opts.parse(&args) {
+    let m = match cli::matches("fsync-ceiling", &opts, &args, &usage(&opts)) {
         Ok(m) => m,
-        Err(e) => {
-            eprintln!("fsync-ceiling: {e}\n{}", usage(&opts));
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(code) => return code,
     };
-    if m.opt_present("h") {
-        print!("{}", usage(&opts));
-        return ExitCode::SUCCESS;
-    }
     match config(&m) {
         Ok(cfg) => run(&cfg),
-        Err(e) => {
-            eprintln!("fsync-ceiling: {e}\n{}", usage(&opts));
-            ExitCode::from(EXIT_USAGE)
-        }
+        Err(e) => cli::usage_error("fsync-ceiling", &e, &usage(&opts)),
     }
 }
 
@@ -109,12 +101,7 @@ fn num<T: std::str::FromStr>(m: &getopts::Matches, opt: &str, default: T) -> Res
 
 /// `4096`, `4K`, `1M`: bytes, KiB, MiB.
 fn parse_size(s: &str) -> Option<usize> {
-    let (digits, mult) = match s.as_bytes().last()? {
-        b'k' | b'K' => (s.get(..s.len() - 1)?, 1024),
-        b'm' | b'M' => (s.get(..s.len() - 1)?, 1024 * 1024),
-        _ => (s, 1),
-    };
-    digits.parse::<usize>().ok()?.checked_mul(mult)
+    usize::try_from(cli::size(s, "KM")?).ok()
 }
 
 /// The work directory: `tmp/` and `new/`, like a Maildir or a spool.

@@ -31,8 +31,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[path = "cli.rs"]
+mod cli;
+
 const EXIT_ERRORS: u8 = 1;
-const EXIT_USAGE: u8 = 2;
 const MIB: f64 = 1024.0 * 1024.0;
 
 /// Set by SIGINT and SIGTERM.
@@ -59,23 +61,13 @@ fn main() -> ExitCode {
     opts.optopt("r", "", "MiB per second (default 0: as fast as possible)", "RATE");
     opts.optopt("t", "", "stop after SECS (default: at SIGINT or SIGTERM)", "SECS");
     opts.optflag("h", "help", "show this help");
-    let m = match opts.parse(&args) {
+    let m = match cli::matches("neighbour", &opts, &args, &usage(&opts)) {
         Ok(m) => m,
-        Err(e) => {
-            eprintln!("neighbour: {e}\n{}", usage(&opts));
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(code) => return code,
     };
-    if m.opt_present("h") {
-        print!("{}", usage(&opts));
-        return ExitCode::SUCCESS;
-    }
     match config(&m) {
         Ok(cfg) => run(&cfg),
-        Err(e) => {
-            eprintln!("neighbour: {e}\n{}", usage(&opts));
-            ExitCode::from(EXIT_USAGE)
-        }
+        Err(e) => cli::usage_error("neighbour", &e, &usage(&opts)),
     }
 }
 
@@ -123,16 +115,7 @@ fn config(m: &getopts::Matches) -> Result<Config, String> {
 
 /// "4096", "4K", "256M", "1G".
 fn parse_size(s: &str) -> Result<u64, String> {
-    let (num, mult) = match s.as_bytes().last() {
-        Some(b'K' | b'k') => (&s[..s.len() - 1], 1 << 10),
-        Some(b'M' | b'm') => (&s[..s.len() - 1], 1 << 20),
-        Some(b'G' | b'g') => (&s[..s.len() - 1], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or(format!("bad size {s:?}"))
+    cli::size(s, "KMG").ok_or(format!("bad size {s:?}"))
 }
 
 extern "C" fn on_signal(_: libc::c_int) {

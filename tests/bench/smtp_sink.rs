@@ -53,6 +53,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[path = "cli.rs"]
+mod cli;
+
 /// Longest command line accepted (RFC 5321 4.5.3.1.4 says 512; leave room for
 /// extension parameters).
 const MAX_LINE: usize = 4096;
@@ -67,7 +70,7 @@ const LINGER: Duration = Duration::from_secs(2);
 const UNSET: u64 = u64::MAX;
 
 const EXIT_SHORT: u8 = 1;
-const EXIT_USAGE: u8 = 2;
+use cli::EXIT_USAGE;
 
 const EHLO_REPLY: &[u8] = b"250-localhost smtp-sink\r\n\
 250-PIPELINING\r\n\
@@ -149,17 +152,10 @@ fn main() -> ExitCode {
         "DIR",
     );
     opts.optflag("h", "help", "show this help");
-    let m = match opts.parse(&args) {
+    let m = match cli::matches("smtp-sink", &opts, &args, &usage(&opts)) {
         Ok(m) => m,
-        Err(e) => {
-            eprintln!("smtp-sink: {e}\n{}", usage(&opts));
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(code) => return code,
     };
-    if m.opt_present("h") {
-        print!("{}", usage(&opts));
-        return ExitCode::SUCCESS;
-    }
     let parsed = (|| -> Result<_, String> {
         let addr: SocketAddr = match m.free.as_slice() {
             [a] => a
@@ -180,10 +176,7 @@ fn main() -> ExitCode {
     })();
     let (addr, max_conn, expect, idle) = match parsed {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("smtp-sink: {e}\n{}", usage(&opts));
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(e) => return cli::usage_error("smtp-sink", &e, &usage(&opts)),
     };
     let count_file = m.opt_str("count-file").map(PathBuf::from);
     let durable = match m

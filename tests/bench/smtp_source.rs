@@ -39,6 +39,9 @@ use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[path = "cli.rs"]
+mod cli;
+
 const DEFAULT_FROM: &str = "bench@example.test";
 const DEFAULT_TO: &str = "alice@example.test";
 /// Name sent in EHLO/HELO.
@@ -53,7 +56,6 @@ const BODY_LINE: usize = 72;
 const SHOWN_ERRORS: usize = 10;
 
 const EXIT_ERRORS: u8 = 1;
-const EXIT_USAGE: u8 = 2;
 
 struct Config {
     target: String,
@@ -172,23 +174,13 @@ fn main() -> ExitCode {
     );
     opts.optopt("w", "", "give up after this many seconds (default 300)", "SECS");
     opts.optflag("h", "help", "show this help");
-    let m = match opts.parse(&args) {
+    let m = match cli::matches("smtp-source", &opts, &args, &usage(&opts)) {
         Ok(m) => m,
-        Err(e) => {
-            eprintln!("smtp-source: {e}\n{}", usage(&opts));
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(code) => return code,
     };
-    if m.opt_present("h") {
-        print!("{}", usage(&opts));
-        return ExitCode::SUCCESS;
-    }
     let cfg = match config(&m) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("smtp-source: {e}\n{}", usage(&opts));
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(e) => return cli::usage_error("smtp-source", &e, &usage(&opts)),
     };
     run(cfg)
 }
@@ -256,12 +248,7 @@ fn num<T: std::str::FromStr>(m: &getopts::Matches, opt: &str, default: T) -> Res
 
 /// `4096`, `4K`, `4k`, `1M`: bytes, KiB, MiB.
 fn parse_size(s: &str) -> Option<usize> {
-    let (digits, mult) = match s.as_bytes().last()? {
-        b'k' | b'K' => (&s[..s.len() - 1], 1024),
-        b'm' | b'M' => (&s[..s.len() - 1], 1024 * 1024),
-        _ => (s, 1),
-    };
-    digits.parse::<usize>().ok()?.checked_mul(mult)
+    usize::try_from(cli::size(s, "KM")?).ok()
 }
 
 /// A body of exactly `size` bytes (1 is rounded up to 2, the shortest that can
