@@ -125,27 +125,13 @@ start() {
     local name=$1 dir=$D/$1
     shift
     mkdir -p "$dir"
-    {
-        echo "hostname = mx.bench"
-        echo "listen = 127.0.0.1:0"
-        echo "spool = $dir/spool"
-        echo "local_domains = example.test"
-        echo "local_users = $D/users"
-        echo "queue_only = yes"
-        echo "max_sessions = 100"
-        echo "max_sessions_per_ip = 100"
-        echo "dns_servers = 127.0.0.1:$PORT"
-        [ "$(id -u)" = 0 ] && echo "user = $TERN_USER"
-        for kv in "$@"; do echo "${kv%%=*} = ${kv#*=}"; done
-    } >"$dir/tern.conf"
     [ "$(id -u)" = 0 ] && chown "$TERN_USER" "$dir"
-    "$B/ternd" -d -f "$dir/tern.conf" 2>"$dir/ternd.log" </dev/null &
-    PIDS+=($!)
-    if ! wait_for "grep -qs 'listening on' '$dir/ternd.log'" 20; then
+    if ! ternd_start "$dir" hostname=mx.bench local_domains=example.test "local_users=$D/users" \
+        queue_only=yes max_sessions=100 max_sessions_per_ip=100 "dns_servers=127.0.0.1:$PORT" "$@"; then
         log "ternd $name did not start: $(tail -3 "$dir/ternd.log")"
         exit 1
     fi
-    ADDR[$name]=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$dir/ternd.log" | head -1)
+    ADDR[$name]=$TERND_ADDR
 }
 start off relay_networks=192.0.2.0/24 auth_check=no
 start check relay_networks=192.0.2.0/24 auth_check=yes

@@ -215,29 +215,13 @@ stop() {
 # start_ternd NAME KEY=VALUE...: a release ternd in the foreground on a
 # free port with its spool in D/NAME. Sets TERND_PID and TERND_ADDR.
 start_ternd() {
-    local name=$1 dir=$D/$1
+    local name=$1
     shift
-    mkdir -p "$dir"
-    {
-        echo "hostname = bench.test"
-        echo "listen = 127.0.0.1:0"
-        echo "spool = $dir/spool"
-        echo "relay_networks = 127.0.0.0/8"
-        # Never real DNS; routes need none.
-        echo "dns_servers = 127.0.0.1:9"
-        # Started as root, ternd always drops to its user (default tern, which a
-        # fresh machine lacks): name an account that exists everywhere.
-        [ "$(id -u)" = 0 ] && echo "user = $TERN_USER"
-        for kv in "$@"; do echo "${kv%%=*} = ${kv#*=}"; done
-    } >"$dir/tern.conf"
-    "$B/ternd" -d -f "$dir/tern.conf" 2>"$dir/ternd.log" </dev/null &
-    TERND_PID=$!
-    PIDS+=("$TERND_PID")
-    if ! wait_for "grep -qs 'listening on' '$dir/ternd.log'" 20; then
-        broke "ternd $name did not start: $(tail -3 "$dir/ternd.log")"
+    # Never real DNS; routes need none.
+    if ! ternd_start "$D/$name" hostname=bench.test relay_networks=127.0.0.0/8 dns_servers=127.0.0.1:9 "$@"; then
+        broke "ternd $name did not start: $(tail -3 "$D/$name/ternd.log")"
         return 1
     fi
-    TERND_ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$dir/ternd.log" | head -1)
 }
 
 # source NAME SESSIONS ADDR RCPT: one smtp-source load; output in D/NAME.src.

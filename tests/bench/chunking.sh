@@ -70,25 +70,10 @@ bytes_of() {
 
 # start_tern NAME: ternd accepting into D/NAME/spool; sets ADDR and PID.
 start_tern() {
-    local dir=$D/$1
-    mkdir -p "$dir"
-    {
-        echo "hostname = bench.test"
-        echo "listen = 127.0.0.1:0"
-        echo "spool = $dir/spool"
-        echo "relay_networks = 127.0.0.0/8"
-        echo "dns_servers = 127.0.0.1:9"
-        echo "queue_only = yes"
-        echo "max_message_size = 100M"
-        echo "max_sessions = 100"
-        echo "max_sessions_per_ip = 100"
-        [ "$(id -u)" = 0 ] && echo "user = $TERN_USER"
-    } >"$dir/tern.conf"
-    "$B/ternd" -d -f "$dir/tern.conf" 2>"$dir/ternd.log" </dev/null &
-    PID=$!
-    PIDS+=("$PID")
-    wait_for "grep -qs 'listening on' '$dir/ternd.log'" 20 || { echo "ternd did not start" >&2; return 1; }
-    ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$dir/ternd.log" | head -1)
+    ternd_start "$D/$1" hostname=bench.test relay_networks=127.0.0.0/8 dns_servers=127.0.0.1:9 \
+        queue_only=yes max_message_size=100M max_sessions=100 max_sessions_per_ip=100 ||
+        { echo "ternd did not start" >&2; return 1; }
+    PID=$TERND_PID ADDR=$TERND_ADDR
 }
 
 start_postfix() {

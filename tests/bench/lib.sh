@@ -19,3 +19,26 @@ minmax() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", 
 
 # A loopback TCP port free right now (the kernel's pick).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# ternd_start DIR KEY=VALUE...: a release ternd ($B/ternd) in the foreground
+# on a free loopback port, its spool in DIR/spool, its log in DIR/ternd.log,
+# and these keys; its pid joins PIDS. Sets TERND_PID and TERND_ADDR
+# (HOST:PORT); fails when it is not listening within 20 s.
+ternd_start() {
+    local dir=$1 kv
+    shift
+    mkdir -p "$dir"
+    {
+        echo "listen = 127.0.0.1:0"
+        echo "spool = $dir/spool"
+        # Started as root, ternd always drops to its user (default tern, which a
+        # fresh machine lacks): name an account that exists everywhere.
+        [ "$(id -u)" = 0 ] && echo "user = $TERN_USER"
+        for kv in "$@"; do echo "${kv%%=*} = ${kv#*=}"; done
+    } >"$dir/tern.conf"
+    "$B/ternd" -d -f "$dir/tern.conf" 2>"$dir/ternd.log" </dev/null &
+    TERND_PID=$!
+    PIDS+=("$TERND_PID")
+    wait_for "grep -qs 'listening on' '$dir/ternd.log'" 20 || return 1
+    TERND_ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$dir/ternd.log" | head -1)
+}

@@ -100,26 +100,12 @@ EOF
 
 # start_tern NAME [MILTERS]: ternd accepting into D/NAME/spool; sets ADDR and PID.
 start_tern() {
-    local dir=$D/$1
-    mkdir -p "$dir"
-    chmod 777 "$dir"
-    {
-        echo "hostname = bench.test"
-        echo "listen = 127.0.0.1:0"
-        echo "spool = $dir/spool"
-        echo "relay_networks = 127.0.0.0/8"
-        echo "dns_servers = 127.0.0.1:9"
-        echo "queue_only = yes"
-        echo "max_sessions = 100"
-        echo "max_sessions_per_ip = 100"
-        [ -n "${2:-}" ] && echo "milters = $2"
-        [ "$(id -u)" = 0 ] && echo "user = $TERN_USER"
-    } >"$dir/tern.conf"
-    "$B/ternd" -d -f "$dir/tern.conf" 2>"$dir/ternd.log" </dev/null &
-    PID=$!
-    PIDS+=("$PID")
-    wait_for "grep -qs 'listening on' '$dir/ternd.log'" 20 || { echo "milter: ternd did not start" >&2; return 1; }
-    ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$dir/ternd.log" | head -1)
+    mkdir -p "$D/$1"
+    chmod 777 "$D/$1"
+    ternd_start "$D/$1" hostname=bench.test relay_networks=127.0.0.0/8 dns_servers=127.0.0.1:9 \
+        queue_only=yes max_sessions=100 max_sessions_per_ip=100 ${2:+"milters=$2"} ||
+        { echo "milter: ternd did not start" >&2; return 1; }
+    PID=$TERND_PID ADDR=$TERND_ADDR
 }
 
 # run_load NAME: one smtp-source load against ADDR; prints msgs/s.
