@@ -127,7 +127,7 @@ start() {
     mkdir -p "$dir"
     [ "$(id -u)" = 0 ] && chown "$TERN_USER" "$dir"
     if ! ternd_start "$dir" hostname=mx.bench local_domains=example.test "local_users=$D/users" \
-        queue_only=yes max_sessions=100 max_sessions_per_ip=100 "dns_servers=127.0.0.1:$PORT" "$@"; then
+        queue_only=yes "${TERN_LIMITS[@]}" "dns_servers=127.0.0.1:$PORT" "$@"; then
         log "ternd $name did not start: $(tail -3 "$dir/ternd.log")"
         exit 1
     fi

@@ -439,7 +439,7 @@ fi
 tern_accept() {
     local key=$1 name=$2 s=$3
     shift 3
-    start_ternd "$name" queue_only=yes max_sessions=100 max_sessions_per_ip=100 "$@" || return 1
+    start_ternd "$name" queue_only=yes "${TERN_LIMITS[@]}" "$@" || return 1
     measure "$key" "$name" "$s" "$TERND_ADDR" bench@example.test "$TERND_PID" ""
     stop "$TERND_PID"
 }
@@ -465,7 +465,7 @@ tern_e2e() {
     local key=$1 name=$2 s=$3
     start_sink "sink-$name" || return 1
     if start_ternd "$name" "route=example.test [127.0.0.1]:${SINK_ADDR##*:}" \
-        local_domains=bench.test max_sessions=100 max_sessions_per_ip=100; then
+        local_domains=bench.test "${TERN_LIMITS[@]}"; then
         measure "$key" "$name" "$s" "$TERND_ADDR" bench@example.test "$TERND_PID" \
             "sink_has '$D/sink-$name.count' $MESSAGES"
         # Everything delivered exactly once: wait for the queue to drain.
@@ -517,7 +517,7 @@ tern_local() {
         chown "$TERN_USER" "$mail"
     fi
     start_ternd "$name" local_domains=localhost "local_users=$D/local-users" \
-        "mailbox=$mail/%u/" max_sessions=100 max_sessions_per_ip=100 || return 1
+        "mailbox=$mail/%u/" "${TERN_LIMITS[@]}" || return 1
     measure "$key" "$name" "$s" "$TERND_ADDR" "$LOCAL_USER@localhost" "$TERND_PID" \
         "[ \$(count_files '$new') -ge $MESSAGES ]" 0.05
     got=$(count_files "$new")
@@ -573,7 +573,7 @@ nb_load() {
         pf_start "$name" accept || return 1
         who=pf addr=$PF_ADDR
     else
-        start_ternd "$name" queue_only=yes max_sessions=100 max_sessions_per_ip=100 "spool_sync=$v" || return 1
+        start_ternd "$name" queue_only=yes "${TERN_LIMITS[@]}" "spool_sync=$v" || return 1
         who=$TERND_PID addr=$TERND_ADDR
     fi
     if [ "$busy" = 1 ] && ! nb_start "$name"; then

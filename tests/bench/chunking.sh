@@ -71,7 +71,7 @@ bytes_of() {
 # start_tern NAME: ternd accepting into D/NAME/spool; sets ADDR and PID.
 start_tern() {
     ternd_start "$D/$1" hostname=bench.test relay_networks=127.0.0.0/8 dns_servers=127.0.0.1:9 \
-        queue_only=yes max_message_size=100M max_sessions=100 max_sessions_per_ip=100 ||
+        queue_only=yes max_message_size=100M "${TERN_LIMITS[@]}" ||
         { echo "ternd did not start" >&2; return 1; }
     PID=$TERND_PID ADDR=$TERND_ADDR
 }

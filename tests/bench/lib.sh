@@ -20,6 +20,14 @@ minmax() { sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", 
 # A loopback TCP port free right now (the kernel's pick).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# The session limits of every ternd a bench script starts, as Postfix's 200
+# processes and no anvil limits. smtp-source sends one message per connection:
+# a client that has its 221 reconnects a moment before its old session's slot
+# is free, so up to twice as many sessions as clients can be counted, and over
+# 3/4 of max_sessions is stress mode, one session per address (a 421 to the
+# rest). 200 keeps 50 clients well clear of it.
+TERN_LIMITS=(max_sessions=200 max_sessions_per_ip=200)
+
 # ternd_start DIR KEY=VALUE...: a release ternd ($B/ternd) in the foreground
 # on a free loopback port, its spool in DIR/spool, its log in DIR/ternd.log,
 # and these keys; its pid joins PIDS. Sets TERND_PID and TERND_ADDR

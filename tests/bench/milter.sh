@@ -103,7 +103,7 @@ start_tern() {
     mkdir -p "$D/$1"
     chmod 777 "$D/$1"
     ternd_start "$D/$1" hostname=bench.test relay_networks=127.0.0.0/8 dns_servers=127.0.0.1:9 \
-        queue_only=yes max_sessions=100 max_sessions_per_ip=100 ${2:+"milters=$2"} ||
+        queue_only=yes "${TERN_LIMITS[@]}" ${2:+"milters=$2"} ||
         { echo "milter: ternd did not start" >&2; return 1; }
     PID=$TERND_PID ADDR=$TERND_ADDR
 }
