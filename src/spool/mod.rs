@@ -413,7 +413,20 @@ impl Spool {
         }
         let sub = if sealed.held { HOLD } else { ENV };
         let tmp = self.dir(TMP).join(format!("{id}.env"));
-        write_synced(&tmp, sealed.env_text.as_bytes())?;
+        let env = write_new(&tmp, sealed.env_text.as_bytes())?;
+        // Recover runs before a root ternd drops to its user: the envelope gets
+        // the owner of the body it is for, or the daemon could not read it.
+        let owner = f.metadata().map_err(|e| SpoolError::from_io("stat", path, e))?;
+        let undo = |op, e| {
+            let _ = fs::remove_file(&tmp);
+            SpoolError::from_io(op, &tmp, e)
+        };
+        if sys::uids().1 == 0 {
+            std::os::unix::fs::fchown(&env, Some(owner.uid()), Some(owner.gid()))
+                .map_err(|e| undo("chown", e))?;
+        }
+        env.sync_all().map_err(|e| undo("fsync", e))?;
+        drop(env);
         let target = self.file(sub, id);
         fs::rename(&tmp, &target).map_err(|e| SpoolError::from_io("rename", &tmp, e))?;
         log::info!(
