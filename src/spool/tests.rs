@@ -487,8 +487,8 @@ fn recover_queues_a_sealed_orphan_again() {
 
     let stats = s.recover().unwrap();
     assert_eq!((stats.restored, stats.orphans_removed), (2, 1), "{stats:?}");
-    assert_eq!(s.list().unwrap(), [queued.clone()]);
-    assert_eq!(s.list_held().unwrap(), [held.clone()]);
+    assert_eq!(s.list().unwrap(), std::slice::from_ref(&queued));
+    assert_eq!(s.list_held().unwrap(), std::slice::from_ref(&held));
     assert_eq!(s.load(&queued).unwrap(), before);
     assert_eq!(
         s.load_held(&held).unwrap().hold_reason.as_deref(),
