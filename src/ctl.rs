@@ -258,7 +258,7 @@ fn show(spool: &Spool, id: &QueueId) -> Result<String, String> {
     }
     let _ = writeln!(out, "headers:");
     let mut head = Vec::new();
-    if let Ok(f) = std::fs::File::open(spool.message_path(id)) {
+    if let Ok(f) = spool.open_message(&env) {
         let _ = f.take(MAX_HEADERS).read_to_end(&mut head);
     }
     let text = String::from_utf8_lossy(message::split(&head).0);

@@ -181,18 +181,18 @@ pub enum Family {
 /// wait for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMode {
-    /// Each session syncs its own message's body and envelope and the body's
-    /// directory, the three at once; a batch of messages committed together then
-    /// fsyncs env/ once for all their renames. Nothing else on the filesystem is
-    /// written or waited for, so another program writing there costs only the disk
-    /// time it takes (issue 21).
+    /// Each session makes its own message durable with one fsync of its one file
+    /// (msg/ID: the body, then the seal holding its envelope, src/spool/seal.rs), as
+    /// Postfix does its queue file. Nothing else on the filesystem is written or
+    /// waited for, so another program writing there costs only the disk time it
+    /// takes (issue 21). Relies on the filesystem making a new file's name durable
+    /// with the file's fsync, as Linux's ext4, XFS and btrfs do.
     #[default]
     Fsync,
-    /// One `syncfs(2)` per group-commit batch writes every message's body and
-    /// envelope at once, then one fsync of env/ makes the renames durable: two device
-    /// flushes per batch, however many messages it holds. It also writes out, and waits
-    /// for, whatever else is dirty on the spool's filesystem, so it suits only a spool
-    /// with a filesystem of its own.
+    /// One `syncfs(2)` per group-commit batch writes every message of the batch and
+    /// every new name at once: one device flush per batch, however many messages it
+    /// holds. It also writes out, and waits for, whatever else is dirty on the
+    /// spool's filesystem, so it suits only a spool with a filesystem of its own.
     Syncfs,
 }
 

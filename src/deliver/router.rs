@@ -12,7 +12,6 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -165,10 +164,10 @@ fn message<'a>(ctx: &Context<'a>) -> Result<Cow<'a, [u8]>, Outcome> {
     if let Some(m) = ctx.message {
         return Ok(Cow::Borrowed(m));
     }
-    let path = ctx.spool.message_path(&ctx.env.id);
-    std::fs::read(&path)
+    ctx.spool
+        .read_message(ctx.env)
         .map(Cow::Owned)
-        .map_err(|e| outcome::spool_unreadable(&path, &e))
+        .map_err(|e| outcome::spool_unreadable(&ctx.spool.message_path(&ctx.env.id), &e))
 }
 
 /// Deliver one recipient: locally, or alone in a remote transaction. The
@@ -417,6 +416,7 @@ fn job(ctx: &Context<'_>, rcpt: &Recipient, target: Target, user: Option<Passwd>
         user,
         mailbox: false,
         message: ctx.spool.message_path(&ctx.env.id),
+        size: ctx.env.size,
         hostname: ctx.cfg.hostname.clone(),
         pipe_timeout: ctx.cfg.local.pipe_timeout,
     }
@@ -490,9 +490,9 @@ pub fn alias_account(tables: &Tables) -> Option<Passwd> {
 fn forward(ctx: &Context<'_>, rcpt: &Recipient, to: &[String]) -> Outcome {
     let body_path = ctx.spool.message_path(&ctx.env.id);
     let result = (|| -> Result<QueueId, String> {
-        let mut body = Vec::new();
-        std::fs::File::open(&body_path)
-            .and_then(|mut f| f.read_to_end(&mut body))
+        let body = ctx
+            .spool
+            .read_message(ctx.env)
             .map_err(|e| format!("read {}: {e}", body_path.display()))?;
         let mut incoming = ctx.spool.begin().map_err(|e| e.to_string())?;
         let id = incoming.id().clone();

@@ -91,7 +91,7 @@ pub(super) fn run(shared: &Shared, id: &QueueId, force: bool) -> After {
         .recipients
         .iter()
         .any(|r| is_due(r) && router::remote_domain(&cfg, r).is_some());
-    let (message, headers) = read_message(lock.file(), remote_due);
+    let (message, headers) = read_message(lock.file(), env.size, remote_due);
     let message = message.as_deref();
     // What this message reached in this run: each final target once.
     let targets = Targets::new(&cfg, &env);
@@ -724,10 +724,11 @@ fn log_attempt(
 /// The whole message when `whole` (None if it cannot be read: remote
 /// delivery then reads it itself and reports why), and its header section
 /// (`message::split`), at most MAX_HEADERS of it.
-fn read_message(file: &std::fs::File, whole: bool) -> (Option<Vec<u8>>, Vec<u8>) {
-    let limit = if whole { u64::MAX } else { MAX_HEADERS };
-    // Sized from fstat, so a small message takes one read (and one for EOF).
-    let size = file.metadata().map(|m| m.len().min(limit)).unwrap_or(0);
+fn read_message(file: &std::fs::File, size: u64, whole: bool) -> (Option<Vec<u8>>, Vec<u8>) {
+    // `size` octets, the message: the spool's seal follows them.
+    let limit = if whole { size } else { MAX_HEADERS.min(size) };
+    // Sized beforehand, so a small message takes one read (and one for EOF).
+    let size = limit;
     let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0).saturating_add(1));
     let ok = file.take(limit).read_to_end(&mut buf).is_ok();
     let head = message::split(&buf).0;

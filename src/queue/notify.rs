@@ -3,8 +3,6 @@
 //! A notice goes through the same spool door as any message, with the null
 //! sender so that it can never itself be bounced.
 
-use std::io::Read;
-
 use crate::clock;
 use crate::config::Config;
 use crate::deliver::outcome::Outcome;
@@ -62,7 +60,7 @@ pub(super) fn send(
     } else {
         env.sender.clone()
     };
-    let original = read_original(spool, &env.id);
+    let original = spool.read_message(env).unwrap_or_default();
     report(cfg, spool, signers, env, lines, will_retry_until, &to, &original).map(Some)
 }
 
@@ -152,14 +150,6 @@ fn report(
     // RFC 8689 5: the notice about a REQUIRETLS message carries its header
     // and so travels with REQUIRETLS too.
     enqueue_notice(spool, signers, to, &body, env.requiretls)
-}
-
-fn read_original(spool: &Spool, id: &QueueId) -> Vec<u8> {
-    let mut v = Vec::new();
-    if let Ok(mut f) = std::fs::File::open(spool.message_path(id)) {
-        let _ = f.read_to_end(&mut v);
-    }
-    v
 }
 
 /// Queue a locally generated message from the null sender to `to`, DKIM-signed

@@ -1,68 +1,44 @@
-//! Group commit: the last, envelope-naming part of
-//! [`Incoming::commit`](super::Incoming::commit), done for many messages at once.
+//! The commit of a sealed message (incoming.rs, seal.rs): make msg/ID durable, then
+//! queue it by renaming its envelope into env/ (or hold/).
 //!
-//! Each receiving thread first does its own message's part, in parallel with the
-//! others: it has written the body to msg/ID, writes tmp/ID.env and starts both
-//! files' writeback. With `SyncMode::Fsync` (the default) it then makes its own
-//! message durable (`Dirs::sync_message`): fdatasync of the body and of the envelope
-//! and fsync of msg/ (the body's name), the three issued at once, two of them by the
-//! spool's sync helpers (syncpool.rs). It then queues the message here. Whoever finds
-//! nobody leading leads: it commits its own message and those queued while it waited
-//! for the lead (at most `MAX_BATCH` in all). With `SyncMode::Syncfs` it first makes
-//! their bytes and their bodies' names durable with one syncfs(2); either way it then
-//! renames all the envelopes into env/ and fsyncs env/ once. Then it hands the lead to
-//! the oldest message still queued, if any, and gives each member of its batch its
-//! result.
+//! With `SyncMode::Fsync` (the default) a session makes its own message durable with
+//! one fsync of its one file, in its own thread, alongside the other sessions: the
+//! same I/O as a Postfix queue file's, and nothing else on the filesystem is written
+//! or waited for, so a neighbour writing to the same filesystem costs it only the disk
+//! time it takes. Concurrent fsyncs still share: a device cache flush requested while
+//! another is in flight waits for the next one, which serves every request queued
+//! meanwhile (block/blk-flush.c), and on a journalling filesystem concurrent fsyncs
+//! join one journal commit (ext4's jbd2, XFS's log force).
+//!
+//! Why one file: the layout before seals synced the body, the envelope in tmp/ and
+//! msg/ at once, then renamed the envelope into env/ and fsynced env/ (the commit
+//! point): two device round trips, one after the other, for a lone message. On the
+//! development VM (ext4 without a journal, virtio disk) that pattern took 1.16 ms at
+//! p50 against 0.41 ms for Postfix's one fsync of one file, and a single session
+//! accepted 0.6-0.9 of Postfix's rate (issue 21). The seal makes the envelope part of
+//! the one file, so the rename need not be durable before the reply: recover rebuilds
+//! env/ID from the seal when a crash lost it.
+//!
+//! With `SyncMode::Syncfs` messages are committed in groups: whoever finds nobody
+//! leading leads: it takes the messages queued while it waited (at most `MAX_BATCH`),
+//! makes them all durable with one syncfs(2), queues each, hands the lead to the
+//! oldest message still waiting, if any, and gives each member its result. One
+//! syncfs writes out, and waits for, everything dirty on the filesystem, another
+//! program's data as much as ours: it suits only a spool with a filesystem of its own.
 //!
 //! A queued message's thread sleeps in a slot of its own and is woken exactly once:
 //! with its result, or to lead the next batch (its own message first). Nobody is woken
 //! to find nothing and sleep again, as with one condvar and `notify_all` per batch:
 //! that woke every session queued for the next batch too, each taking the contended
 //! state lock on the way, and cost a futex call per batch even with nobody waiting.
-//! (Futex calls made in the commit, counted from `strace -f -k` stacks over 1000
-//! messages from 10 sessions: 3.1 per message with the condvar, 1.3 now, one park
-//! and one unpark per message that waits.) The leader hands over the lead before it
-//! wakes its batch, so the next batch's syncs start while the sessions reply.
+//! The leader hands over the lead before it wakes its batch, so the next batch's sync
+//! starts while the sessions reply. No dedicated committer thread fed by a channel:
+//! that costs two thread switches per message even when a session is alone.
 //!
-//! What a batch shares. A directory fsync costs as much for fifty new names as for
-//! one, and a directory that other threads keep changing is never "already clean":
-//! env/ is fsync'd once per batch, not once per message. The files are where the two
-//! modes differ:
-//!
-//! - `Fsync` syncs each message's own files and nothing else, so a neighbour writing
-//!   to the same filesystem costs it only the disk time it takes (issue 21: a process
-//!   rewriting a 256 MiB file took `syncfs` down to 0.12-0.3 of its quiet rate at 10
-//!   sessions, tern/README in tests/bench has the figures). The sharing comes from
-//!   issuing the syncs together: a device cache flush requested while another is in
-//!   flight waits for the next one, which serves every request queued meanwhile
-//!   (block/blk-flush.c), and on a journalling filesystem concurrent fsyncs join one
-//!   journal commit (ext4's jbd2, XFS's log force). On ext4 without a journal (the
-//!   development VM) each fsync writes its file's data, its inode's table block and,
-//!   for a new file, its directory's block and inode (`ext4_sync_parent`), then asks
-//!   for a flush. So a lone message costs two rounds of syncs (its three at once,
-//!   then env/), and many sessions sync their messages side by side while the batch
-//!   before theirs commits, each batch then costing one fsync.
-//! - `Syncfs` makes the whole batch durable with one call: every file of the batch,
-//!   their inodes and msg/'s entries, one device flush. But it writes out everything
-//!   dirty on the filesystem, another program's data as much as ours, and waits for
-//!   it: with a busy neighbour every batch waits for that neighbour's writes.
-//!
-//! Why no dedicated committer thread fed by a channel: that costs two thread switches
-//! per message even when a session is alone (measured with strace -c -f over 1000
-//! messages in one session: futex calls 4.3 -> 9.0 and sched_yield 4.0 -> 11.9 per
-//! message), and a lone session's commit would wait for a thread that 2 busy cores do
-//! not schedule at once. Here a lone session commits its own batch of one, and under
-//! load the batching is the same as a committer thread's.
-//!
-//! Every message of a batch keeps the order of the single-message protocol (see
-//! src/spool/README.md): its body and envelope bytes and its body's name are durable
-//! before its envelope is renamed into env/, and that rename is durable before it is
-//! reported. Errors are per message: a file sync or a rename that fails fails only its
-//! message; a sync of a directory or of the filesystem that fails fails every message
-//! whose bytes or name it was to make durable (syncfs reports any writeback error on
-//! the filesystem since the last call, so one that is not ours fails a batch too: a
-//! 451 and a retry, never a lost message). A failed message's names are removed again
-//! (envelope first), so nothing half-committed stays in msg/ or env/.
+//! Errors are per message: a file sync or a rename that fails fails only its message;
+//! a syncfs that fails fails the whole batch (it reports any writeback error on the
+//! filesystem since the last call, so one that is not ours fails a batch too: a 451
+//! and a retry, never a lost message). A failed message's msg/ID is removed again.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -72,8 +48,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use super::syncpool::{SyncPool, What};
-use super::{sync_dir, QueueId, SpoolError, ENV, HOLD, MSG};
+use super::{write_new, QueueId, SpoolError, ENV, HOLD, MSG, TMP};
 use crate::config::SyncMode;
 use crate::sys;
 use std::os::fd::AsRawFd;
@@ -82,22 +57,19 @@ use std::os::fd::AsRawFd;
 /// waiter's 250 without bound.
 const MAX_BATCH: usize = 256;
 
-/// One message whose files are written: its body msg/ID, and its envelope waiting in
-/// tmp/ (synced by its session with `SyncMode::Fsync`; with `Syncfs`, the batch's
-/// syncfs makes them durable).
+/// One sealed message, written but not yet durable: msg/ID holds its body and seal.
 #[derive(Debug)]
 pub(super) struct Pending {
     pub(super) id: QueueId,
-    /// tmp/ID.env
-    pub(super) tmp_env: PathBuf,
-    /// Committed into hold/ instead of env/: queued on hold from the start
-    /// (a milter's quarantine), never seen by the queue runner until released.
+    /// msg/ID
+    pub(super) body: PathBuf,
+    /// Queued into hold/ instead of env/: on hold from the start (a milter's
+    /// quarantine), never seen by the queue runner until released.
     pub(super) held: bool,
-    /// msg/ID and tmp/ID.env, still open.
-    pub(super) files: [Arc<File>; 2],
-    /// `SyncMode::Fsync`: how its session's syncs of both files and msg/ went (None:
-    /// not done yet, the batch does them).
-    pub(super) synced: Option<Result<(), SpoolError>>,
+    /// msg/ID, still open.
+    pub(super) file: File,
+    /// The envelope, as sealed, for env/ID.
+    pub(super) env_text: String,
 }
 
 /// The group commit of one spool, shared by its clones.
@@ -155,19 +127,27 @@ impl Waiter {
 
 impl Committer {
     /// Make `p` durable and queued; returns once it is, or with its own error (and
-    /// then its msg/ID and tmp/ID.env are gone).
-    pub(super) fn commit(&self, root: &Path, mode: SyncMode, mut p: Pending) -> Result<(), SpoolError> {
+    /// then its msg/ID is gone).
+    pub(super) fn commit(&self, root: &Path, mode: SyncMode, p: Pending) -> Result<(), SpoolError> {
         let dirs = self.dirs.get_or_init(|| Dirs::new(root));
-        if mode == SyncMode::Fsync {
-            // The message's own syncs, in this session's thread (and the pool's),
-            // alongside the other sessions' and whatever batch is being committed:
-            // the batch then has only the renames to make durable.
-            p.synced = Some(dirs.sync_message(&p));
+        match mode {
+            // Alone, in this session's thread: no batch to wait for.
+            SyncMode::Fsync => {
+                let _timer = crate::metrics::spool_commit();
+                let mut r = commit_batch(dirs, mode, &[&p]);
+                r.pop()
+                    .unwrap_or_else(|| Err(SpoolError::other("commit", &p.body, "no result")))
+            }
+            SyncMode::Syncfs => {
+                // Its blocks allocated and its write started now, in parallel with
+                // the other sessions: the batch's syncfs then finds it under way.
+                sys::start_writeback(p.file.as_raw_fd());
+                self.run(p, |batch| {
+                    let _timer = crate::metrics::spool_commit();
+                    commit_batch(dirs, mode, batch)
+                })
+            }
         }
-        self.run(p, |batch| {
-            let _timer = crate::metrics::spool_commit();
-            commit_batch(dirs, mode, batch)
-        })
     }
 
     /// The group commit around `commit`, which makes a batch durable and gives one
@@ -211,7 +191,7 @@ impl Committer {
         let mut result = |q: &Pending| {
             results
                 .next()
-                .unwrap_or_else(|| Err(SpoolError::other("commit", &q.tmp_env, "no result")))
+                .unwrap_or_else(|| Err(SpoolError::other("commit", &q.body, "no result")))
         };
         let mine = result(&p);
 
@@ -239,45 +219,36 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// msg/ and env/, with descriptors kept open for their fsyncs (two syscalls less per
-/// batch; when opening fails, each fsync opens the path itself).
+/// The spool's directories, with msg/ kept open for syncfs (a syscall less per batch;
+/// when opening it failed, each syncfs opens the path itself).
 #[derive(Debug)]
 pub(super) struct Dirs {
     msg: PathBuf,
     env: PathBuf,
     hold: PathBuf,
+    tmp: PathBuf,
     msg_fd: Option<Arc<File>>,
-    env_fd: Option<File>,
-    pool: SyncPool,
     /// When a slow syncfs was last logged.
     last_slow_warning: Mutex<Option<Instant>>,
 }
 
 impl Dirs {
     pub(super) fn new(root: &Path) -> Dirs {
-        let (msg, env) = (root.join(MSG), root.join(ENV));
+        let msg = root.join(MSG);
         Dirs {
             msg_fd: File::open(&msg).ok().map(Arc::new),
-            pool: SyncPool::default(),
-            env_fd: File::open(&env).ok(),
             last_slow_warning: Mutex::new(None),
             msg,
-            env,
+            env: root.join(ENV),
             hold: root.join(HOLD),
+            tmp: root.join(TMP),
         }
     }
 
-    /// Where a message's envelope is committed: env/, or hold/.
+    /// Where a message's envelope is queued: env/, or hold/.
     fn dest(&self, p: &Pending) -> PathBuf {
         let dir = if p.held { &self.hold } else { &self.env };
         dir.join(p.id.as_str())
-    }
-
-    fn sync(fd: Option<&File>, path: &Path) -> Result<(), SpoolError> {
-        match fd {
-            Some(f) => f.sync_all().map_err(|e| SpoolError::from_io("fsync", path, e)),
-            None => sync_dir(path),
-        }
     }
 
     /// msg/: the descriptor kept open, or a new one when opening it failed at first.
@@ -288,22 +259,6 @@ impl Dirs {
                 .map(Arc::new)
                 .map_err(|e| SpoolError::from_io("open", &self.msg, e)),
         }
-    }
-
-    /// One message's body and envelope and msg/ (its body's name) durable, the three
-    /// syncs at once.
-    fn sync_message(&self, p: &Pending) -> Result<(), SpoolError> {
-        let [body, env] = &p.files;
-        let jobs = [
-            (self.msg_dir()?, What::All),
-            (Arc::clone(body), What::Data),
-            (Arc::clone(env), What::Data),
-        ];
-        let paths = [self.msg.clone(), self.msg.join(p.id.as_str()), p.tmp_env.clone()];
-        for (r, path) in self.pool.sync_all(&jobs).into_iter().zip(paths) {
-            r.map_err(|e| SpoolError::from_io("fsync", &path, e))?;
-        }
-        Ok(())
     }
 
     /// Everything the batch wrote durable, msg/'s names included, with one syncfs of
@@ -317,11 +272,22 @@ impl Dirs {
             log::warn!(
                 "spool: syncfs took {} ms: every message waits for all data waiting to be \
                  written on the spool's filesystem; with other busy writers there, \
-                 spool_sync = fsync syncs each message's own files only",
+                 spool_sync = fsync syncs each message's own file only",
                 took.as_millis()
             );
         }
         r
+    }
+
+    /// Queue a durable message: its envelope written to tmp/ID.env and renamed to
+    /// env/ID (hold/ID), unsynced: the seal in msg/ID already holds it.
+    fn publish(&self, p: &Pending) -> Result<(), SpoolError> {
+        let tmp = self.tmp.join(format!("{}.env", p.id));
+        drop(write_new(&tmp, p.env_text.as_bytes())?);
+        fs::rename(&tmp, self.dest(p)).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            SpoolError::from_io("rename", &tmp, e)
+        })
     }
 }
 
@@ -346,117 +312,38 @@ fn slow_syncfs_warning(took: Duration, last: &Mutex<Option<Instant>>) -> bool {
     true
 }
 
-/// Make the batch's files and bodies' names durable (syncfs, or fsync msg/), rename
-/// every envelope into env/, fsync env/. One result per message, in order. Every
-/// message that fails is undone: its env/ID (if renamed), its msg/ID and its
-/// tmp/ID.env are removed.
+/// Make the batch's messages durable (each file's fsync, or one syncfs), then queue
+/// each (`Dirs::publish`). One result per message, in order. Every message that fails
+/// loses its msg/ID again.
 pub(super) fn commit_batch(dirs: &Dirs, mode: SyncMode, batch: &[&Pending]) -> Vec<Result<(), SpoolError>> {
-    let mut renamed = vec![false; batch.len()];
-    let mut results: Vec<Result<(), SpoolError>> = batch.iter().map(|_| Ok(())).collect();
-
-    // The files and the bodies' names are durable before any envelope can be.
-    if !batch.is_empty() {
-        match mode {
-            SyncMode::Fsync => sync_own_files(dirs, batch, &mut results),
-            SyncMode::Syncfs => {
-                if let Err(e) = dirs.syncfs() {
-                    for r in results.iter_mut() {
-                        *r = Err(e.duplicate());
-                    }
-                }
-            }
+    let mut results: Vec<Result<(), SpoolError>> = match mode {
+        SyncMode::Fsync => batch
+            .iter()
+            .map(|p| {
+                p.file
+                    .sync_all()
+                    .map_err(|e| SpoolError::from_io("fsync", &p.body, e))
+            })
+            .collect(),
+        SyncMode::Syncfs => {
+            let r = dirs.syncfs();
+            batch
+                .iter()
+                .map(|_| r.as_ref().map(|_| ()).map_err(SpoolError::duplicate))
+                .collect()
         }
-    }
-    // The rename is each message's commit point: atomic, env/ID (or hold/ID)
-    // absent or complete.
-    for ((p, done), r) in batch.iter().zip(renamed.iter_mut()).zip(results.iter_mut()) {
-        if r.is_err() {
-            continue;
-        }
-        match fs::rename(&p.tmp_env, dirs.dest(p)) {
-            Ok(()) => *done = true,
-            Err(e) => *r = Err(SpoolError::from_io("rename", &p.tmp_env, e)),
-        }
-    }
-    // One fsync per directory that got a name: env/, and hold/ for the few
-    // messages committed on hold.
-    for held in [false, true] {
-        let mine = |p: &&Pending| p.held == held;
-        if !batch.iter().zip(renamed.iter()).any(|(p, d)| *d && mine(p)) {
-            continue;
-        }
-        let synced = if held {
-            sync_dir(&dirs.hold)
-        } else {
-            Dirs::sync(dirs.env_fd.as_ref(), &dirs.env)
-        };
-        if let Err(e) = synced {
-            for ((p, done), r) in batch.iter().zip(renamed.iter()).zip(results.iter_mut()) {
-                if *done && mine(p) {
-                    *r = Err(e.duplicate());
-                }
-            }
-        }
-    }
-
-    // Undo the failures, in deletion order (envelope first), so a crash during the undo
-    // leaves at most an orphan body for recover.
-    let mut unrenamed = false;
-    for ((p, done), r) in batch.iter().zip(renamed.iter()).zip(results.iter()) {
+    };
+    for (p, r) in batch.iter().zip(results.iter_mut()) {
         if r.is_ok() {
-            continue;
+            *r = dirs.publish(p);
         }
-        let _ = fs::remove_file(&p.tmp_env);
-        if *done {
-            let _ = fs::remove_file(dirs.dest(p));
-            unrenamed = true;
+        if r.is_err() {
+            // Never acknowledged: if a crash brings the unlink back, recover queues a
+            // message its client was told to send again (a duplicate, never a loss).
+            let _ = fs::remove_file(&p.body);
         }
-        let _ = fs::remove_file(dirs.msg.join(p.id.as_str()));
-    }
-    if unrenamed {
-        let _ = Dirs::sync(dirs.env_fd.as_ref(), &dirs.env);
     }
     results
-}
-
-/// With `SyncMode::Fsync`, each session has synced its own message before queueing it
-/// (`Committer::commit`): its outcome stands. A message that comes unsynced has its
-/// body and envelope synced here, with msg/, all at once; a failed file fails its own
-/// message, a failed msg/ every such message.
-fn sync_own_files(dirs: &Dirs, batch: &[&Pending], results: &mut [Result<(), SpoolError>]) {
-    let unsynced = batch.iter().filter(|p| p.synced.is_none()).count();
-    let mut synced = Vec::new().into_iter();
-    let mut dir_failed = None;
-    if unsynced > 0 {
-        match dirs.msg_dir() {
-            Ok(msg_dir) => {
-                let mut jobs: Vec<(Arc<File>, What)> = Vec::with_capacity(2 * unsynced + 1);
-                jobs.push((msg_dir, What::All));
-                for p in batch.iter().filter(|p| p.synced.is_none()) {
-                    jobs.extend(p.files.iter().map(|f| (Arc::clone(f), What::Data)));
-                }
-                synced = dirs.pool.sync_all(&jobs).into_iter();
-                if let Some(Err(e)) = synced.next() {
-                    dir_failed = Some(SpoolError::from_io("fsync", &dirs.msg, e));
-                }
-            }
-            Err(e) => dir_failed = Some(e),
-        }
-    }
-    for (p, r) in batch.iter().zip(results.iter_mut()) {
-        match &p.synced {
-            Some(Ok(())) => {}
-            Some(Err(e)) => *r = Err(e.duplicate()),
-            None => {
-                let files = [synced.next(), synced.next()];
-                if let Some(e) = &dir_failed {
-                    *r = Err(e.duplicate());
-                } else if let Some(Some(Err(e))) = files.into_iter().find(|f| matches!(f, Some(Err(_)))) {
-                    *r = Err(SpoolError::from_io("fsync", &p.tmp_env, e));
-                }
-            }
-        }
-    }
 }
 
 /// An io::Error like `e` (same errno, so `is_no_space` still answers the same).

@@ -1,11 +1,10 @@
-//! A message being received: its body written straight into msg/ID, then
-//! committed (made durable and queued) through the spool's group commit.
+//! A message being received: its body written straight into msg/ID, then sealed
+//! (its envelope and a checksum appended, seal.rs), made durable and queued.
 
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use super::*;
 
@@ -19,6 +18,8 @@ pub struct Incoming {
     /// Some until commit takes it.
     pub(super) out: Option<BufWriter<File>>,
     pub(super) written: u64,
+    /// CRC-32 of the `written` octets, for the seal.
+    pub(super) crc: seal::Crc,
     /// The first write error: the file may hold part of a write, so it must never be
     /// committed. Kept (as kind and errno) so commit can say why, e.g. "no space".
     pub(super) failed: Option<(io::ErrorKind, Option<i32>)>,
@@ -44,15 +45,24 @@ impl Incoming {
         self.written
     }
 
-    /// Append the rest of `src`, file to file in the kernel (copy_file_range
-    /// where the filesystem has it); how many octets.
+    /// Append the rest of `src`; how many octets.
     pub fn append_file(&mut self, src: &mut File) -> io::Result<u64> {
         let out = self.writer()?;
         if let Err(e) = out.flush() {
             return Err(self.fail(e));
         }
-        let out = self.writer()?;
-        match io::copy(src, out.get_mut()) {
+        // Through user space rather than copy_file_range: the seal needs the CRC.
+        let mut crc = std::mem::take(&mut self.crc);
+        let copied = {
+            let out = self.writer()?;
+            let mut hashing = Hashing {
+                inner: src,
+                crc: &mut crc,
+            };
+            io::copy(&mut hashing, out.get_mut())
+        };
+        self.crc = crc;
+        match copied {
             Ok(n) => {
                 self.written += n;
                 Ok(n)
@@ -61,24 +71,24 @@ impl Incoming {
         }
     }
 
-    /// Make the message durable with this envelope (`env.id` must equal `self.id()`; the
-    /// caller sets `env.size`). Returns Ok only once body, envelope and directory entries
-    /// are on disk. On any error nothing of this message stays in msg/ or env/.
+    /// Make the message durable with this envelope (`env.id` must equal `self.id()`,
+    /// `env.size` the octets written). Returns Ok only once the message is on disk and
+    /// queued. On any error nothing of this message stays in msg/ or env/.
     ///
     /// The steps, and why (src/spool/README.md has the whole story):
-    /// 1. flush msg/ID (created by `begin`) and write tmp/ID.env, and start writing both
-    ///    out. Until step 2 renames the envelope, msg/ID is an orphan that nothing reads
-    ///    and that recover removes after a crash;
-    /// 2. hand both to the spool's group commit (commit.rs). With `SyncMode::Fsync`
-    ///    this session first makes them and msg/ID's name durable (fdatasync of each
-    ///    file and fsync of msg/, at once, alongside the other sessions); with
-    ///    `Syncfs` one syncfs does that for every message of the batch. Then the batch
-    ///    renames each tmp/ID.env to env/ID (the commit point, atomic: env/ID is either
-    ///    absent or complete) and fsyncs env/ once (the renames are on disk before
-    ///    anyone reports success).
+    /// 1. seal msg/ID: append the envelope text and a record with a CRC-32 of body and
+    ///    envelope (seal.rs). Until step 2 ends msg/ID is an orphan that nothing reads.
+    /// 2. make msg/ID durable: with `SyncMode::Fsync` (the default) one fsync of that
+    ///    one file, data and inode (on Linux's ext4, XFS and btrfs the fsync of a new
+    ///    file also makes its name durable, which Postfix's queue files rely on too);
+    ///    with `Syncfs` one syncfs for every message of a group-commit batch (commit.rs).
+    ///    This is the commit point: a sealed, durable msg/ID is a queued message.
+    /// 3. queue it: write tmp/ID.env and rename it to env/ID (hold/ID for
+    ///    `commit_held`), with no sync: a crash that loses the rename leaves msg/ID
+    ///    without an envelope, and `Spool::recover` rebuilds env/ID from the seal.
     ///
-    /// So a message costs its own three syncs issued together (`Fsync`), or a share of
-    /// one syncfs of the whole filesystem (`Syncfs`), and a share of one fsync of env/.
+    /// So a message costs one fsync of one file, as a Postfix queue file does, or a
+    /// share of one syncfs.
     pub fn commit(self, env: &Envelope) -> Result<(), SpoolError> {
         self.commit_to(env, false)
     }
@@ -105,32 +115,54 @@ impl Incoming {
             let e = errno.map_or_else(|| io::Error::from(kind), io::Error::from_raw_os_error);
             return Err(SpoolError::from_io("write", &self.tmp, e));
         }
-        let Some(out) = self.out.take() else {
+        // Readers read env.size octets of msg/ID: the seal follows them.
+        if env.size != self.written {
+            return Err(SpoolError::other(
+                "commit",
+                &self.tmp,
+                format!(
+                    "envelope size {} is not the {} octets written",
+                    env.size, self.written
+                ),
+            ));
+        }
+        let Some(mut out) = self.out.take() else {
             return Err(SpoolError::other("commit", &self.tmp, "already committed"));
         };
+        let env_text = env.to_text();
+        let crc = std::mem::take(&mut self.crc);
+        out.write_all(&seal::seal(crc, self.written, &env_text, held))
+            .map_err(|e| SpoolError::from_io("write", &self.tmp, e))?;
+        // On error from here on, Drop removes msg/ID.
         let file = out
             .into_inner()
             .map_err(|e| SpoolError::from_io("write", &self.tmp, e.into_error()))?;
-        // On error from here on, Drop removes msg/ID.
-        let tmp_env = self.spool.dir(TMP).join(format!("{}.env", self.id));
-        let env_file = write_new(&tmp_env, env.to_text().as_bytes())?;
-        // Both files' blocks get allocated and their writes started now, in this
-        // thread, in parallel with the other sessions: the syncs that follow (this
-        // session's fdatasyncs, or the batch's syncfs) then find them under way.
-        sys::start_writeback(env_file.as_raw_fd());
-        sys::start_writeback(file.as_raw_fd());
         self.done = true;
         let pending = commit::Pending {
             id: self.id.clone(),
-            tmp_env,
+            body: self.tmp.clone(),
             held,
-            files: [Arc::new(file), Arc::new(env_file)],
-            synced: None,
+            file,
+            env_text,
         };
-        // The committer removes msg/ID and tmp/ID.env again when it fails.
+        // The committer removes msg/ID again when it fails.
         self.spool
             .committer
             .commit(&self.spool.root, self.spool.sync, pending)
+    }
+}
+
+/// A reader that adds what it reads to a CRC.
+struct Hashing<'a, R> {
+    inner: R,
+    crc: &'a mut seal::Crc,
+}
+
+impl<R: io::Read> io::Read for Hashing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.crc.update(buf.get(..n).unwrap_or_default());
+        Ok(n)
     }
 }
 
@@ -140,6 +172,7 @@ impl Write for Incoming {
         match out.write(buf) {
             Ok(n) => {
                 self.written += n as u64;
+                self.crc.update(buf.get(..n).unwrap_or_default());
                 Ok(n)
             }
             Err(e) => Err(self.fail(e)),

@@ -537,7 +537,7 @@ mod tests {
         assert_eq!(e.recipients.len(), 2);
         assert_eq!(e.sender, "alice@example.org");
         assert_eq!(e.protocol, "local");
-        let body = fs::read_to_string(s.message_path(&ids[0])).unwrap();
+        let body = String::from_utf8(s.read_message(&e).unwrap()).unwrap();
         let uid = sys::uids().0;
         assert_eq!(
             body,

@@ -8,8 +8,10 @@
 //!
 //! ```text
 //! tmp/       ID.env while being written (emptied by recover at start-up)
-//! msg/ID     message body, written once (while being received, before env/ID exists)
-//! env/ID     envelope; replaced only by tmp + fsync + rename (the commit point)
+//! msg/ID     message body, written once, then sealed with the first envelope and a
+//!            CRC (seal.rs) and fsync'd: the commit point
+//! env/ID     envelope; renamed in from tmp/ after the commit, later replaced only by
+//!            tmp + fsync + rename
 //! hold/ID    held envelopes
 //! corrupt/ID envelopes that did not parse, for a human
 //! maildrop/  files from the sendmail binary (maildrop.rs), picked up by the daemon
@@ -27,7 +29,7 @@ mod incoming;
 pub mod listing;
 pub mod maildrop;
 pub mod retire;
-mod syncpool;
+mod seal;
 
 pub use envelope::{BodyType, DsnRet, Envelope, EnvelopeError, RcptStatus, Recipient};
 pub use id::QueueId;
@@ -38,7 +40,6 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -167,8 +168,13 @@ impl std::error::Error for SpoolError {
 pub struct RecoverStats {
     /// Entries removed from tmp/.
     pub tmp_removed: usize,
-    /// msg/ files removed because no envelope refers to them.
+    /// msg/ files removed because no envelope refers to them and their seal does
+    /// not verify (commits cut short).
     pub orphans_removed: usize,
+    /// Committed messages whose envelope a crash lost, queued again from their seal.
+    pub restored: usize,
+    /// Finished messages (msg/ID.done) whose removal a crash cut short, removed.
+    pub finished: usize,
     /// env/ entries moved to corrupt/.
     pub corrupt: usize,
 }
@@ -255,12 +261,16 @@ impl Spool {
 
     /// Start-up clean-up, run once before anything else uses the spool:
     /// - remove everything in tmp/ (unfinished writes of a crashed process);
+    /// - finish the removal of finished messages (msg/ID.done, see retire.rs): their
+    ///   env/ID or hold/ID if still there, then the body;
     /// - move env/ entries into corrupt/ (with a warning) when their name is not a queue
     ///   id, they are not regular files, the envelope does not parse or names another id,
     ///   or their msg/ID body is missing;
-    /// - remove msg/ID files with no env/ID, hold/ID or corrupt/ID (orphans of a crash
-    ///   during reception or commit, or of an interrupted remove). Bodies of corrupt
-    ///   envelopes are kept so a human can still deliver them.
+    /// - for msg/ID files with no env/ID, hold/ID or corrupt/ID: when the seal verifies
+    ///   (seal.rs), the message was committed and a crash lost the rename of its
+    ///   envelope, so env/ID (or hold/ID) is written again from the seal; otherwise it
+    ///   is an orphan of a crash during reception or commit and is removed. Bodies of
+    ///   corrupt envelopes are kept so a human can still deliver them.
     pub fn recover(&self) -> Result<RecoverStats, SpoolError> {
         let mut stats = RecoverStats::default();
 
@@ -280,6 +290,10 @@ impl Spool {
             }
         }
 
+        // Finished messages first (retire.rs): their envelopes, where an unlink was
+        // lost, must not be taken for queued messages that lost their bodies.
+        stats.finished = self.finish_retired()?;
+
         let env_dir = self.dir(ENV);
         for entry in read_dir(&env_dir)? {
             let name = entry.file_name();
@@ -294,6 +308,7 @@ impl Spool {
         }
 
         let msg_dir = self.dir(MSG);
+        let mut restored_into = std::collections::BTreeSet::new();
         for entry in read_dir(&msg_dir)? {
             let name = entry.file_name();
             let Some(id) = name.to_str().and_then(QueueId::parse) else {
@@ -304,29 +319,120 @@ impl Spool {
             for sub in [ENV, HOLD, CORRUPT] {
                 referenced |= exists(&self.file(sub, &id))?;
             }
-            if !referenced {
-                let path = entry.path();
-                match fs::remove_file(&path) {
-                    Ok(()) => stats.orphans_removed += 1,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(SpoolError::from_io("remove", &path, e)),
-                }
+            if referenced {
+                continue;
+            }
+            let path = entry.path();
+            if let Some(place) = self.restore(&id, &path)? {
+                stats.restored += 1;
+                restored_into.insert(place);
+                continue;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => stats.orphans_removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(SpoolError::from_io("remove", &path, e)),
             }
         }
         if stats.orphans_removed > 0 {
             sync_dir(&msg_dir)?;
         }
+        for sub in restored_into {
+            sync_dir(&self.dir(sub))?;
+        }
 
         if stats != RecoverStats::default() {
             log::info!(
-                "spool: recovered {}: {} tmp files removed, {} orphan bodies removed, {} corrupt envelopes",
+                "spool: recovered {}: {} tmp files removed, {} finished messages removed, {} orphan bodies removed, {} messages queued again from their seal, {} corrupt envelopes",
                 self.root.display(),
                 stats.tmp_removed,
+                stats.finished,
                 stats.orphans_removed,
+                stats.restored,
                 stats.corrupt
             );
         }
         Ok(stats)
+    }
+
+    /// Remove every finished message's leftovers: `sub`/ID for env/ and hold/ (an
+    /// unlink a crash lost), fsync'd, then msg/ID.done. How many there were.
+    fn finish_retired(&self) -> Result<usize, SpoolError> {
+        let mut ids = Vec::new();
+        for entry in read_dir(&self.dir(MSG))? {
+            let name = entry.file_name();
+            let id = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(retire::DONE))
+                .and_then(QueueId::parse);
+            if let Some(id) = id {
+                ids.push(id);
+            }
+        }
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        for sub in [ENV, HOLD] {
+            let mut removed = false;
+            for id in &ids {
+                let path = self.file(sub, id);
+                match fs::remove_file(&path) {
+                    Ok(()) => removed = true,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(SpoolError::from_io("remove", &path, e)),
+                }
+            }
+            if removed {
+                sync_dir(&self.dir(sub))?;
+            }
+        }
+        self.remove_done(&ids);
+        Ok(ids.len())
+    }
+
+    /// Queue msg/ID again from its seal, when it has one that verifies and holds a
+    /// sound envelope of this id and size: write env/ID (or hold/ID) through tmp/
+    /// with its contents fsync'd. Returns where it went; None leaves the file alone.
+    fn restore(&self, id: &QueueId, path: &Path) -> Result<Option<&'static str>, SpoolError> {
+        let mut f = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(SpoolError::from_io("open", path, e)),
+        };
+        let Some(sealed) = seal::open(&mut f).map_err(|e| SpoolError::from_io("read", path, e))? else {
+            return Ok(None);
+        };
+        let sound =
+            Envelope::parse(&sealed.env_text).is_ok_and(|env| env.id == *id && env.size == sealed.body_len);
+        if !sound {
+            log::warn!(
+                "spool: {}: its seal verifies but holds no envelope of its own",
+                path.display()
+            );
+            return Ok(None);
+        }
+        let sub = if sealed.held { HOLD } else { ENV };
+        let tmp = self.dir(TMP).join(format!("{id}.env"));
+        let env = write_new(&tmp, sealed.env_text.as_bytes())?;
+        // Recover runs before a root ternd drops to its user: the envelope gets
+        // the owner of the body it is for, or the daemon could not read it.
+        let owner = f.metadata().map_err(|e| SpoolError::from_io("stat", path, e))?;
+        let undo = |op, e| {
+            let _ = fs::remove_file(&tmp);
+            SpoolError::from_io(op, &tmp, e)
+        };
+        if sys::uids().1 == 0 {
+            std::os::unix::fs::fchown(&env, Some(owner.uid()), Some(owner.gid()))
+                .map_err(|e| undo("chown", e))?;
+        }
+        env.sync_all().map_err(|e| undo("fsync", e))?;
+        drop(env);
+        let target = self.file(sub, id);
+        fs::rename(&tmp, &target).map_err(|e| SpoolError::from_io("rename", &tmp, e))?;
+        log::info!(
+            "spool: {id}: envelope lost in a crash, queued again into {sub}/ from the seal of msg/{id}"
+        );
+        Ok(Some(sub))
     }
 
     /// Why an env/ entry must go to corrupt/, or None if it is a sound queued message.
@@ -400,6 +506,7 @@ impl Spool {
                 tmp,
                 out: Some(BufWriter::with_capacity(BUF_SIZE, file)),
                 written: 0,
+                crc: seal::Crc::new(),
                 failed: None,
                 done: false,
             });
@@ -463,16 +570,33 @@ impl Spool {
         Ok(env)
     }
 
-    /// msg/ID: the message body. Open it read-only; it is never modified.
+    /// msg/ID: the message body and, after its `env.size` octets, its seal. Read it
+    /// through [`Spool::open_message`] (or read only `env.size` octets); it is never
+    /// modified.
     pub fn message_path(&self, id: &QueueId) -> PathBuf {
         self.file(MSG, id)
+    }
+
+    /// The body of the message `env` describes, for reading: its `env.size` octets,
+    /// without the seal that follows.
+    pub fn open_message(&self, env: &Envelope) -> io::Result<io::Take<File>> {
+        use std::io::Read;
+        Ok(File::open(self.message_path(&env.id))?.take(env.size))
+    }
+
+    /// The whole body of the message `env` describes.
+    pub fn read_message(&self, env: &Envelope) -> io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut body = Vec::with_capacity(usize::try_from(env.size).unwrap_or(0));
+        self.open_message(env)?.read_to_end(&mut body)?;
+        Ok(body)
     }
 
     /// The mail log's lines for a message just committed (`maillog::queued`):
     /// its Message-ID, read back from msg/ID, and its envelope's sender, size
     /// and recipient count. Every door into the queue logs this way.
     pub fn log_queued(&self, env: &Envelope) {
-        let message_id = self.message_id(&env.id);
+        let message_id = self.message_id(env);
         crate::maillog::queued(
             &env.id,
             message_id.as_deref(),
@@ -484,10 +608,10 @@ impl Spool {
 
     /// The Message-ID field of a queued message, for the mail log (read from
     /// the first 64 KiB of msg/ID; None when it has none or cannot be read).
-    pub fn message_id(&self, id: &QueueId) -> Option<String> {
+    pub fn message_id(&self, env: &Envelope) -> Option<String> {
         use std::io::Read;
         let mut head = Vec::new();
-        std::fs::File::open(self.message_path(id))
+        self.open_message(env)
             .ok()?
             .take(64 * 1024)
             .read_to_end(&mut head)
@@ -522,29 +646,22 @@ impl Spool {
         Ok(())
     }
 
-    /// Remove a queued message now, durably (for ternctl; the queue runner uses
-    /// [`Spool::retire`]): env/ID first (after which it is no longer queued), fsync env/,
-    /// then msg/ID. A crash in between leaves an orphan body that recover removes, never
-    /// an envelope without its body. Errors if env/ID does not exist, and
+    /// Remove a queued message now, durably, as `remove_from` says (for ternctl; the
+    /// queue runner uses [`Spool::retire`]). Errors if env/ID does not exist, and
     /// then touches nothing (msg/ID may belong to a held message).
     pub fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
         self.remove_from(ENV, id)
     }
 
-    /// Remove `sub`/ID, fsync `sub`/, then remove msg/ID: the body goes only once
-    /// the envelope's removal is durable, so a crash never leaves an envelope without
-    /// its body (an orphan body is harmless: recover removes it).
+    /// Take `sub`/ID out durably: mark its body finished (msg/ID.done) and unlink
+    /// `sub`/ID, fsync msg/ and then `sub`/, then remove the body (see retire.rs for
+    /// why in this order: a crash never leaves an envelope without its body, nor a
+    /// body that recover would queue again).
     fn remove_from(&self, sub: &str, id: &QueueId) -> Result<(), SpoolError> {
-        let env = self.file(sub, id);
-        fs::remove_file(&env).map_err(|e| SpoolError::from_io("remove", &env, e))?;
+        self.unqueue(sub, id)?;
+        sync_dir(&self.dir(MSG))?;
         sync_dir(&self.dir(sub))?;
-        let msg = self.file(MSG, id);
-        match fs::remove_file(&msg) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            // The message is already gone from the queue; recover removes the body later.
-            Err(e) => log::warn!("spool: remove {}: {e}", msg.display()),
-        }
+        self.remove_done(std::slice::from_ref(id));
         Ok(())
     }
 

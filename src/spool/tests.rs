@@ -113,7 +113,13 @@ fn commit_list_load_read() {
 
     assert_eq!(s.list().unwrap(), vec![id.clone()]);
     assert_eq!(s.load(&id).unwrap(), env);
-    assert_eq!(fs::read(s.message_path(&id)).unwrap(), body);
+    assert_eq!(s.read_message(&env).unwrap(), body);
+    // The file holds the body, then the seal: the envelope as committed.
+    let file = fs::read(s.message_path(&id)).unwrap();
+    assert_eq!(file.get(..body.len()), Some(&body[..]));
+    let after = String::from_utf8_lossy(&file[body.len()..]);
+    assert!(after.starts_with(&env.to_text()), "{after}");
+    assert!(after.contains("\ntern-seal 1 Q "), "{after}");
     assert_eq!(s.message_path(&id), s.root().join("msg").join(id.as_str()));
     assert!(names(&s.root().join(TMP)).is_empty());
     for f in [s.message_path(&id), s.root().join(ENV).join(id.as_str())] {
@@ -131,7 +137,7 @@ use std::os::unix::fs::MetadataExt;
 fn empty_body_commits() {
     let (_d, s) = spool();
     let id = queue(&s, b"");
-    assert_eq!(fs::read(s.message_path(&id)).unwrap(), b"");
+    assert_eq!(s.read_message(&s.load(&id).unwrap()).unwrap(), b"");
 }
 
 #[test]
@@ -191,7 +197,9 @@ fn failed_write_is_never_committed() {
     let _ = inc.fail(io::Error::from(io::ErrorKind::Interrupted));
     inc.write_all(b"ok").unwrap();
     let id = inc.id().clone();
-    inc.commit(&envelope(&id, &["a@b"])).unwrap();
+    let mut env = envelope(&id, &["a@b"]);
+    env.size = 2;
+    inc.commit(&env).unwrap();
 }
 
 #[test]
@@ -207,8 +215,10 @@ fn begin_never_reuses_a_body() {
         .open(s.message_path(&id))
         .is_err());
     assert!(s.list().unwrap().is_empty());
-    inc.commit(&envelope(&id, &["a@b"])).unwrap();
-    assert_eq!(fs::read(s.message_path(&id)).unwrap(), b"mine");
+    let mut env = envelope(&id, &["a@b"]);
+    env.size = 4;
+    inc.commit(&env).unwrap();
+    assert_eq!(s.read_message(&env).unwrap(), b"mine");
     assert!(names(&s.root().join(TMP)).is_empty());
 }
 
@@ -264,7 +274,9 @@ fn recover_cleans_up() {
         RecoverStats {
             tmp_removed: 3,
             orphans_removed: 1,
-            corrupt: 4
+            corrupt: 4,
+            restored: 0,
+            finished: 0,
         }
     );
     assert!(names(&root.join(TMP)).is_empty());
@@ -288,7 +300,7 @@ fn recover_cleans_up() {
     corrupt.sort();
     assert_eq!(names(&root.join(CORRUPT)), corrupt);
     assert_eq!(fs::read(root.join(CORRUPT).join(bad.as_str())).unwrap(), b"older");
-    assert_eq!(fs::read(s.message_path(&good)).unwrap(), b"good\n");
+    assert_eq!(s.read_message(&s.load(&good).unwrap()).unwrap(), b"good\n");
 
     // Idempotent.
     assert_eq!(s.recover().unwrap(), RecoverStats::default());
@@ -306,7 +318,7 @@ fn update_round_trip() {
     s.update(&env).unwrap();
     assert_eq!(s.load(&id).unwrap(), env);
     assert!(names(&s.root().join(TMP)).is_empty());
-    assert_eq!(fs::read(s.message_path(&id)).unwrap(), b"x\n");
+    assert_eq!(s.read_message(&env).unwrap(), b"x\n");
 
     // Not for messages that are not queued.
     let gone = envelope(&QueueId::generate(), &["a@b"]);
@@ -444,4 +456,133 @@ fn error_display_and_no_space() {
         SpoolError::from_io("w", Path::new("/"), io::Error::from(io::ErrorKind::StorageFull)).is_no_space()
     );
     assert!(!SpoolError::from_io("w", Path::new("/"), io::Error::from_raw_os_error(libc::EIO)).is_no_space());
+}
+
+/// A commit whose envelope's rename a crash lost: msg/ID durable and sealed, no
+/// env/ID (or hold/ID). Recover queues it again, exactly as it was committed.
+#[test]
+fn recover_queues_a_sealed_orphan_again() {
+    let (_d, s) = spool();
+    let root = s.root().to_owned();
+    let queued = queue(&s, b"Subject: queued\r\n\r\nbody\r\n");
+    let before = s.load(&queued).unwrap();
+    let held = {
+        let mut inc = s.begin().unwrap();
+        inc.write_all(b"Subject: held\r\n\r\n").unwrap();
+        let id = inc.id().clone();
+        let mut env = envelope(&id, &["carol@example.net"]);
+        env.size = inc.bytes_written();
+        env.hold_reason = Some("quarantine".into());
+        inc.commit_held(&env).unwrap();
+        id
+    };
+    // A third whose seal a torn write damaged: never acknowledged, removed.
+    let torn = queue(&s, b"Subject: torn\r\n\r\nbody\r\n");
+    let mut bytes = fs::read(s.message_path(&torn)).unwrap();
+    bytes[3] ^= 1;
+    fs::write(s.message_path(&torn), bytes).unwrap();
+    for (sub, id) in [(ENV, &queued), (HOLD, &held), (ENV, &torn)] {
+        fs::remove_file(root.join(sub).join(id.as_str())).unwrap();
+    }
+
+    let stats = s.recover().unwrap();
+    assert_eq!((stats.restored, stats.orphans_removed), (2, 1), "{stats:?}");
+    assert_eq!(s.list().unwrap(), std::slice::from_ref(&queued));
+    assert_eq!(s.list_held().unwrap(), std::slice::from_ref(&held));
+    assert_eq!(s.load(&queued).unwrap(), before);
+    assert_eq!(
+        s.load_held(&held).unwrap().hold_reason.as_deref(),
+        Some("quarantine")
+    );
+    assert_eq!(
+        s.read_message(&before).unwrap(),
+        b"Subject: queued\r\n\r\nbody\r\n"
+    );
+    assert!(!s.message_path(&torn).exists());
+    assert!(names(&root.join(TMP)).is_empty());
+    assert_eq!(s.recover().unwrap(), RecoverStats::default());
+}
+
+/// A body written before seals, or one whose seal names another message, is an
+/// orphan as before.
+#[test]
+fn recover_removes_orphans_whose_seal_is_not_their_own() {
+    let (_d, s) = spool();
+    let root = s.root().to_owned();
+    let a = queue(&s, b"a\n");
+    let b = queue(&s, b"b\n");
+    // b's file, seal and all, under a's name: the seal verifies, its envelope is b's.
+    fs::remove_file(root.join(ENV).join(a.as_str())).unwrap();
+    fs::remove_file(root.join(ENV).join(b.as_str())).unwrap();
+    fs::rename(s.message_path(&b), s.message_path(&a)).unwrap();
+    let old = QueueId::generate();
+    fs::write(s.message_path(&old), b"Subject: before seals\r\n\r\n").unwrap();
+    let stats = s.recover().unwrap();
+    assert_eq!((stats.restored, stats.orphans_removed), (0, 2), "{stats:?}");
+    assert!(names(&root.join(MSG)).is_empty());
+}
+
+/// The reader of a queued message gets its body, never the seal after it.
+#[test]
+fn a_message_reads_back_without_its_seal() {
+    let (_d, s) = spool();
+    let id = queue(&s, b"Subject: x\r\nMessage-ID: <m@x>\r\n");
+    let env = s.load(&id).unwrap();
+    assert!(fs::metadata(s.message_path(&id)).unwrap().len() > env.size);
+    assert_eq!(
+        s.read_message(&env).unwrap(),
+        b"Subject: x\r\nMessage-ID: <m@x>\r\n"
+    );
+    // A header section with no empty line after it ends where the message does.
+    assert_eq!(s.message_id(&env).as_deref(), Some("<m@x>"));
+}
+
+/// A retired message whose envelope's unlink a crash lost (msg/ID.done beside
+/// env/ID) is finished by recover, not delivered again; one removed by ternctl
+/// leaves nothing behind.
+#[test]
+fn recover_finishes_retired_messages_and_never_queues_them_again() {
+    let (_d, s) = spool();
+    let root = s.root().to_owned();
+    let a = queue(&s, b"a\n");
+    let b = queue(&s, b"b\n");
+    let a_env = fs::read(root.join(ENV).join(a.as_str())).unwrap();
+    let batch = Retired::new();
+    s.retire(&a, &batch).unwrap();
+    s.retire(&b, &batch).unwrap();
+    // The crash: a's unlink lost; neither reaped.
+    fs::write(root.join(ENV).join(a.as_str()), a_env).unwrap();
+    let stats = s.recover().unwrap();
+    assert_eq!(
+        (stats.finished, stats.restored, stats.corrupt),
+        (2, 0, 0),
+        "{stats:?}"
+    );
+    assert!(names(&root.join(ENV)).is_empty());
+    assert!(names(&root.join(MSG)).is_empty());
+
+    let c = queue(&s, b"c\n");
+    s.remove(&c).unwrap();
+    assert!(names(&root.join(MSG)).is_empty());
+    assert!(names(&root.join(ENV)).is_empty());
+    assert_eq!(s.recover().unwrap(), RecoverStats::default());
+}
+
+/// The envelope's size must be the body's: readers read that many octets.
+#[test]
+fn a_commit_with_a_wrong_size_is_refused() {
+    let (_d, s) = spool();
+    let mut inc = s.begin().unwrap();
+    inc.write_all(b"four").unwrap();
+    let id = inc.id().clone();
+    let mut env = envelope(&id, &["bob@example.net"]);
+    env.size = 3;
+    let e = inc.commit(&env).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("envelope size 3 is not the 4 octets written"),
+        "{e}"
+    );
+    assert!(names(&s.root().join(MSG)).is_empty());
+    assert!(s.list().unwrap().is_empty());
 }

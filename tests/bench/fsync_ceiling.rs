@@ -4,12 +4,14 @@
 //! `fsync-ceiling [-k] [-t THREADS] [-n FILES] [-s SIZE] DIR`
 //!
 //! In a fresh work directory under DIR (put it on the spool's filesystem),
-//! THREADS threads share FILES iterations of the smallest durable commit:
+//! THREADS threads share FILES iterations of a Maildir-style durable commit:
 //! create `tmp/F` (O_EXCL), write SIZE bytes, fsync it, rename it to `new/F`,
-//! fsync `new/`. That is one file and one directory fsync per message, fewer
-//! than a spool needs (a body and an envelope), so an MTA that does one commit
-//! per message stays below this rate; one that shares fsyncs between messages
-//! (group commit) can pass it. The work directory is removed at the end, not
+//! fsync `new/`. That is one file and one directory fsync per message, the
+//! cost of a message in a Maildir or in a spool that syncs its names. An MTA
+//! whose commit is one fsync of one new file (Postfix's queue file, ternd's
+//! sealed msg/ID, both relying on the filesystem to make the new name durable
+//! with it) can pass this rate, as can one that shares fsyncs between
+//! messages (group commit). The work directory is removed at the end, not
 //! timed, unless `-k` keeps it: on ext4 without a journal, a new inode skips
 //! every inode of its group freed in the last minute or more (`find_inode_bit`,
 //! `recently_deleted`), so removing thousands of files right before the next

@@ -596,3 +596,39 @@ fn relay_load(addr: std::net::SocketAddr, who: usize, round: usize, stop: &Atomi
         let _ = say(&mut c, "QUIT\r\n");
     }
 }
+
+/// A crash that loses the rename of an accepted message's envelope (a power
+/// loss before env/ reaches the disk; here kill -9, then env/ID removed by
+/// hand) leaves its body with the seal: the restarted ternd queues it again
+/// from the seal, whole and with the envelope it was accepted with.
+#[test]
+fn an_envelope_lost_in_a_crash_is_rebuilt_from_the_seal() {
+    let mut t = Setup::new().start();
+    submit_one(&t, &["a@example.net", "b@example.net"], "lost-rename");
+    let queued = t.queued();
+    let [(env, body)] = queued.as_slice() else {
+        panic!("one message queued: {queued:?}");
+    };
+    t.kill9();
+    std::fs::remove_file(t.spool_dir().join("env").join(env.id.as_str())).unwrap();
+    t.restart();
+    assert!(
+        t.wait_log(&format!("{}: envelope lost in a crash, queued again", env.id)),
+        "{}",
+        t.log_text()
+    );
+    let again = t.queued();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].0, *env);
+    assert_eq!(again[0].1, *body);
+    assert!(String::from_utf8_lossy(body).ends_with("Subject: lost-rename\n\nbody\n"));
+    // Rebuilt before a root ternd drops to its user, yet the user's: else the
+    // runner could not read it.
+    use std::os::unix::fs::MetadataExt;
+    let owner = |sub: &str| {
+        std::fs::metadata(t.spool_dir().join(sub).join(env.id.as_str()))
+            .unwrap()
+            .uid()
+    };
+    assert_eq!(owner("env"), owner("msg"));
+}

@@ -126,7 +126,12 @@ fn kill9_while_submitting_and_delivering_loses_nothing() {
     assert!(dups <= kills * 8, "{dups} duplicates in {kills} kills");
     assert!(
         wait_until(10, || t.spool().list().map(|l| l.is_empty()).unwrap_or(false)),
-        "queue not empty at the end"
+        "queue not empty at the end: {:?}\n{}",
+        t.queued()
+            .iter()
+            .map(|(e, b)| format!("{}\n{}", e.to_text(), String::from_utf8_lossy(b)))
+            .collect::<Vec<_>>(),
+        t.log_text()
     );
 }
 

@@ -22,7 +22,7 @@ fn stored(t: &Tern, id: &str) -> (Envelope, String) {
         .load(&id)
         .or_else(|_| spool.load_held(&id))
         .expect("message committed");
-    let text = std::fs::read(spool.message_path(&id)).expect("message file");
+    let text = spool.read_message(&env).expect("message file");
     (env, String::from_utf8_lossy(&text).into_owned())
 }
 

@@ -40,7 +40,7 @@ fn one_transaction_over_a_pipe() {
     let env = spool.load(&ids[0]).unwrap();
     // No socket on stdin and no TCPREMOTEIP: a local client.
     assert_eq!(env.client_addr, None);
-    let body = std::fs::read_to_string(spool.message_path(&ids[0])).unwrap();
+    let body = String::from_utf8(spool.read_message(&env).unwrap()).unwrap();
     assert!(
         body.starts_with("Received: from pipe.test (localhost)\n"),
         "{body}"
@@ -224,7 +224,8 @@ fn starttls_over_a_pipe() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
     let spool = tern::spool::Spool::open(&setup.path().join("spool")).unwrap();
     let ids = spool.list().unwrap();
-    let body = std::fs::read_to_string(spool.message_path(&ids[0])).unwrap();
+    let env = spool.load(&ids[0]).unwrap();
+    let body = String::from_utf8(spool.read_message(&env).unwrap()).unwrap();
     assert!(body.contains("(using TLSv1.3 with cipher "), "{body}");
     assert!(body.contains(" with ESMTPS id "), "{body}");
 }

@@ -18,7 +18,8 @@ const BODY: &str = "Received: from x by mx.test; Mon, 23 Nov 2026 14:08:39 +0000
 
 fn job(dir: &Path, target: Target) -> Job {
     let message = dir.join("msg");
-    fs::write(&message, BODY).unwrap();
+    // As in the spool: the message, then a seal no delivery may copy.
+    fs::write(&message, format!("{BODY}\ntern-seal 1 Q (not the message)\n")).unwrap();
     Job {
         target,
         sender: "alice@example.org".to_owned(),
@@ -26,6 +27,7 @@ fn job(dir: &Path, target: Target) -> Job {
         user: None,
         mailbox: false,
         message,
+        size: BODY.len() as u64,
         hostname: "mx.test".to_owned(),
         pipe_timeout: Duration::from_secs(10),
     }
@@ -133,7 +135,7 @@ fn child_rejects_bad_arguments() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).starts_with("4.3.0 local delivery: expected 9 arguments"));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("4.3.0 local delivery: expected 10 arguments"));
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! a sysexits code; this module is both sides of that protocol.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ use crate::sysexits::SysExit;
 pub const CHILD_FLAG: &str = "--local-delivery";
 /// The first argument after [`CHILD_FLAG`]: the version of the argument list, so a
 /// parent and a child from different builds fail (temporarily) instead of misreading.
-const CHILD_PROTOCOL: &str = "1";
+const CHILD_PROTOCOL: &str = "2";
 
 /// Extra time a delivery child gets beyond the pipe timeout and both lock waits.
 const CHILD_GRACE: Duration = Duration::from_secs(60);
@@ -133,14 +133,14 @@ fn spawn_child(job: &Job, user: &Passwd, program: &Path, owner: Option<u32>) -> 
 /// `STATUS detail` on stderr, exits 0 (delivered), 75 (temporary), 67/69/73/77
 /// (permanent) or 64 (bad arguments).
 pub fn child_main(args: &[String]) -> ExitCode {
-    let d = match parse_child_args(args) {
+    let (d, size) = match parse_child_args(args) {
         Ok(d) => d,
         Err(e) => {
             report(&outcome::local_error(format!("local delivery: {e}")));
             return ExitCode::from(SysExit::Usage);
         }
     };
-    let outcome = deliver_here(&d, Box::new(io::stdin()));
+    let outcome = deliver_here(&d, Box::new(io::stdin().take(size)));
     report(&outcome);
     ExitCode::from(exit_code(&outcome))
 }
@@ -187,19 +187,23 @@ fn child_args(job: &Job, user: &Passwd) -> Result<Vec<String>, Outcome> {
         job.pipe_timeout.as_millis().to_string(),
         user.name.clone(),
         utf8(&user.home)?,
+        job.size.to_string(),
     ])
 }
 
-fn parse_child_args(args: &[String]) -> Result<Delivery, String> {
-    let [version, kind, target, sender, recipient, hostname, timeout, user, home] = args else {
-        return Err(format!("expected 9 arguments, got {}", args.len()));
+/// The delivery, and the octets of the message to read from stdin (the spool's
+/// msg/ID: its seal follows them).
+fn parse_child_args(args: &[String]) -> Result<(Delivery, u64), String> {
+    let [version, kind, target, sender, recipient, hostname, timeout, user, home, size] = args else {
+        return Err(format!("expected 10 arguments, got {}", args.len()));
     };
     if version != CHILD_PROTOCOL {
         return Err(format!("protocol {version:?}, expected {CHILD_PROTOCOL}"));
     }
     let target = Target::from_parts(kind, target)?;
     let ms: u64 = timeout.parse().map_err(|_| format!("bad timeout {timeout:?}"))?;
-    Ok(Delivery {
+    let size: u64 = size.parse().map_err(|_| format!("bad size {size:?}"))?;
+    let d = Delivery {
         target,
         sender: sender.clone(),
         recipient: recipient.clone(),
@@ -210,7 +214,8 @@ fn parse_child_args(args: &[String]) -> Result<Delivery, String> {
         // The child runs as the user: only files the user owns are theirs.
         owner: None,
         lock_wait: LOCK_WAIT,
-    })
+    };
+    Ok((d, size))
 }
 
 /// Turn what the delivery child did into an outcome. A permanent outcome needs the
@@ -306,7 +311,8 @@ mod tests {
             j.pipe_timeout = Duration::from_millis(1500);
             let args = child_args(&j, &u).expect("args");
             assert_eq!(args.first().map(String::as_str), Some(CHILD_FLAG));
-            let d = parse_child_args(args.get(1..).expect("rest")).expect("parse");
+            let (d, size) = parse_child_args(args.get(1..).expect("rest")).expect("parse");
+            assert_eq!(size, BODY.len() as u64);
             assert_eq!(d.target, target);
             assert_eq!(d.sender, "");
             assert_eq!(d.recipient, "bob@example.test");
@@ -317,11 +323,14 @@ mod tests {
             assert_eq!(d.owner, None);
         }
         let ok = |v: &[&str]| parse_child_args(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert!(ok(&["1", "mbox", "/m", "", "r", "h", "10", "u", "/"]).is_ok());
+        assert!(ok(&["2", "mbox", "/m", "", "r", "h", "10", "u", "/", "9"]).is_ok());
+        // Protocol 1 had no size: its child would read the seal as message.
+        assert!(ok(&["1", "mbox", "/m", "", "r", "h", "10", "u", "/", "9"]).is_err());
         assert!(ok(&["2", "mbox", "/m", "", "r", "h", "10", "u", "/"]).is_err());
-        assert!(ok(&["1", "file", "/m", "", "r", "h", "10", "u", "/"]).is_err());
-        assert!(ok(&["1", "mbox", "/m", "", "r", "h", "soon", "u", "/"]).is_err());
-        assert!(ok(&["1", "mbox", "/m"]).is_err());
+        assert!(ok(&["2", "file", "/m", "", "r", "h", "10", "u", "/", "9"]).is_err());
+        assert!(ok(&["2", "mbox", "/m", "", "r", "h", "soon", "u", "/", "9"]).is_err());
+        assert!(ok(&["2", "mbox", "/m", "", "r", "h", "10", "u", "/", "-1"]).is_err());
+        assert!(ok(&["2", "mbox", "/m"]).is_err());
     }
 
     #[test]
@@ -342,7 +351,7 @@ mod tests {
         );
         // No bounce without the child's say-so.
         for (code, line) in [
-            (64, "4.3.0 local delivery: expected 9 arguments, got 2"),
+            (64, "4.3.0 local delivery: expected 10 arguments, got 2"),
             (70, "5.3.0 something"),
             (101, "thread 'main' panicked at src/x.rs"),
             (75, "5.3.0 contradiction"),

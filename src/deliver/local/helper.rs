@@ -53,6 +53,8 @@ pub struct Request {
     pub id: u64,
     /// The queue id whose msg/ file is delivered.
     pub message: String,
+    /// Its octets (`env.size`), before the seal.
+    pub size: u64,
     pub target: Target,
     pub sender: String,
     pub recipient: String,
@@ -134,6 +136,7 @@ impl Request {
             self.hostname.clone(),
             self.pipe_timeout.as_millis().to_string(),
             self.user.clone(),
+            self.size.to_string(),
         ];
         let mut line = f.iter().map(|s| escape(s)).collect::<Vec<_>>().join("\t");
         line.push('\n');
@@ -142,8 +145,9 @@ impl Request {
 
     pub fn decode(line: &str) -> Result<Request, String> {
         let f = fields(line.trim_end_matches('\n'))?;
-        let [id, message, kind, target, sender, recipient, hostname, timeout, user] = f.as_slice() else {
-            return Err(format!("expected 9 fields, got {}", f.len()));
+        let [id, message, kind, target, sender, recipient, hostname, timeout, user, size] = f.as_slice()
+        else {
+            return Err(format!("expected 10 fields, got {}", f.len()));
         };
         let target = Target::from_parts(kind, target)?;
         Ok(Request {
@@ -157,6 +161,7 @@ impl Request {
                 timeout.parse().map_err(|_| format!("bad timeout {timeout:?}"))?,
             ),
             user: user.clone(),
+            size: size.parse().map_err(|_| format!("bad size {size:?}"))?,
         })
     }
 }
@@ -210,6 +215,7 @@ pub fn validate(req: &Request, policy: &Policy) -> Result<Job, Outcome> {
         user: Some(pw),
         mailbox: is_mailbox,
         message,
+        size: req.size,
         hostname: req.hostname.clone(),
         pipe_timeout: req.pipe_timeout,
     };
@@ -339,6 +345,7 @@ impl Client {
         let req = Request {
             id,
             message: message.to_owned(),
+            size: job.size,
             target: job.target.clone(),
             sender: job.sender.clone(),
             recipient: job.recipient.clone(),
@@ -388,6 +395,7 @@ mod tests {
         Request {
             id: 7,
             message: "0123456789ABCDEF".to_owned(),
+            size: 1234,
             target,
             sender: "a\tb\\c@example.test".to_owned(),
             recipient: "root@example.test".to_owned(),

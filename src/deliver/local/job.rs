@@ -36,6 +36,9 @@ pub struct Job {
     pub mailbox: bool,
     /// The spool's msg/ID file (read-only).
     pub message: PathBuf,
+    /// The message's octets at the start of `message` (`env.size`): its seal
+    /// follows them.
+    pub size: u64,
     /// For Maildir unique names.
     pub hostname: String,
     pub pipe_timeout: Duration,

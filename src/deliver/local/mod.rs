@@ -66,7 +66,7 @@ pub fn deliver(job: &Job) -> Outcome {
 /// Deliver in this process, reading the spool file.
 fn deliver_in_process(job: &Job) -> Outcome {
     let message = match File::open(&job.message) {
-        Ok(f) => f,
+        Ok(f) => std::io::Read::take(f, job.size),
         Err(e) => {
             return outcome::cannot_open_message(&job.message, &e);
         }

@@ -42,10 +42,13 @@ pub(super) fn delivery(target: Target, home: &Path) -> Delivery {
     }
 }
 
-/// A job for `deliver`, with the message written to DIR/msg.
+/// A job for `deliver`, with the message written to DIR/msg and followed, as in
+/// the spool, by a seal that no delivery may copy.
 pub(super) fn job(dir: &Path, target: Target, body: &[u8]) -> Job {
     let message = dir.join("msg");
-    fs::write(&message, body).expect("write message");
+    let mut file = body.to_vec();
+    file.extend_from_slice(SEAL);
+    fs::write(&message, file).expect("write message");
     Job {
         target,
         sender: "alice@example.org".to_owned(),
@@ -53,10 +56,14 @@ pub(super) fn job(dir: &Path, target: Target, body: &[u8]) -> Job {
         user: None,
         mailbox: false,
         message,
+        size: body.len() as u64,
         hostname: "mx.test".to_owned(),
         pipe_timeout: Duration::from_secs(10),
     }
 }
+
+/// Stands for the spool's seal after a job's message (see `job`).
+pub(super) const SEAL: &[u8] = b"\ntern-seal 1 Q (not part of the message)\n";
 
 pub(super) fn here(d: &Delivery, body: &[u8]) -> Outcome {
     deliver_here(d, Box::new(Cursor::new(body.to_vec())))

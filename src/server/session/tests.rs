@@ -221,7 +221,7 @@ fn a_message_into_the_spool() {
     assert_eq!(rcpts, ["alice@example.org", "Bob@Example.org"]);
     assert_eq!(env.helo.as_deref(), Some("client.test"));
     assert_eq!(env.protocol, "ESMTP");
-    let msg = std::fs::read_to_string(s.ctx.spool.message_path(id)).unwrap();
+    let msg = String::from_utf8(s.ctx.spool.read_message(&env).unwrap()).unwrap();
     assert!(
         msg.starts_with(
             "Received: from client.test (unknown [203.0.113.5])\n\tby mx.example.org (tern) with ESMTP id "

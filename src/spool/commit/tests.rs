@@ -1,27 +1,44 @@
 use super::*;
+use crate::spool::seal;
 use crate::spool::tests::names;
 use crate::spool::{Envelope, Recipient, Spool, TMP};
+use std::io::Write;
 use std::thread;
 use tempfile::TempDir;
 
 const MODES: [SyncMode; 2] = [SyncMode::Syncfs, SyncMode::Fsync];
 
-/// A message as Incoming::commit hands it over: msg/ID linked, tmp/ID.env written.
+/// A message as Incoming::commit hands it over: msg/ID written and sealed.
 fn pending(s: &Spool) -> Pending {
     let id = QueueId::generate();
-    let tmp_env = s.root().join(TMP).join(format!("{id}.env"));
+    let body = format!("body of {id}\n");
     let mut env = Envelope::new(id.clone(), "a@example.org".into(), 1_700_000_000);
     env.recipients.push(Recipient::new("b@example.net".into()));
-    fs::write(s.message_path(&id), format!("body of {id}\n")).unwrap();
-    fs::write(&tmp_env, env.to_text()).unwrap();
-    let open = |p: &Path| Arc::new(File::open(p).unwrap());
+    env.size = body.len() as u64;
+    let env_text = env.to_text();
+    let mut crc = seal::Crc::new();
+    crc.update(body.as_bytes());
+    let path = s.message_path(&id);
+    let mut f = File::create(&path).unwrap();
+    f.write_all(body.as_bytes()).unwrap();
+    f.write_all(&seal::seal(crc, env.size, &env_text, false)).unwrap();
     Pending {
-        files: [open(&s.message_path(&id)), open(&tmp_env)],
-        synced: None,
-        tmp_env,
+        file: File::open(&path).unwrap(),
+        body: path,
+        env_text,
         id,
         held: false,
     }
+}
+
+/// A name in the way of a rename or a create: a directory, not empty.
+fn block(path: &Path) {
+    fs::create_dir(path).unwrap();
+    fs::write(path.join("x"), b"").unwrap();
+}
+
+fn unblock(path: &Path) {
+    fs::remove_dir_all(path).unwrap();
 }
 
 #[test]
@@ -30,34 +47,33 @@ fn one_failure_fails_only_its_message() {
         let d = TempDir::new().unwrap();
         let s = Spool::open(&d.path().join("spool")).unwrap();
         let batch: Vec<Pending> = (0..6).map(|_| pending(&s)).collect();
-        // 1: its envelope vanished from tmp/.
-        fs::remove_file(&batch[1].tmp_env).unwrap();
-        // 4: something (a directory, not empty) is in the way in env/.
-        let blocker = s.root().join(ENV).join(batch[4].id.as_str());
-        fs::create_dir(&blocker).unwrap();
-        fs::write(blocker.join("x"), b"").unwrap();
+        // 1: its envelope cannot be written to tmp/.
+        let tmp_blocker = s.root().join(TMP).join(format!("{}.env", batch[1].id));
+        block(&tmp_blocker);
+        // 4: something is in the way in env/.
+        let env_blocker = s.root().join(ENV).join(batch[4].id.as_str());
+        block(&env_blocker);
         let refs: Vec<&Pending> = batch.iter().collect();
         let results = commit_batch(&Dirs::new(s.root()), mode, &refs);
         let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
         assert_eq!(ok, [true, false, true, true, false, true]);
         for bad in [1, 4] {
-            let e = results[bad].as_ref().unwrap_err();
-            assert!(e.to_string().starts_with("spool: rename "), "{e}");
             assert!(!s.message_path(&batch[bad].id).exists());
         }
-        assert_eq!(
-            results[1].as_ref().unwrap_err().io().map(io::Error::kind),
-            Some(io::ErrorKind::NotFound)
-        );
+        let e = results[1].as_ref().unwrap_err();
+        assert!(e.to_string().starts_with("spool: create "), "{e}");
+        let e = results[4].as_ref().unwrap_err();
+        assert!(e.to_string().starts_with("spool: rename "), "{e}");
 
         let good: Vec<QueueId> = [0, 2, 3, 5].iter().map(|&i| batch[i].id.clone()).collect();
-        fs::remove_file(blocker.join("x")).unwrap();
-        fs::remove_dir(&blocker).unwrap();
+        unblock(&tmp_blocker);
+        unblock(&env_blocker);
         assert_eq!(s.list().unwrap(), good);
         for id in &good {
-            assert_eq!(s.load(id).unwrap().id, *id);
+            let env = s.load(id).unwrap();
+            assert_eq!(env.id, *id);
             assert_eq!(
-                fs::read(s.message_path(id)).unwrap(),
+                s.read_message(&env).unwrap(),
                 format!("body of {id}\n").as_bytes()
             );
         }
@@ -66,61 +82,39 @@ fn one_failure_fails_only_its_message() {
     }
 }
 
-/// A file whose fdatasync fails (EINVAL: /dev/null cannot be synced).
-fn unsyncable() -> Arc<File> {
-    Arc::new(File::open("/dev/null").unwrap())
-}
-
 #[test]
-fn with_fsync_each_message_stands_or_falls_by_its_own_syncs() {
+fn with_fsync_each_message_stands_or_falls_by_its_own_fsync() {
     let d = TempDir::new().unwrap();
     let s = Spool::open(&d.path().join("spool")).unwrap();
-    let mut batch: Vec<Pending> = (0..5).map(|_| pending(&s)).collect();
-    // 1: its session's own syncs failed.
-    batch[1].synced = Some(Err(SpoolError::other("fsync", &batch[1].tmp_env, "disk on fire")));
-    // 2: its session synced it.
-    batch[2].synced = Some(Ok(()));
-    // 3: comes unsynced and its body cannot be synced; 0 and 4 come unsynced.
-    batch[3].files[0] = unsyncable();
+    let mut batch: Vec<Pending> = (0..3).map(|_| pending(&s)).collect();
+    // 1: its file cannot be synced (EINVAL: /dev/null cannot be).
+    batch[1].file = File::open("/dev/null").unwrap();
     let refs: Vec<&Pending> = batch.iter().collect();
     let results = commit_batch(&Dirs::new(s.root()), SyncMode::Fsync, &refs);
     let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
-    assert_eq!(ok, [true, false, true, false, true]);
-    assert!(results[1]
-        .as_ref()
-        .unwrap_err()
-        .to_string()
-        .contains("disk on fire"));
-    let e = results[3].as_ref().unwrap_err();
+    assert_eq!(ok, [true, false, true]);
+    let e = results[1].as_ref().unwrap_err();
     assert!(e.to_string().starts_with("spool: fsync "), "{e}");
     assert_eq!(e.io().and_then(io::Error::raw_os_error), Some(libc::EINVAL));
-    let mut good: Vec<QueueId> = [0, 2, 4].iter().map(|&i| batch[i].id.clone()).collect();
+    let mut good: Vec<QueueId> = [0, 2].iter().map(|&i| batch[i].id.clone()).collect();
     good.sort();
     assert_eq!(s.list().unwrap(), good);
-    assert_eq!(names(&s.root().join(MSG)).len(), 3);
+    assert_eq!(names(&s.root().join(MSG)).len(), 2);
     assert!(names(&s.root().join(TMP)).is_empty());
 }
 
 #[test]
-fn with_fsync_a_session_syncs_its_own_message_before_it_queues_it() {
-    let d = TempDir::new().unwrap();
-    let s = Spool::open(&d.path().join("spool")).unwrap();
-    let c = Committer::default();
-    // Its envelope cannot be synced: refused before it ever reaches a batch, and
-    // nothing of it stays.
-    let mut bad = pending(&s);
-    bad.files[1] = unsyncable();
-    let tmp_env = bad.tmp_env.clone();
-    let e = c.commit(s.root(), SyncMode::Fsync, bad).unwrap_err();
-    assert!(e.to_string().starts_with("spool: fsync "), "{e}");
-    assert!(e.to_string().contains(&*tmp_env.to_string_lossy()), "{e}");
-    assert!(s.list().unwrap().is_empty());
-    assert!(names(&s.root().join(MSG)).is_empty());
-    assert!(names(&s.root().join(TMP)).is_empty());
-    let good = pending(&s);
-    let id = good.id.clone();
-    c.commit(s.root(), SyncMode::Fsync, good).unwrap();
-    assert_eq!(s.list().unwrap(), [id]);
+fn a_held_message_is_queued_into_hold() {
+    for mode in MODES {
+        let d = TempDir::new().unwrap();
+        let s = Spool::open(&d.path().join("spool")).unwrap();
+        let mut p = pending(&s);
+        p.held = true;
+        let id = p.id.clone();
+        Committer::default().commit(s.root(), mode, p).unwrap();
+        assert!(s.list().unwrap().is_empty());
+        assert_eq!(s.list_held().unwrap(), [id]);
+    }
 }
 
 #[test]
@@ -138,12 +132,12 @@ fn a_slow_syncfs_is_logged_at_most_every_ten_minutes() {
 
 #[test]
 fn a_failed_batch_sync_fails_and_undoes_every_message() {
-    for mode in MODES {
+    for mode in [SyncMode::Syncfs] {
         let d = TempDir::new().unwrap();
         let s = Spool::open(&d.path().join("spool")).unwrap();
         let batch: Vec<Pending> = (0..3).map(|_| pending(&s)).collect();
         let refs: Vec<&Pending> = batch.iter().collect();
-        // msg/ cannot be opened for its sync: nothing may be renamed into env/.
+        // msg/ cannot be opened for the syncfs: nothing may be renamed into env/.
         let mut dirs = Dirs::new(s.root());
         dirs.msg = s.root().join("gone");
         dirs.msg_fd = None;
@@ -153,6 +147,7 @@ fn a_failed_batch_sync_fails_and_undoes_every_message() {
             assert!(e.contains("/gone"), "{mode:?}: {e}");
         }
         assert!(s.list().unwrap().is_empty());
+        assert!(names(&s.root().join(MSG)).is_empty());
         assert!(names(&s.root().join(TMP)).is_empty());
     }
 }
@@ -187,7 +182,8 @@ fn many_threads_commit_through_one_committer_in() {
         let batch: Vec<Pending> = (0..40).map(|_| pending(&s)).collect();
         // One of them cannot be committed: only it fails, whatever batch it lands in.
         let bad = batch[17].id.clone();
-        fs::remove_file(&batch[17].tmp_env).unwrap();
+        let blocker = s.root().join(ENV).join(bad.as_str());
+        block(&blocker);
         let mut ids: Vec<QueueId> = batch
             .iter()
             .map(|p| p.id.clone())
@@ -208,6 +204,7 @@ fn many_threads_commit_through_one_committer_in() {
         });
         assert_eq!(failed, vec![bad.clone()]);
         assert!(!s.message_path(&bad).exists());
+        unblock(&blocker);
         ids.sort();
         assert_eq!(s.list().unwrap(), ids);
         for id in &ids {
@@ -235,13 +232,12 @@ fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) 
 /// A message for `Committer::run` with a stand-in commit: no files, and the path
 /// names who sent it.
 fn fake(who: String) -> Pending {
-    let null = || Arc::new(File::open("/dev/null").unwrap());
     Pending {
         id: QueueId::generate(),
-        tmp_env: PathBuf::from(who),
+        body: PathBuf::from(who),
         held: false,
-        files: [null(), null()],
-        synced: None,
+        file: File::open("/dev/null").unwrap(),
+        env_text: String::new(),
     }
 }
 
@@ -255,8 +251,8 @@ fn fake_commit(batch: &[&Pending], stats: &Mutex<(usize, usize, usize)>) -> Vec<
     s.2 = s.2.max(batch.len());
     batch
         .iter()
-        .map(|p| match p.tmp_env.to_string_lossy().ends_with('!') {
-            true => Err(SpoolError::other("commit", &p.tmp_env, "refused")),
+        .map(|p| match p.body.to_string_lossy().ends_with('!') {
+            true => Err(SpoolError::other("commit", &p.body, "refused")),
             false => Ok(()),
         })
         .collect()

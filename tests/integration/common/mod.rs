@@ -523,7 +523,7 @@ impl Tern {
             .into_iter()
             .filter_map(|id| {
                 let env = spool.load(&id).ok()?;
-                let body = std::fs::read(spool.message_path(&id)).ok()?;
+                let body = spool.read_message(&env).ok()?;
                 Some((env, body))
             })
             .collect()
@@ -540,7 +540,7 @@ impl Tern {
         let spool = self.spool();
         let id = QueueId::parse(id).expect("queue id");
         let env = spool.load(&id).expect("load");
-        let body = std::fs::read(spool.message_path(&id)).expect("read body");
+        let body = spool.read_message(&env).expect("read body");
         (env, body)
     }
 
