@@ -122,10 +122,13 @@ pub fn prepare(
     }
     match spool.recover() {
         Ok(st) => log::info!(
-            "spool {}: removed {} temporary and {} orphaned files, {} corrupt",
+            "spool {}: removed {} temporary and {} orphaned files, finished {} removals, \
+             queued {} again from their seal, {} corrupt",
             dir.display(),
             st.tmp_removed,
             st.orphans_removed,
+            st.finished,
+            st.restored,
             st.corrupt
         ),
         Err(e) => return Err(Failure::new(SysExit::CantCreat, e)),

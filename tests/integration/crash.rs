@@ -617,6 +617,8 @@ fn an_envelope_lost_in_a_crash_is_rebuilt_from_the_seal() {
         "{}",
         t.log_text()
     );
+    // The start-up summary counts it.
+    assert!(t.wait_log("queued 1 again from their seal"), "{}", t.log_text());
     let again = t.queued();
     assert_eq!(again.len(), 1, "{again:?}");
     assert_eq!(again[0].0, *env);
