@@ -120,8 +120,8 @@ impl Body {
         }
     }
 
-    /// Write the body into `out` (the commit): from memory, or the spill file
-    /// copied in the kernel where `out` can take it so.
+    /// Write the body into `out` (the commit): from memory, or from the spill
+    /// file through `out`'s `append_file`.
     pub fn write_into(self, out: &mut dyn Store) -> io::Result<()> {
         match self.file {
             None => out.write_all(&self.mem),
