@@ -227,7 +227,7 @@ pub(super) struct Dirs {
     env: PathBuf,
     hold: PathBuf,
     tmp: PathBuf,
-    msg_fd: Option<Arc<File>>,
+    msg_fd: Option<File>,
     /// When a slow syncfs was last logged.
     last_slow_warning: Mutex<Option<Instant>>,
 }
@@ -236,7 +236,7 @@ impl Dirs {
     pub(super) fn new(root: &Path) -> Dirs {
         let msg = root.join(MSG);
         Dirs {
-            msg_fd: File::open(&msg).ok().map(Arc::new),
+            msg_fd: File::open(&msg).ok(),
             last_slow_warning: Mutex::new(None),
             msg,
             env: root.join(ENV),
@@ -251,20 +251,18 @@ impl Dirs {
         dir.join(p.id.as_str())
     }
 
-    /// msg/: the descriptor kept open, or a new one when opening it failed at first.
-    fn msg_dir(&self) -> Result<Arc<File>, SpoolError> {
-        match &self.msg_fd {
-            Some(f) => Ok(Arc::clone(f)),
-            None => File::open(&self.msg)
-                .map(Arc::new)
-                .map_err(|e| SpoolError::from_io("open", &self.msg, e)),
-        }
-    }
-
     /// Everything the batch wrote durable, msg/'s names included, with one syncfs of
     /// msg/'s filesystem (the whole spool is one), and whatever else is dirty there.
     fn syncfs(&self) -> Result<(), SpoolError> {
-        let fd = self.msg_dir()?;
+        // The descriptor kept open, or a new one when opening it failed at first.
+        let opened;
+        let fd = match &self.msg_fd {
+            Some(f) => f,
+            None => {
+                opened = File::open(&self.msg).map_err(|e| SpoolError::from_io("open", &self.msg, e))?;
+                &opened
+            }
+        };
         let started = Instant::now();
         let r = sys::syncfs(fd.as_raw_fd()).map_err(|e| SpoolError::from_io("syncfs", &self.msg, e));
         let took = started.elapsed();

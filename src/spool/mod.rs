@@ -413,20 +413,11 @@ impl Spool {
         }
         let sub = if sealed.held { HOLD } else { ENV };
         let tmp = self.dir(TMP).join(format!("{id}.env"));
-        let env = write_new(&tmp, sealed.env_text.as_bytes())?;
         // Recover runs before a root ternd drops to its user: the envelope gets
         // the owner of the body it is for, or the daemon could not read it.
         let owner = f.metadata().map_err(|e| SpoolError::from_io("stat", path, e))?;
-        let undo = |op, e| {
-            let _ = fs::remove_file(&tmp);
-            SpoolError::from_io(op, &tmp, e)
-        };
-        if sys::uids().1 == 0 {
-            std::os::unix::fs::fchown(&env, Some(owner.uid()), Some(owner.gid()))
-                .map_err(|e| undo("chown", e))?;
-        }
-        env.sync_all().map_err(|e| undo("fsync", e))?;
-        drop(env);
+        let owner = (sys::uids().1 == 0).then_some((owner.uid(), owner.gid()));
+        write_synced_as(&tmp, sealed.env_text.as_bytes(), owner)?;
         let target = self.file(sub, id);
         fs::rename(&tmp, &target).map_err(|e| SpoolError::from_io("rename", &tmp, e))?;
         log::info!(
@@ -932,8 +923,18 @@ fn write_new(path: &Path, data: &[u8]) -> Result<File, SpoolError> {
 
 /// Create `path` exclusively (mode 0600), write `data`, fsync. Removes it on error.
 fn write_synced(path: &Path, data: &[u8]) -> Result<(), SpoolError> {
+    write_synced_as(path, data, None)
+}
+
+/// [`write_synced`], the file given to `owner` (uid, gid) before its fsync.
+fn write_synced_as(path: &Path, data: &[u8], owner: Option<(u32, u32)>) -> Result<(), SpoolError> {
     let f = write_new(path, data)?;
-    let r = f.sync_all().map_err(|e| SpoolError::from_io("fsync", path, e));
+    let chown = |(uid, gid)| {
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(|e| SpoolError::from_io("chown", path, e))
+    };
+    let r = owner
+        .map_or(Ok(()), chown)
+        .and_then(|()| f.sync_all().map_err(|e| SpoolError::from_io("fsync", path, e)));
     if r.is_err() {
         drop(f);
         let _ = fs::remove_file(path);
