@@ -1,7 +1,9 @@
 //! What the bench programs' command lines share (included by `#[path]`):
-//! reading the options with `-h`, the usage error, and sizes with a suffix.
+//! reading the options with `-h`, the usage error, sizes with a suffix, and
+//! SIGINT/SIGTERM as a flag.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// sysexits EX_USAGE.
 pub const EXIT_USAGE: u8 = 2;
@@ -43,4 +45,26 @@ pub fn size(s: &str, suffixes: &str) -> Option<u64> {
         return None;
     }
     s.get(..s.len() - 1)?.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// Set by SIGINT or SIGTERM once [`catch_signals`] has run: a program that runs
+/// until stopped looks at it, so that its RESULT line still gets printed.
+#[allow(dead_code)] // only smtp-sink and neighbour run until stopped
+pub static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+#[allow(dead_code)]
+extern "C" fn on_signal(_: libc::c_int) {
+    SIGNALLED.store(true, Ordering::Relaxed);
+}
+
+/// SIGINT and SIGTERM set [`SIGNALLED`] instead of ending the program.
+#[allow(dead_code)]
+pub fn catch_signals() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(sig, handler);
+        }
+    }
 }

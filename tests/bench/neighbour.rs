@@ -27,7 +27,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -36,9 +36,6 @@ mod cli;
 
 const EXIT_ERRORS: u8 = 1;
 const MIB: f64 = 1024.0 * 1024.0;
-
-/// Set by SIGINT and SIGTERM.
-static SIGNALLED: AtomicBool = AtomicBool::new(false);
 
 struct Config {
     file: PathBuf,
@@ -118,22 +115,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
     cli::size(s, "KMG").ok_or(format!("bad size {s:?}"))
 }
 
-extern "C" fn on_signal(_: libc::c_int) {
-    SIGNALLED.store(true, Ordering::Relaxed);
-}
-
-fn catch_signals() {
-    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            libc::signal(sig, handler);
-        }
-    }
-}
-
 fn run(cfg: &Config) -> ExitCode {
-    catch_signals();
+    cli::catch_signals();
     let file = match OpenOptions::new()
         .write(true)
         .create(true)
@@ -150,7 +133,7 @@ fn run(cfg: &Config) -> ExitCode {
     let start = Instant::now();
     let (mut written, mut passes, mut offset) = (0u64, 0u64, 0u64);
     let mut failed = None;
-    while !SIGNALLED.load(Ordering::Relaxed) {
+    while !cli::SIGNALLED.load(Ordering::Relaxed) {
         let elapsed = start.elapsed().as_secs_f64();
         if cfg.secs.is_some_and(|t| elapsed >= t) {
             break;

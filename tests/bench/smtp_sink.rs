@@ -48,7 +48,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -79,9 +79,6 @@ const EHLO_REPLY: &[u8] = b"250-localhost smtp-sink\r\n\
 250-ENHANCEDSTATUSCODES\r\n\
 250-SMTPUTF8\r\n\
 250 DSN\r\n";
-
-/// Set by SIGINT and SIGTERM.
-static SIGNALLED: AtomicBool = AtomicBool::new(false);
 
 struct Shared {
     base: Instant,
@@ -203,7 +200,7 @@ fn main() -> ExitCode {
         .map_or_else(|_| addr.to_string(), |a| a.to_string());
     println!("LISTENING {local}");
     let _ = io::stdout().flush();
-    catch_signals();
+    cli::catch_signals();
 
     let sh = Arc::new(Shared {
         base: Instant::now(),
@@ -280,7 +277,7 @@ fn watch(sh: &Shared, expect: Option<u64>, idle: Option<Duration>, count_file: O
             }
             last_progress = (Instant::now(), n);
         }
-        if SIGNALLED.load(Ordering::Relaxed) {
+        if cli::SIGNALLED.load(Ordering::Relaxed) {
             return short_of(expect, n);
         }
         if expect.is_some_and(|e| n >= e) {
@@ -323,21 +320,6 @@ fn write_count(path: &Path, n: u64) {
     let r = std::fs::write(&tmp, format!("{n}\n")).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = r {
         eprintln!("smtp-sink: {}: {e}", path.display());
-    }
-}
-
-extern "C" fn on_signal(_: libc::c_int) {
-    SIGNALLED.store(true, Ordering::Relaxed);
-}
-
-/// SIGINT and SIGTERM set a flag, so that the RESULT line still gets printed.
-fn catch_signals() {
-    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            libc::signal(sig, handler);
-        }
     }
 }
 
