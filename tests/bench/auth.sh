@@ -25,13 +25,8 @@
 set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 2
-TOP=$(pwd)
 # shellcheck source=tests/bench/lib.sh
 . tests/bench/lib.sh
-TARGET=${CARGO_TARGET_DIR:-${TARGET_DIR:-$TOP/target}}
-case $TARGET in /*) ;; *) TARGET=$TOP/$TARGET ;; esac
-B=${BENCH_BIN:-$TARGET/release}
-X=$B/examples
 PARENT=${BENCH_DIR:-$TARGET}
 ROUNDS=${BENCH_AUTH_ROUNDS:-${BENCH_ROUNDS:-5}}
 # At least 3 rounds: one round is not a claim (make bench's BENCH_ROUNDS is 1
@@ -137,22 +132,6 @@ start off relay_networks=192.0.2.0/24 auth_check=no
 start check relay_networks=192.0.2.0/24 auth_check=yes
 start sign relay_networks=127.0.0.0/8 "dkim_sign=sender.bench b2026 $D/rsa.pem rsa"
 
-# load NAME ROUND: one smtp-source run; prints its rate.
-load() {
-    local out=$D/$1.$2.src
-    "$X/smtp-source" -P -c "$SESSIONS" -m "$MESSAGES" -s "$SIZE" -r 1 -w 300 \
-        -f bench@sender.bench -t bench@example.test "${ADDR[$1]}" >"$out" 2>"$out.err" </dev/null
-    local rc=$? n rate
-    n=$(sed -n 's/^RESULT.* messages=\([0-9]*\).*/\1/p' "$out")
-    rate=$(sed -n 's/^RESULT.* msgs_per_sec=\([0-9.]*\).*/\1/p' "$out")
-    if [ $rc -ne 0 ] || [ "$n" != "$MESSAGES" ]; then
-        log "$1 round $2 BROKEN: exit $rc, ${n:-0} of $MESSAGES accepted: $(head -3 "$out.err" | tr '\n' ' ')"
-        BROKEN=1
-        echo 0
-        return
-    fi
-    echo "$rate"
-}
 
 # One warm-up message each (fills the checker's DNS cache, as a running
 # host's would be).
@@ -168,7 +147,9 @@ printf '%-6s %12s %12s %12s %10s %10s\n' round off/s check/s sign/s check/off si
 for r in $(seq "$ROUNDS"); do
     declare -A RATE=()
     for n in ${ORDERS[$(((r - 1) % 3))]}; do
-        RATE[$n]=$(load "$n" "$r")
+        RATE[$n]=$(load_rate auth-bench "$D/$n.$r.src" "$MESSAGES" "${ADDR[$n]}" -s "$SIZE" -w 300 \
+            -f bench@sender.bench -t bench@example.test)
+        [ "${RATE[$n]}" = 0 ] && BROKEN=1
     done
     c=$(awk -v a="${RATE[check]}" -v b="${RATE[off]}" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }')
     s=$(awk -v a="${RATE[sign]}" -v b="${RATE[off]}" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "nan" }')

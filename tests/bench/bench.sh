@@ -35,13 +35,8 @@
 set -uo pipefail
 
 cd "$(dirname "$0")/../.." || exit 2
-TOP=$(pwd)
 # shellcheck source=tests/bench/lib.sh
 . tests/bench/lib.sh
-TARGET=${CARGO_TARGET_DIR:-${TARGET_DIR:-$TOP/target}}
-case $TARGET in /*) ;; *) TARGET=$TOP/$TARGET ;; esac
-B=$TARGET/release
-X=$B/examples
 
 # queue-scale.sh's QUEUED and MESSAGES, from the environment too (before
 # MESSAGES is reused below).

@@ -25,9 +25,6 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/bench/lib.sh
 . "$here/lib.sh"
-root=$(cd "$here/../.." && pwd)
-B=${BENCH_BIN:-$root/target/release}
-X=$B/examples
 SIZES=${CHUNK_SIZES:-1M 10M}
 SESSIONS=${CHUNK_SESSIONS:-10}
 # Run by bench.sh (make bench), it takes that run's rounds and its Postfix
@@ -35,7 +32,7 @@ SESSIONS=${CHUNK_SESSIONS:-10}
 ROUNDS=${CHUNK_ROUNDS:-${BENCH_ROUNDS:-3}}
 TIMEOUT=${CHUNK_TIMEOUT:-600}
 TERN_USER=${BENCH_TERN_USER:-nobody}
-PARENT=${BENCH_DIR:-$root/target}
+PARENT=${BENCH_DIR:-$TARGET}
 
 for p in "$B/ternd" "$X/smtp-source"; do
     [ -x "$p" ] || { echo "chunking: $p missing; run: cargo build --release --bins --examples" >&2; exit 2; }
@@ -84,21 +81,6 @@ start_postfix() {
     ADDR=127.0.0.1:$port
 }
 
-# run_load NAME SIZE MESSAGES FLAGS: one smtp-source load against ADDR; prints msgs/s.
-run_load() {
-    local out=$D/$1.src
-    "$X/smtp-source" -P $4 -c "$SESSIONS" -m "$3" -s "$2" -r 1 -w "$TIMEOUT" \
-        -t alice@example.test "$ADDR" >"$out" 2>"$out.err" </dev/null
-    local rc=$? ok
-    ok=$(sed -n 's/^RESULT.* messages=\([0-9]*\).*/\1/p' "$out")
-    if [ $rc -ne 0 ] || [ "$ok" != "$3" ]; then
-        echo "chunking: $1 broke: exit $rc, $ok of $3: $(head -2 "$out.err" | tr '\n' ' ')" >&2
-        BROKE=1
-        echo 0
-        return
-    fi
-    sed -n 's/^RESULT.* msgs_per_sec=\([0-9.]*\).*/\1/p' "$out"
-}
 
 
 have_postfix=0
@@ -116,13 +98,14 @@ for size in $SIZES; do
                 name="$size-$server-$mode-$r"
                 if [ "$server" = tern ]; then
                     start_tern "$name" || { BROKE=1; continue; }
-                    rate=$(run_load "$name" "$size" "$n" "$flags")
+                    rate=$(load_rate chunking "$D/$name.src" "$n" "$ADDR" $flags -s "$size" -w "$TIMEOUT" -t alice@example.test)
                     kill "$PID"; wait "$PID" 2>/dev/null
                 else
                     start_postfix "$name" || { echo "chunking: postfix did not start" >&2; BROKE=1; continue; }
-                    rate=$(run_load "$name" "$size" "$n" "$flags")
+                    rate=$(load_rate chunking "$D/$name.src" "$n" "$ADDR" $flags -s "$size" -w "$TIMEOUT" -t alice@example.test)
                     "$here/postfix.sh" stop "$D/pf-$name" >/dev/null 2>&1
                 fi
+                [ "$rate" = 0 ] && BROKE=1
                 R[$size.$server.$mode]+="$rate "
                 rm -rf "${D:?}/$name" "${D:?}/pf-$name"
                 echo "chunking: round $r $size $server $mode: $rate msgs/s" >&2

@@ -1,6 +1,16 @@
 # Shell helpers shared by the bench scripts (bench.sh, chunking.sh, milter.sh,
 # auth.sh): sourced, not run.
 
+# The checkout (TOP); cargo's target directory (TARGET: CARGO_TARGET_DIR or
+# TARGET_DIR, relative to TOP, else TOP/target); the release binaries (B:
+# BENCH_BIN, as bench.sh hands it to the scripts it runs, else
+# TARGET/release) and the bench programs among them (X).
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-${TARGET_DIR:-$TOP/target}}
+case $TARGET in /*) ;; *) TARGET=$TOP/$TARGET ;; esac
+B=${BENCH_BIN:-$TARGET/release}
+X=$B/examples
+
 # wait_for COND SECS [STEP]: until `eval COND` succeeds, for at most SECS
 # seconds, polling every STEP (0.01 s); fails on time-out.
 wait_for() {
@@ -49,4 +59,24 @@ ternd_start() {
     PIDS+=("$TERND_PID")
     wait_for "grep -qs 'listening on' '$dir/ternd.log'" 20 || return 1
     TERND_ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$dir/ternd.log" | head -1)
+}
+
+# load_rate WHO OUT MESSAGES ADDR SMTP-SOURCE-ARGS...: one smtp-source load of
+# MESSAGES to ADDR ($X/smtp-source, PIPELINING, one message per connection),
+# its output in OUT and OUT.err; prints its msgs/s, or 0 and a line on stderr
+# starting with WHO when it broke (a non-zero exit, or fewer messages
+# accepted). It runs in $(...), where no variable of the caller can be set:
+# the caller counts a 0 as broken.
+load_rate() {
+    local who=$1 out=$2 n=$3 addr=$4 rc ok
+    shift 4
+    "$X/smtp-source" -P -c "$SESSIONS" -m "$n" -r 1 "$@" "$addr" >"$out" 2>"$out.err" </dev/null
+    rc=$?
+    ok=$(sed -n 's/^RESULT.* messages=\([0-9]*\).*/\1/p' "$out")
+    if [ $rc -ne 0 ] || [ "$ok" != "$n" ]; then
+        echo "$who: $(basename "$out") broke: exit $rc, ${ok:-0} of $n accepted: $(head -3 "$out.err" | tr '\n' ' ')" >&2
+        echo 0
+        return
+    fi
+    sed -n 's/^RESULT.* msgs_per_sec=\([0-9.]*\).*/\1/p' "$out"
 }

@@ -24,9 +24,6 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/bench/lib.sh
 . "$here/lib.sh"
-root=$(cd "$here/../.." && pwd)
-B=${BENCH_BIN:-$root/target/release}
-X=$B/examples
 MESSAGES=${MILTER_MESSAGES:-1000}
 SIZE=${MILTER_SIZE:-4K}
 SESSIONS=${MILTER_SESSIONS:-10}
@@ -36,7 +33,7 @@ ROUNDS=${MILTER_ROUNDS:-$(( ${BENCH_ROUNDS:-5} > 3 ? ${BENCH_ROUNDS:-5} : 3 ))}
 TIMEOUT=${MILTER_TIMEOUT:-300}
 KIND=${MILTER_KIND:-}
 TERN_USER=${BENCH_TERN_USER:-nobody}
-PARENT=${BENCH_DIR:-$root/target}
+PARENT=${BENCH_DIR:-$TARGET}
 PY=/usr/bin/python3
 
 for p in "$B/ternd" "$X/smtp-source"; do
@@ -90,7 +87,7 @@ Syslog no
 EOF
         "$(command -v opendkim || echo /usr/sbin/opendkim)" -f -x "$m/opendkim.conf" 2>"$m/milter.log" </dev/null &
     else
-        TEST_MILTER_SPEC="" "$PY" -u "$root/tests/integration/common/test_milter.py" \
+        TEST_MILTER_SPEC="" "$PY" -u "$TOP/tests/integration/common/test_milter.py" \
             --socket "inet:$port@127.0.0.1" --log /dev/null 2>"$m/milter.log" </dev/null &
     fi
     PIDS+=("$!")
@@ -108,21 +105,6 @@ start_tern() {
     PID=$TERND_PID ADDR=$TERND_ADDR
 }
 
-# run_load NAME: one smtp-source load against ADDR; prints msgs/s.
-run_load() {
-    local out=$D/$1.src
-    "$X/smtp-source" -P -c "$SESSIONS" -m "$MESSAGES" -s "$SIZE" -r 1 -w "$TIMEOUT" \
-        -f bench@example.test -t alice@example.test "$ADDR" >"$out" 2>"$out.err" </dev/null
-    local rc=$? ok
-    ok=$(sed -n 's/^RESULT.* messages=\([0-9]*\).*/\1/p' "$out")
-    if [ $rc -ne 0 ] || [ "$ok" != "$MESSAGES" ]; then
-        echo "milter: $1 broke: exit $rc, $ok of $MESSAGES: $(head -2 "$out.err" | tr '\n' ' ')" >&2
-        BROKE=1
-        echo 0
-        return
-    fi
-    sed -n 's/^RESULT.* msgs_per_sec=\([0-9.]*\).*/\1/p' "$out"
-}
 
 
 start_milter || exit 1
@@ -134,7 +116,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     for load in milter none; do
         name=$load-$r
         if [ "$load" = milter ]; then start_tern "$name" "$MILTER"; else start_tern "$name"; fi || { BROKE=1; continue; }
-        rate=$(run_load "$name")
+        rate=$(load_rate milter "$D/$name.src" "$MESSAGES" "$ADDR" -s "$SIZE" -w "$TIMEOUT" \
+            -f bench@example.test -t alice@example.test)
+        [ "$rate" = 0 ] && BROKE=1
         # Once: the milter really was in the path (OpenDKIM's signature, or
         # the python milter's connection in its log).
         if [ "$load" = milter ] && [ $checked = 0 ] && [ "$KIND" = opendkim ]; then
