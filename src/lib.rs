@@ -50,6 +50,8 @@ pub mod sys;
 pub mod sysexits;
 pub mod tables;
 #[cfg(test)]
+pub(crate) mod testnet;
+#[cfg(test)]
 pub(crate) mod testskip;
 pub mod tls;
 pub mod tlspolicy;

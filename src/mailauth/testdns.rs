@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -154,16 +154,7 @@ pub(crate) struct TestDns {
 
 impl TestDns {
     pub(crate) fn start(zone: Zone) -> TestDns {
-        // A free UDP port whose TCP twin is free too (tests running at the
-        // same time, ours and other programs', hold TCP ports).
-        let (udp, tcp, addr) = (0..100)
-            .find_map(|_| {
-                let udp = UdpSocket::bind("127.0.0.1:0").ok()?;
-                let addr = udp.local_addr().ok()?;
-                let tcp = TcpListener::bind(addr).ok()?;
-                Some((udp, tcp, addr))
-            })
-            .expect("a free UDP and TCP port pair on 127.0.0.1");
+        let (udp, tcp, addr) = crate::testnet::udp_tcp_pair();
         tcp.set_nonblocking(true).unwrap();
         udp.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let stop = Arc::new(AtomicBool::new(false));

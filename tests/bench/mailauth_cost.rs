@@ -18,6 +18,8 @@ mod testdns;
 #[path = "../../src/mailauth/testkeys.rs"]
 #[allow(dead_code)]
 mod testkeys;
+#[path = "../../src/testnet.rs"]
+mod testnet;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

@@ -28,7 +28,7 @@ mod stub {
     use hickory_proto::rr::rdata::{tlsa, A, CNAME, MX, NS, TLSA, TXT};
     use hickory_proto::rr::{Name, RData, Record};
     use std::io::{Read, Write};
-    use std::net::{SocketAddr, TcpListener, UdpSocket};
+    use std::net::SocketAddr;
 
     fn rec(name: &str, data: RData) -> Record {
         Record::from_rdata(Name::from_ascii(name).unwrap(), 300, data)
@@ -186,16 +186,7 @@ mod stub {
 
     /// Start the stub; it serves until the test process ends.
     pub(super) fn start() -> SocketAddr {
-        // A free UDP port whose TCP twin is free too: other tests, ours
-        // and other programs', hold TCP ports on loopback.
-        let (udp, tcp, addr) = (0..100)
-            .find_map(|_| {
-                let udp = UdpSocket::bind("127.0.0.1:0").ok()?;
-                let addr = udp.local_addr().ok()?;
-                let tcp = TcpListener::bind(addr).ok()?;
-                Some((udp, tcp, addr))
-            })
-            .expect("a free UDP and TCP port pair on 127.0.0.1");
+        let (udp, tcp, addr) = crate::testnet::udp_tcp_pair();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok((n, from)) = udp.recv_from(&mut buf) {
